@@ -1,0 +1,87 @@
+"""The read API: deployments, their revisions, and each revision's build log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from litestar import Controller, get
+from litestar.exceptions import NotFoundException
+from litestar.response import File, Response
+
+from app import deployments, revisions
+from app.api.schemas import DeploymentView, RevisionView
+from app.db import SessionFactory
+from app.models import Repository
+from app.pipeline import PipelineConfig
+from app.settings import Settings
+
+
+class DeploymentController(Controller):
+    path = "/api/deployments"
+
+    @get("/")
+    async def list_deployments(
+        self, sessions: SessionFactory, settings: Settings
+    ) -> list[DeploymentView]:
+        with sessions() as session:
+            views = []
+            for deployment in deployments.list_deployments(session):
+                repository = session.get(Repository, deployment.repository_id)
+                views.append(
+                    DeploymentView.of(
+                        deployment,
+                        repository.full_name if repository else "",
+                        settings.deployment_url(deployment.slug),
+                    )
+                )
+            return views
+
+    @get("/{deployment_id:str}")
+    async def get_deployment(
+        self, deployment_id: str, sessions: SessionFactory, settings: Settings
+    ) -> DeploymentView:
+        with sessions() as session:
+            deployment = deployments.get_deployment(session, deployment_id)
+            repository = session.get(Repository, deployment.repository_id)
+            return DeploymentView.of(
+                deployment,
+                repository.full_name if repository else "",
+                settings.deployment_url(deployment.slug),
+            )
+
+    @get("/{deployment_id:str}/revisions")
+    async def revisions(
+        self, deployment_id: str, sessions: SessionFactory, settings: Settings
+    ) -> list[RevisionView]:
+        with sessions() as session:
+            deployments.get_deployment(session, deployment_id)
+            return [
+                RevisionView.of(r, settings.api_url)
+                for r in revisions.list_revisions(session, deployment_id)
+            ]
+
+
+class RevisionController(Controller):
+    path = "/api/revisions"
+
+    @get("/{revision_id:str}")
+    async def get_revision(
+        self, revision_id: str, sessions: SessionFactory, settings: Settings
+    ) -> RevisionView:
+        with sessions() as session:
+            return RevisionView.of(revisions.get_revision(session, revision_id), settings.api_url)
+
+    @get("/{revision_id:str}/logs", media_type="text/plain")
+    async def logs(
+        self, revision_id: str, sessions: SessionFactory, pipeline_config: PipelineConfig
+    ) -> Response[str] | File:
+        with sessions() as session:
+            revision = revisions.get_revision(session, revision_id)
+        path: Path = pipeline_config.log_path(revision)
+        if not path.is_file():
+            if revision.state.value == "queued":
+                return Response("", media_type="text/plain; charset=utf-8")
+            raise NotFoundException(detail=f"revision {revision_id} has no build log")
+        return File(
+            path=path, media_type="text/plain; charset=utf-8", content_disposition_type="inline"
+        )

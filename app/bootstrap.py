@@ -1,0 +1,107 @@
+"""The one place where real implementations of the ports are built from settings.
+
+The API, the worker's on_startup and the tests all call `bootstrap`; nothing connects to
+anything at import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.crypto import SecretBox, load_or_create_secret_key
+from app.databases import PostgresProvisioner
+from app.db import SessionFactory, make_engine, migrate
+from app.github.auth import GitHubApp
+from app.github.rest import GitHubRest
+from app.health import HttpHealthProbe
+from app.pipeline import PipelineConfig, RevisionPipeline
+from app.ports import Clock, GitHubPort
+from app.reporting import GitHubReporter
+from app.router import CaddyRouter
+from app.runtime import DockerRuntime
+from app.settings import ENV_PREFIX, Settings, SettingsError
+from app.timestamps import utcnow
+from builders.docker_cli import find_docker_cli
+from builders.images import BuildKitBuilder
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    sessions: SessionFactory
+    secrets: SecretBox
+    pipeline: RevisionPipeline
+    clock: Clock
+
+
+def secret_box(settings: Settings) -> SecretBox:
+    if settings.secret_key is not None:
+        return SecretBox(settings.secret_key.get_secret_value())
+    return SecretBox(load_or_create_secret_key(settings.data_dir / "secret.key"))
+
+
+def open_database(settings: Settings) -> SessionFactory:
+    """Migrate to the newest schema, then hand out sessions."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate(settings.control_plane_url, settings.data_dir)
+    return SessionFactory(make_engine(settings.control_plane_url))
+
+
+def pipeline_config(settings: Settings) -> PipelineConfig:
+    return PipelineConfig(
+        data_dir=settings.data_dir.resolve(),
+        health_timeout_seconds=settings.health_timeout_seconds,
+        build_timeout_seconds=settings.build_timeout_seconds,
+        base_domain=settings.base_domain,
+        router_port=settings.router_port,
+    )
+
+
+def require(value: str | None, name: str) -> str:
+    if not value:
+        raise SettingsError(
+            f"{ENV_PREFIX}{name} is not set (`slipway up` sets it when it starts the service)"
+        )
+    return value
+
+
+def bootstrap(
+    settings: Settings, *, github: GitHubPort | None = None, clock: Clock = utcnow
+) -> Platform:
+    sessions = open_database(settings)
+    secrets = secret_box(settings)
+    if github is None:
+        github = GitHubRest(
+            GitHubApp(
+                settings.github_app_id,
+                settings.private_key_pem,
+                str(settings.github_api_url),
+                clock=clock,
+            )
+        )
+    docker_binary = find_docker_cli(settings.docker_binary).binary
+    pipeline = RevisionPipeline(
+        config=pipeline_config(settings),
+        sessions=sessions,
+        secrets=secrets,
+        github=github,
+        reporter=GitHubReporter(
+            github, check_name=settings.github_app_name, api_url=settings.api_url
+        ),
+        builder=BuildKitBuilder(docker_binary),
+        runtime=DockerRuntime(docker_binary, settings.data_dir.resolve() / "run"),
+        router=CaddyRouter(
+            require(settings.caddy_admin_url, "CADDY_ADMIN_URL"),
+            listen=f"{settings.router_host}:{settings.router_port}",
+            storage_dir=settings.data_dir.resolve() / "caddy" / "storage",
+        ),
+        databases=PostgresProvisioner(
+            require(settings.postgres_admin_url, "POSTGRES_ADMIN_URL"),
+            settings.postgres_container_host,
+        ),
+        health=HttpHealthProbe(),
+        clock=clock,
+    )
+    return Platform(
+        settings=settings, sessions=sessions, secrets=secrets, pipeline=pipeline, clock=clock
+    )

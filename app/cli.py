@@ -1,0 +1,66 @@
+"""The `slipway` command: `up` runs the whole platform, the others one part of it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from app.embedded import EmbeddedServiceError
+from app.errors import SlipwayError
+from app.logs import configure_logging
+from app.settings import SettingsError, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="slipway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start the whole platform in the foreground")
+    sub.add_parser("api", help="serve the webhook receiver and the API")
+    sub.add_parser("worker", help="run an arq worker (builds and deploys)")
+    sub.add_parser("migrate", help="apply database migrations and exit")
+    sub.add_parser("check", help="validate the settings and exit")
+    args = parser.parse_args(argv)
+    configure_logging(args.command)
+    try:
+        settings = load_settings()
+        if args.command == "check":
+            print("settings are valid")
+            return 0
+        if args.command == "migrate":
+            from app.bootstrap import open_database
+
+            open_database(settings)
+            return 0
+        if args.command == "up":
+            from app.supervisor import Supervisor
+
+            return Supervisor(settings).run()
+        if args.command == "api":
+            import uvicorn
+
+            from app.api import create_app
+
+            uvicorn.run(
+                create_app(settings),
+                host=settings.host,
+                port=settings.port,
+                log_level="warning",
+                access_log=False,
+            )
+            return 0
+        if args.command == "worker":
+            from jobs.worker import make_worker
+
+            make_worker(settings).run()
+            return 0
+    except SettingsError as exc:
+        print(f"slipway: {exc}", file=sys.stderr)
+        return 2
+    except (SlipwayError, EmbeddedServiceError) as exc:
+        print(f"slipway: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

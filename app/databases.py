@@ -1,0 +1,99 @@
+"""Provisioning one Postgres database and role per deployment on the admin cluster.
+
+The role owns its database and nothing else; CONNECT is revoked from PUBLIC so no other
+deployment's role can open it. Statements are composed with psycopg.sql, never by formatting,
+and the password travels as a literal the server hashes (scram-sha-256); it is never logged.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote, urlsplit
+
+import psycopg
+from psycopg import sql
+
+from app.errors import DatabaseError
+
+CONNECT_TIMEOUT_SECONDS = 10
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def database_identifier(deployment_id: str) -> str:
+    """Database and role name for a deployment: ids are random, so two platforms never clash."""
+    name = "slipway_" + deployment_id.replace("-", "_").lower()
+    assert _IDENTIFIER.match(name), name
+    return name
+
+
+class PostgresProvisioner:
+    def __init__(self, admin_url: str, container_host: str) -> None:
+        self._admin_url = admin_url
+        self._container_host = container_host
+        parts = urlsplit(admin_url)
+        self._port = parts.port or 5432
+
+    def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        try:
+            return psycopg.connect(
+                self._admin_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
+            )
+        except psycopg.Error as exc:
+            host = urlsplit(self._admin_url).hostname
+            first_line = str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__
+            raise DatabaseError(
+                f"cannot reach the Postgres cluster for deployment databases at "
+                f"{host}:{self._port}: {first_line}"
+            ) from None
+
+    def ensure(self, name: str, role: str, password: str) -> None:
+        """Create role and database when missing; reset the password to the stored one."""
+        try:
+            with self._connect() as conn:
+                exists = conn.execute(
+                    "SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)
+                ).fetchone()
+                verb = "ALTER" if exists else "CREATE"
+                conn.execute(
+                    sql.SQL(
+                        verb + " ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}"
+                    ).format(sql.Identifier(role), sql.Literal(password))
+                )
+                if not conn.execute(
+                    "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+                ).fetchone():
+                    conn.execute(
+                        sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                            sql.Identifier(name), sql.Identifier(role)
+                        )
+                    )
+                conn.execute(
+                    sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name))
+                )
+                conn.execute(
+                    sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
+                        sql.Identifier(name), sql.Identifier(role)
+                    )
+                )
+        except psycopg.Error as exc:
+            raise DatabaseError(
+                f"could not create database {name}: {type(exc).__name__}"
+                f" {getattr(exc.diag, 'message_primary', '') or ''}".rstrip()
+            ) from None
+
+    def drop(self, name: str, role: str) -> None:
+        try:
+            with self._connect() as conn:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        except psycopg.Error as exc:
+            raise DatabaseError(f"could not drop database {name}: {type(exc).__name__}") from None
+
+    def container_uri(self, name: str, role: str, password: str) -> str:
+        """The URI a deployment's containers use: the cluster as the bridge reaches it."""
+        return (
+            f"postgresql://{quote(role, safe='')}:{quote(password, safe='')}"
+            f"@{self._container_host}:{self._port}/{quote(name, safe='')}"
+        )

@@ -1,0 +1,43 @@
+"""Domain errors. Each message says what went wrong in words a user can act on."""
+
+from __future__ import annotations
+
+
+class SlipwayError(Exception):
+    """Base of every error Slipway raises on purpose."""
+
+
+class NotFoundError(SlipwayError):
+    """A requested object does not exist."""
+
+
+class GitHubError(SlipwayError):
+    """GitHub refused or could not be reached."""
+
+
+class SourceError(SlipwayError):
+    """The commit's source could not be fetched or unpacked."""
+
+
+class ConfigError(SlipwayError):
+    """The repository's slipway.toml or build recipe is wrong."""
+
+
+class BuildError(SlipwayError):
+    """The image build failed; the build log says why."""
+
+
+class BuildCancelled(SlipwayError):
+    """A newer revision superseded this one while it was building."""
+
+
+class DatabaseError(SlipwayError):
+    """The deployment's database could not be provisioned."""
+
+
+class RuntimeStartError(SlipwayError):
+    """The container could not be started, exited, or never answered its health check."""
+
+
+class RouterError(SlipwayError):
+    """The router (Caddy) refused the configuration or could not be reached."""

@@ -1,0 +1,92 @@
+"""GitHub App authentication: an App JWT buys installation tokens, cached until near expiry.
+
+An installation token lives one hour; asking for one per API call would cost a round trip each
+time and run into GitHub's rate limits, so tokens are reused until REFRESH_MARGIN before expiry.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from githubkit import AppAuthStrategy, GitHub
+from githubkit.exception import GitHubException, RequestFailed
+
+from app.errors import GitHubError
+from app.timestamps import utcnow
+
+REFRESH_MARGIN = timedelta(minutes=5)
+"""Renew a token this long before GitHub says it expires: a build can outlast a stale token."""
+
+USER_AGENT = "Slipway"
+REQUEST_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class InstallationToken:
+    token: str
+    expires_at: datetime
+
+
+class GitHubApp:
+    """The App itself: signs JWTs and hands out per-installation tokens from a cache."""
+
+    def __init__(
+        self,
+        app_id: int,
+        private_key_pem: str,
+        api_url: str,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self._app_client = GitHub(
+            AppAuthStrategy(str(app_id), private_key_pem),
+            base_url=self.api_url + "/",
+            user_agent=USER_AGENT,
+            timeout=REQUEST_TIMEOUT_SECONDS,
+        )
+        self._clock = clock
+        self._tokens: dict[int, InstallationToken] = {}
+        self._lock = threading.Lock()
+
+    def installation_token(self, installation_id: int) -> str:
+        with self._lock:
+            cached = self._tokens.get(installation_id)
+            if cached is not None and cached.expires_at - REFRESH_MARGIN > self._clock():
+                return cached.token
+            fresh = self._request_token(installation_id)
+            self._tokens[installation_id] = fresh
+            return fresh.token
+
+    def forget_installation(self, installation_id: int) -> None:
+        """Drop a cached token, e.g. after the installation was deleted or suspended."""
+        with self._lock:
+            self._tokens.pop(installation_id, None)
+
+    def client(self, installation_id: int) -> GitHub:  # type: ignore[type-arg]
+        """A REST client acting as one installation, following redirects (tarballs)."""
+        return GitHub(
+            self.installation_token(installation_id),
+            base_url=self.api_url + "/",
+            user_agent=USER_AGENT,
+            timeout=REQUEST_TIMEOUT_SECONDS,
+            follow_redirects=True,
+        )
+
+    def _request_token(self, installation_id: int) -> InstallationToken:
+        try:
+            response = self._app_client.rest.apps.create_installation_access_token(installation_id)
+        except RequestFailed as exc:
+            status = exc.response.status_code
+            raise GitHubError(
+                f"GitHub refused an installation token for installation {installation_id} "
+                f"(HTTP {status}): check SLIPWAY_GITHUB_APP_ID and the private key, and that the "
+                "App is still installed"
+            ) from exc
+        except GitHubException as exc:
+            raise GitHubError(f"cannot reach GitHub at {self.api_url}: {exc!r}") from exc
+        body = response.json()
+        expires_at = datetime.fromisoformat(str(body["expires_at"]).replace("Z", "+00:00"))
+        return InstallationToken(token=str(body["token"]), expires_at=expires_at)

@@ -1,0 +1,206 @@
+"""The control plane's tables, one class per domain word (see ARCHITECTURE.md).
+
+Schema changes go through app/migrations; these classes describe the newest schema.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, ForeignKey, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from app.timestamps import UTCDateTime, utcnow
+
+
+def new_id(prefix: str) -> str:
+    """Short random ids: unique across platforms sharing one Docker engine or one Postgres."""
+    return f"{prefix}{secrets.token_hex(6)}"
+
+
+def _ts(nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable))
+
+
+def _github_id(*, foreign_key: str | None = None, primary_key: bool = False) -> Any:
+    """GitHub ids outgrow 32 bits (check runs already have), so they are BIGINT everywhere."""
+    args: list[Any] = [ForeignKey(foreign_key)] if foreign_key else []
+    return Field(
+        default=None,
+        sa_column=Column(
+            BigInteger,
+            *args,
+            primary_key=primary_key,
+            nullable=not primary_key and not foreign_key,
+            index=bool(foreign_key),
+        ),
+    )
+
+
+def _created() -> Any:
+    return Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class Installation(SQLModel, table=True):
+    """One GitHub App installation; its id is GitHub's."""
+
+    __tablename__ = "installations"
+
+    id: int = _github_id(primary_key=True)
+    account_login: str
+    account_type: str = "User"
+    suspended_at: datetime | None = _ts()
+    deleted_at: datetime | None = _ts()
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+    @property
+    def active(self) -> bool:
+        return self.suspended_at is None and self.deleted_at is None
+
+
+class Repository(SQLModel, table=True):
+    """A repository an Installation gave the App access to; its id is GitHub's."""
+
+    __tablename__ = "repositories"
+
+    id: int = _github_id(primary_key=True)
+    installation_id: int = _github_id(foreign_key="installations.id")
+    full_name: str = Field(index=True)
+    default_branch: str = "main"
+    connected: bool = True
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+    @property
+    def owner(self) -> str:
+        return self.full_name.split("/", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.full_name.split("/", 1)[1]
+
+
+class DeploymentType(enum.StrEnum):
+    development = "development"
+    production = "production"
+
+
+class Deployment(SQLModel, table=True):
+    """A long-lived service built from one repository branch; revisions come and go under it."""
+
+    __tablename__ = "deployments"
+
+    id: str = Field(default_factory=lambda: new_id("dep_"), primary_key=True)
+    repository_id: int = _github_id(foreign_key="repositories.id")
+    slug: str = Field(unique=True)
+    """DNS label: the deployment is served at <slug>.<BASE_DOMAIN>."""
+    environment: str = "production"
+    """GitHub environment name the deployment reports to."""
+    branch: str
+    type: DeploymentType = DeploymentType.production
+    live_revision_id: str | None = None
+    env_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    """User environment variables, as an encrypted JSON object."""
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class Database(SQLModel, table=True):
+    """The Postgres database and role of one deployment, kept across its revisions."""
+
+    __tablename__ = "databases"
+
+    deployment_id: str = Field(foreign_key="deployments.id", primary_key=True)
+    name: str
+    role: str
+    password_encrypted: str = Field(sa_column=Column(Text, nullable=False))
+    provisioned_at: datetime | None = _ts()
+    created_at: datetime = _created()
+
+
+class RevisionState(enum.StrEnum):
+    queued = "queued"
+    building = "building"
+    deploying = "deploying"
+    live = "live"
+    superseded = "superseded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED_STATES
+
+
+FINISHED_STATES = frozenset(
+    {RevisionState.superseded, RevisionState.failed, RevisionState.cancelled}
+)
+PENDING_STATES = frozenset({RevisionState.queued, RevisionState.building})
+"""States a newer revision of the same deployment cancels."""
+
+
+class Revision(SQLModel, table=True):
+    """One immutable iteration of a deployment: a commit plus an env snapshot, one image."""
+
+    __tablename__ = "revisions"
+    __table_args__ = (
+        UniqueConstraint("deployment_id", "commit_sha", "env_hash", name="uq_revision_source"),
+        UniqueConstraint("deployment_id", "number", name="uq_revision_number"),
+    )
+
+    id: str = Field(default_factory=lambda: new_id("rev_"), primary_key=True)
+    deployment_id: str = Field(foreign_key="deployments.id", index=True)
+    number: int
+    """1, 2, 3 ... within the deployment; a higher number is newer."""
+    commit_sha: str
+    commit_message: str = ""
+    env_hash: str
+    """Digest of the env snapshot: same commit + same env is the same revision."""
+    env_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    state: RevisionState = RevisionState.queued
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    image: str | None = None
+    build_method: str | None = None
+    delivery_id: str | None = None
+    check_run_id: int | None = _github_id()
+    github_deployment_id: int | None = _github_id()
+    created_at: datetime = _created()
+    build_started_at: datetime | None = _ts()
+    build_finished_at: datetime | None = _ts()
+    deploy_started_at: datetime | None = _ts()
+    healthy_at: datetime | None = _ts()
+    live_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+
+
+class Replica(SQLModel, table=True):
+    """One running container of a revision; the router sends traffic to its published port."""
+
+    __tablename__ = "replicas"
+
+    id: str = Field(default_factory=lambda: new_id("rep_"), primary_key=True)
+    revision_id: str = Field(foreign_key="revisions.id", index=True)
+    container_name: str
+    container_id: str | None = None
+    host_port: int | None = None
+    started_at: datetime = _created()
+    stopped_at: datetime | None = _ts()
+
+
+class Delivery(SQLModel, table=True):
+    """One webhook delivery, keyed by X-GitHub-Delivery so a redelivery does no second work."""
+
+    __tablename__ = "deliveries"
+
+    id: str = Field(primary_key=True)
+    event: str
+    action: str | None = None
+    installation_id: int | None = _github_id()
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    received_at: datetime = _created()
+    processed_at: datetime | None = _ts()
+    outcome: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

@@ -1,0 +1,526 @@
+"""The life of one revision: source → image → database → replica → health → route → live.
+
+Safe to run twice for the same revision (arq delivers at least once, and a worker that died
+mid-way is retried): every step either checks what is already done or is idempotent, and the
+state column moves only by compare-and-set, so a cancelled revision never goes live.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlmodel import col, select
+
+from app.crypto import SecretBox
+from app.databases import database_identifier
+from app.db import SessionFactory
+from app.errors import BuildCancelled, RuntimeStartError, SlipwayError
+from app.models import (
+    Database,
+    Deployment,
+    Installation,
+    Replica,
+    Repository,
+    Revision,
+    RevisionState,
+)
+from app.ports import (
+    Clock,
+    ContainerRuntime,
+    DatabaseProvisioner,
+    GitHubPort,
+    HealthProbe,
+    ImageBuilder,
+    RouterPort,
+)
+from app.reporting import LOG_TAIL_LINES, GitHubReporter, Redactor, RevisionRef
+from app.revisions import transition
+from app.routes import current_routes
+from builders.source import unpack_tarball
+from manifests.config import RepositoryConfig, load_repository_config
+from manifests.containers import LIMITS, ContainerSpec
+from manifests.recipes import plan_build
+
+log = logging.getLogger(__name__)
+
+HEALTH_POLL_SECONDS = 0.2
+CONTAINER_HOST_ALIAS = "host.docker.internal"
+IN_FLIGHT = frozenset({RevisionState.queued, RevisionState.building, RevisionState.deploying})
+LABEL_PREFIX = "dev.slipway"
+"""Docker labels on every image and container Slipway makes, so they can be found and cleaned."""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    data_dir: Path
+    health_timeout_seconds: float
+    build_timeout_seconds: float
+    base_domain: str
+    router_port: int
+
+    @property
+    def builds_dir(self) -> Path:
+        return self.data_dir / "builds"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    def log_path(self, revision: Revision) -> Path:
+        return self.logs_dir / revision.deployment_id / f"{revision.id}.log"
+
+    def hostname(self, slug: str) -> str:
+        return f"{slug}.{self.base_domain}"
+
+    def url(self, slug: str) -> str:
+        port = "" if self.router_port == 80 else f":{self.router_port}"
+        return f"http://{self.hostname(slug)}{port}/"
+
+
+class RevisionPipeline:
+    def __init__(
+        self,
+        *,
+        config: PipelineConfig,
+        sessions: SessionFactory,
+        secrets: SecretBox,
+        github: GitHubPort,
+        reporter: GitHubReporter,
+        builder: ImageBuilder,
+        runtime: ContainerRuntime,
+        router: RouterPort,
+        databases: DatabaseProvisioner,
+        health: HealthProbe,
+        clock: Clock,
+    ) -> None:
+        self.config = config
+        self._sessions = sessions
+        self._secrets = secrets
+        self._github = github
+        self._reporter = reporter
+        self._builder = builder
+        self._runtime = runtime
+        self._router = router
+        self._databases = databases
+        self._health = health
+        self._clock = clock
+
+    # -- public entry points ----------------------------------------------------------------
+    def announce(self, revision_id: str) -> None:
+        """Open the check run and the GitHub deployment once; later calls do nothing."""
+        ref = self._ref(revision_id)
+        revision = ref.revision
+        updates: dict[str, object] = {}
+        if revision.check_run_id is None:
+            updates["check_run_id"] = self._reporter.open_check_run(ref)
+        if revision.github_deployment_id is None:
+            updates["github_deployment_id"] = self._reporter.open_deployment(ref)
+        updates = {k: v for k, v in updates.items() if v is not None}
+        if updates:
+            with self._sessions() as session:
+                stored = session.get(Revision, revision_id)
+                assert stored is not None
+                for key, value in updates.items():
+                    setattr(stored, key, value)
+                session.commit()
+
+    def report_cancelled(self, revision_id: str) -> None:
+        self._reporter.cancelled(self._ref(revision_id))
+
+    def run(self, revision_id: str) -> RevisionState:
+        ref = self._ref(revision_id)
+        if ref.revision.state not in IN_FLIGHT:
+            return ref.revision.state
+        self.announce(revision_id)
+        log_path = self.config.log_path(ref.revision)
+        self._event(ref, "revision started", state=ref.revision.state.value)
+        now = self._clock()
+        with self._sessions() as session:
+            if not transition(
+                session,
+                revision_id,
+                IN_FLIGHT,
+                RevisionState.building,
+                build_started_at=now,
+            ):
+                return self._ref(revision_id).revision.state
+        ref = self._ref(revision_id)
+        self._reporter.building(ref)
+        redact = self._redactor(ref)
+        try:
+            image, repo_config = self._build(ref, log_path)
+            with self._sessions() as session:
+                moved = transition(
+                    session,
+                    revision_id,
+                    frozenset({RevisionState.building}),
+                    RevisionState.deploying,
+                    image=image,
+                    build_finished_at=self._clock(),
+                    deploy_started_at=self._clock(),
+                )
+            if not moved:
+                self._event(ref, "revision cancelled after build")
+                return RevisionState.cancelled
+            ref = self._ref(revision_id)
+            self._reporter.deploying(ref, image)
+            self._deploy(ref, image, repo_config, log_path, redact)
+        except BuildCancelled:
+            self._event(ref, "revision cancelled during build")
+            return RevisionState.cancelled
+        except SlipwayError as exc:
+            self._fail(revision_id, str(exc), log_path, redact)
+            return RevisionState.failed
+        except Exception as exc:
+            log.exception("revision crashed", extra={"revision_id": revision_id})
+            self._fail(
+                revision_id,
+                f"internal error in Slipway ({type(exc).__name__}); the platform log has details",
+                log_path,
+                redact,
+            )
+            return RevisionState.failed
+        finally:
+            shutil.rmtree(self.config.builds_dir / revision_id, ignore_errors=True)
+        return self._ref(revision_id).revision.state
+
+    # -- build ------------------------------------------------------------------------------
+    def _build(self, ref: RevisionRef, log_path: Path) -> tuple[str, RepositoryConfig]:
+        revision = ref.revision
+        work = self.config.builds_dir / revision.id
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        _append(
+            log_path,
+            f"slipway: revision #{revision.number} of {ref.deployment.slug}, "
+            f"commit {revision.commit_sha}",
+        )
+        tarball = work / "source.tar.gz"
+        started = time.monotonic()
+        self._github.download_tarball(
+            ref.installation_id, ref.repository.full_name, revision.commit_sha, tarball
+        )
+        source = unpack_tarball(tarball, work / "src")
+        tarball.unlink()
+        _append(log_path, f"slipway: fetched source in {time.monotonic() - started:.1f} s")
+        repo_config = load_repository_config(source)
+        plan = plan_build(source, repo_config)
+        tag = f"slipway/{ref.deployment.id}:{revision.id}"
+        labels = {
+            f"{LABEL_PREFIX}.deployment": ref.deployment.id,
+            f"{LABEL_PREFIX}.revision": revision.id,
+            f"{LABEL_PREFIX}.commit": revision.commit_sha,
+        }
+        built = self._builder.build(
+            plan,
+            tag,
+            labels,
+            log_path,
+            cancelled=lambda: self._is_cancelled(revision.id),
+            timeout_seconds=self.config.build_timeout_seconds,
+        )
+        with self._sessions() as session:
+            stored = session.get(Revision, revision.id)
+            assert stored is not None
+            stored.build_method = built.method
+            session.commit()
+        self._event(ref, "revision built", image=tag, seconds=round(built.seconds, 2))
+        return tag, repo_config
+
+    def _is_cancelled(self, revision_id: str) -> bool:
+        with self._sessions() as session:
+            state = session.exec(select(Revision.state).where(Revision.id == revision_id)).one()
+        return state is RevisionState.cancelled
+
+    # -- deploy -----------------------------------------------------------------------------
+    def _deploy(
+        self,
+        ref: RevisionRef,
+        image: str,
+        repo_config: RepositoryConfig,
+        log_path: Path,
+        redact: Redactor,
+    ) -> None:
+        revision, deployment = ref.revision, ref.deployment
+        database_uri = self._database_uri(deployment)
+        redact = redact.including(self._database_password(deployment))
+        port = repo_config.deploy.port
+        env = {
+            **self._secrets.decrypt_env(revision.env_encrypted),
+            "PORT": str(port),
+            "DATABASE_URI": database_uri,
+            "SLIPWAY_DEPLOYMENT": deployment.slug,
+            "SLIPWAY_REVISION": revision.id,
+            "SLIPWAY_COMMIT": revision.commit_sha,
+        }
+        name = f"slipway-{deployment.slug}-r{revision.number}-{revision.id.removeprefix('rev_')}"
+        spec = ContainerSpec(
+            name=name[:120],
+            image=image,
+            port=port,
+            limits=LIMITS[deployment.type],
+            env=env,
+            labels={
+                f"{LABEL_PREFIX}.deployment": deployment.id,
+                f"{LABEL_PREFIX}.revision": revision.id,
+            },
+            extra_hosts={CONTAINER_HOST_ALIAS: "host-gateway"},
+        )
+        _append(
+            log_path,
+            f"slipway: starting {name} ({deployment.type.value}: "
+            f"{spec.limits.cpus:g} CPU, {spec.limits.memory_bytes // 1024**3} GB)",
+        )
+        started = self._runtime.start(spec)
+        with self._sessions() as session:
+            session.add(
+                Replica(
+                    revision_id=revision.id,
+                    container_name=started.name,
+                    container_id=started.id,
+                    host_port=started.host_port,
+                    started_at=self._clock(),
+                )
+            )
+            session.commit()
+        try:
+            self._wait_healthy(started.id, started.host_port, port, repo_config.deploy.health_path)
+        except RuntimeStartError as exc:
+            output = redact(self._runtime.logs_tail(started.id, LOG_TAIL_LINES))
+            if output.strip():
+                _append(log_path, "slipway: container output (last lines):\n" + output.rstrip())
+            raise RuntimeStartError(str(exc)) from None
+        with self._sessions() as session:
+            transition(
+                session,
+                revision.id,
+                frozenset({RevisionState.deploying}),
+                RevisionState.deploying,
+                healthy_at=self._clock(),
+            )
+        self._runtime.keep_running(started.id)
+        self._go_live(revision.id, started.host_port, log_path)
+
+    def _database_uri(self, deployment: Deployment) -> str:
+        """The deployment's database, created on its first revision and kept ever after."""
+        with self._sessions() as session:
+            database = session.get(Database, deployment.id)
+            if database is None:
+                identifier = database_identifier(deployment.id)
+                database = Database(
+                    deployment_id=deployment.id,
+                    name=identifier,
+                    role=identifier,
+                    password_encrypted=self._secrets.encrypt(secrets.token_urlsafe(24)),
+                    created_at=self._clock(),
+                )
+                session.add(database)
+                session.commit()
+            password = self._secrets.decrypt(database.password_encrypted)
+            if database.provisioned_at is None:
+                self._databases.ensure(database.name, database.role, password)
+                database.provisioned_at = self._clock()
+                session.add(database)
+                session.commit()
+                self._event_ids(deployment.id, None, "database provisioned", database=database.name)
+            return self._databases.container_uri(database.name, database.role, password)
+
+    def _database_password(self, deployment: Deployment) -> str:
+        with self._sessions() as session:
+            database = session.get(Database, deployment.id)
+            return self._secrets.decrypt(database.password_encrypted) if database else ""
+
+    def _wait_healthy(self, container_id: str, host_port: int, port: int, path: str) -> None:
+        timeout = self.config.health_timeout_seconds
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self._runtime.status(container_id)
+            if not status.running:
+                if status.oom_killed:
+                    raise RuntimeStartError(
+                        "the app ran out of memory at start (killed by the deployment type's "
+                        "memory limit)"
+                    )
+                code = "unknown" if status.exit_code is None else status.exit_code
+                raise RuntimeStartError(
+                    f"the app exited with code {code} before answering HTTP on port {port}"
+                )
+            if self._health.answers(host_port, path):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeStartError(
+                    f"the app never answered its health check: no HTTP answer on port {port} "
+                    f"at {path} within {timeout:g} s (it must listen on 0.0.0.0:$PORT)"
+                )
+            time.sleep(HEALTH_POLL_SECONDS)
+
+    # -- route switch -----------------------------------------------------------------------
+    def _go_live(self, revision_id: str, host_port: int, log_path: Path) -> None:
+        """Move the route, then retire the previous revision; an older revision never wins."""
+        with self._router_lock(), self._sessions() as session:
+            revision = session.get(Revision, revision_id)
+            assert revision is not None
+            deployment = session.get(Deployment, revision.deployment_id)
+            assert deployment is not None
+            previous = (
+                session.get(Revision, deployment.live_revision_id)
+                if deployment.live_revision_id
+                else None
+            )
+            if previous is not None and previous.number > revision.number:
+                raise_superseded = True
+            else:
+                raise_superseded = False
+                routes = current_routes(
+                    session,
+                    self.config.hostname,
+                    override={deployment.id: (deployment.slug, (host_port,))},
+                )
+                self._router.apply(routes)
+                now = self._clock()
+                revision.state = RevisionState.live
+                revision.live_at = now
+                deployment.live_revision_id = revision.id
+                deployment.updated_at = now
+                if previous is not None and previous.id != revision.id:
+                    previous.state = RevisionState.superseded
+                    previous.finished_at = now
+                session.commit()
+        if raise_superseded:
+            # A newer revision went live while this one deployed: it must not take the route.
+            with self._sessions() as session:
+                transition(
+                    session,
+                    revision_id,
+                    frozenset({RevisionState.deploying}),
+                    RevisionState.superseded,
+                    finished_at=self._clock(),
+                )
+            self._stop_replicas(revision_id)
+            return
+        _append(log_path, f"slipway: live at {self.config.url(deployment.slug)}")
+        ref = self._ref(revision_id)
+        self._event(ref, "revision live", url=self.config.url(ref.deployment.slug))
+        self._reporter.succeeded(
+            ref, self.config.url(ref.deployment.slug), ref.revision.image or ""
+        )
+        if previous is not None and previous.id != revision_id:
+            self._stop_replicas(previous.id)
+            self._reporter.superseded(self._ref(previous.id), by=ref.revision)
+
+    @contextmanager
+    def _router_lock(self) -> Iterator[None]:
+        """Workers render the router's whole config from the database; one at a time."""
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        with (self.config.data_dir / "router.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def sync_routes(self) -> None:
+        """Put the database's routes into the router (after either of them restarted)."""
+        with self._router_lock(), self._sessions() as session:
+            self._router.apply(current_routes(session, self.config.hostname))
+
+    # -- failure ----------------------------------------------------------------------------
+    def _fail(self, revision_id: str, reason: str, log_path: Path, redact: Redactor) -> None:
+        reason = redact(reason)
+        _append(log_path, f"slipway: failed: {reason}")
+        with self._sessions() as session:
+            moved = transition(
+                session,
+                revision_id,
+                IN_FLIGHT,
+                RevisionState.failed,
+                error=reason,
+                finished_at=self._clock(),
+            )
+        self._stop_replicas(revision_id)
+        ref = self._ref(revision_id)
+        self._event(ref, "revision failed", reason=reason)
+        if not moved:
+            return
+        serving = None
+        with self._sessions() as session:
+            if ref.deployment.live_revision_id:
+                serving = session.get(Revision, ref.deployment.live_revision_id)
+        self._reporter.failed(
+            ref,
+            reason,
+            redact(_tail(log_path, LOG_TAIL_LINES)),
+            serving,
+            self.config.url(ref.deployment.slug),
+        )
+
+    def _stop_replicas(self, revision_id: str) -> None:
+        with self._sessions() as session:
+            replicas = session.exec(
+                select(Replica).where(
+                    Replica.revision_id == revision_id, col(Replica.stopped_at).is_(None)
+                )
+            ).all()
+            for replica in replicas:
+                try:
+                    self._runtime.remove(replica.container_id or replica.container_name)
+                except SlipwayError as exc:
+                    log.warning(
+                        "replica not removed", extra={"replica": replica.id, "error": str(exc)}
+                    )
+                    continue
+                replica.stopped_at = self._clock()
+                session.add(replica)
+            session.commit()
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _ref(self, revision_id: str) -> RevisionRef:
+        with self._sessions() as session:
+            revision = session.get(Revision, revision_id)
+            if revision is None:
+                raise LookupError(f"no revision {revision_id}")
+            deployment = session.get(Deployment, revision.deployment_id)
+            assert deployment is not None
+            repository = session.get(Repository, deployment.repository_id)
+            assert repository is not None
+            installation = session.get(Installation, repository.installation_id)
+            assert installation is not None
+            return RevisionRef(
+                installation_id=installation.id,
+                repository=repository,
+                deployment=deployment,
+                revision=revision,
+            )
+
+    def _redactor(self, ref: RevisionRef) -> Redactor:
+        return Redactor(list(self._secrets.decrypt_env(ref.revision.env_encrypted).values()))
+
+    def _event(self, ref: RevisionRef, event: str, **fields: object) -> None:
+        self._event_ids(ref.deployment.id, ref.revision.id, event, **fields)
+
+    @staticmethod
+    def _event_ids(
+        deployment_id: str, revision_id: str | None, event: str, **fields: object
+    ) -> None:
+        log.info(
+            event, extra={"deployment_id": deployment_id, "revision_id": revision_id, **fields}
+        )
+
+
+def _append(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(text.rstrip("\n") + "\n")
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        content = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(content.splitlines()[-lines:])

@@ -1,0 +1,112 @@
+"""The ports between Slipway's services and the outside, as Protocols.
+
+`app.bootstrap` wires the real implementations from settings; unit tests pass fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from app.router import Route
+from app.runtime import ContainerStatus, StartedContainer
+from builders.images import BuiltImage
+from manifests.containers import ContainerSpec
+from manifests.recipes import BuildPlan
+
+Clock = Callable[[], datetime]
+
+
+class GitHubPort(Protocol):
+    def download_tarball(
+        self, installation_id: int, full_name: str, sha: str, dest: Path
+    ) -> None: ...
+
+    def create_check_run(
+        self,
+        installation_id: int,
+        full_name: str,
+        sha: str,
+        *,
+        name: str,
+        external_id: str,
+        details_url: str,
+        title: str,
+        summary: str,
+    ) -> int: ...
+
+    def update_check_run(
+        self,
+        installation_id: int,
+        full_name: str,
+        check_run_id: int,
+        *,
+        status: str,
+        title: str,
+        summary: str,
+        conclusion: str | None = None,
+        text: str | None = None,
+        started_at: str | None = None,
+        completed_at: str | None = None,
+    ) -> None: ...
+
+    def create_deployment(
+        self,
+        installation_id: int,
+        full_name: str,
+        sha: str,
+        *,
+        environment: str,
+        production: bool,
+        description: str,
+    ) -> int: ...
+
+    def create_deployment_status(
+        self,
+        installation_id: int,
+        full_name: str,
+        deployment_id: int,
+        *,
+        state: str,
+        description: str,
+        environment_url: str | None = None,
+        log_url: str | None = None,
+    ) -> None: ...
+
+
+class ImageBuilder(Protocol):
+    def build(
+        self,
+        plan: BuildPlan,
+        tag: str,
+        labels: dict[str, str],
+        log_path: Path,
+        *,
+        cancelled: Callable[[], bool],
+        timeout_seconds: float,
+    ) -> BuiltImage: ...
+
+
+class ContainerRuntime(Protocol):
+    def start(self, spec: ContainerSpec) -> StartedContainer: ...
+    def status(self, container_id: str) -> ContainerStatus: ...
+    def logs_tail(self, container_id: str, lines: int = 30) -> str: ...
+    def keep_running(self, container_id: str) -> None: ...
+    def remove(self, name_or_id: str) -> None: ...
+
+
+class RouterPort(Protocol):
+    def apply(self, routes: list[Route]) -> None: ...
+
+
+class DatabaseProvisioner(Protocol):
+    def ensure(self, name: str, role: str, password: str) -> None: ...
+    def drop(self, name: str, role: str) -> None: ...
+    def container_uri(self, name: str, role: str, password: str) -> str: ...
+
+
+class HealthProbe(Protocol):
+    def answers(self, host_port: int, path: str) -> bool:
+        """True once the app answers HTTP on 127.0.0.1:host_port with a status below 500."""

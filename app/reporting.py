@@ -1,0 +1,281 @@
+"""Feedback to GitHub: one check run and one GitHub deployment per revision.
+
+GitHub being slow or down must never fail or stall a deploy, so every call here is best-effort:
+a refusal is logged with the revision id and the pipeline goes on. Texts pass through the
+Redactor first: no secret reaches a check run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.errors import GitHubError
+from app.models import Deployment, Repository, Revision
+from app.ports import GitHubPort
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL_LINES = 40
+"""Lines of build/container output shown in a failed check run."""
+REDACTED = "[redacted]"
+
+
+class Redactor:
+    """Replaces every known secret value (user env, database password) in text shown to users."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        # Longest first, so a secret containing another is hidden whole; short values are
+        # skipped since hiding "1" everywhere would destroy the log without protecting anything.
+        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def including(self, secret: str) -> Redactor:
+        return Redactor([*self._secrets, secret])
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+
+@dataclass(frozen=True)
+class RevisionRef:
+    """Everything a report needs to address GitHub, loaded once by the pipeline."""
+
+    installation_id: int
+    repository: Repository
+    deployment: Deployment
+    revision: Revision
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.strftime("%Y-%m-%dT%H:%M:%SZ") if ts else None
+
+
+class GitHubReporter:
+    def __init__(self, github: GitHubPort, *, check_name: str, api_url: str) -> None:
+        self._github = github
+        self._check_name = check_name
+        self._api_url = api_url.rstrip("/")
+
+    def revision_url(self, revision: Revision) -> str:
+        return f"{self._api_url}/api/revisions/{revision.id}"
+
+    def log_url(self, revision: Revision) -> str:
+        return f"{self._api_url}/api/revisions/{revision.id}/logs"
+
+    def _safely(self, ref: RevisionRef, what: str, call: object) -> object:
+        try:
+            return call() if callable(call) else None
+        except GitHubError as exc:
+            log.warning(
+                "github feedback failed",
+                extra={
+                    "deployment_id": ref.deployment.id,
+                    "revision_id": ref.revision.id,
+                    "what": what,
+                    "error": str(exc),
+                },
+            )
+            return None
+
+    # -- announcing a new revision ----------------------------------------------------------
+    def open_check_run(self, ref: RevisionRef) -> int | None:
+        revision = ref.revision
+        result = self._safely(
+            ref,
+            "create check run",
+            lambda: self._github.create_check_run(
+                ref.installation_id,
+                ref.repository.full_name,
+                revision.commit_sha,
+                name=self._check_name,
+                external_id=revision.id,
+                details_url=self.revision_url(revision),
+                title=f"Queued: revision #{revision.number}",
+                summary=(
+                    f"Revision #{revision.number} of `{ref.deployment.slug}` is queued for a build "
+                    f"of `{revision.commit_sha[:7]}`."
+                ),
+            ),
+        )
+        return result if isinstance(result, int) else None
+
+    def open_deployment(self, ref: RevisionRef) -> int | None:
+        revision = ref.revision
+        result = self._safely(
+            ref,
+            "create deployment",
+            lambda: self._github.create_deployment(
+                ref.installation_id,
+                ref.repository.full_name,
+                revision.commit_sha,
+                environment=ref.deployment.environment,
+                production=ref.deployment.environment == "production",
+                description=f"Slipway revision #{revision.number} of {ref.deployment.slug}",
+            ),
+        )
+        return result if isinstance(result, int) else None
+
+    # -- progress ---------------------------------------------------------------------------
+    def building(self, ref: RevisionRef) -> None:
+        revision = ref.revision
+        self._check(
+            ref,
+            status="in_progress",
+            title=f"Building revision #{revision.number}",
+            summary=f"Building `{revision.commit_sha[:7]}` with BuildKit.",
+            started_at=_iso(revision.build_started_at),
+        )
+        self._status(ref, "in_progress", f"Building revision #{revision.number}")
+
+    def deploying(self, ref: RevisionRef, image: str) -> None:
+        revision = ref.revision
+        self._check(
+            ref,
+            status="in_progress",
+            title=f"Deploying revision #{revision.number}",
+            summary=f"Built `{image}`; starting it and waiting for its health check.",
+        )
+
+    def succeeded(self, ref: RevisionRef, url: str, image: str) -> None:
+        revision = ref.revision
+        summary = "\n".join(
+            [
+                f"Revision #{revision.number} of `{ref.deployment.slug}` is live.",
+                "",
+                f"- **URL:** {url}",
+                f"- **Image:** `{image}`",
+                f"- **Build:** {_seconds(revision.build_started_at, revision.build_finished_at)}",
+                f"- **Deploy:** {_seconds(revision.deploy_started_at, revision.live_at)} "
+                "(database, start, health check, route)",
+                f"- **Build log:** {self.log_url(revision)}",
+            ]
+        )
+        self._check(
+            ref,
+            status="completed",
+            conclusion="success",
+            title=f"Live at {url}",
+            summary=summary,
+            completed_at=_iso(revision.live_at),
+        )
+        self._status(
+            ref,
+            "success",
+            f"Revision #{revision.number} is live",
+            environment_url=url,
+            log_url=self.log_url(revision),
+        )
+
+    def failed(
+        self, ref: RevisionRef, reason: str, log_tail: str, serving: Revision | None, url: str
+    ) -> None:
+        revision = ref.revision
+        lines = [f"Revision #{revision.number} failed: {reason}", ""]
+        if serving is not None:
+            lines.append(
+                f"Revision #{serving.number} (`{serving.commit_sha[:7]}`) keeps serving {url}."
+            )
+        else:
+            lines.append("Nothing is served yet for this deployment.")
+        lines += ["", f"Full build log: {self.log_url(revision)}"]
+        if log_tail.strip():
+            lines += ["", "Last lines of the log:", "```", log_tail.rstrip(), "```"]
+        self._check(
+            ref,
+            status="completed",
+            conclusion="failure",
+            title=f"Failed: {reason.splitlines()[0]}",
+            summary="\n".join(lines),
+            completed_at=_iso(revision.finished_at),
+        )
+        self._status(
+            ref,
+            "failure",
+            f"Revision #{revision.number} failed: {reason}",
+            log_url=self.log_url(revision),
+        )
+
+    def cancelled(self, ref: RevisionRef) -> None:
+        revision = ref.revision
+        reason = revision.error or "superseded by a newer revision"
+        self._check(
+            ref,
+            status="completed",
+            conclusion="cancelled",
+            title=f"Cancelled: {reason}",
+            summary=f"Revision #{revision.number} was {reason}.",
+            completed_at=_iso(revision.finished_at),
+        )
+        self._status(ref, "inactive", f"Revision #{revision.number} was {reason}")
+
+    def superseded(self, ref: RevisionRef, by: Revision) -> None:
+        self._status(
+            ref,
+            "inactive",
+            f"Replaced by revision #{by.number} ({by.commit_sha[:7]})",
+        )
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _check(
+        self,
+        ref: RevisionRef,
+        *,
+        status: str,
+        title: str,
+        summary: str,
+        conclusion: str | None = None,
+        started_at: str | None = None,
+        completed_at: str | None = None,
+    ) -> None:
+        check_run_id = ref.revision.check_run_id
+        if check_run_id is None:
+            return
+        self._safely(
+            ref,
+            f"check run {status}",
+            lambda: self._github.update_check_run(
+                ref.installation_id,
+                ref.repository.full_name,
+                check_run_id,
+                status=status,
+                title=title,
+                summary=summary,
+                conclusion=conclusion,
+                started_at=started_at,
+                completed_at=completed_at,
+            ),
+        )
+
+    def _status(
+        self,
+        ref: RevisionRef,
+        state: str,
+        description: str,
+        environment_url: str | None = None,
+        log_url: str | None = None,
+    ) -> None:
+        deployment_id = ref.revision.github_deployment_id
+        if deployment_id is None:
+            return
+        self._safely(
+            ref,
+            f"deployment status {state}",
+            lambda: self._github.create_deployment_status(
+                ref.installation_id,
+                ref.repository.full_name,
+                deployment_id,
+                state=state,
+                description=description,
+                environment_url=environment_url,
+                log_url=log_url,
+            ),
+        )
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> str:
+    if start is None or end is None:
+        return "n/a"
+    return f"{(end - start).total_seconds():.1f} s"

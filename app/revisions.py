@@ -1,0 +1,114 @@
+"""Revisions: created once per deployment + commit + env, newest wins over pending ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import func, update
+from sqlmodel import Session, col, select
+
+from app.crypto import SecretBox
+from app.errors import NotFoundError
+from app.models import PENDING_STATES, Deployment, Revision, RevisionState
+
+
+@dataclass
+class NewRevision:
+    revision: Revision
+    created: bool
+    cancelled: list[Revision] = field(default_factory=list)
+    """Older revisions of the deployment that were queued or building and lost to this one."""
+
+
+def create_revision(
+    session: Session,
+    deployment: Deployment,
+    commit_sha: str,
+    commit_message: str,
+    secrets: SecretBox,
+    now: datetime,
+    delivery_id: str | None = None,
+) -> NewRevision:
+    """Idempotent: the same commit with the same env is the same revision, however often pushed."""
+    env = secrets.decrypt_env(deployment.env_encrypted)
+    env_hash = secrets.env_hash(env)
+    existing = session.exec(
+        select(Revision).where(
+            Revision.deployment_id == deployment.id,
+            Revision.commit_sha == commit_sha,
+            Revision.env_hash == env_hash,
+        )
+    ).first()
+    if existing is not None:
+        return NewRevision(revision=existing, created=False)
+    last = session.exec(
+        select(func.max(Revision.number)).where(Revision.deployment_id == deployment.id)
+    ).one()
+    revision = Revision(
+        deployment_id=deployment.id,
+        number=(last or 0) + 1,
+        commit_sha=commit_sha,
+        commit_message=commit_message.splitlines()[0][:500] if commit_message else "",
+        env_hash=env_hash,
+        env_encrypted=deployment.env_encrypted,
+        delivery_id=delivery_id,
+        created_at=now,
+    )
+    session.add(revision)
+    session.flush()
+    cancelled = cancel_older_pending(session, deployment.id, revision.number, now)
+    return NewRevision(revision=revision, created=True, cancelled=cancelled)
+
+
+def cancel_older_pending(
+    session: Session, deployment_id: str, number: int, now: datetime
+) -> list[Revision]:
+    older = list(
+        session.exec(
+            select(Revision).where(
+                Revision.deployment_id == deployment_id,
+                Revision.number < number,
+                col(Revision.state).in_(PENDING_STATES),
+            )
+        ).all()
+    )
+    for revision in older:
+        revision.state = RevisionState.cancelled
+        revision.error = f"superseded by revision #{number} before it went live"
+        revision.finished_at = now
+    return older
+
+
+def transition(
+    session: Session,
+    revision_id: str,
+    allowed_from: frozenset[RevisionState],
+    to: RevisionState,
+    **values: object,
+) -> bool:
+    """Compare-and-set on the state column, so a cancelled revision never moves forward."""
+    result = session.execute(
+        update(Revision)
+        .where(col(Revision.id) == revision_id, col(Revision.state).in_(allowed_from))
+        .values(state=to, **values)
+    )
+    session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def get_revision(session: Session, revision_id: str) -> Revision:
+    revision = session.get(Revision, revision_id)
+    if revision is None:
+        raise NotFoundError(f"no revision with id {revision_id}")
+    return revision
+
+
+def list_revisions(session: Session, deployment_id: str) -> list[Revision]:
+    return list(
+        session.exec(
+            select(Revision)
+            .where(Revision.deployment_id == deployment_id)
+            .order_by(col(Revision.number).desc())
+        ).all()
+    )

@@ -1,0 +1,107 @@
+"""The router: Caddy, configured through its admin API, so no request passes through Python.
+
+Slipway owns Caddy's whole configuration. Every change renders it from the control-plane
+database and loads it in one `POST /load`, which Caddy applies gracefully; the same rendering
+is Caddy's boot config, so routes come back when either Slipway or Caddy restarts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from app.errors import RouterError
+
+SERVER_NAME = "slipway"
+ADMIN_TIMEOUT_SECONDS = 10.0
+NOT_FOUND_BODY = "Slipway: no deployment is served at this address.\n"
+
+
+@dataclass(frozen=True)
+class Route:
+    """hostname → the replicas of the deployment's live revision."""
+
+    hostname: str
+    deployment_id: str
+    upstreams: tuple[str, ...]
+    """host:port addresses Caddy dials."""
+
+
+def render_caddy_config(
+    routes: list[Route], *, listen: str, admin_listen: str, storage_dir: Path
+) -> dict[str, Any]:
+    caddy_routes: list[dict[str, Any]] = [
+        {
+            "@id": f"route-{route.deployment_id}",
+            "match": [{"host": [route.hostname]}],
+            "handle": [
+                {
+                    "handler": "reverse_proxy",
+                    "upstreams": [{"dial": upstream} for upstream in route.upstreams],
+                }
+            ],
+            "terminal": True,
+        }
+        for route in sorted(routes, key=lambda r: r.hostname)
+        if route.upstreams
+    ]
+    caddy_routes.append(
+        {"handle": [{"handler": "static_response", "status_code": 404, "body": NOT_FOUND_BODY}]}
+    )
+    return {
+        "admin": {"listen": admin_listen, "config": {"persist": False}},
+        "storage": {"module": "file_system", "root": str(storage_dir)},
+        "apps": {
+            "http": {
+                "servers": {
+                    SERVER_NAME: {
+                        "listen": [listen],
+                        "automatic_https": {"disable": True},
+                        "routes": caddy_routes,
+                    }
+                }
+            }
+        },
+    }
+
+
+class CaddyRouter:
+    def __init__(self, admin_url: str, *, listen: str, storage_dir: Path) -> None:
+        self.admin_url = admin_url.rstrip("/")
+        self._listen = listen
+        self._storage_dir = storage_dir
+
+    @property
+    def admin_listen(self) -> str:
+        return urlsplit(self.admin_url).netloc
+
+    def render(self, routes: list[Route]) -> dict[str, Any]:
+        return render_caddy_config(
+            routes,
+            listen=self._listen,
+            admin_listen=self.admin_listen,
+            storage_dir=self._storage_dir,
+        )
+
+    def apply(self, routes: list[Route]) -> None:
+        try:
+            response = httpx.post(
+                f"{self.admin_url}/load",
+                json=self.render(routes),
+                timeout=ADMIN_TIMEOUT_SECONDS,
+                # Caddy's admin API refuses requests whose Origin/Host it does not expect.
+                headers={"Origin": self.admin_url},
+            )
+        except httpx.HTTPError as exc:
+            raise RouterError(
+                f"the router (Caddy) at {self.admin_url} did not answer: {exc}"
+            ) from exc
+        if response.status_code != 200:
+            raise RouterError(
+                f"the router (Caddy) refused the configuration (HTTP {response.status_code}): "
+                f"{response.text.strip()[:500]}"
+            )

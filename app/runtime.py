@@ -1,0 +1,124 @@
+"""The container runtime on one Docker engine: start, watch and stop a revision's replicas.
+
+Secrets reach the container through an env file readable only by us and deleted as soon as
+`docker run` returns, so they never appear in an argument list, a process listing or a log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from python_on_whales import DockerClient
+from python_on_whales.exceptions import DockerException, NoSuchContainer
+
+from app.errors import RuntimeStartError
+from manifests.containers import ContainerSpec
+
+LOCALHOST = "127.0.0.1"
+RESTART_POLICY_WHEN_LIVE = "unless-stopped"
+"""A live replica that crashes is restarted by the engine; during start-up it is not, so a crash
+at start is seen as a crash instead of a restart loop."""
+STOP_TIMEOUT_SECONDS = 10
+"""Grace period between SIGTERM and SIGKILL when a replica is stopped."""
+
+
+@dataclass(frozen=True)
+class StartedContainer:
+    id: str
+    name: str
+    host_port: int
+
+
+@dataclass(frozen=True)
+class ContainerStatus:
+    running: bool
+    exit_code: int | None
+    oom_killed: bool
+
+
+class DockerRuntime:
+    def __init__(self, docker_binary: str, env_dir: Path) -> None:
+        self._docker = DockerClient(client_call=[docker_binary])
+        self._env_dir = env_dir
+
+    def start(self, spec: ContainerSpec) -> StartedContainer:
+        self.remove(spec.name)  # a half-started replica of an earlier attempt
+        env_file = self._write_env_file(spec.env)
+        try:
+            container = self._docker.run(
+                spec.image,
+                name=spec.name,
+                detach=True,
+                cpus=spec.limits.cpus,
+                memory=spec.limits.memory_bytes,
+                env_files=[env_file],
+                labels=spec.labels,
+                publish=[(f"{LOCALHOST}:", spec.port)],
+                add_hosts=list(spec.extra_hosts.items()),
+                init=True,
+            )
+        except DockerException as exc:
+            raise RuntimeStartError(f"the container could not be started: {_stderr(exc)}") from exc
+        finally:
+            env_file.unlink(missing_ok=True)
+        assert not isinstance(container, str)
+        bindings = (container.network_settings.ports or {}).get(f"{spec.port}/tcp") or []
+        if not bindings or bindings[0].get("HostPort") in (None, ""):
+            self.remove(container.id)
+            raise RuntimeStartError(f"the engine published no port for container port {spec.port}")
+        return StartedContainer(
+            id=container.id, name=spec.name, host_port=int(str(bindings[0]["HostPort"]))
+        )
+
+    def status(self, container_id: str) -> ContainerStatus:
+        try:
+            state = self._docker.container.inspect(container_id).state
+        except NoSuchContainer:
+            return ContainerStatus(running=False, exit_code=None, oom_killed=False)
+        return ContainerStatus(
+            running=bool(state.running),
+            exit_code=state.exit_code if not state.running else None,
+            oom_killed=bool(state.oom_killed),
+        )
+
+    def logs_tail(self, container_id: str, lines: int = 30) -> str:
+        try:
+            return str(self._docker.container.logs(container_id, tail=lines))
+        except DockerException:
+            return ""
+
+    def keep_running(self, container_id: str) -> None:
+        """Once healthy, let the engine restart the replica if it crashes."""
+        self._docker.container.update(container_id, restart=RESTART_POLICY_WHEN_LIVE)
+
+    def remove(self, name_or_id: str) -> None:
+        try:
+            self._docker.container.stop(name_or_id, time=STOP_TIMEOUT_SECONDS)
+        except NoSuchContainer:
+            return
+        except DockerException:
+            pass
+        with contextlib.suppress(NoSuchContainer):
+            self._docker.container.remove(name_or_id, force=True)
+
+    def _write_env_file(self, env: dict[str, str]) -> Path:
+        self._env_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for key, value in env.items():
+            if "\n" in value or "\r" in value:
+                raise RuntimeStartError(
+                    f"environment variable {key} holds a line break, which Docker's env files "
+                    "cannot carry"
+                )
+        fd, name = tempfile.mkstemp(dir=self._env_dir, prefix="env-", suffix=".list")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.writelines(f"{key}={value}\n" for key, value in env.items())
+        return Path(name)
+
+
+def _stderr(exc: DockerException) -> str:
+    text = (exc.stderr or "").strip() if isinstance(exc.stderr, str) else ""
+    return text.splitlines()[-1] if text else str(exc).strip().splitlines()[-1]

@@ -1,0 +1,147 @@
+"""Slipway's settings, read once from the environment (prefix ``SLIPWAY_``) or a ``.env`` file.
+
+Every setting that can be wrong is checked here, so a bad value stops start-up with a message
+naming the variable instead of failing half-way through the first push.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SLIPWAY_"
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    github_app_id: Annotated[int, Field(gt=0)]
+    """The numeric App ID shown on the GitHub App's settings page (the JWT issuer)."""
+    github_private_key: SecretStr | None = None
+    """The App's PEM private key itself; use GITHUB_PRIVATE_KEY_PATH to point at a file instead."""
+    github_private_key_path: Path | None = None
+    github_webhook_secret: SecretStr
+    """Shared secret GitHub signs every delivery with (X-Hub-Signature-256)."""
+    github_api_url: AnyHttpUrl = AnyHttpUrl("https://api.github.com")
+    """REST base URL; GitHub Enterprise uses https://HOST/api/v3, the tests a local fake."""
+    github_app_name: str = "Slipway"
+    """Name of the check run posted on every commit."""
+
+    data_dir: Path = Path(".data")
+    """All state lives here: control-plane DB, build logs, embedded services, Caddy's storage."""
+    database_url: str | None = None
+    """Control-plane database (SQLAlchemy URL). Default: SQLite at DATA_DIR/slipway.db."""
+    redis_url: str | None = None
+    """Job queue. Default: an embedded Redis-compatible server started by `slipway up`."""
+    postgres_admin_url: str | None = None
+    """Superuser URL of the cluster that holds one database per deployment.
+    Default: an embedded cluster started by `slipway up` that containers can reach."""
+    postgres_container_host: str = "host.docker.internal"
+    """Host name containers use to reach that cluster (mapped to the bridge gateway)."""
+    caddy_admin_url: str | None = None
+    """Admin API of the router. Default: the Caddy `slipway up` starts on a free port."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    router_host: str = "127.0.0.1"
+    router_port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    base_domain: str = "localhost"
+    public_url: AnyHttpUrl | None = None
+    """Where users reach this API (links in check runs). Default: http://HOST:PORT."""
+    secret_key: SecretStr | None = None
+    """Encrypts stored secrets. Default: generated once into DATA_DIR/secret.key."""
+
+    docker_binary: str | None = None
+    """Docker CLI to drive; default: the first one that can build with BuildKit."""
+    health_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    """How long a new revision gets to answer HTTP before it is declared failed."""
+    build_timeout_seconds: Annotated[float, Field(gt=0)] = 1800.0
+    worker_max_jobs: Annotated[int, Field(ge=1)] = 4
+
+    @field_validator("base_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        value = value.strip().strip(".").lower()
+        if not value or any(not part for part in value.split(".")):
+            raise ValueError("must be a domain name such as localhost or apps.example.com")
+        return value
+
+    @model_validator(mode="after")
+    def _one_private_key(self) -> Settings:
+        if self.github_private_key is None and self.github_private_key_path is None:
+            raise ValueError(
+                f"set {ENV_PREFIX}GITHUB_PRIVATE_KEY (the PEM text) or "
+                f"{ENV_PREFIX}GITHUB_PRIVATE_KEY_PATH (a file holding it)"
+            )
+        return self
+
+    @cached_property
+    def private_key_pem(self) -> str:
+        if self.github_private_key is not None:
+            return self.github_private_key.get_secret_value().replace("\\n", "\n")
+        assert self.github_private_key_path is not None
+        try:
+            return self.github_private_key_path.read_text()
+        except OSError as exc:
+            raise SettingsError(
+                f"{ENV_PREFIX}GITHUB_PRIVATE_KEY_PATH: cannot read "
+                f"{self.github_private_key_path}: {exc.strerror}"
+            ) from exc
+
+    @property
+    def control_plane_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'slipway.db'}"
+
+    @property
+    def api_url(self) -> str:
+        if self.public_url is not None:
+            return str(self.public_url).rstrip("/")
+        return f"http://{self.host}:{self.port}"
+
+    def deployment_url(self, slug: str) -> str:
+        port = "" if self.router_port == 80 else f":{self.router_port}"
+        return f"http://{slug}.{self.base_domain}{port}/"
+
+    def hostname(self, slug: str) -> str:
+        return f"{slug}.{self.base_domain}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings and turn pydantic's report into one message naming each bad variable."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "missing":
+                message = "is required but not set"
+            problems.append(f"{name}: {message}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
+    _check_private_key(settings.private_key_pem)
+    return settings
+
+
+def _check_private_key(pem: str) -> None:
+    """Fail at start-up, not at the first push, when the key cannot sign an App JWT."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise SettingsError(
+            f"{ENV_PREFIX}GITHUB_PRIVATE_KEY: not a PEM private key without a passphrase "
+            "(download it from the GitHub App's settings page)"
+        ) from exc

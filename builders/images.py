@@ -1,0 +1,111 @@
+"""Building a revision's image with BuildKit, keeping the whole log in a file per revision."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from python_on_whales.exceptions import DockerException
+
+from app.errors import BuildCancelled, BuildError
+from builders.docker_cli import (
+    BuildMethod,
+    DockerCLI,
+    StreamStopped,
+    find_docker_cli,
+    stream_command,
+)
+from manifests.recipes import BuildPlan
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    tag: str
+    image_id: str
+    method: str
+    seconds: float
+
+
+class BuildKitBuilder:
+    """The image builder port's real implementation."""
+
+    def __init__(self, docker_binary: str | None = None) -> None:
+        self._docker_binary = docker_binary
+
+    @property
+    def cli(self) -> DockerCLI:
+        return find_docker_cli(self._docker_binary)
+
+    def build(
+        self,
+        plan: BuildPlan,
+        tag: str,
+        labels: dict[str, str],
+        log_path: Path,
+        *,
+        cancelled: Callable[[], bool],
+        timeout_seconds: float,
+    ) -> BuiltImage:
+        cli = self.cli
+        argv, env = _build_command(cli, plan, tag, labels)
+        started = time.monotonic()
+        deadline = started + timeout_seconds
+
+        def should_stop() -> str | None:
+            if cancelled():
+                return "cancelled"
+            if time.monotonic() > deadline:
+                return "timeout"
+            return None
+
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("a", encoding="utf-8") as log:
+
+            def write(line: str) -> None:
+                log.write(line + "\n")
+                log.flush()
+
+            write(f"slipway: building {tag} with {cli.describe()}")
+            write(f"slipway: recipe {plan.recipe}, Dockerfile {plan.dockerfile_path}")
+            try:
+                code = stream_command(argv, write, env=env, should_stop=should_stop)
+            except StreamStopped as stop:
+                if stop.reason == "cancelled":
+                    write("slipway: build stopped: a newer revision superseded this one")
+                    raise BuildCancelled("a newer revision superseded this one") from None
+                write(f"slipway: build stopped after {timeout_seconds:.0f} s")
+                raise BuildError(
+                    f"the build took longer than {timeout_seconds:.0f} s and was stopped"
+                ) from None
+            except OSError as exc:
+                raise BuildError(f"could not run {cli.binary}: {exc}") from exc
+            seconds = time.monotonic() - started
+            if code != 0:
+                write(f"slipway: build failed (exit code {code}) after {seconds:.1f} s")
+                raise BuildError(f"the Docker build failed (exit code {code})")
+            try:
+                image_id = str(cli.client().image.inspect(tag).id)
+            except DockerException as exc:
+                raise BuildError(f"the build finished but image {tag} is missing: {exc}") from exc
+            write(f"slipway: built {tag} ({image_id[:19]}) in {seconds:.1f} s")
+        return BuiltImage(tag=tag, image_id=image_id, method=cli.method.value, seconds=seconds)
+
+
+def _build_command(
+    cli: DockerCLI, plan: BuildPlan, tag: str, labels: dict[str, str]
+) -> tuple[list[str], dict[str, str]]:
+    label_args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+    common = [
+        "--progress=plain",
+        "--file",
+        str(plan.dockerfile),
+        "--tag",
+        tag,
+        *label_args,
+        str(plan.context_dir),
+    ]
+    if cli.method is BuildMethod.buildx:
+        return [cli.binary, "buildx", "build", "--load", *common], {}
+    return [cli.binary, "build", *common], {"DOCKER_BUILDKIT": "1"}

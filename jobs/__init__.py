@@ -1,0 +1,1 @@
+"""The arq worker: thin tasks over the domain services in app/."""

@@ -1,0 +1,25 @@
+"""Queue names, job ids and timings, each with its reason."""
+
+from __future__ import annotations
+
+QUEUE_NAME = "slipway:queue"
+"""Its own queue, so a Slipway sharing a Redis with other arq users never runs their jobs."""
+
+HANDLE_DELIVERY = "handle_delivery"
+RUN_REVISION = "run_revision"
+SYNC_ROUTES = "sync_routes"
+
+JOB_TIMEOUT_SECONDS = 45 * 60
+"""Longer than the build timeout plus the health deadline: the task enforces its own limits."""
+MAX_TRIES = 3
+"""A worker that died mid-job gets the job again; after this many tries the job is dropped."""
+KEEP_RESULT_SECONDS = 3600
+
+
+def delivery_job_id(delivery_id: str) -> str:
+    """arq refuses a second job with the same id, so a redelivery enqueues nothing new."""
+    return f"delivery:{delivery_id}"
+
+
+def revision_job_id(revision_id: str) -> str:
+    return f"revision:{revision_id}"

@@ -1,0 +1,62 @@
+"""The arq worker's settings, built from Slipway's settings (no import-time connections)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from arq import cron
+from arq.connections import RedisSettings
+from arq.worker import Worker, func
+
+from app.bootstrap import bootstrap, require
+from app.settings import Settings
+from jobs import tasks
+from jobs.constants import JOB_TIMEOUT_SECONDS, KEEP_RESULT_SECONDS, MAX_TRIES, QUEUE_NAME
+
+log = logging.getLogger(__name__)
+
+ROUTE_RECONCILE_SECOND = 0
+"""Once a minute the router is given the database's routes again, in case Caddy restarted."""
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    return RedisSettings.from_dsn(require(settings.redis_url, "REDIS_URL"))
+
+
+def make_worker(settings: Settings, **overrides: Any) -> Worker:
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        ctx["platform"] = bootstrap(settings)
+        ctx["queue_name"] = QUEUE_NAME
+        try:
+            await tasks.sync_routes(ctx)
+        except Exception:  # the router may still be starting; the cron catches up
+            log.warning("routes not restored at start", exc_info=True)
+
+    options: dict[str, Any] = {
+        "functions": [
+            func(tasks.handle_delivery, name="handle_delivery", max_tries=MAX_TRIES),
+            func(
+                tasks.run_revision,
+                name="run_revision",
+                max_tries=MAX_TRIES,
+                timeout=JOB_TIMEOUT_SECONDS,
+            ),
+        ],
+        "cron_jobs": [
+            cron(
+                tasks.sync_routes,
+                name="sync_routes",
+                second=ROUTE_RECONCILE_SECOND,
+                run_at_startup=False,
+            ),
+        ],
+        "on_startup": on_startup,
+        "redis_settings": redis_settings(settings),
+        "queue_name": QUEUE_NAME,
+        "max_jobs": settings.worker_max_jobs,
+        "keep_result": KEEP_RESULT_SECONDS,
+        "handle_signals": True,
+    }
+    options.update(overrides)
+    return Worker(**options)

@@ -1,0 +1,1 @@
+"""What a revision deploys, as data: repository config, build recipes, container specs."""

@@ -1,0 +1,78 @@
+"""The repository's own config, `slipway.toml`, optional at the repository root.
+
+    [build]
+    dockerfile = "Dockerfile"   # relative to the repository root
+    context = "."               # build context, relative to the repository root
+
+    [deploy]
+    port = 8000                 # the port the app listens on (also given to it as PORT)
+    health_path = "/"           # answered with any status below 500 once the app is up
+
+Unknown keys are errors, so a typo is reported rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path, PurePosixPath
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from app.errors import ConfigError
+
+CONFIG_FILE = "slipway.toml"
+
+
+def _relative(value: str) -> str:
+    path = PurePosixPath(value)
+    if path.is_absolute() or ".." in path.parts:
+        raise ValueError("must be a path inside the repository (no leading / and no ..)")
+    return str(path)
+
+
+class BuildConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dockerfile: str = "Dockerfile"
+    context: str = "."
+
+    _check_paths = field_validator("dockerfile", "context")(_relative)
+
+
+class DeployConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    port: int = Field(default=8000, ge=1, le=65535)
+    health_path: str = "/"
+
+    @field_validator("health_path")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        if not value.startswith("/") or any(c.isspace() for c in value):
+            raise ValueError("must start with / and contain no spaces, e.g. /healthz")
+        return value
+
+
+class RepositoryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    build: BuildConfig = Field(default_factory=BuildConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
+
+
+def load_repository_config(source_dir: Path) -> RepositoryConfig:
+    path = source_dir / CONFIG_FILE
+    if not path.is_file():
+        return RepositoryConfig()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{CONFIG_FILE} is not valid TOML: {exc}") from exc
+    try:
+        return RepositoryConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{CONFIG_FILE} is invalid: {problems}") from exc
