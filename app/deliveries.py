@@ -13,6 +13,8 @@ from app.crypto import SecretBox
 from app.events import EventOutcome, process_delivery
 from app.models import Delivery
 
+APPLY_ATTEMPTS = 3
+
 
 @dataclass(frozen=True)
 class Recorded:
@@ -57,10 +59,20 @@ def apply_delivery(
     session: Session, delivery_id: str, secrets: SecretBox, now: datetime
 ) -> EventOutcome | None:
     """None when the delivery was already applied (at-least-once queues deliver twice)."""
-    delivery = session.get(Delivery, delivery_id)
-    if delivery is None or delivery.processed_at is not None:
-        return None
-    outcome = process_delivery(session, delivery, secrets, now)
+    for attempt in range(1, APPLY_ATTEMPTS + 1):
+        delivery = session.get(Delivery, delivery_id)
+        if delivery is None or delivery.processed_at is not None:
+            return None
+        try:
+            outcome = process_delivery(session, delivery, secrets, now)
+            session.flush()
+            break
+        except IntegrityError:
+            # Another delivery for the same installation or repository inserted the row first
+            # (deliveries are applied concurrently); the next attempt finds and updates it.
+            session.rollback()
+            if attempt == APPLY_ATTEMPTS:
+                raise
     delivery = session.get(Delivery, delivery_id)
     assert delivery is not None
     delivery.processed_at = now

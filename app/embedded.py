@@ -274,9 +274,21 @@ def _ensure_system_user(name: str) -> _SystemUser:
         useradd = shutil.which("useradd") or "/usr/sbin/useradd"
         try:
             subprocess.run(
-                [useradd, "--system", "--user-group", "--no-create-home",
-                 "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
-                check=True, capture_output=True, text=True, timeout=30,
+                [
+                    useradd,
+                    "--system",
+                    "--user-group",
+                    "--no-create-home",
+                    "--home-dir",
+                    "/nonexistent",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    name,
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=30,
             )
         except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
             detail = getattr(err, "stderr", "") or str(err)
@@ -525,10 +537,19 @@ class EmbeddedPostgres:
         self._chown(pwfile)
         try:
             self._run(
-                "initdb", "-D", str(self.pgdata), "-U", PG_ADMIN_USER, f"--pwfile={pwfile}",
-                "--auth-local=trust", "--auth-host=scram-sha-256",
-                "--encoding=UTF8", "--no-locale", "--no-instructions",
-                what="initdb", timeout=120,
+                "initdb",
+                "-D",
+                str(self.pgdata),
+                "-U",
+                PG_ADMIN_USER,
+                f"--pwfile={pwfile}",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-instructions",
+                what="initdb",
+                timeout=120,
             )
         finally:
             with contextlib.suppress(OSError):
@@ -558,15 +579,17 @@ class EmbeddedPostgres:
         return True
 
     def _write_settings(self, port: int) -> bool:
-        text = "\n".join([
-            "# Written by Slipway on every start; put your own settings in postgresql.conf.",
-            f"listen_addresses = {_conf_quote(','.join(self.listen_hosts))}",
-            f"port = {port}",
-            f"unix_socket_directories = {_conf_quote(str(self.socket_dir))}",
-            "unix_socket_permissions = 0700",
-            "password_encryption = 'scram-sha-256'",
-            "",
-        ])
+        text = "\n".join(
+            [
+                "# Written by Slipway on every start; put your own settings in postgresql.conf.",
+                f"listen_addresses = {_conf_quote(','.join(self.listen_hosts))}",
+                f"port = {port}",
+                f"unix_socket_directories = {_conf_quote(str(self.socket_dir))}",
+                "unix_socket_permissions = 0700",
+                "password_encryption = 'scram-sha-256'",
+                "",
+            ]
+        )
         return self._write_if_changed(self.pgdata / "slipway.conf", text)
 
     def _write_hba(self) -> bool:
@@ -588,8 +611,19 @@ class EmbeddedPostgres:
         Used when admin-password was lost but the cluster survived.
         """
         self._run(
-            "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self.socket_dir),
-            "-p", str(self.port), "-U", PG_ADMIN_USER, "-d", "postgres",
+            "psql",
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            str(self.socket_dir),
+            "-p",
+            str(self.port),
+            "-U",
+            PG_ADMIN_USER,
+            "-d",
+            "postgres",
             what="setting the admin password",
             stdin=f"ALTER ROLE {PG_ADMIN_USER} PASSWORD '{password}';\n",
         )
@@ -613,8 +647,16 @@ class EmbeddedPostgres:
     def _pg_ctl(self, action: str, *args: str) -> None:
         wait = str(int(self.start_timeout))
         self._run(
-            "pg_ctl", action, "-D", str(self.pgdata), "-w", "-t", wait, *args,
-            what=f"pg_ctl {action}", timeout=self.start_timeout + 15,
+            "pg_ctl",
+            action,
+            "-D",
+            str(self.pgdata),
+            "-w",
+            "-t",
+            wait,
+            *args,
+            what=f"pg_ctl {action}",
+            timeout=self.start_timeout + 15,
         )
 
     def _run(
@@ -642,15 +684,21 @@ class EmbeddedPostgres:
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
             try:
                 proc = subprocess.run(
-                    argv, stdout=out, stderr=err, text=True, timeout=timeout,
-                    cwd=self.data_dir, env=env, start_new_session=True,
-                    input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
+                    argv,
+                    stdout=out,
+                    stderr=err,
+                    text=True,
+                    timeout=timeout,
+                    cwd=self.data_dir,
+                    env=env,
+                    start_new_session=True,
+                    input=stdin,
+                    stdin=None if stdin is not None else subprocess.DEVNULL,
                     **extra,
                 )
             except subprocess.TimeoutExpired as exc:
                 raise EmbeddedServiceError(
-                    f"{what or program} timed out after {timeout:.0f} s\n"
-                    f"{_log_tail(self.log_path)}"
+                    f"{what or program} timed out after {timeout:.0f} s\n{_log_tail(self.log_path)}"
                 ) from exc
             except OSError as exc:
                 raise EmbeddedServiceError(f"could not run {argv[0]}: {exc}") from exc
@@ -686,7 +734,10 @@ def docker_bridge_gateway(docker_binary: str = _DEFAULT_DOCKER) -> str | None:
     try:
         proc = subprocess.run(
             [binary, "network", "inspect", "bridge", "--format", "{{json .IPAM.Config}}"],
-            capture_output=True, text=True, timeout=15, stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=15,
+            stdin=subprocess.DEVNULL,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -898,10 +949,19 @@ class Caddy:
         with self.log_path.open("ab") as log:
             try:
                 self._proc = subprocess.Popen(
-                    [str(executable), "run", "--config", str(self.boot_path),
-                     "--pidfile", str(self.pid_path)],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    cwd=self.data_dir, env=env,
+                    [
+                        str(executable),
+                        "run",
+                        "--config",
+                        str(self.boot_path),
+                        "--pidfile",
+                        str(self.pid_path),
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.data_dir,
+                    env=env,
                 )
             except OSError as err:
                 raise EmbeddedServiceError(f"could not run {executable}: {err}") from err

@@ -16,6 +16,7 @@ class HttpHealthProbe:
                 f"http://127.0.0.1:{host_port}{path}",
                 timeout=PROBE_TIMEOUT_SECONDS,
                 headers={"User-Agent": "Slipway-HealthCheck"},
+                trust_env=False,  # a loopback probe must never go through a proxy
             )
         except httpx.HTTPError:
             return False

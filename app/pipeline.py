@@ -307,6 +307,7 @@ class RevisionPipeline:
                 healthy_at=self._clock(),
             )
         self._runtime.keep_running(started.id)
+        assert started.host_port is not None  # it answered on it
         self._go_live(revision.id, started.host_port, log_path)
 
     def _database_uri(self, deployment: Deployment) -> str:
@@ -338,7 +339,7 @@ class RevisionPipeline:
             database = session.get(Database, deployment.id)
             return self._secrets.decrypt(database.password_encrypted) if database else ""
 
-    def _wait_healthy(self, container_id: str, host_port: int, port: int, path: str) -> None:
+    def _wait_healthy(self, container_id: str, host_port: int | None, port: int, path: str) -> None:
         timeout = self.config.health_timeout_seconds
         deadline = time.monotonic() + timeout
         while True:
@@ -353,7 +354,7 @@ class RevisionPipeline:
                 raise RuntimeStartError(
                     f"the app exited with code {code} before answering HTTP on port {port}"
                 )
-            if self._health.answers(host_port, path):
+            if host_port is not None and self._health.answers(host_port, path):
                 return
             if time.monotonic() > deadline:
                 raise RuntimeStartError(

@@ -89,13 +89,14 @@ class CaddyRouter:
 
     def apply(self, routes: list[Route]) -> None:
         try:
-            response = httpx.post(
-                f"{self.admin_url}/load",
-                json=self.render(routes),
-                timeout=ADMIN_TIMEOUT_SECONDS,
-                # Caddy's admin API refuses requests whose Origin/Host it does not expect.
-                headers={"Origin": self.admin_url},
-            )
+            # Caddy replaces its admin server on every load: a kept-alive connection would be
+            # reset, so each call gets its own. The admin API is local: never via a proxy.
+            with httpx.Client(trust_env=False, timeout=ADMIN_TIMEOUT_SECONDS) as client:
+                response = client.post(
+                    f"{self.admin_url}/load",
+                    json=self.render(routes),
+                    headers={"Origin": self.admin_url, "Connection": "close"},
+                )
         except httpx.HTTPError as exc:
             raise RouterError(
                 f"the router (Caddy) at {self.admin_url} did not answer: {exc}"

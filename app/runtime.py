@@ -30,7 +30,8 @@ STOP_TIMEOUT_SECONDS = 10
 class StartedContainer:
     id: str
     name: str
-    host_port: int
+    host_port: int | None
+    """Where the replica's port is published on 127.0.0.1; None when it exited at once."""
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,14 @@ class DockerRuntime:
             env_file.unlink(missing_ok=True)
         assert not isinstance(container, str)
         bindings = (container.network_settings.ports or {}).get(f"{spec.port}/tcp") or []
-        if not bindings or bindings[0].get("HostPort") in (None, ""):
+        if bindings and bindings[0].get("HostPort") not in (None, ""):
+            host_port: int | None = int(str(bindings[0]["HostPort"]))
+        elif not self.status(container.id).running:
+            host_port = None  # it already exited: the caller reports how, with its output
+        else:
             self.remove(container.id)
             raise RuntimeStartError(f"the engine published no port for container port {spec.port}")
-        return StartedContainer(
-            id=container.id, name=spec.name, host_port=int(str(bindings[0]["HostPort"]))
-        )
+        return StartedContainer(id=container.id, name=spec.name, host_port=host_port)
 
     def status(self, container_id: str) -> ContainerStatus:
         try:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 from githubkit.exception import GitHubException, RequestFailed
 
 from app.errors import GitHubError
@@ -51,7 +52,7 @@ class GitHubRest:
                 f"GitHub refused to {what} (HTTP {exc.response.status_code}): "
                 f"{_message(exc.response)}"
             ) from exc
-        except GitHubException as exc:
+        except (GitHubException, httpx.HTTPError) as exc:
             raise GitHubError(f"could not {what}: GitHub did not answer ({exc!r})") from exc
 
     def download_tarball(self, installation_id: int, full_name: str, sha: str, dest: Path) -> None:
@@ -59,10 +60,12 @@ class GitHubRest:
         client = self._app.client(installation_id)
 
         def fetch() -> None:
-            response = client.rest.repos.download_tarball_archive(owner, repo, sha, stream=True)
-            with dest.open("wb") as out:
-                for chunk in response.raw_response.iter_bytes():
-                    out.write(chunk)
+            # The client stays open while the body streams to disk: tarballs can be large.
+            with client:
+                response = client.rest.repos.download_tarball_archive(owner, repo, sha, stream=True)
+                with dest.open("wb") as out:
+                    for chunk in response.raw_response.iter_bytes():
+                        out.write(chunk)
 
         self._call(f"download the tarball of {full_name}@{sha[:7]}", fetch)
 

@@ -106,7 +106,6 @@ def user_object(login: str, *, user_type: str = "User", api_url: str = GITHUB_AP
         "events_url": f"{users}/events{{/privacy}}",
         "received_events_url": f"{users}/received_events",
         "type": user_type,
-        "user_view_type": "public",
         "site_admin": False,
     }
 
@@ -130,7 +129,6 @@ def installation_object(
     is_org = account.get("type") == "Organization"
     return {
         "id": installation_id,
-        "client_id": f"Iv1.{app_id:016x}",
         "account": dict(account),
         "repository_selection": repository_selection,
         "access_tokens_url": f"{api}/app/installations/{installation_id}/access_tokens",
@@ -254,7 +252,7 @@ def installation_payload(
     account = user_object(account_login, user_type=account_type)
     sender = user_object(sender_login or account_login)
     suspended = action == "suspend"
-    return {
+    payload: JSON = {
         "action": action,
         "installation": installation_object(
             installation_id,
@@ -265,9 +263,11 @@ def installation_payload(
             suspended_at=iso_time() if suspended else None,
         ),
         "repositories": [_repository_lite(repo) for repo in repositories],
-        "requester": None,
         "sender": sender,
     }
+    if action != "created":
+        payload["requester"] = None
+    return payload
 
 
 def installation_repositories_payload(

@@ -405,8 +405,9 @@ class _Body:
             return _parse_time(value)
         except ValueError:
             self.fail(
-                key, f"{key} must be an ISO 8601 date-time with offset (YYYY-MM-DDTHH:MM:SSZ), "
-                f"not {value!r}"
+                key,
+                f"{key} must be an ISO 8601 date-time with offset (YYYY-MM-DDTHH:MM:SSZ), "
+                f"not {value!r}",
             )
             return None
 
@@ -491,6 +492,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else every keep-alive answer waits ~40 ms for a delayed ACK
     server_version = "FakeGitHub/1.0"
     sys_version = ""
 
@@ -595,19 +597,29 @@ class FakeGitHub:
         app_name: str = "Slipway Test",
         app_owner: str = "slipway-owner",
         host: str = "127.0.0.1",
+        private_key_pem: str | None = None,
     ) -> None:
+        """``private_key_pem``: reuse an App key (PEM, RSA) instead of generating a new one;
+        generating takes ~50 ms, which adds up over many short tests."""
         self.app_id = app_id
         self.app_slug = app_slug
         self.app_name = app_name
         self.app_owner = app_owner
         self.token_lifetime = token_lifetime
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self._private_key_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        ).decode()
-        self._public_key = key.public_key()
+        if private_key_pem is None:
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            private_key_pem = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            ).decode()
+        loaded = serialization.load_pem_private_key(
+            private_key_pem.encode(), password=None, unsafe_skip_rsa_key_validation=True
+        )
+        if not isinstance(loaded, rsa.RSAPrivateKey):
+            raise ValueError("the App key must be an RSA private key")
+        self._private_key_pem = private_key_pem
+        self._public_key = loaded.public_key()
         self._created_at = iso_time()
         self._lock = threading.RLock()
         self._errors: list[str] = []
@@ -683,7 +695,7 @@ class FakeGitHub:
             raise RuntimeError("FakeGitHub already started")
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            kwargs={"poll_interval": 0.01},
             name=f"fake-github-{self.port}",
             daemon=True,
         )
@@ -1354,9 +1366,7 @@ class FakeGitHub:
         body = _Body(request.json_object(), "InstallationToken")
         names = body.string_list("repositories")
         ids = body.array("repository_ids")
-        if ids is not None and not all(
-            isinstance(i, int) and not isinstance(i, bool) for i in ids
-        ):
+        if ids is not None and not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             body.fail("repository_ids", "repository_ids must be an array of integers")
             ids = None
         wanted = body.obj("permissions")
@@ -1542,7 +1552,10 @@ class FakeGitHub:
     def _check_run_output(self, body: _Body, output: JSON) -> JSON:
         title = body.string("title", required=True, data=output, label="output.title")
         summary = body.string(
-            "summary", required=True, max_length=MAX_OUTPUT_TEXT, data=output,
+            "summary",
+            required=True,
+            max_length=MAX_OUTPUT_TEXT,
+            data=output,
             label="output.summary",
         )
         text = body.string(
@@ -1560,11 +1573,17 @@ class FakeGitHub:
             body.integer("start_line", data=annotation, label=f"{label}.start_line")
             body.integer("end_line", data=annotation, label=f"{label}.end_line")
             body.string(
-                "annotation_level", required=True, choices=ANNOTATION_LEVELS, data=annotation,
+                "annotation_level",
+                required=True,
+                choices=ANNOTATION_LEVELS,
+                data=annotation,
                 label=f"{label}.annotation_level",
             )
             body.string(
-                "message", required=True, max_length=64 * 1024, data=annotation,
+                "message",
+                required=True,
+                max_length=64 * 1024,
+                data=annotation,
                 label=f"{label}.message",
             )
         for index, image in enumerate(body.array("images", data=output) or []):
@@ -1588,11 +1607,17 @@ class FakeGitHub:
                 continue
             body.string("label", required=True, max_length=20, data=action, label=f"{label}.label")
             body.string(
-                "description", required=True, max_length=40, data=action,
+                "description",
+                required=True,
+                max_length=40,
+                data=action,
                 label=f"{label}.description",
             )
             body.string(
-                "identifier", required=True, max_length=20, data=action,
+                "identifier",
+                required=True,
+                max_length=20,
+                data=action,
                 label=f"{label}.identifier",
             )
         return [a for a in actions if isinstance(a, dict)]
@@ -1718,9 +1743,7 @@ class FakeGitHub:
 
     # ------------------------------------------------------------------ deployments
 
-    def _failing_contexts(
-        self, repo: _Repo, sha: str, required: list[str] | None
-    ) -> list[JSON]:
+    def _failing_contexts(self, repo: _Repo, sha: str, required: list[str] | None) -> list[JSON]:
         """Commit contexts (check runs) that block a deployment of ``sha``, GitHub-style."""
         latest: dict[str, CheckRun] = {}
         for run in self._check_runs.values():
@@ -1782,8 +1805,11 @@ class FakeGitHub:
                     f"Conflict: Commit status checks failed for {ref}.",
                     detail=(
                         "required_contexts "
-                        + ("omitted (GitHub then requires every context on the commit)"
-                           if required_contexts is None else f"= {required_contexts}")
+                        + (
+                            "omitted (GitHub then requires every context on the commit)"
+                            if required_contexts is None
+                            else f"= {required_contexts}"
+                        )
                         + f" but these are not successful: {failing}; pass required_contexts=[] "
                         "to deploy regardless of checks"
                     ),

@@ -145,10 +145,12 @@ def test_postgres_start_failure_reports_log(tmp_path: Path) -> None:
     server.start()
     try:
         conf = server.pgdata / "postgresql.conf"
-        conf.write_text(conf.read_text().replace(
-            "include_if_exists = 'slipway.conf'",
-            "shared_buffers = 'not-a-size'\ninclude_if_exists = 'slipway.conf'",
-        ))
+        conf.write_text(
+            conf.read_text().replace(
+                "include_if_exists = 'slipway.conf'",
+                "shared_buffers = 'not-a-size'\ninclude_if_exists = 'slipway.conf'",
+            )
+        )
         server.stop()
         with pytest.raises(EmbeddedServiceError, match="shared_buffers"):
             server.start()

@@ -1,0 +1,44 @@
+# The two commands of the README: `make up` and `make test`. Everything else is what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: up test lint unit integration e2e deps docker test-tools bench clean
+
+## make up: install what is missing and start the whole platform in the foreground.
+up: deps docker
+	$(BIN)/slipway up
+
+## make test: install what is missing, then lint, type-check and run every test.
+test: deps docker test-tools lint
+	$(BIN)/pytest
+
+lint: deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check app builders jobs manifests tests bench
+	$(BIN)/mypy
+
+unit: deps
+	$(BIN)/pytest tests/unit
+
+bench: deps docker test-tools
+	$(BIN)/python -m bench.push_to_live
+
+deps: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	@scripts/ensure-python.sh
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+docker:
+	@scripts/ensure-docker.sh
+
+test-tools:
+	@scripts/ensure-test-tools.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

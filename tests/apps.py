@@ -1,0 +1,82 @@
+"""Source trees of the small apps the tests deploy."""
+
+from __future__ import annotations
+
+from tests.images import BUSYBOX_IMAGE, PYTHON_IMAGE
+
+NOTES_APP = r'''
+"""A tiny app: says which version it is and keeps notes in its deployment's database."""
+import json
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import psycopg2
+
+VERSION = open("/app/VERSION").read().strip()
+COMMIT = os.environ.get("SLIPWAY_COMMIT", "")
+
+
+def db():
+    return psycopg2.connect(os.environ["DATABASE_URI"], connect_timeout=5)
+
+
+with db() as conn, conn.cursor() as cur:
+    cur.execute("CREATE TABLE IF NOT EXISTS notes (id serial PRIMARY KEY, text text NOT NULL)")
+
+
+class Handler(BaseHTTPRequestHandler):
+    def _send(self, status, body):
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        path = urlsplit(self.path).path
+        if path == "/":
+            self._send(200, f"version={VERSION} commit={COMMIT}\n")
+        elif path == "/notes":
+            with db() as conn, conn.cursor() as cur:
+                cur.execute("SELECT text FROM notes ORDER BY id")
+                self._send(200, json.dumps([row[0] for row in cur.fetchall()]))
+        else:
+            self._send(404, "not found\n")
+
+    def do_POST(self):
+        query = parse_qs(urlsplit(self.path).query)
+        with db() as conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO notes (text) VALUES (%s)", (query["text"][0],))
+        self._send(201, "stored\n")
+
+    def log_message(self, *args):
+        pass
+
+
+ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
+'''
+
+NOTES_DOCKERFILE = f"""FROM {PYTHON_IMAGE}
+WORKDIR /app
+COPY VERSION app.py /app/
+CMD ["python3", "-u", "/app/app.py"]
+"""
+
+
+def notes_app(version: str) -> dict[str, str | bytes]:
+    return {"Dockerfile": NOTES_DOCKERFILE, "app.py": NOTES_APP, "VERSION": version + "\n"}
+
+
+def static_site(
+    text: str, *, extra_run: str = "", cmd: str | None = None
+) -> dict[str, str | bytes]:
+    """busybox httpd serving one page; extra_run and cmd let a test break it on purpose."""
+    command = cmd or '["/bin/busybox", "httpd", "-f", "-p", "8000", "-h", "/www"]'
+    return {
+        "Dockerfile": (
+            f"FROM {BUSYBOX_IMAGE}\nCOPY index.html /www/index.html\n{extra_run}CMD {command}\n"
+        ),
+        "index.html": text + "\n",
+    }

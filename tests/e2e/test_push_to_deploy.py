@@ -1,0 +1,175 @@
+"""A push becomes a live, routed container with its own database; the next push replaces it."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from tests.apps import notes_app
+from tests.e2e.conftest import INSTALLATION_ID, RepoFactory
+from tests.fake_github import FakeGitHub
+from tests.fake_github.payloads import push_payload
+from tests.platform import RunningPlatform, wait_for
+
+NULL_SHA = "0" * 40
+
+
+def test_push_deploys_and_next_push_replaces_it_keeping_the_data(
+    platform: RunningPlatform, github: FakeGitHub, make_repository: RepoFactory
+) -> None:
+    repo, repository = make_repository("notes", notes_app("one"))
+    first = repo.head
+
+    started = time.monotonic()
+    response = platform.send(
+        "push",
+        push_payload(repository, INSTALLATION_ID, "refs/heads/main", NULL_SHA, first, created=True),
+    )
+    answered = time.monotonic() - started
+    assert response.status_code == 202, response.text
+    assert answered < 1.0, f"the webhook took {answered:.3f} s to answer"
+
+    deployment = platform.deployment_of(repository["full_name"])
+    assert deployment["environment"] == "production"
+    assert deployment["type"] == "production"
+    revision1 = platform.revision_for(deployment["id"], first)
+    revision1 = platform.wait_state(revision1["id"], {"live", "failed"})
+    assert revision1["state"] == "live", revision1["error"]
+    assert revision1["image"]
+    for phase in (
+        "build_started_at",
+        "build_finished_at",
+        "deploy_started_at",
+        "healthy_at",
+        "live_at",
+    ):
+        assert revision1[phase], phase
+
+    slug = deployment["slug"]
+    page = platform.request(slug, "/")
+    assert page.status_code == 200
+    assert page.text == f"version=one commit={first}\n"
+    assert (
+        platform.request(
+            slug, "/notes", "POST", params={"text": "kept across revisions"}
+        ).status_code
+        == 201
+    )
+    assert json.loads(platform.request(slug, "/notes").text) == ["kept across revisions"]
+
+    second = repo.commit({"VERSION": "two\n"}, "second version")
+    response = platform.send(
+        "push", push_payload(repository, INSTALLATION_ID, "refs/heads/main", first, second)
+    )
+    assert response.status_code == 202
+    revision2 = platform.revision_for(deployment["id"], second)
+    revision2 = platform.wait_state(revision2["id"], {"live", "failed"})
+    assert revision2["state"] == "live", revision2["error"]
+    assert revision2["number"] == revision1["number"] + 1
+
+    page = platform.request(slug, "/")
+    assert page.text == f"version=two commit={second}\n"
+    assert json.loads(platform.request(slug, "/notes").text) == ["kept across revisions"]
+    assert platform.api(f"/api/revisions/{revision1['id']}")["state"] == "superseded"
+    assert (
+        platform.api(f"/api/deployments/{deployment['id']}")["live_revision_id"]
+        == (revision2["id"])
+    )
+    build_log = platform.logs(revision2["id"])
+    assert "BuildKit" in build_log and "live at" in build_log
+
+    # What the user sees on GitHub: a green check run and a successful deployment per commit.
+    full_name = repository["full_name"]
+    url = f"http://{slug}.localhost:{platform.router_port}/"
+
+    def reported(sha: str) -> bool:
+        return any(
+            d.sha == sha and d.state == "success" for d in github.deployments(full_name)
+        ) and any(
+            r.head_sha == sha and r.status == "completed" for r in github.check_runs(full_name)
+        )
+
+    wait_for("GitHub to hear of both revisions", lambda: reported(first) and reported(second), 30)
+    wait_for(
+        "the first deployment to be marked inactive",
+        lambda: (
+            next(d for d in github.deployments(full_name) if d.sha == first).state == "inactive"
+        ),
+        30,
+    )
+    for sha in (first, second):
+        runs = [run for run in github.check_runs(full_name) if run.head_sha == sha]
+        assert len(runs) == 1, runs
+        run = runs[0]
+        assert run.status == "completed" and run.conclusion == "success"
+        assert url in (run.output["summary"] or "")
+        assert [step["status"] for step in run.history][:2] == ["queued", "in_progress"]
+        deployments = [d for d in github.deployments(full_name) if d.sha == sha]
+        assert len(deployments) == 1
+        assert deployments[0].environment == "production"
+        assert deployments[0].production_environment is True
+        states = [status["state"] for status in deployments[0].statuses]
+        assert "in_progress" in states and "success" in states
+        success = next(s for s in deployments[0].statuses if s["state"] == "success")
+        assert success["environment_url"] == url
+        assert success["log_url"].endswith("/logs")
+    assert github.errors == [], github.errors
+
+
+def test_a_second_push_of_the_same_commit_makes_no_second_revision(
+    platform: RunningPlatform, make_repository: RepoFactory
+) -> None:
+    repo, repository = make_repository("same-commit", notes_app("same"))
+    payload = push_payload(
+        repository, INSTALLATION_ID, "refs/heads/main", NULL_SHA, repo.head, created=True
+    )
+    first = platform.send("push", payload, delivery_id="same-commit-delivery")
+    redelivered = platform.send("push", payload, delivery_id="same-commit-delivery")
+    pushed_again = platform.send("push", payload)  # the same commit in a new delivery
+    assert [r.status_code for r in (first, redelivered, pushed_again)] == [202, 202, 202]
+    assert first.json()["duplicate"] is False
+    assert redelivered.json()["duplicate"] is True
+
+    deployment = platform.deployment_of(repository["full_name"])
+    revision = platform.revision_for(deployment["id"], repo.head)
+    platform.wait_state(revision["id"], {"live", "failed"})
+    revisions = platform.api(f"/api/deployments/{deployment['id']}/revisions")
+    assert [r["commit_sha"] for r in revisions] == [repo.head]
+
+
+def test_a_newer_push_cancels_a_revision_still_building(
+    platform: RunningPlatform, github: FakeGitHub, make_repository: RepoFactory
+) -> None:
+    slow = notes_app("slow")
+    slow["Dockerfile"] = str(slow["Dockerfile"]).replace(
+        "WORKDIR /app\n", "WORKDIR /app\nRUN sleep 20 && echo slow-step-$((40+2))\n"
+    )
+    repo, repository = make_repository("supersede", slow)
+    older = repo.head
+    platform.send(
+        "push",
+        push_payload(repository, INSTALLATION_ID, "refs/heads/main", NULL_SHA, older, created=True),
+    )
+    deployment = platform.deployment_of(repository["full_name"])
+    revision_old = platform.revision_for(deployment["id"], older)
+    platform.wait_state(revision_old["id"], {"building"}, timeout=60)
+
+    newer = repo.commit(notes_app("fast"), "drop the slow step")
+    platform.send(
+        "push", push_payload(repository, INSTALLATION_ID, "refs/heads/main", older, newer)
+    )
+    revision_new = platform.revision_for(deployment["id"], newer)
+    revision_new = platform.wait_state(revision_new["id"], {"live", "failed"})
+    assert revision_new["state"] == "live", revision_new["error"]
+    cancelled = platform.wait_state(revision_old["id"], {"cancelled"}, timeout=30)
+    assert "superseded" in (cancelled["error"] or "")
+    old_log = platform.logs(revision_old["id"])
+    assert "slow-step-42" not in old_log  # the build was stopped, not waited for
+    assert "build stopped: a newer revision superseded this one" in old_log
+    assert platform.request(deployment["slug"]).text.startswith("version=fast ")
+
+    def old_run_cancelled() -> bool:
+        runs = [r for r in github.check_runs(repository["full_name"]) if r.head_sha == older]
+        return bool(runs) and runs[0].status == "completed" and runs[0].conclusion == "cancelled"
+
+    wait_for("the old check run to be cancelled", old_run_cancelled, 30)

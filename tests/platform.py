@@ -1,0 +1,204 @@
+"""The platform as a user starts it (`slipway up`), driven from outside: the e2e tier and bench.
+
+Everything talks to 127.0.0.1 only: the API, the router (with a Host header, since
+*.localhost does not resolve here), and the fake GitHub.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from app.crypto import SecretBox
+from app.embedded import free_port
+from tests.fake_github import FakeGitHub
+from tests.fake_github.payloads import headers as webhook_headers
+
+WEBHOOK_SECRET = "test-webhook-secret-3f9c"
+STARTUP_TIMEOUT_SECONDS = 90.0
+T = TypeVar("T")
+
+
+def wait_for(
+    what: str, probe: Callable[[], T | None], timeout: float = 120.0, every: float = 0.1
+) -> T:
+    """Poll probe until it returns something truthy; fail with `what` after the deadline."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class RunningPlatform:
+    process: subprocess.Popen[bytes]
+    data_dir: Path
+    api_url: str
+    router_port: int
+    log_path: Path
+    app_id: int
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(trust_env=False))
+
+    # -- webhooks ---------------------------------------------------------------------------
+    def send(
+        self,
+        event: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        body: bytes | None = None,
+        delivery_id: str | None = None,
+        secret: str = WEBHOOK_SECRET,
+        signature: str | None = None,
+    ) -> httpx.Response:
+        raw = body if body is not None else json.dumps(payload).encode()
+        hdrs = webhook_headers(
+            event, delivery_id or str(uuid.uuid4()), raw, secret, app_id=self.app_id
+        )
+        if signature is not None:
+            hdrs["X-Hub-Signature-256"] = signature
+        hdrs = {k: v for k, v in hdrs.items() if v}
+        return self.client.post(f"{self.api_url}/webhooks/github", content=raw, headers=hdrs)
+
+    # -- read API ---------------------------------------------------------------------------
+    def api(self, path: str) -> Any:
+        response = self.client.get(f"{self.api_url}{path}", timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def deployment_of(self, full_name: str, timeout: float = 60) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            for deployment in self.api("/api/deployments"):
+                if deployment["repository"] == full_name:
+                    return dict(deployment)
+            return None
+
+        return wait_for(f"a deployment of {full_name}", find, timeout)
+
+    def revision_for(self, deployment_id: str, sha: str, timeout: float = 60) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            for revision in self.api(f"/api/deployments/{deployment_id}/revisions"):
+                if revision["commit_sha"] == sha:
+                    return dict(revision)
+            return None
+
+        return wait_for(f"a revision for {sha[:7]}", find, timeout)
+
+    def wait_state(
+        self, revision_id: str, states: set[str], timeout: float = 180
+    ) -> dict[str, Any]:
+        def settled() -> dict[str, Any] | None:
+            revision = self.api(f"/api/revisions/{revision_id}")
+            return dict(revision) if revision["state"] in states else None
+
+        return wait_for(f"revision {revision_id} to reach {sorted(states)}", settled, timeout)
+
+    def logs(self, revision_id: str) -> str:
+        return self.client.get(f"{self.api_url}/api/revisions/{revision_id}/logs").text
+
+    # -- the router -------------------------------------------------------------------------
+    def request(
+        self, slug: str, path: str = "/", method: str = "GET", **kwargs: Any
+    ) -> httpx.Response:
+        return self.client.request(
+            method,
+            f"http://127.0.0.1:{self.router_port}{path}",
+            headers={"Host": f"{slug}.localhost:{self.router_port}"},
+            timeout=10,
+            **kwargs,
+        )
+
+    # -- the control-plane database, read-only, for "nothing was stored" ------------------
+    def count(self, table: str) -> int:
+        with sqlite3.connect(self.data_dir / "slipway.db") as db:
+            return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+
+    def database_password(self, deployment_id: str) -> str:
+        """Decrypted with the platform's own key: for asserting it is never shown."""
+        box = SecretBox((self.data_dir / "secret.key").read_text().strip())
+        with sqlite3.connect(self.data_dir / "slipway.db") as db:
+            row = db.execute(
+                "SELECT password_encrypted FROM databases WHERE deployment_id = ?",
+                (deployment_id,),
+            ).fetchone()
+        assert row is not None, f"deployment {deployment_id} has no database"
+        return box.decrypt(str(row[0]))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.client.close()
+
+
+def start_platform(data_dir: Path, github: FakeGitHub, **settings: str) -> RunningPlatform:
+    api_port, router_port = free_port(), free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key_path = data_dir / "github-app.pem"
+    key_path.write_text(github.private_key_pem)
+    key_path.chmod(0o600)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SLIPWAY_")},
+        "SLIPWAY_GITHUB_APP_ID": str(github.app_id),
+        "SLIPWAY_GITHUB_PRIVATE_KEY_PATH": str(key_path),
+        "SLIPWAY_GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "SLIPWAY_GITHUB_API_URL": github.url,
+        "SLIPWAY_DATA_DIR": str(data_dir),
+        "SLIPWAY_PORT": str(api_port),
+        "SLIPWAY_ROUTER_PORT": str(router_port),
+        **{f"SLIPWAY_{k.upper()}": v for k, v in settings.items()},
+    }
+    log_path = data_dir / "platform.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "up"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=data_dir,  # no stray .env from the developer's checkout
+        )
+    platform = RunningPlatform(
+        process=process,
+        data_dir=data_dir,
+        api_url=f"http://127.0.0.1:{api_port}",
+        router_port=router_port,
+        log_path=log_path,
+        app_id=github.app_id,
+    )
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(
+                f"slipway up exited with {process.returncode}:\n{log_path.read_text()[-4000:]}"
+            )
+        try:
+            api_ok = platform.client.get(f"{platform.api_url}/healthz", timeout=2).is_success
+            router = platform.client.get(f"http://127.0.0.1:{router_port}/", timeout=2)
+        except httpx.HTTPError:
+            return False
+        return api_ok and router.status_code == 404
+
+    try:
+        wait_for("slipway up to answer", ready, STARTUP_TIMEOUT_SECONDS, every=0.2)
+    except AssertionError:
+        platform.stop()
+        raise
+    return platform

@@ -1,0 +1,776 @@
+"""The fake GitHub rejects what GitHub would reject and accepts what it accepts.
+
+These tests talk to the fake over HTTP on 127.0.0.1 with httpx and PyJWT only, so a bug in the
+app's GitHub client cannot hide a bug in the fake.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import hmac
+import io
+import json
+import ssl
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.fake_github import (
+    ZERO_SHA,
+    FakeGitHub,
+    headers,
+    installation_payload,
+    installation_repositories_payload,
+    ping_payload,
+    push_payload,
+    sign,
+)
+
+APP_ID = 1234
+_TLS = ssl.create_default_context()  # httpx builds a new one (~25 ms) per client otherwise
+INSTALLATION = 77
+OWNER = "octo-org"
+REPO = "shop"
+FULL = f"{OWNER}/{REPO}"
+
+
+@dataclass(frozen=True)
+class GitRepo:
+    path: Path
+    first: str
+    head: str
+
+
+def _git(path: Path, *args: str) -> str:
+    proc = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(path),
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=test@example.com",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return proc.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def git_repo(tmp_path_factory: pytest.TempPathFactory) -> GitRepo:
+    path = tmp_path_factory.mktemp("repo")
+    _git(path, "init", "-q", "-b", "main")
+    (path / "app.py").write_text("print('v1')\n")
+    _git(path, "add", ".")
+    _git(path, "commit", "-q", "-m", "first")
+    first = _git(path, "rev-parse", "HEAD")
+    (path / "Dockerfile").write_text("FROM scratch\n")
+    (path / "app.py").write_text("print('v2')\n")
+    _git(path, "add", ".")
+    _git(path, "commit", "-q", "-m", "second")
+    _git(path, "tag", "v1.0")
+    return GitRepo(path, first, _git(path, "rev-parse", "HEAD"))
+
+
+@pytest.fixture(scope="module")
+def app_key() -> str:
+    """One App key for the module: generating an RSA key per test would dominate the run time."""
+    return FakeGitHub(app_id=APP_ID).private_key_pem
+
+
+@pytest.fixture
+def fake(git_repo: GitRepo, app_key: str) -> Iterator[FakeGitHub]:
+    with FakeGitHub(app_id=APP_ID, app_slug="slipway-test", private_key_pem=app_key) as server:
+        server.add_installation(INSTALLATION, OWNER, account_type="Organization")
+        server.add_repository(INSTALLATION, OWNER, REPO, git_repo.path)
+        yield server
+
+
+@pytest.fixture
+def client(fake: FakeGitHub) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=fake.url, headers={"User-Agent": "slipway-tests"}, timeout=5, verify=_TLS
+    ) as http:
+        yield http
+
+
+@cache
+def _load_key(key_pem: str) -> rsa.RSAPrivateKey:
+    """Parsing a PEM key (with its RSA checks) takes ~40 ms; do it once per key."""
+    key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return key
+
+
+def app_jwt(
+    key_pem: str,
+    *,
+    iss: str | int = str(APP_ID),
+    iat_offset: int = -60,
+    lifetime: int = 600,
+) -> str:
+    issued = int(time.time()) + iat_offset
+    claims = {"iat": issued, "exp": issued + lifetime, "iss": iss}
+    # jwt.encode refuses a non-string iss, which GitHub accepts: sign the raw claims instead.
+    return jwt.api_jws.encode(json.dumps(claims).encode(), _load_key(key_pem), algorithm="RS256")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def installation_token(client: httpx.Client, fake: FakeGitHub) -> dict[str, str]:
+    response = client.post(
+        f"/app/installations/{INSTALLATION}/access_tokens",
+        headers=bearer(app_jwt(fake.private_key_pem)),
+    )
+    assert response.status_code == 201, response.text
+    return {"Authorization": f"token {response.json()['token']}"}
+
+
+def new_check_run(
+    client: httpx.Client, auth: dict[str, str], sha: str, **fields: Any
+) -> httpx.Response:
+    return client.post(
+        f"/repos/{FULL}/check-runs",
+        headers=auth,
+        json={"name": "Slipway", "head_sha": sha, **fields},
+    )
+
+
+# --------------------------------------------------------------------------- App JWT
+
+
+def test_app_jwt_is_accepted_with_string_or_integer_issuer(
+    fake: FakeGitHub, client: httpx.Client
+) -> None:
+    for issuer in (str(APP_ID), APP_ID):
+        response = client.get("/app", headers=bearer(app_jwt(fake.private_key_pem, iss=issuer)))
+        assert response.status_code == 200, response.text
+        assert response.json()["id"] == APP_ID
+        assert response.json()["slug"] == "slipway-test"
+    # GitHub's own example: iat 60 s in the past, exp 10 minutes from now.
+    response = client.get("/app", headers=bearer(app_jwt(fake.private_key_pem, lifetime=660)))
+    assert response.status_code == 200, response.text
+    assert fake.errors == []
+
+
+def test_jwt_signed_with_another_key_is_401(fake: FakeGitHub, client: httpx.Client) -> None:
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other_pem = other.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    response = client.get("/app", headers=bearer(app_jwt(other_pem)))
+    assert response.status_code == 401
+    assert "public key" in fake.errors[-1]
+
+
+@pytest.mark.parametrize(
+    ("claims", "problem"),
+    [
+        ({"iss": "9999"}, "Issuer"),
+        ({"iat_offset": -1200}, "passed"),  # exp 10 minutes ago
+        ({"lifetime": 3600}, "at most 10 minutes"),
+        ({"iat_offset": 300}, "future"),
+    ],
+)
+def test_bad_jwt_claims_are_401(
+    fake: FakeGitHub, client: httpx.Client, claims: dict[str, Any], problem: str
+) -> None:
+    response = client.post(
+        f"/app/installations/{INSTALLATION}/access_tokens",
+        headers=bearer(app_jwt(fake.private_key_pem, **claims)),
+    )
+    assert response.status_code == 401
+    assert problem in fake.errors[-1]
+    assert fake.token_requests == 0
+
+
+def test_jwt_without_exp_is_401(fake: FakeGitHub, client: httpx.Client) -> None:
+    token = jwt.encode(
+        {"iat": int(time.time()), "iss": str(APP_ID)},
+        _load_key(fake.private_key_pem),
+        algorithm="RS256",
+    )
+    assert client.get("/app", headers=bearer(token)).status_code == 401
+    assert "'exp'" in fake.errors[-1]
+
+
+def test_installation_token_is_not_an_app_jwt(fake: FakeGitHub, client: httpx.Client) -> None:
+    auth = installation_token(client, fake)
+    assert client.get("/app", headers=auth).status_code == 401
+    assert client.get("/app").status_code == 401
+    assert len(fake.errors) == 2
+
+
+def test_token_for_unknown_installation_is_404(fake: FakeGitHub, client: httpx.Client) -> None:
+    response = client.post(
+        "/app/installations/999/access_tokens", headers=bearer(app_jwt(fake.private_key_pem))
+    )
+    assert response.status_code == 404
+    assert response.json()["message"] == "Not Found"
+
+
+def test_token_response_shape(fake: FakeGitHub, client: httpx.Client) -> None:
+    response = client.post(
+        f"/app/installations/{INSTALLATION}/access_tokens",
+        headers=bearer(app_jwt(fake.private_key_pem)),
+    )
+    assert response.status_code == 201
+    body = response.json()
+    assert body["token"].startswith("ghs_")
+    assert time.strptime(body["expires_at"], "%Y-%m-%dT%H:%M:%SZ")
+    assert body["repository_selection"] == "all"
+    assert body["permissions"]["checks"] == "write"
+    assert fake.token_requests == 1
+
+
+# --------------------------------------------------------------------------- installation tokens
+
+
+def test_expired_installation_token_is_401(
+    fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo
+) -> None:
+    auth = installation_token(client, fake)
+    assert new_check_run(client, auth, git_repo.head).status_code == 201
+    fake.expire_tokens()
+    response = new_check_run(client, auth, git_repo.head)
+    assert response.status_code == 401
+    assert response.json()["message"] == "Bad credentials"
+    assert "expired" in fake.errors[-1]
+    assert len(fake.check_runs(FULL)) == 1
+
+
+def test_unknown_token_and_app_jwt_cannot_use_repo_endpoints(
+    fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo
+) -> None:
+    for auth in ({"Authorization": "token ghs_nope"}, bearer(app_jwt(fake.private_key_pem)), {}):
+        assert new_check_run(client, auth, git_repo.head).status_code == 401
+    assert len(fake.errors) == 3
+    assert fake.check_runs(FULL) == []
+
+
+def test_token_only_sees_its_installations_repositories(
+    fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo
+) -> None:
+    fake.add_installation(88, "someone-else")
+    fake.add_repository(88, "someone-else", "other", git_repo.path)
+    auth = installation_token(client, fake)
+    response = client.post(
+        "/repos/someone-else/other/check-runs",
+        headers=auth,
+        json={"name": "x", "head_sha": git_repo.head},
+    )
+    assert response.status_code == 404
+    assert "cannot see" in fake.errors[-1]
+
+
+def test_suspended_installation_gets_403(fake: FakeGitHub, client: httpx.Client) -> None:
+    fake.suspend_installation(INSTALLATION)
+    response = client.post(
+        f"/app/installations/{INSTALLATION}/access_tokens",
+        headers=bearer(app_jwt(fake.private_key_pem)),
+    )
+    assert response.status_code == 403
+
+
+# --------------------------------------------------------------------------- check runs
+
+
+def test_check_run_lifecycle(fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo) -> None:
+    auth = installation_token(client, fake)
+    created = new_check_run(
+        client,
+        auth,
+        git_repo.head,
+        status="in_progress",
+        external_id="build-1",
+        details_url="http://127.0.0.1:8080/builds/1",
+        started_at="2024-05-01T12:00:00Z",
+        output={"title": "Building", "summary": "Building the image"},
+    )
+    assert created.status_code == 201, created.text
+    run = created.json()
+    for key in ("id", "node_id", "url", "html_url", "check_suite", "app", "pull_requests"):
+        assert key in run
+    assert run["status"] == "in_progress" and run["conclusion"] is None
+    assert run["started_at"] == "2024-05-01T12:00:00Z"
+    assert run["output"]["annotations_count"] == 0
+
+    # A conclusion alone completes the run, as on GitHub.
+    updated = client.patch(
+        f"/repos/{FULL}/check-runs/{run['id']}",
+        headers=auth,
+        json={"conclusion": "success", "output": {"title": "Live", "summary": "ok", "text": "log"}},
+    )
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["status"] == "completed"
+    assert updated.json()["completed_at"] is not None
+
+    fetched = client.get(f"/repos/{FULL}/check-runs/{run['id']}", headers=auth).json()
+    assert fetched["output"]["title"] == "Live"
+    listed = client.get(f"/repos/{FULL}/commits/main/check-runs", headers=auth).json()
+    assert listed["total_count"] == 1 and listed["check_runs"][0]["id"] == run["id"]
+
+    [stored] = fake.check_runs(FULL)
+    assert [(h["status"], h["conclusion"]) for h in stored.history] == [
+        ("in_progress", None),
+        ("completed", "success"),
+    ]
+    assert stored.history[0]["output"]["title"] == "Building"
+    assert fake.errors == []
+
+
+def test_check_run_with_unknown_conclusion_is_422(
+    fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo
+) -> None:
+    auth = installation_token(client, fake)
+    response = new_check_run(client, auth, git_repo.head, status="completed", conclusion="passed")
+    assert response.status_code == 422
+    body = response.json()
+    assert body["message"] and body["errors"]
+    assert "passed" in fake.errors[-1]
+    assert fake.check_runs(FULL) == []
+
+
+def test_completed_check_run_without_conclusion_is_422(
+    fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo
+) -> None:
+    auth = installation_token(client, fake)
+    assert new_check_run(client, auth, git_repo.head, status="completed").status_code == 422
+    run = new_check_run(client, auth, git_repo.head, status="in_progress").json()
+    response = client.patch(
+        f"/repos/{FULL}/check-runs/{run['id']}", headers=auth, json={"status": "completed"}
+    )
+    assert response.status_code == 422
+    assert all("conclusion is required" in error for error in fake.errors)
+    assert len(fake.errors) == 2
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"name": None}, "name"),
+        ({"head_sha": "main"}, "40-character"),
+        ({"head_sha": "ab" * 20}, "No commit found"),
+        ({"status": "running"}, "status"),
+        ({"conclusion": "stale"}, "stale"),
+        ({"output": {"summary": "no title"}}, "output.title"),
+        ({"output": {"title": "t"}}, "output.summary"),
+        ({"output": {"title": "t", "summary": "x" * 65536}}, "maximum is 65535"),
+        ({"output": {"title": "t", "summary": "s", "text": "x" * 65536}}, "output.text"),
+        ({"details_url": "/builds/1"}, "absolute"),
+        ({"started_at": "yesterday"}, "ISO 8601"),
+        ({"started_at": "2024-05-01T12:00:00"}, "ISO 8601"),  # no UTC offset
+        ({"completed_at": "2024-05-01T12:00:00Z"}, "conclusion is required"),
+    ],
+)
+def test_invalid_check_runs_are_422(
+    fake: FakeGitHub,
+    client: httpx.Client,
+    git_repo: GitRepo,
+    fields: dict[str, Any],
+    problem: str,
+) -> None:
+    auth = installation_token(client, fake)
+    body = {"name": "Slipway", "head_sha": git_repo.head, **fields}
+    body = {key: value for key, value in body.items() if value is not None}
+    response = client.post(f"/repos/{FULL}/check-runs", headers=auth, json=body)
+    assert response.status_code == 422, response.text
+    assert problem in fake.errors[-1]
+
+
+def test_check_runs_filter_latest_per_name(
+    fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo
+) -> None:
+    auth = installation_token(client, fake)
+    for _ in range(2):
+        new_check_run(client, auth, git_repo.head)
+    new_check_run(client, auth, git_repo.first)
+    url = f"/repos/{FULL}/commits/{git_repo.head}/check-runs"
+    assert client.get(url, headers=auth).json()["total_count"] == 1
+    assert client.get(url, headers=auth, params={"filter": "all"}).json()["total_count"] == 2
+    response = client.get(f"/repos/{FULL}/commits/nope/check-runs", headers=auth)
+    assert response.status_code == 422
+
+
+# --------------------------------------------------------------------------- tarballs
+
+
+def test_tarball_redirects_to_a_codeload_link_without_auth(
+    fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo
+) -> None:
+    auth = installation_token(client, fake)
+    response = client.get(f"/repos/{FULL}/tarball/main", headers=auth)
+    assert response.status_code == 302
+    location = response.headers["Location"]
+    assert location.startswith(f"{fake.url}/_codeload/{FULL}/legacy.tar.gz/{git_repo.head}?token=")
+
+    archive = httpx.get(location, headers={"User-Agent": "slipway-tests"}, verify=_TLS)
+    assert archive.status_code == 200
+    assert archive.headers["Content-Type"] == "application/x-gzip"
+    prefix = f"{OWNER}-{REPO}-{git_repo.head[:7]}/"
+    with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
+        names = tar.getnames()
+        assert all(name.startswith(prefix) or name == prefix.rstrip("/") for name in names)
+        assert f"{prefix}Dockerfile" in names
+        member = tar.extractfile(f"{prefix}app.py")
+        assert member is not None and member.read() == b"print('v2')\n"
+    assert gzip.decompress(archive.content)  # really gzip
+
+    # Refs resolve like GitHub's: a tag, a full SHA, a full ref name, the default branch.
+    for ref in ("v1.0", git_repo.first, "refs/heads/main"):
+        redirect = client.get(f"/repos/{FULL}/tarball/{ref}", headers=auth)
+        assert redirect.status_code == 302, ref
+    followed = client.get(
+        f"/repos/{FULL}/tarball/{git_repo.first}", headers=auth, follow_redirects=True
+    )
+    assert followed.status_code == 200
+    assert fake.errors == []
+
+
+def test_tarball_of_unknown_ref_is_404_and_needs_a_token(
+    fake: FakeGitHub, client: httpx.Client
+) -> None:
+    auth = installation_token(client, fake)
+    assert client.get(f"/repos/{FULL}/tarball/no-such-branch", headers=auth).status_code == 404
+    assert client.get(f"/repos/{FULL}/tarball/main").status_code == 401
+    forged = f"/_codeload/{FULL}/legacy.tar.gz/{'a' * 40}?token=forged"
+    assert client.get(forged).status_code == 404
+    assert len(fake.errors) == 3
+
+
+# --------------------------------------------------------------------------- deployments
+
+
+def test_deployment_with_statuses(
+    fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo
+) -> None:
+    auth = installation_token(client, fake)
+    created = client.post(
+        f"/repos/{FULL}/deployments",
+        headers=auth,
+        json={
+            "ref": git_repo.head,
+            "environment": "preview/main",
+            "auto_merge": False,
+            "required_contexts": [],
+            "transient_environment": True,
+            "production_environment": False,
+            "payload": {"revision": 1},
+            "description": "Deploy main",
+        },
+    )
+    assert created.status_code == 201, created.text
+    deployment = created.json()
+    assert deployment["sha"] == git_repo.head
+    assert deployment["payload"] == {"revision": 1}
+    assert deployment["creator"]["type"] == "Bot"
+    statuses_url = f"/repos/{FULL}/deployments/{deployment['id']}/statuses"
+    for body in (
+        {"state": "in_progress", "log_url": "http://127.0.0.1:8080/builds/1"},
+        {"state": "success", "environment_url": "http://shop-main.localhost:8000"},
+    ):
+        assert client.post(statuses_url, headers=auth, json=body).status_code == 201
+    listed = client.get(statuses_url, headers=auth).json()
+    assert [status["state"] for status in listed] == ["success", "in_progress"]  # newest first
+    assert listed[1]["target_url"] == "http://127.0.0.1:8080/builds/1"
+
+    [stored] = fake.deployments(FULL)
+    assert [status["state"] for status in stored.statuses] == ["in_progress", "success"]
+    assert stored.statuses[-1]["environment_url"] == "http://shop-main.localhost:8000"
+    assert len(client.get(f"/repos/{FULL}/deployments", headers=auth).json()) == 1
+    assert fake.errors == []
+
+
+def test_deployment_with_default_auto_merge_is_recorded(
+    fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo
+) -> None:
+    auth = installation_token(client, fake)
+    response = client.post(
+        f"/repos/{FULL}/deployments",
+        headers=auth,
+        json={"ref": "main", "required_contexts": []},
+    )
+    assert response.status_code == 201
+    assert response.json()["environment"] == "production"
+    assert response.json()["production_environment"] is True
+    assert len(fake.errors) == 1
+    assert "auto_merge should be false" in fake.errors[0]
+
+
+def test_deployment_is_blocked_by_unfinished_check_runs(
+    fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo
+) -> None:
+    auth = installation_token(client, fake)
+    new_check_run(client, auth, git_repo.head, status="in_progress")
+    body = {"ref": git_repo.head, "auto_merge": False}
+    response = client.post(f"/repos/{FULL}/deployments", headers=auth, json=body)
+    assert response.status_code == 409
+    assert "required_contexts" in fake.errors[-1]
+    body["required_contexts"] = []
+    assert client.post(f"/repos/{FULL}/deployments", headers=auth, json=body).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "problem"),
+    [
+        ({}, 422, "ref is required"),
+        ({"ref": "no-such-branch"}, 422, "No ref found"),
+        ({"ref": "main", "description": "x" * 141}, 422, "maximum is 140"),
+        ({"ref": "main", "auto_merge": "no"}, 422, "boolean"),
+        ({"ref": "main", "required_contexts": "ci"}, 422, "array"),
+        ({"ref": "main", "payload": 3}, 422, "payload"),
+    ],
+)
+def test_invalid_deployments(
+    fake: FakeGitHub,
+    client: httpx.Client,
+    body: dict[str, Any],
+    status: int,
+    problem: str,
+) -> None:
+    auth = installation_token(client, fake)
+    response = client.post(f"/repos/{FULL}/deployments", headers=auth, json=body)
+    assert response.status_code == status, response.text
+    assert problem in fake.errors[-1]
+    assert fake.deployments(FULL) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({}, "state is required"),
+        ({"state": "done"}, "state must be one of"),
+        ({"state": "success", "environment_url": "shop.localhost"}, "absolute"),
+        ({"state": "success", "log_url": "ftp://logs"}, "absolute"),
+        ({"state": "failure", "description": "x" * 141}, "maximum is 140"),
+        ({"state": "success", "auto_inactive": "yes"}, "boolean"),
+    ],
+)
+def test_invalid_deployment_statuses_are_422(
+    fake: FakeGitHub, client: httpx.Client, body: dict[str, Any], problem: str
+) -> None:
+    auth = installation_token(client, fake)
+    deployment = client.post(
+        f"/repos/{FULL}/deployments",
+        headers=auth,
+        json={"ref": "main", "auto_merge": False, "required_contexts": []},
+    ).json()
+    url = f"/repos/{FULL}/deployments/{deployment['id']}/statuses"
+    response = client.post(url, headers=auth, json=body)
+    assert response.status_code == 422, response.text
+    assert problem in fake.errors[-1]
+
+
+def test_status_of_unknown_deployment_is_404(fake: FakeGitHub, client: httpx.Client) -> None:
+    auth = installation_token(client, fake)
+    response = client.post(
+        f"/repos/{FULL}/deployments/12345/statuses", headers=auth, json={"state": "success"}
+    )
+    assert response.status_code == 404
+
+
+# --------------------------------------------------------------------------- issue comments
+
+
+def test_issue_comments(fake: FakeGitHub, client: httpx.Client) -> None:
+    auth = installation_token(client, fake)
+    url = f"/repos/{FULL}/issues/5/comments"
+    created = client.post(url, headers=auth, json={"body": "Preview: http://pr-5.localhost"})
+    assert created.status_code == 201
+    comment_id = created.json()["id"]
+    edited = client.patch(
+        f"/repos/{FULL}/issues/comments/{comment_id}", headers=auth, json={"body": "updated"}
+    )
+    assert edited.status_code == 200
+    assert [c["body"] for c in client.get(url, headers=auth).json()] == ["updated"]
+    assert [c["body"] for c in fake.comments(FULL, 5)] == ["updated"]
+    assert client.post(url, headers=auth, json={}).status_code == 422
+    assert client.post(url, headers=auth, json={"body": "x" * 65537}).status_code == 422
+    deleted = client.delete(f"/repos/{FULL}/issues/comments/{comment_id}", headers=auth)
+    assert deleted.status_code == 204
+    assert fake.comments(FULL, 5) == []
+    assert (
+        client.delete(f"/repos/{FULL}/issues/comments/{comment_id}", headers=auth).status_code
+        == 404
+    )
+    assert len(fake.errors) == 3
+
+
+def test_comment_listing_is_paginated_with_link_headers(
+    fake: FakeGitHub, client: httpx.Client
+) -> None:
+    auth = installation_token(client, fake)
+    url = f"/repos/{FULL}/issues/9/comments"
+    for number in range(5):
+        client.post(url, headers=auth, json={"body": f"c{number}"})
+    first = client.get(url, headers=auth, params={"per_page": 2})
+    assert [c["body"] for c in first.json()] == ["c0", "c1"]
+    assert 'rel="next"' in first.headers["Link"]
+    last = client.get(first.links["last"]["url"], headers=auth)
+    assert [c["body"] for c in last.json()] == ["c4"]
+
+
+# --------------------------------------------------------------------------- every request
+
+
+def test_requests_need_a_user_agent_and_json_bodies(fake: FakeGitHub, client: httpx.Client) -> None:
+    auth = installation_token(client, fake)
+    del client.headers["User-Agent"]
+    assert client.get(f"/repos/{FULL}/deployments", headers=auth).status_code == 403
+    client.headers["User-Agent"] = "slipway-tests"
+    bad_json = client.post(
+        f"/repos/{FULL}/deployments",
+        headers={**auth, "Content-Type": "application/json"},
+        content=b"{not json",
+    )
+    assert bad_json.status_code == 400
+    unknown = client.get(f"/repos/{FULL}/branches", headers=auth)
+    assert unknown.status_code == 404 and unknown.json()["message"] == "Not Found"
+    assert len(fake.errors) == 3
+    assert ("GET", f"/repos/{FULL}/branches") in fake.requests
+
+
+def test_route_crash_is_a_500_and_the_server_keeps_serving(
+    fake: FakeGitHub, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*args: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(fake, "_app_json", boom)
+    response = client.get("/app", headers=bearer(app_jwt(fake.private_key_pem)))
+    assert response.status_code == 500
+    assert "RuntimeError: boom" in fake.errors[-1]
+    monkeypatch.undo()
+    assert client.get("/app", headers=bearer(app_jwt(fake.private_key_pem))).status_code == 200
+
+
+# --------------------------------------------------------------------------- payloads
+
+
+def test_signature_and_delivery_headers(fake: FakeGitHub) -> None:
+    body = json.dumps(ping_payload(APP_ID)).encode()
+    expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert sign(body, "s3cret") == expected
+    sent = headers("ping", "d-1", body, "s3cret", app_id=APP_ID)
+    assert sent["X-Hub-Signature-256"] == expected
+    assert sent["X-GitHub-Event"] == "ping"
+    assert sent["X-GitHub-Delivery"] == "d-1"
+    assert sent["X-GitHub-Hook-Installation-Target-Type"] == "integration"
+    assert sent["X-GitHub-Hook-Installation-Target-ID"] == str(APP_ID)
+    assert sent["User-Agent"].startswith("GitHub-Hookshot/")
+    assert json.loads(body)["hook"]["app_id"] == APP_ID
+
+
+def test_push_payloads(fake: FakeGitHub, git_repo: GitRepo) -> None:
+    repository = fake.add_repository(INSTALLATION, OWNER, "api", git_repo.path)
+    assert repository["full_name"] == f"{OWNER}/api"
+    assert repository["url"] == f"{fake.url}/repos/{OWNER}/api"
+    assert repository["default_branch"] == "main"
+
+    push = push_payload(repository, INSTALLATION, "refs/heads/main", git_repo.first, git_repo.head)
+    assert push["head_commit"]["id"] == git_repo.head
+    assert push["commits"] == [push["head_commit"]]
+    assert push["installation"]["id"] == INSTALLATION
+    assert isinstance(push["repository"]["pushed_at"], int)
+    assert push["organization"]["login"] == OWNER
+    assert push["sender"]["login"] == "octocat"
+
+    gone = push_payload(
+        repository, INSTALLATION, "refs/heads/feature", git_repo.head, ZERO_SHA, deleted=True
+    )
+    assert gone["head_commit"] is None and gone["commits"] == [] and gone["deleted"] is True
+    with pytest.raises(ValueError, match="ZERO_SHA"):
+        push_payload(
+            repository, INSTALLATION, "refs/heads/x", git_repo.head, "1" * 40, deleted=True
+        )
+
+
+def test_installation_payloads(fake: FakeGitHub, git_repo: GitRepo) -> None:
+    repository = fake.add_repository(INSTALLATION, OWNER, "api", git_repo.path)
+    created = installation_payload(
+        "created", INSTALLATION, OWNER, [repository], account_type="Organization", app_id=APP_ID
+    )
+    assert created["installation"]["id"] == INSTALLATION
+    assert created["installation"]["app_id"] == APP_ID
+    assert created["installation"]["account"]["login"] == OWNER
+    assert created["repositories"] == [
+        {key: repository[key] for key in ("id", "node_id", "name", "full_name", "private")}
+    ]
+    suspended = installation_payload("suspend", INSTALLATION, OWNER, [])
+    assert suspended["installation"]["suspended_at"] is not None
+    added = installation_repositories_payload("added", INSTALLATION, OWNER, [repository], [])
+    assert added["repositories_added"][0]["full_name"] == f"{OWNER}/api"
+    assert added["repositories_removed"] == []
+    with pytest.raises(ValueError):
+        installation_payload("renamed", INSTALLATION, OWNER, [])
+
+
+# --------------------------------------------------------------------------- githubkit
+
+
+def test_answers_parse_with_githubkit_models(
+    fake: FakeGitHub, git_repo: GitRepo, tmp_path: Path
+) -> None:
+    """The app's client (githubkit) validates answers against GitHub's schema: ours must pass."""
+    from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
+
+    app: GitHub[Any] = GitHub(AppAuthStrategy(APP_ID, fake.private_key_pem), base_url=fake.url)
+    me = app.rest.apps.get_authenticated().parsed_data
+    assert me is not None and me.slug == "slipway-test"
+    installation = app.rest.apps.get_repo_installation(OWNER, REPO).parsed_data
+    assert installation.id == INSTALLATION
+
+    gh: GitHub[Any] = GitHub(
+        AppInstallationAuthStrategy(APP_ID, fake.private_key_pem, INSTALLATION),
+        base_url=fake.url,
+    )
+    checks = gh.rest.checks
+    run = checks.create(OWNER, REPO, name="Slipway", head_sha=git_repo.head).parsed_data
+    assert run.status == "queued"
+    run = checks.update(
+        OWNER, REPO, run.id, conclusion="failure", output={"title": "Failed", "summary": "x"}
+    ).parsed_data
+    assert (run.status, run.conclusion) == ("completed", "failure")
+    assert checks.list_for_ref(OWNER, REPO, git_repo.head).parsed_data.total_count == 1
+
+    repos = gh.rest.repos
+    deployment = repos.create_deployment(
+        OWNER, REPO, ref=git_repo.head, auto_merge=False, required_contexts=[]
+    ).parsed_data
+    status = repos.create_deployment_status(
+        OWNER, REPO, deployment.id, state="error", description="build failed"
+    ).parsed_data
+    assert status.state == "error"
+    assert [d.id for d in repos.list_deployments(OWNER, REPO).parsed_data] == [deployment.id]
+
+    comment = gh.rest.issues.create_comment(OWNER, REPO, 1, body="hello").parsed_data
+    assert gh.rest.issues.update_comment(OWNER, REPO, comment.id, body="bye").parsed_data.body
+    assert gh.rest.repos.get(OWNER, REPO).parsed_data.full_name == FULL
+
+    tarball = repos.download_tarball_archive(OWNER, REPO, git_repo.head, stream=True)
+    target = tmp_path / "source.tar.gz"
+    target.write_bytes(b"".join(tarball.raw_response.iter_bytes()))
+    with tarfile.open(target) as tar:
+        assert f"{OWNER}-{REPO}-{git_repo.head[:7]}/app.py" in tar.getnames()
+    assert fake.token_requests == 1
+    assert fake.errors == []
