@@ -149,8 +149,16 @@ class RunningPlatform:
         self.client.close()
 
 
-def start_platform(data_dir: Path, github: FakeGitHub, **settings: str) -> RunningPlatform:
-    api_port, router_port = free_port(), free_port()
+def start_platform(
+    data_dir: Path,
+    github: FakeGitHub,
+    *,
+    api_port: int | None = None,
+    router_port: int | None = None,
+    **settings: str,
+) -> RunningPlatform:
+    api_port = api_port or free_port()
+    router_port = router_port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     key_path = data_dir / "github-app.pem"
     key_path.write_text(github.private_key_pem)

@@ -50,10 +50,10 @@ def platform(
     yield running
     deployments = running.api("/api/deployments")
     running.stop()
-    _remove_docker_objects([d["id"] for d in deployments])
+    remove_docker_objects([d["id"] for d in deployments])
 
 
-def _remove_docker_objects(deployment_ids: list[str]) -> None:
+def remove_docker_objects(deployment_ids: list[str]) -> None:
     """Containers and images this run made; BuildKit's cache stays to keep the next run fast."""
     for deployment_id in deployment_ids:
         label = f"label=dev.slipway.deployment={deployment_id}"

@@ -1,0 +1,78 @@
+"""Slipway owns the router's config: routes come back when Caddy or the platform restarts."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import httpx
+
+from tests.apps import static_site
+from tests.e2e.conftest import ACCOUNT, INSTALLATION_ID, remove_docker_objects
+from tests.fake_github import FakeGitHub
+from tests.fake_github.payloads import installation_payload, push_payload
+from tests.git_repos import GitRepo
+from tests.platform import RunningPlatform, start_platform, wait_for
+
+
+def _serves(platform: RunningPlatform, slug: str, text: str) -> bool:
+    try:
+        return platform.request(slug).text == text
+    except httpx.HTTPError:
+        return False
+
+
+def test_routes_are_restored_after_caddy_dies_and_after_the_platform_restarts(
+    tmp_path: Path, github: FakeGitHub, base_images: dict[str, str]
+) -> None:
+    data_dir = tmp_path / "platform"
+    platform = start_platform(data_dir, github)
+    deployment_ids: list[str] = []
+    try:
+        repo = GitRepo(tmp_path / "restartable")
+        repo.commit(static_site("still here"), "first")
+        repository = github.add_repository(INSTALLATION_ID, ACCOUNT, "restartable", repo.path)
+        platform.send(
+            "installation",
+            installation_payload(
+                "created", INSTALLATION_ID, ACCOUNT, [repository], app_id=github.app_id
+            ),
+        )
+        platform.send(
+            "push",
+            push_payload(
+                repository, INSTALLATION_ID, "refs/heads/main", "0" * 40, repo.head, created=True
+            ),
+        )
+        deployment = platform.deployment_of(repository["full_name"])
+        deployment_ids.append(deployment["id"])
+        revision = platform.revision_for(deployment["id"], repo.head)
+        assert platform.wait_state(revision["id"], {"live", "failed"})["state"] == "live"
+        slug = deployment["slug"]
+        assert _serves(platform, slug, "still here\n")
+
+        # Caddy dies: `slipway up` starts it again with the routes from its database.
+        caddy_pid = int((data_dir / "caddy" / "caddy.pid").read_text())
+        os.kill(caddy_pid, signal.SIGKILL)
+        wait_for(
+            "the route to come back after Caddy died",
+            lambda: _serves(platform, slug, "still here\n"),
+            30,
+        )
+
+        # The whole platform restarts on the same data dir: the app kept running, and is
+        # routed again as soon as the new router is up.
+        platform.stop()
+        api_port = int(platform.api_url.rsplit(":", 1)[1])
+        platform = start_platform(
+            data_dir, github, api_port=api_port, router_port=platform.router_port
+        )
+        wait_for(
+            "the route to come back after a restart",
+            lambda: _serves(platform, slug, "still here\n"),
+            30,
+        )
+    finally:
+        platform.stop()
+        remove_docker_objects(deployment_ids)
