@@ -17,7 +17,7 @@ test: deps docker test-tools lint
 
 lint: deps
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check app builders jobs manifests tests bench
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 unit: deps

@@ -186,7 +186,10 @@ class Replica(SQLModel, table=True):
     revision_id: str = Field(foreign_key="revisions.id", index=True)
     container_name: str
     container_id: str | None = None
+    container_port: int
+    """The port the app listens on inside the container."""
     host_port: int | None = None
+    """Where the engine published it on 127.0.0.1; it can change when the engine restarts it."""
     started_at: datetime = _created()
     stopped_at: datetime | None = _ts()
 

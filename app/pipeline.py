@@ -24,6 +24,7 @@ from app.databases import database_identifier
 from app.db import SessionFactory
 from app.errors import BuildCancelled, RuntimeStartError, SlipwayError
 from app.models import (
+    FINISHED_STATES,
     Database,
     Deployment,
     Installation,
@@ -52,6 +53,8 @@ from manifests.recipes import plan_build
 log = logging.getLogger(__name__)
 
 HEALTH_POLL_SECONDS = 0.2
+KEEP_IMAGES = 3
+"""Images kept per deployment (the live revision's and the ones before it, for a rollback)."""
 CONTAINER_HOST_ALIAS = "host.docker.internal"
 IN_FLIGHT = frozenset({RevisionState.queued, RevisionState.building, RevisionState.deploying})
 LABEL_PREFIX = "dev.slipway"
@@ -286,6 +289,7 @@ class RevisionPipeline:
                     revision_id=revision.id,
                     container_name=started.name,
                     container_id=started.id,
+                    container_port=port,
                     host_port=started.host_port,
                     started_at=self._clock(),
                 )
@@ -416,6 +420,7 @@ class RevisionPipeline:
         if previous is not None and previous.id != revision_id:
             self._stop_replicas(previous.id)
             self._reporter.superseded(self._ref(previous.id), by=ref.revision)
+        self._prune_images(ref.deployment.id, keep_from=ref.revision.number - KEEP_IMAGES + 1)
 
     @contextmanager
     def _router_lock(self) -> Iterator[None]:
@@ -426,8 +431,24 @@ class RevisionPipeline:
             yield
 
     def sync_routes(self) -> None:
-        """Put the database's routes into the router (after either of them restarted)."""
+        """Put the database's routes into the router (after either of them restarted).
+
+        Host ports are read again first: the engine publishes a restarted replica elsewhere.
+        """
         with self._router_lock(), self._sessions() as session:
+            live = session.exec(
+                select(Replica)
+                .join(Deployment, col(Deployment.live_revision_id) == col(Replica.revision_id))
+                .where(col(Replica.stopped_at).is_(None))
+            ).all()
+            for replica in live:
+                port = self._runtime.published_port(
+                    replica.container_id or replica.container_name, replica.container_port
+                )
+                if port is not None and port != replica.host_port:
+                    replica.host_port = port
+                    session.add(replica)
+            session.commit()
             self._router.apply(current_routes(session, self.config.hostname))
 
     # -- failure ----------------------------------------------------------------------------
@@ -459,6 +480,24 @@ class RevisionPipeline:
             serving,
             self.config.url(ref.deployment.slug),
         )
+
+    def _prune_images(self, deployment_id: str, keep_from: int) -> None:
+        """Images of finished revisions older than the last few are removed: disks are finite."""
+        with self._sessions() as session:
+            old = session.exec(
+                select(Revision).where(
+                    Revision.deployment_id == deployment_id,
+                    Revision.number < keep_from,
+                    col(Revision.image).is_not(None),
+                    col(Revision.state).in_(FINISHED_STATES),
+                )
+            ).all()
+            for revision in old:
+                assert revision.image is not None
+                self._runtime.remove_image(revision.image)
+                revision.image = None
+                session.add(revision)
+            session.commit()
 
     def _stop_replicas(self, revision_id: str) -> None:
         with self._sessions() as session:

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from python_on_whales import DockerClient
+from python_on_whales import Container, DockerClient
 from python_on_whales.exceptions import DockerException, NoSuchContainer
 
 from app.errors import RuntimeStartError
@@ -67,12 +67,9 @@ class DockerRuntime:
         finally:
             env_file.unlink(missing_ok=True)
         assert not isinstance(container, str)
-        bindings = (container.network_settings.ports or {}).get(f"{spec.port}/tcp") or []
-        if bindings and bindings[0].get("HostPort") not in (None, ""):
-            host_port: int | None = int(str(bindings[0]["HostPort"]))
-        elif not self.status(container.id).running:
-            host_port = None  # it already exited: the caller reports how, with its output
-        else:
+        host_port = _published_port(container, spec.port)
+        # No port and not running: it already exited, and the caller reports how, with its output.
+        if host_port is None and self.status(container.id).running:
             self.remove(container.id)
             raise RuntimeStartError(f"the engine published no port for container port {spec.port}")
         return StartedContainer(id=container.id, name=spec.name, host_port=host_port)
@@ -87,6 +84,19 @@ class DockerRuntime:
             exit_code=state.exit_code if not state.running else None,
             oom_killed=bool(state.oom_killed),
         )
+
+    def published_port(self, container_id: str, container_port: int) -> int | None:
+        """The host port now: the engine picks a new one when it restarts a crashed replica."""
+        try:
+            container = self._docker.container.inspect(container_id)
+        except NoSuchContainer:
+            return None
+        return _published_port(container, container_port)
+
+    def remove_image(self, tag: str) -> None:
+        """Best effort: an image still used by a container, or already gone, is left alone."""
+        with contextlib.suppress(DockerException):
+            self._docker.image.remove(tag)
 
     def logs_tail(self, container_id: str, lines: int = 30) -> str:
         try:
@@ -120,6 +130,13 @@ class DockerRuntime:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.writelines(f"{key}={value}\n" for key, value in env.items())
         return Path(name)
+
+
+def _published_port(container: Container, container_port: int) -> int | None:
+    bindings = (container.network_settings.ports or {}).get(f"{container_port}/tcp") or []
+    if bindings and bindings[0].get("HostPort") not in (None, ""):
+        return int(str(bindings[0]["HostPort"]))
+    return None
 
 
 def _stderr(exc: DockerException) -> str:

@@ -159,6 +159,7 @@ def upgrade() -> None:
         sa.Column("revision_id", sa.String(), nullable=False),
         sa.Column("container_name", sa.String(), nullable=False),
         sa.Column("container_id", sa.String(), nullable=True),
+        sa.Column("container_port", sa.Integer(), nullable=False),
         sa.Column("host_port", sa.Integer(), nullable=True),
         sa.Column("started_at", app.timestamps.UTCDateTime(), nullable=False),
         sa.Column("stopped_at", app.timestamps.UTCDateTime(), nullable=True),

@@ -1,0 +1,1 @@
+"""Benchmarks of Slipway against the real platform (`slipway up`), run with `make bench`."""
