@@ -129,7 +129,12 @@ def load_settings(**overrides: object) -> Settings:
             if error["type"] == "missing":
                 message = "is required but not set"
             problems.append(f"{name}: {message}")
-        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
+        raise SettingsError(
+            "invalid settings:\n  "
+            + "\n  ".join(problems)
+            + "\n(set them in the environment or in .env; README.md, 'Connecting GitHub', "
+            "lists every setting)"
+        ) from None
     _check_private_key(settings.private_key_pem)
     return settings
 

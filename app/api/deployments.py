@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from litestar import Controller, get
+from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
 from litestar.response import File, Response
 
 from app import deployments, revisions
@@ -21,7 +23,7 @@ class DeploymentController(Controller):
 
     @get("/")
     async def list_deployments(
-        self, sessions: SessionFactory, settings: Settings
+        self, sessions: NamedDependency[SessionFactory], settings: NamedDependency[Settings]
     ) -> list[DeploymentView]:
         with sessions() as session:
             views = []
@@ -38,7 +40,10 @@ class DeploymentController(Controller):
 
     @get("/{deployment_id:str}")
     async def get_deployment(
-        self, deployment_id: str, sessions: SessionFactory, settings: Settings
+        self,
+        deployment_id: FromPath[str],
+        sessions: NamedDependency[SessionFactory],
+        settings: NamedDependency[Settings],
     ) -> DeploymentView:
         with sessions() as session:
             deployment = deployments.get_deployment(session, deployment_id)
@@ -51,7 +56,10 @@ class DeploymentController(Controller):
 
     @get("/{deployment_id:str}/revisions")
     async def revisions(
-        self, deployment_id: str, sessions: SessionFactory, settings: Settings
+        self,
+        deployment_id: FromPath[str],
+        sessions: NamedDependency[SessionFactory],
+        settings: NamedDependency[Settings],
     ) -> list[RevisionView]:
         with sessions() as session:
             deployments.get_deployment(session, deployment_id)
@@ -66,14 +74,20 @@ class RevisionController(Controller):
 
     @get("/{revision_id:str}")
     async def get_revision(
-        self, revision_id: str, sessions: SessionFactory, settings: Settings
+        self,
+        revision_id: FromPath[str],
+        sessions: NamedDependency[SessionFactory],
+        settings: NamedDependency[Settings],
     ) -> RevisionView:
         with sessions() as session:
             return RevisionView.of(revisions.get_revision(session, revision_id), settings.api_url)
 
     @get("/{revision_id:str}/logs", media_type="text/plain")
     async def logs(
-        self, revision_id: str, sessions: SessionFactory, pipeline_config: PipelineConfig
+        self,
+        revision_id: FromPath[str],
+        sessions: NamedDependency[SessionFactory],
+        pipeline_config: NamedDependency[PipelineConfig],
     ) -> Response[str] | File:
         with sessions() as session:
             revision = revisions.get_revision(session, revision_id)

@@ -8,6 +8,7 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from litestar import Controller, Request, post
+from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
 from redis.exceptions import RedisError
@@ -41,10 +42,10 @@ class WebhookController(Controller):
     async def receive(
         self,
         request: Request[Any, Any, Any],
-        settings: Settings,
-        sessions: SessionFactory,
-        queue: ArqRedis,
-        clock: Clock,
+        settings: NamedDependency[Settings],
+        sessions: NamedDependency[SessionFactory],
+        queue: NamedDependency[ArqRedis],
+        clock: NamedDependency[Clock],
     ) -> DeliveryAccepted:
         body = await request.body()
         secret = settings.github_webhook_secret.get_secret_value()

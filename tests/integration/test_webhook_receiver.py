@@ -1,0 +1,90 @@
+"""The webhook receiver on a real queue: nothing is lost when the queue is briefly away."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from litestar import Litestar
+from litestar.testing import TestClient
+from redis import Redis
+
+from app.api import create_app
+from app.embedded import EmbeddedRedis
+from app.settings import Settings
+from jobs.constants import QUEUE_NAME
+from tests.fake_github.payloads import headers
+
+SECRET = "receiver-secret"
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_server: EmbeddedRedis) -> Settings:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return Settings(
+        _env_file=None,
+        github_app_id=1,
+        github_private_key=pem,
+        github_webhook_secret=SECRET,
+        data_dir=tmp_path / "data",
+        redis_url=redis_server.url,
+    )
+
+
+def _post(client: TestClient[Litestar], delivery_id: str, payload: dict[str, object]) -> int:
+    body = json.dumps(payload).encode()
+    response = client.post(
+        "/webhooks/github", content=body, headers=headers("ping", delivery_id, body, SECRET)
+    )
+    return response.status_code
+
+
+def _stored(settings: Settings) -> list[tuple[str, str | None]]:
+    with sqlite3.connect(settings.data_dir / "slipway.db") as db:
+        return list(db.execute("SELECT id, processed_at FROM deliveries ORDER BY id"))
+
+
+def _queued(redis_server: EmbeddedRedis) -> int:
+    count = Redis.from_url(redis_server.url).zcard(QUEUE_NAME)
+    assert isinstance(count, int)
+    return count
+
+
+def test_a_delivery_made_while_the_queue_is_down_is_kept_and_a_redelivery_enqueues_it(
+    settings: Settings, redis_server: EmbeddedRedis
+) -> None:
+    with TestClient(app=create_app(settings)) as client:
+        assert _post(client, "d-1", {"zen": "up"}) == 202
+        assert _queued(redis_server) == 1
+
+        # The queue refuses work (out of memory): the delivery is kept, GitHub is told to retry.
+        admin = Redis.from_url(redis_server.url)
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", "1")
+        response_code = _post(client, "d-2", {"zen": "queue is down"})
+        assert response_code == 503
+        assert [row[0] for row in _stored(settings)] == ["d-1", "d-2"]
+
+        admin.config_set("maxmemory", "0")
+        assert _post(client, "d-2", {"zen": "queue is down"}) == 202  # GitHub's redelivery
+        assert _queued(redis_server) == 2
+        assert _post(client, "d-2", {"zen": "queue is down"}) == 202  # and once more
+        assert _queued(redis_server) == 2  # the same job id: no second piece of work
