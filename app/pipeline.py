@@ -52,7 +52,10 @@ from manifests.recipes import plan_build
 
 log = logging.getLogger(__name__)
 
-HEALTH_POLL_SECONDS = 0.2
+HEALTH_POLL_SECONDS = 0.02
+"""Between health probes of a starting replica: a probe costs one local HTTP request."""
+INSPECT_EVERY_SECONDS = 0.25
+"""How often a starting replica is checked for having exited: an inspect costs ~25 ms."""
 KEEP_IMAGES = 3
 """Images kept per deployment (the live revision's and the ones before it, for a rollback)."""
 CONTAINER_HOST_ALIAS = "host.docker.internal"
@@ -140,6 +143,8 @@ class RevisionPipeline:
 
     def run(self, revision_id: str) -> RevisionState:
         ref = self._ref(revision_id)
+        if ref.revision.state is RevisionState.live:
+            self._retire_finished(ref.deployment.id)  # a retry after dying at the switch
         if ref.revision.state not in IN_FLIGHT:
             return ref.revision.state
         self.announce(revision_id)
@@ -172,6 +177,7 @@ class RevisionPipeline:
                 )
             if not moved:
                 self._event(ref, "revision cancelled after build")
+                self._runtime.remove_image(image)
                 return RevisionState.cancelled
             ref = self._ref(revision_id)
             self._reporter.deploying(ref, image)
@@ -282,7 +288,10 @@ class RevisionPipeline:
             f"slipway: starting {name} ({deployment.type.value}: "
             f"{spec.limits.cpus:g} CPU, {spec.limits.memory_bytes // 1024**3} GB)",
         )
+        t_start = time.monotonic()
+        self._stop_replicas(revision.id)  # left by an earlier attempt (a retried job)
         started = self._runtime.start(spec)
+        t_started = time.monotonic()
         with self._sessions() as session:
             session.add(
                 Replica(
@@ -302,6 +311,13 @@ class RevisionPipeline:
             if output.strip():
                 _append(log_path, "slipway: container output (last lines):\n" + output.rstrip())
             raise RuntimeStartError(str(exc)) from None
+        t_healthy = time.monotonic()
+        self._event(
+            ref,
+            "revision healthy",
+            start_ms=round((t_started - t_start) * 1000),
+            health_ms=round((t_healthy - t_started) * 1000),
+        )
         with self._sessions() as session:
             transition(
                 session,
@@ -310,9 +326,9 @@ class RevisionPipeline:
                 RevisionState.deploying,
                 healthy_at=self._clock(),
             )
-        self._runtime.keep_running(started.id)
         assert started.host_port is not None  # it answered on it
-        self._go_live(revision.id, started.host_port, log_path)
+        if self._go_live(revision.id, started.host_port, log_path):
+            self._runtime.keep_running(started.id)
 
     def _database_uri(self, deployment: Deployment) -> str:
         """The deployment's database, created on its first revision and kept ever after."""
@@ -346,7 +362,16 @@ class RevisionPipeline:
     def _wait_healthy(self, container_id: str, host_port: int | None, port: int, path: str) -> None:
         timeout = self.config.health_timeout_seconds
         deadline = time.monotonic() + timeout
+        next_inspect = time.monotonic() + INSPECT_EVERY_SECONDS
         while True:
+            # The probe first: it is what normally ends the wait, and costs less than an inspect.
+            if host_port is not None and self._health.answers(host_port, path):
+                return
+            now = time.monotonic()
+            if now < next_inspect and now < deadline:
+                time.sleep(HEALTH_POLL_SECONDS)
+                continue
+            next_inspect = now + INSPECT_EVERY_SECONDS
             status = self._runtime.status(container_id)
             if not status.running:
                 if status.oom_killed:
@@ -358,8 +383,6 @@ class RevisionPipeline:
                 raise RuntimeStartError(
                     f"the app exited with code {code} before answering HTTP on port {port}"
                 )
-            if host_port is not None and self._health.answers(host_port, path):
-                return
             if time.monotonic() > deadline:
                 raise RuntimeStartError(
                     f"the app never answered its health check: no HTTP answer on port {port} "
@@ -368,8 +391,12 @@ class RevisionPipeline:
             time.sleep(HEALTH_POLL_SECONDS)
 
     # -- route switch -----------------------------------------------------------------------
-    def _go_live(self, revision_id: str, host_port: int, log_path: Path) -> None:
-        """Move the route, then retire the previous revision; an older revision never wins."""
+    def _go_live(self, revision_id: str, host_port: int, log_path: Path) -> bool:
+        """Move the route, then retire older revisions; an older revision never wins.
+
+        False when a newer revision went live while this one deployed: it then ends
+        superseded without taking the route.
+        """
         with self._router_lock(), self._sessions() as session:
             revision = session.get(Revision, revision_id)
             assert revision is not None
@@ -380,10 +407,8 @@ class RevisionPipeline:
                 if deployment.live_revision_id
                 else None
             )
-            if previous is not None and previous.number > revision.number:
-                raise_superseded = True
-            else:
-                raise_superseded = False
+            newer_is_live = previous is not None and previous.number > revision.number
+            if not newer_is_live:
                 routes = current_routes(
                     session,
                     self.config.hostname,
@@ -399,8 +424,8 @@ class RevisionPipeline:
                     previous.state = RevisionState.superseded
                     previous.finished_at = now
                 session.commit()
-        if raise_superseded:
-            # A newer revision went live while this one deployed: it must not take the route.
+        if newer_is_live:
+            assert previous is not None
             with self._sessions() as session:
                 transition(
                     session,
@@ -408,19 +433,42 @@ class RevisionPipeline:
                     frozenset({RevisionState.deploying}),
                     RevisionState.superseded,
                     finished_at=self._clock(),
+                    error=f"superseded by revision #{previous.number}, which went live first",
                 )
             self._stop_replicas(revision_id)
-            return
+            self._reporter.cancelled(self._ref(revision_id))
+            return False
         _append(log_path, f"slipway: live at {self.config.url(deployment.slug)}")
         ref = self._ref(revision_id)
         self._event(ref, "revision live", url=self.config.url(ref.deployment.slug))
         self._reporter.succeeded(
             ref, self.config.url(ref.deployment.slug), ref.revision.image or ""
         )
+        self._retire_finished(ref.deployment.id)
         if previous is not None and previous.id != revision_id:
-            self._stop_replicas(previous.id)
             self._reporter.superseded(self._ref(previous.id), by=ref.revision)
         self._prune_images(ref.deployment.id, keep_from=ref.revision.number - KEEP_IMAGES + 1)
+        return True
+
+    def _retire_finished(self, deployment_id: str) -> None:
+        """Stop replicas still running for finished revisions (superseded, failed, cancelled).
+
+        Runs after every route switch, and again when a retried job finds its revision already
+        live (the worker died between the switch and the clean-up).
+        """
+        with self._sessions() as session:
+            finished = session.exec(
+                select(Revision.id)
+                .join(Replica, col(Replica.revision_id) == col(Revision.id))
+                .where(
+                    Revision.deployment_id == deployment_id,
+                    col(Revision.state).in_(FINISHED_STATES),
+                    col(Replica.stopped_at).is_(None),
+                )
+                .distinct()
+            ).all()
+        for revision_id in finished:
+            self._stop_replicas(revision_id)
 
     @contextmanager
     def _router_lock(self) -> Iterator[None]:
@@ -464,11 +512,21 @@ class RevisionPipeline:
                 error=reason,
                 finished_at=self._clock(),
             )
-        self._stop_replicas(revision_id)
         ref = self._ref(revision_id)
-        self._event(ref, "revision failed", reason=reason)
         if not moved:
+            # Cancelled meanwhile, or already live when a later step failed: its replicas
+            # are not this failure's to stop.
+            log.warning(
+                "error after the revision left the pipeline",
+                extra={
+                    "revision_id": revision_id,
+                    "state": ref.revision.state.value,
+                    "reason": reason,
+                },
+            )
             return
+        self._stop_replicas(revision_id)
+        self._event(ref, "revision failed", reason=reason)
         serving = None
         with self._sessions() as session:
             if ref.deployment.live_revision_id:

@@ -47,21 +47,16 @@ class DockerRuntime:
         self._env_dir = env_dir
 
     def start(self, spec: ContainerSpec) -> StartedContainer:
-        self.remove(spec.name)  # a half-started replica of an earlier attempt
         env_file = self._write_env_file(spec.env)
         try:
-            container = self._docker.run(
-                spec.image,
-                name=spec.name,
-                detach=True,
-                cpus=spec.limits.cpus,
-                memory=spec.limits.memory_bytes,
-                env_files=[env_file],
-                labels=spec.labels,
-                publish=[(f"{LOCALHOST}:", spec.port)],
-                add_hosts=list(spec.extra_hosts.items()),
-                init=True,
-            )
+            try:
+                container = self._run(spec, env_file)
+            except DockerException as exc:
+                if "is already in use" not in str(exc):
+                    raise
+                # A replica left by an earlier attempt at this revision (a retried job).
+                self._docker.container.remove(spec.name, force=True)
+                container = self._run(spec, env_file)
         except DockerException as exc:
             raise RuntimeStartError(f"the container could not be started: {_stderr(exc)}") from exc
         finally:
@@ -73,6 +68,20 @@ class DockerRuntime:
             self.remove(container.id)
             raise RuntimeStartError(f"the engine published no port for container port {spec.port}")
         return StartedContainer(id=container.id, name=spec.name, host_port=host_port)
+
+    def _run(self, spec: ContainerSpec, env_file: Path) -> Container | str:
+        return self._docker.run(
+            spec.image,
+            name=spec.name,
+            detach=True,
+            cpus=spec.limits.cpus,
+            memory=spec.limits.memory_bytes,
+            env_files=[env_file],
+            labels=spec.labels,
+            publish=[(f"{LOCALHOST}:", spec.port)],
+            add_hosts=list(spec.extra_hosts.items()),
+            init=True,
+        )
 
     def status(self, container_id: str) -> ContainerStatus:
         try:

@@ -135,11 +135,12 @@ def load_settings(**overrides: object) -> Settings:
             + "\n(set them in the environment or in .env; README.md, 'Connecting GitHub', "
             "lists every setting)"
         ) from None
-    _check_private_key(settings.private_key_pem)
+    source = "GITHUB_PRIVATE_KEY" if settings.github_private_key else "GITHUB_PRIVATE_KEY_PATH"
+    _check_private_key(settings.private_key_pem, f"{ENV_PREFIX}{source}")
     return settings
 
 
-def _check_private_key(pem: str) -> None:
+def _check_private_key(pem: str, setting: str) -> None:
     """Fail at start-up, not at the first push, when the key cannot sign an App JWT."""
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
@@ -147,6 +148,6 @@ def _check_private_key(pem: str) -> None:
         load_pem_private_key(pem.encode(), password=None)
     except (ValueError, TypeError) as exc:
         raise SettingsError(
-            f"{ENV_PREFIX}GITHUB_PRIVATE_KEY: not a PEM private key without a passphrase "
+            f"{setting}: not a PEM private key without a passphrase "
             "(download it from the GitHub App's settings page)"
         ) from exc

@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -129,14 +128,19 @@ def stream_command(
     stopped: list[str] = []
 
     def watch() -> None:
-        while process.poll() is None:
+        # Wakes the moment the command exits, so a finished build is never held back.
+        while True:
+            try:
+                process.wait(timeout=poll_seconds)
+                return
+            except subprocess.TimeoutExpired:
+                pass
             reason = should_stop()
             if reason is not None:
                 stopped.append(reason)
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 return
-            time.sleep(poll_seconds)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()

@@ -7,8 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from python_on_whales.exceptions import DockerException
-
 from app.errors import BuildCancelled, BuildError
 from builders.docker_cli import (
     BuildMethod,
@@ -49,7 +47,10 @@ class BuildKitBuilder:
         timeout_seconds: float,
     ) -> BuiltImage:
         cli = self.cli
-        argv, env = _build_command(cli, plan, tag, labels)
+        # The image id comes back in a file: cheaper than asking the engine after the build.
+        iidfile = log_path.with_suffix(".iid")
+        iidfile.unlink(missing_ok=True)
+        argv, env = _build_command(cli, plan, tag, labels, iidfile)
         started = time.monotonic()
         deadline = started + timeout_seconds
 
@@ -86,15 +87,16 @@ class BuildKitBuilder:
                 write(f"slipway: build failed (exit code {code}) after {seconds:.1f} s")
                 raise BuildError(f"the Docker build failed (exit code {code})")
             try:
-                image_id = str(cli.client().image.inspect(tag).id)
-            except DockerException as exc:
-                raise BuildError(f"the build finished but image {tag} is missing: {exc}") from exc
+                image_id = iidfile.read_text().strip()
+                iidfile.unlink()
+            except OSError as exc:
+                raise BuildError(f"the build finished but reported no image id: {exc}") from exc
             write(f"slipway: built {tag} ({image_id[:19]}) in {seconds:.1f} s")
         return BuiltImage(tag=tag, image_id=image_id, method=cli.method.value, seconds=seconds)
 
 
 def _build_command(
-    cli: DockerCLI, plan: BuildPlan, tag: str, labels: dict[str, str]
+    cli: DockerCLI, plan: BuildPlan, tag: str, labels: dict[str, str], iidfile: Path
 ) -> tuple[list[str], dict[str, str]]:
     label_args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
     common = [
@@ -103,6 +105,8 @@ def _build_command(
         str(plan.dockerfile),
         "--tag",
         tag,
+        "--iidfile",
+        str(iidfile),
         *label_args,
         str(plan.context_dir),
     ]

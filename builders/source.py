@@ -1,8 +1,8 @@
 """Unpacking a commit's tarball into a build directory, safely.
 
 A tarball is untrusted input: members may try to escape the directory (absolute paths, `..`,
-links pointing outside) or to fill the disk. tarfile's `data` filter refuses the first kind;
-MAX_UNPACKED_BYTES bounds the second.
+links pointing outside) or to fill the disk. Absolute and `..` names are refused outright, links
+by tarfile's `data` filter; MAX_UNPACKED_BYTES bounds the disk.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ def unpack_tarball(archive: Path, dest: Path) -> Path:
                 )
             top = _common_top(members)
             for member in members:
+                if member.name.startswith("/") or ".." in PurePosixPath(member.name).parts:
+                    raise SourceError(f"the tarball holds an unsafe entry: {member.name!r}")
                 stripped = _strip(member.name, top)
                 if stripped is None:
                     continue

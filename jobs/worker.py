@@ -12,7 +12,13 @@ from arq.worker import Worker, func
 from app.bootstrap import bootstrap, require
 from app.settings import Settings
 from jobs import tasks
-from jobs.constants import JOB_TIMEOUT_SECONDS, KEEP_RESULT_SECONDS, MAX_TRIES, QUEUE_NAME
+from jobs.constants import (
+    JOB_TIMEOUT_SECONDS,
+    KEEP_RESULT_SECONDS,
+    MAX_TRIES,
+    POLL_DELAY_SECONDS,
+    QUEUE_NAME,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +63,7 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
         "max_jobs": settings.worker_max_jobs,
         "keep_result": KEEP_RESULT_SECONDS,
         "handle_signals": True,
+        "poll_delay": POLL_DELAY_SECONDS,
     }
     options.update(overrides)
     return Worker(**options)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import httpx
 from githubkit import AppAuthStrategy, GitHub
 from githubkit.exception import GitHubException, RequestFailed
 
@@ -22,6 +23,23 @@ REFRESH_MARGIN = timedelta(minutes=5)
 
 USER_AGENT = "Slipway"
 REQUEST_TIMEOUT_SECONDS = 30.0
+
+
+class SharedTransport(httpx.BaseTransport):
+    """A connection pool that outlives the short-lived clients githubkit makes per request.
+
+    githubkit closes its client after each call, and a client closes its transport; this one
+    ignores that close, so connections (and TLS sessions) are reused across calls.
+    """
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self._inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        """Kept open on purpose; the pool lives as long as the process."""
 
 
 @dataclass(frozen=True)
@@ -41,12 +59,18 @@ class GitHubApp:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.api_url = api_url.rstrip("/")
+        # One transport for every client: its connection pool (and TLS context) is reused, where
+        # a client per call would pay a new connection and handshake each time.
+        self._transport = SharedTransport(httpx.HTTPTransport(retries=1))
         self._app_client = GitHub(
             AppAuthStrategy(str(app_id), private_key_pem),
             base_url=self.api_url + "/",
             user_agent=USER_AGENT,
             timeout=REQUEST_TIMEOUT_SECONDS,
+            transport=self._transport,
+            http_cache=False,
         )
+        self._clients: dict[int, tuple[str, GitHub]] = {}  # type: ignore[type-arg]
         self._clock = clock
         self._tokens: dict[int, InstallationToken] = {}
         self._lock = threading.Lock()
@@ -64,16 +88,26 @@ class GitHubApp:
         """Drop a cached token, e.g. after the installation was deleted or suspended."""
         with self._lock:
             self._tokens.pop(installation_id, None)
+            self._clients.pop(installation_id, None)
 
     def client(self, installation_id: int) -> GitHub:  # type: ignore[type-arg]
         """A REST client acting as one installation, following redirects (tarballs)."""
-        return GitHub(
-            self.installation_token(installation_id),
-            base_url=self.api_url + "/",
-            user_agent=USER_AGENT,
-            timeout=REQUEST_TIMEOUT_SECONDS,
-            follow_redirects=True,
-        )
+        token = self.installation_token(installation_id)
+        with self._lock:
+            cached = self._clients.get(installation_id)
+            if cached is not None and cached[0] == token:
+                return cached[1]
+            client = GitHub(
+                token,
+                base_url=self.api_url + "/",
+                user_agent=USER_AGENT,
+                timeout=REQUEST_TIMEOUT_SECONDS,
+                follow_redirects=True,
+                transport=self._transport,
+                http_cache=False,
+            )
+            self._clients[installation_id] = (token, client)
+            return client
 
     def _request_token(self, installation_id: int) -> InstallationToken:
         try:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import httpx
 from githubkit.exception import GitHubException, RequestFailed
+from pydantic import ValidationError
 
 from app.errors import GitHubError
 from app.github.auth import GitHubApp
@@ -54,6 +55,8 @@ class GitHubRest:
             ) from exc
         except (GitHubException, httpx.HTTPError) as exc:
             raise GitHubError(f"could not {what}: GitHub did not answer ({exc!r})") from exc
+        except ValidationError as exc:  # githubkit checks request bodies before sending
+            raise GitHubError(f"could not {what}: the request was malformed ({exc})") from exc
 
     def download_tarball(self, installation_id: int, full_name: str, sha: str, dest: Path) -> None:
         owner, repo = full_name.split("/", 1)

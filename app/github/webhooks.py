@@ -20,8 +20,9 @@ def signature_is_valid(body: bytes, secret: str, header: str | None) -> bool:
     """Constant-time check of X-Hub-Signature-256 against the body GitHub signed."""
     if not header or not header.startswith(SIGNATURE_PREFIX):
         return False
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, header.removeprefix(SIGNATURE_PREFIX))
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest().encode()
+    given = header.removeprefix(SIGNATURE_PREFIX).encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(expected, given)
 
 
 class _Lenient(BaseModel):

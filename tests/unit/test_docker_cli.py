@@ -49,9 +49,9 @@ def test_build_commands_for_each_method(tmp_path: Path) -> None:
     buildx = _probe(_fake_docker(tmp_path, "bx", "28.0.0", has_buildx=True))
     embedded = _probe(_fake_docker(tmp_path, "emb", "20.10.24", has_buildx=False))
     assert buildx is not None and embedded is not None
-    argv, env = _build_command(buildx, plan, "slipway/d:r", {"k": "v"})
+    argv, env = _build_command(buildx, plan, "slipway/d:r", {"k": "v"}, tmp_path / "iid")
     assert argv[1:4] == ["buildx", "build", "--load"] and env == {}
-    argv, env = _build_command(embedded, plan, "slipway/d:r", {"k": "v"})
+    argv, env = _build_command(embedded, plan, "slipway/d:r", {"k": "v"}, tmp_path / "iid")
     assert argv[1] == "build" and env == {"DOCKER_BUILDKIT": "1"}
     assert "--label" in argv and "k=v" in argv and argv[-1] == str(tmp_path)
 

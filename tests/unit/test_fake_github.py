@@ -767,9 +767,12 @@ def test_answers_parse_with_githubkit_models(
     assert gh.rest.issues.update_comment(OWNER, REPO, comment.id, body="bye").parsed_data.body
     assert gh.rest.repos.get(OWNER, REPO).parsed_data.full_name == FULL
 
-    tarball = repos.download_tarball_archive(OWNER, REPO, git_repo.head, stream=True)
+    # A streamed body must be read while the client is open: githubkit closes a per-call client
+    # as soon as the call returns.
     target = tmp_path / "source.tar.gz"
-    target.write_bytes(b"".join(tarball.raw_response.iter_bytes()))
+    with gh:
+        tarball = repos.download_tarball_archive(OWNER, REPO, git_repo.head, stream=True)
+        target.write_bytes(b"".join(tarball.raw_response.iter_bytes()))
     with tarfile.open(target) as tar:
         assert f"{OWNER}-{REPO}-{git_repo.head[:7]}/app.py" in tar.getnames()
     assert fake.token_requests == 1

@@ -1,0 +1,83 @@
+"""Shared builders for the unit tier: a migrated SQLite control plane, an App key, git repos.
+
+Nothing here reaches beyond the test's own tmp_path and 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from app.db import SessionFactory, make_engine, migrate
+from tests.fake_github import FakeGitHub
+
+GIT_IDENTITY = ["-c", "user.name=Test Pusher", "-c", "user.email=pusher@example.com"]
+
+
+def git(path: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["git", *GIT_IDENTITY, "-C", str(path), *args],
+        capture_output=True,
+        check=True,
+        text=True,
+        timeout=60,
+    )
+    return result.stdout.strip()
+
+
+def make_git_repo(path: Path, files: dict[str, str]) -> str:
+    """A work tree on branch main with one commit holding `files`; returns the commit sha."""
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    for name, content in files.items():
+        target = path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "first")
+    return git(path, "rev-parse", "HEAD")
+
+
+@pytest.fixture(scope="session")
+def app_key_pem() -> str:
+    """One RSA key for the whole run: generating one takes ~50 ms."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+@pytest.fixture(scope="session")
+def app_git_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git repository holding a Dockerfile, to back repositories of the fake GitHub."""
+    path = tmp_path_factory.mktemp("app-repo")
+    make_git_repo(path, {"Dockerfile": "FROM scratch\n", "index.html": "hello\n"})
+    return path
+
+
+@pytest.fixture
+def fake_github(app_key_pem: str) -> Iterator[FakeGitHub]:
+    fake = FakeGitHub(private_key_pem=app_key_pem).start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def sessions(tmp_path: Path) -> Iterator[SessionFactory]:
+    """A control plane migrated to head: the migrations are the schema."""
+    url = f"sqlite:///{tmp_path / 'control-plane.db'}"
+    migrate(url, tmp_path / "locks")
+    engine = make_engine(url)
+    try:
+        yield SessionFactory(engine)
+    finally:
+        engine.dispose()

@@ -1,0 +1,372 @@
+"""In-memory fakes at the ports of app/ports.py, keeping what a user would see on the other side.
+
+Each fake holds state (check runs, containers, the router's routes, databases), not a call log,
+so tests assert outcomes: what GitHub shows, what runs, where a hostname routes.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from app.errors import BuildCancelled, BuildError, GitHubError, RouterError
+from app.router import Route
+from app.runtime import ContainerStatus, StartedContainer
+from builders.images import BuiltImage
+from manifests.containers import ContainerSpec
+from manifests.recipes import BuildPlan
+
+FIRST_CHECK_RUN = 9001
+FIRST_GITHUB_DEPLOYMENT = 7001
+REVISION_LABEL = "dev.slipway.revision"
+
+
+class EngineError(Exception):
+    """What the engine's client raises (python-on-whales' DockerException), not a SlipwayError."""
+
+
+def source_tarball(top: str, files: dict[str, str]) -> bytes:
+    """A gzipped tarball shaped like GitHub's: every file under one top-level folder."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        folder = tarfile.TarInfo(top)
+        folder.type = tarfile.DIRTYPE
+        folder.mode = 0o755
+        tar.addfile(folder)
+        for name, content in files.items():
+            data = content.encode()
+            member = tarfile.TarInfo(f"{top}/{name}")
+            member.size = len(data)
+            member.mode = 0o644
+            tar.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@dataclass
+class RecordingGitHub:
+    """A GitHubPort keeping what GitHub would show: check runs, deployments and their statuses.
+
+    `commits` maps a sha to the files of that commit, served as a tarball; `down` makes every
+    call fail the way GitHubRest reports an unreachable GitHub, `refusing_reports` only the
+    check-run and deployment calls (an App installed without those permissions).
+    """
+
+    commits: dict[str, dict[str, str]] = field(default_factory=dict)
+    down: bool = False
+    refusing_reports: bool = False
+    check_runs: dict[int, dict[str, object]] = field(default_factory=dict)
+    deployments: dict[int, dict[str, object]] = field(default_factory=dict)
+    statuses: dict[int, list[dict[str, object]]] = field(default_factory=dict)
+    on_check_run_update: Callable[[dict[str, object]], None] | None = None
+
+    def _answer(self, what: str, report: bool = True) -> None:
+        if self.down:
+            raise GitHubError(f"could not {what}: GitHub did not answer (ConnectError)")
+        if report and self.refusing_reports:
+            raise GitHubError(
+                f"GitHub refused to {what} (HTTP 403): Resource not accessible by integration"
+            )
+
+    def download_tarball(self, installation_id: int, full_name: str, sha: str, dest: Path) -> None:
+        self._answer(f"download the tarball of {full_name}@{sha[:7]}", report=False)
+        if sha not in self.commits:
+            raise GitHubError(f"GitHub refused to download the tarball of {full_name} (HTTP 404)")
+        top = f"{full_name.replace('/', '-')}-{sha[:7]}"
+        dest.write_bytes(source_tarball(top, self.commits[sha]))
+
+    def create_check_run(
+        self,
+        installation_id: int,
+        full_name: str,
+        sha: str,
+        *,
+        name: str,
+        external_id: str,
+        details_url: str,
+        title: str,
+        summary: str,
+    ) -> int:
+        self._answer("create a check run")
+        check_run_id = FIRST_CHECK_RUN + len(self.check_runs)
+        self.check_runs[check_run_id] = {
+            "name": name,
+            "head_sha": sha,
+            "status": "queued",
+            "conclusion": None,
+            "external_id": external_id,
+            "details_url": details_url,
+            "title": title,
+            "summary": summary,
+        }
+        return check_run_id
+
+    def update_check_run(
+        self,
+        installation_id: int,
+        full_name: str,
+        check_run_id: int,
+        *,
+        status: str,
+        title: str,
+        summary: str,
+        conclusion: str | None = None,
+        text: str | None = None,
+        started_at: str | None = None,
+        completed_at: str | None = None,
+    ) -> None:
+        self._answer(f"update check run {check_run_id}")
+        run = self.check_runs[check_run_id]
+        run.update(status=status, title=title, summary=summary, conclusion=conclusion)
+        if self.on_check_run_update is not None:
+            self.on_check_run_update(run)
+
+    def create_deployment(
+        self,
+        installation_id: int,
+        full_name: str,
+        sha: str,
+        *,
+        environment: str,
+        production: bool,
+        description: str,
+    ) -> int:
+        self._answer("create a deployment")
+        deployment_id = FIRST_GITHUB_DEPLOYMENT + len(self.deployments)
+        self.deployments[deployment_id] = {
+            "sha": sha,
+            "environment": environment,
+            "production": production,
+            "description": description,
+        }
+        return deployment_id
+
+    def create_deployment_status(
+        self,
+        installation_id: int,
+        full_name: str,
+        deployment_id: int,
+        *,
+        state: str,
+        description: str,
+        environment_url: str | None = None,
+        log_url: str | None = None,
+    ) -> None:
+        self._answer(f"report deployment {deployment_id} as {state}")
+        self.statuses.setdefault(deployment_id, []).append(
+            {
+                "state": state,
+                "description": description,
+                "environment_url": environment_url,
+                "log_url": log_url,
+            }
+        )
+
+    def check_run_for(self, sha: str) -> dict[str, object]:
+        [run] = [run for run in self.check_runs.values() if run["head_sha"] == sha]
+        return run
+
+    def deployment_state(self, sha: str) -> str | None:
+        [deployment_id] = [i for i, d in self.deployments.items() if d["sha"] == sha]
+        statuses = self.statuses.get(deployment_id, [])
+        return str(statuses[-1]["state"]) if statuses else None
+
+    def everything_shown(self) -> str:
+        return repr((self.check_runs, self.deployments, self.statuses))
+
+
+@dataclass
+class FakeBuilder:
+    """Builds instantly: writes BuildKit-like lines to the log, or fails with `failure`.
+
+    Built images land in `images` (tag → the Dockerfile text it was built from), the engine's
+    image store that FakeRuntime removes images from.
+    """
+
+    failure: str | None = None
+    output: list[str] = field(default_factory=lambda: ["#1 [internal] load build definition"])
+    during_build: Callable[[], object] | None = None
+    after_build: Callable[[], object] | None = None
+    images: dict[str, str] = field(default_factory=dict)
+
+    def build(
+        self,
+        plan: BuildPlan,
+        tag: str,
+        labels: dict[str, str],
+        log_path: Path,
+        *,
+        cancelled: Callable[[], bool],
+        timeout_seconds: float,
+    ) -> BuiltImage:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("a", encoding="utf-8") as log:
+            log.write(f"slipway: building {tag} from {plan.dockerfile_path}\n")
+            log.writelines(line + "\n" for line in self.output)
+        if self.during_build is not None:
+            self.during_build()
+        if cancelled():
+            raise BuildCancelled("a newer revision superseded this one")
+        if self.failure is not None:
+            raise BuildError(self.failure)
+        self.images[tag] = plan.dockerfile.read_text()
+        if self.after_build is not None:
+            self.after_build()
+        return BuiltImage(
+            tag=tag, image_id=f"sha256:{len(self.images):064x}", method="fake", seconds=1.5
+        )
+
+
+@dataclass
+class Container:
+    id: str
+    spec: ContainerSpec
+    host_port: int | None
+    running: bool
+    exit_code: int | None
+    output: str
+    restarts_when_it_crashes: bool = False
+
+    @property
+    def revision_id(self) -> str:
+        return self.spec.labels[REVISION_LABEL]
+
+
+@dataclass
+class FakeRuntime:
+    """Containers that exist until removed; `exit_code` makes the next ones exit at start.
+
+    `images` is the engine's image store, shared with FakeBuilder.
+    """
+
+    images: dict[str, str] = field(default_factory=dict)
+    exit_code: int | None = None
+    stuck: set[str] = field(default_factory=set)
+    """Revision ids whose containers the engine fails to remove."""
+    output: Callable[[ContainerSpec], str] = lambda spec: "listening on 0.0.0.0:8000\n"
+    containers: dict[str, Container] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _ports: itertools.count[int] = field(default_factory=lambda: itertools.count(41001))
+
+    def start(self, spec: ContainerSpec) -> StartedContainer:
+        self.remove(spec.name)  # as the Docker runtime does: a name is reused by a retry
+        exited = self.exit_code is not None
+        container = Container(
+            id=f"ctr{next(self._ids):09d}",
+            spec=spec,
+            host_port=None if exited else next(self._ports),
+            running=not exited,
+            exit_code=self.exit_code,
+            output=self.output(spec),
+        )
+        self.containers[container.id] = container
+        return StartedContainer(id=container.id, name=spec.name, host_port=container.host_port)
+
+    def status(self, container_id: str) -> ContainerStatus:
+        container = self.containers.get(container_id)
+        if container is None:
+            return ContainerStatus(running=False, exit_code=None, oom_killed=False)
+        return ContainerStatus(
+            running=container.running, exit_code=container.exit_code, oom_killed=False
+        )
+
+    def logs_tail(self, container_id: str, lines: int = 30) -> str:
+        container = self.containers.get(container_id)
+        return "\n".join(container.output.splitlines()[-lines:]) if container else ""
+
+    def keep_running(self, container_id: str) -> None:
+        if container_id not in self.containers:
+            raise EngineError(f"Error response from daemon: No such container: {container_id}")
+        self.containers[container_id].restarts_when_it_crashes = True
+
+    def published_port(self, container_id: str, container_port: int) -> int | None:
+        container = self.containers.get(container_id)
+        if container is None or container.spec.port != container_port:
+            return None
+        return container.host_port
+
+    def restart(self, container_id: str) -> None:
+        """The engine restarting a crashed replica: it comes back on another host port."""
+        self.containers[container_id].host_port = next(self._ports)
+
+    def remove_image(self, tag: str) -> None:
+        self.images.pop(tag, None)
+
+    def remove(self, name_or_id: str) -> None:
+        for container in list(self.containers.values()):
+            if name_or_id in (container.id, container.spec.name):
+                if container.revision_id in self.stuck:
+                    raise EngineError(
+                        f"Error response from daemon: removal of container {container.id} "
+                        "is already in progress"
+                    )
+                del self.containers[container.id]
+
+    def of_revision(self, revision_id: str) -> list[Container]:
+        return [c for c in self.containers.values() if c.revision_id == revision_id]
+
+
+@dataclass
+class FakeRouter:
+    """Holds the routes last applied, as Caddy would serve them."""
+
+    routes: list[Route] | None = None
+    failure: str | None = None
+
+    def apply(self, routes: list[Route]) -> None:
+        if self.failure is not None:
+            raise RouterError(self.failure)
+        self.routes = list(routes)
+
+    def upstreams(self, hostname: str) -> tuple[str, ...] | None:
+        for route in self.routes or []:
+            if route.hostname == hostname:
+                return route.upstreams
+        return None
+
+
+@dataclass
+class FakeDatabases:
+    """A Postgres cluster holding one database per name, with the role's current password."""
+
+    databases: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """name → (role, password)."""
+    times_ensured: int = 0
+
+    def ensure(self, name: str, role: str, password: str) -> None:
+        self.databases[name] = (role, password)
+        self.times_ensured += 1
+
+    def drop(self, name: str, role: str) -> None:
+        self.databases.pop(name, None)
+
+    def container_uri(self, name: str, role: str, password: str) -> str:
+        return f"postgresql://{role}:{password}@host.docker.internal:5432/{name}"
+
+
+@dataclass
+class FakeHealthProbe:
+    """Answers for every replica; `answer` can decide per probe (and act, like a new push)."""
+
+    healthy: bool = True
+    answer: Callable[[int, str], bool] | None = None
+
+    def answers(self, host_port: int, path: str) -> bool:
+        if self.answer is not None:
+            return self.answer(host_port, path)
+        return self.healthy
+
+
+@dataclass
+class TickingClock:
+    """Each reading is one second after the last: durations are non-zero and deterministic."""
+
+    now: datetime
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now

@@ -1,0 +1,318 @@
+"""The GitHub client against the fake GitHub: tokens are cached, and each REST call round-trips.
+
+The fake checks every request against GitHub's contract and records violations in
+``fake.errors``, so a call that "works" only because the fake is lenient still fails here.
+"""
+
+from __future__ import annotations
+
+import socket
+import tarfile
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from app.errors import GitHubError
+from app.github.auth import REFRESH_MARGIN, GitHubApp
+from app.github.rest import DESCRIPTION_LIMIT, SUMMARY_LIMIT, GitHubRest
+from app.timestamps import utcnow
+from builders.source import unpack_tarball
+from tests.fake_github import FakeGitHub
+from tests.unit.conftest import make_git_repo
+
+APP_ID = 4321
+WRONG_KEY_APP_ID = 4399
+INSTALLATION = 55
+OWNER = "octo"
+FULL_NAME = f"{OWNER}/web"
+
+
+class Clock:
+    """An injected clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def fake(app_key_pem: str) -> Iterator[FakeGitHub]:
+    github = FakeGitHub(app_id=APP_ID, private_key_pem=app_key_pem).start()
+    github.add_installation(INSTALLATION, OWNER)
+    try:
+        yield github
+    finally:
+        github.stop()
+
+
+@pytest.fixture
+def commit(fake: FakeGitHub, tmp_path: Path) -> str:
+    """The repository octo/web on the fake, with one commit; returns its sha."""
+    repo = tmp_path / "web"
+    sha = make_git_repo(repo, {"Dockerfile": "FROM scratch\n", "www/index.html": "<h1>v1</h1>\n"})
+    fake.add_repository(INSTALLATION, OWNER, "web", repo)
+    return sha
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def app(fake: FakeGitHub, clock: Clock) -> GitHubApp:
+    return GitHubApp(APP_ID, fake.private_key_pem, fake.url, clock=clock)
+
+
+@pytest.fixture
+def rest(app: GitHubApp) -> GitHubRest:
+    return GitHubRest(app)
+
+
+# -- installation tokens ----------------------------------------------------------------------
+def test_a_token_is_requested_once_and_reused(fake: FakeGitHub, app: GitHubApp) -> None:
+    first = app.installation_token(INSTALLATION)
+    second = app.installation_token(INSTALLATION)
+
+    assert first == second
+    assert first.startswith("ghs_")
+    assert fake.token_requests == 1
+    assert fake.errors == []
+
+
+def test_a_token_is_renewed_once_it_is_within_the_refresh_margin_of_expiry(
+    fake: FakeGitHub, app: GitHubApp, clock: Clock
+) -> None:
+    first = app.installation_token(INSTALLATION)
+    expires = clock.now + fake.token_lifetime
+
+    clock.now = expires - REFRESH_MARGIN - timedelta(seconds=5)
+    assert app.installation_token(INSTALLATION) == first
+    assert fake.token_requests == 1
+
+    clock.now = expires - REFRESH_MARGIN + timedelta(seconds=5)
+    renewed = app.installation_token(INSTALLATION)
+
+    assert renewed != first
+    assert fake.token_requests == 2
+    assert fake.errors == []
+
+
+def test_each_installation_has_its_own_token(fake: FakeGitHub, app: GitHubApp) -> None:
+    fake.add_installation(INSTALLATION + 1, "other-org", account_type="Organization")
+
+    tokens = {app.installation_token(INSTALLATION), app.installation_token(INSTALLATION + 1)}
+
+    assert len(tokens) == 2
+    assert fake.token_requests == 2
+
+
+def test_a_forgotten_installation_gets_a_new_token(fake: FakeGitHub, app: GitHubApp) -> None:
+    first = app.installation_token(INSTALLATION)
+    app.forget_installation(INSTALLATION)
+
+    assert app.installation_token(INSTALLATION) != first
+    assert fake.token_requests == 2
+
+
+def test_a_wrong_private_key_is_an_error_naming_the_app_id_and_key(app_key_pem: str) -> None:
+    # githubkit caches App JWTs process-wide by App ID alone, so this App gets an ID of its own:
+    # with APP_ID it would reuse a JWT another test signed with the right key.
+    with FakeGitHub(app_id=WRONG_KEY_APP_ID, private_key_pem=app_key_pem) as fake:
+        fake.add_installation(INSTALLATION, OWNER)
+        other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        other_pem = other_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        app = GitHubApp(WRONG_KEY_APP_ID, other_pem, fake.url)
+
+        with pytest.raises(GitHubError) as caught:
+            app.installation_token(INSTALLATION)
+
+        message = str(caught.value)
+        assert "SLIPWAY_GITHUB_APP_ID" in message
+        assert "private key" in message
+        assert "HTTP 401" in message
+        assert fake.token_requests == 0
+
+
+def test_a_wrong_app_id_is_an_error_naming_the_app_id(fake: FakeGitHub) -> None:
+    app = GitHubApp(APP_ID + 1, fake.private_key_pem, fake.url)
+
+    with pytest.raises(GitHubError, match="SLIPWAY_GITHUB_APP_ID"):
+        app.installation_token(INSTALLATION)
+
+
+def test_a_suspended_installation_gets_no_token(fake: FakeGitHub, app: GitHubApp) -> None:
+    fake.suspend_installation(INSTALLATION)
+
+    with pytest.raises(GitHubError, match=f"installation {INSTALLATION} \\(HTTP 403\\)"):
+        app.installation_token(INSTALLATION)
+
+
+def test_an_unreachable_github_is_an_error_naming_the_url(app_key_pem: str) -> None:
+    with socket.socket() as probe:  # a port nobody listens on once the socket is closed
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+    with pytest.raises(GitHubError, match=f"cannot reach GitHub at {url}"):
+        GitHubApp(APP_ID, app_key_pem, url).installation_token(INSTALLATION)
+
+
+# -- REST round trips -------------------------------------------------------------------------
+def test_a_check_run_is_created_queued_and_completed(
+    fake: FakeGitHub, rest: GitHubRest, commit: str
+) -> None:
+    check_run_id = rest.create_check_run(
+        INSTALLATION,
+        FULL_NAME,
+        commit,
+        name="Slipway",
+        external_id="rev_abc",
+        details_url="http://slipway.example.com/api/revisions/rev_abc",
+        title="Queued: revision #1",
+        summary="Revision #1 of `web` is queued.",
+    )
+    rest.update_check_run(
+        INSTALLATION,
+        FULL_NAME,
+        check_run_id,
+        status="in_progress",
+        title="Building revision #1",
+        summary="Building.",
+        started_at="2025-03-01T12:00:00Z",
+    )
+    rest.update_check_run(
+        INSTALLATION,
+        FULL_NAME,
+        check_run_id,
+        status="completed",
+        conclusion="success",
+        title="Live at http://web.localhost:8000/",
+        summary="Revision #1 is live.",
+        text="build log",
+        completed_at="2025-03-01T12:01:00Z",
+    )
+
+    [run] = fake.check_runs(FULL_NAME)
+    assert run.id == check_run_id
+    assert (run.name, run.head_sha, run.external_id) == ("Slipway", commit, "rev_abc")
+    assert [step["status"] for step in run.history] == ["queued", "in_progress", "completed"]
+    assert (run.conclusion, run.output["title"]) == (
+        "success",
+        "Live at http://web.localhost:8000/",
+    )
+    assert run.output["text"] == "build log"
+    assert fake.errors == []
+
+
+def test_an_oversized_summary_is_clipped_to_what_github_accepts(
+    fake: FakeGitHub, rest: GitHubRest, commit: str
+) -> None:
+    check_run_id = rest.create_check_run(
+        INSTALLATION,
+        FULL_NAME,
+        commit,
+        name="Slipway",
+        external_id="rev_abc",
+        details_url="http://slipway.example.com/api/revisions/rev_abc",
+        title="T" * 300,
+        summary="S" * (SUMMARY_LIMIT + 100),
+    )
+    rest.update_check_run(
+        INSTALLATION,
+        FULL_NAME,
+        check_run_id,
+        status="completed",
+        conclusion="failure",
+        title="Failed",
+        summary="see the log",
+        text="early line\n" + "L" * SUMMARY_LIMIT + "\nthe line that says why",
+    )
+
+    [run] = fake.check_runs(FULL_NAME)
+    assert len(run.history[0]["output"]["summary"]) == SUMMARY_LIMIT
+    text = run.output["text"]
+    assert text is not None and len(text) == SUMMARY_LIMIT
+    assert text.endswith("the line that says why")
+    assert fake.errors == []
+
+
+def test_a_deployment_and_its_statuses_are_created(
+    fake: FakeGitHub, rest: GitHubRest, commit: str
+) -> None:
+    deployment_id = rest.create_deployment(
+        INSTALLATION,
+        FULL_NAME,
+        commit,
+        environment="production",
+        production=True,
+        description="Slipway revision #1 of web " + "x" * 200,
+    )
+    rest.create_deployment_status(
+        INSTALLATION, FULL_NAME, deployment_id, state="in_progress", description="Building"
+    )
+    rest.create_deployment_status(
+        INSTALLATION,
+        FULL_NAME,
+        deployment_id,
+        state="success",
+        description="Revision #1 is live",
+        environment_url="http://web.localhost:8000/",
+        log_url="http://slipway.example.com/api/revisions/rev_abc/logs",
+    )
+
+    [deployment] = fake.deployments(FULL_NAME)
+    assert deployment.id == deployment_id
+    assert (deployment.sha, deployment.environment) == (commit, "production")
+    assert deployment.production_environment and not deployment.transient_environment
+    assert len(deployment.description) == DESCRIPTION_LIMIT
+    assert [status["state"] for status in deployment.statuses] == ["in_progress", "success"]
+    assert deployment.statuses[-1]["environment_url"] == "http://web.localhost:8000/"
+    assert fake.errors == []
+
+
+def test_a_commit_tarball_downloads_and_unpacks_to_the_repository(
+    fake: FakeGitHub, rest: GitHubRest, commit: str, tmp_path: Path
+) -> None:
+    archive = tmp_path / "source.tar.gz"
+
+    rest.download_tarball(INSTALLATION, FULL_NAME, commit, archive)
+
+    assert tarfile.is_tarfile(archive)
+    source = unpack_tarball(archive, tmp_path / "src")
+    assert (source / "Dockerfile").read_text() == "FROM scratch\n"
+    assert (source / "www" / "index.html").read_text() == "<h1>v1</h1>\n"
+    assert fake.errors == []
+
+
+def test_one_token_serves_many_calls(fake: FakeGitHub, rest: GitHubRest, commit: str) -> None:
+    for number in range(3):
+        rest.create_deployment(
+            INSTALLATION,
+            FULL_NAME,
+            commit,
+            environment="production",
+            production=True,
+            description=f"revision #{number}",
+        )
+
+    assert fake.token_requests == 1
+    assert fake.errors == []
+
+
+def test_a_refused_call_is_an_error_naming_the_operation(
+    fake: FakeGitHub, rest: GitHubRest, commit: str
+) -> None:
+    with pytest.raises(GitHubError, match=r"GitHub refused to update check run 999 on octo/web"):
+        rest.update_check_run(
+            INSTALLATION, FULL_NAME, 999, status="in_progress", title="t", summary="s"
+        )

@@ -1,0 +1,613 @@
+"""One revision from queued to live (or failed), with fakes at every port and a real control plane.
+
+Revisions are made the way production makes them: a push delivery applied by app.events. The
+fakes keep what users would see: GitHub's check runs, running containers, the router's routes.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import col, select
+
+from app.crypto import SecretBox
+from app.db import SessionFactory
+from app.deliveries import apply_delivery, record_delivery
+from app.models import Database, Deployment, Replica, Revision, RevisionState
+from app.pipeline import KEEP_IMAGES, PipelineConfig, RevisionPipeline
+from app.reporting import REDACTED, GitHubReporter
+from app.router import Route
+from tests.fake_github import ZERO_SHA, FakeGitHub, push_payload
+from tests.unit.fakes import (
+    FakeBuilder,
+    FakeDatabases,
+    FakeHealthProbe,
+    FakeRouter,
+    FakeRuntime,
+    RecordingGitHub,
+    TickingClock,
+)
+
+SECRETS = SecretBox("k" * 32)
+INSTALLATION = 41
+HOST = "web.localhost"
+URL = "http://web.localhost:8000/"
+DOCKERFILE = "FROM scratch\nCOPY www /www\n"
+
+
+class WorkerKilled(BaseException):
+    """The worker process dying mid-job: nothing in the pipeline may catch it."""
+
+
+@dataclass
+class Platform:
+    """The pipeline wired to fakes, as app.bootstrap wires it to the real services."""
+
+    sessions: SessionFactory
+    repository: dict[str, Any]
+    config: PipelineConfig
+    github: RecordingGitHub
+    builder: FakeBuilder
+    runtime: FakeRuntime
+    router: FakeRouter
+    databases: FakeDatabases
+    health: FakeHealthProbe
+    pipeline: RevisionPipeline = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pipeline = RevisionPipeline(
+            config=self.config,
+            sessions=self.sessions,
+            secrets=SECRETS,
+            github=self.github,
+            reporter=GitHubReporter(
+                self.github, check_name="Slipway", api_url="http://slipway.test"
+            ),
+            builder=self.builder,
+            runtime=self.runtime,
+            router=self.router,
+            databases=self.databases,
+            health=self.health,
+            clock=TickingClock(datetime(2025, 3, 1, 12, 0, tzinfo=UTC)),
+        )
+
+    def reconfigure(self, **changes: Any) -> None:
+        self.config = replace(self.config, **changes)
+        self.__post_init__()
+
+    def push(self, files: dict[str, str] | None = None) -> str:
+        """Push a commit to the default branch; returns the revision it made."""
+        sha = uuid.uuid4().hex + "0" * 8
+        self.github.commits[sha] = files if files is not None else {"Dockerfile": DOCKERFILE}
+        payload = push_payload(self.repository, INSTALLATION, "refs/heads/main", ZERO_SHA, sha)
+        delivery_id = str(uuid.uuid4())
+        now = datetime.now(UTC)
+        with self.sessions() as session:
+            record_delivery(
+                session, delivery_id, "push", json.dumps(payload).encode(), payload, now
+            )
+            outcome = apply_delivery(session, delivery_id, SECRETS, now)
+        assert outcome is not None, "the push made no revision"
+        [revision_id] = outcome.start_revisions
+        for cancelled in outcome.cancelled_revisions:
+            self.pipeline.report_cancelled(cancelled)
+        self.pipeline.announce(revision_id)
+        return revision_id
+
+    def revision(self, revision_id: str) -> Revision:
+        with self.sessions() as session:
+            revision = session.get(Revision, revision_id)
+            assert revision is not None
+            return revision
+
+    def deployment(self) -> Deployment:
+        with self.sessions() as session:
+            [deployment] = session.exec(select(Deployment)).all()
+            return deployment
+
+    def set_env(self, env: dict[str, str]) -> None:
+        with self.sessions() as session:
+            [deployment] = session.exec(select(Deployment)).all()
+            deployment.env_encrypted = SECRETS.encrypt_env(env)
+            session.commit()
+
+    def port_of(self, revision_id: str) -> int:
+        [container] = self.runtime.of_revision(revision_id)
+        assert container.host_port is not None
+        return container.host_port
+
+    def check_run(self, revision_id: str) -> dict[str, object]:
+        return self.github.check_run_for(self.revision(revision_id).commit_sha)
+
+    def summary(self, revision_id: str) -> str:
+        return str(self.check_run(revision_id)["summary"])
+
+
+@pytest.fixture
+def platform(
+    sessions: SessionFactory, fake_github: FakeGitHub, app_git_dir: Path, tmp_path: Path
+) -> Platform:
+    fake_github.add_installation(INSTALLATION, "octo")
+    builder = FakeBuilder()
+    return Platform(
+        sessions=sessions,
+        repository=fake_github.add_repository(INSTALLATION, "octo", "web", app_git_dir),
+        config=PipelineConfig(
+            data_dir=tmp_path / "data",
+            health_timeout_seconds=30.0,
+            build_timeout_seconds=600.0,
+            base_domain="localhost",
+            router_port=8000,
+        ),
+        github=RecordingGitHub(),
+        builder=builder,
+        runtime=FakeRuntime(images=builder.images),
+        router=FakeRouter(),
+        databases=FakeDatabases(),
+        health=FakeHealthProbe(),
+    )
+
+
+def route(platform: Platform, *revision_ids: str) -> list[Route]:
+    """What the router should hold: web.localhost → the replicas of these revisions."""
+    upstreams = tuple(f"127.0.0.1:{platform.port_of(r)}" for r in revision_ids)
+    return [Route(hostname=HOST, deployment_id=platform.deployment().id, upstreams=upstreams)]
+
+
+# -- success ----------------------------------------------------------------------------------
+def test_a_revision_goes_live_behind_its_hostname(platform: Platform) -> None:
+    first = platform.push()
+
+    assert platform.pipeline.run(first) is RevisionState.live
+
+    revision = platform.revision(first)
+    assert revision.state is RevisionState.live
+    assert revision.image == f"slipway/{revision.deployment_id}:{first}"
+    assert platform.builder.images[revision.image] == DOCKERFILE
+    assert platform.deployment().live_revision_id == first
+    assert platform.router.routes == route(platform, first)
+    [container] = platform.runtime.of_revision(first)
+    assert container.running and container.restarts_when_it_crashes
+    assert container.spec.image == revision.image
+    run = platform.check_run(first)
+    assert (run["status"], run["conclusion"], run["title"]) == (
+        "completed",
+        "success",
+        f"Live at {URL}",
+    )
+    assert platform.github.deployment_state(revision.commit_sha) == "success"
+    log = platform.config.log_path(revision).read_text()
+    assert f"slipway: live at {URL}" in log
+
+
+def test_the_replica_gets_its_port_database_and_user_env(platform: Platform) -> None:
+    platform.push()
+    platform.set_env({"GREETING": "hello", "PORT": "1"})
+    second = platform.push({"Dockerfile": DOCKERFILE, "slipway.toml": "[deploy]\nport = 3000\n"})
+
+    platform.pipeline.run(second)
+
+    [container] = platform.runtime.of_revision(second)
+    env = container.spec.env
+    assert env["GREETING"] == "hello"
+    assert env["PORT"] == "3000"  # Slipway's PORT wins over the user's
+    assert container.spec.port == 3000
+    assert env["SLIPWAY_REVISION"] == second
+    assert env["SLIPWAY_DEPLOYMENT"] == "web"
+    [(name, (role, password))] = platform.databases.databases.items()
+    assert env["DATABASE_URI"] == platform.databases.container_uri(name, role, password)
+
+
+def test_the_health_path_from_slipway_toml_is_the_one_checked(platform: Platform) -> None:
+    platform.reconfigure(health_timeout_seconds=1e-9)  # a wrong path fails at once
+    platform.health.answer = lambda host_port, path: path == "/up"  # / answers 500
+    first = platform.push(
+        {"Dockerfile": DOCKERFILE, "slipway.toml": '[deploy]\nhealth_path = "/up"\n'}
+    )
+
+    assert platform.pipeline.run(first) is RevisionState.live
+
+
+def test_a_second_revision_supersedes_the_first_and_keeps_the_database(platform: Platform) -> None:
+    first = platform.push()
+    platform.pipeline.run(first)
+    first_uri = platform.runtime.of_revision(first)[0].spec.env["DATABASE_URI"]
+
+    second = platform.push()
+    assert platform.pipeline.run(second) is RevisionState.live
+
+    assert platform.revision(first).state is RevisionState.superseded
+    assert platform.revision(second).state is RevisionState.live
+    assert platform.runtime.of_revision(first) == []
+    assert platform.router.routes == route(platform, second)
+    assert platform.runtime.of_revision(second)[0].spec.env["DATABASE_URI"] == first_uri
+    assert platform.databases.times_ensured == 1
+    assert len(platform.databases.databases) == 1
+    assert platform.github.deployment_state(platform.revision(first).commit_sha) == "inactive"
+    with platform.sessions() as session:
+        stopped = session.exec(select(Replica).where(Replica.revision_id == first)).one()
+        assert stopped.stopped_at is not None
+
+
+def late_revision(platform: Platform) -> tuple[str, list[str]]:
+    """Revision #1 finishes its health check only after #2, pushed meanwhile, went live.
+
+    Returns #1 and a list that holds #2 once #1 has run.
+    """
+    first = platform.push()
+    newer: list[str] = []
+
+    def while_first_is_starting(host_port: int, path: str) -> bool:
+        if not newer:
+            newer.append(platform.push())
+            platform.health.answer = None
+            assert platform.pipeline.run(newer[0]) is RevisionState.live
+        return True
+
+    platform.health.answer = while_first_is_starting
+    return first, newer
+
+
+def test_an_older_revision_finishing_late_never_takes_the_route(platform: Platform) -> None:
+    first, newer = late_revision(platform)
+
+    platform.pipeline.run(first)
+
+    [second] = newer
+    assert platform.revision(first).state is RevisionState.superseded
+    assert platform.router.routes == route(platform, second)
+    assert platform.runtime.of_revision(first) == []
+    assert platform.deployment().live_revision_id == second
+
+
+def test_an_older_revision_finishing_late_ends_superseded_without_an_error(
+    platform: Platform,
+) -> None:
+    first, _ = late_revision(platform)
+
+    assert platform.pipeline.run(first) is RevisionState.superseded
+
+    log = platform.config.log_path(platform.revision(first)).read_text()
+    assert "failed" not in log
+
+
+def test_an_engine_error_after_the_route_switch_never_stops_the_live_replica(
+    platform: Platform,
+) -> None:
+    first = platform.push()
+    platform.pipeline.run(first)
+    platform.runtime.stuck.add(first)  # the engine fails to remove #1's replica
+    second = platform.push()
+
+    platform.pipeline.run(second)
+
+    assert platform.revision(second).state is RevisionState.live
+    assert len(platform.runtime.of_revision(second)) == 1
+    assert platform.router.routes == route(platform, second)
+
+
+# -- failure ----------------------------------------------------------------------------------
+def test_a_build_failure_keeps_the_live_revision_serving(platform: Platform) -> None:
+    first = platform.push()
+    platform.pipeline.run(first)
+    platform.builder.failure = "the Docker build failed (exit code 1)"
+    platform.builder.output = ["#5 [2/2] RUN make", "#5 ERROR: process did not complete"]
+
+    second = platform.push()
+    assert platform.pipeline.run(second) is RevisionState.failed
+
+    failed = platform.revision(second)
+    assert failed.state is RevisionState.failed
+    assert failed.error == "the Docker build failed (exit code 1)"
+    assert platform.revision(first).state is RevisionState.live
+    assert platform.deployment().live_revision_id == first
+    assert platform.router.routes == route(platform, first)
+    assert platform.runtime.of_revision(second) == []
+    run = platform.check_run(second)
+    assert (run["status"], run["conclusion"]) == ("completed", "failure")
+    summary = platform.summary(second)
+    assert "Revision #2 failed: the Docker build failed (exit code 1)" in summary
+    assert f"keeps serving {URL}" in summary
+    assert "#5 ERROR: process did not complete" in summary
+    assert platform.github.deployment_state(failed.commit_sha) == "failure"
+
+
+def test_a_first_revision_that_fails_serves_nothing(platform: Platform) -> None:
+    platform.builder.failure = "the Docker build failed (exit code 2)"
+    first = platform.push()
+
+    platform.pipeline.run(first)
+
+    assert platform.router.routes is None
+    assert "Nothing is served yet" in platform.summary(first)
+    assert platform.databases.databases == {}
+
+
+def test_a_commit_without_a_dockerfile_fails_with_the_fix(platform: Platform) -> None:
+    first = platform.push({"README.md": "# web\n"})
+
+    assert platform.pipeline.run(first) is RevisionState.failed
+
+    error = platform.revision(first).error
+    assert error is not None and "no Dockerfile at 'Dockerfile'" in error
+    assert "[build] dockerfile" in error
+    assert platform.builder.images == {}
+
+
+def test_a_commit_github_will_not_serve_as_a_tarball_fails_the_revision(platform: Platform) -> None:
+    first = platform.push()
+    del platform.github.commits[platform.revision(first).commit_sha]
+
+    assert platform.pipeline.run(first) is RevisionState.failed
+
+    error = platform.revision(first).error
+    assert error is not None and "GitHub refused to download the tarball" in error
+
+
+def test_a_container_that_exits_fails_with_its_exit_code_and_output(platform: Platform) -> None:
+    platform.runtime.exit_code = 3
+    platform.runtime.output = lambda spec: "Traceback (most recent call last):\nKeyError: 'API'\n"
+    first = platform.push()
+
+    assert platform.pipeline.run(first) is RevisionState.failed
+
+    error = platform.revision(first).error
+    assert error is not None and "exited with code 3" in error
+    assert platform.runtime.of_revision(first) == []
+    assert "KeyError: 'API'" in platform.summary(first)
+    assert platform.router.routes is None
+
+
+def test_a_replica_that_never_answers_fails_the_health_check(platform: Platform) -> None:
+    # The deadline passes at the first unanswered probe: no waiting in this test.
+    platform.reconfigure(health_timeout_seconds=1e-9)
+    platform.health.healthy = False
+    first = platform.push()
+
+    assert platform.pipeline.run(first) is RevisionState.failed
+
+    error = platform.revision(first).error
+    assert error is not None and "never answered its health check" in error
+    assert platform.runtime.of_revision(first) == []
+
+
+def test_a_router_refusing_the_route_fails_the_revision(platform: Platform) -> None:
+    first = platform.push()
+    platform.pipeline.run(first)
+    platform.router.failure = "the router (Caddy) refused the configuration (HTTP 400): bad"
+    second = platform.push()
+
+    assert platform.pipeline.run(second) is RevisionState.failed
+
+    assert platform.revision(first).state is RevisionState.live
+    assert platform.runtime.of_revision(second) == []
+    assert platform.deployment().live_revision_id == first
+
+
+def test_secrets_never_reach_github(platform: Platform) -> None:
+    secret = "sk-live-0123456789abcdef"
+    platform.push()
+    platform.set_env({"API_KEY": secret})
+    platform.runtime.exit_code = 1
+    platform.runtime.output = lambda spec: (
+        f"API_KEY={spec.env['API_KEY']}\nconnecting to {spec.env['DATABASE_URI']}\nfatal\n"
+    )
+    revision_id = platform.push()
+
+    platform.pipeline.run(revision_id)
+
+    [(_, (_, password))] = platform.databases.databases.items()
+    shown = platform.github.everything_shown()
+    assert secret not in shown
+    assert password not in shown
+    assert REDACTED in platform.summary(revision_id)
+
+
+def test_a_failed_build_log_is_redacted_on_github(platform: Platform) -> None:
+    secret = "sk-live-0123456789abcdef"
+    platform.push()
+    platform.set_env({"API_KEY": secret})
+    platform.builder.failure = f"the Docker build failed: bad key {secret}"
+    platform.builder.output = [f"#4 0.3 using key {secret}"]
+    revision_id = platform.push()
+
+    platform.pipeline.run(revision_id)
+
+    assert secret not in platform.github.everything_shown()
+    error = platform.revision(revision_id).error
+    assert error is not None and secret not in error
+
+
+# -- GitHub down, cancellation, retries ------------------------------------------------------------
+def test_a_revision_goes_live_while_github_refuses_its_reports(platform: Platform) -> None:
+    platform.github.refusing_reports = True
+    first = platform.push()
+
+    assert platform.pipeline.run(first) is RevisionState.live
+
+    assert platform.router.routes == route(platform, first)
+    assert platform.github.check_runs == {}
+
+
+def test_a_revision_fails_cleanly_while_github_is_down(platform: Platform) -> None:
+    first = platform.push()
+    platform.github.down = True
+
+    assert platform.pipeline.run(first) is RevisionState.failed
+
+    error = platform.revision(first).error
+    assert error is not None and "GitHub did not answer" in error
+    assert platform.runtime.containers == {}
+
+
+def test_a_revision_cancelled_before_it_runs_does_nothing(platform: Platform) -> None:
+    first = platform.push()
+    second = platform.push()  # cancels #1 while it is still queued
+
+    assert platform.pipeline.run(first) is RevisionState.cancelled
+
+    assert platform.revision(first).state is RevisionState.cancelled
+    assert platform.builder.images == {}
+    assert platform.runtime.containers == {}
+    assert platform.router.routes is None
+    run = platform.check_run(first)
+    assert (run["status"], run["conclusion"]) == ("completed", "cancelled")
+    assert "superseded by revision #2" in str(run["title"])
+    assert platform.revision(second).state is RevisionState.queued
+
+
+def test_a_push_during_the_build_cancels_it(platform: Platform) -> None:
+    first = platform.push()
+    newer: list[str] = []
+    platform.builder.during_build = lambda: newer.append(platform.push())
+
+    assert platform.pipeline.run(first) is RevisionState.cancelled
+
+    assert platform.revision(first).state is RevisionState.cancelled
+    assert platform.runtime.containers == {}
+    platform.builder.during_build = None
+    assert platform.pipeline.run(newer[0]) is RevisionState.live
+
+
+def test_running_a_live_revision_again_changes_nothing(platform: Platform) -> None:
+    first = platform.push()
+    platform.pipeline.run(first)
+    containers = dict(platform.runtime.containers)
+    shown = platform.github.everything_shown()
+    routes = platform.router.routes
+
+    assert platform.pipeline.run(first) is RevisionState.live
+
+    assert platform.runtime.containers == containers
+    assert platform.github.everything_shown() == shown
+    assert platform.router.routes == routes
+    assert platform.databases.times_ensured == 1
+
+
+def test_running_a_failed_revision_again_changes_nothing(platform: Platform) -> None:
+    platform.builder.failure = "the Docker build failed (exit code 1)"
+    first = platform.push()
+    platform.pipeline.run(first)
+    shown = platform.github.everything_shown()
+    platform.builder.failure = None
+
+    assert platform.pipeline.run(first) is RevisionState.failed
+
+    assert platform.github.everything_shown() == shown
+    assert platform.runtime.containers == {}
+
+
+def test_a_run_retried_after_the_worker_died_mid_deploy_goes_live(platform: Platform) -> None:
+    first = platform.push()
+    platform.health.answer = _die
+    with pytest.raises(WorkerKilled):
+        platform.pipeline.run(first)
+    assert platform.revision(first).state is RevisionState.deploying
+    platform.health.answer = None
+
+    assert platform.pipeline.run(first) is RevisionState.live
+
+    assert platform.router.routes == route(platform, first)
+    assert len(platform.runtime.of_revision(first)) == 1
+
+
+def test_a_retried_run_leaves_no_dead_replica_in_the_routes(platform: Platform) -> None:
+    first = platform.push()
+    platform.health.answer = _die
+    with pytest.raises(WorkerKilled):
+        platform.pipeline.run(first)
+    platform.health.answer = None
+    platform.pipeline.run(first)
+
+    platform.pipeline.sync_routes()  # what the worker does every minute and at start
+
+    assert platform.router.routes == route(platform, first)
+
+
+def test_a_run_retried_after_the_worker_died_at_the_route_switch_stops_the_old_replica(
+    platform: Platform,
+) -> None:
+    first = platform.push()
+    platform.pipeline.run(first)
+    second = platform.push()
+    platform.github.on_check_run_update = _die_when_live
+    with pytest.raises(WorkerKilled):
+        platform.pipeline.run(second)
+    platform.github.on_check_run_update = None
+    assert platform.revision(first).state is RevisionState.superseded
+
+    platform.pipeline.run(second)
+
+    assert platform.runtime.of_revision(first) == []
+
+
+def _die(host_port: int, path: str) -> bool:
+    raise WorkerKilled
+
+
+def _die_when_live(check_run: dict[str, object]) -> None:
+    if check_run["conclusion"] == "success":
+        raise WorkerKilled
+
+
+def test_sync_routes_restores_every_live_deployment(platform: Platform) -> None:
+    first = platform.push()
+    platform.pipeline.run(first)
+    platform.router.routes = []  # Caddy restarted with an empty config
+
+    platform.pipeline.sync_routes()
+
+    assert platform.router.routes == route(platform, first)
+
+
+def test_sync_routes_follows_a_replica_the_engine_restarted_on_another_port(
+    platform: Platform,
+) -> None:
+    first = platform.push()
+    platform.pipeline.run(first)
+    [container] = platform.runtime.of_revision(first)
+    platform.runtime.restart(container.id)
+
+    platform.pipeline.sync_routes()
+
+    assert platform.router.routes == route(platform, first)
+
+
+def test_only_the_latest_images_are_kept(platform: Platform) -> None:
+    revisions = []
+    for _ in range(KEEP_IMAGES + 2):
+        revisions.append(platform.push())
+        platform.pipeline.run(revisions[-1])
+
+    kept = {platform.revision(r).image for r in revisions[-KEEP_IMAGES:]}
+    assert set(platform.builder.images) == kept
+    assert all(platform.revision(r).image is None for r in revisions[:-KEEP_IMAGES])
+
+
+def test_an_image_built_for_a_revision_cancelled_during_its_build_is_removed(
+    platform: Platform,
+) -> None:
+    first = platform.push()
+    platform.builder.after_build = platform.push  # the newer push lands as the build finishes
+
+    assert platform.pipeline.run(first) is RevisionState.cancelled
+
+    assert platform.builder.images == {}
+
+
+def test_the_database_is_recorded_once_per_deployment(platform: Platform) -> None:
+    for _ in range(3):
+        platform.pipeline.run(platform.push())
+
+    with platform.sessions() as session:
+        [database] = session.exec(select(Database)).all()
+        assert database.provisioned_at is not None
+        live = session.exec(select(Revision).where(col(Revision.state) == RevisionState.live)).all()
+        assert len(live) == 1
+    assert platform.databases.times_ensured == 1

@@ -1,0 +1,177 @@
+"""The Caddy configuration Slipway renders: one route per live deployment, 404 for the rest."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.errors import RouterError
+from app.router import NOT_FOUND_BODY, CaddyRouter, Route, render_caddy_config
+
+LISTEN = "127.0.0.1:8000"
+ADMIN = "127.0.0.1:2019"
+
+SHOP = Route("shop.localhost", "dep_shop", ("127.0.0.1:40001", "127.0.0.1:40002"))
+API = Route("api.localhost", "dep_api", ("127.0.0.1:40003",))
+DOWN = Route("down.localhost", "dep_down", ())
+
+
+def render(routes: list[Route], storage: Path = Path("/data/caddy")) -> dict[str, Any]:
+    return render_caddy_config(routes, listen=LISTEN, admin_listen=ADMIN, storage_dir=storage)
+
+
+def server(config: dict[str, Any]) -> dict[str, Any]:
+    servers = config["apps"]["http"]["servers"]
+    assert len(servers) == 1
+    [only] = servers.values()
+    assert isinstance(only, dict)
+    return only
+
+
+def test_each_deployment_gets_a_host_route_to_its_replicas() -> None:
+    routes = server(render([SHOP, API]))["routes"]
+
+    assert routes[:2] == [
+        {
+            "@id": "route-dep_api",
+            "match": [{"host": ["api.localhost"]}],
+            "handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:40003"}]}],
+            "terminal": True,
+        },
+        {
+            "@id": "route-dep_shop",
+            "match": [{"host": ["shop.localhost"]}],
+            "handle": [
+                {
+                    "handler": "reverse_proxy",
+                    "upstreams": [{"dial": "127.0.0.1:40001"}, {"dial": "127.0.0.1:40002"}],
+                }
+            ],
+            "terminal": True,
+        },
+    ]
+
+
+def test_a_deployment_without_replicas_gets_no_route() -> None:
+    routes = server(render([SHOP, DOWN]))["routes"]
+
+    hosts = [host for route in routes for match in route.get("match", []) for host in match["host"]]
+    assert hosts == ["shop.localhost"]
+
+
+def test_everything_else_falls_through_to_a_404() -> None:
+    for routes in ([], [SHOP, API, DOWN]):
+        fallback = server(render(routes))["routes"][-1]
+        assert "match" not in fallback
+        assert fallback["handle"] == [
+            {"handler": "static_response", "status_code": 404, "body": NOT_FOUND_BODY}
+        ]
+
+
+def test_the_server_listens_on_the_router_address_without_automatic_https() -> None:
+    http = server(render([SHOP]))
+    assert http["listen"] == [LISTEN]
+    assert http["automatic_https"] == {"disable": True}
+
+
+def test_the_admin_api_stays_where_it_is_and_storage_is_under_data_dir() -> None:
+    # Without the admin block, loading this config would move Caddy's admin API to :2019.
+    config = render([SHOP], storage=Path("/srv/slipway/caddy/storage"))
+    assert config["admin"]["listen"] == ADMIN
+    assert config["storage"] == {"module": "file_system", "root": "/srv/slipway/caddy/storage"}
+
+
+def test_the_rendering_is_plain_json_and_independent_of_route_order() -> None:
+    assert json.dumps(render([SHOP, API, DOWN])) == json.dumps(render([DOWN, API, SHOP]))
+
+
+# -- CaddyRouter against a stand-in admin API on 127.0.0.1 --------------------------------------
+class AdminAPI(ThreadingHTTPServer):
+    def __init__(self, status: int, answer: bytes) -> None:
+        super().__init__(("127.0.0.1", 0), AdminHandler)
+        self.status = status
+        self.answer = answer
+        self.loaded: list[dict[str, Any]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class AdminHandler(BaseHTTPRequestHandler):
+    server: AdminAPI
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        if self.path == "/load":
+            self.server.loaded.append(json.loads(body))
+        self.send_response(self.server.status)
+        self.send_header("Content-Length", str(len(self.server.answer)))
+        self.end_headers()
+        self.wfile.write(self.server.answer)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def admin_api(status: int = 200, answer: bytes = b"") -> Iterator[AdminAPI]:
+    api = AdminAPI(status, answer)
+    thread = threading.Thread(target=api.serve_forever, kwargs={"poll_interval": 0.01})
+    thread.start()
+    try:
+        yield api
+    finally:
+        api.shutdown()
+        thread.join()
+        api.server_close()
+
+
+@pytest.fixture
+def caddy() -> Iterator[AdminAPI]:
+    yield from admin_api()
+
+
+@pytest.fixture
+def refusing_caddy() -> Iterator[AdminAPI]:
+    yield from admin_api(400, b'{"error":"loading config: unknown module: http.handlers.nope"}')
+
+
+def test_applying_routes_loads_the_rendered_config_keeping_the_admin_address(
+    caddy: AdminAPI, tmp_path: Path
+) -> None:
+    router = CaddyRouter(caddy.url, listen=LISTEN, storage_dir=tmp_path)
+
+    router.apply([SHOP])
+
+    [loaded] = caddy.loaded
+    assert loaded["admin"]["listen"] == caddy.url.removeprefix("http://")
+    assert loaded == router.render([SHOP])
+
+
+def test_a_refused_config_is_a_router_error_with_caddys_reason(
+    refusing_caddy: AdminAPI, tmp_path: Path
+) -> None:
+    router = CaddyRouter(refusing_caddy.url, listen=LISTEN, storage_dir=tmp_path)
+
+    with pytest.raises(
+        RouterError, match=r"refused the configuration \(HTTP 400\).*unknown module"
+    ):
+        router.apply([SHOP])
+
+
+def test_an_unreachable_router_is_a_router_error(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nobody listens on once the socket is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    router = CaddyRouter(f"http://127.0.0.1:{port}", listen=LISTEN, storage_dir=tmp_path)
+
+    with pytest.raises(RouterError, match="did not answer"):
+        router.apply([SHOP])

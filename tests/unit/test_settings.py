@@ -1,0 +1,166 @@
+"""Settings: a bad environment stops start-up with a message naming the variable to fix."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from app.settings import SettingsError, load_settings
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, app_key_pem: str) -> pytest.MonkeyPatch:
+    """A complete, valid environment in an empty working directory (so no .env is read)."""
+    for name in list(os.environ):
+        if name.upper().startswith("SLIPWAY_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SLIPWAY_GITHUB_APP_ID", "1234")
+    monkeypatch.setenv("SLIPWAY_GITHUB_PRIVATE_KEY", app_key_pem)
+    monkeypatch.setenv("SLIPWAY_GITHUB_WEBHOOK_SECRET", "webhook-secret")
+    return monkeypatch
+
+
+def settings_error() -> str:
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    return str(caught.value)
+
+
+def test_a_missing_app_id_is_named(env: pytest.MonkeyPatch) -> None:
+    env.delenv("SLIPWAY_GITHUB_APP_ID")
+    message = settings_error()
+    assert "SLIPWAY_GITHUB_APP_ID" in message
+    assert "required" in message
+
+
+def test_a_port_that_is_not_a_number_is_named(env: pytest.MonkeyPatch) -> None:
+    env.setenv("SLIPWAY_PORT", "eighty")
+    message = settings_error()
+    assert "SLIPWAY_PORT" in message
+    assert "SLIPWAY_GITHUB_APP_ID" not in message
+
+
+def test_every_bad_variable_is_named_in_one_message(env: pytest.MonkeyPatch) -> None:
+    env.delenv("SLIPWAY_GITHUB_WEBHOOK_SECRET")
+    env.setenv("SLIPWAY_ROUTER_PORT", "70000")
+    message = settings_error()
+    assert "SLIPWAY_GITHUB_WEBHOOK_SECRET" in message
+    assert "SLIPWAY_ROUTER_PORT" in message
+
+
+def test_without_any_private_key_both_ways_to_give_one_are_named(env: pytest.MonkeyPatch) -> None:
+    env.delenv("SLIPWAY_GITHUB_PRIVATE_KEY")
+    message = settings_error()
+    assert re.search(r"SLIPWAY_GITHUB_PRIVATE_KEY(?!_PATH)", message)
+    assert "SLIPWAY_GITHUB_PRIVATE_KEY_PATH" in message
+
+
+def test_a_private_key_that_is_not_pem_is_named(env: pytest.MonkeyPatch) -> None:
+    env.setenv("SLIPWAY_GITHUB_PRIVATE_KEY", "ssh-rsa AAAAB3NzaC1yc2E this is a public key")
+    message = settings_error()
+    assert "SLIPWAY_GITHUB_PRIVATE_KEY" in message
+    assert "PEM" in message
+
+
+def test_a_private_key_file_that_does_not_exist_is_named(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    missing = tmp_path / "keys" / "slipway.private-key.pem"
+    env.delenv("SLIPWAY_GITHUB_PRIVATE_KEY")
+    env.setenv("SLIPWAY_GITHUB_PRIVATE_KEY_PATH", str(missing))
+    message = settings_error()
+    assert "SLIPWAY_GITHUB_PRIVATE_KEY_PATH" in message
+    assert str(missing) in message
+
+
+def test_a_private_key_file_that_is_not_pem_names_the_path_variable(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    public_key = tmp_path / "slipway.pub"
+    public_key.write_text("ssh-rsa AAAAB3NzaC1yc2E not a private key\n")
+    env.delenv("SLIPWAY_GITHUB_PRIVATE_KEY")
+    env.setenv("SLIPWAY_GITHUB_PRIVATE_KEY_PATH", str(public_key))
+    assert "SLIPWAY_GITHUB_PRIVATE_KEY_PATH" in settings_error()
+
+
+def test_a_valid_environment_loads_with_the_control_plane_in_sqlite_under_data_dir(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env.setenv("SLIPWAY_DATA_DIR", str(tmp_path / "state"))
+    settings = load_settings()
+    assert settings.github_app_id == 1234
+    assert settings.github_webhook_secret.get_secret_value() == "webhook-secret"
+    expected = (tmp_path / "state").resolve() / "slipway.db"
+    assert settings.control_plane_url == f"sqlite:///{expected}"
+
+
+def test_the_default_data_dir_is_dot_data_in_the_working_directory(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = load_settings()
+    assert settings.control_plane_url == f"sqlite:///{tmp_path.resolve() / '.data' / 'slipway.db'}"
+
+
+def test_an_explicit_database_url_is_used_as_the_control_plane(env: pytest.MonkeyPatch) -> None:
+    env.setenv("SLIPWAY_DATABASE_URL", "postgresql+psycopg://slipway@db.internal/slipway")
+    assert load_settings().control_plane_url == "postgresql+psycopg://slipway@db.internal/slipway"
+
+
+def test_a_private_key_can_come_from_a_file(
+    env: pytest.MonkeyPatch, tmp_path: Path, app_key_pem: str
+) -> None:
+    key_file = tmp_path / "slipway.private-key.pem"
+    key_file.write_text(app_key_pem)
+    env.delenv("SLIPWAY_GITHUB_PRIVATE_KEY")
+    env.setenv("SLIPWAY_GITHUB_PRIVATE_KEY_PATH", str(key_file))
+    assert load_settings().private_key_pem == app_key_pem
+
+
+def test_a_private_key_on_one_line_with_escaped_newlines_loads(
+    env: pytest.MonkeyPatch, app_key_pem: str
+) -> None:
+    env.setenv("SLIPWAY_GITHUB_PRIVATE_KEY", app_key_pem.replace("\n", "\\n"))
+    assert load_settings().private_key_pem == app_key_pem
+
+
+def test_a_dot_env_file_in_the_working_directory_is_read(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env.delenv("SLIPWAY_GITHUB_WEBHOOK_SECRET")
+    (tmp_path / ".env").write_text("SLIPWAY_GITHUB_WEBHOOK_SECRET=from-dot-env\n")
+    assert load_settings().github_webhook_secret.get_secret_value() == "from-dot-env"
+
+
+@pytest.mark.parametrize(
+    ("router_port", "url"),
+    [("8000", "http://shop.localhost:8000/"), ("80", "http://shop.localhost/")],
+)
+def test_deployment_urls_carry_the_router_port(
+    env: pytest.MonkeyPatch, router_port: str, url: str
+) -> None:
+    env.setenv("SLIPWAY_ROUTER_PORT", router_port)
+    assert load_settings().deployment_url("shop") == url
+
+
+def test_the_base_domain_is_normalised(env: pytest.MonkeyPatch) -> None:
+    env.setenv("SLIPWAY_BASE_DOMAIN", "Apps.Example.COM.")
+    env.setenv("SLIPWAY_ROUTER_PORT", "443")
+    settings = load_settings()
+    assert settings.hostname("shop") == "shop.apps.example.com"
+    assert settings.deployment_url("shop") == "http://shop.apps.example.com:443/"
+
+
+def test_a_base_domain_with_an_empty_label_is_named(env: pytest.MonkeyPatch) -> None:
+    env.setenv("SLIPWAY_BASE_DOMAIN", "apps..example.com")
+    assert "SLIPWAY_BASE_DOMAIN" in settings_error()
+
+
+def test_the_api_url_defaults_to_host_and_port(env: pytest.MonkeyPatch) -> None:
+    env.setenv("SLIPWAY_PORT", "9090")
+    assert load_settings().api_url == "http://127.0.0.1:9090"
+    env.setenv("SLIPWAY_PUBLIC_URL", "https://slipway.example.com/")
+    assert load_settings().api_url == "https://slipway.example.com"
