@@ -326,7 +326,6 @@ class RevisionPipeline:
                 RevisionState.deploying,
                 healthy_at=self._clock(),
             )
-        assert started.host_port is not None  # it answered on it
         if self._go_live(revision.id, started.host_port, log_path):
             self._runtime.keep_running(started.id)
 
@@ -359,13 +358,13 @@ class RevisionPipeline:
             database = session.get(Database, deployment.id)
             return self._secrets.decrypt(database.password_encrypted) if database else ""
 
-    def _wait_healthy(self, container_id: str, host_port: int | None, port: int, path: str) -> None:
+    def _wait_healthy(self, container_id: str, host_port: int, port: int, path: str) -> None:
         timeout = self.config.health_timeout_seconds
         deadline = time.monotonic() + timeout
         next_inspect = time.monotonic() + INSPECT_EVERY_SECONDS
         while True:
             # The probe first: it is what normally ends the wait, and costs less than an inspect.
-            if host_port is not None and self._health.answers(host_port, path):
+            if self._health.answers(host_port, path):
                 return
             now = time.monotonic()
             if now < next_inspect and now < deadline:

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from python_on_whales import Container, DockerClient
 from python_on_whales.exceptions import DockerException, NoSuchContainer
+from python_on_whales.utils import run as docker_cli
 
+from app.embedded import free_port
 from app.errors import RuntimeStartError
 from manifests.containers import ContainerSpec
 
@@ -23,6 +25,8 @@ RESTART_POLICY_WHEN_LIVE = "unless-stopped"
 """A live replica that crashes is restarted by the engine; during start-up it is not, so a crash
 at start is seen as a crash instead of a restart loop."""
 STOP_TIMEOUT_SECONDS = 10
+START_ATTEMPTS = 3
+"""A chosen host port can be taken between choosing and binding; that is retried."""
 """Grace period between SIGTERM and SIGKILL when a replica is stopped."""
 
 
@@ -30,8 +34,8 @@ STOP_TIMEOUT_SECONDS = 10
 class StartedContainer:
     id: str
     name: str
-    host_port: int | None
-    """Where the replica's port is published on 127.0.0.1; None when it exited at once."""
+    host_port: int
+    """Where the replica's port is published on 127.0.0.1."""
 
 
 @dataclass(frozen=True)
@@ -47,41 +51,58 @@ class DockerRuntime:
         self._env_dir = env_dir
 
     def start(self, spec: ContainerSpec) -> StartedContainer:
+        """Run the replica with its port published on a host port chosen here.
+
+        Choosing the port (instead of letting the engine pick) saves an inspect on the push
+        path and keeps the port when the engine restarts a crashed replica.
+        """
         env_file = self._write_env_file(spec.env)
         try:
-            try:
-                container = self._run(spec, env_file)
-            except DockerException as exc:
-                if "is already in use" not in str(exc):
-                    raise
-                # A replica left by an earlier attempt at this revision (a retried job).
-                self._docker.container.remove(spec.name, force=True)
-                container = self._run(spec, env_file)
+            for _attempt in range(START_ATTEMPTS):
+                host_port = free_port()
+                try:
+                    container_id = self._run(spec, env_file, host_port)
+                    break
+                except DockerException as exc:
+                    if not _retryable(exc):
+                        raise
+                    # The name is held by an earlier attempt (a retried job, or a run whose
+                    # port was taken in the meantime): clear it and try again.
+                    with contextlib.suppress(DockerException):
+                        self._docker.container.remove(spec.name, force=True)
+            else:
+                raise RuntimeStartError(
+                    f"the container could not be started after {START_ATTEMPTS} attempts"
+                )
         except DockerException as exc:
             raise RuntimeStartError(f"the container could not be started: {_stderr(exc)}") from exc
         finally:
             env_file.unlink(missing_ok=True)
-        assert not isinstance(container, str)
-        host_port = _published_port(container, spec.port)
-        # No port and not running: it already exited, and the caller reports how, with its output.
-        if host_port is None and self.status(container.id).running:
-            self.remove(container.id)
-            raise RuntimeStartError(f"the engine published no port for container port {spec.port}")
-        return StartedContainer(id=container.id, name=spec.name, host_port=host_port)
+        return StartedContainer(id=container_id, name=spec.name, host_port=host_port)
 
-    def _run(self, spec: ContainerSpec, env_file: Path) -> Container | str:
-        return self._docker.run(
+    def _run(self, spec: ContainerSpec, env_file: Path, host_port: int) -> str:
+        labels = [arg for k, v in spec.labels.items() for arg in ("--label", f"{k}={v}")]
+        hosts = [arg for h, ip in spec.extra_hosts.items() for arg in ("--add-host", f"{h}:{ip}")]
+        argv = [
+            *self._docker.client_config.docker_cmd,
+            "run",
+            "--detach",
+            "--init",
+            "--name",
+            spec.name,
+            "--cpus",
+            f"{spec.limits.cpus:g}",
+            "--memory",
+            str(spec.limits.memory_bytes),
+            "--env-file",
+            str(env_file),
+            "--publish",
+            f"{LOCALHOST}:{host_port}:{spec.port}",
+            *labels,
+            *hosts,
             spec.image,
-            name=spec.name,
-            detach=True,
-            cpus=spec.limits.cpus,
-            memory=spec.limits.memory_bytes,
-            env_files=[env_file],
-            labels=spec.labels,
-            publish=[(f"{LOCALHOST}:", spec.port)],
-            add_hosts=list(spec.extra_hosts.items()),
-            init=True,
-        )
+        ]
+        return str(docker_cli(argv)).strip()
 
     def status(self, container_id: str) -> ContainerStatus:
         try:
@@ -146,6 +167,14 @@ def _published_port(container: Container, container_port: int) -> int | None:
     if bindings and bindings[0].get("HostPort") not in (None, ""):
         return int(str(bindings[0]["HostPort"]))
     return None
+
+
+def _retryable(exc: DockerException) -> bool:
+    text = str(exc)
+    return any(
+        marker in text
+        for marker in ("is already in use", "port is already allocated", "address already in use")
+    )
 
 
 def _stderr(exc: DockerException) -> str:

@@ -225,7 +225,7 @@ class FakeBuilder:
 class Container:
     id: str
     spec: ContainerSpec
-    host_port: int | None
+    host_port: int
     running: bool
     exit_code: int | None
     output: str
@@ -258,7 +258,7 @@ class FakeRuntime:
         container = Container(
             id=f"ctr{next(self._ids):09d}",
             spec=spec,
-            host_port=None if exited else next(self._ports),
+            host_port=next(self._ports),
             running=not exited,
             exit_code=self.exit_code,
             output=self.output(spec),
@@ -350,12 +350,20 @@ class FakeDatabases:
 
 @dataclass
 class FakeHealthProbe:
-    """Answers for every replica; `answer` can decide per probe (and act, like a new push)."""
+    """Answers for running replicas; `answer` can decide per probe (and act, like a new push).
+
+    Like a real port, one whose container exited answers nothing.
+    """
 
     healthy: bool = True
     answer: Callable[[int, str], bool] | None = None
+    runtime: FakeRuntime | None = None
 
     def answers(self, host_port: int, path: str) -> bool:
+        if self.runtime is not None and not any(
+            c.running and c.host_port == host_port for c in self.runtime.containers.values()
+        ):
+            return False
         if self.answer is not None:
             return self.answer(host_port, path)
         return self.healthy

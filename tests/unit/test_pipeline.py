@@ -135,6 +135,7 @@ def platform(
 ) -> Platform:
     fake_github.add_installation(INSTALLATION, "octo")
     builder = FakeBuilder()
+    runtime = FakeRuntime(images=builder.images)
     return Platform(
         sessions=sessions,
         repository=fake_github.add_repository(INSTALLATION, "octo", "web", app_git_dir),
@@ -147,10 +148,10 @@ def platform(
         ),
         github=RecordingGitHub(),
         builder=builder,
-        runtime=FakeRuntime(images=builder.images),
+        runtime=runtime,
         router=FakeRouter(),
         databases=FakeDatabases(),
-        health=FakeHealthProbe(),
+        health=FakeHealthProbe(runtime=runtime),
     )
 
 
