@@ -36,6 +36,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.keys import new_private_key_pem
+
 from .payloads import (
     APP_EVENTS,
     DEFAULT_APP_ID,
@@ -607,12 +609,7 @@ class FakeGitHub:
         self.app_owner = app_owner
         self.token_lifetime = token_lifetime
         if private_key_pem is None:
-            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            private_key_pem = key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.TraditionalOpenSSL,
-                serialization.NoEncryption(),
-            ).decode()
+            private_key_pem = new_private_key_pem()
         loaded = serialization.load_pem_private_key(
             private_key_pem.encode(), password=None, unsafe_skip_rsa_key_validation=True
         )

@@ -8,8 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from litestar import Litestar
 from litestar.testing import TestClient
 from redis import Redis
@@ -19,6 +17,7 @@ from app.embedded import EmbeddedRedis
 from app.settings import Settings
 from jobs.constants import QUEUE_NAME
 from tests.fake_github.payloads import headers
+from tests.keys import new_private_key_pem
 
 SECRET = "receiver-secret"
 
@@ -33,12 +32,7 @@ def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
 
 @pytest.fixture
 def settings(tmp_path: Path, redis_server: EmbeddedRedis) -> Settings:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
+    pem = new_private_key_pem()
     return Settings(
         _env_file=None,
         github_app_id=1,

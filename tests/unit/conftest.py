@@ -10,11 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app.db import SessionFactory, make_engine, migrate
 from tests.fake_github import FakeGitHub
+from tests.keys import new_private_key_pem
 
 GIT_IDENTITY = ["-c", "user.name=Test Pusher", "-c", "user.email=pusher@example.com"]
 
@@ -46,12 +45,7 @@ def make_git_repo(path: Path, files: dict[str, str]) -> str:
 @pytest.fixture(scope="session")
 def app_key_pem() -> str:
     """One RSA key for the whole run: generating one takes ~50 ms."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
+    return new_private_key_pem()
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,7 @@ from tests.fake_github import (
     push_payload,
     sign,
 )
+from tests.keys import new_private_key_pem
 
 APP_ID = 1234
 _TLS = ssl.create_default_context()  # httpx builds a new one (~25 ms) per client otherwise
@@ -172,12 +173,7 @@ def test_app_jwt_is_accepted_with_string_or_integer_issuer(
 
 
 def test_jwt_signed_with_another_key_is_401(fake: FakeGitHub, client: httpx.Client) -> None:
-    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    other_pem = other.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
+    other_pem = new_private_key_pem()
     response = client.get("/app", headers=bearer(app_jwt(other_pem)))
     assert response.status_code == 401
     assert "public key" in fake.errors[-1]

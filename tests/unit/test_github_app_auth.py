@@ -13,8 +13,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app.errors import GitHubError
 from app.github.auth import REFRESH_MARGIN, GitHubApp
@@ -22,6 +20,7 @@ from app.github.rest import DESCRIPTION_LIMIT, SUMMARY_LIMIT, GitHubRest
 from app.timestamps import utcnow
 from builders.source import unpack_tarball
 from tests.fake_github import FakeGitHub
+from tests.keys import new_private_key_pem
 from tests.unit.conftest import make_git_repo
 
 APP_ID = 4321
@@ -126,12 +125,7 @@ def test_a_wrong_private_key_is_an_error_naming_the_app_id_and_key(app_key_pem: 
     # with APP_ID it would reuse a JWT another test signed with the right key.
     with FakeGitHub(app_id=WRONG_KEY_APP_ID, private_key_pem=app_key_pem) as fake:
         fake.add_installation(INSTALLATION, OWNER)
-        other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        other_pem = other_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode()
+        other_pem = new_private_key_pem()
         app = GitHubApp(WRONG_KEY_APP_ID, other_pem, fake.url)
 
         with pytest.raises(GitHubError) as caught:

