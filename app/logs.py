@@ -37,3 +37,4 @@ def configure_logging(component: str, level: str = "INFO") -> None:
     # python-on-whales logs whole docker command lines at DEBUG; keep it quiet.
     logging.getLogger("python_on_whales").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

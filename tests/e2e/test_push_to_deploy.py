@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 from tests.apps import notes_app
 from tests.e2e.conftest import INSTALLATION_ID, RepoFactory
 from tests.fake_github import FakeGitHub
 from tests.fake_github.payloads import push_payload
+from tests.images import DOCKER
 from tests.platform import RunningPlatform, wait_for
 
 NULL_SHA = "0" * 40
@@ -44,6 +46,30 @@ def test_push_deploys_and_next_push_replaces_it_keeping_the_data(
         "live_at",
     ):
         assert revision1[phase], phase
+
+    # The production type's limits are on the replica, and its port is published on loopback.
+    container = subprocess.run(
+        [DOCKER, "ps", "-q", "--filter", f"label=dev.slipway.revision={revision1['id']}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert len(container) == 1
+    host_config = json.loads(
+        subprocess.run(
+            [DOCKER, "inspect", "-f", "{{json .HostConfig}}", container[0]],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert host_config["NanoCpus"] == 2_000_000_000
+    assert host_config["Memory"] == 2 * 1024**3
+    assert all(
+        binding["HostIp"] == "127.0.0.1"
+        for bindings in host_config["PortBindings"].values()
+        for binding in bindings
+    )
 
     slug = deployment["slug"]
     page = platform.request(slug, "/")
