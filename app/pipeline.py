@@ -15,8 +15,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from app.crypto import SecretBox
@@ -259,8 +261,9 @@ class RevisionPipeline:
         redact: Redactor,
     ) -> None:
         revision, deployment = ref.revision, ref.deployment
-        database_uri = self._database_uri(deployment)
-        redact = redact.including(self._database_password(deployment))
+        database_uri, database_password = self._database(deployment)
+        redact = redact.including(database_password)
+        self._stamp(revision.id, database_ready_at=self._clock())
         port = repo_config.deploy.port
         env = {
             **self._secrets.decrypt_env(revision.env_encrypted),
@@ -288,11 +291,12 @@ class RevisionPipeline:
             f"slipway: starting {name} ({deployment.type.value}: "
             f"{spec.limits.cpus:g} CPU, {spec.limits.memory_bytes // 1024**3} GB)",
         )
-        t_start = time.monotonic()
         self._stop_replicas(revision.id)  # left by an earlier attempt (a retried job)
         started = self._runtime.start(spec)
-        t_started = time.monotonic()
         with self._sessions() as session:
+            stored = session.get(Revision, revision.id)
+            assert stored is not None
+            stored.replica_started_at = self._clock()
             session.add(
                 Replica(
                     revision_id=revision.id,
@@ -311,13 +315,7 @@ class RevisionPipeline:
             if output.strip():
                 _append(log_path, "slipway: container output (last lines):\n" + output.rstrip())
             raise RuntimeStartError(str(exc)) from None
-        t_healthy = time.monotonic()
-        self._event(
-            ref,
-            "revision healthy",
-            start_ms=round((t_started - t_start) * 1000),
-            health_ms=round((t_healthy - t_started) * 1000),
-        )
+        self._event(ref, "revision healthy", host_port=started.host_port)
         with self._sessions() as session:
             transition(
                 session,
@@ -329,8 +327,8 @@ class RevisionPipeline:
         if self._go_live(revision.id, started.host_port, log_path):
             self._runtime.keep_running(started.id)
 
-    def _database_uri(self, deployment: Deployment) -> str:
-        """The deployment's database, created on its first revision and kept ever after."""
+    def _database(self, deployment: Deployment) -> tuple[str, str]:
+        """The deployment's database (URI, password), created on its first revision and kept."""
         with self._sessions() as session:
             database = session.get(Database, deployment.id)
             if database is None:
@@ -343,7 +341,12 @@ class RevisionPipeline:
                     created_at=self._clock(),
                 )
                 session.add(database)
-                session.commit()
+                try:
+                    session.commit()
+                except IntegrityError:  # another revision of this deployment got there first
+                    session.rollback()
+                    database = session.get(Database, deployment.id)
+                    assert database is not None
             password = self._secrets.decrypt(database.password_encrypted)
             if database.provisioned_at is None:
                 self._databases.ensure(database.name, database.role, password)
@@ -351,12 +354,7 @@ class RevisionPipeline:
                 session.add(database)
                 session.commit()
                 self._event_ids(deployment.id, None, "database provisioned", database=database.name)
-            return self._databases.container_uri(database.name, database.role, password)
-
-    def _database_password(self, deployment: Deployment) -> str:
-        with self._sessions() as session:
-            database = session.get(Database, deployment.id)
-            return self._secrets.decrypt(database.password_encrypted) if database else ""
+            return self._databases.container_uri(database.name, database.role, password), password
 
     def _wait_healthy(self, container_id: str, host_port: int, port: int, path: str) -> None:
         timeout = self.config.health_timeout_seconds
@@ -576,6 +574,15 @@ class RevisionPipeline:
             session.commit()
 
     # -- helpers ----------------------------------------------------------------------------
+    def _stamp(self, revision_id: str, **timestamps: datetime) -> None:
+        """Record when a phase ended: the read API shows each, the bench times them."""
+        with self._sessions() as session:
+            revision = session.get(Revision, revision_id)
+            assert revision is not None
+            for name, value in timestamps.items():
+                setattr(revision, name, value)
+            session.commit()
+
     def _ref(self, revision_id: str) -> RevisionRef:
         with self._sessions() as session:
             revision = session.get(Revision, revision_id)

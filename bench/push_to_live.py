@@ -9,8 +9,8 @@ is warm. Then, N times, a commit changes the VERSION file and the signed push we
 
 * webhook answered: client-side time from sending the POST to the 202 (also measured on M
   sequential signed `ping` deliveries, for a better distribution);
-* the revision's own timestamps split the path into queue, build, database+start+healthy and
-  routed;
+* the revision's own timestamps split the path into queue, build, database, start (the replica
+  is running), healthy (it answers HTTP) and routed;
 * whole path: from just before the POST to the first HTTP 200 through the router (Caddy, with a
   Host header) whose body shows the new VERSION, polled every 20 ms.
 
@@ -141,6 +141,9 @@ SLIPWAY_ROWS = (
     Row("queue", "queue (created -> build started)"),
     Row("build", "build (build started -> finished)"),
     Row("start", "database+start+healthy (deploy started -> healthy)"),
+    Row("database", "  database (deploy started -> database ready)"),
+    Row("replica", "  start (database ready -> replica started)"),
+    Row("healthy", "  healthy (replica started -> healthy)"),
     Row("routed", "routed (healthy -> live)"),
     Row("seen", "seen (live -> first new 200 via router)"),
     Row("whole", "whole path (POST -> first new 200 via router)"),
@@ -417,6 +420,8 @@ def push_to_live(
     build_started = timestamp(revision, "build_started_at")
     build_finished = timestamp(revision, "build_finished_at")
     deploy_started = timestamp(revision, "deploy_started_at")
+    database_ready = timestamp(revision, "database_ready_at")
+    replica_started = timestamp(revision, "replica_started_at")
     healthy = timestamp(revision, "healthy_at")
     live = timestamp(revision, "live_at")
     samples.add("push_answered", answered - sent)
@@ -424,6 +429,9 @@ def push_to_live(
     samples.add("queue", (build_started - created).total_seconds())
     samples.add("build", (build_finished - build_started).total_seconds())
     samples.add("start", (healthy - deploy_started).total_seconds())
+    samples.add("database", (database_ready - deploy_started).total_seconds())
+    samples.add("replica", (replica_started - database_ready).total_seconds())
+    samples.add("healthy", (healthy - replica_started).total_seconds())
     samples.add("routed", (live - healthy).total_seconds())
     samples.add("seen", (wall(wall_sent + (seen - sent)) - live).total_seconds())
     samples.add("whole", seen - sent)

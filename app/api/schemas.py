@@ -51,6 +51,8 @@ class RevisionView(BaseModel):
     build_started_at: datetime | None
     build_finished_at: datetime | None
     deploy_started_at: datetime | None
+    database_ready_at: datetime | None
+    replica_started_at: datetime | None
     healthy_at: datetime | None
     live_at: datetime | None
     finished_at: datetime | None
@@ -72,6 +74,8 @@ class RevisionView(BaseModel):
             build_started_at=revision.build_started_at,
             build_finished_at=revision.build_finished_at,
             deploy_started_at=revision.deploy_started_at,
+            database_ready_at=revision.database_ready_at,
+            replica_started_at=revision.replica_started_at,
             healthy_at=revision.healthy_at,
             live_at=revision.live_at,
             finished_at=revision.finished_at,

@@ -42,6 +42,8 @@ def test_push_deploys_and_next_push_replaces_it_keeping_the_data(
         "build_started_at",
         "build_finished_at",
         "deploy_started_at",
+        "database_ready_at",
+        "replica_started_at",
         "healthy_at",
         "live_at",
     ):

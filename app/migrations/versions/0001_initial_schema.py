@@ -137,6 +137,8 @@ def upgrade() -> None:
         sa.Column("build_started_at", app.timestamps.UTCDateTime(), nullable=True),
         sa.Column("build_finished_at", app.timestamps.UTCDateTime(), nullable=True),
         sa.Column("deploy_started_at", app.timestamps.UTCDateTime(), nullable=True),
+        sa.Column("database_ready_at", app.timestamps.UTCDateTime(), nullable=True),
+        sa.Column("replica_started_at", app.timestamps.UTCDateTime(), nullable=True),
         sa.Column("healthy_at", app.timestamps.UTCDateTime(), nullable=True),
         sa.Column("live_at", app.timestamps.UTCDateTime(), nullable=True),
         sa.Column("finished_at", app.timestamps.UTCDateTime(), nullable=True),
