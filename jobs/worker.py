@@ -41,7 +41,10 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
 
     options: dict[str, Any] = {
         "functions": [
-            func(tasks.handle_delivery, name="handle_delivery", max_tries=MAX_TRIES),
+            # No result kept: the job id is free again once it ran, so GitHub's redelivery of a
+            # delivery whose handling failed is enqueued anew (an applied one is skipped by the
+            # delivery's own record).
+            func(tasks.handle_delivery, name="handle_delivery", max_tries=MAX_TRIES, keep_result=0),
             func(
                 tasks.run_revision,
                 name="run_revision",
