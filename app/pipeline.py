@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
@@ -133,12 +132,7 @@ class RevisionPipeline:
             updates["github_deployment_id"] = self._reporter.open_deployment(ref)
         updates = {k: v for k, v in updates.items() if v is not None}
         if updates:
-            with self._sessions() as session:
-                stored = session.get(Revision, revision_id)
-                assert stored is not None
-                for key, value in updates.items():
-                    setattr(stored, key, value)
-                session.commit()
+            self._update_revision(revision_id, **updates)
 
     def report_cancelled(self, revision_id: str) -> None:
         self._reporter.cancelled(self._ref(revision_id))
@@ -238,11 +232,7 @@ class RevisionPipeline:
             cancelled=lambda: self._is_cancelled(revision.id),
             timeout_seconds=self.config.build_timeout_seconds,
         )
-        with self._sessions() as session:
-            stored = session.get(Revision, revision.id)
-            assert stored is not None
-            stored.build_method = built.method
-            session.commit()
+        self._update_revision(revision.id, build_method=built.method)
         self._event(ref, "revision built", image=tag, seconds=round(built.seconds, 2))
         return tag, repo_config
 
@@ -263,7 +253,7 @@ class RevisionPipeline:
         revision, deployment = ref.revision, ref.deployment
         database_uri, database_password = self._database(deployment)
         redact = redact.including(database_password)
-        self._stamp(revision.id, database_ready_at=self._clock())
+        self._update_revision(revision.id, database_ready_at=self._clock())
         port = repo_config.deploy.port
         env = {
             **self._secrets.decrypt_env(revision.env_encrypted),
@@ -574,12 +564,16 @@ class RevisionPipeline:
             session.commit()
 
     # -- helpers ----------------------------------------------------------------------------
-    def _stamp(self, revision_id: str, **timestamps: datetime) -> None:
-        """Record when a phase ended: the read API shows each, the bench times them."""
+    def _update_revision(self, revision_id: str, **values: object) -> None:
+        """Record facts the pipeline learned (GitHub ids, build method, when a phase ended).
+
+        Never the state: that moves only through `transition`, by compare-and-set.
+        """
+        assert "state" not in values
         with self._sessions() as session:
             revision = session.get(Revision, revision_id)
             assert revision is not None
-            for name, value in timestamps.items():
+            for name, value in values.items():
                 setattr(revision, name, value)
             session.commit()
 
