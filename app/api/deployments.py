@@ -8,12 +8,11 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
-from litestar.response import File, Response
 
 from app import deployments, revisions
 from app.api.schemas import DeploymentView, RevisionView
 from app.db import SessionFactory
-from app.models import Repository
+from app.models import Repository, RevisionState
 from app.pipeline import PipelineConfig
 from app.settings import Settings
 
@@ -82,20 +81,20 @@ class RevisionController(Controller):
         with sessions() as session:
             return RevisionView.of(revisions.get_revision(session, revision_id), settings.api_url)
 
-    @get("/{revision_id:str}/logs", media_type="text/plain")
+    @get("/{revision_id:str}/logs", media_type="text/plain; charset=utf-8")
     async def logs(
         self,
         revision_id: FromPath[str],
         sessions: NamedDependency[SessionFactory],
         pipeline_config: NamedDependency[PipelineConfig],
-    ) -> Response[str] | File:
+    ) -> str:
+        """The build log so far: a snapshot, since a running build keeps appending to it."""
         with sessions() as session:
             revision = revisions.get_revision(session, revision_id)
         path: Path = pipeline_config.log_path(revision)
-        if not path.is_file():
-            if revision.state.value == "queued":
-                return Response("", media_type="text/plain; charset=utf-8")
-            raise NotFoundException(detail=f"revision {revision_id} has no build log")
-        return File(
-            path=path, media_type="text/plain; charset=utf-8", content_disposition_type="inline"
-        )
+        try:
+            return path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            if revision.state is RevisionState.queued:
+                return ""
+            raise NotFoundException(detail=f"revision {revision_id} has no build log") from None
