@@ -81,6 +81,12 @@ BROKEN = {
     "no-dockerfile": Broken(
         {"index.html": "never served\n"}, ("Dockerfile",), "no Dockerfile at 'Dockerfile'", None
     ),
+    "bad-config": Broken(
+        {"slipway.toml": '[deploy]\nport = "eighty"\nhelth_path = "/"\n'},
+        (),
+        "slipway.toml is invalid: deploy.port: Input should be a valid integer",
+        None,
+    ),
     "build-fails": Broken(
         static_site("never served", extra_run="RUN echo compiling-stuff && exit 3\n"),
         (),

@@ -10,7 +10,7 @@ from tests.apps import notes_app
 from tests.e2e.conftest import INSTALLATION_ID, RepoFactory
 from tests.fake_github import FakeGitHub
 from tests.fake_github.payloads import push_payload
-from tests.images import DOCKER
+from tests.images import BUSYBOX_IMAGE, DOCKER
 from tests.platform import RunningPlatform, wait_for
 
 NULL_SHA = "0" * 40
@@ -201,3 +201,34 @@ def test_a_newer_push_cancels_a_revision_still_building(
         return bool(runs) and runs[0].status == "completed" and runs[0].conclusion == "cancelled"
 
     wait_for("the old check run to be cancelled", old_run_cancelled, 30)
+
+
+def test_slipway_toml_moves_the_dockerfile_the_port_and_the_health_path(
+    platform: RunningPlatform, make_repository: RepoFactory
+) -> None:
+    files: dict[str, str | bytes] = {
+        "deploy/web.Dockerfile": (
+            f"FROM {BUSYBOX_IMAGE}\n"
+            "COPY site/ /www/\n"
+            'CMD ["/bin/busybox", "httpd", "-f", "-p", "9000", "-h", "/www"]\n'
+        ),
+        "site/index.html": "configured\n",
+        "site/healthz": "ok\n",
+        "slipway.toml": (
+            '[build]\ndockerfile = "deploy/web.Dockerfile"\n\n'
+            '[deploy]\nport = 9000\nhealth_path = "/healthz"\n'
+        ),
+    }
+    repo, repository = make_repository("configured", files)
+    platform.send(
+        "push",
+        push_payload(
+            repository, INSTALLATION_ID, "refs/heads/main", NULL_SHA, repo.head, created=True
+        ),
+    )
+    deployment = platform.deployment_of(repository["full_name"])
+    revision = platform.revision_for(deployment["id"], repo.head)
+    revision = platform.wait_state(revision["id"], {"live", "failed"})
+    assert revision["state"] == "live", revision["error"]
+    assert platform.request(deployment["slug"]).text == "configured\n"
+    assert "Dockerfile deploy/web.Dockerfile" in platform.logs(revision["id"])
