@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import uuid
 
 from tests.apps import notes_app
 from tests.e2e.conftest import INSTALLATION_ID, RepoFactory
@@ -170,7 +171,9 @@ def test_a_newer_push_cancels_a_revision_still_building(
 ) -> None:
     slow = notes_app("slow")
     slow["Dockerfile"] = str(slow["Dockerfile"]).replace(
-        "WORKDIR /app\n", "WORKDIR /app\nRUN sleep 20 && echo slow-step-$((40+2))\n"
+        # A token of this run in the step, so BuildKit's cache can never skip the sleep.
+        "WORKDIR /app\n",
+        f"WORKDIR /app\nRUN echo {uuid.uuid4().hex} && sleep 20 && echo slow-step-$((40+2))\n",
     )
     repo, repository = make_repository("supersede", slow)
     older = repo.head
