@@ -8,14 +8,17 @@ Redactor first: no secret reaches a check run.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from app.errors import GitHubError
 from app.models import Deployment, Repository, Revision
 from app.ports import GitHubPort
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LOG_TAIL_LINES = 40
 """Lines of build/container output shown in a failed check run."""
@@ -65,9 +68,9 @@ class GitHubReporter:
     def log_url(self, revision: Revision) -> str:
         return f"{self._api_url}/api/revisions/{revision.id}/logs"
 
-    def _safely(self, ref: RevisionRef, what: str, call: object) -> object:
+    def _safely(self, ref: RevisionRef, what: str, call: Callable[[], T]) -> T | None:
         try:
-            return call() if callable(call) else None
+            return call()
         except GitHubError as exc:
             log.warning(
                 "github feedback failed",
@@ -83,7 +86,7 @@ class GitHubReporter:
     # -- announcing a new revision ----------------------------------------------------------
     def open_check_run(self, ref: RevisionRef) -> int | None:
         revision = ref.revision
-        result = self._safely(
+        return self._safely(
             ref,
             "create check run",
             lambda: self._github.create_check_run(
@@ -100,11 +103,10 @@ class GitHubReporter:
                 ),
             ),
         )
-        return result if isinstance(result, int) else None
 
     def open_deployment(self, ref: RevisionRef) -> int | None:
         revision = ref.revision
-        result = self._safely(
+        return self._safely(
             ref,
             "create deployment",
             lambda: self._github.create_deployment(
@@ -116,7 +118,6 @@ class GitHubReporter:
                 description=f"Slipway revision #{revision.number} of {ref.deployment.slug}",
             ),
         )
-        return result if isinstance(result, int) else None
 
     # -- progress ---------------------------------------------------------------------------
     def building(self, ref: RevisionRef) -> None:
