@@ -24,9 +24,12 @@ import httpx
 from app.crypto import SecretBox
 from app.embedded import free_port
 from tests.fake_github import FakeGitHub
+from tests.fake_github.payloads import ZERO_SHA, push_payload
 from tests.fake_github.payloads import headers as webhook_headers
 
 WEBHOOK_SECRET = "test-webhook-secret-3f9c"
+SETTLED = frozenset({"live", "failed"})
+"""Where a revision's pipeline stops when nothing supersedes it."""
 STARTUP_TIMEOUT_SECONDS = 90.0
 T = TypeVar("T")
 
@@ -107,6 +110,35 @@ class RunningPlatform:
             return dict(revision) if revision["state"] in states else None
 
         return wait_for(f"revision {revision_id} to reach {sorted(states)}", settled, timeout)
+
+    def push(
+        self,
+        repository: dict[str, Any],
+        installation_id: int,
+        before: str,
+        after: str,
+        *,
+        branch: str = "main",
+        delivery_id: str | None = None,
+    ) -> httpx.Response:
+        """A signed push of `after` to a branch, as GitHub sends it (created when before is 0s)."""
+        payload = push_payload(
+            repository,
+            installation_id,
+            f"refs/heads/{branch}",
+            before,
+            after,
+            created=before == ZERO_SHA,
+        )
+        return self.send("push", payload, delivery_id=delivery_id)
+
+    def settle(
+        self, full_name: str, sha: str, states: frozenset[str] = SETTLED
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The repository's deployment and the commit's revision, once it reached `states`."""
+        deployment = self.deployment_of(full_name)
+        revision = self.revision_for(deployment["id"], sha)
+        return deployment, self.wait_state(revision["id"], set(states))
 
     def logs(self, revision_id: str) -> str:
         return self.client.get(f"{self.api_url}/api/revisions/{revision_id}/logs").text

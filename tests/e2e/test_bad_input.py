@@ -11,7 +11,7 @@ import pytest
 from tests.apps import static_site
 from tests.e2e.conftest import INSTALLATION_ID, RepoFactory
 from tests.fake_github import CheckRun, FakeGitHub
-from tests.fake_github.payloads import push_payload, sign
+from tests.fake_github.payloads import sign
 from tests.git_repos import GitRepo
 from tests.platform import WEBHOOK_SECRET, RunningPlatform, wait_for
 
@@ -53,15 +53,8 @@ def live_site(
 ) -> tuple[GitRepo, dict[str, Any], dict[str, Any]]:
     """A deployment with a healthy first revision, to break with the next push."""
     repo, repository = make_repository("site", static_site("good version"))
-    platform.send(
-        "push",
-        push_payload(
-            repository, INSTALLATION_ID, "refs/heads/main", NULL_SHA, repo.head, created=True
-        ),
-    )
-    deployment = platform.deployment_of(repository["full_name"])
-    revision = platform.revision_for(deployment["id"], repo.head)
-    revision = platform.wait_state(revision["id"], {"live", "failed"})
+    platform.push(repository, INSTALLATION_ID, NULL_SHA, repo.head)
+    deployment, revision = platform.settle(repository["full_name"], repo.head)
     assert revision["state"] == "live", revision["error"]
     assert platform.request(deployment["slug"]).text == "good version\n"
     return repo, repository, deployment
@@ -124,10 +117,9 @@ def test_a_broken_revision_fails_with_its_reason_and_the_previous_one_keeps_serv
     repo, repository, deployment = live_site
     good = repo.head
     bad = repo.commit(broken.files, f"break it: {case}", remove=broken.removed)
-    platform.send("push", push_payload(repository, INSTALLATION_ID, "refs/heads/main", good, bad))
+    platform.push(repository, INSTALLATION_ID, good, bad)
 
-    revision = platform.revision_for(deployment["id"], bad)
-    revision = platform.wait_state(revision["id"], {"live", "failed"})
+    _, revision = platform.settle(repository["full_name"], bad)
     assert revision["state"] == "failed"
     assert reason in revision["error"]
     assert platform.request(deployment["slug"]).text == "good version\n"

@@ -10,7 +10,6 @@ import uuid
 from tests.apps import notes_app
 from tests.e2e.conftest import INSTALLATION_ID, RepoFactory
 from tests.fake_github import FakeGitHub
-from tests.fake_github.payloads import push_payload
 from tests.images import BUSYBOX_IMAGE, DOCKER
 from tests.platform import RunningPlatform, wait_for
 
@@ -24,19 +23,14 @@ def test_push_deploys_and_next_push_replaces_it_keeping_the_data(
     first = repo.head
 
     started = time.monotonic()
-    response = platform.send(
-        "push",
-        push_payload(repository, INSTALLATION_ID, "refs/heads/main", NULL_SHA, first, created=True),
-    )
+    response = platform.push(repository, INSTALLATION_ID, NULL_SHA, first)
     answered = time.monotonic() - started
     assert response.status_code == 202, response.text
     assert answered < 1.0, f"the webhook took {answered:.3f} s to answer"
 
-    deployment = platform.deployment_of(repository["full_name"])
+    deployment, revision1 = platform.settle(repository["full_name"], first)
     assert deployment["environment"] == "production"
     assert deployment["type"] == "production"
-    revision1 = platform.revision_for(deployment["id"], first)
-    revision1 = platform.wait_state(revision1["id"], {"live", "failed"})
     assert revision1["state"] == "live", revision1["error"]
     assert revision1["image"]
     for phase in (
@@ -87,12 +81,8 @@ def test_push_deploys_and_next_push_replaces_it_keeping_the_data(
     assert json.loads(platform.request(slug, "/notes").text) == ["kept across revisions"]
 
     second = repo.commit({"VERSION": "two\n"}, "second version")
-    response = platform.send(
-        "push", push_payload(repository, INSTALLATION_ID, "refs/heads/main", first, second)
-    )
-    assert response.status_code == 202
-    revision2 = platform.revision_for(deployment["id"], second)
-    revision2 = platform.wait_state(revision2["id"], {"live", "failed"})
+    assert platform.push(repository, INSTALLATION_ID, first, second).status_code == 202
+    _, revision2 = platform.settle(repository["full_name"], second)
     assert revision2["state"] == "live", revision2["error"]
     assert revision2["number"] == revision1["number"] + 1
 
@@ -149,19 +139,16 @@ def test_a_second_push_of_the_same_commit_makes_no_second_revision(
     platform: RunningPlatform, make_repository: RepoFactory
 ) -> None:
     repo, repository = make_repository("same-commit", notes_app("same"))
-    payload = push_payload(
-        repository, INSTALLATION_ID, "refs/heads/main", NULL_SHA, repo.head, created=True
+    first = platform.push(repository, INSTALLATION_ID, NULL_SHA, repo.head, delivery_id="same")
+    redelivered = platform.push(
+        repository, INSTALLATION_ID, NULL_SHA, repo.head, delivery_id="same"
     )
-    first = platform.send("push", payload, delivery_id="same-commit-delivery")
-    redelivered = platform.send("push", payload, delivery_id="same-commit-delivery")
-    pushed_again = platform.send("push", payload)  # the same commit in a new delivery
+    pushed_again = platform.push(repository, INSTALLATION_ID, NULL_SHA, repo.head)  # new delivery
     assert [r.status_code for r in (first, redelivered, pushed_again)] == [202, 202, 202]
     assert first.json()["duplicate"] is False
     assert redelivered.json()["duplicate"] is True
 
-    deployment = platform.deployment_of(repository["full_name"])
-    revision = platform.revision_for(deployment["id"], repo.head)
-    platform.wait_state(revision["id"], {"live", "failed"})
+    deployment, _ = platform.settle(repository["full_name"], repo.head)
     revisions = platform.api(f"/api/deployments/{deployment['id']}/revisions")
     assert [r["commit_sha"] for r in revisions] == [repo.head]
 
@@ -177,20 +164,14 @@ def test_a_newer_push_cancels_a_revision_still_building(
     )
     repo, repository = make_repository("supersede", slow)
     older = repo.head
-    platform.send(
-        "push",
-        push_payload(repository, INSTALLATION_ID, "refs/heads/main", NULL_SHA, older, created=True),
+    platform.push(repository, INSTALLATION_ID, NULL_SHA, older)
+    deployment, revision_old = platform.settle(
+        repository["full_name"], older, frozenset({"building"})
     )
-    deployment = platform.deployment_of(repository["full_name"])
-    revision_old = platform.revision_for(deployment["id"], older)
-    platform.wait_state(revision_old["id"], {"building"}, timeout=60)
 
     newer = repo.commit(notes_app("fast"), "drop the slow step")
-    platform.send(
-        "push", push_payload(repository, INSTALLATION_ID, "refs/heads/main", older, newer)
-    )
-    revision_new = platform.revision_for(deployment["id"], newer)
-    revision_new = platform.wait_state(revision_new["id"], {"live", "failed"})
+    platform.push(repository, INSTALLATION_ID, older, newer)
+    _, revision_new = platform.settle(repository["full_name"], newer)
     assert revision_new["state"] == "live", revision_new["error"]
     cancelled = platform.wait_state(revision_old["id"], {"cancelled"}, timeout=30)
     assert "superseded" in (cancelled["error"] or "")
@@ -223,15 +204,8 @@ def test_slipway_toml_moves_the_dockerfile_the_port_and_the_health_path(
         ),
     }
     repo, repository = make_repository("configured", files)
-    platform.send(
-        "push",
-        push_payload(
-            repository, INSTALLATION_ID, "refs/heads/main", NULL_SHA, repo.head, created=True
-        ),
-    )
-    deployment = platform.deployment_of(repository["full_name"])
-    revision = platform.revision_for(deployment["id"], repo.head)
-    revision = platform.wait_state(revision["id"], {"live", "failed"})
+    platform.push(repository, INSTALLATION_ID, NULL_SHA, repo.head)
+    deployment, revision = platform.settle(repository["full_name"], repo.head)
     assert revision["state"] == "live", revision["error"]
     assert platform.request(deployment["slug"]).text == "configured\n"
     assert "Dockerfile deploy/web.Dockerfile" in platform.logs(revision["id"])

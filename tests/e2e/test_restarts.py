@@ -11,7 +11,7 @@ import httpx
 from tests.apps import static_site
 from tests.e2e.conftest import ACCOUNT, INSTALLATION_ID, remove_docker_objects
 from tests.fake_github import FakeGitHub
-from tests.fake_github.payloads import installation_payload, push_payload
+from tests.fake_github.payloads import installation_payload
 from tests.git_repos import GitRepo
 from tests.platform import RunningPlatform, start_platform, wait_for
 
@@ -39,16 +39,10 @@ def test_routes_are_restored_after_caddy_dies_and_after_the_platform_restarts(
                 "created", INSTALLATION_ID, ACCOUNT, [repository], app_id=github.app_id
             ),
         )
-        platform.send(
-            "push",
-            push_payload(
-                repository, INSTALLATION_ID, "refs/heads/main", "0" * 40, repo.head, created=True
-            ),
-        )
-        deployment = platform.deployment_of(repository["full_name"])
+        platform.push(repository, INSTALLATION_ID, "0" * 40, repo.head)
+        deployment, revision = platform.settle(repository["full_name"], repo.head)
         deployment_ids.append(deployment["id"])
-        revision = platform.revision_for(deployment["id"], repo.head)
-        assert platform.wait_state(revision["id"], {"live", "failed"})["state"] == "live"
+        assert revision["state"] == "live", revision["error"]
         slug = deployment["slug"]
         assert _serves(platform, slug, "still here\n")
 
