@@ -45,6 +45,7 @@ from app.ports import (
 )
 from app.reporting import LOG_TAIL_LINES, GitHubReporter, Redactor, RevisionRef
 from app.revisions import transition
+from app.router import deployment_url, route_hostname
 from app.routes import current_routes
 from builders.source import unpack_tarball
 from manifests.config import RepositoryConfig, load_repository_config
@@ -85,11 +86,10 @@ class PipelineConfig:
         return self.logs_dir / revision.deployment_id / f"{revision.id}.log"
 
     def hostname(self, slug: str) -> str:
-        return f"{slug}.{self.base_domain}"
+        return route_hostname(slug, self.base_domain)
 
     def url(self, slug: str) -> str:
-        port = "" if self.router_port == 80 else f":{self.router_port}"
-        return f"http://{self.hostname(slug)}{port}/"
+        return deployment_url(slug, self.base_domain, self.router_port)
 
 
 class RevisionPipeline:

@@ -21,6 +21,17 @@ ADMIN_TIMEOUT_SECONDS = 10.0
 NOT_FOUND_BODY = "Slipway: no deployment is served at this address.\n"
 
 
+def route_hostname(slug: str, base_domain: str) -> str:
+    """The Host a deployment answers to: its slug under the platform's base domain."""
+    return f"{slug}.{base_domain}"
+
+
+def deployment_url(slug: str, base_domain: str, router_port: int) -> str:
+    """What users open; the port is left out when it is HTTP's own."""
+    port = "" if router_port == 80 else f":{router_port}"
+    return f"http://{route_hostname(slug, base_domain)}{port}/"
+
+
 @dataclass(frozen=True)
 class Route:
     """hostname → the replicas of the deployment's live revision."""

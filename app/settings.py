@@ -13,6 +13,8 @@ from typing import Annotated
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.router import deployment_url, route_hostname
+
 ENV_PREFIX = "SLIPWAY_"
 
 
@@ -109,11 +111,10 @@ class Settings(BaseSettings):
         return f"http://{self.host}:{self.port}"
 
     def deployment_url(self, slug: str) -> str:
-        port = "" if self.router_port == 80 else f":{self.router_port}"
-        return f"http://{slug}.{self.base_domain}{port}/"
+        return deployment_url(slug, self.base_domain, self.router_port)
 
     def hostname(self, slug: str) -> str:
-        return f"{slug}.{self.base_domain}"
+        return route_hostname(slug, self.base_domain)
 
 
 def load_settings(**overrides: object) -> Settings:
