@@ -23,6 +23,7 @@ from app.settings import ENV_PREFIX, Settings, SettingsError
 from app.timestamps import utcnow
 from builders.docker_cli import find_docker_cli
 from builders.images import BuildKitBuilder
+from builders.source import UnpackLimits
 
 
 @dataclass
@@ -54,6 +55,12 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         build_timeout_seconds=settings.build_timeout_seconds,
         base_domain=settings.base_domain,
         router_port=settings.router_port,
+        unpack_limits=UnpackLimits(
+            max_bytes=settings.source_max_bytes,
+            max_members=settings.source_max_members,
+            max_path_length=settings.source_max_path_length,
+        ),
+        max_download_bytes=settings.source_max_download_bytes,
     )
 
 

@@ -14,7 +14,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
@@ -47,7 +47,7 @@ from app.reporting import LOG_TAIL_LINES, GitHubReporter, Redactor, RevisionRef
 from app.revisions import transition
 from app.router import deployment_url, route_hostname
 from app.routes import current_routes
-from builders.source import unpack_tarball
+from builders.source import UnpackLimits, unpack_tarball
 from manifests.config import RepositoryConfig, load_repository_config
 from manifests.containers import LIMITS, ContainerSpec
 from manifests.recipes import plan_build
@@ -73,6 +73,8 @@ class PipelineConfig:
     build_timeout_seconds: float
     base_domain: str
     router_port: int
+    unpack_limits: UnpackLimits = field(default_factory=UnpackLimits)
+    max_download_bytes: int = 1024**3
 
     @property
     def builds_dir(self) -> Path:
@@ -211,9 +213,13 @@ class RevisionPipeline:
         tarball = work / "source.tar.gz"
         started = time.monotonic()
         self._github.download_tarball(
-            ref.installation_id, ref.repository.full_name, revision.commit_sha, tarball
+            ref.installation_id,
+            ref.repository.full_name,
+            revision.commit_sha,
+            tarball,
+            max_bytes=self.config.max_download_bytes,
         )
-        source = unpack_tarball(tarball, work / "src")
+        source = unpack_tarball(tarball, work / "src", self.config.unpack_limits)
         tarball.unlink()
         _append(log_path, f"slipway: fetched source in {time.monotonic() - started:.1f} s")
         repo_config = load_repository_config(source)

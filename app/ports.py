@@ -21,7 +21,7 @@ Clock = Callable[[], datetime]
 
 class GitHubPort(Protocol):
     def download_tarball(
-        self, installation_id: int, full_name: str, sha: str, dest: Path
+        self, installation_id: int, full_name: str, sha: str, dest: Path, *, max_bytes: int
     ) -> None: ...
 
     def create_check_run(

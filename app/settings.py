@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     """How long a new revision gets to answer HTTP before it is declared failed."""
     build_timeout_seconds: Annotated[float, Field(gt=0)] = 1800.0
     worker_max_jobs: Annotated[int, Field(ge=1)] = 4
+    source_max_download_bytes: Annotated[int, Field(gt=0)] = 1024**3
+    """Largest commit tarball downloaded; the download stops once it passes this."""
+    source_max_bytes: Annotated[int, Field(gt=0)] = 2 * 1024**3
+    """Largest a commit may unpack to."""
+    source_max_members: Annotated[int, Field(gt=0)] = 200_000
+    """Most files, folders and links a commit may hold."""
+    source_max_path_length: Annotated[int, Field(gt=0, le=4095)] = 1024
+    """Longest path (in bytes) of any file in a commit, and of any link target."""
 
     @field_validator("base_domain")
     @classmethod

@@ -15,7 +15,7 @@ import httpx
 from githubkit.exception import GitHubException, RequestFailed
 from pydantic import ValidationError
 
-from app.errors import GitHubError
+from app.errors import GitHubError, SourceError
 from app.github.auth import GitHubApp
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,10 @@ class GitHubRest:
         except ValidationError as exc:  # githubkit checks request bodies before sending
             raise GitHubError(f"could not {what}: the request was malformed ({exc})") from exc
 
-    def download_tarball(self, installation_id: int, full_name: str, sha: str, dest: Path) -> None:
+    def download_tarball(
+        self, installation_id: int, full_name: str, sha: str, dest: Path, *, max_bytes: int
+    ) -> None:
+        """Stream the commit's tarball to `dest`, refusing it once it passes `max_bytes`."""
         owner, repo = full_name.split("/", 1)
         client = self._app.client(installation_id)
 
@@ -66,8 +69,15 @@ class GitHubRest:
             # The client stays open while the body streams to disk: tarballs can be large.
             with client:
                 response = client.rest.repos.download_tarball_archive(owner, repo, sha, stream=True)
+                received = 0
                 with dest.open("wb") as out:
                     for chunk in response.raw_response.iter_bytes():
+                        received += len(chunk)
+                        if received > max_bytes:
+                            raise SourceError(
+                                f"the commit's tarball is larger than {max_bytes // 1024**2} MiB, "
+                                "more than Slipway downloads (SLIPWAY_SOURCE_MAX_DOWNLOAD_BYTES)"
+                            )
                         out.write(chunk)
 
         self._call(f"download the tarball of {full_name}@{sha[:7]}", fetch)

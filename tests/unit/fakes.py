@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from app.errors import BuildCancelled, BuildError, GitHubError, RouterError
+from app.errors import BuildCancelled, BuildError, GitHubError, RouterError, SourceError
 from app.router import Route
 from app.runtime import ContainerStatus, StartedContainer
 from builders.images import BuiltImage
@@ -72,12 +72,17 @@ class RecordingGitHub:
                 f"GitHub refused to {what} (HTTP 403): Resource not accessible by integration"
             )
 
-    def download_tarball(self, installation_id: int, full_name: str, sha: str, dest: Path) -> None:
+    def download_tarball(
+        self, installation_id: int, full_name: str, sha: str, dest: Path, *, max_bytes: int
+    ) -> None:
         self._answer(f"download the tarball of {full_name}@{sha[:7]}", report=False)
         if sha not in self.commits:
             raise GitHubError(f"GitHub refused to download the tarball of {full_name} (HTTP 404)")
         top = f"{full_name.replace('/', '-')}-{sha[:7]}"
-        dest.write_bytes(source_tarball(top, self.commits[sha]))
+        data = source_tarball(top, self.commits[sha])
+        if len(data) > max_bytes:
+            raise SourceError(f"the commit's tarball is larger than {max_bytes} bytes")
+        dest.write_bytes(data)
 
     def create_check_run(
         self,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import GitHubError
+from app.errors import GitHubError, SourceError
 from app.github.auth import REFRESH_MARGIN, GitHubApp
 from app.github.rest import DESCRIPTION_LIMIT, SUMMARY_LIMIT, GitHubRest
 from app.timestamps import utcnow
@@ -279,13 +279,24 @@ def test_a_commit_tarball_downloads_and_unpacks_to_the_repository(
 ) -> None:
     archive = tmp_path / "source.tar.gz"
 
-    rest.download_tarball(INSTALLATION, FULL_NAME, commit, archive)
+    rest.download_tarball(INSTALLATION, FULL_NAME, commit, archive, max_bytes=1024**2)
 
     assert tarfile.is_tarfile(archive)
     source = unpack_tarball(archive, tmp_path / "src")
     assert (source / "Dockerfile").read_text() == "FROM scratch\n"
     assert (source / "www" / "index.html").read_text() == "<h1>v1</h1>\n"
     assert fake.errors == []
+
+
+def test_a_tarball_over_the_download_cap_is_refused_while_it_streams(
+    fake: FakeGitHub, rest: GitHubRest, commit: str, tmp_path: Path
+) -> None:
+    archive = tmp_path / "source.tar.gz"
+
+    with pytest.raises(SourceError, match="larger than 0 MiB"):
+        rest.download_tarball(INSTALLATION, FULL_NAME, commit, archive, max_bytes=64)
+
+    assert archive.stat().st_size <= 64
 
 
 def test_one_token_serves_many_calls(fake: FakeGitHub, rest: GitHubRest, commit: str) -> None:
