@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.comments import PreviewComments
 from app.crypto import SecretBox, load_or_create_secret_key
 from app.databases import PostgresProvisioner
 from app.db import SessionFactory, make_engine, migrate
+from app.facts import CommitFacts, GitHubCommitFacts
 from app.github.auth import GitHubApp
 from app.github.rest import GitHubRest
 from app.health import HttpHealthProbe
@@ -18,8 +20,10 @@ from app.pipeline import PipelineConfig, RevisionPipeline
 from app.ports import Clock, GitHubPort
 from app.reporting import GitHubReporter
 from app.router import CaddyRouter
+from app.routes import RouteTable
 from app.runtime import DockerRuntime
 from app.settings import ENV_PREFIX, Settings, SettingsError
+from app.teardown import Teardown
 from app.timestamps import utcnow
 from builders.docker_cli import find_docker_cli
 from builders.images import BuildKitBuilder
@@ -32,6 +36,9 @@ class Platform:
     sessions: SessionFactory
     secrets: SecretBox
     pipeline: RevisionPipeline
+    teardown: Teardown
+    comments: PreviewComments
+    facts: CommitFacts
     clock: Clock
 
 
@@ -87,28 +94,63 @@ def bootstrap(
             )
         )
     docker_binary = find_docker_cli(settings.docker_binary).binary
-    pipeline = RevisionPipeline(
-        config=pipeline_config(settings),
-        sessions=sessions,
-        secrets=secrets,
-        github=github,
-        reporter=GitHubReporter(
-            github, check_name=settings.github_app_name, api_url=settings.api_url
-        ),
-        builder=BuildKitBuilder(docker_binary),
-        runtime=DockerRuntime(docker_binary, settings.data_dir.resolve() / "run"),
-        router=CaddyRouter(
+    config = pipeline_config(settings)
+    reporter = GitHubReporter(github, check_name=settings.github_app_name, api_url=settings.api_url)
+    runtime = DockerRuntime(docker_binary, settings.data_dir.resolve() / "run")
+    routes = RouteTable(
+        sessions,
+        CaddyRouter(
             require(settings.caddy_admin_url, "CADDY_ADMIN_URL"),
             listen=f"{settings.router_host}:{settings.router_port}",
             storage_dir=settings.data_dir.resolve() / "caddy" / "storage",
         ),
-        databases=PostgresProvisioner(
-            require(settings.postgres_admin_url, "POSTGRES_ADMIN_URL"),
-            settings.postgres_container_host,
-        ),
-        health=HttpHealthProbe(),
+        config.hostname,
+        config.data_dir / "router.lock",
+    )
+    databases = PostgresProvisioner(
+        require(settings.postgres_admin_url, "POSTGRES_ADMIN_URL"),
+        settings.postgres_container_host,
+    )
+    teardown = Teardown(
+        sessions=sessions,
+        runtime=runtime,
+        routes=routes,
+        databases=databases,
+        reporter=reporter,
+        builds_dir=config.builds_dir,
         clock=clock,
     )
+    comments = PreviewComments(
+        sessions=sessions,
+        github=github,
+        clock=clock,
+        url=config.url,
+        hostname=config.hostname,
+        revision_url=reporter.revision_url_of,
+        log_url=reporter.log_url_of,
+    )
+    pipeline = RevisionPipeline(
+        config=config,
+        sessions=sessions,
+        secrets=secrets,
+        github=github,
+        reporter=reporter,
+        builder=BuildKitBuilder(docker_binary),
+        runtime=runtime,
+        routes=routes,
+        databases=databases,
+        health=HttpHealthProbe(),
+        clock=clock,
+        teardown=teardown,
+        notifier=comments,
+    )
     return Platform(
-        settings=settings, sessions=sessions, secrets=secrets, pipeline=pipeline, clock=clock
+        settings=settings,
+        sessions=sessions,
+        secrets=secrets,
+        pipeline=pipeline,
+        teardown=teardown,
+        comments=comments,
+        facts=GitHubCommitFacts(github),
+        clock=clock,
     )

@@ -11,6 +11,7 @@ from sqlmodel import Session
 
 from app.crypto import SecretBox
 from app.events import EventOutcome, process_delivery
+from app.facts import CommitFacts
 from app.models import Delivery
 
 APPLY_ATTEMPTS = 3
@@ -56,7 +57,11 @@ def record_delivery(
 
 
 def apply_delivery(
-    session: Session, delivery_id: str, secrets: SecretBox, now: datetime
+    session: Session,
+    delivery_id: str,
+    secrets: SecretBox,
+    now: datetime,
+    facts: CommitFacts | None = None,
 ) -> EventOutcome | None:
     """None when the delivery was already applied (at-least-once queues deliver twice)."""
     for attempt in range(1, APPLY_ATTEMPTS + 1):
@@ -64,7 +69,7 @@ def apply_delivery(
         if delivery is None or delivery.processed_at is not None:
             return None
         try:
-            outcome = process_delivery(session, delivery, secrets, now)
+            outcome = process_delivery(session, delivery, secrets, now, facts)
             session.flush()
             break
         except IntegrityError:

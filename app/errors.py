@@ -31,6 +31,10 @@ class BuildCancelled(SlipwayError):
     """A newer revision superseded this one while it was building."""
 
 
+class RevisionAbandoned(SlipwayError):
+    """The revision was cancelled (its deployment removed) while it was being started."""
+
+
 class DatabaseError(SlipwayError):
     """The deployment's database could not be provisioned."""
 

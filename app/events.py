@@ -13,21 +13,38 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from pydantic import ValidationError
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
-from app import installations
+from app import comments, installations, previews
 from app.crypto import SecretBox
 from app.deployments import production_deployment
+from app.facts import NO_FACTS, CommitFacts
 from app.github.webhooks import (
     NULL_SHA,
     InstallationEvent,
     InstallationRepositoriesEvent,
+    PullRequestEvent,
     PushEvent,
 )
-from app.models import Delivery, Installation, Repository
+from app.models import (
+    Delivery,
+    Deployment,
+    Installation,
+    PullRequest,
+    PullRequestState,
+    Repository,
+)
 from app.revisions import create_revision
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TeardownOrder:
+    """A deployment to take down: previews lose their database, production keeps it."""
+
+    deployment_id: str
+    drop_database: bool
 
 
 @dataclass
@@ -35,6 +52,11 @@ class EventOutcome:
     summary: str
     start_revisions: list[str] = field(default_factory=list)
     cancelled_revisions: list[str] = field(default_factory=list)
+    announce_revisions: list[str] = field(default_factory=list)
+    """New revisions that get a check run but no build yet (waiting for an approval)."""
+    teardowns: list[TeardownOrder] = field(default_factory=list)
+    comments: list[str] = field(default_factory=list)
+    """Pull requests (ids) whose Slipway comment has something new to say."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +65,7 @@ class EventContext:
     secrets: SecretBox
     now: datetime
     delivery_id: str
+    facts: CommitFacts = field(default_factory=lambda: NO_FACTS)
 
 
 Handler = Callable[[EventContext, dict[str, object]], EventOutcome]
@@ -54,6 +77,7 @@ def handle_ping(ctx: EventContext, payload: dict[str, object]) -> EventOutcome:
 
 def handle_installation(ctx: EventContext, payload: dict[str, object]) -> EventOutcome:
     event = InstallationEvent.model_validate(payload)
+    teardowns: list[TeardownOrder] = []
     match event.action:
         case "created":
             summary = installations.installation_created(
@@ -61,26 +85,54 @@ def handle_installation(ctx: EventContext, payload: dict[str, object]) -> EventO
             )
         case "deleted":
             summary = installations.installation_deleted(ctx.session, event.installation, ctx.now)
+            repositories = ctx.session.exec(
+                select(Repository.id).where(Repository.installation_id == event.installation.id)
+            ).all()
+            for repository_id in repositories:
+                teardowns += _take_down_repository(ctx, repository_id, "the App was uninstalled")
         case "suspend" | "unsuspend":
             summary = installations.installation_suspended(
                 ctx.session, event.installation, ctx.now, suspended=event.action == "suspend"
             )
         case other:
             summary = f"installation action {other!r} needs nothing"
-    return EventOutcome(summary)
+    return EventOutcome(summary, teardowns=teardowns)
 
 
 def handle_installation_repositories(ctx: EventContext, payload: dict[str, object]) -> EventOutcome:
     event = InstallationRepositoriesEvent.model_validate(payload)
-    return EventOutcome(
-        installations.repositories_changed(
-            ctx.session,
-            event.installation,
-            event.repositories_added,
-            event.repositories_removed,
-            ctx.now,
-        )
+    summary = installations.repositories_changed(
+        ctx.session,
+        event.installation,
+        event.repositories_added,
+        event.repositories_removed,
+        ctx.now,
     )
+    teardowns: list[TeardownOrder] = []
+    for listed in event.repositories_removed:
+        teardowns += _take_down_repository(ctx, listed.id, "the repository left the App")
+    return EventOutcome(summary, teardowns=teardowns)
+
+
+def _take_down_repository(
+    ctx: EventContext, repository_id: int, reason: str
+) -> list[TeardownOrder]:
+    """Previews go for good; production stops serving but keeps its database for a return."""
+    orders: list[TeardownOrder] = []
+    deployments = ctx.session.exec(
+        select(Deployment).where(
+            Deployment.repository_id == repository_id, col(Deployment.removed_at).is_(None)
+        )
+    ).all()
+    for deployment in deployments:
+        previews.mark_removed(ctx.session, deployment, reason, ctx.now)
+        if deployment.is_preview:
+            pull_request = previews.pull_request_of(ctx.session, deployment)
+            if pull_request is not None:
+                previews.close_pull_request(pull_request, f"because {reason}", ctx.now)
+                ctx.session.add(pull_request)
+        orders.append(TeardownOrder(deployment.id, drop_database=deployment.is_preview))
+    return orders
 
 
 def handle_push(ctx: EventContext, payload: dict[str, object]) -> EventOutcome:
@@ -114,8 +166,16 @@ def handle_push(ctx: EventContext, payload: dict[str, object]) -> EventOutcome:
         default_branch=default_branch,
     )
     ctx.session.flush()
-    deployment = production_deployment(ctx.session, repository, ctx.now)
     message = event.head_commit.message if event.head_commit else ""
+    if previews.skips_deploy(message):
+        log.info(
+            "push skipped by its commit message",
+            extra={"delivery_id": ctx.delivery_id, "commit": event.after},
+        )
+        return EventOutcome(f"{event.after[:7]} asks for [skip deploy]: no revision")
+    deployment = production_deployment(ctx.session, repository, ctx.now)
+    revived = deployment.removed_at is not None
+    deployment.removed_at = None
     result = create_revision(
         ctx.session,
         deployment,
@@ -124,6 +184,7 @@ def handle_push(ctx: EventContext, payload: dict[str, object]) -> EventOutcome:
         ctx.secrets,
         ctx.now,
         delivery_id=ctx.delivery_id,
+        fresh=revived,
     )
     revision = result.revision
     if not result.created:
@@ -137,23 +198,169 @@ def handle_push(ctx: EventContext, payload: dict[str, object]) -> EventOutcome:
     )
 
 
+def handle_pull_request(ctx: EventContext, payload: dict[str, object]) -> EventOutcome:
+    event = PullRequestEvent.model_validate(payload)
+    label = f"pull request #{event.number}"
+    if event.action not in previews.OPENING_ACTIONS | previews.UPDATING_ACTIONS | {"closed"}:
+        return EventOutcome(f"{label} {event.action}: nothing to do for a preview")
+    if event.installation is None:
+        return EventOutcome("pull request without an installation: the App is not installed there")
+    installation = ctx.session.get(Installation, event.installation.id)
+    if installation is None:
+        installation = installations.upsert_installation(ctx.session, event.installation, ctx.now)
+    if not installation.active:
+        return EventOutcome(f"installation {installation.id} is suspended or deleted")
+    repository = ctx.session.get(Repository, event.repository.id)
+    if repository is not None and not repository.connected:
+        return EventOutcome(f"{event.repository.full_name} is no longer connected to the App")
+    default_branch = event.repository.branch
+    if event.pull_request.base.ref != default_branch:
+        return EventOutcome(
+            f"{label} targets {event.pull_request.base.ref}, not the default branch "
+            f"{default_branch}: no preview"
+        )
+    repository = installations.connect_repository(
+        ctx.session,
+        installation.id,
+        event.repository.id,
+        event.repository.full_name,
+        ctx.now,
+        default_branch=default_branch,
+    )
+    ctx.session.flush()
+    if event.action == "closed":
+        return _close_preview(ctx, repository, event)
+    return _open_or_update_preview(ctx, repository, event)
+
+
+def _close_preview(
+    ctx: EventContext, repository: Repository, event: PullRequestEvent
+) -> EventOutcome:
+    pull_request = previews.record_pull_request(ctx.session, repository, event, ctx.now)
+    how = "merged" if event.pull_request.merged else "closed"
+    previews.close_pull_request(pull_request, f"when the pull request was {how}", ctx.now)
+    deployment = (
+        ctx.session.get(Deployment, pull_request.deployment_id)
+        if pull_request.deployment_id
+        else None
+    )
+    if deployment is None:
+        return EventOutcome(f"pull request #{event.number} {how}; it had no preview")
+    removed = previews.mark_removed(ctx.session, deployment, f"the pull request was {how}", ctx.now)
+    return EventOutcome(
+        f"pull request #{event.number} {how}: preview {deployment.slug} is being removed",
+        cancelled_revisions=[r.id for r in removed.cancelled],
+        teardowns=[TeardownOrder(deployment.id, drop_database=True)],
+    )
+
+
+def _open_or_update_preview(
+    ctx: EventContext, repository: Repository, event: PullRequestEvent
+) -> EventOutcome:
+    label = f"pull request #{event.number}"
+    known = ctx.session.exec(
+        select(PullRequest).where(
+            PullRequest.repository_id == repository.id, PullRequest.number == event.number
+        )
+    ).first()
+    if known is not None and known.state is PullRequestState.closed and event.action != "reopened":
+        return EventOutcome(f"{label} {event.action} arrived after it closed: nothing to do")
+    head = event.pull_request.head.sha
+    settings = ctx.facts.preview_settings(repository.installation_id, repository.full_name, head)
+    message = ctx.facts.commit_message(repository.installation_id, repository.full_name, head)
+    pull_request = previews.record_pull_request(ctx.session, repository, event, ctx.now)
+    pull_request.state = PullRequestState.open
+    if not settings.enabled:
+        outcome = EventOutcome(f"{label}: previews are turned off in slipway.toml")
+        deployment = (
+            ctx.session.get(Deployment, pull_request.deployment_id)
+            if pull_request.deployment_id
+            else None
+        )
+        if deployment is not None and deployment.removed_at is None:
+            removed = previews.mark_removed(
+                ctx.session, deployment, "previews were turned off in slipway.toml", ctx.now
+            )
+            pull_request.note = "because slipway.toml turned previews off"
+            outcome.cancelled_revisions = [r.id for r in removed.cancelled]
+            outcome.teardowns = [TeardownOrder(deployment.id, drop_database=True)]
+        return outcome
+    if event.pull_request.draft and not settings.drafts:
+        return EventOutcome(f"{label} is a draft and slipway.toml says [previews] drafts = false")
+    if previews.skips_deploy(message):
+        log.info(
+            "pull request commit skipped by its message",
+            extra={"delivery_id": ctx.delivery_id, "commit": head, "pull_request": event.number},
+        )
+        return EventOutcome(f"{label}: {head[:7]} asks for [skip deploy]: no revision")
+    deployment, revived = previews.preview_deployment(
+        ctx.session, repository, pull_request, ctx.now
+    )
+    result = create_revision(
+        ctx.session,
+        deployment,
+        head,
+        message or event.pull_request.title,
+        ctx.secrets,
+        ctx.now,
+        delivery_id=ctx.delivery_id,
+        fresh=revived,
+        approval_required=pull_request.fork,
+    )
+    revision = result.revision
+    pull_request.note = None
+    comments.bump(pull_request, ctx.now)
+    if not result.created:
+        return EventOutcome(
+            f"{label}: {head[:7]} is already revision #{revision.number} ({revision.id})"
+        )
+    summary = (
+        f"revision #{revision.number} ({revision.id}) of preview {deployment.slug} for {head[:7]}"
+    )
+    if revision.approval_required:
+        # Code from a fork runs only once a maintainer says so on its check run.
+        return EventOutcome(
+            summary + ", waiting for a maintainer's approval",
+            cancelled_revisions=[r.id for r in result.cancelled],
+            announce_revisions=[revision.id],
+            comments=[pull_request.id],
+        )
+    return EventOutcome(
+        summary,
+        start_revisions=[revision.id],
+        cancelled_revisions=[r.id for r in result.cancelled],
+        comments=[pull_request.id],
+    )
+
+
 HANDLERS: dict[str, Handler] = {
     "ping": handle_ping,
     "installation": handle_installation,
     "installation_repositories": handle_installation_repositories,
     "push": handle_push,
+    "pull_request": handle_pull_request,
 }
 
 
 def process_delivery(
-    session: Session, delivery: Delivery, secrets: SecretBox, now: datetime
+    session: Session,
+    delivery: Delivery,
+    secrets: SecretBox,
+    now: datetime,
+    facts: CommitFacts | None = None,
 ) -> EventOutcome:
     """Apply one delivery; unknown events and unreadable payloads are recorded, not raised."""
     handler = HANDLERS.get(delivery.event)
     if handler is None:
         return EventOutcome(f"{delivery.event} events are recorded and ignored")
     payload = json.loads(delivery.payload)
-    ctx = EventContext(session=session, secrets=secrets, now=now, delivery_id=delivery.id)
+    ctx = EventContext(
+        session=session,
+        secrets=secrets,
+        now=now,
+        delivery_id=delivery.id,
+        facts=facts or NO_FACTS,
+    )
     try:
         return handler(ctx, payload)
     except ValidationError as exc:

@@ -105,6 +105,50 @@ class Deployment(SQLModel, table=True):
     live_revision_id: str | None = None
     env_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     """User environment variables, as an encrypted JSON object."""
+    pull_request_number: int | None = Field(default=None, index=True)
+    """Set for a preview: the pull request it previews. Production deployments have none."""
+    removed_at: datetime | None = _ts()
+    """When it was torn down (its pull request closed, its repository left the App); a later
+    revision (a reopen, a push after reinstalling) brings it back."""
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+    @property
+    def is_preview(self) -> bool:
+        return self.pull_request_number is not None
+
+
+class PullRequestState(enum.StrEnum):
+    open = "open"
+    closed = "closed"
+
+
+class PullRequest(SQLModel, table=True):
+    """A pull request of a connected repository, its preview deployment and its one comment."""
+
+    __tablename__ = "pull_requests"
+    __table_args__ = (UniqueConstraint("repository_id", "number", name="uq_pull_request_number"),)
+
+    id: str = Field(default_factory=lambda: new_id("pr_"), primary_key=True)
+    repository_id: int = _github_id(foreign_key="repositories.id")
+    number: int
+    state: PullRequestState = PullRequestState.open
+    head_sha: str
+    head_ref: str
+    head_full_name: str
+    """The repository the head commit lives in: a fork's name for a fork pull request."""
+    fork: bool = False
+    draft: bool = False
+    deployment_id: str | None = Field(default=None, foreign_key="deployments.id")
+    note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    """Why there is no revision for the head commit (shown in the comment), if there is none."""
+    comment_id: int | None = _github_id()
+    comment_version: int = 0
+    """Bumped on every change the comment shows; the comment is current when it equals
+    comment_rendered_version."""
+    comment_rendered_version: int = 0
+    comment_lease_until: datetime | None = _ts()
+    """One worker at a time writes the comment, so two never both create one."""
     created_at: datetime = _created()
     updated_at: datetime = _created()
 
@@ -139,6 +183,9 @@ class RevisionState(enum.StrEnum):
 FINISHED_STATES = frozenset(
     {RevisionState.superseded, RevisionState.failed, RevisionState.cancelled}
 )
+IN_FLIGHT_STATES = frozenset(
+    {RevisionState.queued, RevisionState.building, RevisionState.deploying}
+)
 PENDING_STATES = frozenset({RevisionState.queued, RevisionState.building})
 """States a newer revision of the same deployment cancels."""
 
@@ -148,7 +195,9 @@ class Revision(SQLModel, table=True):
 
     __tablename__ = "revisions"
     __table_args__ = (
-        UniqueConstraint("deployment_id", "commit_sha", "env_hash", name="uq_revision_source"),
+        UniqueConstraint(
+            "deployment_id", "commit_sha", "env_hash", "attempt", name="uq_revision_source"
+        ),
         UniqueConstraint("deployment_id", "number", name="uq_revision_number"),
     )
 
@@ -160,6 +209,12 @@ class Revision(SQLModel, table=True):
     commit_message: str = ""
     env_hash: str
     """Digest of the env snapshot: same commit + same env is the same revision."""
+    attempt: int = 1
+    """Above 1 when the same commit and env were built again on purpose (Re-run, a reopened
+    pull request, a push after the deployment was removed)."""
+    approval_required: bool = False
+    """A fork's commit: built only once a maintainer approved it on its check run."""
+    approved_by: str | None = None
     env_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     state: RevisionState = RevisionState.queued
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

@@ -7,13 +7,10 @@ state column moves only by compare-and-set, so a cancelled revision never goes l
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,14 +20,13 @@ from sqlmodel import col, select
 from app.crypto import SecretBox
 from app.databases import database_identifier
 from app.db import SessionFactory
-from app.errors import BuildCancelled, RuntimeStartError, SlipwayError
+from app.errors import BuildCancelled, RevisionAbandoned, RuntimeStartError, SlipwayError
 from app.models import (
     FINISHED_STATES,
+    IN_FLIGHT_STATES,
     Database,
     Deployment,
-    Installation,
     Replica,
-    Repository,
     Revision,
     RevisionState,
 )
@@ -41,12 +37,13 @@ from app.ports import (
     GitHubPort,
     HealthProbe,
     ImageBuilder,
-    RouterPort,
+    PreviewNotifier,
 )
-from app.reporting import LOG_TAIL_LINES, GitHubReporter, Redactor, RevisionRef
+from app.reporting import LOG_TAIL_LINES, GitHubReporter, Redactor, RevisionRef, load_ref
 from app.revisions import transition
 from app.router import deployment_url, route_hostname
-from app.routes import current_routes
+from app.routes import RouteTable
+from app.teardown import Teardown
 from builders.source import UnpackLimits, unpack_tarball
 from manifests.config import RepositoryConfig, load_repository_config
 from manifests.containers import LIMITS, ContainerSpec
@@ -61,7 +58,6 @@ INSPECT_EVERY_SECONDS = 0.25
 KEEP_IMAGES = 3
 """Images kept per deployment (the live revision's and the ones before it, for a rollback)."""
 CONTAINER_HOST_ALIAS = "host.docker.internal"
-IN_FLIGHT = frozenset({RevisionState.queued, RevisionState.building, RevisionState.deploying})
 LABEL_PREFIX = "dev.slipway"
 """Docker labels on every image and container Slipway makes, so they can be found and cleaned."""
 
@@ -105,10 +101,12 @@ class RevisionPipeline:
         reporter: GitHubReporter,
         builder: ImageBuilder,
         runtime: ContainerRuntime,
-        router: RouterPort,
+        routes: RouteTable,
         databases: DatabaseProvisioner,
         health: HealthProbe,
         clock: Clock,
+        teardown: Teardown,
+        notifier: PreviewNotifier,
     ) -> None:
         self.config = config
         self._sessions = sessions
@@ -117,10 +115,12 @@ class RevisionPipeline:
         self._reporter = reporter
         self._builder = builder
         self._runtime = runtime
-        self._router = router
+        self._routes = routes
         self._databases = databases
         self._health = health
         self._clock = clock
+        self._teardown = teardown
+        self._notifier = notifier
 
     # -- public entry points ----------------------------------------------------------------
     def announce(self, revision_id: str) -> None:
@@ -143,7 +143,10 @@ class RevisionPipeline:
         ref = self._ref(revision_id)
         if ref.revision.state is RevisionState.live:
             self._retire_finished(ref.deployment.id)  # a retry after dying at the switch
-        if ref.revision.state not in IN_FLIGHT:
+        if ref.revision.state not in IN_FLIGHT_STATES:
+            return ref.revision.state
+        if ref.revision.approval_required and ref.revision.approved_by is None:
+            self._event(ref, "revision waits for approval")
             return ref.revision.state
         self.announce(revision_id)
         log_path = self.config.log_path(ref.revision)
@@ -153,13 +156,14 @@ class RevisionPipeline:
             if not transition(
                 session,
                 revision_id,
-                IN_FLIGHT,
+                IN_FLIGHT_STATES,
                 RevisionState.building,
                 build_started_at=now,
             ):
                 return self._ref(revision_id).revision.state
         ref = self._ref(revision_id)
         self._reporter.building(ref)
+        self._changed(ref)
         redact = self._redactor(ref)
         try:
             image, repo_config = self._build(ref, log_path)
@@ -176,12 +180,20 @@ class RevisionPipeline:
             if not moved:
                 self._event(ref, "revision cancelled after build")
                 self._runtime.remove_image(image)
+                self._finish_removal(ref.deployment.id)
                 return RevisionState.cancelled
             ref = self._ref(revision_id)
             self._reporter.deploying(ref, image)
+            self._changed(ref)
             self._deploy(ref, image, repo_config, log_path, redact)
         except BuildCancelled:
             self._event(ref, "revision cancelled during build")
+            self._finish_removal(ref.deployment.id)
+            return RevisionState.cancelled
+        except RevisionAbandoned:
+            self._event(ref, "revision cancelled during its start")
+            self._stop_replicas(revision_id)
+            self._finish_removal(ref.deployment.id)
             return RevisionState.cancelled
         except SlipwayError as exc:
             self._fail(revision_id, str(exc), log_path, redact)
@@ -257,7 +269,9 @@ class RevisionPipeline:
         redact: Redactor,
     ) -> None:
         revision, deployment = ref.revision, ref.deployment
+        self._still_deploying(revision.id)
         database_uri, database_password = self._database(deployment)
+        self._still_deploying(revision.id)  # a teardown that raced the provisioning redoes it
         redact = redact.including(database_password)
         self._update_revision(revision.id, database_ready_at=self._clock())
         port = repo_config.deploy.port
@@ -304,6 +318,7 @@ class RevisionPipeline:
                 )
             )
             session.commit()
+        self._still_deploying(revision.id)
         try:
             self._wait_healthy(started.id, started.host_port, port, repo_config.deploy.health_path)
         except RuntimeStartError as exc:
@@ -322,6 +337,28 @@ class RevisionPipeline:
             )
         if self._go_live(revision.id, started.host_port, log_path):
             self._runtime.keep_running(started.id)
+
+    def _still_deploying(self, revision_id: str) -> None:
+        """Raise RevisionAbandoned once a teardown cancelled the revision mid-start."""
+        with self._sessions() as session:
+            state = session.exec(select(Revision.state).where(Revision.id == revision_id)).one()
+        if state is not RevisionState.deploying:
+            raise RevisionAbandoned(f"revision {revision_id} is {state}")
+
+    def _finish_removal(self, deployment_id: str) -> None:
+        """A revision of a removed deployment stopped late: redo the teardown for what it made."""
+        with self._sessions() as session:
+            deployment = session.get(Deployment, deployment_id)
+            if deployment is None or deployment.removed_at is None:
+                return
+            is_preview = deployment.is_preview
+        self._teardown.remove(
+            deployment_id, drop_database=is_preview, reason="the deployment was removed"
+        )
+
+    def _changed(self, ref: RevisionRef) -> None:
+        if ref.deployment.is_preview:
+            self._notifier.deployment_changed(ref.deployment.id)
 
     def _database(self, deployment: Deployment) -> tuple[str, str]:
         """The deployment's database (URI, password), created on its first revision and kept."""
@@ -390,7 +427,7 @@ class RevisionPipeline:
         False when a newer revision went live while this one deployed: it then ends
         superseded without taking the route.
         """
-        with self._router_lock(), self._sessions() as session:
+        with self._routes.locked(), self._sessions() as session:
             revision = session.get(Revision, revision_id)
             assert revision is not None
             deployment = session.get(Deployment, revision.deployment_id)
@@ -400,14 +437,12 @@ class RevisionPipeline:
                 if deployment.live_revision_id
                 else None
             )
+            abandoned = revision.state is not RevisionState.deploying  # a teardown cancelled it
             newer_is_live = previous is not None and previous.number > revision.number
-            if not newer_is_live:
-                routes = current_routes(
-                    session,
-                    self.config.hostname,
-                    override={deployment.id: (deployment.slug, (host_port,))},
+            if not newer_is_live and not abandoned:
+                self._routes.apply_in(
+                    session, override={deployment.id: (deployment.slug, (host_port,))}
                 )
-                self._router.apply(routes)
                 now = self._clock()
                 revision.state = RevisionState.live
                 revision.live_at = now
@@ -417,6 +452,8 @@ class RevisionPipeline:
                     previous.state = RevisionState.superseded
                     previous.finished_at = now
                 session.commit()
+        if abandoned:
+            raise RevisionAbandoned(f"revision {revision_id} was cancelled before it went live")
         if newer_is_live:
             assert previous is not None
             with self._sessions() as session:
@@ -437,6 +474,7 @@ class RevisionPipeline:
         self._reporter.succeeded(
             ref, self.config.url(ref.deployment.slug), ref.revision.image or ""
         )
+        self._changed(ref)
         self._retire_finished(ref.deployment.id)
         if previous is not None and previous.id != revision_id:
             self._reporter.superseded(self._ref(previous.id), by=ref.revision)
@@ -463,20 +501,12 @@ class RevisionPipeline:
         for revision_id in finished:
             self._stop_replicas(revision_id)
 
-    @contextmanager
-    def _router_lock(self) -> Iterator[None]:
-        """Workers render the router's whole config from the database; one at a time."""
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        with (self.config.data_dir / "router.lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
-
     def sync_routes(self) -> None:
         """Put the database's routes into the router (after either of them restarted).
 
         Host ports are read again first: the engine publishes a restarted replica elsewhere.
         """
-        with self._router_lock(), self._sessions() as session:
+        with self._routes.locked(), self._sessions() as session:
             live = session.exec(
                 select(Replica)
                 .join(Deployment, col(Deployment.live_revision_id) == col(Replica.revision_id))
@@ -490,7 +520,7 @@ class RevisionPipeline:
                     replica.host_port = port
                     session.add(replica)
             session.commit()
-            self._router.apply(current_routes(session, self.config.hostname))
+            self._routes.apply_in(session)
 
     # -- failure ----------------------------------------------------------------------------
     def _fail(self, revision_id: str, reason: str, log_path: Path, redact: Redactor) -> None:
@@ -500,7 +530,7 @@ class RevisionPipeline:
             moved = transition(
                 session,
                 revision_id,
-                IN_FLIGHT,
+                IN_FLIGHT_STATES,
                 RevisionState.failed,
                 error=reason,
                 finished_at=self._clock(),
@@ -531,6 +561,7 @@ class RevisionPipeline:
             serving,
             self.config.url(ref.deployment.slug),
         )
+        self._changed(ref)
 
     def _prune_images(self, deployment_id: str, keep_from: int) -> None:
         """Images of finished revisions older than the last few are removed: disks are finite."""
@@ -585,21 +616,7 @@ class RevisionPipeline:
 
     def _ref(self, revision_id: str) -> RevisionRef:
         with self._sessions() as session:
-            revision = session.get(Revision, revision_id)
-            if revision is None:
-                raise LookupError(f"no revision {revision_id}")
-            deployment = session.get(Deployment, revision.deployment_id)
-            assert deployment is not None
-            repository = session.get(Repository, deployment.repository_id)
-            assert repository is not None
-            installation = session.get(Installation, repository.installation_id)
-            assert installation is not None
-            return RevisionRef(
-                installation_id=installation.id,
-                repository=repository,
-                deployment=deployment,
-                revision=revision,
-            )
+            return load_ref(session, revision_id)
 
     def _redactor(self, ref: RevisionRef) -> Redactor:
         return Redactor(list(self._secrets.decrypt_env(ref.revision.env_encrypted).values()))

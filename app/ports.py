@@ -75,6 +75,28 @@ class GitHubPort(Protocol):
         log_url: str | None = None,
     ) -> None: ...
 
+    def file_at(
+        self, installation_id: int, full_name: str, sha: str, path: str
+    ) -> bytes | None: ...
+
+    def commit_message(self, installation_id: int, full_name: str, sha: str) -> str: ...
+
+    def collaborator_permission(self, installation_id: int, full_name: str, login: str) -> str:
+        """GitHub's role name: admin, maintain, write, triage, read or none."""
+
+    def create_comment(
+        self, installation_id: int, full_name: str, issue_number: int, body: str
+    ) -> int: ...
+
+    def update_comment(
+        self, installation_id: int, full_name: str, comment_id: int, body: str
+    ) -> bool:
+        """False when the comment no longer exists."""
+
+    def find_comment(
+        self, installation_id: int, full_name: str, issue_number: int, marker: str
+    ) -> int | None: ...
+
 
 class ImageBuilder(Protocol):
     def build(
@@ -97,6 +119,8 @@ class ContainerRuntime(Protocol):
     def published_port(self, container_id: str, container_port: int) -> int | None: ...
     def remove_image(self, tag: str) -> None: ...
     def remove(self, name_or_id: str) -> None: ...
+    def remove_labelled(self, label: str, value: str) -> None:
+        """Every container, then every image, carrying the label with that value."""
 
 
 class RouterPort(Protocol):
@@ -112,3 +136,8 @@ class DatabaseProvisioner(Protocol):
 class HealthProbe(Protocol):
     def answers(self, host_port: int, path: str) -> bool:
         """True once the app answers HTTP on 127.0.0.1:host_port with a status below 500."""
+
+
+class PreviewNotifier(Protocol):
+    def deployment_changed(self, deployment_id: str) -> None:
+        """A preview's revision moved on: its pull request's comment has news."""

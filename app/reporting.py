@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
+from sqlmodel import Session
+
 from app.errors import GitHubError
 from app.models import Deployment, Repository, Revision
 from app.ports import GitHubPort
@@ -52,6 +54,22 @@ class RevisionRef:
     revision: Revision
 
 
+def load_ref(session: Session, revision_id: str) -> RevisionRef:
+    revision = session.get(Revision, revision_id)
+    if revision is None:
+        raise LookupError(f"no revision {revision_id}")
+    deployment = session.get(Deployment, revision.deployment_id)
+    assert deployment is not None
+    repository = session.get(Repository, deployment.repository_id)
+    assert repository is not None
+    return RevisionRef(
+        installation_id=repository.installation_id,
+        repository=repository,
+        deployment=deployment,
+        revision=revision,
+    )
+
+
 def _iso(ts: datetime | None) -> str | None:
     return ts.strftime("%Y-%m-%dT%H:%M:%SZ") if ts else None
 
@@ -63,10 +81,16 @@ class GitHubReporter:
         self._api_url = api_url.rstrip("/")
 
     def revision_url(self, revision: Revision) -> str:
-        return f"{self._api_url}/api/revisions/{revision.id}"
+        return self.revision_url_of(revision.id)
 
     def log_url(self, revision: Revision) -> str:
-        return f"{self._api_url}/api/revisions/{revision.id}/logs"
+        return self.log_url_of(revision.id)
+
+    def revision_url_of(self, revision_id: str) -> str:
+        return f"{self._api_url}/api/revisions/{revision_id}"
+
+    def log_url_of(self, revision_id: str) -> str:
+        return f"{self._api_url}/api/revisions/{revision_id}/logs"
 
     def _safely(self, ref: RevisionRef, what: str, call: Callable[[], T]) -> T | None:
         try:
@@ -211,6 +235,9 @@ class GitHubReporter:
             completed_at=_iso(revision.finished_at),
         )
         self._status(ref, "inactive", f"Revision #{revision.number} was {reason}")
+
+    def removed(self, ref: RevisionRef, reason: str) -> None:
+        self._status(ref, "inactive", f"Removed: {reason}")
 
     def superseded(self, ref: RevisionRef, by: Revision) -> None:
         self._status(

@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 
 from app.crypto import SecretBox
 from app.errors import NotFoundError
-from app.models import PENDING_STATES, Deployment, Revision, RevisionState
+from app.models import IN_FLIGHT_STATES, PENDING_STATES, Deployment, Revision, RevisionState
 
 
 @dataclass
@@ -29,18 +29,27 @@ def create_revision(
     secrets: SecretBox,
     now: datetime,
     delivery_id: str | None = None,
+    *,
+    fresh: bool = False,
+    approval_required: bool = False,
 ) -> NewRevision:
-    """Idempotent: the same commit with the same env is the same revision, however often pushed."""
+    """Idempotent: the same commit with the same env is the same revision, however often pushed.
+
+    `fresh` builds it again as a new attempt all the same: a Re-run, a reopened pull request,
+    a push to a deployment that was removed.
+    """
     env = secrets.decrypt_env(deployment.env_encrypted)
     env_hash = secrets.env_hash(env)
     existing = session.exec(
-        select(Revision).where(
+        select(Revision)
+        .where(
             Revision.deployment_id == deployment.id,
             Revision.commit_sha == commit_sha,
             Revision.env_hash == env_hash,
         )
+        .order_by(col(Revision.attempt).desc())
     ).first()
-    if existing is not None:
+    if existing is not None and not fresh:
         return NewRevision(revision=existing, created=False)
     last = session.exec(
         select(func.max(Revision.number)).where(Revision.deployment_id == deployment.id)
@@ -51,7 +60,9 @@ def create_revision(
         commit_sha=commit_sha,
         commit_message=commit_message.splitlines()[0][:500] if commit_message else "",
         env_hash=env_hash,
+        attempt=existing.attempt + 1 if existing is not None else 1,
         env_encrypted=deployment.env_encrypted,
+        approval_required=approval_required,
         delivery_id=delivery_id,
         created_at=now,
     )
@@ -78,6 +89,26 @@ def cancel_older_pending(
         revision.error = f"superseded by revision #{number} before it went live"
         revision.finished_at = now
     return older
+
+
+def cancel_in_flight(
+    session: Session, deployment_id: str, reason: str, now: datetime
+) -> list[Revision]:
+    """Every revision of the deployment still queued, building or deploying ends cancelled."""
+    in_flight = list(
+        session.exec(
+            select(Revision).where(
+                Revision.deployment_id == deployment_id,
+                col(Revision.state).in_(IN_FLIGHT_STATES),
+            )
+        ).all()
+    )
+    for revision in in_flight:
+        revision.state = RevisionState.cancelled
+        revision.error = reason
+        revision.finished_at = now
+        session.add(revision)
+    return in_flight
 
 
 def transition(

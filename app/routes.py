@@ -2,14 +2,60 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import fcntl
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
 
 from sqlmodel import Session, col, select
 
+from app.db import SessionFactory
 from app.models import Deployment, Replica
 from app.router import Route
 
 LOCALHOST = "127.0.0.1"
+
+
+class _Router(Protocol):
+    def apply(self, routes: list[Route]) -> None: ...
+
+
+class RouteTable:
+    """The router's whole table, rendered from the control plane by one writer at a time.
+
+    Every writer (a revision going live, a teardown, the periodic resync) renders the full
+    table from the database under one lock, so no writer undoes another's change.
+    """
+
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        router: _Router,
+        hostname: Callable[[str], str],
+        lock_path: Path,
+    ) -> None:
+        self._sessions = sessions
+        self._router = router
+        self._hostname = hostname
+        self._lock_path = lock_path
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock_path.open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def apply(self) -> None:
+        with self.locked(), self._sessions() as session:
+            self.apply_in(session)
+
+    def apply_in(
+        self, session: Session, override: dict[str, tuple[str, tuple[int, ...]]] | None = None
+    ) -> None:
+        """With the lock held: the database's routes, plus `override` for one going live."""
+        self._router.apply(current_routes(session, self._hostname, override))
 
 
 def current_routes(

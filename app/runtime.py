@@ -148,6 +148,17 @@ class DockerRuntime:
         with contextlib.suppress(NoSuchContainer):
             self._docker.container.remove(name_or_id, force=True)
 
+    def remove_labelled(self, label: str, value: str) -> None:
+        """Containers first (an image in use cannot go), then images; found by label, so
+        what a crashed worker started without recording it goes too."""
+        selector = {"label": f"{label}={value}"}
+        containers = self._docker.container.list(all=True, filters=selector)
+        for container in containers:
+            self.remove(container.id)
+        for image in self._docker.image.list(filters=selector):
+            with contextlib.suppress(DockerException):
+                self._docker.image.remove(image.id, force=True)
+
     def _write_env_file(self, env: dict[str, str]) -> Path:
         self._env_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for key, value in env.items():

@@ -6,9 +6,19 @@ import asyncio
 import logging
 from typing import Any
 
+from arq import Retry
+
 from app.bootstrap import Platform
+from app.comments import CommentNotUpdated
 from app.deliveries import apply_delivery
-from jobs.constants import RUN_REVISION, revision_job_id
+from app.events import EventOutcome
+from jobs.constants import (
+    COMMENT_RETRY_SECONDS,
+    RUN_REVISION,
+    SYNC_COMMENT,
+    TEARDOWN_DEPLOYMENT,
+    revision_job_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -22,31 +32,74 @@ def _platform(ctx: dict[str, Any]) -> Platform:
 async def handle_delivery(ctx: dict[str, Any], delivery_id: str) -> str:
     platform = _platform(ctx)
 
-    def apply() -> tuple[str, list[str], list[str]]:
+    def apply() -> EventOutcome | None:
         with platform.sessions() as session:
-            outcome = apply_delivery(session, delivery_id, platform.secrets, platform.clock())
-        if outcome is None:
-            return "already applied", [], []
-        return outcome.summary, outcome.start_revisions, outcome.cancelled_revisions
+            return apply_delivery(
+                session, delivery_id, platform.secrets, platform.clock(), platform.facts
+            )
 
-    summary, start, cancelled = await asyncio.to_thread(apply)
-    log.info("delivery applied", extra={"delivery_id": delivery_id, "summary": summary})
-    for revision_id in cancelled:
+    outcome = await asyncio.to_thread(apply)
+    if outcome is None:
+        return "already applied"
+    log.info("delivery applied", extra={"delivery_id": delivery_id, "summary": outcome.summary})
+    for revision_id in outcome.cancelled_revisions:
         await asyncio.to_thread(platform.pipeline.report_cancelled, revision_id)
-    for revision_id in start:
-        await asyncio.to_thread(platform.pipeline.announce, revision_id)
+    for order in outcome.teardowns:
         await ctx["redis"].enqueue_job(
-            RUN_REVISION,
-            revision_id,
-            _job_id=revision_job_id(revision_id),
+            TEARDOWN_DEPLOYMENT,
+            order.deployment_id,
+            order.drop_database,
+            outcome.summary,
             _queue_name=ctx["queue_name"],
         )
-    return summary
+    for revision_id in outcome.announce_revisions:
+        await asyncio.to_thread(platform.pipeline.announce, revision_id)
+    for revision_id in outcome.start_revisions:
+        await asyncio.to_thread(platform.pipeline.announce, revision_id)
+        await enqueue_revision(ctx, revision_id)
+    for pull_request_id in outcome.comments:
+        await enqueue_comment(ctx, pull_request_id)
+    return outcome.summary
+
+
+async def enqueue_revision(ctx: dict[str, Any], revision_id: str) -> None:
+    await ctx["redis"].enqueue_job(
+        RUN_REVISION,
+        revision_id,
+        _job_id=revision_job_id(revision_id),
+        _queue_name=ctx["queue_name"],
+    )
+
+
+async def enqueue_comment(ctx: dict[str, Any], pull_request_id: str) -> None:
+    await ctx["redis"].enqueue_job(SYNC_COMMENT, pull_request_id, _queue_name=ctx["queue_name"])
 
 
 async def run_revision(ctx: dict[str, Any], revision_id: str) -> str:
     state = await asyncio.to_thread(_platform(ctx).pipeline.run, revision_id)
     return state.value
+
+
+async def teardown_deployment(
+    ctx: dict[str, Any], deployment_id: str, drop_database: bool, reason: str
+) -> str:
+    platform = _platform(ctx)
+
+    def remove() -> list[str]:
+        return platform.teardown.remove(deployment_id, drop_database=drop_database, reason=reason)
+
+    cancelled = await asyncio.to_thread(remove)
+    for revision_id in cancelled:
+        await asyncio.to_thread(platform.pipeline.report_cancelled, revision_id)
+    await asyncio.to_thread(platform.comments.deployment_changed, deployment_id)
+    return f"deployment {deployment_id} removed"
+
+
+async def sync_comment(ctx: dict[str, Any], pull_request_id: str) -> None:
+    try:
+        await asyncio.to_thread(_platform(ctx).comments.sync, pull_request_id)
+    except CommentNotUpdated as exc:
+        raise Retry(defer=COMMENT_RETRY_SECONDS * ctx.get("job_try", 1)) from exc
 
 
 async def sync_routes(ctx: dict[str, Any]) -> None:

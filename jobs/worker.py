@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -13,11 +14,15 @@ from app.bootstrap import bootstrap, require
 from app.settings import Settings
 from jobs import tasks
 from jobs.constants import (
+    ENQUEUE_TIMEOUT_SECONDS,
     JOB_TIMEOUT_SECONDS,
     KEEP_RESULT_SECONDS,
     MAX_TRIES,
     POLL_DELAY_SECONDS,
     QUEUE_NAME,
+    SYNC_COMMENT,
+    TEARDOWN_DEPLOYMENT,
+    TEARDOWN_TIMEOUT_SECONDS,
 )
 
 log = logging.getLogger(__name__)
@@ -32,8 +37,19 @@ def redis_settings(settings: Settings) -> RedisSettings:
 
 def make_worker(settings: Settings, **overrides: Any) -> Worker:
     async def on_startup(ctx: dict[str, Any]) -> None:
-        ctx["platform"] = bootstrap(settings)
+        platform = bootstrap(settings)
+        ctx["platform"] = platform
         ctx["queue_name"] = QUEUE_NAME
+        loop = asyncio.get_running_loop()
+
+        def enqueue_comment(pull_request_id: str) -> None:
+            # Called from the pipeline's thread: the enqueue runs on the worker's loop.
+            future = asyncio.run_coroutine_threadsafe(
+                tasks.enqueue_comment(ctx, pull_request_id), loop
+            )
+            future.result(timeout=ENQUEUE_TIMEOUT_SECONDS)
+
+        platform.comments.use_queue(enqueue_comment)
         try:
             await tasks.sync_routes(ctx)
         except Exception:  # the router may still be starting; the cron catches up
@@ -45,6 +61,14 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
             # delivery whose handling failed is enqueued anew (an applied one is skipped by the
             # delivery's own record).
             func(tasks.handle_delivery, name="handle_delivery", max_tries=MAX_TRIES, keep_result=0),
+            func(tasks.sync_comment, name=SYNC_COMMENT, max_tries=MAX_TRIES, keep_result=0),
+            func(
+                tasks.teardown_deployment,
+                name=TEARDOWN_DEPLOYMENT,
+                max_tries=MAX_TRIES,
+                keep_result=0,
+                timeout=TEARDOWN_TIMEOUT_SECONDS,
+            ),
             func(
                 tasks.run_revision,
                 name="run_revision",

@@ -8,6 +8,10 @@
     port = 8000                 # the port the app listens on (also given to it as PORT)
     health_path = "/"           # answered with any status below 500 once the app is up
 
+    [previews]
+    enabled = true              # a preview deployment for every pull request
+    drafts = true               # draft pull requests too
+
 Unknown keys are errors, so a typo is reported rather than silently ignored.
 """
 
@@ -53,11 +57,19 @@ class DeployConfig(BaseModel):
         return value
 
 
+class PreviewsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    drafts: bool = True
+
+
 class RepositoryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     build: BuildConfig = Field(default_factory=BuildConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
+    previews: PreviewsConfig = Field(default_factory=PreviewsConfig)
 
 
 def load_repository_config(source_dir: Path) -> RepositoryConfig:
@@ -65,8 +77,16 @@ def load_repository_config(source_dir: Path) -> RepositoryConfig:
     if not path.is_file():
         return RepositoryConfig()
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{CONFIG_FILE} is not valid TOML: {exc}") from exc
+    return parse_repository_config(text)
+
+
+def parse_repository_config(text: str) -> RepositoryConfig:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{CONFIG_FILE} is not valid TOML: {exc}") from exc
     try:
         return RepositoryConfig.model_validate(raw)

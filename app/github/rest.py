@@ -24,6 +24,11 @@ SUMMARY_LIMIT = 65_535
 """GitHub rejects check-run output summary or text longer than this many characters."""
 DESCRIPTION_LIMIT = 140
 """Deployment and deployment-status descriptions are cut by GitHub at 140 characters."""
+COMMENT_LIMIT = 65_536
+"""GitHub rejects issue comment bodies longer than this."""
+MAX_COMMENT_PAGES = 30
+"""Looking for Slipway's own comment stops after 3,000 comments."""
+RAW_MEDIA_TYPE = "application/vnd.github.raw+json"
 
 T = TypeVar("T")
 
@@ -218,6 +223,118 @@ class GitHubRest:
                 data=data,  # type: ignore[call-overload]
             ),
         )
+
+    # -- reads a pull_request delivery needs -----------------------------------------------
+    def file_at(self, installation_id: int, full_name: str, sha: str, path: str) -> bytes | None:
+        """The file's bytes at the commit, or None when the commit has no such file."""
+        owner, repo = full_name.split("/", 1)
+        client = self._app.client(installation_id)
+        try:
+            response = self._call(
+                f"read {path} of {full_name}@{sha[:7]}",
+                lambda: client.rest.repos.get_content(
+                    owner, repo, path, ref=sha, headers={"Accept": RAW_MEDIA_TYPE}
+                ),
+            )
+        except GitHubError as exc:
+            if (
+                isinstance(exc.__cause__, RequestFailed)
+                and exc.__cause__.response.status_code == 404
+            ):
+                return None
+            raise
+        return bytes(response.content)
+
+    def commit_message(self, installation_id: int, full_name: str, sha: str) -> str:
+        owner, repo = full_name.split("/", 1)
+        client = self._app.client(installation_id)
+        response = self._call(
+            f"read commit {full_name}@{sha[:7]}",
+            lambda: client.rest.repos.get_commit(owner, repo, sha, per_page=1),
+        )
+        commit = response.json().get("commit") or {}
+        return str(commit.get("message") or "")
+
+    def collaborator_permission(self, installation_id: int, full_name: str, login: str) -> str:
+        """GitHub's role name for the user on the repository (admin, maintain, write, ...)."""
+        owner, repo = full_name.split("/", 1)
+        client = self._app.client(installation_id)
+        try:
+            response = self._call(
+                f"read {login}'s permission on {full_name}",
+                lambda: client.rest.repos.get_collaborator_permission_level(owner, repo, login),
+            )
+        except GitHubError as exc:
+            if (
+                isinstance(exc.__cause__, RequestFailed)
+                and exc.__cause__.response.status_code == 404
+            ):
+                return "none"
+            raise
+        body = response.json()
+        return str(body.get("role_name") or body.get("permission") or "none")
+
+    # -- the pull request's comment --------------------------------------------------------
+    def create_comment(
+        self, installation_id: int, full_name: str, issue_number: int, body: str
+    ) -> int:
+        owner, repo = full_name.split("/", 1)
+        client = self._app.client(installation_id)
+        response = self._call(
+            f"comment on {full_name}#{issue_number}",
+            lambda: client.rest.issues.create_comment(
+                owner, repo, issue_number, data={"body": clip(body, COMMENT_LIMIT)}
+            ),
+        )
+        return int(response.json()["id"])
+
+    def update_comment(
+        self, installation_id: int, full_name: str, comment_id: int, body: str
+    ) -> bool:
+        """False when the comment is gone (a user deleted it)."""
+        owner, repo = full_name.split("/", 1)
+        client = self._app.client(installation_id)
+        try:
+            self._call(
+                f"edit comment {comment_id} on {full_name}",
+                lambda: client.rest.issues.update_comment(
+                    owner, repo, comment_id, data={"body": clip(body, COMMENT_LIMIT)}
+                ),
+            )
+        except GitHubError as exc:
+            if (
+                isinstance(exc.__cause__, RequestFailed)
+                and exc.__cause__.response.status_code == 404
+            ):
+                return False
+            raise
+        return True
+
+    def find_comment(
+        self, installation_id: int, full_name: str, issue_number: int, marker: str
+    ) -> int | None:
+        """The id of the first comment on the issue whose body holds `marker`."""
+        owner, repo = full_name.split("/", 1)
+        client = self._app.client(installation_id)
+        for page in range(1, MAX_COMMENT_PAGES + 1):
+            response = self._call(
+                f"list comments of {full_name}#{issue_number}",
+                lambda page=page: client.rest.issues.list_comments(  # type: ignore[misc]
+                    owner, repo, issue_number, per_page=100, page=page
+                ),
+            )
+            comments: list[dict[str, Any]] = list(response.json() or [])
+            for comment in comments:
+                if marker in str(comment.get("body") or ""):
+                    return int(comment["id"])
+            if len(comments) < 100:
+                return None
+        return None
+
+
+def _not_found(exc: GitHubError) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, RequestFailed) and cause.response.status_code == 404
 
 
 def _message(response: Any) -> str:

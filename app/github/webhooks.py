@@ -91,3 +91,82 @@ class PushEvent(_Lenient):
         """The branch name, or None for tags and other refs."""
         prefix = "refs/heads/"
         return self.ref.removeprefix(prefix) if self.ref.startswith(prefix) else None
+
+
+class UserRef(_Lenient):
+    login: str
+    type: str = "User"
+
+
+class BranchRepository(_Lenient):
+    id: int
+    full_name: str
+    fork: bool = False
+
+
+class PullRequestBranch(_Lenient):
+    ref: str
+    sha: str
+    repo: BranchRepository | None = None
+    """None when the head repository (a fork) was deleted."""
+
+
+class PullRequestRef(_Lenient):
+    number: int
+    state: str = "open"
+    draft: bool = False
+    merged: bool | None = False
+    title: str = ""
+    head: PullRequestBranch
+    base: PullRequestBranch
+    user: UserRef | None = None
+
+
+class PullRequestEvent(_Lenient):
+    action: str
+    number: int
+    pull_request: PullRequestRef
+    repository: RepositoryRef
+    installation: InstallationRef | None = None
+    sender: UserRef | None = None
+
+    @property
+    def from_fork(self) -> bool:
+        """Code from another repository: nobody with access to this one has reviewed it."""
+        head_repo = self.pull_request.head.repo
+        return head_repo is None or head_repo.id != self.repository.id
+
+
+class CheckSuiteRef(_Lenient):
+    id: int | None = None
+    head_sha: str
+    head_branch: str | None = None
+
+
+class CheckRunRef(_Lenient):
+    id: int
+    head_sha: str
+    external_id: str | None = None
+    name: str = ""
+    check_suite: CheckSuiteRef | None = None
+
+
+class RequestedAction(_Lenient):
+    identifier: str
+
+
+class CheckRunEvent(_Lenient):
+    action: str
+    check_run: CheckRunRef
+    repository: RepositoryRef
+    installation: InstallationRef | None = None
+    sender: UserRef | None = None
+    requested_action: RequestedAction | None = None
+
+
+class CheckSuiteEvent(_Lenient):
+    action: str
+    check_suite: CheckSuiteRef
+    repository: RepositoryRef
+    installation: InstallationRef | None = None
+    sender: UserRef | None = None

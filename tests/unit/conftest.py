@@ -14,6 +14,7 @@ import pytest
 from app.db import SessionFactory, make_engine, migrate
 from tests.fake_github import FakeGitHub
 from tests.keys import new_private_key_pem
+from tests.unit.world import Platform, world_platform
 
 GIT_IDENTITY = ["-c", "user.name=Test Pusher", "-c", "user.email=pusher@example.com"]
 
@@ -75,3 +76,11 @@ def sessions(tmp_path: Path) -> Iterator[SessionFactory]:
         yield SessionFactory(engine)
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def platform(
+    sessions: SessionFactory, fake_github: FakeGitHub, app_git_dir: Path, tmp_path: Path
+) -> Platform:
+    """The platform's services on fakes, with one connected repository `octo/web`."""
+    return world_platform(sessions, fake_github, app_git_dir, tmp_path)

@@ -23,6 +23,7 @@ from manifests.recipes import BuildPlan
 
 FIRST_CHECK_RUN = 9001
 FIRST_GITHUB_DEPLOYMENT = 7001
+FIRST_COMMENT = 5001
 REVISION_LABEL = "dev.slipway.revision"
 
 
@@ -63,6 +64,12 @@ class RecordingGitHub:
     deployments: dict[int, dict[str, object]] = field(default_factory=dict)
     statuses: dict[int, list[dict[str, object]]] = field(default_factory=dict)
     on_check_run_update: Callable[[dict[str, object]], None] | None = None
+    messages: dict[str, str] = field(default_factory=dict)
+    """sha → commit message (default "Update the app")."""
+    permissions: dict[str, str] = field(default_factory=dict)
+    """login → role name on the repository."""
+    comments: dict[int, dict[str, object]] = field(default_factory=dict)
+    deleted_comments: int = 0
 
     def _answer(self, what: str, report: bool = True) -> None:
         if self.down:
@@ -170,6 +177,55 @@ class RecordingGitHub:
                 "log_url": log_url,
             }
         )
+
+    def file_at(self, installation_id: int, full_name: str, sha: str, path: str) -> bytes | None:
+        self._answer(f"read {path} of {full_name}@{sha[:7]}", report=False)
+        content = self.commits.get(sha, {}).get(path)
+        return content.encode() if content is not None else None
+
+    def commit_message(self, installation_id: int, full_name: str, sha: str) -> str:
+        self._answer(f"read commit {full_name}@{sha[:7]}", report=False)
+        return self.messages.get(sha, "Update the app")
+
+    def collaborator_permission(self, installation_id: int, full_name: str, login: str) -> str:
+        self._answer(f"read {login}'s permission on {full_name}", report=False)
+        return self.permissions.get(login, "none")
+
+    def create_comment(
+        self, installation_id: int, full_name: str, issue_number: int, body: str
+    ) -> int:
+        self._answer(f"comment on {full_name}#{issue_number}")
+        comment_id = FIRST_COMMENT + len(self.comments) + self.deleted_comments
+        self.comments[comment_id] = {"issue": issue_number, "body": body, "edits": 0}
+        return comment_id
+
+    def update_comment(
+        self, installation_id: int, full_name: str, comment_id: int, body: str
+    ) -> bool:
+        self._answer(f"edit comment {comment_id} on {full_name}")
+        comment = self.comments.get(comment_id)
+        if comment is None:
+            return False
+        comment["body"] = body
+        comment["edits"] = int(str(comment["edits"])) + 1
+        return True
+
+    def find_comment(
+        self, installation_id: int, full_name: str, issue_number: int, marker: str
+    ) -> int | None:
+        self._answer(f"list comments of {full_name}#{issue_number}", report=False)
+        for comment_id, comment in self.comments.items():
+            if comment["issue"] == issue_number and marker in str(comment["body"]):
+                return comment_id
+        return None
+
+    def delete_comment(self, comment_id: int) -> None:
+        """A user deleting Slipway's comment on GitHub."""
+        del self.comments[comment_id]
+        self.deleted_comments += 1
+
+    def comments_on(self, issue_number: int) -> list[str]:
+        return [str(c["body"]) for c in self.comments.values() if c["issue"] == issue_number]
 
     def check_run_for(self, sha: str) -> dict[str, object]:
         [run] = [run for run in self.check_runs.values() if run["head_sha"] == sha]
@@ -310,6 +366,13 @@ class FakeRuntime:
                         "is already in progress"
                     )
                 del self.containers[container.id]
+
+    def remove_labelled(self, label: str, value: str) -> None:
+        for container in list(self.containers.values()):
+            if container.spec.labels.get(label) == value:
+                self.remove(container.id)
+        for tag in [t for t in self.images if t.startswith(f"slipway/{value}:")]:
+            del self.images[tag]
 
     def of_revision(self, revision_id: str) -> list[Container]:
         return [c for c in self.containers.values() if c.revision_id == revision_id]

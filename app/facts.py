@@ -1,0 +1,81 @@
+"""What a delivery's handler needs to know about a commit that the payload does not carry.
+
+A pull_request delivery names its head commit but not its message (for `[skip deploy]`) nor
+its `slipway.toml` (for `[previews]`); those are asked of GitHub before anything is recorded.
+Asking can fail: the handler then goes on with the defaults (a preview is made, and a broken
+`slipway.toml` fails its revision with the reason, as it does for a push).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from app.errors import ConfigError, GitHubError
+from app.previews import PreviewSettings
+from manifests.config import CONFIG_FILE, parse_repository_config
+
+log = logging.getLogger(__name__)
+
+
+class CommitFacts(Protocol):
+    def preview_settings(
+        self, installation_id: int, full_name: str, sha: str
+    ) -> PreviewSettings: ...
+
+    def commit_message(self, installation_id: int, full_name: str, sha: str) -> str: ...
+
+
+class NoFacts:
+    """For events that need none, and for tests of them."""
+
+    def preview_settings(self, installation_id: int, full_name: str, sha: str) -> PreviewSettings:
+        return PreviewSettings()
+
+    def commit_message(self, installation_id: int, full_name: str, sha: str) -> str:
+        return ""
+
+
+NO_FACTS = NoFacts()
+
+
+class CommitSource(Protocol):
+    """The two GitHub reads CommitFacts makes (GitHubRest has them)."""
+
+    def file_at(
+        self, installation_id: int, full_name: str, sha: str, path: str
+    ) -> bytes | None: ...
+
+    def commit_message(self, installation_id: int, full_name: str, sha: str) -> str: ...
+
+
+class GitHubCommitFacts:
+    def __init__(self, github: CommitSource) -> None:
+        self._github = github
+
+    def preview_settings(self, installation_id: int, full_name: str, sha: str) -> PreviewSettings:
+        try:
+            raw = self._github.file_at(installation_id, full_name, sha, CONFIG_FILE)
+        except GitHubError as exc:
+            log.warning(
+                "slipway.toml not read; previews use their defaults",
+                extra={"repository": full_name, "commit": sha, "error": str(exc)},
+            )
+            return PreviewSettings()
+        if raw is None:
+            return PreviewSettings()
+        try:
+            config = parse_repository_config(raw.decode("utf-8"))
+        except (ConfigError, UnicodeDecodeError):
+            return PreviewSettings()  # the revision's build reports what is wrong with it
+        return PreviewSettings(enabled=config.previews.enabled, drafts=config.previews.drafts)
+
+    def commit_message(self, installation_id: int, full_name: str, sha: str) -> str:
+        try:
+            return self._github.commit_message(installation_id, full_name, sha)
+        except GitHubError as exc:
+            log.warning(
+                "commit message not read; [skip deploy] cannot be honoured",
+                extra={"repository": full_name, "commit": sha, "error": str(exc)},
+            )
+            return ""

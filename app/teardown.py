@@ -1,0 +1,133 @@
+"""Teardown: one service takes a deployment down, for a closed pull request or a departed App.
+
+A preview goes completely (replicas, route, database and role, images, build directories, and
+its GitHub deployments go inactive); production on uninstall stops serving but keeps its
+database, so reinstalling and pushing brings it back with its data. Every step is idempotent
+and found by label or by the control plane, so a second run (a retried job, or the pipeline
+noticing late that its deployment went away) finishes what the first one left.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from sqlmodel import col, select
+
+from app.db import SessionFactory
+from app.models import Database, Deployment, Replica, Revision, RevisionState
+from app.ports import Clock, ContainerRuntime, DatabaseProvisioner
+from app.previews import mark_removed
+from app.reporting import GitHubReporter, load_ref
+from app.routes import RouteTable
+
+log = logging.getLogger(__name__)
+
+DEPLOYMENT_LABEL = "dev.slipway.deployment"
+
+
+class Teardown:
+    def __init__(
+        self,
+        *,
+        sessions: SessionFactory,
+        runtime: ContainerRuntime,
+        routes: RouteTable,
+        databases: DatabaseProvisioner,
+        reporter: GitHubReporter,
+        builds_dir: Path,
+        clock: Clock,
+    ) -> None:
+        self._sessions = sessions
+        self._runtime = runtime
+        self._routes = routes
+        self._databases = databases
+        self._reporter = reporter
+        self._builds_dir = builds_dir
+        self._clock = clock
+
+    def remove(self, deployment_id: str, *, drop_database: bool, reason: str) -> list[str]:
+        """Take the deployment down; returns the revisions this run cancelled (to report).
+
+        The control plane is marked first (usually the delivery already did), so a build or a
+        start still running sees its revision cancelled and goes no further.
+        """
+        with self._sessions() as session:
+            deployment = session.get(Deployment, deployment_id)
+            if deployment is None:
+                return []
+            removed = mark_removed(session, deployment, reason, self._clock())
+            session.commit()
+            cancelled = [r.id for r in removed.cancelled]
+            revisions = list(
+                session.exec(select(Revision).where(Revision.deployment_id == deployment_id)).all()
+            )
+        revisions = [r for r in revisions if r.id not in cancelled]
+        self._routes.apply()
+        self._stop_everything(deployment_id)
+        if drop_database:
+            self._drop_database(deployment_id)
+        for revision in revisions:
+            shutil.rmtree(self._builds_dir / revision.id, ignore_errors=True)
+        self._retire_on_github(revisions, reason)
+        log.info(
+            "deployment removed",
+            extra={
+                "deployment_id": deployment_id,
+                "database_dropped": drop_database,
+                "reason": reason,
+            },
+        )
+        return cancelled
+
+    def is_removed(self, deployment_id: str) -> bool:
+        with self._sessions() as session:
+            deployment = session.get(Deployment, deployment_id)
+            return deployment is None or deployment.removed_at is not None
+
+    def _stop_everything(self, deployment_id: str) -> None:
+        self._runtime.remove_labelled(DEPLOYMENT_LABEL, deployment_id)
+        now = self._clock()
+        with self._sessions() as session:
+            replicas = session.exec(
+                select(Replica)
+                .join(Revision, col(Revision.id) == col(Replica.revision_id))
+                .where(Revision.deployment_id == deployment_id, col(Replica.stopped_at).is_(None))
+            ).all()
+            for replica in replicas:
+                replica.stopped_at = now
+                session.add(replica)
+            images = session.exec(
+                select(Revision).where(
+                    Revision.deployment_id == deployment_id, col(Revision.image).is_not(None)
+                )
+            ).all()
+            for revision in images:
+                revision.image = None
+                session.add(revision)
+            session.commit()
+
+    def _drop_database(self, deployment_id: str) -> None:
+        with self._sessions() as session:
+            database = session.get(Database, deployment_id)
+            if database is None:
+                return
+            self._databases.drop(database.name, database.role)
+            session.delete(database)
+            session.commit()
+        log.info("database dropped", extra={"deployment_id": deployment_id})
+
+    def _retire_on_github(self, revisions: list[Revision], reason: str) -> None:
+        """Every GitHub deployment of this deployment ends inactive (best effort).
+
+        Cancelled revisions are left out: their cancellation reported them inactive.
+        """
+        for revision in revisions:
+            if revision.github_deployment_id is None:
+                continue
+            if revision.state is RevisionState.cancelled:
+                continue
+            with self._sessions() as session:
+                ref = load_ref(session, revision.id)
+            self._reporter.removed(ref, reason)

@@ -1,0 +1,386 @@
+"""Pull-request previews, every branch of the lifecycle, with fakes at every port.
+
+A pull request against the default branch gets a development deployment with its own database
+at pr-<n>--<slug>; new commits replace its revision; closing it leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import col, select
+
+from app.comments import MARKER
+from app.models import (
+    Database,
+    DeploymentType,
+    PullRequest,
+    PullRequestState,
+    Replica,
+    Revision,
+    RevisionState,
+)
+from tests.fake_github import (
+    ZERO_SHA,
+    installation_payload,
+    installation_repositories_payload,
+    push_payload,
+)
+from tests.unit.world import DOCKERFILE, INSTALLATION, Platform
+
+PREVIEW_HOST = "pr-7--web.localhost"
+PREVIEW_URL = "http://pr-7--web.localhost:8000/"
+
+
+def revisions_of(platform: Platform, deployment_id: str) -> list[Revision]:
+    with platform.sessions() as session:
+        return list(
+            session.exec(
+                select(Revision)
+                .where(Revision.deployment_id == deployment_id)
+                .order_by(col(Revision.number))
+            ).all()
+        )
+
+
+def database_of(platform: Platform, deployment_id: str) -> Database | None:
+    with platform.sessions() as session:
+        return session.get(Database, deployment_id)
+
+
+def open_and_run(platform: Platform, number: int = 7, **files: str) -> str:
+    """Open a pull request and run its first revision; returns the revision id."""
+    head = platform.commit({"Dockerfile": DOCKERFILE, **files})
+    outcome = platform.pull_request_event("opened", number, head)
+    [revision_id] = outcome.start_revisions
+    assert platform.pipeline.run(revision_id) is RevisionState.live
+    return revision_id
+
+
+# -- opened -----------------------------------------------------------------------------------
+def test_an_opened_pull_request_gets_a_development_preview_with_its_own_database(
+    platform: Platform,
+) -> None:
+    production = platform.push()
+    platform.pipeline.run(production)
+
+    preview_revision = open_and_run(platform)
+
+    preview = platform.preview_deployment(7)
+    assert preview.slug == "pr-7--web"
+    assert preview.environment == "pr-7"
+    assert preview.type is DeploymentType.development
+    assert platform.router.upstreams(PREVIEW_HOST) == (
+        f"127.0.0.1:{platform.port_of(preview_revision)}",
+    )
+    assert platform.router.upstreams("web.localhost") is not None
+    [container] = platform.runtime.of_revision(preview_revision)
+    assert container.spec.limits.cpus == 1.0
+    assert container.spec.limits.memory_bytes == 1024**3
+    production_db = database_of(platform, platform.revision(production).deployment_id)
+    preview_db = database_of(platform, preview.id)
+    assert production_db is not None and preview_db is not None
+    assert preview_db.name != production_db.name
+    assert preview_db.role != production_db.role
+
+
+def test_the_preview_reports_to_a_transient_github_environment(platform: Platform) -> None:
+    revision_id = open_and_run(platform)
+
+    [deployment] = platform.github.deployments.values()
+    assert deployment["environment"] == "pr-7"
+    assert deployment["production"] is False
+    assert platform.github.deployment_state(platform.revision(revision_id).commit_sha) == (
+        "success"
+    )
+    [status] = [s for s in next(iter(platform.github.statuses.values())) if s["state"] == "success"]
+    assert status["environment_url"] == PREVIEW_URL
+
+
+def test_the_comment_follows_the_revision_to_live(platform: Platform) -> None:
+    open_and_run(platform)
+
+    [body] = platform.github.comments_on(7)
+    assert MARKER in body
+    assert "✅ Live" in body
+    assert PREVIEW_URL in body
+
+
+def test_a_pull_request_before_any_push_still_gets_the_production_slug(platform: Platform) -> None:
+    open_and_run(platform)
+
+    assert platform.preview_deployment(7).slug == "pr-7--web"
+
+
+def test_a_redelivered_opened_makes_nothing_new(platform: Platform) -> None:
+    head = platform.commit()
+    first = platform.pull_request_event("opened", 7, head)
+    again = platform.pull_request_event("opened", 7, head)
+
+    assert len(first.start_revisions) == 1
+    assert again.start_revisions == []
+    assert len(revisions_of(platform, platform.preview_deployment(7).id)) == 1
+
+
+def test_a_pull_request_against_another_branch_gets_no_preview(platform: Platform) -> None:
+    outcome = platform.pull_request_event("opened", 7, platform.commit(), base="release")
+
+    assert outcome.start_revisions == []
+    assert "not the default branch" in outcome.summary
+
+
+def test_previews_turned_off_in_slipway_toml_make_nothing(platform: Platform) -> None:
+    head = platform.commit(
+        {"Dockerfile": DOCKERFILE, "slipway.toml": "[previews]\nenabled = false\n"}
+    )
+
+    outcome = platform.pull_request_event("opened", 7, head)
+
+    assert outcome.start_revisions == []
+    assert "turned off" in outcome.summary
+    assert platform.github.comments_on(7) == []
+
+
+def test_drafts_wait_for_ready_for_review_when_slipway_toml_says_so(platform: Platform) -> None:
+    head = platform.commit(
+        {"Dockerfile": DOCKERFILE, "slipway.toml": "[previews]\ndrafts = false\n"}
+    )
+
+    drafted = platform.pull_request_event("opened", 7, head, draft=True)
+    ready = platform.pull_request_event("ready_for_review", 7, head)
+
+    assert drafted.start_revisions == []
+    assert len(ready.start_revisions) == 1
+
+
+def test_drafts_are_previewed_by_default(platform: Platform) -> None:
+    outcome = platform.pull_request_event("opened", 7, platform.commit(), draft=True)
+
+    assert len(outcome.start_revisions) == 1
+
+
+def test_skip_deploy_in_the_head_commit_makes_no_revision(platform: Platform) -> None:
+    head = platform.commit(message="Fix a typo [skip deploy]")
+
+    outcome = platform.pull_request_event("opened", 7, head)
+
+    assert outcome.start_revisions == []
+    assert "[skip deploy]" in outcome.summary
+
+
+def test_skip_ci_in_a_pushed_commit_makes_no_revision(platform: Platform) -> None:
+    sha = platform.commit()
+    payload = push_payload(
+        platform.repository,
+        INSTALLATION,
+        "refs/heads/main",
+        ZERO_SHA,
+        sha,
+        message="Docs only [skip ci]",
+    )
+
+    outcome = platform.deliver("push", payload)
+
+    assert outcome.start_revisions == []
+    with platform.sessions() as session:
+        assert session.exec(select(Revision)).all() == []
+
+
+# -- synchronize ------------------------------------------------------------------------------
+def test_a_new_commit_replaces_the_preview_and_keeps_its_database(platform: Platform) -> None:
+    first = open_and_run(platform)
+    preview = platform.preview_deployment(7)
+    database = database_of(platform, preview.id)
+
+    [second] = platform.pull_request_event("synchronize", 7, platform.commit()).start_revisions
+    assert platform.pipeline.run(second) is RevisionState.live
+
+    assert platform.revision(first).state is RevisionState.superseded
+    assert platform.router.upstreams(PREVIEW_HOST) == (f"127.0.0.1:{platform.port_of(second)}",)
+    assert database_of(platform, preview.id) == database
+    assert len(platform.github.comments_on(7)) == 1
+    assert f"`{platform.revision(second).commit_sha[:7]}`" in platform.github.comments_on(7)[0]
+
+
+def test_a_second_synchronize_cancels_the_one_still_queued(platform: Platform) -> None:
+    open_and_run(platform)
+    [queued] = platform.pull_request_event("synchronize", 7, platform.commit()).start_revisions
+    [newest] = platform.pull_request_event("synchronize", 7, platform.commit()).start_revisions
+
+    assert platform.revision(queued).state is RevisionState.cancelled
+    assert platform.pipeline.run(queued) is RevisionState.cancelled
+    assert platform.pipeline.run(newest) is RevisionState.live
+    assert len(platform.github.comments_on(7)) == 1
+
+
+# -- closed -----------------------------------------------------------------------------------
+def assert_nothing_left(platform: Platform, deployment_id: str) -> None:
+    assert platform.router.upstreams(PREVIEW_HOST) is None
+    assert database_of(platform, deployment_id) is None
+    assert not any(
+        c.spec.labels.get("dev.slipway.deployment") == deployment_id
+        for c in platform.runtime.containers.values()
+    )
+    assert not [tag for tag in platform.runtime.images if deployment_id in tag]
+    builds = platform.config.builds_dir
+    assert not builds.exists() or list(builds.iterdir()) == []
+    with platform.sessions() as session:
+        running = session.exec(
+            select(Replica)
+            .join(Revision, col(Revision.id) == col(Replica.revision_id))
+            .where(Revision.deployment_id == deployment_id, col(Replica.stopped_at).is_(None))
+        ).all()
+        assert running == []
+
+
+def test_closing_removes_everything_and_says_so(platform: Platform) -> None:
+    production = platform.push()
+    platform.pipeline.run(production)
+    open_and_run(platform)
+    preview = platform.preview_deployment(7)
+    assert len(platform.databases.databases) == 2
+
+    platform.pull_request_event("closed", 7, platform.revision(production).commit_sha, merged=True)
+
+    assert_nothing_left(platform, preview.id)
+    assert len(platform.databases.databases) == 1  # production's is untouched
+    assert platform.router.upstreams("web.localhost") is not None
+    preview_deployments = [
+        d_id for d_id, d in platform.github.deployments.items() if d["environment"] == "pr-7"
+    ]
+    assert preview_deployments
+    for github_deployment_id in preview_deployments:
+        assert platform.github.statuses[github_deployment_id][-1]["state"] == "inactive"
+    [body] = platform.github.comments_on(7)
+    assert "🗑️ **Removed**" in body
+    assert "when the pull request was merged" in body
+    assert PREVIEW_URL not in body
+
+
+def test_closing_during_the_build_never_lets_it_go_live(platform: Platform) -> None:
+    head = platform.commit()
+    [revision_id] = platform.pull_request_event("opened", 7, head).start_revisions
+    platform.builder.during_build = lambda: platform.pull_request_event("closed", 7, head)
+
+    assert platform.pipeline.run(revision_id) is RevisionState.cancelled
+
+    assert_nothing_left(platform, platform.preview_deployment(7).id)
+    assert platform.github.check_run_for(head)["conclusion"] == "cancelled"
+
+
+def test_closing_while_the_replica_starts_never_lets_it_go_live(
+    platform: Platform,
+) -> None:
+    head = platform.commit()
+    [revision_id] = platform.pull_request_event("opened", 7, head).start_revisions
+    closed: list[bool] = []
+
+    def close_then_answer(host_port: int, path: str) -> bool:
+        if not closed:
+            closed.append(True)
+            platform.pull_request_event("closed", 7, head)
+        return True
+
+    platform.health.answer = close_then_answer
+
+    assert platform.pipeline.run(revision_id) is RevisionState.cancelled
+
+    assert_nothing_left(platform, platform.preview_deployment(7).id)
+
+
+def test_a_synchronize_after_closed_does_nothing(platform: Platform) -> None:
+    open_and_run(platform)
+    platform.pull_request_event("closed", 7, platform.commit())
+
+    late = platform.pull_request_event("synchronize", 7, platform.commit())
+
+    assert late.start_revisions == []
+    assert platform.preview_deployment(7).removed_at is not None
+
+
+def test_reopening_starts_afresh_at_the_same_address_with_a_new_database(
+    platform: Platform,
+) -> None:
+    first = open_and_run(platform)
+    head = platform.revision(first).commit_sha
+    old_database = database_of(platform, platform.preview_deployment(7).id)
+    platform.pull_request_event("closed", 7, head)
+
+    [again] = platform.pull_request_event("reopened", 7, head).start_revisions
+    assert platform.pipeline.run(again) is RevisionState.live
+
+    assert again != first
+    preview = platform.preview_deployment(7)
+    assert preview.slug == "pr-7--web"
+    assert preview.removed_at is None
+    new_database = database_of(platform, preview.id)
+    assert new_database is not None and old_database is not None
+    assert new_database.password_encrypted != old_database.password_encrypted
+    assert len(platform.github.comments_on(7)) == 1
+    assert "✅ Live" in platform.github.comments_on(7)[0]
+
+
+# -- the App leaving --------------------------------------------------------------------------
+def test_uninstalling_removes_previews_and_stops_production_keeping_its_data(
+    platform: Platform,
+) -> None:
+    production = platform.push()
+    platform.pipeline.run(production)
+    open_and_run(platform)
+    preview = platform.preview_deployment(7)
+    production_id = platform.revision(production).deployment_id
+    production_db = database_of(platform, production_id)
+
+    platform.deliver(
+        "installation",
+        installation_payload("deleted", INSTALLATION, "octo", [platform.repository]),
+    )
+
+    assert_nothing_left(platform, preview.id)
+    assert platform.router.upstreams("web.localhost") is None
+    assert platform.runtime.of_revision(production) == []
+    assert database_of(platform, production_id) == production_db
+    with platform.sessions() as session:
+        pull_request = session.exec(select(PullRequest)).one()
+        assert pull_request.state is PullRequestState.closed
+
+    # Reinstalled, the same commit pushed again comes back with its data.
+    platform.deliver(
+        "installation",
+        installation_payload("created", INSTALLATION, "octo", [platform.repository]),
+    )
+    sha = platform.revision(production).commit_sha
+    outcome = platform.deliver(
+        "push", push_payload(platform.repository, INSTALLATION, "refs/heads/main", ZERO_SHA, sha)
+    )
+    [back] = outcome.start_revisions
+    assert platform.pipeline.run(back) is RevisionState.live
+    assert platform.router.upstreams("web.localhost") is not None
+    assert database_of(platform, production_id) == production_db
+
+
+def test_a_repository_removed_from_the_app_loses_its_previews(
+    platform: Platform,
+) -> None:
+    open_and_run(platform)
+    preview = platform.preview_deployment(7)
+
+    platform.deliver(
+        "installation_repositories",
+        installation_repositories_payload(
+            "removed", INSTALLATION, "octo", added=[], removed=[platform.repository]
+        ),
+    )
+
+    assert_nothing_left(platform, preview.id)
+
+
+# -- forks ------------------------------------------------------------------------------------
+def test_a_fork_pull_request_is_not_built_before_approval(platform: Platform) -> None:
+    head = platform.commit()
+
+    outcome = platform.pull_request_event("opened", 7, head, fork="stranger/web")
+
+    assert outcome.start_revisions == []
+    [revision_id] = outcome.announce_revisions
+    assert platform.pipeline.run(revision_id) is RevisionState.queued
+    assert platform.builder.images == {}
+    assert "✋ Waiting for approval" in platform.github.comments_on(7)[0]

@@ -1,0 +1,283 @@
+"""The pipeline, teardown and comment services wired to fakes, as app.bootstrap wires them.
+
+Deliveries are applied the way the worker applies them (app.deliveries on a migrated control
+plane), so tests drive the platform through pushes and pull-request events.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import select
+
+from app.comments import PreviewComments
+from app.crypto import SecretBox
+from app.db import SessionFactory
+from app.deliveries import apply_delivery, record_delivery
+from app.events import EventOutcome
+from app.facts import GitHubCommitFacts
+from app.models import Deployment, PullRequest, Revision
+from app.pipeline import PipelineConfig, RevisionPipeline
+from app.reporting import GitHubReporter
+from app.router import Route
+from app.routes import RouteTable
+from app.teardown import Teardown
+from tests.fake_github import ZERO_SHA, FakeGitHub, push_payload
+from tests.unit.fakes import (
+    FakeBuilder,
+    FakeDatabases,
+    FakeHealthProbe,
+    FakeRouter,
+    FakeRuntime,
+    RecordingGitHub,
+    TickingClock,
+)
+from tests.unit.pull_requests import pull_request_payload
+
+SECRETS = SecretBox("k" * 32)
+INSTALLATION = 41
+HOST = "web.localhost"
+URL = "http://web.localhost:8000/"
+DOCKERFILE = "FROM scratch\nCOPY www /www\n"
+
+
+class WorkerKilled(BaseException):
+    """The worker process dying mid-job: nothing in the pipeline may catch it."""
+
+
+@dataclass
+class Platform:
+    """The pipeline wired to fakes, as app.bootstrap wires it to the real services."""
+
+    sessions: SessionFactory
+    repository: dict[str, Any]
+    config: PipelineConfig
+    github: RecordingGitHub
+    builder: FakeBuilder
+    runtime: FakeRuntime
+    router: FakeRouter
+    databases: FakeDatabases
+    health: FakeHealthProbe
+    pipeline: RevisionPipeline = field(init=False)
+    teardown: Teardown = field(init=False)
+    comments: PreviewComments = field(init=False)
+    clock: TickingClock = field(
+        default_factory=lambda: TickingClock(datetime(2025, 3, 1, 12, 0, tzinfo=UTC))
+    )
+
+    def __post_init__(self) -> None:
+        reporter = GitHubReporter(self.github, check_name="Slipway", api_url="http://slipway.test")
+        routes = RouteTable(
+            self.sessions, self.router, self.config.hostname, self.config.data_dir / "router.lock"
+        )
+        self.teardown = Teardown(
+            sessions=self.sessions,
+            runtime=self.runtime,
+            routes=routes,
+            databases=self.databases,
+            reporter=reporter,
+            builds_dir=self.config.builds_dir,
+            clock=self.clock,
+        )
+        self.comments = PreviewComments(
+            sessions=self.sessions,
+            github=self.github,
+            clock=self.clock,
+            url=self.config.url,
+            hostname=self.config.hostname,
+            revision_url=reporter.revision_url_of,
+            log_url=reporter.log_url_of,
+        )
+        self.pipeline = RevisionPipeline(
+            config=self.config,
+            sessions=self.sessions,
+            secrets=SECRETS,
+            github=self.github,
+            reporter=reporter,
+            builder=self.builder,
+            runtime=self.runtime,
+            routes=routes,
+            databases=self.databases,
+            health=self.health,
+            clock=self.clock,
+            teardown=self.teardown,
+            notifier=self.comments,
+        )
+
+    def reconfigure(self, **changes: Any) -> None:
+        self.config = replace(self.config, **changes)
+        self.__post_init__()
+
+    def push(self, files: dict[str, str] | None = None) -> str:
+        """Push a commit to the default branch; returns the revision it made."""
+        sha = self.commit(files)
+        payload = push_payload(self.repository, INSTALLATION, "refs/heads/main", ZERO_SHA, sha)
+        outcome = self.deliver("push", payload)
+        [revision_id] = outcome.start_revisions
+        return revision_id
+
+    def commit(self, files: dict[str, str] | None = None, message: str = "Update") -> str:
+        """A new commit GitHub can serve; returns its sha."""
+        sha = uuid.uuid4().hex + "0" * 8
+        self.github.commits[sha] = files if files is not None else {"Dockerfile": DOCKERFILE}
+        self.github.messages[sha] = message
+        return sha
+
+    def deliver(self, event: str, payload: dict[str, Any]) -> EventOutcome:
+        """Apply a delivery and do what the worker's handle_delivery does with its outcome,
+        except running revisions: tests run them when they choose."""
+        delivery_id = str(uuid.uuid4())
+        now = datetime.now(UTC)
+        with self.sessions() as session:
+            record_delivery(session, delivery_id, event, json.dumps(payload).encode(), payload, now)
+            outcome = apply_delivery(session, delivery_id, SECRETS, now, self.facts)
+        assert outcome is not None, "the delivery was already applied"
+        for cancelled in outcome.cancelled_revisions:
+            self.pipeline.report_cancelled(cancelled)
+        for order in outcome.teardowns:
+            for cancelled in self.teardown.remove(
+                order.deployment_id, drop_database=order.drop_database, reason=outcome.summary
+            ):
+                self.pipeline.report_cancelled(cancelled)
+            self.comments.deployment_changed(order.deployment_id)
+        for revision_id in [*outcome.announce_revisions, *outcome.start_revisions]:
+            self.pipeline.announce(revision_id)
+        for pull_request_id in outcome.comments:
+            self.comments.pull_request_changed(pull_request_id)
+        return outcome
+
+    @property
+    def facts(self) -> GitHubCommitFacts:
+        return GitHubCommitFacts(self.github)
+
+    # -- pull requests ----------------------------------------------------------------------
+    def pull_request_event(
+        self,
+        action: str,
+        number: int,
+        head_sha: str,
+        *,
+        draft: bool = False,
+        merged: bool = False,
+        base: str = "main",
+        fork: str | None = None,
+        sender: str = "octo-dev",
+    ) -> EventOutcome:
+        repository = self.repository
+        head_repo = (
+            {"id": 990_000 + number, "full_name": fork, "fork": True}
+            if fork
+            else {"id": repository["id"], "full_name": repository["full_name"], "fork": False}
+        )
+        payload = pull_request_payload(
+            action,
+            repository,
+            INSTALLATION,
+            {
+                "number": number,
+                "state": "closed" if action == "closed" else "open",
+                "draft": draft,
+                "merged": merged,
+                "title": f"Change #{number}",
+                "user": {"login": "octo-dev", "type": "User"},
+                "head": {"ref": f"feature-{number}", "sha": head_sha, "repo": head_repo},
+                "base": {"ref": base, "sha": "b" * 40, "repo": head_repo | dict(repository)},
+            },
+            sender=sender,
+        )
+        return self.deliver("pull_request", payload)
+
+    def open_pull_request(self, number: int, files: dict[str, str] | None = None) -> str:
+        """Open a pull request with a new head commit; returns the pull request's id."""
+        outcome = self.pull_request_event("opened", number, self.commit(files))
+        [pull_request_id] = outcome.comments
+        return pull_request_id
+
+    def preview_deployment(self, number: int) -> Deployment:
+        with self.sessions() as session:
+            deployment = session.exec(
+                select(Deployment).where(Deployment.pull_request_number == number)
+            ).one()
+            return deployment
+
+    def pull_request(self, pull_request_id: str) -> PullRequest:
+        with self.sessions() as session:
+            pull_request = session.get(PullRequest, pull_request_id)
+            assert pull_request is not None
+            return pull_request
+
+    def comment_is_current(self, pull_request_id: str) -> bool:
+        pull_request = self.pull_request(pull_request_id)
+        return pull_request.comment_version == pull_request.comment_rendered_version
+
+    def forget_comment_id(self, pull_request_id: str) -> None:
+        """A lost row: the comment exists on GitHub but Slipway no longer knows its id."""
+        with self.sessions() as session:
+            pull_request = session.get(PullRequest, pull_request_id)
+            assert pull_request is not None
+            pull_request.comment_id = None
+            session.commit()
+
+    def revision(self, revision_id: str) -> Revision:
+        with self.sessions() as session:
+            revision = session.get(Revision, revision_id)
+            assert revision is not None
+            return revision
+
+    def deployment(self) -> Deployment:
+        with self.sessions() as session:
+            [deployment] = session.exec(select(Deployment)).all()
+            return deployment
+
+    def set_env(self, env: dict[str, str]) -> None:
+        with self.sessions() as session:
+            [deployment] = session.exec(select(Deployment)).all()
+            deployment.env_encrypted = SECRETS.encrypt_env(env)
+            session.commit()
+
+    def port_of(self, revision_id: str) -> int:
+        [container] = self.runtime.of_revision(revision_id)
+        assert container.host_port is not None
+        return container.host_port
+
+    def check_run(self, revision_id: str) -> dict[str, object]:
+        return self.github.check_run_for(self.revision(revision_id).commit_sha)
+
+    def summary(self, revision_id: str) -> str:
+        return str(self.check_run(revision_id)["summary"])
+
+
+def world_platform(
+    sessions: SessionFactory, fake_github: FakeGitHub, app_git_dir: Path, tmp_path: Path
+) -> Platform:
+    fake_github.add_installation(INSTALLATION, "octo")
+    builder = FakeBuilder()
+    runtime = FakeRuntime(images=builder.images)
+    return Platform(
+        sessions=sessions,
+        repository=fake_github.add_repository(INSTALLATION, "octo", "web", app_git_dir),
+        config=PipelineConfig(
+            data_dir=tmp_path / "data",
+            health_timeout_seconds=30.0,
+            build_timeout_seconds=600.0,
+            base_domain="localhost",
+            router_port=8000,
+        ),
+        github=RecordingGitHub(),
+        builder=builder,
+        runtime=runtime,
+        router=FakeRouter(),
+        databases=FakeDatabases(),
+        health=FakeHealthProbe(runtime=runtime),
+    )
+
+
+def route(platform: Platform, *revision_ids: str) -> list[Route]:
+    """What the router should hold: web.localhost → the replicas of these revisions."""
+    upstreams = tuple(f"127.0.0.1:{platform.port_of(r)}" for r in revision_ids)
+    return [Route(hostname=HOST, deployment_id=platform.deployment().id, upstreams=upstreams)]
