@@ -13,14 +13,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from pydantic import ValidationError
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from app import comments, installations, previews
 from app.crypto import SecretBox
 from app.deployments import production_deployment
+from app.errors import GitHubError
 from app.facts import NO_FACTS, CommitFacts
 from app.github.webhooks import (
     NULL_SHA,
+    CheckRunEvent,
+    CheckRunRef,
+    CheckSuiteEvent,
     InstallationEvent,
     InstallationRepositoriesEvent,
     PullRequestEvent,
@@ -33,7 +38,10 @@ from app.models import (
     PullRequest,
     PullRequestState,
     Repository,
+    Revision,
+    RevisionState,
 )
+from app.reporting import DEPLOY_PREVIEW
 from app.revisions import create_revision
 
 log = logging.getLogger(__name__)
@@ -47,6 +55,13 @@ class TeardownOrder:
     drop_database: bool
 
 
+@dataclass(frozen=True)
+class RefusedApproval:
+    revision_id: str
+    login: str
+    role: str
+
+
 @dataclass
 class EventOutcome:
     summary: str
@@ -54,6 +69,9 @@ class EventOutcome:
     cancelled_revisions: list[str] = field(default_factory=list)
     announce_revisions: list[str] = field(default_factory=list)
     """New revisions that get a check run but no build yet (waiting for an approval)."""
+    approved_revisions: list[str] = field(default_factory=list)
+    """Fork commits a maintainer just approved: new check run, then the build."""
+    refused_approvals: list[RefusedApproval] = field(default_factory=list)
     teardowns: list[TeardownOrder] = field(default_factory=list)
     comments: list[str] = field(default_factory=list)
     """Pull requests (ids) whose Slipway comment has something new to say."""
@@ -333,12 +351,173 @@ def _open_or_update_preview(
     )
 
 
+APPROVERS = frozenset({"admin", "maintain", "write"})
+"""Roles whose press of "Deploy preview" lets a fork's commit run."""
+
+
+def handle_check_run(ctx: EventContext, payload: dict[str, object]) -> EventOutcome:
+    event = CheckRunEvent.model_validate(payload)
+    label = f"check run {event.check_run.id}"
+    if event.action not in ("rerequested", "requested_action"):
+        return EventOutcome(f"{label} {event.action}: nothing to do")
+    revision = _revision_of_check_run(ctx, event.check_run)
+    if revision is None:
+        return EventOutcome(f"{label} is not one of Slipway's revisions: nothing to do")
+    login = event.sender.login if event.sender else "someone"
+    if event.action == "rerequested":
+        return _rerun(ctx, revision, login)
+    identifier = event.requested_action.identifier if event.requested_action else ""
+    if identifier != DEPLOY_PREVIEW:
+        return EventOutcome(f"{label}: unknown action {identifier!r}")
+    return _approve(ctx, revision, login)
+
+
+def handle_check_suite(ctx: EventContext, payload: dict[str, object]) -> EventOutcome:
+    event = CheckSuiteEvent.model_validate(payload)
+    if event.action != "rerequested":
+        return EventOutcome(f"check suite {event.action}: nothing to do")
+    sha = event.check_suite.head_sha
+    login = event.sender.login if event.sender else "someone"
+    newest: dict[str, Revision] = {}
+    for revision in ctx.session.exec(
+        select(Revision)
+        .join(Deployment, col(Deployment.id) == col(Revision.deployment_id))
+        .where(Deployment.repository_id == event.repository.id, Revision.commit_sha == sha)
+        .order_by(col(Revision.number))
+    ).all():
+        newest[revision.deployment_id] = revision
+    if not newest:
+        return EventOutcome(f"check suite of {sha[:7]}: Slipway built nothing for it")
+    outcome = EventOutcome(f"check suite of {sha[:7]} re-requested by @{login}")
+    for revision in newest.values():
+        part = _rerun(ctx, revision, login)
+        outcome.summary += f"; {part.summary}"
+        outcome.start_revisions += part.start_revisions
+        outcome.announce_revisions += part.announce_revisions
+        outcome.cancelled_revisions += part.cancelled_revisions
+        outcome.comments += part.comments
+    return outcome
+
+
+def _revision_of_check_run(ctx: EventContext, check_run: CheckRunRef) -> Revision | None:
+    """Slipway's check runs carry their revision's id as external_id."""
+    if not check_run.external_id:
+        return None
+    revision = ctx.session.get(Revision, check_run.external_id)
+    if revision is None or revision.check_run_id != check_run.id:
+        return None
+    return revision
+
+
+def _rerun(ctx: EventContext, revision: Revision, login: str) -> EventOutcome:
+    """Build the revision's commit again as a new revision, when it is still what is wanted."""
+    deployment = ctx.session.get(Deployment, revision.deployment_id)
+    assert deployment is not None
+    label = f"re-run of {revision.commit_sha[:7]} ({deployment.slug}) by @{login}"
+    fork = False
+    pull_request = previews.pull_request_of(ctx.session, deployment)
+    refusal: str | None = None
+    if deployment.removed_at is not None:
+        refusal = "the deployment was removed"
+    elif deployment.is_preview:
+        if pull_request is None or pull_request.state is PullRequestState.closed:
+            refusal = "its pull request is closed"
+        elif pull_request.head_sha != revision.commit_sha:
+            refusal = f"the pull request's head is now {pull_request.head_sha[:7]}"
+        else:
+            fork = pull_request.fork
+    else:
+        newest = ctx.session.exec(
+            select(Revision)
+            .where(Revision.deployment_id == deployment.id)
+            .order_by(col(Revision.number).desc())
+        ).first()
+        if newest is not None and newest.commit_sha != revision.commit_sha:
+            refusal = (
+                f"{newest.commit_sha[:7]} is newer; building an older commit again would roll "
+                "the deployment back"
+            )
+    if refusal is not None:
+        log.info(
+            "re-run refused",
+            extra={"deployment_id": deployment.id, "revision_id": revision.id, "why": refusal},
+        )
+        return EventOutcome(f"{label} does nothing: {refusal}")
+    result = create_revision(
+        ctx.session,
+        deployment,
+        revision.commit_sha,
+        revision.commit_message,
+        ctx.secrets,
+        ctx.now,
+        delivery_id=ctx.delivery_id,
+        fresh=True,
+        approval_required=fork,
+    )
+    new = result.revision
+    outcome = EventOutcome(
+        f"{label}: revision #{new.number} ({new.id})",
+        cancelled_revisions=[r.id for r in result.cancelled],
+    )
+    if new.approval_required:
+        outcome.announce_revisions.append(new.id)
+    else:
+        outcome.start_revisions.append(new.id)
+    if pull_request is not None:
+        comments.bump(pull_request, ctx.now)
+        outcome.comments.append(pull_request.id)
+    return outcome
+
+
+def _approve(ctx: EventContext, revision: Revision, login: str) -> EventOutcome:
+    label = f"Deploy preview of {revision.commit_sha[:7]} pressed by @{login}"
+    if not revision.approval_required:
+        return EventOutcome(f"{label}: the revision needs no approval")
+    if revision.approved_by is not None:
+        return EventOutcome(f"{label}: already approved by @{revision.approved_by}")
+    if revision.state is not RevisionState.queued:
+        return EventOutcome(f"{label}: the revision is {revision.state.value}")
+    deployment = ctx.session.get(Deployment, revision.deployment_id)
+    assert deployment is not None
+    repository = ctx.session.get(Repository, deployment.repository_id)
+    assert repository is not None
+    try:
+        role = ctx.facts.permission(repository.installation_id, repository.full_name, login)
+    except GitHubError as exc:
+        log.warning("permission not read", extra={"login": login, "error": str(exc)})
+        role = "unknown (GitHub did not answer; press again)"
+    if role not in APPROVERS:
+        log.info(
+            "approval refused",
+            extra={"revision_id": revision.id, "login": login, "role": role},
+        )
+        return EventOutcome(
+            f"{label}: refused, @{login} has {role} permission",
+            refused_approvals=[RefusedApproval(revision.id, login, role)],
+        )
+    approved = ctx.session.execute(
+        update(Revision)
+        .where(col(Revision.id) == revision.id, col(Revision.approved_by).is_(None))
+        .values(approved_by=login)
+    )
+    if not approved.rowcount:  # type: ignore[attr-defined]
+        return EventOutcome(f"{label}: already approved")
+    outcome = EventOutcome(f"{label}: approved", approved_revisions=[revision.id])
+    pull_request = previews.pull_request_of(ctx.session, deployment)
+    if pull_request is not None:
+        comments.bump(pull_request, ctx.now)
+        outcome.comments.append(pull_request.id)
+    return outcome
+
+
 HANDLERS: dict[str, Handler] = {
     "ping": handle_ping,
     "installation": handle_installation,
     "installation_repositories": handle_installation_repositories,
     "push": handle_push,
     "pull_request": handle_pull_request,
+    "check_run": handle_check_run,
+    "check_suite": handle_check_suite,
 }
 
 

@@ -1,4 +1,4 @@
-"""What a delivery's handler needs to know about a commit that the payload does not carry.
+"""What a delivery's handler needs to know that the payload does not carry.
 
 A pull_request delivery names its head commit but not its message (for `[skip deploy]`) nor
 its `slipway.toml` (for `[previews]`); those are asked of GitHub before anything is recorded.
@@ -25,6 +25,9 @@ class CommitFacts(Protocol):
 
     def commit_message(self, installation_id: int, full_name: str, sha: str) -> str: ...
 
+    def permission(self, installation_id: int, full_name: str, login: str) -> str:
+        """The user's role on the repository (admin, maintain, write, triage, read, none)."""
+
 
 class NoFacts:
     """For events that need none, and for tests of them."""
@@ -34,6 +37,9 @@ class NoFacts:
 
     def commit_message(self, installation_id: int, full_name: str, sha: str) -> str:
         return ""
+
+    def permission(self, installation_id: int, full_name: str, login: str) -> str:
+        return "none"
 
 
 NO_FACTS = NoFacts()
@@ -47,6 +53,9 @@ class CommitSource(Protocol):
     ) -> bytes | None: ...
 
     def commit_message(self, installation_id: int, full_name: str, sha: str) -> str: ...
+
+    def collaborator_permission(self, installation_id: int, full_name: str, login: str) -> str:
+        ...
 
 
 class GitHubCommitFacts:
@@ -79,3 +88,10 @@ class GitHubCommitFacts:
                 extra={"repository": full_name, "commit": sha, "error": str(exc)},
             )
             return ""
+
+    def permission(self, installation_id: int, full_name: str, login: str) -> str:
+        """Asked of GitHub each time: a permission is never cached past the press it judges.
+
+        A GitHub failure raises: an approval must never pass because GitHub did not answer.
+        """
+        return self._github.collaborator_permission(installation_id, full_name, login)

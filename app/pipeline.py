@@ -139,6 +139,17 @@ class RevisionPipeline:
     def report_cancelled(self, revision_id: str) -> None:
         self._reporter.cancelled(self._ref(revision_id))
 
+    def report_approved(self, revision_id: str) -> None:
+        """A maintainer approved a fork's commit: close the approval check run, open the
+        build's own check run and GitHub deployment."""
+        ref = self._ref(revision_id)
+        self._reporter.approved(ref, ref.revision.approved_by or "a maintainer")
+        self._update_revision(revision_id, check_run_id=None)
+        self.announce(revision_id)
+
+    def report_approval_refused(self, revision_id: str, login: str, role: str) -> None:
+        self._reporter.approval_refused(self._ref(revision_id), login, role)
+
     def run(self, revision_id: str) -> RevisionState:
         ref = self._ref(revision_id)
         if ref.revision.state is RevisionState.live:

@@ -35,6 +35,8 @@ class GitHubPort(Protocol):
         details_url: str,
         title: str,
         summary: str,
+        conclusion: str | None = None,
+        actions: list[dict[str, str]] | None = None,
     ) -> int: ...
 
     def update_check_run(
@@ -50,6 +52,7 @@ class GitHubPort(Protocol):
         text: str | None = None,
         started_at: str | None = None,
         completed_at: str | None = None,
+        actions: list[dict[str, str]] | None = None,
     ) -> None: ...
 
     def create_deployment(

@@ -22,6 +22,19 @@ from app.ports import GitHubPort
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+DEPLOY_PREVIEW = "deploy-preview"
+"""The check-run action a maintainer presses to let a fork's commit be built."""
+DEPLOY_PREVIEW_ACTION = {
+    "label": "Deploy preview",
+    "description": "Build and run this fork's commit",
+    "identifier": DEPLOY_PREVIEW,
+}
+APPROVAL_SUMMARY = (
+    "This pull request comes from a fork: its code has not been reviewed by anyone with access "
+    "to this repository, so Slipway does not build it on its own. A user with write permission "
+    "(or maintain, or admin) can press **Deploy preview** above to build and deploy this commit "
+    "as the pull request's preview. Every new commit from the fork needs approval again."
+)
 LOG_TAIL_LINES = 40
 """Lines of build/container output shown in a failed check run."""
 REDACTED = "[redacted]"
@@ -52,6 +65,10 @@ class RevisionRef:
     repository: Repository
     deployment: Deployment
     revision: Revision
+
+
+def awaits_approval(revision: Revision) -> bool:
+    return revision.approval_required and revision.approved_by is None
 
 
 def load_ref(session: Session, revision_id: str) -> RevisionRef:
@@ -110,6 +127,23 @@ class GitHubReporter:
     # -- announcing a new revision ----------------------------------------------------------
     def open_check_run(self, ref: RevisionRef) -> int | None:
         revision = ref.revision
+        if awaits_approval(revision):
+            return self._safely(
+                ref,
+                "create check run",
+                lambda: self._github.create_check_run(
+                    ref.installation_id,
+                    ref.repository.full_name,
+                    revision.commit_sha,
+                    name=self._check_name,
+                    external_id=revision.id,
+                    details_url=self.revision_url(revision),
+                    title="Waiting for a maintainer to approve this fork's commit",
+                    summary=APPROVAL_SUMMARY,
+                    conclusion="action_required",
+                    actions=[DEPLOY_PREVIEW_ACTION],
+                ),
+            )
         return self._safely(
             ref,
             "create check run",
@@ -130,6 +164,8 @@ class GitHubReporter:
 
     def open_deployment(self, ref: RevisionRef) -> int | None:
         revision = ref.revision
+        if awaits_approval(revision):
+            return None  # a GitHub deployment once something may be deployed
         return self._safely(
             ref,
             "create deployment",
@@ -236,6 +272,31 @@ class GitHubReporter:
         )
         self._status(ref, "inactive", f"Revision #{revision.number} was {reason}")
 
+    def approval_refused(self, ref: RevisionRef, login: str, role: str) -> None:
+        self._check(
+            ref,
+            status="completed",
+            conclusion="action_required",
+            title=f"Approval refused: @{login} has {role} permission",
+            summary=(
+                f"**Deploy preview** was pressed by @{login}, who has `{role}` permission on "
+                f"`{ref.repository.full_name}`. Only users with write, maintain or admin "
+                "permission can approve a fork's commit.\n\n" + APPROVAL_SUMMARY
+            ),
+            actions=[DEPLOY_PREVIEW_ACTION],
+        )
+
+    def approved(self, ref: RevisionRef, login: str) -> None:
+        """Closes the approval check run; the build reports on a new one."""
+        self._check(
+            ref,
+            status="completed",
+            conclusion="neutral",
+            title=f"Approved by @{login}",
+            summary=f"@{login} approved this commit; its build reports in a new check run.",
+            actions=[],
+        )
+
     def removed(self, ref: RevisionRef, reason: str) -> None:
         self._status(ref, "inactive", f"Removed: {reason}")
 
@@ -257,6 +318,7 @@ class GitHubReporter:
         conclusion: str | None = None,
         started_at: str | None = None,
         completed_at: str | None = None,
+        actions: list[dict[str, str]] | None = None,
     ) -> None:
         check_run_id = ref.revision.check_run_id
         if check_run_id is None:
@@ -274,6 +336,7 @@ class GitHubReporter:
                 conclusion=conclusion,
                 started_at=started_at,
                 completed_at=completed_at,
+                actions=actions,
             ),
         )
 

@@ -54,6 +54,16 @@ async def handle_delivery(ctx: dict[str, Any], delivery_id: str) -> str:
         )
     for revision_id in outcome.announce_revisions:
         await asyncio.to_thread(platform.pipeline.announce, revision_id)
+    for refusal in outcome.refused_approvals:
+        await asyncio.to_thread(
+            platform.pipeline.report_approval_refused,
+            refusal.revision_id,
+            refusal.login,
+            refusal.role,
+        )
+    for revision_id in outcome.approved_revisions:
+        await asyncio.to_thread(platform.pipeline.report_approved, revision_id)
+        await enqueue_revision(ctx, revision_id)
     for revision_id in outcome.start_revisions:
         await asyncio.to_thread(platform.pipeline.announce, revision_id)
         await enqueue_revision(ctx, revision_id)

@@ -98,17 +98,23 @@ class GitHubRest:
         details_url: str,
         title: str,
         summary: str,
+        conclusion: str | None = None,
+        actions: list[dict[str, str]] | None = None,
     ) -> int:
         owner, repo = full_name.split("/", 1)
         client = self._app.client(installation_id)
         data: dict[str, Any] = {
             "name": name,
             "head_sha": sha,
-            "status": "queued",
+            "status": "queued" if conclusion is None else "completed",
             "external_id": external_id,
             "details_url": details_url,
             "output": {"title": clip(title, 255), "summary": clip(summary, SUMMARY_LIMIT)},
         }
+        if conclusion is not None:
+            data["conclusion"] = conclusion
+        if actions:
+            data["actions"] = actions
         response = self._call(
             f"create a check run on {full_name}@{sha[:7]}",
             lambda: client.rest.checks.create(
@@ -132,6 +138,7 @@ class GitHubRest:
         text: str | None = None,
         started_at: str | None = None,
         completed_at: str | None = None,
+        actions: list[dict[str, str]] | None = None,
     ) -> None:
         owner, repo = full_name.split("/", 1)
         client = self._app.client(installation_id)
@@ -148,6 +155,8 @@ class GitHubRest:
             data["started_at"] = started_at
         if completed_at is not None:
             data["completed_at"] = completed_at
+        if actions is not None:
+            data["actions"] = actions
         self._call(
             f"update check run {check_run_id} on {full_name}",
             lambda: client.rest.checks.update(

@@ -102,14 +102,17 @@ class RecordingGitHub:
         details_url: str,
         title: str,
         summary: str,
+        conclusion: str | None = None,
+        actions: list[dict[str, str]] | None = None,
     ) -> int:
         self._answer("create a check run")
         check_run_id = FIRST_CHECK_RUN + len(self.check_runs)
         self.check_runs[check_run_id] = {
             "name": name,
             "head_sha": sha,
-            "status": "queued",
-            "conclusion": None,
+            "status": "queued" if conclusion is None else "completed",
+            "conclusion": conclusion,
+            "actions": actions or [],
             "external_id": external_id,
             "details_url": details_url,
             "title": title,
@@ -130,10 +133,13 @@ class RecordingGitHub:
         text: str | None = None,
         started_at: str | None = None,
         completed_at: str | None = None,
+        actions: list[dict[str, str]] | None = None,
     ) -> None:
         self._answer(f"update check run {check_run_id}")
         run = self.check_runs[check_run_id]
         run.update(status=status, title=title, summary=summary, conclusion=conclusion)
+        if actions is not None:
+            run["actions"] = actions
         if self.on_check_run_update is not None:
             self.on_check_run_update(run)
 
@@ -228,8 +234,11 @@ class RecordingGitHub:
         return [str(c["body"]) for c in self.comments.values() if c["issue"] == issue_number]
 
     def check_run_for(self, sha: str) -> dict[str, object]:
-        [run] = [run for run in self.check_runs.values() if run["head_sha"] == sha]
-        return run
+        """The commit's newest check run (an approved fork commit has two)."""
+        return [run for run in self.check_runs.values() if run["head_sha"] == sha][-1]
+
+    def check_runs_for(self, sha: str) -> list[dict[str, object]]:
+        return [run for run in self.check_runs.values() if run["head_sha"] == sha]
 
     def deployment_state(self, sha: str) -> str | None:
         [deployment_id] = [i for i, d in self.deployments.items() if d["sha"] == sha]

@@ -24,6 +24,7 @@ from tests.fake_github import (
     installation_repositories_payload,
     push_payload,
 )
+from tests.unit.pull_requests import check_run_payload, check_suite_payload
 from tests.unit.world import DOCKERFILE, INSTALLATION, Platform
 
 PREVIEW_HOST = "pr-7--web.localhost"
@@ -384,3 +385,176 @@ def test_a_fork_pull_request_is_not_built_before_approval(platform: Platform) ->
     assert platform.pipeline.run(revision_id) is RevisionState.queued
     assert platform.builder.images == {}
     assert "✋ Waiting for approval" in platform.github.comments_on(7)[0]
+
+
+def fork_revision(platform: Platform, number: int = 7) -> str:
+    outcome = platform.pull_request_event("opened", number, platform.commit(), fork="stranger/web")
+    [revision_id] = outcome.announce_revisions
+    return revision_id
+
+
+def test_the_fork_check_run_asks_for_approval_with_a_button(platform: Platform) -> None:
+    revision_id = fork_revision(platform)
+
+    run = platform.check_run(revision_id)
+    assert run["status"] == "completed"
+    assert run["conclusion"] == "action_required"
+    assert run["actions"] == [
+        {
+            "label": "Deploy preview",
+            "description": "Build and run this fork's commit",
+            "identifier": "deploy-preview",
+        }
+    ]
+    assert "maintainer" in str(run["title"])
+    assert platform.github.deployments == {}  # nothing to deploy yet
+
+
+def test_a_press_by_a_reader_is_refused_and_says_by_whom(platform: Platform) -> None:
+    revision_id = fork_revision(platform)
+    platform.github.permissions["curious"] = "read"
+
+    outcome = platform.press(revision_id, "requested_action", "curious", "deploy-preview")
+
+    assert outcome.start_revisions == outcome.approved_revisions == []
+    run = platform.check_run(revision_id)
+    assert run["conclusion"] == "action_required"
+    assert "@curious" in str(run["summary"]) and "`read`" in str(run["summary"])
+    assert platform.pipeline.run(revision_id) is RevisionState.queued
+    assert platform.builder.images == {}
+
+
+def test_a_press_by_a_writer_builds_it_with_only_its_own_env(platform: Platform) -> None:
+    revision_id = fork_revision(platform)
+    platform.github.permissions["maintainer"] = "maintain"
+
+    outcome = platform.press(revision_id, "requested_action", "maintainer", "deploy-preview")
+
+    assert outcome.approved_revisions == [revision_id]
+    approval, build = platform.github.check_runs_for(platform.revision(revision_id).commit_sha)
+    assert approval["conclusion"] == "neutral"
+    assert approval["actions"] == []
+    assert platform.pipeline.run(revision_id) is RevisionState.live
+    assert build["conclusion"] == "success"
+    [container] = platform.runtime.of_revision(revision_id)
+    assert {k for k in container.spec.env if not k.startswith("SLIPWAY_")} == {
+        "PORT",
+        "DATABASE_URI",
+    }
+    assert "✅ Live" in platform.github.comments_on(7)[0]
+
+
+def test_a_new_fork_commit_waits_for_approval_again(platform: Platform) -> None:
+    revision_id = fork_revision(platform)
+    platform.github.permissions["maintainer"] = "write"
+    platform.press(revision_id, "requested_action", "maintainer", "deploy-preview")
+    platform.pipeline.run(revision_id)
+
+    outcome = platform.pull_request_event("synchronize", 7, platform.commit(), fork="stranger/web")
+
+    [waiting] = outcome.announce_revisions
+    assert outcome.start_revisions == []
+    assert platform.pipeline.run(waiting) is RevisionState.queued
+    assert "✋ Waiting for approval" in platform.github.comments_on(7)[0]
+    assert len(platform.github.comments_on(7)) == 1
+
+
+def test_a_second_press_after_approval_changes_nothing(platform: Platform) -> None:
+    revision_id = fork_revision(platform)
+    platform.github.permissions["maintainer"] = "admin"
+    platform.press(revision_id, "requested_action", "maintainer", "deploy-preview")
+    platform.pipeline.run(revision_id)
+
+    again = platform.deliver(
+        "check_run",
+        check_run_payload(
+            "requested_action",
+            platform.repository,
+            INSTALLATION,
+            check_run_id=int(str(platform.revision(revision_id).check_run_id)),
+            head_sha=platform.revision(revision_id).commit_sha,
+            external_id=revision_id,
+            sender="maintainer",
+            identifier="deploy-preview",
+        ),
+    )
+
+    assert again.approved_revisions == []
+
+
+# -- re-run -----------------------------------------------------------------------------------
+def test_a_rerun_of_a_failed_push_builds_it_again_with_a_new_check_run(platform: Platform) -> None:
+    platform.builder.failure = "step 3 failed: the network flaked"
+    failed = platform.push()
+    assert platform.pipeline.run(failed) is RevisionState.failed
+    platform.builder.failure = None
+
+    outcome = platform.press(failed, "rerequested", "octo-dev")
+
+    [again] = outcome.start_revisions
+    assert again != failed
+    assert platform.revision(again).commit_sha == platform.revision(failed).commit_sha
+    assert platform.revision(again).check_run_id != platform.revision(failed).check_run_id
+    assert platform.pipeline.run(again) is RevisionState.live
+    assert platform.check_run(again)["conclusion"] == "success"
+
+
+def test_a_rerun_of_a_preview_builds_its_head_again(platform: Platform) -> None:
+    first = open_and_run(platform)
+
+    [again] = platform.press(first, "rerequested", "octo-dev").start_revisions
+
+    assert platform.pipeline.run(again) is RevisionState.live
+    assert platform.revision(first).state is RevisionState.superseded
+    assert len(platform.github.comments_on(7)) == 1
+
+
+def test_a_rerun_of_a_commit_that_is_no_longer_the_head_does_nothing(platform: Platform) -> None:
+    first = open_and_run(platform)
+    platform.pull_request_event("synchronize", 7, platform.commit())
+
+    outcome = platform.press(first, "rerequested", "octo-dev")
+
+    assert outcome.start_revisions == []
+    assert "the pull request's head is now" in outcome.summary
+
+
+def test_a_rerun_on_a_closed_pull_request_does_nothing(platform: Platform) -> None:
+    first = open_and_run(platform)
+    platform.pull_request_event("closed", 7, platform.revision(first).commit_sha)
+
+    outcome = platform.press(first, "rerequested", "octo-dev")
+
+    assert outcome.start_revisions == []
+    assert "removed" in outcome.summary
+
+
+def test_a_rerun_of_an_older_production_commit_does_nothing(platform: Platform) -> None:
+    first = platform.push()
+    platform.pipeline.run(first)
+    platform.pipeline.run(platform.push())
+
+    outcome = platform.press(first, "rerequested", "octo-dev")
+
+    assert outcome.start_revisions == []
+    assert "roll" in outcome.summary
+
+
+def test_a_rerequested_check_suite_rebuilds_its_commit(platform: Platform) -> None:
+    platform.builder.failure = "flaky"
+    failed = platform.push()
+    platform.pipeline.run(failed)
+    platform.builder.failure = None
+
+    outcome = platform.deliver(
+        "check_suite",
+        check_suite_payload(
+            platform.repository,
+            INSTALLATION,
+            head_sha=platform.revision(failed).commit_sha,
+            sender="octo-dev",
+        ),
+    )
+
+    [again] = outcome.start_revisions
+    assert platform.pipeline.run(again) is RevisionState.live

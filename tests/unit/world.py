@@ -37,7 +37,7 @@ from tests.unit.fakes import (
     RecordingGitHub,
     TickingClock,
 )
-from tests.unit.pull_requests import pull_request_payload
+from tests.unit.pull_requests import check_run_payload, pull_request_payload
 
 SECRETS = SecretBox("k" * 32)
 INSTALLATION = 41
@@ -147,6 +147,10 @@ class Platform:
             self.comments.deployment_changed(order.deployment_id)
         for revision_id in [*outcome.announce_revisions, *outcome.start_revisions]:
             self.pipeline.announce(revision_id)
+        for refusal in outcome.refused_approvals:
+            self.pipeline.report_approval_refused(refusal.revision_id, refusal.login, refusal.role)
+        for revision_id in outcome.approved_revisions:
+            self.pipeline.report_approved(revision_id)
         for pull_request_id in outcome.comments:
             self.comments.pull_request_changed(pull_request_id)
         return outcome
@@ -197,6 +201,24 @@ class Platform:
         outcome = self.pull_request_event("opened", number, self.commit(files))
         [pull_request_id] = outcome.comments
         return pull_request_id
+
+    def press(
+        self, revision_id: str, action: str, sender: str, identifier: str | None = None
+    ) -> EventOutcome:
+        """A check_run delivery: Re-run (rerequested) or a button (requested_action)."""
+        revision = self.revision(revision_id)
+        assert revision.check_run_id is not None
+        payload = check_run_payload(
+            action,
+            self.repository,
+            INSTALLATION,
+            check_run_id=revision.check_run_id,
+            head_sha=revision.commit_sha,
+            external_id=revision.id,
+            sender=sender,
+            identifier=identifier,
+        )
+        return self.deliver("check_run", payload)
 
     def preview_deployment(self, number: int) -> Deployment:
         with self.sessions() as session:
