@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: up test lint unit integration e2e deps docker test-tools bench clean
+.PHONY: up test lint unit integration e2e deps docker test-tools bench bench-previews clean
 
 ## make up: install what is missing and start the whole platform in the foreground.
 up: deps docker
@@ -25,6 +25,9 @@ unit: deps
 
 bench: deps docker test-tools
 	$(BIN)/python -m bench.push_to_live
+
+bench-previews: deps docker test-tools
+	$(BIN)/python -m bench.previews
 
 deps: $(INSTALLED)
 

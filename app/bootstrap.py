@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.admission import Admission, AdmissionLimits
 from app.comments import PreviewComments
 from app.crypto import SecretBox, load_or_create_secret_key
 from app.databases import PostgresProvisioner
@@ -16,6 +17,7 @@ from app.facts import CommitFacts, GitHubCommitFacts
 from app.github.auth import GitHubApp
 from app.github.rest import GitHubRest
 from app.health import HttpHealthProbe
+from app.notifications import PlatformNotifier
 from app.pipeline import PipelineConfig, RevisionPipeline
 from app.ports import Clock, GitHubPort
 from app.reporting import GitHubReporter
@@ -38,6 +40,8 @@ class Platform:
     pipeline: RevisionPipeline
     teardown: Teardown
     comments: PreviewComments
+    notifier: PlatformNotifier
+    admission: Admission
     facts: CommitFacts
     clock: Clock
 
@@ -129,6 +133,14 @@ def bootstrap(
         revision_url=reporter.revision_url_of,
         log_url=reporter.log_url_of,
     )
+    notifier = PlatformNotifier(comments)
+    admission = Admission(
+        AdmissionLimits(
+            max_builds=settings.max_concurrent_builds,
+            max_previews_per_repository=settings.max_previews_per_repository,
+        ),
+        config.data_dir / "admission.lock",
+    )
     pipeline = RevisionPipeline(
         config=config,
         sessions=sessions,
@@ -142,7 +154,8 @@ def bootstrap(
         health=HttpHealthProbe(),
         clock=clock,
         teardown=teardown,
-        notifier=comments,
+        notifier=notifier,
+        admission=admission,
     )
     return Platform(
         settings=settings,
@@ -151,6 +164,8 @@ def bootstrap(
         pipeline=pipeline,
         teardown=teardown,
         comments=comments,
+        notifier=notifier,
+        admission=admission,
         facts=GitHubCommitFacts(github),
         clock=clock,
     )

@@ -54,8 +54,7 @@ class CommitSource(Protocol):
 
     def commit_message(self, installation_id: int, full_name: str, sha: str) -> str: ...
 
-    def collaborator_permission(self, installation_id: int, full_name: str, login: str) -> str:
-        ...
+    def collaborator_permission(self, installation_id: int, full_name: str, login: str) -> str: ...
 
 
 class GitHubCommitFacts:

@@ -215,6 +215,8 @@ class Revision(SQLModel, table=True):
     approval_required: bool = False
     """A fork's commit: built only once a maintainer approved it on its check run."""
     approved_by: str | None = None
+    wait_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    """Why a queued revision has not started (limits), as last told to the user."""
     env_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     state: RevisionState = RevisionState.queued
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from app.admission import Admission
 from app.crypto import SecretBox
 from app.databases import database_identifier
 from app.db import SessionFactory
@@ -26,6 +27,8 @@ from app.models import (
     IN_FLIGHT_STATES,
     Database,
     Deployment,
+    PullRequest,
+    PullRequestState,
     Replica,
     Revision,
     RevisionState,
@@ -107,6 +110,7 @@ class RevisionPipeline:
         clock: Clock,
         teardown: Teardown,
         notifier: PreviewNotifier,
+        admission: Admission,
     ) -> None:
         self.config = config
         self._sessions = sessions
@@ -121,12 +125,15 @@ class RevisionPipeline:
         self._clock = clock
         self._teardown = teardown
         self._notifier = notifier
+        self._admission = admission
 
     # -- public entry points ----------------------------------------------------------------
     def announce(self, revision_id: str) -> None:
         """Open the check run and the GitHub deployment once; later calls do nothing."""
         ref = self._ref(revision_id)
         revision = ref.revision
+        if revision.state in FINISHED_STATES:
+            return  # cancelled before GitHub heard of it: nothing to show
         updates: dict[str, object] = {}
         if revision.check_run_id is None:
             updates["check_run_id"] = self._reporter.open_check_run(ref)
@@ -135,6 +142,11 @@ class RevisionPipeline:
         updates = {k: v for k, v in updates.items() if v is not None}
         if updates:
             self._update_revision(revision_id, **updates)
+            after = self._ref(revision_id)
+            if after.revision.state in FINISHED_STATES:
+                # Cancelled while GitHub was being told: the cancellation's report found no
+                # check run yet, so it is made again now that there is one.
+                self._reporter.cancelled(after)
 
     def report_cancelled(self, revision_id: str) -> None:
         self._reporter.cancelled(self._ref(revision_id))
@@ -150,7 +162,12 @@ class RevisionPipeline:
     def report_approval_refused(self, revision_id: str, login: str, role: str) -> None:
         self._reporter.approval_refused(self._ref(revision_id), login, role)
 
-    def run(self, revision_id: str) -> RevisionState:
+    def run(self, revision_id: str, *, resume: bool = True) -> RevisionState:
+        """Take the revision as far as it goes. `resume` picks up a revision a dead worker left
+        building or deploying; without it (a first try) such a revision belongs to another job.
+        A queued revision starts only when admitted (build slots, preview places); otherwise it
+        stays queued, says why, and is dispatched again when capacity frees.
+        """
         ref = self._ref(revision_id)
         if ref.revision.state is RevisionState.live:
             self._retire_finished(ref.deployment.id)  # a retry after dying at the switch
@@ -159,25 +176,37 @@ class RevisionPipeline:
         if ref.revision.approval_required and ref.revision.approved_by is None:
             self._event(ref, "revision waits for approval")
             return ref.revision.state
+        if ref.revision.state is not RevisionState.queued and not resume:
+            return ref.revision.state
         self.announce(revision_id)
         log_path = self.config.log_path(ref.revision)
         self._event(ref, "revision started", state=ref.revision.state.value)
-        now = self._clock()
-        with self._sessions() as session:
-            if not transition(
-                session,
-                revision_id,
-                IN_FLIGHT_STATES,
-                RevisionState.building,
-                build_started_at=now,
-            ):
-                return self._ref(revision_id).revision.state
+        if ref.revision.state is RevisionState.queued:
+            reason = self._admit(revision_id)
+            if reason is not None:
+                self._waiting(revision_id, reason)
+                return RevisionState.queued
+        else:
+            with self._sessions() as session:
+                if not transition(
+                    session,
+                    revision_id,
+                    IN_FLIGHT_STATES,
+                    RevisionState.building,
+                    build_started_at=self._clock(),
+                ):
+                    return self._ref(revision_id).revision.state
         ref = self._ref(revision_id)
+        if ref.revision.wait_reason is not None:
+            self._stopped_waiting(ref)
         self._reporter.building(ref)
         self._changed(ref)
         redact = self._redactor(ref)
         try:
-            image, repo_config = self._build(ref, log_path)
+            try:
+                image, repo_config = self._build(ref, log_path)
+            finally:
+                self._notifier.capacity_freed()  # a build slot, however the build ended
             with self._sessions() as session:
                 moved = transition(
                     session,
@@ -349,6 +378,54 @@ class RevisionPipeline:
         if self._go_live(revision.id, started.host_port, log_path):
             self._runtime.keep_running(started.id)
 
+    # -- admission ---------------------------------------------------------------------------
+    def startable(self) -> list[str]:
+        """Queued revisions the limits would let start now (their jobs decide for real)."""
+        with self._sessions() as session:
+            return [rid for rid, reason in self._admission.decisions(session).items() if not reason]
+
+    def _admit(self, revision_id: str) -> str | None:
+        """Move the revision to building if the limits allow; else the reason it waits."""
+        with self._sessions() as session, self._admission.locked(session):
+            reason = self._admission.decisions(session).get(revision_id, "no longer queued")
+            if reason is None and not transition(
+                session,
+                revision_id,
+                frozenset({RevisionState.queued}),
+                RevisionState.building,
+                build_started_at=self._clock(),
+            ):
+                reason = "no longer queued"
+        return reason
+
+    def _waiting(self, revision_id: str, reason: str) -> None:
+        """Tell the user once per reason: on the check run and in the preview's comment."""
+        ref = self._ref(revision_id)
+        if ref.revision.wait_reason == reason or reason == "no longer queued":
+            return
+        self._update_revision(revision_id, wait_reason=reason)
+        self._event(ref, "revision waits", reason=reason)
+        self._set_note(ref.deployment.id, reason)
+        self._reporter.waiting(self._ref(revision_id), reason)
+        self._changed(ref)
+
+    def _stopped_waiting(self, ref: RevisionRef) -> None:
+        self._update_revision(ref.revision.id, wait_reason=None)
+        self._set_note(ref.deployment.id, None)
+
+    def _set_note(self, deployment_id: str, note: str | None) -> None:
+        with self._sessions() as session:
+            pull_request = session.exec(
+                select(PullRequest).where(
+                    PullRequest.deployment_id == deployment_id,
+                    PullRequest.state == PullRequestState.open,
+                )
+            ).first()
+            if pull_request is not None:
+                pull_request.note = note
+                session.add(pull_request)
+                session.commit()
+
     def _still_deploying(self, revision_id: str) -> None:
         """Raise RevisionAbandoned once a teardown cancelled the revision mid-start."""
         with self._sessions() as session:
@@ -485,6 +562,11 @@ class RevisionPipeline:
         self._reporter.succeeded(
             ref, self.config.url(ref.deployment.slug), ref.revision.image or ""
         )
+        after = self._ref(revision_id)
+        if after.revision.state is not RevisionState.live:
+            # Retired (a newer revision, a teardown) while "success" was on its way: whoever
+            # retired it may have reported first, so report the retirement again, after.
+            self._reporter.removed(after, after.revision.error or "replaced by a newer revision")
         self._changed(ref)
         self._retire_finished(ref.deployment.id)
         if previous is not None and previous.id != revision_id:

@@ -144,3 +144,6 @@ class HealthProbe(Protocol):
 class PreviewNotifier(Protocol):
     def deployment_changed(self, deployment_id: str) -> None:
         """A preview's revision moved on: its pull request's comment has news."""
+
+    def capacity_freed(self) -> None:
+        """A build slot or a preview place came free: waiting revisions may start."""

@@ -191,6 +191,15 @@ class GitHubReporter:
         )
         self._status(ref, "in_progress", f"Building revision #{revision.number}")
 
+    def waiting(self, ref: RevisionRef, reason: str) -> None:
+        revision = ref.revision
+        self._check(
+            ref,
+            status="queued",
+            title=f"Queued: revision #{revision.number} waits",
+            summary=reason,
+        )
+
     def deploying(self, ref: RevisionRef, image: str) -> None:
         revision = ref.revision
         self._check(

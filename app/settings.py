@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     """How long a new revision gets to answer HTTP before it is declared failed."""
     build_timeout_seconds: Annotated[float, Field(gt=0)] = 1800.0
     worker_max_jobs: Annotated[int, Field(ge=1)] = 4
+    max_concurrent_builds: Annotated[int, Field(ge=1)] = 2
+    """Builds running at once on the whole platform; more wait in order."""
+    max_previews_per_repository: Annotated[int, Field(ge=0)] = 10
+    """Previews running at once per repository; more pull requests wait for a place."""
     source_max_download_bytes: Annotated[int, Field(gt=0)] = 1024**3
     """Largest commit tarball downloaded; the download stops once it passes this."""
     source_max_bytes: Annotated[int, Field(gt=0)] = 2 * 1024**3

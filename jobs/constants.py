@@ -9,6 +9,7 @@ HANDLE_DELIVERY = "handle_delivery"
 RUN_REVISION = "run_revision"
 SYNC_ROUTES = "sync_routes"
 SYNC_COMMENT = "sync_comment"
+DISPATCH_REVISIONS = "dispatch_revisions"
 TEARDOWN_DEPLOYMENT = "teardown_deployment"
 
 JOB_TIMEOUT_SECONDS = 45 * 60

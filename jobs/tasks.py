@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -14,6 +15,7 @@ from app.deliveries import apply_delivery
 from app.events import EventOutcome
 from jobs.constants import (
     COMMENT_RETRY_SECONDS,
+    DISPATCH_REVISIONS,
     RUN_REVISION,
     SYNC_COMMENT,
     TEARDOWN_DEPLOYMENT,
@@ -86,8 +88,25 @@ async def enqueue_comment(ctx: dict[str, Any], pull_request_id: str) -> None:
 
 
 async def run_revision(ctx: dict[str, Any], revision_id: str) -> str:
-    state = await asyncio.to_thread(_platform(ctx).pipeline.run, revision_id)
+    # A retried job (its worker died) resumes the revision; a first try never takes over a
+    # revision another job is building.
+    resume = int(ctx.get("job_try", 1)) > 1
+    state = await asyncio.to_thread(
+        functools.partial(_platform(ctx).pipeline.run, revision_id, resume=resume)
+    )
     return state.value
+
+
+async def dispatch_revisions(ctx: dict[str, Any]) -> int:
+    """Give every queued revision the limits now admit a job (duplicates are harmless)."""
+    startable = await asyncio.to_thread(_platform(ctx).pipeline.startable)
+    for revision_id in startable:
+        await ctx["redis"].enqueue_job(RUN_REVISION, revision_id, _queue_name=ctx["queue_name"])
+    return len(startable)
+
+
+async def enqueue_dispatch(ctx: dict[str, Any]) -> None:
+    await ctx["redis"].enqueue_job(DISPATCH_REVISIONS, _queue_name=ctx["queue_name"])
 
 
 async def teardown_deployment(
@@ -102,6 +121,7 @@ async def teardown_deployment(
     for revision_id in cancelled:
         await asyncio.to_thread(platform.pipeline.report_cancelled, revision_id)
     await asyncio.to_thread(platform.comments.deployment_changed, deployment_id)
+    await enqueue_dispatch(ctx)  # its preview place is free
     return f"deployment {deployment_id} removed"
 
 

@@ -14,6 +14,7 @@ from app.bootstrap import bootstrap, require
 from app.settings import Settings
 from jobs import tasks
 from jobs.constants import (
+    DISPATCH_REVISIONS,
     ENQUEUE_TIMEOUT_SECONDS,
     JOB_TIMEOUT_SECONDS,
     KEEP_RESULT_SECONDS,
@@ -27,6 +28,8 @@ from jobs.constants import (
 
 log = logging.getLogger(__name__)
 
+DISPATCH_SECONDS = {0, 10, 20, 30, 40, 50}
+"""Waiting revisions are dispatched when capacity frees; this catches a lost wake-up."""
 ROUTE_RECONCILE_SECOND = 0
 """Once a minute the router is given the database's routes again, in case Caddy restarted."""
 
@@ -50,6 +53,12 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
             future.result(timeout=ENQUEUE_TIMEOUT_SECONDS)
 
         platform.comments.use_queue(enqueue_comment)
+
+        def enqueue_dispatch() -> None:
+            future = asyncio.run_coroutine_threadsafe(tasks.enqueue_dispatch(ctx), loop)
+            future.result(timeout=ENQUEUE_TIMEOUT_SECONDS)
+
+        platform.notifier.use_dispatcher(enqueue_dispatch)
         try:
             await tasks.sync_routes(ctx)
         except Exception:  # the router may still be starting; the cron catches up
@@ -62,6 +71,7 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
             # delivery's own record).
             func(tasks.handle_delivery, name="handle_delivery", max_tries=MAX_TRIES, keep_result=0),
             func(tasks.sync_comment, name=SYNC_COMMENT, max_tries=MAX_TRIES, keep_result=0),
+            func(tasks.dispatch_revisions, name=DISPATCH_REVISIONS, keep_result=0),
             func(
                 tasks.teardown_deployment,
                 name=TEARDOWN_DEPLOYMENT,
@@ -77,6 +87,12 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
             ),
         ],
         "cron_jobs": [
+            cron(
+                tasks.dispatch_revisions,
+                name="dispatch_revisions_cron",
+                second=DISPATCH_SECONDS,
+                run_at_startup=True,
+            ),
             cron(
                 tasks.sync_routes,
                 name="sync_routes",

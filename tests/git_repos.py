@@ -43,6 +43,10 @@ class GitRepo:
         self._git("commit", "-q", "--allow-empty", "-m", message)
         return self.head
 
+    def checkout(self, branch: str, *, create: bool = False) -> None:
+        self._git("checkout", "-q", *(["-b"] if create else []), branch)
+        self.branch = branch
+
     @property
     def head(self) -> str:
         return self._git("rev-parse", "HEAD")

@@ -18,11 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
 
 import httpx
 
 from app.crypto import SecretBox
-from app.embedded import free_port
+from app.embedded import EmbeddedPostgres, free_port
 from tests.fake_github import FakeGitHub
 from tests.fake_github.payloads import ZERO_SHA, push_payload
 from tests.fake_github.payloads import headers as webhook_headers
@@ -170,6 +171,22 @@ class RunningPlatform:
             ).fetchone()
         assert row is not None, f"deployment {deployment_id} has no database"
         return box.decrypt(str(row[0]))
+
+    def postgres_admin_url(self) -> str:
+        """The embedded cluster's superuser URL, as `slipway up` stored it in DATA_DIR."""
+        return EmbeddedPostgres(self.data_dir / "postgres").admin_url
+
+    def database_uri(self, deployment_id: str) -> str:
+        """The deployment's own URI as its containers get it, but reached from this host."""
+        with sqlite3.connect(self.data_dir / "slipway.db") as db:
+            row = db.execute(
+                "SELECT name, role FROM databases WHERE deployment_id = ?", (deployment_id,)
+            ).fetchone()
+        assert row is not None, f"deployment {deployment_id} has no database"
+        name, role = str(row[0]), str(row[1])
+        password = quote(self.database_password(deployment_id), safe="")
+        port = urlsplit(self.postgres_admin_url()).port
+        return f"postgresql://{role}:{password}@127.0.0.1:{port}/{name}"
 
     def stop(self) -> None:
         if self.process.poll() is None:

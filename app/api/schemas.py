@@ -18,6 +18,9 @@ class DeploymentView(BaseModel):
     environment: str
     type: str
     live_revision_id: str | None
+    pull_request: int | None
+    """The pull request a preview deployment previews; None for production."""
+    removed_at: datetime | None
     created_at: datetime
     updated_at: datetime
 
@@ -32,6 +35,8 @@ class DeploymentView(BaseModel):
             environment=deployment.environment,
             type=deployment.type.value,
             live_revision_id=deployment.live_revision_id,
+            pull_request=deployment.pull_request_number,
+            removed_at=deployment.removed_at,
             created_at=deployment.created_at,
             updated_at=deployment.updated_at,
         )
@@ -47,6 +52,9 @@ class RevisionView(BaseModel):
     image: str | None
     build_method: str | None
     error: str | None
+    attempt: int
+    approval_required: bool
+    approved_by: str | None
     created_at: datetime
     build_started_at: datetime | None
     build_finished_at: datetime | None
@@ -70,6 +78,9 @@ class RevisionView(BaseModel):
             image=revision.image,
             build_method=revision.build_method,
             error=revision.error,
+            attempt=revision.attempt,
+            approval_required=revision.approval_required,
+            approved_by=revision.approved_by,
             created_at=revision.created_at,
             build_started_at=revision.build_started_at,
             build_finished_at=revision.build_finished_at,

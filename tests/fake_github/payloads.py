@@ -1,9 +1,11 @@
 """Webhook deliveries as GitHub sends them to a GitHub App, built for tests.
 
 The shapes follow GitHub's webhook payloads for the events Slipway handles (ping, installation,
-installation_repositories, push) but keep only fields a receiver plausibly reads. Repository
-objects come from :meth:`tests.fake_github.FakeGitHub.add_repository`, so the ids, names and API
-URLs in a delivery match what the fake GitHub serves.
+installation_repositories, push, pull_request, check_run, check_suite) but keep only fields a
+receiver plausibly reads. Repository objects come from
+:meth:`tests.fake_github.FakeGitHub.add_repository`, pull requests from ``add_pull_request`` and
+check runs from ``check_run_json``, so the ids, names and API URLs in a delivery match what the
+fake GitHub serves.
 
 Account ids are derived from the login (:func:`account_id`), so the same login always gets the
 same id in payloads and in the fake server's answers.
@@ -35,14 +37,46 @@ APP_EVENTS = ("check_run", "check_suite", "pull_request", "push")
 
 INSTALLATION_ACTIONS = ("created", "deleted", "suspend", "unsuspend")
 INSTALLATION_REPOSITORIES_ACTIONS = ("added", "removed")
+PULL_REQUEST_ACTIONS = (
+    "assigned",
+    "auto_merge_disabled",
+    "auto_merge_enabled",
+    "closed",
+    "converted_to_draft",
+    "demilestoned",
+    "dequeued",
+    "edited",
+    "enqueued",
+    "labeled",
+    "locked",
+    "milestoned",
+    "opened",
+    "ready_for_review",
+    "reopened",
+    "review_request_removed",
+    "review_requested",
+    "synchronize",
+    "unassigned",
+    "unlabeled",
+    "unlocked",
+)
+CHECK_RUN_ACTIONS = ("created", "completed", "rerequested", "requested_action")
+CHECK_SUITE_ACTIONS = ("completed", "requested", "rerequested")
+_OPEN_ACTIONS = ("opened", "reopened", "synchronize", "ready_for_review", "converted_to_draft")
 
 __all__ = [
     "APP_EVENTS",
+    "CHECK_RUN_ACTIONS",
+    "CHECK_SUITE_ACTIONS",
     "DEFAULT_APP_ID",
     "DEFAULT_APP_SLUG",
     "DEFAULT_HOOK_ID",
+    "PULL_REQUEST_ACTIONS",
     "ZERO_SHA",
     "account_id",
+    "app_object",
+    "check_run_payload",
+    "check_suite_payload",
     "headers",
     "installation_object",
     "installation_payload",
@@ -50,6 +84,7 @@ __all__ = [
     "iso_time",
     "node_id",
     "ping_payload",
+    "pull_request_payload",
     "push_payload",
     "sign",
     "user_object",
@@ -398,10 +433,7 @@ def push_payload(
         "repository": repo,
         "pusher": {"name": pusher, "email": f"{pusher}@users.noreply.github.com"},
         "sender": user_object(pusher),
-        "installation": {
-            "id": installation_id,
-            "node_id": node_id("IntegrationInstallation", installation_id),
-        },
+        "installation": _installation_lite(installation_id),
         "created": created,
         "deleted": deleted,
         "forced": forced,
@@ -410,7 +442,247 @@ def push_payload(
         "commits": [] if head_commit is None else [copy.deepcopy(head_commit)],
         "head_commit": head_commit,
     }
+    return _with_organization(payload, repository)
+
+
+def _installation_lite(installation_id: int) -> JSON:
+    return {"id": installation_id, "node_id": node_id("IntegrationInstallation", installation_id)}
+
+
+def _with_organization(payload: JSON, repository: Mapping[str, Any]) -> JSON:
+    """Deliveries for an organization's repository also carry the ``organization``."""
     owner = repository.get("owner")
     if isinstance(owner, Mapping) and owner.get("type") == "Organization":
         payload["organization"] = _organization_object(owner)
+    return payload
+
+
+def _check_action(kind: str, action: str, allowed: Sequence[str]) -> None:
+    if action not in allowed:
+        raise ValueError(f"{kind} action must be one of {tuple(allowed)}, not {action!r}")
+
+
+def app_object(
+    app_id: int = DEFAULT_APP_ID,
+    app_slug: str = DEFAULT_APP_SLUG,
+    *,
+    name: str = "Slipway Test",
+    owner_login: str = "slipway-owner",
+    created_at: str = "2024-01-01T00:00:00Z",
+    permissions: Mapping[str, str] | None = None,
+    api_url: str = GITHUB_API,
+) -> JSON:
+    """The ``app`` object of check suite and check run deliveries."""
+    return {
+        "id": app_id,
+        "slug": app_slug,
+        "node_id": node_id("Integration", app_id),
+        "owner": user_object(owner_login, user_type="Organization", api_url=api_url),
+        "name": name,
+        "description": "Push-to-deploy (test App)",
+        "external_url": "https://slipway.example.com",
+        "html_url": f"{GITHUB_WEB}/apps/{app_slug}",
+        "created_at": created_at,
+        "updated_at": created_at,
+        "permissions": dict(permissions or _default_permissions()),
+        "events": list(APP_EVENTS),
+    }
+
+
+def pull_request_payload(
+    action: str,
+    repository: Mapping[str, Any],
+    installation_id: int,
+    pull_request: Mapping[str, Any],
+    *,
+    sender: str = "octo-dev",
+    before: str | None = None,
+    changes: Mapping[str, Any] | None = None,
+) -> JSON:
+    """A ``pull_request`` delivery; ``pull_request`` is what ``FakeGitHub.add_pull_request``,
+    ``update_pull_request`` or ``pull_request`` returned, after the change the action reports.
+
+    ``synchronize`` (new commits on the head branch) needs ``before``, the head SHA before the
+    push; ``after`` is the pull request's head SHA. ``edited`` carries ``changes``
+    (e.g. ``{"title": {"from": "old"}}``). The pull request's state must fit the action:
+    ``closed`` needs it closed (``merged`` tells a merge from a close), ``opened``,
+    ``reopened``, ``synchronize``, ``ready_for_review`` and ``converted_to_draft`` need it open,
+    and the last two need ``draft`` false and true.
+    """
+    _check_action("pull_request", action, PULL_REQUEST_ACTIONS)
+    state, draft = pull_request.get("state"), pull_request.get("draft")
+    if action == "closed" and state != "closed":
+        raise ValueError("a closed delivery carries the closed pull request (update it first)")
+    if action in _OPEN_ACTIONS and state != "open":
+        raise ValueError(f"a {action} delivery carries an open pull request, not a {state} one")
+    if action == "ready_for_review" and draft:
+        raise ValueError("a ready_for_review delivery carries a pull request that is not a draft")
+    if action == "converted_to_draft" and not draft:
+        raise ValueError("a converted_to_draft delivery carries a draft pull request")
+    if pull_request["base"]["repo"]["id"] != repository["id"]:
+        raise ValueError("the pull request's base repository is not the delivery's repository")
+    if (before is not None) != (action == "synchronize"):
+        raise ValueError("before (the old head SHA) goes with synchronize deliveries, and only")
+    after = str(pull_request["head"]["sha"])
+    if before is not None and (len(before) != 40 or before == after):
+        raise ValueError(
+            f"before must be the 40-character head SHA before the push, not {before!r}"
+        )
+    payload: JSON = {
+        "action": action,
+        "number": pull_request["number"],
+        "pull_request": copy.deepcopy(dict(pull_request)),
+    }
+    if action == "synchronize":
+        payload.update({"before": before, "after": after})
+    if action == "edited":
+        payload["changes"] = copy.deepcopy(dict(changes or {}))
+    elif changes is not None:
+        raise ValueError("changes go with edited deliveries only")
+    payload["repository"] = copy.deepcopy(dict(repository))
+    _with_organization(payload, repository)
+    payload["installation"] = _installation_lite(installation_id)
+    payload["sender"] = user_object(sender)
+    return payload
+
+
+def check_run_payload(
+    action: str,
+    repository: Mapping[str, Any],
+    installation_id: int,
+    check_run_json: Mapping[str, Any],
+    *,
+    sender: str = "octo-dev",
+    requested_action_identifier: str | None = None,
+) -> JSON:
+    """A ``check_run`` delivery for one of the App's check runs, as
+    ``FakeGitHub.check_run_json(full_name, check_run_id)`` gives it.
+
+    ``rerequested``: someone clicked "Re-run" (GitHub offers it on completed runs only).
+    ``requested_action``: someone clicked one of the run's action buttons; pass its
+    ``requested_action_identifier``.
+    """
+    _check_action("check_run", action, CHECK_RUN_ACTIONS)
+    suite = check_run_json.get("check_suite")
+    if not isinstance(suite, Mapping) or "head_sha" not in suite:
+        raise ValueError(
+            "check_run_json needs the whole check_suite: use FakeGitHub.check_run_json(), "
+            "not the REST answer"
+        )
+    if action in ("rerequested", "completed") and check_run_json.get("status") != "completed":
+        raise ValueError(f"a {action} delivery carries a completed check run")
+    if (requested_action_identifier is not None) != (action == "requested_action"):
+        raise ValueError("requested_action_identifier goes with requested_action, and only")
+    payload: JSON = {"action": action, "check_run": copy.deepcopy(dict(check_run_json))}
+    if requested_action_identifier is not None:
+        if not requested_action_identifier or len(requested_action_identifier) > 20:
+            raise ValueError("an action identifier has 1 to 20 characters")
+        payload["requested_action"] = {"identifier": requested_action_identifier}
+    payload["repository"] = copy.deepcopy(dict(repository))
+    _with_organization(payload, repository)
+    payload["sender"] = user_object(sender)
+    payload["installation"] = _installation_lite(installation_id)
+    return payload
+
+
+def _minimal_pull_request(pull_request: Mapping[str, Any]) -> JSON:
+    """The short form check suites and check runs list pull requests in."""
+    if "head" not in pull_request or "base" not in pull_request:
+        raise ValueError("pull_requests are pull request objects (FakeGitHub.pull_request())")
+
+    def side(name: str) -> JSON:
+        branch = pull_request[name]
+        repo = branch["repo"]
+        return {
+            "ref": branch["ref"],
+            "sha": branch["sha"],
+            "repo": {"id": repo["id"], "url": repo["url"], "name": repo["name"]},
+        }
+
+    head, base = side("head"), side("base")
+    if head["repo"]["id"] != base["repo"]["id"]:
+        raise ValueError(
+            "GitHub leaves pull requests from forks out of check suites (and their suites have "
+            "head_branch null)"
+        )
+    return {
+        "url": pull_request["url"],
+        "id": pull_request["id"],
+        "number": pull_request["number"],
+        "head": head,
+        "base": base,
+    }
+
+
+def check_suite_payload(
+    action: str,
+    repository: Mapping[str, Any],
+    installation_id: int,
+    *,
+    head_sha: str,
+    head_branch: str | None,
+    sender: str = "octo-dev",
+    pull_requests: Sequence[Mapping[str, Any]] = (),
+    check_suite_id: int | None = None,
+    before: str | None = None,
+    status: str | None = None,
+    conclusion: str | None = None,
+    message: str = "Update the app",
+    app_id: int = DEFAULT_APP_ID,
+    app_slug: str = DEFAULT_APP_SLUG,
+    latest_check_runs_count: int = 1,
+) -> JSON:
+    """A ``check_suite`` delivery (``rerequested``: someone clicked "Re-run all checks").
+
+    ``head_branch`` is None for a suite whose commit came from a fork; ``pull_requests`` are
+    pull request objects (``FakeGitHub.pull_request()``), shortened as GitHub lists them, and
+    must not be from forks. ``check_suite_id`` defaults to a number derived from ``head_sha``;
+    the fake's own id is ``fake.check_run_json(...)["check_suite"]["id"]``. ``status`` and
+    ``conclusion`` default to queued/None for ``requested`` and completed/success otherwise.
+    """
+    _check_action("check_suite", action, CHECK_SUITE_ACTIONS)
+    if len(head_sha) != 40:
+        raise ValueError(f"head_sha must be a 40-character commit SHA, not {head_sha!r}")
+    if status is None:
+        status = "queued" if action == "requested" else "completed"
+    if conclusion is None and status == "completed":
+        conclusion = "success"
+    suite_id = check_suite_id or 30_000_000_000 + zlib.crc32(head_sha.encode())
+    now = iso_time()
+    author = {"name": sender, "email": f"{sender}@users.noreply.github.com"}
+    repo_url = str(repository["url"])
+    api_url = repo_url.rsplit("/repos/", 1)[0]
+    suite: JSON = {
+        "id": suite_id,
+        "node_id": node_id("CheckSuite", suite_id),
+        "head_branch": head_branch,
+        "head_sha": head_sha,
+        "status": status,
+        "conclusion": conclusion,
+        "url": f"{repo_url}/check-suites/{suite_id}",
+        "before": before,
+        "after": head_sha,
+        "pull_requests": [_minimal_pull_request(pull) for pull in pull_requests],
+        "app": app_object(app_id, app_slug, api_url=api_url),
+        "created_at": now,
+        "updated_at": now,
+        "latest_check_runs_count": latest_check_runs_count,
+        "check_runs_url": f"{repo_url}/check-suites/{suite_id}/check-runs",
+        "head_commit": {
+            "id": head_sha,
+            "tree_id": hashlib.sha1(f"tree:{head_sha}".encode()).hexdigest(),  # noqa: S324
+            "message": message,
+            "timestamp": now,
+            "author": dict(author),
+            "committer": dict(author),
+        },
+    }
+    payload: JSON = {
+        "action": action,
+        "check_suite": suite,
+        "repository": copy.deepcopy(dict(repository)),
+    }
+    _with_organization(payload, repository)
+    payload["sender"] = user_object(sender)
+    payload["installation"] = _installation_lite(installation_id)
     return payload

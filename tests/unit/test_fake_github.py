@@ -6,6 +6,7 @@ app's GitHub client cannot hide a bug in the fake.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import hmac
@@ -16,6 +17,7 @@ import subprocess
 import tarfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -30,10 +32,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.fake_github import (
     ZERO_SHA,
     FakeGitHub,
+    check_run_payload,
+    check_suite_payload,
     headers,
     installation_payload,
     installation_repositories_payload,
     ping_payload,
+    pull_request_payload,
     push_payload,
     sign,
 )
@@ -45,6 +50,8 @@ INSTALLATION = 77
 OWNER = "octo-org"
 REPO = "shop"
 FULL = f"{OWNER}/{REPO}"
+GUIDE = "# Guide\n\n" + "".join(f"Step {n}: push, then watch it deploy.\n" for n in range(8))
+BIG_FILE_SIZE = 1024 * 1024 + 1
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,11 @@ class GitRepo:
     path: Path
     first: str
     head: str
+    """The tip of main (tagged v1.0)."""
+    feature: str
+    """The tip of branch feature, one commit on top of main (docs, a symlink, a big file)."""
+    fork: str
+    """A commit on top of main that only a fork has (kept under refs/remotes/contrib/patch)."""
 
 
 def _git(path: Path, *args: str) -> str:
@@ -86,7 +98,25 @@ def git_repo(tmp_path_factory: pytest.TempPathFactory) -> GitRepo:
     _git(path, "add", ".")
     _git(path, "commit", "-q", "-m", "second")
     _git(path, "tag", "v1.0")
-    return GitRepo(path, first, _git(path, "rev-parse", "HEAD"))
+    head = _git(path, "rev-parse", "HEAD")
+    _git(path, "checkout", "-q", "-b", "feature")
+    (path / "docs").mkdir()
+    (path / "docs" / "guide.md").write_text(GUIDE)
+    (path / "app.py").write_text("print('v3')\n")
+    (path / "big.bin").write_bytes(b"\0" * BIG_FILE_SIZE)
+    (path / "link.py").symlink_to("app.py")
+    _git(path, "add", ".")
+    _git(path, "commit", "-q", "-m", "Add the guide\n\nAnd a link.")
+    feature = _git(path, "rev-parse", "HEAD")
+    _git(path, "checkout", "-q", "-b", "fork-work", head)
+    (path / "fork.txt").write_text("from a fork\n")
+    _git(path, "add", ".")
+    _git(path, "commit", "-q", "-m", "Fork change")
+    fork = _git(path, "rev-parse", "HEAD")
+    _git(path, "update-ref", "refs/remotes/contrib/patch", fork)
+    _git(path, "checkout", "-q", "main")
+    _git(path, "branch", "-q", "-D", "fork-work")
+    return GitRepo(path, first, head, feature, fork)
 
 
 @pytest.fixture(scope="module")
@@ -136,10 +166,13 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def installation_token(client: httpx.Client, fake: FakeGitHub) -> dict[str, str]:
+def installation_token(
+    client: httpx.Client, fake: FakeGitHub, permissions: dict[str, str] | None = None
+) -> dict[str, str]:
     response = client.post(
         f"/app/installations/{INSTALLATION}/access_tokens",
         headers=bearer(app_jwt(fake.private_key_pem)),
+        json=None if permissions is None else {"permissions": permissions},
     )
     assert response.status_code == 201, response.text
     return {"Authorization": f"token {response.json()['token']}"}
@@ -626,6 +659,413 @@ def test_comment_listing_is_paginated_with_link_headers(
     assert [c["body"] for c in last.json()] == ["c4"]
 
 
+# --------------------------------------------------------------------------- pull requests
+
+
+def test_get_pull_request(fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo) -> None:
+    added = fake.add_pull_request(
+        FULL, 7, head_sha=git_repo.feature, head_ref="feature", title="Add the guide"
+    )
+    auth = installation_token(client, fake)
+    response = client.get(f"/repos/{FULL}/pulls/7", headers=auth)
+    assert response.status_code == 200, response.text
+    pull = response.json()
+    assert pull == added == fake.pull_request(FULL, 7)
+    assert (pull["number"], pull["state"], pull["draft"], pull["merged"]) == (
+        7,
+        "open",
+        False,
+        False,
+    )
+    assert pull["title"] == "Add the guide" and pull["user"]["login"] == "octo-dev"
+    assert pull["html_url"] == f"https://github.com/{FULL}/pull/7"
+    assert pull["url"] == f"{fake.url}/repos/{FULL}/pulls/7"
+    head, base = pull["head"], pull["base"]
+    assert (head["ref"], head["sha"], head["label"]) == (
+        "feature",
+        git_repo.feature,
+        f"{OWNER}:feature",
+    )
+    assert head["repo"]["full_name"] == FULL and head["repo"]["fork"] is False
+    assert head["user"]["login"] == OWNER  # the head repository's owner, not the author
+    assert (base["ref"], base["sha"], base["repo"]["full_name"]) == ("main", git_repo.head, FULL)
+    assert (pull["commits"], pull["changed_files"]) == (1, 4)  # app.py, big.bin, docs, link
+    assert pull["closed_at"] is None and pull["merged_by"] is None
+
+    missing = client.get(f"/repos/{FULL}/pulls/8", headers=auth)
+    assert missing.status_code == 404 and missing.json()["message"] == "Not Found"
+    assert "no pull request #8" in fake.errors[-1]
+    contents_only = installation_token(client, fake, {"contents": "read", "metadata": "read"})
+    assert client.get(f"/repos/{FULL}/pulls/7", headers=contents_only).status_code == 403
+    assert "pull_requests: read" in fake.errors[-1]
+
+
+def test_pull_request_from_a_fork(
+    fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo
+) -> None:
+    pull = fake.add_pull_request(
+        FULL,
+        3,
+        head_sha=git_repo.fork,
+        head_ref="patch",
+        head_full_name="contrib/shop",
+        user="contrib",
+    )
+    head = pull["head"]
+    assert head["repo"]["full_name"] == "contrib/shop" and head["repo"]["fork"] is True
+    assert head["repo"]["id"] != pull["base"]["repo"]["id"]
+    assert (head["label"], head["user"]["login"]) == ("contrib:patch", "contrib")
+    assert pull["base"]["repo"]["full_name"] == FULL
+    # The fork's commits are in the base repository: its tarball serves them by SHA or PR ref.
+    auth = installation_token(client, fake)
+    for ref in (git_repo.fork, "refs/pull/3/head", "pull/3/head"):
+        redirect = client.get(f"/repos/{FULL}/tarball/{ref}", headers=auth)
+        assert redirect.status_code == 302, ref
+        assert git_repo.fork in redirect.headers["Location"]
+    # Another pull request from the same fork shows the same fork repository.
+    again = fake.add_pull_request(
+        FULL, 4, head_sha=git_repo.fork, head_ref="other", head_full_name="contrib/shop"
+    )
+    assert again["head"]["repo"]["id"] == head["repo"]["id"]
+    gone = fake.update_pull_request(FULL, 3, head_repo_deleted=True)
+    assert gone["head"]["repo"] is None
+    assert fake.errors == []
+
+
+def test_update_pull_request(fake: FakeGitHub, git_repo: GitRepo) -> None:
+    fake.add_pull_request(FULL, 1, head_sha=git_repo.head, head_ref="feature", draft=True)
+    pushed = fake.update_pull_request(FULL, 1, head_sha=git_repo.feature)
+    assert pushed["head"]["sha"] == git_repo.feature and pushed["draft"] is True
+    assert fake.update_pull_request(FULL, 1, draft=False)["draft"] is False
+    closed = fake.update_pull_request(FULL, 1, state="closed")
+    assert closed["state"] == "closed" and closed["closed_at"] and not closed["merged"]
+    reopened = fake.update_pull_request(FULL, 1, state="open")
+    assert reopened["state"] == "open" and reopened["closed_at"] is None
+    merged = fake.update_pull_request(FULL, 1, merged=True, merged_by="octo-lead")
+    assert (merged["state"], merged["merged"]) == ("closed", True)
+    assert merged["merged_at"] and merged["merged_by"]["login"] == "octo-lead"
+    with pytest.raises(ValueError, match="reopened"):
+        fake.update_pull_request(FULL, 1, state="open")
+    with pytest.raises(ValueError, match="full SHA"):
+        fake.update_pull_request(FULL, 1, head_sha="main")
+    with pytest.raises(ValueError, match="already has"):
+        fake.add_pull_request(FULL, 1, head_sha=git_repo.head, head_ref="x")
+    with pytest.raises(ValueError, match="no branch"):
+        fake.add_pull_request(FULL, 2, head_sha=git_repo.head, head_ref="x", base_ref="nope")
+    with pytest.raises(KeyError):
+        fake.pull_request(FULL, 99)
+
+
+# --------------------------------------------------------------------------- commits
+
+
+def test_get_commit(fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo) -> None:
+    auth = installation_token(client, fake)
+    response = client.get(f"/repos/{FULL}/commits/feature", headers=auth)
+    assert response.status_code == 200, response.text
+    commit = response.json()
+    assert commit["sha"] == git_repo.feature
+    assert commit["commit"]["message"] == "Add the guide\n\nAnd a link."
+    assert commit["commit"]["author"]["email"] == "test@example.com"
+    assert commit["commit"]["author"]["date"].endswith("Z")
+    assert commit["commit"]["tree"]["sha"] == _git(git_repo.path, "rev-parse", "feature^{tree}")
+    assert commit["author"] is None  # no GitHub user has that email
+    assert [parent["sha"] for parent in commit["parents"]] == [git_repo.head]
+    assert commit["html_url"] == f"https://github.com/{FULL}/commit/{git_repo.feature}"
+    files = {entry["filename"]: entry for entry in commit["files"]}
+    assert set(files) == {"app.py", "big.bin", "docs/guide.md", "link.py"}
+    assert (files["app.py"]["status"], files["app.py"]["additions"]) == ("modified", 1)
+    assert files["docs/guide.md"]["status"] == "added"
+    assert commit["stats"]["total"] == sum(entry["changes"] for entry in commit["files"])
+
+    for ref in (git_repo.first, "heads/main", "tags/v1.0", "refs/heads/main", "v1.0"):
+        found = client.get(f"/repos/{FULL}/commits/{ref}", headers=auth)
+        assert found.status_code == 200, ref
+    root = client.get(f"/repos/{FULL}/commits/{git_repo.first}", headers=auth).json()
+    assert root["parents"] == [] and [f["filename"] for f in root["files"]] == ["app.py"]
+    only_sha = client.get(
+        f"/repos/{FULL}/commits/main", headers={**auth, "Accept": "application/vnd.github.sha"}
+    )
+    assert only_sha.text == git_repo.head
+    assert fake.errors == []
+
+    unknown = client.get(f"/repos/{FULL}/commits/no-such-branch", headers=auth)
+    assert unknown.status_code == 422
+    assert unknown.json()["message"] == "No commit found for SHA: no-such-branch"
+    assert client.get(f"/repos/{FULL}/commits/{'a' * 40}", headers=auth).status_code == 422
+    no_contents = installation_token(client, fake, {"metadata": "read"})
+    assert client.get(f"/repos/{FULL}/commits/main", headers=no_contents).status_code == 403
+    assert len(fake.errors) == 3
+
+
+# --------------------------------------------------------------------------- contents
+
+
+def test_get_file_contents(fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo) -> None:
+    auth = installation_token(client, fake)
+    url = f"/repos/{FULL}/contents/docs/guide.md"
+    response = client.get(url, headers=auth, params={"ref": "feature"})
+    assert response.status_code == 200, response.text
+    file = response.json()
+    assert (file["type"], file["encoding"], file["name"], file["path"]) == (
+        "file",
+        "base64",
+        "guide.md",
+        "docs/guide.md",
+    )
+    assert file["size"] == len(GUIDE.encode())
+    assert file["sha"] == _git(git_repo.path, "rev-parse", "feature:docs/guide.md")
+    lines = file["content"].split("\n")
+    assert lines[-1] == "" and all(len(line) == 60 for line in lines[:-2])  # GitHub's wrapping
+    assert 0 < len(lines[-2]) <= 60
+    assert base64.b64decode(file["content"]) == GUIDE.encode()
+    assert file["url"] == f"{fake.url}{url}?ref=feature"
+    assert file["_links"]["git"] == file["git_url"]
+
+    for media_type in ("application/vnd.github.raw", "application/vnd.github.raw+json"):
+        raw = client.get(url, headers={**auth, "Accept": media_type}, params={"ref": "feature"})
+        assert raw.status_code == 200 and raw.content == GUIDE.encode()
+    # No ref: the default branch. A symlink to a file serves that file.
+    assert b"v2" in base64.b64decode(
+        client.get(f"/repos/{FULL}/contents/app.py", headers=auth).json()["content"]
+    )
+    link = client.get(f"/repos/{FULL}/contents/link.py", headers=auth, params={"ref": "feature"})
+    assert (link.json()["type"], link.json()["path"]) == ("file", "app.py")
+    assert fake.errors == []
+
+
+def test_missing_contents_are_404(fake: FakeGitHub, client: httpx.Client) -> None:
+    auth = installation_token(client, fake)
+    missing = client.get(f"/repos/{FULL}/contents/docs/guide.md", headers=auth)  # not on main
+    assert missing.status_code == 404
+    assert missing.json()["message"] == "Not Found"
+    assert fake.errors == []  # asking whether a file exists is fine
+    bad_ref = client.get(f"/repos/{FULL}/contents/app.py", headers=auth, params={"ref": "nope"})
+    assert bad_ref.status_code == 404
+    assert bad_ref.json()["message"] == "No commit found for the ref nope"
+    metadata_only = installation_token(client, fake, {"metadata": "read"})
+    denied = client.get(f"/repos/{FULL}/contents/app.py", headers=metadata_only)
+    assert denied.status_code == 403
+    assert len(fake.errors) == 2 and "contents: read" in fake.errors[-1]
+
+
+def test_directory_contents_and_big_files(
+    fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo
+) -> None:
+    auth = installation_token(client, fake)
+    feature = {"ref": "feature"}
+    root = client.get(f"/repos/{FULL}/contents", headers=auth, params=feature).json()
+    assert {(item["name"], item["type"]) for item in root} == {
+        ("Dockerfile", "file"),
+        ("app.py", "file"),
+        ("big.bin", "file"),
+        ("docs", "dir"),
+        ("link.py", "symlink"),
+    }
+    assert all("content" not in item for item in root)
+    docs = client.get(
+        f"/repos/{FULL}/contents/docs",
+        headers={**auth, "Accept": "application/vnd.github.object+json"},
+        params=feature,
+    ).json()
+    assert docs["type"] == "dir" and [e["path"] for e in docs["entries"]] == ["docs/guide.md"]
+    assert docs["sha"] == _git(git_repo.path, "rev-parse", "feature:docs")
+
+    big = f"/repos/{FULL}/contents/big.bin"
+    as_object = client.get(
+        big, headers={**auth, "Accept": "application/vnd.github.object"}, params=feature
+    ).json()
+    assert (as_object["encoding"], as_object["content"], as_object["size"]) == (
+        "none",
+        "",
+        BIG_FILE_SIZE,
+    )
+    raw = client.get(big, headers={**auth, "Accept": "application/vnd.github.raw"}, params=feature)
+    assert len(raw.content) == BIG_FILE_SIZE
+    assert fake.errors == []
+    too_large = client.get(big, headers=auth, params=feature)  # JSON stops at 1 MB
+    assert too_large.status_code == 403
+    assert too_large.json()["errors"][0]["code"] == "too_large"
+
+
+# --------------------------------------------------------------------------- collaborators
+
+
+@pytest.mark.parametrize(
+    ("role", "permission", "role_name"),
+    [
+        ("admin", "admin", "admin"),
+        ("maintain", "write", "maintain"),
+        ("write", "write", "write"),
+        ("triage", "read", "triage"),
+        ("read", "read", "read"),
+        ("none", "none", ""),
+    ],
+)
+def test_collaborator_permission_maps_roles_like_github(
+    fake: FakeGitHub, client: httpx.Client, role: str, permission: str, role_name: str
+) -> None:
+    fake.set_permission(FULL, "Octo-Dev", role)
+    auth = installation_token(client, fake)
+    response = client.get(f"/repos/{FULL}/collaborators/octo-dev/permission", headers=auth)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["permission"], body["role_name"]) == (permission, role_name)
+    assert body["user"]["login"] == "Octo-Dev" and body["user"]["role_name"] == role_name
+    assert body["user"]["permissions"]["push"] is (permission in ("admin", "write"))
+    assert body["user"]["permissions"]["pull"] is (permission != "none")
+    assert fake.errors == []
+
+
+def test_collaborator_permission_of_unknown_owners_and_public_repos(
+    fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo
+) -> None:
+    auth = installation_token(client, fake)
+    unknown = client.get(f"/repos/{FULL}/collaborators/ghost-user/permission", headers=auth)
+    assert unknown.status_code == 404
+    assert unknown.json()["message"] == "ghost-user is not a user"
+    assert fake.errors == []
+    # An author of a pull request is a known user: no access to a private repository...
+    fake.add_pull_request(FULL, 2, head_sha=git_repo.head, head_ref="main", user="drive-by")
+    url = f"/repos/{FULL}/collaborators/drive-by/permission"
+    assert client.get(url, headers=auth).json()["permission"] == "none"
+    # ...but everyone can read a public one, and a user owns their own repositories.
+    fake.add_installation(90, "solo")
+    fake.add_repository(90, "solo", "site", git_repo.path, private=False)
+    token = client.post(
+        "/app/installations/90/access_tokens", headers=bearer(app_jwt(fake.private_key_pem))
+    ).json()["token"]
+    for login, permission in (("solo", "admin"), ("drive-by", "read")):
+        answer = client.get(
+            f"/repos/solo/site/collaborators/{login}/permission",
+            headers={"Authorization": f"token {token}"},
+        )
+        assert answer.json()["permission"] == permission, login
+    contents_only = installation_token(client, fake, {"contents": "read"})
+    assert client.get(url, headers=contents_only).status_code == 403
+    assert len(fake.errors) == 1 and "metadata: read" in fake.errors[0]
+    with pytest.raises(ValueError, match="role must be one of"):
+        fake.set_permission(FULL, "octo-dev", "owner")
+
+
+# --------------------------------------------------------------------------- check runs (more)
+
+
+def test_rerequest_check_run(fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo) -> None:
+    auth = installation_token(client, fake)
+    run = new_check_run(client, auth, git_repo.head, status="in_progress").json()
+    url = f"/repos/{FULL}/check-runs/{run['id']}/rerequest"
+    assert client.post(url, headers=auth).status_code == 422  # only completed runs
+    client.patch(
+        f"/repos/{FULL}/check-runs/{run['id']}", headers=auth, json={"conclusion": "failure"}
+    )
+    accepted = client.post(url, headers=auth)
+    assert (accepted.status_code, accepted.json()) == (201, {})
+    [stored] = fake.check_runs(FULL)
+    assert stored.rerequests == 1 and stored.conclusion == "failure"  # the run itself is kept
+    assert client.post(f"/repos/{FULL}/check-runs/1/rerequest", headers=auth).status_code == 404
+    assert len(fake.errors) == 2
+
+
+def test_check_runs_list_open_same_repository_pull_requests(
+    fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo
+) -> None:
+    fake.add_pull_request(FULL, 5, head_sha=git_repo.feature, head_ref="feature")
+    fake.add_pull_request(
+        FULL, 6, head_sha=git_repo.fork, head_ref="patch", head_full_name="contrib/shop"
+    )
+    auth = installation_token(client, fake)
+    ours = new_check_run(client, auth, git_repo.feature).json()
+    assert [pull["number"] for pull in ours["pull_requests"]] == [5]
+    assert ours["pull_requests"][0]["head"] == {
+        "ref": "feature",
+        "sha": git_repo.feature,
+        "repo": {
+            "id": ours["pull_requests"][0]["base"]["repo"]["id"],
+            "url": f"{fake.url}/repos/{FULL}",
+            "name": REPO,
+        },
+    }
+    theirs = new_check_run(client, auth, git_repo.fork).json()
+    assert theirs["pull_requests"] == []  # GitHub leaves pull requests from forks out
+
+    delivered = fake.check_run_json(FULL, ours["id"])
+    suite = delivered["check_suite"]
+    assert (suite["id"], suite["head_sha"], suite["head_branch"]) == (
+        ours["check_suite"]["id"],
+        git_repo.feature,
+        "feature",
+    )
+    assert suite["after"] == git_repo.feature and suite["before"] == git_repo.head
+    assert [pull["number"] for pull in suite["pull_requests"]] == [5]
+    assert delivered["app"]["id"] == APP_ID
+    assert fake.check_run_json(FULL, theirs["id"])["check_suite"]["head_branch"] is None
+    fake.update_pull_request(FULL, 5, state="closed")
+    assert fake.check_run_json(FULL, ours["id"])["pull_requests"] == []
+    with pytest.raises(KeyError):
+        fake.check_run_json(FULL, 123)
+
+
+def test_a_suite_for_a_fork_pull_request_has_no_head_branch(
+    fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo
+) -> None:
+    # The fork's commit is also the tip of a branch here (as when a test makes it on one).
+    fake.add_pull_request(
+        FULL, 6, head_sha=git_repo.feature, head_ref="patch", head_full_name="contrib/shop"
+    )
+    auth = installation_token(client, fake)
+    run = new_check_run(client, auth, git_repo.feature).json()
+    suite = fake.check_run_json(FULL, run["id"])["check_suite"]
+    assert (suite["head_branch"], suite["pull_requests"]) == (None, [])
+    fake.update_pull_request(FULL, 6, state="closed")
+    assert fake.check_run_json(FULL, run["id"])["check_suite"]["head_branch"] == "feature"
+
+
+# --------------------------------------------------------------------------- latency
+
+
+def test_latency_delays_every_api_answer_concurrently(
+    fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo
+) -> None:
+    auth = installation_token(client, fake)
+    fake.latency_seconds = 0.2
+
+    def timed(path: str) -> float:
+        started = time.monotonic()
+        client.get(path, headers=auth)
+        return time.monotonic() - started
+
+    paths = [f"/repos/{FULL}/commits/main", f"/repos/{FULL}/pulls/404", "/app"] * 2
+    started = time.monotonic()
+    with ThreadPoolExecutor(len(paths)) as pool:
+        durations = list(pool.map(timed, paths))
+    elapsed = time.monotonic() - started
+    assert min(durations) >= 0.2  # errors (404, 401) wait too
+    assert elapsed < 0.2 * 3  # six requests at once, not one after the other
+
+    redirect_started = time.monotonic()
+    redirect = client.get(f"/repos/{FULL}/tarball/main", headers=auth)
+    assert time.monotonic() - redirect_started >= 0.2
+    download_started = time.monotonic()
+    assert httpx.get(redirect.headers["Location"], headers={"User-Agent": "t"}).status_code == 200
+    assert time.monotonic() - download_started < 0.2  # codeload is not the API
+
+    fake.latency_seconds = 0
+    assert timed("/app") < 0.2
+    with pytest.raises(ValueError):
+        fake.latency_seconds = -1
+
+
+def test_latency_can_be_set_at_construction(app_key: str) -> None:
+    with FakeGitHub(private_key_pem=app_key, latency_seconds=0.05) as slow:
+        assert slow.latency_seconds == 0.05
+        started = time.monotonic()
+        httpx.get(f"{slow.url}/app", headers={"User-Agent": "t"})
+        assert time.monotonic() - started >= 0.05
+    with pytest.raises(ValueError):
+        FakeGitHub(private_key_pem=app_key, latency_seconds=float("nan"))
+
+
 # --------------------------------------------------------------------------- every request
 
 
@@ -721,6 +1161,103 @@ def test_installation_payloads(fake: FakeGitHub, git_repo: GitRepo) -> None:
         installation_payload("renamed", INSTALLATION, OWNER, [])
 
 
+def test_pull_request_payloads(fake: FakeGitHub, git_repo: GitRepo) -> None:
+    repo = fake.repository(FULL)
+    opened = fake.add_pull_request(FULL, 9, head_sha=git_repo.head, head_ref="feature", draft=True)
+    delivery = pull_request_payload("opened", repo, INSTALLATION, opened)
+    assert (delivery["action"], delivery["number"]) == ("opened", 9)
+    assert delivery["pull_request"] == opened and delivery["repository"] == repo
+    assert delivery["installation"]["id"] == INSTALLATION
+    assert delivery["organization"]["login"] == OWNER and delivery["sender"]["login"] == "octo-dev"
+    assert "before" not in delivery
+
+    pushed = fake.update_pull_request(FULL, 9, head_sha=git_repo.feature)
+    synchronize = pull_request_payload(
+        "synchronize", repo, INSTALLATION, pushed, before=git_repo.head, sender="pusher"
+    )
+    assert (synchronize["before"], synchronize["after"]) == (git_repo.head, git_repo.feature)
+    assert synchronize["sender"]["login"] == "pusher"
+    ready = fake.update_pull_request(FULL, 9, draft=False)
+    assert (
+        pull_request_payload("ready_for_review", repo, INSTALLATION, ready)["pull_request"]["draft"]
+        is False
+    )
+    edited = pull_request_payload(
+        "edited", repo, INSTALLATION, ready, changes={"title": {"from": "Old"}}
+    )
+    assert edited["changes"] == {"title": {"from": "Old"}}
+    merged = fake.update_pull_request(FULL, 9, merged=True)
+    closed = pull_request_payload("closed", repo, INSTALLATION, merged)
+    assert closed["pull_request"]["merged"] is True
+
+    with pytest.raises(ValueError, match="open pull request"):
+        pull_request_payload("reopened", repo, INSTALLATION, merged)
+    with pytest.raises(ValueError, match="closed pull request"):
+        pull_request_payload("closed", repo, INSTALLATION, opened)
+    with pytest.raises(ValueError, match="before"):
+        pull_request_payload("synchronize", repo, INSTALLATION, pushed)
+    with pytest.raises(ValueError, match="action must be one of"):
+        pull_request_payload("merged", repo, INSTALLATION, merged)
+
+
+def test_check_run_and_check_suite_payloads(
+    fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo
+) -> None:
+    repo = fake.repository(FULL)
+    pull = fake.add_pull_request(FULL, 5, head_sha=git_repo.feature, head_ref="feature")
+    auth = installation_token(client, fake)
+    run = new_check_run(client, auth, git_repo.feature, conclusion="success").json()
+    stored = fake.check_run_json(FULL, run["id"])
+
+    rerun = check_run_payload("rerequested", repo, INSTALLATION, stored, sender="octo-lead")
+    assert rerun["action"] == "rerequested" and rerun["check_run"] == stored
+    assert rerun["sender"]["login"] == "octo-lead" and "requested_action" not in rerun
+    clicked = check_run_payload(
+        "requested_action", repo, INSTALLATION, stored, requested_action_identifier="redeploy"
+    )
+    assert clicked["requested_action"] == {"identifier": "redeploy"}
+    with pytest.raises(ValueError, match="whole check_suite"):
+        check_run_payload("rerequested", repo, INSTALLATION, run)  # the REST answer
+    with pytest.raises(ValueError, match="requested_action_identifier"):
+        check_run_payload("requested_action", repo, INSTALLATION, stored)
+    unfinished = new_check_run(client, auth, git_repo.feature, status="in_progress").json()
+    with pytest.raises(ValueError, match="completed check run"):
+        check_run_payload(
+            "rerequested", repo, INSTALLATION, fake.check_run_json(FULL, unfinished["id"])
+        )
+
+    suite = check_suite_payload(
+        "rerequested",
+        repo,
+        INSTALLATION,
+        head_sha=git_repo.feature,
+        head_branch="feature",
+        pull_requests=[pull],
+        check_suite_id=stored["check_suite"]["id"],
+    )
+    body = suite["check_suite"]
+    assert (body["id"], body["head_sha"], body["head_branch"]) == (
+        stored["check_suite"]["id"],
+        git_repo.feature,
+        "feature",
+    )
+    assert body["pull_requests"] == stored["pull_requests"]
+    assert (body["status"], body["conclusion"]) == ("completed", "success")
+    assert body["head_commit"]["id"] == git_repo.feature
+    fork_pull = fake.add_pull_request(
+        FULL, 6, head_sha=git_repo.fork, head_ref="patch", head_full_name="contrib/shop"
+    )
+    with pytest.raises(ValueError, match="forks"):
+        check_suite_payload(
+            "rerequested",
+            repo,
+            INSTALLATION,
+            head_sha=git_repo.fork,
+            head_branch=None,
+            pull_requests=[fork_pull],
+        )
+
+
 # --------------------------------------------------------------------------- githubkit
 
 
@@ -772,4 +1309,93 @@ def test_answers_parse_with_githubkit_models(
     with tarfile.open(target) as tar:
         assert f"{OWNER}-{REPO}-{git_repo.head[:7]}/app.py" in tar.getnames()
     assert fake.token_requests == 1
+    assert fake.errors == []
+
+
+def test_pull_requests_contents_and_deliveries_parse_with_githubkit_models(
+    fake: FakeGitHub, git_repo: GitRepo
+) -> None:
+    """githubkit's models (REST answers and webhook deliveries) accept what the fake makes."""
+    from githubkit import AppInstallationAuthStrategy, GitHub
+    from githubkit.cache import MemCacheStrategy
+    from githubkit_schemas.latest import models
+    from pydantic import BaseModel
+
+    # The models of one event and action each: githubkit.webhooks.parse_obj builds the union of
+    # every action's model on first use, which takes seconds.
+
+    gh: GitHub[Any] = GitHub(
+        AppInstallationAuthStrategy(APP_ID, fake.private_key_pem, INSTALLATION),
+        base_url=fake.url,
+        cache_strategy=MemCacheStrategy(),  # not the token another test's fake GitHub issued
+    )
+    repo = fake.repository(FULL)
+    opened = fake.add_pull_request(FULL, 5, head_sha=git_repo.feature, head_ref="feature")
+    fork = fake.add_pull_request(
+        FULL, 6, head_sha=git_repo.fork, head_ref="patch", head_full_name="contrib/shop"
+    )
+    fake.set_permission(FULL, "octo-dev", "triage")
+    with gh:
+        pull = gh.rest.pulls.get(OWNER, REPO, 6).parsed_data
+        assert pull.head.repo is not None and pull.head.repo.full_name == "contrib/shop"
+        commit = gh.rest.repos.get_commit(OWNER, REPO, "feature").parsed_data
+        assert commit.sha == git_repo.feature and commit.files is not None
+        file = gh.rest.repos.get_content(OWNER, REPO, "docs/guide.md", ref="feature").parsed_data
+        assert not isinstance(file, list) and file.type == "file"
+        listing = gh.rest.repos.get_content(OWNER, REPO, "", ref="feature").parsed_data
+        assert isinstance(listing, list) and len(listing) == 5
+        level = gh.rest.repos.get_collaborator_permission_level(OWNER, REPO, "octo-dev")
+        assert (level.parsed_data.permission, level.parsed_data.role_name) == ("read", "triage")
+        run = gh.rest.checks.create(
+            OWNER, REPO, name="Slipway", head_sha=git_repo.feature, conclusion="success"
+        ).parsed_data
+        assert [p.number for p in run.pull_requests] == [5]
+        assert gh.rest.checks.rerequest_run(OWNER, REPO, run.id).status_code == 201
+    stored = fake.check_run_json(FULL, run.id)
+    deliveries: list[tuple[type[BaseModel], dict[str, Any]]] = [
+        (
+            models.WebhookPullRequestOpened,
+            pull_request_payload("opened", repo, INSTALLATION, opened),
+        ),
+        (models.WebhookPullRequestOpened, pull_request_payload("opened", repo, INSTALLATION, fork)),
+        (
+            models.WebhookPullRequestSynchronize,
+            pull_request_payload(
+                "synchronize",
+                repo,
+                INSTALLATION,
+                fake.update_pull_request(FULL, 5, head_sha=git_repo.head),
+                before=git_repo.feature,
+            ),
+        ),
+        (
+            models.WebhookPullRequestClosed,
+            pull_request_payload(
+                "closed", repo, INSTALLATION, fake.update_pull_request(FULL, 6, state="closed")
+            ),
+        ),
+        (
+            models.WebhookCheckRunRerequested,
+            check_run_payload("rerequested", repo, INSTALLATION, stored),
+        ),
+        (
+            models.WebhookCheckRunRequestedAction,
+            check_run_payload(
+                "requested_action", repo, INSTALLATION, stored, requested_action_identifier="x"
+            ),
+        ),
+        (
+            models.WebhookCheckSuiteRerequested,
+            check_suite_payload(
+                "rerequested",
+                repo,
+                INSTALLATION,
+                head_sha=git_repo.feature,
+                head_branch="feature",
+                pull_requests=[opened],
+            ),
+        ),
+    ]
+    for model, payload in deliveries:
+        assert model.model_validate(payload).model_dump()["action"] == payload["action"]
     assert fake.errors == []

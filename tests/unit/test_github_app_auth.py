@@ -321,3 +321,68 @@ def test_a_refused_call_is_an_error_naming_the_operation(
         rest.update_check_run(
             INSTALLATION, FULL_NAME, 999, status="in_progress", title="t", summary="s"
         )
+
+
+# -- what a pull_request delivery asks, and the pull request's comment ----------------------
+def test_a_file_at_a_commit_is_read_raw_and_a_missing_one_is_none(
+    fake: FakeGitHub, rest: GitHubRest, commit: str
+) -> None:
+    assert rest.file_at(INSTALLATION, FULL_NAME, commit, "Dockerfile") == b"FROM scratch\n"
+    assert rest.file_at(INSTALLATION, FULL_NAME, commit, "slipway.toml") is None
+    assert fake.errors == []
+
+
+def test_a_commit_message_is_read(fake: FakeGitHub, rest: GitHubRest, commit: str) -> None:
+    assert rest.commit_message(INSTALLATION, FULL_NAME, commit).startswith("first")
+    assert fake.errors == []
+
+
+@pytest.mark.parametrize(
+    ("role", "expected"),
+    [
+        ("admin", "admin"),
+        ("maintain", "maintain"),
+        ("write", "write"),
+        ("triage", "triage"),
+        ("read", "read"),
+        ("none", "none"),
+    ],
+)
+def test_a_collaborators_role_is_read(
+    fake: FakeGitHub, rest: GitHubRest, commit: str, role: str, expected: str
+) -> None:
+    fake.set_permission(FULL_NAME, "someone", role)
+
+    assert rest.collaborator_permission(INSTALLATION, FULL_NAME, "someone") == expected
+    assert fake.errors == []
+
+
+def test_an_unknown_user_has_no_permission(fake: FakeGitHub, rest: GitHubRest, commit: str) -> None:
+    assert rest.collaborator_permission(INSTALLATION, FULL_NAME, "nobody-at-all") == "none"
+
+
+def test_the_comment_is_created_found_by_its_marker_and_edited(
+    fake: FakeGitHub, rest: GitHubRest, commit: str
+) -> None:
+    fake.add_pull_request(FULL_NAME, 3, head_sha=commit, head_ref="feature")
+    assert rest.find_comment(INSTALLATION, FULL_NAME, 3, "<!-- marker -->") is None
+
+    comment_id = rest.create_comment(INSTALLATION, FULL_NAME, 3, "<!-- marker -->\nfirst")
+    assert rest.find_comment(INSTALLATION, FULL_NAME, 3, "<!-- marker -->") == comment_id
+    assert rest.update_comment(INSTALLATION, FULL_NAME, comment_id, "<!-- marker -->\nsecond")
+
+    [comment] = fake.comments(FULL_NAME, 3)
+    assert comment["body"] == "<!-- marker -->\nsecond"
+    assert fake.errors == []
+
+
+def test_editing_a_deleted_comment_says_it_is_gone(
+    fake: FakeGitHub, rest: GitHubRest, app: GitHubApp, commit: str
+) -> None:
+    fake.add_pull_request(FULL_NAME, 3, head_sha=commit, head_ref="feature")
+    comment_id = rest.create_comment(INSTALLATION, FULL_NAME, 3, "body")
+    with app.client(INSTALLATION) as client:  # a user deleting it on GitHub
+        client.rest.issues.delete_comment(OWNER, "web", comment_id)
+    fake.clear_errors()
+
+    assert rest.update_comment(INSTALLATION, FULL_NAME, comment_id, "again") is False

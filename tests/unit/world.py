@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlmodel import select
 
+from app.admission import Admission, AdmissionLimits
 from app.comments import PreviewComments
 from app.crypto import SecretBox
 from app.db import SessionFactory
@@ -22,6 +23,7 @@ from app.deliveries import apply_delivery, record_delivery
 from app.events import EventOutcome
 from app.facts import GitHubCommitFacts
 from app.models import Deployment, PullRequest, Revision
+from app.notifications import PlatformNotifier
 from app.pipeline import PipelineConfig, RevisionPipeline
 from app.reporting import GitHubReporter
 from app.router import Route
@@ -66,6 +68,10 @@ class Platform:
     pipeline: RevisionPipeline = field(init=False)
     teardown: Teardown = field(init=False)
     comments: PreviewComments = field(init=False)
+    notifier: PlatformNotifier = field(init=False)
+    limits: AdmissionLimits = field(default_factory=AdmissionLimits)
+    dispatches: list[int] = field(default_factory=list)
+    """One entry per "capacity freed" the pipeline announced."""
     clock: TickingClock = field(
         default_factory=lambda: TickingClock(datetime(2025, 3, 1, 12, 0, tzinfo=UTC))
     )
@@ -93,6 +99,8 @@ class Platform:
             revision_url=reporter.revision_url_of,
             log_url=reporter.log_url_of,
         )
+        self.notifier = PlatformNotifier(self.comments)
+        self.notifier.use_dispatcher(lambda: self.dispatches.append(1))
         self.pipeline = RevisionPipeline(
             config=self.config,
             sessions=self.sessions,
@@ -106,8 +114,13 @@ class Platform:
             health=self.health,
             clock=self.clock,
             teardown=self.teardown,
-            notifier=self.comments,
+            notifier=self.notifier,
+            admission=Admission(self.limits, self.config.data_dir / "admission.lock"),
         )
+
+    def limit(self, **limits: int) -> None:
+        self.limits = AdmissionLimits(**limits)
+        self.__post_init__()
 
     def reconfigure(self, **changes: Any) -> None:
         self.config = replace(self.config, **changes)

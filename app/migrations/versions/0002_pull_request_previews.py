@@ -40,6 +40,7 @@ def upgrade() -> None:
             )
         )
         batch_op.add_column(sa.Column("approved_by", sa.String(), nullable=True))
+        batch_op.add_column(sa.Column("wait_reason", sa.Text(), nullable=True))
         batch_op.drop_constraint("uq_revision_source", type_="unique")
         batch_op.create_unique_constraint(
             "uq_revision_source", ["deployment_id", "commit_sha", "env_hash", "attempt"]
@@ -89,6 +90,7 @@ def downgrade() -> None:
         batch_op.create_unique_constraint(
             "uq_revision_source", ["deployment_id", "commit_sha", "env_hash"]
         )
+        batch_op.drop_column("wait_reason")
         batch_op.drop_column("approved_by")
         batch_op.drop_column("approval_required")
         batch_op.drop_column("attempt")
