@@ -18,6 +18,7 @@ from app.github.auth import GitHubApp
 from app.github.rest import GitHubRest
 from app.health import HttpHealthProbe
 from app.notifications import PlatformNotifier
+from app.outbox import ReportOutbox
 from app.pipeline import PipelineConfig, RevisionPipeline
 from app.ports import Clock, GitHubPort
 from app.reporting import GitHubReporter
@@ -42,6 +43,7 @@ class Platform:
     comments: PreviewComments
     notifier: PlatformNotifier
     admission: Admission
+    reports: ReportOutbox
     facts: CommitFacts
     clock: Clock
 
@@ -115,12 +117,13 @@ def bootstrap(
         require(settings.postgres_admin_url, "POSTGRES_ADMIN_URL"),
         settings.postgres_container_host,
     )
+    reports = ReportOutbox(sessions=sessions, reporter=reporter, clock=clock)
     teardown = Teardown(
         sessions=sessions,
         runtime=runtime,
         routes=routes,
         databases=databases,
-        reporter=reporter,
+        reports=reports,
         builds_dir=config.builds_dir,
         clock=clock,
     )
@@ -146,7 +149,7 @@ def bootstrap(
         sessions=sessions,
         secrets=secrets,
         github=github,
-        reporter=reporter,
+        reports=reports,
         builder=BuildKitBuilder(docker_binary),
         runtime=runtime,
         routes=routes,
@@ -166,6 +169,7 @@ def bootstrap(
         comments=comments,
         notifier=notifier,
         admission=admission,
+        reports=reports,
         facts=GitHubCommitFacts(github),
         clock=clock,
     )

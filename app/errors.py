@@ -43,5 +43,13 @@ class RuntimeStartError(SlipwayError):
     """The container could not be started, exited, or never answered its health check."""
 
 
+class EngineError(SlipwayError):
+    """The Docker engine refused an operation on running replicas or images."""
+
+
+class TeardownIncomplete(SlipwayError):
+    """Some of a deployment's parts could not be removed yet; the teardown is tried again."""
+
+
 class RouterError(SlipwayError):
     """The router (Caddy) refused the configuration or could not be reached."""

@@ -284,8 +284,9 @@ def _open_or_update_preview(
     if known is not None and known.state is PullRequestState.closed and event.action != "reopened":
         return EventOutcome(f"{label} {event.action} arrived after it closed: nothing to do")
     head = event.pull_request.head.sha
-    settings = ctx.facts.preview_settings(repository.installation_id, repository.full_name, head)
-    message = ctx.facts.commit_message(repository.installation_id, repository.full_name, head)
+    settings, message = ctx.facts.pull_request_facts(
+        repository.installation_id, repository.full_name, head
+    )
     pull_request = previews.record_pull_request(ctx.session, repository, event, ctx.now)
     pull_request.state = PullRequestState.open
     if not settings.enabled:

@@ -9,6 +9,7 @@ Asking can fail: the handler then goes on with the defaults (a preview is made, 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from app.errors import ConfigError, GitHubError
@@ -28,6 +29,11 @@ class CommitFacts(Protocol):
     def permission(self, installation_id: int, full_name: str, login: str) -> str:
         """The user's role on the repository (admin, maintain, write, triage, read, none)."""
 
+    def pull_request_facts(
+        self, installation_id: int, full_name: str, sha: str
+    ) -> tuple[PreviewSettings, str]:
+        """`preview_settings` and `commit_message` together."""
+
 
 class NoFacts:
     """For events that need none, and for tests of them."""
@@ -40,6 +46,11 @@ class NoFacts:
 
     def permission(self, installation_id: int, full_name: str, login: str) -> str:
         return "none"
+
+    def pull_request_facts(
+        self, installation_id: int, full_name: str, sha: str
+    ) -> tuple[PreviewSettings, str]:
+        return PreviewSettings(), ""
 
 
 NO_FACTS = NoFacts()
@@ -60,6 +71,15 @@ class CommitSource(Protocol):
 class GitHubCommitFacts:
     def __init__(self, github: CommitSource) -> None:
         self._github = github
+
+    def pull_request_facts(
+        self, installation_id: int, full_name: str, sha: str
+    ) -> tuple[PreviewSettings, str]:
+        """Both reads at once: each is a GitHub round trip on the preview's critical path."""
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            settings = pool.submit(self.preview_settings, installation_id, full_name, sha)
+            message = pool.submit(self.commit_message, installation_id, full_name, sha)
+            return settings.result(), message.result()
 
     def preview_settings(self, installation_id: int, full_name: str, sha: str) -> PreviewSettings:
         try:

@@ -217,6 +217,8 @@ class Revision(SQLModel, table=True):
     approved_by: str | None = None
     wait_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     """Why a queued revision has not started (limits), as last told to the user."""
+    report_lease_until: datetime | None = _ts()
+    """One worker at a time sends the revision's reports, so they reach GitHub in order."""
     env_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     state: RevisionState = RevisionState.queued
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
@@ -234,6 +236,19 @@ class Revision(SQLModel, table=True):
     healthy_at: datetime | None = _ts()
     live_at: datetime | None = _ts()
     finished_at: datetime | None = _ts()
+
+
+class Report(SQLModel, table=True):
+    """One report GitHub has yet to hear about a revision; sent in id order, then deleted."""
+
+    __tablename__ = "reports"
+
+    id: int | None = Field(default=None, primary_key=True)
+    revision_id: str = Field(foreign_key="revisions.id", index=True)
+    kind: str
+    args: str = Field(sa_column=Column(Text, nullable=False))
+    """JSON object of the report's arguments (already redacted)."""
+    created_at: datetime = _created()
 
 
 class Replica(SQLModel, table=True):

@@ -33,6 +33,7 @@ from app.models import (
     Revision,
     RevisionState,
 )
+from app.outbox import ReportOutbox
 from app.ports import (
     Clock,
     ContainerRuntime,
@@ -42,7 +43,7 @@ from app.ports import (
     ImageBuilder,
     PreviewNotifier,
 )
-from app.reporting import LOG_TAIL_LINES, GitHubReporter, Redactor, RevisionRef, load_ref
+from app.reporting import LOG_TAIL_LINES, Redactor, RevisionRef, load_ref
 from app.revisions import transition
 from app.router import deployment_url, route_hostname
 from app.routes import RouteTable
@@ -101,7 +102,7 @@ class RevisionPipeline:
         sessions: SessionFactory,
         secrets: SecretBox,
         github: GitHubPort,
-        reporter: GitHubReporter,
+        reports: ReportOutbox,
         builder: ImageBuilder,
         runtime: ContainerRuntime,
         routes: RouteTable,
@@ -116,7 +117,7 @@ class RevisionPipeline:
         self._sessions = sessions
         self._secrets = secrets
         self._github = github
-        self._reporter = reporter
+        self._reports = reports
         self._builder = builder
         self._runtime = runtime
         self._routes = routes
@@ -129,38 +130,20 @@ class RevisionPipeline:
 
     # -- public entry points ----------------------------------------------------------------
     def announce(self, revision_id: str) -> None:
-        """Open the check run and the GitHub deployment once; later calls do nothing."""
-        ref = self._ref(revision_id)
-        revision = ref.revision
-        if revision.state in FINISHED_STATES:
-            return  # cancelled before GitHub heard of it: nothing to show
-        updates: dict[str, object] = {}
-        if revision.check_run_id is None:
-            updates["check_run_id"] = self._reporter.open_check_run(ref)
-        if revision.github_deployment_id is None:
-            updates["github_deployment_id"] = self._reporter.open_deployment(ref)
-        updates = {k: v for k, v in updates.items() if v is not None}
-        if updates:
-            self._update_revision(revision_id, **updates)
-            after = self._ref(revision_id)
-            if after.revision.state in FINISHED_STATES:
-                # Cancelled while GitHub was being told: the cancellation's report found no
-                # check run yet, so it is made again now that there is one.
-                self._reporter.cancelled(after)
+        """Have the check run and the GitHub deployment opened (once; later calls do nothing)."""
+        self._reports.add(revision_id, "announce")
 
     def report_cancelled(self, revision_id: str) -> None:
-        self._reporter.cancelled(self._ref(revision_id))
+        self._reports.add(revision_id, "cancelled")
 
     def report_approved(self, revision_id: str) -> None:
-        """A maintainer approved a fork's commit: close the approval check run, open the
-        build's own check run and GitHub deployment."""
-        ref = self._ref(revision_id)
-        self._reporter.approved(ref, ref.revision.approved_by or "a maintainer")
-        self._update_revision(revision_id, check_run_id=None)
-        self.announce(revision_id)
+        """A maintainer approved a fork's commit: the approval check run closes, and the build
+        gets its own check run and GitHub deployment."""
+        login = self._ref(revision_id).revision.approved_by or "a maintainer"
+        self._reports.add(revision_id, "approved", login=login)
 
     def report_approval_refused(self, revision_id: str, login: str, role: str) -> None:
-        self._reporter.approval_refused(self._ref(revision_id), login, role)
+        self._reports.add(revision_id, "approval_refused", login=login, role=role)
 
     def run(self, revision_id: str, *, resume: bool = True) -> RevisionState:
         """Take the revision as far as it goes. `resume` picks up a revision a dead worker left
@@ -199,14 +182,11 @@ class RevisionPipeline:
         ref = self._ref(revision_id)
         if ref.revision.wait_reason is not None:
             self._stopped_waiting(ref)
-        self._reporter.building(ref)
+        self._reports.add(revision_id, "building")
         self._changed(ref)
         redact = self._redactor(ref)
         try:
-            try:
-                image, repo_config = self._build(ref, log_path)
-            finally:
-                self._notifier.capacity_freed()  # a build slot, however the build ended
+            image, repo_config = self._build(ref, log_path)
             with self._sessions() as session:
                 moved = transition(
                     session,
@@ -217,17 +197,19 @@ class RevisionPipeline:
                     build_finished_at=self._clock(),
                     deploy_started_at=self._clock(),
                 )
+            self._notifier.capacity_freed()  # its build slot: the revision left `building`
             if not moved:
                 self._event(ref, "revision cancelled after build")
                 self._runtime.remove_image(image)
                 self._finish_removal(ref.deployment.id)
                 return RevisionState.cancelled
             ref = self._ref(revision_id)
-            self._reporter.deploying(ref, image)
+            self._reports.add(revision_id, "deploying", image=image)
             self._changed(ref)
             self._deploy(ref, image, repo_config, log_path, redact)
         except BuildCancelled:
             self._event(ref, "revision cancelled during build")
+            self._notifier.capacity_freed()
             self._finish_removal(ref.deployment.id)
             return RevisionState.cancelled
         except RevisionAbandoned:
@@ -406,7 +388,7 @@ class RevisionPipeline:
         self._update_revision(revision_id, wait_reason=reason)
         self._event(ref, "revision waits", reason=reason)
         self._set_note(ref.deployment.id, reason)
-        self._reporter.waiting(self._ref(revision_id), reason)
+        self._reports.add(revision_id, "waiting", reason=reason)
         self._changed(ref)
 
     def _stopped_waiting(self, ref: RevisionRef) -> None:
@@ -440,9 +422,15 @@ class RevisionPipeline:
             if deployment is None or deployment.removed_at is None:
                 return
             is_preview = deployment.is_preview
-        self._teardown.remove(
-            deployment_id, drop_database=is_preview, reason="the deployment was removed"
-        )
+        try:
+            self._teardown.remove(
+                deployment_id, drop_database=is_preview, reason="the deployment was removed"
+            )
+        except SlipwayError as exc:
+            log.warning(
+                "late teardown incomplete",
+                extra={"deployment_id": deployment_id, "error": str(exc)},
+            )
 
     def _changed(self, ref: RevisionRef) -> None:
         if ref.deployment.is_preview:
@@ -554,23 +542,30 @@ class RevisionPipeline:
                     error=f"superseded by revision #{previous.number}, which went live first",
                 )
             self._stop_replicas(revision_id)
-            self._reporter.cancelled(self._ref(revision_id))
+            self._reports.add(revision_id, "cancelled")
             return False
         _append(log_path, f"slipway: live at {self.config.url(deployment.slug)}")
         ref = self._ref(revision_id)
         self._event(ref, "revision live", url=self.config.url(ref.deployment.slug))
-        self._reporter.succeeded(
-            ref, self.config.url(ref.deployment.slug), ref.revision.image or ""
+        self._reports.add(
+            revision_id,
+            "succeeded",
+            url=self.config.url(ref.deployment.slug),
+            image=ref.revision.image or "",
         )
         after = self._ref(revision_id)
         if after.revision.state is not RevisionState.live:
-            # Retired (a newer revision, a teardown) while "success" was on its way: whoever
-            # retired it may have reported first, so report the retirement again, after.
-            self._reporter.removed(after, after.revision.error or "replaced by a newer revision")
+            # Retired (a newer revision, a teardown) between going live and queueing "success":
+            # its retirement may be queued before it, so it is queued again, after.
+            self._reports.add(
+                revision_id,
+                "removed",
+                reason=after.revision.error or "replaced by a newer revision",
+            )
         self._changed(ref)
         self._retire_finished(ref.deployment.id)
         if previous is not None and previous.id != revision_id:
-            self._reporter.superseded(self._ref(previous.id), by=ref.revision)
+            self._reports.add(previous.id, "superseded", by_id=revision_id)
         self._prune_images(ref.deployment.id, keep_from=ref.revision.number - KEEP_IMAGES + 1)
         return True
 
@@ -641,18 +636,16 @@ class RevisionPipeline:
                 },
             )
             return
+        self._notifier.capacity_freed()  # a failed build frees its slot
         self._stop_replicas(revision_id)
         self._event(ref, "revision failed", reason=reason)
-        serving = None
-        with self._sessions() as session:
-            if ref.deployment.live_revision_id:
-                serving = session.get(Revision, ref.deployment.live_revision_id)
-        self._reporter.failed(
-            ref,
-            reason,
-            redact(_tail(log_path, LOG_TAIL_LINES)),
-            serving,
-            self.config.url(ref.deployment.slug),
+        self._reports.add(
+            revision_id,
+            "failed",
+            reason=reason,
+            log_tail=redact(_tail(log_path, LOG_TAIL_LINES)),
+            serving_id=ref.deployment.live_revision_id,
+            url=self.config.url(ref.deployment.slug),
         )
         self._changed(ref)
 

@@ -17,7 +17,7 @@ from python_on_whales.exceptions import DockerException, NoSuchContainer
 from python_on_whales.utils import run as docker_cli
 
 from app.embedded import free_port
-from app.errors import RuntimeStartError
+from app.errors import EngineError, RuntimeStartError
 from manifests.containers import ContainerSpec
 
 LOCALHOST = "127.0.0.1"
@@ -135,27 +135,47 @@ class DockerRuntime:
             return ""
 
     def keep_running(self, container_id: str) -> None:
-        """Once healthy, let the engine restart the replica if it crashes."""
-        self._docker.container.update(container_id, restart=RESTART_POLICY_WHEN_LIVE)
+        """Once healthy, let the engine restart the replica if it crashes.
+
+        A replica removed meanwhile (its deployment was torn down) needs nothing.
+        """
+        with contextlib.suppress(NoSuchContainer):
+            self._docker.container.update(container_id, restart=RESTART_POLICY_WHEN_LIVE)
 
     def remove(self, name_or_id: str) -> None:
+        """Stop (SIGTERM, then SIGKILL after the grace period) and remove; safe to race.
+
+        Two removers of one container (a teardown and a route switch retiring it) both end
+        well: "no such container" and "removal already in progress" mean it is going.
+        """
         try:
             self._docker.container.stop(name_or_id, time=STOP_TIMEOUT_SECONDS)
         except NoSuchContainer:
             return
         except DockerException:
             pass
-        with contextlib.suppress(NoSuchContainer):
+        try:
             self._docker.container.remove(name_or_id, force=True)
+        except NoSuchContainer:
+            return
+        except DockerException as exc:
+            if "already in progress" in str(exc) or "No such container" in str(exc):
+                return
+            raise
 
     def remove_labelled(self, label: str, value: str) -> None:
         """Containers first (an image in use cannot go), then images; found by label, so
         what a crashed worker started without recording it goes too."""
         selector = {"label": f"{label}={value}"}
-        containers = self._docker.container.list(all=True, filters=selector)
-        for container in containers:
-            self.remove(container.id)
-        for image in self._docker.image.list(filters=selector):
+        try:
+            for container in self._docker.container.list(all=True, filters=selector):
+                self.remove(container.id)
+            images = self._docker.image.list(filters=selector)
+        except DockerException as exc:
+            raise EngineError(
+                f"the Docker engine did not remove {value}'s containers: {_stderr(exc)}"
+            ) from exc
+        for image in images:
             with contextlib.suppress(DockerException):
                 self._docker.image.remove(image.id, force=True)
 

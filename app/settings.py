@@ -68,7 +68,9 @@ class Settings(BaseSettings):
     health_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
     """How long a new revision gets to answer HTTP before it is declared failed."""
     build_timeout_seconds: Annotated[float, Field(gt=0)] = 1800.0
-    worker_max_jobs: Annotated[int, Field(ge=1)] = 4
+    worker_max_jobs: Annotated[int, Field(ge=1)] = 10
+    """Jobs one worker runs at once; builds are bounded by MAX_CONCURRENT_BUILDS, the rest
+    (deliveries, reports, comments, teardowns) mostly wait on GitHub and Docker."""
     max_concurrent_builds: Annotated[int, Field(ge=1)] = 2
     """Builds running at once on the whole platform; more wait in order."""
     max_previews_per_repository: Annotated[int, Field(ge=0)] = 10

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlmodel import col, select
 
 from app.db import SessionFactory
+from app.errors import SlipwayError, TeardownIncomplete
 from app.models import Database, Deployment, Replica, Revision, RevisionState
+from app.outbox import ReportOutbox
 from app.ports import Clock, ContainerRuntime, DatabaseProvisioner
 from app.previews import mark_removed
-from app.reporting import GitHubReporter, load_ref
 from app.routes import RouteTable
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,7 @@ class Teardown:
         runtime: ContainerRuntime,
         routes: RouteTable,
         databases: DatabaseProvisioner,
-        reporter: GitHubReporter,
+        reports: ReportOutbox,
         builds_dir: Path,
         clock: Clock,
     ) -> None:
@@ -43,7 +45,7 @@ class Teardown:
         self._runtime = runtime
         self._routes = routes
         self._databases = databases
-        self._reporter = reporter
+        self._reports = reports
         self._builds_dir = builds_dir
         self._clock = clock
 
@@ -64,13 +66,28 @@ class Teardown:
                 session.exec(select(Revision).where(Revision.deployment_id == deployment_id)).all()
             )
         revisions = [r for r in revisions if r.id not in cancelled]
-        self._routes.apply()
-        self._stop_everything(deployment_id)
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("unroute", self._routes.apply),
+            ("stop its replicas", lambda: self._stop_everything(deployment_id)),
+        ]
         if drop_database:
-            self._drop_database(deployment_id)
+            steps.append(("drop its database", lambda: self._drop_database(deployment_id)))
+        problems: list[str] = []
+        for what, step in steps:
+            # Every step is tried even when one fails: what can go, goes now.
+            try:
+                step()
+            except SlipwayError as exc:
+                log.warning(
+                    "teardown step failed",
+                    extra={"deployment_id": deployment_id, "step": what, "error": str(exc)},
+                )
+                problems.append(f"could not {what}: {exc}")
         for revision in revisions:
             shutil.rmtree(self._builds_dir / revision.id, ignore_errors=True)
         self._retire_on_github(revisions, reason)
+        if problems:
+            raise TeardownIncomplete("; ".join(problems))
         log.info(
             "deployment removed",
             extra={
@@ -87,7 +104,7 @@ class Teardown:
             return deployment is None or deployment.removed_at is not None
 
     def _stop_everything(self, deployment_id: str) -> None:
-        self._runtime.remove_labelled(DEPLOYMENT_LABEL, deployment_id)
+        self._runtime.remove_labelled(DEPLOYMENT_LABEL, deployment_id)  # raises if one stays
         now = self._clock()
         with self._sessions() as session:
             replicas = session.exec(
@@ -128,6 +145,4 @@ class Teardown:
                 continue
             if revision.state is RevisionState.cancelled:
                 continue
-            with self._sessions() as session:
-                ref = load_ref(session, revision.id)
-            self._reporter.removed(ref, reason)
+            self._reports.add(revision.id, "removed", reason=reason)

@@ -49,6 +49,7 @@ from bench.push_to_live import (
     describe_machine,
     first_answer,
     floor,
+    keep_logs,
     log,
     remove_docker_objects,
     router_host,
@@ -173,11 +174,30 @@ def one_pull_request(
     if platform.send("pull_request", payload).status_code != 202:
         raise BenchError("the closed webhook was refused")
 
-    def gone() -> bool:
-        answer = client.get(router_url(platform), headers={**headers, "Connection": "close"})
-        return answer.status_code == 404 and not containers_of(preview["id"]) and refuses(uri)
+    left: list[str] = []
 
-    samples.add("teardown", wait("the preview to be gone", gone, deadline) - sent)
+    def gone() -> bool:
+        try:
+            status = client.get(
+                router_url(platform), headers={**headers, "Connection": "close"}
+            ).status_code
+        except httpx.HTTPError:  # Caddy closes connections while it loads a new config
+            status = 0
+        left[:] = [
+            what
+            for what, still in (
+                (f"the router answers {status}", status != 404),
+                ("a container", bool(containers_of(preview["id"]))),
+                ("the database", not refuses(uri)),
+            )
+            if still
+        ]
+        return not left
+
+    try:
+        samples.add("teardown", wait("the preview to be gone", gone, deadline) - sent)
+    except BenchError as exc:
+        raise BenchError(f"{exc}; still there: {', '.join(left)}") from None
     return str(preview["id"])
 
 
@@ -205,7 +225,9 @@ def report(samples: Samples, machine: Sequence[str], latency: float) -> str:
     return "\n".join(lines)
 
 
-def run(iterations: int, latency: float, deadline_seconds: float) -> str:
+def run(
+    iterations: int, latency: float, deadline_seconds: float, logs_to: Path | None = None
+) -> str:
     log("making sure the base image exists")
     ensure_python_image()
     machine = describe_machine()
@@ -242,6 +264,8 @@ def run(iterations: int, latency: float, deadline_seconds: float) -> str:
         finally:
             log("cleaning up")
             github.latency_seconds = 0
+            if platform is not None and logs_to is not None:
+                keep_logs(platform, logs_to)
             if platform is not None:
                 with contextlib.suppress(httpx.HTTPError):
                     deployment_ids = sorted(
@@ -265,13 +289,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="seconds the fake GitHub waits before each answer (default 0.15)",
     )
     parser.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_SECONDS)
+    parser.add_argument(
+        "--keep-logs",
+        type=Path,
+        metavar="DIR",
+        help="copy the platform's log and the build logs to DIR before cleaning up",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.iterations <= MAX_ITERATIONS:
         parser.error(f"--iterations must be between 1 and {MAX_ITERATIONS}")
     if not 0 <= args.github_latency <= 2:
         parser.error("--github-latency must be between 0 and 2 seconds")
     try:
-        print(run(args.iterations, args.github_latency, args.deadline), flush=True)
+        print(run(args.iterations, args.github_latency, args.deadline, args.keep_logs), flush=True)
     except (BenchError, AssertionError) as exc:
         print(f"bench failed: {REDACT(str(exc))}", file=sys.stderr)
         return 1

@@ -10,12 +10,15 @@ RUN_REVISION = "run_revision"
 SYNC_ROUTES = "sync_routes"
 SYNC_COMMENT = "sync_comment"
 DISPATCH_REVISIONS = "dispatch_revisions"
+DRAIN_REPORTS = "drain_reports"
 TEARDOWN_DEPLOYMENT = "teardown_deployment"
 
 JOB_TIMEOUT_SECONDS = 45 * 60
 """Longer than the build timeout plus the health deadline: the task enforces its own limits."""
 TEARDOWN_TIMEOUT_SECONDS = 10 * 60
 """Stopping replicas (10 s grace each), dropping a database, removing images."""
+TEARDOWN_RETRY_SECONDS = 10
+"""A teardown the engine or the cluster refused is tried again after 10 s, 20 s, ..."""
 ENQUEUE_TIMEOUT_SECONDS = 10
 MAX_TRIES = 3
 """A worker that died mid-job gets the job again; after this many tries the job is dropped."""

@@ -12,13 +12,16 @@ from arq import Retry
 from app.bootstrap import Platform
 from app.comments import CommentNotUpdated
 from app.deliveries import apply_delivery
+from app.errors import TeardownIncomplete
 from app.events import EventOutcome
 from jobs.constants import (
     COMMENT_RETRY_SECONDS,
     DISPATCH_REVISIONS,
+    DRAIN_REPORTS,
     RUN_REVISION,
     SYNC_COMMENT,
     TEARDOWN_DEPLOYMENT,
+    TEARDOWN_RETRY_SECONDS,
     revision_job_id,
 )
 
@@ -117,12 +120,31 @@ async def teardown_deployment(
     def remove() -> list[str]:
         return platform.teardown.remove(deployment_id, drop_database=drop_database, reason=reason)
 
-    cancelled = await asyncio.to_thread(remove)
+    try:
+        cancelled = await asyncio.to_thread(remove)
+    except TeardownIncomplete as exc:
+        raise Retry(defer=TEARDOWN_RETRY_SECONDS * int(ctx.get("job_try", 1))) from exc
     for revision_id in cancelled:
         await asyncio.to_thread(platform.pipeline.report_cancelled, revision_id)
     await asyncio.to_thread(platform.comments.deployment_changed, deployment_id)
     await enqueue_dispatch(ctx)  # its preview place is free
     return f"deployment {deployment_id} removed"
+
+
+async def drain_reports(ctx: dict[str, Any], revision_id: str) -> None:
+    await asyncio.to_thread(_platform(ctx).reports.drain, revision_id)
+
+
+async def enqueue_reports(ctx: dict[str, Any], revision_id: str) -> None:
+    await ctx["redis"].enqueue_job(DRAIN_REPORTS, revision_id, _queue_name=ctx["queue_name"])
+
+
+async def drain_pending_reports(ctx: dict[str, Any]) -> int:
+    """Reports whose drain job was lost (a worker died, Redis restarted) are sent now."""
+    pending = await asyncio.to_thread(_platform(ctx).reports.pending_revisions)
+    for revision_id in pending:
+        await enqueue_reports(ctx, revision_id)
+    return len(pending)
 
 
 async def sync_comment(ctx: dict[str, Any], pull_request_id: str) -> None:

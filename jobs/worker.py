@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from arq import cron
@@ -15,6 +16,7 @@ from app.settings import Settings
 from jobs import tasks
 from jobs.constants import (
     DISPATCH_REVISIONS,
+    DRAIN_REPORTS,
     ENQUEUE_TIMEOUT_SECONDS,
     JOB_TIMEOUT_SECONDS,
     KEEP_RESULT_SECONDS,
@@ -44,6 +46,8 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
         ctx["platform"] = platform
         ctx["queue_name"] = QUEUE_NAME
         loop = asyncio.get_running_loop()
+        # Every job runs its domain service in a thread: one thread per job, and a few over.
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=settings.worker_max_jobs + 4))
 
         def enqueue_comment(pull_request_id: str) -> None:
             # Called from the pipeline's thread: the enqueue runs on the worker's loop.
@@ -59,6 +63,12 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
             future.result(timeout=ENQUEUE_TIMEOUT_SECONDS)
 
         platform.notifier.use_dispatcher(enqueue_dispatch)
+
+        def enqueue_reports(revision_id: str) -> None:
+            future = asyncio.run_coroutine_threadsafe(tasks.enqueue_reports(ctx, revision_id), loop)
+            future.result(timeout=ENQUEUE_TIMEOUT_SECONDS)
+
+        platform.reports.use_queue(enqueue_reports)
         try:
             await tasks.sync_routes(ctx)
         except Exception:  # the router may still be starting; the cron catches up
@@ -72,6 +82,7 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
             func(tasks.handle_delivery, name="handle_delivery", max_tries=MAX_TRIES, keep_result=0),
             func(tasks.sync_comment, name=SYNC_COMMENT, max_tries=MAX_TRIES, keep_result=0),
             func(tasks.dispatch_revisions, name=DISPATCH_REVISIONS, keep_result=0),
+            func(tasks.drain_reports, name=DRAIN_REPORTS, keep_result=0),
             func(
                 tasks.teardown_deployment,
                 name=TEARDOWN_DEPLOYMENT,
@@ -87,6 +98,12 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
             ),
         ],
         "cron_jobs": [
+            cron(
+                tasks.drain_pending_reports,
+                name="drain_pending_reports",
+                second=DISPATCH_SECONDS,
+                run_at_startup=True,
+            ),
             cron(
                 tasks.dispatch_revisions,
                 name="dispatch_revisions_cron",

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from app.errors import BuildCancelled, BuildError, GitHubError, RouterError, SourceError
+from app.errors import EngineError as DomainEngineError
 from app.router import Route
 from app.runtime import ContainerStatus, StartedContainer
 from builders.images import BuiltImage
@@ -379,7 +380,10 @@ class FakeRuntime:
     def remove_labelled(self, label: str, value: str) -> None:
         for container in list(self.containers.values()):
             if container.spec.labels.get(label) == value:
-                self.remove(container.id)
+                try:
+                    self.remove(container.id)
+                except EngineError as exc:  # as DockerRuntime reports it
+                    raise DomainEngineError(f"the Docker engine did not remove it: {exc}") from exc
         for tag in [t for t in self.images if t.startswith(f"slipway/{value}:")]:
             del self.images[tag]
 

@@ -6,9 +6,11 @@ at pr-<n>--<slug>; new commits replace its revision; closing it leaves nothing b
 
 from __future__ import annotations
 
+import pytest
 from sqlmodel import col, select
 
 from app.comments import MARKER
+from app.errors import TeardownIncomplete
 from app.models import (
     Database,
     DeploymentType,
@@ -558,3 +560,20 @@ def test_a_rerequested_check_suite_rebuilds_its_commit(platform: Platform) -> No
 
     [again] = outcome.start_revisions
     assert platform.pipeline.run(again) is RevisionState.live
+
+
+def test_a_teardown_the_engine_refuses_does_the_rest_and_finishes_when_retried(
+    platform: Platform,
+) -> None:
+    revision_id = open_and_run(platform)
+    preview = platform.preview_deployment(7)
+    platform.runtime.stuck.add(revision_id)
+
+    with pytest.raises(TeardownIncomplete, match="could not stop its replicas"):
+        platform.teardown.remove(preview.id, drop_database=True, reason="closed")
+
+    assert platform.router.upstreams(PREVIEW_HOST) is None
+    assert database_of(platform, preview.id) is None
+    platform.runtime.stuck.clear()
+    platform.teardown.remove(preview.id, drop_database=True, reason="closed")
+    assert_nothing_left(platform, preview.id)

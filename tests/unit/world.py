@@ -24,6 +24,7 @@ from app.events import EventOutcome
 from app.facts import GitHubCommitFacts
 from app.models import Deployment, PullRequest, Revision
 from app.notifications import PlatformNotifier
+from app.outbox import ReportOutbox
 from app.pipeline import PipelineConfig, RevisionPipeline
 from app.reporting import GitHubReporter
 from app.router import Route
@@ -69,6 +70,7 @@ class Platform:
     teardown: Teardown = field(init=False)
     comments: PreviewComments = field(init=False)
     notifier: PlatformNotifier = field(init=False)
+    reports: ReportOutbox = field(init=False)
     limits: AdmissionLimits = field(default_factory=AdmissionLimits)
     dispatches: list[int] = field(default_factory=list)
     """One entry per "capacity freed" the pipeline announced."""
@@ -81,12 +83,13 @@ class Platform:
         routes = RouteTable(
             self.sessions, self.router, self.config.hostname, self.config.data_dir / "router.lock"
         )
+        self.reports = ReportOutbox(sessions=self.sessions, reporter=reporter, clock=self.clock)
         self.teardown = Teardown(
             sessions=self.sessions,
             runtime=self.runtime,
             routes=routes,
             databases=self.databases,
-            reporter=reporter,
+            reports=self.reports,
             builds_dir=self.config.builds_dir,
             clock=self.clock,
         )
@@ -106,7 +109,7 @@ class Platform:
             sessions=self.sessions,
             secrets=SECRETS,
             github=self.github,
-            reporter=reporter,
+            reports=self.reports,
             builder=self.builder,
             runtime=self.runtime,
             routes=routes,

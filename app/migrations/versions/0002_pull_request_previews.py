@@ -1,4 +1,4 @@
-"""pull-request previews: pull_requests, deployment removal, revision attempts and approval
+"""pull-request previews: pull_requests, reports, deployment removal, revision attempts
 
 Revision ID: 0002
 Revises: 0001
@@ -41,6 +41,9 @@ def upgrade() -> None:
         )
         batch_op.add_column(sa.Column("approved_by", sa.String(), nullable=True))
         batch_op.add_column(sa.Column("wait_reason", sa.Text(), nullable=True))
+        batch_op.add_column(
+            sa.Column("report_lease_until", app.timestamps.UTCDateTime(), nullable=True)
+        )
         batch_op.drop_constraint("uq_revision_source", type_="unique")
         batch_op.create_unique_constraint(
             "uq_revision_source", ["deployment_id", "commit_sha", "env_hash", "attempt"]
@@ -79,8 +82,24 @@ def upgrade() -> None:
             batch_op.f("ix_pull_requests_repository_id"), ["repository_id"], unique=False
         )
 
+    op.create_table(
+        "reports",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("revision_id", sa.String(), nullable=False),
+        sa.Column("kind", sa.String(), nullable=False),
+        sa.Column("args", sa.Text(), nullable=False),
+        sa.Column("created_at", app.timestamps.UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(["revision_id"], ["revisions.id"]),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("reports", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_reports_revision_id"), ["revision_id"], unique=False)
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("reports", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_reports_revision_id"))
+    op.drop_table("reports")
     with op.batch_alter_table("pull_requests", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_pull_requests_repository_id"))
     op.drop_table("pull_requests")
@@ -90,6 +109,7 @@ def downgrade() -> None:
         batch_op.create_unique_constraint(
             "uq_revision_source", ["deployment_id", "commit_sha", "env_hash"]
         )
+        batch_op.drop_column("report_lease_until")
         batch_op.drop_column("wait_reason")
         batch_op.drop_column("approved_by")
         batch_op.drop_column("approval_required")

@@ -1,0 +1,210 @@
+"""Reports to GitHub, queued in the control plane and sent in order, off the revision's path.
+
+The pipeline, the delivery handler and the teardown record what GitHub should hear (a check run
+opened, building, live, failed ...) as rows of `reports`; a drain job sends each revision's rows
+oldest first under a short lease on the revision, so a report never overtakes an earlier one,
+across workers too. GitHub answering in 300 ms then costs a revision nothing: only the tarball
+download waits for GitHub. Each row reads the revision as it is when sent, so the check run id
+an earlier row stored is there for the later ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, update
+from sqlmodel import col, select
+
+from app.db import SessionFactory
+from app.models import FINISHED_STATES, Report, Revision
+from app.ports import Clock
+from app.reporting import GitHubReporter, RevisionRef, load_ref
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(seconds=120)
+"""Longer than a revision's reports take to send; a worker that died holding it is waited out."""
+
+KINDS = frozenset(
+    {
+        "announce",
+        "waiting",
+        "building",
+        "deploying",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "superseded",
+        "removed",
+        "approved",
+        "approval_refused",
+    }
+)
+
+
+class ReportOutbox:
+    def __init__(
+        self,
+        *,
+        sessions: SessionFactory,
+        reporter: GitHubReporter,
+        clock: Clock,
+        enqueue: Callable[[str], None] | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._reporter = reporter
+        self._clock = clock
+        self._enqueue = enqueue or self.drain
+
+    def use_queue(self, enqueue: Callable[[str], None]) -> None:
+        """The worker sends reports from a job, so the caller never waits on GitHub."""
+        self._enqueue = enqueue
+
+    def add(self, revision_id: str, kind: str, **args: Any) -> None:
+        """Record one report for the revision and have it sent after the ones before it."""
+        assert kind in KINDS, kind
+        with self._sessions() as session:
+            session.add(
+                Report(
+                    revision_id=revision_id,
+                    kind=kind,
+                    args=json.dumps(args),
+                    created_at=self._clock(),
+                )
+            )
+            session.commit()
+        try:
+            self._enqueue(revision_id)
+        except Exception:  # the periodic drain sends it
+            log.warning("report not queued", extra={"revision_id": revision_id}, exc_info=True)
+
+    def pending_revisions(self) -> list[str]:
+        """Revisions with reports not yet sent (for the periodic drain after a lost job)."""
+        with self._sessions() as session:
+            return list(session.exec(select(Report.revision_id).distinct()).all())
+
+    # -- sending -----------------------------------------------------------------------------
+    def drain(self, revision_id: str) -> None:
+        while self._acquire(revision_id):
+            try:
+                self._send_pending(revision_id)
+            finally:
+                self._release(revision_id)
+            if not self._has_pending(revision_id):
+                return
+            # A report was added between the last send and the release: go round again.
+
+    def _send_pending(self, revision_id: str) -> None:
+        while True:
+            with self._sessions() as session:
+                row = session.exec(
+                    select(Report).where(Report.revision_id == revision_id).order_by(col(Report.id))
+                ).first()
+                if row is None:
+                    return
+                kind, args, row_id = row.kind, json.loads(row.args), row.id
+            try:
+                self._send(revision_id, kind, args)
+            except Exception:
+                # A bug must not wedge the revision's later reports behind this one.
+                log.exception("report failed", extra={"revision_id": revision_id, "kind": kind})
+            with self._sessions() as session:
+                sent = session.get(Report, row_id)
+                if sent is not None:
+                    session.delete(sent)
+                    session.commit()
+
+    def _send(self, revision_id: str, kind: str, args: dict[str, Any]) -> None:
+        ref = self._ref(revision_id)
+        reporter = self._reporter
+        match kind:
+            case "announce":
+                self._announce(ref)
+            case "waiting":
+                reporter.waiting(ref, args["reason"])
+            case "building":
+                reporter.building(ref)
+            case "deploying":
+                reporter.deploying(ref, args["image"])
+            case "succeeded":
+                reporter.succeeded(ref, args["url"], args["image"])
+            case "failed":
+                serving = self._revision(args.get("serving_id"))
+                reporter.failed(ref, args["reason"], args["log_tail"], serving, args["url"])
+            case "cancelled":
+                reporter.cancelled(ref)
+            case "superseded":
+                by = self._revision(args["by_id"])
+                assert by is not None
+                reporter.superseded(ref, by)
+            case "removed":
+                reporter.removed(ref, args["reason"])
+            case "approved":
+                reporter.approved(ref, args["login"])
+                self._update(revision_id, check_run_id=None)
+                self._announce(self._ref(revision_id))
+            case "approval_refused":
+                reporter.approval_refused(ref, args["login"], args["role"])
+
+    def _announce(self, ref: RevisionRef) -> None:
+        """Open the check run and the GitHub deployment once; later calls do nothing."""
+        revision = ref.revision
+        if revision.state in FINISHED_STATES and revision.check_run_id is None:
+            return  # cancelled before GitHub heard of it: nothing to show
+        updates: dict[str, object] = {}
+        if revision.check_run_id is None:
+            updates["check_run_id"] = self._reporter.open_check_run(ref)
+        if revision.github_deployment_id is None:
+            updates["github_deployment_id"] = self._reporter.open_deployment(ref)
+        updates = {k: v for k, v in updates.items() if v is not None}
+        if updates:
+            self._update(revision.id, **updates)
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _ref(self, revision_id: str) -> RevisionRef:
+        with self._sessions() as session:
+            return load_ref(session, revision_id)
+
+    def _revision(self, revision_id: str | None) -> Revision | None:
+        if revision_id is None:
+            return None
+        with self._sessions() as session:
+            return session.get(Revision, revision_id)
+
+    def _update(self, revision_id: str, **values: object) -> None:
+        with self._sessions() as session:
+            session.execute(
+                update(Revision).where(col(Revision.id) == revision_id).values(**values)
+            )
+            session.commit()
+
+    def _acquire(self, revision_id: str) -> bool:
+        now = self._clock()
+        with self._sessions() as session:
+            result = session.execute(
+                update(Revision)
+                .where(
+                    col(Revision.id) == revision_id,
+                    or_(
+                        col(Revision.report_lease_until).is_(None),
+                        col(Revision.report_lease_until) < now,
+                    ),
+                )
+                .values(report_lease_until=now + LEASE)
+            )
+            session.commit()
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def _release(self, revision_id: str) -> None:
+        self._update(revision_id, report_lease_until=None)
+
+    def _has_pending(self, revision_id: str) -> bool:
+        with self._sessions() as session:
+            return (
+                session.exec(select(Report.id).where(Report.revision_id == revision_id)).first()
+                is not None
+            )

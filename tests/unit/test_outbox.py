@@ -1,0 +1,62 @@
+"""Reports reach GitHub in the order they were made, once each, off the revision's path."""
+
+from __future__ import annotations
+
+import threading
+
+from sqlmodel import select
+
+from app.models import Report
+from tests.unit.world import Platform
+
+
+def test_reports_queued_while_nobody_drains_are_sent_in_order_later(platform: Platform) -> None:
+    drains: list[str] = []
+    platform.reports.use_queue(drains.append)
+    revision_id = platform.push()  # the delivery queues the announce
+
+    platform.pipeline.run(revision_id)  # building, deploying, succeeded queue up
+
+    assert platform.github.check_runs == {}  # nothing sent yet: GitHub is not on the path
+    assert set(drains) == {revision_id}
+    platform.reports.drain(revision_id)
+    run = platform.check_run(revision_id)
+    assert run["status"] == "completed" and run["conclusion"] == "success"
+    assert platform.github.deployment_state(platform.revision(revision_id).commit_sha) == (
+        "success"
+    )
+    with platform.sessions() as session:
+        assert session.exec(select(Report)).all() == []
+
+
+def test_concurrent_drains_send_each_report_once_in_order(platform: Platform) -> None:
+    platform.reports.use_queue(lambda _id: None)
+    revision_id = platform.push()
+    platform.pipeline.run(revision_id)
+    barrier = threading.Barrier(4)
+
+    def drain() -> None:
+        barrier.wait()
+        platform.reports.drain(revision_id)
+
+    threads = [threading.Thread(target=drain) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert len(platform.github.check_runs) == 1
+    assert len(platform.github.deployments) == 1
+    [statuses] = platform.github.statuses.values()
+    assert [s["state"] for s in statuses] == ["in_progress", "success"]
+
+
+def test_a_report_that_breaks_does_not_hold_back_the_ones_after_it(platform: Platform) -> None:
+    platform.reports.use_queue(lambda _id: None)
+    revision_id = platform.push()
+    platform.reports.add(revision_id, "superseded", by_id="rev_that_does_not_exist")
+    platform.reports.add(revision_id, "cancelled")
+
+    platform.reports.drain(revision_id)
+
+    assert platform.check_run(revision_id)["conclusion"] == "cancelled"
