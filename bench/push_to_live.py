@@ -633,7 +633,11 @@ def keep_logs(platform: RunningPlatform, destination: Path) -> None:
 
 
 def run(
-    iterations: int, ping_count: int, deadline_seconds: float, logs_to: Path | None = None
+    iterations: int,
+    ping_count: int,
+    deadline_seconds: float,
+    logs_to: Path | None = None,
+    github_latency: float = 0.0,
 ) -> str:
     log("making sure the base image exists")
     ensure_python_image()
@@ -653,6 +657,7 @@ def run(
             log("warm-up: connecting the repository and deploying v0")
             bench = connect_and_warm_up(platform, github, work, deadline_seconds)
             deployment_ids.append(bench.deployment_id)
+            github.latency_seconds = github_latency
             with httpx.Client(trust_env=False) as client:
                 log("warm-up: one floor run")
                 floor(bench, "warmup", None, client, work, deadline_seconds, floor_containers)
@@ -666,6 +671,10 @@ def run(
             if ping_count:
                 log(f"{ping_count} pings")
                 pings(platform, github, ping_count, samples)
+            machine = [
+                *machine,
+                f"fake GitHub latency per API call: {github_latency * 1000:.0f} ms",
+            ]
             return report(samples, machine, bench.build_method)
         finally:
             log("cleaning up")
@@ -707,6 +716,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"seconds allowed per iteration (default {DEFAULT_DEADLINE_SECONDS:.0f})",
     )
     parser.add_argument(
+        "--github-latency",
+        type=float,
+        default=0.0,
+        help="seconds the fake GitHub waits before each answer (real GitHub: 0.1-0.3; default 0)",
+    )
+    parser.add_argument(
         "--keep-logs",
         type=Path,
         metavar="DIR",
@@ -717,10 +732,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--iterations must be between 1 and {MAX_ITERATIONS}")
     if not 0 <= args.pings <= MAX_PINGS:
         parser.error(f"--pings must be between 0 and {MAX_PINGS}")
+    if not 0 <= args.github_latency <= 2:
+        parser.error("--github-latency must be between 0 and 2 seconds")
     if not 10 <= args.deadline <= 3600:
         parser.error("--deadline must be between 10 and 3600 seconds")
     try:
-        print(run(args.iterations, args.pings, args.deadline, args.keep_logs), flush=True)
+        print(
+            run(args.iterations, args.pings, args.deadline, args.keep_logs, args.github_latency),
+            flush=True,
+        )
     except (BenchError, AssertionError) as exc:  # AssertionError: the harness's waits
         print(f"bench failed: {REDACT(str(exc))}", file=sys.stderr)
         return 1
