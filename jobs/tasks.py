@@ -70,8 +70,10 @@ async def handle_delivery(ctx: dict[str, Any], delivery_id: str) -> str:
         await asyncio.to_thread(platform.pipeline.report_approved, revision_id)
         await enqueue_revision(ctx, revision_id)
     for revision_id in outcome.start_revisions:
-        await asyncio.to_thread(platform.pipeline.announce, revision_id)
+        # The build first: its job queues the announce itself, before its first progress
+        # report, so the check run is opened first whichever of the two gets there first.
         await enqueue_revision(ctx, revision_id)
+        await asyncio.to_thread(platform.pipeline.announce, revision_id)
     for pull_request_id in outcome.comments:
         await enqueue_comment(ctx, pull_request_id)
     return outcome.summary
