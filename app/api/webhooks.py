@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -15,7 +16,7 @@ from redis.exceptions import RedisError
 
 from app.api.schemas import DeliveryAccepted
 from app.db import SessionFactory
-from app.deliveries import record_delivery
+from app.deliveries import Recorded, record_delivery
 from app.github.webhooks import signature_is_valid
 from app.ports import Clock
 from app.settings import Settings
@@ -24,7 +25,9 @@ from jobs.constants import HANDLE_DELIVERY, QUEUE_NAME, delivery_job_id
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 25 * 1024 * 1024
-"""GitHub caps payloads at 25 MB."""
+"""GitHub caps payloads at 25 MB; Litestar refuses a larger body with 413 as it streams in."""
+MAX_JSON_DEPTH = 64
+"""GitHub's payloads nest about 8 levels; far deeper is an attack on the parser, not a delivery."""
 
 
 class BadDelivery(HTTPException):
@@ -33,6 +36,42 @@ class BadDelivery(HTTPException):
 
 class BadSignature(HTTPException):
     status_code = 401
+
+
+def parse_payload(body: bytes) -> dict[str, Any]:
+    """The delivery's JSON object, or BadDelivery saying what is wrong with it."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadDelivery(
+            detail=f"the body is not UTF-8: {exc.reason} at byte {exc.start}"
+        ) from None
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadDelivery(detail=f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadDelivery(detail=f"the JSON nests deeper than {MAX_JSON_DEPTH} levels") from None
+    if not isinstance(payload, dict):
+        raise BadDelivery(detail="the body must be a JSON object")
+    if _depth(payload) > MAX_JSON_DEPTH:
+        raise BadDelivery(detail=f"the JSON nests deeper than {MAX_JSON_DEPTH} levels")
+    return payload
+
+
+def _depth(value: object) -> int:
+    """Nesting depth, iteratively (a recursive walk is what the bound protects against)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            return depth
+        children = (
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        )
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
 
 
 class WebhookController(Controller):
@@ -58,14 +97,14 @@ class WebhookController(Controller):
         delivery_id = request.headers.get("X-GitHub-Delivery")
         if not event or not delivery_id:
             raise BadDelivery(detail="X-GitHub-Event and X-GitHub-Delivery headers are required")
-        try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BadDelivery(detail=f"the body is not valid JSON: {exc}") from None
-        if not isinstance(payload, dict):
-            raise BadDelivery(detail="the body must be a JSON object")
-        with sessions() as session:
-            recorded = record_delivery(session, delivery_id, event, body, payload, clock())
+        payload = parse_payload(body)
+
+        def record() -> Recorded:
+            with sessions() as session:
+                return record_delivery(session, delivery_id, event, body, payload, clock())
+
+        # Off the event loop: a write waiting on the control plane never stalls other requests.
+        recorded = await asyncio.to_thread(record)
         if recorded.needs_processing:
             try:
                 await queue.enqueue_job(

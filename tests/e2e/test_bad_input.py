@@ -40,6 +40,40 @@ def test_malformed_json_is_a_400_with_the_reason(platform: RunningPlatform) -> N
     assert platform.count("deliveries") == before
 
 
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"zen": "caf\xe9"}', "not UTF-8"),
+        ('{"zen": "x"}'.encode("utf-16"), "not UTF-8"),
+        (b"[1, 2, 3]", "must be a JSON object"),
+        (b'"just a string"', "must be a JSON object"),
+        (b'{"a": ' * 100 + b"1" + b"}" * 100, "nests deeper than 64 levels"),
+        (b'{"a": ' * 5000 + b"1" + b"}" * 5000, "nests deeper than 64 levels"),
+    ],
+    ids=["latin-1", "utf-16", "array", "string", "deep", "deeper-than-the-parser-recurses"],
+)
+def test_a_body_that_is_no_delivery_is_a_400_with_the_reason_and_stores_nothing(
+    platform: RunningPlatform, body: bytes, reason: str
+) -> None:
+    before = platform.count("deliveries")
+
+    response = platform.send("ping", body=body)
+
+    assert response.status_code == 400, response.text
+    assert reason in response.json()["detail"]
+    assert platform.count("deliveries") == before
+
+
+def test_a_body_over_25_mb_is_a_413_and_stores_nothing(platform: RunningPlatform) -> None:
+    before = platform.count("deliveries")
+    body = b'{"zen": "' + b"x" * (25 * 1024 * 1024) + b'"}'
+
+    response = platform.send("ping", body=body)
+
+    assert response.status_code == 413
+    assert platform.count("deliveries") == before
+
+
 def test_a_ping_is_recorded_and_answered_202(platform: RunningPlatform) -> None:
     before = platform.count("deliveries")
     response = platform.send("ping", {"zen": "Design for failure.", "hook_id": 7})
