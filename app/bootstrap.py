@@ -6,7 +6,10 @@ anything at import time.
 
 from __future__ import annotations
 
+import logging
+import stat
 from dataclasses import dataclass
+from pathlib import Path
 
 from app.admission import Admission, AdmissionLimits
 from app.comments import PreviewComments
@@ -31,6 +34,7 @@ from app.timestamps import utcnow
 from builders.docker_cli import find_docker_cli
 from builders.images import BuildKitBuilder
 from builders.source import UnpackLimits
+from manifests.containers import Confinement, LogRotation
 
 
 @dataclass
@@ -48,15 +52,35 @@ class Platform:
     clock: Clock
 
 
+log = logging.getLogger(__name__)
+
+
 def secret_box(settings: Settings) -> SecretBox:
     if settings.secret_key is not None:
         return SecretBox(settings.secret_key.get_secret_value())
     return SecretBox(load_or_create_secret_key(settings.data_dir / "secret.key"))
 
 
+def private_data_dir(data_dir: Path) -> None:
+    """DATA_DIR holds keys, the control plane, logs and builds: the platform's user only.
+
+    Created 0700 (an existing one is tightened to it); files in it are made 0600 by the
+    process umask `slipway` sets. The embedded Postgres, which runs as its own system user,
+    later adds search permission (o+x, not o+r) so it can reach its data directory inside.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = stat.S_IMODE(data_dir.stat().st_mode)
+    if mode & 0o077:
+        log.warning(
+            "DATA_DIR was open to other users; made it 0700",
+            extra={"data_dir": str(data_dir), "mode": f"{mode:04o}"},
+        )
+        data_dir.chmod(0o700)
+
+
 def open_database(settings: Settings) -> SessionFactory:
     """Migrate to the newest schema, then hand out sessions."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     migrate(settings.control_plane_url, settings.data_dir)
     return SessionFactory(make_engine(settings.control_plane_url))
 
@@ -74,6 +98,13 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
             max_path_length=settings.source_max_path_length,
         ),
         max_download_bytes=settings.source_max_download_bytes,
+        confinement=Confinement(
+            pids_limit=settings.container_pids_limit,
+            logs=LogRotation(
+                max_size=settings.container_log_max_size,
+                max_files=settings.container_log_max_files,
+            ),
+        ),
     )
 
 
@@ -102,7 +133,11 @@ def bootstrap(
     docker_binary = find_docker_cli(settings.docker_binary).binary
     config = pipeline_config(settings)
     reporter = GitHubReporter(github, check_name=settings.github_app_name, api_url=settings.api_url)
-    runtime = DockerRuntime(docker_binary, settings.data_dir.resolve() / "run")
+    runtime = DockerRuntime(
+        docker_binary,
+        settings.data_dir.resolve() / "run",
+        network_pool=settings.container_network_pool,
+    )
     routes = RouteTable(
         sessions,
         CaddyRouter(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from app.embedded import EmbeddedServiceError
@@ -21,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check", help="validate the settings and exit")
     args = parser.parse_args(argv)
     configure_logging(args.command)
+    # Everything Slipway writes (control plane, logs, builds, keys) is its user's alone.
+    os.umask(0o077)
     try:
         settings = load_settings()
         if args.command == "check":

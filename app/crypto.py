@@ -12,9 +12,12 @@ import hmac
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
+
+from app.errors import SlipwayError
 
 
 class SecretDecryptionError(RuntimeError):
@@ -55,11 +58,31 @@ class SecretBox:
         return hmac.new(self._hash_key, message, hashlib.sha256).hexdigest()[:16]
 
 
+class SecretKeyError(SlipwayError):
+    """DATA_DIR/secret.key is unusable; the message says how to fix it."""
+
+
 def load_or_create_secret_key(path: Path) -> str:
-    """A key generated on first start and kept beside the data it protects (mode 0600)."""
+    """A key generated on first start and kept beside the data it protects (mode 0600).
+
+    An existing key readable by others, or empty, is refused rather than used or replaced:
+    replacing it would make every stored secret unreadable.
+    """
     if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise SecretKeyError(
+                f"{path} is readable by other users (mode {mode:04o}): it decrypts every stored "
+                f"secret; run `chmod 600 {path}` (and consider the key leaked)"
+            )
+        key = path.read_text().strip()
+        if not key:
+            raise SecretKeyError(
+                f"{path} is empty: restore it from a backup (a new key cannot read the secrets "
+                "stored with the old one), or delete it on a fresh install"
+            )
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:

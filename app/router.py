@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
+from app.embedded import admin_base, admin_client, admin_listen
 from app.errors import RouterError
 
 SERVER_NAME = "slipway"
@@ -88,7 +88,7 @@ class CaddyRouter:
 
     @property
     def admin_listen(self) -> str:
-        return urlsplit(self.admin_url).netloc
+        return admin_listen(self.admin_url)
 
     def render(self, routes: list[Route]) -> dict[str, Any]:
         return render_caddy_config(
@@ -102,11 +102,9 @@ class CaddyRouter:
         try:
             # Caddy replaces its admin server on every load: a kept-alive connection would be
             # reset, so each call gets its own. The admin API is local: never via a proxy.
-            with httpx.Client(trust_env=False, timeout=ADMIN_TIMEOUT_SECONDS) as client:
+            with admin_client(self.admin_url, timeout=ADMIN_TIMEOUT_SECONDS) as client:
                 response = client.post(
-                    f"{self.admin_url}/load",
-                    json=self.render(routes),
-                    headers={"Origin": self.admin_url, "Connection": "close"},
+                    f"{admin_base(self.admin_url)}/load", json=self.render(routes)
                 )
         except httpx.HTTPError as exc:
             raise RouterError(

@@ -6,7 +6,9 @@ naming the variable instead of failing half-way through the first push.
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Annotated
 
@@ -14,8 +16,11 @@ from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.router import deployment_url, route_hostname
+from manifests.containers import DEFAULT_NETWORK_POOL, NETWORK_SUBNET_PREFIX_LENGTH
 
 ENV_PREFIX = "SLIPWAY_"
+DOCKER_SIZE = re.compile(r"[1-9][0-9]*[kmg]?")
+"""What Docker's json-file driver takes as max-size (bytes, or k, m, g)."""
 
 
 class SettingsError(RuntimeError):
@@ -83,6 +88,24 @@ class Settings(BaseSettings):
     """Most files, folders and links a commit may hold."""
     source_max_path_length: Annotated[int, Field(gt=0, le=4095)] = 1024
     """Longest path (in bytes) of any file in a commit, and of any link target."""
+    container_pids_limit: Annotated[int, Field(ge=1)] = 1024
+    """Most processes and threads one replica may hold: a fork bomb stops at its container."""
+    container_log_max_size: str = "10m"
+    """Size at which a replica's log file is rotated (a Docker size: 500k, 10m, 1g)."""
+    container_log_max_files: Annotated[int, Field(ge=1)] = 3
+    """Rotated log files kept per replica; older output is dropped."""
+    container_network_pool: IPv4Network = IPv4Network(DEFAULT_NETWORK_POOL)
+    """Where each deployment's network gets its /27; the database cluster must admit it."""
+
+    @field_validator("github_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError(
+                "is empty: every delivery would pass the signature check; set the secret "
+                "the GitHub App's webhook uses"
+            )
+        return value
 
     @field_validator("base_domain")
     @classmethod
@@ -90,6 +113,23 @@ class Settings(BaseSettings):
         value = value.strip().strip(".").lower()
         if not value or any(not part for part in value.split(".")):
             raise ValueError("must be a domain name such as localhost or apps.example.com")
+        return value
+
+    @field_validator("container_log_max_size")
+    @classmethod
+    def _docker_size(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not DOCKER_SIZE.fullmatch(value):
+            raise ValueError("must be a size such as 500k, 10m or 1g")
+        return value
+
+    @field_validator("container_network_pool")
+    @classmethod
+    def _room_for_a_network(cls, value: IPv4Network) -> IPv4Network:
+        if value.prefixlen > NETWORK_SUBNET_PREFIX_LENGTH:
+            raise ValueError(
+                f"must hold at least one /{NETWORK_SUBNET_PREFIX_LENGTH}, such as 172.16.0.0/16"
+            )
         return value
 
     @model_validator(mode="after")

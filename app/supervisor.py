@@ -17,8 +17,15 @@ import time
 from dataclasses import dataclass, field
 from types import FrameType
 
-from app.bootstrap import open_database
-from app.embedded import Caddy, EmbeddedPostgres, EmbeddedRedis, docker_bridge_gateway, free_port
+from app.bootstrap import open_database, private_data_dir, secret_box
+from app.embedded import (
+    UNIX_SCHEME,
+    Caddy,
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    admin_listen,
+    docker_bridge_gateway,
+)
 from app.router import render_caddy_config
 from app.routes import current_routes
 from app.settings import ENV_PREFIX, Settings
@@ -65,7 +72,8 @@ class Supervisor:
     # -- services ---------------------------------------------------------------------------
     def _start_services(self) -> None:
         settings = self.settings
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_data_dir(self.data_dir)
+        secret_box(settings)  # a missing key is made now, a bad one stops the start here
         self._sessions = open_database(settings)
         env = {f"{ENV_PREFIX}DATA_DIR": str(self.data_dir)}
         docker_cli = find_docker_cli(settings.docker_binary)
@@ -82,19 +90,20 @@ class Supervisor:
             env[f"{ENV_PREFIX}REDIS_URL"] = self._redis.start()
             log.info("redis started")
         if settings.caddy_admin_url is None:
-            self._admin_port = free_port()
-            self._caddy = Caddy(self.data_dir / "caddy", admin_port=self._admin_port)
+            self._caddy = Caddy(self.data_dir / "caddy")
             env[f"{ENV_PREFIX}CADDY_ADMIN_URL"] = self._caddy.start(self._caddy_config())
             log.info("router started", extra={"port": settings.router_port})
         self._env = env
 
     def _caddy_config(self) -> dict[str, object]:
+        caddy = self._caddy
+        assert caddy is not None
         with self._sessions() as session:
             routes = current_routes(session, self.settings.hostname)
         return render_caddy_config(
             routes,
             listen=f"{self.settings.router_host}:{self.settings.router_port}",
-            admin_listen=f"127.0.0.1:{self._admin_port}",
+            admin_listen=admin_listen(UNIX_SCHEME + str(caddy.admin_socket)),
             storage_dir=self.data_dir / "caddy" / "storage",
         )
 

@@ -224,7 +224,9 @@ def start_platform(
         **{f"SLIPWAY_{k.upper()}": v for k, v in settings.items()},
     }
     log_path = data_dir / "platform.log"
-    with log_path.open("wb") as log:
+    log_path.touch(mode=0o600)  # where an operator would send `slipway up`'s output: private
+    log_path.chmod(0o600)
+    with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "up"],
             env=env,

@@ -15,7 +15,7 @@ machine. So every service here:
 Nothing runs at import time: servers start only when ``start()`` is called.
 """
 
-from app.embedded._caddy import Caddy
+from app.embedded._caddy import UNIX_SCHEME, Caddy, admin_base, admin_client, admin_listen
 from app.embedded._common import PG_ADMIN_USER, PG_SYSTEM_USER, EmbeddedServiceError, free_port
 from app.embedded._docker import docker_bridge_gateway
 from app.embedded._postgres import EmbeddedPostgres
@@ -24,10 +24,14 @@ from app.embedded._redis import EmbeddedRedis
 __all__ = [
     "PG_ADMIN_USER",
     "PG_SYSTEM_USER",
+    "UNIX_SCHEME",
     "Caddy",
     "EmbeddedPostgres",
     "EmbeddedRedis",
     "EmbeddedServiceError",
+    "admin_base",
+    "admin_client",
+    "admin_listen",
     "docker_bridge_gateway",
     "free_port",
 ]

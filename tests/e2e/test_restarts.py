@@ -70,3 +70,24 @@ def test_routes_are_restored_after_caddy_dies_and_after_the_platform_restarts(
     finally:
         platform.stop()
         remove_docker_objects(deployment_ids)
+
+
+def test_the_platforms_files_and_services_are_its_users_alone(platform: RunningPlatform) -> None:
+    """DATA_DIR: nothing readable or writable by others; only search (o+x) where the embedded
+    Postgres, which runs as its own user, must pass. Caddy's admin API is a private socket."""
+    postgres = platform.data_dir / "postgres"
+    for path in [platform.data_dir, *platform.data_dir.rglob("*")]:
+        if path.is_symlink() or path.is_socket():
+            continue
+        if postgres in path.parents and not path.is_dir():
+            continue  # the cluster's own files, owned and guarded by its system user
+        mode = path.stat().st_mode & 0o777
+        allowed = 0o701 if path in (platform.data_dir, postgres) else 0o700
+        if path.is_dir() and postgres in path.parents:
+            allowed = 0o701 if path == postgres / "run" else 0o711
+        assert mode & ~allowed & 0o077 == 0, f"{path} is {mode:04o}"
+    admin = platform.data_dir / "caddy" / "admin.sock"
+    assert admin.is_socket()
+    assert admin.stat().st_mode & 0o077 == 0
+    redis_url = (platform.data_dir / "redis" / "password").read_text().strip()
+    assert redis_url  # the queue has a password

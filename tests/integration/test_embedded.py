@@ -23,6 +23,8 @@ from app.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     EmbeddedServiceError,
+    admin_base,
+    admin_client,
     docker_bridge_gateway,
     free_port,
 )
@@ -184,22 +186,46 @@ def _redis_command(port: int, *args: str) -> bytes:
         return sock.recv(1024)
 
 
-def test_redis_ping_and_persistence(tmp_path: Path) -> None:
+def _redis_session(port: int, password: str, *args: str) -> bytes:
+    payload = b""
+    for command in (("AUTH", password), args):
+        payload += f"*{len(command)}\r\n".encode()
+        for arg in command:
+            payload += f"${len(arg.encode())}\r\n{arg}\r\n".encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(payload)
+        reply = b""
+        while reply.count(b"\r\n") < (3 if args[0] == "GET" else 2):
+            chunk = sock.recv(1024)
+            if not chunk:
+                break
+            reply += chunk
+    assert reply.startswith(b"+OK\r\n"), reply
+    return reply.removeprefix(b"+OK\r\n")
+
+
+def test_redis_needs_its_password_and_keeps_jobs_across_restarts(tmp_path: Path) -> None:
     redis = EmbeddedRedis(tmp_path / "valkey")
     try:
         url = redis.start()
-        assert url == f"redis://127.0.0.1:{redis.port}/0"
+        password = (tmp_path / "valkey" / "password").read_text().strip()
+        assert url == f"redis://:{password}@127.0.0.1:{redis.port}/0"
+        assert (tmp_path / "valkey" / "password").stat().st_mode & 0o077 == 0
         assert redis.port not in (6379, 5432)
-        assert _redis_command(redis.port, "PING") == b"+PONG\r\n"
-        assert _redis_command(redis.port, "SET", "queued", "job-1") == b"+OK\r\n"
+        # Any local user can reach 127.0.0.1; without the password they get nothing.
+        assert _redis_command(redis.port, "PING").startswith(b"-NOAUTH")
+        assert _redis_command(redis.port, "AUTH", "guess").startswith(b"-WRONGPASS")
+        assert _redis_session(redis.port, password, "PING") == b"+PONG\r\n"
+        assert _redis_session(redis.port, password, "SET", "queued", "job-1") == b"+OK\r\n"
         redis.stop()
         assert not redis.is_running()
 
-        redis.start()
-        assert _redis_command(redis.port, "GET", "queued") == b"$5\r\njob-1\r\n"
+        assert redis.start() == url  # the same password after a restart
+        assert _redis_session(redis.port, password, "GET", "queued") == b"$5\r\njob-1\r\n"
     finally:
         redis.stop()
-    assert (tmp_path / "valkey" / "valkey.log").stat().st_size > 0
+    log = (tmp_path / "valkey" / "valkey.log").read_text()
+    assert log and password not in log
 
 
 # -- Caddy ------------------------------------------------------------------------------------
@@ -236,20 +262,23 @@ def test_caddy_load_route_and_restart(tmp_path: Path) -> None:
     caddy = Caddy(data)
     try:
         admin = caddy.start()
-        assert admin.startswith("http://127.0.0.1:")
+        assert admin == f"unix://{data / 'admin.sock'}"
         assert caddy.is_running()
+        # Only its owner can reach the admin API: no TCP port, a private socket.
+        assert (data / "admin.sock").stat().st_mode & 0o077 == 0
+        assert data.stat().st_mode & 0o077 == 0
 
         port = free_port()
         config = caddy.full_config(_hello_config(port))
         # One connection per request: Caddy replaces its admin server on every load, so a
         # kept-alive connection from before the load is reset.
-        with _http() as client:
-            loaded = client.post(f"{admin}/load", json=config)
+        with admin_client(admin, timeout=10) as client:
+            loaded = client.post(f"{admin_base(admin)}/load", json=config)
             assert loaded.status_code == 200, loaded.text
-        with _http() as client:
+        with admin_client(admin, timeout=10) as client:
             # The admin endpoint stayed where it was: the merged config carries it.
-            listen = client.get(f"{admin}/config/admin/listen").json()
-        assert listen == admin.removeprefix("http://")
+            listen = client.get(f"{admin_base(admin)}/config/admin/listen").json()
+        assert listen == f"unix/{data / 'admin.sock'}"
         assert _get(port, "x.localhost").text == "hi"
         assert _get(port, "other.localhost").text == ""
 
@@ -260,8 +289,9 @@ def test_caddy_load_route_and_restart(tmp_path: Path) -> None:
 
         admin = caddy.start(initial_config=_hello_config(port))
         assert _get(port, "x.localhost").text == "hi"
-        with _http() as client:
-            assert client.get(f"{admin}/config/admin/config/persist").json() is False
+        with admin_client(admin, timeout=10) as client:
+            persist = client.get(f"{admin_base(admin)}/config/admin/config/persist")
+            assert persist.json() is False
     finally:
         caddy.stop()
 

@@ -164,3 +164,11 @@ def test_the_api_url_defaults_to_host_and_port(env: pytest.MonkeyPatch) -> None:
     assert load_settings().api_url == "http://127.0.0.1:9090"
     env.setenv("SLIPWAY_PUBLIC_URL", "https://slipway.example.com/")
     assert load_settings().api_url == "https://slipway.example.com"
+
+
+@pytest.mark.parametrize("secret", ["", "   ", "\t\n"])
+def test_an_empty_webhook_secret_is_refused(env: pytest.MonkeyPatch, secret: str) -> None:
+    env.setenv("SLIPWAY_GITHUB_WEBHOOK_SECRET", secret)
+    message = settings_error()
+    assert "SLIPWAY_GITHUB_WEBHOOK_SECRET" in message
+    assert "empty" in message
