@@ -50,7 +50,13 @@ from app.routes import RouteTable
 from app.teardown import Teardown
 from builders.source import UnpackLimits, unpack_tarball
 from manifests.config import RepositoryConfig, load_repository_config
-from manifests.containers import LIMITS, ContainerSpec
+from manifests.containers import (
+    LABEL_PREFIX,
+    LIMITS,
+    Confinement,
+    deployment_network,
+    replica_spec,
+)
 from manifests.recipes import plan_build
 
 log = logging.getLogger(__name__)
@@ -61,9 +67,6 @@ INSPECT_EVERY_SECONDS = 0.25
 """How often a starting replica is checked for having exited: an inspect costs ~25 ms."""
 KEEP_IMAGES = 3
 """Images kept per deployment (the live revision's and the ones before it, for a rollback)."""
-CONTAINER_HOST_ALIAS = "host.docker.internal"
-LABEL_PREFIX = "dev.slipway"
-"""Docker labels on every image and container Slipway makes, so they can be found and cleaned."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ class PipelineConfig:
     router_port: int
     unpack_limits: UnpackLimits = field(default_factory=UnpackLimits)
     max_download_bytes: int = 1024**3
+    confinement: Confinement = field(default_factory=Confinement)
+    """Held by every replica (capabilities, privileges, processes, logs)."""
 
     @property
     def builds_dir(self) -> Path:
@@ -306,17 +311,15 @@ class RevisionPipeline:
             "SLIPWAY_COMMIT": revision.commit_sha,
         }
         name = f"slipway-{deployment.slug}-r{revision.number}-{revision.id.removeprefix('rev_')}"
-        spec = ContainerSpec(
+        spec = replica_spec(
+            deployment_id=deployment.id,
+            revision_id=revision.id,
             name=name[:120],
             image=image,
             port=port,
             limits=LIMITS[deployment.type],
             env=env,
-            labels={
-                f"{LABEL_PREFIX}.deployment": deployment.id,
-                f"{LABEL_PREFIX}.revision": revision.id,
-            },
-            extra_hosts={CONTAINER_HOST_ALIAS: "host-gateway"},
+            confinement=self.config.confinement,
         )
         _append(
             log_path,
@@ -324,6 +327,8 @@ class RevisionPipeline:
             f"{spec.limits.cpus:g} CPU, {spec.limits.memory_bytes // 1024**3} GB)",
         )
         self._stop_replicas(revision.id)  # left by an earlier attempt (a retried job)
+        network = deployment_network(deployment.id)
+        self._runtime.ensure_network(network.name, network.labels)
         started = self._runtime.start(spec)
         with self._sessions() as session:
             stored = session.get(Revision, revision.id)

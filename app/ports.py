@@ -115,6 +115,9 @@ class ImageBuilder(Protocol):
 
 
 class ContainerRuntime(Protocol):
+    def ensure_network(self, name: str, labels: dict[str, str]) -> None:
+        """The deployment's own network exists afterwards (made on its first start)."""
+
     def start(self, spec: ContainerSpec) -> StartedContainer: ...
     def status(self, container_id: str) -> ContainerStatus: ...
     def logs_tail(self, container_id: str, lines: int = 30) -> str: ...
@@ -123,7 +126,8 @@ class ContainerRuntime(Protocol):
     def remove_image(self, tag: str) -> None: ...
     def remove(self, name_or_id: str) -> None: ...
     def remove_labelled(self, label: str, value: str) -> None:
-        """Every container, then every image, carrying the label with that value."""
+        """Every container, then every image, then every network carrying the label with that
+        value."""
 
 
 class RouterPort(Protocol):

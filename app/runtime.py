@@ -2,13 +2,19 @@
 
 Secrets reach the container through an env file readable only by us and deleted as soon as
 `docker run` returns, so they never appear in an argument list, a process listing or a log.
+Each deployment's replicas run on a bridge network of their own: user-defined bridges are
+isolated from each other by the engine, while the host stays reachable (the database cluster on
+the default bridge's gateway, and the router dialling the replica's port published on 127.0.0.1).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import ipaddress
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,16 +24,26 @@ from python_on_whales.utils import run as docker_cli
 
 from app.embedded import free_port
 from app.errors import EngineError, RuntimeStartError
-from manifests.containers import ContainerSpec
+from manifests.containers import (
+    DEFAULT_NETWORK_POOL,
+    NETWORK_SUBNET_PREFIX_LENGTH,
+    ContainerSpec,
+    free_subnets,
+)
 
 LOCALHOST = "127.0.0.1"
 RESTART_POLICY_WHEN_LIVE = "unless-stopped"
 """A live replica that crashes is restarted by the engine; during start-up it is not, so a crash
 at start is seen as a crash instead of a restart loop."""
 STOP_TIMEOUT_SECONDS = 10
+"""Grace period between SIGTERM and SIGKILL when a replica is stopped."""
 START_ATTEMPTS = 3
 """A chosen host port can be taken between choosing and binding; that is retried."""
-"""Grace period between SIGTERM and SIGKILL when a replica is stopped."""
+NETWORK_ATTEMPTS = 5
+"""A free subnet can be taken between listing and creating (another platform on the engine, or
+a network made by hand); the next free one is tried."""
+LIST_ATTEMPTS = 3
+"""Listing every network's subnet fails when one goes meanwhile (a teardown); it is listed again."""
 
 
 @dataclass(frozen=True)
@@ -46,9 +62,15 @@ class ContainerStatus:
 
 
 class DockerRuntime:
-    def __init__(self, docker_binary: str, env_dir: Path) -> None:
+    def __init__(
+        self,
+        docker_binary: str,
+        env_dir: Path,
+        network_pool: ipaddress.IPv4Network | None = None,
+    ) -> None:
         self._docker = DockerClient(client_call=[docker_binary])
         self._env_dir = env_dir
+        self._network_pool = network_pool or ipaddress.IPv4Network(DEFAULT_NETWORK_POOL)
 
     def start(self, spec: ContainerSpec) -> StartedContainer:
         """Run the replica with its port published on a host port chosen here.
@@ -81,28 +103,95 @@ class DockerRuntime:
         return StartedContainer(id=container_id, name=spec.name, host_port=host_port)
 
     def _run(self, spec: ContainerSpec, env_file: Path, host_port: int) -> str:
-        labels = [arg for k, v in spec.labels.items() for arg in ("--label", f"{k}={v}")]
-        hosts = [arg for h, ip in spec.extra_hosts.items() for arg in ("--add-host", f"{h}:{ip}")]
         argv = [
             *self._docker.client_config.docker_cmd,
-            "run",
-            "--detach",
-            "--init",
-            "--name",
-            spec.name,
-            "--cpus",
-            f"{spec.limits.cpus:g}",
-            "--memory",
-            str(spec.limits.memory_bytes),
-            "--env-file",
-            str(env_file),
-            "--publish",
-            f"{LOCALHOST}:{host_port}:{spec.port}",
-            *labels,
-            *hosts,
-            spec.image,
+            *run_arguments(spec, env_file, host_port),
         ]
         return str(docker_cli(argv)).strip()
+
+    def ensure_network(self, name: str, labels: dict[str, str]) -> None:
+        """Create the deployment's network unless it exists (every start asks; ~40 ms).
+
+        Its subnet is chosen here, from the pool, under a lock shared by this platform's
+        workers; a subnet another platform took meanwhile is refused by the engine as
+        overlapping, and the next one is tried.
+        """
+        try:
+            if self._network_exists(name):
+                return
+            with self._network_lock():
+                if self._network_exists(name):
+                    return
+                for _attempt in range(NETWORK_ATTEMPTS):
+                    subnet = next(free_subnets(self._network_pool, self._subnets_in_use()), None)
+                    if subnet is None:
+                        raise RuntimeStartError(
+                            f"no free /{NETWORK_SUBNET_PREFIX_LENGTH} subnet is left in "
+                            f"{self._network_pool} for the deployment's network (widen "
+                            "SLIPWAY_CONTAINER_NETWORK_POOL, or remove deployments)"
+                        )
+                    try:
+                        self._create_network(name, labels, subnet)
+                        return
+                    except DockerException as exc:
+                        if "already exists" in str(exc):
+                            return
+                        if "overlaps" not in str(exc):
+                            raise
+        except DockerException as exc:
+            raise RuntimeStartError(
+                f"the deployment's network could not be created: {_stderr(exc)}"
+            ) from exc
+        raise RuntimeStartError(
+            f"the deployment's network could not be created after {NETWORK_ATTEMPTS} attempts: "
+            f"every free subnet of {self._network_pool} was taken meanwhile"
+        )
+
+    def _network_exists(self, name: str) -> bool:
+        try:
+            self._cli("network", "inspect", "--format", "{{.Name}}", name)
+        except DockerException as exc:
+            if _no_such_network(exc):
+                return False
+            raise
+        return True
+
+    def _create_network(
+        self, name: str, labels: dict[str, str], subnet: ipaddress.IPv4Network
+    ) -> None:
+        label_args = [arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")]
+        self._cli(
+            "network", "create", "--driver", "bridge", "--subnet", str(subnet), *label_args, name
+        )
+
+    def _subnets_in_use(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        attempt = 0
+        while True:
+            attempt += 1
+            ids = self._cli("network", "ls", "--quiet", "--no-trunc").split()
+            try:
+                text = self._cli(
+                    "network",
+                    "inspect",
+                    "--format",
+                    "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+                    *ids,
+                )
+            except DockerException as exc:
+                if _no_such_network(exc) and attempt < LIST_ATTEMPTS:
+                    continue
+                raise
+            return [ipaddress.ip_network(word, strict=False) for word in text.split()]
+
+    @contextlib.contextmanager
+    def _network_lock(self) -> Iterator[None]:
+        self._env_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with (self._env_dir / "networks.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _cli(self, *args: str) -> str:
+        return str(docker_cli([*self._docker.client_config.docker_cmd, *args]))
 
     def status(self, container_id: str) -> ContainerStatus:
         try:
@@ -164,8 +253,9 @@ class DockerRuntime:
             raise
 
     def remove_labelled(self, label: str, value: str) -> None:
-        """Containers first (an image in use cannot go), then images; found by label, so
-        what a crashed worker started without recording it goes too."""
+        """Containers first (an image in use cannot go, nor a network with containers on it),
+        then images, then networks; found by label, so what a crashed worker started without
+        recording it goes too. A network left behind raises: subnets of the pool are finite."""
         selector = {"label": f"{label}={value}"}
         try:
             for container in self._docker.container.list(all=True, filters=selector):
@@ -178,6 +268,24 @@ class DockerRuntime:
         for image in images:
             with contextlib.suppress(DockerException):
                 self._docker.image.remove(image.id, force=True)
+        try:
+            networks = self._cli(
+                "network", "ls", "--quiet", "--no-trunc", "--filter", f"label={label}={value}"
+            ).split()
+            for network in networks:
+                self._remove_network(network)
+        except DockerException as exc:
+            raise EngineError(
+                f"the Docker engine did not remove {value}'s network: {_stderr(exc)}"
+            ) from exc
+
+    def _remove_network(self, network: str) -> None:
+        """Safe to race: a network another remover took first is gone, which is the aim."""
+        try:
+            self._cli("network", "rm", network)
+        except DockerException as exc:
+            if not _no_such_network(exc):
+                raise
 
     def _write_env_file(self, env: dict[str, str]) -> Path:
         self._env_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -191,6 +299,60 @@ class DockerRuntime:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.writelines(f"{key}={value}\n" for key, value in env.items())
         return Path(name)
+
+
+def run_arguments(spec: ContainerSpec, env_file: Path, host_port: int) -> list[str]:
+    """`docker run` for one replica, its limits and confinement spelled out as flags.
+
+    Memory-swap equals memory so a replica has no swap on top; the port is published on
+    loopback only, where the router dials it.
+    """
+    confinement, limits = spec.confinement, spec.limits
+    labels = [arg for k, v in spec.labels.items() for arg in ("--label", f"{k}={v}")]
+    hosts = [arg for h, ip in spec.extra_hosts.items() for arg in ("--add-host", f"{h}:{ip}")]
+    caps = [
+        *(arg for cap in confinement.cap_drop for arg in ("--cap-drop", cap)),
+        *(arg for cap in confinement.cap_add for arg in ("--cap-add", cap)),
+    ]
+    security = [arg for opt in confinement.security_opts for arg in ("--security-opt", opt)]
+    logs = confinement.logs
+    return [
+        "run",
+        "--detach",
+        "--init",
+        "--name",
+        spec.name,
+        "--network",
+        spec.network,
+        "--cpus",
+        f"{limits.cpus:g}",
+        "--memory",
+        str(limits.memory_bytes),
+        "--memory-swap",
+        str(limits.memory_swap_bytes),
+        "--pids-limit",
+        str(confinement.pids_limit),
+        *caps,
+        *security,
+        "--log-driver",
+        logs.driver,
+        "--log-opt",
+        f"max-size={logs.max_size}",
+        "--log-opt",
+        f"max-file={logs.max_files}",
+        "--env-file",
+        str(env_file),
+        "--publish",
+        f"{LOCALHOST}:{host_port}:{spec.port}",
+        *labels,
+        *hosts,
+        spec.image,
+    ]
+
+
+def _no_such_network(exc: DockerException) -> bool:
+    text = str(exc).lower()
+    return "no such network" in text or ("network" in text and "not found" in text)
 
 
 def _published_port(container: Container, container_port: int) -> int | None:

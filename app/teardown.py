@@ -1,10 +1,10 @@
 """Teardown: one service takes a deployment down, for a closed pull request or a departed App.
 
-A preview goes completely (replicas, route, database and role, images, build directories, and
-its GitHub deployments go inactive); production on uninstall stops serving but keeps its
-database, so reinstalling and pushing brings it back with its data. Every step is idempotent
-and found by label or by the control plane, so a second run (a retried job, or the pipeline
-noticing late that its deployment went away) finishes what the first one left.
+A preview goes completely (replicas, route, database and role, images, its network, build
+directories, and its GitHub deployments go inactive); production on uninstall stops serving
+but keeps its database, so reinstalling and pushing brings it back with its data. Every step
+is idempotent and found by label or by the control plane, so a second run (a retried job, or
+the pipeline noticing late that its deployment went away) finishes what the first one left.
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ from app.outbox import ReportOutbox
 from app.ports import Clock, ContainerRuntime, DatabaseProvisioner
 from app.previews import mark_removed
 from app.routes import RouteTable
+from manifests.containers import DEPLOYMENT_LABEL
 
 log = logging.getLogger(__name__)
-
-DEPLOYMENT_LABEL = "dev.slipway.deployment"
 
 
 class Teardown:

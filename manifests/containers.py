@@ -1,10 +1,33 @@
-"""Container specs: what the runtime starts for a revision, with the deployment type's limits."""
+"""Container specs: what the runtime starts for a revision, with the deployment type's limits.
+
+Pure data and pure functions: the pipeline decides here what a replica is allowed, and the
+runtime only translates it into engine flags.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from app.models import DeploymentType
+
+LABEL_PREFIX = "dev.slipway"
+"""Docker labels on every image, container and network Slipway makes, so they can be found and
+cleaned up even when the control plane never recorded them."""
+DEPLOYMENT_LABEL = f"{LABEL_PREFIX}.deployment"
+REVISION_LABEL = f"{LABEL_PREFIX}.revision"
+CONTAINER_HOST_ALIAS = "host.docker.internal"
+"""How a replica names the host (the database cluster listens there): mapped to the engine's
+`host-gateway`, the default bridge's address, which every bridge network still reaches."""
+NETWORK_PREFIX = "slipway-net-"
+NETWORK_SUBNET_PREFIX_LENGTH = 27
+"""Each deployment network gets a /27 (29 addresses for replicas): more than a production
+deployment's most replicas twice over, as old and new replicas overlap at a route switch, and
+small enough that a /16 pool holds 2048 deployments."""
+DEFAULT_NETWORK_POOL = "172.16.0.0/16"
+"""Inside 172.16.0.0/12, the range the embedded cluster admits, and never handed out by Docker's
+own default pools (172.17-172.31 and 192.168), so it does not meet networks Docker makes."""
 
 
 @dataclass(frozen=True)
@@ -12,6 +35,12 @@ class Limits:
     cpus: float
     memory_bytes: int
     max_replicas: int
+
+    @property
+    def memory_swap_bytes(self) -> int:
+        """Memory plus swap, equal to memory: a replica over its limit is OOM-killed and seen
+        as such, instead of swapping the host to a crawl."""
+        return self.memory_bytes
 
 
 GIB = 1024**3
@@ -24,6 +53,45 @@ LIMITS: dict[DeploymentType, Limits] = {
 
 
 @dataclass(frozen=True)
+class LogRotation:
+    """The engine keeps at most `max_files` files of `max_size` each per replica, so a chatty app
+    cannot fill the host's disk with its output."""
+
+    max_size: str = "10m"
+    """A Docker size: digits with an optional k, m or g."""
+    max_files: int = 3
+    driver: str = "json-file"
+    """Named, not left to the engine's default: the rotation options belong to this driver, and
+    `docker logs` (the log tail in a failed check run) reads it."""
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """What every replica is denied, whatever its type: apps run code from any pull request.
+
+    No capabilities (so no raw sockets, no chown of others' files, no binding below 1024), no
+    gaining privileges through setuid binaries, a bounded number of processes (a fork bomb stops
+    at its own container), and rotated logs.
+    """
+
+    pids_limit: int = 1024
+    logs: LogRotation = field(default_factory=LogRotation)
+    cap_drop: tuple[str, ...] = ("ALL",)
+    cap_add: tuple[str, ...] = ()
+    """Empty: no app seen so far needs one back."""
+    security_opts: tuple[str, ...] = ("no-new-privileges",)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A deployment's own bridge network: its replicas reach each other, the host (database,
+    router) and nothing of another deployment."""
+
+    name: str
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     name: str
     image: str
@@ -32,5 +100,58 @@ class ContainerSpec:
     limits: Limits
     env: dict[str, str] = field(repr=False)
     """Includes secrets (DATABASE_URI, user env): never logged, hence repr=False."""
+    network: str
+    """The deployment's network (see `deployment_network`); it must exist before the start."""
     labels: dict[str, str] = field(default_factory=dict)
     extra_hosts: dict[str, str] = field(default_factory=dict)
+    confinement: Confinement = field(default_factory=Confinement)
+
+
+def deployment_network(deployment_id: str) -> NetworkSpec:
+    """Named after the deployment, so every start finds the same one and a teardown finds it by
+    label even after a crash."""
+    return NetworkSpec(
+        name=f"{NETWORK_PREFIX}{deployment_id}", labels={DEPLOYMENT_LABEL: deployment_id}
+    )
+
+
+def replica_spec(
+    *,
+    deployment_id: str,
+    revision_id: str,
+    name: str,
+    image: str,
+    port: int,
+    limits: Limits,
+    env: dict[str, str],
+    confinement: Confinement,
+) -> ContainerSpec:
+    """The one way a replica is specified, so no start path forgets its network or confinement."""
+    return ContainerSpec(
+        name=name,
+        image=image,
+        port=port,
+        limits=limits,
+        env=env,
+        network=deployment_network(deployment_id).name,
+        labels={DEPLOYMENT_LABEL: deployment_id, REVISION_LABEL: revision_id},
+        extra_hosts={CONTAINER_HOST_ALIAS: "host-gateway"},
+        confinement=confinement,
+    )
+
+
+def free_subnets(
+    pool: ipaddress.IPv4Network,
+    taken: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network],
+    prefix_length: int = NETWORK_SUBNET_PREFIX_LENGTH,
+) -> Iterator[ipaddress.IPv4Network]:
+    """Subnets of the pool, in order, that overlap no network the engine already has.
+
+    Chosen here because Docker's default pools give out whole /16s and /20s: about 30 networks
+    fit, and from the 15th on they fall outside 172.16.0.0/12, where the database cluster admits
+    clients.
+    """
+    used = [net for net in taken if isinstance(net, ipaddress.IPv4Network)]
+    for subnet in pool.subnets(new_prefix=prefix_length):
+        if not any(subnet.overlaps(net) for net in used):
+            yield subnet

@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from app.errors import BuildCancelled, BuildError, GitHubError, RouterError, SourceError
+from app.errors import (
+    BuildCancelled,
+    BuildError,
+    GitHubError,
+    RouterError,
+    RuntimeStartError,
+    SourceError,
+)
 from app.errors import EngineError as DomainEngineError
 from app.router import Route
 from app.runtime import ContainerStatus, StartedContainer
@@ -311,7 +318,8 @@ class Container:
 class FakeRuntime:
     """Containers that exist until removed; `exit_code` makes the next ones exit at start.
 
-    `images` is the engine's image store, shared with FakeBuilder.
+    `images` is the engine's image store, shared with FakeBuilder. `networks` maps a network's
+    name to its labels; like the engine, a container starts only on a network that exists.
     """
 
     images: dict[str, str] = field(default_factory=dict)
@@ -320,10 +328,19 @@ class FakeRuntime:
     """Revision ids whose containers the engine fails to remove."""
     output: Callable[[ContainerSpec], str] = lambda spec: "listening on 0.0.0.0:8000\n"
     containers: dict[str, Container] = field(default_factory=dict)
+    networks: dict[str, dict[str, str]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _ports: itertools.count[int] = field(default_factory=lambda: itertools.count(41001))
 
+    def ensure_network(self, name: str, labels: dict[str, str]) -> None:
+        self.networks.setdefault(name, dict(labels))
+
     def start(self, spec: ContainerSpec) -> StartedContainer:
+        if spec.network not in self.networks:
+            raise RuntimeStartError(
+                "the container could not be started: Error response from daemon: "
+                f"network {spec.network} not found"
+            )
         self.remove(spec.name)  # as the Docker runtime does: a name is reused by a retry
         exited = self.exit_code is not None
         container = Container(
@@ -386,6 +403,13 @@ class FakeRuntime:
                     raise DomainEngineError(f"the Docker engine did not remove it: {exc}") from exc
         for tag in [t for t in self.images if t.startswith(f"slipway/{value}:")]:
             del self.images[tag]
+        for name in [n for n, labels in self.networks.items() if labels.get(label) == value]:
+            del self.networks[name]
+
+    def network_of(self, revision_id: str) -> str:
+        [container] = self.of_revision(revision_id)
+        assert container.spec.network in self.networks, "started on a network that is gone"
+        return container.spec.network
 
     def of_revision(self, revision_id: str) -> list[Container]:
         return [c for c in self.containers.values() if c.revision_id == revision_id]

@@ -12,6 +12,7 @@ from sqlmodel import col, select
 from app.models import Database, Replica, Revision, RevisionState
 from app.pipeline import KEEP_IMAGES
 from app.reporting import REDACTED
+from manifests.containers import Confinement, LogRotation
 from tests.unit.world import DOCKERFILE, URL, Platform, WorkerKilled, route
 
 
@@ -57,6 +58,46 @@ def test_the_replica_gets_its_port_database_and_user_env(platform: Platform) -> 
     assert env["SLIPWAY_DEPLOYMENT"] == "web"
     [(name, (role, password))] = platform.databases.databases.items()
     assert env["DATABASE_URI"] == platform.databases.container_uri(name, role, password)
+
+
+def test_the_replica_is_confined_and_on_its_deployments_own_network(platform: Platform) -> None:
+    first = platform.push()
+
+    assert platform.pipeline.run(first) is RevisionState.live
+
+    [container] = platform.runtime.of_revision(first)
+    confinement = container.spec.confinement
+    assert confinement.cap_drop == ("ALL",) and confinement.cap_add == ()
+    assert confinement.security_opts == ("no-new-privileges",)
+    assert confinement.pids_limit == 1024
+    assert (confinement.logs.max_size, confinement.logs.max_files) == ("10m", 3)
+    deployment_id = platform.deployment().id
+    assert container.spec.network == f"slipway-net-{deployment_id}"
+    assert platform.runtime.networks == {
+        container.spec.network: {"dev.slipway.deployment": deployment_id}
+    }
+
+
+def test_the_next_revision_joins_the_same_network(platform: Platform) -> None:
+    first = platform.push()
+    platform.pipeline.run(first)
+    network = platform.runtime.network_of(first)
+    second = platform.push()
+
+    assert platform.pipeline.run(second) is RevisionState.live
+
+    assert platform.runtime.network_of(second) == network
+    assert list(platform.runtime.networks) == [network]
+
+
+def test_the_configured_confinement_reaches_the_replica(platform: Platform) -> None:
+    confinement = Confinement(pids_limit=64, logs=LogRotation(max_size="1m", max_files=2))
+    platform.reconfigure(confinement=confinement)
+    first = platform.push()
+
+    platform.pipeline.run(first)
+
+    assert platform.runtime.of_revision(first)[0].spec.confinement == confinement
 
 
 def test_the_health_path_from_slipway_toml_is_the_one_checked(platform: Platform) -> None:

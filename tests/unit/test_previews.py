@@ -26,6 +26,7 @@ from tests.fake_github import (
     installation_repositories_payload,
     push_payload,
 )
+from manifests.containers import DEPLOYMENT_LABEL
 from tests.unit.pull_requests import check_run_payload, check_suite_payload
 from tests.unit.world import DOCKERFILE, INSTALLATION, Platform
 
@@ -215,6 +216,14 @@ def test_a_second_synchronize_cancels_the_one_still_queued(platform: Platform) -
 
 
 # -- closed -----------------------------------------------------------------------------------
+def networks_of(platform: Platform, deployment_id: str) -> list[str]:
+    return [
+        name
+        for name, labels in platform.runtime.networks.items()
+        if labels.get(DEPLOYMENT_LABEL) == deployment_id
+    ]
+
+
 def assert_nothing_left(platform: Platform, deployment_id: str) -> None:
     assert platform.router.upstreams(PREVIEW_HOST) is None
     assert database_of(platform, deployment_id) is None
@@ -223,6 +232,7 @@ def assert_nothing_left(platform: Platform, deployment_id: str) -> None:
         for c in platform.runtime.containers.values()
     )
     assert not [tag for tag in platform.runtime.images if deployment_id in tag]
+    assert networks_of(platform, deployment_id) == []
     builds = platform.config.builds_dir
     assert not builds.exists() or list(builds.iterdir()) == []
     with platform.sessions() as session:
@@ -232,6 +242,18 @@ def assert_nothing_left(platform: Platform, deployment_id: str) -> None:
             .where(Revision.deployment_id == deployment_id, col(Replica.stopped_at).is_(None))
         ).all()
         assert running == []
+
+
+def test_a_preview_runs_on_a_network_of_its_own_not_productions(platform: Platform) -> None:
+    production = platform.push()
+    platform.pipeline.run(production)
+    preview_revision = open_and_run(platform)
+    preview = platform.preview_deployment(7)
+    production_id = platform.revision(production).deployment_id
+
+    assert networks_of(platform, preview.id) == [platform.runtime.network_of(preview_revision)]
+    assert networks_of(platform, production_id) == [platform.runtime.network_of(production)]
+    assert platform.runtime.network_of(preview_revision) != platform.runtime.network_of(production)
 
 
 def test_closing_removes_everything_and_says_so(platform: Platform) -> None:
@@ -245,6 +267,7 @@ def test_closing_removes_everything_and_says_so(platform: Platform) -> None:
 
     assert_nothing_left(platform, preview.id)
     assert len(platform.databases.databases) == 1  # production's is untouched
+    assert platform.runtime.network_of(production) in platform.runtime.networks
     assert platform.router.upstreams("web.localhost") is not None
     preview_deployments = [
         d_id for d_id, d in platform.github.deployments.items() if d["environment"] == "pr-7"
@@ -340,6 +363,7 @@ def test_uninstalling_removes_previews_and_stops_production_keeping_its_data(
     assert_nothing_left(platform, preview.id)
     assert platform.router.upstreams("web.localhost") is None
     assert platform.runtime.of_revision(production) == []
+    assert networks_of(platform, production_id) == []
     assert database_of(platform, production_id) == production_db
     with platform.sessions() as session:
         pull_request = session.exec(select(PullRequest)).one()
@@ -358,6 +382,7 @@ def test_uninstalling_removes_previews_and_stops_production_keeping_its_data(
     assert platform.pipeline.run(back) is RevisionState.live
     assert platform.router.upstreams("web.localhost") is not None
     assert database_of(platform, production_id) == production_db
+    assert networks_of(platform, production_id) == [platform.runtime.network_of(back)]
 
 
 def test_a_repository_removed_from_the_app_loses_its_previews(
@@ -573,6 +598,7 @@ def test_a_teardown_the_engine_refuses_does_the_rest_and_finishes_when_retried(
         platform.teardown.remove(preview.id, drop_database=True, reason="closed")
 
     assert platform.router.upstreams(PREVIEW_HOST) is None
+    assert networks_of(platform, preview.id) != []  # its replica is still on it
     assert database_of(platform, preview.id) is None
     platform.runtime.stuck.clear()
     platform.teardown.remove(preview.id, drop_database=True, reason="closed")
