@@ -20,6 +20,7 @@ from app.facts import CommitFacts, GitHubCommitFacts
 from app.github.auth import GitHubApp
 from app.github.rest import GitHubRest
 from app.health import HttpHealthProbe
+from app.models import DeploymentType
 from app.notifications import PlatformNotifier
 from app.outbox import ReportOutbox
 from app.pipeline import PipelineConfig, RevisionPipeline
@@ -98,6 +99,10 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
             max_path_length=settings.source_max_path_length,
         ),
         max_download_bytes=settings.source_max_download_bytes,
+        connection_limits={
+            DeploymentType.development: settings.database_connection_limit_development,
+            DeploymentType.production: settings.database_connection_limit_production,
+        },
         confinement=Confinement(
             pids_limit=settings.container_pids_limit,
             logs=LogRotation(

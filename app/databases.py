@@ -1,13 +1,20 @@
 """Provisioning one Postgres database and role per deployment on the admin cluster.
 
 The role owns its database and nothing else; CONNECT is revoked from PUBLIC so no other
-deployment's role can open it. Statements are composed with psycopg.sql, never by formatting,
-and the password travels as a literal the server hashes (scram-sha-256); it is never logged.
+deployment's role can open it (the embedded cluster's pg_hba also allows a role only the
+database of its own name), and a connection limit keeps one app from exhausting the cluster.
+Statements are composed with psycopg.sql, never by formatting. The password never reaches the
+server: Slipway computes the SCRAM-SHA-256 verifier itself, so not even a failed, logged
+`CREATE ROLE` statement holds it.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
+import secrets
 from urllib.parse import quote, urlsplit
 
 import psycopg
@@ -17,6 +24,27 @@ from app.errors import DatabaseError
 
 CONNECT_TIMEOUT_SECONDS = 10
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+SCRAM_ITERATIONS = 4096
+"""Postgres's own default (scram_iterations)."""
+
+
+def scram_verifier(password: str, *, salt: bytes | None = None) -> str:
+    """The SCRAM-SHA-256 verifier Postgres stores for `password` (RFC 5802, RFC 7677).
+
+    Slipway's passwords are URL-safe ASCII, which SASLprep leaves as they are.
+    """
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, SCRAM_ITERATIONS)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return f"SCRAM-SHA-256${SCRAM_ITERATIONS}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
 def database_identifier(deployment_id: str) -> str:
@@ -46,7 +74,7 @@ class PostgresProvisioner:
                 f"{host}:{self._port}: {first_line}"
             ) from None
 
-    def ensure(self, name: str, role: str, password: str) -> None:
+    def ensure(self, name: str, role: str, password: str, *, connection_limit: int) -> None:
         """Create role and database when missing; reset the password to the stored one."""
         try:
             with self._connect() as conn:
@@ -56,8 +84,13 @@ class PostgresProvisioner:
                 verb = "ALTER" if exists else "CREATE"
                 conn.execute(
                     sql.SQL(
-                        verb + " ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}"
-                    ).format(sql.Identifier(role), sql.Literal(password))
+                        verb + " ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                        "NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {} PASSWORD {}"
+                    ).format(
+                        sql.Identifier(role),
+                        sql.Literal(connection_limit),
+                        sql.Literal(scram_verifier(password)),
+                    )
                 )
                 if not conn.execute(
                     "SELECT 1 FROM pg_database WHERE datname = %s", (name,)

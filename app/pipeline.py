@@ -27,6 +27,7 @@ from app.models import (
     IN_FLIGHT_STATES,
     Database,
     Deployment,
+    DeploymentType,
     PullRequest,
     PullRequestState,
     Replica,
@@ -78,6 +79,10 @@ class PipelineConfig:
     router_port: int
     unpack_limits: UnpackLimits = field(default_factory=UnpackLimits)
     max_download_bytes: int = 1024**3
+    connection_limits: dict[DeploymentType, int] = field(
+        default_factory=lambda: {DeploymentType.development: 20, DeploymentType.production: 50}
+    )
+    """Connections one deployment's role may hold on the cluster, by deployment type."""
     confinement: Confinement = field(default_factory=Confinement)
     """Held by every replica (capabilities, privileges, processes, logs)."""
 
@@ -463,7 +468,12 @@ class RevisionPipeline:
                     assert database is not None
             password = self._secrets.decrypt(database.password_encrypted)
             if database.provisioned_at is None:
-                self._databases.ensure(database.name, database.role, password)
+                self._databases.ensure(
+                    database.name,
+                    database.role,
+                    password,
+                    connection_limit=self.config.connection_limits[deployment.type],
+                )
                 database.provisioned_at = self._clock()
                 session.add(database)
                 session.commit()

@@ -134,9 +134,9 @@ class DockerRuntime:
                         self._create_network(name, labels, subnet)
                         return
                     except DockerException as exc:
-                        if "already exists" in str(exc):
+                        if "already exists" in _stderr(exc):
                             return
-                        if "overlaps" not in str(exc):
+                        if "overlaps" not in _stderr(exc):
                             raise
         except DockerException as exc:
             raise RuntimeStartError(
@@ -351,7 +351,8 @@ def run_arguments(spec: ContainerSpec, env_file: Path, host_port: int) -> list[s
 
 
 def _no_such_network(exc: DockerException) -> bool:
-    text = str(exc).lower()
+    """Read from the engine's answer only: the command line itself names the network."""
+    text = (exc.stderr if isinstance(exc.stderr, str) else str(exc)).lower()
     return "no such network" in text or ("network" in text and "not found" in text)
 
 

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     """Most files, folders and links a commit may hold."""
     source_max_path_length: Annotated[int, Field(gt=0, le=4095)] = 1024
     """Longest path (in bytes) of any file in a commit, and of any link target."""
+    database_connection_limit_development: Annotated[int, Field(ge=1)] = 20
+    """Connections a development deployment's (and a preview's) database role may hold."""
+    database_connection_limit_production: Annotated[int, Field(ge=1)] = 50
     container_pids_limit: Annotated[int, Field(ge=1)] = 1024
     """Most processes and threads one replica may hold: a fork bomb stops at its container."""
     container_log_max_size: str = "10m"

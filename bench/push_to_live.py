@@ -603,7 +603,7 @@ def report(samples: Samples, machine: Sequence[str], build_method: str) -> str:
 
 # -- cleanup ----------------------------------------------------------------------------------
 def remove_docker_objects(deployment_ids: Sequence[str], floor_containers: Sequence[str]) -> None:
-    """Containers and images this run made; BuildKit's cache stays for the next run."""
+    """Containers, images and networks this run made; BuildKit's cache stays for the next run."""
     for deployment_id in deployment_ids:
         label = f"label={DEPLOYMENT_LABEL}={deployment_id}"
         containers = docker("ps", "-aq", "--filter", label).split()
@@ -612,6 +612,9 @@ def remove_docker_objects(deployment_ids: Sequence[str], floor_containers: Seque
         images = docker("images", "-q", "--filter", label).split()
         if images:
             docker("rmi", "-f", *sorted(set(images)))
+        networks = docker("network", "ls", "-q", "--filter", label).split()
+        if networks:
+            docker("network", "rm", *networks)
     if floor_containers:
         docker("rm", "-f", *floor_containers)
     floor_tags = docker("images", FLOOR_IMAGE, "--format", "{{.Repository}}:{{.Tag}}").split()

@@ -401,9 +401,11 @@ class EmbeddedPostgres:
             f"host    all       {PG_ADMIN_USER}  127.0.0.1/32  scram-sha-256",
             f"host    all       {PG_ADMIN_USER}  0.0.0.0/0     reject",
             f"host    all       {PG_ADMIN_USER}  ::/0          reject",
-            "host    all       all  127.0.0.1/32  scram-sha-256",
+            # A deployment's role opens only the database of its own name: a leaked password
+            # of one deployment is useless against another's, and against postgres/template1.
+            "host    sameuser  all  127.0.0.1/32  scram-sha-256",
         ]
-        lines += [f"host    all       all  {cidr}  scram-sha-256" for cidr in self.client_cidrs]
+        lines += [f"host    sameuser  all  {cidr}  scram-sha-256" for cidr in self.client_cidrs]
         return self._write_if_changed(self.pgdata / "pg_hba.conf", "\n".join(lines) + "\n")
 
     def _set_admin_password(self, password: str) -> None:

@@ -54,7 +54,8 @@ def platform(
 
 
 def remove_docker_objects(deployment_ids: list[str]) -> None:
-    """Containers and images this run made; BuildKit's cache stays to keep the next run fast."""
+    """Containers, images and networks this run made; BuildKit's cache stays to keep the next
+    run fast."""
     for deployment_id in deployment_ids:
         label = f"label=dev.slipway.deployment={deployment_id}"
         containers = subprocess.run(
@@ -67,6 +68,14 @@ def remove_docker_objects(deployment_ids: list[str]) -> None:
         ).stdout.split()
         if images:
             subprocess.run([DOCKER, "rmi", "-f", *set(images)], capture_output=True, check=False)
+        networks = subprocess.run(
+            [DOCKER, "network", "ls", "-q", "--filter", label],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        if networks:
+            subprocess.run([DOCKER, "network", "rm", *networks], capture_output=True, check=False)
 
 
 RepoFactory = Callable[[str, dict[str, str | bytes]], tuple[GitRepo, dict[str, Any]]]

@@ -132,12 +132,15 @@ def serves(platform: RunningPlatform, slug: str, text: str) -> bool:
 
 
 def docker_ids(kind: str, deployment_id: str) -> list[str]:
-    command = "ps" if kind == "containers" else "images"
+    command = {
+        "containers": ["ps", "-aq"],
+        "images": ["images", "-q"],
+        "networks": ["network", "ls", "-q"],
+    }[kind]
     return subprocess.run(
         [
             DOCKER,
-            command,
-            "-aq" if kind == "containers" else "-q",
+            *command,
             "--filter",
             f"label=dev.slipway.deployment={deployment_id}",
         ],
@@ -184,6 +187,7 @@ def assert_removed(prs: PullRequests, preview: dict[str, Any], uri: str) -> None
     wait_for("the preview's database to be gone", lambda: not connects(uri), 60)
     wait_for("no container of the preview", lambda: not docker_ids("containers", preview["id"]), 60)
     wait_for("no image of the preview", lambda: not docker_ids("images", preview["id"]), 60)
+    wait_for("no network of the preview", lambda: not docker_ids("networks", preview["id"]), 60)
     builds = platform.data_dir / "builds"
     revisions = platform.api(f"/api/deployments/{preview['id']}/revisions")
     assert not any((builds / r["id"]).exists() for r in revisions)
@@ -231,6 +235,9 @@ def test_a_pull_request_preview_from_open_to_close(
     limits = host_config(revision1["id"])
     assert limits["NanoCpus"] == 1_000_000_000
     assert limits["Memory"] == 1024**3
+    assert limits["CapDrop"] == ["ALL"]
+    assert limits["NetworkMode"] == f"slipway-net-{preview['id']}"
+    assert host_config(live["id"])["NetworkMode"] == f"slipway-net-{production['id']}"
     prs.comment_saying(1, "✅ Live", url, f"`{head[:7]}`")
 
     # synchronize: the same URL serves the new commit, its data kept, the one comment edited.
@@ -413,8 +420,17 @@ def test_a_rerun_of_a_failed_push_makes_a_new_revision_and_check_run(
         assert again["commit_sha"] == repo.head and again["id"] != failed["id"]
         settled = platform.wait_state(again["id"], {"live", "failed"})
         assert settled["state"] == "live", settled["error"]
-        runs = [r for r in github.check_runs(repository["full_name"]) if r.head_sha == repo.head]
-        assert [r.conclusion for r in runs] == ["failure", "success"]
+
+        def conclusions() -> list[str | None]:
+            runs = github.check_runs(repository["full_name"])
+            return [r.conclusion for r in runs if r.head_sha == repo.head]
+
+        def concluded() -> list[str | None] | None:
+            found = conclusions()
+            return found if len(found) == 2 and None not in found else None
+
+        # Reports reach GitHub through the outbox, after the revision went live.
+        assert wait_for("both check runs to conclude", concluded, 30) == ["failure", "success"]
     finally:
         subprocess.run([DOCKER, "rmi", missing], capture_output=True, check=False)
 

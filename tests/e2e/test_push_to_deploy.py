@@ -62,6 +62,13 @@ def test_push_deploys_and_next_push_replaces_it_keeping_the_data(
     )
     assert host_config["NanoCpus"] == 2_000_000_000
     assert host_config["Memory"] == 2 * 1024**3
+    # ... and it is confined (and still serves and reaches its database, below).
+    assert host_config["MemorySwap"] == host_config["Memory"]
+    assert host_config["CapDrop"] == ["ALL"] and not host_config["CapAdd"]
+    assert host_config["SecurityOpt"] == ["no-new-privileges"]
+    assert host_config["PidsLimit"] == 1024
+    assert host_config["LogConfig"]["Config"] == {"max-size": "10m", "max-file": "3"}
+    assert host_config["NetworkMode"] == f"slipway-net-{deployment['id']}"
     assert all(
         binding["HostIp"] == "127.0.0.1"
         for bindings in host_config["PortBindings"].values()

@@ -11,8 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from app.databases import PostgresProvisioner, database_identifier
+from app.databases import PostgresProvisioner, database_identifier, scram_verifier
 from app.embedded import EmbeddedPostgres, docker_bridge_gateway
+from app.errors import DatabaseError
 from tests.images import DOCKER, ensure_python_image
 
 pytestmark = pytest.mark.timeout(180)
@@ -42,19 +43,23 @@ def test_each_deployment_reaches_its_own_database_and_no_other(
 ) -> None:
     a, b = database_identifier("dep_aaaa1111"), database_identifier("dep_bbbb2222")
     pass_a, pass_b = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-    provisioner.ensure(a, a, pass_a)
-    provisioner.ensure(b, b, pass_b)
+    provisioner.ensure(a, a, pass_a, connection_limit=20)
+    provisioner.ensure(b, b, pass_b, connection_limit=20)
 
     with psycopg.connect(_local_uri(cluster, a, pass_a, a), autocommit=True) as conn:
         conn.execute("CREATE TABLE kept (v text)")
         conn.execute("INSERT INTO kept VALUES ('mine')")
-    with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+    # pg_hba allows a role only the database of its own name: refused before any privilege.
+    with pytest.raises(psycopg.OperationalError, match=r"no pg_hba\.conf entry"):
         psycopg.connect(_local_uri(cluster, a, pass_a, b))
+    for system_database in ("postgres", "template1"):
+        with pytest.raises(psycopg.OperationalError, match=r"no pg_hba\.conf entry"):
+            psycopg.connect(_local_uri(cluster, a, pass_a, system_database))
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(_local_uri(cluster, a, pass_b, a))
 
     # Provisioning again (a retried job) keeps the data and the password.
-    provisioner.ensure(a, a, pass_a)
+    provisioner.ensure(a, a, pass_a, connection_limit=20)
     with psycopg.connect(_local_uri(cluster, a, pass_a, a)) as conn:
         assert conn.execute("SELECT v FROM kept").fetchall() == [("mine",)]
 
@@ -69,7 +74,7 @@ def test_a_container_reaches_its_database_with_the_uri_it_is_given(
     image = ensure_python_image()
     name = database_identifier("dep_cccc3333")
     password = secrets.token_urlsafe(16)
-    provisioner.ensure(name, name, password)
+    provisioner.ensure(name, name, password, connection_limit=20)
     uri = provisioner.container_uri(name, name, password)
     assert uri.startswith(f"postgresql://{name}:") and "@host.docker.internal:" in uri
 
@@ -101,3 +106,51 @@ def test_a_container_reaches_its_database_with_the_uri_it_is_given(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [name, name]
+
+
+def test_a_deployment_role_has_a_connection_limit(
+    cluster: EmbeddedPostgres, provisioner: PostgresProvisioner
+) -> None:
+    name = database_identifier("dep_dddd4444")
+    password = secrets.token_urlsafe(16)
+    provisioner.ensure(name, name, password, connection_limit=2)
+    held = [psycopg.connect(_local_uri(cluster, name, password, name)) for _ in range(2)]
+    try:
+        with pytest.raises(psycopg.OperationalError, match="too many connections for role"):
+            psycopg.connect(_local_uri(cluster, name, password, name))
+    finally:
+        for conn in held:
+            conn.close()
+    with psycopg.connect(_local_uri(cluster, name, password, name)) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_no_password_reaches_the_cluster_log_even_when_a_statement_fails(
+    cluster: EmbeddedPostgres, provisioner: PostgresProvisioner
+) -> None:
+    with psycopg.connect(cluster.admin_url, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET log_statement = 'all'")  # the worst case: log it all
+        conn.execute("SELECT pg_reload_conf()")
+    try:
+        name = database_identifier("dep_eeee5555")
+        password = secrets.token_urlsafe(24)
+        provisioner.ensure(name, name, password, connection_limit=5)
+        # A statement that fails (the limit must be >= -1) is logged with its text.
+        with pytest.raises(DatabaseError):
+            provisioner.ensure(name, name, password, connection_limit=-5)
+        with psycopg.connect(_local_uri(cluster, name, password, name)) as conn:
+            conn.execute("SELECT 1")
+    finally:
+        with psycopg.connect(cluster.admin_url, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM RESET log_statement")
+            conn.execute("SELECT pg_reload_conf()")
+    log = cluster.log_path.read_text(errors="replace")
+    assert "CREATE ROLE" in log or "ALTER ROLE" in log  # the statements were logged ...
+    assert password not in log  # ... without the password
+
+
+def test_the_verifier_is_what_postgres_computes_for_the_password() -> None:
+    salt = bytes(range(16))
+    verifier = scram_verifier("pencil", salt=salt)
+    assert verifier.startswith("SCRAM-SHA-256$4096:AAECAwQFBgcICQoLDA0ODw==$")
+    assert "pencil" not in verifier

@@ -441,9 +441,11 @@ class FakeDatabases:
     databases: dict[str, tuple[str, str]] = field(default_factory=dict)
     """name → (role, password)."""
     times_ensured: int = 0
+    connection_limits: dict[str, int] = field(default_factory=dict)
 
-    def ensure(self, name: str, role: str, password: str) -> None:
+    def ensure(self, name: str, role: str, password: str, *, connection_limit: int) -> None:
         self.databases[name] = (role, password)
+        self.connection_limits[name] = connection_limit
         self.times_ensured += 1
 
     def drop(self, name: str, role: str) -> None:

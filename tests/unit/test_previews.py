@@ -20,13 +20,13 @@ from app.models import (
     Revision,
     RevisionState,
 )
+from manifests.containers import DEPLOYMENT_LABEL
 from tests.fake_github import (
     ZERO_SHA,
     installation_payload,
     installation_repositories_payload,
     push_payload,
 )
-from manifests.containers import DEPLOYMENT_LABEL
 from tests.unit.pull_requests import check_run_payload, check_suite_payload
 from tests.unit.world import DOCKERFILE, INSTALLATION, Platform
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
 
+from app.bootstrap import pipeline_config
 from app.settings import SettingsError, load_settings
+from manifests.containers import Confinement, LogRotation
 
 
 @pytest.fixture
@@ -172,3 +175,49 @@ def test_an_empty_webhook_secret_is_refused(env: pytest.MonkeyPatch, secret: str
     message = settings_error()
     assert "SLIPWAY_GITHUB_WEBHOOK_SECRET" in message
     assert "empty" in message
+
+
+def test_replicas_are_confined_by_default(env: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+
+    assert pipeline_config(settings).confinement == Confinement(
+        pids_limit=1024, logs=LogRotation(max_size="10m", max_files=3)
+    )
+    assert settings.container_network_pool == IPv4Network("172.16.0.0/16")
+
+
+def test_the_confinement_settings_reach_the_pipeline(env: pytest.MonkeyPatch) -> None:
+    env.setenv("SLIPWAY_CONTAINER_PIDS_LIMIT", "256")
+    env.setenv("SLIPWAY_CONTAINER_LOG_MAX_SIZE", "20M")
+    env.setenv("SLIPWAY_CONTAINER_LOG_MAX_FILES", "5")
+    env.setenv("SLIPWAY_CONTAINER_NETWORK_POOL", "172.20.0.0/20")
+
+    settings = load_settings()
+
+    confinement = pipeline_config(settings).confinement
+    assert confinement.pids_limit == 256
+    assert confinement.logs == LogRotation(max_size="20m", max_files=5)
+    assert confinement.cap_drop == ("ALL",)
+    assert settings.container_network_pool == IPv4Network("172.20.0.0/20")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("SLIPWAY_CONTAINER_PIDS_LIMIT", "0", "greater than or equal to 1"),
+        ("SLIPWAY_CONTAINER_LOG_MAX_SIZE", "lots", "a size such as"),
+        ("SLIPWAY_CONTAINER_LOG_MAX_SIZE", "0m", "a size such as"),
+        ("SLIPWAY_CONTAINER_LOG_MAX_FILES", "0", "greater than or equal to 1"),
+        ("SLIPWAY_CONTAINER_NETWORK_POOL", "172.16.0.0/28", "at least one /27"),
+        ("SLIPWAY_CONTAINER_NETWORK_POOL", "172.16.0.1/16", "IPv4 network"),
+    ],
+)
+def test_a_bad_confinement_setting_is_named(
+    env: pytest.MonkeyPatch, variable: str, value: str, says: str
+) -> None:
+    env.setenv(variable, value)
+
+    message = settings_error()
+
+    assert f"{variable}: " in message
+    assert says in message

@@ -1,0 +1,330 @@
+"""Replicas on the real engine: confined, and on a network of their deployment's own.
+
+Replicas are started by DockerRuntime from the spec the pipeline builds (`replica_spec`), and
+probed from inside: what a process in the container can do is the outcome that matters, the
+engine's inspect output is checked too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import subprocess
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.embedded import docker_bridge_gateway
+from app.errors import RuntimeStartError
+from app.models import DeploymentType
+from app.runtime import DockerRuntime, StartedContainer
+from manifests.containers import (
+    DEFAULT_NETWORK_POOL,
+    DEPLOYMENT_LABEL,
+    LIMITS,
+    NETWORK_SUBNET_PREFIX_LENGTH,
+    Confinement,
+    LogRotation,
+    deployment_network,
+    replica_spec,
+)
+from tests.images import DOCKER, docker, ensure_busybox_image
+from tests.platform import wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+APP_IMAGE = "slipway-test/confined-httpd:1"
+CHATTY_LINES = 2000
+"""Lines the app prints before serving: ~100 KB, far more than a tiny rotation keeps."""
+PAGE = "served from inside a confined replica"
+
+
+@pytest.fixture(scope="module")
+def app_image() -> Iterator[str]:
+    """busybox httpd on 8000 after printing CHATTY_LINES lines, as a deployed app would run."""
+    base = ensure_busybox_image()
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "index.html").write_text(PAGE + "\n")
+        (Path(tmp) / "Dockerfile").write_text(
+            f"FROM {base}\n"
+            "COPY index.html /www/index.html\n"
+            'CMD ["/bin/sh", "-c", "i=0; while [ $i -lt '
+            f"{CHATTY_LINES}"
+            " ]; do echo line-$i-padding-padding-padding-padding-padding-padding; i=$((i+1)); "
+            'done; exec /bin/busybox httpd -f -p 8000 -h /www"]\n'
+        )
+        subprocess.run(
+            [DOCKER, "build", "-q", "-t", APP_IMAGE, tmp],
+            env={"DOCKER_BUILDKIT": "1", "PATH": "/usr/bin:/bin"},
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    yield APP_IMAGE
+    subprocess.run([DOCKER, "rmi", APP_IMAGE], capture_output=True, check=False)
+
+
+@dataclass
+class Deployments:
+    """Starts replicas the way the pipeline does, and removes what each deployment made."""
+
+    runtime: DockerRuntime
+    image: str
+    ids: list[str] = field(default_factory=list)
+
+    def start(self, confinement: Confinement | None = None) -> tuple[str, StartedContainer]:
+        deployment_id = f"dep_test{uuid.uuid4().hex[:8]}"
+        self.ids.append(deployment_id)
+        return deployment_id, self.start_replica(deployment_id, confinement)
+
+    def start_replica(
+        self, deployment_id: str, confinement: Confinement | None = None
+    ) -> StartedContainer:
+        revision_id = f"rev_{uuid.uuid4().hex[:8]}"
+        spec = replica_spec(
+            deployment_id=deployment_id,
+            revision_id=revision_id,
+            name=f"slipway-test-{deployment_id}-{revision_id}",
+            image=self.image,
+            port=8000,
+            limits=LIMITS[DeploymentType.production],
+            env={"PORT": "8000"},
+            confinement=confinement or Confinement(),
+        )
+        network = deployment_network(deployment_id)
+        self.runtime.ensure_network(network.name, network.labels)
+        started = self.runtime.start(spec)
+        wait_for(f"{spec.name} to serve", lambda: serves(started.host_port), 30)
+        return started
+
+    def clean_up(self) -> None:
+        for deployment_id in self.ids:
+            try:
+                self.runtime.remove_labelled(DEPLOYMENT_LABEL, deployment_id)
+            finally:  # whatever the runtime left: it is under test too
+                label = f"label={DEPLOYMENT_LABEL}={deployment_id}"
+                containers = docker("ps", "-aq", "--filter", label).split()
+                if containers:
+                    docker("rm", "-f", *containers)
+                networks = docker("network", "ls", "-q", "--filter", label).split()
+                if networks:
+                    docker("network", "rm", *networks)
+
+
+@pytest.fixture
+def deployments(app_image: str, tmp_path: Path) -> Iterator[Deployments]:
+    made = Deployments(DockerRuntime(DOCKER, tmp_path / "run"), app_image)
+    yield made
+    made.clean_up()
+
+
+def serves(host_port: int) -> bool:
+    """What the router does: dial the replica's port published on 127.0.0.1."""
+    try:
+        response = httpx.get(f"http://127.0.0.1:{host_port}/", timeout=2, trust_env=False)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200 and response.text.strip() == PAGE
+
+
+def in_container(container: str, *command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DOCKER, "exec", container, *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def fetch(container: str, url: str) -> subprocess.CompletedProcess[str]:
+    """An HTTP GET from inside the container, given 5 s (busybox's own `wget -T` crashes)."""
+    return in_container(container, "timeout", "5", "wget", "-q", "-O", "-", url)
+
+
+def inspect(kind: str, name: str) -> dict[str, Any]:
+    [found] = json.loads(docker(kind, "inspect", name))
+    return dict(found)
+
+
+def subnet_of(network: dict[str, Any]) -> ipaddress.IPv4Network:
+    [config] = network["IPAM"]["Config"]
+    return ipaddress.IPv4Network(config["Subnet"])
+
+
+def container_ip(container: str) -> str:
+    [network] = inspect("container", container)["NetworkSettings"]["Networks"].values()
+    return str(network["IPAddress"])
+
+
+@dataclass
+class HostServer:
+    """A TCP server where the database cluster listens: on the default bridge's gateway."""
+
+    address: str
+    port: int
+    peers: list[str]
+
+
+@pytest.fixture
+def host_server() -> Iterator[HostServer]:
+    gateway = docker_bridge_gateway()
+    assert gateway, "a Docker engine with its default bridge is needed (make test starts one)"
+    listener = socket.create_server((gateway, 0))
+    listener.settimeout(0.2)
+    server = HostServer(gateway, listener.getsockname()[1], [])
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, (peer, _port) = listener.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                server.peers.append(peer)
+                connection.sendall(b"cluster says hello\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server
+    stop.set()
+    thread.join(timeout=5)
+    listener.close()
+
+
+def test_a_replica_runs_confined(deployments: Deployments) -> None:
+    _, replica = deployments.start()
+
+    host = inspect("container", replica.id)["HostConfig"]
+    assert host["CapDrop"] == ["ALL"]
+    assert not host["CapAdd"]
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["PidsLimit"] == 1024
+    assert host["Memory"] == LIMITS[DeploymentType.production].memory_bytes
+    assert host["MemorySwap"] == host["Memory"]
+    assert host["LogConfig"] == {
+        "Type": "json-file",
+        "Config": {"max-size": "10m", "max-file": "3"},
+    }
+    assert host["Privileged"] is False
+
+    # From inside: no capability at all, and no way to gain privileges.
+    status = in_container(replica.id, "cat", "/proc/self/status").stdout
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    assert int(fields["CapEff"].strip(), 16) == 0
+    assert int(fields["CapBnd"].strip(), 16) == 0
+    assert fields["NoNewPrivs"].strip() == "1"
+    denied = in_container(replica.id, "ping", "-c", "1", "-W", "1", "127.0.0.1")
+    assert denied.returncode != 0 and "permission denied" in denied.stderr.lower()
+    chown = in_container(replica.id, "chown", "65534", "/www/index.html")
+    assert chown.returncode != 0, "chown worked without CAP_CHOWN"
+
+
+def test_a_fork_bomb_stops_at_the_pids_limit(deployments: Deployments) -> None:
+    _, replica = deployments.start(Confinement(pids_limit=24))
+
+    bomb = in_container(
+        replica.id, "sh", "-c", "for i in $(seq 1 60); do sleep 20 & done; echo spawned"
+    )
+
+    assert "can't fork" in bomb.stderr or "Resource temporarily unavailable" in bomb.stderr, (
+        bomb.stdout,
+        bomb.stderr,
+    )
+    assert inspect("container", replica.id)["HostConfig"]["PidsLimit"] == 24
+
+
+def test_a_chatty_replicas_log_is_rotated(deployments: Deployments) -> None:
+    _, replica = deployments.start(Confinement(logs=LogRotation(max_size="2k", max_files=2)))
+    last = f"line-{CHATTY_LINES - 1}-"
+
+    def finished_log() -> str | None:
+        text = subprocess.run(
+            [DOCKER, "logs", replica.id], capture_output=True, text=True, check=True
+        ).stdout
+        return text if last in text else None
+
+    kept = wait_for("the last line in the replica's log", finished_log, 30)
+    assert "line-0-" not in kept
+    assert len(kept.encode()) <= 2 * 2048 + 200  # two files of 2 KB (and one line over)
+
+
+def test_deployments_cannot_reach_each_other_but_reach_the_host(
+    deployments: Deployments, host_server: HostServer
+) -> None:
+    a_id, a = deployments.start()
+    b_id, b = deployments.start()
+    a_net = inspect("network", deployment_network(a_id).name)
+    b_net = inspect("network", deployment_network(b_id).name)
+    assert a_net["Id"] != b_net["Id"]
+    b_ip = container_ip(b.id)
+    pool = ipaddress.IPv4Network(DEFAULT_NETWORK_POOL)
+    subnets = [subnet_of(a_net), subnet_of(b_net)]
+    for subnet in subnets:
+        assert subnet.subnet_of(pool) and subnet.prefixlen == NETWORK_SUBNET_PREFIX_LENGTH
+    assert not subnets[0].overlaps(subnets[1])
+
+    # B serves on its own address (seen from B itself) ...
+    from_b = fetch(b.id, f"http://{b_ip}:8000/")
+    assert from_b.returncode == 0 and from_b.stdout.strip() == PAGE, from_b.stderr
+    # ... but nothing of A gets through: not to B's address, nor to B's published port.
+    to_b = fetch(a.id, f"http://{b_ip}:8000/")
+    assert to_b.returncode != 0 and PAGE not in to_b.stdout, f"A reached B: {to_b.stdout!r}"
+    via_host = fetch(a.id, f"http://host.docker.internal:{b.host_port}/")
+    assert via_host.returncode != 0 and PAGE not in via_host.stdout, via_host.stdout
+
+    # A reaches the database cluster's address as host.docker.internal, as itself ...
+    to_cluster = in_container(
+        a.id, "sh", "-c", f"nc -w 5 host.docker.internal {host_server.port} </dev/null"
+    )
+    assert to_cluster.returncode == 0, to_cluster.stderr
+    assert to_cluster.stdout == "cluster says hello\n"
+    assert host_server.peers == [container_ip(a.id)]
+    # ... and the router's way in, its port published on 127.0.0.1, works for both.
+    assert serves(a.host_port) and serves(b.host_port)
+
+
+def test_a_deployments_replicas_share_its_network_and_leave_nothing_when_removed(
+    deployments: Deployments,
+) -> None:
+    deployment_id, first = deployments.start()
+    second = deployments.start_replica(deployment_id)  # ensure_network again: the same one
+    network = deployment_network(deployment_id).name
+    assert len(docker("network", "ls", "-q", "--filter", f"name=^{network}$").split()) == 1
+    assert inspect("network", network)["Labels"] == {DEPLOYMENT_LABEL: deployment_id}
+    reached = fetch(first.id, f"http://{container_ip(second.id)}:8000/")
+    assert reached.returncode == 0 and reached.stdout.strip() == PAGE, reached.stderr
+
+    deployments.runtime.remove_labelled(DEPLOYMENT_LABEL, deployment_id)
+    deployments.runtime.remove_labelled(DEPLOYMENT_LABEL, deployment_id)  # a retried teardown
+
+    label = f"label={DEPLOYMENT_LABEL}={deployment_id}"
+    assert docker("ps", "-aq", "--filter", label).split() == []
+    assert docker("network", "ls", "-q", "--filter", label).split() == []
+
+
+def test_ensure_network_skips_subnets_taken_by_other_networks(
+    deployments: Deployments, tmp_path: Path
+) -> None:
+    pool = ipaddress.IPv4Network("172.16.255.0/26")  # two /27s
+    blocker = f"slipway-test-blocker-{uuid.uuid4().hex[:8]}"
+    docker("network", "create", "--subnet", "172.16.255.0/27", blocker)
+    runtime = DockerRuntime(DOCKER, tmp_path / "pool", network_pool=pool)
+    first, second = (deployment_network(f"dep_test{uuid.uuid4().hex[:8]}") for _ in range(2))
+    deployments.ids += [first.labels[DEPLOYMENT_LABEL], second.labels[DEPLOYMENT_LABEL]]
+    try:
+        runtime.ensure_network(first.name, first.labels)
+        assert str(subnet_of(inspect("network", first.name))) == "172.16.255.32/27"
+        with pytest.raises(RuntimeStartError, match="no free /27 subnet"):
+            runtime.ensure_network(second.name, second.labels)
+    finally:
+        docker("network", "rm", blocker)
