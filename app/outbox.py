@@ -20,7 +20,7 @@ from sqlalchemy import or_, update
 from sqlmodel import col, select
 
 from app.db import SessionFactory
-from app.models import FINISHED_STATES, Report, Revision
+from app.models import Report, Revision, RevisionState
 from app.ports import Clock
 from app.reporting import GitHubReporter, RevisionRef, load_ref
 
@@ -121,6 +121,13 @@ class ReportOutbox:
     def _send(self, revision_id: str, kind: str, args: dict[str, Any]) -> None:
         ref = self._ref(revision_id)
         reporter = self._reporter
+        if kind not in ("announce", "approved") and (
+            ref.revision.check_run_id is None or ref.revision.github_deployment_id is None
+        ):
+            # Opening them failed earlier (GitHub was down): every later report tries again,
+            # so a revision still ends with a check run that tells its outcome.
+            self._announce(ref)
+            ref = self._ref(revision_id)
         match kind:
             case "announce":
                 self._announce(ref)
@@ -153,7 +160,7 @@ class ReportOutbox:
     def _announce(self, ref: RevisionRef) -> None:
         """Open the check run and the GitHub deployment once; later calls do nothing."""
         revision = ref.revision
-        if revision.state in FINISHED_STATES and revision.check_run_id is None:
+        if revision.state is RevisionState.cancelled and revision.check_run_id is None:
             return  # cancelled before GitHub heard of it: nothing to show
         updates: dict[str, object] = {}
         if revision.check_run_id is None:

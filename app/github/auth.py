@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 
 import httpx
 from githubkit import AppAuthStrategy, GitHub
-from githubkit.exception import GitHubException, RequestFailed
+from githubkit.exception import GitHubException, RateLimitExceeded, RequestFailed
+from githubkit.retry import RetryOption
 
 from app.errors import GitHubError
 from app.timestamps import utcnow
@@ -23,6 +24,22 @@ REFRESH_MARGIN = timedelta(minutes=5)
 
 USER_AGENT = "Slipway"
 REQUEST_TIMEOUT_SECONDS = 30.0
+MAX_RETRIES = 2
+MAX_RETRY_WAIT = timedelta(seconds=2)
+"""A worker thread never sleeps longer than this for GitHub: a rate limit resetting in an hour
+fails the call now (its report is sent again by a later one) instead of stalling the worker."""
+
+
+def bounded_retry(exc: GitHubException, retry_count: int) -> RetryOption:
+    """githubkit's retry decision, with short waits only (its default waits out rate limits)."""
+    if retry_count >= MAX_RETRIES:
+        return RetryOption(False)
+    if isinstance(exc, RateLimitExceeded):
+        wait = exc.retry_after
+        return RetryOption(wait <= MAX_RETRY_WAIT, wait)
+    if isinstance(exc, RequestFailed) and exc.response.status_code >= 500:
+        return RetryOption(True, timedelta(seconds=0.5 * (retry_count + 1)))
+    return RetryOption(False)
 
 
 class SharedTransport(httpx.BaseTransport):
@@ -69,6 +86,7 @@ class GitHubApp:
             timeout=REQUEST_TIMEOUT_SECONDS,
             transport=self._transport,
             http_cache=False,
+            auto_retry=bounded_retry,
         )
         self._clients: dict[int, tuple[str, GitHub]] = {}  # type: ignore[type-arg]
         self._clock = clock
@@ -105,6 +123,7 @@ class GitHubApp:
                 follow_redirects=True,
                 transport=self._transport,
                 http_cache=False,
+                auto_retry=bounded_retry,
             )
             self._clients[installation_id] = (token, client)
             return client

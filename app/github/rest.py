@@ -7,12 +7,13 @@ GitHubError with the operation named, so callers never see HTTP details.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from githubkit.exception import GitHubException, RequestFailed
+from githubkit.exception import GitHubException, RateLimitExceeded, RequestFailed
 from pydantic import ValidationError
 
 from app.errors import GitHubError, SourceError
@@ -29,6 +30,9 @@ COMMENT_LIMIT = 65_536
 MAX_COMMENT_PAGES = 30
 """Looking for Slipway's own comment stops after 3,000 comments."""
 RAW_MEDIA_TYPE = "application/vnd.github.raw+json"
+TARBALL_RETRY_SECONDS = 60.0
+"""A tarball GitHub fails to serve (5xx, rate limit, no answer) is tried again, with backoff,
+for up to a minute: the build's own deadline is far longer, a person pushing is waiting."""
 
 T = TypeVar("T")
 
@@ -50,10 +54,14 @@ class GitHubRest:
     def __init__(self, app: GitHubApp) -> None:
         self._app = app
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
+    def _call(self, installation_id: int, what: str, fn: Callable[[], T]) -> T:
         try:
             return fn()
         except RequestFailed as exc:
+            if exc.response.status_code == 401:
+                # The token was revoked or the installation went away: the next call asks for
+                # a new one instead of failing with the cached token until it expires.
+                self._app.forget_installation(installation_id)
             raise GitHubError(
                 f"GitHub refused to {what} (HTTP {exc.response.status_code}): "
                 f"{_message(exc.response)}"
@@ -85,7 +93,23 @@ class GitHubRest:
                             )
                         out.write(chunk)
 
-        self._call(f"download the tarball of {full_name}@{sha[:7]}", fetch)
+        what = f"download the tarball of {full_name}@{sha[:7]}"
+        deadline = time.monotonic() + TARBALL_RETRY_SECONDS
+        wait = 1.0
+        while True:
+            try:
+                self._call(installation_id, what, fetch)
+                return
+            except GitHubError as exc:
+                # A GitHub outage or rate limit is waited out, within bounds; a refusal is not.
+                if not _transient(exc) or time.monotonic() + wait > deadline:
+                    raise
+                log.warning(
+                    "tarball download failed; retrying",
+                    extra={"repository": full_name, "commit": sha, "error": str(exc)},
+                )
+                time.sleep(wait)  # backoff between attempts, bounded by the deadline
+                wait = min(wait * 2, 16.0)
 
     def create_check_run(
         self,
@@ -116,6 +140,7 @@ class GitHubRest:
         if actions:
             data["actions"] = actions
         response = self._call(
+            installation_id,
             f"create a check run on {full_name}@{sha[:7]}",
             lambda: client.rest.checks.create(
                 owner,
@@ -158,6 +183,7 @@ class GitHubRest:
         if actions is not None:
             data["actions"] = actions
         self._call(
+            installation_id,
             f"update check run {check_run_id} on {full_name}",
             lambda: client.rest.checks.update(
                 owner,
@@ -191,6 +217,7 @@ class GitHubRest:
             "description": clip(description, DESCRIPTION_LIMIT),
         }
         response = self._call(
+            installation_id,
             f"create a deployment of {full_name}@{sha[:7]}",
             lambda: client.rest.repos.create_deployment(
                 owner,
@@ -224,6 +251,7 @@ class GitHubRest:
         # Slipway marks superseded revisions inactive itself, with the reason.
         data["auto_inactive"] = False
         self._call(
+            installation_id,
             f"report deployment {deployment_id} of {full_name} as {state}",
             lambda: client.rest.repos.create_deployment_status(
                 owner,
@@ -240,6 +268,7 @@ class GitHubRest:
         client = self._app.client(installation_id)
         try:
             response = self._call(
+                installation_id,
                 f"read {path} of {full_name}@{sha[:7]}",
                 lambda: client.rest.repos.get_content(
                     owner, repo, path, ref=sha, headers={"Accept": RAW_MEDIA_TYPE}
@@ -258,6 +287,7 @@ class GitHubRest:
         owner, repo = full_name.split("/", 1)
         client = self._app.client(installation_id)
         response = self._call(
+            installation_id,
             f"read commit {full_name}@{sha[:7]}",
             lambda: client.rest.repos.get_commit(owner, repo, sha, per_page=1),
         )
@@ -270,6 +300,7 @@ class GitHubRest:
         client = self._app.client(installation_id)
         try:
             response = self._call(
+                installation_id,
                 f"read {login}'s permission on {full_name}",
                 lambda: client.rest.repos.get_collaborator_permission_level(owner, repo, login),
             )
@@ -290,6 +321,7 @@ class GitHubRest:
         owner, repo = full_name.split("/", 1)
         client = self._app.client(installation_id)
         response = self._call(
+            installation_id,
             f"comment on {full_name}#{issue_number}",
             lambda: client.rest.issues.create_comment(
                 owner, repo, issue_number, data={"body": clip(body, COMMENT_LIMIT)}
@@ -305,6 +337,7 @@ class GitHubRest:
         client = self._app.client(installation_id)
         try:
             self._call(
+                installation_id,
                 f"edit comment {comment_id} on {full_name}",
                 lambda: client.rest.issues.update_comment(
                     owner, repo, comment_id, data={"body": clip(body, COMMENT_LIMIT)}
@@ -327,6 +360,7 @@ class GitHubRest:
         client = self._app.client(installation_id)
         for page in range(1, MAX_COMMENT_PAGES + 1):
             response = self._call(
+                installation_id,
                 f"list comments of {full_name}#{issue_number}",
                 lambda page=page: client.rest.issues.list_comments(  # type: ignore[misc]
                     owner, repo, issue_number, per_page=100, page=page
@@ -339,6 +373,15 @@ class GitHubRest:
             if len(comments) < 100:
                 return None
         return None
+
+
+def _transient(exc: GitHubError) -> bool:
+    cause = exc.__cause__
+    if isinstance(cause, RateLimitExceeded):
+        return True
+    if isinstance(cause, RequestFailed):
+        return cause.response.status_code >= 500
+    return isinstance(cause, GitHubException | httpx.HTTPError)
 
 
 def _not_found(exc: GitHubError) -> bool:

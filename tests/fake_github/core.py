@@ -12,6 +12,7 @@ import json
 import math
 import re
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.keys import new_private_key_pem
 
-from .http import JSON, HttpError, Request, Response, Route, RouteSpec, Server
+from .http import DOCS, JSON, HttpError, Request, Response, Route, RouteSpec, Server, json_response
 from .payloads import (
     APP_EVENTS,
     DEFAULT_APP_ID,
@@ -88,6 +89,41 @@ class Token:
     permissions: dict[str, str]
 
 
+@dataclass
+class _Outage:
+    method: str
+    pattern: re.Pattern[str]
+    status: int
+    left: int
+    rate_limited: bool
+
+    def response(self) -> Response:
+        if self.rate_limited:
+            reset = int(time.time()) + 3600
+            body = {
+                "message": "API rate limit exceeded for installation.",
+                "documentation_url": DOCS,
+                "status": "403",
+            }
+            answer = json_response(403, body)
+            answer.headers.update(
+                {
+                    "x-ratelimit-limit": "5000",
+                    "x-ratelimit-remaining": "0",
+                    "x-ratelimit-reset": str(reset),
+                    "retry-after": "3600",
+                }
+            )
+            return answer
+        return json_response(
+            self.status,
+            {
+                "message": "Server Error" if self.status >= 500 else "Error",
+                "status": str(self.status),
+            },
+        )
+
+
 class FakeCore:
     """Configuration, lifecycle, shared stores and dispatch; see ``FakeGitHub`` for the whole."""
 
@@ -122,6 +158,7 @@ class FakeCore:
         self._lock = threading.RLock()
         self._errors: list[str] = []
         self._requests: list[tuple[str, str]] = []
+        self._outages: list[_Outage] = []
         self._token_requests = 0
         self._installations: dict[int, Installation] = {}
         self._repos: dict[str, Repo] = {}
@@ -270,9 +307,40 @@ class FakeCore:
             raise KeyError(f"no repository {full_name}")
         return repo
 
+    def fail_next(
+        self,
+        method: str,
+        path_pattern: str,
+        *,
+        status: int,
+        times: int = 1,
+        rate_limited: bool = False,
+    ) -> None:
+        """Answer the next `times` matching requests with `status`, as GitHub does in an outage.
+
+        `rate_limited`: a primary rate limit (403, `x-ratelimit-remaining: 0`, reset an hour
+        from now), which a client must not wait out on a worker thread.
+        """
+        with self._lock:
+            self._outages.append(
+                _Outage(method, re.compile(path_pattern), status, times, rate_limited)
+            )
+
+    def _outage_for(self, request: Request) -> Response | None:
+        with self._lock:
+            for outage in self._outages:
+                matches = outage.method == request.method and outage.pattern.search(request.path)
+                if outage.left and matches:
+                    outage.left -= 1
+                    return outage.response()
+        return None
+
     def _dispatch(self, request: Request) -> Response:
         with self._lock:
             self._requests.append((request.method, request.path))
+        injected = self._outage_for(request)
+        if injected is not None:
+            return injected
         try:
             self._check_common(request)
             for method, pattern, route in self._routes:

@@ -386,3 +386,83 @@ def test_editing_a_deleted_comment_says_it_is_gone(
     fake.clear_errors()
 
     assert rest.update_comment(INSTALLATION, FULL_NAME, comment_id, "again") is False
+
+
+# -- GitHub failing: bounded, never a stalled worker ----------------------------------------
+def _check_run(rest: GitHubRest, commit: str) -> int:
+    return rest.create_check_run(
+        INSTALLATION,
+        FULL_NAME,
+        commit,
+        name="Slipway",
+        external_id="rev_1",
+        details_url="http://slipway.test/api/revisions/rev_1",
+        title="Queued",
+        summary="queued",
+    )
+
+
+@pytest.mark.timeout(30)  # githubkit's default would sleep until the limit resets, an hour
+def test_a_rate_limited_report_fails_at_once_instead_of_waiting_an_hour(
+    fake: FakeGitHub, rest: GitHubRest, commit: str
+) -> None:
+    check_run_id = _check_run(rest, commit)
+    fake.fail_next("PATCH", r"/check-runs/", status=403, rate_limited=True)
+
+    with pytest.raises(GitHubError, match="HTTP 403"):
+        rest.update_check_run(
+            INSTALLATION, FULL_NAME, check_run_id, status="in_progress", title="t", summary="s"
+        )
+
+
+def test_a_failing_report_is_retried_a_bounded_number_of_times(
+    fake: FakeGitHub, rest: GitHubRest, commit: str
+) -> None:
+    check_run_id = _check_run(rest, commit)
+    fake.fail_next("PATCH", r"/check-runs/", status=502, times=10)
+    before = len(fake.requests)
+
+    with pytest.raises(GitHubError, match="HTTP 502"):
+        rest.update_check_run(
+            INSTALLATION, FULL_NAME, check_run_id, status="in_progress", title="t", summary="s"
+        )
+
+    assert len(fake.requests) - before == 3  # the call and two retries, then it gives up
+
+
+def test_a_tarball_github_fails_to_serve_for_a_while_is_fetched_after_all(
+    fake: FakeGitHub, rest: GitHubRest, commit: str, tmp_path: Path
+) -> None:
+    fake.fail_next("GET", r"/tarball/", status=503, times=4)  # more than githubkit's retries
+    archive = tmp_path / "source.tar.gz"
+
+    rest.download_tarball(INSTALLATION, FULL_NAME, commit, archive, max_bytes=1024**2)
+
+    assert tarfile.is_tarfile(archive)
+
+
+def test_a_refused_tarball_is_not_retried(
+    fake: FakeGitHub, rest: GitHubRest, commit: str, tmp_path: Path
+) -> None:
+    fake.fail_next("GET", r"/tarball/", status=404, times=10)
+
+    with pytest.raises(GitHubError, match="HTTP 404"):
+        rest.download_tarball(
+            INSTALLATION, FULL_NAME, commit, tmp_path / "source.tar.gz", max_bytes=1024**2
+        )
+
+    assert len([path for _, path in fake.requests if "/tarball/" in path]) == 1
+
+
+def test_a_token_github_no_longer_accepts_is_dropped_and_a_new_one_asked_for(
+    fake: FakeGitHub, rest: GitHubRest, commit: str
+) -> None:
+    _check_run(rest, commit)
+    tokens = fake.token_requests
+    fake.fail_next("POST", r"/check-runs", status=401)
+
+    with pytest.raises(GitHubError, match="HTTP 401"):
+        _check_run(rest, commit)
+    _check_run(rest, commit)
+
+    assert fake.token_requests == tokens + 1

@@ -60,3 +60,18 @@ def test_a_report_that_breaks_does_not_hold_back_the_ones_after_it(platform: Pla
     platform.reports.drain(revision_id)
 
     assert platform.check_run(revision_id)["conclusion"] == "cancelled"
+
+
+def test_a_check_run_github_failed_to_open_is_opened_by_the_next_report(
+    platform: Platform,
+) -> None:
+    platform.github.down = True
+    revision_id = platform.push()  # its announce fails: GitHub does not answer
+    assert platform.github.check_runs == {}
+    platform.github.down = False
+
+    platform.pipeline.run(revision_id)
+
+    run = platform.check_run(revision_id)
+    assert run["status"] == "completed" and run["conclusion"] == "success"
+    assert len(platform.github.check_runs) == 1
