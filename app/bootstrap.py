@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import stat
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from app.admission import Admission, AdmissionLimits
@@ -25,6 +26,7 @@ from app.notifications import PlatformNotifier
 from app.outbox import ReportOutbox
 from app.pipeline import PipelineConfig, RevisionPipeline
 from app.ports import Clock, GitHubPort
+from app.recovery import Recovery
 from app.reporting import GitHubReporter
 from app.router import CaddyRouter
 from app.routes import RouteTable
@@ -49,6 +51,7 @@ class Platform:
     notifier: PlatformNotifier
     admission: Admission
     reports: ReportOutbox
+    recovery: Recovery
     facts: CommitFacts
     clock: Clock
 
@@ -200,8 +203,18 @@ def bootstrap(
         notifier=notifier,
         admission=admission,
     )
+    recovery = Recovery(
+        sessions=sessions,
+        runtime=runtime,
+        reports=reports,
+        notifier=notifier,
+        clock=clock,
+        stale_after=timedelta(seconds=settings.recovery_seconds),
+        url=config.url,
+    )
     return Platform(
         settings=settings,
+        recovery=recovery,
         sessions=sessions,
         secrets=secrets,
         pipeline=pipeline,

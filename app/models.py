@@ -217,6 +217,9 @@ class Revision(SQLModel, table=True):
     approved_by: str | None = None
     wait_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     """Why a queued revision has not started (limits), as last told to the user."""
+    heartbeat_at: datetime | None = _ts()
+    """Written every few seconds by the job building or starting the revision; one that stops
+    beating belongs to a dead worker and is failed by the recovery cron."""
     report_lease_until: datetime | None = _ts()
     """One worker at a time sends the revision's reports, so they reach GitHub in order."""
     env_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

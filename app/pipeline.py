@@ -10,10 +10,14 @@ from __future__ import annotations
 import logging
 import secrets
 import shutil
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -66,6 +70,8 @@ HEALTH_POLL_SECONDS = 0.02
 """Between health probes of a starting replica: a probe costs one local HTTP request."""
 INSPECT_EVERY_SECONDS = 0.25
 """How often a starting replica is checked for having exited: an inspect costs ~25 ms."""
+HEARTBEAT_SECONDS = 5.0
+"""How often a running revision's job says it is alive; recovery waits far longer."""
 KEEP_IMAGES = 3
 """Images kept per deployment (the live revision's and the ones before it, for a rollback)."""
 
@@ -195,6 +201,42 @@ class RevisionPipeline:
         self._reports.add(revision_id, "building")
         self._changed(ref)
         redact = self._redactor(ref)
+        with self._heartbeat(revision_id):
+            return self._build_and_deploy(revision_id, ref, log_path, redact)
+
+    @contextmanager
+    def _heartbeat(self, revision_id: str) -> Iterator[None]:
+        """Beat while this job builds and starts the revision (see app/recovery.py)."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while True:
+                with self._sessions() as session:
+                    session.execute(
+                        update(Revision)
+                        .where(
+                            col(Revision.id) == revision_id,
+                            col(Revision.state).in_(
+                                [RevisionState.building, RevisionState.deploying]
+                            ),
+                        )
+                        .values(heartbeat_at=self._clock())
+                    )
+                    session.commit()
+                if stop.wait(HEARTBEAT_SECONDS):
+                    return
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{revision_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=HEARTBEAT_SECONDS)
+
+    def _build_and_deploy(
+        self, revision_id: str, ref: RevisionRef, log_path: Path, redact: Redactor
+    ) -> RevisionState:
         try:
             image, repo_config = self._build(ref, log_path)
             with self._sessions() as session:

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     """Most files, folders and links a commit may hold."""
     source_max_path_length: Annotated[int, Field(gt=0, le=4095)] = 1024
     """Longest path (in bytes) of any file in a commit, and of any link target."""
+    recovery_seconds: Annotated[float, Field(gt=0)] = 120.0
+    """A building or starting revision whose job gave no sign of life this long (its worker
+    died) is failed, and what it left is stopped."""
     database_connection_limit_development: Annotated[int, Field(ge=1)] = 20
     """Connections a development deployment's (and a preview's) database role may hold."""
     database_connection_limit_production: Annotated[int, Field(ge=1)] = 50

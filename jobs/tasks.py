@@ -18,10 +18,12 @@ from jobs.constants import (
     COMMENT_RETRY_SECONDS,
     DISPATCH_REVISIONS,
     DRAIN_REPORTS,
+    HANDLE_DELIVERY,
     RUN_REVISION,
     SYNC_COMMENT,
     TEARDOWN_DEPLOYMENT,
     TEARDOWN_RETRY_SECONDS,
+    delivery_job_id,
     revision_job_id,
 )
 
@@ -147,6 +149,21 @@ async def drain_pending_reports(ctx: dict[str, Any]) -> int:
     for revision_id in pending:
         await enqueue_reports(ctx, revision_id)
     return len(pending)
+
+
+async def recover(ctx: dict[str, Any]) -> str:
+    """Fail revisions a dead worker left running; hand lost deliveries back to the queue."""
+    platform = _platform(ctx)
+    failed = await asyncio.to_thread(platform.recovery.fail_stuck)
+    lost = await asyncio.to_thread(platform.recovery.lost_deliveries)
+    for delivery_id in lost:
+        await ctx["redis"].enqueue_job(
+            HANDLE_DELIVERY,
+            delivery_id,
+            _job_id=delivery_job_id(delivery_id),
+            _queue_name=ctx["queue_name"],
+        )
+    return f"{len(failed)} stuck revisions failed, {len(lost)} lost deliveries queued"
 
 
 async def sync_comment(ctx: dict[str, Any], pull_request_id: str) -> None:

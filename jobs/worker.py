@@ -31,6 +31,9 @@ from jobs.constants import (
 log = logging.getLogger(__name__)
 
 DISPATCH_SECONDS = {0, 10, 20, 30, 40, 50}
+RECOVERY_SECONDS_OF_MINUTE = {5, 15, 25, 35, 45, 55}
+"""Every 10 s: a stuck revision is failed at most SLIPWAY_RECOVERY_SECONDS + 10 s after its
+last heartbeat, and at every worker start."""
 """Waiting revisions are dispatched when capacity frees; this catches a lost wake-up."""
 ROUTE_RECONCILE_SECOND = 0
 """Once a minute the router is given the database's routes again, in case Caddy restarted."""
@@ -98,6 +101,12 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
             ),
         ],
         "cron_jobs": [
+            cron(
+                tasks.recover,
+                name="recover",
+                second=RECOVERY_SECONDS_OF_MINUTE,
+                run_at_startup=True,
+            ),
             cron(
                 tasks.drain_pending_reports,
                 name="drain_pending_reports",

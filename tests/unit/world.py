@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from app.models import Deployment, PullRequest, Revision
 from app.notifications import PlatformNotifier
 from app.outbox import ReportOutbox
 from app.pipeline import PipelineConfig, RevisionPipeline
+from app.recovery import Recovery
 from app.reporting import GitHubReporter
 from app.router import Route
 from app.routes import RouteTable
@@ -71,6 +72,7 @@ class Platform:
     comments: PreviewComments = field(init=False)
     notifier: PlatformNotifier = field(init=False)
     reports: ReportOutbox = field(init=False)
+    recovery: Recovery = field(init=False)
     limits: AdmissionLimits = field(default_factory=AdmissionLimits)
     dispatches: list[int] = field(default_factory=list)
     """One entry per "capacity freed" the pipeline announced."""
@@ -104,6 +106,15 @@ class Platform:
         )
         self.notifier = PlatformNotifier(self.comments)
         self.notifier.use_dispatcher(lambda: self.dispatches.append(1))
+        self.recovery = Recovery(
+            sessions=self.sessions,
+            runtime=self.runtime,
+            reports=self.reports,
+            notifier=self.notifier,
+            clock=self.clock,
+            stale_after=timedelta(seconds=120),
+            url=self.config.url,
+        )
         self.pipeline = RevisionPipeline(
             config=self.config,
             sessions=self.sessions,

@@ -41,6 +41,7 @@ def upgrade() -> None:
         )
         batch_op.add_column(sa.Column("approved_by", sa.String(), nullable=True))
         batch_op.add_column(sa.Column("wait_reason", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("heartbeat_at", app.timestamps.UTCDateTime(), nullable=True))
         batch_op.add_column(
             sa.Column("report_lease_until", app.timestamps.UTCDateTime(), nullable=True)
         )
@@ -110,6 +111,7 @@ def downgrade() -> None:
             "uq_revision_source", ["deployment_id", "commit_sha", "env_hash"]
         )
         batch_op.drop_column("report_lease_until")
+        batch_op.drop_column("heartbeat_at")
         batch_op.drop_column("wait_reason")
         batch_op.drop_column("approved_by")
         batch_op.drop_column("approval_required")

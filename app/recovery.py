@@ -1,0 +1,158 @@
+"""Recovery: nothing stays in flight after the worker running it died.
+
+A running revision's job writes `heartbeat_at` every few seconds. One that stopped beating
+(the worker was killed, its host went away) is failed with a reason the user can act on, and
+what it left is stopped: its `docker build`, its containers, its image. Queued revisions whose
+job was lost are dispatched again by the periodic dispatch; deliveries recorded but never
+handled (a crash between storing and enqueueing) are handed back to the queue from here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import func
+from sqlmodel import col, select
+
+from app.db import SessionFactory
+from app.errors import SlipwayError
+from app.models import Delivery, Deployment, Revision, RevisionState
+from app.outbox import ReportOutbox
+from app.ports import Clock, ContainerRuntime, PreviewNotifier
+from app.revisions import transition
+from manifests.containers import REVISION_LABEL
+
+log = logging.getLogger(__name__)
+
+RUNNING = frozenset({RevisionState.building, RevisionState.deploying})
+LOST_DELIVERY_AFTER = timedelta(seconds=60)
+"""A delivery not handled this long after it arrived lost its job (they take milliseconds)."""
+
+
+class Recovery:
+    def __init__(
+        self,
+        *,
+        sessions: SessionFactory,
+        runtime: ContainerRuntime,
+        reports: ReportOutbox,
+        notifier: PreviewNotifier,
+        clock: Clock,
+        stale_after: timedelta,
+        url: Callable[[str], str],
+    ) -> None:
+        self._sessions = sessions
+        self._runtime = runtime
+        self._reports = reports
+        self._notifier = notifier
+        self._clock = clock
+        self._stale_after = stale_after
+        self._url = url
+
+    def fail_stuck(self) -> list[str]:
+        """Fail every running revision whose job stopped beating; returns their ids."""
+        cutoff = self._clock() - self._stale_after
+        with self._sessions() as session:
+            last_sign = func.coalesce(
+                col(Revision.heartbeat_at),
+                col(Revision.deploy_started_at),
+                col(Revision.build_started_at),
+                col(Revision.created_at),
+            )
+            stuck = list(
+                session.exec(
+                    select(Revision).where(col(Revision.state).in_(RUNNING), last_sign < cutoff)
+                ).all()
+            )
+        failed: list[str] = []
+        for revision in stuck:
+            if self._fail(revision):
+                failed.append(revision.id)
+        return failed
+
+    def lost_deliveries(self) -> list[str]:
+        """Deliveries stored long ago and never handled: their work was never queued."""
+        cutoff = self._clock() - LOST_DELIVERY_AFTER
+        with self._sessions() as session:
+            return list(
+                session.exec(
+                    select(Delivery.id).where(
+                        col(Delivery.processed_at).is_(None), col(Delivery.received_at) < cutoff
+                    )
+                ).all()
+            )
+
+    def _fail(self, revision: Revision) -> bool:
+        phase = "its build" if revision.state is RevisionState.building else "its start"
+        reason = f"the worker stopped during {phase}; push again or press Re-run"
+        with self._sessions() as session:
+            if not transition(
+                session,
+                revision.id,
+                RUNNING,
+                RevisionState.failed,
+                error=reason,
+                finished_at=self._clock(),
+            ):
+                return False  # it moved on meanwhile: not stuck after all
+        log.warning(
+            "stuck revision failed",
+            extra={
+                "deployment_id": revision.deployment_id,
+                "revision_id": revision.id,
+                "reason": reason,
+            },
+        )
+        kill_builds(f"slipway/{revision.deployment_id}:{revision.id}")
+        try:
+            self._runtime.remove_labelled(REVISION_LABEL, revision.id)
+        except SlipwayError as exc:
+            log.warning(
+                "stuck revision's containers not removed",
+                extra={"revision_id": revision.id, "error": str(exc)},
+            )
+        with self._sessions() as session:
+            deployment = session.get(Deployment, revision.deployment_id)
+            assert deployment is not None
+            serving = deployment.live_revision_id
+            slug = deployment.slug
+        self._reports.add(
+            revision.id,
+            "failed",
+            reason=reason,
+            log_tail="",  # the check run links to the full log; no secrets to redact here
+            serving_id=serving,
+            url=self._url(slug),
+        )
+        self._notifier.deployment_changed(revision.deployment_id)
+        self._notifier.capacity_freed()
+        return True
+
+
+def kill_builds(tag: str) -> int:
+    """Kill the process groups of `docker build`s of `tag` a dead worker left running.
+
+    Builds run in their own session (builders/docker_cli.py), so a killed worker's build
+    outlives it; it is found by the tag on its command line.
+    """
+    killed = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if tag.encode() in argv and any(arg.endswith(b"docker") for arg in argv[:1]):
+            pid = int(entry.name)
+            try:
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+                killed += 1
+            except (ProcessLookupError, PermissionError):
+                continue
+    return killed

@@ -1,0 +1,100 @@
+"""A worker killed mid-build: the revision ends failed, nothing it started is left running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+
+from app.recovery import kill_builds
+from tests.apps import static_site
+from tests.e2e.conftest import ACCOUNT, INSTALLATION_ID, remove_docker_objects
+from tests.fake_github import FakeGitHub
+from tests.fake_github.payloads import installation_payload
+from tests.git_repos import GitRepo
+from tests.platform import start_platform, wait_for
+
+RECOVERY_SECONDS = "5"
+
+
+def worker_pid(supervisor_pid: int) -> int | None:
+    """The `slipway worker` child of `slipway up`."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == supervisor_pid and b"app.cli" in argv and b"worker" in argv:
+            return int(entry.name)
+    return None
+
+
+def builds_of(tag: str) -> bool:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if tag.encode() in (entry / "cmdline").read_bytes().split(b"\0"):
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_killed_mid_build_leaves_a_failed_revision_and_nothing_running(
+    tmp_path: Path, github: FakeGitHub, base_images: dict[str, str]
+) -> None:
+    platform = start_platform(tmp_path / "platform", github, recovery_seconds=RECOVERY_SECONDS)
+    deployment_ids: list[str] = []
+    tag = ""
+    try:
+        repo = GitRepo(tmp_path / "killed")
+        repo.commit(static_site("before"), "first")
+        repository = github.add_repository(INSTALLATION_ID, ACCOUNT, "killed", repo.path)
+        platform.send(
+            "installation",
+            installation_payload(
+                "created", INSTALLATION_ID, ACCOUNT, [repository], app_id=github.app_id
+            ),
+        )
+        first = repo.head
+        platform.push(repository, INSTALLATION_ID, "0" * 40, first)
+        deployment, live = platform.settle(repository["full_name"], first)
+        deployment_ids.append(deployment["id"])
+        assert live["state"] == "live", live["error"]
+
+        # A build that takes long enough to be killed in the middle of.
+        slow = static_site("after", extra_run=f"RUN echo {uuid.uuid4().hex} && sleep 60\n")
+        second = repo.commit(slow, "slow build")
+        platform.push(repository, INSTALLATION_ID, first, second)
+        building = platform.settle(repository["full_name"], second, frozenset({"building"}))[1]
+        tag = f"slipway/{deployment['id']}:{building['id']}"
+        wait_for("the docker build to run", lambda: builds_of(tag), 60)
+        pid = wait_for("the worker process", lambda: worker_pid(platform.process.pid), 10)
+
+        os.kill(pid, signal.SIGKILL)  # the supervisor starts a new worker
+
+        failed = platform.wait_state(building["id"], {"failed"}, timeout=90)
+        assert failed["error"] == "the worker stopped during its build; push again or press Re-run"
+        wait_for("the orphaned docker build to be gone", lambda: not builds_of(tag), 30)
+
+        def check_run_completed() -> bool:
+            runs = [r for r in github.check_runs(repository["full_name"]) if r.head_sha == second]
+            return (
+                bool(runs) and runs[-1].status == "completed" and (runs[-1].conclusion == "failure")
+            )
+
+        wait_for("the check run to be completed", check_run_completed, 30)
+        assert platform.request(deployment["slug"]).text == "before\n"
+    finally:
+        platform.stop()
+        if tag:
+            kill_builds(tag)  # nothing of this test's may outlive it
+        remove_docker_objects(deployment_ids)
