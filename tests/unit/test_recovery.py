@@ -51,3 +51,17 @@ def test_a_retried_job_of_a_recovered_revision_changes_nothing(platform: Platfor
     platform.recovery.fail_stuck()
 
     assert platform.pipeline.run(revision_id) is RevisionState.failed
+
+
+def test_a_delivery_stored_but_never_handled_is_found_for_the_queue(platform: Platform) -> None:
+    from datetime import UTC, datetime
+
+    from app.deliveries import record_delivery
+
+    now = datetime.now(UTC)
+    platform.clock.now = now
+    with platform.sessions() as session:
+        record_delivery(session, "lost-1", "ping", b"{}", {}, now - timedelta(minutes=5))
+        record_delivery(session, "fresh-1", "ping", b"{}", {}, now)
+
+    assert platform.recovery.lost_deliveries() == ["lost-1"]
