@@ -21,6 +21,7 @@ from app.facts import CommitFacts, GitHubCommitFacts
 from app.github.auth import GitHubApp
 from app.github.rest import GitHubRest
 from app.health import HttpHealthProbe
+from app.janitor import Janitor, JanitorLimits
 from app.models import DeploymentType
 from app.notifications import PlatformNotifier
 from app.outbox import ReportOutbox
@@ -52,6 +53,7 @@ class Platform:
     admission: Admission
     reports: ReportOutbox
     recovery: Recovery
+    janitor: Janitor
     facts: CommitFacts
     clock: Clock
 
@@ -160,6 +162,7 @@ def bootstrap(
         require(settings.postgres_admin_url, "POSTGRES_ADMIN_URL"),
         settings.postgres_container_host,
     )
+    builder = BuildKitBuilder(docker_binary)
     reports = ReportOutbox(sessions=sessions, reporter=reporter, clock=clock)
     teardown = Teardown(
         sessions=sessions,
@@ -193,7 +196,7 @@ def bootstrap(
         secrets=secrets,
         github=github,
         reports=reports,
-        builder=BuildKitBuilder(docker_binary),
+        builder=builder,
         runtime=runtime,
         routes=routes,
         databases=databases,
@@ -202,6 +205,18 @@ def bootstrap(
         teardown=teardown,
         notifier=notifier,
         admission=admission,
+    )
+    janitor = Janitor(
+        sessions=sessions,
+        runtime=runtime,
+        logs_dir=config.logs_dir,
+        limits=JanitorLimits(
+            keep_build_logs=settings.keep_build_logs,
+            payload_retention=timedelta(days=settings.delivery_payload_retention_days),
+            build_cache_bytes=settings.build_cache_max_bytes,
+        ),
+        prune_build_cache=builder.prune_cache,
+        clock=clock,
     )
     recovery = Recovery(
         sessions=sessions,
@@ -215,6 +230,7 @@ def bootstrap(
     return Platform(
         settings=settings,
         recovery=recovery,
+        janitor=janitor,
         sessions=sessions,
         secrets=secrets,
         pipeline=pipeline,

@@ -695,6 +695,9 @@ class RevisionPipeline:
             return
         self._notifier.capacity_freed()  # a failed build frees its slot
         self._stop_replicas(revision_id)
+        if ref.revision.image is not None:  # a failed revision's image is never run again
+            self._runtime.remove_image(ref.revision.image)
+            self._update_revision(revision_id, image=None)
         self._event(ref, "revision failed", reason=reason)
         self._reports.add(
             revision_id,

@@ -244,7 +244,7 @@ class DockerRuntime:
         except DockerException:
             pass
         try:
-            self._docker.container.remove(name_or_id, force=True)
+            self._docker.container.remove(name_or_id, force=True, volumes=True)
         except NoSuchContainer:
             return
         except DockerException as exc:

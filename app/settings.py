@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     """Most files, folders and links a commit may hold."""
     source_max_path_length: Annotated[int, Field(gt=0, le=4095)] = 1024
     """Longest path (in bytes) of any file in a commit, and of any link target."""
+    keep_build_logs: Annotated[int, Field(ge=1)] = 50
+    """Build logs kept per deployment (the newest revisions'); older ones are deleted."""
+    delivery_payload_retention_days: Annotated[float, Field(gt=0)] = 14.0
+    """Webhook payloads older than this are dropped; the delivery row stays."""
+    build_cache_max_bytes: Annotated[int, Field(ge=0)] = 10 * 1024**3
+    """BuildKit's cache is pruned down to this size."""
     recovery_seconds: Annotated[float, Field(gt=0)] = 120.0
     """A building or starting revision whose job gave no sign of life this long (its worker
     died) is failed, and what it left is stopped."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +18,8 @@ from builders.docker_cli import (
     stream_command,
 )
 from manifests.recipes import BuildPlan
+
+PRUNE_TIMEOUT_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,26 @@ class BuildKitBuilder:
     @property
     def cli(self) -> DockerCLI:
         return find_docker_cli(self._docker_binary)
+
+    def prune_cache(self, keep_bytes: int) -> None:
+        """Shrink BuildKit's cache to `keep_bytes`, oldest first (the rest stays warm)."""
+        cli = self.cli
+        verb = ["buildx", "prune"] if cli.method is BuildMethod.buildx else ["builder", "prune"]
+        argv = [cli.binary, *verb, "--force", "--keep-storage", str(keep_bytes)]
+        env = {"DOCKER_BUILDKIT": "1"}
+        try:
+            result = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=PRUNE_TIMEOUT_SECONDS,
+                check=False,
+                env={**os.environ, **env},
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise BuildError(f"the build cache could not be pruned: {exc}") from exc
+        if result.returncode != 0:
+            raise BuildError(f"the build cache could not be pruned: {result.stderr.strip()}")
 
     def build(
         self,

@@ -166,6 +166,11 @@ async def recover(ctx: dict[str, Any]) -> str:
     return f"{len(failed)} stuck revisions failed, {len(lost)} lost deliveries queued"
 
 
+async def clean_up(ctx: dict[str, Any]) -> str:
+    report = await asyncio.to_thread(_platform(ctx).janitor.run)
+    return str(vars(report))
+
+
 async def sync_comment(ctx: dict[str, Any], pull_request_id: str) -> None:
     try:
         await asyncio.to_thread(_platform(ctx).comments.sync, pull_request_id)

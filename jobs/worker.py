@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 DISPATCH_SECONDS = {0, 10, 20, 30, 40, 50}
 RECOVERY_SECONDS_OF_MINUTE = {5, 15, 25, 35, 45, 55}
+JANITOR_MINUTE = 17
+"""Hourly: logs, payloads, images and the build cache grow slowly."""
+JANITOR_TIMEOUT_SECONDS = 15 * 60
 """Every 10 s: a stuck revision is failed at most SLIPWAY_RECOVERY_SECONDS + 10 s after its
 last heartbeat, and at every worker start."""
 """Waiting revisions are dispatched when capacity frees; this catches a lost wake-up."""
@@ -101,6 +104,14 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
             ),
         ],
         "cron_jobs": [
+            cron(
+                tasks.clean_up,
+                name="clean_up",
+                minute=JANITOR_MINUTE,
+                second=0,
+                run_at_startup=True,
+                timeout=JANITOR_TIMEOUT_SECONDS,
+            ),
             cron(
                 tasks.recover,
                 name="recover",

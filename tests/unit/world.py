@@ -22,6 +22,7 @@ from app.db import SessionFactory
 from app.deliveries import apply_delivery, record_delivery
 from app.events import EventOutcome
 from app.facts import GitHubCommitFacts
+from app.janitor import Janitor, JanitorLimits
 from app.models import Deployment, PullRequest, Revision
 from app.notifications import PlatformNotifier
 from app.outbox import ReportOutbox
@@ -73,6 +74,9 @@ class Platform:
     notifier: PlatformNotifier = field(init=False)
     reports: ReportOutbox = field(init=False)
     recovery: Recovery = field(init=False)
+    janitor: Janitor = field(init=False)
+    cache_prunes: list[int] = field(default_factory=list)
+    """The build-cache sizes the janitor pruned to."""
     limits: AdmissionLimits = field(default_factory=AdmissionLimits)
     dispatches: list[int] = field(default_factory=list)
     """One entry per "capacity freed" the pipeline announced."""
@@ -106,6 +110,14 @@ class Platform:
         )
         self.notifier = PlatformNotifier(self.comments)
         self.notifier.use_dispatcher(lambda: self.dispatches.append(1))
+        self.janitor = Janitor(
+            sessions=self.sessions,
+            runtime=self.runtime,
+            logs_dir=self.config.logs_dir,
+            limits=JanitorLimits(keep_build_logs=2, payload_retention=timedelta(days=14)),
+            prune_build_cache=self.cache_prunes.append,
+            clock=self.clock,
+        )
         self.recovery = Recovery(
             sessions=self.sessions,
             runtime=self.runtime,

@@ -1,0 +1,61 @@
+"""On the real engine: anonymous volumes go with their container; the build cache is pruned."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from app.runtime import DockerRuntime
+from builders.images import BuildKitBuilder
+from tests.images import DOCKER, ensure_busybox_image
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(
+        [DOCKER, *args], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.strip()
+
+
+def test_a_removed_replica_takes_its_anonymous_volumes_with_it(tmp_path: Path) -> None:
+    image = ensure_busybox_image()
+    name = f"slipway-test-volume-{uuid.uuid4().hex[:8]}"
+    container = docker("run", "-d", "--name", name, "-v", "/data", image, "sleep", "600")
+    mounts = json.loads(docker("inspect", "-f", "{{json .Mounts}}", container))
+    [volume] = [m["Name"] for m in mounts if m["Type"] == "volume"]
+
+    DockerRuntime(DOCKER, tmp_path / "run").remove(container)
+
+    assert volume not in docker("volume", "ls", "-q").split()
+
+
+def test_the_build_cache_is_pruned_down_to_the_limit(tmp_path: Path) -> None:
+    image = ensure_busybox_image()
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {image}\nRUN echo {uuid.uuid4().hex} > /layer && head -c 3000000 /dev/zero > /f\n"
+    )
+    tag = f"slipway-test/cache:{uuid.uuid4().hex[:8]}"
+    subprocess.run(
+        [DOCKER, "build", "-q", "-t", tag, str(tmp_path)],
+        env={"DOCKER_BUILDKIT": "1", "PATH": "/usr/bin:/bin"},
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    docker("rmi", tag)  # its cache is now unused
+
+    def unused_cache() -> str:
+        usage = json.loads(docker("system", "df", "--format", "{{json .}}").splitlines()[-1])
+        assert usage["Type"] == "Build Cache"
+        return str(usage["Reclaimable"])
+
+    assert unused_cache() != "0B"
+
+    BuildKitBuilder(DOCKER).prune_cache(0)
+
+    assert unused_cache() == "0B"
