@@ -43,13 +43,26 @@ def main(argv: list[str] | None = None) -> int:
 
             from app.api import create_app
 
-            uvicorn.run(
-                create_app(settings),
-                host=settings.host,
-                port=settings.port,
-                log_level="warning",
-                access_log=False,
-            )
+            if settings.api_workers > 1:
+                # The receiver is CPU-bound (signature, JSON, a write): a burst of deliveries
+                # is answered by several processes at once.
+                uvicorn.run(
+                    "app.api.factory:make_app",
+                    factory=True,
+                    workers=settings.api_workers,
+                    host=settings.host,
+                    port=settings.port,
+                    log_level="warning",
+                    access_log=False,
+                )
+            else:
+                uvicorn.run(
+                    create_app(settings),
+                    host=settings.host,
+                    port=settings.port,
+                    log_level="warning",
+                    access_log=False,
+                )
             return 0
         if args.command == "worker":
             from jobs.worker import make_worker

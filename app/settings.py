@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     health_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
     """How long a new revision gets to answer HTTP before it is declared failed."""
     build_timeout_seconds: Annotated[float, Field(gt=0)] = 1800.0
+    api_workers: Annotated[int, Field(ge=1, le=64)] = 1
+    """Processes answering the API and webhooks (more help on machines with cores to spare;
+    on 2 cores they contend with the worker: see docs/performance.md)."""
     worker_max_jobs: Annotated[int, Field(ge=1)] = 10
     """Jobs one worker runs at once; builds are bounded by MAX_CONCURRENT_BUILDS, the rest
     (deliveries, reports, comments, teardowns) mostly wait on GitHub and Docker."""
