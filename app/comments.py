@@ -15,11 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, update
+from sqlalchemy import update
 from sqlmodel import col, select
 
 from app.db import SessionFactory
 from app.errors import GitHubError, SlipwayError
+from app.leases import Lease
 from app.models import (
     Deployment,
     PullRequest,
@@ -159,6 +160,13 @@ class PreviewComments:
         self._revision_url = revision_url
         self._log_url = log_url
         self._enqueue = enqueue or self.sync
+        self._lease = Lease(
+            sessions,
+            clock,
+            key=col(PullRequest.id),
+            until=col(PullRequest.comment_lease_until),
+            duration=LEASE,
+        )
 
     def use_queue(self, enqueue: Callable[[str], None]) -> None:
         """The worker hands syncs to the queue, so GitHub is never on the pipeline's path."""
@@ -188,11 +196,11 @@ class PreviewComments:
     # -- writing the comment -----------------------------------------------------------------
     def sync(self, pull_request_id: str) -> None:
         """Bring the comment up to date; raises CommentNotUpdated when GitHub failed."""
-        while self._acquire(pull_request_id):
+        while self._lease.acquire(pull_request_id):
             try:
                 self._write_until_current(pull_request_id)
             finally:
-                self._release(pull_request_id)
+                self._lease.release(pull_request_id)
             if self._is_current(pull_request_id):
                 return
             # A bump landed between the last write and the release: go round again.
@@ -308,32 +316,6 @@ class PreviewComments:
         )
 
     # -- the lease ---------------------------------------------------------------------------
-    def _acquire(self, pull_request_id: str) -> bool:
-        now = self._clock()
-        with self._sessions() as session:
-            result = session.execute(
-                update(PullRequest)
-                .where(
-                    col(PullRequest.id) == pull_request_id,
-                    or_(
-                        col(PullRequest.comment_lease_until).is_(None),
-                        col(PullRequest.comment_lease_until) < now,
-                    ),
-                )
-                .values(comment_lease_until=now + LEASE)
-            )
-            session.commit()
-            return bool(result.rowcount)  # type: ignore[attr-defined]
-
-    def _release(self, pull_request_id: str) -> None:
-        with self._sessions() as session:
-            session.execute(
-                update(PullRequest)
-                .where(col(PullRequest.id) == pull_request_id)
-                .values(comment_lease_until=None)
-            )
-            session.commit()
-
     def _is_current(self, pull_request_id: str) -> bool:
         with self._sessions() as session:
             pull_request = session.get(PullRequest, pull_request_id)

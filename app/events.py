@@ -27,9 +27,11 @@ from app.github.webhooks import (
     CheckRunRef,
     CheckSuiteEvent,
     InstallationEvent,
+    InstallationRef,
     InstallationRepositoriesEvent,
     PullRequestEvent,
     PushEvent,
+    RepositoryRef,
 )
 from app.models import (
     Delivery,
@@ -166,24 +168,9 @@ def handle_push(ctx: EventContext, payload: dict[str, object]) -> EventOutcome:
         return EventOutcome(
             f"push to {event.branch}, not the default branch {default_branch}: nothing to deploy"
         )
-    installation = ctx.session.get(Installation, event.installation.id)
-    if installation is None:
-        # The App was installed before this platform saw it; the push itself proves access.
-        installation = installations.upsert_installation(ctx.session, event.installation, ctx.now)
-    if not installation.active:
-        return EventOutcome(f"installation {installation.id} is suspended or deleted")
-    repository = ctx.session.get(Repository, event.repository.id)
-    if repository is not None and not repository.connected:
-        return EventOutcome(f"{event.repository.full_name} is no longer connected to the App")
-    repository = installations.connect_repository(
-        ctx.session,
-        installation.id,
-        event.repository.id,
-        event.repository.full_name,
-        ctx.now,
-        default_branch=default_branch,
-    )
-    ctx.session.flush()
+    repository = _connected_repository(ctx, event.installation, event.repository)
+    if isinstance(repository, EventOutcome):
+        return repository
     message = event.head_commit.message if event.head_commit else ""
     if previews.skips_deploy(message):
         log.info(
@@ -216,6 +203,31 @@ def handle_push(ctx: EventContext, payload: dict[str, object]) -> EventOutcome:
     )
 
 
+def _connected_repository(
+    ctx: EventContext, installation_ref: InstallationRef, repository_ref: RepositoryRef
+) -> Repository | EventOutcome:
+    """The event's repository, connected to its installation; or why nothing is done."""
+    installation = ctx.session.get(Installation, installation_ref.id)
+    if installation is None:
+        # The App was installed before this platform saw it; the event itself proves access.
+        installation = installations.upsert_installation(ctx.session, installation_ref, ctx.now)
+    if not installation.active:
+        return EventOutcome(f"installation {installation.id} is suspended or deleted")
+    repository = ctx.session.get(Repository, repository_ref.id)
+    if repository is not None and not repository.connected:
+        return EventOutcome(f"{repository_ref.full_name} is no longer connected to the App")
+    repository = installations.connect_repository(
+        ctx.session,
+        installation.id,
+        repository_ref.id,
+        repository_ref.full_name,
+        ctx.now,
+        default_branch=repository_ref.branch,
+    )
+    ctx.session.flush()
+    return repository
+
+
 def handle_pull_request(ctx: EventContext, payload: dict[str, object]) -> EventOutcome:
     event = PullRequestEvent.model_validate(payload)
     label = f"pull request #{event.number}"
@@ -223,29 +235,15 @@ def handle_pull_request(ctx: EventContext, payload: dict[str, object]) -> EventO
         return EventOutcome(f"{label} {event.action}: nothing to do for a preview")
     if event.installation is None:
         return EventOutcome("pull request without an installation: the App is not installed there")
-    installation = ctx.session.get(Installation, event.installation.id)
-    if installation is None:
-        installation = installations.upsert_installation(ctx.session, event.installation, ctx.now)
-    if not installation.active:
-        return EventOutcome(f"installation {installation.id} is suspended or deleted")
-    repository = ctx.session.get(Repository, event.repository.id)
-    if repository is not None and not repository.connected:
-        return EventOutcome(f"{event.repository.full_name} is no longer connected to the App")
     default_branch = event.repository.branch
     if event.pull_request.base.ref != default_branch:
         return EventOutcome(
             f"{label} targets {event.pull_request.base.ref}, not the default branch "
             f"{default_branch}: no preview"
         )
-    repository = installations.connect_repository(
-        ctx.session,
-        installation.id,
-        event.repository.id,
-        event.repository.full_name,
-        ctx.now,
-        default_branch=default_branch,
-    )
-    ctx.session.flush()
+    repository = _connected_repository(ctx, event.installation, event.repository)
+    if isinstance(repository, EventOutcome):
+        return repository
     if event.action == "closed":
         return _close_preview(ctx, repository, event)
     return _open_or_update_preview(ctx, repository, event)

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import update
 from sqlmodel import col, select
 
 from app.db import SessionFactory
+from app.leases import Lease
 from app.models import Report, Revision, RevisionState
 from app.ports import Clock
 from app.reporting import GitHubReporter, RevisionRef, load_ref
@@ -59,6 +60,13 @@ class ReportOutbox:
         self._reporter = reporter
         self._clock = clock
         self._enqueue = enqueue or self.drain
+        self._lease = Lease(
+            sessions,
+            clock,
+            key=col(Revision.id),
+            until=col(Revision.report_lease_until),
+            duration=LEASE,
+        )
 
     def use_queue(self, enqueue: Callable[[str], None]) -> None:
         """The worker sends reports from a job, so the caller never waits on GitHub."""
@@ -89,11 +97,11 @@ class ReportOutbox:
 
     # -- sending -----------------------------------------------------------------------------
     def drain(self, revision_id: str) -> None:
-        while self._acquire(revision_id):
+        while self._lease.acquire(revision_id):
             try:
                 self._send_pending(revision_id)
             finally:
-                self._release(revision_id)
+                self._lease.release(revision_id)
             if not self._has_pending(revision_id):
                 return
             # A report was added between the last send and the release: go round again.
@@ -188,26 +196,6 @@ class ReportOutbox:
                 update(Revision).where(col(Revision.id) == revision_id).values(**values)
             )
             session.commit()
-
-    def _acquire(self, revision_id: str) -> bool:
-        now = self._clock()
-        with self._sessions() as session:
-            result = session.execute(
-                update(Revision)
-                .where(
-                    col(Revision.id) == revision_id,
-                    or_(
-                        col(Revision.report_lease_until).is_(None),
-                        col(Revision.report_lease_until) < now,
-                    ),
-                )
-                .values(report_lease_until=now + LEASE)
-            )
-            session.commit()
-            return bool(result.rowcount)  # type: ignore[attr-defined]
-
-    def _release(self, revision_id: str) -> None:
-        self._update(revision_id, report_lease_until=None)
 
     def _has_pending(self, revision_id: str) -> bool:
         with self._sessions() as session:
