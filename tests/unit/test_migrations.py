@@ -1,0 +1,47 @@
+"""Upgrading keeps what users stored: a control plane made by 0001 migrates to head intact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from sqlalchemy import create_engine, text
+from sqlmodel import Session
+
+from app.db import alembic_config, make_engine, migrate
+from app.models import Deployment, Revision, RevisionState
+
+T = "2026-11-20 10:00:00.000000"
+
+
+def test_data_of_the_first_schema_survives_the_upgrade_to_head(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'control-plane.db'}"
+    command.upgrade(alembic_config(url), "0001")
+    rows = [
+        "INSERT INTO installations (id, account_login, account_type, created_at, updated_at) "
+        "VALUES (41, 'octo', 'User', :t, :t)",
+        "INSERT INTO repositories (id, installation_id, full_name, default_branch, connected, "
+        "created_at, updated_at) VALUES (7, 41, 'octo/web', 'main', 1, :t, :t)",
+        "INSERT INTO deployments (id, repository_id, slug, environment, branch, type, "
+        "live_revision_id, created_at, updated_at) VALUES ('dep_1', 7, 'web', 'production', "
+        "'main', 'production', 'rev_1', :t, :t)",
+        "INSERT INTO revisions (id, deployment_id, number, commit_sha, commit_message, env_hash, "
+        "state, image, created_at) VALUES ('rev_1', 'dep_1', 1, :sha, 'first', 'h', 'live', "
+        "'slipway/dep_1:rev_1', :t)",
+    ]
+    with create_engine(url).begin() as db:
+        for row in rows:
+            db.execute(text(row), {"t": T, "sha": "a" * 40})
+
+    migrate(url, tmp_path / "locks")
+
+    with Session(make_engine(url)) as session:
+        deployment = session.get(Deployment, "dep_1")
+        revision = session.get(Revision, "rev_1")
+        assert deployment is not None and revision is not None
+        assert deployment.live_revision_id == "rev_1"
+        assert deployment.pull_request_number is None and deployment.removed_at is None
+        assert revision.state is RevisionState.live
+        assert revision.image == "slipway/dep_1:rev_1"
+        assert revision.attempt == 1
+        assert revision.approval_required is False
