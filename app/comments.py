@@ -67,6 +67,8 @@ class CommentView:
     """The live revision when it is not the latest one."""
     removed: bool = False
     removed_because: str | None = None
+    closed: bool = False
+    """The pull request is closed (reopening it brings the preview back)."""
     note: str | None = None
 
 
@@ -91,7 +93,8 @@ def render_preview_comment(view: CommentView) -> str:
             "",
             f"The preview `{view.hostname}` was removed "
             f"{view.removed_because or 'when the pull request was closed'}: its container, "
-            "database and images are gone. Reopening the pull request deploys a new one.",
+            "database and images are gone."
+            + (" Reopening the pull request deploys a new one." if view.closed else ""),
             "",
             f"<sub>Updated {updated}</sub>",
         ]
@@ -282,11 +285,7 @@ class PreviewComments:
                 if live_id and newest is not None and live_id != newest.id:
                     live = session.get(Revision, live_id)
                     serving = self._revision_view(live) if live else None
-            removed = (
-                deployment is not None
-                and deployment.removed_at is not None
-                and pull_request.state is PullRequestState.closed
-            )
+            removed = deployment is not None and deployment.removed_at is not None
             if removed:
                 removed_because = pull_request.note
             slug = deployment.slug if deployment is not None else ""
@@ -299,6 +298,7 @@ class PreviewComments:
                 serving=serving,
                 removed=removed,
                 removed_because=removed_because,
+                closed=pull_request.state is PullRequestState.closed,
                 note=None if removed else pull_request.note,
             )
 

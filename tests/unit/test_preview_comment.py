@@ -100,6 +100,7 @@ def test_a_removed_preview_says_so_and_links_to_nothing_live() -> None:
             revision(RevisionState.superseded),
             removed=True,
             removed_because="when the pull request was merged",
+            closed=True,
         )
     )
 

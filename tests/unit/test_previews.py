@@ -603,3 +603,19 @@ def test_a_teardown_the_engine_refuses_does_the_rest_and_finishes_when_retried(
     platform.runtime.stuck.clear()
     platform.teardown.remove(preview.id, drop_database=True, reason="closed")
     assert_nothing_left(platform, preview.id)
+
+
+def test_turning_previews_off_removes_the_preview_and_says_why(platform: Platform) -> None:
+    open_and_run(platform)
+    preview = platform.preview_deployment(7)
+    head = platform.commit(
+        {"Dockerfile": DOCKERFILE, "slipway.toml": "[previews]\nenabled = false\n"}
+    )
+
+    outcome = platform.pull_request_event("synchronize", 7, head)
+
+    assert outcome.start_revisions == []
+    assert_nothing_left(platform, preview.id)
+    [body] = platform.github.comments_on(7)
+    assert "was removed because slipway.toml turned previews off" in body
+    assert "Reopening" not in body
