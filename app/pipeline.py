@@ -374,8 +374,11 @@ class RevisionPipeline:
             f"{spec.limits.cpus:g} CPU, {spec.limits.memory_bytes // 1024**3} GB)",
         )
         self._stop_replicas(revision.id)  # left by an earlier attempt (a retried job)
-        network = deployment_network(deployment.id)
-        self._runtime.ensure_network(network.name, network.labels)
+        if not self._has_running_replica(deployment.id):
+            # The first start (or the first after a teardown) makes the network; while a
+            # replica runs on it, it exists, and the ~30 ms check stays off the push path.
+            network = deployment_network(deployment.id)
+            self._runtime.ensure_network(network.name, network.labels)
         started = self._runtime.start(spec)
         with self._sessions() as session:
             stored = session.get(Revision, revision.id)
@@ -487,6 +490,20 @@ class RevisionPipeline:
     def _changed(self, ref: RevisionRef) -> None:
         if ref.deployment.is_preview:
             self._notifier.deployment_changed(ref.deployment.id)
+
+    def _has_running_replica(self, deployment_id: str) -> bool:
+        with self._sessions() as session:
+            return (
+                session.exec(
+                    select(Replica.id)
+                    .join(Revision, col(Revision.id) == col(Replica.revision_id))
+                    .where(
+                        Revision.deployment_id == deployment_id,
+                        col(Replica.stopped_at).is_(None),
+                    )
+                ).first()
+                is not None
+            )
 
     def _database(self, deployment: Deployment) -> tuple[str, str]:
         """The deployment's database (URI, password), created on its first revision and kept."""

@@ -352,7 +352,8 @@ def database_uri(platform: RunningPlatform, deployment_id: str) -> str:
 def redis_url(platform: RunningPlatform) -> str:
     """The platform's embedded job queue (arq on Valkey), to see when a job has finished."""
     port = int((platform.data_dir / "redis" / "port").read_text().strip())
-    return f"redis://127.0.0.1:{port}/0"
+    password = quote((platform.data_dir / "redis" / "password").read_text().strip(), safe="")
+    return f"redis://:{password}@127.0.0.1:{port}/0"
 
 
 def router_url(platform: RunningPlatform) -> str:
