@@ -37,6 +37,7 @@ import psycopg
 from bench.push_to_live import (
     ACCOUNT,
     DEFAULT_DEADLINE_SECONDS,
+    FLOOR_NETWORK,
     INSTALLATION_ID,
     REDACT,
     TARGET_RATIO,
@@ -47,6 +48,7 @@ from bench.push_to_live import (
     Samples,
     connect_and_warm_up,
     describe_machine,
+    docker,
     first_answer,
     floor,
     keep_logs,
@@ -201,8 +203,9 @@ def one_pull_request(
     return str(preview["id"])
 
 
-def report(samples: Samples, machine: Sequence[str], latency: float) -> str:
-    lines = [*machine, f"fake GitHub latency per API call: {latency * 1000:.0f} ms", ""]
+def report(samples: Samples, machine: Sequence[str], latency: float, confined: bool) -> str:
+    lines = [*machine, f"fake GitHub latency per API call: {latency * 1000:.0f} ms"]
+    lines += ["floor: " + ("confined like a replica" if confined else "plain docker run"), ""]
     width = max(len(row.label) for row in (*ROWS, *FLOOR_ROWS)) + 2
     header = f"{'phase':<{width}}{'n':>5}{'median ms':>12}{'p99 ms':>10}"
     lines += [header, "-" * len(header)]
@@ -226,7 +229,11 @@ def report(samples: Samples, machine: Sequence[str], latency: float) -> str:
 
 
 def run(
-    iterations: int, latency: float, deadline_seconds: float, logs_to: Path | None = None
+    iterations: int,
+    latency: float,
+    deadline_seconds: float,
+    logs_to: Path | None = None,
+    confined_floor: bool = False,
 ) -> str:
     log("making sure the base image exists")
     ensure_python_image()
@@ -251,16 +258,36 @@ def run(
                 log("warm-up: one pull request and one floor run")
                 warm = Samples()
                 deployment_ids.append(one_pull_request(bench, 1, warm, client, deadline_seconds))
-                floor(bench, "warmup", None, client, work, deadline_seconds, floor_containers)
+                if confined_floor:
+                    docker("network", "create", FLOOR_NETWORK)
+                floor(
+                    bench,
+                    "warmup",
+                    None,
+                    client,
+                    work,
+                    deadline_seconds,
+                    floor_containers,
+                    confined_floor,
+                )
                 for index in range(1, iterations + 1):
                     log(f"iteration {index}/{iterations}: a pull request")
                     deployment_ids.append(
                         one_pull_request(bench, index + 1, samples, client, deadline_seconds)
                     )
                     log(f"iteration {index}/{iterations}: floor")
-                    floor(bench, index, samples, client, work, deadline_seconds, floor_containers)
+                    floor(
+                        bench,
+                        index,
+                        samples,
+                        client,
+                        work,
+                        deadline_seconds,
+                        floor_containers,
+                        confined_floor,
+                    )
                     log(f"  ms: {samples.last([row.key for row in ROWS])}")
-            return report(samples, machine, latency)
+            return report(samples, machine, latency, confined_floor)
         finally:
             log("cleaning up")
             github.latency_seconds = 0
@@ -274,6 +301,9 @@ def run(
                 platform.stop()
             github.stop()
             remove_docker_objects(deployment_ids, floor_containers)
+            if confined_floor:
+                with contextlib.suppress(BenchError):
+                    docker("network", "rm", FLOOR_NETWORK)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -290,6 +320,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_SECONDS)
     parser.add_argument(
+        "--confined-floor",
+        action="store_true",
+        help="run the floor's container with the confinement Slipway gives replicas",
+    )
+    parser.add_argument(
         "--keep-logs",
         type=Path,
         metavar="DIR",
@@ -301,7 +336,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 <= args.github_latency <= 2:
         parser.error("--github-latency must be between 0 and 2 seconds")
     try:
-        print(run(args.iterations, args.github_latency, args.deadline, args.keep_logs), flush=True)
+        print(
+            run(
+                args.iterations,
+                args.github_latency,
+                args.deadline,
+                args.keep_logs,
+                args.confined_floor,
+            ),
+            flush=True,
+        )
     except (BenchError, AssertionError) as exc:
         print(f"bench failed: {REDACT(str(exc))}", file=sys.stderr)
         return 1

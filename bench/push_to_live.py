@@ -86,6 +86,31 @@ SETTLE_SECONDS = 0.3
 """After the worker's job for a revision has finished, before the next measurement."""
 
 FLOOR_IMAGE = "bench-floor"
+FLOOR_NETWORK = "bench-floor-net"
+CONFINED_RUN = (
+    "--network",
+    FLOOR_NETWORK,
+    "--init",
+    "--cpus",
+    "2",
+    "--memory",
+    str(2 * 1024**3),
+    "--memory-swap",
+    str(2 * 1024**3),
+    "--pids-limit",
+    "1024",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+    "--log-driver",
+    "json-file",
+    "--log-opt",
+    "max-size=10m",
+    "--log-opt",
+    "max-file=3",
+)
+"""What Slipway's `docker run` adds for a production replica (app/runtime.py run_arguments)."""
 FLOOR_PORT = 8000
 DEPLOYMENT_LABEL = "dev.slipway.deployment"
 BUILDKIT_ENV = {**os.environ, "DOCKER_BUILDKIT": "1"}
@@ -469,8 +494,12 @@ def floor(
     work: Path,
     deadline_seconds: float,
     started_containers: list[str],
+    confined: bool = False,
 ) -> None:
     """docker build + docker run + poll, on the work tree with the same one-line change.
+
+    `confined`: the run gets what Slipway gives every replica (its own network, no
+    capabilities, no new privileges, limits, rotated logs), for a like-with-like floor.
 
     The VERSION value is one neither Slipway nor an earlier floor run has built, so both sides
     do the same work: BuildKit reuses the base layers and re-runs the COPY of the change.
@@ -496,6 +525,7 @@ def floor(
         "DATABASE_URI",  # its value comes from this environment, not the argument list
         "--add-host",
         "host.docker.internal:host-gateway",
+        *(CONFINED_RUN if confined else ()),
         tag,
         env={**os.environ, "DATABASE_URI": bench.database_uri},
         timeout=deadline.remaining(),
@@ -642,6 +672,7 @@ def run(
     deadline_seconds: float,
     logs_to: Path | None = None,
     github_latency: float = 0.0,
+    confined_floor: bool = False,
 ) -> str:
     log("making sure the base image exists")
     ensure_python_image()
@@ -664,12 +695,32 @@ def run(
             github.latency_seconds = github_latency
             with httpx.Client(trust_env=False) as client:
                 log("warm-up: one floor run")
-                floor(bench, "warmup", None, client, work, deadline_seconds, floor_containers)
+                if confined_floor:
+                    docker("network", "create", FLOOR_NETWORK)
+                floor(
+                    bench,
+                    "warmup",
+                    None,
+                    client,
+                    work,
+                    deadline_seconds,
+                    floor_containers,
+                    confined_floor,
+                )
                 for index in range(1, iterations + 1):
                     log(f"iteration {index}/{iterations}: push to live")
                     push_to_live(bench, index, samples, client, deadline_seconds)
                     log(f"iteration {index}/{iterations}: floor")
-                    floor(bench, index, samples, client, work, deadline_seconds, floor_containers)
+                    floor(
+                        bench,
+                        index,
+                        samples,
+                        client,
+                        work,
+                        deadline_seconds,
+                        floor_containers,
+                        confined_floor,
+                    )
                     log(f"  slipway ms: {samples.last([row.key for row in SLIPWAY_ROWS[2:]])}")
                     log(f"  floor ms: {samples.last([row.key for row in FLOOR_ROWS])}")
             if ping_count:
@@ -678,6 +729,7 @@ def run(
             machine = [
                 *machine,
                 f"fake GitHub latency per API call: {github_latency * 1000:.0f} ms",
+                "floor: " + ("confined like a replica" if confined_floor else "plain docker run"),
             ]
             return report(samples, machine, bench.build_method)
         finally:
@@ -692,6 +744,9 @@ def run(
                 platform.stop()
             github.stop()
             remove_docker_objects(deployment_ids, floor_containers)
+            if confined_floor:
+                with contextlib.suppress(BenchError):
+                    docker("network", "rm", FLOOR_NETWORK)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -720,6 +775,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"seconds allowed per iteration (default {DEFAULT_DEADLINE_SECONDS:.0f})",
     )
     parser.add_argument(
+        "--confined-floor",
+        action="store_true",
+        help="run the floor's container with the confinement Slipway gives replicas",
+    )
+    parser.add_argument(
         "--github-latency",
         type=float,
         default=0.0,
@@ -742,7 +802,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--deadline must be between 10 and 3600 seconds")
     try:
         print(
-            run(args.iterations, args.pings, args.deadline, args.keep_logs, args.github_latency),
+            run(
+                args.iterations,
+                args.pings,
+                args.deadline,
+                args.keep_logs,
+                args.github_latency,
+                args.confined_floor,
+            ),
             flush=True,
         )
     except (BenchError, AssertionError) as exc:  # AssertionError: the harness's waits
