@@ -20,29 +20,17 @@ log = logging.getLogger(__name__)
 
 
 class CommitFacts(Protocol):
-    def preview_settings(
-        self, installation_id: int, full_name: str, sha: str
-    ) -> PreviewSettings: ...
-
-    def commit_message(self, installation_id: int, full_name: str, sha: str) -> str: ...
-
     def permission(self, installation_id: int, full_name: str, login: str) -> str:
         """The user's role on the repository (admin, maintain, write, triage, read, none)."""
 
     def pull_request_facts(
         self, installation_id: int, full_name: str, sha: str
     ) -> tuple[PreviewSettings, str]:
-        """`preview_settings` and `commit_message` together."""
+        """The head commit's `[previews]` settings and its message."""
 
 
 class NoFacts:
     """For events that need none, and for tests of them."""
-
-    def preview_settings(self, installation_id: int, full_name: str, sha: str) -> PreviewSettings:
-        return PreviewSettings()
-
-    def commit_message(self, installation_id: int, full_name: str, sha: str) -> str:
-        return ""
 
     def permission(self, installation_id: int, full_name: str, login: str) -> str:
         return "none"

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from app.deployments import MAX_LABEL, production_deployment
 from app.github.webhooks import PullRequestEvent
@@ -167,19 +167,6 @@ def mark_removed(
     deployment.updated_at = now
     session.add(deployment)
     return removed
-
-
-def open_previews(session: Session, repository_id: int) -> list[Deployment]:
-    """The repository's previews that are not removed."""
-    return list(
-        session.exec(
-            select(Deployment).where(
-                Deployment.repository_id == repository_id,
-                col(Deployment.pull_request_number).is_not(None),
-                col(Deployment.removed_at).is_(None),
-            )
-        ).all()
-    )
 
 
 def pull_request_of(session: Session, deployment: Deployment) -> PullRequest | None:

@@ -128,22 +128,18 @@ class GitHubReporter:
     def open_check_run(self, ref: RevisionRef) -> int | None:
         revision = ref.revision
         if awaits_approval(revision):
-            return self._safely(
-                ref,
-                "create check run",
-                lambda: self._github.create_check_run(
-                    ref.installation_id,
-                    ref.repository.full_name,
-                    revision.commit_sha,
-                    name=self._check_name,
-                    external_id=revision.id,
-                    details_url=self.revision_url(revision),
-                    title="Waiting for a maintainer to approve this fork's commit",
-                    summary=APPROVAL_SUMMARY,
-                    conclusion="action_required",
-                    actions=[DEPLOY_PREVIEW_ACTION],
-                ),
+            # A fork's commit: the run asks for approval, with the button that gives it.
+            title = "Waiting for a maintainer to approve this fork's commit"
+            summary = APPROVAL_SUMMARY
+            conclusion: str | None = "action_required"
+            actions: list[dict[str, str]] | None = [DEPLOY_PREVIEW_ACTION]
+        else:
+            title = f"Queued: revision #{revision.number}"
+            summary = (
+                f"Revision #{revision.number} of `{ref.deployment.slug}` is queued for a build "
+                f"of `{revision.commit_sha[:7]}`."
             )
+            conclusion, actions = None, None
         return self._safely(
             ref,
             "create check run",
@@ -154,11 +150,10 @@ class GitHubReporter:
                 name=self._check_name,
                 external_id=revision.id,
                 details_url=self.revision_url(revision),
-                title=f"Queued: revision #{revision.number}",
-                summary=(
-                    f"Revision #{revision.number} of `{ref.deployment.slug}` is queued for a build "
-                    f"of `{revision.commit_sha[:7]}`."
-                ),
+                title=title,
+                summary=summary,
+                conclusion=conclusion,
+                actions=actions,
             ),
         )
 

@@ -97,11 +97,6 @@ class Teardown:
         )
         return cancelled
 
-    def is_removed(self, deployment_id: str) -> bool:
-        with self._sessions() as session:
-            deployment = session.get(Deployment, deployment_id)
-            return deployment is None or deployment.removed_at is not None
-
     def _stop_everything(self, deployment_id: str) -> None:
         self._runtime.remove_labelled(DEPLOYMENT_LABEL, deployment_id)  # raises if one stays
         now = self._clock()

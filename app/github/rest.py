@@ -275,10 +275,7 @@ class GitHubRest:
                 ),
             )
         except GitHubError as exc:
-            if (
-                isinstance(exc.__cause__, RequestFailed)
-                and exc.__cause__.response.status_code == 404
-            ):
+            if _not_found(exc):
                 return None
             raise
         return bytes(response.content)
@@ -305,10 +302,7 @@ class GitHubRest:
                 lambda: client.rest.repos.get_collaborator_permission_level(owner, repo, login),
             )
         except GitHubError as exc:
-            if (
-                isinstance(exc.__cause__, RequestFailed)
-                and exc.__cause__.response.status_code == 404
-            ):
+            if _not_found(exc):
                 return "none"
             raise
         body = response.json()
@@ -344,10 +338,7 @@ class GitHubRest:
                 ),
             )
         except GitHubError as exc:
-            if (
-                isinstance(exc.__cause__, RequestFailed)
-                and exc.__cause__.response.status_code == 404
-            ):
+            if _not_found(exc):
                 return False
             raise
         return True
