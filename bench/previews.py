@@ -23,7 +23,6 @@ containers and images it made are removed at the end.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import subprocess
 import sys
 import tempfile
@@ -46,14 +45,13 @@ from bench.push_to_live import (
     Deadline,
     Row,
     Samples,
+    clean_up,
     connect_and_warm_up,
     describe_machine,
     docker,
     first_answer,
     floor,
-    keep_logs,
     log,
-    remove_docker_objects,
     router_host,
     router_url,
 )
@@ -289,21 +287,8 @@ def run(
                     log(f"  ms: {samples.last([row.key for row in ROWS])}")
             return report(samples, machine, latency, confined_floor)
         finally:
-            log("cleaning up")
             github.latency_seconds = 0
-            if platform is not None and logs_to is not None:
-                keep_logs(platform, logs_to)
-            if platform is not None:
-                with contextlib.suppress(httpx.HTTPError):
-                    deployment_ids = sorted(
-                        {*deployment_ids, *(d["id"] for d in platform.api("/api/deployments"))}
-                    )
-                platform.stop()
-            github.stop()
-            remove_docker_objects(deployment_ids, floor_containers)
-            if confined_floor:
-                with contextlib.suppress(BenchError):
-                    docker("network", "rm", FLOOR_NETWORK)
+            clean_up(platform, github, deployment_ids, floor_containers, confined_floor, logs_to)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

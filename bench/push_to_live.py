@@ -653,6 +653,30 @@ def remove_docker_objects(deployment_ids: Sequence[str], floor_containers: Seque
         docker("rmi", "-f", *floor_tags)
 
 
+def clean_up(
+    platform: RunningPlatform | None,
+    github: FakeGitHub,
+    deployment_ids: Sequence[str],
+    floor_containers: Sequence[str],
+    confined_floor: bool,
+    logs_to: Path | None,
+) -> None:
+    """Stop the platform and remove what a bench run made (BuildKit's cache stays)."""
+    log("cleaning up")
+    ids = set(deployment_ids)
+    if platform is not None:
+        if logs_to is not None:
+            keep_logs(platform, logs_to)
+        with contextlib.suppress(httpx.HTTPError):
+            ids |= {d["id"] for d in platform.api("/api/deployments")}
+        platform.stop()
+    github.stop()
+    remove_docker_objects(sorted(ids), floor_containers)
+    if confined_floor:
+        with contextlib.suppress(BenchError):
+            docker("network", "rm", FLOOR_NETWORK)
+
+
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -733,20 +757,7 @@ def run(
             ]
             return report(samples, machine, bench.build_method)
         finally:
-            log("cleaning up")
-            if platform is not None and logs_to is not None:
-                keep_logs(platform, logs_to)
-            if platform is not None:
-                with contextlib.suppress(httpx.HTTPError):
-                    deployment_ids = sorted(
-                        {*deployment_ids, *(d["id"] for d in platform.api("/api/deployments"))}
-                    )
-                platform.stop()
-            github.stop()
-            remove_docker_objects(deployment_ids, floor_containers)
-            if confined_floor:
-                with contextlib.suppress(BenchError):
-                    docker("network", "rm", FLOOR_NETWORK)
+            clean_up(platform, github, deployment_ids, floor_containers, confined_floor, logs_to)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

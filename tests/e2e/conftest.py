@@ -81,22 +81,32 @@ def remove_docker_objects(deployment_ids: list[str]) -> None:
 RepoFactory = Callable[[str, dict[str, str | bytes]], tuple[GitRepo, dict[str, Any]]]
 
 
+def connect_repository(
+    platform: RunningPlatform,
+    github: FakeGitHub,
+    path: Path,
+    files: dict[str, str | bytes],
+) -> tuple[GitRepo, dict[str, Any]]:
+    """A git repository at `path` with a first commit, known to the fake GitHub and connected
+    to the App on `platform` (named after the directory)."""
+    repo = GitRepo(path)
+    repo.commit(files, "first commit")
+    repository = github.add_repository(INSTALLATION_ID, ACCOUNT, path.name, repo.path)
+    response = platform.send(
+        "installation",
+        installation_payload(
+            "created", INSTALLATION_ID, ACCOUNT, [repository], app_id=github.app_id
+        ),
+    )
+    assert response.status_code == 202, response.text
+    return repo, repository
+
+
 @pytest.fixture
 def make_repository(tmp_path: Path, github: FakeGitHub, platform: RunningPlatform) -> RepoFactory:
     """A git repository with a first commit, known to the fake GitHub and connected to the App."""
 
     def make(name: str, files: dict[str, str | bytes]) -> tuple[GitRepo, dict[str, Any]]:
-        unique = f"{name}-{next(_repo_ids)}"
-        repo = GitRepo(tmp_path / unique)
-        repo.commit(files, "first commit")
-        repository = github.add_repository(INSTALLATION_ID, ACCOUNT, unique, repo.path)
-        response = platform.send(
-            "installation",
-            installation_payload(
-                "created", INSTALLATION_ID, ACCOUNT, [repository], app_id=github.app_id
-            ),
-        )
-        assert response.status_code == 202, response.text
-        return repo, repository
+        return connect_repository(platform, github, tmp_path / f"{name}-{next(_repo_ids)}", files)
 
     return make

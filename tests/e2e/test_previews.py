@@ -20,11 +20,15 @@ import psycopg
 import pytest
 
 from tests.apps import notes_app, static_site
-from tests.e2e.conftest import ACCOUNT, INSTALLATION_ID, RepoFactory, remove_docker_objects
+from tests.e2e.conftest import (
+    INSTALLATION_ID,
+    RepoFactory,
+    connect_repository,
+    remove_docker_objects,
+)
 from tests.fake_github import FakeGitHub
 from tests.fake_github.payloads import (
     check_run_payload,
-    installation_payload,
     pull_request_payload,
 )
 from tests.git_repos import GitRepo
@@ -443,14 +447,8 @@ def test_a_restart_between_opened_and_synchronize_edits_the_same_comment(
     platform = start_platform(data_dir, github)
     deployment_ids: list[str] = []
     try:
-        repo = GitRepo(tmp_path / "restart-preview")
-        repo.commit(static_site("main"), "first")
-        repository = github.add_repository(INSTALLATION_ID, ACCOUNT, "restart-preview", repo.path)
-        platform.send(
-            "installation",
-            installation_payload(
-                "created", INSTALLATION_ID, ACCOUNT, [repository], app_id=github.app_id
-            ),
+        repo, repository = connect_repository(
+            platform, github, tmp_path / "restart-preview", static_site("main")
         )
         prs = PullRequests(platform, github, repo, repository)
         head = prs.open(4, static_site("before the restart"))

@@ -11,10 +11,8 @@ import pytest
 
 from app.recovery import kill_builds
 from tests.apps import static_site
-from tests.e2e.conftest import ACCOUNT, INSTALLATION_ID, remove_docker_objects
+from tests.e2e.conftest import INSTALLATION_ID, connect_repository, remove_docker_objects
 from tests.fake_github import FakeGitHub
-from tests.fake_github.payloads import installation_payload
-from tests.git_repos import GitRepo
 from tests.platform import start_platform, wait_for
 
 RECOVERY_SECONDS = "5"
@@ -55,14 +53,8 @@ def test_a_worker_killed_mid_build_leaves_a_failed_revision_and_nothing_running(
     deployment_ids: list[str] = []
     tag = ""
     try:
-        repo = GitRepo(tmp_path / "killed")
-        repo.commit(static_site("before"), "first")
-        repository = github.add_repository(INSTALLATION_ID, ACCOUNT, "killed", repo.path)
-        platform.send(
-            "installation",
-            installation_payload(
-                "created", INSTALLATION_ID, ACCOUNT, [repository], app_id=github.app_id
-            ),
+        repo, repository = connect_repository(
+            platform, github, tmp_path / "killed", static_site("before")
         )
         first = repo.head
         platform.push(repository, INSTALLATION_ID, "0" * 40, first)

@@ -9,10 +9,8 @@ from pathlib import Path
 import httpx
 
 from tests.apps import static_site
-from tests.e2e.conftest import ACCOUNT, INSTALLATION_ID, remove_docker_objects
+from tests.e2e.conftest import INSTALLATION_ID, connect_repository, remove_docker_objects
 from tests.fake_github import FakeGitHub
-from tests.fake_github.payloads import installation_payload
-from tests.git_repos import GitRepo
 from tests.platform import RunningPlatform, start_platform, wait_for
 
 
@@ -30,14 +28,8 @@ def test_routes_are_restored_after_caddy_dies_and_after_the_platform_restarts(
     platform = start_platform(data_dir, github)
     deployment_ids: list[str] = []
     try:
-        repo = GitRepo(tmp_path / "restartable")
-        repo.commit(static_site("still here"), "first")
-        repository = github.add_repository(INSTALLATION_ID, ACCOUNT, "restartable", repo.path)
-        platform.send(
-            "installation",
-            installation_payload(
-                "created", INSTALLATION_ID, ACCOUNT, [repository], app_id=github.app_id
-            ),
+        repo, repository = connect_repository(
+            platform, github, tmp_path / "restartable", static_site("still here")
         )
         platform.push(repository, INSTALLATION_ID, "0" * 40, repo.head)
         deployment, revision = platform.settle(repository["full_name"], repo.head)

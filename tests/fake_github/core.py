@@ -175,6 +175,10 @@ class FakeCore:
         self._routes: list[tuple[str, re.Pattern[str], Route]] = []
         self._server = Server((host, 0), self)
         self._thread: threading.Thread | None = None
+        self._init_areas()
+
+    def _init_areas(self) -> None:
+        """Each area's stores and routes; the FakeGitHub that combines the areas sets them."""
 
     def _set_routes(self, routes: Sequence[RouteSpec]) -> None:
         """The routing table: the first route whose method and pattern match serves a request."""

@@ -20,15 +20,12 @@ The endpoints live in one module per area, each a mixin of :class:`~.core.FakeCo
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from .apps import AppsMixin
 from .checks import CHECK_RUN_CONCLUSIONS, CHECK_RUN_STATUSES, CheckRun
 from .comments import CommentsMixin
 from .core import DEFAULT_PERMISSIONS
 from .deployments import DEPLOYMENT_STATES, Deployment, DeploymentsMixin
 from .http import HttpError
-from .payloads import DEFAULT_APP_ID, DEFAULT_APP_SLUG
 from .pulls import COLLABORATOR_ROLES, LEGACY_PERMISSION
 
 __all__ = [
@@ -53,36 +50,13 @@ class FakeGitHub(DeploymentsMixin, CommentsMixin, AppsMixin):
     ...     repo = fake.add_repository(1, "octo", "web", git_dir)
     ...     ...  # run the app against fake.url with fake.private_key_pem
     ...     fake.assert_no_errors()
+
+    ``private_key_pem``: reuse an App key (PEM, RSA) instead of generating a new one (~50 ms
+    each, which adds up over many short tests). ``latency_seconds``: hold every API answer back
+    that long (see :attr:`latency_seconds`), e.g. 0.1-0.3 to behave like api.github.com.
     """
 
-    def __init__(
-        self,
-        app_id: int = DEFAULT_APP_ID,
-        app_slug: str = DEFAULT_APP_SLUG,
-        token_lifetime: timedelta = timedelta(hours=1),
-        *,
-        app_name: str = "Slipway Test",
-        app_owner: str = "slipway-owner",
-        host: str = "127.0.0.1",
-        private_key_pem: str | None = None,
-        latency_seconds: float = 0.0,
-    ) -> None:
-        """``private_key_pem``: reuse an App key (PEM, RSA) instead of generating a new one;
-        generating takes ~50 ms, which adds up over many short tests.
-
-        ``latency_seconds``: hold every API answer back that long (see
-        :attr:`latency_seconds`), e.g. 0.1-0.3 to behave like api.github.com in benchmarks.
-        """
-        super().__init__(
-            app_id,
-            app_slug,
-            token_lifetime,
-            app_name=app_name,
-            app_owner=app_owner,
-            host=host,
-            private_key_pem=private_key_pem,
-            latency_seconds=latency_seconds,
-        )
+    def _init_areas(self) -> None:
         self._init_repos()
         self._init_pulls()
         self._init_checks()
