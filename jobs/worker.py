@@ -109,7 +109,7 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
                 name="clean_up",
                 minute=JANITOR_MINUTE,
                 second=0,
-                run_at_startup=True,
+                run_at_startup=False,  # disk fills over hours: not worth delaying a start
                 timeout=JANITOR_TIMEOUT_SECONDS,
             ),
             cron(
