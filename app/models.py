@@ -104,7 +104,13 @@ class Deployment(SQLModel, table=True):
     type: DeploymentType = DeploymentType.production
     live_revision_id: str | None = None
     env_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    """User environment variables, as an encrypted JSON object."""
+    """User environment variables and secrets, as one encrypted JSON object."""
+    secret_names: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    """JSON list of the env keys that are secrets: write-only, never shown by the API."""
+    deploy_on_push: bool = True
+    """False: pushes to the branch are recorded, and only an API request deploys."""
+    deleted_at: datetime | None = _ts()
+    """Deleted by its owner (database dropped): nothing brings it back, its slug is free."""
     pull_request_number: int | None = Field(default=None, index=True)
     """Set for a preview: the pull request it previews. Production deployments have none."""
     removed_at: datetime | None = _ts()
@@ -223,6 +229,12 @@ class Revision(SQLModel, table=True):
     report_lease_until: datetime | None = _ts()
     """One worker at a time sends the revision's reports, so they reach GitHub in order."""
     env_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    """The deployment's env (vars and secrets) as it was when the revision was made."""
+    secret_names: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    rollback_of: str | None = None
+    """A rollback's source revision: its image (if still there) and env are used again."""
+    requested_by: str | None = None
+    """Who asked for it through the API (a token's name); None for a GitHub event."""
     state: RevisionState = RevisionState.queued
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     image: str | None = None
@@ -269,6 +281,20 @@ class Replica(SQLModel, table=True):
     """Where the engine published it on 127.0.0.1; it can change when the engine restarts it."""
     started_at: datetime = _created()
     stopped_at: datetime | None = _ts()
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token for the API; only its SHA-256 is stored, the token is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: str = Field(default_factory=lambda: new_id("tok_"), primary_key=True)
+    name: str = Field(unique=True)
+    token_hash: str = Field(unique=True)
+    read_only: bool = False
+    created_at: datetime = _created()
+    last_used_at: datetime | None = _ts()
+    revoked_at: datetime | None = _ts()
 
 
 class Delivery(SQLModel, table=True):

@@ -45,3 +45,17 @@ def test_data_of_the_first_schema_survives_the_upgrade_to_head(tmp_path: Path) -
         assert revision.image == "slipway/dep_1:rev_1"
         assert revision.attempt == 1
         assert revision.approval_required is False
+        assert deployment.deploy_on_push is True and deployment.deleted_at is None
+        assert deployment.secret_names is None and revision.rollback_of is None
+
+
+def test_the_migrations_build_the_schema_the_models_describe(tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    url = f"sqlite:///{tmp_path / 'control-plane.db'}"
+    migrate(url, tmp_path / "locks")
+    with make_engine(url).connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+    assert differences == []
