@@ -22,11 +22,12 @@ from app.github.auth import GitHubApp
 from app.github.rest import GitHubRest
 from app.health import HttpHealthProbe
 from app.janitor import Janitor, JanitorLimits
+from app.links import LinkSigner, RevisionLinks
 from app.models import DeploymentType
 from app.notifications import PlatformNotifier
 from app.outbox import ReportOutbox
 from app.pipeline import PipelineConfig, RevisionPipeline
-from app.ports import Clock, GitHubPort
+from app.ports import Clock, CommitResolver, GitHubPort
 from app.recovery import Recovery
 from app.reporting import GitHubReporter
 from app.router import CaddyRouter
@@ -84,6 +85,14 @@ def private_data_dir(data_dir: Path) -> None:
         data_dir.chmod(0o700)
 
 
+def link_signer(settings: Settings, secrets: SecretBox, clock: Clock = utcnow) -> LinkSigner:
+    return LinkSigner(
+        secrets.derive_key("signed-links"),
+        timedelta(days=settings.link_lifetime_days),
+        clock,
+    )
+
+
 def open_database(settings: Settings) -> SessionFactory:
     """Migrate to the newest schema, then hand out sessions."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -118,6 +127,22 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
     )
 
 
+def github_client(settings: Settings, clock: Clock = utcnow) -> GitHubRest:
+    return GitHubRest(
+        GitHubApp(
+            settings.github_app_id,
+            settings.private_key_pem,
+            str(settings.github_api_url),
+            clock=clock,
+        )
+    )
+
+
+def commit_resolver(settings: Settings, clock: Clock = utcnow) -> CommitResolver:
+    """What the API asks GitHub: which commit a branch, tag or sha names."""
+    return github_client(settings, clock)
+
+
 def require(value: str | None, name: str) -> str:
     if not value:
         raise SettingsError(
@@ -132,17 +157,14 @@ def bootstrap(
     sessions = open_database(settings)
     secrets = secret_box(settings)
     if github is None:
-        github = GitHubRest(
-            GitHubApp(
-                settings.github_app_id,
-                settings.private_key_pem,
-                str(settings.github_api_url),
-                clock=clock,
-            )
-        )
+        github = github_client(settings, clock)
     docker_binary = find_docker_cli(settings.docker_binary).binary
     config = pipeline_config(settings)
-    reporter = GitHubReporter(github, check_name=settings.github_app_name, api_url=settings.api_url)
+    reporter = GitHubReporter(
+        github,
+        check_name=settings.github_app_name,
+        links=RevisionLinks(settings.api_url, link_signer(settings, secrets, clock)),
+    )
     runtime = DockerRuntime(
         docker_binary,
         settings.data_dir.resolve() / "run",

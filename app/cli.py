@@ -1,4 +1,5 @@
-"""The `slipway` command: `up` runs the whole platform, the others one part of it."""
+"""The `slipway` command: `up` runs the whole platform, `api` and `worker` one part of it;
+the others use a running platform through its API (`slipway login` first)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import os
 import sys
 
+from app.commands import COMMANDS, add_commands, run_command
 from app.embedded import EmbeddedServiceError
 from app.errors import SlipwayError
 from app.logs import configure_logging
@@ -20,7 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("worker", help="run an arq worker (builds and deploys)")
     sub.add_parser("migrate", help="apply database migrations and exit")
     sub.add_parser("check", help="validate the settings and exit")
+    add_commands(sub)
     args = parser.parse_args(argv)
+    if args.command in COMMANDS:
+        # Using a platform, from anywhere: no settings, no logging set-up, only the API.
+        return run_command(args)
     configure_logging(args.command)
     # Everything Slipway writes (control plane, logs, builds, keys) is its user's alone.
     os.umask(0o077)

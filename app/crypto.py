@@ -28,7 +28,12 @@ class SecretBox:
     def __init__(self, secret_key: str) -> None:
         digest = hashlib.sha256(secret_key.encode()).digest()
         self._fernet = Fernet(base64.urlsafe_b64encode(digest))
-        self._hash_key = hashlib.sha256(b"env-hash:" + secret_key.encode()).digest()
+        self._secret_key = secret_key
+        self._hash_key = self.derive_key("env-hash")
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A key of its own for each use of SECRET_KEY (env hashes, signed links)."""
+        return hashlib.sha256(f"{purpose}:".encode() + self._secret_key.encode()).digest()
 
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode()

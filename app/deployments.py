@@ -44,6 +44,33 @@ def production_deployment(session: Session, repository: Repository, now: datetim
     return deployment
 
 
+def deployments_following(
+    session: Session, repository: Repository, branch: str, now: datetime
+) -> list[Deployment]:
+    """Every deployment a push to `branch` concerns (previews follow pull requests instead).
+
+    The default branch always has its production deployment, made on its first push, unless
+    its owner deleted it.
+    """
+    following = list(
+        session.exec(
+            select(Deployment)
+            .where(
+                Deployment.repository_id == repository.id,
+                Deployment.branch == branch,
+                col(Deployment.pull_request_number).is_(None),
+                col(Deployment.deleted_at).is_(None),
+            )
+            .order_by(col(Deployment.created_at))
+        ).all()
+    )
+    if branch == repository.default_branch:
+        production = production_deployment(session, repository, now)
+        if production.deleted_at is None and production not in following:
+            following.insert(0, production)
+    return following
+
+
 def _free_slug(session: Session, repository: Repository) -> str:
     """The repository name when free, else name-owner, else with a number: short URLs first."""
     candidates = [slugify(repository.name), slugify(f"{repository.name}-{repository.owner}")]

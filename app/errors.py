@@ -53,3 +53,15 @@ class TeardownIncomplete(SlipwayError):
 
 class RouterError(SlipwayError):
     """The router (Caddy) refused the configuration or could not be reached."""
+
+
+class InvalidRequest(SlipwayError):
+    """A request to the API is malformed; the message names the field and what is wrong."""
+
+
+class ConflictError(SlipwayError):
+    """The request clashes with what exists (a name taken, a deployment being removed)."""
+
+
+class PermissionDenied(SlipwayError):
+    """The caller may not do this (a read-only token writing)."""

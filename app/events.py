@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import update
@@ -18,7 +19,7 @@ from sqlmodel import Session, col, select
 
 from app import comments, installations, previews
 from app.crypto import SecretBox
-from app.deployments import production_deployment
+from app.deployments import PRODUCTION_ENVIRONMENT, deployments_following
 from app.errors import GitHubError
 from app.facts import NO_FACTS, CommitFacts
 from app.github.webhooks import (
@@ -77,6 +78,23 @@ class EventOutcome:
     teardowns: list[TeardownOrder] = field(default_factory=list)
     comments: list[str] = field(default_factory=list)
     """Pull requests (ids) whose Slipway comment has something new to say."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data, for a job's arguments (an API request's work order)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EventOutcome:
+        return cls(
+            summary=data["summary"],
+            start_revisions=list(data.get("start_revisions", [])),
+            cancelled_revisions=list(data.get("cancelled_revisions", [])),
+            announce_revisions=list(data.get("announce_revisions", [])),
+            approved_revisions=list(data.get("approved_revisions", [])),
+            refused_approvals=[RefusedApproval(**r) for r in data.get("refused_approvals", [])],
+            teardowns=[TeardownOrder(**t) for t in data.get("teardowns", [])],
+            comments=list(data.get("comments", [])),
+        )
 
 
 @dataclass(frozen=True)
@@ -163,14 +181,12 @@ def handle_push(ctx: EventContext, payload: dict[str, object]) -> EventOutcome:
         return EventOutcome(f"{event.ref} is not a branch: nothing to deploy")
     if event.installation is None:
         return EventOutcome("push without an installation: the App is not installed there")
-    default_branch = event.repository.branch
-    if event.branch != default_branch:
-        return EventOutcome(
-            f"push to {event.branch}, not the default branch {default_branch}: nothing to deploy"
-        )
     repository = _connected_repository(ctx, event.installation, event.repository)
     if isinstance(repository, EventOutcome):
         return repository
+    following = deployments_following(ctx.session, repository, event.branch, ctx.now)
+    if not following:
+        return EventOutcome(f"no deployment follows {event.branch}: nothing to deploy")
     message = event.head_commit.message if event.head_commit else ""
     if previews.skips_deploy(message):
         log.info(
@@ -178,29 +194,36 @@ def handle_push(ctx: EventContext, payload: dict[str, object]) -> EventOutcome:
             extra={"delivery_id": ctx.delivery_id, "commit": event.after},
         )
         return EventOutcome(f"{event.after[:7]} asks for [skip deploy]: no revision")
-    deployment = production_deployment(ctx.session, repository, ctx.now)
-    revived = deployment.removed_at is not None
-    deployment.removed_at = None
-    result = create_revision(
-        ctx.session,
-        deployment,
-        event.after,
-        message,
-        ctx.secrets,
-        ctx.now,
-        delivery_id=ctx.delivery_id,
-        fresh=revived,
-    )
-    revision = result.revision
-    if not result.created:
-        return EventOutcome(
-            f"{event.after[:7]} is already revision #{revision.number} ({revision.id})"
+    outcome = EventOutcome("")
+    parts = []
+    for deployment in following:
+        if not deployment.deploy_on_push:
+            parts.append(f"{deployment.slug} deploys {event.branch} only on request")
+            continue
+        revived = deployment.removed_at is not None
+        deployment.removed_at = None
+        result = create_revision(
+            ctx.session,
+            deployment,
+            event.after,
+            message,
+            ctx.secrets,
+            ctx.now,
+            delivery_id=ctx.delivery_id,
+            fresh=revived,
         )
-    return EventOutcome(
-        f"revision #{revision.number} ({revision.id}) of {deployment.slug} for {event.after[:7]}",
-        start_revisions=[revision.id],
-        cancelled_revisions=[r.id for r in result.cancelled],
-    )
+        revision = result.revision
+        if not result.created:
+            parts.append(
+                f"{event.after[:7]} is already revision #{revision.number} ({revision.id})"
+            )
+            continue
+        what = f"revision #{revision.number} ({revision.id}) of {deployment.slug}"
+        parts.append(f"{what} for {event.after[:7]}")
+        outcome.start_revisions.append(revision.id)
+        outcome.cancelled_revisions += [r.id for r in result.cancelled]
+    outcome.summary = "; ".join(parts)
+    return outcome
 
 
 def _connected_repository(
@@ -323,6 +346,7 @@ def _open_or_update_preview(
         delivery_id=ctx.delivery_id,
         fresh=revived,
         approval_required=pull_request.fork,
+        env_of=_preview_env_source(ctx.session, deployment, fork=pull_request.fork),
     )
     revision = result.revision
     pull_request.note = None
@@ -348,6 +372,21 @@ def _open_or_update_preview(
         cancelled_revisions=[r.id for r in result.cancelled],
         comments=[pull_request.id],
     )
+
+
+def _preview_env_source(session: Session, preview: Deployment, *, fork: bool) -> Deployment:
+    """A same-repository preview runs with production's env as it is now; a fork's code
+    gets none of it (its own, always empty, env)."""
+    if fork:
+        return preview
+    production = session.exec(
+        select(Deployment).where(
+            Deployment.repository_id == preview.repository_id,
+            Deployment.environment == PRODUCTION_ENVIRONMENT,
+            col(Deployment.deleted_at).is_(None),
+        )
+    ).first()
+    return production or preview
 
 
 APPROVERS = frozenset({"admin", "maintain", "write"})
@@ -452,6 +491,11 @@ def _rerun(ctx: EventContext, revision: Revision, login: str) -> EventOutcome:
         delivery_id=ctx.delivery_id,
         fresh=True,
         approval_required=fork,
+        env_of=(
+            _preview_env_source(ctx.session, deployment, fork=fork)
+            if deployment.is_preview
+            else None
+        ),
     )
     new = result.revision
     outcome = EventOutcome(

@@ -111,6 +111,8 @@ class Deployment(SQLModel, table=True):
     """False: pushes to the branch are recorded, and only an API request deploys."""
     deleted_at: datetime | None = _ts()
     """Deleted by its owner (database dropped): nothing brings it back, its slug is free."""
+    torn_down_at: datetime | None = _ts()
+    """When the teardown after the last removal finished (everything it ran is gone)."""
     pull_request_number: int | None = Field(default=None, index=True)
     """Set for a preview: the pull request it previews. Production deployments have none."""
     removed_at: datetime | None = _ts()

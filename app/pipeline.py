@@ -54,7 +54,12 @@ from app.router import deployment_url, route_hostname
 from app.routes import RouteTable
 from app.teardown import Teardown
 from builders.source import UnpackLimits, unpack_tarball
-from manifests.config import RepositoryConfig, load_repository_config
+from manifests.config import (
+    RepositoryConfig,
+    deploy_config_of,
+    deploy_labels,
+    load_repository_config,
+)
 from manifests.containers import (
     LABEL_PREFIX,
     LIMITS,
@@ -288,6 +293,11 @@ class RevisionPipeline:
     # -- build ------------------------------------------------------------------------------
     def _build(self, ref: RevisionRef, log_path: Path) -> tuple[str, RepositoryConfig]:
         revision = ref.revision
+        tag = f"slipway/{ref.deployment.id}:{revision.id}"
+        if revision.rollback_of is not None:
+            reused = self._reuse_image(ref, tag, log_path)
+            if reused is not None:
+                return tag, reused
         work = self.config.builds_dir / revision.id
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
@@ -310,11 +320,11 @@ class RevisionPipeline:
         _append(log_path, f"slipway: fetched source in {time.monotonic() - started:.1f} s")
         repo_config = load_repository_config(source)
         plan = plan_build(source, repo_config)
-        tag = f"slipway/{ref.deployment.id}:{revision.id}"
         labels = {
             f"{LABEL_PREFIX}.deployment": ref.deployment.id,
             f"{LABEL_PREFIX}.revision": revision.id,
             f"{LABEL_PREFIX}.commit": revision.commit_sha,
+            **deploy_labels(repo_config.deploy),
         }
         built = self._builder.build(
             plan,
@@ -327,6 +337,32 @@ class RevisionPipeline:
         self._update_revision(revision.id, build_method=built.method)
         self._event(ref, "revision built", image=tag, seconds=round(built.seconds, 2))
         return tag, repo_config
+
+    def _reuse_image(self, ref: RevisionRef, tag: str, log_path: Path) -> RepositoryConfig | None:
+        """A rollback runs its source revision's image again: no download, no build.
+
+        None when that image was pruned (or predates the labels that say how it runs): the
+        commit is then built again, and the log says so.
+        """
+        with self._sessions() as session:
+            source = session.get(Revision, ref.revision.rollback_of)
+        assert source is not None
+        what = f"revision #{source.number} ({source.commit_sha[:7]})"
+        labels = self._builder.retag(source.image, tag) if source.image else None
+        deploy = deploy_config_of(labels) if labels is not None else None
+        if deploy is None:
+            if labels is not None:
+                self._runtime.remove_image(tag)
+            _append(
+                log_path,
+                f"slipway: rollback to {what}: its image is no longer kept, so the commit is "
+                "built again",
+            )
+            return None
+        _append(log_path, f"slipway: rollback to {what}: reusing its image {source.image}")
+        self._update_revision(ref.revision.id, build_method="reused")
+        self._event(ref, "revision image reused", source_revision_id=source.id)
+        return RepositoryConfig(deploy=deploy)
 
     def _is_cancelled(self, revision_id: str) -> bool:
         with self._sessions() as session:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -101,6 +102,18 @@ class GitHubPort(Protocol):
     ) -> int | None: ...
 
 
+@dataclass(frozen=True)
+class Commit:
+    sha: str
+    message: str
+
+
+class CommitResolver(Protocol):
+    def resolve_commit(self, installation_id: int, full_name: str, ref: str) -> Commit | None:
+        """The commit a branch, tag or sha names now; None when the repository has no such
+        ref."""
+
+
 class ImageBuilder(Protocol):
     def build(
         self,
@@ -112,6 +125,10 @@ class ImageBuilder(Protocol):
         cancelled: Callable[[], bool],
         timeout_seconds: float,
     ) -> BuiltImage: ...
+
+    def retag(self, source: str, tag: str) -> dict[str, str] | None:
+        """Tag the image `source` also as `tag` and return its labels; None when `source`
+        is no longer in the engine (pruned)."""
 
 
 class ContainerRuntime(Protocol):

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import func
+from sqlalchemy import func, or_
 from sqlmodel import col, select
 
 from app.db import SessionFactory
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 RUNNING = frozenset({RevisionState.building, RevisionState.deploying})
 LOST_DELIVERY_AFTER = timedelta(seconds=60)
 """A delivery not handled this long after it arrived lost its job (they take milliseconds)."""
+UNFINISHED_DELETION_AFTER = timedelta(minutes=10)
+"""A teardown takes seconds; one unfinished this long after the delete lost its job."""
 
 
 class Recovery:
@@ -83,6 +85,24 @@ class Recovery:
                 session.exec(
                     select(Delivery.id).where(
                         col(Delivery.processed_at).is_(None), col(Delivery.received_at) < cutoff
+                    )
+                ).all()
+            )
+
+    def unfinished_deletions(self) -> list[str]:
+        """Deleted deployments whose teardown never finished (its job was lost while the
+        queue was down, or ran out of tries): their teardown is ordered again."""
+        cutoff = self._clock() - UNFINISHED_DELETION_AFTER
+        with self._sessions() as session:
+            return list(
+                session.exec(
+                    select(Deployment.id).where(
+                        col(Deployment.deleted_at).is_not(None),
+                        col(Deployment.deleted_at) < cutoff,
+                        or_(
+                            col(Deployment.torn_down_at).is_(None),
+                            col(Deployment.torn_down_at) < col(Deployment.removed_at),
+                        ),
                     )
                 ).all()
             )

@@ -16,6 +16,7 @@ from typing import TypeVar
 from sqlmodel import Session
 
 from app.errors import GitHubError
+from app.links import RevisionLinks
 from app.models import Deployment, Repository, Revision
 from app.ports import GitHubPort
 
@@ -46,7 +47,11 @@ class Redactor:
     def __init__(self, secrets: list[str]) -> None:
         # Longest first, so a secret containing another is hidden whole; short values are
         # skipped since hiding "1" everywhere would destroy the log without protecting anything.
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        # A multi-line secret (a PEM key) is also hidden line by line: a log may show it
+        # folded or a line at a time.
+        lines = {line.strip() for s in secrets if "\n" in s for line in s.splitlines()}
+        known = {s for s in secrets if len(s) >= 4} | {line for line in lines if len(line) >= 16}
+        self._secrets = sorted(known, key=len, reverse=True)
 
     def including(self, secret: str) -> Redactor:
         return Redactor([*self._secrets, secret])
@@ -92,10 +97,10 @@ def _iso(ts: datetime | None) -> str | None:
 
 
 class GitHubReporter:
-    def __init__(self, github: GitHubPort, *, check_name: str, api_url: str) -> None:
+    def __init__(self, github: GitHubPort, *, check_name: str, links: RevisionLinks) -> None:
         self._github = github
         self._check_name = check_name
-        self._api_url = api_url.rstrip("/")
+        self._links = links
 
     def revision_url(self, revision: Revision) -> str:
         return self.revision_url_of(revision.id)
@@ -104,10 +109,10 @@ class GitHubReporter:
         return self.log_url_of(revision.id)
 
     def revision_url_of(self, revision_id: str) -> str:
-        return f"{self._api_url}/api/revisions/{revision_id}"
+        return self._links.revision(revision_id)
 
     def log_url_of(self, revision_id: str) -> str:
-        return f"{self._api_url}/api/revisions/{revision_id}/logs"
+        return self._links.log(revision_id)
 
     def _safely(self, ref: RevisionRef, what: str, call: Callable[[], T]) -> T | None:
         try:

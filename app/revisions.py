@@ -32,13 +32,17 @@ def create_revision(
     *,
     fresh: bool = False,
     approval_required: bool = False,
+    env_of: Deployment | None = None,
+    requested_by: str | None = None,
 ) -> NewRevision:
     """Idempotent: the same commit with the same env is the same revision, however often pushed.
 
     `fresh` builds it again as a new attempt all the same: a Re-run, a reopened pull request,
-    a push to a deployment that was removed.
+    a push to a deployment that was removed. The env is the deployment's own, or `env_of`'s
+    (a same-repository preview runs with production's).
     """
-    env = secrets.decrypt_env(deployment.env_encrypted)
+    source = env_of or deployment
+    env = secrets.decrypt_env(source.env_encrypted)
     env_hash = secrets.env_hash(env)
     existing = session.exec(
         select(Revision)
@@ -61,9 +65,55 @@ def create_revision(
         commit_message=commit_message.splitlines()[0][:500] if commit_message else "",
         env_hash=env_hash,
         attempt=existing.attempt + 1 if existing is not None else 1,
-        env_encrypted=deployment.env_encrypted,
+        env_encrypted=source.env_encrypted,
+        secret_names=source.secret_names,
         approval_required=approval_required,
         delivery_id=delivery_id,
+        requested_by=requested_by,
+        created_at=now,
+    )
+    session.add(revision)
+    session.flush()
+    cancelled = cancel_older_pending(session, deployment.id, revision.number, now)
+    return NewRevision(revision=revision, created=True, cancelled=cancelled)
+
+
+def create_rollback(
+    session: Session,
+    deployment: Deployment,
+    target: Revision,
+    secrets: SecretBox,
+    now: datetime,
+    *,
+    requested_by: str | None,
+) -> NewRevision:
+    """A new revision that runs `target`'s image (tagged anew) with `target`'s env.
+
+    Always a new revision (a rollback is asked for on purpose), numbered after every other,
+    so nothing older that is still building can take the route from it.
+    """
+    env_hash = secrets.env_hash(secrets.decrypt_env(target.env_encrypted))
+    attempts = session.exec(
+        select(func.max(Revision.attempt)).where(
+            Revision.deployment_id == deployment.id,
+            Revision.commit_sha == target.commit_sha,
+            Revision.env_hash == env_hash,
+        )
+    ).one()
+    last = session.exec(
+        select(func.max(Revision.number)).where(Revision.deployment_id == deployment.id)
+    ).one()
+    revision = Revision(
+        deployment_id=deployment.id,
+        number=(last or 0) + 1,
+        commit_sha=target.commit_sha,
+        commit_message=target.commit_message,
+        env_hash=env_hash,
+        attempt=(attempts or 0) + 1,
+        env_encrypted=target.env_encrypted,
+        secret_names=target.secret_names,
+        rollback_of=target.id,
+        requested_by=requested_by,
         created_at=now,
     )
     session.add(revision)

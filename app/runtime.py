@@ -78,12 +78,13 @@ class DockerRuntime:
         Choosing the port (instead of letting the engine pick) saves an inspect on the push
         path and keeps the port when the engine restarts a crashed replica.
         """
-        env_file = self._write_env_file(spec.env)
+        one_line, multi_line = split_env(spec.env)
+        env_file = self._write_env_file(one_line)
         try:
             for _attempt in range(START_ATTEMPTS):
                 host_port = free_port()
                 try:
-                    container_id = self._run(spec, env_file, host_port)
+                    container_id = self._run(spec, env_file, multi_line, host_port)
                     break
                 except DockerException as exc:
                     if not _retryable(exc):
@@ -102,12 +103,16 @@ class DockerRuntime:
             env_file.unlink(missing_ok=True)
         return StartedContainer(id=container_id, name=spec.name, host_port=host_port)
 
-    def _run(self, spec: ContainerSpec, env_file: Path, host_port: int) -> str:
+    def _run(
+        self, spec: ContainerSpec, env_file: Path, multi_line: dict[str, str], host_port: int
+    ) -> str:
         argv = [
             *self._docker.client_config.docker_cmd,
-            *run_arguments(spec, env_file, host_port),
+            *run_arguments(spec, env_file, host_port, inherited=sorted(multi_line)),
         ]
-        return str(docker_cli(argv)).strip()
+        # `-e NAME` without a value makes the CLI pass its own NAME: the one way a value
+        # with line breaks (a PEM key) reaches the container without appearing in argv.
+        return str(docker_cli(argv, env=multi_line)).strip()
 
     def ensure_network(self, name: str, labels: dict[str, str]) -> None:
         """Create the deployment's network unless it exists (every start asks; ~40 ms).
@@ -289,19 +294,34 @@ class DockerRuntime:
 
     def _write_env_file(self, env: dict[str, str]) -> Path:
         self._env_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for key, value in env.items():
-            if "\n" in value or "\r" in value:
-                raise RuntimeStartError(
-                    f"environment variable {key} holds a line break, which Docker's env files "
-                    "cannot carry"
-                )
         fd, name = tempfile.mkstemp(dir=self._env_dir, prefix="env-", suffix=".list")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.writelines(f"{key}={value}\n" for key, value in env.items())
         return Path(name)
 
 
-def run_arguments(spec: ContainerSpec, env_file: Path, host_port: int) -> list[str]:
+CLIENT_ENVIRONMENT = frozenset({"PATH", "HOME", "TMPDIR"})
+"""What the Docker CLI itself must keep from the platform's environment."""
+
+
+def split_env(env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(one-line values for the env file, values with line breaks for `-e NAME`)."""
+    one_line, multi_line = {}, {}
+    for key, value in env.items():
+        if "\n" in value or "\r" in value:
+            if key in CLIENT_ENVIRONMENT or key.upper().startswith("DOCKER_"):
+                raise RuntimeStartError(
+                    f"environment variable {key} holds a line break; it must be one line"
+                )
+            multi_line[key] = value
+        else:
+            one_line[key] = value
+    return one_line, multi_line
+
+
+def run_arguments(
+    spec: ContainerSpec, env_file: Path, host_port: int, *, inherited: list[str] | None = None
+) -> list[str]:
     """`docker run` for one replica, its limits and confinement spelled out as flags.
 
     Memory-swap equals memory so a replica has no swap on top; the port is published on
@@ -342,6 +362,7 @@ def run_arguments(spec: ContainerSpec, env_file: Path, host_port: int) -> list[s
         f"max-file={logs.max_files}",
         "--env-file",
         str(env_file),
+        *(arg for key in inherited or [] for arg in ("--env", key)),
         "--publish",
         f"{LOCALHOST}:{host_port}:{spec.port}",
         *labels,

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     """Where users reach this API (links in check runs). Default: http://HOST:PORT."""
     secret_key: SecretStr | None = None
     """Encrypts stored secrets. Default: generated once into DATA_DIR/secret.key."""
+    link_lifetime_days: Annotated[float, Field(gt=0)] = 30.0
+    """How long the build-log and revision links Slipway posts to GitHub open without a token."""
 
     docker_binary: str | None = None
     """Docker CLI to drive; default: the first one that can build with BuildKit."""

@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from sqlalchemy import update
 from sqlmodel import col, select
 
 from app.db import SessionFactory
@@ -87,6 +88,13 @@ class Teardown:
         self._retire_on_github(revisions, reason)
         if problems:
             raise TeardownIncomplete("; ".join(problems))
+        with self._sessions() as session:
+            session.execute(
+                update(Deployment)
+                .where(col(Deployment.id) == deployment_id)
+                .values(torn_down_at=self._clock())
+            )
+            session.commit()
         log.info(
             "deployment removed",
             extra={

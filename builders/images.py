@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -28,6 +29,9 @@ class BuiltImage:
     image_id: str
     method: str
     seconds: float
+
+
+RETAG_TIMEOUT_SECONDS = 60
 
 
 class BuildKitBuilder:
@@ -59,6 +63,33 @@ class BuildKitBuilder:
             raise BuildError(f"the build cache could not be pruned: {exc}") from exc
         if result.returncode != 0:
             raise BuildError(f"the build cache could not be pruned: {result.stderr.strip()}")
+
+    def retag(self, source: str, tag: str) -> dict[str, str] | None:
+        binary = self.cli.binary
+        inspect = subprocess.run(
+            [binary, "image", "inspect", "--format", "{{json .Config.Labels}}", source],
+            capture_output=True,
+            text=True,
+            timeout=RETAG_TIMEOUT_SECONDS,
+            check=False,
+        )
+        if inspect.returncode != 0:
+            if "no such image" in inspect.stderr.lower():
+                return None
+            raise BuildError(f"the image {source} could not be inspected: {inspect.stderr.strip()}")
+        tagged = subprocess.run(
+            [binary, "tag", source, tag],
+            capture_output=True,
+            text=True,
+            timeout=RETAG_TIMEOUT_SECONDS,
+            check=False,
+        )
+        if tagged.returncode != 0:
+            if "no such image" in tagged.stderr.lower():
+                return None
+            raise BuildError(f"the image {source} could not be tagged: {tagged.stderr.strip()}")
+        labels = json.loads(inspect.stdout or "null") or {}
+        return {str(k): str(v) for k, v in labels.items()}
 
     def build(
         self,

@@ -12,6 +12,7 @@ SYNC_COMMENT = "sync_comment"
 DISPATCH_REVISIONS = "dispatch_revisions"
 DRAIN_REPORTS = "drain_reports"
 TEARDOWN_DEPLOYMENT = "teardown_deployment"
+CARRY_OUT = "carry_out"
 
 JOB_TIMEOUT_SECONDS = 45 * 60
 """Longer than the build timeout plus the health deadline: the task enforces its own limits."""

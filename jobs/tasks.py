@@ -49,6 +49,20 @@ async def handle_delivery(ctx: dict[str, Any], delivery_id: str) -> str:
     if outcome is None:
         return "already applied"
     log.info("delivery applied", extra={"delivery_id": delivery_id, "summary": outcome.summary})
+    await carry_out_outcome(ctx, outcome)
+    return outcome.summary
+
+
+async def carry_out(ctx: dict[str, Any], outcome: dict[str, Any]) -> str:
+    """What an API request changed (a deploy, an env change, a rollback, a delete) is built,
+    reported and torn down like a delivery's outcome."""
+    order = EventOutcome.from_dict(outcome)
+    await carry_out_outcome(ctx, order)
+    return order.summary
+
+
+async def carry_out_outcome(ctx: dict[str, Any], outcome: EventOutcome) -> None:
+    platform = _platform(ctx)
     for revision_id in outcome.cancelled_revisions:
         await asyncio.to_thread(platform.pipeline.report_cancelled, revision_id)
     for order in outcome.teardowns:
@@ -78,7 +92,6 @@ async def handle_delivery(ctx: dict[str, Any], delivery_id: str) -> str:
         await asyncio.to_thread(platform.pipeline.announce, revision_id)
     for pull_request_id in outcome.comments:
         await enqueue_comment(ctx, pull_request_id)
-    return outcome.summary
 
 
 async def enqueue_revision(ctx: dict[str, Any], revision_id: str) -> None:
@@ -163,7 +176,19 @@ async def recover(ctx: dict[str, Any]) -> str:
             _job_id=delivery_job_id(delivery_id),
             _queue_name=ctx["queue_name"],
         )
-    return f"{len(failed)} stuck revisions failed, {len(lost)} lost deliveries queued"
+    deletions = await asyncio.to_thread(platform.recovery.unfinished_deletions)
+    for deployment_id in deletions:
+        await ctx["redis"].enqueue_job(
+            TEARDOWN_DEPLOYMENT,
+            deployment_id,
+            True,
+            "the deployment was deleted",
+            _queue_name=ctx["queue_name"],
+        )
+    return (
+        f"{len(failed)} stuck revisions failed, {len(lost)} lost deliveries queued, "
+        f"{len(deletions)} deletions resumed"
+    )
 
 
 async def clean_up(ctx: dict[str, Any]) -> str:

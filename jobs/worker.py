@@ -15,6 +15,7 @@ from app.bootstrap import bootstrap, require
 from app.settings import Settings
 from jobs import tasks
 from jobs.constants import (
+    CARRY_OUT,
     DISPATCH_REVISIONS,
     DRAIN_REPORTS,
     ENQUEUE_TIMEOUT_SECONDS,
@@ -87,6 +88,8 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
             # delivery's own record).
             func(tasks.handle_delivery, name="handle_delivery", max_tries=MAX_TRIES, keep_result=0),
             func(tasks.sync_comment, name=SYNC_COMMENT, max_tries=MAX_TRIES, keep_result=0),
+            # Safe to repeat: announcing, enqueueing and tearing down are all idempotent.
+            func(tasks.carry_out, name=CARRY_OUT, max_tries=MAX_TRIES, keep_result=0),
             func(tasks.dispatch_revisions, name=DISPATCH_REVISIONS, keep_result=0),
             func(tasks.drain_reports, name=DRAIN_REPORTS, keep_result=0),
             func(

@@ -72,6 +72,25 @@ class RepositoryConfig(BaseModel):
     previews: PreviewsConfig = Field(default_factory=PreviewsConfig)
 
 
+PORT_LABEL = "dev.slipway.port"
+HEALTH_PATH_LABEL = "dev.slipway.health-path"
+
+
+def deploy_labels(deploy: DeployConfig) -> dict[str, str]:
+    """How the image runs, kept on the image itself so a rollback needs no source."""
+    return {PORT_LABEL: str(deploy.port), HEALTH_PATH_LABEL: deploy.health_path}
+
+
+def deploy_config_of(labels: dict[str, str]) -> DeployConfig | None:
+    """The deploy config an image was built with; None for one built without the labels."""
+    if PORT_LABEL not in labels or HEALTH_PATH_LABEL not in labels:
+        return None
+    try:
+        return DeployConfig(port=int(labels[PORT_LABEL]), health_path=labels[HEALTH_PATH_LABEL])
+    except (ValueError, ValidationError):
+        return None
+
+
 def load_repository_config(source_dir: Path) -> RepositoryConfig:
     path = source_dir / CONFIG_FILE
     if not path.is_file():

@@ -38,6 +38,9 @@ class Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         if path == "/":
             self._send(200, f"version={VERSION} commit={COMMIT}\n")
+        elif path.startswith("/env/"):
+            value = os.environ.get(path.removeprefix("/env/"))
+            self._send(404, "unset\n") if value is None else self._send(200, value)
         elif path == "/notes":
             with db() as conn, conn.cursor() as cur:
                 cur.execute("SELECT text FROM notes ORDER BY id")

@@ -79,9 +79,22 @@ class RunningPlatform:
         hdrs = {k: v for k, v in hdrs.items() if v}
         return self.client.post(f"{self.api_url}/webhooks/github", content=raw, headers=hdrs)
 
-    # -- read API ---------------------------------------------------------------------------
+    # -- the API ----------------------------------------------------------------------------
+    @property
+    def admin_token(self) -> str:
+        """The token a new platform writes into DATA_DIR/admin-token on its first start."""
+        return (self.data_dir / "admin-token").read_text().strip()
+
+    def call(
+        self, method: str, path: str, *, token: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token or self.admin_token}"}
+        return self.client.request(
+            method, f"{self.api_url}{path}", headers=headers, timeout=30, **kwargs
+        )
+
     def api(self, path: str) -> Any:
-        response = self.client.get(f"{self.api_url}{path}", timeout=10)
+        response = self.call("GET", path)
         response.raise_for_status()
         return response.json()
 
@@ -142,7 +155,7 @@ class RunningPlatform:
         return deployment, self.wait_state(revision["id"], set(states))
 
     def logs(self, revision_id: str) -> str:
-        return self.client.get(f"{self.api_url}/api/revisions/{revision_id}/logs").text
+        return self.call("GET", f"/api/revisions/{revision_id}/logs").text
 
     # -- the router -------------------------------------------------------------------------
     def request(

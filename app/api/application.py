@@ -9,21 +9,38 @@ from typing import Any
 
 from arq import create_pool
 from arq.connections import ArqRedis
-from litestar import Litestar, MediaType, Request, Response, get
+from litestar import Litestar, MediaType, Request, Response, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.status_codes import HTTP_404_NOT_FOUND
+from litestar.middleware import DefineMiddleware
+from litestar.status_codes import (
+    HTTP_403_FORBIDDEN,
+    HTTP_404_NOT_FOUND,
+    HTTP_409_CONFLICT,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+)
 
+from app.api.auth import BearerTokens, writers_only
 from app.api.deployments import DeploymentController, RevisionController
+from app.api.tokens import TokenController
 from app.api.webhooks import WebhookController
-from app.bootstrap import open_database, pipeline_config
-from app.errors import NotFoundError
-from app.ports import Clock
+from app.bootstrap import commit_resolver, link_signer, open_database, pipeline_config, secret_box
+from app.errors import ConflictError, InvalidRequest, NotFoundError, PermissionDenied, SlipwayError
+from app.operations import DeploymentOperations
+from app.ports import Clock, CommitResolver
 from app.settings import Settings
 from app.timestamps import utcnow
+from app.tokens import admin_token_path, ensure_admin_token
 from jobs.worker import redis_settings
 
 log = logging.getLogger(__name__)
+
+STATUS_OF: dict[type[SlipwayError], int] = {
+    NotFoundError: HTTP_404_NOT_FOUND,
+    InvalidRequest: HTTP_422_UNPROCESSABLE_ENTITY,
+    ConflictError: HTTP_409_CONFLICT,
+    PermissionDenied: HTTP_403_FORBIDDEN,
+}
 
 
 @get("/healthz", media_type=MediaType.JSON)
@@ -31,13 +48,25 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _not_found(_: Request[Any, Any, Any], exc: NotFoundError) -> Response[dict[str, str]]:
-    return Response({"detail": str(exc)}, status_code=HTTP_404_NOT_FOUND)
+def _domain_error(_: Request[Any, Any, Any], exc: SlipwayError) -> Response[dict[str, str]]:
+    status = next(code for cls, code in STATUS_OF.items() if isinstance(exc, cls))
+    return Response({"detail": str(exc)}, status_code=status)
 
 
-def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
+def create_app(
+    settings: Settings, *, clock: Clock = utcnow, commits: CommitResolver | None = None
+) -> Litestar:
     sessions = open_database(settings)
     config = pipeline_config(settings)
+    secrets = secret_box(settings)
+    operations = DeploymentOperations(
+        sessions=sessions,
+        secrets=secrets,
+        commits=commits or commit_resolver(settings, clock),
+        clock=clock,
+    )
+    with sessions() as session:
+        ensure_admin_token(session, admin_token_path(settings.data_dir), clock())
 
     @asynccontextmanager
     async def queue_lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -53,16 +82,30 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
         assert isinstance(pool, ArqRedis)
         return pool
 
+    api = Router(
+        path="/api",
+        route_handlers=[DeploymentController, RevisionController, TokenController],
+        guards=[writers_only],
+    )
     return Litestar(
-        route_handlers=[healthz, WebhookController, DeploymentController, RevisionController],
+        route_handlers=[healthz, WebhookController, api],
+        middleware=[
+            DefineMiddleware(
+                BearerTokens,
+                sessions=sessions,
+                signer=link_signer(settings, secrets, clock),
+                clock=clock,
+            )
+        ],
         dependencies={
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
             "sessions": Provide(lambda: sessions, use_cache=True, sync_to_thread=False),
             "pipeline_config": Provide(lambda: config, use_cache=True, sync_to_thread=False),
+            "operations": Provide(lambda: operations, use_cache=True, sync_to_thread=False),
             "clock": Provide(lambda: clock, use_cache=True, sync_to_thread=False),
             "queue": Provide(queue, sync_to_thread=False),
         },
-        exception_handlers={NotFoundError: _not_found},
+        exception_handlers={cls: _domain_error for cls in STATUS_OF},
         lifespan=[queue_lifespan],
         openapi_config=None,
     )

@@ -1,41 +1,110 @@
-"""The read API: deployments, their revisions, and each revision's build log."""
+"""The API over deployments, their revisions and their env; thin over app/operations.py."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
-from litestar import Controller, get
+from arq.connections import ArqRedis
+from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException
-from litestar.params import FromPath
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.params import FromPath, JSONBody
+from litestar.response import Stream
+from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
+from redis.exceptions import RedisError
+from sqlmodel import Session
 
-from app import deployments, revisions
-from app.api.schemas import DeploymentView, RevisionView
+from app import revisions
+from app.api.auth import caller_of
+from app.api.schemas import (
+    Accepted,
+    DeleteBody,
+    Deleted,
+    DeployBody,
+    DeploymentView,
+    EnvChangeBody,
+    EnvView,
+    NewDeploymentBody,
+    RevisionView,
+    RollbackBody,
+    deployment_status,
+)
 from app.db import SessionFactory
-from app.models import Repository, RevisionState
+from app.deployments import get_deployment
+from app.environment import EnvChange
+from app.events import EventOutcome
+from app.models import Deployment, Repository, RevisionState
+from app.operations import DeploymentOperations, Done, NewDeployment, active_deployments
 from app.pipeline import PipelineConfig
 from app.settings import Settings
+from jobs.constants import CARRY_OUT, QUEUE_NAME
+
+log = logging.getLogger(__name__)
+
+FOLLOW_POLL_SECONDS = 0.5
+FOLLOW_MAX_SECONDS = 3 * 3600
+"""A followed log ends at the latest after this long, whatever the revision does."""
+DELETE_WARNING = (
+    "the deployment's database was dropped with everything in it; it cannot be recovered"
+)
+
+
+def _view(session: Session, deployment: Deployment, settings: Settings) -> DeploymentView:
+    repository = session.get(Repository, deployment.repository_id)
+    return DeploymentView.of(
+        deployment,
+        repository.full_name if repository else "",
+        settings.deployment_url(deployment.slug),
+    )
+
+
+async def carry_out(queue: ArqRedis, outcome: EventOutcome) -> None:
+    """Hand the operation's work to the workers (what it changed is already saved)."""
+    try:
+        await queue.enqueue_job(CARRY_OUT, outcome.as_dict(), _queue_name=QUEUE_NAME)
+    except (RedisError, OSError) as exc:
+        log.error("operation not enqueued", extra={"summary": outcome.summary, "error": repr(exc)})
+        raise HTTPException(
+            status_code=HTTP_503_SERVICE_UNAVAILABLE,
+            detail="the change was saved, but the job queue is unavailable: queued revisions "
+            "start once it is back; repeat the request to be sure",
+        ) from None
 
 
 class DeploymentController(Controller):
-    path = "/api/deployments"
+    path = "/deployments"
 
     @get("/")
     async def list_deployments(
         self, sessions: NamedDependency[SessionFactory], settings: NamedDependency[Settings]
     ) -> list[DeploymentView]:
         with sessions() as session:
-            views = []
-            for deployment in deployments.list_deployments(session):
-                repository = session.get(Repository, deployment.repository_id)
-                views.append(
-                    DeploymentView.of(
-                        deployment,
-                        repository.full_name if repository else "",
-                        settings.deployment_url(deployment.slug),
-                    )
-                )
-            return views
+            return [_view(session, d, settings) for d in active_deployments(session)]
+
+    @post("/", status_code=HTTP_202_ACCEPTED)
+    async def create_deployment(
+        self,
+        data: JSONBody[NewDeploymentBody],
+        request: Request[Any, Any, Any],
+        operations: NamedDependency[DeploymentOperations],
+        settings: NamedDependency[Settings],
+        sessions: NamedDependency[SessionFactory],
+        queue: NamedDependency[ArqRedis],
+    ) -> Accepted:
+        asked = NewDeployment(
+            repository=data.repository,
+            branch=data.branch,
+            name=data.name,
+            type=data.type,
+            deploy_on_push=data.deploy_on_push,
+        )
+        done = await asyncio.to_thread(operations.create, asked, caller_of(request))
+        return await _accepted(done, sessions, settings, queue)
 
     @get("/{deployment_id:str}")
     async def get_deployment(
@@ -45,31 +114,115 @@ class DeploymentController(Controller):
         settings: NamedDependency[Settings],
     ) -> DeploymentView:
         with sessions() as session:
-            deployment = deployments.get_deployment(session, deployment_id)
-            repository = session.get(Repository, deployment.repository_id)
-            return DeploymentView.of(
-                deployment,
-                repository.full_name if repository else "",
-                settings.deployment_url(deployment.slug),
-            )
+            return _view(session, get_deployment(session, deployment_id), settings)
+
+    @delete("/{deployment_id:str}", status_code=HTTP_202_ACCEPTED)
+    async def delete_deployment(
+        self,
+        deployment_id: FromPath[str],
+        data: JSONBody[DeleteBody],
+        request: Request[Any, Any, Any],
+        operations: NamedDependency[DeploymentOperations],
+        settings: NamedDependency[Settings],
+        queue: NamedDependency[ArqRedis],
+    ) -> Deleted:
+        done = await asyncio.to_thread(
+            operations.delete, deployment_id, data.confirm, caller_of(request)
+        )
+        await carry_out(queue, done.outcome)
+        return Deleted(
+            deployment_id=deployment_id,
+            status=deployment_status(done.deployment),
+            progress_url=f"{settings.api_url}/api/deployments/{deployment_id}",
+            warning=DELETE_WARNING,
+        )
 
     @get("/{deployment_id:str}/revisions")
-    async def revisions(
+    async def list_revisions(
         self,
         deployment_id: FromPath[str],
         sessions: NamedDependency[SessionFactory],
         settings: NamedDependency[Settings],
     ) -> list[RevisionView]:
         with sessions() as session:
-            deployments.get_deployment(session, deployment_id)
+            get_deployment(session, deployment_id)
             return [
                 RevisionView.of(r, settings.api_url)
                 for r in revisions.list_revisions(session, deployment_id)
             ]
 
+    @post("/{deployment_id:str}/revisions", status_code=HTTP_202_ACCEPTED)
+    async def deploy(
+        self,
+        deployment_id: FromPath[str],
+        data: JSONBody[DeployBody],
+        request: Request[Any, Any, Any],
+        operations: NamedDependency[DeploymentOperations],
+        settings: NamedDependency[Settings],
+        sessions: NamedDependency[SessionFactory],
+        queue: NamedDependency[ArqRedis],
+    ) -> Accepted:
+        done = await asyncio.to_thread(
+            operations.deploy, deployment_id, data.ref, caller_of(request)
+        )
+        return await _accepted(done, sessions, settings, queue)
+
+    @post("/{deployment_id:str}/rollback", status_code=HTTP_202_ACCEPTED)
+    async def rollback(
+        self,
+        deployment_id: FromPath[str],
+        data: JSONBody[RollbackBody],
+        request: Request[Any, Any, Any],
+        operations: NamedDependency[DeploymentOperations],
+        settings: NamedDependency[Settings],
+        sessions: NamedDependency[SessionFactory],
+        queue: NamedDependency[ArqRedis],
+    ) -> Accepted:
+        done = await asyncio.to_thread(
+            operations.rollback, deployment_id, data.revision, caller_of(request)
+        )
+        return await _accepted(done, sessions, settings, queue)
+
+    @get("/{deployment_id:str}/env")
+    async def get_env(
+        self, deployment_id: FromPath[str], operations: NamedDependency[DeploymentOperations]
+    ) -> EnvView:
+        env = await asyncio.to_thread(operations.env, deployment_id)
+        return EnvView(vars=env.variables, secrets=env.secrets)
+
+    @patch("/{deployment_id:str}/env", status_code=HTTP_202_ACCEPTED)
+    async def change_env(
+        self,
+        deployment_id: FromPath[str],
+        data: JSONBody[EnvChangeBody],
+        request: Request[Any, Any, Any],
+        operations: NamedDependency[DeploymentOperations],
+        settings: NamedDependency[Settings],
+        sessions: NamedDependency[SessionFactory],
+        queue: NamedDependency[ArqRedis],
+    ) -> Accepted:
+        change = EnvChange(set=data.set, secrets=data.secrets, unset=data.unset)
+        done = await asyncio.to_thread(
+            operations.change_env, deployment_id, change, caller_of(request)
+        )
+        return await _accepted(done, sessions, settings, queue)
+
+
+async def _accepted(
+    done: Done, sessions: SessionFactory, settings: Settings, queue: ArqRedis
+) -> Accepted:
+    await carry_out(queue, done.outcome)
+    with sessions() as session:
+        deployment = get_deployment(session, done.deployment.id)
+        return Accepted(
+            deployment=_view(session, deployment, settings),
+            revision=RevisionView.of(done.revision, settings.api_url) if done.revision else None,
+            message=done.outcome.summary,
+        )
+
 
 class RevisionController(Controller):
-    path = "/api/revisions"
+    path = "/revisions"
 
     @get("/{revision_id:str}")
     async def get_revision(
@@ -87,14 +240,45 @@ class RevisionController(Controller):
         revision_id: FromPath[str],
         sessions: NamedDependency[SessionFactory],
         pipeline_config: NamedDependency[PipelineConfig],
-    ) -> str:
-        """The build log so far: a snapshot, since a running build keeps appending to it."""
+        follow: bool = False,
+    ) -> Stream:
+        """The build log: a snapshot, or with follow=true everything until the revision ends."""
         with sessions() as session:
             revision = revisions.get_revision(session, revision_id)
         path: Path = pipeline_config.log_path(revision)
-        try:
-            return path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            if revision.state is RevisionState.queued:
-                return ""
-            raise NotFoundException(detail=f"revision {revision_id} has no build log") from None
+        if not path.exists() and revision.state is not RevisionState.queued and not follow:
+            raise NotFoundException(detail=f"revision {revision_id} has no build log")
+        if not follow:
+            text = path.read_bytes() if path.exists() else b""
+            return Stream(iter([text]), media_type="text/plain; charset=utf-8")
+        return Stream(_follow(path, revision_id, sessions), media_type="text/plain; charset=utf-8")
+
+
+async def _follow(path: Path, revision_id: str, sessions: SessionFactory) -> AsyncIterator[bytes]:
+    """The log as it grows; ends once the revision is live or finished (and all is sent)."""
+    offset = 0
+    deadline = time.monotonic() + FOLLOW_MAX_SECONDS
+
+    def state() -> RevisionState:
+        with sessions() as session:
+            return revisions.get_revision(session, revision_id).state
+
+    while time.monotonic() < deadline:
+        now = await asyncio.to_thread(state)
+        done = now is RevisionState.live or now.finished
+        chunk = await asyncio.to_thread(_read_from, path, offset)
+        if chunk:
+            offset += len(chunk)
+            yield chunk
+        if done:
+            return
+        await asyncio.sleep(FOLLOW_POLL_SECONDS)
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read()
+    except FileNotFoundError:
+        return b""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.models import Deployment, Revision
+from app.models import ApiToken, Deployment, DeploymentType, Revision
 
 
 class DeploymentView(BaseModel):
@@ -20,7 +21,11 @@ class DeploymentView(BaseModel):
     live_revision_id: str | None
     pull_request: int | None
     """The pull request a preview deployment previews; None for production."""
+    deploy_on_push: bool
+    status: str
+    """active; removing or removed (torn down, kept for a return); deleting or deleted."""
     removed_at: datetime | None
+    deleted_at: datetime | None
     created_at: datetime
     updated_at: datetime
 
@@ -36,10 +41,22 @@ class DeploymentView(BaseModel):
             type=deployment.type.value,
             live_revision_id=deployment.live_revision_id,
             pull_request=deployment.pull_request_number,
+            deploy_on_push=deployment.deploy_on_push,
+            status=deployment_status(deployment),
             removed_at=deployment.removed_at,
+            deleted_at=deployment.deleted_at,
             created_at=deployment.created_at,
             updated_at=deployment.updated_at,
         )
+
+
+def deployment_status(deployment: Deployment) -> str:
+    if deployment.removed_at is None:
+        return "active"
+    done = deployment.torn_down_at is not None and deployment.torn_down_at >= deployment.removed_at
+    if deployment.deleted_at is not None:
+        return "deleted" if done else "deleting"
+    return "removed" if done else "removing"
 
 
 class RevisionView(BaseModel):
@@ -55,6 +72,8 @@ class RevisionView(BaseModel):
     attempt: int
     approval_required: bool
     approved_by: str | None
+    rollback_of: str | None
+    requested_by: str | None
     created_at: datetime
     build_started_at: datetime | None
     build_finished_at: datetime | None
@@ -81,6 +100,8 @@ class RevisionView(BaseModel):
             attempt=revision.attempt,
             approval_required=revision.approval_required,
             approved_by=revision.approved_by,
+            rollback_of=revision.rollback_of,
+            requested_by=revision.requested_by,
             created_at=revision.created_at,
             build_started_at=revision.build_started_at,
             build_finished_at=revision.build_finished_at,
@@ -98,3 +119,91 @@ class DeliveryAccepted(BaseModel):
     delivery_id: str
     duplicate: bool
     """True when this delivery id was seen before: nothing new will happen."""
+
+
+class Body(BaseModel):
+    """Request bodies: unknown fields are refused, so a typo is an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class EnvChangeBody(Body):
+    set: dict[str, Any] = Field(default_factory=dict)
+    secrets: dict[str, Any] = Field(default_factory=dict)
+    """Write-only: stored encrypted, never returned."""
+    unset: list[Any] = Field(default_factory=list)
+
+
+class EnvView(BaseModel):
+    vars: dict[str, str]
+    secrets: list[str]
+    """Names only."""
+
+
+class NewDeploymentBody(Body):
+    repository: str
+    """owner/name of a repository the App is installed on."""
+    branch: str
+    name: str
+    type: DeploymentType = DeploymentType.development
+    deploy_on_push: bool = True
+
+
+class DeployBody(Body):
+    ref: str | None = None
+    """Branch, tag or commit; default: the head of the deployment's branch."""
+
+
+class RollbackBody(Body):
+    revision: int
+    """The revision's number (#3 is 3)."""
+
+
+class DeleteBody(Body):
+    confirm: str
+    """The deployment's slug, typed again: deletion drops its database for good."""
+
+
+class Accepted(BaseModel):
+    """What an operation started: the revision it made, if any, and where to follow it."""
+
+    deployment: DeploymentView
+    revision: RevisionView | None
+    message: str
+
+
+class Deleted(BaseModel):
+    deployment_id: str
+    status: str
+    progress_url: str
+    warning: str
+
+
+class NewTokenBody(Body):
+    name: str
+    read_only: bool = False
+
+
+class TokenView(BaseModel):
+    id: str
+    name: str
+    read_only: bool
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, token: ApiToken) -> TokenView:
+        return cls(
+            id=token.id,
+            name=token.name,
+            read_only=token.read_only,
+            created_at=token.created_at,
+            last_used_at=token.last_used_at,
+            revoked_at=token.revoked_at,
+        )
+
+
+class NewToken(TokenView):
+    token: str
+    """Shown this once; only its hash is kept."""

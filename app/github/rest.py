@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from app.errors import GitHubError, SourceError
 from app.github.auth import GitHubApp
+from app.ports import Commit
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +291,23 @@ class GitHubRest:
         )
         commit = response.json().get("commit") or {}
         return str(commit.get("message") or "")
+
+    def resolve_commit(self, installation_id: int, full_name: str, ref: str) -> Commit | None:
+        owner, repo = full_name.split("/", 1)
+        client = self._app.client(installation_id)
+        try:
+            response = self._call(
+                installation_id,
+                f"read {full_name}@{ref}",
+                lambda: client.rest.repos.get_commit(owner, repo, ref, per_page=1),
+            )
+        except GitHubError as exc:
+            if _not_found(exc) or "HTTP 422" in str(exc):
+                return None
+            raise
+        body = response.json()
+        commit = body.get("commit") or {}
+        return Commit(sha=str(body["sha"]), message=str(commit.get("message") or ""))
 
     def collaborator_permission(self, installation_id: int, full_name: str, login: str) -> str:
         """GitHub's role name for the user on the repository (admin, maintain, write, ...)."""

@@ -23,6 +23,7 @@ from app.errors import (
     SourceError,
 )
 from app.errors import EngineError as DomainEngineError
+from app.ports import Commit
 from app.router import Route
 from app.runtime import ContainerStatus, StartedContainer
 from builders.images import BuiltImage
@@ -78,6 +79,8 @@ class RecordingGitHub:
     """login → role name on the repository."""
     comments: dict[int, dict[str, object]] = field(default_factory=dict)
     deleted_comments: int = 0
+    branches: dict[str, str] = field(default_factory=dict)
+    """branch or tag name → the sha it points at."""
 
     def _answer(self, what: str, report: bool = True) -> None:
         if self.down:
@@ -201,6 +204,13 @@ class RecordingGitHub:
         self._answer(f"read commit {full_name}@{sha[:7]}", report=False)
         return self.messages.get(sha, "Update the app")
 
+    def resolve_commit(self, installation_id: int, full_name: str, ref: str) -> Commit | None:
+        self._answer(f"read {full_name}@{ref}", report=False)
+        sha = self.branches.get(ref, ref)
+        if sha not in self.commits:
+            return None
+        return Commit(sha=sha, message=self.messages.get(sha, "Update the app"))
+
     def collaborator_permission(self, installation_id: int, full_name: str, login: str) -> str:
         self._answer(f"read {login}'s permission on {full_name}", report=False)
         return self.permissions.get(login, "none")
@@ -270,6 +280,7 @@ class FakeBuilder:
     during_build: Callable[[], object] | None = None
     after_build: Callable[[], object] | None = None
     images: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def build(
         self,
@@ -294,9 +305,17 @@ class FakeBuilder:
         self.images[tag] = plan.dockerfile.read_text()
         if self.after_build is not None:
             self.after_build()
+        self.labels[tag] = dict(labels)
         return BuiltImage(
             tag=tag, image_id=f"sha256:{len(self.images):064x}", method="fake", seconds=1.5
         )
+
+    def retag(self, source: str, tag: str) -> dict[str, str] | None:
+        if source not in self.images:
+            return None
+        self.images[tag] = self.images[source]
+        self.labels[tag] = self.labels.get(source, {})
+        return self.labels[tag]
 
 
 @dataclass

@@ -236,7 +236,7 @@ def test_the_same_commit_pushed_again_makes_no_second_revision(
     [
         ({"ref": "refs/tags/v1"}, "refs/tags/v1 is not a branch"),
         ({"deleted": True, "after": ZERO_SHA}, "refs/heads/main was deleted"),
-        ({"ref": "refs/heads/feature/login"}, "push to feature/login, not the default branch main"),
+        ({"ref": "refs/heads/feature/login"}, "no deployment follows feature/login"),
     ],
     ids=["tag", "branch-deleted", "other-branch"],
 )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from app.links import LinkSigner, RevisionLinks
 from app.models import Deployment, Repository, Revision, RevisionState
 from app.reporting import REDACTED, GitHubReporter, Redactor, RevisionRef
 from tests.unit.fakes import FIRST_CHECK_RUN, FIRST_GITHUB_DEPLOYMENT, RecordingGitHub
@@ -14,6 +15,10 @@ URL = "http://web.localhost:8000/"
 API = "http://slipway.example.com"
 CHECK_RUN = FIRST_CHECK_RUN
 GITHUB_DEPLOYMENT = FIRST_GITHUB_DEPLOYMENT
+LINKS = RevisionLinks(
+    API + "/",
+    LinkSigner(b"k" * 32, timedelta(days=30), lambda: datetime(2025, 3, 1, tzinfo=UTC)),
+)
 
 
 # -- Redactor ---------------------------------------------------------------------------------
@@ -26,6 +31,15 @@ def test_every_secret_is_hidden() -> None:
 def test_a_secret_containing_another_is_hidden_whole() -> None:
     redact = Redactor(["pass", "password123"])
     assert redact("login with password123") == f"login with {REDACTED}"
+
+
+def test_a_multi_line_secret_is_hidden_whole_and_line_by_line() -> None:
+    pem = (
+        "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0B\nAQEFAASCBKcwggSjAgEAAoIB\n-----END KEY-----"
+    )
+    redact = Redactor([pem])
+    assert redact(f"key={pem}") == f"key={REDACTED}"
+    assert "MIIEvQIBADANBgkqhkiG9w0B" not in redact("line 2: MIIEvQIBADANBgkqhkiG9w0B")
 
 
 def test_values_shorter_than_four_characters_are_left_alone() -> None:
@@ -79,7 +93,7 @@ def github() -> RecordingGitHub:
 
 @pytest.fixture
 def reporter(github: RecordingGitHub) -> GitHubReporter:
-    return GitHubReporter(github, check_name="Slipway", api_url=API + "/")
+    return GitHubReporter(github, check_name="Slipway", links=LINKS)
 
 
 def test_a_new_revision_opens_a_queued_check_run_and_a_deployment(
@@ -94,7 +108,7 @@ def test_a_new_revision_opens_a_queued_check_run_and_a_deployment(
     run = github.check_runs[check_run_id]
     assert run["status"] == "queued"
     assert run["title"] == "Queued: revision #2"
-    assert run["details_url"] == f"{API}/api/revisions/{ref.revision.id}"
+    assert run["details_url"] == LINKS.revision(ref.revision.id)
     assert run["external_id"] == ref.revision.id
     assert github.deployments[deployment_id]["environment"] == "production"
     assert github.deployments[deployment_id]["production"] is True
@@ -116,10 +130,10 @@ def test_a_failure_says_why_what_keeps_serving_and_shows_the_log_tail(
     assert "Revision #2 failed: the Docker build failed (exit code 1)" in summary
     assert f"Revision #1 (`1111111`) keeps serving {URL}." in summary
     assert f"```\n{tail}\n```" in summary
-    assert f"{API}/api/revisions/{ref.revision.id}/logs" in summary
+    assert LINKS.log(ref.revision.id) in summary
     [status] = github.statuses[GITHUB_DEPLOYMENT]
     assert status["state"] == "failure"
-    assert status["log_url"] == f"{API}/api/revisions/{ref.revision.id}/logs"
+    assert status["log_url"] == LINKS.log(ref.revision.id)
 
 
 def test_a_failure_with_nothing_live_says_nothing_is_served(
@@ -196,7 +210,7 @@ def test_a_revision_without_a_check_run_or_deployment_reports_nothing(
 
 def test_github_errors_never_escape_the_reporter() -> None:
     github = RecordingGitHub()
-    reporter = GitHubReporter(github, check_name="Slipway", api_url=API)
+    reporter = GitHubReporter(github, check_name="Slipway", links=LINKS)
     ref = announced(reporter, revision_ref(2))
     github.down = True
 

@@ -23,8 +23,10 @@ from app.deliveries import apply_delivery, record_delivery
 from app.events import EventOutcome
 from app.facts import GitHubCommitFacts
 from app.janitor import Janitor, JanitorLimits
+from app.links import LinkSigner, RevisionLinks
 from app.models import Deployment, PullRequest, Revision
 from app.notifications import PlatformNotifier
+from app.operations import DeploymentOperations
 from app.outbox import ReportOutbox
 from app.pipeline import PipelineConfig, RevisionPipeline
 from app.recovery import Recovery
@@ -75,6 +77,7 @@ class Platform:
     reports: ReportOutbox = field(init=False)
     recovery: Recovery = field(init=False)
     janitor: Janitor = field(init=False)
+    operations: DeploymentOperations = field(init=False)
     cache_prunes: list[int] = field(default_factory=list)
     """The build-cache sizes the janitor pruned to."""
     limits: AdmissionLimits = field(default_factory=AdmissionLimits)
@@ -85,7 +88,10 @@ class Platform:
     )
 
     def __post_init__(self) -> None:
-        reporter = GitHubReporter(self.github, check_name="Slipway", api_url="http://slipway.test")
+        self.links = RevisionLinks(
+            "http://slipway.test", LinkSigner(b"k" * 32, timedelta(days=30), self.clock)
+        )
+        reporter = GitHubReporter(self.github, check_name="Slipway", links=self.links)
         routes = RouteTable(
             self.sessions, self.router, self.config.hostname, self.config.data_dir / "router.lock"
         )
@@ -126,6 +132,9 @@ class Platform:
             clock=self.clock,
             stale_after=timedelta(seconds=120),
             url=self.config.url,
+        )
+        self.operations = DeploymentOperations(
+            sessions=self.sessions, secrets=SECRETS, commits=self.github, clock=self.clock
         )
         self.pipeline = RevisionPipeline(
             config=self.config,
@@ -176,6 +185,10 @@ class Platform:
             record_delivery(session, delivery_id, event, json.dumps(payload).encode(), payload, now)
             outcome = apply_delivery(session, delivery_id, SECRETS, now, self.facts)
         assert outcome is not None, "the delivery was already applied"
+        return self.carry_out(outcome)
+
+    def carry_out(self, outcome: EventOutcome) -> EventOutcome:
+        """What the worker does with an outcome (a delivery's or an API request's)."""
         for cancelled in outcome.cancelled_revisions:
             self.pipeline.report_cancelled(cancelled)
         for order in outcome.teardowns:

@@ -30,6 +30,9 @@ def upgrade() -> None:
     op.add_column(
         "deployments", sa.Column("deleted_at", app.timestamps.UTCDateTime(), nullable=True)
     )
+    op.add_column(
+        "deployments", sa.Column("torn_down_at", app.timestamps.UTCDateTime(), nullable=True)
+    )
     op.add_column("revisions", sa.Column("secret_names", sa.Text(), nullable=True))
     op.add_column("revisions", sa.Column("rollback_of", sa.String(), nullable=True))
     op.add_column("revisions", sa.Column("requested_by", sa.String(), nullable=True))
@@ -56,6 +59,7 @@ def downgrade() -> None:
         batch_op.drop_column("rollback_of")
         batch_op.drop_column("secret_names")
     with op.batch_alter_table("deployments", schema=None) as batch_op:
+        batch_op.drop_column("torn_down_at")
         batch_op.drop_column("deleted_at")
         batch_op.drop_column("deploy_on_push")
         batch_op.drop_column("secret_names")

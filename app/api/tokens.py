@@ -1,0 +1,53 @@
+"""/api/tokens: make, list and revoke API tokens (a token is shown once, when made)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from litestar import Controller, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+
+from app import tokens
+from app.api.schemas import NewToken, NewTokenBody, TokenView
+from app.db import SessionFactory
+from app.ports import Clock
+
+
+class TokenController(Controller):
+    path = "/tokens"
+
+    @get("/")
+    async def list_tokens(self, sessions: NamedDependency[SessionFactory]) -> list[TokenView]:
+        with sessions() as session:
+            return [TokenView.of(t) for t in tokens.list_tokens(session)]
+
+    @post("/", status_code=HTTP_201_CREATED)
+    async def create_token(
+        self,
+        data: JSONBody[NewTokenBody],
+        sessions: NamedDependency[SessionFactory],
+        clock: NamedDependency[Clock],
+    ) -> NewToken:
+        def create() -> NewToken:
+            with sessions() as session:
+                row, token = tokens.create_token(
+                    session, data.name, clock(), read_only=data.read_only
+                )
+                return NewToken(**TokenView.of(row).model_dump(), token=token)
+
+        return await asyncio.to_thread(create)
+
+    @delete("/{name:str}", status_code=HTTP_200_OK)
+    async def revoke_token(
+        self,
+        name: FromPath[str],
+        sessions: NamedDependency[SessionFactory],
+        clock: NamedDependency[Clock],
+    ) -> TokenView:
+        def revoke() -> TokenView:
+            with sessions() as session:
+                return TokenView.of(tokens.revoke_token(session, name, clock()))
+
+        return await asyncio.to_thread(revoke)

@@ -1,0 +1,199 @@
+"""A client of Slipway's API, for the CLI: where the platform is, with which token, and calls.
+
+Where and with which token, first found wins: the command line (--url, --token), the
+environment (SLIPWAY_API_URL, SLIPWAY_API_TOKEN), what `slipway login` stored in the user's
+config directory, and last, on the platform's own machine, its settings and the admin token
+it wrote into DATA_DIR.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app.errors import SlipwayError
+
+TIMEOUT_SECONDS = 30.0
+URL_VARIABLE = "SLIPWAY_API_URL"
+TOKEN_VARIABLE = "SLIPWAY_API_TOKEN"  # noqa: S105 (a variable's name, not a secret)
+
+
+class ClientError(SlipwayError):
+    """The API could not be reached or refused; the message is the API's own reason."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Login:
+    url: str
+    token: str
+
+
+def config_path(environ: dict[str, str] | None = None) -> Path:
+    environ = dict(os.environ) if environ is None else environ
+    base = environ.get("XDG_CONFIG_HOME") or str(Path(environ.get("HOME", "~")) / ".config")
+    return Path(base).expanduser() / "slipway" / "login.json"
+
+
+def save_login(login: Login, path: Path) -> None:
+    """0600 in a 0700 directory: the token is as good as a password."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"url": login.url, "token": login.token}, handle)
+    os.replace(partial, path)
+
+
+def stored_login(path: Path) -> Login | None:
+    try:
+        data = json.loads(path.read_text())
+        return Login(url=str(data["url"]), token=str(data["token"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def local_login() -> Login | None:
+    """On the platform's machine: its own API and the admin token it made on first start."""
+    try:
+        from app.settings import load_settings
+        from app.tokens import admin_token_path
+
+        settings = load_settings()
+        token = admin_token_path(settings.data_dir).read_text().strip()
+    except (SlipwayError, OSError, RuntimeError):
+        return None
+    return Login(url=settings.api_url, token=token) if token else None
+
+
+def find_login(url: str | None, token: str | None, path: Path) -> Login:
+    url = url or os.environ.get(URL_VARIABLE)
+    token = token or os.environ.get(TOKEN_VARIABLE)
+    if url and token:
+        return Login(url=url, token=token)
+    found = stored_login(path) or local_login()
+    if found is None:
+        raise ClientError(
+            "not logged in: run `slipway login URL` (or set SLIPWAY_API_URL and SLIPWAY_API_TOKEN)"
+        )
+    return Login(url=url or found.url, token=token or found.token)
+
+
+class SlipwayClient:
+    def __init__(self, login: Login, *, transport: httpx.BaseTransport | None = None) -> None:
+        self._http = httpx.Client(
+            base_url=login.url.rstrip("/"),
+            headers={"Authorization": f"Bearer {login.token}"},
+            timeout=TIMEOUT_SECONDS,
+            trust_env=False,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            response = self._http.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"Slipway at {self._http.base_url} did not answer: {exc}") from exc
+        if response.is_error:
+            raise ClientError(_reason(response), response.status_code)
+        return response.json() if response.content else None
+
+    # -- deployments ------------------------------------------------------------------------
+    def deployments(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/api/deployments"))
+
+    def deployment(self, name_or_id: str) -> dict[str, Any]:
+        """By id, or by slug (what people remember)."""
+        if name_or_id.startswith("dep_"):
+            return dict(self._call("GET", f"/api/deployments/{name_or_id}"))
+        for deployment in self.deployments():
+            if deployment["slug"] == name_or_id:
+                return dict(deployment)
+        raise ClientError(f"no deployment named {name_or_id!r} (see `slipway deployments`)", 404)
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", "/api/deployments", body))
+
+    def deploy(self, deployment_id: str, ref: str | None) -> dict[str, Any]:
+        return dict(self._call("POST", f"/api/deployments/{deployment_id}/revisions", {"ref": ref}))
+
+    def rollback(self, deployment_id: str, number: int) -> dict[str, Any]:
+        return dict(
+            self._call("POST", f"/api/deployments/{deployment_id}/rollback", {"revision": number})
+        )
+
+    def delete(self, deployment_id: str, confirm: str) -> dict[str, Any]:
+        return dict(self._call("DELETE", f"/api/deployments/{deployment_id}", {"confirm": confirm}))
+
+    def env(self, deployment_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/api/deployments/{deployment_id}/env"))
+
+    def change_env(self, deployment_id: str, change: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._call("PATCH", f"/api/deployments/{deployment_id}/env", change))
+
+    # -- revisions --------------------------------------------------------------------------
+    def revisions(self, deployment_id: str) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"/api/deployments/{deployment_id}/revisions"))
+
+    def revision(self, revision_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/api/revisions/{revision_id}"))
+
+    def log(self, revision_id: str) -> str:
+        try:
+            response = self._http.get(f"/api/revisions/{revision_id}/logs")
+        except httpx.HTTPError as exc:
+            raise ClientError(f"Slipway did not answer: {exc}") from exc
+        if response.is_error:
+            raise ClientError(_reason(response), response.status_code)
+        return response.text
+
+    def follow_log(self, revision_id: str) -> Iterator[str]:
+        """The log as it is written, until the revision is live or finished."""
+        try:
+            with self._http.stream(
+                "GET",
+                f"/api/revisions/{revision_id}/logs",
+                params={"follow": "true"},
+                timeout=httpx.Timeout(TIMEOUT_SECONDS, read=None),
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    raise ClientError(_reason(response), response.status_code)
+                yield from response.iter_text()
+        except httpx.HTTPError as exc:
+            raise ClientError(f"the log stream broke off: {exc}") from exc
+
+    # -- tokens -----------------------------------------------------------------------------
+    def tokens(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/api/tokens"))
+
+    def create_token(self, name: str, *, read_only: bool) -> dict[str, Any]:
+        return dict(self._call("POST", "/api/tokens", {"name": name, "read_only": read_only}))
+
+    def revoke_token(self, name: str) -> dict[str, Any]:
+        return dict(self._call("DELETE", f"/api/tokens/{name}"))
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    extra = body.get("extra") if isinstance(body, dict) else None
+    text = str(detail or response.text.strip() or response.reason_phrase)
+    if extra:
+        text += f" ({extra})"
+    return f"{text} (HTTP {response.status_code})"
