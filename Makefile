@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: up test lint unit integration e2e deps docker test-tools bench bench-previews clean
+.PHONY: up test lint unit integration e2e deps docker test-tools bench bench-previews bench-rollback clean
 
 ## make up: install what is missing and start the whole platform in the foreground.
 up: deps docker
@@ -28,6 +28,9 @@ bench: deps docker test-tools
 
 bench-previews: deps docker test-tools
 	$(BIN)/python -m bench.previews
+
+bench-rollback: deps docker test-tools
+	$(BIN)/python -m bench.rollback
 
 deps: $(INSTALLED)
 

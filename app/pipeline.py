@@ -346,23 +346,40 @@ class RevisionPipeline:
         """
         with self._sessions() as session:
             source = session.get(Revision, ref.revision.rollback_of)
-        assert source is not None
+            assert source is not None
+            # The image depends on the commit alone (env is not a build input), so any
+            # revision of this deployment built from it will do: an earlier rollback's too.
+            same_commit = session.exec(
+                select(Revision)
+                .where(
+                    Revision.deployment_id == source.deployment_id,
+                    Revision.commit_sha == source.commit_sha,
+                    col(Revision.image).is_not(None),
+                    Revision.id != ref.revision.id,
+                )
+                .order_by(col(Revision.number).desc())
+            ).all()
         what = f"revision #{source.number} ({source.commit_sha[:7]})"
-        labels = self._builder.retag(source.image, tag) if source.image else None
-        deploy = deploy_config_of(labels) if labels is not None else None
-        if deploy is None:
-            if labels is not None:
+        images = [source.image] if source.image else []
+        images += [r.image for r in same_commit if r.image and r.image not in images]
+        for image in images:
+            labels = self._builder.retag(image, tag)
+            if labels is None:
+                continue
+            deploy = deploy_config_of(labels)
+            if deploy is None:  # built before images said how they run
                 self._runtime.remove_image(tag)
-            _append(
-                log_path,
-                f"slipway: rollback to {what}: its image is no longer kept, so the commit is "
-                "built again",
-            )
-            return None
-        _append(log_path, f"slipway: rollback to {what}: reusing its image {source.image}")
-        self._update_revision(ref.revision.id, build_method="reused")
-        self._event(ref, "revision image reused", source_revision_id=source.id)
-        return RepositoryConfig(deploy=deploy)
+                continue
+            _append(log_path, f"slipway: rollback to {what}: reusing its image {image}")
+            self._update_revision(ref.revision.id, build_method="reused")
+            self._event(ref, "revision image reused", source_revision_id=source.id)
+            return RepositoryConfig(deploy=deploy)
+        _append(
+            log_path,
+            f"slipway: rollback to {what}: its image is no longer kept, so the commit is built "
+            "again",
+        )
+        return None
 
     def _is_cancelled(self, revision_id: str) -> bool:
         with self._sessions() as session:

@@ -550,6 +550,7 @@ def floor(
         samples.add("floor_run", running - built)
         samples.add("floor_first", answered - running)
         samples.add("floor_whole", answered - started)
+        samples.add("floor_start", answered - built)
 
 
 # -- webhook latency --------------------------------------------------------------------------

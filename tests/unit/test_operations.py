@@ -325,3 +325,24 @@ def test_a_deletion_whose_teardown_was_lost_is_resumed_by_recovery(platform: Pla
     platform.teardown.remove(deployment.id, drop_database=True, reason="resumed")
     assert platform.recovery.unfinished_deletions() == []
     assert platform.databases.databases == {}
+
+
+def test_a_rollback_uses_an_earlier_rollbacks_image_of_the_same_commit(platform: Platform) -> None:
+    first = live_production(platform)
+    deployment_id = platform.deployment().id
+    run_started(platform, [platform.push()])
+    again = run_started(
+        platform, platform.operations.rollback(deployment_id, 1, ALICE).outcome.start_revisions
+    )
+    image = platform.revision(first).image
+    assert image is not None
+    platform.runtime.remove_image(image)  # pruned: only the rollback's tag of it is left
+
+    done = platform.operations.rollback(deployment_id, 1, ALICE)
+    rolled = run_started(platform, done.outcome.start_revisions)
+
+    assert platform.revision(rolled).build_method == "reused"
+    assert (
+        platform.revision(again).image
+        in platform.config.log_path(platform.revision(rolled)).read_text()
+    )
