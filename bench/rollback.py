@@ -44,6 +44,7 @@ from bench.push_to_live import (
     log,
     router_host,
     router_url,
+    timestamp,
 )
 from tests.fake_github import FakeGitHub
 from tests.fake_github.payloads import push_payload
@@ -54,7 +55,21 @@ DEFAULT_ITERATIONS = 5
 MAX_ITERATIONS = 50
 ROWS = (
     Row("rollback", "rollback request -> old version served (no build)"),
+    Row("queue", "  queue (created -> started)"),
+    Row("retag", "  image (started -> tagged, no build)"),
+    Row("database", "  database (deploy started -> database ready)"),
+    Row("replica", "  start (database ready -> replica started)"),
+    Row("healthy", "  healthy (replica started -> healthy)"),
+    Row("routed", "  routed (healthy -> live)"),
     Row("floor_start", "floor: docker run of a built image -> first 200"),
+)
+PHASES = (
+    ("queue", "created_at", "build_started_at"),
+    ("retag", "build_started_at", "build_finished_at"),
+    ("database", "deploy_started_at", "database_ready_at"),
+    ("replica", "database_ready_at", "replica_started_at"),
+    ("healthy", "replica_started_at", "healthy_at"),
+    ("routed", "healthy_at", "live_at"),
 )
 
 
@@ -87,6 +102,9 @@ def rollback(
         raise BenchError(f"the rollback built ({revision['build_method']}): not what is timed")
     if samples is not None:
         samples.add("rollback", served - sent)
+        for key, start, end in PHASES:
+            seconds = timestamp(revision, end) - timestamp(revision, start)
+            samples.add(key, seconds.total_seconds())
 
 
 def report(samples: Samples, machine: Sequence[str]) -> str:

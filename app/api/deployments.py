@@ -42,7 +42,7 @@ from app.models import Deployment, Repository, RevisionState
 from app.operations import DeploymentOperations, Done, NewDeployment, active_deployments
 from app.pipeline import PipelineConfig
 from app.settings import Settings
-from jobs.constants import CARRY_OUT, QUEUE_NAME
+from jobs.constants import CARRY_OUT, QUEUE_NAME, RUN_REVISION, revision_job_id
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,14 @@ def _view(session: Session, deployment: Deployment, settings: Settings) -> Deplo
 async def carry_out(queue: ArqRedis, outcome: EventOutcome) -> None:
     """Hand the operation's work to the workers (what it changed is already saved)."""
     try:
+        # The revisions' own jobs first, saving a hop: each announces its revision itself.
+        for revision_id in outcome.start_revisions:
+            await queue.enqueue_job(
+                RUN_REVISION,
+                revision_id,
+                _job_id=revision_job_id(revision_id),
+                _queue_name=QUEUE_NAME,
+            )
         await queue.enqueue_job(CARRY_OUT, outcome.as_dict(), _queue_name=QUEUE_NAME)
     except (RedisError, OSError) as exc:
         log.error("operation not enqueued", extra={"summary": outcome.summary, "error": repr(exc)})
