@@ -40,6 +40,7 @@ from builders.docker_cli import find_docker_cli
 from builders.images import BuildKitBuilder
 from builders.source import UnpackLimits
 from manifests.containers import Confinement, LogRotation
+from manifests.recipes import default_recipes
 
 
 @dataclass
@@ -124,6 +125,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
                 max_files=settings.container_log_max_files,
             ),
         ),
+        recipes=default_recipes(settings.langgraph_build),
     )
 
 

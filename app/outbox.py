@@ -149,7 +149,14 @@ class ReportOutbox:
                 reporter.succeeded(ref, args["url"], args["image"])
             case "failed":
                 serving = self._revision(args.get("serving_id"))
-                reporter.failed(ref, args["reason"], args["log_tail"], serving, args["url"])
+                reporter.failed(
+                    ref,
+                    args["reason"],
+                    args["log_tail"],
+                    serving,
+                    args["url"],
+                    annotations=args.get("annotations") or None,
+                )
             case "cancelled":
                 reporter.cancelled(ref)
             case "superseded":

@@ -25,7 +25,14 @@ from app.admission import Admission
 from app.crypto import SecretBox
 from app.databases import database_identifier
 from app.db import SessionFactory
-from app.errors import BuildCancelled, RevisionAbandoned, RuntimeStartError, SlipwayError
+from app.errors import (
+    Annotation,
+    BuildCancelled,
+    ConfigError,
+    RevisionAbandoned,
+    RuntimeStartError,
+    SlipwayError,
+)
 from app.models import (
     FINISHED_STATES,
     IN_FLIGHT_STATES,
@@ -67,7 +74,7 @@ from manifests.containers import (
     deployment_network,
     replica_spec,
 )
-from manifests.recipes import plan_build
+from manifests.recipes import BuildTarget, Recipe, default_recipes, plan_build
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +103,8 @@ class PipelineConfig:
     """Connections one deployment's role may hold on the cluster, by deployment type."""
     confinement: Confinement = field(default_factory=Confinement)
     """Held by every replica (capabilities, privileges, processes, logs)."""
+    recipes: tuple[Recipe, ...] = field(default_factory=default_recipes)
+    """How a commit becomes an image, in order of precedence (see manifests/recipes.py)."""
 
     @property
     def builds_dir(self) -> Path:
@@ -275,7 +284,8 @@ class RevisionPipeline:
             self._finish_removal(ref.deployment.id)
             return RevisionState.cancelled
         except SlipwayError as exc:
-            self._fail(revision_id, str(exc), log_path, redact)
+            annotations = exc.annotations if isinstance(exc, ConfigError) else ()
+            self._fail(revision_id, str(exc), log_path, redact, annotations=annotations)
             return RevisionState.failed
         except Exception as exc:
             log.exception("revision crashed", extra={"revision_id": revision_id})
@@ -319,8 +329,16 @@ class RevisionPipeline:
         tarball.unlink()
         _append(log_path, f"slipway: fetched source in {time.monotonic() - started:.1f} s")
         repo_config = load_repository_config(source)
-        plan = plan_build(source, repo_config)
+        target = BuildTarget(
+            work_dir=work, production=ref.deployment.type is DeploymentType.production
+        )
+        plan = plan_build(source, repo_config, target, self.config.recipes)
+        if plan.deploy is not None:
+            repo_config = repo_config.model_copy(update={"deploy": plan.deploy})
+        for note in plan.notes:
+            _append(log_path, f"slipway: {note}")
         labels = {
+            **plan.labels,
             f"{LABEL_PREFIX}.deployment": ref.deployment.id,
             f"{LABEL_PREFIX}.revision": revision.id,
             f"{LABEL_PREFIX}.commit": revision.commit_sha,
@@ -738,9 +756,22 @@ class RevisionPipeline:
             self._routes.apply_in(session)
 
     # -- failure ----------------------------------------------------------------------------
-    def _fail(self, revision_id: str, reason: str, log_path: Path, redact: Redactor) -> None:
+    def _fail(
+        self,
+        revision_id: str,
+        reason: str,
+        log_path: Path,
+        redact: Redactor,
+        *,
+        annotations: tuple[Annotation, ...] = (),
+    ) -> None:
         reason = redact(reason)
         _append(log_path, f"slipway: failed: {reason}")
+        for annotation in annotations:
+            _append(
+                log_path,
+                f"slipway: {annotation.path}:{annotation.start_line}: {redact(annotation.message)}",
+            )
         with self._sessions() as session:
             moved = transition(
                 session,
@@ -776,6 +807,7 @@ class RevisionPipeline:
             log_tail=redact(_tail(log_path, LOG_TAIL_LINES)),
             serving_id=ref.deployment.live_revision_id,
             url=self.config.url(ref.deployment.slug),
+            annotations=[{**a.as_github(), "message": redact(a.message)} for a in annotations],
         )
         self._changed(ref)
 

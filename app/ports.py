@@ -54,7 +54,10 @@ class GitHubPort(Protocol):
         started_at: str | None = None,
         completed_at: str | None = None,
         actions: list[dict[str, str]] | None = None,
-    ) -> None: ...
+        annotations: list[dict[str, object]] | None = None,
+    ) -> None:
+        """`annotations` are GitHub's `output.annotations[]` items, any number: the client
+        sends them in as many requests as GitHub's limit per request needs."""
 
     def create_deployment(
         self,

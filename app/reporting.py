@@ -240,8 +240,15 @@ class GitHubReporter:
         )
 
     def failed(
-        self, ref: RevisionRef, reason: str, log_tail: str, serving: Revision | None, url: str
+        self,
+        ref: RevisionRef,
+        reason: str,
+        log_tail: str,
+        serving: Revision | None,
+        url: str,
+        annotations: list[dict[str, object]] | None = None,
     ) -> None:
+        """`annotations` point at the lines of the commit at fault (a wrong langgraph.json)."""
         revision = ref.revision
         lines = [f"Revision #{revision.number} failed: {reason}", ""]
         if serving is not None:
@@ -250,6 +257,9 @@ class GitHubReporter:
             )
         else:
             lines.append("Nothing is served yet for this deployment.")
+        if annotations:
+            lines += ["", "Problems found in the commit (also annotated on the files):"]
+            lines += [f"- `{a['path']}:{a['start_line']}`: {a['message']}" for a in annotations]
         lines += ["", f"Full build log: {self.log_url(revision)}"]
         if log_tail.strip():
             lines += ["", "Last lines of the log:", "```", log_tail.rstrip(), "```"]
@@ -260,6 +270,7 @@ class GitHubReporter:
             title=f"Failed: {reason.splitlines()[0]}",
             summary="\n".join(lines),
             completed_at=_iso(revision.finished_at),
+            annotations=annotations,
         )
         self._status(
             ref,
@@ -328,6 +339,7 @@ class GitHubReporter:
         started_at: str | None = None,
         completed_at: str | None = None,
         actions: list[dict[str, str]] | None = None,
+        annotations: list[dict[str, object]] | None = None,
     ) -> None:
         check_run_id = ref.revision.check_run_id
         if check_run_id is None:
@@ -346,6 +358,7 @@ class GitHubReporter:
                 started_at=started_at,
                 completed_at=completed_at,
                 actions=actions,
+                annotations=annotations,
             ),
         )
 

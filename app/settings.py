@@ -10,13 +10,14 @@ import re
 from functools import cached_property
 from ipaddress import IPv4Network
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.router import deployment_url, route_hostname
 from manifests.containers import DEFAULT_NETWORK_POOL, NETWORK_SUBNET_PREFIX_LENGTH
+from manifests.langgraph_image import DEFAULT_BASE_IMAGE, LangGraphBuild, PipIndex
 
 ENV_PREFIX = "SLIPWAY_"
 DOCKER_SIZE = re.compile(r"[1-9][0-9]*[kmg]?")
@@ -113,6 +114,20 @@ class Settings(BaseSettings):
     """Rotated log files kept per replica; older output is dropped."""
     container_network_pool: IPv4Network = IPv4Network(DEFAULT_NETWORK_POOL)
     """Where each deployment's network gets its /27; the database cluster must admit it."""
+    langgraph_base_image: str = DEFAULT_BASE_IMAGE
+    """Base of LangGraph Server images: needs `python` and `pip` on PATH; `{python_version}`
+    is filled from langgraph.json."""
+    langgraph_runtime: Literal["pg", "inmem"] = "pg"
+    """pg keeps threads and checkpoints in the deployment's database; inmem (state lost with
+    the container) applies to development deployments and previews only."""
+    build_pip_index_url: SecretStr | None = None
+    """pip's index for LangGraph builds (a company mirror); may hold credentials, so it
+    reaches builds as a BuildKit secret and never a layer, the log or a check run."""
+    build_pip_extra_index_url: SecretStr | None = None
+    """Further indexes, space-separated."""
+    build_pip_find_links: str | None = None
+    build_pip_trusted_host: str | None = None
+    """Hosts pip may reach over plain HTTP or with an unverified certificate."""
 
     @field_validator("github_webhook_secret")
     @classmethod
@@ -172,6 +187,19 @@ class Settings(BaseSettings):
             ) from exc
 
     @property
+    def langgraph_build(self) -> LangGraphBuild:
+        return LangGraphBuild(
+            base_image=self.langgraph_base_image,
+            runtime=self.langgraph_runtime,
+            pip=PipIndex(
+                index_url=_reveal(self.build_pip_index_url),
+                extra_index_url=_reveal(self.build_pip_extra_index_url),
+                find_links=self.build_pip_find_links or None,
+                trusted_host=self.build_pip_trusted_host or None,
+            ),
+        )
+
+    @property
     def control_plane_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'slipway.db'}"
 
@@ -186,6 +214,10 @@ class Settings(BaseSettings):
 
     def hostname(self, slug: str) -> str:
         return route_hostname(slug, self.base_domain)
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() or None if secret is not None else None
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -154,6 +154,9 @@ def _build_command(
     cli: DockerCLI, plan: BuildPlan, tag: str, labels: dict[str, str], iidfile: Path
 ) -> tuple[list[str], dict[str, str]]:
     label_args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+    secret_args = [
+        arg for key, path in plan.secrets.items() for arg in ("--secret", f"id={key},src={path}")
+    ]
     common = [
         "--progress=plain",
         "--file",
@@ -163,6 +166,7 @@ def _build_command(
         "--iidfile",
         str(iidfile),
         *label_args,
+        *secret_args,
         str(plan.context_dir),
     ]
     if cli.method is BuildMethod.buildx:

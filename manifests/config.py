@@ -3,6 +3,7 @@
     [build]
     dockerfile = "Dockerfile"   # relative to the repository root
     context = "."               # build context, relative to the repository root
+    langgraph_config_path = "langgraph.json"   # used when there is no Dockerfile
 
     [deploy]
     port = 8000                 # the port the app listens on (also given to it as PORT)
@@ -39,8 +40,11 @@ class BuildConfig(BaseModel):
 
     dockerfile: str = "Dockerfile"
     context: str = "."
+    langgraph_config_path: str = "langgraph.json"
+    """A LangGraph Server is built from this file when the commit has no Dockerfile (the name
+    LangSmith Deployment gives the same setting)."""
 
-    _check_paths = field_validator("dockerfile", "context")(_relative)
+    _check_paths = field_validator("dockerfile", "context", "langgraph_config_path")(_relative)
 
 
 class DeployConfig(BaseModel):

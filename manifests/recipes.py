@@ -1,40 +1,74 @@
 """How a repository becomes an image: a small strategy per kind, chosen from a table.
 
-Today the only kind is a Dockerfile; `langgraph.json` and others join RECIPES as new entries.
+A Dockerfile wins when the commit has one; otherwise `langgraph.json` makes a LangGraph Server.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from app.errors import ConfigError
-from manifests.config import CONFIG_FILE, RepositoryConfig
+from manifests.config import CONFIG_FILE, DeployConfig, RepositoryConfig
+from manifests.langgraph import load_langgraph_project
+from manifests.langgraph_image import (
+    HEALTH_PATH,
+    PIP_SECRET_ID,
+    SERVER_PORT,
+    LangGraphBuild,
+    langgraph_dockerfile,
+)
+
+GENERATED_DOCKERFILE = "Dockerfile.slipway"
+"""Written beside the source (never inside the build context, so COPY . cannot pick it up)."""
+RECIPE_LABEL = "dev.slipway.recipe"
+LANGGRAPH_RUNTIME_LABEL = "dev.slipway.langgraph-runtime"
+
+
+@dataclass(frozen=True)
+class BuildTarget:
+    """What a recipe may need to know of where the image goes."""
+
+    work_dir: Path
+    """Private to this build and removed after it: generated files go here."""
+    production: bool
 
 
 @dataclass(frozen=True)
 class BuildPlan:
-    """What the image builder needs: a context directory and a Dockerfile inside the source."""
+    """What the image builder needs: a context directory and a Dockerfile."""
 
     recipe: str
     context_dir: Path
     dockerfile: Path
     dockerfile_path: str
-    """The Dockerfile as the user names it, relative to the repository root (for messages)."""
+    """The Dockerfile as the user knows it, relative to the repository root (for messages)."""
+    deploy: DeployConfig | None = None
+    """How the image runs when the recipe decides it (None: the repository's slipway.toml)."""
+    secrets: dict[str, Path] = field(default_factory=dict)
+    """BuildKit secrets by id (files 0600 in the work dir): seen by RUN steps, in no layer."""
+    labels: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    """Lines for the build log (warnings about the repository's config)."""
 
 
 class Recipe(Protocol):
     name: str
 
-    def plan(self, source_dir: Path, config: RepositoryConfig) -> BuildPlan | None:
+    def plan(
+        self, source_dir: Path, config: RepositoryConfig, target: BuildTarget
+    ) -> BuildPlan | None:
         """A plan when this recipe applies to the source, None otherwise."""
 
 
 class DockerfileRecipe:
     name = "dockerfile"
 
-    def plan(self, source_dir: Path, config: RepositoryConfig) -> BuildPlan | None:
+    def plan(
+        self, source_dir: Path, config: RepositoryConfig, target: BuildTarget
+    ) -> BuildPlan | None:
         dockerfile = source_dir / config.build.dockerfile
         if not dockerfile.is_file():
             return None
@@ -52,15 +86,74 @@ class DockerfileRecipe:
         )
 
 
-RECIPES: tuple[Recipe, ...] = (DockerfileRecipe(),)
+class LangGraphRecipe:
+    """`langgraph.json` → a LangGraph Server image on the operator's base and package index."""
+
+    name = "langgraph"
+
+    def __init__(self, build: LangGraphBuild) -> None:
+        self._build = build
+
+    def plan(
+        self, source_dir: Path, config: RepositoryConfig, target: BuildTarget
+    ) -> BuildPlan | None:
+        config_path = config.build.langgraph_config_path
+        if not (source_dir / config_path).is_file():
+            return None
+        project = load_langgraph_project(source_dir, config_path)
+        runtime = self._build.runtime_for(production=target.production)
+        dockerfile = target.work_dir / GENERATED_DOCKERFILE
+        dockerfile.write_text(
+            langgraph_dockerfile(
+                project, base_image=self._build.base_for(project), runtime=runtime
+            ),
+            encoding="utf-8",
+        )
+        secrets: dict[str, Path] = {}
+        pip_config = self._build.pip.config_file()
+        if pip_config is not None:
+            path = target.work_dir / "pip.conf"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(pip_config)
+            secrets[PIP_SECRET_ID] = path
+        notes = [f"langgraph.json: {warning}" for warning in project.warnings]
+        if runtime != self._build.runtime:
+            notes.append(
+                f"langgraph: the {self._build.runtime} runtime is for development deployments "
+                f"and previews only; this production deployment uses {runtime}"
+            )
+        return BuildPlan(
+            recipe=self.name,
+            context_dir=source_dir,
+            dockerfile=dockerfile,
+            dockerfile_path=f"{GENERATED_DOCKERFILE} (generated from {config_path})",
+            deploy=DeployConfig(port=SERVER_PORT, health_path=HEALTH_PATH),
+            secrets=secrets,
+            labels={RECIPE_LABEL: self.name, LANGGRAPH_RUNTIME_LABEL: runtime},
+            notes=tuple(notes),
+        )
 
 
-def plan_build(source_dir: Path, config: RepositoryConfig) -> BuildPlan:
-    for recipe in RECIPES:
-        plan = recipe.plan(source_dir, config)
+def default_recipes(langgraph: LangGraphBuild | None = None) -> tuple[Recipe, ...]:
+    """In order of precedence: a Dockerfile the user wrote beats a generated one."""
+    return (DockerfileRecipe(), LangGraphRecipe(langgraph or LangGraphBuild()))
+
+
+def plan_build(
+    source_dir: Path,
+    config: RepositoryConfig,
+    target: BuildTarget | None = None,
+    recipes: tuple[Recipe, ...] | None = None,
+) -> BuildPlan:
+    target = target or BuildTarget(work_dir=source_dir.parent, production=False)
+    for recipe in recipes if recipes is not None else default_recipes():
+        plan = recipe.plan(source_dir, config, target)
         if plan is not None:
             return plan
     raise ConfigError(
-        f"no Dockerfile at '{config.build.dockerfile}' in this commit: add one at the repository "
-        f"root, or set [build] dockerfile in {CONFIG_FILE} to where it is"
+        f"no Dockerfile at '{config.build.dockerfile}' and no "
+        f"'{config.build.langgraph_config_path}' in this commit: add a Dockerfile at the "
+        f"repository root (or set [build] dockerfile in {CONFIG_FILE} to where it is), or a "
+        "langgraph.json to deploy a LangGraph Server"
     )

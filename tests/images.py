@@ -4,6 +4,8 @@
 - python: a debootstrap'ed Debian 12 with python3 and psycopg2 from Debian, for apps that use
   their database. debootstrap takes about a minute, so its root filesystem is cached as a tar
   under ~/.cache/slipway-tests and only `docker import`ed on later runs.
+- python-pip: what the official `python:3.11-slim-bookworm` offers a LangGraph build and no
+  more: `python` and `pip` on PATH (a venv over Debian's python3, so pip may install into it).
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ BUSYBOX_IMAGE = "slipway-test/busybox:1"
 PYTHON_IMAGE = "slipway-test/python:3.11"
 DEBIAN_MIRROR = os.environ.get("SLIPWAY_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 PYTHON_PACKAGES = "python3,python3-psycopg2,ca-certificates"
+PYTHON_PIP_IMAGE = "slipway-test/python-pip:3.11"
+PYTHON_PIP_PACKAGES = "python3,python3-venv,ca-certificates"
+PYTHON_PIP_DOCKERFILE = """FROM slipway-test/python-venv-rootfs:3.11
+RUN python3 -m venv /usr/local/python
+ENV PATH=/usr/local/python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+CMD ["python"]
+"""
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "slipway-tests"
 
 
@@ -64,23 +73,48 @@ def ensure_busybox_image() -> str:
 
 
 def ensure_python_image() -> str:
-    if image_exists(PYTHON_IMAGE):
-        return PYTHON_IMAGE
-    rootfs_tar = CACHE_DIR / "bookworm-python-psycopg2.tar"
+    return _imported(PYTHON_IMAGE, CACHE_DIR / "bookworm-python-psycopg2.tar", PYTHON_PACKAGES)
+
+
+def ensure_python_pip_image() -> str:
+    """The base LangGraph tests build on (SLIPWAY_LANGGRAPH_BASE_IMAGE)."""
+    if image_exists(PYTHON_PIP_IMAGE):
+        return PYTHON_PIP_IMAGE
+    rootfs = _imported(
+        "slipway-test/python-venv-rootfs:3.11",
+        CACHE_DIR / "bookworm-python-venv.tar",
+        PYTHON_PIP_PACKAGES,
+    )
+    assert rootfs in PYTHON_PIP_DOCKERFILE
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "Dockerfile").write_text(PYTHON_PIP_DOCKERFILE)
+        subprocess.run(
+            [DOCKER, "build", "-q", "-t", PYTHON_PIP_IMAGE, tmp],
+            env={**os.environ, "DOCKER_BUILDKIT": "1"},
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    return PYTHON_PIP_IMAGE
+
+
+def _imported(tag: str, rootfs_tar: Path, packages: str) -> str:
+    if image_exists(tag):
+        return tag
     if not rootfs_tar.exists():
-        _debootstrap(rootfs_tar)
+        _debootstrap(rootfs_tar, packages)
     with rootfs_tar.open("rb") as tar:
         subprocess.run(
-            [DOCKER, "import", "--change", 'CMD ["python3"]', "-", PYTHON_IMAGE],
+            [DOCKER, "import", "--change", 'CMD ["python3"]', "-", tag],
             stdin=tar,
             check=True,
             capture_output=True,
             timeout=600,
         )
-    return PYTHON_IMAGE
+    return tag
 
 
-def _debootstrap(rootfs_tar: Path) -> None:
+def _debootstrap(rootfs_tar: Path, packages: str) -> None:
     debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
     rootfs_tar.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=rootfs_tar.parent) as tmp:
@@ -89,7 +123,7 @@ def _debootstrap(rootfs_tar: Path) -> None:
             [
                 debootstrap,
                 "--variant=minbase",
-                f"--include={PYTHON_PACKAGES}",
+                f"--include={packages}",
                 "bookworm",
                 str(root),
                 DEBIAN_MIRROR,

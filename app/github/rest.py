@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 SUMMARY_LIMIT = 65_535
 """GitHub rejects check-run output summary or text longer than this many characters."""
+ANNOTATIONS_PER_REQUEST = 50
+"""GitHub takes at most 50 annotations per check-run request and appends each batch."""
 DESCRIPTION_LIMIT = 140
 """Deployment and deployment-status descriptions are cut by GitHub at 140 characters."""
 COMMENT_LIMIT = 65_536
@@ -165,9 +168,14 @@ class GitHubRest:
         started_at: str | None = None,
         completed_at: str | None = None,
         actions: list[dict[str, str]] | None = None,
+        annotations: list[dict[str, object]] | None = None,
     ) -> None:
         owner, repo = full_name.split("/", 1)
         client = self._app.client(installation_id)
+        batches = [
+            (annotations or [])[start : start + ANNOTATIONS_PER_REQUEST]
+            for start in range(0, len(annotations or []), ANNOTATIONS_PER_REQUEST)
+        ] or [[]]
         output: dict[str, Any] = {
             "title": clip(title, 255),
             "summary": clip(summary, SUMMARY_LIMIT),
@@ -183,16 +191,14 @@ class GitHubRest:
             data["completed_at"] = completed_at
         if actions is not None:
             data["actions"] = actions
-        self._call(
-            installation_id,
-            f"update check run {check_run_id} on {full_name}",
-            lambda: client.rest.checks.update(
-                owner,
-                repo,
-                check_run_id,
-                data=data,  # type: ignore[call-overload]
-            ),
-        )
+        for batch in batches:
+            # GitHub appends each request's annotations to the run's: later ones add the rest.
+            body = {**data, "output": {**output, "annotations": batch}} if batch else data
+            self._call(
+                installation_id,
+                f"update check run {check_run_id} on {full_name}",
+                partial(client.rest.checks.update, owner, repo, check_run_id, data=body),
+            )
 
     def create_deployment(
         self,

@@ -37,6 +37,9 @@ CHECK_RUN_CONCLUSIONS = (
 ANNOTATION_LEVELS = ("notice", "warning", "failure")
 MAX_OUTPUT_TEXT = 65535
 MAX_ANNOTATIONS = 50
+"""Per request: GitHub appends each request's annotations to the run's."""
+MAX_ANNOTATION_DETAIL = 64 * 1024
+"""An annotation's message and raw_details: at most 64 KB each."""
 _SUITE_CONCLUSION_ORDER = (
     "action_required",
     "cancelled",
@@ -290,9 +293,10 @@ class ChecksMixin(PullsMixin):
             if not isinstance(annotation, dict):
                 body.fail(label, f"{label} must be an object")
                 continue
-            body.string("path", required=True, data=annotation, label=f"{label}.path")
-            body.integer("start_line", data=annotation, label=f"{label}.start_line")
-            body.integer("end_line", data=annotation, label=f"{label}.end_line")
+            body.string(
+                "path", required=True, non_empty=True, data=annotation, label=f"{label}.path"
+            )
+            self._annotation_lines(body, annotation, label)
             body.string(
                 "annotation_level",
                 required=True,
@@ -303,9 +307,16 @@ class ChecksMixin(PullsMixin):
             body.string(
                 "message",
                 required=True,
-                max_length=64 * 1024,
+                max_length=MAX_ANNOTATION_DETAIL,
                 data=annotation,
                 label=f"{label}.message",
+            )
+            body.string("title", max_length=255, data=annotation, label=f"{label}.title")
+            body.string(
+                "raw_details",
+                max_length=MAX_ANNOTATION_DETAIL,
+                data=annotation,
+                label=f"{label}.raw_details",
             )
         for index, image in enumerate(body.array("images", data=output) or []):
             label = f"output.images[{index}]"
@@ -317,6 +328,29 @@ class ChecksMixin(PullsMixin):
             if url is not None and not is_http_url(url):
                 body.fail(f"{label}.image_url", f"{label}.image_url must be an http(s) URL")
         return {"title": title, "summary": summary, "text": text, "annotations": annotations}
+
+    @staticmethod
+    def _annotation_lines(body: Body, annotation: JSON, label: str) -> None:
+        """Lines start at 1 and end at or after the start; columns only within one line."""
+        start = body.integer("start_line", data=annotation, label=f"{label}.start_line")
+        end = body.integer("end_line", data=annotation, label=f"{label}.end_line")
+        if start is not None and start < 1:
+            body.fail(
+                f"{label}.start_line", f"{label}.start_line must be 1 or more (lines start at 1)"
+            )
+        if start is not None and end is not None and end < start:
+            body.fail(f"{label}.end_line", f"{label}.end_line must not be before start_line")
+        for column in ("start_column", "end_column"):
+            if column not in annotation:
+                continue
+            value = body.integer(column, data=annotation, label=f"{label}.{column}")
+            if value is not None and value < 1:
+                body.fail(f"{label}.{column}", f"{label}.{column} must be 1 or more")
+            if start is not None and end is not None and start != end:
+                body.fail(
+                    f"{label}.{column}",
+                    f"{label}.{column} is only allowed when start_line and end_line are equal",
+                )
 
     def _check_run_actions(self, body: Body, actions: list[Any]) -> list[JSON]:
         if len(actions) > 3:
@@ -391,6 +425,11 @@ class ChecksMixin(PullsMixin):
                 self._rerequest_check_run,
             ),
             ("GET", REPO + r"/commits/(?P<ref>.+)/check-runs", self._list_check_runs),
+            (
+                "GET",
+                REPO + r"/check-runs/(?P<check_run_id>\d+)/annotations",
+                self._list_annotations,
+            ),
         ]
 
     def _create_check_run(self, request: Request, params: dict[str, str]) -> Response:
@@ -453,6 +492,28 @@ class ChecksMixin(PullsMixin):
             self._touch_suite(repo, run.head_sha)
             run = copy.deepcopy(run)
         return json_response(200, self._check_run_json(run))
+
+    def _list_annotations(self, request: Request, params: dict[str, str]) -> Response:
+        repo, _ = self._repo_access(request, params, "checks", "read")
+        with self._lock:
+            run = self._find_check_run(repo, params)
+            found = [
+                {
+                    "path": a["path"],
+                    "start_line": a["start_line"],
+                    "end_line": a["end_line"],
+                    "start_column": a.get("start_column"),
+                    "end_column": a.get("end_column"),
+                    "annotation_level": a["annotation_level"],
+                    "title": a.get("title"),
+                    "message": a["message"],
+                    "raw_details": a.get("raw_details"),
+                    "blob_href": f"{GITHUB_WEB}/{run.repository}/blob/{run.head_sha}/{a['path']}",
+                }
+                for a in copy.deepcopy(run.annotations)
+            ]
+        page, headers = self._paginate(request, found)
+        return json_response(200, page, headers)
 
     def _rerequest_check_run(self, request: Request, params: dict[str, str]) -> Response:
         repo, _ = self._repo_access(request, params, "checks", "write")

@@ -70,6 +70,8 @@ class RecordingGitHub:
     down: bool = False
     refusing_reports: bool = False
     check_runs: dict[int, dict[str, object]] = field(default_factory=dict)
+    annotations: dict[int, list[dict[str, object]]] = field(default_factory=dict)
+    """Check-run annotations sent, by check run id, in order."""
     deployments: dict[int, dict[str, object]] = field(default_factory=dict)
     statuses: dict[int, list[dict[str, object]]] = field(default_factory=dict)
     on_check_run_update: Callable[[dict[str, object]], None] | None = None
@@ -145,12 +147,15 @@ class RecordingGitHub:
         started_at: str | None = None,
         completed_at: str | None = None,
         actions: list[dict[str, str]] | None = None,
+        annotations: list[dict[str, object]] | None = None,
     ) -> None:
         self._answer(f"update check run {check_run_id}")
         run = self.check_runs[check_run_id]
         run.update(status=status, title=title, summary=summary, conclusion=conclusion)
         if actions is not None:
             run["actions"] = actions
+        if annotations:
+            self.annotations.setdefault(check_run_id, []).extend(annotations)
         if self.on_check_run_update is not None:
             self.on_check_run_update(run)
 

@@ -1399,3 +1399,85 @@ def test_pull_requests_contents_and_deliveries_parse_with_githubkit_models(
     for model, payload in deliveries:
         assert model.model_validate(payload).model_dump()["action"] == payload["action"]
     assert fake.errors == []
+
+
+# --------------------------------------------------------------------------- annotations
+
+
+def _annotation(**overrides: object) -> dict[str, object]:
+    return {
+        "path": "langgraph.json",
+        "start_line": 3,
+        "end_line": 3,
+        "annotation_level": "failure",
+        "message": "graph 'agent': the file './agnet.py' does not exist",
+        **overrides,
+    }
+
+
+def test_annotations_are_appended_per_request_and_listed(
+    fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo
+) -> None:
+    auth = installation_token(client, fake)
+    run = new_check_run(client, auth, git_repo.head).json()
+    for line in (3, 7):
+        response = client.patch(
+            f"/repos/{FULL}/check-runs/{run['id']}",
+            headers=auth,
+            json={
+                "output": {
+                    "title": "Failed",
+                    "summary": "s",
+                    "annotations": [_annotation(start_line=line, end_line=line)],
+                }
+            },
+        )
+        assert response.status_code == 200, response.text
+    assert response.json()["output"]["annotations_count"] == 2
+    listed = client.get(f"/repos/{FULL}/check-runs/{run['id']}/annotations", headers=auth)
+    assert [a["start_line"] for a in listed.json()] == [3, 7]
+    assert listed.json()[0]["annotation_level"] == "failure"
+
+
+@pytest.mark.parametrize(
+    ("annotation", "complaint"),
+    [
+        (_annotation(annotation_level="error"), "annotation_level"),
+        ({k: v for k, v in _annotation().items() if k != "end_line"}, "end_line is required"),
+        ({k: v for k, v in _annotation().items() if k != "message"}, "message is required"),
+        (_annotation(start_line=0, end_line=0), "lines start at 1"),
+        (_annotation(start_line=5, end_line=4), "must not be before start_line"),
+        (_annotation(start_line=1, end_line=2, start_column=3), "only allowed when"),
+        (_annotation(title="t" * 256), "title"),
+    ],
+)
+def test_an_annotation_breaking_githubs_rules_is_422(
+    fake: FakeGitHub,
+    client: httpx.Client,
+    git_repo: GitRepo,
+    annotation: dict[str, object],
+    complaint: str,
+) -> None:
+    auth = installation_token(client, fake)
+    run = new_check_run(client, auth, git_repo.head).json()
+    response = client.patch(
+        f"/repos/{FULL}/check-runs/{run['id']}",
+        headers=auth,
+        json={"output": {"title": "Failed", "summary": "s", "annotations": [annotation]}},
+    )
+    assert response.status_code == 422
+    assert complaint in fake.errors[-1]
+
+
+def test_more_than_50_annotations_in_one_request_is_422(
+    fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo
+) -> None:
+    auth = installation_token(client, fake)
+    run = new_check_run(client, auth, git_repo.head).json()
+    response = client.patch(
+        f"/repos/{FULL}/check-runs/{run['id']}",
+        headers=auth,
+        json={"output": {"title": "F", "summary": "s", "annotations": [_annotation()] * 51}},
+    )
+    assert response.status_code == 422
+    assert "at most 50" in fake.errors[-1]

@@ -466,3 +466,41 @@ def test_a_token_github_no_longer_accepts_is_dropped_and_a_new_one_asked_for(
     _check_run(rest, commit)
 
     assert fake.token_requests == tokens + 1
+
+
+def test_annotations_beyond_githubs_50_per_request_go_in_further_requests(
+    fake: FakeGitHub, rest: GitHubRest, commit: str
+) -> None:
+    check_run_id = rest.create_check_run(
+        INSTALLATION,
+        FULL_NAME,
+        commit,
+        name="Slipway",
+        external_id="rev_abc",
+        details_url="http://slipway.example.com/api/revisions/rev_abc",
+        title="Queued",
+        summary="Queued.",
+    )
+    annotations: list[dict[str, object]] = [
+        {
+            "path": "langgraph.json",
+            "start_line": line,
+            "end_line": line,
+            "annotation_level": "failure",
+            "message": f"problem {line}",
+        }
+        for line in range(1, 61)
+    ]
+    rest.update_check_run(
+        INSTALLATION,
+        FULL_NAME,
+        check_run_id,
+        status="completed",
+        conclusion="failure",
+        title="Failed",
+        summary="langgraph.json is invalid",
+        annotations=annotations,
+    )
+    [run] = fake.check_runs(FULL_NAME)
+    assert [a["start_line"] for a in run.annotations] == list(range(1, 61))
+    assert run.conclusion == "failure"

@@ -126,7 +126,8 @@ def test_without_a_dockerfile_the_user_is_told_to_add_one_or_point_at_it(tmp_pat
     root = repository(tmp_path, {"README.md": "# app\n"})
     message = config_error(root)
     assert "no Dockerfile at 'Dockerfile'" in message
-    assert "add one" in message
+    assert "add a Dockerfile" in message
+    assert "langgraph.json" in message
     assert "[build] dockerfile" in message
 
 

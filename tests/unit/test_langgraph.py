@@ -1,0 +1,249 @@
+"""langgraph.json: a LangGraph repository is checked before any build, and each mistake is
+pointed at on the line of the file it is about; a good one becomes a LangGraph Server image."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.errors import Annotation, ConfigError
+from manifests.config import load_repository_config
+from manifests.langgraph import load_langgraph_project
+from manifests.langgraph_image import PIP_SECRET_ID, LangGraphBuild, PipIndex
+from manifests.recipes import BuildTarget, default_recipes, plan_build
+
+AGENT = """from typing import TypedDict
+
+from langgraph.graph import StateGraph
+
+
+class State(TypedDict):
+    text: str
+
+
+def shout(state: State) -> State:
+    return {"text": state["text"].upper()}
+
+
+builder = StateGraph(State)
+builder.add_node("shout", shout)
+builder.set_entry_point("shout")
+graph = builder.compile()
+"""
+CONFIG = """{
+  "dependencies": ["."],
+  "graphs": {
+    "agent": "./agent.py:graph"
+  },
+  "env": ".env"
+}
+"""
+
+
+def repository(root: Path, files: dict[str, str]) -> Path:
+    source = root / "src"
+    for name, content in files.items():
+        target = source / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+    return source
+
+
+def problems(source: Path, config_path: str = "langgraph.json") -> tuple[Annotation, ...]:
+    with pytest.raises(ConfigError) as caught:
+        load_langgraph_project(source, config_path)
+    assert caught.value.annotations, str(caught.value)
+    return caught.value.annotations
+
+
+def test_a_langgraph_repository_without_a_dockerfile_builds_a_langgraph_server(
+    tmp_path: Path,
+) -> None:
+    source = repository(
+        tmp_path, {"langgraph.json": CONFIG, "agent.py": AGENT, "requirements.txt": "langgraph\n"}
+    )
+    build = LangGraphBuild(
+        base_image="python:{python_version}-slim-bookworm",
+        pip=PipIndex(index_url="http://user:token@mirror.example/simple/"),
+    )
+    plan = plan_build(
+        source,
+        load_repository_config(source),
+        BuildTarget(work_dir=tmp_path, production=True),
+        default_recipes(build),
+    )
+
+    assert plan.recipe == "langgraph"
+    assert plan.deploy is not None and (plan.deploy.port, plan.deploy.health_path) == (8000, "/ok")
+    dockerfile = plan.dockerfile.read_text()
+    assert plan.dockerfile.parent == tmp_path  # outside the build context
+    assert dockerfile.splitlines()[1] == "FROM python:3.11-slim-bookworm"
+    assert "langgraph-api langgraph-runtime-pg" in dockerfile
+    graphs = {"agent": "/deps/app/agent.py:graph"}
+    assert f"ENV LANGSERVE_GRAPHS={json.dumps(json.dumps(graphs))}" in dockerfile
+    assert 'ENV LANGGRAPH_RUNTIME_EDITION="pg"' in dockerfile
+    # The index (with its credentials) is a build secret only, never in the Dockerfile.
+    assert "mirror.example" not in dockerfile
+    assert f"--mount=type=secret,id={PIP_SECRET_ID},target=/etc/pip.conf" in dockerfile
+    secret = plan.secrets[PIP_SECRET_ID]
+    assert "index-url = http://user:token@mirror.example/simple/" in secret.read_text()
+    assert secret.stat().st_mode & 0o077 == 0
+    assert plan.labels["dev.slipway.langgraph-runtime"] == "pg"
+    # Requirements come before the source: a change to agent.py rebuilds only what follows.
+    lines = dockerfile.splitlines()
+    requirements = next(
+        i for i, line in enumerate(lines) if "-r /deps/app/requirements.txt" in line
+    )
+    assert requirements < lines.index("COPY . /deps/app")
+    assert any("`env`: .env is not in this commit" in note for note in plan.notes)
+
+
+def test_a_dockerfile_in_the_commit_wins_over_langgraph_json(tmp_path: Path) -> None:
+    source = repository(
+        tmp_path, {"Dockerfile": "FROM scratch\n", "langgraph.json": CONFIG, "agent.py": AGENT}
+    )
+    plan = plan_build(source, load_repository_config(source), BuildTarget(tmp_path, False))
+    assert plan.recipe == "dockerfile"
+
+
+def test_inmem_is_for_development_and_previews_only(tmp_path: Path) -> None:
+    source = repository(tmp_path, {"langgraph.json": CONFIG, "agent.py": AGENT})
+    recipes = default_recipes(LangGraphBuild(runtime="inmem"))
+    config = load_repository_config(source)
+    development = plan_build(source, config, BuildTarget(tmp_path, False), recipes)
+    production = plan_build(source, config, BuildTarget(tmp_path, True), recipes)
+    assert development.labels["dev.slipway.langgraph-runtime"] == "inmem"
+    assert production.labels["dev.slipway.langgraph-runtime"] == "pg"
+    assert any("uses pg" in note for note in production.notes)
+
+
+def test_the_config_path_is_settable_in_slipway_toml(tmp_path: Path) -> None:
+    source = repository(
+        tmp_path,
+        {
+            "slipway.toml": '[build]\nlanggraph_config_path = "agents/langgraph.json"\n',
+            "agents/langgraph.json": CONFIG,
+            "agents/agent.py": AGENT,
+        },
+    )
+    plan = plan_build(source, load_repository_config(source), BuildTarget(tmp_path, False))
+    dockerfile = plan.dockerfile.read_text()
+    assert "/deps/app/agents/agent.py:graph" in dockerfile
+    assert "WORKDIR /deps/app/agents" in dockerfile
+
+
+def test_invalid_json_is_annotated_where_the_parser_stopped(tmp_path: Path) -> None:
+    source = repository(
+        tmp_path, {"langgraph.json": '{\n  "graphs": {\n    "agent": "./agent.py:graph",\n  }\n}\n'}
+    )
+    [annotation] = problems(source)
+    assert (annotation.path, annotation.start_line, annotation.level) == (
+        "langgraph.json",
+        4,
+        "failure",
+    )
+    assert "not valid JSON" in annotation.message
+
+
+def test_an_unknown_graph_file_is_annotated_on_its_line(tmp_path: Path) -> None:
+    source = repository(
+        tmp_path, {"langgraph.json": CONFIG.replace("./agent.py", "./agnet.py"), "agent.py": AGENT}
+    )
+    [annotation] = problems(source)
+    assert (annotation.path, annotation.start_line) == ("langgraph.json", 4)
+    assert "'./agnet.py' does not exist" in annotation.message
+
+
+def test_a_missing_attribute_is_annotated_on_langgraph_json_and_on_the_graph_file(
+    tmp_path: Path,
+) -> None:
+    source = repository(
+        tmp_path, {"langgraph.json": CONFIG.replace(":graph", ":app"), "agent.py": AGENT}
+    )
+    on_config, on_graph = problems(source)
+    assert (on_config.path, on_config.start_line) == ("langgraph.json", 4)
+    assert "has no attribute 'app'" in on_config.message
+    assert on_graph.path == "agent.py"
+    assert "graph" in on_graph.message and "builder" in on_graph.message
+
+
+def test_a_graph_file_that_does_not_parse_is_annotated_at_the_error(tmp_path: Path) -> None:
+    source = repository(tmp_path, {"langgraph.json": CONFIG, "agent.py": "graph = (\n\ndef f(:\n"})
+    annotations = problems(source)
+    on_graph = next(a for a in annotations if a.path == "agent.py")
+    assert on_graph.start_line >= 1 and "syntax error" in on_graph.message
+
+
+def test_a_bad_python_version_is_annotated_on_its_line(tmp_path: Path) -> None:
+    config = json.dumps(
+        {"python_version": "3.9", "dependencies": ["."], "graphs": {"agent": "./agent.py:graph"}},
+        indent=2,
+    )
+    source = repository(tmp_path, {"langgraph.json": config, "agent.py": AGENT})
+    [annotation] = problems(source)
+    assert annotation.start_line == 2
+    assert "3.9" in annotation.message and "3.11" in annotation.message
+
+
+def test_an_unsupported_python_version_the_cli_accepts_is_refused(tmp_path: Path) -> None:
+    config = CONFIG.replace('"dependencies"', '"python_version": "3.99",\n  "dependencies"')
+    source = repository(tmp_path, {"langgraph.json": config, "agent.py": AGENT})
+    [annotation] = problems(source)
+    assert "not supported" in annotation.message and annotation.start_line == 2
+
+
+def test_a_missing_local_dependency_is_annotated(tmp_path: Path) -> None:
+    config = CONFIG.replace('["."]', '[".", "./libs/tools"]')
+    source = repository(tmp_path, {"langgraph.json": config, "agent.py": AGENT})
+    [annotation] = problems(source)
+    assert annotation.start_line == 2
+    assert "'./libs/tools' does not exist" in annotation.message
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    config = json.dumps(
+        {
+            "dependencies": [".", "./gone"],
+            "graphs": {"a": "./missing.py:graph", "b": "./agent.py:nope"},
+        },
+        indent=2,
+    )
+    source = repository(tmp_path, {"langgraph.json": config, "agent.py": AGENT})
+    with pytest.raises(ConfigError) as caught:
+        load_langgraph_project(source, "langgraph.json")
+    assert len(caught.value.annotations) == 4
+    assert "and 3 more problems" in str(caught.value)
+
+
+def test_the_clis_own_validation_applies(tmp_path: Path) -> None:
+    config = json.dumps({"dependencies": ["."], "graphs": {}}, indent=2)
+    source = repository(tmp_path, {"langgraph.json": config})
+    [annotation] = problems(source)
+    assert "graphs" in annotation.message
+
+
+def test_store_auth_and_http_are_mapped_like_the_cli_maps_them(tmp_path: Path) -> None:
+    config = {
+        "dependencies": ["."],
+        "graphs": {"agent": "./agent.py:graph"},
+        "store": {"ttl": {"default_ttl": 60}},
+        "auth": {"path": "./auth.py:auth"},
+        "http": {"app": "./web.py:app"},
+        "env": {"GREETING": "hello $USER"},
+    }
+    source = repository(
+        tmp_path,
+        {
+            "langgraph.json": json.dumps(config),
+            "agent.py": AGENT,
+            "auth.py": "auth = 1\n",
+            "web.py": "app = 1\n",
+        },
+    )
+    project = load_langgraph_project(source, "langgraph.json")
+    assert json.loads(project.server_env["LANGGRAPH_STORE"]) == config["store"]
+    assert json.loads(project.server_env["LANGGRAPH_AUTH"]) == {"path": "/deps/app/auth.py:auth"}
+    assert json.loads(project.server_env["LANGGRAPH_HTTP"]) == {"app": "/deps/app/web.py:app"}
+    assert project.env == {"GREETING": "hello $USER"}

@@ -1,0 +1,143 @@
+"""Wheels for LangGraph builds, downloaded once and served to BuildKit from the docker bridge.
+
+Builds have no network but reach the docker0 address (172.17.0.1), so the tests play the
+operator's package mirror: `pip download` on the host fills a wheelhouse cached under
+~/.cache/slipway-tests (keyed by what it holds), and a PEP 503 index over it listens on the
+bridge for as long as a test session needs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from tests.images import CACHE_DIR
+
+BRIDGE_ADDRESS = "172.17.0.1"
+"""docker0: where BuildKit's RUN steps reach the host."""
+REQUIREMENTS = ("langgraph-runtime-pg==0.11.1.post1", "langgraph-runtime-inmem", "async-timeout")
+"""The pg runtime pins langgraph-api 0.11.1, which brings the inmem runtime too. async-timeout:
+redis wants it on Python < 3.11.3 (the test base has 3.11.2), a marker pip on the host (3.11.7)
+judges by the host, so it is asked for by name."""
+SDIST_ONLY = ("forbiddenfruit",)
+"""No wheel on PyPI: built here from its sdist (pulled in through blockbuster)."""
+PLATFORM_ARGS = (
+    "--only-binary=:all:",
+    "--python-version",
+    "3.11",
+    "--implementation",
+    "cp",
+    "--abi",
+    "cp311",
+    "--platform",
+    "manylinux2014_x86_64",
+    "--platform",
+    "manylinux_2_17_x86_64",
+    "--platform",
+    "manylinux_2_28_x86_64",
+)
+DOWNLOAD_TIMEOUT_SECONDS = 900
+
+
+def ensure_wheelhouse() -> Path:
+    key = hashlib.sha256(" ".join([*REQUIREMENTS, *SDIST_ONLY]).encode()).hexdigest()[:12]
+    wheelhouse = CACHE_DIR / f"langgraph-wheels-{key}"
+    done = wheelhouse / ".complete"
+    if done.exists():
+        return wheelhouse
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    _run([*pip, "wheel", "--no-deps", "-w", str(wheelhouse), *SDIST_ONLY])
+    _run(
+        [
+            *pip,
+            "download",
+            *PLATFORM_ARGS,
+            "--find-links",
+            str(wheelhouse),
+            "-d",
+            str(wheelhouse),
+            *REQUIREMENTS,
+        ]
+    )
+    done.touch()
+    return wheelhouse
+
+
+def _run(argv: list[str]) -> None:
+    result = subprocess.run(
+        argv, capture_output=True, text=True, check=False, timeout=DOWNLOAD_TIMEOUT_SECONDS
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(argv[:5])} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+        )
+
+
+def _project(wheel: str) -> str:
+    """PEP 503 normalised project name of a wheel file."""
+    return re.sub(r"[-_.]+", "-", wheel.split("-", 1)[0]).lower()
+
+
+class _IndexHandler(SimpleHTTPRequestHandler):
+    """/simple/<project>/ lists that project's wheels; /files/<wheel> serves one."""
+
+    def __init__(self, *args: Any, wheelhouse: Path, **kwargs: Any) -> None:
+        self.wheelhouse = wheelhouse
+        super().__init__(*args, directory=str(wheelhouse), **kwargs)
+
+    def do_GET(self) -> None:
+        match = re.fullmatch(r"/simple/([^/]+)/?", self.path)
+        if match is None:
+            self.path = self.path.removeprefix("/files")
+            super().do_GET()
+            return
+        name = match.group(1).lower()
+        links = [
+            f'<a href="/files/{html.escape(w.name)}">{html.escape(w.name)}</a><br>'
+            for w in sorted(self.wheelhouse.glob("*.whl"))
+            if _project(w.name) == name
+        ]
+        body = f"<!DOCTYPE html><html><body>{''.join(links)}</body></html>".encode()
+        self.send_response(200 if links else 404)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class WheelIndex:
+    url: str
+    """PEP 503 index URL as builds reach it (on the docker bridge)."""
+    trusted_host: str = BRIDGE_ADDRESS
+
+    def settings(self) -> dict[str, str]:
+        """The platform settings that send LangGraph builds here."""
+        return {"build_pip_index_url": self.url, "build_pip_trusted_host": self.trusted_host}
+
+
+@contextmanager
+def serve_wheelhouse(wheelhouse: Path) -> Iterator[WheelIndex]:
+    server = ThreadingHTTPServer((BRIDGE_ADDRESS, 0), partial(_IndexHandler, wheelhouse=wheelhouse))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield WheelIndex(url=f"http://{BRIDGE_ADDRESS}:{server.server_address[1]}/simple/")
+    finally:
+        server.shutdown()
+        server.server_close()
