@@ -18,7 +18,7 @@ from app.crypto import SecretBox, load_or_create_secret_key
 from app.databases import PostgresProvisioner
 from app.db import SessionFactory, make_engine, migrate
 from app.facts import CommitFacts, GitHubCommitFacts
-from app.github.auth import GitHubApp
+from app.github.credentials import GitHubAppCredentials, LazyGitHubApp
 from app.github.rest import GitHubRest
 from app.health import HttpHealthProbe
 from app.janitor import Janitor, JanitorLimits
@@ -33,6 +33,7 @@ from app.router import CaddyRouter
 from app.routes import RouteTable
 from app.runtime import DockerRuntime
 from app.settings import ENV_PREFIX, Settings, SettingsError
+from app.setup import AppSetup, load_manifest_template
 from app.teardown import Teardown
 from app.timestamps import utcnow
 from builders.docker_cli import find_docker_cli
@@ -91,6 +92,28 @@ def open_database(settings: Settings) -> SessionFactory:
     return SessionFactory(make_engine(settings.control_plane_url))
 
 
+def app_setup(
+    settings: Settings,
+    sessions: SessionFactory,
+    secrets: SecretBox,
+    credentials: GitHubAppCredentials,
+    clock: Clock = utcnow,
+) -> AppSetup:
+    """The /setup service, talking to the GitHub that GITHUB_URL and GITHUB_API_URL name."""
+    from app.github.manifests import GitHubManifestConverter
+
+    return AppSetup(
+        sessions=sessions,
+        secrets=secrets,
+        credentials=credentials,
+        converter=GitHubManifestConverter(str(settings.github_api_url)),
+        manifest_template=load_manifest_template(),
+        public_url=settings.api_url,
+        github_url=str(settings.github_url),
+        clock=clock,
+    )
+
+
 def pipeline_config(settings: Settings) -> PipelineConfig:
     return PipelineConfig(
         data_dir=settings.data_dir.resolve(),
@@ -132,14 +155,10 @@ def bootstrap(
     sessions = open_database(settings)
     secrets = secret_box(settings)
     if github is None:
-        github = GitHubRest(
-            GitHubApp(
-                settings.github_app_id,
-                settings.private_key_pem,
-                str(settings.github_api_url),
-                clock=clock,
-            )
-        )
+        # The App may not exist yet (first run): it is read from the environment or the
+        # control plane at the first call to GitHub, so this worker needs no restart.
+        credentials = GitHubAppCredentials(settings, sessions, secrets)
+        github = GitHubRest(LazyGitHubApp(credentials, str(settings.github_api_url), clock=clock))
     docker_binary = find_docker_cli(settings.docker_binary).binary
     config = pipeline_config(settings)
     reporter = GitHubReporter(github, check_name=settings.github_app_name, api_url=settings.api_url)

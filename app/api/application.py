@@ -15,9 +15,11 @@ from litestar.di import Provide
 from litestar.status_codes import HTTP_404_NOT_FOUND
 
 from app.api.deployments import DeploymentController, RevisionController
+from app.api.setup import SetupController
 from app.api.webhooks import WebhookController
-from app.bootstrap import open_database, pipeline_config
+from app.bootstrap import app_setup, open_database, pipeline_config, secret_box
 from app.errors import NotFoundError
+from app.github.credentials import GitHubAppCredentials
 from app.ports import Clock
 from app.settings import Settings
 from app.timestamps import utcnow
@@ -38,6 +40,9 @@ def _not_found(_: Request[Any, Any, Any], exc: NotFoundError) -> Response[dict[s
 def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
     sessions = open_database(settings)
     config = pipeline_config(settings)
+    secrets = secret_box(settings)
+    credentials = GitHubAppCredentials(settings, sessions, secrets)
+    setup = app_setup(settings, sessions, secrets, credentials, clock)
 
     @asynccontextmanager
     async def queue_lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -54,13 +59,21 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
         return pool
 
     return Litestar(
-        route_handlers=[healthz, WebhookController, DeploymentController, RevisionController],
+        route_handlers=[
+            healthz,
+            WebhookController,
+            DeploymentController,
+            RevisionController,
+            SetupController,
+        ],
         dependencies={
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
             "sessions": Provide(lambda: sessions, use_cache=True, sync_to_thread=False),
             "pipeline_config": Provide(lambda: config, use_cache=True, sync_to_thread=False),
             "clock": Provide(lambda: clock, use_cache=True, sync_to_thread=False),
             "queue": Provide(queue, sync_to_thread=False),
+            "app_credentials": Provide(lambda: credentials, use_cache=True, sync_to_thread=False),
+            "app_setup": Provide(lambda: setup, use_cache=True, sync_to_thread=False),
         },
         exception_handlers={NotFoundError: _not_found},
         lifespan=[queue_lifespan],
