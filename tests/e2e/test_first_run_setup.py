@@ -54,6 +54,26 @@ def test_the_app_is_made_at_setup_and_the_next_push_deploys_without_a_restart(
     assert early.status_code == 503
     assert f"no GitHub App is configured yet: open {setup_url}" in early.text
 
+    # A code GitHub no longer honours (or a made-up state) ends on a page that says so and
+    # links back to the start.
+    stale = FORM.search(platform.client.get(setup_url).text)
+    assert stale is not None
+    stale_state = parse_qs(urlsplit(html.unescape(stale.group(1))).query)["state"][0]
+    expired = platform.client.get(
+        f"{setup_url}/callback", params={"code": "0123abcd", "state": stale_state}
+    )
+    assert expired.status_code == 400
+    assert "GitHub did not hand over the new App (HTTP 404)" in expired.text
+    assert '<a href="/setup">Start again</a>' in expired.text
+    forged = platform.client.get(f"{setup_url}/callback", params={"code": "1", "state": "forged"})
+    assert forged.status_code == 400
+    assert "this setup link is not one Slipway issued" in forged.text
+    for_org = FORM.search(platform.client.get(setup_url, params={"organization": "acme"}).text)
+    assert for_org is not None
+    assert html.unescape(for_org.group(1)).startswith(
+        f"{github.url}/organizations/acme/settings/apps/new?state="
+    )
+
     # The setup page: a form that posts the manifest to GitHub, the state in its action.
     page = platform.client.get(setup_url)
     assert page.status_code == 200, page.text
