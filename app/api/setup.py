@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, MediaType, Request, Response, get
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import FromQuery, QueryParameter
 from litestar.status_codes import (
     HTTP_200_OK,
     HTTP_400_BAD_REQUEST,
@@ -102,7 +102,7 @@ class SetupController(Controller):
 
     @get("/", media_type=MediaType.HTML, sync_to_thread=True)
     def show(
-        self, app_setup: NamedDependency[AppSetup], organization: str | None = None
+        self, app_setup: NamedDependency[AppSetup], organization: FromQuery[str | None] = None
     ) -> Response[str]:
         return setup_page(app_setup.start(organization))
 
@@ -110,8 +110,8 @@ class SetupController(Controller):
     def callback(
         self,
         app_setup: NamedDependency[AppSetup],
-        code: str | None = None,
+        code: FromQuery[str | None] = None,
         # `state` is a name Litestar reserves for the app's state: read the query key by alias.
-        one_time_state: Annotated[str | None, Parameter(query="state")] = None,
+        one_time_state: Annotated[str | None, QueryParameter(name="state")] = None,
     ) -> Response[str]:
         return created_page(app_setup.complete(code, one_time_state))
