@@ -19,6 +19,7 @@ from app.databases import PostgresProvisioner
 from app.db import SessionFactory, make_engine, migrate
 from app.facts import CommitFacts, GitHubCommitFacts
 from app.github.credentials import GitHubAppCredentials, LazyGitHubApp
+from app.github.manifests import GitHubManifestConverter
 from app.github.rest import GitHubRest
 from app.health import HttpHealthProbe
 from app.janitor import Janitor, JanitorLimits
@@ -100,8 +101,6 @@ def app_setup(
     clock: Clock = utcnow,
 ) -> AppSetup:
     """The /setup service, talking to the GitHub that GITHUB_URL and GITHUB_API_URL name."""
-    from app.github.manifests import GitHubManifestConverter
-
     return AppSetup(
         sessions=sessions,
         secrets=secrets,
