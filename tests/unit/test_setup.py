@@ -61,9 +61,7 @@ def no_slipway_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def settings(tmp_path: Path, **overrides: Any) -> Settings:
-    return Settings(
-        _env_file=None, data_dir=tmp_path / "data", public_url=PUBLIC_URL, **overrides
-    )
+    return Settings(_env_file=None, data_dir=tmp_path / "data", public_url=PUBLIC_URL, **overrides)
 
 
 class RecordingConverter:
