@@ -18,7 +18,8 @@ from app.crypto import SecretBox, load_or_create_secret_key
 from app.databases import PostgresProvisioner
 from app.db import SessionFactory, make_engine, migrate
 from app.facts import CommitFacts, GitHubCommitFacts
-from app.github.auth import GitHubApp
+from app.github.credentials import GitHubAppCredentials, LazyGitHubApp
+from app.github.manifests import GitHubManifestConverter
 from app.github.rest import GitHubRest
 from app.health import HttpHealthProbe
 from app.janitor import Janitor, JanitorLimits
@@ -34,6 +35,7 @@ from app.router import CaddyRouter
 from app.routes import RouteTable
 from app.runtime import DockerRuntime
 from app.settings import ENV_PREFIX, Settings, SettingsError
+from app.setup import AppSetup, load_manifest_template
 from app.teardown import Teardown
 from app.timestamps import utcnow
 from builders.docker_cli import find_docker_cli
@@ -101,6 +103,26 @@ def open_database(settings: Settings) -> SessionFactory:
     return SessionFactory(make_engine(settings.control_plane_url))
 
 
+def app_setup(
+    settings: Settings,
+    sessions: SessionFactory,
+    secrets: SecretBox,
+    credentials: GitHubAppCredentials,
+    clock: Clock = utcnow,
+) -> AppSetup:
+    """The /setup service, talking to the GitHub that GITHUB_URL and GITHUB_API_URL name."""
+    return AppSetup(
+        sessions=sessions,
+        secrets=secrets,
+        credentials=credentials,
+        converter=GitHubManifestConverter(str(settings.github_api_url)),
+        manifest_template=load_manifest_template(),
+        public_url=settings.api_url,
+        github_url=str(settings.github_url),
+        clock=clock,
+    )
+
+
 def pipeline_config(settings: Settings) -> PipelineConfig:
     return PipelineConfig(
         data_dir=settings.data_dir.resolve(),
@@ -129,20 +151,19 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
     )
 
 
-def github_client(settings: Settings, clock: Clock = utcnow) -> GitHubRest:
-    return GitHubRest(
-        GitHubApp(
-            settings.github_app_id,
-            settings.private_key_pem,
-            str(settings.github_api_url),
-            clock=clock,
-        )
-    )
+def github_client(
+    settings: Settings, credentials: GitHubAppCredentials, clock: Clock = utcnow
+) -> GitHubRest:
+    """The App may not exist yet (first run): it is read from the environment or the control
+    plane at the first call to GitHub, so nothing needs a restart once it is created."""
+    return GitHubRest(LazyGitHubApp(credentials, str(settings.github_api_url), clock=clock))
 
 
-def commit_resolver(settings: Settings, clock: Clock = utcnow) -> CommitResolver:
+def commit_resolver(
+    settings: Settings, credentials: GitHubAppCredentials, clock: Clock = utcnow
+) -> CommitResolver:
     """What the API asks GitHub: which commit a branch, tag or sha names."""
-    return github_client(settings, clock)
+    return github_client(settings, credentials, clock)
 
 
 def require(value: str | None, name: str) -> str:
@@ -159,7 +180,7 @@ def bootstrap(
     sessions = open_database(settings)
     secrets = secret_box(settings)
     if github is None:
-        github = github_client(settings, clock)
+        github = github_client(settings, GitHubAppCredentials(settings, sessions, secrets), clock)
     docker_binary = find_docker_cli(settings.docker_binary).binary
     config = pipeline_config(settings)
     reporter = GitHubReporter(

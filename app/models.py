@@ -312,3 +312,39 @@ class Delivery(SQLModel, table=True):
     received_at: datetime = _created()
     processed_at: datetime | None = _ts()
     outcome: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class GitHubAppRegistration(SQLModel, table=True):
+    """The GitHub App made through /setup (GitHub's manifest flow); its id is GitHub's.
+
+    Its key and secrets are stored encrypted with SECRET_KEY. App settings in the environment
+    win over this row.
+    """
+
+    __tablename__ = "github_apps"
+
+    id: int = _github_id(primary_key=True)
+    slug: str
+    name: str
+    owner_login: str
+    html_url: str
+    """The App's page on GitHub; installing it starts at <html_url>/installations/new."""
+    client_id: str
+    client_secret_encrypted: str = Field(sa_column=Column(Text, nullable=False))
+    webhook_secret_encrypted: str = Field(sa_column=Column(Text, nullable=False))
+    private_key_encrypted: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = _created()
+
+
+class SetupState(SQLModel, table=True):
+    """One `state` handed to GitHub by /setup: good for one callback, within its hour.
+
+    Only its SHA-256 is stored: a copied database gives no state that still works.
+    """
+
+    __tablename__ = "setup_states"
+
+    state_hash: str = Field(primary_key=True)
+    created_at: datetime = _created()
+    expires_at: datetime = _ts(nullable=False)
+    used_at: datetime | None = _ts()

@@ -33,15 +33,19 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
 
-    github_app_id: Annotated[int, Field(gt=0)]
-    """The numeric App ID shown on the GitHub App's settings page (the JWT issuer)."""
+    github_app_id: Annotated[int, Field(gt=0)] | None = None
+    """The numeric App ID shown on the GitHub App's settings page (the JWT issuer). The three
+    App settings go together; without them, the App made at PUBLIC_URL/setup is used."""
     github_private_key: SecretStr | None = None
     """The App's PEM private key itself; use GITHUB_PRIVATE_KEY_PATH to point at a file instead."""
     github_private_key_path: Path | None = None
-    github_webhook_secret: SecretStr
+    github_webhook_secret: SecretStr | None = None
     """Shared secret GitHub signs every delivery with (X-Hub-Signature-256)."""
     github_api_url: AnyHttpUrl = AnyHttpUrl("https://api.github.com")
     """REST base URL; GitHub Enterprise uses https://HOST/api/v3, the tests a local fake."""
+    github_url: AnyHttpUrl = AnyHttpUrl("https://github.com")
+    """GitHub's web address, where /setup sends the browser to create the App (GitHub
+    Enterprise: https://HOST)."""
     github_app_name: str = "Slipway"
     """Name of the check run posted on every commit."""
 
@@ -131,8 +135,8 @@ class Settings(BaseSettings):
 
     @field_validator("github_webhook_secret")
     @classmethod
-    def _webhook_secret(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
             raise ValueError(
                 "is empty: every delivery would pass the signature check; set the secret "
                 "the GitHub App's webhook uses"
@@ -165,19 +169,35 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _one_private_key(self) -> Settings:
-        if self.github_private_key is None and self.github_private_key_path is None:
+    def _all_app_settings_or_none(self) -> Settings:
+        """Half an App in the environment is a typo, not a wish to use the stored one."""
+        given = {
+            f"{ENV_PREFIX}GITHUB_APP_ID": self.github_app_id is not None,
+            f"{ENV_PREFIX}GITHUB_PRIVATE_KEY (the PEM text) or {ENV_PREFIX}"
+            "GITHUB_PRIVATE_KEY_PATH (a file holding it)": self.github_private_key is not None
+            or self.github_private_key_path is not None,
+            f"{ENV_PREFIX}GITHUB_WEBHOOK_SECRET": self.github_webhook_secret is not None,
+        }
+        missing = [name for name, present in given.items() if not present]
+        if missing and len(missing) < len(given):
             raise ValueError(
-                f"set {ENV_PREFIX}GITHUB_PRIVATE_KEY (the PEM text) or "
-                f"{ENV_PREFIX}GITHUB_PRIVATE_KEY_PATH (a file holding it)"
+                f"{' and '.join(missing)} is required but not set: the App settings go "
+                "together (or leave all of them out and create the App at PUBLIC_URL/setup)"
             )
         return self
 
+    @property
+    def github_app_in_env(self) -> bool:
+        """The App comes from the environment, which wins over one stored by /setup."""
+        return self.github_app_id is not None
+
     @cached_property
-    def private_key_pem(self) -> str:
+    def private_key_pem(self) -> str | None:
+        """The environment's App key; None when the App is not in the environment."""
         if self.github_private_key is not None:
             return self.github_private_key.get_secret_value().replace("\\n", "\n")
-        assert self.github_private_key_path is not None
+        if self.github_private_key_path is None:
+            return None
         try:
             return self.github_private_key_path.read_text()
         except OSError as exc:
@@ -239,8 +259,10 @@ def load_settings(**overrides: object) -> Settings:
             + "\n(set them in the environment or in .env; README.md, 'Connecting GitHub', "
             "lists every setting)"
         ) from None
-    source = "GITHUB_PRIVATE_KEY" if settings.github_private_key else "GITHUB_PRIVATE_KEY_PATH"
-    _check_private_key(settings.private_key_pem, f"{ENV_PREFIX}{source}")
+    pem = settings.private_key_pem
+    if pem is not None:
+        source = "GITHUB_PRIVATE_KEY" if settings.github_private_key else "GITHUB_PRIVATE_KEY_PATH"
+        _check_private_key(pem, f"{ENV_PREFIX}{source}")
     return settings
 
 

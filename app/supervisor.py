@@ -26,6 +26,7 @@ from app.embedded import (
     admin_listen,
     docker_bridge_gateway,
 )
+from app.github.credentials import GitHubAppCredentials, setup_url
 from app.router import render_caddy_config
 from app.routes import current_routes
 from app.settings import ENV_PREFIX, Settings
@@ -150,6 +151,9 @@ class Supervisor:
         }
         (self.data_dir / "platform.json").write_text(json.dumps(info, indent=2) + "\n")
         log.info("Slipway is up", extra=info)
+        if GitHubAppCredentials(s, self._sessions, secret_box(s)).current() is None:
+            # First run: the one thing to do next, on its own line where the user looks.
+            print(f"Slipway is up: to connect GitHub, open {setup_url(s)}", flush=True)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._stopping = True

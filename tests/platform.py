@@ -57,6 +57,8 @@ class RunningPlatform:
     router_port: int
     log_path: Path
     app_id: int
+    webhook_secret: str = WEBHOOK_SECRET
+    """What `send` signs with: the App's, once a test made one through /setup."""
     client: httpx.Client = field(default_factory=lambda: httpx.Client(trust_env=False))
 
     # -- webhooks ---------------------------------------------------------------------------
@@ -67,12 +69,16 @@ class RunningPlatform:
         *,
         body: bytes | None = None,
         delivery_id: str | None = None,
-        secret: str = WEBHOOK_SECRET,
+        secret: str | None = None,
         signature: str | None = None,
     ) -> httpx.Response:
         raw = body if body is not None else json.dumps(payload).encode()
         hdrs = webhook_headers(
-            event, delivery_id or str(uuid.uuid4()), raw, secret, app_id=self.app_id
+            event,
+            delivery_id or str(uuid.uuid4()),
+            raw,
+            secret or self.webhook_secret,
+            app_id=self.app_id,
         )
         if signature is not None:
             hdrs["X-Hub-Signature-256"] = signature
@@ -217,20 +223,28 @@ def start_platform(
     *,
     api_port: int | None = None,
     router_port: int | None = None,
+    app_settings: bool = True,
     **settings: str,
 ) -> RunningPlatform:
+    """`app_settings=False`: a first run, with no App in the environment (made at /setup)."""
     api_port = api_port or free_port()
     router_port = router_port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    key_path = data_dir / "github-app.pem"
-    key_path.write_text(github.private_key_pem)
-    key_path.chmod(0o600)
+    app_env: dict[str, str] = {}
+    if app_settings:
+        key_path = data_dir / "github-app.pem"
+        key_path.write_text(github.private_key_pem)
+        key_path.chmod(0o600)
+        app_env = {
+            "SLIPWAY_GITHUB_APP_ID": str(github.app_id),
+            "SLIPWAY_GITHUB_PRIVATE_KEY_PATH": str(key_path),
+            "SLIPWAY_GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        }
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SLIPWAY_")},
-        "SLIPWAY_GITHUB_APP_ID": str(github.app_id),
-        "SLIPWAY_GITHUB_PRIVATE_KEY_PATH": str(key_path),
-        "SLIPWAY_GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        **app_env,
         "SLIPWAY_GITHUB_API_URL": github.url,
+        "SLIPWAY_GITHUB_URL": github.url,
         "SLIPWAY_DATA_DIR": str(data_dir),
         "SLIPWAY_PORT": str(api_port),
         "SLIPWAY_ROUTER_PORT": str(router_port),

@@ -22,10 +22,19 @@ from litestar.status_codes import (
 
 from app.api.auth import BearerTokens, writers_only
 from app.api.deployments import DeploymentController, RevisionController
+from app.api.setup import SetupController
 from app.api.tokens import TokenController
 from app.api.webhooks import WebhookController
-from app.bootstrap import commit_resolver, link_signer, open_database, pipeline_config, secret_box
+from app.bootstrap import (
+    app_setup,
+    commit_resolver,
+    link_signer,
+    open_database,
+    pipeline_config,
+    secret_box,
+)
 from app.errors import ConflictError, InvalidRequest, NotFoundError, PermissionDenied, SlipwayError
+from app.github.credentials import GitHubAppCredentials
 from app.operations import DeploymentOperations
 from app.ports import Clock, CommitResolver
 from app.settings import Settings
@@ -59,10 +68,12 @@ def create_app(
     sessions = open_database(settings)
     config = pipeline_config(settings)
     secrets = secret_box(settings)
+    credentials = GitHubAppCredentials(settings, sessions, secrets)
+    setup = app_setup(settings, sessions, secrets, credentials, clock)
     operations = DeploymentOperations(
         sessions=sessions,
         secrets=secrets,
-        commits=commits or commit_resolver(settings, clock),
+        commits=commits or commit_resolver(settings, credentials, clock),
         clock=clock,
     )
     with sessions() as session:
@@ -88,7 +99,7 @@ def create_app(
         guards=[writers_only],
     )
     return Litestar(
-        route_handlers=[healthz, WebhookController, api],
+        route_handlers=[healthz, WebhookController, SetupController, api],
         middleware=[
             DefineMiddleware(
                 BearerTokens,
@@ -104,6 +115,8 @@ def create_app(
             "operations": Provide(lambda: operations, use_cache=True, sync_to_thread=False),
             "clock": Provide(lambda: clock, use_cache=True, sync_to_thread=False),
             "queue": Provide(queue, sync_to_thread=False),
+            "app_credentials": Provide(lambda: credentials, use_cache=True, sync_to_thread=False),
+            "app_setup": Provide(lambda: setup, use_cache=True, sync_to_thread=False),
         },
         exception_handlers={cls: _domain_error for cls in STATUS_OF},
         lifespan=[queue_lifespan],

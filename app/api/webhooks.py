@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from app.api.schemas import DeliveryAccepted
 from app.db import SessionFactory
 from app.deliveries import Recorded, record_delivery
+from app.github.credentials import GitHubAppCredentials, not_configured_message
 from app.github.webhooks import signature_is_valid
 from app.ports import Clock
 from app.settings import Settings
@@ -85,13 +86,21 @@ class WebhookController(Controller):
         sessions: NamedDependency[SessionFactory],
         queue: NamedDependency[ArqRedis],
         clock: NamedDependency[Clock],
+        app_credentials: NamedDependency[GitHubAppCredentials],
     ) -> DeliveryAccepted:
         body = await request.body()
-        secret = settings.github_webhook_secret.get_secret_value()
-        if not signature_is_valid(body, secret, request.headers.get("X-Hub-Signature-256")):
+        # Cached once found; until the App exists each delivery looks (off the loop) again.
+        app = app_credentials.cached() or await asyncio.to_thread(app_credentials.current)
+        if app is None:
+            raise HTTPException(
+                status_code=HTTP_503_SERVICE_UNAVAILABLE, detail=not_configured_message(settings)
+            )
+        if not signature_is_valid(
+            body, app.webhook_secret, request.headers.get("X-Hub-Signature-256")
+        ):
             raise BadSignature(
                 detail="X-Hub-Signature-256 is missing or does not match the body signed with "
-                "the webhook secret (SLIPWAY_GITHUB_WEBHOOK_SECRET)"
+                "the GitHub App's webhook secret"
             )
         event = request.headers.get("X-GitHub-Event")
         delivery_id = request.headers.get("X-GitHub-Delivery")

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 import httpx
 from githubkit import AppAuthStrategy, GitHub
@@ -57,6 +58,15 @@ class SharedTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         """Kept open on purpose; the pool lives as long as the process."""
+
+
+class InstallationClients(Protocol):
+    """What the REST calls need of the App: a client per installation, and a way to drop one
+    whose token GitHub refused (`GitHubApp`, or `LazyGitHubApp` before the App exists)."""
+
+    def client(self, installation_id: int) -> GitHub[Any]: ...
+
+    def forget_installation(self, installation_id: int) -> None: ...
 
 
 @dataclass(frozen=True)

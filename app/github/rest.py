@@ -18,7 +18,7 @@ from githubkit.exception import GitHubException, RateLimitExceeded, RequestFaile
 from pydantic import ValidationError
 
 from app.errors import GitHubError, SourceError
-from app.github.auth import GitHubApp
+from app.github.auth import InstallationClients
 from app.ports import Commit
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def clip_tail(text: str, limit: int) -> str:
 
 
 class GitHubRest:
-    def __init__(self, app: GitHubApp) -> None:
+    def __init__(self, app: InstallationClients) -> None:
         self._app = app
 
     def _call(self, installation_id: int, what: str, fn: Callable[[], T]) -> T:

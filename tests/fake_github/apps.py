@@ -1,25 +1,195 @@
 """The App and its installations: ``/app``, ``/app/installations``, installation access tokens,
-``/installation/repositories`` and ``/repos/{owner}/{repo}/installation``."""
+``/installation/repositories`` and ``/repos/{owner}/{repo}/installation``; and the App's birth
+by the manifest flow: GitHub's web form (``POST [/organizations/{org}]/settings/apps/new``) and
+``POST /app-manifests/{code}/conversions``."""
 
 from __future__ import annotations
 
 import copy
+import json
+import re
 import secrets
 import string
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.keys import new_private_key_pem
 
 from .auth import PERMISSION_RANK, AuthMixin
 from .core import DEFAULT_PERMISSIONS, Installation, Repo, Token
-from .http import JSON, REPO, Body, HttpError, Request, Response, RouteSpec, json_response
-from .payloads import installation_object, iso_time, user_object
+from .http import (
+    JSON,
+    REPO,
+    Body,
+    HttpError,
+    Request,
+    Response,
+    RouteSpec,
+    is_http_url,
+    json_response,
+)
+from .payloads import installation_object, iso_time, node_id, user_object
 
 _TOKEN_ALPHABET = string.ascii_letters + string.digits
+MANIFEST_CODE_LIFETIME = 3600
+"""GitHub's manifest codes work once, within an hour of the App's creation."""
+FIRST_APP_ID = 900_000
+EVENT_PERMISSIONS: Mapping[str, str] = {
+    "check_run": "checks",
+    "check_suite": "checks",
+    "deployment": "deployments",
+    "deployment_status": "deployments",
+    "issue_comment": "issues",
+    "issues": "issues",
+    "pull_request": "pull_requests",
+    "pull_request_review": "pull_requests",
+    "push": "contents",
+    "release": "contents",
+    "status": "statuses",
+    "create": "contents",
+    "delete": "contents",
+    "repository": "metadata",
+    "star": "metadata",
+    "workflow_run": "actions",
+}
+"""Events an App may subscribe to, each with the permission GitHub wants for it (a subset)."""
+NOT_SUBSCRIBABLE = frozenset({"installation", "installation_repositories", "ping", "meta"})
+"""Delivered to every App without asking; a manifest naming them is refused."""
+
+
+@dataclass
+class ManifestCode:
+    app: JSON
+    """The conversion's whole answer, secrets included."""
+    expires_at: float
+    used: bool = False
+
+
+def manifest_problems(manifest: Any) -> list[str]:
+    """What GitHub would refuse in an App manifest (the fields Slipway's flow relies on)."""
+    if not isinstance(manifest, dict):
+        return ["the manifest must be a JSON object"]
+    problems = []
+    for key in ("url", "redirect_url"):
+        if not isinstance(manifest.get(key), str) or not is_http_url(manifest[key]):
+            problems.append(f"{key} must be an absolute http(s) URL, not {manifest.get(key)!r}")
+    hook = manifest.get("hook_attributes")
+    if not isinstance(hook, dict) or not is_http_url(str(hook.get("url", ""))):
+        problems.append("hook_attributes.url must be an absolute http(s) URL")
+    permissions = manifest.get("default_permissions")
+    if not isinstance(permissions, dict) or not permissions:
+        problems.append("default_permissions must be an object of permission: level")
+        permissions = {}
+    for name, level in permissions.items():
+        if level not in PERMISSION_RANK or level == "admin":
+            problems.append(f"default_permissions.{name} must be read or write, not {level!r}")
+    events = manifest.get("default_events")
+    if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+        problems.append("default_events must be an array of event names")
+        events = []
+    for event in events:
+        if event in NOT_SUBSCRIBABLE or event not in EVENT_PERMISSIONS:
+            problems.append(f"default_events: {event!r} is not an event an App subscribes to")
+        elif EVENT_PERMISSIONS[event] not in permissions:
+            problems.append(
+                f"default_events: {event!r} needs the {EVENT_PERMISSIONS[event]} permission"
+            )
+    if "name" in manifest and not (isinstance(manifest["name"], str) and manifest["name"]):
+        problems.append("name must be a non-empty string")
+    return problems
 
 
 class AppsMixin(AuthMixin):
+    def _init_apps(self) -> None:
+        self._manifest_codes: dict[str, ManifestCode] = {}
+        self._conversions = 0
+        self._last_manifest: JSON | None = None
+
     # ------------------------------------------------------------------ test helpers
+
+    def create_app_from_manifest(
+        self,
+        manifest: Mapping[str, Any] | str,
+        *,
+        organization: str | None = None,
+        user: str = "octo-admin",
+        private_key_pem: str | None = None,
+    ) -> str:
+        """What github.com does once the user clicks "Create GitHub App" on the manifest's form:
+        a new App (id, slug, key, webhook secret) owned by ``organization`` or ``user``. The fake
+        becomes that App (its JWTs are the ones accepted from then on). Returns the one-time
+        code GitHub puts in the redirect; ValueError lists what GitHub would refuse.
+
+        ``private_key_pem``: the key GitHub "generates" (default: a fresh one).
+        """
+        parsed = json.loads(manifest) if isinstance(manifest, str) else dict(manifest)
+        problems = manifest_problems(parsed)
+        if problems:
+            raise ValueError("GitHub would refuse this manifest: " + "; ".join(problems))
+        pem = private_key_pem or new_private_key_pem()
+        key = serialization.load_pem_private_key(
+            pem.encode(), password=None, unsafe_skip_rsa_key_validation=True
+        )
+        assert isinstance(key, rsa.RSAPrivateKey)
+        name = str(parsed.get("name") or "Slipway")
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "app"
+        owner_login = organization or user
+        owner = self._user(owner_login, "Organization" if organization else "User")
+        owner["html_url"] = f"{self.url}/{owner_login}"
+        with self._lock:
+            app_id = max(self.app_id, FIRST_APP_ID) + 1
+            now = iso_time()
+            app: JSON = {
+                "id": app_id,
+                "slug": slug,
+                "node_id": node_id("Integration", app_id),
+                "client_id": f"Iv23li{secrets.token_hex(7)}",
+                "owner": owner,
+                "name": name,
+                "description": parsed.get("description"),
+                "external_url": parsed["url"],
+                "html_url": f"{self.url}/apps/{slug}",
+                "created_at": now,
+                "updated_at": now,
+                "permissions": {"metadata": "read", **parsed["default_permissions"]},
+                "events": list(parsed["default_events"]),
+                "installations_count": 0,
+                "client_secret": secrets.token_hex(20),
+                "webhook_secret": secrets.token_hex(20),
+                "pem": pem,
+            }
+            self.app_id, self.app_slug, self.app_name = app_id, slug, name
+            self.app_owner = owner_login
+            self._private_key_pem, self._public_key = pem, key.public_key()
+            self._last_manifest = parsed
+            code = secrets.token_hex(20)
+            self._manifest_codes[code] = ManifestCode(app, time.time() + MANIFEST_CODE_LIFETIME)
+        return code
+
+    @property
+    def webhook_secret(self) -> str | None:
+        """The webhook secret of the App made from a manifest (None before there is one)."""
+        with self._lock:
+            apps = [c.app for c in self._manifest_codes.values() if c.app["id"] == self.app_id]
+        return str(apps[-1]["webhook_secret"]) if apps else None
+
+    @property
+    def manifest_conversions(self) -> int:
+        """How many codes were traded for an App's credentials."""
+        with self._lock:
+            return self._conversions
+
+    def expire_manifest_codes(self) -> None:
+        with self._lock:
+            for code in self._manifest_codes.values():
+                code.expires_at = min(code.expires_at, time.time() - 1)
 
     def add_installation(
         self,
@@ -80,7 +250,51 @@ class AppsMixin(AuthMixin):
             ),
             ("GET", r"/installation/repositories", self._list_installation_repositories),
             ("GET", REPO + r"/installation", self._get_repository_installation),
+            ("POST", r"/app-manifests/(?P<code>[^/]+)/conversions", self._convert_manifest),
+            ("POST", r"/settings/apps/new", self._new_app_form),
+            ("POST", r"/organizations/(?P<org>[^/]+)/settings/apps/new", self._new_app_form),
         ]
+
+    def _convert_manifest(self, request: Request, params: dict[str, str]) -> Response:
+        """No authentication: the code is the credential, good once, for an hour."""
+        with self._lock:
+            found = self._manifest_codes.get(params["code"])
+            if found is None or found.used or time.time() >= found.expires_at:
+                why = (
+                    "not a code this fake issued"
+                    if found is None
+                    else "already converted"
+                    if found.used
+                    else "expired"
+                )
+                raise HttpError(404, "Not Found", detail=f"manifest code {why}", record=False)
+            found.used = True
+            self._conversions += 1
+            return json_response(201, copy.deepcopy(found.app))
+
+    def _new_app_form(self, request: Request, params: dict[str, str]) -> Response:
+        """github.com's "Register new GitHub App" page, with the user clicking Create at once:
+        the form's manifest becomes an App, and the browser goes to its redirect_url."""
+        content_type = (request.header("Content-Type") or "").split(";")[0].strip()
+        if content_type != "application/x-www-form-urlencoded":
+            raise HttpError(415, "the manifest must come as a posted HTML form")
+        fields = parse_qs(request.body.decode(), keep_blank_values=True)
+        if "manifest" not in fields:
+            raise HttpError(422, "the form has no manifest field")
+        try:
+            manifest = json.loads(fields["manifest"][-1])
+        except ValueError as exc:
+            raise HttpError(422, f"the manifest field is not JSON: {exc}") from exc
+        try:
+            code = self.create_app_from_manifest(manifest, organization=params.get("org"))
+        except ValueError as exc:
+            raise HttpError(422, str(exc)) from exc
+        query = {
+            "code": code,
+            **({"state": request.query["state"]} if "state" in request.query else {}),
+        }
+        location = f"{manifest['redirect_url']}?{urlencode(query)}"
+        return Response(302, b"", {"Location": location})
 
     def _installation_json(self, installation: Installation) -> JSON:
         return installation_object(

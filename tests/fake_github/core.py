@@ -373,7 +373,10 @@ class FakeCore:
                 f"API version {version} is not supported.",
                 detail=f"unsupported X-GitHub-Api-Version {version!r}",
             )
-        if request.body.strip():
+        form = (request.header("Content-Type") or "").startswith(
+            "application/x-www-form-urlencoded"
+        )
+        if request.body.strip() and not form:  # forms: github.com's web pages, not the API
             try:
                 request.parsed = json.loads(request.body)
             except (ValueError, UnicodeDecodeError) as exc:

@@ -57,6 +57,7 @@ class FakeGitHub(DeploymentsMixin, CommentsMixin, AppsMixin):
     """
 
     def _init_areas(self) -> None:
+        self._init_apps()
         self._init_repos()
         self._init_pulls()
         self._init_checks()

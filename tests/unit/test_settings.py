@@ -48,11 +48,34 @@ def test_a_port_that_is_not_a_number_is_named(env: pytest.MonkeyPatch) -> None:
 
 
 def test_every_bad_variable_is_named_in_one_message(env: pytest.MonkeyPatch) -> None:
-    env.delenv("SLIPWAY_GITHUB_WEBHOOK_SECRET")
+    env.setenv("SLIPWAY_PORT", "eighty")
     env.setenv("SLIPWAY_ROUTER_PORT", "70000")
     message = settings_error()
-    assert "SLIPWAY_GITHUB_WEBHOOK_SECRET" in message
+    assert "SLIPWAY_PORT" in message
     assert "SLIPWAY_ROUTER_PORT" in message
+
+
+def test_half_an_app_in_the_environment_names_what_is_missing(env: pytest.MonkeyPatch) -> None:
+    env.delenv("SLIPWAY_GITHUB_WEBHOOK_SECRET")
+    env.delenv("SLIPWAY_GITHUB_PRIVATE_KEY")
+    message = settings_error()
+    assert "SLIPWAY_GITHUB_WEBHOOK_SECRET" in message
+    assert "SLIPWAY_GITHUB_PRIVATE_KEY_PATH" in message
+    assert "/setup" in message
+
+
+def test_without_any_app_settings_the_platform_starts_for_setup(env: pytest.MonkeyPatch) -> None:
+    for name in ("APP_ID", "PRIVATE_KEY", "WEBHOOK_SECRET"):
+        env.delenv(f"SLIPWAY_GITHUB_{name}")
+    settings = load_settings()
+    assert not settings.github_app_in_env
+    assert settings.private_key_pem is None
+    assert str(settings.github_url) == "https://github.com/"
+
+
+def test_the_github_web_url_is_a_setting_for_enterprise(env: pytest.MonkeyPatch) -> None:
+    env.setenv("SLIPWAY_GITHUB_URL", "https://github.example.com")
+    assert str(load_settings().github_url).rstrip("/") == "https://github.example.com"
 
 
 def test_without_any_private_key_both_ways_to_give_one_are_named(env: pytest.MonkeyPatch) -> None:
@@ -96,6 +119,7 @@ def test_a_valid_environment_loads_with_the_control_plane_in_sqlite_under_data_d
     env.setenv("SLIPWAY_DATA_DIR", str(tmp_path / "state"))
     settings = load_settings()
     assert settings.github_app_id == 1234
+    assert settings.github_webhook_secret is not None
     assert settings.github_webhook_secret.get_secret_value() == "webhook-secret"
     expected = (tmp_path / "state").resolve() / "slipway.db"
     assert settings.control_plane_url == f"sqlite:///{expected}"
@@ -135,7 +159,8 @@ def test_a_dot_env_file_in_the_working_directory_is_read(
 ) -> None:
     env.delenv("SLIPWAY_GITHUB_WEBHOOK_SECRET")
     (tmp_path / ".env").write_text("SLIPWAY_GITHUB_WEBHOOK_SECRET=from-dot-env\n")
-    assert load_settings().github_webhook_secret.get_secret_value() == "from-dot-env"
+    secret = load_settings().github_webhook_secret
+    assert secret is not None and secret.get_secret_value() == "from-dot-env"
 
 
 @pytest.mark.parametrize(
