@@ -407,7 +407,19 @@ def test_a_rerun_of_a_failed_push_makes_a_new_revision_and_check_run(
     busybox = str(static_site("x")["Dockerfile"]).split("\n", 1)[0].removeprefix("FROM ")
     subprocess.run([DOCKER, "tag", busybox, missing], check=True, capture_output=True)
     try:
-        [run] = [r for r in github.check_runs(repository["full_name"]) if r.head_sha == repo.head]
+        # GitHub shows Re-run on a completed check run only: wait until its report arrived.
+        run = wait_for(
+            "the failed check run to be reported",
+            lambda: next(
+                (
+                    r
+                    for r in github.check_runs(repository["full_name"])
+                    if r.head_sha == repo.head and r.conclusion == "failure"
+                ),
+                None,
+            ),
+            30,
+        )
         payload = check_run_payload(
             "rerequested",
             repository,
