@@ -34,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         if args.command == "check":
             print("settings are valid")
+            if not settings.github_app_in_env:
+                print(
+                    "no GitHub App in the environment: the one made at "
+                    f"{settings.api_url}/setup is used (open it after `make up` if there is none)"
+                )
             return 0
         if args.command == "migrate":
             from app.bootstrap import open_database

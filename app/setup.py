@@ -25,13 +25,13 @@ from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
 import yaml
-from sqlalchemy import delete, update
-from sqlmodel import Session, col
+from sqlalchemy import delete, func, update
+from sqlmodel import Session, col, select
 
 from app.crypto import SecretBox
 from app.db import SessionFactory
 from app.errors import SlipwayError
-from app.github.credentials import GitHubAppCredentials, first_registration
+from app.github.credentials import GitHubAppCredentials, GitHubAppUnreadable, first_registration
 from app.models import GitHubAppRegistration, SetupState
 from app.ports import Clock
 
@@ -44,6 +44,9 @@ STATE_LIFETIME = timedelta(hours=1)
 STATE_KEPT_AFTER_EXPIRY = timedelta(days=1)
 """Expired states are kept this long, so a late callback is told "expired", not "unknown"."""
 STATE_BYTES = 32
+MAX_OPEN_STATES = 100
+"""Setup pages open at once (each holds a state): the page is public until an App exists,
+so this bounds what a stranger reloading it can store."""
 GITHUB_LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}")
 """What GitHub accepts as a user or organisation name."""
 MANIFEST_CODE = re.compile(r"[A-Za-z0-9_-]{1,256}")
@@ -60,6 +63,10 @@ class AppAlreadyConfigured(SetupError):
 
 class SetupStateRefused(SetupError):
     """The callback's state is unknown, expired or already spent."""
+
+
+class TooManySetupPages(SetupError):
+    """Too many setup pages are open; the message says to use one or wait."""
 
 
 class BadOrganization(SetupError):
@@ -171,6 +178,16 @@ def issue_state(session: Session, now: datetime) -> str:
     session.execute(
         delete(SetupState).where(col(SetupState.expires_at) < now - STATE_KEPT_AFTER_EXPIRY)
     )
+    open_states = session.exec(
+        select(func.count())
+        .select_from(SetupState)
+        .where(col(SetupState.used_at).is_(None), col(SetupState.expires_at) > now)
+    ).one()
+    if open_states >= MAX_OPEN_STATES:
+        raise TooManySetupPages(
+            f"{open_states} setup pages are open already: use one of them, or try again within "
+            "the hour when they expire"
+        )
     state = secrets.token_urlsafe(STATE_BYTES)
     session.add(
         SetupState(state_hash=_hash(state), created_at=now, expires_at=now + STATE_LIFETIME)
@@ -233,7 +250,11 @@ class AppSetup:
         self._clock = clock
 
     def _ensure_open(self) -> None:
-        if self._credentials.current() is not None:
+        try:
+            found = self._credentials.current()
+        except GitHubAppUnreadable as exc:
+            raise AppAlreadyConfigured(str(exc)) from None
+        if found is not None:
             raise AppAlreadyConfigured(
                 "a GitHub App is already configured: setup is closed (App settings in the "
                 "environment, or the App made here, are used)"

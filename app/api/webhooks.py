@@ -17,7 +17,11 @@ from redis.exceptions import RedisError
 from app.api.schemas import DeliveryAccepted
 from app.db import SessionFactory
 from app.deliveries import Recorded, record_delivery
-from app.github.credentials import GitHubAppCredentials, not_configured_message
+from app.github.credentials import (
+    GitHubAppCredentials,
+    GitHubAppUnreadable,
+    not_configured_message,
+)
 from app.github.webhooks import signature_is_valid
 from app.ports import Clock
 from app.settings import Settings
@@ -90,7 +94,11 @@ class WebhookController(Controller):
     ) -> DeliveryAccepted:
         body = await request.body()
         # Cached once found; until the App exists each delivery looks (off the loop) again.
-        app = app_credentials.cached() or await asyncio.to_thread(app_credentials.current)
+        try:
+            app = app_credentials.cached() or await asyncio.to_thread(app_credentials.current)
+        except GitHubAppUnreadable as exc:
+            log.error("github app unreadable", extra={"error": str(exc)})
+            raise HTTPException(status_code=HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
         if app is None:
             raise HTTPException(
                 status_code=HTTP_503_SERVICE_UNAVAILABLE, detail=not_configured_message(settings)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from githubkit import GitHub
 from sqlmodel import Session, col, select
 
-from app.crypto import SecretBox
+from app.crypto import SecretBox, SecretDecryptionError
 from app.db import SessionFactory
 from app.errors import GitHubError
 from app.github.auth import GitHubApp
@@ -30,6 +30,10 @@ SETUP_PATH = "/setup"
 
 class GitHubAppMissing(GitHubError):
     """No App in the environment and none made at /setup yet."""
+
+
+class GitHubAppUnreadable(GitHubError):
+    """The App made at /setup is stored, but with another SECRET_KEY."""
 
 
 @dataclass(frozen=True)
@@ -96,12 +100,20 @@ class GitHubAppCredentials:
             stored = first_registration(session)
         if stored is None:
             return None
-        return AppCredentials(
-            app_id=stored.id,
-            private_key_pem=self._secrets.decrypt(stored.private_key_encrypted),
-            webhook_secret=self._secrets.decrypt(stored.webhook_secret_encrypted),
-            source="setup",
-        )
+        try:
+            return AppCredentials(
+                app_id=stored.id,
+                private_key_pem=self._secrets.decrypt(stored.private_key_encrypted),
+                webhook_secret=self._secrets.decrypt(stored.webhook_secret_encrypted),
+                source="setup",
+            )
+        except SecretDecryptionError:
+            raise GitHubAppUnreadable(
+                f"the GitHub App made at /setup (id {stored.id}) cannot be read: SECRET_KEY "
+                "(or DATA_DIR/secret.key) is not the key it was stored with; restore that key, "
+                "or set SLIPWAY_GITHUB_APP_ID, SLIPWAY_GITHUB_PRIVATE_KEY_PATH and "
+                "SLIPWAY_GITHUB_WEBHOOK_SECRET in the environment"
+            ) from None
 
 
 def first_registration(session: Session) -> GitHubAppRegistration | None:

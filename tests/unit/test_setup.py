@@ -17,11 +17,17 @@ import pytest
 from app.api.setup import setup_page
 from app.crypto import SecretBox
 from app.db import SessionFactory
-from app.github.credentials import GitHubAppCredentials, GitHubAppMissing, LazyGitHubApp
+from app.github.credentials import (
+    GitHubAppCredentials,
+    GitHubAppMissing,
+    GitHubAppUnreadable,
+    LazyGitHubApp,
+)
 from app.github.manifests import GitHubManifestConverter
 from app.models import GitHubAppRegistration
 from app.settings import Settings
 from app.setup import (
+    MAX_OPEN_STATES,
     STATE_LIFETIME,
     AppAlreadyConfigured,
     AppSetup,
@@ -29,6 +35,7 @@ from app.setup import (
     ConvertedApp,
     ManifestCodeRefused,
     SetupStateRefused,
+    TooManySetupPages,
     build_manifest,
     issue_state,
     load_manifest_template,
@@ -363,3 +370,21 @@ def test_the_fake_refuses_a_manifest_github_would_refuse(fake: FakeGitHub) -> No
     with pytest.raises(ValueError, match="redirect_url") as refused:
         fake.create_app_from_manifest(manifest)
     assert "'installation' is not an event" in str(refused.value)
+
+
+def test_an_app_stored_with_another_secret_key_says_how_to_recover(
+    tmp_path: Path, sessions: SessionFactory
+) -> None:
+    store_app(sessions)
+    credentials = GitHubAppCredentials(settings(tmp_path), sessions, SecretBox("another-key"))
+
+    with pytest.raises(GitHubAppUnreadable, match="restore that key"):
+        credentials.require()
+
+
+def test_open_setup_pages_are_bounded(sessions: SessionFactory, clock: Clock) -> None:
+    with sessions() as session:
+        for _ in range(MAX_OPEN_STATES):
+            issue_state(session, clock())
+        with pytest.raises(TooManySetupPages, match="use one of them"):
+            issue_state(session, clock())
