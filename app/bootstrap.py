@@ -41,6 +41,7 @@ from app.timestamps import utcnow
 from builders.docker_cli import find_docker_cli
 from builders.images import BuildKitBuilder
 from builders.source import UnpackLimits
+from builders.valkey_image import ValkeyImage
 from manifests.containers import Confinement, LogRotation
 from manifests.recipes import default_recipes
 
@@ -250,6 +251,7 @@ def bootstrap(
         teardown=teardown,
         notifier=notifier,
         admission=admission,
+        service_images=ValkeyImage(docker_binary, settings.langgraph_redis_image),
     )
     janitor = Janitor(
         sessions=sessions,

@@ -7,6 +7,8 @@ state column moves only by compare-and-set, so a cancelled revision never goes l
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import secrets
 import shutil
@@ -54,6 +56,7 @@ from app.ports import (
     HealthProbe,
     ImageBuilder,
     PreviewNotifier,
+    ServiceImages,
 )
 from app.reporting import LOG_TAIL_LINES, Redactor, RevisionRef, load_ref
 from app.revisions import transition
@@ -72,9 +75,18 @@ from manifests.containers import (
     LIMITS,
     Confinement,
     deployment_network,
+    redis_name,
+    redis_spec,
+    redis_uri,
     replica_spec,
 )
-from manifests.recipes import BuildTarget, Recipe, default_recipes, plan_build
+from manifests.recipes import (
+    BuildTarget,
+    Recipe,
+    default_recipes,
+    langgraph_runtime_of,
+    plan_build,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +97,8 @@ INSPECT_EVERY_SECONDS = 0.25
 HEARTBEAT_SECONDS = 5.0
 """How often a running revision's job says it is alive; recovery waits far longer."""
 KEEP_IMAGES = 3
+REDIS_PASSWORD_PURPOSE = b"slipway deployment redis password"
+"""Domain separation: the Redis password is derived from the database's, never equal to it."""
 """Images kept per deployment (the live revision's and the ones before it, for a rollback)."""
 
 
@@ -142,6 +156,7 @@ class RevisionPipeline:
         teardown: Teardown,
         notifier: PreviewNotifier,
         admission: Admission,
+        service_images: ServiceImages,
     ) -> None:
         self.config = config
         self._sessions = sessions
@@ -157,6 +172,7 @@ class RevisionPipeline:
         self._teardown = teardown
         self._notifier = notifier
         self._admission = admission
+        self._service_images = service_images
 
     # -- public entry points ----------------------------------------------------------------
     def announce(self, revision_id: str) -> None:
@@ -252,7 +268,7 @@ class RevisionPipeline:
         self, revision_id: str, ref: RevisionRef, log_path: Path, redact: Redactor
     ) -> RevisionState:
         try:
-            image, repo_config = self._build(ref, log_path)
+            image, repo_config, image_labels = self._build(ref, log_path)
             with self._sessions() as session:
                 moved = transition(
                     session,
@@ -272,7 +288,7 @@ class RevisionPipeline:
             ref = self._ref(revision_id)
             self._reports.add(revision_id, "deploying", image=image)
             self._changed(ref)
-            self._deploy(ref, image, repo_config, log_path, redact)
+            self._deploy(ref, image, repo_config, image_labels, log_path, redact)
         except BuildCancelled:
             self._event(ref, "revision cancelled during build")
             self._notifier.capacity_freed()
@@ -301,13 +317,16 @@ class RevisionPipeline:
         return self._ref(revision_id).revision.state
 
     # -- build ------------------------------------------------------------------------------
-    def _build(self, ref: RevisionRef, log_path: Path) -> tuple[str, RepositoryConfig]:
+    def _build(
+        self, ref: RevisionRef, log_path: Path
+    ) -> tuple[str, RepositoryConfig, dict[str, str]]:
+        """(image tag, how it runs, its labels: the recipe's say what else it needs)."""
         revision = ref.revision
         tag = f"slipway/{ref.deployment.id}:{revision.id}"
         if revision.rollback_of is not None:
             reused = self._reuse_image(ref, tag, log_path)
             if reused is not None:
-                return tag, reused
+                return tag, *reused
         work = self.config.builds_dir / revision.id
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
@@ -354,9 +373,11 @@ class RevisionPipeline:
         )
         self._update_revision(revision.id, build_method=built.method)
         self._event(ref, "revision built", image=tag, seconds=round(built.seconds, 2))
-        return tag, repo_config
+        return tag, repo_config, labels
 
-    def _reuse_image(self, ref: RevisionRef, tag: str, log_path: Path) -> RepositoryConfig | None:
+    def _reuse_image(
+        self, ref: RevisionRef, tag: str, log_path: Path
+    ) -> tuple[RepositoryConfig, dict[str, str]] | None:
         """A rollback runs its source revision's image again: no download, no build.
 
         None when that image was pruned (or predates the labels that say how it runs): the
@@ -391,7 +412,7 @@ class RevisionPipeline:
             _append(log_path, f"slipway: rollback to {what}: reusing its image {image}")
             self._update_revision(ref.revision.id, build_method="reused")
             self._event(ref, "revision image reused", source_revision_id=source.id)
-            return RepositoryConfig(deploy=deploy)
+            return RepositoryConfig(deploy=deploy), labels
         _append(
             log_path,
             f"slipway: rollback to {what}: its image is no longer kept, so the commit is built "
@@ -410,6 +431,7 @@ class RevisionPipeline:
         ref: RevisionRef,
         image: str,
         repo_config: RepositoryConfig,
+        image_labels: dict[str, str],
         log_path: Path,
         redact: Redactor,
     ) -> None:
@@ -428,6 +450,16 @@ class RevisionPipeline:
             "SLIPWAY_REVISION": revision.id,
             "SLIPWAY_COMMIT": revision.commit_sha,
         }
+        network = deployment_network(deployment.id)
+        network_ready = False
+        langgraph_runtime = langgraph_runtime_of(image_labels)
+        if langgraph_runtime is not None:
+            self._runtime.ensure_network(network.name, network.labels)
+            network_ready = True
+            uri, redis_password = self._redis(ref, database_password, log_path)
+            redact = redact.including(redis_password)
+            env["REDIS_URI"] = uri
+            self._langgraph_note(ref, langgraph_runtime, log_path)
         name = f"slipway-{deployment.slug}-r{revision.number}-{revision.id.removeprefix('rev_')}"
         spec = replica_spec(
             deployment_id=deployment.id,
@@ -445,10 +477,9 @@ class RevisionPipeline:
             f"{spec.limits.cpus:g} CPU, {spec.limits.memory_bytes // 1024**3} GB)",
         )
         self._stop_replicas(revision.id)  # left by an earlier attempt (a retried job)
-        if not self._has_running_replica(deployment.id):
+        if not network_ready and not self._has_running_replica(deployment.id):
             # The first start (or the first after a teardown) makes the network; while a
             # replica runs on it, it exists, and the ~30 ms check stays off the push path.
-            network = deployment_network(deployment.id)
             self._runtime.ensure_network(network.name, network.labels)
         started = self._runtime.start(spec)
         with self._sessions() as session:
@@ -609,6 +640,52 @@ class RevisionPipeline:
                 session.commit()
                 self._event_ids(deployment.id, None, "database provisioned", database=database.name)
             return self._databases.container_uri(database.name, database.role, password), password
+
+    def _redis(self, ref: RevisionRef, database_password: str, log_path: Path) -> tuple[str, str]:
+        """The deployment's own Redis (URI, password): started before its first LangGraph
+        replica, kept running across revisions, made again when it is gone.
+
+        Its password is derived from the database's (random, stored encrypted): as secret, kept
+        as long, dropped with it, and no column of its own in the control plane.
+        """
+        deployment = ref.deployment
+        password = hmac.new(
+            database_password.encode(), REDIS_PASSWORD_PURPOSE, hashlib.sha256
+        ).hexdigest()
+        spec = redis_spec(
+            deployment_id=deployment.id,
+            image=self._service_images.redis(),
+            password=password,
+            confinement=self.config.confinement,
+        )
+        if self._runtime.ensure_service(spec):
+            _append(
+                log_path,
+                f"slipway: started {spec.name}, the deployment's own Redis "
+                f"({spec.limits.memory_bytes // 1024**2} MB, on its network only)",
+            )
+            self._event(ref, "redis started", container=spec.name, image=spec.image)
+        return redis_uri(deployment.id, password), password
+
+    def _langgraph_note(self, ref: RevisionRef, runtime: str, log_path: Path) -> None:
+        """Say where the graph's state lives: the platform's checkpointer, never the graph's."""
+        where = (
+            "the deployment's own Postgres database"
+            if runtime == "pg"
+            else "files in the container (inmem: lost when it is replaced)"
+        )
+        _append(
+            log_path,
+            f"slipway: langgraph: the managed checkpointer and store ({runtime} runtime) keep "
+            f"threads, runs and checkpoints in {where}; a checkpointer the graph compiles "
+            "itself is not used",
+        )
+        self._event(
+            ref,
+            "langgraph managed checkpointer",
+            runtime=runtime,
+            redis=redis_name(ref.deployment.id),
+        )
 
     def _wait_healthy(self, container_id: str, host_port: int, port: int, path: str) -> None:
         timeout = self.config.health_timeout_seconds

@@ -14,7 +14,7 @@ from typing import Protocol
 from app.router import Route
 from app.runtime import ContainerStatus, StartedContainer
 from builders.images import BuiltImage
-from manifests.containers import ContainerSpec
+from manifests.containers import ContainerSpec, ServiceSpec
 from manifests.recipes import BuildPlan
 
 Clock = Callable[[], datetime]
@@ -139,6 +139,10 @@ class ContainerRuntime(Protocol):
         """The deployment's own network exists afterwards (made on its first start)."""
 
     def start(self, spec: ContainerSpec) -> StartedContainer: ...
+    def ensure_service(self, spec: ServiceSpec) -> bool:
+        """The deployment's backing service (its Redis) runs afterwards, on the deployment's
+        network; a running one is kept. True when it was (re)created."""
+
     def status(self, container_id: str) -> ContainerStatus: ...
     def logs_tail(self, container_id: str, lines: int = 30) -> str: ...
     def keep_running(self, container_id: str) -> None: ...
@@ -148,6 +152,11 @@ class ContainerRuntime(Protocol):
     def remove_labelled(self, label: str, value: str) -> None:
         """Every container, then every image, then every network carrying the label with that
         value."""
+
+
+class ServiceImages(Protocol):
+    def redis(self) -> str:
+        """The image a LangGraph deployment's own Redis runs (made on first use when local)."""
 
 
 class RouterPort(Protocol):

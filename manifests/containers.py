@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from app.models import DeploymentType
 
@@ -155,3 +156,73 @@ def free_subnets(
     for subnet in pool.subnets(new_prefix=prefix_length):
         if not any(subnet.overlaps(net) for net in used):
             yield subnet
+
+
+REDIS_PORT = 6379
+REDIS_CONFIG_PATH = "/slipway/valkey.conf"
+"""Copied into the container before its first start (never an argument: it holds the password);
+a top-level directory, since a `FROM scratch` image has no /etc."""
+REDIS_LIMITS = Limits(cpus=0.5, memory_bytes=256 * 1024**2, max_replicas=1)
+"""langgraph-api uses Redis for run signalling and streaming, not storage: a small cap."""
+REDIS_MAXMEMORY_BYTES = 192 * 1024**2
+"""Below the container's cap, so Valkey refuses writes (noeviction) before the kernel kills it."""
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A backing service of one deployment (its Redis): on the deployment's network only,
+    reached by its container name, never published on the host, shared by every revision."""
+
+    name: str
+    image: str
+    command: tuple[str, ...]
+    limits: Limits
+    network: str
+    files: dict[str, str] = field(repr=False)
+    """Absolute path in the container → content (0600), placed before the first start."""
+    labels: dict[str, str] = field(default_factory=dict)
+    confinement: Confinement = field(default_factory=Confinement)
+
+
+def redis_name(deployment_id: str) -> str:
+    """Stable per deployment: every revision finds (and reuses) the same container."""
+    return f"slipway-redis-{deployment_id}"
+
+
+def redis_config(password: str, *, maxmemory_bytes: int = REDIS_MAXMEMORY_BYTES) -> str:
+    """Valkey's config: password, memory cap, no persistence (nothing in it outlives a run)."""
+    return "\n".join(
+        [
+            f"port {REDIS_PORT}",
+            "bind * -::*",
+            "protected-mode no",
+            f"requirepass {password}",
+            f"maxmemory {maxmemory_bytes}",
+            "maxmemory-policy noeviction",
+            'save ""',
+            "appendonly no",
+            "",
+        ]
+    )
+
+
+def redis_spec(
+    *, deployment_id: str, image: str, password: str, confinement: Confinement
+) -> ServiceSpec:
+    """The one way a deployment's Redis is specified: labelled with the deployment, so the
+    teardown that removes its replicas by label removes it too."""
+    return ServiceSpec(
+        name=redis_name(deployment_id),
+        image=image,
+        command=("valkey-server", REDIS_CONFIG_PATH),
+        limits=REDIS_LIMITS,
+        network=deployment_network(deployment_id).name,
+        files={REDIS_CONFIG_PATH: redis_config(password)},
+        labels={DEPLOYMENT_LABEL: deployment_id, f"{LABEL_PREFIX}.service": "redis"},
+        confinement=confinement,
+    )
+
+
+def redis_uri(deployment_id: str, password: str) -> str:
+    """What the replicas get as REDIS_URI: the container's name resolves on their network."""
+    return f"redis://:{quote(password, safe='')}@{redis_name(deployment_id)}:{REDIS_PORT}/0"

@@ -135,6 +135,14 @@ class LangGraphRecipe:
         )
 
 
+def langgraph_runtime_of(labels: dict[str, str]) -> str | None:
+    """The LangGraph runtime an image was built for (from its labels); None when it is not a
+    LangGraph Server, so it needs no Redis of its own."""
+    if labels.get(RECIPE_LABEL) != LangGraphRecipe.name:
+        return None
+    return labels.get(LANGGRAPH_RUNTIME_LABEL, "pg")
+
+
 def default_recipes(langgraph: LangGraphBuild | None = None) -> tuple[Recipe, ...]:
     """In order of precedence: a Dockerfile the user wrote beats a generated one."""
     return (DockerfileRecipe(), LangGraphRecipe(langgraph or LangGraphBuild()))

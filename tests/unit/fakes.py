@@ -27,7 +27,7 @@ from app.ports import Commit
 from app.router import Route
 from app.runtime import ContainerStatus, StartedContainer
 from builders.images import BuiltImage
-from manifests.containers import ContainerSpec
+from manifests.containers import ContainerSpec, ServiceSpec
 from manifests.recipes import BuildPlan
 
 FIRST_CHECK_RUN = 9001
@@ -353,11 +353,23 @@ class FakeRuntime:
     output: Callable[[ContainerSpec], str] = lambda spec: "listening on 0.0.0.0:8000\n"
     containers: dict[str, Container] = field(default_factory=dict)
     networks: dict[str, dict[str, str]] = field(default_factory=dict)
+    services: dict[str, ServiceSpec] = field(default_factory=dict)
+    """Running backing services (a deployment's Redis) by container name."""
+    service_starts: int = 0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _ports: itertools.count[int] = field(default_factory=lambda: itertools.count(41001))
 
     def ensure_network(self, name: str, labels: dict[str, str]) -> None:
         self.networks.setdefault(name, dict(labels))
+
+    def ensure_service(self, spec: ServiceSpec) -> bool:
+        if spec.network not in self.networks:
+            raise RuntimeStartError(f"network {spec.network} not found")
+        if spec.name in self.services:
+            return False
+        self.services[spec.name] = spec
+        self.service_starts += 1
+        return True
 
     def start(self, spec: ContainerSpec) -> StartedContainer:
         if spec.network not in self.networks:
@@ -419,6 +431,8 @@ class FakeRuntime:
                 del self.containers[container.id]
 
     def remove_labelled(self, label: str, value: str) -> None:
+        for name in [n for n, s in self.services.items() if s.labels.get(label) == value]:
+            del self.services[name]
         for container in list(self.containers.values()):
             if container.spec.labels.get(label) == value:
                 try:
@@ -509,3 +523,11 @@ class TickingClock:
     def __call__(self) -> datetime:
         self.now += timedelta(seconds=1)
         return self.now
+
+
+@dataclass
+class FakeServiceImages:
+    image: str = "slipway/valkey:test"
+
+    def redis(self) -> str:
+        return self.image

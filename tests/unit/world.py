@@ -41,6 +41,7 @@ from tests.unit.fakes import (
     FakeHealthProbe,
     FakeRouter,
     FakeRuntime,
+    FakeServiceImages,
     RecordingGitHub,
     TickingClock,
 )
@@ -151,6 +152,7 @@ class Platform:
             teardown=self.teardown,
             notifier=self.notifier,
             admission=Admission(self.limits, self.config.data_dir / "admission.lock"),
+            service_images=FakeServiceImages(),
         )
 
     def limit(self, **limits: int) -> None:
