@@ -97,9 +97,9 @@ INSPECT_EVERY_SECONDS = 0.25
 HEARTBEAT_SECONDS = 5.0
 """How often a running revision's job says it is alive; recovery waits far longer."""
 KEEP_IMAGES = 3
+"""Images kept per deployment (the live revision's and the ones before it, for a rollback)."""
 REDIS_PASSWORD_PURPOSE = b"slipway deployment redis password"
 """Domain separation: the Redis password is derived from the database's, never equal to it."""
-"""Images kept per deployment (the live revision's and the ones before it, for a rollback)."""
 
 
 @dataclass(frozen=True)
