@@ -29,17 +29,20 @@ from app.errors import EngineError, RuntimeStartError
 from manifests.containers import (
     DEFAULT_NETWORK_POOL,
     NETWORK_SUBNET_PREFIX_LENGTH,
+    Confinement,
     ContainerSpec,
+    Limits,
     ServiceSpec,
     free_subnets,
 )
 
 LOCALHOST = "127.0.0.1"
 RESTART_POLICY_WHEN_LIVE = "unless-stopped"
-RESTART_POLICY_SERVICE = "unless-stopped"
-"""A deployment's Redis comes back on its own after a crash or a `docker kill`."""
 """A live replica that crashes is restarted by the engine; during start-up it is not, so a crash
 at start is seen as a crash instead of a restart loop."""
+RESTART_POLICY_SERVICE = "unless-stopped"
+"""A deployment's Redis comes back on its own after a crash (not after a `docker kill`, which
+the engine counts as a manual stop)."""
 STOP_TIMEOUT_SECONDS = 10
 """Grace period between SIGTERM and SIGKILL when a replica is stopped."""
 START_ATTEMPTS = 3
@@ -361,31 +364,11 @@ def split_env(env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     return one_line, multi_line
 
 
-def run_arguments(
-    spec: ContainerSpec, env_file: Path, host_port: int, *, inherited: list[str] | None = None
-) -> list[str]:
-    """`docker run` for one replica, its limits and confinement spelled out as flags.
-
-    Memory-swap equals memory so a replica has no swap on top; the port is published on
-    loopback only, where the router dials it.
-    """
-    confinement, limits = spec.confinement, spec.limits
-    labels = [arg for k, v in spec.labels.items() for arg in ("--label", f"{k}={v}")]
-    hosts = [arg for h, ip in spec.extra_hosts.items() for arg in ("--add-host", f"{h}:{ip}")]
-    caps = [
-        *(arg for cap in confinement.cap_drop for arg in ("--cap-drop", cap)),
-        *(arg for cap in confinement.cap_add for arg in ("--cap-add", cap)),
-    ]
-    security = [arg for opt in confinement.security_opts for arg in ("--security-opt", opt)]
+def confinement_arguments(limits: Limits, confinement: Confinement) -> list[str]:
+    """Limits and confinement as `docker run`/`create` flags, the same for replicas and for a
+    deployment's services. Memory-swap equals memory: no swap on top."""
     logs = confinement.logs
     return [
-        "run",
-        "--detach",
-        "--init",
-        "--name",
-        spec.name,
-        "--network",
-        spec.network,
         "--cpus",
         f"{limits.cpus:g}",
         "--memory",
@@ -394,14 +377,36 @@ def run_arguments(
         str(limits.memory_swap_bytes),
         "--pids-limit",
         str(confinement.pids_limit),
-        *caps,
-        *security,
+        *(arg for cap in confinement.cap_drop for arg in ("--cap-drop", cap)),
+        *(arg for cap in confinement.cap_add for arg in ("--cap-add", cap)),
+        *(arg for opt in confinement.security_opts for arg in ("--security-opt", opt)),
         "--log-driver",
         logs.driver,
         "--log-opt",
         f"max-size={logs.max_size}",
         "--log-opt",
         f"max-file={logs.max_files}",
+    ]
+
+
+def run_arguments(
+    spec: ContainerSpec, env_file: Path, host_port: int, *, inherited: list[str] | None = None
+) -> list[str]:
+    """`docker run` for one replica, its limits and confinement spelled out as flags.
+
+    The port is published on loopback only, where the router dials it.
+    """
+    labels = [arg for k, v in spec.labels.items() for arg in ("--label", f"{k}={v}")]
+    hosts = [arg for h, ip in spec.extra_hosts.items() for arg in ("--add-host", f"{h}:{ip}")]
+    return [
+        "run",
+        "--detach",
+        "--init",
+        "--name",
+        spec.name,
+        "--network",
+        spec.network,
+        *confinement_arguments(spec.limits, spec.confinement),
         "--env-file",
         str(env_file),
         *(arg for key in inherited or [] for arg in ("--env", key)),
@@ -416,7 +421,6 @@ def run_arguments(
 def service_arguments(spec: ServiceSpec) -> list[str]:
     """`docker create` for a backing service: limits and confinement as for replicas, restarted
     by the engine, and no `--publish`: only the deployment's own network reaches it."""
-    confinement, limits = spec.confinement, spec.limits
     labels = [arg for k, v in spec.labels.items() for arg in ("--label", f"{k}={v}")]
     entrypoint, *args = spec.command
     return [
@@ -428,22 +432,7 @@ def service_arguments(spec: ServiceSpec) -> list[str]:
         spec.network,
         "--restart",
         RESTART_POLICY_SERVICE,
-        "--cpus",
-        f"{limits.cpus:g}",
-        "--memory",
-        str(limits.memory_bytes),
-        "--memory-swap",
-        str(limits.memory_swap_bytes),
-        "--pids-limit",
-        str(confinement.pids_limit),
-        *(arg for cap in confinement.cap_drop for arg in ("--cap-drop", cap)),
-        *(arg for opt in confinement.security_opts for arg in ("--security-opt", opt)),
-        "--log-driver",
-        confinement.logs.driver,
-        "--log-opt",
-        f"max-size={confinement.logs.max_size}",
-        "--log-opt",
-        f"max-file={confinement.logs.max_files}",
+        *confinement_arguments(spec.limits, spec.confinement),
         *labels,
         # The entrypoint is the command itself: an image's own entrypoint script (the official
         # valkey image's drops privileges with setuid) cannot run without capabilities.

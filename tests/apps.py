@@ -83,3 +83,34 @@ def static_site(
         ),
         "index.html": text + "\n",
     }
+
+
+LANGGRAPH_JSON = '{\n  "dependencies": ["."],\n  "graphs": {"agent": "./agent.py:graph"}\n}\n'
+LANGGRAPH_AGENT = """from typing import TypedDict
+
+from langgraph.graph import StateGraph
+
+
+class State(TypedDict):
+    text: str
+
+
+def answer(state: State) -> State:
+    return {"text": PREFIX + state["text"]}
+
+
+PREFIX = "{prefix}"
+builder = StateGraph(State)
+builder.add_node("answer", answer)
+builder.set_entry_point("answer")
+graph = builder.compile()
+"""
+
+
+def langgraph_app(prefix: str) -> dict[str, str | bytes]:
+    """A LangGraph repository without a Dockerfile: its graph answers PREFIX + the input."""
+    return {
+        "langgraph.json": LANGGRAPH_JSON,
+        "agent.py": LANGGRAPH_AGENT.replace("{prefix}", prefix),
+        "requirements.txt": "langgraph\n",
+    }

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from langgraph_sdk import get_client
 
+from tests.apps import langgraph_app
 from tests.e2e.conftest import INSTALLATION_ID, connect_repository, remove_docker_objects
 from tests.fake_github import FakeGitHub
 from tests.images import DOCKER, ensure_python_pip_image
@@ -25,36 +26,8 @@ from tests.wheelhouse import ensure_wheelhouse, serve_wheelhouse
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
 NULL_SHA = "0" * 40
-LANGGRAPH_JSON = '{\n  "dependencies": ["."],\n  "graphs": {"agent": "./agent.py:graph"}\n}\n'
-AGENT = """from typing import TypedDict
-
-from langgraph.graph import StateGraph
-
-
-class State(TypedDict):
-    text: str
-
-
-def answer(state: State) -> State:
-    return {"text": PREFIX + state["text"]}
-
-
-PREFIX = "{prefix}"
-builder = StateGraph(State)
-builder.add_node("answer", answer)
-builder.set_entry_point("answer")
-graph = builder.compile()
-"""
 SETTLE_SECONDS = 600.0
 """The first build installs langgraph-api from the local index (~1 min on 2 cores)."""
-
-
-def repository(prefix: str) -> dict[str, str | bytes]:
-    return {
-        "langgraph.json": LANGGRAPH_JSON,
-        "agent.py": AGENT.replace("{prefix}", prefix),
-        "requirements.txt": "langgraph\n",
-    }
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +98,9 @@ def test_a_langgraph_repository_goes_live_and_keeps_its_threads(
     tmp_path: Path, github: FakeGitHub, langgraph_platform: RunningPlatform
 ) -> None:
     platform = langgraph_platform
-    repo, repo_info = connect_repository(platform, github, tmp_path / "agent", repository("v1: "))
+    repo, repo_info = connect_repository(
+        platform, github, tmp_path / "agent", langgraph_app("v1: ")
+    )
     first = repo.head
     assert platform.push(repo_info, INSTALLATION_ID, NULL_SHA, first).status_code == 202
     deployment, revision1 = platform.settle(repo_info["full_name"], first)
@@ -156,7 +131,7 @@ def test_a_langgraph_repository_goes_live_and_keeps_its_threads(
     assert database_password not in platform.log_path.read_text()
 
     # A change to the graph: the new behaviour serves, the old thread is still there.
-    second = repo.commit(repository("v2: "), "new prefix")
+    second = repo.commit(langgraph_app("v2: "), "new prefix")
     assert platform.push(repo_info, INSTALLATION_ID, first, second).status_code == 202
     _, revision2 = platform.settle(repo_info["full_name"], second)
     assert revision2["state"] == "live", (revision2["error"], platform.logs(revision2["id"]))

@@ -18,32 +18,13 @@ from builders.images import BuildKitBuilder
 from manifests.config import load_repository_config
 from manifests.langgraph_image import LangGraphBuild, PipIndex
 from manifests.recipes import BuildPlan, BuildTarget, default_recipes, plan_build
+from tests.apps import langgraph_app
 from tests.images import DOCKER, ensure_python_pip_image
 from tests.platform import wait_for
 from tests.wheelhouse import WheelIndex, ensure_wheelhouse, serve_wheelhouse
 
 pytestmark = pytest.mark.docker
 
-LANGGRAPH_JSON = '{\n  "dependencies": ["."],\n  "graphs": {"agent": "./agent.py:graph"}\n}\n'
-AGENT = """from typing import TypedDict
-
-from langgraph.graph import StateGraph
-
-
-class State(TypedDict):
-    text: str
-
-
-def answer(state: State) -> State:
-    return {"text": PREFIX + state["text"]}
-
-
-PREFIX = "{prefix}"
-builder = StateGraph(State)
-builder.add_node("answer", answer)
-builder.set_entry_point("answer")
-graph = builder.compile()
-"""
 START_TIMEOUT_SECONDS = 90.0
 UNUSED_REDIS = ("-e", "REDIS_URI=redis://127.0.0.1:6379/0")
 """langgraph-api requires REDIS_URI at import; the inmem runtime never connects to it."""
@@ -58,9 +39,8 @@ def wheel_index() -> Iterator[WheelIndex]:
 def write_repository(root: Path, prefix: str) -> Path:
     source = root / "src"
     source.mkdir(parents=True, exist_ok=True)
-    (source / "langgraph.json").write_text(LANGGRAPH_JSON)
-    (source / "agent.py").write_text(AGENT.replace("{prefix}", prefix))
-    (source / "requirements.txt").write_text("langgraph\n")
+    for name, content in langgraph_app(prefix).items():
+        (source / name).write_text(str(content))
     return source
 
 
