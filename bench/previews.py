@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,9 +33,7 @@ import httpx
 import psycopg
 
 from bench.push_to_live import (
-    ACCOUNT,
     DEFAULT_DEADLINE_SECONDS,
-    FLOOR_NETWORK,
     INSTALLATION_ID,
     REDACT,
     TARGET_RATIO,
@@ -45,20 +42,17 @@ from bench.push_to_live import (
     Deadline,
     Row,
     Samples,
-    clean_up,
-    connect_and_warm_up,
     describe_machine,
-    docker,
     first_answer,
     floor,
     log,
     router_host,
     router_url,
+    warmed_up,
 )
 from tests.fake_github import FakeGitHub
 from tests.fake_github.payloads import pull_request_payload
 from tests.images import ensure_python_image
-from tests.platform import start_platform
 
 DEFAULT_ITERATIONS = 5
 MAX_ITERATIONS = 50
@@ -237,58 +231,43 @@ def run(
     ensure_python_image()
     machine = describe_machine()
     samples = Samples()
-    floor_containers: list[str] = []
-    deployment_ids: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="slipway-bench-previews-") as tmp:
-        work = Path(tmp)
-        github = FakeGitHub(app_id=31337, app_slug="slipway-bench")
-        github.start()
-        github.add_installation(INSTALLATION_ID, ACCOUNT)
-        platform = None
-        try:
-            log("starting slipway up")
-            platform = start_platform(work / "platform", github)
-            log("warm-up: connecting the repository and deploying v0 to production")
-            bench = connect_and_warm_up(platform, github, work, deadline_seconds)
-            deployment_ids.append(bench.deployment_id)
-            github.latency_seconds = latency
-            with httpx.Client(trust_env=False) as client:
-                log("warm-up: one pull request and one floor run")
-                warm = Samples()
-                deployment_ids.append(one_pull_request(bench, 1, warm, client, deadline_seconds))
-                if confined_floor:
-                    docker("network", "create", FLOOR_NETWORK)
+    with warmed_up(
+        "slipway-bench-previews-", deadline_seconds, confined_floor=confined_floor, logs_to=logs_to
+    ) as run:
+        bench = run.bench
+        bench.github.latency_seconds = latency
+        with httpx.Client(trust_env=False) as client:
+            log("warm-up: one pull request and one floor run")
+            warm = Samples()
+            run.deployment_ids.append(one_pull_request(bench, 1, warm, client, deadline_seconds))
+            floor(
+                bench,
+                "warmup",
+                None,
+                client,
+                run.work,
+                deadline_seconds,
+                run.floor_containers,
+                confined_floor,
+            )
+            for index in range(1, iterations + 1):
+                log(f"iteration {index}/{iterations}: a pull request")
+                run.deployment_ids.append(
+                    one_pull_request(bench, index + 1, samples, client, deadline_seconds)
+                )
+                log(f"iteration {index}/{iterations}: floor")
                 floor(
                     bench,
-                    "warmup",
-                    None,
+                    index,
+                    samples,
                     client,
-                    work,
+                    run.work,
                     deadline_seconds,
-                    floor_containers,
+                    run.floor_containers,
                     confined_floor,
                 )
-                for index in range(1, iterations + 1):
-                    log(f"iteration {index}/{iterations}: a pull request")
-                    deployment_ids.append(
-                        one_pull_request(bench, index + 1, samples, client, deadline_seconds)
-                    )
-                    log(f"iteration {index}/{iterations}: floor")
-                    floor(
-                        bench,
-                        index,
-                        samples,
-                        client,
-                        work,
-                        deadline_seconds,
-                        floor_containers,
-                        confined_floor,
-                    )
-                    log(f"  ms: {samples.last([row.key for row in ROWS])}")
-            return report(samples, machine, latency, confined_floor)
-        finally:
-            github.latency_seconds = 0
-            clean_up(platform, github, deployment_ids, floor_containers, confined_floor, logs_to)
+                log(f"  ms: {samples.last([row.key for row in ROWS])}")
+        return report(samples, machine, latency, confined_floor)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -691,6 +691,48 @@ def keep_logs(platform: RunningPlatform, destination: Path) -> None:
         shutil.copytree(platform.data_dir / "logs", destination / "revisions", dirs_exist_ok=True)
 
 
+@dataclass
+class BenchRun:
+    """One bench's platform with its warmed-up repository, and what to remove at the end."""
+
+    bench: Connected
+    work: Path
+    deployment_ids: list[str] = field(default_factory=list)
+    floor_containers: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def warmed_up(
+    prefix: str,
+    deadline_seconds: float,
+    *,
+    confined_floor: bool,
+    logs_to: Path | None = None,
+) -> Iterator[BenchRun]:
+    """`slipway up` with a fake GitHub and notes_app("v0") live; everything it and the bench
+    made is removed afterwards, whatever happened (BuildKit's cache stays)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        work = Path(tmp)
+        github = FakeGitHub(app_id=31337, app_slug="slipway-bench")
+        github.start()
+        github.add_installation(INSTALLATION_ID, ACCOUNT)
+        platform: RunningPlatform | None = None
+        deployment_ids: list[str] = []
+        floor_containers: list[str] = []
+        try:
+            log("starting slipway up")
+            platform = start_platform(work / "platform", github)
+            log("warm-up: connecting the repository and deploying v0")
+            bench = connect_and_warm_up(platform, github, work, deadline_seconds)
+            deployment_ids.append(bench.deployment_id)
+            if confined_floor:
+                docker("network", "create", FLOOR_NETWORK)
+            yield BenchRun(bench, work, deployment_ids, floor_containers)
+        finally:
+            github.latency_seconds = 0
+            clean_up(platform, github, deployment_ids, floor_containers, confined_floor, logs_to)
+
+
 def run(
     iterations: int,
     ping_count: int,
@@ -703,62 +745,48 @@ def run(
     ensure_python_image()
     machine = describe_machine()
     samples = Samples()
-    floor_containers: list[str] = []
-    deployment_ids: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="slipway-bench-") as tmp:
-        work = Path(tmp)
-        github = FakeGitHub(app_id=31337, app_slug="slipway-bench")
-        github.start()
-        github.add_installation(INSTALLATION_ID, ACCOUNT)
-        platform: RunningPlatform | None = None
-        try:
-            log("starting slipway up")
-            platform = start_platform(work / "platform", github)
-            log("warm-up: connecting the repository and deploying v0")
-            bench = connect_and_warm_up(platform, github, work, deadline_seconds)
-            deployment_ids.append(bench.deployment_id)
-            github.latency_seconds = github_latency
-            with httpx.Client(trust_env=False) as client:
-                log("warm-up: one floor run")
-                if confined_floor:
-                    docker("network", "create", FLOOR_NETWORK)
+    with warmed_up(
+        "slipway-bench-", deadline_seconds, confined_floor=confined_floor, logs_to=logs_to
+    ) as run:
+        bench, platform, github = run.bench, run.bench.platform, run.bench.github
+        github.latency_seconds = github_latency
+        with httpx.Client(trust_env=False) as client:
+            log("warm-up: one floor run")
+            floor(
+                bench,
+                "warmup",
+                None,
+                client,
+                run.work,
+                deadline_seconds,
+                run.floor_containers,
+                confined_floor,
+            )
+            for index in range(1, iterations + 1):
+                log(f"iteration {index}/{iterations}: push to live")
+                push_to_live(bench, index, samples, client, deadline_seconds)
+                log(f"iteration {index}/{iterations}: floor")
                 floor(
                     bench,
-                    "warmup",
-                    None,
+                    index,
+                    samples,
                     client,
-                    work,
+                    run.work,
                     deadline_seconds,
-                    floor_containers,
+                    run.floor_containers,
                     confined_floor,
                 )
-                for index in range(1, iterations + 1):
-                    log(f"iteration {index}/{iterations}: push to live")
-                    push_to_live(bench, index, samples, client, deadline_seconds)
-                    log(f"iteration {index}/{iterations}: floor")
-                    floor(
-                        bench,
-                        index,
-                        samples,
-                        client,
-                        work,
-                        deadline_seconds,
-                        floor_containers,
-                        confined_floor,
-                    )
-                    log(f"  slipway ms: {samples.last([row.key for row in SLIPWAY_ROWS[2:]])}")
-                    log(f"  floor ms: {samples.last([row.key for row in FLOOR_ROWS])}")
-            if ping_count:
-                log(f"{ping_count} pings")
-                pings(platform, github, ping_count, samples)
-            machine = [
-                *machine,
-                f"fake GitHub latency per API call: {github_latency * 1000:.0f} ms",
-                "floor: " + ("confined like a replica" if confined_floor else "plain docker run"),
-            ]
-            return report(samples, machine, bench.build_method)
-        finally:
-            clean_up(platform, github, deployment_ids, floor_containers, confined_floor, logs_to)
+                log(f"  slipway ms: {samples.last([row.key for row in SLIPWAY_ROWS[2:]])}")
+                log(f"  floor ms: {samples.last([row.key for row in FLOOR_ROWS])}")
+        if ping_count:
+            log(f"{ping_count} pings")
+            pings(platform, github, ping_count, samples)
+        machine = [
+            *machine,
+            f"fake GitHub latency per API call: {github_latency * 1000:.0f} ms",
+            "floor: " + ("confined like a replica" if confined_floor else "plain docker run"),
+        ]
+        return report(samples, machine, bench.build_method)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,17 +17,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import httpx
 
 from bench.push_to_live import (
-    ACCOUNT,
     DEFAULT_DEADLINE_SECONDS,
-    FLOOR_NETWORK,
     INSTALLATION_ID,
     TARGET_RATIO,
     BenchError,
@@ -35,21 +31,17 @@ from bench.push_to_live import (
     Deadline,
     Row,
     Samples,
-    clean_up,
-    connect_and_warm_up,
     describe_machine,
-    docker,
     first_answer,
     floor,
     log,
     router_host,
     router_url,
     timestamp,
+    warmed_up,
 )
-from tests.fake_github import FakeGitHub
 from tests.fake_github.payloads import push_payload
 from tests.images import ensure_python_image
-from tests.platform import start_platform
 
 DEFAULT_ITERATIONS = 5
 MAX_ITERATIONS = 50
@@ -133,48 +125,41 @@ def run(iterations: int, deadline_seconds: float) -> str:
     ensure_python_image()
     machine = describe_machine()
     samples = Samples()
-    floor_containers: list[str] = []
-    deployment_ids: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="slipway-bench-rollback-") as tmp:
-        work = Path(tmp)
-        github = FakeGitHub(app_id=31337, app_slug="slipway-bench")
-        github.start()
-        github.add_installation(INSTALLATION_ID, ACCOUNT)
-        platform = None
-        try:
-            log("starting slipway up")
-            platform = start_platform(work / "platform", github)
-            log("warm-up: v0, then v1 live")
-            bench = connect_and_warm_up(platform, github, work, deadline_seconds)
-            deployment_ids.append(bench.deployment_id)
-            v1 = bench.repo.commit({"VERSION": "v1\n"}, "v1")
-            payload = push_payload(
-                bench.repository, INSTALLATION_ID, "refs/heads/main", bench.head, v1
+    with warmed_up("slipway-bench-rollback-", deadline_seconds, confined_floor=True) as run:
+        bench, platform = run.bench, run.bench.platform
+        log("warm-up: v1 live")
+        v1 = bench.repo.commit({"VERSION": "v1\n"}, "v1")
+        payload = push_payload(bench.repository, INSTALLATION_ID, "refs/heads/main", bench.head, v1)
+        if platform.send("push", payload).status_code != 202:
+            raise BenchError("the push of v1 was refused")
+        platform.wait_state(platform.revision_for(bench.deployment_id, v1)["id"], {"live"})
+        with httpx.Client(trust_env=False) as client:
+            floor(
+                bench,
+                "warmup",
+                None,
+                client,
+                run.work,
+                deadline_seconds,
+                run.floor_containers,
+                True,
             )
-            if platform.send("push", payload).status_code != 202:
-                raise BenchError("the push of v1 was refused")
-            platform.wait_state(platform.revision_for(bench.deployment_id, v1)["id"], {"live"})
-            docker("network", "create", FLOOR_NETWORK)
-            with httpx.Client(trust_env=False) as client:
-                floor(bench, "warmup", None, client, work, deadline_seconds, floor_containers, True)
-                for index in range(1, iterations + 1):
-                    log(f"iteration {index}/{iterations}")
-                    rollback(bench, 1, "v0", samples, client, deadline_seconds)
-                    rollback(bench, 2, "v1", samples, client, deadline_seconds)
-                    floor(
-                        bench,
-                        index,
-                        samples,
-                        client,
-                        work,
-                        deadline_seconds,
-                        floor_containers,
-                        True,
-                    )
-                    log(f"  ms: {samples.last(['rollback', 'floor_start'])}")
-            return report(samples, machine)
-        finally:
-            clean_up(platform, github, deployment_ids, floor_containers, True, None)
+            for index in range(1, iterations + 1):
+                log(f"iteration {index}/{iterations}")
+                rollback(bench, 1, "v0", samples, client, deadline_seconds)
+                rollback(bench, 2, "v1", samples, client, deadline_seconds)
+                floor(
+                    bench,
+                    index,
+                    samples,
+                    client,
+                    run.work,
+                    deadline_seconds,
+                    run.floor_containers,
+                    True,
+                )
+                log(f"  ms: {samples.last(['rollback', 'floor_start'])}")
+        return report(samples, machine)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
