@@ -90,4 +90,11 @@ def get_deployment(session: Session, deployment_id: str) -> Deployment:
 
 
 def list_deployments(session: Session) -> list[Deployment]:
-    return list(session.exec(select(Deployment).order_by(col(Deployment.created_at))).all())
+    """Every deployment but the deleted ones (their rows stay, for their revisions' history)."""
+    return list(
+        session.exec(
+            select(Deployment)
+            .where(col(Deployment.deleted_at).is_(None))
+            .order_by(col(Deployment.created_at))
+        ).all()
+    )

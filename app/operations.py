@@ -327,13 +327,3 @@ def _check_slug_free(session: Session, slug: str) -> None:
 def _check_ref(ref: str, field: str) -> None:
     if not isinstance(ref, str) or not GIT_REF.fullmatch(ref) or ".." in ref:
         raise InvalidRequest(f"{field} {ref!r} is not a branch, tag or commit name")
-
-
-def active_deployments(session: Session) -> list[Deployment]:
-    return list(
-        session.exec(
-            select(Deployment)
-            .where(col(Deployment.deleted_at).is_(None))
-            .order_by(col(Deployment.created_at))
-        ).all()
-    )

@@ -35,11 +35,11 @@ from app.api.schemas import (
     deployment_status,
 )
 from app.db import SessionFactory
-from app.deployments import get_deployment
+from app.deployments import get_deployment, list_deployments
 from app.environment import EnvChange
 from app.events import EventOutcome
 from app.models import Deployment, Repository, RevisionState
-from app.operations import DeploymentOperations, Done, NewDeployment, active_deployments
+from app.operations import DeploymentOperations, Done, NewDeployment
 from app.pipeline import PipelineConfig
 from app.settings import Settings
 from jobs.constants import CARRY_OUT, QUEUE_NAME, RUN_REVISION, revision_job_id
@@ -92,7 +92,7 @@ class DeploymentController(Controller):
         self, sessions: NamedDependency[SessionFactory], settings: NamedDependency[Settings]
     ) -> list[DeploymentView]:
         with sessions() as session:
-            return [_view(session, d, settings) for d in active_deployments(session)]
+            return [_view(session, d, settings) for d in list_deployments(session)]
 
     @post("/", status_code=HTTP_202_ACCEPTED)
     async def create_deployment(
