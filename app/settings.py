@@ -116,6 +116,22 @@ class Settings(BaseSettings):
     """Size at which a replica's log file is rotated (a Docker size: 500k, 10m, 1g)."""
     container_log_max_files: Annotated[int, Field(ge=1)] = 3
     """Rotated log files kept per replica; older output is dropped."""
+    autoscale_tick_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
+    """How often the reconciler converges what runs to what is desired (replaces dead
+    replicas, scales, stops drained ones)."""
+    autoscale_target_concurrency: Annotated[float, Field(gt=0, le=10_000)] = 10.0
+    """In-flight requests one replica of a production deployment is meant to carry."""
+    autoscale_max_replicas: Annotated[int, Field(ge=1, le=100)] = 10
+    """Most replicas of one production deployment (development ones always have one)."""
+    autoscale_stable_window_seconds: Annotated[float, Field(gt=0)] = 60.0
+    """The average concurrency over this window decides the replica count."""
+    autoscale_panic_window_seconds: Annotated[float, Field(gt=0)] = 6.0
+    """A burst seen over this shorter window scales up at once (Knative's panic mode)."""
+    autoscale_scale_down_delay_seconds: Annotated[float, Field(ge=0)] = 1800.0
+    """A lower replica count must have been asked for this long before replicas go."""
+    drain_timeout_seconds: Annotated[float, Field(ge=0)] = 30.0
+    """How long a replica leaving the route may finish its in-flight requests before it is
+    stopped."""
     container_network_pool: IPv4Network = IPv4Network(DEFAULT_NETWORK_POOL)
     """Where each deployment's network gets its /27; the database cluster must admit it."""
     langgraph_base_image: str = DEFAULT_BASE_IMAGE
