@@ -13,6 +13,12 @@
     enabled = true              # a preview deployment for every pull request
     drafts = true               # draft pull requests too
 
+    [scale]                     # production only; each key defaults to the platform's setting
+    min = 2                     # replicas kept however quiet (default 1)
+    max = 6                     # most replicas (the platform's SLIPWAY_AUTOSCALE_MAX_REPLICAS
+                                # is the ceiling; asking for more gets that, with a note)
+    target = 20                 # in-flight requests one replica is meant to carry
+
 Unknown keys are errors, so a typo is reported rather than silently ignored.
 """
 
@@ -21,7 +27,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path, PurePosixPath
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.errors import ConfigError
 
@@ -68,12 +74,37 @@ class PreviewsConfig(BaseModel):
     drafts: bool = True
 
 
+class ScaleConfig(BaseModel):
+    """How far a production deployment may scale; None leaves the platform's setting.
+
+    Whole numbers only (strict): `max = "4"` or `min = 1.5` is a mistake worth reporting.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    min: int | None = Field(default=None, ge=1, strict=True)
+    max: int | None = Field(default=None, ge=1, strict=True)
+    target: float | None = Field(default=None, gt=0, le=10_000, strict=True)
+    """In-flight requests one replica is meant to carry: replaces the platform's
+    SLIPWAY_AUTOSCALE_TARGET_CONCURRENCY for this repository, within the same limits."""
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> ScaleConfig:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(
+                f"min ({self.min}) is above max ({self.max}): min is the fewest replicas, "
+                "max the most"
+            )
+        return self
+
+
 class RepositoryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     build: BuildConfig = Field(default_factory=BuildConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     previews: PreviewsConfig = Field(default_factory=PreviewsConfig)
+    scale: ScaleConfig = Field(default_factory=ScaleConfig)
 
 
 PORT_LABEL = "dev.slipway.port"
@@ -91,6 +122,38 @@ def deploy_config_of(labels: dict[str, str]) -> DeployConfig | None:
         return None
     try:
         return DeployConfig(port=int(labels[PORT_LABEL]), health_path=labels[HEALTH_PATH_LABEL])
+    except (ValueError, ValidationError):
+        return None
+
+
+SCALE_MIN_LABEL = "dev.slipway.scale-min"
+SCALE_MAX_LABEL = "dev.slipway.scale-max"
+SCALE_TARGET_LABEL = "dev.slipway.scale-target"
+
+
+def scale_labels(scale: ScaleConfig) -> dict[str, str]:
+    """The [scale] an image was built with, kept on it so a rollback scales as that commit
+    asked; only the keys the repository set, so the others follow the platform's settings."""
+    values = {SCALE_MIN_LABEL: scale.min, SCALE_MAX_LABEL: scale.max}
+    labels = {key: str(value) for key, value in values.items() if value is not None}
+    if scale.target is not None:
+        labels[SCALE_TARGET_LABEL] = repr(scale.target)
+    return labels
+
+
+def scale_config_of(labels: dict[str, str]) -> ScaleConfig | None:
+    """The [scale] an image was built with; None for one built without it (or with labels
+    edited into nonsense), which leaves every bound to the platform's settings."""
+    keys = (SCALE_MIN_LABEL, SCALE_MAX_LABEL, SCALE_TARGET_LABEL)
+    min_replicas, max_replicas, target = (labels.get(key) for key in keys)
+    if min_replicas is None and max_replicas is None and target is None:
+        return None
+    try:
+        return ScaleConfig(
+            min=None if min_replicas is None else int(min_replicas),
+            max=None if max_replicas is None else int(max_replicas),
+            target=None if target is None else float(target),
+        )
     except (ValueError, ValidationError):
         return None
 

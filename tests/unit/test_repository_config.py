@@ -6,8 +6,19 @@ from pathlib import Path
 
 import pytest
 
+import manifests.config
 from app.errors import ConfigError
-from manifests.config import load_repository_config
+from manifests.config import (
+    SCALE_MAX_LABEL,
+    SCALE_MIN_LABEL,
+    SCALE_TARGET_LABEL,
+    ScaleConfig,
+    deploy_labels,
+    load_repository_config,
+    parse_repository_config,
+    scale_config_of,
+    scale_labels,
+)
 from manifests.recipes import plan_build
 
 
@@ -108,6 +119,13 @@ def test_invalid_toml_is_an_error(tmp_path: Path) -> None:
         ('[deploy]\nport = "http"\n', "deploy.port"),
         ('[deploy]\nhealth_path = "healthz"\n', "deploy.health_path"),
         ('[deploy]\nhealth_path = "/health check"\n', "deploy.health_path"),
+        ("[scale]\nmin = 0\n", "scale.min"),
+        ("[scale]\nmax = -1\n", "scale.max"),
+        ('[scale]\nmax = "4"\n', "scale.max"),
+        ("[scale]\nmin = 1.5\n", "scale.min"),
+        ("[scale]\ntarget = 0\n", "scale.target"),
+        ("[scale]\ntarget = inf\n", "scale.target"),
+        ("[scale]\nreplicas = 3\n", "scale.replicas"),
     ],
 )
 def test_a_bad_value_is_an_error_naming_the_key(tmp_path: Path, toml: str, named: str) -> None:
@@ -150,3 +168,64 @@ def test_a_build_context_that_is_not_a_directory_is_named(tmp_path: Path) -> Non
     message = config_error(root)
     assert "build context 'services/api'" in message
     assert "not a directory" in message
+
+
+def test_without_a_scale_section_every_bound_is_the_platforms() -> None:
+    scale = parse_repository_config("[deploy]\nport = 9000\n").scale
+
+    assert (scale.min, scale.max, scale.target) == (None, None, None)
+
+
+def test_a_scale_section_is_read() -> None:
+    config = parse_repository_config("[scale]\nmin = 2\nmax = 6\ntarget = 20\n")
+
+    assert config.scale == ScaleConfig(min=2, max=6, target=20.0)
+
+
+def test_a_scale_min_above_its_max_says_which_is_which(tmp_path: Path) -> None:
+    root = repository(tmp_path, {"slipway.toml": "[scale]\nmin = 5\nmax = 2\n", "Dockerfile": ""})
+
+    message = config_error(root)
+
+    assert message.startswith("slipway.toml is invalid: scale: min (5) is above max (2)")
+    assert "fewest replicas" in message
+
+
+def test_the_module_docstring_example_is_a_valid_config() -> None:
+    doc = manifests.config.__doc__ or ""
+    example = "\n".join(
+        line.removeprefix("    ") for line in doc.splitlines() if line[:4] == "    "
+    )
+
+    config = parse_repository_config(example)
+
+    assert config.scale == ScaleConfig(min=2, max=6, target=20.0)
+
+
+@pytest.mark.parametrize(
+    "scale",
+    [ScaleConfig(min=2, max=6, target=12.5), ScaleConfig(max=3), ScaleConfig(target=0.5)],
+)
+def test_scale_survives_the_image_labels(scale: ScaleConfig) -> None:
+    labels = {**deploy_labels(parse_repository_config("").deploy), **scale_labels(scale)}
+
+    assert scale_config_of(labels) == scale
+
+
+def test_an_image_built_without_scale_leaves_it_to_the_platform() -> None:
+    assert scale_labels(ScaleConfig()) == {}
+    assert scale_config_of(deploy_labels(parse_repository_config("").deploy)) is None
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        {SCALE_MIN_LABEL: "two"},
+        {SCALE_MIN_LABEL: "0"},
+        {SCALE_MIN_LABEL: "4", SCALE_MAX_LABEL: "2"},
+        {SCALE_TARGET_LABEL: "nan"},
+        {SCALE_MAX_LABEL: "2.5"},
+    ],
+)
+def test_scale_labels_edited_into_nonsense_are_ignored(labels: dict[str, str]) -> None:
+    assert scale_config_of(labels) is None
