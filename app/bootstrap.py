@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from app.admission import Admission, AdmissionLimits
+from app.autoscaler import autoscale_defaults
 from app.comments import PreviewComments
 from app.crypto import SecretBox, load_or_create_secret_key
 from app.databases import PostgresProvisioner
@@ -24,12 +25,15 @@ from app.github.rest import GitHubRest
 from app.health import HttpHealthProbe
 from app.janitor import Janitor, JanitorLimits
 from app.links import LinkSigner, RevisionLinks
+from app.locks import DeploymentLocks
 from app.models import DeploymentType
 from app.notifications import PlatformNotifier
 from app.outbox import ReportOutbox
 from app.pipeline import PipelineConfig, RevisionPipeline
 from app.ports import Clock, CommitResolver, GitHubPort
+from app.reconciler import Reconciler
 from app.recovery import Recovery
+from app.replicas import ReplicaConfig, Replicas
 from app.reporting import GitHubReporter
 from app.router import CaddyRouter
 from app.routes import RouteTable
@@ -52,6 +56,7 @@ class Platform:
     sessions: SessionFactory
     secrets: SecretBox
     pipeline: RevisionPipeline
+    reconciler: Reconciler
     teardown: Teardown
     comments: PreviewComments
     notifier: PlatformNotifier
@@ -127,7 +132,6 @@ def app_setup(
 def pipeline_config(settings: Settings) -> PipelineConfig:
     return PipelineConfig(
         data_dir=settings.data_dir.resolve(),
-        health_timeout_seconds=settings.health_timeout_seconds,
         build_timeout_seconds=settings.build_timeout_seconds,
         base_domain=settings.base_domain,
         router_port=settings.router_port,
@@ -137,10 +141,12 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
             max_path_length=settings.source_max_path_length,
         ),
         max_download_bytes=settings.source_max_download_bytes,
-        connection_limits={
-            DeploymentType.development: settings.database_connection_limit_development,
-            DeploymentType.production: settings.database_connection_limit_production,
-        },
+        recipes=default_recipes(settings.langgraph_build),
+    )
+
+
+def replica_config(settings: Settings) -> ReplicaConfig:
+    return ReplicaConfig(
         confinement=Confinement(
             pids_limit=settings.container_pids_limit,
             logs=LogRotation(
@@ -148,7 +154,12 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
                 max_files=settings.container_log_max_files,
             ),
         ),
-        recipes=default_recipes(settings.langgraph_build),
+        health_timeout_seconds=settings.health_timeout_seconds,
+        drain_timeout_seconds=settings.drain_timeout_seconds,
+        connection_limits={
+            DeploymentType.development: settings.database_connection_limit_development,
+            DeploymentType.production: settings.database_connection_limit_production,
+        },
     )
 
 
@@ -194,21 +205,39 @@ def bootstrap(
         settings.data_dir.resolve() / "run",
         network_pool=settings.container_network_pool,
     )
-    routes = RouteTable(
-        sessions,
-        CaddyRouter(
-            require(settings.caddy_admin_url, "CADDY_ADMIN_URL"),
-            listen=f"{settings.router_host}:{settings.router_port}",
-            storage_dir=settings.data_dir.resolve() / "caddy" / "storage",
-        ),
-        config.hostname,
-        config.data_dir / "router.lock",
+    router = CaddyRouter(
+        require(settings.caddy_admin_url, "CADDY_ADMIN_URL"),
+        listen=f"{settings.router_host}:{settings.router_port}",
+        storage_dir=settings.data_dir.resolve() / "caddy" / "storage",
     )
+    routes = RouteTable(sessions, router, config.hostname, config.data_dir / "router.lock")
     databases = PostgresProvisioner(
         require(settings.postgres_admin_url, "POSTGRES_ADMIN_URL"),
         settings.postgres_container_host,
     )
     builder = BuildKitBuilder(docker_binary)
+    replicas = Replicas(
+        sessions=sessions,
+        secrets=secrets,
+        runtime=runtime,
+        health=HttpHealthProbe(),
+        databases=databases,
+        router=router,
+        service_images=ValkeyImage(docker_binary, settings.langgraph_redis_image),
+        config=replica_config(settings),
+        clock=clock,
+    )
+    reconciler = Reconciler(
+        sessions=sessions,
+        runtime=runtime,
+        replicas=replicas,
+        routes=routes,
+        router=router,
+        builder=builder,
+        locks=DeploymentLocks(sessions, config.data_dir / "locks"),
+        autoscale=autoscale_defaults(settings),
+        clock=clock,
+    )
     reports = ReportOutbox(sessions=sessions, reporter=reporter, clock=clock)
     teardown = Teardown(
         sessions=sessions,
@@ -245,13 +274,11 @@ def bootstrap(
         builder=builder,
         runtime=runtime,
         routes=routes,
-        databases=databases,
-        health=HttpHealthProbe(),
+        replicas=replicas,
         clock=clock,
         teardown=teardown,
         notifier=notifier,
         admission=admission,
-        service_images=ValkeyImage(docker_binary, settings.langgraph_redis_image),
     )
     janitor = Janitor(
         sessions=sessions,
@@ -281,6 +308,7 @@ def bootstrap(
         sessions=sessions,
         secrets=secrets,
         pipeline=pipeline,
+        reconciler=reconciler,
         teardown=teardown,
         comments=comments,
         notifier=notifier,

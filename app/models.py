@@ -113,6 +113,12 @@ class Deployment(SQLModel, table=True):
     """Deleted by its owner (database dropped): nothing brings it back, its slug is free."""
     torn_down_at: datetime | None = _ts()
     """When the teardown after the last removal finished (everything it ran is gone)."""
+    desired_replicas: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    """How many replicas of the live revision should run: 1 for development deployments and
+    previews, the autoscaler's decision for production. The reconciler converges to it."""
+    scaler_state: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    """The autoscaler's memory (recent samples, panic and scale-down bookkeeping, recent
+    decisions) as JSON; see app/autoscaler.py."""
     pull_request_number: int | None = Field(default=None, index=True)
     """Set for a preview: the pull request it previews. Production deployments have none."""
     removed_at: datetime | None = _ts()
@@ -240,6 +246,9 @@ class Revision(SQLModel, table=True):
     state: RevisionState = RevisionState.queued
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     image: str | None = None
+    run_config: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    """How the image runs (port, health path, LangGraph runtime, [scale]) as JSON, recorded when
+    it was built, so the reconciler can start more replicas without the source."""
     build_method: str | None = None
     delivery_id: str | None = None
     check_run_id: int | None = _github_id()
@@ -268,20 +277,44 @@ class Report(SQLModel, table=True):
     created_at: datetime = _created()
 
 
+class ReplicaState(enum.StrEnum):
+    starting = "starting"
+    """Started, not yet answering its health check: no traffic."""
+    ready = "ready"
+    """Healthy: routed to while its revision is live."""
+    draining = "draining"
+    """Out of the route, finishing the requests it has, then stopped."""
+    stopped = "stopped"
+    """Stopped by Slipway (drained, scaled down, failed to start, torn down)."""
+    dead = "dead"
+    """Exited or was killed on its own; the reconciler replaces it."""
+
+
+RUNNING_REPLICA_STATES = frozenset(
+    {ReplicaState.starting, ReplicaState.ready, ReplicaState.draining}
+)
+
+
 class Replica(SQLModel, table=True):
-    """One running container of a revision; the router sends traffic to its published port."""
+    """One running copy of a revision; the router sends traffic to its endpoint once ready."""
 
     __tablename__ = "replicas"
 
     id: str = Field(default_factory=lambda: new_id("rep_"), primary_key=True)
     revision_id: str = Field(foreign_key="revisions.id", index=True)
     container_name: str
+    """The runtime's name for it (unique; a container on Docker)."""
     container_id: str | None = None
     container_port: int
-    """The port the app listens on inside the container."""
-    host_port: int | None = None
-    """Where the engine published it on 127.0.0.1; it can change when the engine restarts it."""
+    """The port the app listens on inside the replica."""
+    endpoint: str | None = None
+    """host:port the router and the health probe dial, as the runtime reports it."""
+    state: ReplicaState = ReplicaState.starting
+    exit_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    """Why a dead replica stopped (exit code, out of memory), as shown to the user."""
     started_at: datetime = _created()
+    ready_at: datetime | None = _ts()
+    draining_since: datetime | None = _ts()
     stopped_at: datetime | None = _ts()
 
 

@@ -7,25 +7,21 @@ state column moves only by compare-and-set, so a cancelled revision never goes l
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import secrets
 import shutil
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from app.admission import Admission
 from app.crypto import SecretBox
-from app.databases import database_identifier
 from app.db import SessionFactory
 from app.errors import (
     Annotation,
@@ -38,26 +34,18 @@ from app.errors import (
 from app.models import (
     FINISHED_STATES,
     IN_FLIGHT_STATES,
-    Database,
     Deployment,
     DeploymentType,
     PullRequest,
     PullRequestState,
     Replica,
+    ReplicaState,
     Revision,
     RevisionState,
 )
 from app.outbox import ReportOutbox
-from app.ports import (
-    Clock,
-    ContainerRuntime,
-    DatabaseProvisioner,
-    GitHubPort,
-    HealthProbe,
-    ImageBuilder,
-    PreviewNotifier,
-    ServiceImages,
-)
+from app.ports import Clock, ContainerRuntime, GitHubPort, ImageBuilder, PreviewNotifier
+from app.replicas import Replicas, ReplicaStartFailed
 from app.reporting import LOG_TAIL_LINES, Redactor, RevisionRef, load_ref
 from app.revisions import transition
 from app.router import deployment_url, route_hostname
@@ -69,17 +57,9 @@ from manifests.config import (
     deploy_config_of,
     deploy_labels,
     load_repository_config,
+    scale_labels,
 )
-from manifests.containers import (
-    LABEL_PREFIX,
-    LIMITS,
-    Confinement,
-    deployment_network,
-    redis_name,
-    redis_spec,
-    redis_uri,
-    replica_spec,
-)
+from manifests.containers import LABEL_PREFIX, LIMITS, REDIS_LIMITS, redis_name
 from manifests.recipes import (
     BuildTarget,
     Recipe,
@@ -87,36 +67,24 @@ from manifests.recipes import (
     langgraph_runtime_of,
     plan_build,
 )
+from manifests.run import RunConfig, scale_table
 
 log = logging.getLogger(__name__)
 
-HEALTH_POLL_SECONDS = 0.02
-"""Between health probes of a starting replica: a probe costs one local HTTP request."""
-INSPECT_EVERY_SECONDS = 0.25
-"""How often a starting replica is checked for having exited: an inspect costs ~25 ms."""
 HEARTBEAT_SECONDS = 5.0
 """How often a running revision's job says it is alive; recovery waits far longer."""
 KEEP_IMAGES = 3
 """Images kept per deployment (the live revision's and the ones before it, for a rollback)."""
-REDIS_PASSWORD_PURPOSE = b"slipway deployment redis password"
-"""Domain separation: the Redis password is derived from the database's, never equal to it."""
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     data_dir: Path
-    health_timeout_seconds: float
     build_timeout_seconds: float
     base_domain: str
     router_port: int
     unpack_limits: UnpackLimits = field(default_factory=UnpackLimits)
     max_download_bytes: int = 1024**3
-    connection_limits: dict[DeploymentType, int] = field(
-        default_factory=lambda: {DeploymentType.development: 20, DeploymentType.production: 50}
-    )
-    """Connections one deployment's role may hold on the cluster, by deployment type."""
-    confinement: Confinement = field(default_factory=Confinement)
-    """Held by every replica (capabilities, privileges, processes, logs)."""
     recipes: tuple[Recipe, ...] = field(default_factory=default_recipes)
     """How a commit becomes an image, in order of precedence (see manifests/recipes.py)."""
 
@@ -150,13 +118,11 @@ class RevisionPipeline:
         builder: ImageBuilder,
         runtime: ContainerRuntime,
         routes: RouteTable,
-        databases: DatabaseProvisioner,
-        health: HealthProbe,
+        replicas: Replicas,
         clock: Clock,
         teardown: Teardown,
         notifier: PreviewNotifier,
         admission: Admission,
-        service_images: ServiceImages,
     ) -> None:
         self.config = config
         self._sessions = sessions
@@ -166,13 +132,11 @@ class RevisionPipeline:
         self._builder = builder
         self._runtime = runtime
         self._routes = routes
-        self._databases = databases
-        self._health = health
+        self._replicas = replicas
         self._clock = clock
         self._teardown = teardown
         self._notifier = notifier
         self._admission = admission
-        self._service_images = service_images
 
     # -- public entry points ----------------------------------------------------------------
     def announce(self, revision_id: str) -> None:
@@ -296,7 +260,7 @@ class RevisionPipeline:
             return RevisionState.cancelled
         except RevisionAbandoned:
             self._event(ref, "revision cancelled during its start")
-            self._stop_replicas(revision_id)
+            self._replicas.stop_revision(revision_id)
             self._finish_removal(ref.deployment.id)
             return RevisionState.cancelled
         except SlipwayError as exc:
@@ -362,6 +326,7 @@ class RevisionPipeline:
             f"{LABEL_PREFIX}.revision": revision.id,
             f"{LABEL_PREFIX}.commit": revision.commit_sha,
             **deploy_labels(repo_config.deploy),
+            **scale_labels(repo_config.scale),
         }
         built = self._builder.build(
             plan,
@@ -435,77 +400,55 @@ class RevisionPipeline:
         log_path: Path,
         redact: Redactor,
     ) -> None:
+        """Make this revision's replica set healthy, then switch the route to it."""
         revision, deployment = ref.revision, ref.deployment
         self._still_deploying(revision.id)
-        database_uri, database_password = self._database(deployment)
-        self._still_deploying(revision.id)  # a teardown that raced the provisioning redoes it
-        redact = redact.including(database_password)
-        self._update_revision(revision.id, database_ready_at=self._clock())
-        port = repo_config.deploy.port
-        env = {
-            **self._secrets.decrypt_env(revision.env_encrypted),
-            "PORT": str(port),
-            "DATABASE_URI": database_uri,
-            "SLIPWAY_DEPLOYMENT": deployment.slug,
-            "SLIPWAY_REVISION": revision.id,
-            "SLIPWAY_COMMIT": revision.commit_sha,
-        }
-        network = deployment_network(deployment.id)
-        network_ready = False
-        langgraph_runtime = langgraph_runtime_of(image_labels)
-        if langgraph_runtime is not None:
-            self._runtime.ensure_network(network.name, network.labels)
-            network_ready = True
-            uri, redis_password = self._redis(ref, database_password, log_path)
-            redact = redact.including(redis_password)
-            env["REDIS_URI"] = uri
-            self._langgraph_note(ref, langgraph_runtime, log_path)
-        name = f"slipway-{deployment.slug}-r{revision.number}-{revision.id.removeprefix('rev_')}"
-        spec = replica_spec(
-            deployment_id=deployment.id,
-            revision_id=revision.id,
-            name=name[:120],
-            image=image,
-            port=port,
-            limits=LIMITS[deployment.type],
-            env=env,
-            confinement=self.config.confinement,
+        run = RunConfig(
+            port=repo_config.deploy.port,
+            health_path=repo_config.deploy.health_path,
+            langgraph_runtime=langgraph_runtime_of(image_labels),
+            scale=scale_table(image_labels),
         )
+        self._update_revision(revision.id, run_config=run.to_json())
+        ready_to_run = self._replicas.prepare(
+            deployment,
+            revision.model_copy(update={"image": image}),
+            run,
+            network_known=self._has_running_replica(deployment.id),
+        )
+        self._still_deploying(revision.id)  # a teardown that raced the provisioning redoes it
+        for secret in ready_to_run.secrets:
+            redact = redact.including(secret)
+        self._update_revision(revision.id, database_ready_at=self._clock())
+        for note in ready_to_run.notes:
+            _append(
+                log_path,
+                f"slipway: {note} ({REDIS_LIMITS.memory_bytes // 1024**2} MB, on its network only)",
+            )
+        if run.langgraph_runtime is not None:
+            self._langgraph_note(ref, run.langgraph_runtime, log_path)
+        count = self._replica_count(deployment.id)
+        limits = LIMITS[deployment.type]
         _append(
             log_path,
-            f"slipway: starting {name} ({deployment.type.value}: "
-            f"{spec.limits.cpus:g} CPU, {spec.limits.memory_bytes // 1024**3} GB)",
+            f"slipway: starting {count} replica{'s' if count != 1 else ''} "
+            f"({deployment.type.value}: {limits.cpus:g} CPU, {limits.memory_bytes // 1024**3} GB "
+            "each)",
         )
-        self._stop_replicas(revision.id)  # left by an earlier attempt (a retried job)
-        if not network_ready and not self._has_running_replica(deployment.id):
-            # The first start (or the first after a teardown) makes the network; while a
-            # replica runs on it, it exists, and the ~30 ms check stays off the push path.
-            self._runtime.ensure_network(network.name, network.labels)
-        started = self._runtime.start(spec)
-        with self._sessions() as session:
-            stored = session.get(Revision, revision.id)
-            assert stored is not None
-            stored.replica_started_at = self._clock()
-            session.add(
-                Replica(
-                    revision_id=revision.id,
-                    container_name=started.name,
-                    container_id=started.id,
-                    container_port=port,
-                    host_port=started.host_port,
-                    started_at=self._clock(),
-                )
-            )
-            session.commit()
+        self._replicas.stop_revision(revision.id)  # left by an earlier attempt (a retried job)
+        started = self._replicas.start(ready_to_run, count)
+        self._update_revision(revision.id, replica_started_at=self._clock())
         self._still_deploying(revision.id)
         try:
-            self._wait_healthy(started.id, started.host_port, port, repo_config.deploy.health_path)
-        except RuntimeStartError as exc:
-            output = redact(self._runtime.logs_tail(started.id, LOG_TAIL_LINES))
+            self._replicas.wait_ready(
+                ready_to_run, started, still_wanted=lambda: self._still_deploying(revision.id)
+            )
+        except ReplicaStartFailed as exc:
+            output = redact(self._replicas.logs_tail(exc.ref, LOG_TAIL_LINES))
             if output.strip():
                 _append(log_path, "slipway: container output (last lines):\n" + output.rstrip())
             raise RuntimeStartError(str(exc)) from None
-        self._event(ref, "revision healthy", host_port=started.host_port)
+        self._event(ref, "revision healthy", replicas=len(started))
         with self._sessions() as session:
             transition(
                 session,
@@ -514,8 +457,26 @@ class RevisionPipeline:
                 RevisionState.deploying,
                 healthy_at=self._clock(),
             )
-        if self._go_live(revision.id, started.host_port, log_path):
-            self._runtime.keep_running(started.id)
+        self._go_live(revision.id, log_path)
+
+    def _replica_count(self, deployment_id: str) -> int:
+        """As many replicas as the live revision runs now (at least one, at most the
+        deployment type's): a rollout never drops capacity under load."""
+        with self._sessions() as session:
+            deployment = session.get(Deployment, deployment_id)
+            assert deployment is not None
+            serving = 0
+            if deployment.live_revision_id is not None:
+                serving = len(
+                    session.exec(
+                        select(Replica.id).where(
+                            Replica.revision_id == deployment.live_revision_id,
+                            Replica.state == ReplicaState.ready,
+                        )
+                    ).all()
+                )
+            wanted = max(1, serving, deployment.desired_replicas)
+            return min(wanted, LIMITS[deployment.type].max_replicas)
 
     # -- admission ---------------------------------------------------------------------------
     def startable(self) -> list[str]:
@@ -607,66 +568,6 @@ class RevisionPipeline:
                 is not None
             )
 
-    def _database(self, deployment: Deployment) -> tuple[str, str]:
-        """The deployment's database (URI, password), created on its first revision and kept."""
-        with self._sessions() as session:
-            database = session.get(Database, deployment.id)
-            if database is None:
-                identifier = database_identifier(deployment.id)
-                database = Database(
-                    deployment_id=deployment.id,
-                    name=identifier,
-                    role=identifier,
-                    password_encrypted=self._secrets.encrypt(secrets.token_urlsafe(24)),
-                    created_at=self._clock(),
-                )
-                session.add(database)
-                try:
-                    session.commit()
-                except IntegrityError:  # another revision of this deployment got there first
-                    session.rollback()
-                    database = session.get(Database, deployment.id)
-                    assert database is not None
-            password = self._secrets.decrypt(database.password_encrypted)
-            if database.provisioned_at is None:
-                self._databases.ensure(
-                    database.name,
-                    database.role,
-                    password,
-                    connection_limit=self.config.connection_limits[deployment.type],
-                )
-                database.provisioned_at = self._clock()
-                session.add(database)
-                session.commit()
-                self._event_ids(deployment.id, None, "database provisioned", database=database.name)
-            return self._databases.container_uri(database.name, database.role, password), password
-
-    def _redis(self, ref: RevisionRef, database_password: str, log_path: Path) -> tuple[str, str]:
-        """The deployment's own Redis (URI, password): started before its first LangGraph
-        replica, kept running across revisions, made again when it is gone.
-
-        Its password is derived from the database's (random, stored encrypted): as secret, kept
-        as long, dropped with it, and no column of its own in the control plane.
-        """
-        deployment = ref.deployment
-        password = hmac.new(
-            database_password.encode(), REDIS_PASSWORD_PURPOSE, hashlib.sha256
-        ).hexdigest()
-        spec = redis_spec(
-            deployment_id=deployment.id,
-            image=self._service_images.redis(),
-            password=password,
-            confinement=self.config.confinement,
-        )
-        if self._runtime.ensure_service(spec):
-            _append(
-                log_path,
-                f"slipway: started {spec.name}, the deployment's own Redis "
-                f"({spec.limits.memory_bytes // 1024**2} MB, on its network only)",
-            )
-            self._event(ref, "redis started", container=spec.name, image=spec.image)
-        return redis_uri(deployment.id, password), password
-
     def _langgraph_note(self, ref: RevisionRef, runtime: str, log_path: Path) -> None:
         """Say where the graph's state lives: the platform's checkpointer, never the graph's."""
         where = (
@@ -687,40 +588,10 @@ class RevisionPipeline:
             redis=redis_name(ref.deployment.id),
         )
 
-    def _wait_healthy(self, container_id: str, host_port: int, port: int, path: str) -> None:
-        timeout = self.config.health_timeout_seconds
-        deadline = time.monotonic() + timeout
-        next_inspect = time.monotonic() + INSPECT_EVERY_SECONDS
-        while True:
-            # The probe first: it is what normally ends the wait, and costs less than an inspect.
-            if self._health.answers(host_port, path):
-                return
-            now = time.monotonic()
-            if now < next_inspect and now < deadline:
-                time.sleep(HEALTH_POLL_SECONDS)
-                continue
-            next_inspect = now + INSPECT_EVERY_SECONDS
-            status = self._runtime.status(container_id)
-            if not status.running:
-                if status.oom_killed:
-                    raise RuntimeStartError(
-                        "the app ran out of memory at start (killed by the deployment type's "
-                        "memory limit)"
-                    )
-                code = "unknown" if status.exit_code is None else status.exit_code
-                raise RuntimeStartError(
-                    f"the app exited with code {code} before answering HTTP on port {port}"
-                )
-            if time.monotonic() > deadline:
-                raise RuntimeStartError(
-                    f"the app never answered its health check: no HTTP answer on port {port} "
-                    f"at {path} within {timeout:g} s (it must listen on 0.0.0.0:$PORT)"
-                )
-            time.sleep(HEALTH_POLL_SECONDS)
-
     # -- route switch -----------------------------------------------------------------------
-    def _go_live(self, revision_id: str, host_port: int, log_path: Path) -> bool:
-        """Move the route, then retire older revisions; an older revision never wins.
+    def _go_live(self, revision_id: str, log_path: Path) -> bool:
+        """Move the route to this revision's ready replicas in one router update, then drain
+        and stop the old ones; an older revision never wins.
 
         False when a newer revision went live while this one deployed: it then ends
         superseded without taking the route.
@@ -738,9 +609,6 @@ class RevisionPipeline:
             abandoned = revision.state is not RevisionState.deploying  # a teardown cancelled it
             newer_is_live = previous is not None and previous.number > revision.number
             if not newer_is_live and not abandoned:
-                self._routes.apply_in(
-                    session, override={deployment.id: (deployment.slug, (host_port,))}
-                )
                 now = self._clock()
                 revision.state = RevisionState.live
                 revision.live_at = now
@@ -749,6 +617,8 @@ class RevisionPipeline:
                 if previous is not None and previous.id != revision.id:
                     previous.state = RevisionState.superseded
                     previous.finished_at = now
+                    _start_draining(session, previous.id, now)
+                self._routes.apply_in(session)  # before the commit: a refused switch is undone
                 session.commit()
         if abandoned:
             raise RevisionAbandoned(f"revision {revision_id} was cancelled before it went live")
@@ -763,7 +633,7 @@ class RevisionPipeline:
                     finished_at=self._clock(),
                     error=f"superseded by revision #{previous.number}, which went live first",
                 )
-            self._stop_replicas(revision_id)
+            self._replicas.stop_revision(revision_id)
             self._reports.add(revision_id, "cancelled")
             return False
         _append(log_path, f"slipway: live at {self.config.url(deployment.slug)}")
@@ -792,45 +662,35 @@ class RevisionPipeline:
         return True
 
     def _retire_finished(self, deployment_id: str) -> None:
-        """Stop replicas still running for finished revisions (superseded, failed, cancelled).
+        """Drain, then stop, replicas still running for finished revisions (superseded,
+        failed, cancelled).
 
         Runs after every route switch, and again when a retried job finds its revision already
-        live (the worker died between the switch and the clean-up).
+        live (the worker died between the switch and the clean-up); the reconciler does the
+        same every tick for whatever is left.
         """
         with self._sessions() as session:
-            finished = session.exec(
-                select(Revision.id)
-                .join(Replica, col(Replica.revision_id) == col(Revision.id))
+            leftover = session.exec(
+                select(Replica)
+                .join(Revision, col(Revision.id) == col(Replica.revision_id))
                 .where(
                     Revision.deployment_id == deployment_id,
                     col(Revision.state).in_(FINISHED_STATES),
                     col(Replica.stopped_at).is_(None),
                 )
-                .distinct()
             ).all()
-        for revision_id in finished:
-            self._stop_replicas(revision_id)
-
-    def sync_routes(self) -> None:
-        """Put the database's routes into the router (after either of them restarted).
-
-        Host ports are read again first: the engine publishes a restarted replica elsewhere.
-        """
-        with self._routes.locked(), self._sessions() as session:
-            live = session.exec(
-                select(Replica)
-                .join(Deployment, col(Deployment.live_revision_id) == col(Replica.revision_id))
-                .where(col(Replica.stopped_at).is_(None))
-            ).all()
-            for replica in live:
-                port = self._runtime.published_port(
-                    replica.container_id or replica.container_name, replica.container_port
-                )
-                if port is not None and port != replica.host_port:
-                    replica.host_port = port
+            now = self._clock()
+            for replica in leftover:
+                if replica.state is not ReplicaState.draining:
+                    replica.state = ReplicaState.draining
+                    replica.draining_since = now
                     session.add(replica)
             session.commit()
-            self._routes.apply_in(session)
+        self._replicas.drain([replica.id for replica in leftover])
+
+    def sync_routes(self) -> None:
+        """Put the database's routes into the router (after either of them restarted)."""
+        self._routes.apply()
 
     # -- failure ----------------------------------------------------------------------------
     def _fail(
@@ -872,7 +732,7 @@ class RevisionPipeline:
             )
             return
         self._notifier.capacity_freed()  # a failed build frees its slot
-        self._stop_replicas(revision_id)
+        self._replicas.stop_revision(revision_id)
         if ref.revision.image is not None:  # a failed revision's image is never run again
             self._runtime.remove_image(ref.revision.image)
             self._update_revision(revision_id, image=None)
@@ -904,25 +764,6 @@ class RevisionPipeline:
                 self._runtime.remove_image(revision.image)
                 revision.image = None
                 session.add(revision)
-            session.commit()
-
-    def _stop_replicas(self, revision_id: str) -> None:
-        with self._sessions() as session:
-            replicas = session.exec(
-                select(Replica).where(
-                    Replica.revision_id == revision_id, col(Replica.stopped_at).is_(None)
-                )
-            ).all()
-            for replica in replicas:
-                try:
-                    self._runtime.remove(replica.container_id or replica.container_name)
-                except SlipwayError as exc:
-                    log.warning(
-                        "replica not removed", extra={"replica": replica.id, "error": str(exc)}
-                    )
-                    continue
-                replica.stopped_at = self._clock()
-                session.add(replica)
             session.commit()
 
     # -- helpers ----------------------------------------------------------------------------
@@ -970,3 +811,16 @@ def _tail(path: Path, lines: int) -> str:
     except FileNotFoundError:
         return ""
     return "\n".join(content.splitlines()[-lines:])
+
+
+def _start_draining(session: Session, revision_id: str, now: datetime) -> None:
+    """The revision's running replicas leave the route (in the same switch) and drain."""
+    for replica in session.exec(
+        select(Replica).where(
+            Replica.revision_id == revision_id,
+            col(Replica.state).in_([ReplicaState.starting, ReplicaState.ready]),
+        )
+    ).all():
+        replica.state = ReplicaState.draining
+        replica.draining_since = now
+        session.add(replica)

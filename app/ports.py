@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Protocol
 
 from app.router import Route
-from app.runtime import ContainerStatus, StartedContainer
 from builders.images import BuiltImage
 from manifests.containers import ContainerSpec, ServiceSpec
 from manifests.recipes import BuildPlan
@@ -133,22 +132,81 @@ class ImageBuilder(Protocol):
         """Tag the image `source` also as `tag` and return its labels; None when `source`
         is no longer in the engine (pruned)."""
 
+    def labels(self, image: str) -> dict[str, str] | None:
+        """The image's labels; None when it is not in the engine."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a replica answers HTTP: what the router and the health probe dial.
+
+    The runtime decides it (a port published on the host for Docker, a pod address for
+    Kubernetes); nothing else knows how it came about.
+    """
+
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, address: str) -> Endpoint:
+        host, _, port = address.rpartition(":")
+        return cls(host=host, port=int(port))
+
+
+@dataclass(frozen=True)
+class StartedReplica:
+    name: str
+    ref: str
+    """The runtime's own handle (a container id); passed back to it, never interpreted."""
+    endpoint: Endpoint
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    """What the runtime sees of one replica now."""
+
+    running: bool
+    exit_code: int | None = None
+    oom_killed: bool = False
+
+    @property
+    def exit_reason(self) -> str:
+        if self.oom_killed:
+            return "out of memory (killed by the deployment type's memory limit)"
+        if self.exit_code is None:
+            return "its container is gone"
+        if self.exit_code in (137, 143):
+            return f"killed (exit code {self.exit_code})"
+        return f"exited with code {self.exit_code}"
+
 
 class ContainerRuntime(Protocol):
+    """Replicas and a deployment's services on some runtime (one Docker engine today).
+
+    It deals in replicas and endpoints: whatever it runs on, the pipeline, the reconciler and
+    the router only see names, opaque refs and host:port endpoints.
+    """
+
     def ensure_network(self, name: str, labels: dict[str, str]) -> None:
         """The deployment's own network exists afterwards (made on its first start)."""
 
-    def start(self, spec: ContainerSpec) -> StartedContainer: ...
+    def start(self, spec: ContainerSpec) -> StartedReplica: ...
     def ensure_service(self, spec: ServiceSpec) -> bool:
         """The deployment's backing service (its Redis) runs afterwards, on the deployment's
         network; a running one is kept. True when it was (re)created."""
 
-    def status(self, container_id: str) -> ContainerStatus: ...
-    def logs_tail(self, container_id: str, lines: int = 30) -> str: ...
-    def keep_running(self, container_id: str) -> None: ...
-    def published_port(self, container_id: str, container_port: int) -> int | None: ...
+    def status(self, ref: str) -> ReplicaStatus: ...
+    def statuses(self) -> dict[str, ReplicaStatus]:
+        """Every replica the runtime runs or ran, by name, in one call (the reconciler asks
+        once per tick for the whole platform)."""
+
+    def logs_tail(self, ref: str, lines: int = 30) -> str: ...
     def remove_image(self, tag: str) -> None: ...
-    def remove(self, name_or_id: str) -> None: ...
+    def remove(self, name_or_ref: str) -> None: ...
     def remove_labelled(self, label: str, value: str) -> None:
         """Every container, then every image, then every network carrying the label with that
         value."""
@@ -161,6 +219,9 @@ class ServiceImages(Protocol):
 
 class RouterPort(Protocol):
     def apply(self, routes: list[Route]) -> None: ...
+    def in_flight(self) -> dict[str, int]:
+        """Requests being proxied now, by upstream address (host:port); an address the
+        router no longer dials (or never did) is absent."""
 
 
 class DatabaseProvisioner(Protocol):
@@ -170,8 +231,8 @@ class DatabaseProvisioner(Protocol):
 
 
 class HealthProbe(Protocol):
-    def answers(self, host_port: int, path: str) -> bool:
-        """True once the app answers HTTP on 127.0.0.1:host_port with a status below 500."""
+    def answers(self, endpoint: Endpoint, path: str) -> bool:
+        """True once the app answers HTTP at the endpoint with a status below 500."""
 
 
 class PreviewNotifier(Protocol):

@@ -18,7 +18,17 @@ from app.errors import RouterError
 
 SERVER_NAME = "slipway"
 ADMIN_TIMEOUT_SECONDS = 10.0
+TRY_DURATION = "5s"
+"""A request whose replica refuses the connection (it just died) is tried on another one for
+this long, so a dead replica costs no request while another is up."""
+TRY_INTERVAL = "100ms"
+FAIL_DURATION = "5s"
+"""After a failed dial a replica gets no requests for this long (Caddy's passive health
+check): the reconciler takes a dead one out of the route within a tick anyway."""
 NOT_FOUND_BODY = "Slipway: no deployment is served at this address.\n"
+NO_REPLICA_BODY = (
+    "Slipway: this deployment has no running replica at the moment; a new one is starting.\n"
+)
 
 
 def route_hostname(slug: str, base_domain: str) -> str:
@@ -53,12 +63,35 @@ def render_caddy_config(
                 {
                     "handler": "reverse_proxy",
                     "upstreams": [{"dial": upstream} for upstream in route.upstreams],
+                    "load_balancing": {
+                        "selection_policy": {"policy": "least_conn"},
+                        "try_duration": TRY_DURATION,
+                        "try_interval": TRY_INTERVAL,
+                    },
+                    "health_checks": {"passive": {"fail_duration": FAIL_DURATION, "max_fails": 1}},
                 }
             ],
             "terminal": True,
         }
         for route in sorted(routes, key=lambda r: r.hostname)
         if route.upstreams
+    ]
+    caddy_routes += [
+        {
+            "@id": f"route-{route.deployment_id}",
+            "match": [{"host": [route.hostname]}],
+            "handle": [
+                {
+                    "handler": "static_response",
+                    "status_code": 503,
+                    "headers": {"Retry-After": ["5"]},
+                    "body": NO_REPLICA_BODY,
+                }
+            ],
+            "terminal": True,
+        }
+        for route in sorted(routes, key=lambda r: r.hostname)
+        if not route.upstreams
     ]
     caddy_routes.append(
         {"handle": [{"handler": "static_response", "status_code": 404, "body": NOT_FOUND_BODY}]}
@@ -97,6 +130,24 @@ class CaddyRouter:
             admin_listen=self.admin_listen,
             storage_dir=self._storage_dir,
         )
+
+    def in_flight(self) -> dict[str, int]:
+        """Caddy's `/reverse_proxy/upstreams`: the requests each upstream has now."""
+        try:
+            with admin_client(self.admin_url, timeout=ADMIN_TIMEOUT_SECONDS) as client:
+                response = client.get(f"{admin_base(self.admin_url)}/reverse_proxy/upstreams")
+        except httpx.HTTPError as exc:
+            raise RouterError(
+                f"the router (Caddy) at {self.admin_url} did not answer: {exc}"
+            ) from exc
+        if response.status_code != 200:
+            raise RouterError(
+                f"the router (Caddy) did not list its upstreams (HTTP {response.status_code})"
+            )
+        return {
+            str(upstream["address"]): int(upstream.get("num_requests") or 0)
+            for upstream in response.json() or []
+        }
 
     def apply(self, routes: list[Route]) -> None:
         try:

@@ -1,4 +1,8 @@
-"""Routes as the control plane knows them: each deployment's hostname → its live replicas."""
+"""Routes as the control plane knows them: each deployment's hostname → its ready replicas.
+
+Written by one writer at a time on every host: a Postgres advisory lock when the control plane
+is Postgres (workers on several hosts share it), a file lock on SQLite (one host by design).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
+from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from app.db import SessionFactory
-from app.models import Deployment, Replica
+from app.models import Deployment, Replica, ReplicaState
 from app.router import Route
 
-LOCALHOST = "127.0.0.1"
+ROUTES_LOCK_KEY = 0x51175A8
+"""Postgres advisory lock id for the route table (next to admission's)."""
 
 
 class _Router(Protocol):
@@ -24,8 +30,9 @@ class _Router(Protocol):
 class RouteTable:
     """The router's whole table, rendered from the control plane by one writer at a time.
 
-    Every writer (a revision going live, a teardown, the periodic resync) renders the full
-    table from the database under one lock, so no writer undoes another's change.
+    Every writer (a revision going live, the reconciler, a teardown, the periodic resync)
+    renders the full table from the database under one lock, so no writer undoes another's
+    change.
     """
 
     def __init__(
@@ -42,6 +49,21 @@ class RouteTable:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
+        engine = self._sessions.engine
+        if engine.dialect.name == "postgresql":
+            # A session-level lock on a connection of its own: held across the caller's
+            # transactions, released even if the caller's session fails.
+            with engine.connect() as connection:
+                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ROUTES_LOCK_KEY})
+                connection.commit()
+                try:
+                    yield
+                finally:
+                    connection.execute(
+                        text("SELECT pg_advisory_unlock(:key)"), {"key": ROUTES_LOCK_KEY}
+                    )
+                    connection.commit()
+            return
         self._lock_path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock_path.open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -51,44 +73,34 @@ class RouteTable:
         with self.locked(), self._sessions() as session:
             self.apply_in(session)
 
-    def apply_in(
-        self, session: Session, override: dict[str, tuple[str, tuple[int, ...]]] | None = None
-    ) -> None:
-        """With the lock held: the database's routes, plus `override` for one going live."""
-        self._router.apply(current_routes(session, self._hostname, override))
+    def apply_in(self, session: Session) -> None:
+        """With the lock held: the routes as `session` sees them (its pending changes too, so
+        a switch is applied before it is committed, and undone if the router refuses it)."""
+        self._router.apply(current_routes(session, self._hostname))
 
 
-def current_routes(
-    session: Session,
-    hostname: Callable[[str], str],
-    override: dict[str, tuple[str, tuple[int, ...]]] | None = None,
-) -> list[Route]:
-    """Routes from the database; `override` maps deployment id → (slug, host ports) going live."""
-    override = override or {}
-    routes: list[Route] = []
-    deployments = session.exec(
-        select(Deployment).where(col(Deployment.live_revision_id).is_not(None))
+def current_routes(session: Session, hostname: Callable[[str], str]) -> list[Route]:
+    """Every live deployment's hostname → the endpoints of its live revision's ready replicas
+    (none while all of them are being replaced: the router then says so)."""
+    session.flush()
+    live = session.exec(
+        select(Deployment.id, Deployment.slug).where(col(Deployment.live_revision_id).is_not(None))
     ).all()
-    for deployment in deployments:
-        if deployment.id in override:
-            continue
-        ports = session.exec(
-            select(Replica.host_port).where(
-                Replica.revision_id == deployment.live_revision_id,
-                col(Replica.stopped_at).is_(None),
-                col(Replica.host_port).is_not(None),
-            )
-        ).all()
-        routes.append(_route(deployment.id, hostname(deployment.slug), ports))
-    for deployment_id, (slug, ports) in override.items():
-        routes.append(_route(deployment_id, hostname(slug), ports))
-    return routes
-
-
-def _route(deployment_id: str, hostname: str, ports: object) -> Route:
-    assert isinstance(ports, list | tuple)
-    return Route(
-        hostname=hostname,
-        deployment_id=deployment_id,
-        upstreams=tuple(f"{LOCALHOST}:{port}" for port in ports if port is not None),
-    )
+    rows = session.exec(
+        select(Deployment.id, Replica.endpoint)
+        .join(Replica, col(Replica.revision_id) == col(Deployment.live_revision_id))
+        .where(Replica.state == ReplicaState.ready, col(Replica.endpoint).is_not(None))
+        .order_by(col(Replica.started_at), col(Replica.id))
+    ).all()
+    endpoints: dict[str, list[str]] = {deployment_id: [] for deployment_id, _ in live}
+    for deployment_id, endpoint in rows:
+        assert endpoint is not None
+        endpoints.setdefault(deployment_id, []).append(endpoint)
+    return [
+        Route(
+            hostname=hostname(slug),
+            deployment_id=deployment_id,
+            upstreams=tuple(endpoints[deployment_id]),
+        )
+        for deployment_id, slug in live
+    ]

@@ -1,5 +1,9 @@
 """The container runtime on one Docker engine: start, watch and stop a revision's replicas.
 
+Replicas run without an engine restart policy: one that exits is seen by the reconciler, which
+takes it out of the route and starts a new one (with a backoff when it keeps dying), the same
+way whatever the runtime.
+
 Secrets reach the container through an env file readable only by us and deleted as soon as
 `docker run` returns, so they never appear in an argument list, a process listing or a log.
 Each deployment's replicas run on a bridge network of their own: user-defined bridges are
@@ -17,18 +21,19 @@ import os
 import tarfile
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from python_on_whales import Container, DockerClient
+from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException, NoSuchContainer
 from python_on_whales.utils import run as docker_cli
 
 from app.embedded import free_port
 from app.errors import EngineError, RuntimeStartError
+from app.ports import Endpoint, ReplicaStatus, StartedReplica
 from manifests.containers import (
     DEFAULT_NETWORK_POOL,
     NETWORK_SUBNET_PREFIX_LENGTH,
+    REVISION_LABEL,
     Confinement,
     ContainerSpec,
     Limits,
@@ -37,9 +42,9 @@ from manifests.containers import (
 )
 
 LOCALHOST = "127.0.0.1"
-RESTART_POLICY_WHEN_LIVE = "unless-stopped"
-"""A live replica that crashes is restarted by the engine; during start-up it is not, so a crash
-at start is seen as a crash instead of a restart loop."""
+RESTART_POLICY_REPLICA = "no"
+"""The reconciler, not the engine, replaces a replica that died (the engine does not restart
+one stopped by `docker kill`, and would bring it back on a port the router no longer dials)."""
 RESTART_POLICY_SERVICE = "unless-stopped"
 """A deployment's Redis comes back on its own after a crash (not after a `docker kill`, which
 the engine counts as a manual stop)."""
@@ -54,21 +59,6 @@ LIST_ATTEMPTS = 3
 """Listing every network's subnet fails when one goes meanwhile (a teardown); it is listed again."""
 
 
-@dataclass(frozen=True)
-class StartedContainer:
-    id: str
-    name: str
-    host_port: int
-    """Where the replica's port is published on 127.0.0.1."""
-
-
-@dataclass(frozen=True)
-class ContainerStatus:
-    running: bool
-    exit_code: int | None
-    oom_killed: bool
-
-
 class DockerRuntime:
     def __init__(
         self,
@@ -80,7 +70,7 @@ class DockerRuntime:
         self._env_dir = env_dir
         self._network_pool = network_pool or ipaddress.IPv4Network(DEFAULT_NETWORK_POOL)
 
-    def start(self, spec: ContainerSpec) -> StartedContainer:
+    def start(self, spec: ContainerSpec) -> StartedReplica:
         """Run the replica with its port published on a host port chosen here.
 
         Choosing the port (instead of letting the engine pick) saves an inspect on the push
@@ -109,7 +99,9 @@ class DockerRuntime:
             raise RuntimeStartError(f"the container could not be started: {_stderr(exc)}") from exc
         finally:
             env_file.unlink(missing_ok=True)
-        return StartedContainer(id=container_id, name=spec.name, host_port=host_port)
+        return StartedReplica(
+            name=spec.name, ref=container_id, endpoint=Endpoint(LOCALHOST, host_port)
+        )
 
     def _run(
         self, spec: ContainerSpec, env_file: Path, multi_line: dict[str, str], host_port: int
@@ -243,43 +235,55 @@ class DockerRuntime:
     def _cli(self, *args: str) -> str:
         return str(docker_cli([*self._docker.client_config.docker_cmd, *args]))
 
-    def status(self, container_id: str) -> ContainerStatus:
+    def status(self, ref: str) -> ReplicaStatus:
         try:
-            state = self._docker.container.inspect(container_id).state
+            state = self._docker.container.inspect(ref).state
         except NoSuchContainer:
-            return ContainerStatus(running=False, exit_code=None, oom_killed=False)
-        return ContainerStatus(
+            return ReplicaStatus(running=False)
+        return ReplicaStatus(
             running=bool(state.running),
             exit_code=state.exit_code if not state.running else None,
             oom_killed=bool(state.oom_killed),
         )
 
-    def published_port(self, container_id: str, container_port: int) -> int | None:
-        """The host port now: the engine picks a new one when it restarts a crashed replica."""
+    def statuses(self) -> dict[str, ReplicaStatus]:
+        """One `docker ps` for every replica on the engine; exited ones are inspected for why.
+
+        Once per reconciler tick for the whole platform: a CLI call costs ~25 ms of CPU.
+        """
         try:
-            container = self._docker.container.inspect(container_id)
-        except NoSuchContainer:
-            return None
-        return _published_port(container, container_port)
+            listed = self._cli(
+                "ps",
+                "--all",
+                "--no-trunc",
+                "--filter",
+                f"label={REVISION_LABEL}",
+                "--format",
+                "{{.Names}}\t{{.State}}",
+            )
+        except DockerException as exc:
+            raise EngineError(f"the Docker engine did not list replicas: {_stderr(exc)}") from exc
+        found: dict[str, ReplicaStatus] = {}
+        for line in listed.splitlines():
+            name, _, state = line.partition("\t")
+            if not name:
+                continue
+            if state.strip() in ("running", "restarting", "created"):
+                found[name] = ReplicaStatus(running=True)  # `created`: `docker run` is at it
+            else:
+                found[name] = self.status(name)
+        return found
 
     def remove_image(self, tag: str) -> None:
         """Best effort: an image still used by a container, or already gone, is left alone."""
         with contextlib.suppress(DockerException):
             self._docker.image.remove(tag)
 
-    def logs_tail(self, container_id: str, lines: int = 30) -> str:
+    def logs_tail(self, ref: str, lines: int = 30) -> str:
         try:
-            return str(self._docker.container.logs(container_id, tail=lines))
+            return str(self._docker.container.logs(ref, tail=lines))
         except DockerException:
             return ""
-
-    def keep_running(self, container_id: str) -> None:
-        """Once healthy, let the engine restart the replica if it crashes.
-
-        A replica removed meanwhile (its deployment was torn down) needs nothing.
-        """
-        with contextlib.suppress(NoSuchContainer):
-            self._docker.container.update(container_id, restart=RESTART_POLICY_WHEN_LIVE)
 
     def remove(self, name_or_id: str) -> None:
         """Stop (SIGTERM, then SIGKILL after the grace period) and remove; safe to race.
@@ -406,6 +410,8 @@ def run_arguments(
         spec.name,
         "--network",
         spec.network,
+        "--restart",
+        RESTART_POLICY_REPLICA,
         *confinement_arguments(spec.limits, spec.confinement),
         "--env-file",
         str(env_file),
@@ -466,13 +472,6 @@ def _no_such_network(exc: DockerException) -> bool:
     """Read from the engine's answer only: the command line itself names the network."""
     text = (exc.stderr if isinstance(exc.stderr, str) else str(exc)).lower()
     return "no such network" in text or ("network" in text and "not found" in text)
-
-
-def _published_port(container: Container, container_port: int) -> int | None:
-    bindings = (container.network_settings.ports or {}).get(f"{container_port}/tcp") or []
-    if bindings and bindings[0].get("HostPort") not in (None, ""):
-        return int(str(bindings[0]["HostPort"]))
-    return None
 
 
 def _retryable(exc: DockerException) -> bool:

@@ -64,10 +64,9 @@ class BuildKitBuilder:
         if result.returncode != 0:
             raise BuildError(f"the build cache could not be pruned: {result.stderr.strip()}")
 
-    def retag(self, source: str, tag: str) -> dict[str, str] | None:
-        binary = self.cli.binary
+    def labels(self, image: str) -> dict[str, str] | None:
         inspect = subprocess.run(
-            [binary, "image", "inspect", "--format", "{{json .Config.Labels}}", source],
+            [self.cli.binary, "image", "inspect", "--format", "{{json .Config.Labels}}", image],
             capture_output=True,
             text=True,
             timeout=RETAG_TIMEOUT_SECONDS,
@@ -76,7 +75,15 @@ class BuildKitBuilder:
         if inspect.returncode != 0:
             if "no such image" in inspect.stderr.lower():
                 return None
-            raise BuildError(f"the image {source} could not be inspected: {inspect.stderr.strip()}")
+            raise BuildError(f"the image {image} could not be inspected: {inspect.stderr.strip()}")
+        labels = json.loads(inspect.stdout or "null") or {}
+        return {str(k): str(v) for k, v in labels.items()}
+
+    def retag(self, source: str, tag: str) -> dict[str, str] | None:
+        binary = self.cli.binary
+        labels = self.labels(source)
+        if labels is None:
+            return None
         tagged = subprocess.run(
             [binary, "tag", source, tag],
             capture_output=True,
@@ -88,8 +95,7 @@ class BuildKitBuilder:
             if "no such image" in tagged.stderr.lower():
                 return None
             raise BuildError(f"the image {source} could not be tagged: {tagged.stderr.strip()}")
-        labels = json.loads(inspect.stdout or "null") or {}
-        return {str(k): str(v) for k, v in labels.items()}
+        return labels
 
     def build(
         self,

@@ -205,3 +205,8 @@ async def sync_comment(ctx: dict[str, Any], pull_request_id: str) -> None:
 
 async def sync_routes(ctx: dict[str, Any]) -> None:
     await asyncio.to_thread(_platform(ctx).pipeline.sync_routes)
+
+
+async def reconcile(ctx: dict[str, Any]) -> None:
+    """One reconciler pass: dead replicas replaced, scaling applied, drained ones stopped."""
+    await asyncio.to_thread(_platform(ctx).reconciler.reconcile)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -41,6 +42,17 @@ last heartbeat, and at every worker start."""
 """Waiting revisions are dispatched when capacity frees; this catches a lost wake-up."""
 ROUTE_RECONCILE_SECOND = 0
 """Once a minute the router is given the database's routes again, in case Caddy restarted."""
+
+
+RECONCILE_TIMEOUT_SECONDS = 10 * 60
+"""A pass waits for the replicas it starts to answer (the health timeout) and no longer."""
+
+
+def tick_seconds(tick: float) -> set[int]:
+    """The seconds of each minute a reconciler pass starts at (arq's cron counts whole
+    seconds: a tick below one second is one second)."""
+    step = max(1.0, tick)
+    return {int(i * step) % 60 for i in range(math.ceil(60 / step))}
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -132,6 +144,14 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
                 name="dispatch_revisions_cron",
                 second=DISPATCH_SECONDS,
                 run_at_startup=True,
+            ),
+            cron(
+                tasks.reconcile,
+                name="reconcile",
+                second=tick_seconds(settings.autoscale_tick_seconds),
+                run_at_startup=True,
+                timeout=RECONCILE_TIMEOUT_SECONDS,
+                max_tries=1,
             ),
             cron(
                 tasks.sync_routes,

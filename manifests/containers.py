@@ -141,6 +141,36 @@ def replica_spec(
     )
 
 
+def replica_name(slug: str, revision_number: int, replica_id: str) -> str:
+    """Readable in `docker ps` (which deployment, which revision) and unique per replica."""
+    return f"slipway-{slug}-r{revision_number}-{replica_id.removeprefix('rep_')}"[:120]
+
+
+def replica_env(
+    *,
+    user_env: dict[str, str],
+    port: int,
+    database_uri: str,
+    deployment_slug: str,
+    revision_id: str,
+    commit_sha: str,
+    redis_uri: str | None = None,
+) -> dict[str, str]:
+    """What a replica's process sees: the user's env, then what the platform provides (which
+    wins: the names are reserved, see app/environment.py)."""
+    env = {
+        **user_env,
+        "PORT": str(port),
+        "DATABASE_URI": database_uri,
+        "SLIPWAY_DEPLOYMENT": deployment_slug,
+        "SLIPWAY_REVISION": revision_id,
+        "SLIPWAY_COMMIT": commit_sha,
+    }
+    if redis_uri is not None:
+        env["REDIS_URI"] = redis_uri
+    return env
+
+
 def free_subnets(
     pool: ipaddress.IPv4Network,
     taken: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network],

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make sure the tools the tests use to build local base images are present.
+# Make sure the tools the tests use are present: what builds local base images, and `hey`.
 #
 # No container registry can be reached from these machines, so the tests make their own base
 # images: a static busybox (`FROM scratch` + /bin/busybox, a 2 MB image with an HTTP server) and
@@ -33,6 +33,8 @@ have_debootstrap() {
 missing=()
 have_static_busybox || missing+=(busybox-static)
 have_debootstrap || missing+=(debootstrap)
+# The load generator of the replica tests (rollouts, autoscaling): Debian's `hey`.
+command -v hey >/dev/null 2>&1 || missing+=(hey)
 
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0

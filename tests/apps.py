@@ -114,3 +114,56 @@ def langgraph_app(prefix: str) -> dict[str, str | bytes]:
         "agent.py": LANGGRAPH_AGENT.replace("{prefix}", prefix),
         "requirements.txt": "langgraph\n",
     }
+
+
+SLOW_APP = r'''
+"""Answers after ?ms= milliseconds with its version and which replica answered."""
+import os
+import socket
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+VERSION = open("/app/VERSION").read().strip()
+REPLICA = socket.gethostname()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        query = parse_qs(urlsplit(self.path).query)
+        time.sleep(int(query.get("ms", ["0"])[0]) / 1000)
+        data = f"version={VERSION} replica={REPLICA}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+
+Server(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
+'''
+
+
+def slow_app(version: str, scale: str = "") -> dict[str, str | bytes]:
+    """A threaded app whose answers take ?ms= milliseconds: concurrency on demand.
+
+    `scale` is a slipway.toml `[scale]` table's body, if any.
+    """
+    files: dict[str, str | bytes] = {
+        "Dockerfile": NOTES_DOCKERFILE,
+        "VERSION": f"{version}\n",
+        "app.py": SLOW_APP,
+    }
+    if scale:
+        files["slipway.toml"] = f"[scale]\n{scale}\n"
+    return files

@@ -32,8 +32,13 @@ from app.api.schemas import (
     NewDeploymentBody,
     RevisionView,
     RollbackBody,
+    ScalingDecisionView,
+    ScalingPolicyView,
+    ScalingSampleView,
+    ScalingView,
     deployment_status,
 )
+from app.autoscaler import autoscale_defaults
 from app.db import SessionFactory
 from app.deployments import get_deployment, list_deployments
 from app.environment import EnvChange
@@ -41,11 +46,16 @@ from app.events import EventOutcome
 from app.models import Deployment, Repository, RevisionState
 from app.operations import DeploymentOperations, Done, NewDeployment
 from app.pipeline import PipelineConfig
+from app.reconciler import crash_loop, is_crash_looping, running_replicas
+from app.scaling import moment, scaling_report
 from app.settings import Settings
+from app.timestamps import utcnow
 from jobs.constants import CARRY_OUT, QUEUE_NAME, RUN_REVISION, revision_job_id
 
 log = logging.getLogger(__name__)
 
+SAMPLES_SHOWN = 60
+"""The newest samples shown (two minutes at the default tick); the decisions go further back."""
 FOLLOW_POLL_SECONDS = 0.5
 FOLLOW_MAX_SECONDS = 3 * 3600
 """A followed log ends at the latest after this long, whatever the revision does."""
@@ -56,10 +66,14 @@ DELETE_WARNING = (
 
 def _view(session: Session, deployment: Deployment, settings: Settings) -> DeploymentView:
     repository = session.get(Repository, deployment.repository_id)
+    loop = crash_loop(session, deployment, utcnow())
     return DeploymentView.of(
         deployment,
         repository.full_name if repository else "",
         settings.deployment_url(deployment.slug),
+        replicas=running_replicas(session, deployment.id),
+        crash_looping=is_crash_looping(loop),
+        last_exit_reason=loop.last_reason if loop else None,
     )
 
 
@@ -143,6 +157,49 @@ class DeploymentController(Controller):
             status=deployment_status(done.deployment),
             progress_url=f"{settings.api_url}/api/deployments/{deployment_id}",
             warning=DELETE_WARNING,
+        )
+
+    @get("/{deployment_id:str}/scaling")
+    async def get_scaling(
+        self,
+        deployment_id: FromPath[str],
+        sessions: NamedDependency[SessionFactory],
+        settings: NamedDependency[Settings],
+    ) -> ScalingView:
+        """Replica counts, the policy, and the autoscaler's recent samples and decisions."""
+        with sessions() as session:
+            deployment = get_deployment(session, deployment_id)
+            report = scaling_report(session, deployment, autoscale_defaults(settings))
+        policy, state = report.policy, report.state
+        return ScalingView(
+            deployment_id=deployment.id,
+            type=deployment.type.value,
+            current=report.current,
+            desired=deployment.desired_replicas,
+            policy=ScalingPolicyView(
+                min_replicas=policy.min_replicas,
+                max_replicas=policy.max_replicas,
+                target_concurrency=policy.target_concurrency,
+                stable_window_seconds=policy.stable_window_seconds,
+                panic_window_seconds=policy.panic_window_seconds,
+                scale_down_delay_seconds=policy.scale_down_delay_seconds,
+                notes=list(policy.notes),
+            ),
+            samples=[
+                ScalingSampleView(at=moment(s.at), concurrency=s.concurrency, replicas=s.replicas)
+                for s in state.samples[-SAMPLES_SHOWN:]
+            ],
+            decisions=[
+                ScalingDecisionView(
+                    at=moment(d.at),
+                    stable_concurrency=d.stable_concurrency,
+                    panic_concurrency=d.panic_concurrency,
+                    desired=d.desired,
+                    actual=d.actual,
+                    reason=str(d.reason),
+                )
+                for d in state.decisions
+            ],
         )
 
     @get("/{deployment_id:str}/revisions")

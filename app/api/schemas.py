@@ -7,7 +7,31 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.models import ApiToken, Deployment, DeploymentType, Revision
+from app.models import ApiToken, Deployment, DeploymentType, Replica, Revision
+
+
+class ReplicaView(BaseModel):
+    id: str
+    revision_id: str
+    state: str
+    """starting, ready (routed while its revision is live), draining, stopped or dead."""
+    endpoint: str | None
+    """host:port the router dials."""
+    started_at: datetime
+    ready_at: datetime | None
+    exit_reason: str | None
+
+    @classmethod
+    def of(cls, replica: Replica) -> ReplicaView:
+        return cls(
+            id=replica.id,
+            revision_id=replica.revision_id,
+            state=replica.state.value,
+            endpoint=replica.endpoint,
+            started_at=replica.started_at,
+            ready_at=replica.ready_at,
+            exit_reason=replica.exit_reason,
+        )
 
 
 class DeploymentView(BaseModel):
@@ -23,14 +47,32 @@ class DeploymentView(BaseModel):
     """The pull request a preview deployment previews; None for production."""
     deploy_on_push: bool
     status: str
-    """active; removing or removed (torn down, kept for a return); deleting or deleted."""
+    """active, or crash-looping (its replicas keep dying: see last_exit_reason); removing or
+    removed (torn down, kept for a return); deleting or deleted."""
+    last_exit_reason: str | None = None
+    """Why the live revision's last replica died, when one died in the last minutes."""
+    desired_replicas: int = 1
+    replicas: list[ReplicaView] = Field(default_factory=list)
+    """Its running replicas (of the live revision, and of others still starting or draining)."""
     removed_at: datetime | None
     deleted_at: datetime | None
     created_at: datetime
     updated_at: datetime
 
     @classmethod
-    def of(cls, deployment: Deployment, repository: str, url: str) -> DeploymentView:
+    def of(
+        cls,
+        deployment: Deployment,
+        repository: str,
+        url: str,
+        *,
+        replicas: list[Replica] | None = None,
+        crash_looping: bool = False,
+        last_exit_reason: str | None = None,
+    ) -> DeploymentView:
+        status = deployment_status(deployment)
+        if status == "active" and crash_looping:
+            status = "crash-looping"
         return cls(
             id=deployment.id,
             slug=deployment.slug,
@@ -42,7 +84,10 @@ class DeploymentView(BaseModel):
             live_revision_id=deployment.live_revision_id,
             pull_request=deployment.pull_request_number,
             deploy_on_push=deployment.deploy_on_push,
-            status=deployment_status(deployment),
+            status=status,
+            last_exit_reason=last_exit_reason,
+            desired_replicas=deployment.desired_replicas,
+            replicas=[ReplicaView.of(r) for r in replicas or []],
             removed_at=deployment.removed_at,
             deleted_at=deployment.deleted_at,
             created_at=deployment.created_at,
@@ -207,3 +252,44 @@ class TokenView(BaseModel):
 class NewToken(TokenView):
     token: str
     """Shown this once; only its hash is kept."""
+
+
+class ScalingSampleView(BaseModel):
+    at: datetime
+    concurrency: float
+    """Requests in flight over the ready replicas when sampled."""
+    replicas: int
+
+
+class ScalingDecisionView(BaseModel):
+    at: datetime
+    stable_concurrency: float | None
+    """Average concurrency over the stable window (None: no sample in it)."""
+    panic_concurrency: float | None
+    desired: int
+    actual: int
+    reason: str
+    """scale-up, panic, scale-down, waiting for delay, replica died, steady, no samples."""
+
+
+class ScalingPolicyView(BaseModel):
+    min_replicas: int
+    max_replicas: int
+    target_concurrency: float
+    stable_window_seconds: float
+    panic_window_seconds: float
+    scale_down_delay_seconds: float
+    notes: list[str]
+    """Where the repository's [scale] asked for more than the platform allows."""
+
+
+class ScalingView(BaseModel):
+    deployment_id: str
+    type: str
+    current: int
+    """Ready replicas serving the live revision."""
+    desired: int
+    policy: ScalingPolicyView
+    samples: list[ScalingSampleView]
+    decisions: list[ScalingDecisionView]
+    """Oldest first."""

@@ -25,7 +25,8 @@ import pytest
 from app.embedded import docker_bridge_gateway
 from app.errors import RuntimeStartError
 from app.models import DeploymentType
-from app.runtime import DockerRuntime, StartedContainer
+from app.ports import StartedReplica
+from app.runtime import DockerRuntime
 from manifests.containers import (
     DEFAULT_NETWORK_POOL,
     DEPLOYMENT_LABEL,
@@ -80,14 +81,14 @@ class Deployments:
     image: str
     ids: list[str] = field(default_factory=list)
 
-    def start(self, confinement: Confinement | None = None) -> tuple[str, StartedContainer]:
+    def start(self, confinement: Confinement | None = None) -> tuple[str, StartedReplica]:
         deployment_id = f"dep_test{uuid.uuid4().hex[:8]}"
         self.ids.append(deployment_id)
         return deployment_id, self.start_replica(deployment_id, confinement)
 
     def start_replica(
         self, deployment_id: str, confinement: Confinement | None = None
-    ) -> StartedContainer:
+    ) -> StartedReplica:
         revision_id = f"rev_{uuid.uuid4().hex[:8]}"
         spec = replica_spec(
             deployment_id=deployment_id,
@@ -102,7 +103,7 @@ class Deployments:
         network = deployment_network(deployment_id)
         self.runtime.ensure_network(network.name, network.labels)
         started = self.runtime.start(spec)
-        wait_for(f"{spec.name} to serve", lambda: serves(started.host_port), 30)
+        wait_for(f"{spec.name} to serve", lambda: serves(started.endpoint.port), 30)
         return started
 
     def clean_up(self) -> None:
@@ -204,7 +205,7 @@ def host_server() -> Iterator[HostServer]:
 def test_a_replica_runs_confined(deployments: Deployments) -> None:
     _, replica = deployments.start()
 
-    host = inspect("container", replica.id)["HostConfig"]
+    host = inspect("container", replica.ref)["HostConfig"]
     assert host["CapDrop"] == ["ALL"]
     assert not host["CapAdd"]
     assert host["SecurityOpt"] == ["no-new-privileges"]
@@ -218,14 +219,14 @@ def test_a_replica_runs_confined(deployments: Deployments) -> None:
     assert host["Privileged"] is False
 
     # From inside: no capability at all, and no way to gain privileges.
-    status = in_container(replica.id, "cat", "/proc/self/status").stdout
+    status = in_container(replica.ref, "cat", "/proc/self/status").stdout
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     assert int(fields["CapEff"].strip(), 16) == 0
     assert int(fields["CapBnd"].strip(), 16) == 0
     assert fields["NoNewPrivs"].strip() == "1"
-    denied = in_container(replica.id, "ping", "-c", "1", "-W", "1", "127.0.0.1")
+    denied = in_container(replica.ref, "ping", "-c", "1", "-W", "1", "127.0.0.1")
     assert denied.returncode != 0 and "permission denied" in denied.stderr.lower()
-    chown = in_container(replica.id, "chown", "65534", "/www/index.html")
+    chown = in_container(replica.ref, "chown", "65534", "/www/index.html")
     assert chown.returncode != 0, "chown worked without CAP_CHOWN"
 
 
@@ -233,14 +234,14 @@ def test_a_fork_bomb_stops_at_the_pids_limit(deployments: Deployments) -> None:
     _, replica = deployments.start(Confinement(pids_limit=24))
 
     bomb = in_container(
-        replica.id, "sh", "-c", "for i in $(seq 1 60); do sleep 20 & done; echo spawned"
+        replica.ref, "sh", "-c", "for i in $(seq 1 60); do sleep 20 & done; echo spawned"
     )
 
     assert "can't fork" in bomb.stderr or "Resource temporarily unavailable" in bomb.stderr, (
         bomb.stdout,
         bomb.stderr,
     )
-    assert inspect("container", replica.id)["HostConfig"]["PidsLimit"] == 24
+    assert inspect("container", replica.ref)["HostConfig"]["PidsLimit"] == 24
 
 
 def test_a_chatty_replicas_log_is_rotated(deployments: Deployments) -> None:
@@ -249,7 +250,7 @@ def test_a_chatty_replicas_log_is_rotated(deployments: Deployments) -> None:
 
     def finished_log() -> str | None:
         text = subprocess.run(
-            [DOCKER, "logs", replica.id], capture_output=True, text=True, check=True
+            [DOCKER, "logs", replica.ref], capture_output=True, text=True, check=True
         ).stdout
         return text if last in text else None
 
@@ -266,7 +267,7 @@ def test_deployments_cannot_reach_each_other_but_reach_the_host(
     a_net = inspect("network", deployment_network(a_id).name)
     b_net = inspect("network", deployment_network(b_id).name)
     assert a_net["Id"] != b_net["Id"]
-    b_ip = container_ip(b.id)
+    b_ip = container_ip(b.ref)
     pool = ipaddress.IPv4Network(DEFAULT_NETWORK_POOL)
     subnets = [subnet_of(a_net), subnet_of(b_net)]
     for subnet in subnets:
@@ -274,23 +275,23 @@ def test_deployments_cannot_reach_each_other_but_reach_the_host(
     assert not subnets[0].overlaps(subnets[1])
 
     # B serves on its own address (seen from B itself) ...
-    from_b = fetch(b.id, f"http://{b_ip}:8000/")
+    from_b = fetch(b.ref, f"http://{b_ip}:8000/")
     assert from_b.returncode == 0 and from_b.stdout.strip() == PAGE, from_b.stderr
     # ... but nothing of A gets through: not to B's address, nor to B's published port.
-    to_b = fetch(a.id, f"http://{b_ip}:8000/")
+    to_b = fetch(a.ref, f"http://{b_ip}:8000/")
     assert to_b.returncode != 0 and PAGE not in to_b.stdout, f"A reached B: {to_b.stdout!r}"
-    via_host = fetch(a.id, f"http://host.docker.internal:{b.host_port}/")
+    via_host = fetch(a.ref, f"http://host.docker.internal:{b.endpoint.port}/")
     assert via_host.returncode != 0 and PAGE not in via_host.stdout, via_host.stdout
 
     # A reaches the database cluster's address as host.docker.internal, as itself ...
     to_cluster = in_container(
-        a.id, "sh", "-c", f"nc -w 5 host.docker.internal {host_server.port} </dev/null"
+        a.ref, "sh", "-c", f"nc -w 5 host.docker.internal {host_server.port} </dev/null"
     )
     assert to_cluster.returncode == 0, to_cluster.stderr
     assert to_cluster.stdout == "cluster says hello\n"
-    assert host_server.peers == [container_ip(a.id)]
+    assert host_server.peers == [container_ip(a.ref)]
     # ... and the router's way in, its port published on 127.0.0.1, works for both.
-    assert serves(a.host_port) and serves(b.host_port)
+    assert serves(a.endpoint.port) and serves(b.endpoint.port)
 
 
 def test_a_deployments_replicas_share_its_network_and_leave_nothing_when_removed(
@@ -301,7 +302,7 @@ def test_a_deployments_replicas_share_its_network_and_leave_nothing_when_removed
     network = deployment_network(deployment_id).name
     assert len(docker("network", "ls", "-q", "--filter", f"name=^{network}$").split()) == 1
     assert inspect("network", network)["Labels"] == {DEPLOYMENT_LABEL: deployment_id}
-    reached = fetch(first.id, f"http://{container_ip(second.id)}:8000/")
+    reached = fetch(first.ref, f"http://{container_ip(second.ref)}:8000/")
     assert reached.returncode == 0 and reached.stdout.strip() == PAGE, reached.stderr
 
     deployments.runtime.remove_labelled(DEPLOYMENT_LABEL, deployment_id)

@@ -23,9 +23,8 @@ from app.errors import (
     SourceError,
 )
 from app.errors import EngineError as DomainEngineError
-from app.ports import Commit
+from app.ports import Commit, Endpoint, ReplicaStatus, StartedReplica
 from app.router import Route
-from app.runtime import ContainerStatus, StartedContainer
 from builders.images import BuiltImage
 from manifests.containers import ContainerSpec, ServiceSpec
 from manifests.recipes import BuildPlan
@@ -285,7 +284,8 @@ class FakeBuilder:
     during_build: Callable[[], object] | None = None
     after_build: Callable[[], object] | None = None
     images: dict[str, str] = field(default_factory=dict)
-    labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    labels_of: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Each image's labels, by tag."""
 
     def build(
         self,
@@ -310,17 +310,20 @@ class FakeBuilder:
         self.images[tag] = plan.dockerfile.read_text()
         if self.after_build is not None:
             self.after_build()
-        self.labels[tag] = dict(labels)
+        self.labels_of[tag] = dict(labels)
         return BuiltImage(
             tag=tag, image_id=f"sha256:{len(self.images):064x}", method="fake", seconds=1.5
         )
+
+    def labels(self, image: str) -> dict[str, str] | None:
+        return self.labels_of.get(image) if image in self.images else None
 
     def retag(self, source: str, tag: str) -> dict[str, str] | None:
         if source not in self.images:
             return None
         self.images[tag] = self.images[source]
-        self.labels[tag] = self.labels.get(source, {})
-        return self.labels[tag]
+        self.labels_of[tag] = self.labels_of.get(source, {})
+        return self.labels_of[tag]
 
 
 @dataclass
@@ -331,7 +334,7 @@ class Container:
     running: bool
     exit_code: int | None
     output: str
-    restarts_when_it_crashes: bool = False
+    oom_killed: bool = False
 
     @property
     def revision_id(self) -> str:
@@ -371,7 +374,7 @@ class FakeRuntime:
         self.service_starts += 1
         return True
 
-    def start(self, spec: ContainerSpec) -> StartedContainer:
+    def start(self, spec: ContainerSpec) -> StartedReplica:
         if spec.network not in self.networks:
             raise RuntimeStartError(
                 "the container could not be started: Error response from daemon: "
@@ -388,34 +391,38 @@ class FakeRuntime:
             output=self.output(spec),
         )
         self.containers[container.id] = container
-        return StartedContainer(id=container.id, name=spec.name, host_port=container.host_port)
-
-    def status(self, container_id: str) -> ContainerStatus:
-        container = self.containers.get(container_id)
-        if container is None:
-            return ContainerStatus(running=False, exit_code=None, oom_killed=False)
-        return ContainerStatus(
-            running=container.running, exit_code=container.exit_code, oom_killed=False
+        return StartedReplica(
+            name=spec.name, ref=container.id, endpoint=Endpoint("127.0.0.1", container.host_port)
         )
 
-    def logs_tail(self, container_id: str, lines: int = 30) -> str:
-        container = self.containers.get(container_id)
+    def status(self, ref: str) -> ReplicaStatus:
+        container = self.containers.get(ref) or next(
+            (c for c in self.containers.values() if c.spec.name == ref), None
+        )
+        if container is None:
+            return ReplicaStatus(running=False)
+        return ReplicaStatus(
+            running=container.running,
+            exit_code=container.exit_code,
+            oom_killed=container.oom_killed,
+        )
+
+    def statuses(self) -> dict[str, ReplicaStatus]:
+        return {c.spec.name: self.status(c.id) for c in self.containers.values()}
+
+    def logs_tail(self, ref: str, lines: int = 30) -> str:
+        container = self.containers.get(ref)
         return "\n".join(container.output.splitlines()[-lines:]) if container else ""
 
-    def keep_running(self, container_id: str) -> None:
-        if container_id not in self.containers:
-            raise EngineError(f"Error response from daemon: No such container: {container_id}")
-        self.containers[container_id].restarts_when_it_crashes = True
+    def kill(self, container_id: str, *, exit_code: int = 137, oom: bool = False) -> None:
+        """The replica dies on its own (`docker kill`, a crash, the OOM killer)."""
+        container = self.containers[container_id]
+        container.running = False
+        container.exit_code = exit_code
+        container.oom_killed = oom
 
-    def published_port(self, container_id: str, container_port: int) -> int | None:
-        container = self.containers.get(container_id)
-        if container is None or container.spec.port != container_port:
-            return None
-        return container.host_port
-
-    def restart(self, container_id: str) -> None:
-        """The engine restarting a crashed replica: it comes back on another host port."""
-        self.containers[container_id].host_port = next(self._ports)
+    def running(self, revision_id: str) -> list[Container]:
+        return [c for c in self.of_revision(revision_id) if c.running]
 
     def remove_image(self, tag: str) -> None:
         self.images.pop(tag, None)
@@ -459,11 +466,19 @@ class FakeRouter:
 
     routes: list[Route] | None = None
     failure: str | None = None
+    load: dict[str, int] = field(default_factory=dict)
+    """In-flight requests by upstream address, as Caddy would report them."""
+    loads: int = 0
+    """Configurations applied so far."""
+
+    def in_flight(self) -> dict[str, int]:
+        return dict(self.load)
 
     def apply(self, routes: list[Route]) -> None:
         if self.failure is not None:
             raise RouterError(self.failure)
         self.routes = list(routes)
+        self.loads += 1
 
     def upstreams(self, hostname: str) -> tuple[str, ...] | None:
         for route in self.routes or []:
@@ -504,7 +519,8 @@ class FakeHealthProbe:
     answer: Callable[[int, str], bool] | None = None
     runtime: FakeRuntime | None = None
 
-    def answers(self, host_port: int, path: str) -> bool:
+    def answers(self, endpoint: Endpoint, path: str) -> bool:
+        host_port = endpoint.port
         if self.runtime is not None and not any(
             c.running and c.host_port == host_port for c in self.runtime.containers.values()
         ):

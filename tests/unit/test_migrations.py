@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, text
 from sqlmodel import Session
 
 from app.db import alembic_config, make_engine, migrate
-from app.models import Deployment, Revision, RevisionState
+from app.models import Deployment, Replica, ReplicaState, Revision, RevisionState
 
 T = "2026-11-20 10:00:00.000000"
 
@@ -28,6 +28,10 @@ def test_data_of_the_first_schema_survives_the_upgrade_to_head(tmp_path: Path) -
         "INSERT INTO revisions (id, deployment_id, number, commit_sha, commit_message, env_hash, "
         "state, image, created_at) VALUES ('rev_1', 'dep_1', 1, :sha, 'first', 'h', 'live', "
         "'slipway/dep_1:rev_1', :t)",
+        "INSERT INTO replicas (id, revision_id, container_name, container_id, container_port, "
+        "host_port, started_at) VALUES ('rep_1', 'rev_1', 'slipway-web-r1', 'c1', 8000, 41234, :t)",
+        "INSERT INTO replicas (id, revision_id, container_name, container_port, host_port, "
+        "started_at, stopped_at) VALUES ('rep_0', 'rev_1', 'slipway-web-r0', 8000, 41000, :t, :t)",
     ]
     with create_engine(url).begin() as db:
         for row in rows:
@@ -47,6 +51,12 @@ def test_data_of_the_first_schema_survives_the_upgrade_to_head(tmp_path: Path) -
         assert revision.approval_required is False
         assert deployment.deploy_on_push is True and deployment.deleted_at is None
         assert deployment.secret_names is None and revision.rollback_of is None
+        # The running replica keeps serving where it was published, and nothing scales yet.
+        running, stopped = session.get(Replica, "rep_1"), session.get(Replica, "rep_0")
+        assert running is not None and stopped is not None
+        assert (running.state, running.endpoint) == (ReplicaState.ready, "127.0.0.1:41234")
+        assert stopped.state is ReplicaState.stopped
+        assert deployment.desired_replicas == 1 and revision.run_config is None
 
 
 def test_the_migrations_build_the_schema_the_models_describe(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from app.errors import RouterError
-from app.router import NOT_FOUND_BODY, CaddyRouter, Route, render_caddy_config
+from app.router import NO_REPLICA_BODY, NOT_FOUND_BODY, CaddyRouter, Route, render_caddy_config
 
 LISTEN = "127.0.0.1:8000"
 ADMIN = "127.0.0.1:2019"
@@ -38,32 +38,34 @@ def server(config: dict[str, Any]) -> dict[str, Any]:
 def test_each_deployment_gets_a_host_route_to_its_replicas() -> None:
     routes = server(render([SHOP, API]))["routes"]
 
-    assert routes[:2] == [
-        {
-            "@id": "route-dep_api",
-            "match": [{"host": ["api.localhost"]}],
-            "handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:40003"}]}],
-            "terminal": True,
-        },
-        {
-            "@id": "route-dep_shop",
-            "match": [{"host": ["shop.localhost"]}],
-            "handle": [
-                {
-                    "handler": "reverse_proxy",
-                    "upstreams": [{"dial": "127.0.0.1:40001"}, {"dial": "127.0.0.1:40002"}],
-                }
-            ],
-            "terminal": True,
-        },
+    assert [(r["@id"], r["match"], r["terminal"]) for r in routes[:2]] == [
+        ("route-dep_api", [{"host": ["api.localhost"]}], True),
+        ("route-dep_shop", [{"host": ["shop.localhost"]}], True),
     ]
+    [api], [shop] = routes[0]["handle"], routes[1]["handle"]
+    assert api["handler"] == shop["handler"] == "reverse_proxy"
+    assert api["upstreams"] == [{"dial": "127.0.0.1:40003"}]
+    assert shop["upstreams"] == [{"dial": "127.0.0.1:40001"}, {"dial": "127.0.0.1:40002"}]
 
 
-def test_a_deployment_without_replicas_gets_no_route() -> None:
+def test_requests_go_to_the_least_busy_replica_and_skip_a_dead_one() -> None:
+    [route] = server(render([SHOP]))["routes"][:1]
+    [proxy] = route["handle"]
+    assert proxy["load_balancing"]["selection_policy"] == {"policy": "least_conn"}
+    # A refused dial (a replica that just died) is tried on another one for a while...
+    assert proxy["load_balancing"]["try_duration"] == "5s"
+    # ... and that replica gets nothing until the reconciler has replaced it.
+    assert proxy["health_checks"]["passive"]["max_fails"] == 1
+
+
+def test_a_live_deployment_without_a_ready_replica_says_it_is_restarting() -> None:
     routes = server(render([SHOP, DOWN]))["routes"]
 
-    hosts = [host for route in routes for match in route.get("match", []) for host in match["host"]]
-    assert hosts == ["shop.localhost"]
+    down = next(r for r in routes if r.get("match") == [{"host": ["down.localhost"]}])
+    [handler] = down["handle"]
+    assert (handler["handler"], handler["status_code"]) == ("static_response", 503)
+    assert handler["body"] == NO_REPLICA_BODY
+    assert routes[-1]["handle"][0]["status_code"] == 404
 
 
 def test_everything_else_falls_through_to_a_404() -> None:

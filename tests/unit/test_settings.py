@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.bootstrap import pipeline_config
+from app.bootstrap import replica_config
 from app.settings import SettingsError, load_settings
 from manifests.containers import Confinement, LogRotation
 
@@ -205,13 +205,13 @@ def test_an_empty_webhook_secret_is_refused(env: pytest.MonkeyPatch, secret: str
 def test_replicas_are_confined_by_default(env: pytest.MonkeyPatch) -> None:
     settings = load_settings()
 
-    assert pipeline_config(settings).confinement == Confinement(
+    assert replica_config(settings).confinement == Confinement(
         pids_limit=1024, logs=LogRotation(max_size="10m", max_files=3)
     )
     assert settings.container_network_pool == IPv4Network("172.16.0.0/16")
 
 
-def test_the_confinement_settings_reach_the_pipeline(env: pytest.MonkeyPatch) -> None:
+def test_the_confinement_settings_reach_the_replicas(env: pytest.MonkeyPatch) -> None:
     env.setenv("SLIPWAY_CONTAINER_PIDS_LIMIT", "256")
     env.setenv("SLIPWAY_CONTAINER_LOG_MAX_SIZE", "20M")
     env.setenv("SLIPWAY_CONTAINER_LOG_MAX_FILES", "5")
@@ -219,7 +219,7 @@ def test_the_confinement_settings_reach_the_pipeline(env: pytest.MonkeyPatch) ->
 
     settings = load_settings()
 
-    confinement = pipeline_config(settings).confinement
+    confinement = replica_config(settings).confinement
     assert confinement.pids_limit == 256
     assert confinement.logs == LogRotation(max_size="20m", max_files=5)
     assert confinement.cap_drop == ("ALL",)

@@ -16,6 +16,7 @@ from typing import Any
 from sqlmodel import select
 
 from app.admission import Admission, AdmissionLimits
+from app.autoscaler import AutoscaleDefaults
 from app.comments import PreviewComments
 from app.crypto import SecretBox
 from app.db import SessionFactory
@@ -24,12 +25,15 @@ from app.events import EventOutcome
 from app.facts import GitHubCommitFacts
 from app.janitor import Janitor, JanitorLimits
 from app.links import LinkSigner, RevisionLinks
+from app.locks import DeploymentLocks
 from app.models import Deployment, PullRequest, Revision
 from app.notifications import PlatformNotifier
 from app.operations import DeploymentOperations
 from app.outbox import ReportOutbox
 from app.pipeline import PipelineConfig, RevisionPipeline
+from app.reconciler import Reconciler
 from app.recovery import Recovery
+from app.replicas import ReplicaConfig, Replicas
 from app.reporting import GitHubReporter
 from app.router import Route
 from app.routes import RouteTable
@@ -71,7 +75,23 @@ class Platform:
     router: FakeRouter
     databases: FakeDatabases
     health: FakeHealthProbe
+    replica_config: ReplicaConfig = field(
+        default_factory=lambda: ReplicaConfig(health_timeout_seconds=30.0)
+    )
+    autoscale: AutoscaleDefaults = field(
+        default_factory=lambda: AutoscaleDefaults(
+            target_concurrency=10,
+            max_replicas=10,
+            stable_window_seconds=60,
+            panic_window_seconds=6,
+            scale_down_delay_seconds=1800,
+        )
+    )
     pipeline: RevisionPipeline = field(init=False)
+    replicas: Replicas = field(init=False)
+    reconciler: Reconciler = field(init=False)
+    wall: list[float] = field(default_factory=lambda: [1_000_000.0])
+    """The reconciler's wall clock (seconds), moved by tests."""
     teardown: Teardown = field(init=False)
     comments: PreviewComments = field(init=False)
     notifier: PlatformNotifier = field(init=False)
@@ -137,6 +157,17 @@ class Platform:
         self.operations = DeploymentOperations(
             sessions=self.sessions, secrets=SECRETS, commits=self.github, clock=self.clock
         )
+        self.replicas = Replicas(
+            sessions=self.sessions,
+            secrets=SECRETS,
+            runtime=self.runtime,
+            health=self.health,
+            databases=self.databases,
+            router=self.router,
+            service_images=FakeServiceImages(),
+            config=self.replica_config,
+            clock=self.clock,
+        )
         self.pipeline = RevisionPipeline(
             config=self.config,
             sessions=self.sessions,
@@ -146,13 +177,23 @@ class Platform:
             builder=self.builder,
             runtime=self.runtime,
             routes=routes,
-            databases=self.databases,
-            health=self.health,
+            replicas=self.replicas,
             clock=self.clock,
             teardown=self.teardown,
             notifier=self.notifier,
             admission=Admission(self.limits, self.config.data_dir / "admission.lock"),
-            service_images=FakeServiceImages(),
+        )
+        self.reconciler = Reconciler(
+            sessions=self.sessions,
+            runtime=self.runtime,
+            replicas=self.replicas,
+            routes=routes,
+            router=self.router,
+            builder=self.builder,
+            locks=DeploymentLocks(self.sessions, self.config.data_dir / "locks"),
+            autoscale=self.autoscale,
+            clock=self.clock,
+            wall=lambda: self.wall[0],
         )
 
     def limit(self, **limits: int) -> None:
@@ -160,7 +201,14 @@ class Platform:
         self.__post_init__()
 
     def reconfigure(self, **changes: Any) -> None:
-        self.config = replace(self.config, **changes)
+        """Change the pipeline's config or the replicas' (health timeout, confinement, ...)."""
+        replica_fields = {f for f in vars(self.replica_config)}
+        self.replica_config = replace(
+            self.replica_config, **{k: v for k, v in changes.items() if k in replica_fields}
+        )
+        self.config = replace(
+            self.config, **{k: v for k, v in changes.items() if k not in replica_fields}
+        )
         self.__post_init__()
 
     def push(self, files: dict[str, str] | None = None) -> str:
@@ -318,7 +366,6 @@ class Platform:
 
     def port_of(self, revision_id: str) -> int:
         [container] = self.runtime.of_revision(revision_id)
-        assert container.host_port is not None
         return container.host_port
 
     def check_run(self, revision_id: str) -> dict[str, object]:
@@ -339,7 +386,6 @@ def world_platform(
         repository=fake_github.add_repository(INSTALLATION, "octo", "web", app_git_dir),
         config=PipelineConfig(
             data_dir=tmp_path / "data",
-            health_timeout_seconds=30.0,
             build_timeout_seconds=600.0,
             base_domain="localhost",
             router_port=8000,

@@ -1,0 +1,57 @@
+"""What a deployment's scaling looks like now, for the API: counts, policy, samples, decisions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pydantic import ValidationError
+from sqlmodel import Session, col, select
+
+from app.autoscaler import AutoscaleDefaults, ScalerState, ScalingPolicy, scaling_policy
+from app.models import Deployment, Replica, ReplicaState, Revision
+from manifests.config import ScaleConfig
+from manifests.run import RunConfig
+
+
+@dataclass(frozen=True)
+class ScalingReport:
+    deployment: Deployment
+    current: int
+    """Ready replicas of the live revision (those the router sends requests to)."""
+    policy: ScalingPolicy
+    state: ScalerState
+
+
+def scaling_report(
+    session: Session, deployment: Deployment, defaults: AutoscaleDefaults
+) -> ScalingReport:
+    scale: ScaleConfig | None = None
+    current = 0
+    if deployment.live_revision_id is not None:
+        revision = session.get(Revision, deployment.live_revision_id)
+        if revision is not None and revision.run_config:
+            table = RunConfig.from_json(revision.run_config).scale
+            try:
+                scale = ScaleConfig.model_validate(table) if table else None
+            except ValidationError:
+                scale = None
+        current = len(
+            session.exec(
+                select(Replica.id).where(
+                    Replica.revision_id == deployment.live_revision_id,
+                    col(Replica.state) == ReplicaState.ready,
+                )
+            ).all()
+        )
+    return ScalingReport(
+        deployment=deployment,
+        current=current,
+        policy=scaling_policy(deployment.type, defaults, scale),
+        state=ScalerState.from_json(deployment.scaler_state),
+    )
+
+
+def moment(seconds: float) -> datetime:
+    """The autoscaler keeps times as Unix seconds; the API shows them as UTC datetimes."""
+    return datetime.fromtimestamp(seconds, tz=UTC)

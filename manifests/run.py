@@ -1,0 +1,50 @@
+"""How a built image runs, recorded on its revision: the reconciler starts replicas from it.
+
+Pure data: what the build learned from the commit (slipway.toml's [deploy] and [scale], the
+LangGraph recipe) that starting one more replica needs, without the source.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from manifests.config import scale_config_of
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    port: int
+    health_path: str = "/"
+    langgraph_runtime: str | None = None
+    """Set for a LangGraph Server: it needs the deployment's own Redis."""
+    scale: dict[str, Any] = field(default_factory=dict)
+    """slipway.toml's [scale] table as written (min, max, target), checked at build time."""
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "port": self.port,
+                "health_path": self.health_path,
+                "langgraph_runtime": self.langgraph_runtime,
+                "scale": self.scale,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        raw = json.loads(text)
+        return cls(
+            port=int(raw["port"]),
+            health_path=str(raw.get("health_path") or "/"),
+            langgraph_runtime=raw.get("langgraph_runtime"),
+            scale=dict(raw.get("scale") or {}),
+        )
+
+
+def scale_table(labels: dict[str, str]) -> dict[str, Any]:
+    """The image's [scale] as a run config records it: only the keys the repository set."""
+    scale = scale_config_of(labels)
+    return scale.model_dump(exclude_none=True) if scale is not None else {}
