@@ -1,0 +1,69 @@
+"""Real load from Debian's `hey`, sent to the router on 127.0.0.1 with a deployment's Host.
+
+Always bounded: a duration (`-z`) and, when asked, a rate; `hey` itself stops after it, and the
+wait for it has a deadline of its own.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+
+STATUS_LINE = re.compile(r"^\s*\[(\d{3})\]\s+(\d+) responses", re.MULTILINE)
+ERROR_LINE = re.compile(r"^\s*\[(\d+)\]\s+(.+)$", re.MULTILINE)
+MAX_SECONDS = 120
+
+
+@dataclass
+class Load:
+    process: subprocess.Popen[str]
+    seconds: float
+    output: str = ""
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    """Requests that got no HTTP answer at all (reset, refused, timed out), by message."""
+
+    def wait(self) -> Load:
+        self.output, _ = self.process.communicate(timeout=self.seconds + 60)
+        self.statuses = {int(code): int(n) for code, n in STATUS_LINE.findall(self.output)}
+        if "Error distribution:" in self.output:
+            tail = self.output.split("Error distribution:", 1)[1]
+            self.errors = {message.strip(): int(n) for n, message in ERROR_LINE.findall(tail)}
+        return self
+
+    @property
+    def requests(self) -> int:
+        return sum(self.statuses.values()) + sum(self.errors.values())
+
+    @property
+    def failed(self) -> int:
+        """Requests that did not get a 2xx answer."""
+        bad = sum(n for code, n in self.statuses.items() if not 200 <= code < 300)
+        return bad + sum(self.errors.values())
+
+    def summary(self) -> str:
+        return f"{self.requests} requests, {self.failed} failed: {self.statuses} {self.errors}"
+
+
+def start_load(
+    router_port: int,
+    host: str,
+    path: str = "/",
+    *,
+    seconds: float,
+    concurrency: int,
+    rate_per_worker: float | None = None,
+) -> Load:
+    """Start `hey` in the background for `seconds`; `.wait()` collects what it saw."""
+    if not 0 < seconds <= MAX_SECONDS:
+        raise ValueError(f"a load runs between 0 and {MAX_SECONDS} s, not {seconds}")
+    binary = shutil.which("hey")
+    assert binary, "hey is missing: `make test` installs it (scripts/ensure-test-tools.sh)"
+    argv = [binary, "-z", f"{seconds:g}s", "-c", str(concurrency), "-t", "10", "-host", host]
+    if rate_per_worker is not None:
+        argv += ["-q", f"{rate_per_worker:g}"]
+    argv.append(f"http://127.0.0.1:{router_port}{path}")
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return Load(process=process, seconds=seconds)
