@@ -427,6 +427,12 @@ class RevisionPipeline:
             )
         if run.langgraph_runtime is not None:
             self._langgraph_note(ref, run.langgraph_runtime, log_path)
+            if "REDIS_URI" in self._secrets.decrypt_env(revision.env_encrypted):
+                _append(
+                    log_path,
+                    "slipway: langgraph: REDIS_URI from the deployment's env is not used; the "
+                    "server gets the deployment's own Redis (unset it to silence this)",
+                )
         count = self._replica_count(deployment.id)
         limits = LIMITS[deployment.type]
         _append(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 STATUS_LINE = re.compile(r"^\s*\[(\d{3})\]\s+(\d+) responses", re.MULTILINE)
 ERROR_LINE = re.compile(r"^\s*\[(\d+)\]\s+(.+)$", re.MULTILINE)
+LATENCY_LINE = re.compile(r"^\s*(\d+)% in ([0-9.]+) secs", re.MULTILINE)
 MAX_SECONDS = 120
 
 
@@ -24,10 +25,13 @@ class Load:
     statuses: dict[int, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     """Requests that got no HTTP answer at all (reset, refused, timed out), by message."""
+    latency: dict[int, float] = field(default_factory=dict)
+    """hey's latency distribution: percentile -> seconds (10, 25, 50, 75, 90, 95, 99)."""
 
     def wait(self) -> Load:
         self.output, _ = self.process.communicate(timeout=self.seconds + 60)
         self.statuses = {int(code): int(n) for code, n in STATUS_LINE.findall(self.output)}
+        self.latency = {int(p): float(s) for p, s in LATENCY_LINE.findall(self.output)}
         if "Error distribution:" in self.output:
             tail = self.output.split("Error distribution:", 1)[1]
             self.errors = {message.strip(): int(n) for n, message in ERROR_LINE.findall(tail)}

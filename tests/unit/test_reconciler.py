@@ -215,3 +215,27 @@ def test_replicas_of_a_removed_deployment_are_stopped(platform: Platform) -> Non
     tick(platform)
 
     assert platform.runtime.running(revision_id) == []
+
+
+def test_a_revision_whose_replicas_do_not_all_become_healthy_never_gets_traffic(
+    platform: Platform,
+) -> None:
+    platform.reconfigure(health_timeout_seconds=1e-9)
+    first = live(platform)
+    load(platform, first, per_replica=25)
+    tick(platform)
+    serving = sorted(address(c) for c in platform.runtime.running(first))
+    assert len(serving) == 3
+    second = platform.push()
+
+    def one_of_three_never_answers(host_port: int, path: str) -> bool:
+        ours = [c.host_port for c in platform.runtime.running(second)]
+        return host_port != max(ours, default=0)
+
+    platform.health.answer = one_of_three_never_answers
+
+    assert platform.pipeline.run(second) is RevisionState.failed
+
+    assert sorted(routed(platform)) == serving
+    assert platform.runtime.running(second) == []
+    assert len(platform.runtime.running(first)) == 3

@@ -1,0 +1,276 @@
+"""Replicas: what the router costs, and how fast a burst gets extra replicas serving.
+
+Run with `make bench-replicas` or `.venv/bin/python -m bench.replicas [--bursts N]`.
+
+One `slipway up` with a fake GitHub and one production deployment of tests.apps.slow_app (a
+threaded Python server whose answers take ?ms= milliseconds), with the reconciler ticking every
+second and windows of seconds (the defaults are minutes). Then:
+
+1. Router overhead: `hey` at the same fixed rate (20 workers x 25 requests/s, 10 s) once through
+   Caddy with the deployment's Host, once straight at the replica's endpoint; median and p99 of
+   each. Target: p50 <= 1.2x and p99 <= 1.5x direct.
+2. Burst to serving: N times, 35 requests in flight of 300 ms each start at once; timed until 4
+   replicas carry requests in the router (Caddy's own in-flight counts), against the floor of a
+   replica's start by hand (`docker run` of the same image, confined like a replica, until its
+   first 200). Target: floor + 2 s. Between bursts the deployment comes back to one replica.
+
+Everything talks to 127.0.0.1 and containers this bench started; all of it is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app.embedded import UNIX_SCHEME, free_port
+from app.embedded._caddy import default_admin_socket
+from app.router import CaddyRouter
+from bench.push_to_live import (
+    ACCOUNT,
+    CONFINED_RUN,
+    FLOOR_NETWORK,
+    INSTALLATION_ID,
+    BenchError,
+    Deadline,
+    describe_machine,
+    docker,
+    first_answer,
+    log,
+)
+from tests.apps import slow_app
+from tests.e2e.conftest import remove_docker_objects
+from tests.fake_github import FakeGitHub
+from tests.fake_github.payloads import installation_payload, push_payload
+from tests.git_repos import GitRepo
+from tests.images import ensure_python_image
+from tests.load import start_load
+from tests.platform import RunningPlatform, start_platform, wait_for
+
+DEFAULT_BURSTS = 3
+MAX_BURSTS = 10
+BURST_REPLICAS = 4
+"""35 in flight at a target of 10 per replica."""
+OVERHEAD_SECONDS = 10
+ZERO_SHA = "0" * 40
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bursts", type=int, default=DEFAULT_BURSTS)
+    args = parser.parse_args(argv)
+    if not 1 <= args.bursts <= MAX_BURSTS:
+        parser.error(f"--bursts must be between 1 and {MAX_BURSTS}")
+    try:
+        print(run(args.bursts))
+    except BenchError as exc:
+        log(f"failed: {exc}")
+        return 1
+    return 0
+
+
+def run(bursts: int) -> str:
+    ensure_python_image()
+    machine = describe_machine()
+    with tempfile.TemporaryDirectory(prefix="slipway-bench-replicas-") as tmp:
+        work = Path(tmp)
+        github = FakeGitHub(app_id=31337, app_slug="slipway-bench")
+        github.start()
+        github.add_installation(INSTALLATION_ID, ACCOUNT)
+        platform: RunningPlatform | None = None
+        deployment_ids: list[str] = []
+        floor_containers: list[str] = []
+        try:
+            log("starting slipway up (1 s ticks, 6 s stable window, 5 s scale-down delay)")
+            platform = start_platform(
+                work / "platform",
+                github,
+                autoscale_tick_seconds="1",
+                autoscale_stable_window_seconds="6",
+                autoscale_panic_window_seconds="3",
+                autoscale_scale_down_delay_seconds="5",
+            )
+            deployment = deploy(platform, github, work)
+            deployment_ids.append(deployment["id"])
+            overhead = router_overhead(platform, deployment)
+            docker("network", "create", FLOOR_NETWORK)
+            floors, serving = [], []
+            for index in range(1, bursts + 1):
+                floors.append(floor_start(image_of(platform, deployment), index, floor_containers))
+                serving.append(burst_to_serving(platform, deployment))
+                log(f"burst {index}: {serving[-1]:.2f} s to 4 serving (floor {floors[-1]:.2f} s)")
+                back_to_one(platform, deployment)
+        finally:
+            for container in floor_containers:
+                with contextlib.suppress(BenchError):
+                    docker("rm", "-f", container)
+            with contextlib.suppress(BenchError):
+                docker("network", "rm", FLOOR_NETWORK)
+            if platform is not None:
+                platform.stop()
+            remove_docker_objects(deployment_ids)
+            github.stop()
+    return table(machine, overhead, floors, serving)
+
+
+def deploy(platform: RunningPlatform, github: FakeGitHub, work: Path) -> dict[str, Any]:
+    repo = GitRepo(work / "repos" / "busy")
+    head = repo.commit(slow_app("one"), "first commit")
+    repository = github.add_repository(INSTALLATION_ID, ACCOUNT, "busy", repo.path)
+    platform.send(
+        "installation",
+        installation_payload(
+            "created", INSTALLATION_ID, ACCOUNT, [repository], app_id=github.app_id
+        ),
+    )
+    platform.send(
+        "push", push_payload(repository, INSTALLATION_ID, "refs/heads/main", ZERO_SHA, head)
+    )
+    deployment, revision = platform.settle(repository["full_name"], head)
+    if revision["state"] != "live":
+        raise BenchError(f"the deploy ended {revision['state']}: {revision['error']}")
+    return deployment
+
+
+def host(platform: RunningPlatform, slug: str) -> str:
+    return f"{slug}.localhost:{platform.router_port}"
+
+
+def router_overhead(platform: RunningPlatform, deployment: dict[str, Any]) -> dict[str, Any]:
+    [endpoint] = ready_endpoints(platform, deployment["id"])
+    port = int(endpoint.rsplit(":", 1)[1])
+    rate = {"seconds": OVERHEAD_SECONDS, "concurrency": 20, "rate_per_worker": 25}
+    log("router overhead: warm-up, then 10 s through Caddy and 10 s direct at 500 requests/s")
+    start_load(
+        platform.router_port, host(platform, deployment["slug"]), **rate | {"seconds": 2}
+    ).wait()
+    routed = start_load(platform.router_port, host(platform, deployment["slug"]), **rate).wait()
+    direct = start_load(port, "direct", **rate).wait()
+    for name, load in (("routed", routed), ("direct", direct)):
+        if load.failed or not load.latency:
+            raise BenchError(f"{name} load failed: {load.summary()}")
+    return {"routed": routed, "direct": direct}
+
+
+def ready_endpoints(platform: RunningPlatform, deployment_id: str) -> list[str]:
+    view = platform.api(f"/api/deployments/{deployment_id}")
+    return [r["endpoint"] for r in view["replicas"] if r["state"] == "ready"]
+
+
+def image_of(platform: RunningPlatform, deployment: dict[str, Any]) -> str:
+    revision = platform.api(f"/api/deployments/{deployment['id']}/revisions")[0]
+    return str(revision["image"])
+
+
+def floor_start(image: str, index: int, containers: list[str]) -> float:
+    """A replica's start by hand: `docker run` (confined like one) until its first 200."""
+    name = f"slipway-bench-floor-replica-{index}"
+    port = free_port()
+    started = time.perf_counter()
+    docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        *CONFINED_RUN,
+        "-p",
+        f"127.0.0.1:{port}:8000",
+        "-e",
+        "PORT=8000",
+        image,
+    )
+    containers.append(name)
+    with httpx.Client(trust_env=False) as client:
+        answered = first_answer(
+            client,
+            f"http://127.0.0.1:{port}/",
+            {},
+            "version=one ",
+            Deadline(60, "the floor replica"),
+            lambda: None,
+        )
+    seconds = answered - started
+    docker("rm", "-f", name)
+    containers.remove(name)
+    return seconds
+
+
+def burst_to_serving(platform: RunningPlatform, deployment: dict[str, Any]) -> float:
+    """From a burst's start until BURST_REPLICAS replicas carry requests in the router."""
+    caddy = CaddyRouter(
+        UNIX_SCHEME + str(default_admin_socket(platform.data_dir / "caddy")),
+        listen="",
+        storage_dir=platform.data_dir,
+    )
+    started = time.monotonic()
+    load = start_load(
+        platform.router_port,
+        host(platform, deployment["slug"]),
+        "/?ms=300",
+        seconds=15,
+        concurrency=35,
+    )
+    try:
+        wait_for(
+            f"{BURST_REPLICAS} replicas carrying requests",
+            lambda: sum(1 for n in caddy.in_flight().values() if n > 0) >= BURST_REPLICAS,
+            30,
+            every=0.05,
+        )
+        seconds = time.monotonic() - started
+    finally:
+        load.wait()
+    if load.failed:
+        raise BenchError(f"the burst had failures: {load.summary()}")
+    return seconds
+
+
+def back_to_one(platform: RunningPlatform, deployment: dict[str, Any]) -> None:
+    wait_for(
+        "one replica again",
+        lambda: len(ready_endpoints(platform, deployment["id"])) == 1,
+        60,
+        every=0.5,
+    )
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+def table(
+    machine: list[str], overhead: dict[str, Any], floors: list[float], serving: list[float]
+) -> str:
+    routed, direct = overhead["routed"], overhead["direct"]
+    lines = [
+        "# Replicas: router overhead and burst to serving",
+        "",
+        *(f"- {line}" for line in machine),
+        "",
+        "| measure | median | p99 | against | ratio (median, p99) |",
+        "|---|---|---|---|---|",
+        f"| through Caddy, 500 requests/s ({routed.requests} requests) "
+        f"| {routed.latency[50] * 1000:.2f} ms | {routed.latency[99] * 1000:.2f} ms "
+        f"| direct: {direct.latency[50] * 1000:.2f} / {direct.latency[99] * 1000:.2f} ms "
+        f"| {routed.latency[50] / direct.latency[50]:.2f}x, "
+        f"{routed.latency[99] / direct.latency[99]:.2f}x |",
+        f"| burst of 35 in flight -> {BURST_REPLICAS} replicas serving ({len(serving)} bursts) "
+        f"| {statistics.median(serving):.2f} s | {percentile(serving, 0.99):.2f} s "
+        f"| replica start by hand: {statistics.median(floors):.2f} s "
+        f"| +{statistics.median(serving) - statistics.median(floors):.2f} s |",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
