@@ -9,10 +9,12 @@ The rules are Knative's Pod Autoscaler's, in replicas of a deployment:
 
 - **Stable**: the count asked for is ceil(average concurrency over the stable window / target),
   within the policy's [min, max]. A higher count is run at once.
-- **Panic**: when the average over the short panic window reaches `panic_threshold` (2) times
-  the current capacity (ready replicas x target), the count jumps at once to what the panic
-  window asks for, and nothing is removed while the panic lasts. It ends once a whole stable
-  window has passed without the panic condition, by which time the burst is in the stable average.
+- **Panic**: when the average over the short panic window, or the newest sample alone, reaches
+  `panic_threshold` (2) times the current capacity (ready replicas x target), the count jumps at
+  once to what that asks for (the newest sample counts in full so a burst is acted on at the
+  first tick that sees it, where Knative waits for the window's average to catch up), and
+  nothing is removed while the panic lasts. It ends once a whole stable window has passed
+  without the panic condition, by which time the burst is in the stable average.
 - **Scale-down delay**: the count run is the highest count asked for during the last
   `scale_down_delay_seconds`. So a lower count takes effect only once it has been all that was
   asked for the whole delay, and then in one decision, as far down as the delay allows (4 to 1 if
@@ -318,6 +320,11 @@ def decide(
     samples = _recent(samples, policy, now)
     stable = average_concurrency(samples, since=now - policy.stable_window_seconds)
     burst = average_concurrency(samples, since=now - policy.panic_window_seconds)
+    if sample is not None and burst is not None:
+        # The newest sample counts in full: a burst is acted on at the first tick that sees
+        # it, not once the window's average has caught up (ticks away: extra replicas should
+        # serve within a container start of the burst).
+        burst = max(burst, sample.concurrency)
 
     peaks = _aged(state.peaks, now, policy.scale_down_delay_seconds)
     panic = None if policy.fixed else _panic(policy, state.panic, burst, actual=actual, now=now)

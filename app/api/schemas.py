@@ -266,6 +266,7 @@ class ScalingDecisionView(BaseModel):
     stable_concurrency: float | None
     """Average concurrency over the stable window (None: no sample in it)."""
     panic_concurrency: float | None
+    """Average over the panic window, or the newest sample when that is higher."""
     desired: int
     actual: int
     reason: str

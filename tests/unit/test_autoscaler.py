@@ -213,14 +213,15 @@ def test_with_no_delay_a_lower_count_comes_as_soon_as_it_is_asked() -> None:
 
 
 def test_a_burst_to_twice_the_capacity_scales_at_once_to_what_the_panic_window_asks() -> None:
-    """The 6 s window holds 3 samples, so the burst comes into it over 3 ticks: 23, 42, 60."""
+    """The newest sample counts in full: the first tick that sees 60 in flight asks for 6, not
+    for what the 6 s window's average (23, then 42, then 60) would."""
     deployment = Deployment().settled(5)
 
     burst = deployment.run(60, 6)
 
-    assert [d.desired for d in burst] == [3, 5, 6]
+    assert [d.desired for d in burst] == [6, 6, 6]
     for decision in burst:
-        assert decision.panic_concurrency is not None
+        assert decision.panic_concurrency == 60
         assert decision.stable_concurrency is not None
         assert decision.desired == replicas_for(decision.panic_concurrency, 10)
         assert replicas_for(decision.stable_concurrency, 10) <= 2, "the stable window lags"
