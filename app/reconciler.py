@@ -124,6 +124,7 @@ def running_replicas(session: Session, deployment_id: str) -> list[Replica]:
             .where(
                 Revision.deployment_id == deployment_id,
                 col(Replica.state).in_(RUNNING_REPLICA_STATES),
+                col(Replica.stopped_at).is_(None),
             )
             .order_by(col(Replica.started_at), col(Replica.id))
         ).all()

@@ -19,7 +19,7 @@ from sqlmodel import col, select
 
 from app.db import SessionFactory
 from app.errors import SlipwayError, TeardownIncomplete
-from app.models import Database, Deployment, Replica, Revision, RevisionState
+from app.models import Database, Deployment, Replica, ReplicaState, Revision, RevisionState
 from app.outbox import ReportOutbox
 from app.ports import Clock, ContainerRuntime, DatabaseProvisioner
 from app.previews import mark_removed
@@ -115,6 +115,7 @@ class Teardown:
                 .where(Revision.deployment_id == deployment_id, col(Replica.stopped_at).is_(None))
             ).all()
             for replica in replicas:
+                replica.state = ReplicaState.stopped
                 replica.stopped_at = now
                 session.add(replica)
             images = session.exec(

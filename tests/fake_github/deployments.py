@@ -4,6 +4,7 @@ check runs passed or ``required_contexts`` says which must) and ``auto_inactive`
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -47,6 +48,8 @@ class Deployment:
     created_at: str
     updated_at: str
     statuses: list[JSON] = field(default_factory=list)
+    received: list[tuple[str, float]] = field(default_factory=list)
+    """(state, time.perf_counter()) of each status as it arrived: benchmarks time by it."""
     deleted: bool = False
 
     @property
@@ -324,6 +327,7 @@ class DeploymentsMixin(ChecksMixin):
                 environment_url=environment_url or "",
             )
             deployment.statuses.append(status)
+            deployment.received.append((state, time.perf_counter()))
             deployment.updated_at = status["created_at"]
             if state == "success" and auto_inactive is not False:
                 for other in self._deployments.values():

@@ -239,3 +239,17 @@ def test_a_revision_whose_replicas_do_not_all_become_healthy_never_gets_traffic(
     assert sorted(routed(platform)) == serving
     assert platform.runtime.running(second) == []
     assert len(platform.runtime.running(first)) == 3
+
+
+def test_a_torn_down_preview_leaves_no_replica_for_the_reconciler_to_bury(
+    platform: Platform,
+) -> None:
+    head = platform.commit()
+    [revision_id] = platform.pull_request_event("opened", 7, head).start_revisions
+    assert platform.pipeline.run(revision_id) is RevisionState.live
+    platform.pull_request_event("closed", 7, head)  # the teardown removes everything
+
+    tick(platform)
+
+    assert replicas(platform, revision_id, ReplicaState.dead) == []
+    assert len(replicas(platform, revision_id, ReplicaState.stopped)) == 1
