@@ -26,11 +26,25 @@ def _quote(value: object) -> str:
     return repr(text) if (" " in text or not text) else text
 
 
+QUIET_JOBS = ("reconcile",)
+"""Crons that tick every few seconds: arq's start and end lines for them would be most of the
+log. What they do is logged by the services themselves (a replica died, replicas desired)."""
+
+
+class QuietTicks(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "arq.worker" or record.levelno > logging.INFO:
+            return True
+        message = record.getMessage()
+        return not any(f"→ {job}(" in message or f"← {job} ●" in message for job in QUIET_JOBS)
+
+
 def configure_logging(component: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         KeyValueFormatter(f"%(asctime)s {component} %(levelname)s %(name)s: %(message)s")
     )
+    handler.addFilter(QuietTicks())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
