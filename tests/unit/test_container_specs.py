@@ -1,0 +1,66 @@
+"""Names, labels and env of replicas: pure functions, the one place both starters use."""
+
+from __future__ import annotations
+
+from app.models import DeploymentType
+from manifests.containers import (
+    DEPLOYMENT_LABEL,
+    LIMITS,
+    REVISION_LABEL,
+    Confinement,
+    deployment_network,
+    replica_env,
+    replica_name,
+    replica_spec,
+)
+from manifests.run import RunConfig
+
+
+def test_a_replica_is_named_after_its_deployment_revision_and_itself() -> None:
+    assert replica_name("shop", 7, "rep_0a1b2c") == "slipway-shop-r7-0a1b2c"
+    assert len(replica_name("s" * 63, 10**9, "rep_" + "f" * 12)) <= 120
+
+
+def test_the_platforms_variables_win_over_the_users() -> None:
+    env = replica_env(
+        user_env={"PORT": "1", "GREETING": "hi", "REDIS_URI": "redis://elsewhere"},
+        port=8000,
+        database_uri="postgresql://a@h/db",
+        deployment_slug="shop",
+        revision_id="rev_1",
+        commit_sha="c" * 40,
+        redis_uri="redis://:pw@slipway-redis-dep_1:6379/0",
+    )
+    assert env["PORT"] == "8000" and env["GREETING"] == "hi"
+    assert env["REDIS_URI"] == "redis://:pw@slipway-redis-dep_1:6379/0"
+    assert (env["SLIPWAY_DEPLOYMENT"], env["SLIPWAY_REVISION"]) == ("shop", "rev_1")
+    no_redis = replica_env(
+        user_env={},
+        port=3000,
+        database_uri="x",
+        deployment_slug="s",
+        revision_id="r",
+        commit_sha="c",
+    )
+    assert "REDIS_URI" not in no_redis
+
+
+def test_every_replica_is_labelled_and_on_its_deployments_network() -> None:
+    spec = replica_spec(
+        deployment_id="dep_1",
+        revision_id="rev_1",
+        name="slipway-shop-r1-x",
+        image="slipway/dep_1:rev_1",
+        port=8000,
+        limits=LIMITS[DeploymentType.production],
+        env={},
+        confinement=Confinement(),
+    )
+    assert spec.labels == {DEPLOYMENT_LABEL: "dep_1", REVISION_LABEL: "rev_1"}
+    assert spec.network == deployment_network("dep_1").name
+
+
+def test_a_run_config_round_trips_and_keeps_only_what_was_set() -> None:
+    run = RunConfig(port=8123, health_path="/ok", langgraph_runtime="pg", scale={"max": 4})
+    assert RunConfig.from_json(run.to_json()) == run
+    assert RunConfig.from_json('{"port": 80}') == RunConfig(port=80)
