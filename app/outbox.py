@@ -47,6 +47,11 @@ KINDS = frozenset(
 )
 
 
+PROGRESS = frozenset({"waiting", "building", "deploying"})
+"""Reports that only say how far a revision got: one overtaken by a later report of the same
+revision is dropped unsent, so a slow GitHub hears the outcome sooner, not every step late."""
+
+
 class ReportOutbox:
     def __init__(
         self,
@@ -109,14 +114,20 @@ class ReportOutbox:
     def _send_pending(self, revision_id: str) -> None:
         while True:
             with self._sessions() as session:
-                row = session.exec(
-                    select(Report).where(Report.revision_id == revision_id).order_by(col(Report.id))
-                ).first()
-                if row is None:
+                rows = session.exec(
+                    select(Report)
+                    .where(Report.revision_id == revision_id)
+                    .order_by(col(Report.id))
+                    .limit(2)
+                ).all()
+                if not rows:
                     return
+                row = rows[0]
                 kind, args, row_id = row.kind, json.loads(row.args), row.id
+            overtaken = kind in PROGRESS and len(rows) > 1
             try:
-                self._send(revision_id, kind, args)
+                if not overtaken:
+                    self._send(revision_id, kind, args)
             except Exception:
                 # A bug must not wedge the revision's later reports behind this one.
                 log.exception("report failed", extra={"revision_id": revision_id, "kind": kind})
@@ -177,12 +188,13 @@ class ReportOutbox:
         revision = ref.revision
         if revision.state is RevisionState.cancelled and revision.check_run_id is None:
             return  # cancelled before GitHub heard of it: nothing to show
-        updates: dict[str, object] = {}
+        opening: dict[str, Callable[[], int | None]] = {}
         if revision.check_run_id is None:
-            updates["check_run_id"] = self._reporter.open_check_run(ref)
+            opening["check_run_id"] = lambda: self._reporter.open_check_run(ref)
         if revision.github_deployment_id is None:
-            updates["github_deployment_id"] = self._reporter.open_deployment(ref)
-        updates = {k: v for k, v in updates.items() if v is not None}
+            opening["github_deployment_id"] = lambda: self._reporter.open_deployment(ref)
+        opened = self._reporter.together(*opening.values())  # two resources: no order between
+        updates = {k: v for k, v in zip(opening, opened, strict=True) if v is not None}
         if updates:
             self._update(revision.id, **updates)
 

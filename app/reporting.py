@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -96,11 +97,24 @@ def _iso(ts: datetime | None) -> str | None:
     return ts.strftime("%Y-%m-%dT%H:%M:%SZ") if ts else None
 
 
+PARALLEL_CALLS = 8
+"""GitHub calls in flight at once from one worker's reports (two per report, a few drains)."""
+
+
 class GitHubReporter:
     def __init__(self, github: GitHubPort, *, check_name: str, links: RevisionLinks) -> None:
         self._github = github
         self._check_name = check_name
         self._links = links
+        self._calls = ThreadPoolExecutor(max_workers=PARALLEL_CALLS, thread_name_prefix="github")
+
+    def together(self, *calls: Callable[[], T]) -> list[T]:
+        """Run calls to different GitHub resources at once (a check run and a deployment have
+        no order between them): a report then costs one round trip, not two."""
+        if len(calls) <= 1:
+            return [call() for call in calls]
+        futures = [self._calls.submit(call) for call in calls]
+        return [future.result() for future in futures]
 
     def revision_url(self, revision: Revision) -> str:
         return self.revision_url_of(revision.id)
@@ -182,14 +196,16 @@ class GitHubReporter:
     # -- progress ---------------------------------------------------------------------------
     def building(self, ref: RevisionRef) -> None:
         revision = ref.revision
-        self._check(
-            ref,
-            status="in_progress",
-            title=f"Building revision #{revision.number}",
-            summary=f"Building `{revision.commit_sha[:7]}` with BuildKit.",
-            started_at=_iso(revision.build_started_at),
+        self.together(
+            lambda: self._check(
+                ref,
+                status="in_progress",
+                title=f"Building revision #{revision.number}",
+                summary=f"Building `{revision.commit_sha[:7]}` with BuildKit.",
+                started_at=_iso(revision.build_started_at),
+            ),
+            lambda: self._status(ref, "in_progress", f"Building revision #{revision.number}"),
         )
-        self._status(ref, "in_progress", f"Building revision #{revision.number}")
 
     def waiting(self, ref: RevisionRef, reason: str) -> None:
         revision = ref.revision
@@ -223,20 +239,22 @@ class GitHubReporter:
                 f"- **Build log:** {self.log_url(revision)}",
             ]
         )
-        self._check(
-            ref,
-            status="completed",
-            conclusion="success",
-            title=f"Live at {url}",
-            summary=summary,
-            completed_at=_iso(revision.live_at),
-        )
-        self._status(
-            ref,
-            "success",
-            f"Revision #{revision.number} is live",
-            environment_url=url,
-            log_url=self.log_url(revision),
+        self.together(
+            lambda: self._check(
+                ref,
+                status="completed",
+                conclusion="success",
+                title=f"Live at {url}",
+                summary=summary,
+                completed_at=_iso(revision.live_at),
+            ),
+            lambda: self._status(
+                ref,
+                "success",
+                f"Revision #{revision.number} is live",
+                environment_url=url,
+                log_url=self.log_url(revision),
+            ),
         )
 
     def failed(
@@ -263,20 +281,22 @@ class GitHubReporter:
         lines += ["", f"Full build log: {self.log_url(revision)}"]
         if log_tail.strip():
             lines += ["", "Last lines of the log:", "```", log_tail.rstrip(), "```"]
-        self._check(
-            ref,
-            status="completed",
-            conclusion="failure",
-            title=f"Failed: {reason.splitlines()[0]}",
-            summary="\n".join(lines),
-            completed_at=_iso(revision.finished_at),
-            annotations=annotations,
-        )
-        self._status(
-            ref,
-            "failure",
-            f"Revision #{revision.number} failed: {reason}",
-            log_url=self.log_url(revision),
+        self.together(
+            lambda: self._check(
+                ref,
+                status="completed",
+                conclusion="failure",
+                title=f"Failed: {reason.splitlines()[0]}",
+                summary="\n".join(lines),
+                completed_at=_iso(revision.finished_at),
+                annotations=annotations,
+            ),
+            lambda: self._status(
+                ref,
+                "failure",
+                f"Revision #{revision.number} failed: {reason}",
+                log_url=self.log_url(revision),
+            ),
         )
 
     def cancelled(self, ref: RevisionRef) -> None:
