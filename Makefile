@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: up test lint unit integration e2e deps docker test-tools bench bench-previews bench-rollback clean
+.PHONY: up test lint unit integration e2e deps docker test-tools bench bench-previews bench-rollback bench-langgraph clean
 
 ## make up: install what is missing and start the whole platform in the foreground.
 up: deps docker
@@ -31,6 +31,9 @@ bench-previews: deps docker test-tools
 
 bench-rollback: deps docker test-tools
 	$(BIN)/python -m bench.rollback
+
+bench-langgraph: deps docker test-tools
+	$(BIN)/python -m bench.langgraph
 
 deps: $(INSTALLED)
 
