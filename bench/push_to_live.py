@@ -736,9 +736,14 @@ def warmed_up(
     *,
     confined_floor: bool,
     logs_to: Path | None = None,
+    start: Callable[[Path, FakeGitHub], RunningPlatform] = start_platform,
 ) -> Iterator[BenchRun]:
     """`slipway up` with a fake GitHub and notes_app("v0") live; everything it and the bench
-    made is removed afterwards, whatever happened (BuildKit's cache stays)."""
+    made is removed afterwards, whatever happened (BuildKit's cache stays).
+
+    `start` starts the platform in a data directory (a bench that needs settings passes its
+    own, e.g. tests.platform.start_langgraph_platform with the wheel index).
+    """
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         work = Path(tmp)
         github = FakeGitHub(app_id=31337, app_slug="slipway-bench")
@@ -749,7 +754,7 @@ def warmed_up(
         floor_containers: list[str] = []
         try:
             log("starting slipway up")
-            platform = start_platform(work / "platform", github)
+            platform = start(work / "platform", github)
             log("warm-up: connecting the repository and deploying v0")
             bench = connect_and_warm_up(platform, github, work, deadline_seconds)
             deployment_ids.append(bench.deployment_id)

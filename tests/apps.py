@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from tests.images import BUSYBOX_IMAGE, PYTHON_IMAGE
 
 NOTES_APP = r'''
@@ -107,10 +109,17 @@ graph = builder.compile()
 """
 
 
-def langgraph_app(prefix: str) -> dict[str, str | bytes]:
-    """A LangGraph repository without a Dockerfile: its graph answers PREFIX + the input."""
+def langgraph_app(prefix: str, *, dockerfile_lines: tuple[str, ...] = ()) -> dict[str, str | bytes]:
+    """A LangGraph repository without a Dockerfile: its graph answers PREFIX + the input.
+
+    dockerfile_lines: langgraph.json's own, placed before the pip installs of the image.
+    """
+    config = LANGGRAPH_JSON
+    if dockerfile_lines:
+        settings = {**json.loads(LANGGRAPH_JSON), "dockerfile_lines": list(dockerfile_lines)}
+        config = json.dumps(settings, indent=2) + "\n"
     return {
-        "langgraph.json": LANGGRAPH_JSON,
+        "langgraph.json": config,
         "agent.py": LANGGRAPH_AGENT.replace("{prefix}", prefix),
         "requirements.txt": "langgraph\n",
     }

@@ -27,11 +27,15 @@ from app.embedded import EmbeddedPostgres, free_port
 from tests.fake_github import FakeGitHub
 from tests.fake_github.payloads import ZERO_SHA, push_payload
 from tests.fake_github.payloads import headers as webhook_headers
+from tests.images import ensure_python_pip_image
+from tests.wheelhouse import WheelIndex
 
 WEBHOOK_SECRET = "test-webhook-secret-3f9c"
 SETTLED = frozenset({"live", "failed"})
 """Where a revision's pipeline stops when nothing supersedes it."""
 STARTUP_TIMEOUT_SECONDS = 90.0
+LANGGRAPH_HEALTH_TIMEOUT_SECONDS = "120"
+"""A LangGraph Server answers /ok 2-5 s after its start, much later on a loaded 2-core host."""
 T = TypeVar("T")
 
 
@@ -288,3 +292,24 @@ def start_platform(
         platform.stop()
         raise
     return platform
+
+
+def start_langgraph_platform(
+    data_dir: Path,
+    github: FakeGitHub,
+    index: WheelIndex,
+    *,
+    api_port: int | None = None,
+    router_port: int | None = None,
+) -> RunningPlatform:
+    """A platform whose LangGraph builds use the local base image and the wheelhouse's index."""
+    return start_platform(
+        data_dir,
+        github,
+        api_port=api_port,
+        router_port=router_port,
+        health_timeout_seconds=LANGGRAPH_HEALTH_TIMEOUT_SECONDS,
+        langgraph_base_image=ensure_python_pip_image(),
+        build_pip_index_url=index.url,
+        build_pip_trusted_host=index.trusted_host,
+    )

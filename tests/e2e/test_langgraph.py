@@ -1,25 +1,32 @@
 """A LangGraph repository with no Dockerfile, pushed to the platform, serves its graph to the
 official langgraph-sdk through the router; threads live in the deployment's database and
-survive a new revision and a crashed replica."""
+survive a new revision, a crashed replica and a platform restart; two deployments (and a
+pull request's preview) each have a Redis and a database of their own, out of the other's reach.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from langgraph_sdk import get_client
+from langgraph_sdk.errors import NotFoundError
 
+from app.databases import database_identifier
 from tests.apps import langgraph_app
 from tests.e2e.conftest import INSTALLATION_ID, connect_repository, remove_docker_objects
+from tests.e2e.test_previews import PullRequests, connects
 from tests.fake_github import FakeGitHub
-from tests.images import DOCKER, ensure_python_pip_image
-from tests.platform import RunningPlatform, start_platform, wait_for
-from tests.wheelhouse import ensure_wheelhouse, serve_wheelhouse
+from tests.git_repos import GitRepo
+from tests.images import DOCKER
+from tests.platform import RunningPlatform, start_langgraph_platform, wait_for
+from tests.wheelhouse import WheelIndex, ensure_wheelhouse, serve_wheelhouse
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -29,24 +36,71 @@ SETTLE_SECONDS = 600.0
 
 
 @pytest.fixture(scope="module")
-def langgraph_platform(
-    tmp_path_factory: pytest.TempPathFactory, github: FakeGitHub
-) -> Iterator[RunningPlatform]:
-    """A platform whose LangGraph builds use the local base and the cached wheelhouse."""
-
+def wheel_index() -> Iterator[WheelIndex]:
     with serve_wheelhouse(ensure_wheelhouse()) as index:
-        running = start_platform(
-            tmp_path_factory.mktemp("langgraph-platform"),
-            github,
-            health_timeout_seconds="120",
-            langgraph_base_image=ensure_python_pip_image(),
-            build_pip_index_url=index.url,
-            build_pip_trusted_host=index.trusted_host,
-        )
-        yield running
-        deployments = running.api("/api/deployments")
-        running.stop()
-        remove_docker_objects([d["id"] for d in deployments])
+        yield index
+
+
+@pytest.fixture(scope="module")
+def langgraph_platform(
+    tmp_path_factory: pytest.TempPathFactory, github: FakeGitHub, wheel_index: WheelIndex
+) -> Iterator[RunningPlatform]:
+    running = start_langgraph_platform(
+        tmp_path_factory.mktemp("langgraph-platform"), github, wheel_index
+    )
+    yield running
+    deployments = running.api("/api/deployments")
+    running.stop()
+    remove_docker_objects([d["id"] for d in deployments])
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A LangGraph repository whose production deployment is live."""
+
+    repo: GitRepo
+    repository: dict[str, Any]
+    deployment: dict[str, Any]
+    revision: dict[str, Any]
+
+    @property
+    def slug(self) -> str:
+        return str(self.deployment["slug"])
+
+    @property
+    def id(self) -> str:
+        return str(self.deployment["id"])
+
+
+def deploy_agent(platform: RunningPlatform, github: FakeGitHub, path: Path, prefix: str) -> Agent:
+    """Connect a repository holding langgraph_app(prefix), push it, and wait until it is live."""
+    repo, repository = connect_repository(platform, github, path, langgraph_app(prefix))
+    assert platform.push(repository, INSTALLATION_ID, NULL_SHA, repo.head).status_code == 202
+    deployment, revision = platform.settle(repository["full_name"], repo.head)
+    assert revision["state"] == "live", (revision["error"], platform.logs(revision["id"]))
+    return Agent(repo, repository, deployment, revision)
+
+
+AgentFactory = Callable[[str], Agent]
+
+
+@pytest.fixture(scope="module")
+def agents(
+    tmp_path_factory: pytest.TempPathFactory,
+    github: FakeGitHub,
+    langgraph_platform: RunningPlatform,
+) -> AgentFactory:
+    """Live deployments on the module's platform by name, deployed on first ask and shared by the
+    tests that only read them (their builds hit the cache of the module's first build)."""
+    root = tmp_path_factory.mktemp("agents")
+    made: dict[str, Agent] = {}
+
+    def agent(name: str) -> Agent:
+        if name not in made:
+            made[name] = deploy_agent(langgraph_platform, github, root / name, f"{name}: ")
+        return made[name]
+
+    return agent
 
 
 def sdk(platform: RunningPlatform, slug: str) -> Any:
@@ -161,3 +215,233 @@ def test_a_langgraph_repository_goes_live_and_keeps_its_threads(
     values = wait_for("a replacement of the killed replica to serve", back, 120, every=0.5)
     assert values == {"text": "v1: hello"}
     assert container not in replicas_of(revision2["id"])
+
+
+# -- isolation: two deployments -----------------------------------------------------------------
+PROBE = r"""
+import json, os, socket, sys
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import redis
+
+own_redis_ip, other_redis_name, other_redis_ip, other_database = sys.argv[1:]
+
+
+def tcp(host):
+    try:
+        socket.create_connection((host, 6379), timeout=3).close()
+        return "connected"
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+found = {}
+own = urlsplit(os.environ["REDIS_URI"])
+found["own_redis_with_password"] = redis.Redis.from_url(own.geturl(), socket_timeout=5).ping()
+try:
+    redis.Redis(host=own.hostname, port=own.port, socket_timeout=5).ping()
+    found["own_redis_without_password"] = "answered"
+except redis.RedisError as exc:
+    found["own_redis_without_password"] = f"{type(exc).__name__}: {exc}"
+found["own_redis_by_ip"] = tcp(own_redis_ip)
+found["other_redis_by_name"] = tcp(other_redis_name)
+found["other_redis_by_ip"] = tcp(other_redis_ip)
+with psycopg.connect(os.environ["DATABASE_URI"], connect_timeout=5) as connection:
+    found["own_database"] = connection.execute("SELECT current_database()").fetchone()[0]
+theirs = urlsplit(os.environ["DATABASE_URI"])._replace(path="/" + other_database)
+try:
+    psycopg.connect(urlunsplit(theirs), connect_timeout=5).close()
+    found["other_database"] = "connected"
+except psycopg.OperationalError as exc:
+    found["other_database"] = str(exc)
+print(json.dumps(found))
+"""
+"""Run by the replica's own Python (langgraph-api brings redis, the pg runtime psycopg), with
+the replica's own REDIS_URI and DATABASE_URI: no secret passes through the test's argv."""
+
+
+def docker_out(*args: str) -> str:
+    return subprocess.run(
+        [DOCKER, *args], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+
+
+def redis_container(deployment_id: str) -> str:
+    return f"slipway-redis-{deployment_id}"
+
+
+def ip_of(container: str) -> str:
+    return docker_out(
+        "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container
+    )
+
+
+def live_replica(deployment_id: str) -> str:
+    [container] = docker_out(
+        "ps",
+        "-q",
+        "--filter",
+        f"label=dev.slipway.deployment={deployment_id}",
+        "--filter",
+        "label=dev.slipway.revision",
+    ).split()
+    return container
+
+
+def probe_from(mine: Agent, theirs: Agent) -> dict[str, Any]:
+    """What a process in `mine`'s replica reaches of its own and of `theirs`' services."""
+    result = subprocess.run(
+        [
+            DOCKER,
+            "exec",
+            "-i",
+            live_replica(mine.id),
+            "python",
+            "-",
+            ip_of(redis_container(mine.id)),
+            redis_container(theirs.id),
+            ip_of(redis_container(theirs.id)),
+            database_identifier(theirs.id),
+        ],
+        input=PROBE,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return dict(json.loads(result.stdout))
+
+
+def test_two_langgraph_deployments_reach_only_their_own_redis_and_database(
+    agents: AgentFactory,
+) -> None:
+    left, right = agents("left"), agents("right")
+
+    for mine, theirs in ((left, right), (right, left)):
+        found = probe_from(mine, theirs)
+        # Its own Redis answers with its password, and only with it; its own database too.
+        assert found["own_redis_with_password"] is True
+        assert "Authentication" in found["own_redis_without_password"], found
+        assert found["own_redis_by_ip"] == "connected"
+        assert found["own_database"] == database_identifier(mine.id)
+        # The other's Redis: its name does not resolve here and its address is not reached.
+        assert found["other_redis_by_name"].startswith("gaierror"), found
+        assert found["other_redis_by_ip"] != "connected", found
+        # The other's database refuses this deployment's role, though the cluster is reached.
+        assert found["other_database"] != "connected", found
+        assert database_identifier(mine.id) in found["other_database"], found
+
+
+# -- a platform restart -----------------------------------------------------------------------
+async def talk_on(platform: RunningPlatform, slug: str, thread_id: str, text: str) -> Any:
+    return await sdk(platform, slug).runs.wait(thread_id, "agent", input={"text": text})
+
+
+@pytest.mark.timeout(900)
+def test_a_thread_and_its_history_survive_a_platform_restart(
+    tmp_path: Path, github: FakeGitHub, wheel_index: WheelIndex
+) -> None:
+    data_dir = tmp_path / "platform"
+    platform = start_langgraph_platform(data_dir, github, wheel_index)
+    deployment_ids: list[str] = []
+    try:
+        agent = deploy_agent(platform, github, tmp_path / "restarted-agent", "kept: ")
+        deployment_ids.append(agent.id)
+        _, thread_id, result = asyncio.run(first_conversation(platform, agent.slug))
+        assert result["text"] == "kept: hello"
+        values, history = asyncio.run(thread_state(platform, agent.slug, thread_id))
+        assert values == {"text": "kept: hello"}
+
+        # The whole platform stops (its Postgres, queue and router with it) and starts again on
+        # the same data directory and ports.
+        platform.stop()
+        api_port = int(platform.api_url.rsplit(":", 1)[1])
+        platform = start_langgraph_platform(
+            data_dir, github, wheel_index, api_port=api_port, router_port=platform.router_port
+        )
+
+        def state_again() -> Any:
+            try:
+                return asyncio.run(thread_state(platform, agent.slug, thread_id))
+            except Exception:  # the router, the replica or its database not back yet
+                return None
+
+        values_after, history_after = wait_for(
+            "the thread through the router after the restart", state_again, 120, every=0.5
+        )
+        assert values_after == values
+        assert [h["checkpoint"] for h in history_after] == [h["checkpoint"] for h in history]
+        # And the thread goes on: a new run on it is served and adds to its history.
+        again = asyncio.run(talk_on(platform, agent.slug, thread_id, "again"))
+        assert again["text"] == "kept: again"
+        _, history_longer = asyncio.run(thread_state(platform, agent.slug, thread_id))
+        assert len(history_longer) > len(history)
+    finally:
+        platform.stop()
+        remove_docker_objects(deployment_ids)
+
+
+# -- a pull request's preview -------------------------------------------------------------------
+def container_state(name: str) -> dict[str, Any] | None:
+    """`docker inspect` of a container, or None when there is none of that name."""
+    result = subprocess.run(
+        [DOCKER, "inspect", name], capture_output=True, text=True, timeout=60, check=False
+    )
+    if result.returncode != 0:
+        assert "no such" in result.stderr.lower(), result.stderr
+        return None
+    return dict(json.loads(result.stdout)[0])
+
+
+async def thread_exists(platform: RunningPlatform, slug: str, thread_id: str) -> bool:
+    try:
+        await sdk(platform, slug).threads.get(thread_id)
+    except NotFoundError:
+        return False
+    return True
+
+
+def test_a_langgraph_preview_has_its_own_database_and_redis(
+    agents: AgentFactory, github: FakeGitHub, langgraph_platform: RunningPlatform
+) -> None:
+    platform = langgraph_platform
+    production = agents("left")
+    _, production_thread, _ = asyncio.run(first_conversation(platform, production.slug))
+    prs = PullRequests(platform, github, production.repo, production.repository)
+
+    head = prs.open(1, langgraph_app("preview: "))
+    preview = prs.preview(1)
+    revision = prs.settled(1, head)
+    assert revision["state"] == "live", (revision["error"], platform.logs(revision["id"]))
+    assert preview["type"] == "development"
+
+    # Its own threads: production's is unknown there, its own is unknown to production.
+    assert not asyncio.run(thread_exists(platform, preview["slug"], production_thread))
+    _, preview_thread, result = asyncio.run(first_conversation(platform, preview["slug"]))
+    assert result["text"] == "preview: hello"
+    assert not asyncio.run(thread_exists(platform, production.slug, preview_thread))
+    # Its own Redis, on its own network, while the pull request is open.
+    redis = container_state(redis_container(preview["id"]))
+    assert redis is not None and redis["State"]["Running"]
+    assert redis["HostConfig"]["NetworkMode"] == f"slipway-net-{preview['id']}"
+    production_redis = container_state(redis_container(production.id))
+    assert production_redis is not None and production_redis["Id"] != redis["Id"]
+    uri = platform.database_uri(preview["id"])
+    assert connects(uri)
+
+    # Closed: its Redis and database are gone; production's thread and Redis stay.
+    prs.close(1)
+    prs.send("closed", 1)
+    wait_for(
+        "the preview's Redis to be removed",
+        lambda: container_state(redis_container(preview["id"])) is None,
+        60,
+    )
+    wait_for("the preview's database to be dropped", lambda: not connects(uri), 60)
+    assert asyncio.run(thread_exists(platform, production.slug, production_thread))
+    production_redis_after = container_state(redis_container(production.id))
+    assert production_redis_after is not None
+    assert production_redis_after["Id"] == production_redis["Id"]
+    assert production_redis_after["State"]["Running"]
