@@ -66,6 +66,7 @@ from manifests.recipes import (
     default_recipes,
     langgraph_runtime_of,
     plan_build,
+    state_dir_of,
 )
 from manifests.run import RunConfig, scale_table
 
@@ -408,6 +409,7 @@ class RevisionPipeline:
             health_path=repo_config.deploy.health_path,
             langgraph_runtime=langgraph_runtime_of(image_labels),
             scale=scale_table(image_labels),
+            state_dir=state_dir_of(image_labels),
         )
         self._update_revision(revision.id, run_config=run.to_json())
         ready_to_run = self._replicas.prepare(
@@ -579,7 +581,8 @@ class RevisionPipeline:
         where = (
             "the deployment's own Postgres database"
             if runtime == "pg"
-            else "files in the container (inmem: lost when it is replaced)"
+            else "files on the deployment's own volume (inmem: kept across replicas and "
+            "revisions, removed with the deployment)"
         )
         _append(
             log_path,

@@ -46,7 +46,7 @@ from app.ports import Clock, ContainerRuntime, ImageBuilder, ReplicaStatus, Rout
 from app.replicas import Replicas, ReplicaStartFailed
 from app.routes import RouteTable
 from manifests.config import ScaleConfig, deploy_config_of
-from manifests.recipes import langgraph_runtime_of
+from manifests.recipes import langgraph_runtime_of, state_dir_of
 from manifests.run import RunConfig, scale_table
 
 log = logging.getLogger(__name__)
@@ -436,6 +436,7 @@ class Reconciler:
             health_path=deploy.health_path if deploy else "/",
             langgraph_runtime=langgraph_runtime_of(labels),
             scale=scale_table(labels),
+            state_dir=state_dir_of(labels),
         )
         with self._sessions() as session:
             stored = session.get(Revision, revision.id)

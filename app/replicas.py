@@ -108,6 +108,7 @@ class RevisionRun:
             limits=LIMITS[self.deployment_type],
             env=self.env,
             confinement=confinement,
+            state_dir=self.run.state_dir,
         )
 
 

@@ -32,6 +32,7 @@ from app.errors import EngineError, RuntimeStartError
 from app.ports import Endpoint, ReplicaStatus, StartedReplica
 from manifests.containers import (
     DEFAULT_NETWORK_POOL,
+    DEPLOYMENT_LABEL,
     NETWORK_SUBNET_PREFIX_LENGTH,
     REVISION_LABEL,
     Confinement,
@@ -76,6 +77,8 @@ class DockerRuntime:
         Choosing the port (instead of letting the engine pick) saves an inspect on the push
         path and keeps the port when the engine restarts a crashed replica.
         """
+        for volume in spec.volumes:
+            self._ensure_volume(volume, spec.labels)
         one_line, multi_line = split_env(spec.env)
         env_file = self._write_env_file(one_line)
         try:
@@ -113,6 +116,18 @@ class DockerRuntime:
         # `-e NAME` without a value makes the CLI pass its own NAME: the one way a value
         # with line breaks (a PEM key) reaches the container without appearing in argv.
         return str(docker_cli(argv, env=multi_line)).strip()
+
+    def _ensure_volume(self, name: str, labels: dict[str, str]) -> None:
+        """Made with the deployment's label (`docker run` would make it unlabelled, and its
+        teardown would not find it); creating an existing volume changes nothing."""
+        deployment = {DEPLOYMENT_LABEL: labels[DEPLOYMENT_LABEL]}
+        label_args = [arg for k, v in deployment.items() for arg in ("--label", f"{k}={v}")]
+        try:
+            self._cli("volume", "create", *label_args, name)
+        except DockerException as exc:
+            raise RuntimeStartError(
+                f"the deployment's volume could not be created: {_stderr(exc)}"
+            ) from exc
 
     def ensure_network(self, name: str, labels: dict[str, str]) -> None:
         """Create the deployment's network unless it exists (every start asks; ~40 ms).
@@ -308,8 +323,9 @@ class DockerRuntime:
 
     def remove_labelled(self, label: str, value: str) -> None:
         """Containers first (an image in use cannot go, nor a network with containers on it),
-        then images, then networks; found by label, so what a crashed worker started without
-        recording it goes too. A network left behind raises: subnets of the pool are finite."""
+        then images, then networks, then volumes (the app's state: gone with it); found by
+        label, so what a crashed worker started without recording it goes too. A network left
+        behind raises: subnets of the pool are finite."""
         selector = {"label": f"{label}={value}"}
         try:
             for container in self._docker.container.list(all=True, filters=selector):
@@ -331,6 +347,16 @@ class DockerRuntime:
         except DockerException as exc:
             raise EngineError(
                 f"the Docker engine did not remove {value}'s network: {_stderr(exc)}"
+            ) from exc
+        try:
+            volumes = self._cli(
+                "volume", "ls", "--quiet", "--filter", f"label={label}={value}"
+            ).split()
+            if volumes:
+                self._cli("volume", "rm", "--force", *volumes)
+        except DockerException as exc:
+            raise EngineError(
+                f"the Docker engine did not remove {value}'s volume: {_stderr(exc)}"
             ) from exc
 
     def _remove_network(self, network: str) -> None:
@@ -416,6 +442,11 @@ def run_arguments(
         "--env-file",
         str(env_file),
         *(arg for key in inherited or [] for arg in ("--env", key)),
+        *(
+            arg
+            for volume, path in spec.volumes.items()
+            for arg in ("--mount", f"type=volume,source={volume},target={path}")
+        ),
         "--publish",
         f"{LOCALHOST}:{host_port}:{spec.port}",
         *labels,

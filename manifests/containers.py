@@ -106,6 +106,14 @@ class ContainerSpec:
     labels: dict[str, str] = field(default_factory=dict)
     extra_hosts: dict[str, str] = field(default_factory=dict)
     confinement: Confinement = field(default_factory=Confinement)
+    volumes: dict[str, str] = field(default_factory=dict)
+    """The deployment's volumes (name → path in the container), made on first use with the
+    deployment's label, so its teardown removes them."""
+
+
+def deployment_volume(deployment_id: str) -> str:
+    """The one volume of a deployment: its app's state (the inmem runtime's files)."""
+    return f"slipway-state-{deployment_id}"
 
 
 def deployment_network(deployment_id: str) -> NetworkSpec:
@@ -126,8 +134,13 @@ def replica_spec(
     limits: Limits,
     env: dict[str, str],
     confinement: Confinement,
+    state_dir: str | None = None,
 ) -> ContainerSpec:
-    """The one way a replica is specified, so no start path forgets its network or confinement."""
+    """The one way a replica is specified, so no start path forgets its network or confinement.
+
+    `state_dir`: a directory of the image kept on the deployment's volume (see
+    deployment_volume), the same for every replica and revision.
+    """
     return ContainerSpec(
         name=name,
         image=image,
@@ -138,6 +151,7 @@ def replica_spec(
         labels={DEPLOYMENT_LABEL: deployment_id, REVISION_LABEL: revision_id},
         extra_hosts={CONTAINER_HOST_ALIAS: "host-gateway"},
         confinement=confinement,
+        volumes={deployment_volume(deployment_id): state_dir} if state_dir else {},
     )
 
 

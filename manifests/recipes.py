@@ -25,6 +25,11 @@ GENERATED_DOCKERFILE = "Dockerfile.slipway"
 """Written beside the source (never inside the build context, so COPY . cannot pick it up)."""
 RECIPE_LABEL = "dev.slipway.recipe"
 LANGGRAPH_RUNTIME_LABEL = "dev.slipway.langgraph-runtime"
+STATE_DIR_LABEL = "dev.slipway.state-dir"
+"""A directory of the image whose files are the app's state: kept on a volume of the
+deployment's, so it outlives each replica (the inmem runtime's pickles)."""
+INMEM_STATE_DIR = ".langgraph_api"
+"""Where langgraph-runtime-inmem keeps threads, runs and checkpoints, under its working dir."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,15 @@ class LangGraphRecipe:
             dockerfile_path=f"{GENERATED_DOCKERFILE} (generated from {config_path})",
             deploy=DeployConfig(port=SERVER_PORT, health_path=HEALTH_PATH),
             secrets=secrets,
-            labels={RECIPE_LABEL: self.name, LANGGRAPH_RUNTIME_LABEL: runtime},
+            labels={
+                RECIPE_LABEL: self.name,
+                LANGGRAPH_RUNTIME_LABEL: runtime,
+                **(
+                    {STATE_DIR_LABEL: f"{project.workdir}/{INMEM_STATE_DIR}"}
+                    if runtime == "inmem"
+                    else {}
+                ),
+            },
             notes=tuple(notes),
         )
 
@@ -141,6 +154,11 @@ def langgraph_runtime_of(labels: dict[str, str]) -> str | None:
     if labels.get(RECIPE_LABEL) != LangGraphRecipe.name:
         return None
     return labels.get(LANGGRAPH_RUNTIME_LABEL, "pg")
+
+
+def state_dir_of(labels: dict[str, str]) -> str | None:
+    """The directory an image keeps its state in, if any (see STATE_DIR_LABEL)."""
+    return labels.get(STATE_DIR_LABEL) or None
 
 
 def default_recipes(langgraph: LangGraphBuild | None = None) -> tuple[Recipe, ...]:

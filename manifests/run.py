@@ -21,6 +21,8 @@ class RunConfig:
     """Set for a LangGraph Server: it needs the deployment's own Redis."""
     scale: dict[str, Any] = field(default_factory=dict)
     """slipway.toml's [scale] table as written (min, max, target), checked at build time."""
+    state_dir: str | None = None
+    """A directory kept on the deployment's own volume across replicas and revisions."""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -29,6 +31,7 @@ class RunConfig:
                 "health_path": self.health_path,
                 "langgraph_runtime": self.langgraph_runtime,
                 "scale": self.scale,
+                "state_dir": self.state_dir,
             },
             sort_keys=True,
         )
@@ -41,6 +44,7 @@ class RunConfig:
             health_path=str(raw.get("health_path") or "/"),
             langgraph_runtime=raw.get("langgraph_runtime"),
             scale=dict(raw.get("scale") or {}),
+            state_dir=raw.get("state_dir"),
         )
 
 

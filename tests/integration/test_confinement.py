@@ -86,8 +86,16 @@ class Deployments:
         self.ids.append(deployment_id)
         return deployment_id, self.start_replica(deployment_id, confinement)
 
+    def start_replica_in_new_deployment(self, state_dir: str) -> tuple[str, StartedReplica]:
+        deployment_id = f"dep_test{uuid.uuid4().hex[:8]}"
+        self.ids.append(deployment_id)
+        return deployment_id, self.start_replica(deployment_id, state_dir=state_dir)
+
     def start_replica(
-        self, deployment_id: str, confinement: Confinement | None = None
+        self,
+        deployment_id: str,
+        confinement: Confinement | None = None,
+        state_dir: str | None = None,
     ) -> StartedReplica:
         revision_id = f"rev_{uuid.uuid4().hex[:8]}"
         spec = replica_spec(
@@ -99,6 +107,7 @@ class Deployments:
             limits=LIMITS[DeploymentType.production],
             env={"PORT": "8000"},
             confinement=confinement or Confinement(),
+            state_dir=state_dir,
         )
         network = deployment_network(deployment_id)
         self.runtime.ensure_network(network.name, network.labels)
@@ -118,6 +127,9 @@ class Deployments:
                 networks = docker("network", "ls", "-q", "--filter", label).split()
                 if networks:
                     docker("network", "rm", *networks)
+                volumes = docker("volume", "ls", "-q", "--filter", label).split()
+                if volumes:
+                    docker("volume", "rm", "-f", *volumes)
 
 
 @pytest.fixture
@@ -329,3 +341,20 @@ def test_ensure_network_skips_subnets_taken_by_other_networks(
             runtime.ensure_network(second.name, second.labels)
     finally:
         docker("network", "rm", blocker)
+
+
+def test_a_deployments_state_outlives_its_replicas_and_goes_with_the_deployment(
+    deployments: Deployments,
+) -> None:
+    """The inmem runtime's files: on the deployment's own volume, not in one container."""
+    deployment_id, first = deployments.start_replica_in_new_deployment(state_dir="/state")
+    written = in_container(first.ref, "sh", "-c", "echo kept > /state/thread.pckl && echo ok")
+    assert written.stdout.strip() == "ok", written.stderr
+    deployments.runtime.remove(first.ref)
+
+    second = deployments.start_replica(deployment_id, state_dir="/state")
+    assert in_container(second.ref, "cat", "/state/thread.pckl").stdout.strip() == "kept"
+
+    deployments.runtime.remove_labelled(DEPLOYMENT_LABEL, deployment_id)
+    volumes = docker("volume", "ls", "-q", "--filter", f"label={DEPLOYMENT_LABEL}={deployment_id}")
+    assert volumes.split() == []

@@ -64,3 +64,18 @@ def test_a_run_config_round_trips_and_keeps_only_what_was_set() -> None:
     run = RunConfig(port=8123, health_path="/ok", langgraph_runtime="pg", scale={"max": 4})
     assert RunConfig.from_json(run.to_json()) == run
     assert RunConfig.from_json('{"port": 80}') == RunConfig(port=80)
+
+
+def test_a_state_dir_is_kept_on_the_deployments_volume() -> None:
+    spec = replica_spec(
+        deployment_id="dep_1",
+        revision_id="rev_2",
+        name="n",
+        image="i",
+        port=8000,
+        limits=LIMITS[DeploymentType.development],
+        env={},
+        confinement=Confinement(),
+        state_dir="/deps/app/.langgraph_api",
+    )
+    assert spec.volumes == {"slipway-state-dep_1": "/deps/app/.langgraph_api"}

@@ -12,7 +12,7 @@ from app.errors import Annotation, ConfigError
 from manifests.config import load_repository_config
 from manifests.langgraph import load_langgraph_project
 from manifests.langgraph_image import PIP_SECRET_ID, LangGraphBuild, PipIndex
-from manifests.recipes import BuildTarget, default_recipes, plan_build
+from manifests.recipes import BuildTarget, default_recipes, plan_build, state_dir_of
 
 AGENT = """from typing import TypedDict
 
@@ -117,6 +117,9 @@ def test_inmem_is_for_development_and_previews_only(tmp_path: Path) -> None:
     assert development.labels["dev.slipway.langgraph-runtime"] == "inmem"
     assert production.labels["dev.slipway.langgraph-runtime"] == "pg"
     assert any("uses pg" in note for note in production.notes)
+    # inmem's files live on the deployment's volume; pg keeps nothing in the container.
+    assert state_dir_of(development.labels) == "/deps/app/.langgraph_api"
+    assert state_dir_of(production.labels) is None
 
 
 def test_the_config_path_is_settable_in_slipway_toml(tmp_path: Path) -> None:
