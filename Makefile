@@ -5,11 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-<<<<<<< HEAD
-.PHONY: up test lint unit integration e2e deps docker test-tools bench bench-previews bench-rollback bench-replicas clean
-=======
-.PHONY: up test lint unit integration e2e deps docker test-tools bench bench-previews bench-rollback bench-langgraph clean
->>>>>>> langgraph-rest
+.PHONY: up test lint unit integration e2e deps docker test-tools bench bench-previews bench-rollback bench-replicas bench-langgraph clean
 
 ## make up: install what is missing and start the whole platform in the foreground.
 up: deps docker
@@ -36,13 +32,11 @@ bench-previews: deps docker test-tools
 bench-rollback: deps docker test-tools
 	$(BIN)/python -m bench.rollback
 
-<<<<<<< HEAD
 bench-replicas: deps docker test-tools
 	$(BIN)/python -m bench.replicas
-=======
+
 bench-langgraph: deps docker test-tools
 	$(BIN)/python -m bench.langgraph
->>>>>>> langgraph-rest
 
 deps: $(INSTALLED)
 
