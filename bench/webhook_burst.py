@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -41,6 +42,7 @@ MAX_THREADS = 64
 MAX_DELIVERIES = 200
 MAX_ROUNDS = 20
 REQUEST_TIMEOUT_SECONDS = 30.0
+WEBHOOK_PATH = "/webhooks/github"
 APPLIED_TIMEOUT_SECONDS = 120.0
 """How long the worker may take, after a round, to apply the round's deliveries."""
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -55,7 +57,8 @@ class Round:
     seconds: float
     """From the first send to the last answer."""
     cpu_ms: dict[str, float]
-    """CPU time (user + system) per delivery of each platform process, in ms."""
+    """CPU time (user + system) per delivery of the api and worker processes and of the bench
+    itself (its sending threads and the signing done before the burst), in ms."""
 
     @property
     def per_second(self) -> float:
@@ -71,33 +74,97 @@ def signed_pings(app_id: int, count: int) -> list[Request]:
     return requests
 
 
-def burst(api_url: str, app_id: int, threads: int, deliveries: int) -> tuple[Samples, int, float]:
+class RawConnection:
+    """One kept-alive HTTP/1.1 connection that writes a request's bytes, made beforehand, and
+    reads the answer's status line, headers and Content-Length body: a sender whose CPU is a
+    small part of the receiver's, as GitHub's are (they do not run on this machine)."""
+
+    def __init__(self, api_url: str) -> None:
+        url = httpx.URL(api_url)
+        self.host = f"{url.host}:{url.port}"
+        self._socket = socket.create_connection(
+            (url.host, url.port or 80), timeout=REQUEST_TIMEOUT_SECONDS
+        )
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._buffer = b""
+
+    def request(self, body: bytes, hdrs: dict[str, str]) -> bytes:
+        head = [
+            f"POST {WEBHOOK_PATH} HTTP/1.1",
+            f"Host: {self.host}",
+            f"Content-Length: {len(body)}",
+            *(f"{name}: {value}" for name, value in hdrs.items()),
+        ]
+        return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+    def exchange(self, request: bytes) -> int:
+        """Sends one request, reads its whole answer; returns the status code."""
+        self._socket.sendall(request)
+        while b"\r\n\r\n" not in self._buffer:
+            self._receive()
+        head, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
+        status_line, *header_lines = head.split(b"\r\n")
+        length = 0
+        for line in header_lines:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(self._buffer) < length:
+            self._receive()
+        self._buffer = self._buffer[length:]
+        return int(status_line.split()[1])
+
+    def _receive(self) -> None:
+        chunk = self._socket.recv(65536)
+        if not chunk:
+            raise ConnectionError("the API closed the connection")
+        self._buffer += chunk
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+def burst(api_url: str, batches: list[list[Request]], client: str) -> tuple[Samples, int, float]:
     """Samples, the number of answers that were not 202, and the seconds the burst took."""
     samples = Samples()
     failures: list[int] = []
     lock = threading.Lock()
-    start = threading.Barrier(threads + 1)
-    batches = [signed_pings(app_id, deliveries) for _ in range(threads)]
+    start = threading.Barrier(len(batches) + 1)
 
-    def sender(batch: list[Request]) -> None:
-        with httpx.Client(trust_env=False, timeout=REQUEST_TIMEOUT_SECONDS) as client:
+    def answered(seconds: float, status: int) -> None:
+        with lock:
+            samples.add("answered", seconds)
+            if status != 202:
+                failures.append(status)
+
+    def httpx_sender(batch: list[Request]) -> None:
+        with httpx.Client(trust_env=False, timeout=REQUEST_TIMEOUT_SECONDS) as http:
             start.wait()
             for body, hdrs in batch:
                 sent = time.perf_counter()
-                response = client.post(f"{api_url}/webhooks/github", content=body, headers=hdrs)
-                answered = time.perf_counter() - sent
-                with lock:
-                    samples.add("answered", answered)
-                    if response.status_code != 202:
-                        failures.append(response.status_code)
+                response = http.post(f"{api_url}{WEBHOOK_PATH}", content=body, headers=hdrs)
+                answered(time.perf_counter() - sent, response.status_code)
 
+    def raw_sender(batch: list[Request]) -> None:
+        connection = RawConnection(api_url)
+        try:
+            requests = [connection.request(body, hdrs) for body, hdrs in batch]
+            start.wait()
+            for request in requests:
+                sent = time.perf_counter()
+                status = connection.exchange(request)
+                answered(time.perf_counter() - sent, status)
+        finally:
+            connection.close()
+
+    sender = raw_sender if client == "raw" else httpx_sender
     workers = [threading.Thread(target=sender, args=(batch,)) for batch in batches]
     for worker in workers:
         worker.start()
     start.wait()
     began = time.perf_counter()
     for worker in workers:
-        worker.join(timeout=REQUEST_TIMEOUT_SECONDS * deliveries)
+        worker.join(timeout=REQUEST_TIMEOUT_SECONDS * max(len(batch) for batch in batches))
     return samples, len(failures), time.perf_counter() - began
 
 
@@ -148,17 +215,20 @@ def wait_until_applied(platform: RunningPlatform, expected: int) -> None:
         time.sleep(0.1)
 
 
-def measured_round(platform: RunningPlatform, app_id: int, threads: int, deliveries: int) -> Round:
-    children = platform_children(platform)
+def measured_round(
+    platform: RunningPlatform, app_id: int, threads: int, deliveries: int, client: str
+) -> Round:
+    batches = [signed_pings(app_id, deliveries) for _ in range(threads)]
+    children = {**platform_children(platform), "bench": os.getpid()}
     before = {name: cpu_seconds(pid) for name, pid in children.items()}
-    samples, failures, seconds = burst(platform.api_url, app_id, threads, deliveries)
+    samples, failures, seconds = burst(platform.api_url, batches, client)
     after = {name: cpu_seconds(pid) for name, pid in children.items()}
     count = threads * deliveries
     cpu_ms = {name: (after[name] - before[name]) / count * 1000 for name in children}
     return Round(samples, failures, seconds, cpu_ms)
 
 
-def run(threads: int, deliveries: int, rounds: int) -> str:
+def run(threads: int, deliveries: int, rounds: int, client: str) -> str:
     machine = describe_machine()
     results: list[Round] = []
     with tempfile.TemporaryDirectory(prefix="slipway-bench-burst-") as tmp:
@@ -168,12 +238,13 @@ def run(threads: int, deliveries: int, rounds: int) -> str:
             log("starting slipway up")
             platform = start_platform(Path(tmp) / "platform", github)
             log("warm-up: one round")
-            burst(platform.api_url, github.app_id, threads, 1)
+            warm_up = [signed_pings(github.app_id, 1) for _ in range(threads)]
+            burst(platform.api_url, warm_up, client)
             sent = threads
             wait_until_applied(platform, sent)
             for number in range(1, rounds + 1):
                 log(f"burst {number}/{rounds}: {threads} threads x {deliveries} deliveries")
-                result = measured_round(platform, github.app_id, threads, deliveries)
+                result = measured_round(platform, github.app_id, threads, deliveries, client)
                 sent += threads * deliveries
                 wait_until_applied(platform, sent)
                 results.append(result)
@@ -192,7 +263,7 @@ def run(threads: int, deliveries: int, rounds: int) -> str:
             *machine,
             "",
             f"{threads} threads x {deliveries} signed ping deliveries, each POST -> answer, "
-            f"{rounds} round(s)",
+            f"{rounds} round(s), {client} client",
             *(f"  round {i}: {describe(result)}" for i, result in enumerate(results, 1)),
             f"  all: n {everything.count('answered')}, not 202: "
             f"{sum(result.failures for result in results)}, median "
@@ -217,6 +288,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=20)
     parser.add_argument("--deliveries", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--client",
+        choices=["httpx", "raw"],
+        default="httpx",
+        help="httpx (a client per thread, as before) or raw (prebuilt requests on a socket: "
+        "a sender that leaves the two cores to the platform, as GitHub's do)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.threads <= MAX_THREADS:
         parser.error(f"--threads must be between 1 and {MAX_THREADS}")
@@ -224,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--deliveries must be between 1 and {MAX_DELIVERIES}")
     if not 1 <= args.rounds <= MAX_ROUNDS:
         parser.error(f"--rounds must be between 1 and {MAX_ROUNDS}")
-    print(run(args.threads, args.deliveries, args.rounds), flush=True)
+    print(run(args.threads, args.deliveries, args.rounds, args.client), flush=True)
     return 0
 
 

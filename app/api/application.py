@@ -33,6 +33,7 @@ from app.bootstrap import (
     pipeline_config,
     secret_box,
 )
+from app.deliveries import DeliveryRecorder
 from app.errors import ConflictError, InvalidRequest, NotFoundError, PermissionDenied, SlipwayError
 from app.github.credentials import GitHubAppCredentials
 from app.operations import DeploymentOperations
@@ -83,7 +84,9 @@ def create_app(
     async def queue_lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await create_pool(redis_settings(settings))
         app.state.queue = pool
-        app.state.receiver = Receiver(settings, sessions, DeliveryQueue(pool), clock, credentials)
+        app.state.receiver = Receiver(
+            settings, DeliveryRecorder(sessions), DeliveryQueue(pool), clock, credentials
+        )
         try:
             yield
         finally:

@@ -19,8 +19,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABL
 from redis.exceptions import RedisError
 
 from app.api.schemas import DeliveryAccepted
-from app.db import SessionFactory
-from app.deliveries import Recorded, record_delivery
+from app.deliveries import Arrival, DeliveryRecorder
 from app.github.credentials import (
     GitHubAppCredentials,
     GitHubAppUnreadable,
@@ -122,7 +121,7 @@ class Receiver:
     signature check and the JSON parse together."""
 
     settings: Settings
-    sessions: SessionFactory
+    recorder: DeliveryRecorder
     queue: DeliveryQueue
     clock: Clock
     app_credentials: GitHubAppCredentials
@@ -160,13 +159,9 @@ class WebhookController(Controller):
         if not event or not delivery_id:
             raise BadDelivery(detail="X-GitHub-Event and X-GitHub-Delivery headers are required")
         payload = parse_payload(body)
-
-        def record() -> Recorded:
-            with receiver.sessions() as session:
-                return record_delivery(session, delivery_id, event, body, payload, receiver.clock())
-
         # Off the event loop: a write waiting on the control plane never stalls other requests.
-        recorded = await asyncio.to_thread(record)
+        arrival = Arrival(delivery_id, event, body, payload, receiver.clock())
+        recorded = await receiver.recorder.record(arrival)
         if recorded.needs_processing:
             try:
                 await receiver.queue.put(delivery_id)
