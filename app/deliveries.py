@@ -9,13 +9,14 @@ deliveries that arrive together in one transaction.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Table, bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, TextClause, bindparam, select, text, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -26,6 +27,8 @@ from app.facts import CommitFacts
 from app.models import Delivery
 
 APPLY_ATTEMPTS = 3
+_RECORDED = ("id", "event", "action", "installation_id", "payload", "received_at")
+"""The columns the receiver writes (Arrival.row); the rest are the worker's."""
 MAX_BATCH = 64
 """Deliveries recorded in one transaction at most: a burst's worth, and still a short write."""
 
@@ -33,16 +36,34 @@ MAX_BATCH = 64
 _TABLE: Table = Delivery.__table__  # type: ignore[attr-defined]
 _ID = _TABLE.c.id == bindparam("delivery_id")
 _UNHANDLED = _TABLE.c.processed_at.is_(None)
-_INSERT_NEW = {
-    name: insert(_TABLE)
-    .on_conflict_do_nothing(index_elements=[_TABLE.c.id])
-    .execution_options(preserve_rowcount=True)  # read before the cursor closes: psycopg's is -1
-    for name, insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
-}
-"""By dialect, an INSERT that leaves an id already recorded alone (rowcount 0) instead of
-failing, so one redelivery does not undo the other deliveries of its transaction."""
-_APPLIED_AMONG = select(_TABLE.c.id).where(
-    _TABLE.c.id.in_(bindparam("delivery_ids", expanding=True)), _TABLE.c.processed_at.is_not(None)
+
+
+@functools.cache
+def _insert_new(rows: int) -> TextClause:
+    """One INSERT of `rows` deliveries (parameters `<column>_<row>`) that leaves an id already
+    recorded alone (and out of the rowcount) instead of failing, so one redelivery does not
+    undo the others. Text, the same for SQLite and Postgres: SQLAlchemy compiles a multi-row
+    `insert().values()` anew at every execution, which costs more than the write; this is
+    built and compiled once per size."""
+    placeholders = ", ".join(
+        "(" + ", ".join(f":{column}_{row}" for column in _RECORDED) + ")" for row in range(rows)
+    )
+    statement = text(
+        f"INSERT INTO {_TABLE.name} ({', '.join(_RECORDED)}) VALUES {placeholders} "  # noqa: S608
+        "ON CONFLICT (id) DO NOTHING"
+    ).bindparams(
+        *(
+            bindparam(f"{column}_{row}", type_=_TABLE.c[column].type)
+            for row in range(rows)
+            for column in _RECORDED
+        )
+    )
+    # The rowcount read before the cursor closes: psycopg's reads -1 after.
+    return statement.execution_options(preserve_rowcount=True)
+
+
+_ALREADY_THERE = select(_TABLE.c.id, _TABLE.c.received_at, _TABLE.c.processed_at).where(
+    _TABLE.c.id.in_(bindparam("delivery_ids", expanding=True))
 )
 _TO_APPLY = select(_TABLE.c.event, _TABLE.c.payload, _TABLE.c.received_at).where(_ID, _UNHANDLED)
 _MARK_APPLIED = (
@@ -89,26 +110,53 @@ class Recorded:
         return not self.applied
 
 
-def record_deliveries(session: Session, arrivals: Sequence[Arrival]) -> list[Recorded]:
-    """One transaction: an INSERT per delivery that skips ids already recorded (redeliveries,
-    or the same delivery raced in on another API process), one read of the skipped ones, and
-    the commit. In the order given."""
-    connection = session.connection()
-    insert_new = _INSERT_NEW[connection.dialect.name]
-    new = [connection.execute(insert_new, arrival.row()).rowcount == 1 for arrival in arrivals]
-    seen = [arrival.delivery_id for arrival, fresh in zip(arrivals, new, strict=True) if not fresh]
-    applied = set(connection.scalars(_APPLIED_AMONG, {"delivery_ids": seen})) if seen else set()
-    session.commit()
+def record_deliveries(connection: Connection, arrivals: Sequence[Arrival]) -> list[Recorded]:
+    """Records them with one INSERT statement that skips ids already recorded (a redelivery,
+    or the same delivery raced in on another API process); only when it skipped some does a
+    read tell which ones, and whether a worker applied them. In the order given.
+
+    On an autocommit connection (the receiver's) that statement is its own transaction, begun
+    and committed inside one call into SQLite: the write lock is never held while this thread
+    waits for the GIL, which under a burst the event loop holds for up to 5 ms at a time.
+    On a session's connection the caller commits.
+    """
+    first: dict[str, Arrival] = {}
+    for arrival in arrivals:
+        first.setdefault(arrival.delivery_id, arrival)
+    statement = _insert_new(len(first))
+    parameters = {
+        f"{column}_{row}": value
+        for row, arrival in enumerate(first.values())
+        for column, value in arrival.row().items()
+    }
+    inserted = connection.execute(statement, parameters).rowcount
+    if inserted == len(first):  # all new: the usual case, and no read
+        ours = dict(first)
+        applied: set[str] = set()
+    else:
+        found = connection.execute(_ALREADY_THERE, {"delivery_ids": list(first)}).all()
+        applied = {row.id for row in found if row.processed_at is not None}
+        # Some were there before: if not all, the rows this INSERT wrote are those carrying
+        # their arrival's own receipt time (to the microsecond; a redelivery comes later).
+        ours = {
+            row.id: first[row.id]
+            for row in found
+            if inserted and row.received_at == first[row.id].received_at
+        }
     return [
-        Recorded(new=fresh, applied=arrival.delivery_id in applied)
-        for arrival, fresh in zip(arrivals, new, strict=True)
+        Recorded(new=ours.get(a.delivery_id) is a, applied=a.delivery_id in applied)
+        for a in arrivals
     ]
 
 
 def record_delivery(
     session: Session, delivery_id: str, event: str, body: bytes, payload: object, now: datetime
 ) -> Recorded:
-    return record_deliveries(session, [Arrival(delivery_id, event, body, payload, now)])[0]
+    """One delivery, in the session's transaction, committed."""
+    arrival = Arrival(delivery_id, event, body, payload, now)
+    [recorded] = record_deliveries(session.connection(), [arrival])
+    session.commit()
+    return recorded
 
 
 class DeliveryRecorder:
@@ -157,8 +205,8 @@ class DeliveryRecorder:
             self._writer = None
 
     def _write(self, arrivals: list[Arrival]) -> list[Recorded]:
-        with self._sessions() as session:
-            return record_deliveries(session, arrivals)
+        with self._sessions.autocommit() as connection:
+            return record_deliveries(connection, arrivals)
 
 
 def apply_delivery(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -111,14 +111,19 @@ def test_deliveries_make_revisions_on_a_postgres_control_plane(
 def test_deliveries_recorded_together_on_postgres_tell_redeliveries_apart(
     sessions: SessionFactory,
 ) -> None:
-    def ping(delivery_id: str) -> Arrival:
-        return Arrival(delivery_id, "ping", b'{"zen": "pg"}', {"zen": "pg"}, NOW)
+    def ping(delivery_id: str, at: datetime) -> Arrival:
+        return Arrival(delivery_id, "ping", b'{"zen": "pg"}', {"zen": "pg"}, at)
 
     applied, waiting, fresh = (str(uuid.uuid4()) for _ in range(3))
+    with sessions.autocommit() as connection:
+        record_deliveries(connection, [ping(applied, NOW), ping(waiting, NOW)])
     with sessions() as session:
-        record_deliveries(session, [ping(applied), ping(waiting)])
         assert apply_delivery(session, applied, SECRETS, NOW) is not None
-        results = record_deliveries(session, [ping(fresh), ping(applied), ping(waiting)])
+    later = NOW + timedelta(minutes=1)
+    with sessions.autocommit() as connection:
+        results = record_deliveries(
+            connection, [ping(fresh, later), ping(applied, later), ping(waiting, later)]
+        )
 
     assert results == [
         Recorded(new=True, applied=False),

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
@@ -27,9 +27,11 @@ NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 SECRETS = SecretBox("k" * 32)
 
 
-def arrival(delivery_id: str, event: str = "ping", payload: object | None = None) -> Arrival:
+def arrival(
+    delivery_id: str, event: str = "ping", payload: object | None = None, at: datetime = NOW
+) -> Arrival:
     payload = payload if payload is not None else {"zen": delivery_id}
-    return Arrival(delivery_id, event, json.dumps(payload).encode(), payload, NOW)
+    return Arrival(delivery_id, event, json.dumps(payload).encode(), payload, at)
 
 
 def stored(sessions: SessionFactory) -> dict[str, Delivery]:
@@ -40,21 +42,23 @@ def stored(sessions: SessionFactory) -> dict[str, Delivery]:
 def test_deliveries_recorded_together_are_each_stored_once_in_order(
     sessions: SessionFactory,
 ) -> None:
+    earlier = NOW - timedelta(minutes=5)
+    with sessions.autocommit() as connection:
+        record_deliveries(connection, [arrival("applied", at=earlier)])
+        record_deliveries(connection, [arrival("waiting", at=earlier)])
     with sessions() as session:
-        record_deliveries(session, [arrival("applied")])
         assert apply_delivery(session, "applied", SECRETS, NOW) is not None
-        record_deliveries(session, [arrival("waiting")])
 
     push = {"action": "opened", "installation": {"id": 7}}
-    with sessions() as session:
+    with sessions.autocommit() as connection:
         results = record_deliveries(
-            session,
+            connection,
             [
                 arrival("a"),
                 arrival("applied"),  # GitHub's redelivery of one handled
                 arrival("b", "pull_request", push),
                 arrival("waiting"),  # redelivered: recorded, its job lost
-                arrival("a"),  # twice in one transaction
+                arrival("a"),  # twice in one statement
             ],
         )
 
@@ -75,24 +79,42 @@ def test_deliveries_recorded_together_are_each_stored_once_in_order(
     )
     assert json.loads(rows["b"].payload) == push
     assert rows["a"].received_at == NOW
+    assert rows["applied"].received_at == earlier
 
 
-def test_a_burst_is_recorded_in_fewer_transactions_than_deliveries(
+def test_redeliveries_alone_are_told_apart_whatever_the_clock_says(
+    sessions: SessionFactory,
+) -> None:
+    with sessions.autocommit() as connection:
+        record_deliveries(connection, [arrival("a"), arrival("b")])
+        again = record_deliveries(connection, [arrival("a"), arrival("b"), arrival("a")])
+
+    assert again == [Recorded(new=False, applied=False)] * 3
+
+
+def test_a_burst_is_recorded_in_fewer_statements_than_deliveries(
     sessions: SessionFactory,
 ) -> None:
     recorder = DeliveryRecorder(sessions, max_batch=8)
-    commits: list[object] = []
-    event.listen(sessions.engine, "commit", commits.append)
+    inserts: list[str] = []
+
+    def count(_c: object, _cur: object, statement: str, *_: object) -> None:
+        if statement.startswith("INSERT INTO deliveries"):
+            inserts.append(statement)
 
     async def burst() -> list[Recorded]:
         ids = [f"d-{i}" for i in range(40)] + ["d-0", "d-1"]
         return await asyncio.gather(*(recorder.record(arrival(i)) for i in ids))
 
-    results = asyncio.run(burst())
+    event.listen(Engine, "before_cursor_execute", count)  # the recorder's engine is its own
+    try:
+        results = asyncio.run(burst())
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
 
     assert [r.new for r in results] == [True] * 40 + [False, False]
     assert len(stored(sessions)) == 40
-    assert 42 / 8 <= len(commits) < 42
+    assert 42 / 8 <= len(inserts) < 42  # each statement its own transaction
 
 
 def test_when_a_transaction_fails_each_of_its_deliveries_gets_the_error(
@@ -120,8 +142,8 @@ def test_when_a_transaction_fails_each_of_its_deliveries_gets_the_error(
 
 @pytest.mark.parametrize("payload", [[1, 2], "text", {"installation": {"id": "x"}, "action": 3}])
 def test_fields_of_odd_payloads_are_left_empty(sessions: SessionFactory, payload: object) -> None:
-    with sessions() as session:
-        record_deliveries(session, [arrival("odd", "ping", payload)])
+    with sessions.autocommit() as connection:
+        record_deliveries(connection, [arrival("odd", "ping", payload)])
 
     row = stored(sessions)["odd"]
     assert (row.action, row.installation_id) == (None, None)
