@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from app.batches import MAX_BATCH, Batcher
 from app.crypto import SecretBox
 from app.db import SessionFactory
 from app.events import EventOutcome, process_delivery
@@ -29,8 +30,6 @@ from app.models import Delivery
 APPLY_ATTEMPTS = 3
 _RECORDED = ("id", "event", "action", "installation_id", "payload", "received_at")
 """The columns the receiver writes (Arrival.row); the rest are the worker's."""
-MAX_BATCH = 64
-"""Deliveries recorded in one transaction at most: a burst's worth, and still a short write."""
 
 # Built once: composing a statement costs more than running it on SQLite.
 _TABLE: Table = Delivery.__table__  # type: ignore[attr-defined]
@@ -161,48 +160,18 @@ def record_delivery(
 
 class DeliveryRecorder:
     """Records deliveries off the event loop; those arriving while a write is under way go
-    together in the next transaction (a group commit).
-
-    Under a burst a delivery's own thread hop, session and commit cost several times its
-    INSERT, and SQLite takes one writer at a time anyway. Each caller gets its answer once the
-    transaction holding its delivery has committed, or that transaction's error.
-    """
+    together in the next statement (see app.batches). A caller gets its answer once the row of
+    its delivery is committed, or that statement's error."""
 
     def __init__(self, sessions: SessionFactory, max_batch: int = MAX_BATCH) -> None:
         self._sessions = sessions
-        self._max_batch = max_batch
-        self._waiting: list[tuple[Arrival, asyncio.Future[Recorded]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._batches: Batcher[Arrival, Recorded] = Batcher(self._write_off_loop, max_batch)
 
     async def record(self, arrival: Arrival) -> Recorded:
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[Recorded] = loop.create_future()
-        self._waiting.append((arrival, answer))
-        if self._writer is None:
-            self._writer = loop.create_task(self._write_while_waiting())
-        return await answer
+        return await self._batches.submit(arrival)
 
-    async def _write_while_waiting(self) -> None:
-        try:
-            while self._waiting:
-                batch = self._waiting[: self._max_batch]
-                del self._waiting[: self._max_batch]
-                try:
-                    results = await asyncio.to_thread(self._write, [a for a, _ in batch])
-                except asyncio.CancelledError:  # the server is stopping
-                    for _, answer in batch:
-                        answer.cancel()
-                    raise
-                except Exception as exc:
-                    for _, answer in batch:
-                        if not answer.done():
-                            answer.set_exception(exc)
-                    continue
-                for (_, answer), result in zip(batch, results, strict=True):
-                    if not answer.done():  # its request may have gone (the row stays)
-                        answer.set_result(result)
-        finally:
-            self._writer = None
+    async def _write_off_loop(self, arrivals: list[Arrival]) -> list[Recorded]:
+        return await asyncio.to_thread(self._write, arrivals)
 
     def _write(self, arrivals: list[Arrival]) -> list[Recorded]:
         with self._sessions.autocommit() as connection:

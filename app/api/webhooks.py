@@ -19,6 +19,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABL
 from redis.exceptions import RedisError
 
 from app.api.schemas import DeliveryAccepted
+from app.batches import Batcher
 from app.deliveries import Arrival, DeliveryRecorder
 from app.github.credentials import (
     GitHubAppCredentials,
@@ -32,14 +33,23 @@ from jobs.constants import HANDLE_DELIVERY, QUEUE_NAME, delivery_job_id
 
 log = logging.getLogger(__name__)
 
-ENQUEUE_ONCE = """
-if redis.call('exists', KEYS[1], KEYS[2]) ~= 0 then return 0 end
-redis.call('psetex', KEYS[1], ARGV[1], ARGV[2])
-redis.call('zadd', KEYS[3], ARGV[3], ARGV[4])
-return 1
+ENQUEUE_NEW = """
+local added = {}
+for n = 0, (#ARGV - 1) / 3 - 1 do
+  local job, result = KEYS[2 * n + 1], KEYS[2 * n + 2]
+  if redis.call('exists', job, result) == 0 then
+    redis.call('psetex', job, ARGV[#ARGV], ARGV[3 * n + 1])
+    redis.call('zadd', KEYS[#KEYS], ARGV[3 * n + 2], ARGV[3 * n + 3])
+    added[n + 1] = 1
+  else
+    added[n + 1] = 0
+  end
+end
+return added
 """
-"""arq's enqueue_job as one script: KEYS job, result and queue; ARGV expiry (ms), job, score,
-job id. Redis runs a script atomically, so it needs no WATCH and no retry."""
+"""arq's enqueue_job for several jobs as one script. KEYS: per job its job and result keys,
+then the queue; ARGV: per job the serialised job, its score and its id, then the expiry (ms).
+Redis runs a script atomically, so it needs no WATCH and no retry."""
 
 MAX_BODY_BYTES = 25 * 1024 * 1024
 """GitHub caps payloads at 25 MB; Litestar refuses a larger body with 413 as it streams in."""
@@ -92,26 +102,38 @@ def _depth(value: object) -> int:
 
 
 class DeliveryQueue:
-    """Puts a delivery's job on arq's queue in one round trip to Redis.
+    """Puts deliveries' jobs on arq's queue: those put while a round trip to Redis is under way
+    go together in the next one (see app.batches).
 
-    arq's own `enqueue_job` takes three (WATCH, EXISTS, then MULTI/EXEC) and its Python work is
-    a sizeable part of a delivery's answer time under a burst. The job is the same (arq's
-    serialisation, keys, score and default expiry), so the worker cannot tell the difference;
-    a job id already queued or with a result kept enqueues nothing, as with arq.
+    arq's own `enqueue_job` takes three round trips per job (WATCH, EXISTS, then MULTI/EXEC),
+    and under a burst its Python work was a sizeable part of a delivery's answer time. The job
+    is the same (arq's serialisation, keys, score and default expiry), so the worker cannot
+    tell the difference; a job id already queued or with a result kept enqueues nothing, as
+    with arq.
     """
 
     def __init__(self, redis: ArqRedis) -> None:
-        self._redis = redis
-        self._script = redis.register_script(ENQUEUE_ONCE)
+        self._script = redis.register_script(ENQUEUE_NEW)
+        self._batches: Batcher[str, bool] = Batcher(self._put_all)
 
     async def put(self, delivery_id: str) -> bool:
         """False when the delivery's job is queued already."""
-        job_id = delivery_job_id(delivery_id)
+        return await self._batches.submit(delivery_id)
+
+    async def _put_all(self, delivery_ids: list[str]) -> list[bool]:
         now_ms = timestamp_ms()
-        job = serialize_job(HANDLE_DELIVERY, (delivery_id,), {}, None, now_ms)
-        keys = [job_key_prefix + job_id, result_key_prefix + job_id, QUEUE_NAME]
-        added = await self._script(keys=keys, args=[expires_extra_ms, job, now_ms, job_id])
-        return bool(added)
+        keys: list[str] = []
+        args: list[bytes | int | str] = []
+        for delivery_id in delivery_ids:
+            job_id = delivery_job_id(delivery_id)
+            keys += [job_key_prefix + job_id, result_key_prefix + job_id]
+            args += [
+                serialize_job(HANDLE_DELIVERY, (delivery_id,), {}, None, now_ms),
+                now_ms,
+                job_id,
+            ]
+        added = await self._script(keys=[*keys, QUEUE_NAME], args=[*args, expires_extra_ms])
+        return [bool(flag) for flag in added]
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from litestar.testing import TestClient
 from redis import Redis
 
 from app.api import create_app
+from app.api.webhooks import DeliveryQueue
 from app.embedded import EmbeddedRedis
 from app.settings import Settings
 from jobs.constants import HANDLE_DELIVERY, QUEUE_NAME, delivery_job_id
@@ -119,3 +120,26 @@ def test_a_delivery_is_queued_as_the_job_arq_enqueue_job_would_make(
     assert info.score is not None and before_ms - 1 <= info.score <= after_ms + 1
     assert info.enqueue_time.timestamp() * 1000 == pytest.approx(info.score, abs=1)
     assert 86_000_000 < ttl_ms <= 86_400_000  # arq's default: a day after it was due
+
+
+def test_deliveries_queued_together_each_get_their_job_once(redis_server: EmbeddedRedis) -> None:
+    async def put_burst() -> list[bool]:
+        pool = await create_pool(RedisSettings.from_dsn(redis_server.url))
+        try:
+            queue = DeliveryQueue(pool)
+            ids = [f"d-{i}" for i in range(12)] + ["d-0", "d-5"]
+            return await asyncio.gather(*(queue.put(delivery_id) for delivery_id in ids))
+        finally:
+            await pool.aclose()
+
+    added = asyncio.run(put_burst())
+
+    assert added == [True] * 12 + [False, False]
+    assert _queued(redis_server) == 12
+    for i in (0, 7, 11):
+        info, status, _ = asyncio.run(_job(redis_server, f"d-{i}"))
+        assert (info.function, info.args, status) == (
+            HANDLE_DELIVERY,
+            (f"d-{i}",),
+            JobStatus.queued,
+        )
