@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
 from app.crypto import SecretBox
-from app.db import SessionFactory
+from app.db import HOT_PATH_AUTOCHECKPOINT_PAGES, SessionFactory
 from app.deliveries import (
     Arrival,
     DeliveryRecorder,
@@ -147,3 +147,15 @@ def test_fields_of_odd_payloads_are_left_empty(sessions: SessionFactory, payload
 
     row = stored(sessions)["odd"]
     assert (row.action, row.installation_id) == (None, None)
+
+
+def test_the_receivers_connections_leave_checkpoints_to_the_others(
+    sessions: SessionFactory,
+) -> None:
+    """A checkpoint fsyncs in the committing thread: not the one every delivery waits for."""
+    with sessions.autocommit() as connection:
+        receiver = connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+    with sessions() as session:
+        others = session.connection().exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+
+    assert (receiver, others) == (HOT_PATH_AUTOCHECKPOINT_PAGES, 1000)
