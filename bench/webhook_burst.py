@@ -41,6 +41,7 @@ TARGET_P99_MS = 50.0
 MAX_THREADS = 64
 MAX_DELIVERIES = 200
 MAX_ROUNDS = 20
+MAX_API_WORKERS = 8
 REQUEST_TIMEOUT_SECONDS = 30.0
 WEBHOOK_PATH = "/webhooks/github"
 APPLIED_TIMEOUT_SECONDS = 120.0
@@ -186,10 +187,27 @@ def platform_children(platform: RunningPlatform) -> dict[str, int]:
     return children
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (fields 14 and 15 of /proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+def cpu_seconds(pid: int, *, descendants: bool = True) -> float:
+    """utime + stime of a process and (`descendants`) its live descendants, such as uvicorn's
+    worker processes with --api-workers; from fields 4, 14 and 15 of /proc/PID/stat."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        child = int(stat.parent.name)
+        parents[child] = int(fields[1])
+        ticks[child] = int(fields[11]) + int(fields[12])
+    tree, frontier = {pid}, [pid] if descendants else []
+    while frontier:
+        parent = frontier.pop()
+        for child, its_parent in parents.items():
+            if its_parent == parent and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(ticks.get(member, 0) for member in tree) / CLOCK_TICKS
 
 
 def delivery_counts(platform: RunningPlatform) -> tuple[int, int]:
@@ -220,15 +238,20 @@ def measured_round(
 ) -> Round:
     batches = [signed_pings(app_id, deliveries) for _ in range(threads)]
     children = {**platform_children(platform), "bench": os.getpid()}
-    before = {name: cpu_seconds(pid) for name, pid in children.items()}
+
+    def cpu() -> dict[str, float]:
+        # The bench's own descendants are the platform: counted apart.
+        return {n: cpu_seconds(pid, descendants=n != "bench") for n, pid in children.items()}
+
+    before = cpu()
     samples, failures, seconds = burst(platform.api_url, batches, client)
-    after = {name: cpu_seconds(pid) for name, pid in children.items()}
+    after = cpu()
     count = threads * deliveries
     cpu_ms = {name: (after[name] - before[name]) / count * 1000 for name in children}
     return Round(samples, failures, seconds, cpu_ms)
 
 
-def run(threads: int, deliveries: int, rounds: int, client: str) -> str:
+def run(threads: int, deliveries: int, rounds: int, client: str, api_workers: int) -> str:
     machine = describe_machine()
     results: list[Round] = []
     with tempfile.TemporaryDirectory(prefix="slipway-bench-burst-") as tmp:
@@ -236,7 +259,7 @@ def run(threads: int, deliveries: int, rounds: int, client: str) -> str:
         platform = None
         try:
             log("starting slipway up")
-            platform = start_platform(Path(tmp) / "platform", github)
+            platform = start_platform(Path(tmp) / "platform", github, api_workers=str(api_workers))
             log("warm-up: one round")
             warm_up = [signed_pings(github.app_id, 1) for _ in range(threads)]
             burst(platform.api_url, warm_up, client)
@@ -263,7 +286,7 @@ def run(threads: int, deliveries: int, rounds: int, client: str) -> str:
             *machine,
             "",
             f"{threads} threads x {deliveries} signed ping deliveries, each POST -> answer, "
-            f"{rounds} round(s), {client} client",
+            f"{rounds} round(s), {client} client, {api_workers} API process(es)",
             *(f"  round {i}: {describe(result)}" for i, result in enumerate(results, 1)),
             f"  all: n {everything.count('answered')}, not 202: "
             f"{sum(result.failures for result in results)}, median "
@@ -295,6 +318,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="httpx (a client per thread, as before) or raw (prebuilt requests on a socket: "
         "a sender that leaves the two cores to the platform, as GitHub's do)",
     )
+    parser.add_argument(
+        "--api-workers", type=int, default=1, help="SLIPWAY_API_WORKERS (uvicorn processes)"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.threads <= MAX_THREADS:
         parser.error(f"--threads must be between 1 and {MAX_THREADS}")
@@ -302,7 +328,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--deliveries must be between 1 and {MAX_DELIVERIES}")
     if not 1 <= args.rounds <= MAX_ROUNDS:
         parser.error(f"--rounds must be between 1 and {MAX_ROUNDS}")
-    print(run(args.threads, args.deliveries, args.rounds, args.client), flush=True)
+    if not 1 <= args.api_workers <= MAX_API_WORKERS:
+        parser.error(f"--api-workers must be between 1 and {MAX_API_WORKERS}")
+    print(
+        run(args.threads, args.deliveries, args.rounds, args.client, args.api_workers), flush=True
+    )
     return 0
 
 
