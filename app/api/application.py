@@ -24,7 +24,7 @@ from app.api.auth import BearerTokens, writers_only
 from app.api.deployments import DeploymentController, RevisionController
 from app.api.setup import SetupController
 from app.api.tokens import TokenController
-from app.api.webhooks import WebhookController
+from app.api.webhooks import DeliveryQueue, Receiver, WebhookController
 from app.bootstrap import (
     app_setup,
     commit_resolver,
@@ -33,6 +33,7 @@ from app.bootstrap import (
     pipeline_config,
     secret_box,
 )
+from app.deliveries import DeliveryRecorder
 from app.errors import ConflictError, InvalidRequest, NotFoundError, PermissionDenied, SlipwayError
 from app.github.credentials import GitHubAppCredentials
 from app.operations import DeploymentOperations
@@ -83,6 +84,9 @@ def create_app(
     async def queue_lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await create_pool(redis_settings(settings))
         app.state.queue = pool
+        app.state.receiver = Receiver(
+            settings, DeliveryRecorder(sessions), DeliveryQueue(pool), clock, credentials
+        )
         try:
             yield
         finally:
@@ -92,6 +96,11 @@ def create_app(
         pool = state.queue
         assert isinstance(pool, ArqRedis)
         return pool
+
+    def receiver(state: State) -> Receiver:
+        found = state.receiver
+        assert isinstance(found, Receiver)
+        return found
 
     api = Router(
         path="/api",
@@ -115,10 +124,14 @@ def create_app(
             "operations": Provide(lambda: operations, use_cache=True, sync_to_thread=False),
             "clock": Provide(lambda: clock, use_cache=True, sync_to_thread=False),
             "queue": Provide(queue, sync_to_thread=False),
+            "receiver": Provide(receiver, sync_to_thread=False),
             "app_credentials": Provide(lambda: credentials, use_cache=True, sync_to_thread=False),
             "app_setup": Provide(lambda: setup, use_cache=True, sync_to_thread=False),
         },
         exception_handlers={cls: _domain_error for cls in STATUS_OF},
         lifespan=[queue_lifespan],
         openapi_config=None,
+        # Logging is app.logs' (key=value lines, written where they happen): Litestar's default
+        # would replace the root handler with a queue and a thread that drop the fields.
+        logging_config=None,
     )

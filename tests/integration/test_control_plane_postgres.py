@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from sqlalchemy import inspect
 
 from app.crypto import SecretBox
 from app.db import SessionFactory, make_engine, migrate
-from app.deliveries import apply_delivery, record_delivery
+from app.deliveries import Arrival, Recorded, apply_delivery, record_deliveries, record_delivery
 from app.embedded import EmbeddedPostgres
 from app.models import PENDING_STATES, Revision, RevisionState
 from app.revisions import transition
@@ -106,3 +106,30 @@ def test_deliveries_make_revisions_on_a_postgres_control_plane(
         assert stored.state is RevisionState.building
         assert stored.check_run_id == 9_876_543_210_123
         assert stored.created_at.tzinfo is not None
+
+
+def test_deliveries_recorded_together_on_postgres_tell_redeliveries_apart(
+    sessions: SessionFactory,
+) -> None:
+    def ping(delivery_id: str, at: datetime) -> Arrival:
+        return Arrival(delivery_id, "ping", b'{"zen": "pg"}', {"zen": "pg"}, at)
+
+    applied, waiting, fresh = (str(uuid.uuid4()) for _ in range(3))
+    with sessions.autocommit() as connection:
+        record_deliveries(connection, [ping(applied, NOW), ping(waiting, NOW)])
+    with sessions() as session:
+        assert apply_delivery(session, applied, SECRETS, NOW) is not None
+    later = NOW + timedelta(minutes=1)
+    with sessions.autocommit() as connection:
+        results = record_deliveries(
+            connection, [ping(fresh, later), ping(applied, later), ping(waiting, later)]
+        )
+
+    assert results == [
+        Recorded(new=True, applied=False),
+        Recorded(new=False, applied=True),
+        Recorded(new=False, applied=False),
+    ]
+    with sessions() as session:
+        assert apply_delivery(session, applied, SECRETS, NOW) is None
+        assert apply_delivery(session, waiting, SECRETS, NOW) is not None

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from arq import create_pool
+from arq.connections import RedisSettings
+from arq.constants import job_key_prefix
+from arq.jobs import Job, JobDef, JobStatus
 from litestar import Litestar
 from litestar.testing import TestClient
 from redis import Redis
 
 from app.api import create_app
+from app.api.webhooks import DeliveryQueue
 from app.embedded import EmbeddedRedis
 from app.settings import Settings
-from jobs.constants import QUEUE_NAME
+from jobs.constants import HANDLE_DELIVERY, QUEUE_NAME, delivery_job_id
 from tests.fake_github.payloads import headers
 from tests.keys import new_private_key_pem
 
@@ -82,3 +89,57 @@ def test_a_delivery_made_while_the_queue_is_down_is_kept_and_a_redelivery_enqueu
         assert _queued(redis_server) == 2
         assert _post(client, "d-2", {"zen": "queue is down"}) == 202  # and once more
         assert _queued(redis_server) == 2  # the same job id: no second piece of work
+
+
+async def _job(redis_server: EmbeddedRedis, delivery_id: str) -> tuple[JobDef, JobStatus, int]:
+    """The delivery's job as arq's worker reads it, its status and its time to live in ms."""
+    pool = await create_pool(RedisSettings.from_dsn(redis_server.url))
+    try:
+        job = Job(delivery_job_id(delivery_id), pool, _queue_name=QUEUE_NAME)
+        info = await job.info()
+        assert info is not None
+        ttl = await pool.pttl(job_key_prefix + job.job_id)
+        return info, await job.status(), ttl
+    finally:
+        await pool.aclose()
+
+
+def test_a_delivery_is_queued_as_the_job_arq_enqueue_job_would_make(
+    settings: Settings, redis_server: EmbeddedRedis
+) -> None:
+    with TestClient(app=create_app(settings)) as client:
+        before_ms = time.time() * 1000
+        assert _post(client, "d-1", {"zen": "queued"}) == 202
+        after_ms = time.time() * 1000
+
+    info, status, ttl_ms = asyncio.run(_job(redis_server, "d-1"))
+
+    assert (info.function, info.args, info.kwargs) == (HANDLE_DELIVERY, ("d-1",), {})
+    assert not info.job_try  # a first try, as arq's enqueue_job leaves it
+    assert status == JobStatus.queued
+    assert info.score is not None and before_ms - 1 <= info.score <= after_ms + 1
+    assert info.enqueue_time.timestamp() * 1000 == pytest.approx(info.score, abs=1)
+    assert 86_000_000 < ttl_ms <= 86_400_000  # arq's default: a day after it was due
+
+
+def test_deliveries_queued_together_each_get_their_job_once(redis_server: EmbeddedRedis) -> None:
+    async def put_burst() -> list[bool]:
+        pool = await create_pool(RedisSettings.from_dsn(redis_server.url))
+        try:
+            queue = DeliveryQueue(pool)
+            ids = [f"d-{i}" for i in range(12)] + ["d-0", "d-5"]
+            return await asyncio.gather(*(queue.put(delivery_id) for delivery_id in ids))
+        finally:
+            await pool.aclose()
+
+    added = asyncio.run(put_burst())
+
+    assert added == [True] * 12 + [False, False]
+    assert _queued(redis_server) == 12
+    for i in (0, 7, 11):
+        info, status, _ = asyncio.run(_job(redis_server, f"d-{i}"))
+        assert (info.function, info.args, status) == (
+            HANDLE_DELIVERY,
+            (f"d-{i}",),
+            JobStatus.queued,
+        )

@@ -19,7 +19,7 @@ from sqlmodel import col, select
 from app.crypto import SecretBox
 from app.db import SessionFactory
 from app.deliveries import apply_delivery, record_delivery
-from app.events import EventOutcome
+from app.events import EventOutcome, process_delivery
 from app.models import Delivery, Deployment, Installation, Repository, Revision, RevisionState
 from tests.fake_github import (
     ZERO_SHA,
@@ -182,6 +182,30 @@ def test_the_same_delivery_applied_twice_does_nothing_the_second_time(
     assert first is not None and len(first.start_revisions) == 1
     assert second is None and third is None
     assert len(deliveries.revisions()) == 1
+
+
+def test_of_two_workers_applying_one_delivery_at_once_only_one_commits(
+    deliveries: Deliveries, make_repository: RepoFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue delivers at least once: a second worker may read the delivery as unapplied
+    while the first is still applying it."""
+    delivery_id = deliveries.send("push", push(make_repository("web"), SHA_1))
+    apply_event = process_delivery
+    others: list[EventOutcome | None] = []
+
+    def other_worker_first(*args: Any) -> EventOutcome:
+        if not others:  # this worker has read the delivery; the other one applies it now
+            others.append(None)
+            others[0] = deliveries.apply(delivery_id)
+        return apply_event(*args)
+
+    monkeypatch.setattr("app.deliveries.process_delivery", other_worker_first)
+    late = deliveries.apply(delivery_id)
+
+    assert others[0] is not None and len(others[0].start_revisions) == 1
+    assert late is None
+    assert len(deliveries.revisions()) == 1
+    assert deliveries.recorded_outcome(delivery_id) == others[0].summary
 
 
 def test_a_redelivery_of_an_applied_delivery_needs_no_processing(

@@ -31,9 +31,11 @@ def test_old_payloads_are_dropped_and_their_deliveries_kept(platform: Platform) 
     platform.clock.now = now
     body = b'{"zen": "old"}'
     with platform.sessions() as session:
-        old = record_delivery(session, "old", "ping", body, {}, now - timedelta(days=15))
-        old.delivery.processed_at = now - timedelta(days=15)
-        session.add(old.delivery)
+        record_delivery(session, "old", "ping", body, {}, now - timedelta(days=15))
+        old = session.get(Delivery, "old")
+        assert old is not None
+        old.processed_at = now - timedelta(days=15)
+        session.add(old)
         record_delivery(session, "unhandled", "ping", body, {}, now - timedelta(days=15))
         record_delivery(session, "recent", "ping", body, {}, now - timedelta(days=1))
         session.commit()
