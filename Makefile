@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: up test lint unit integration e2e deps docker test-tools bench bench-previews bench-rollback bench-replicas bench-langgraph clean
+.PHONY: up test lint unit integration e2e deps docker test-tools bench bench-previews bench-rollback bench-replicas bench-langgraph bench-burst clean
 
 ## make up: install what is missing and start the whole platform in the foreground.
 up: deps docker
@@ -37,6 +37,9 @@ bench-replicas: deps docker test-tools
 
 bench-langgraph: deps docker test-tools
 	$(BIN)/python -m bench.langgraph
+
+bench-burst: deps docker test-tools
+	$(BIN)/python -m bench.webhook_burst --rounds 3
 
 deps: $(INSTALLED)
 
