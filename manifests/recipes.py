@@ -5,12 +5,13 @@ A Dockerfile wins when the commit has one; otherwise `langgraph.json` makes a La
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from app.errors import ConfigError
+from app.errors import Annotation, ConfigError
 from manifests.config import CONFIG_FILE, DeployConfig, RepositoryConfig
 from manifests.langgraph import load_langgraph_project
 from manifests.langgraph_image import (
@@ -107,6 +108,8 @@ class LangGraphRecipe:
             return None
         project = load_langgraph_project(source_dir, config_path)
         runtime = self._build.runtime_for(production=target.production)
+        if runtime == "pg" and "app" in json.loads(project.server_env.get("LANGGRAPH_HTTP", "{}")):
+            raise _custom_app_on_pg(source_dir, config_path)
         dockerfile = target.work_dir / GENERATED_DOCKERFILE
         dockerfile.write_text(
             langgraph_dockerfile(
@@ -154,6 +157,24 @@ def langgraph_runtime_of(labels: dict[str, str]) -> str | None:
     if labels.get(RECIPE_LABEL) != LangGraphRecipe.name:
         return None
     return labels.get(LANGGRAPH_RUNTIME_LABEL, "pg")
+
+
+def _custom_app_on_pg(source_dir: Path, config_path: str) -> ConfigError:
+    """langgraph-api 0.11.1 (the one langgraph-runtime-pg pins) runs the store middleware of
+    an `http.app` at its lifespan start, before the runtime has opened its pool: the server
+    then answers 500 to everything, /ok too. Said before a build, not after a health timeout."""
+    text = (source_dir / config_path).read_text(encoding="utf-8", errors="replace")
+    line = next((n for n, row in enumerate(text.splitlines(), 1) if '"app"' in row), 1)
+    message = (
+        "http.app (custom routes) does not start on the pg runtime that production deployments "
+        "use: langgraph-api 0.11.1, which langgraph-runtime-pg needs, fails at start with it "
+        "and answers 500 to every request. Remove http.app, or use it on a development "
+        "deployment or preview with SLIPWAY_LANGGRAPH_RUNTIME=inmem"
+    )
+    return ConfigError(
+        f"{config_path}: {message}",
+        annotations=(Annotation(config_path, line, line, message, title="http.app on pg"),),
+    )
 
 
 def state_dir_of(labels: dict[str, str]) -> str | None:

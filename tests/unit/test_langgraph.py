@@ -250,3 +250,22 @@ def test_store_auth_and_http_are_mapped_like_the_cli_maps_them(tmp_path: Path) -
     assert json.loads(project.server_env["LANGGRAPH_AUTH"]) == {"path": "/deps/app/auth.py:auth"}
     assert json.loads(project.server_env["LANGGRAPH_HTTP"]) == {"app": "/deps/app/web.py:app"}
     assert project.env == {"GREETING": "hello $USER"}
+
+
+def test_custom_routes_on_the_pg_runtime_fail_before_any_build(tmp_path: Path) -> None:
+    config = '{\n  "dependencies": ["."],\n  "graphs": {"agent": "./agent.py:graph"},\n'
+    config += '  "http": {\n    "app": "./web.py:app"\n  }\n}\n'
+    source = repository(
+        tmp_path, {"langgraph.json": config, "agent.py": AGENT, "web.py": "app = 1\n"}
+    )
+    recipes = default_recipes(LangGraphBuild(runtime="inmem"))
+    repo_config = load_repository_config(source)
+
+    with pytest.raises(ConfigError) as refused:
+        plan_build(source, repo_config, BuildTarget(tmp_path, True), recipes)  # production: pg
+    [annotation] = refused.value.annotations
+    assert (annotation.path, annotation.start_line) == ("langgraph.json", 5)
+    assert "pg runtime" in annotation.message
+    # On a development deployment with inmem it builds.
+    development = plan_build(source, repo_config, BuildTarget(tmp_path, False), recipes)
+    assert development.labels["dev.slipway.langgraph-runtime"] == "inmem"
