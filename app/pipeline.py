@@ -45,7 +45,7 @@ from app.models import (
 )
 from app.outbox import ReportOutbox
 from app.ports import Clock, ContainerRuntime, GitHubPort, ImageBuilder, PreviewNotifier
-from app.replicas import Replicas, ReplicaStartFailed
+from app.replicas import Replicas, ReplicaStartFailed, ready_count, start_draining
 from app.reporting import LOG_TAIL_LINES, Redactor, RevisionRef, load_ref
 from app.revisions import transition
 from app.router import deployment_url, route_hostname
@@ -473,16 +473,7 @@ class RevisionPipeline:
         with self._sessions() as session:
             deployment = session.get(Deployment, deployment_id)
             assert deployment is not None
-            serving = 0
-            if deployment.live_revision_id is not None:
-                serving = len(
-                    session.exec(
-                        select(Replica.id).where(
-                            Replica.revision_id == deployment.live_revision_id,
-                            Replica.state == ReplicaState.ready,
-                        )
-                    ).all()
-                )
+            serving = ready_count(session, deployment.live_revision_id)
             wanted = max(1, serving, deployment.desired_replicas)
             return min(wanted, LIMITS[deployment.type].max_replicas)
 
@@ -691,8 +682,7 @@ class RevisionPipeline:
             now = self._clock()
             for replica in leftover:
                 if replica.state is not ReplicaState.draining:
-                    replica.state = ReplicaState.draining
-                    replica.draining_since = now
+                    start_draining(replica, now)
                     session.add(replica)
             session.commit()
         self._replicas.drain([replica.id for replica in leftover])
@@ -830,6 +820,5 @@ def _start_draining(session: Session, revision_id: str, now: datetime) -> None:
             col(Replica.state).in_([ReplicaState.starting, ReplicaState.ready]),
         )
     ).all():
-        replica.state = ReplicaState.draining
-        replica.draining_since = now
+        start_draining(replica, now)
         session.add(replica)

@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pydantic import ValidationError
 from sqlmodel import Session, col, or_, select
 
 from app.autoscaler import (
@@ -43,9 +42,9 @@ from app.models import (
     RevisionState,
 )
 from app.ports import Clock, ContainerRuntime, ImageBuilder, ReplicaStatus, RouterPort
-from app.replicas import Replicas, ReplicaStartFailed
+from app.replicas import Replicas, ReplicaStartFailed, ready_count, start_draining
 from app.routes import RouteTable
-from manifests.config import ScaleConfig, deploy_config_of
+from manifests.config import deploy_config_of
 from manifests.recipes import langgraph_runtime_of, state_dir_of
 from manifests.run import RunConfig, scale_table
 
@@ -288,8 +287,7 @@ class Reconciler:
             ).all()
             changed = False
             for replica, _state in rows:
-                replica.state = ReplicaState.draining
-                replica.draining_since = now
+                start_draining(replica, now)
                 session.add(replica)
                 changed = True
             session.commit()
@@ -350,7 +348,7 @@ class Reconciler:
         in_flight: dict[str, int] | None,
     ) -> int:
         """The autoscaler's count for production; exactly one for everything else."""
-        policy = scaling_policy(deployment.type, self._autoscale, _scale_config(run))
+        policy = scaling_policy(deployment.type, self._autoscale, run.scale_config())
         at = self._wall()
         sample = None
         if in_flight is not None:
@@ -417,8 +415,7 @@ class Reconciler:
             for replica in leaving:
                 stored = session.get(Replica, replica.id)
                 if stored is not None and stored.state is ReplicaState.ready:
-                    stored.state = ReplicaState.draining
-                    stored.draining_since = now
+                    start_draining(stored, now)
                     session.add(stored)
             session.commit()
         self._routes.apply()
@@ -462,14 +459,7 @@ class Reconciler:
             if deployment is None:
                 return
             state = ScalerState.from_json(deployment.scaler_state)
-            actual = len(
-                session.exec(
-                    select(Replica.id).where(
-                        Replica.revision_id == deployment.live_revision_id,
-                        Replica.state == ReplicaState.ready,
-                    )
-                ).all()
-            )
+            actual = ready_count(session, deployment.live_revision_id)
             at = self._wall()
             decision = Decision(
                 at=at,
@@ -490,15 +480,6 @@ STALE_START = timedelta(minutes=5)
 
 def _stale(replica: Replica, now: datetime) -> bool:
     return now - replica.started_at > STALE_START
-
-
-def _scale_config(run: RunConfig) -> ScaleConfig | None:
-    if not run.scale:
-        return None
-    try:
-        return ScaleConfig.model_validate(run.scale)
-    except ValidationError:
-        return None
 
 
 def _idle(before: ScalerState, sample: Sample | None, decision: Decision, desired: int) -> bool:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from app.crypto import SecretBox
 from app.databases import database_identifier
@@ -110,6 +110,25 @@ class RevisionRun:
             confinement=confinement,
             state_dir=self.run.state_dir,
         )
+
+
+def ready_count(session: Session, revision_id: str | None) -> int:
+    """Ready replicas of the revision: those the router sends requests to while it is live."""
+    if revision_id is None:
+        return 0
+    return len(
+        session.exec(
+            select(Replica.id).where(
+                Replica.revision_id == revision_id, Replica.state == ReplicaState.ready
+            )
+        ).all()
+    )
+
+
+def start_draining(replica: Replica, now: datetime) -> None:
+    """Out of the route from the next render on; stopped once its requests are done."""
+    replica.state = ReplicaState.draining
+    replica.draining_since = now
 
 
 class ReplicaStartFailed(RuntimeStartError):

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pydantic import ValidationError
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from app.autoscaler import AutoscaleDefaults, ScalerState, ScalingPolicy, scaling_policy
-from app.models import Deployment, Replica, ReplicaState, Revision
+from app.models import Deployment, Revision
+from app.replicas import ready_count
 from manifests.config import ScaleConfig
 from manifests.run import RunConfig
 
@@ -27,26 +27,13 @@ def scaling_report(
     session: Session, deployment: Deployment, defaults: AutoscaleDefaults
 ) -> ScalingReport:
     scale: ScaleConfig | None = None
-    current = 0
     if deployment.live_revision_id is not None:
         revision = session.get(Revision, deployment.live_revision_id)
         if revision is not None and revision.run_config:
-            table = RunConfig.from_json(revision.run_config).scale
-            try:
-                scale = ScaleConfig.model_validate(table) if table else None
-            except ValidationError:
-                scale = None
-        current = len(
-            session.exec(
-                select(Replica.id).where(
-                    Replica.revision_id == deployment.live_revision_id,
-                    col(Replica.state) == ReplicaState.ready,
-                )
-            ).all()
-        )
+            scale = RunConfig.from_json(revision.run_config).scale_config()
     return ScalingReport(
         deployment=deployment,
-        current=current,
+        current=ready_count(session, deployment.live_revision_id),
         policy=scaling_policy(deployment.type, defaults, scale),
         state=ScalerState.from_json(deployment.scaler_state),
     )

@@ -32,9 +32,7 @@ from typing import Any
 
 import httpx
 
-from app.embedded import UNIX_SCHEME, free_port
-from app.embedded._caddy import default_admin_socket
-from app.router import CaddyRouter
+from app.embedded import free_port
 from bench.push_to_live import (
     ACCOUNT,
     CONFINED_RUN,
@@ -230,11 +228,6 @@ def floor_start(image: str, index: int, containers: list[str]) -> float:
 
 def burst_to_serving(platform: RunningPlatform, deployment: dict[str, Any]) -> float:
     """From a burst's start until BURST_REPLICAS replicas carry requests in the router."""
-    caddy = CaddyRouter(
-        UNIX_SCHEME + str(default_admin_socket(platform.data_dir / "caddy")),
-        listen="",
-        storage_dir=platform.data_dir,
-    )
     started = time.monotonic()
     load = start_load(
         platform.router_port,
@@ -246,7 +239,7 @@ def burst_to_serving(platform: RunningPlatform, deployment: dict[str, Any]) -> f
     try:
         wait_for(
             f"{BURST_REPLICAS} replicas carrying requests",
-            lambda: sum(1 for n in caddy.in_flight().values() if n > 0) >= BURST_REPLICAS,
+            lambda: sum(1 for n in platform.in_flight().values() if n > 0) >= BURST_REPLICAS,
             30,
             every=0.05,
         )

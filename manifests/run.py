@@ -10,7 +10,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from manifests.config import scale_config_of
+from pydantic import ValidationError
+
+from manifests.config import ScaleConfig, scale_config_of
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,16 @@ class RunConfig:
     """slipway.toml's [scale] table as written (min, max, target), checked at build time."""
     state_dir: str | None = None
     """A directory kept on the deployment's own volume across replicas and revisions."""
+
+    def scale_config(self) -> ScaleConfig | None:
+        """The [scale] table checked again (it was at build time); None when none was set or
+        a stored one no longer reads."""
+        if not self.scale:
+            return None
+        try:
+            return ScaleConfig.model_validate(self.scale)
+        except ValidationError:
+            return None
 
     def to_json(self) -> str:
         return json.dumps(

@@ -23,7 +23,9 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from app.crypto import SecretBox
-from app.embedded import EmbeddedPostgres, free_port
+from app.embedded import UNIX_SCHEME, EmbeddedPostgres, free_port
+from app.embedded._caddy import default_admin_socket
+from app.router import CaddyRouter
 from tests.fake_github import FakeGitHub
 from tests.fake_github.payloads import ZERO_SHA, push_payload
 from tests.fake_github.payloads import headers as webhook_headers
@@ -94,6 +96,15 @@ class RunningPlatform:
     def admin_token(self) -> str:
         """The token a new platform writes into DATA_DIR/admin-token on its first start."""
         return (self.data_dir / "admin-token").read_text().strip()
+
+    def in_flight(self) -> dict[str, int]:
+        """What the platform's Caddy itself counts: requests in flight per upstream."""
+        caddy = CaddyRouter(
+            UNIX_SCHEME + str(default_admin_socket(self.data_dir / "caddy")),
+            listen="",
+            storage_dir=self.data_dir,
+        )
+        return caddy.in_flight()
 
     def call(
         self, method: str, path: str, *, token: str | None = None, **kwargs: Any

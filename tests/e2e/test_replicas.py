@@ -14,9 +14,6 @@ from typing import Any
 
 import pytest
 
-from app.embedded import UNIX_SCHEME
-from app.embedded._caddy import default_admin_socket
-from app.router import CaddyRouter
 from tests.apps import slow_app
 from tests.e2e.conftest import INSTALLATION_ID, connect_repository, remove_docker_objects
 from tests.fake_github import FakeGitHub
@@ -71,16 +68,6 @@ def host(platform: RunningPlatform, slug: str) -> str:
     return f"{slug}.localhost:{platform.router_port}"
 
 
-def in_flight(platform: RunningPlatform) -> dict[str, int]:
-    """What the router itself counts: requests in flight per upstream."""
-    router = CaddyRouter(
-        UNIX_SCHEME + str(default_admin_socket(platform.data_dir / "caddy")),
-        listen="",
-        storage_dir=platform.data_dir,
-    )
-    return router.in_flight()
-
-
 def endpoints(platform: RunningPlatform, deployment_id: str) -> set[str]:
     view = platform.api(f"/api/deployments/{deployment_id}")
     return {r["endpoint"] for r in view["replicas"] if r["state"] == "ready"}
@@ -104,7 +91,7 @@ def test_load_scales_production_up_over_every_replica_and_back_after_the_delay(
         serving = endpoints(platform, deployment_id)
         busy: set[str] = set()
         for _ in range(20):
-            busy |= {address for address, n in in_flight(platform).items() if n > 0}
+            busy |= {address for address, n in platform.in_flight().items() if n > 0}
             time.sleep(0.1)
     finally:
         load.wait()
