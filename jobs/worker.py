@@ -13,6 +13,7 @@ from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
 from app.bootstrap import bootstrap, require
+from app.heap import freeze_startup_objects
 from app.settings import Settings
 from jobs import tasks
 from jobs.constants import (
@@ -92,6 +93,7 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
             await tasks.sync_routes(ctx)
         except Exception:  # the router may still be starting; the cron catches up
             log.warning("routes not restored at start", exc_info=True)
+        freeze_startup_objects("worker")
 
     options: dict[str, Any] = {
         "functions": [

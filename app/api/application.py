@@ -36,6 +36,7 @@ from app.bootstrap import (
 from app.deliveries import DeliveryRecorder
 from app.errors import ConflictError, InvalidRequest, NotFoundError, PermissionDenied, SlipwayError
 from app.github.credentials import GitHubAppCredentials
+from app.heap import freeze_startup_objects
 from app.operations import DeploymentOperations
 from app.ports import Clock, CommitResolver
 from app.settings import Settings
@@ -87,6 +88,7 @@ def create_app(
         app.state.receiver = Receiver(
             settings, DeliveryRecorder(sessions), DeliveryQueue(pool), clock, credentials
         )
+        freeze_startup_objects("api")
         try:
             yield
         finally:
