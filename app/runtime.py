@@ -20,13 +20,14 @@ import ipaddress
 import os
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException, NoSuchContainer
 from python_on_whales.utils import run as docker_cli
 
+from app.bridges import enable_quick_acks
 from app.embedded import free_port
 from app.errors import EngineError, RuntimeStartError
 from app.ports import Endpoint, ReplicaStatus, StartedReplica
@@ -43,6 +44,7 @@ from manifests.containers import (
 )
 
 LOCALHOST = "127.0.0.1"
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 RESTART_POLICY_REPLICA = "no"
 """The reconciler, not the engine, replaces a replica that died (the engine does not restart
 one stopped by `docker kill`, and would bring it back on a port the router no longer dials)."""
@@ -66,10 +68,12 @@ class DockerRuntime:
         docker_binary: str,
         env_dir: Path,
         network_pool: ipaddress.IPv4Network | None = None,
+        quick_acks: Callable[[ipaddress.IPv4Network], bool] = enable_quick_acks,
     ) -> None:
         self._docker = DockerClient(client_call=[docker_binary])
         self._env_dir = env_dir
         self._network_pool = network_pool or ipaddress.IPv4Network(DEFAULT_NETWORK_POOL)
+        self._quick_acks = quick_acks
 
     def start(self, spec: ContainerSpec) -> StartedReplica:
         """Run the replica with its port published on a host port chosen here.
@@ -130,18 +134,26 @@ class DockerRuntime:
             ) from exc
 
     def ensure_network(self, name: str, labels: dict[str, str]) -> None:
-        """Create the deployment's network unless it exists (every start asks; ~40 ms).
+        """Create the deployment's network unless it exists (every start asks; ~40 ms), and
+        have the host acknowledge at once on its route (`app.bridges`; kept by a network made
+        before, or restored when the engine made its bridge anew).
 
         Its subnet is chosen here, from the pool, under a lock shared by this platform's
         workers; a subnet another platform took meanwhile is refused by the engine as
         overlapping, and the next one is tried.
         """
+        for subnet in self._created_network(name, labels):
+            if isinstance(subnet, ipaddress.IPv4Network):
+                self._quick_acks(subnet)
+
+    def _created_network(self, name: str, labels: dict[str, str]) -> list[IPNetwork]:
+        """The subnets of the deployment's network, made now or before."""
         try:
-            if self._network_exists(name):
-                return
+            if (subnets := self._network_subnets(name)) is not None:
+                return subnets
             with self._network_lock():
-                if self._network_exists(name):
-                    return
+                if (subnets := self._network_subnets(name)) is not None:
+                    return subnets
                 for _attempt in range(NETWORK_ATTEMPTS):
                     subnet = next(free_subnets(self._network_pool, self._subnets_in_use()), None)
                     if subnet is None:
@@ -152,10 +164,10 @@ class DockerRuntime:
                         )
                     try:
                         self._create_network(name, labels, subnet)
-                        return
+                        return [subnet]
                     except DockerException as exc:
                         if "already exists" in _stderr(exc):
-                            return
+                            return self._network_subnets(name) or []
                         if "overlaps" not in _stderr(exc):
                             raise
         except DockerException as exc:
@@ -204,14 +216,18 @@ class DockerRuntime:
                 return None
             raise
 
-    def _network_exists(self, name: str) -> bool:
+    def _network_subnets(self, name: str) -> list[IPNetwork] | None:
+        """The existing network's subnets (none for one made by hand without IPAM); None when
+        there is no such network."""
         try:
-            self._cli("network", "inspect", "--format", "{{.Name}}", name)
+            text = self._cli(
+                "network", "inspect", "--format", "{{range .IPAM.Config}}{{.Subnet}} {{end}}", name
+            )
         except DockerException as exc:
             if _no_such_network(exc):
-                return False
+                return None
             raise
-        return True
+        return [ipaddress.ip_network(word, strict=False) for word in text.split()]
 
     def _create_network(
         self, name: str, labels: dict[str, str], subnet: ipaddress.IPv4Network

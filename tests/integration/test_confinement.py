@@ -358,3 +358,41 @@ def test_a_deployments_state_outlives_its_replicas_and_goes_with_the_deployment(
     deployments.runtime.remove_labelled(DEPLOYMENT_LABEL, deployment_id)
     volumes = docker("volume", "ls", "-q", "--filter", f"label={DEPLOYMENT_LABEL}={deployment_id}")
     assert volumes.split() == []
+
+
+def route_to(subnet: str) -> dict[str, Any]:
+    [route] = json.loads(
+        subprocess.run(
+            ["ip", "-json", "route", "show", "exact", subnet],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert isinstance(route, dict)
+    return route
+
+
+def quick_acks(route: dict[str, Any]) -> bool:
+    return any(metric.get("quickack") == 1 for metric in route.get("metrics", []))
+
+
+def test_the_hosts_route_to_a_deployment_network_acknowledges_at_once(
+    deployments: Deployments,
+) -> None:
+    """So an app that writes its headers and body in two pieces with Nagle on is not held
+    back 40 ms behind the router (app.bridges); kept across starts and restored when lost."""
+    deployment_id, _first = deployments.start()
+    subnet = str(subnet_of(inspect("network", deployment_network(deployment_id).name)))
+    route = route_to(subnet)
+    assert quick_acks(route), route
+
+    # As when the engine makes the bridge anew: the route comes back without it.
+    subprocess.run(
+        ["ip", "route", "change", subnet, "dev", route["dev"], "proto", "kernel",
+         "scope", "link", "src", route["prefsrc"]],
+        check=True,
+    )  # fmt: skip
+    assert not quick_acks(route_to(subnet))
+    deployments.start_replica(deployment_id)
+    assert quick_acks(route_to(subnet))
