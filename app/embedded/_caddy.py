@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import os
+import ssl
 import subprocess
 import tempfile
 import time
@@ -41,20 +43,31 @@ _MAX_SOCKET_PATH = 100
 """sun_path holds 108 bytes; keep a margin."""
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    return ssl.create_default_context()
+
+
 def admin_client(admin_url: str, timeout: float) -> httpx.Client:
     """HTTP client for Caddy's admin API at ``unix:///path`` or ``http://host:port``.
 
     Ignores HTTP(S)_PROXY (which must not see the admin API) and sends ``Connection: close``:
     Caddy replaces its admin server on every config load, so a kept-alive connection from
     before a ``/load`` is reset by the next request on it. Requests go to :func:`admin_base`.
+
+    Every client shares one TLS context: httpx would build one with the CA bundle per client
+    (~14 ms of CPU per call: every route change, and every reconciler tick's read of the
+    in-flight requests), for an API that speaks plain HTTP.
     """
     headers = {"Connection": "close"}
     if admin_url.startswith(UNIX_SCHEME):
-        transport = httpx.HTTPTransport(uds=admin_url.removeprefix(UNIX_SCHEME))
+        transport = httpx.HTTPTransport(
+            uds=admin_url.removeprefix(UNIX_SCHEME), verify=_tls_context()
+        )
         return httpx.Client(transport=transport, timeout=timeout, headers=headers)
     # Over TCP Caddy checks the Origin of state-changing requests against its own address.
     headers["Origin"] = admin_url.rstrip("/")
-    return httpx.Client(trust_env=False, timeout=timeout, headers=headers)
+    return httpx.Client(trust_env=False, timeout=timeout, headers=headers, verify=_tls_context())
 
 
 def admin_base(admin_url: str) -> str:
