@@ -182,13 +182,23 @@ class RunningPlatform:
     def request(
         self, slug: str, path: str = "/", method: str = "GET", **kwargs: Any
     ) -> httpx.Response:
-        return self.client.request(
-            method,
-            f"http://127.0.0.1:{self.router_port}{path}",
-            headers={"Host": f"{slug}.localhost:{self.router_port}"},
-            timeout=10,
-            **kwargs,
-        )
+        def send() -> httpx.Response:
+            return self.client.request(
+                method,
+                f"http://127.0.0.1:{self.router_port}{path}",
+                headers={"Host": f"{slug}.localhost:{self.router_port}"},
+                timeout=10,
+                **kwargs,
+            )
+
+        try:
+            return send()
+        except (httpx.ReadError, httpx.RemoteProtocolError):
+            if method not in ("GET", "HEAD"):
+                raise
+            # Caddy closes its idle kept-alive connections when it loads a new route table, and
+            # one reused at that moment is reset: browsers send such a request again, once.
+            return send()
 
     # -- the control-plane database, read-only, for "nothing was stored" ------------------
     def count(self, table: str) -> int:
