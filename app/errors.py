@@ -82,28 +82,6 @@ class RuntimeStartError(SlipwayError):
     """The container could not be started, exited, or never answered its health check."""
 
 
-class ReplicaStartFailed(RuntimeStartError):
-    """A replica exited or never answered its health check; `ref` reads its output, and
-    `output` holds it when the replica is already gone."""
-
-    def __init__(self, message: str, ref: str, output: str | None = None) -> None:
-        super().__init__(message)
-        self.ref = ref
-        self.output = output
-
-    @classmethod
-    def exited(
-        cls, ref: str, port: int, exit_code: int | str | None, oom_killed: bool
-    ) -> ReplicaStartFailed:
-        if oom_killed:
-            return cls(
-                "the app ran out of memory at start (killed by the deployment type's memory limit)",
-                ref,
-            )
-        code = "unknown" if exit_code is None else exit_code
-        return cls(f"the app exited with code {code} before answering HTTP on port {port}", ref)
-
-
 class EngineError(SlipwayError):
     """The Docker engine refused an operation on running replicas or images."""
 

@@ -27,7 +27,6 @@ from app.errors import (
     Annotation,
     BuildCancelled,
     ConfigError,
-    ReplicaStartFailed,
     RevisionAbandoned,
     RuntimeStartError,
     SlipwayError,
@@ -46,7 +45,7 @@ from app.models import (
 )
 from app.outbox import ReportOutbox
 from app.ports import Clock, ContainerRuntime, GitHubPort, ImageBuilder, PreviewNotifier
-from app.replicas import Replicas, ready_count, start_draining
+from app.replicas import Replicas, ReplicaStartFailed, ready_count, start_draining
 from app.reporting import LOG_TAIL_LINES, Redactor, RevisionRef, load_ref
 from app.revisions import transition
 from app.router import deployment_url, route_hostname
@@ -445,18 +444,15 @@ class RevisionPipeline:
             "each)",
         )
         self._replicas.stop_revision(revision.id)  # left by an earlier attempt (a retried job)
+        started = self._replicas.start(ready_to_run, count)
+        self._update_revision(revision.id, replica_started_at=self._clock())
+        self._still_deploying(revision.id)
         try:
-            started = self._replicas.start(ready_to_run, count)
-            self._update_revision(revision.id, replica_started_at=self._clock())
-            self._still_deploying(revision.id)
             self._replicas.wait_ready(
                 ready_to_run, started, still_wanted=lambda: self._still_deploying(revision.id)
             )
         except ReplicaStartFailed as exc:
-            found = exc.output
-            output = redact(
-                found if found is not None else self._replicas.logs_tail(exc.ref, LOG_TAIL_LINES)
-            )
+            output = redact(self._replicas.logs_tail(exc.ref, LOG_TAIL_LINES))
             if output.strip():
                 _append(log_path, "slipway: container output (last lines):\n" + output.rstrip())
             raise RuntimeStartError(str(exc)) from None

@@ -140,7 +140,7 @@ class ImageBuilder(Protocol):
 class Endpoint:
     """Where a replica answers HTTP: what the router and the health probe dial.
 
-    The runtime decides it (the container's address on its network for Docker, a pod address for
+    The runtime decides it (a port published on the host for Docker, a pod address for
     Kubernetes); nothing else knows how it came about.
     """
 

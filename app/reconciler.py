@@ -30,7 +30,7 @@ from app.autoscaler import (
     scaling_policy,
 )
 from app.db import SessionFactory
-from app.errors import ReplicaStartFailed, RouterError, RuntimeStartError, SlipwayError
+from app.errors import RouterError, RuntimeStartError, SlipwayError
 from app.locks import DeploymentLocks
 from app.models import (
     FINISHED_STATES,
@@ -42,7 +42,7 @@ from app.models import (
     RevisionState,
 )
 from app.ports import Clock, ContainerRuntime, ImageBuilder, ReplicaStatus, RouterPort
-from app.replicas import Replicas, ready_count, start_draining
+from app.replicas import Replicas, ReplicaStartFailed, ready_count, start_draining
 from app.routes import RouteTable
 from manifests.config import deploy_config_of
 from manifests.recipes import langgraph_runtime_of, state_dir_of

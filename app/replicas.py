@@ -23,7 +23,7 @@ from sqlmodel import Session, col, select
 from app.crypto import SecretBox
 from app.databases import database_identifier
 from app.db import SessionFactory
-from app.errors import ReplicaStartFailed, RouterError, RuntimeStartError, SlipwayError
+from app.errors import RouterError, RuntimeStartError, SlipwayError
 from app.models import (
     RUNNING_REPLICA_STATES,
     Database,
@@ -43,7 +43,6 @@ from app.ports import (
     ServiceImages,
     StartedReplica,
 )
-from app.reporting import LOG_TAIL_LINES
 from manifests.containers import (
     LIMITS,
     Confinement,
@@ -130,6 +129,14 @@ def start_draining(replica: Replica, now: datetime) -> None:
     """Out of the route from the next render on; stopped once its requests are done."""
     replica.state = ReplicaState.draining
     replica.draining_since = now
+
+
+class ReplicaStartFailed(RuntimeStartError):
+    """A replica exited or never answered its health check; `ref` reads its output."""
+
+    def __init__(self, message: str, ref: str) -> None:
+        super().__init__(message)
+        self.ref = ref
 
 
 class Replicas:
@@ -292,11 +299,9 @@ class Replicas:
                 stored = session.get(Replica, row.id)
                 assert stored is not None
                 if isinstance(outcome, RuntimeStartError):
-                    # Stopped below with the others: a container may exist (one that exited
-                    # at once), and goes by its id or name.
+                    stored.state = ReplicaState.stopped
+                    stored.stopped_at = self._clock()
                     stored.exit_reason = str(outcome)
-                    if isinstance(outcome, ReplicaStartFailed):
-                        stored.container_id = outcome.ref
                     failure = failure or outcome
                 else:
                     stored.container_id = outcome.ref
@@ -305,8 +310,6 @@ class Replicas:
             session.commit()
             started = [session.get(Replica, row.id) for row in rows]
         if failure is not None:
-            if isinstance(failure, ReplicaStartFailed) and failure.output is None:
-                failure.output = self._runtime.logs_tail(failure.ref, LOG_TAIL_LINES)
             self.stop([row.id for row in rows])
             raise failure
         return [replica for replica in started if replica is not None]
@@ -363,7 +366,15 @@ class Replicas:
         status = self._runtime.status(ref)
         if status.running:
             return
-        raise ReplicaStartFailed.exited(ref, port, status.exit_code, status.oom_killed)
+        if status.oom_killed:
+            raise ReplicaStartFailed(
+                "the app ran out of memory at start (killed by the deployment type's memory limit)",
+                ref,
+            )
+        code = "unknown" if status.exit_code is None else status.exit_code
+        raise ReplicaStartFailed(
+            f"the app exited with code {code} before answering HTTP on port {port}", ref
+        )
 
     def _mark_ready(self, replica_id: str) -> None:
         with self._sessions() as session:

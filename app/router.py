@@ -22,10 +22,6 @@ TRY_DURATION = "5s"
 """A request whose replica refuses the connection (it just died) is tried on another one for
 this long, so a dead replica costs no request while another is up."""
 TRY_INTERVAL = "100ms"
-DIAL_TIMEOUT = "500ms"
-"""A dial to a replica on a local bridge takes well under a millisecond. One that died answers
-nothing at its address (no refusal, as a published port's relay gave): the dial waits this
-long, not the kernel's ~3 s of ARP, before another replica is tried."""
 FAIL_DURATION = "5s"
 """After a failed dial a replica gets no requests for this long (Caddy's passive health
 check): the reconciler takes a dead one out of the route within a tick anyway."""
@@ -67,7 +63,6 @@ def render_caddy_config(
                 {
                     "handler": "reverse_proxy",
                     "upstreams": [{"dial": upstream} for upstream in route.upstreams],
-                    "transport": {"protocol": "http", "dial_timeout": DIAL_TIMEOUT},
                     "load_balancing": {
                         "selection_policy": {"policy": "least_conn"},
                         "try_duration": TRY_DURATION,

@@ -6,11 +6,9 @@ One `slipway up` with a fake GitHub and one production deployment of tests.apps.
 threaded Python server whose answers take ?ms= milliseconds), with the reconciler ticking every
 second and windows of seconds (the defaults are minutes). Then:
 
-1. Router overhead: `hey` at the same fixed rate (10 workers x 10 requests/s, 10 s, twice each,
-   alternating) through Caddy with the deployment's Host; at a container of the same image run
-   by hand with its port published (calling a container directly); and at the replica's own
-   endpoint (no relay at all). Median and p99 of each. Target: p50 <= 1.2x and p99 <= 1.5x
-   direct.
+1. Router overhead: `hey` at the same fixed rate (10 workers x 10 requests/s, 10 s) once through
+   Caddy with the deployment's Host, once straight at the replica's endpoint; median and p99 of
+   each. Target: p50 <= 1.2x and p99 <= 1.5x direct.
 2. Burst to serving: N times, 35 requests in flight of 300 ms each start at once; timed until 4
    replicas carry requests in the router (Caddy's own in-flight counts), against the floor of a
    replica's start by hand (`docker run` of the same image, confined like a replica, until its
@@ -64,7 +62,6 @@ OVERHEAD_SECONDS = 10
 ZERO_SHA = "0" * 40
 NETWORK = "bench-replicas-floor-net"
 """Its own, so it can run beside the other benches."""
-BY_HAND = "slipway-bench-by-hand"
 FLOOR_RUN = tuple(NETWORK if arg == FLOOR_NETWORK else arg for arg in CONFINED_RUN)
 
 
@@ -105,8 +102,8 @@ def run(bursts: int) -> str:
             )
             deployment = deploy(platform, github, work)
             deployment_ids.append(deployment["id"])
+            overhead = router_overhead(platform, deployment)
             docker("network", "create", NETWORK)
-            overhead = router_overhead(platform, deployment, floor_containers)
             floors, serving = [], []
             for index in range(1, bursts + 1):
                 floors.append(floor_start(image_of(platform, deployment), index, floor_containers))
@@ -149,65 +146,28 @@ def host(platform: RunningPlatform, slug: str) -> str:
     return f"{slug}.localhost:{platform.router_port}"
 
 
-def router_overhead(
-    platform: RunningPlatform, deployment: dict[str, Any], containers: list[str]
-) -> dict[str, Load]:
-    """The same load three ways: through Caddy, at a container of the same image run by hand
-    (`docker run -p`, through the engine's port relay: how one calls a container directly),
-    and at the replica's own endpoint (its address on its network: no relay at all)."""
+def router_overhead(platform: RunningPlatform, deployment: dict[str, Any]) -> dict[str, Any]:
     [endpoint] = ready_endpoints(platform, deployment["id"])
-    replica_ip, replica_port = endpoint.rsplit(":", 1)
-    by_hand_port = by_hand_container(image_of(platform, deployment), containers)
+    port = int(endpoint.rsplit(":", 1)[1])
     routed_host = host(platform, deployment["slug"])
 
-    def at_rate(
-        port: int, target_host: str, address: str = "127.0.0.1", seconds: float = OVERHEAD_SECONDS
-    ) -> Load:
+    def at_rate(target_port: int, target_host: str, seconds: float = OVERHEAD_SECONDS) -> Load:
         return start_load(
-            port,
-            target_host,
-            seconds=seconds,
-            concurrency=10,
-            rate_per_worker=10,
-            address=address,
+            target_port, target_host, seconds=seconds, concurrency=10, rate_per_worker=10
         ).wait()
 
-    log("router overhead: warm-up, then twice 10 s each way at 100 requests/s")
+    log("router overhead: warm-up, then twice 10 s direct and 10 s through Caddy at 100 requests/s")
     at_rate(platform.router_port, routed_host, seconds=2)
-    # Alternating, so a slow moment of the machine does not land on one side only.
-    runs: dict[str, list[Load]] = {"routed": [], "by_hand": [], "replica": []}
+    # Alternating halves, so a slow moment of the machine does not land on one side only.
+    routed_runs, direct_runs = [], []
     for _ in range(2):
-        runs["by_hand"].append(at_rate(by_hand_port, "direct"))
-        runs["routed"].append(at_rate(platform.router_port, routed_host))
-        runs["replica"].append(at_rate(int(replica_port), "direct", address=replica_ip))
-    docker("rm", "-f", BY_HAND)
-    containers.remove(BY_HAND)
-    loads = {name: merged(found) for name, found in runs.items()}
-    for name, load in loads.items():
+        direct_runs.append(at_rate(port, "direct"))
+        routed_runs.append(at_rate(platform.router_port, routed_host))
+    routed, direct = merged(routed_runs), merged(direct_runs)
+    for name, load in (("routed", routed), ("direct", direct)):
         if load.failed or not load.latency:
             raise BenchError(f"{name} load failed: {load.summary()}")
-    return loads
-
-
-def by_hand_container(image: str, containers: list[str]) -> int:
-    """The deployment's image run as one would by hand, confined like a replica, its port
-    published on 127.0.0.1; returns the port once it answers."""
-    port = free_port()
-    docker(
-        "run", "-d", "--name", BY_HAND, *FLOOR_RUN, "-p", f"127.0.0.1:{port}:8000",
-        "-e", "PORT=8000", image,
-    )  # fmt: skip
-    containers.append(BY_HAND)
-    with httpx.Client(trust_env=False) as client:
-        first_answer(
-            client,
-            f"http://127.0.0.1:{port}/",
-            {},
-            "version=one ",
-            Deadline(60, "the container run by hand"),
-            lambda: None,
-        )
-    return port
+    return {"routed": routed, "direct": direct}
 
 
 def merged(loads: list[Load]) -> Load:
@@ -306,22 +266,9 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def table(
-    machine: list[str], overhead: dict[str, Load], floors: list[float], serving: list[float]
+    machine: list[str], overhead: dict[str, Any], floors: list[float], serving: list[float]
 ) -> str:
-    routed = overhead["routed"]
-
-    def against(name: str, label: str) -> str:
-        other = overhead[name]
-        return (
-            f"| {label}: {other.latency[50] * 1000:.2f} / {other.latency[99] * 1000:.2f} ms "
-            f"| {routed.latency[50] / other.latency[50]:.2f}x, "
-            f"{routed.latency[99] / other.latency[99]:.2f}x |"
-        )
-
-    through = (
-        f"| through Caddy, 100 requests/s ({routed.requests} requests) "
-        f"| {routed.latency[50] * 1000:.2f} ms | {routed.latency[99] * 1000:.2f} ms "
-    )
+    routed, direct = overhead["routed"], overhead["direct"]
     lines = [
         "# Replicas: router overhead and burst to serving",
         "",
@@ -329,8 +276,11 @@ def table(
         "",
         "| measure | median | p99 | against | ratio (median, p99) |",
         "|---|---|---|---|---|",
-        through + against("by_hand", "direct, run by hand (`docker run -p`)"),
-        through + against("replica", "the replica's own address (no relay)"),
+        f"| through Caddy, 100 requests/s ({routed.requests} requests) "
+        f"| {routed.latency[50] * 1000:.2f} ms | {routed.latency[99] * 1000:.2f} ms "
+        f"| direct: {direct.latency[50] * 1000:.2f} / {direct.latency[99] * 1000:.2f} ms "
+        f"| {routed.latency[50] / direct.latency[50]:.2f}x, "
+        f"{routed.latency[99] / direct.latency[99]:.2f}x |",
         f"| burst of 35 in flight -> {BURST_REPLICAS} replicas serving ({len(serving)} bursts) "
         f"| {statistics.median(serving):.2f} s | {percentile(serving, 0.99):.2f} s "
         f"| replica start by hand: {statistics.median(floors):.2f} s "

@@ -97,7 +97,7 @@ class ContainerSpec:
     name: str
     image: str
     port: int
-    """Port the app listens on inside the container, where the router dials its address."""
+    """Port the app listens on inside the container; published on 127.0.0.1 at a free port."""
     limits: Limits
     env: dict[str, str] = field(repr=False)
     """Includes secrets (DATABASE_URI, user env): never logged, hence repr=False."""

@@ -120,7 +120,7 @@ def langgraph_dockerfile(project: LangGraphProject, *, base_image: str, runtime:
                 "uvicorn",
                 "langgraph_api.server:app",
                 "--host",
-                "0.0.0.0",  # noqa: S104 - inside the container, on the deployment's own network
+                "0.0.0.0",  # noqa: S104 - inside the container; published on 127.0.0.1
                 "--port",
                 str(SERVER_PORT),
             ],

@@ -18,7 +18,6 @@ from app.errors import (
     BuildCancelled,
     BuildError,
     GitHubError,
-    ReplicaStartFailed,
     RouterError,
     RuntimeStartError,
     SourceError,
@@ -352,9 +351,6 @@ class FakeRuntime:
 
     images: dict[str, str] = field(default_factory=dict)
     exit_code: int | None = None
-    exits_at_once: bool = False
-    """With `exit_code`: gone before `start` returns, as the Docker runtime sees an app that
-    exits before its address is read (start raises; the output is still there)."""
     stuck: set[str] = field(default_factory=set)
     """Revision ids whose containers the engine fails to remove."""
     output: Callable[[ContainerSpec], str] = lambda spec: "listening on 0.0.0.0:8000\n"
@@ -395,8 +391,6 @@ class FakeRuntime:
             output=self.output(spec),
         )
         self.containers[container.id] = container
-        if exited and self.exits_at_once:
-            raise ReplicaStartFailed.exited(container.id, spec.port, self.exit_code, False)
         return StartedReplica(
             name=spec.name, ref=container.id, endpoint=Endpoint("127.0.0.1", container.host_port)
         )

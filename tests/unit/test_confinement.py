@@ -72,7 +72,7 @@ def test_a_deployment_network_is_named_and_labelled_after_its_deployment() -> No
 
 @pytest.mark.parametrize("kind", list(DeploymentType))
 def test_docker_run_gets_every_confinement_flag(kind: DeploymentType, tmp_path: Path) -> None:
-    argv = run_arguments(spec(kind=kind), tmp_path / "env.list")
+    argv = run_arguments(spec(kind=kind), tmp_path / "env.list", 41001)
 
     assert argv[0] == "run"
     assert values(argv, "--cap-drop") == ["ALL"]
@@ -84,7 +84,7 @@ def test_docker_run_gets_every_confinement_flag(kind: DeploymentType, tmp_path: 
     assert values(argv, "--log-driver") == ["json-file"]
     assert values(argv, "--log-opt") == ["max-size=10m", "max-file=3"]
     assert values(argv, "--network") == ["slipway-net-dep_aaaa"]
-    assert values(argv, "--publish") == values(argv, "-p") == []  # the router dials its address
+    assert values(argv, "--publish") == ["127.0.0.1:41001:8000"]
     assert "--privileged" not in argv
     assert argv[-1] == "slipway/dep_aaaa:rev_bbbb"
     assert not any(SECRET in word for word in argv)  # secrets go through the env file
@@ -93,7 +93,7 @@ def test_docker_run_gets_every_confinement_flag(kind: DeploymentType, tmp_path: 
 def test_configured_limits_and_rotation_are_the_ones_passed(tmp_path: Path) -> None:
     confinement = Confinement(pids_limit=64, logs=LogRotation(max_size="1m", max_files=5))
 
-    argv = run_arguments(spec(confinement), tmp_path / "env.list")
+    argv = run_arguments(spec(confinement), tmp_path / "env.list", 41001)
 
     assert values(argv, "--pids-limit") == ["64"]
     assert values(argv, "--log-opt") == ["max-size=1m", "max-file=5"]

@@ -27,7 +27,7 @@ def test_what_lives_at_start_is_frozen_and_later_garbage_is_still_collected() ->
     startup = Node()
     frozen = freeze_startup_objects("test")
 
-    assert frozen > 1000 and gc.get_freeze_count() >= frozen
+    assert frozen > 1000 and gc.get_freeze_count() > 1000  # a frozen object may still be freed
     assert not any(o is startup for o in gc.get_objects())  # no full pass walks it now
     a, b = Node(), Node()
     a.other, b.other = b, a  # a cycle only the collector can free

@@ -246,12 +246,8 @@ def test_a_commit_github_will_not_serve_as_a_tarball_fails_the_revision(platform
     assert error is not None and "GitHub refused to download the tarball" in error
 
 
-@pytest.mark.parametrize("at_once", [False, True], ids=["while-probed", "before-start-returns"])
-def test_a_container_that_exits_fails_with_its_exit_code_and_output(
-    platform: Platform, at_once: bool
-) -> None:
+def test_a_container_that_exits_fails_with_its_exit_code_and_output(platform: Platform) -> None:
     platform.runtime.exit_code = 3
-    platform.runtime.exits_at_once = at_once
     platform.runtime.output = lambda spec: "Traceback (most recent call last):\nKeyError: 'API'\n"
     first = platform.push()
 
