@@ -40,6 +40,7 @@ from bench.push_to_live import (
     INSTALLATION_ID,
     BenchError,
     Deadline,
+    create_floor_network,
     describe_machine,
     docker,
     first_answer,
@@ -103,7 +104,7 @@ def run(bursts: int) -> str:
             deployment = deploy(platform, github, work)
             deployment_ids.append(deployment["id"])
             overhead = router_overhead(platform, deployment)
-            docker("network", "create", NETWORK)
+            create_floor_network(NETWORK, work)
             floors, serving = [], []
             for index in range(1, bursts + 1):
                 floors.append(floor_start(image_of(platform, deployment), index, floor_containers))
