@@ -37,10 +37,15 @@ def run_ip(argv: Sequence[str]) -> str:
     return completed.stdout
 
 
+def has_quick_acks(route: dict[str, Any]) -> bool:
+    """Whether `route`, one entry of `ip -json route show`, has `quickack 1`."""
+    return any(metric.get("quickack") == 1 for metric in route.get("metrics", []))
+
+
 def quick_ack_arguments(route: dict[str, Any]) -> list[str] | None:
     """`ip route change` arguments that keep the route as it is and add `quickack 1`; None when
     it already has it. `route` is one entry of `ip -json route show`."""
-    if any(metric.get("quickack") == 1 for metric in route.get("metrics", [])):
+    if has_quick_acks(route):
         return None
     argv = ["route", "change", str(route["dst"]), "dev", str(route["dev"])]
     for key, word in (("protocol", "proto"), ("scope", "scope"), ("prefsrc", "src")):

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.bridges import has_quick_acks
 from app.embedded import docker_bridge_gateway
 from app.errors import RuntimeStartError
 from app.models import DeploymentType
@@ -373,10 +374,6 @@ def route_to(subnet: str) -> dict[str, Any]:
     return route
 
 
-def quick_acks(route: dict[str, Any]) -> bool:
-    return any(metric.get("quickack") == 1 for metric in route.get("metrics", []))
-
-
 def test_the_hosts_route_to_a_deployment_network_acknowledges_at_once(
     deployments: Deployments,
 ) -> None:
@@ -385,7 +382,7 @@ def test_the_hosts_route_to_a_deployment_network_acknowledges_at_once(
     deployment_id, _first = deployments.start()
     subnet = str(subnet_of(inspect("network", deployment_network(deployment_id).name)))
     route = route_to(subnet)
-    assert quick_acks(route), route
+    assert has_quick_acks(route), route
 
     # As when the engine makes the bridge anew: the route comes back without it.
     subprocess.run(
@@ -393,6 +390,6 @@ def test_the_hosts_route_to_a_deployment_network_acknowledges_at_once(
          "scope", "link", "src", route["prefsrc"]],
         check=True,
     )  # fmt: skip
-    assert not quick_acks(route_to(subnet))
+    assert not has_quick_acks(route_to(subnet))
     deployments.start_replica(deployment_id)
-    assert quick_acks(route_to(subnet))
+    assert has_quick_acks(route_to(subnet))
