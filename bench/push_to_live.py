@@ -118,6 +118,8 @@ BUILDKIT_ENV = {**os.environ, "DOCKER_BUILDKIT": "1"}
 
 TARGET_RATIO = 1.5
 TARGET_WEBHOOK_MS = 50.0
+TARGET_TOLD_RATIO = 1.15
+"""success at GitHub against (floor + the tarball's two round trips), with GitHub far away."""
 
 
 class BenchError(RuntimeError):
@@ -623,13 +625,21 @@ def report(samples: Samples, machine: Sequence[str], build_method: str) -> str:
         )
     whole, floor_whole = samples.median_ms("whole"), samples.median_ms("floor_whole")
     ratio = whole / floor_whole
+    latency_ms = samples.median_ms("latency") if samples.count("latency") else 0.0
     told = ""
     if samples.count("success"):
         with_tarball = floor_whole + 2 * samples.median_ms("latency")
+        told_ratio = samples.median_ms("success") / with_tarball
         told = (
             f"\nratio GitHub told success / (floor whole + the tarball's two round trips): "
             f"{samples.median_ms('success'):.0f} / {with_tarball:.0f} ms = "
-            f"{samples.median_ms('success') / with_tarball:.2f}x (target 1.15x)"
+            f"{told_ratio:.2f}x "
+            + (
+                f"(target {TARGET_TOLD_RATIO}x: "
+                f"{'met' if told_ratio <= TARGET_TOLD_RATIO else 'NOT met'})"
+                if latency_ms
+                else f"(the {TARGET_TOLD_RATIO}x target is for GitHub far away: --github-latency)"
+            )
         )
     lines += [
         "",
@@ -660,9 +670,20 @@ def report(samples: Samples, machine: Sequence[str], build_method: str) -> str:
     webhook_keys = [k for k in ("push_answered", "ping_answered") if samples.count(k)]
     webhook_median = max(samples.median_ms(k) for k in webhook_keys)
     webhook_p99 = max(samples.p99_ms(k) for k in webhook_keys)
+    if latency_ms:
+        # The build waits for the tarball's API call, which the floor does not make: the
+        # whole-path target is for runs without latency, this run's target is the one above.
+        whole_path_target = (
+            f"target whole path <= {TARGET_RATIO}x floor: for runs without GitHub latency "
+            f"(this one adds {latency_ms:.0f} ms to each GitHub call; see the ratio above)"
+        )
+    else:
+        whole_path_target = (
+            f"target whole path <= {TARGET_RATIO}x floor: {ratio:.2f}x -> "
+            f"{'met' if ratio <= TARGET_RATIO else 'NOT met'}"
+        )
     lines += [
-        f"target whole path <= {TARGET_RATIO}x floor: {ratio:.2f}x -> "
-        f"{'met' if ratio <= TARGET_RATIO else 'NOT met'}",
+        whole_path_target,
         f"target webhook answered well under {TARGET_WEBHOOK_MS:.0f} ms: worst median "
         f"{webhook_median:.1f} ms, worst p99 {webhook_p99:.1f} ms -> "
         f"{'met' if webhook_p99 < TARGET_WEBHOOK_MS else 'NOT met'}",
