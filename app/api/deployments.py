@@ -13,7 +13,7 @@ from arq.connections import ArqRedis
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotFoundException
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Stream
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
 from redis.exceptions import RedisError
@@ -305,7 +305,7 @@ class RevisionController(Controller):
         revision_id: FromPath[str],
         sessions: NamedDependency[SessionFactory],
         pipeline_config: NamedDependency[PipelineConfig],
-        follow: bool = False,
+        follow: FromQuery[bool] = False,
     ) -> Stream:
         """The build log: a snapshot, or with follow=true everything until the revision ends."""
         with sessions() as session:
