@@ -140,8 +140,8 @@ class ImageBuilder(Protocol):
 class Endpoint:
     """Where a replica answers HTTP: what the router and the health probe dial.
 
-    The runtime decides it (a port published on the host for Docker, a pod address for
-    Kubernetes); nothing else knows how it came about.
+    The runtime decides it (the replica's address on its deployment's network for Docker, a
+    pod address for Kubernetes); nothing else knows how it came about.
     """
 
     host: str
@@ -172,9 +172,13 @@ class ReplicaStatus:
     running: bool
     exit_code: int | None = None
     oom_killed: bool = False
+    detail: str | None = None
+    """Why it stopped, when the runtime knows better than an exit code."""
 
     @property
     def exit_reason(self) -> str:
+        if self.detail is not None:
+            return self.detail
         if self.oom_killed:
             return "out of memory (killed by the deployment type's memory limit)"
         if self.exit_code is None:
@@ -206,7 +210,10 @@ class ContainerRuntime(Protocol):
 
     def logs_tail(self, ref: str, lines: int = 30) -> str: ...
     def remove_image(self, tag: str) -> None: ...
-    def remove(self, name_or_ref: str) -> None: ...
+    def remove(self, name: str) -> None:
+        """The replica `name` (what `start` was given) goes, with whatever the runtime runs
+        beside it; safe to call for one already gone."""
+
     def remove_labelled(self, label: str, value: str) -> None:
         """Every container, then every image, then every network carrying the label with that
         value."""

@@ -222,15 +222,22 @@ class Reconciler:
 
     # -- one deployment -----------------------------------------------------------------------
     def reconcile_deployment(self, deployment_id: str, seen: Observed) -> None:
-        route_changed = self._bury_the_dead(deployment_id, seen.statuses)
-        route_changed |= self._retire_finished(deployment_id)
-        self._stop_drained(deployment_id)
-        if route_changed:
-            self._routes.apply()
+        buried, route_changed = self._bury_the_dead(deployment_id, seen.statuses)
+        try:
+            route_changed |= self._retire_finished(deployment_id)
+            self._stop_drained(deployment_id)
+            if route_changed:
+                self._routes.apply()
+        finally:
+            # Only now: until the route no longer has them, their addresses must refuse.
+            self._replicas.remove(buried)
         self._converge(deployment_id, seen.in_flight)
 
-    def _bury_the_dead(self, deployment_id: str, statuses: dict[str, ReplicaStatus]) -> bool:
-        """Replicas the runtime no longer runs: out of the route, recorded dead with why."""
+    def _bury_the_dead(
+        self, deployment_id: str, statuses: dict[str, ReplicaStatus]
+    ) -> tuple[list[Replica], bool]:
+        """Replicas the runtime no longer runs: recorded dead with why, out of the route from
+        the next render (and whether that changes it)."""
         now = self._clock()
         with self._sessions() as session:
             deployment = session.get(Deployment, deployment_id)
@@ -245,15 +252,19 @@ class Reconciler:
             if not status.running or replica.state is ReplicaState.starting:
                 dead.append((replica, status))
         if not dead:
-            return False
-        route_changed = False
-        for replica, status in dead:
-            reason = (
+            return [], False
+        reasons = {
+            replica.id: (
                 "it never answered its health check (the worker starting it stopped)"
                 if replica.state is ReplicaState.starting
                 else status.exit_reason
             )
-            self._replicas.stop([replica.id], state=ReplicaState.dead, reason=reason)
+            for replica, status in dead
+        }
+        buried = self._replicas.bury(reasons)
+        route_changed = False
+        for replica, _status in dead:
+            reason = reasons[replica.id]
             live = deployment is not None and replica.revision_id == deployment.live_revision_id
             route_changed |= live and replica.state is ReplicaState.ready
             log.warning(
@@ -267,7 +278,7 @@ class Reconciler:
             )
             if live:
                 self._record(deployment_id, Reason.replica_died, now)
-        return route_changed
+        return buried, route_changed
 
     def _retire_finished(self, deployment_id: str) -> bool:
         """Replicas of revisions that are done (superseded, failed, cancelled) drain and go;

@@ -444,30 +444,55 @@ class Replicas:
     ) -> None:
         """Remove them from the runtime and record them `state` (stopped or dead). One the
         runtime fails to remove stays recorded as it was, and is tried again later."""
-        with self._sessions() as session:
-            replicas = session.exec(
-                select(Replica).where(
-                    col(Replica.id).in_(list(replica_ids)), col(Replica.stopped_at).is_(None)
-                )
-            ).all()
+        for replica in self._unstopped(replica_ids):
+            if self._removed(replica):
+                self._record_stopped(replica.id, state, reason)
+
+    def bury(self, reasons: dict[str, str]) -> list[Replica]:
+        """Record replicas that died (id → why) as dead, leaving what the runtime still holds
+        of them (a dead app's address keeps refusing, so the router retries elsewhere) until
+        `remove` is called, once the route no longer has them."""
+        buried = self._unstopped(reasons)
+        for replica in buried:
+            self._record_stopped(replica.id, ReplicaState.dead, reasons[replica.id])
+        return buried
+
+    def remove(self, replicas: Iterable[Replica]) -> None:
+        """What the runtime holds of replicas already recorded stopped; one left behind goes
+        with its deployment (found by label)."""
         for replica in replicas:
-            if replica.container_name or replica.container_id:
-                try:
-                    self._runtime.remove(replica.container_id or replica.container_name)
-                except SlipwayError as exc:
-                    log.warning(
-                        "replica not removed", extra={"replica": replica.id, "error": str(exc)}
+            self._removed(replica)
+
+    def _unstopped(self, replica_ids: Iterable[str]) -> list[Replica]:
+        with self._sessions() as session:
+            return list(
+                session.exec(
+                    select(Replica).where(
+                        col(Replica.id).in_(list(replica_ids)), col(Replica.stopped_at).is_(None)
                     )
-                    continue
-            with self._sessions() as session:
-                stored = session.get(Replica, replica.id)
-                assert stored is not None
-                stored.state = state
-                stored.stopped_at = self._clock()
-                if reason is not None:
-                    stored.exit_reason = reason
-                session.add(stored)
-                session.commit()
+                ).all()
+            )
+
+    def _removed(self, replica: Replica) -> bool:
+        if not replica.container_name:
+            return True
+        try:
+            self._runtime.remove(replica.container_name)
+        except SlipwayError as exc:
+            log.warning("replica not removed", extra={"replica": replica.id, "error": str(exc)})
+            return False
+        return True
+
+    def _record_stopped(self, replica_id: str, state: ReplicaState, reason: str | None) -> None:
+        with self._sessions() as session:
+            stored = session.get(Replica, replica_id)
+            assert stored is not None
+            stored.state = state
+            stored.stopped_at = self._clock()
+            if reason is not None:
+                stored.exit_reason = reason
+            session.add(stored)
+            session.commit()
 
     def stop_revision(self, revision_id: str) -> None:
         """Every replica of the revision still running (a failed or cancelled start)."""

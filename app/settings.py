@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     router_host: str = "127.0.0.1"
     router_port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    router_threads: Annotated[int, Field(ge=0, le=256)] = 1
+    """Threads the embedded router (Caddy) runs Go code on (GOMAXPROCS); 0: one per core. One
+    answers sooner on a small machine whose cores the apps use too (docs/performance.md)."""
     base_domain: str = "localhost"
     public_url: AnyHttpUrl | None = None
     """Where users reach this API (links in check runs). Default: http://HOST:PORT."""

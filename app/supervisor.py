@@ -91,7 +91,7 @@ class Supervisor:
             env[f"{ENV_PREFIX}REDIS_URL"] = self._redis.start()
             log.info("redis started")
         if settings.caddy_admin_url is None:
-            self._caddy = Caddy(self.data_dir / "caddy")
+            self._caddy = Caddy(self.data_dir / "caddy", threads=settings.router_threads or None)
             env[f"{ENV_PREFIX}CADDY_ADMIN_URL"] = self._caddy.start(self._caddy_config())
             log.info("router started", extra={"port": settings.router_port})
         self._env = env

@@ -315,8 +315,8 @@ def push(
             every=0.05,
         )
     wait_for(
-        "one replica and its Redis, nothing else",
-        lambda: len(deployment_containers(deployment["id"])) == 2,
+        "one replica, nothing else",
+        lambda: len(deployment_containers(deployment["id"], apps_only=True)) == 1,
         timeout=deadline.remaining(),
         every=0.1,
     )

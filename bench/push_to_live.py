@@ -52,6 +52,7 @@ from arq.constants import result_key_prefix
 from app.databases import database_identifier
 from app.runtime import DockerRuntime
 from jobs.constants import revision_job_id
+from manifests.containers import DEPLOYMENT_LABEL, REVISION_LABEL
 from tests.apps import notes_app
 from tests.fake_github import FakeGitHub
 from tests.fake_github.payloads import (
@@ -113,7 +114,6 @@ CONFINED_RUN = (
 )
 """What Slipway's `docker run` adds for a production replica (app/runtime.py run_arguments)."""
 FLOOR_PORT = 8000
-DEPLOYMENT_LABEL = "dev.slipway.deployment"
 BUILDKIT_ENV = {**os.environ, "DOCKER_BUILDKIT": "1"}
 
 TARGET_RATIO = 1.5
@@ -400,8 +400,13 @@ def router_host(platform: RunningPlatform, slug: str) -> str:
     return f"{slug}.localhost:{platform.router_port}"
 
 
-def deployment_containers(deployment_id: str) -> list[str]:
-    return docker("ps", "-aq", "--filter", f"label={DEPLOYMENT_LABEL}={deployment_id}").split()
+def deployment_containers(deployment_id: str, *, apps_only: bool = False) -> list[str]:
+    """Everything of the deployment's on the engine, or only its replicas' apps (not their
+    holders, the network's spare holder or its Redis)."""
+    filters = ["--filter", f"label={DEPLOYMENT_LABEL}={deployment_id}"]
+    if apps_only:
+        filters += ["--filter", f"label={REVISION_LABEL}"]
+    return docker("ps", "-aq", *filters).split()
 
 
 def push_to_live(
@@ -497,8 +502,8 @@ def push_to_live(
         )
     if platform.api(f"/api/revisions/{previous}")["state"] != "superseded":
         raise BenchError(f"revision {previous} was not superseded by push {index}")
-    if len(deployment_containers(bench.deployment_id)) != 1:
-        raise BenchError(f"after push {index} the deployment does not have exactly 1 container")
+    if len(deployment_containers(bench.deployment_id, apps_only=True)) != 1:
+        raise BenchError(f"after push {index} the deployment does not have exactly 1 replica")
     github_calls = len(bench.github.requests)
     samples.add("github_before_seen", float(calls_at_seen - calls_at_send))
     samples.add("github_per_push", float(github_calls - calls_at_send))

@@ -6,9 +6,11 @@ One `slipway up` with a fake GitHub and one production deployment of tests.apps.
 threaded Python server whose answers take ?ms= milliseconds), with the reconciler ticking every
 second and windows of seconds (the defaults are minutes). Then:
 
-1. Router overhead: `hey` at the same fixed rate (10 workers x 10 requests/s, 10 s) once through
-   Caddy with the deployment's Host, once straight at the replica's endpoint; median and p99 of
-   each. Target: p50 <= 1.2x and p99 <= 1.5x direct.
+1. Router overhead: `hey` at the same fixed rate (10 workers x 10 requests/s, 10 s, twice each,
+   alternating) through Caddy with the deployment's Host, and straight at the replica's
+   endpoint (its address on its network, what Caddy dials); median and p99 of each. Target:
+   p50 <= 1.2x and p99 <= 1.5x direct. For reference, the same load at a container of the same
+   image run by hand with its port published (`docker run -p`, through the engine's relay).
 2. Burst to serving: N times, 35 requests in flight of 300 ms each start at once; timed until 4
    replicas carry requests in the router (Caddy's own in-flight counts), against the floor of a
    replica's start by hand (`docker run` of the same image, confined like a replica, until its
@@ -64,23 +66,30 @@ ZERO_SHA = "0" * 40
 NETWORK = "bench-replicas-floor-net"
 """Its own, so it can run beside the other benches."""
 FLOOR_RUN = tuple(NETWORK if arg == FLOOR_NETWORK else arg for arg in CONFINED_RUN)
+BY_HAND = "slipway-bench-by-hand"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bursts", type=int, default=DEFAULT_BURSTS)
+    parser.add_argument(
+        "--router-threads",
+        type=int,
+        default=None,
+        help="SLIPWAY_ROUTER_THREADS for the platform (default: the platform's own)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.bursts <= MAX_BURSTS:
         parser.error(f"--bursts must be between 1 and {MAX_BURSTS}")
     try:
-        print(run(args.bursts))
+        print(run(args.bursts, args.router_threads))
     except BenchError as exc:
         log(f"failed: {exc}")
         return 1
     return 0
 
 
-def run(bursts: int) -> str:
+def run(bursts: int, router_threads: int | None = None) -> str:
     ensure_python_image()
     machine = describe_machine()
     with tempfile.TemporaryDirectory(prefix="slipway-bench-replicas-") as tmp:
@@ -100,11 +109,12 @@ def run(bursts: int) -> str:
                 autoscale_stable_window_seconds="6",
                 autoscale_panic_window_seconds="3",
                 autoscale_scale_down_delay_seconds="5",
+                **({} if router_threads is None else {"router_threads": str(router_threads)}),
             )
             deployment = deploy(platform, github, work)
             deployment_ids.append(deployment["id"])
-            overhead = router_overhead(platform, deployment)
             create_floor_network(NETWORK, work)
+            overhead = router_overhead(platform, deployment, floor_containers)
             floors, serving = [], []
             for index in range(1, bursts + 1):
                 floors.append(floor_start(image_of(platform, deployment), index, floor_containers))
@@ -121,7 +131,8 @@ def run(bursts: int) -> str:
                 platform.stop()
             remove_docker_objects(deployment_ids)
             github.stop()
-    return table(machine, overhead, floors, serving)
+    threads = "the platform's default" if router_threads is None else str(router_threads)
+    return table([*machine, f"router threads (GOMAXPROCS): {threads}"], overhead, floors, serving)
 
 
 def deploy(platform: RunningPlatform, github: FakeGitHub, work: Path) -> dict[str, Any]:
@@ -147,28 +158,64 @@ def host(platform: RunningPlatform, slug: str) -> str:
     return f"{slug}.localhost:{platform.router_port}"
 
 
-def router_overhead(platform: RunningPlatform, deployment: dict[str, Any]) -> dict[str, Any]:
+def router_overhead(
+    platform: RunningPlatform, deployment: dict[str, Any], containers: list[str]
+) -> dict[str, Load]:
+    """The same load three ways: through Caddy, at the replica's own endpoint (direct), and
+    at a container of the same image run by hand with its port published."""
     [endpoint] = ready_endpoints(platform, deployment["id"])
-    port = int(endpoint.rsplit(":", 1)[1])
+    replica_address, replica_port = endpoint.rsplit(":", 1)
+    by_hand_port = by_hand_container(image_of(platform, deployment), containers)
     routed_host = host(platform, deployment["slug"])
 
-    def at_rate(target_port: int, target_host: str, seconds: float = OVERHEAD_SECONDS) -> Load:
+    def at_rate(
+        port: int, target_host: str, address: str = "127.0.0.1", seconds: float = OVERHEAD_SECONDS
+    ) -> Load:
         return start_load(
-            target_port, target_host, seconds=seconds, concurrency=10, rate_per_worker=10
+            port,
+            target_host,
+            seconds=seconds,
+            concurrency=10,
+            rate_per_worker=10,
+            address=address,
         ).wait()
 
-    log("router overhead: warm-up, then twice 10 s direct and 10 s through Caddy at 100 requests/s")
+    log("router overhead: warm-up, then twice 10 s each way at 100 requests/s")
     at_rate(platform.router_port, routed_host, seconds=2)
-    # Alternating halves, so a slow moment of the machine does not land on one side only.
-    routed_runs, direct_runs = [], []
+    # Alternating, so a slow moment of the machine does not land on one side only.
+    runs: dict[str, list[Load]] = {"routed": [], "direct": [], "by_hand": []}
     for _ in range(2):
-        direct_runs.append(at_rate(port, "direct"))
-        routed_runs.append(at_rate(platform.router_port, routed_host))
-    routed, direct = merged(routed_runs), merged(direct_runs)
-    for name, load in (("routed", routed), ("direct", direct)):
+        runs["direct"].append(at_rate(int(replica_port), "direct", address=replica_address))
+        runs["routed"].append(at_rate(platform.router_port, routed_host))
+        runs["by_hand"].append(at_rate(by_hand_port, "direct"))
+    docker("rm", "-f", BY_HAND)
+    containers.remove(BY_HAND)
+    loads = {name: merged(found) for name, found in runs.items()}
+    for name, load in loads.items():
         if load.failed or not load.latency:
             raise BenchError(f"{name} load failed: {load.summary()}")
-    return {"routed": routed, "direct": direct}
+    return loads
+
+
+def by_hand_container(image: str, containers: list[str]) -> int:
+    """The deployment's image run as one would by hand, confined like a replica, its port
+    published on 127.0.0.1; returns the port once it answers."""
+    port = free_port()
+    docker(
+        "run", "-d", "--name", BY_HAND, *FLOOR_RUN, "-p", f"127.0.0.1:{port}:8000",
+        "-e", "PORT=8000", image,
+    )  # fmt: skip
+    containers.append(BY_HAND)
+    with httpx.Client(trust_env=False) as client:
+        first_answer(
+            client,
+            f"http://127.0.0.1:{port}/",
+            {},
+            "version=one ",
+            Deadline(60, "the container run by hand"),
+            lambda: None,
+        )
+    return port
 
 
 def merged(loads: list[Load]) -> Load:
@@ -267,9 +314,19 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def table(
-    machine: list[str], overhead: dict[str, Any], floors: list[float], serving: list[float]
+    machine: list[str], overhead: dict[str, Load], floors: list[float], serving: list[float]
 ) -> str:
-    routed, direct = overhead["routed"], overhead["direct"]
+    routed, direct, by_hand = overhead["routed"], overhead["direct"], overhead["by_hand"]
+
+    def ms(load: Load) -> str:
+        return f"{load.latency[50] * 1000:.2f} / {load.latency[99] * 1000:.2f} ms"
+
+    def ratio(load: Load, against: Load) -> str:
+        return (
+            f"{load.latency[50] / against.latency[50]:.2f}x, "
+            f"{load.latency[99] / against.latency[99]:.2f}x"
+        )
+
     lines = [
         "# Replicas: router overhead and burst to serving",
         "",
@@ -279,9 +336,10 @@ def table(
         "|---|---|---|---|---|",
         f"| through Caddy, 100 requests/s ({routed.requests} requests) "
         f"| {routed.latency[50] * 1000:.2f} ms | {routed.latency[99] * 1000:.2f} ms "
-        f"| direct: {direct.latency[50] * 1000:.2f} / {direct.latency[99] * 1000:.2f} ms "
-        f"| {routed.latency[50] / direct.latency[50]:.2f}x, "
-        f"{routed.latency[99] / direct.latency[99]:.2f}x |",
+        f"| direct, the replica's address: {ms(direct)} | {ratio(routed, direct)} |",
+        f"| (for reference) a container run by hand, port published ({by_hand.requests} "
+        f"requests) | {by_hand.latency[50] * 1000:.2f} ms | {by_hand.latency[99] * 1000:.2f} ms "
+        f"| through Caddy: {ms(routed)} | Caddy {ratio(routed, by_hand)} |",
         f"| burst of 35 in flight -> {BURST_REPLICAS} replicas serving ({len(serving)} bursts) "
         f"| {statistics.median(serving):.2f} s | {percentile(serving, 0.99):.2f} s "
         f"| replica start by hand: {statistics.median(floors):.2f} s "

@@ -18,6 +18,12 @@ LABEL_PREFIX = "dev.slipway"
 cleaned up even when the control plane never recorded them."""
 DEPLOYMENT_LABEL = f"{LABEL_PREFIX}.deployment"
 REVISION_LABEL = f"{LABEL_PREFIX}.revision"
+ROLE_LABEL = f"{LABEL_PREFIX}.role"
+"""On a container that is not an app: what it does (`holder`)."""
+HOLDER_ROLE = "holder"
+HOLDER_LABEL = f"{LABEL_PREFIX}.holder"
+"""On a replica's container: the name of the container holding its network namespace."""
+HOLDER_SUFFIX = "-holder"
 CONTAINER_HOST_ALIAS = "host.docker.internal"
 """How a replica names the host (the database cluster listens there): mapped to the engine's
 `host-gateway`, the default bridge's address, which every bridge network still reaches."""
@@ -97,7 +103,7 @@ class ContainerSpec:
     name: str
     image: str
     port: int
-    """Port the app listens on inside the container; published on 127.0.0.1 at a free port."""
+    """Port the app listens on inside the container; dialled at the replica's address."""
     limits: Limits
     env: dict[str, str] = field(repr=False)
     """Includes secrets (DATABASE_URI, user env): never logged, hence repr=False."""
@@ -109,6 +115,20 @@ class ContainerSpec:
     volumes: dict[str, str] = field(default_factory=dict)
     """The deployment's volumes (name → path in the container), made on first use with the
     deployment's label, so its teardown removes them."""
+
+
+def holder_name(replica: str) -> str:
+    """The container keeping the replica's address (see `app.runtime`), found by its name."""
+    return f"{replica}{HOLDER_SUFFIX}"
+
+
+def spare_holder_name(network: str) -> str:
+    """The one ready holder a network keeps for its next replica."""
+    return f"{network}-spare{HOLDER_SUFFIX}"
+
+
+def is_holder(name: str) -> bool:
+    return name.endswith(HOLDER_SUFFIX)
 
 
 def deployment_volume(deployment_id: str) -> str:

@@ -40,6 +40,14 @@ def docker(*args: str, input: bytes | None = None) -> str:
     return result.stdout.decode()
 
 
+def network_of(container: str) -> str:
+    """The network the container is on: its holder's, for a replica's app (which joins it)."""
+    mode = docker("inspect", "--format", "{{.HostConfig.NetworkMode}}", container).strip()
+    if mode.startswith("container:"):
+        return network_of(mode.removeprefix("container:"))
+    return mode
+
+
 def image_exists(tag: str) -> bool:
     return (
         subprocess.run(

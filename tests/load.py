@@ -59,8 +59,11 @@ def start_load(
     seconds: float,
     concurrency: int,
     rate_per_worker: float | None = None,
+    address: str = "127.0.0.1",
 ) -> Load:
-    """Start `hey` in the background for `seconds`; `.wait()` collects what it saw."""
+    """Start `hey` in the background for `seconds`; `.wait()` collects what it saw.
+
+    `address` is loopback (the router, a published port) or a container this run started."""
     if not 0 < seconds <= MAX_SECONDS:
         raise ValueError(f"a load runs between 0 and {MAX_SECONDS} s, not {seconds}")
     binary = shutil.which("hey")
@@ -68,6 +71,6 @@ def start_load(
     argv = [binary, "-z", f"{seconds:g}s", "-c", str(concurrency), "-t", "10", "-host", host]
     if rate_per_worker is not None:
         argv += ["-q", f"{rate_per_worker:g}"]
-    argv.append(f"http://127.0.0.1:{router_port}{path}")
+    argv.append(f"http://{address}:{router_port}{path}")
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return Load(process=process, seconds=seconds)

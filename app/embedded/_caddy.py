@@ -113,8 +113,11 @@ class Caddy:
         *,
         executable: Path | None = None,
         start_timeout: float = 15.0,
+        threads: int | None = None,
     ) -> None:
+        """`threads`: Go's GOMAXPROCS for Caddy; None leaves Go's default (one per core)."""
         self.data_dir = Path(data_dir).expanduser().absolute()
+        self.threads = threads
         self.admin_socket = admin_socket or default_admin_socket(self.data_dir)
         self.executable = executable
         self.start_timeout = start_timeout
@@ -172,6 +175,8 @@ class Caddy:
 
         env = dict(os.environ)
         env.update({key: str(path) for key, path in self._xdg_dirs().items()})
+        if self.threads is not None:
+            env["GOMAXPROCS"] = str(self.threads)
         with self.log_path.open("ab") as log:
             try:
                 self._proc = subprocess.Popen(

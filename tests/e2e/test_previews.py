@@ -32,7 +32,7 @@ from tests.fake_github.payloads import (
     pull_request_payload,
 )
 from tests.git_repos import GitRepo
-from tests.images import DOCKER
+from tests.images import DOCKER, network_of
 from tests.platform import RunningPlatform, start_platform, wait_for
 
 NULL_SHA = "0" * 40
@@ -154,13 +154,18 @@ def docker_ids(kind: str, deployment_id: str) -> list[str]:
     ).stdout.split()
 
 
-def host_config(revision_id: str) -> dict[str, Any]:
+def replica_of(revision_id: str) -> str:
     [container] = subprocess.run(
         [DOCKER, "ps", "-q", "--filter", f"label=dev.slipway.revision={revision_id}"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
+    return container
+
+
+def host_config(revision_id: str) -> dict[str, Any]:
+    container = replica_of(revision_id)
     return dict(
         json.loads(
             subprocess.run(
@@ -240,8 +245,8 @@ def test_a_pull_request_preview_from_open_to_close(
     assert limits["NanoCpus"] == 1_000_000_000
     assert limits["Memory"] == 1024**3
     assert limits["CapDrop"] == ["ALL"]
-    assert limits["NetworkMode"] == f"slipway-net-{preview['id']}"
-    assert host_config(live["id"])["NetworkMode"] == f"slipway-net-{production['id']}"
+    assert network_of(replica_of(revision1["id"])) == f"slipway-net-{preview['id']}"
+    assert network_of(replica_of(live["id"])) == f"slipway-net-{production['id']}"
     prs.comment_saying(1, "✅ Live", url, f"`{head[:7]}`")
 
     # synchronize: the same URL serves the new commit, its data kept, the one comment edited.

@@ -26,7 +26,7 @@ from app.bridges import has_quick_acks
 from app.embedded import docker_bridge_gateway
 from app.errors import RuntimeStartError
 from app.models import DeploymentType
-from app.ports import StartedReplica
+from app.ports import Endpoint, StartedReplica
 from app.runtime import DockerRuntime
 from manifests.containers import (
     DEFAULT_NETWORK_POOL,
@@ -36,7 +36,9 @@ from manifests.containers import (
     Confinement,
     LogRotation,
     deployment_network,
+    holder_name,
     replica_spec,
+    spare_holder_name,
 )
 from tests.images import DOCKER, docker, ensure_busybox_image
 from tests.platform import wait_for
@@ -113,7 +115,7 @@ class Deployments:
         network = deployment_network(deployment_id)
         self.runtime.ensure_network(network.name, network.labels)
         started = self.runtime.start(spec)
-        wait_for(f"{spec.name} to serve", lambda: serves(started.endpoint.port), 30)
+        wait_for(f"{spec.name} to serve", lambda: serves(started.endpoint), 30)
         return started
 
     def clean_up(self) -> None:
@@ -140,10 +142,10 @@ def deployments(app_image: str, tmp_path: Path) -> Iterator[Deployments]:
     made.clean_up()
 
 
-def serves(host_port: int) -> bool:
-    """What the router does: dial the replica's port published on 127.0.0.1."""
+def serves(endpoint: Endpoint) -> bool:
+    """What the router does: dial the replica's endpoint from the host."""
     try:
-        response = httpx.get(f"http://127.0.0.1:{host_port}/", timeout=2, trust_env=False)
+        response = httpx.get(f"http://{endpoint.address}/", timeout=2, trust_env=False)
     except httpx.HTTPError:
         return False
     return response.status_code == 200 and response.text.strip() == PAGE
@@ -175,7 +177,12 @@ def subnet_of(network: dict[str, Any]) -> ipaddress.IPv4Network:
 
 
 def container_ip(container: str) -> str:
-    [network] = inspect("container", container)["NetworkSettings"]["Networks"].values()
+    """Its address on its network: its holder's, for a replica (which joins the holder's)."""
+    found = inspect("container", container)
+    mode = str(found["HostConfig"]["NetworkMode"])
+    if mode.startswith("container:"):
+        return container_ip(mode.removeprefix("container:"))
+    [network] = found["NetworkSettings"]["Networks"].values()
     return str(network["IPAddress"])
 
 
@@ -290,11 +297,11 @@ def test_deployments_cannot_reach_each_other_but_reach_the_host(
     # B serves on its own address (seen from B itself) ...
     from_b = fetch(b.ref, f"http://{b_ip}:8000/")
     assert from_b.returncode == 0 and from_b.stdout.strip() == PAGE, from_b.stderr
-    # ... but nothing of A gets through: not to B's address, nor to B's published port.
+    # ... but nothing of A gets through to B's address, and B has no port on the host for A
+    # to go round by.
     to_b = fetch(a.ref, f"http://{b_ip}:8000/")
     assert to_b.returncode != 0 and PAGE not in to_b.stdout, f"A reached B: {to_b.stdout!r}"
-    via_host = fetch(a.ref, f"http://host.docker.internal:{b.endpoint.port}/")
-    assert via_host.returncode != 0 and PAGE not in via_host.stdout, via_host.stdout
+    assert docker("port", b.ref).strip() == ""
 
     # A reaches the database cluster's address as host.docker.internal, as itself ...
     to_cluster = in_container(
@@ -303,8 +310,71 @@ def test_deployments_cannot_reach_each_other_but_reach_the_host(
     assert to_cluster.returncode == 0, to_cluster.stderr
     assert to_cluster.stdout == "cluster says hello\n"
     assert host_server.peers == [container_ip(a.ref)]
-    # ... and the router's way in, its port published on 127.0.0.1, works for both.
-    assert serves(a.endpoint.port) and serves(b.endpoint.port)
+    # ... and the router's way in, each replica's endpoint dialled from the host, works for both.
+    assert b.endpoint.host == b_ip
+    assert serves(a.endpoint) and serves(b.endpoint)
+
+
+def container_id(name: str) -> str | None:
+    """The id of the running container called exactly `name`, None when there is none."""
+    found = docker("ps", "-q", "--no-trunc", "--filter", f"name=^{name}$").split()
+    return found[0] if found else None
+
+
+def refuses(endpoint: Endpoint) -> bool:
+    """A connection to it is refused at once (not left unanswered until a timeout)."""
+    try:
+        socket.create_connection((endpoint.host, endpoint.port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def test_a_killed_replicas_address_refuses_at_once_until_the_replica_is_removed(
+    deployments: Deployments,
+) -> None:
+    """What lets the router retry a request that met a dead replica elsewhere at once."""
+    _, replica = deployments.start()
+    holder = holder_name(replica.name)
+    assert container_id(holder) is not None
+
+    docker("kill", replica.ref)
+
+    assert refuses(replica.endpoint)
+    status = deployments.runtime.statuses()[replica.name]
+    assert not status.running and status.exit_reason == "killed (exit code 137)"
+    deployments.runtime.remove(replica.name)
+    assert docker("ps", "-aq", "--filter", f"name=^{holder}$").split() == []
+
+
+def test_the_next_replica_takes_the_networks_spare_holder(deployments: Deployments) -> None:
+    deployment_id, first = deployments.start()
+    spare = spare_holder_name(deployment_network(deployment_id).name)
+    waiting = wait_for("a spare holder on the network", lambda: container_id(spare), 30)
+    held = inspect("container", waiting)
+    assert held["Config"]["User"] == "65534:65534"
+    assert held["HostConfig"]["ReadonlyRootfs"] is True
+    assert held["HostConfig"]["CapDrop"] == ["ALL"]
+    assert held["Config"]["Labels"][DEPLOYMENT_LABEL] == deployment_id
+
+    second = deployments.start_replica(deployment_id)
+
+    assert container_id(holder_name(second.name)) == waiting
+    assert second.endpoint.host == container_ip(waiting)
+    assert wait_for("a new spare", lambda: container_id(spare), 30) != waiting
+    assert serves(first.endpoint) and serves(second.endpoint)
+
+
+def test_a_replica_whose_holder_went_is_dead(deployments: Deployments) -> None:
+    _, replica = deployments.start()
+
+    docker("rm", "--force", holder_name(replica.name))
+
+    status = deployments.runtime.statuses()[replica.name]
+    assert not status.running
+    assert status.exit_reason == "its network is gone (the container holding its address stopped)"
 
 
 def test_a_deployments_replicas_share_its_network_and_leave_nothing_when_removed(

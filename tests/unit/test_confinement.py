@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.models import DeploymentType
-from app.runtime import run_arguments
+from app.runtime import holder_arguments, run_arguments
 from manifests.containers import (
     LIMITS,
     Confinement,
@@ -72,7 +72,7 @@ def test_a_deployment_network_is_named_and_labelled_after_its_deployment() -> No
 
 @pytest.mark.parametrize("kind", list(DeploymentType))
 def test_docker_run_gets_every_confinement_flag(kind: DeploymentType, tmp_path: Path) -> None:
-    argv = run_arguments(spec(kind=kind), tmp_path / "env.list", 41001)
+    argv = run_arguments(spec(kind=kind), tmp_path / "env.list", "slipway-web-r1-bbbb-holder")
 
     assert argv[0] == "run"
     assert values(argv, "--cap-drop") == ["ALL"]
@@ -83,17 +83,37 @@ def test_docker_run_gets_every_confinement_flag(kind: DeploymentType, tmp_path: 
     assert values(argv, "--memory-swap") == values(argv, "--memory")
     assert values(argv, "--log-driver") == ["json-file"]
     assert values(argv, "--log-opt") == ["max-size=10m", "max-file=3"]
-    assert values(argv, "--network") == ["slipway-net-dep_aaaa"]
-    assert values(argv, "--publish") == ["127.0.0.1:41001:8000"]
+    assert values(argv, "--network") == ["container:slipway-web-r1-bbbb-holder"]
+    assert values(argv, "--publish") == []  # the router dials the holder's address
+    assert values(argv, "--add-host") == []  # the holder's: a joined container shares them
+    assert "dev.slipway.holder=slipway-web-r1-bbbb-holder" in values(argv, "--label")
     assert "--privileged" not in argv
     assert argv[-1] == "slipway/dep_aaaa:rev_bbbb"
     assert not any(SECRET in word for word in argv)  # secrets go through the env file
 
 
+def test_a_holder_is_on_the_network_with_the_hosts_and_allowed_nothing() -> None:
+    argv = holder_arguments(spec(), "slipway-net-dep_aaaa-spare-holder", "slipway/holder:1")
+
+    assert argv[0] == "run"
+    assert values(argv, "--name") == ["slipway-net-dep_aaaa-spare-holder"]
+    assert values(argv, "--network") == ["slipway-net-dep_aaaa"]
+    assert values(argv, "--add-host") == ["host.docker.internal:host-gateway"]
+    # The deployment's label only: a spare made before its revision is known fits any.
+    assert values(argv, "--label") == ["dev.slipway.deployment=dep_aaaa"]
+    assert values(argv, "--cap-drop") == ["ALL"]
+    assert values(argv, "--security-opt") == ["no-new-privileges"]
+    assert values(argv, "--user") == ["65534:65534"]
+    assert values(argv, "--stop-signal") == ["KILL"]
+    assert "--read-only" in argv
+    assert int(values(argv, "--memory")[0]) <= 16 * 1024**2
+    assert argv[-1] == "slipway/holder:1"
+
+
 def test_configured_limits_and_rotation_are_the_ones_passed(tmp_path: Path) -> None:
     confinement = Confinement(pids_limit=64, logs=LogRotation(max_size="1m", max_files=5))
 
-    argv = run_arguments(spec(confinement), tmp_path / "env.list", 41001)
+    argv = run_arguments(spec(confinement), tmp_path / "env.list", "holder")
 
     assert values(argv, "--pids-limit") == ["64"]
     assert values(argv, "--log-opt") == ["max-size=1m", "max-file=5"]

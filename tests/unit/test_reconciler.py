@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from sqlmodel import select
 
 from app.api.schemas import DeploymentView
@@ -62,6 +63,31 @@ def test_a_killed_replica_leaves_the_route_and_is_replaced(platform: Platform) -
     assert first.id not in platform.runtime.containers  # removed, not left exited
     state = ScalerState.from_json(platform.deployment().scaler_state)
     assert Reason.replica_died in [d.reason for d in state.decisions]
+
+
+def test_a_dead_replica_is_removed_only_once_the_route_no_longer_has_it(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until the router stops dialling it, a dead replica's address must refuse at once (its
+    holder keeps it), so that a request meeting it is retried elsewhere."""
+    revision_id = live(platform)
+    [first] = platform.runtime.running(revision_id)
+    platform.runtime.kill(first.id)
+    routed_when_removed: list[tuple[str, ...]] = []
+    remove = platform.runtime.remove
+
+    def watched(name: str) -> None:
+        if name == first.spec.name:
+            routed_when_removed.append(routed(platform))
+        remove(name)
+
+    monkeypatch.setattr(platform.runtime, "remove", watched)
+
+    tick(platform)
+
+    assert len(routed_when_removed) == 1
+    assert address(first) not in routed_when_removed[0]
+    assert first.id not in platform.runtime.containers
 
 
 def test_an_out_of_memory_replica_says_so(platform: Platform) -> None:
