@@ -147,7 +147,8 @@ class DockerRuntime:
                     f"the container could not be started after {START_ATTEMPTS} attempts"
                 )
             endpoint = Endpoint(address.result(), spec.port)
-            # Once the app runs: made beside its start, it slowed it by ~150 ms here.
+            # Only now: a spare made while the app starts competes with it for the engine
+            # (the start took ~100 ms longer).
             self._replenish(spec)
         except DockerException as exc:
             self._force_remove(holder)
