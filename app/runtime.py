@@ -17,7 +17,7 @@ app dies, its address still refuses connections at once, so the router sends a r
 met the dead app to another replica; without the holder the address would answer nothing, and
 a request dialling it would wait out the dial timeout, then fail if a route reload came first
 (5 of 980 requests when a replica was killed under load, docs/performance.md). Each network
-keeps one spare holder ready, so a new replica waits only for its app's `docker run`.
+keeps spare holders ready, so a new replica waits only for its app's `docker run`.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from manifests.containers import (
     free_subnets,
     holder_name,
     is_holder,
-    spare_holder_name,
+    spare_holder_names,
 )
 
 log = logging.getLogger(__name__)
@@ -173,23 +173,18 @@ class DockerRuntime:
 
     # -- holders ------------------------------------------------------------------------------
     def _take_holder(self, spec: ContainerSpec, holder: str) -> None:
-        """The network's spare becomes the replica's holder (renaming is atomic: of two starts,
-        one gets it); without a spare (the network's first replica, or several starting at
-        once), one is run for it."""
-        spare = spare_holder_name(spec.network)
-        for _attempt in range(START_ATTEMPTS):
-            try:
-                self._cli("rename", spare, holder)
-                break
-            except DockerException as exc:
-                if not _name_in_use(exc):
-                    self._run_holder(spec, holder)
-                    break
-                self._force_remove(holder)  # left by an earlier attempt (a retried job)
-        else:
-            raise RuntimeStartError(
-                f"the replica's holder could not be started after {START_ATTEMPTS} attempts"
-            )
+        """One of the network's spares becomes the replica's holder (renaming is atomic: of
+        two starts, one gets it; the other tries the next); without one left, one is run."""
+        for spare in spare_holder_names(spec.network, spec.limits):
+            for _attempt in range(START_ATTEMPTS):
+                try:
+                    self._cli("rename", spare, holder)
+                    return
+                except DockerException as exc:
+                    if not _name_in_use(exc):
+                        break  # taken by another start, or not made yet: the next one
+                    self._force_remove(holder)  # left by an earlier attempt (a retried job)
+        self._run_holder(spec, holder)
 
     def _run_holder(self, spec: ContainerSpec, name: str) -> None:
         for _attempt in range(START_ATTEMPTS):
@@ -205,7 +200,7 @@ class DockerRuntime:
         )
 
     def _replenish(self, spec: ContainerSpec) -> None:
-        """A new spare for the network, unless one is being made already by this process."""
+        """The network's spares made up again, unless this process is at it already."""
         with self._spares_lock:
             if spec.network in self._spares_coming:
                 return
@@ -213,13 +208,18 @@ class DockerRuntime:
         self._spares.submit(self._make_spare, spec)
 
     def _make_spare(self, spec: ContainerSpec) -> None:
-        """Under the network's lock, which its removal takes too: a spare made while its
-        deployment goes would keep the network from going."""
+        """The network's missing spares, under its lock, which its removal takes too: a spare
+        made while its deployment goes would keep the network from going."""
         try:
             with self._lock(f"network-{spec.network}"):
-                self._cli(
-                    *holder_arguments(spec, spare_holder_name(spec.network), self._holder_image())
+                wanted = spare_holder_names(spec.network, spec.limits)
+                spares = f"name={spec.network}-spare"
+                present = set(
+                    self._cli("ps", "-a", "--filter", spares, "--format", "{{.Names}}").split()
                 )
+                for name in wanted:
+                    if name not in present:
+                        self._cli(*holder_arguments(spec, name, self._holder_image()))
         except DockerException as exc:
             # Another worker made one (the name is taken), or the network went meanwhile.
             log.info("spare holder not made", extra={"network": spec.network, "why": _stderr(exc)})

@@ -38,7 +38,7 @@ from manifests.containers import (
     deployment_network,
     holder_name,
     replica_spec,
-    spare_holder_name,
+    spare_holder_names,
 )
 from tests.images import DOCKER, docker, ensure_busybox_image
 from tests.platform import wait_for
@@ -351,8 +351,18 @@ def test_a_killed_replicas_address_refuses_at_once_until_the_replica_is_removed(
 
 def test_the_next_replica_takes_the_networks_spare_holder(deployments: Deployments) -> None:
     deployment_id, first = deployments.start()
-    spare = spare_holder_name(deployment_network(deployment_id).name)
-    waiting = wait_for("a spare holder on the network", lambda: container_id(spare), 30)
+    spares = spare_holder_names(
+        deployment_network(deployment_id).name, LIMITS[DeploymentType.production]
+    )
+    assert len(spares) == 3  # a production deployment may add three replicas at once
+    wait_for(
+        "three spare holders on the network",
+        lambda: all(container_id(name) for name in spares),
+        30,
+    )
+    spare = spares[0]
+    waiting = container_id(spare)
+    assert waiting is not None
     held = inspect("container", waiting)
     assert held["Config"]["User"] == "65534:65534"
     assert held["HostConfig"]["ReadonlyRootfs"] is True
