@@ -9,9 +9,12 @@ from manifests.containers import (
     REVISION_LABEL,
     Confinement,
     deployment_network,
+    holder_name,
+    is_holder,
     replica_env,
     replica_name,
     replica_spec,
+    spare_holder_names,
 )
 from manifests.run import RunConfig
 
@@ -79,3 +82,16 @@ def test_a_state_dir_is_kept_on_the_deployments_volume() -> None:
         state_dir="/deps/app/.langgraph_api",
     )
     assert spec.volumes == {"slipway-state-dep_1": "/deps/app/.langgraph_api"}
+
+
+def test_a_network_keeps_one_spare_holder_per_replica_a_burst_may_add_at_once() -> None:
+    network = deployment_network("dep_aaaa").name
+
+    development = spare_holder_names(network, LIMITS[DeploymentType.development])
+    production = spare_holder_names(network, LIMITS[DeploymentType.production])
+
+    assert development == ["slipway-net-dep_aaaa-spare0-holder"]
+    assert len(production) == 3 and production[0] == development[0]
+    assert all(is_holder(name) for name in production)
+    assert is_holder(holder_name("slipway-web-r1-bbbb"))
+    assert not is_holder("slipway-web-r1-bbbb")
