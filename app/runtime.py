@@ -213,10 +213,8 @@ class DockerRuntime:
         try:
             with self._lock(f"network-{spec.network}"):
                 wanted = spare_holder_names(spec.network, spec.limits)
-                spares = f"name={spec.network}-spare"
-                present = set(
-                    self._cli("ps", "-a", "--filter", spares, "--format", "{{.Names}}").split()
-                )
+                filters = [arg for name in wanted for arg in ("--filter", f"name=^{name}$")]
+                present = set(self._cli("ps", "-a", *filters, "--format", "{{.Names}}").split())
                 for name in wanted:
                     if name not in present:
                         self._cli(*holder_arguments(spec, name, self._holder_image()))
@@ -254,9 +252,8 @@ class DockerRuntime:
         """Made with the deployment's label (`docker run` would make it unlabelled, and its
         teardown would not find it); creating an existing volume changes nothing."""
         deployment = {DEPLOYMENT_LABEL: labels[DEPLOYMENT_LABEL]}
-        label_args = [arg for k, v in deployment.items() for arg in ("--label", f"{k}={v}")]
         try:
-            self._cli("volume", "create", *label_args, name)
+            self._cli("volume", "create", *label_arguments(deployment), name)
         except DockerException as exc:
             raise RuntimeStartError(
                 f"the deployment's volume could not be created: {_stderr(exc)}"
@@ -361,10 +358,10 @@ class DockerRuntime:
     def _create_network(
         self, name: str, labels: dict[str, str], subnet: ipaddress.IPv4Network
     ) -> None:
-        label_args = [arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")]
         self._cli(
-            "network", "create", "--driver", "bridge", "--subnet", str(subnet), *label_args, name
-        )
+            "network", "create", "--driver", "bridge", "--subnet", str(subnet),
+            *label_arguments(labels), name,
+        )  # fmt: skip
 
     def _subnets_in_use(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         attempt = 0
@@ -598,6 +595,10 @@ def confinement_arguments(limits: Limits, confinement: Confinement) -> list[str]
     ]
 
 
+def label_arguments(labels: dict[str, str]) -> list[str]:
+    return [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+
+
 def run_arguments(
     spec: ContainerSpec, env_file: Path, holder: str, *, inherited: list[str] | None = None
 ) -> list[str]:
@@ -606,7 +607,6 @@ def run_arguments(
     It joins its holder's network namespace (`holder_arguments`), which carries its address
     and extra hosts; nothing is published on the host.
     """
-    labels = [arg for k, v in spec.labels.items() for arg in ("--label", f"{k}={v}")]
     return [
         "run",
         "--detach",
@@ -626,9 +626,7 @@ def run_arguments(
             for volume, path in spec.volumes.items()
             for arg in ("--mount", f"type=volume,source={volume},target={path}")
         ),
-        *labels,
-        "--label",
-        f"{HOLDER_LABEL}={holder}",
+        *label_arguments({**spec.labels, HOLDER_LABEL: holder}),
         spec.image,
     ]
 
@@ -639,8 +637,6 @@ def holder_arguments(spec: ContainerSpec, name: str, image: str) -> list[str]:
 
     Labelled with the deployment only, so a spare made before its revision is known fits any
     of them; a holder stops at once (SIGKILL: it has nothing to finish)."""
-    deployment = {DEPLOYMENT_LABEL: spec.labels[DEPLOYMENT_LABEL]}
-    labels = [arg for k, v in deployment.items() for arg in ("--label", f"{k}={v}")]
     hosts = [arg for h, ip in spec.extra_hosts.items() for arg in ("--add-host", f"{h}:{ip}")]
     confinement = Confinement(
         pids_limit=HOLDER_PIDS_LIMIT,
@@ -663,7 +659,7 @@ def holder_arguments(spec: ContainerSpec, name: str, image: str) -> list[str]:
         "--user",
         HOLDER_USER,
         *confinement_arguments(HOLDER_LIMITS, confinement),
-        *labels,
+        *label_arguments({DEPLOYMENT_LABEL: spec.labels[DEPLOYMENT_LABEL]}),
         *hosts,
         image,
     ]
@@ -672,7 +668,6 @@ def holder_arguments(spec: ContainerSpec, name: str, image: str) -> list[str]:
 def service_arguments(spec: ServiceSpec) -> list[str]:
     """`docker create` for a backing service: limits and confinement as for replicas, restarted
     by the engine, and no `--publish`: only the deployment's own network reaches it."""
-    labels = [arg for k, v in spec.labels.items() for arg in ("--label", f"{k}={v}")]
     entrypoint, *args = spec.command
     return [
         "create",
@@ -684,7 +679,7 @@ def service_arguments(spec: ServiceSpec) -> list[str]:
         "--restart",
         RESTART_POLICY_SERVICE,
         *confinement_arguments(spec.limits, spec.confinement),
-        *labels,
+        *label_arguments(spec.labels),
         # The entrypoint is the command itself: an image's own entrypoint script (the official
         # valkey image's drops privileges with setuid) cannot run without capabilities.
         "--entrypoint",
