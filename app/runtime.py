@@ -133,6 +133,10 @@ class DockerRuntime:
                     if _holder_not_running(exc) or _start_failed(exc):
                         # A spare that stopped before it was taken, or a start that failed
                         # midway while joining it: a new holder, then again.
+                        log.warning(
+                            "replica start retried with a new holder",
+                            extra={**_ids(spec), "replica": spec.name, "why": _stderr(exc)},
+                        )
                         self._force_remove(spec.name)
                         self._force_remove(holder)
                         self._run_holder(spec, holder)
@@ -194,6 +198,11 @@ class DockerRuntime:
             except DockerException as exc:
                 if not (_name_in_use(exc) or _start_failed(exc)):
                     raise
+                if _start_failed(exc):
+                    log.warning(
+                        "replica holder start retried",
+                        extra={**_ids(spec), "holder": name, "why": _stderr(exc)},
+                    )
                 self._force_remove(name)
         raise RuntimeStartError(
             f"the replica's holder could not be started after {START_ATTEMPTS} attempts"
@@ -208,16 +217,20 @@ class DockerRuntime:
         self._spares.submit(self._make_spare, spec)
 
     def _make_spare(self, spec: ContainerSpec) -> None:
-        """The network's missing spares, under its lock, which its removal takes too: a spare
-        made while its deployment goes would keep the network from going."""
+        """The network's missing or stopped spares made, under its lock, which its removal
+        takes too: a spare made while its deployment goes would keep the network from going."""
         try:
             with self._lock(f"network-{spec.network}"):
                 wanted = spare_holder_names(spec.network, spec.limits)
                 filters = [arg for name in wanted for arg in ("--filter", f"name=^{name}$")]
-                present = set(self._cli("ps", "-a", *filters, "--format", "{{.Names}}").split())
+                listed = self._cli("ps", "-a", *filters, "--format", "{{.Names}} {{.State}}")
+                states = dict(line.split(" ", 1) for line in listed.splitlines() if " " in line)
                 for name in wanted:
-                    if name not in present:
-                        self._cli(*holder_arguments(spec, name, self._holder_image()))
+                    if states.get(name) == "running":
+                        continue
+                    if name in states:  # stopped (killed, or the engine restarted): made anew
+                        self._force_remove(name)
+                    self._cli(*holder_arguments(spec, name, self._holder_image()))
         except DockerException as exc:
             # Another worker made one (the name is taken), or the network went meanwhile.
             log.info("spare holder not made", extra={"network": spec.network, "why": _stderr(exc)})
@@ -725,6 +738,15 @@ TRANSIENT_START_FAILURES = (
 """runc's process died while the engine started the container: each seen once in a full test
 run (~150 replica starts, under load), with nothing wrong with the app. A start that fails for
 the app's own reason (a missing command) fails the same way each time and is reported so."""
+
+
+def _ids(spec: ContainerSpec) -> dict[str, str]:
+    """The deployment and revision a log line is about, from the replica's labels."""
+    return {
+        key: spec.labels[label]
+        for key, label in (("deployment_id", DEPLOYMENT_LABEL), ("revision_id", REVISION_LABEL))
+        if label in spec.labels
+    }
 
 
 def _start_failed(exc: DockerException) -> bool:

@@ -377,6 +377,34 @@ def test_the_next_replica_takes_the_networks_spare_holder(deployments: Deploymen
     assert serves(first.endpoint) and serves(second.endpoint)
 
 
+def test_a_spare_that_stopped_is_replaced_and_the_retry_is_logged(
+    deployments: Deployments, caplog: pytest.LogCaptureFixture
+) -> None:
+    deployment_id, first = deployments.start()
+    spares = spare_holder_names(
+        deployment_network(deployment_id).name, LIMITS[DeploymentType.production]
+    )
+    wait_for("three spare holders", lambda: all(container_id(name) for name in spares), 30)
+    docker("stop", "--time", "0", *spares)  # what an OOM or a stray kill leaves behind
+
+    with caplog.at_level("WARNING", logger="app.runtime"):
+        second = deployments.start_replica(deployment_id)
+
+    assert serves(first.endpoint) and serves(second.endpoint)
+    [retried] = [r for r in caplog.records if r.getMessage().startswith("replica start retried")]
+    assert getattr(retried, "deployment_id", None) == deployment_id
+    assert getattr(retried, "replica", None) == second.name
+    assert "non running container" in str(getattr(retried, "why", "")).lower()
+    wait_for(
+        "the stopped spares made anew",
+        lambda: all(
+            docker("ps", "-q", "--filter", f"name=^{name}$", "--filter", "status=running")
+            for name in spares
+        ),
+        30,
+    )
+
+
 def test_a_replica_whose_holder_went_is_dead(deployments: Deployments) -> None:
     _, replica = deployments.start()
 
