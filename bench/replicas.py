@@ -11,6 +11,8 @@ second and windows of seconds (the defaults are minutes). Then:
    endpoint (its address on its network, what Caddy dials); median and p99 of each. Target:
    p50 <= 1.2x and p99 <= 1.5x direct. For reference, the same load at a container of the same
    image run by hand with its port published (`docker run -p`, through the engine's relay).
+   Then through Caddy and direct again with answers that take WORK_MS ms, where the router's
+   milliseconds meet an app that does some work, as a user's does.
 2. Burst to serving: N times, 35 requests in flight of 300 ms each start at once; timed until 4
    replicas carry requests in the router (Caddy's own in-flight counts), against the floor of a
    replica's start by hand (`docker run` of the same image, confined like a replica, until its
@@ -62,6 +64,8 @@ MAX_BURSTS = 10
 BURST_REPLICAS = 4
 """35 in flight at a target of 10 per replica."""
 OVERHEAD_SECONDS = 10
+WORK_MS = 10
+"""The second overhead pair's answer time: a small API call with a query behind it."""
 ZERO_SHA = "0" * 40
 NETWORK = "bench-replicas-floor-net"
 """Its own, so it can run beside the other benches."""
@@ -169,25 +173,42 @@ def router_overhead(
     routed_host = host(platform, deployment["slug"])
 
     def at_rate(
-        port: int, target_host: str, address: str = "127.0.0.1", seconds: float = OVERHEAD_SECONDS
+        port: int,
+        target_host: str,
+        address: str = "127.0.0.1",
+        seconds: float = OVERHEAD_SECONDS,
+        path: str = "/",
     ) -> Load:
         return start_load(
             port,
             target_host,
+            path,
             seconds=seconds,
             concurrency=10,
             rate_per_worker=10,
             address=address,
         ).wait()
 
-    log("router overhead: warm-up, then twice 10 s each way at 100 requests/s")
+    log("router overhead: warm-up, then twice 10 s each way at 100 requests/s, twice again")
     at_rate(platform.router_port, routed_host, seconds=2)
     # Alternating, so a slow moment of the machine does not land on one side only.
-    runs: dict[str, list[Load]] = {"routed": [], "direct": [], "by_hand": []}
+    runs: dict[str, list[Load]] = {
+        "routed": [],
+        "direct": [],
+        "by_hand": [],
+        "routed_work": [],
+        "direct_work": [],
+    }
+    work = f"/?ms={WORK_MS}"
     for _ in range(2):
         runs["direct"].append(at_rate(int(replica_port), "direct", address=replica_address))
         runs["routed"].append(at_rate(platform.router_port, routed_host))
         runs["by_hand"].append(at_rate(by_hand_port, "direct"))
+    for _ in range(2):
+        runs["direct_work"].append(
+            at_rate(int(replica_port), "direct", address=replica_address, path=work)
+        )
+        runs["routed_work"].append(at_rate(platform.router_port, routed_host, path=work))
     docker("rm", "-f", BY_HAND)
     containers.remove(BY_HAND)
     loads = {name: merged(found) for name, found in runs.items()}
@@ -317,6 +338,7 @@ def table(
     machine: list[str], overhead: dict[str, Load], floors: list[float], serving: list[float]
 ) -> str:
     routed, direct, by_hand = overhead["routed"], overhead["direct"], overhead["by_hand"]
+    routed_work, direct_work = overhead["routed_work"], overhead["direct_work"]
 
     def ms(load: Load) -> str:
         return f"{load.latency[50] * 1000:.2f} / {load.latency[99] * 1000:.2f} ms"
@@ -327,23 +349,32 @@ def table(
             f"{load.latency[99] / against.latency[99]:.2f}x"
         )
 
+    def added(load: Load, against: Load) -> str:
+        return f"{(load.latency[50] - against.latency[50]) * 1000:+.2f} ms"
+
     lines = [
         "# Replicas: router overhead and burst to serving",
         "",
         *(f"- {line}" for line in machine),
         "",
-        "| measure | median | p99 | against | ratio (median, p99) |",
-        "|---|---|---|---|---|",
+        "| measure | median | p99 | against | ratio (median, p99) | added at the median |",
+        "|---|---|---|---|---|---|",
         f"| through Caddy, 100 requests/s ({routed.requests} requests) "
         f"| {routed.latency[50] * 1000:.2f} ms | {routed.latency[99] * 1000:.2f} ms "
-        f"| direct, the replica's address: {ms(direct)} | {ratio(routed, direct)} |",
+        f"| direct, the replica's address: {ms(direct)} | {ratio(routed, direct)} "
+        f"| {added(routed, direct)} |",
         f"| (for reference) a container run by hand, port published ({by_hand.requests} "
         f"requests) | {by_hand.latency[50] * 1000:.2f} ms | {by_hand.latency[99] * 1000:.2f} ms "
-        f"| through Caddy: {ms(routed)} | Caddy {ratio(routed, by_hand)} |",
+        f"| through Caddy: {ms(routed)} | Caddy {ratio(routed, by_hand)} "
+        f"| {added(routed, by_hand)} |",
+        f"| through Caddy, answers taking {WORK_MS} ms ({routed_work.requests} requests) "
+        f"| {routed_work.latency[50] * 1000:.2f} ms | {routed_work.latency[99] * 1000:.2f} ms "
+        f"| direct, the same answers: {ms(direct_work)} | {ratio(routed_work, direct_work)} "
+        f"| {added(routed_work, direct_work)} |",
         f"| burst of 35 in flight -> {BURST_REPLICAS} replicas serving ({len(serving)} bursts) "
         f"| {statistics.median(serving):.2f} s | {percentile(serving, 0.99):.2f} s "
         f"| replica start by hand: {statistics.median(floors):.2f} s "
-        f"| +{statistics.median(serving) - statistics.median(floors):.2f} s |",
+        f"| +{statistics.median(serving) - statistics.median(floors):.2f} s | - |",
     ]
     return "\n".join(lines)
 
