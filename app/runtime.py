@@ -223,10 +223,10 @@ class DockerRuntime:
             with self._lock(f"network-{spec.network}"):
                 wanted = spare_holder_names(spec.network, spec.limits)
                 filters = [arg for name in wanted for arg in ("--filter", f"name=^{name}$")]
-                listed = self._cli("ps", "-a", *filters, "--format", "{{.Names}} {{.State}}")
-                states = dict(line.split(" ", 1) for line in listed.splitlines() if " " in line)
+                listed = self._cli("ps", "-a", *filters, "--format", "{{.Names}}\t{{.State}}")
+                states = dict(line.split("\t", 1) for line in listed.splitlines() if "\t" in line)
                 for name in wanted:
-                    if states.get(name) == "running":
+                    if states.get(name) in RUNNING_STATES:
                         continue
                     if name in states:  # stopped (killed, or the engine restarted): made anew
                         self._force_remove(name)

@@ -395,14 +395,7 @@ def test_a_spare_that_stopped_is_replaced_and_the_retry_is_logged(
     assert getattr(retried, "deployment_id", None) == deployment_id
     assert getattr(retried, "replica", None) == second.name
     assert "non running container" in str(getattr(retried, "why", "")).lower()
-    wait_for(
-        "the stopped spares made anew",
-        lambda: all(
-            docker("ps", "-q", "--filter", f"name=^{name}$", "--filter", "status=running")
-            for name in spares
-        ),
-        30,
-    )
+    wait_for("the stopped spares made anew", lambda: all(container_id(name) for name in spares), 30)
 
 
 def test_a_replica_whose_holder_went_is_dead(deployments: Deployments) -> None:
