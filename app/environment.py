@@ -24,12 +24,6 @@ MAX_ENV_BYTES = 512 * 1024
 MAX_KEYS = 500
 RESERVED = frozenset({"PORT", "DATABASE_URI"})
 RESERVED_PREFIX = "SLIPWAY_"
-DOCKER_CLIENT_NAMES = frozenset(
-    {"PATH", "HOME", "TMPDIR", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"}
-)
-"""Names the Docker CLI reads from its own environment: a multi-line value reaches the
-container through that environment (env files hold one line per variable), so these keep to
-one line."""
 
 
 @dataclass(frozen=True)
@@ -97,10 +91,6 @@ def _check_value(key: str, value: object) -> str:
         raise InvalidRequest(f"{key}: the value holds a NUL character, which no env can carry")
     if len(value.encode()) > MAX_VALUE_BYTES:
         raise InvalidRequest(f"{key}: the value is over {MAX_VALUE_BYTES // 1024} KiB")
-    if ("\n" in value or "\r" in value) and (
-        key in DOCKER_CLIENT_NAMES or key.upper().startswith("DOCKER_")
-    ):
-        raise InvalidRequest(f"{key}: this variable's value must be one line")
     return value
 
 

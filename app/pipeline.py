@@ -54,7 +54,6 @@ from app.teardown import Teardown
 from builders.source import UnpackLimits, unpack_tarball
 from manifests.config import (
     RepositoryConfig,
-    deploy_config_of,
     deploy_labels,
     load_repository_config,
     scale_labels,
@@ -233,7 +232,7 @@ class RevisionPipeline:
         self, revision_id: str, ref: RevisionRef, log_path: Path, redact: Redactor
     ) -> RevisionState:
         try:
-            image, repo_config, image_labels = self._build(ref, log_path)
+            image, run = self._build(ref, log_path)
             with self._sessions() as session:
                 moved = transition(
                     session,
@@ -253,7 +252,7 @@ class RevisionPipeline:
             ref = self._ref(revision_id)
             self._reports.add(revision_id, "deploying", image=image)
             self._changed(ref)
-            self._deploy(ref, image, repo_config, image_labels, log_path, redact)
+            self._deploy(ref, image, run, log_path, redact)
         except BuildCancelled:
             self._event(ref, "revision cancelled during build")
             self._notifier.capacity_freed()
@@ -282,16 +281,14 @@ class RevisionPipeline:
         return self._ref(revision_id).revision.state
 
     # -- build ------------------------------------------------------------------------------
-    def _build(
-        self, ref: RevisionRef, log_path: Path
-    ) -> tuple[str, RepositoryConfig, dict[str, str]]:
-        """(image tag, how it runs, its labels: the recipe's say what else it needs)."""
+    def _build(self, ref: RevisionRef, log_path: Path) -> tuple[str, RunConfig]:
+        """(image tag, how it runs), as the platform decided while building it."""
         revision = ref.revision
         tag = f"slipway/{ref.deployment.id}:{revision.id}"
         if revision.rollback_of is not None:
             reused = self._reuse_image(ref, tag, log_path)
             if reused is not None:
-                return tag, *reused
+                return tag, reused
         work = self.config.builds_dir / revision.id
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
@@ -339,15 +336,15 @@ class RevisionPipeline:
         )
         self._update_revision(revision.id, build_method=built.method)
         self._event(ref, "revision built", image=tag, seconds=round(built.seconds, 2))
-        return tag, repo_config, labels
+        return tag, run_config(repo_config, labels)
 
-    def _reuse_image(
-        self, ref: RevisionRef, tag: str, log_path: Path
-    ) -> tuple[RepositoryConfig, dict[str, str]] | None:
+    def _reuse_image(self, ref: RevisionRef, tag: str, log_path: Path) -> RunConfig | None:
         """A rollback runs its source revision's image again: no download, no build.
 
-        None when that image was pruned (or predates the labels that say how it runs): the
-        commit is then built again, and the log says so.
+        How it runs is the record the platform made when it built that image: never what the
+        image's labels say (a Dockerfile's LABEL line is the tenant's to write). None when the
+        image was pruned, or predates that record: the commit is then built again, and the log
+        says so.
         """
         with self._sessions() as session:
             source = session.get(Revision, ref.revision.rollback_of)
@@ -365,20 +362,17 @@ class RevisionPipeline:
                 .order_by(col(Revision.number).desc())
             ).all()
         what = f"revision #{source.number} ({source.commit_sha[:7]})"
-        images = [source.image] if source.image else []
-        images += [r.image for r in same_commit if r.image and r.image not in images]
-        for image in images:
-            labels = self._builder.retag(image, tag)
-            if labels is None:
-                continue
-            deploy = deploy_config_of(labels)
-            if deploy is None:  # built before images said how they run
-                self._runtime.remove_image(tag)
+        candidates: dict[str, str] = {}
+        for built in [source, *same_commit]:
+            if built.image and built.run_config and built.image not in candidates:
+                candidates[built.image] = built.run_config
+        for image, recorded in candidates.items():
+            if self._builder.retag(image, tag) is None:
                 continue
             _append(log_path, f"slipway: rollback to {what}: reusing its image {image}")
             self._update_revision(ref.revision.id, build_method="reused")
             self._event(ref, "revision image reused", source_revision_id=source.id)
-            return RepositoryConfig(deploy=deploy), labels
+            return RunConfig.from_json(recorded)
         _append(
             log_path,
             f"slipway: rollback to {what}: its image is no longer kept, so the commit is built "
@@ -396,21 +390,13 @@ class RevisionPipeline:
         self,
         ref: RevisionRef,
         image: str,
-        repo_config: RepositoryConfig,
-        image_labels: dict[str, str],
+        run: RunConfig,
         log_path: Path,
         redact: Redactor,
     ) -> None:
         """Make this revision's replica set healthy, then switch the route to it."""
         revision, deployment = ref.revision, ref.deployment
         self._still_deploying(revision.id)
-        run = RunConfig(
-            port=repo_config.deploy.port,
-            health_path=repo_config.deploy.health_path,
-            langgraph_runtime=langgraph_runtime_of(image_labels),
-            scale=scale_table(image_labels),
-            state_dir=state_dir_of(image_labels),
-        )
         self._update_revision(revision.id, run_config=run.to_json())
         ready_to_run = self._replicas.prepare(
             deployment,
@@ -822,3 +808,15 @@ def _start_draining(session: Session, revision_id: str, now: datetime) -> None:
     ).all():
         start_draining(replica, now)
         session.add(replica)
+
+
+def run_config(repo_config: RepositoryConfig, labels: dict[str, str]) -> RunConfig:
+    """How a revision built now runs: from the repository's config and the labels the platform
+    put on its image (the recipe's and its own), never read back from the image."""
+    return RunConfig(
+        port=repo_config.deploy.port,
+        health_path=repo_config.deploy.health_path,
+        langgraph_runtime=langgraph_runtime_of(labels),
+        scale=scale_table(labels),
+        state_dir=state_dir_of(labels),
+    )

@@ -112,7 +112,8 @@ CONFINED_RUN = (
     "--log-opt",
     "max-file=3",
 )
-"""What Slipway's `docker run` adds for a production replica (app/runtime.py run_arguments)."""
+"""What Slipway's create call sets for a production replica (app/runtime.py replica_options),
+as the flags of a `docker run` by hand."""
 FLOOR_PORT = 8000
 BUILDKIT_ENV = {**os.environ, "DOCKER_BUILDKIT": "1"}
 

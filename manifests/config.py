@@ -24,21 +24,24 @@ Unknown keys are errors, so a typo is reported rather than silently ignored.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from app.errors import ConfigError
+from app.errors import Annotation, ConfigError
+from manifests.paths import SAFE_CHARACTERS, is_clean_relative
 
 CONFIG_FILE = "slipway.toml"
 
 
 def _relative(value: str) -> str:
-    path = PurePosixPath(value)
-    if path.is_absolute() or ".." in path.parts:
-        raise ValueError("must be a path inside the repository (no leading / and no ..)")
-    return str(path)
+    if not is_clean_relative(value):
+        raise ValueError(
+            f"must be a path inside the repository of {SAFE_CHARACTERS} (no leading /, no ..)"
+        )
+    return str(PurePosixPath(value))
 
 
 class BuildConfig(BaseModel):
@@ -177,8 +180,39 @@ def parse_repository_config(text: str) -> RepositoryConfig:
     try:
         return RepositoryConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
+        found = [
+            (
+                ".".join(str(p) for p in err["loc"]),
+                err["msg"].removeprefix("Value error, "),
+                _line_of(text, err["loc"]),
+            )
             for err in exc.errors()
-        )
-        raise ConfigError(f"{CONFIG_FILE} is invalid: {problems}") from exc
+        ]
+        problems = "; ".join(f"{where}: {message}" for where, message, _line in found)
+        raise ConfigError(
+            f"{CONFIG_FILE} is invalid: {problems}",
+            annotations=tuple(
+                Annotation(CONFIG_FILE, line, line, f"{where}: {message}")
+                for where, message, line in found
+            ),
+        ) from exc
+
+
+def _line_of(text: str, loc: tuple[int | str, ...]) -> int:
+    """The line of the key at fault (its table's, or 1, when the key cannot be found): for the
+    annotation GitHub shows beside it."""
+    lines = text.splitlines()
+    table = str(loc[0]) if loc else ""
+    key = str(loc[-1]) if len(loc) > 1 else ""
+    in_table = False
+    table_line = 1
+    for number, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            in_table = stripped.strip("[] ") == table
+            if in_table:
+                table_line = number
+            continue
+        if in_table and key and re.match(rf"{re.escape(key)}\s*=", stripped):
+            return number
+    return table_line

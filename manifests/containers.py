@@ -11,7 +11,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from app.errors import RuntimeStartError
 from app.models import DeploymentType
+from manifests.paths import SAFE_CHARACTERS, is_clean_absolute
 
 LABEL_PREFIX = "dev.slipway"
 """Docker labels on every image, container and network Slipway makes, so they can be found and
@@ -117,6 +119,20 @@ class ContainerSpec:
     deployment's label, so its teardown removes them."""
 
 
+def clean_state_dir(path: str) -> str:
+    """The state directory as a clean absolute path of safe characters, or refused.
+
+    It is a mount target: even as a structured field, a path with a comma, a space or `..` in
+    it is never what a recipe meant, so it is refused rather than interpreted.
+    """
+    if not is_clean_absolute(path):
+        raise RuntimeStartError(
+            f"the state directory {path!r} is not a clean absolute path ({SAFE_CHARACTERS}): "
+            "refused"
+        )
+    return path
+
+
 def holder_name(replica: str) -> str:
     """The container keeping the replica's address (see `app.runtime`), found by its name."""
     return f"{replica}{HOLDER_SUFFIX}"
@@ -178,7 +194,7 @@ def replica_spec(
         labels={DEPLOYMENT_LABEL: deployment_id, REVISION_LABEL: revision_id},
         extra_hosts={CONTAINER_HOST_ALIAS: "host-gateway"},
         confinement=confinement,
-        volumes={deployment_volume(deployment_id): state_dir} if state_dir else {},
+        volumes={deployment_volume(deployment_id): clean_state_dir(state_dir)} if state_dir else {},
     )
 
 

@@ -27,6 +27,7 @@ from dotenv import dotenv_values
 from langgraph_cli.config import get_unknown_keys, validate_config
 
 from app.errors import Annotation, ConfigError
+from manifests.paths import SAFE_CHARACTERS, is_clean_relative
 
 LANGGRAPH_CONFIG = "langgraph.json"
 APP_DIR = "/deps/app"
@@ -280,14 +281,19 @@ def _check_shapes(raw: dict[str, Any], problems: _Problems) -> None:
             problems.add(f"`{key}` must be an object", line=problems.key_line(key))
 
 
+OUTSIDE = f"is outside the repository, or its path has other characters than {SAFE_CHARACTERS}"
+
+
 def _inside(root: Path, config_dir: PurePosixPath, relative: str) -> PurePosixPath | None:
     """The repository-relative path of `relative` (from langgraph.json's folder), or None
-    when it leaves the repository."""
+    when it leaves the repository or is not a clean path of safe characters (it is written
+    into the generated Dockerfile and the server's env)."""
     resolved = (root / config_dir / relative).resolve()
     try:
-        return PurePosixPath(resolved.relative_to(root).as_posix())
+        inside = resolved.relative_to(root).as_posix()
     except ValueError:
         return None
+    return PurePosixPath(inside) if is_clean_relative(inside) else None
 
 
 def _local_dependencies(
@@ -301,8 +307,8 @@ def _local_dependencies(
         path = _inside(root, config_dir, dependency)
         if path is None:
             problems.add(
-                f"local dependency {dependency!r} is outside the repository: only its own "
-                "directories can be built",
+                f"local dependency {dependency!r} {OUTSIDE}: only its own clean directories "
+                "can be built",
                 line=line,
             )
             continue
@@ -376,7 +382,7 @@ def _graph_path(
         return import_path  # a module of an installed package: importable only in the image
     path = _inside(root, config_dir, module)
     if path is None or not (root / path).is_file():
-        where = "is outside the repository" if path is None else f"does not exist ({path})"
+        where = OUTSIDE if path is None else f"does not exist ({path})"
         problems.add(f"graph {graph_id!r}: the file {module!r} {where}", line=line)
         return import_path
     if not any(dep.path == "." or path.is_relative_to(dep.path) for dep in local_dependencies):
@@ -458,7 +464,7 @@ def _local_import(
         return value
     path = _inside(root, config_dir, module)
     if path is None or not (root / path).is_file():
-        where = "is outside the repository" if path is None else f"does not exist ({path})"
+        where = OUTSIDE if path is None else f"does not exist ({path})"
         problems.add(f"`{what}`: the file {module!r} {where}", line=line)
         return value
     return f"{APP_DIR}/{path}:{attribute}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import socket
 import subprocess
 import tempfile
@@ -99,6 +100,7 @@ class Deployments:
         deployment_id: str,
         confinement: Confinement | None = None,
         state_dir: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> StartedReplica:
         revision_id = f"rev_{uuid.uuid4().hex[:8]}"
         spec = replica_spec(
@@ -108,7 +110,7 @@ class Deployments:
             image=self.image,
             port=8000,
             limits=LIMITS[DeploymentType.production],
-            env={"PORT": "8000"},
+            env={**(env or {}), "PORT": "8000"},
             confinement=confinement or Confinement(),
             state_dir=state_dir,
         )
@@ -248,6 +250,37 @@ def test_a_replica_runs_confined(deployments: Deployments) -> None:
     assert denied.returncode != 0 and "permission denied" in denied.stderr.lower()
     chown = in_container(replica.ref, "chown", "65534", "/www/index.html")
     assert chown.returncode != 0, "chown worked without CAP_CHOWN"
+
+
+def test_user_env_with_line_breaks_reaches_the_container_and_no_platform_process(
+    deployments: Deployments, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hostile tenant sets LD_PRELOAD (and a PEM key) with a line break: the values reach
+    the replica as they are, and no process the platform starts meanwhile has them in its
+    environment (the Docker CLI once got such values as its own env)."""
+    marker = f"slipway-attack-{uuid.uuid4().hex[:8]}"
+    env = {
+        "LD_PRELOAD": f"/tmp/{marker}.so\n",
+        "GCONV_PATH": f"/tmp/{marker}\n",
+        "PEM": f"-----BEGIN-----\n{marker}\n-----END-----",
+    }
+    seen: list[dict[str, str]] = []
+    real_init = subprocess.Popen.__init__
+
+    def recording_init(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
+        seen.append(dict(kwargs.get("env") or os.environ))
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", recording_init)
+    deployment_id = f"dep_test{uuid.uuid4().hex[:8]}"
+    deployments.ids.append(deployment_id)
+    replica = deployments.start_replica(deployment_id, env=env)
+    monkeypatch.undo()
+
+    assert not [process for process in seen if any(marker in v for v in process.values())]
+    config_env = inspect("container", replica.ref)["Config"]["Env"]
+    assert f"PEM={env['PEM']}" in config_env
+    assert f"LD_PRELOAD={env['LD_PRELOAD']}" in config_env
 
 
 def test_a_fork_bomb_stops_at_the_pids_limit(deployments: Deployments) -> None:

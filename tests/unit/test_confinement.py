@@ -1,4 +1,4 @@
-"""What a replica is allowed, as specified (pure) and as spelled out for `docker run`.
+"""What a replica is allowed, as specified (pure) and as the Engine API create call carries it.
 
 The integration tier checks the same properties on containers the real engine started.
 """
@@ -6,12 +6,12 @@ The integration tier checks the same properties on containers the real engine st
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 
 import pytest
 
+from app.errors import RuntimeStartError
 from app.models import DeploymentType
-from app.runtime import holder_arguments, run_arguments
+from app.runtime import holder_options, replica_options
 from manifests.containers import (
     LIMITS,
     Confinement,
@@ -40,11 +40,6 @@ def spec(
     )
 
 
-def values(argv: list[str], flag: str) -> list[str]:
-    """Every value given to `flag` (flags here always take their value as the next word)."""
-    return [argv[i + 1] for i, word in enumerate(argv[:-1]) if word == flag]
-
-
 def test_a_replica_is_specified_with_every_confinement_by_default() -> None:
     replica = spec()
 
@@ -71,52 +66,121 @@ def test_a_deployment_network_is_named_and_labelled_after_its_deployment() -> No
 
 
 @pytest.mark.parametrize("kind", list(DeploymentType))
-def test_docker_run_gets_every_confinement_flag(kind: DeploymentType, tmp_path: Path) -> None:
-    argv = run_arguments(spec(kind=kind), tmp_path / "env.list", "slipway-web-r1-bbbb-holder")
+def test_the_replicas_create_call_carries_every_confinement(kind: DeploymentType) -> None:
+    options = replica_options(spec(kind=kind), "slipway-web-r1-bbbb-holder")
+    host = options["host_config"]
 
-    assert argv[0] == "run"
-    assert values(argv, "--cap-drop") == ["ALL"]
-    assert values(argv, "--cap-add") == []
-    assert values(argv, "--security-opt") == ["no-new-privileges"]
-    assert values(argv, "--pids-limit") == ["1024"]
-    assert values(argv, "--memory") == [str(LIMITS[kind].memory_bytes)]
-    assert values(argv, "--memory-swap") == values(argv, "--memory")
-    assert values(argv, "--log-driver") == ["json-file"]
-    assert values(argv, "--log-opt") == ["max-size=10m", "max-file=3"]
-    assert values(argv, "--network") == ["container:slipway-web-r1-bbbb-holder"]
-    assert values(argv, "--publish") == []  # the router dials the holder's address
-    assert values(argv, "--add-host") == []  # the holder's: a joined container shares them
-    assert "dev.slipway.holder=slipway-web-r1-bbbb-holder" in values(argv, "--label")
-    assert "--privileged" not in argv
-    assert argv[-1] == "slipway/dep_aaaa:rev_bbbb"
-    assert not any(SECRET in word for word in argv)  # secrets go through the env file
+    assert host["cap_drop"] == ["ALL"]
+    assert host["cap_add"] == []
+    assert host["security_opt"] == ["no-new-privileges"]
+    assert host["pids_limit"] == 1024
+    assert host["mem_limit"] == LIMITS[kind].memory_bytes
+    assert host["memswap_limit"] == host["mem_limit"]
+    assert host["nano_cpus"] == round(LIMITS[kind].cpus * 1e9)
+    assert host["log_config"]["Type"] == "json-file"
+    assert host["log_config"]["Config"] == {"max-size": "10m", "max-file": "3"}
+    assert host["network_mode"] == "container:slipway-web-r1-bbbb-holder"
+    assert "port_bindings" not in host  # the router dials the holder's address
+    assert "extra_hosts" not in host  # the holder's: a joined container shares them
+    assert "privileged" not in host
+    assert options["labels"]["dev.slipway.holder"] == "slipway-web-r1-bbbb-holder"
+    assert options["image"] == "slipway/dep_aaaa:rev_bbbb"
+    # The operator's proxy settings (~/.docker/config.json) never reach a tenant's container.
+    assert options["use_config_proxy"] is False
 
 
 def test_a_holder_is_on_the_network_with_the_hosts_and_allowed_nothing() -> None:
-    argv = holder_arguments(spec(), "slipway-net-dep_aaaa-spare-holder", "slipway/holder:1")
+    options = holder_options(spec(), "slipway-net-dep_aaaa-spare-holder", "slipway/holder:1")
+    host = options["host_config"]
 
-    assert argv[0] == "run"
-    assert values(argv, "--name") == ["slipway-net-dep_aaaa-spare-holder"]
-    assert values(argv, "--network") == ["slipway-net-dep_aaaa"]
-    assert values(argv, "--add-host") == ["host.docker.internal:host-gateway"]
+    assert options["name"] == "slipway-net-dep_aaaa-spare-holder"
+    assert host["network_mode"] == "slipway-net-dep_aaaa"
+    assert host["extra_hosts"] == {"host.docker.internal": "host-gateway"}
     # The deployment's label only: a spare made before its revision is known fits any.
-    assert values(argv, "--label") == ["dev.slipway.deployment=dep_aaaa"]
-    assert values(argv, "--cap-drop") == ["ALL"]
-    assert values(argv, "--security-opt") == ["no-new-privileges"]
-    assert values(argv, "--user") == ["65534:65534"]
-    assert values(argv, "--stop-signal") == ["KILL"]
-    assert "--read-only" in argv
-    assert int(values(argv, "--memory")[0]) <= 16 * 1024**2
-    assert argv[-1] == "slipway/holder:1"
+    assert options["labels"] == {"dev.slipway.deployment": "dep_aaaa"}
+    assert host["cap_drop"] == ["ALL"]
+    assert host["security_opt"] == ["no-new-privileges"]
+    assert options["user"] == "65534:65534"
+    assert options["stop_signal"] == "SIGKILL"
+    assert host["read_only"] is True
+    assert host["mem_limit"] <= 16 * 1024**2
+    assert options["image"] == "slipway/holder:1"
 
 
-def test_configured_limits_and_rotation_are_the_ones_passed(tmp_path: Path) -> None:
+def test_configured_limits_and_rotation_are_the_ones_passed() -> None:
     confinement = Confinement(pids_limit=64, logs=LogRotation(max_size="1m", max_files=5))
 
-    argv = run_arguments(spec(confinement), tmp_path / "env.list", "holder")
+    host = replica_options(spec(confinement), "holder")["host_config"]
 
-    assert values(argv, "--pids-limit") == ["64"]
-    assert values(argv, "--log-opt") == ["max-size=1m", "max-file=5"]
+    assert host["pids_limit"] == 64
+    assert host["log_config"]["Config"] == {"max-size": "1m", "max-file": "5"}
+
+
+def test_env_values_travel_as_data_whatever_they_hold() -> None:
+    """A line break or a `--flag` in a value is the value: there is no command line to parse
+    it, and nothing of the user's env reaches a process of the platform."""
+    env = {"PEM": "-----BEGIN-----\nabc\n-----END-----", "LD_PRELOAD": "/x.so", "A": "--privileged"}
+    replica = replica_spec(
+        deployment_id="dep_aaaa",
+        revision_id="rev_bbbb",
+        name="slipway-web-r1-bbbb",
+        image="slipway/dep_aaaa:rev_bbbb",
+        port=8000,
+        limits=LIMITS[DeploymentType.production],
+        env=env,
+        confinement=Confinement(),
+    )
+
+    options = replica_options(replica, "holder")
+
+    assert options["environment"] == env
+    assert "privileged" not in options["host_config"]
+
+
+def test_the_state_volume_is_one_mount_whose_target_is_one_field() -> None:
+    replica = replica_spec(
+        deployment_id="dep_aaaa",
+        revision_id="rev_bbbb",
+        name="slipway-web-r1-bbbb",
+        image="slipway/dep_aaaa:rev_bbbb",
+        port=8000,
+        limits=LIMITS[DeploymentType.production],
+        env={},
+        confinement=Confinement(),
+        state_dir="/deps/app/.langgraph_api",
+    )
+
+    [mount] = replica_options(replica, "holder")["host_config"]["mounts"]
+
+    assert mount["Type"] == "volume"
+    assert mount["Source"] == "slipway-state-dep_aaaa"
+    assert mount["Target"] == "/deps/app/.langgraph_api"
+
+
+@pytest.mark.parametrize(
+    "state_dir",
+    [
+        "/x,type=bind,source=/,target=/host",
+        "relative/dir",
+        "/deps/../../etc",
+        "/deps/app/ spaced",
+        "/deps/app\n",
+        "/",
+    ],
+)
+def test_a_state_dir_that_is_not_a_clean_absolute_path_is_refused(state_dir: str) -> None:
+    with pytest.raises(RuntimeStartError, match="state directory"):
+        replica_spec(
+            deployment_id="dep_aaaa",
+            revision_id="rev_bbbb",
+            name="slipway-web-r1-bbbb",
+            image="slipway/dep_aaaa:rev_bbbb",
+            port=8000,
+            limits=LIMITS[DeploymentType.production],
+            env={},
+            confinement=Confinement(),
+            state_dir=state_dir,
+        )
 
 
 def test_free_subnets_skip_every_network_the_engine_has() -> None:

@@ -269,3 +269,18 @@ def test_custom_routes_on_the_pg_runtime_fail_before_any_build(tmp_path: Path) -
     # On a development deployment with inmem it builds.
     development = plan_build(source, repo_config, BuildTarget(tmp_path, False), recipes)
     assert development.labels["dev.slipway.langgraph-runtime"] == "inmem"
+
+
+@pytest.mark.parametrize("directory", ["libs/my tools", "libs/a,b", "libs/-x"])
+def test_a_local_dependency_of_unsafe_characters_is_refused_on_its_line(
+    tmp_path: Path, directory: str
+) -> None:
+    """Its path is written into the generated Dockerfile: a space, a comma or a leading dash
+    could make it more than a path, so it is refused, not quoted."""
+    config = CONFIG.replace('["."]', f'[".", "./{directory}"]')
+    source = repository(
+        tmp_path, {"langgraph.json": config, "agent.py": AGENT, f"{directory}/x.py": ""}
+    )
+    [annotation] = problems(source)
+    assert annotation.start_line == 2
+    assert "letters, digits and ._-" in annotation.message

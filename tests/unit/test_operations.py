@@ -14,6 +14,7 @@ from app.models import Database, Deployment, DeploymentType, RevisionState
 from app.operations import NewDeployment
 from app.reporting import REDACTED
 from app.tokens import Caller
+from manifests.run import RunConfig
 from tests.fake_github import ZERO_SHA, push_payload
 from tests.unit.world import DOCKERFILE, INSTALLATION, Platform
 
@@ -261,6 +262,32 @@ def test_a_rollback_runs_the_old_image_and_env_without_a_build(platform: Platfor
     assert "V" not in container.spec.env
     assert platform.operations.env(deployment_id).variables == {}
     assert "reusing its image" in platform.config.log_path(rolled).read_text()
+
+
+def test_a_rollback_runs_as_recorded_not_as_the_images_labels_say(platform: Platform) -> None:
+    """A Dockerfile's LABEL lines are the tenant's: one naming Slipway's keys (a state dir that
+    spells a bind mount of the host's /, another port) changes nothing on a rollback."""
+    first = live_production(platform)
+    deployment_id = platform.deployment().id
+    image = platform.revision(first).image
+    assert image is not None
+    platform.builder.labels_of[image] = {
+        **platform.builder.labels_of[image],
+        "dev.slipway.state-dir": "/x,type=bind,source=/,target=/host",
+        "dev.slipway.port": "9999",
+    }
+    run_started(platform, [platform.push()])
+
+    done = platform.operations.rollback(deployment_id, 1, ALICE)
+    platform.carry_out(done.outcome)
+    rolled = run_started(platform, done.outcome.start_revisions)
+
+    assert platform.revision(rolled).build_method == "reused"
+    [container] = platform.runtime.of_revision(rolled)
+    assert container.spec.volumes == {}
+    recorded = platform.revision(first).run_config
+    assert recorded is not None
+    assert container.spec.port == RunConfig.from_json(recorded).port != 9999
 
 
 def test_a_rollback_to_a_pruned_image_builds_that_commit_again(platform: Platform) -> None:

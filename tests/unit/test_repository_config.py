@@ -229,3 +229,35 @@ def test_an_image_built_without_scale_leaves_it_to_the_platform() -> None:
 )
 def test_scale_labels_edited_into_nonsense_are_ignored(labels: dict[str, str]) -> None:
     assert scale_config_of(labels) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ".langgraph/x,type=bind,source=/,target=/host/langgraph.json",
+        "dir with space/langgraph.json",
+        "a\\nRUN id/langgraph.json",
+        "-rf/langgraph.json",
+    ],
+)
+def test_a_path_of_unsafe_characters_is_refused_with_an_annotation_on_its_line(
+    value: str,
+) -> None:
+    """A path from slipway.toml ends up in a Dockerfile, a mount or an env value: only clean
+    relative paths of safe characters are taken, and GitHub shows why beside the line."""
+    text = f'[deploy]\nport = 8000\n\n[build]\ncontext = "."\nlanggraph_config_path = "{value}"\n'
+
+    with pytest.raises(ConfigError, match="langgraph_config_path") as raised:
+        parse_repository_config(text)
+
+    [annotation] = raised.value.annotations
+    assert (annotation.path, annotation.start_line) == ("slipway.toml", 6)
+    assert "letters, digits and ._-" in annotation.message
+
+
+def test_a_clean_nested_path_is_taken() -> None:
+    config = parse_repository_config(
+        '[build]\nlanggraph_config_path = "agents/v2_x/langgraph.json"\n'
+    )
+
+    assert config.build.langgraph_config_path == "agents/v2_x/langgraph.json"

@@ -11,10 +11,9 @@ import pytest
 from sqlmodel import select
 
 from app.db import SessionFactory
-from app.errors import ConflictError, InvalidRequest, NotFoundError, RuntimeStartError
+from app.errors import ConflictError, InvalidRequest, NotFoundError
 from app.links import LinkSigner, RevisionLinks
 from app.models import ApiToken
-from app.runtime import split_env
 from app.tokens import authenticate, create_token, ensure_admin_token, revoke_token
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -80,10 +79,3 @@ def test_a_signed_link_opens_its_own_path_until_it_expires() -> None:
     assert not signer.verify(parts.path, query["expires"], query["signature"], later)
     other_key = LinkSigner(b"t" * 32, timedelta(days=30), lambda: NOW)
     assert not other_key.verify(parts.path, query["expires"], query["signature"], NOW)
-
-
-def test_values_with_line_breaks_go_by_the_clients_environment_not_the_env_file() -> None:
-    one_line, multi_line = split_env({"A": "1", "PEM": "-----BEGIN-----\nabc\n-----END-----"})
-    assert one_line == {"A": "1"} and list(multi_line) == ["PEM"]
-    with pytest.raises(RuntimeStartError, match="DOCKER_HOST"):
-        split_env({"DOCKER_HOST": "a\nb"})
