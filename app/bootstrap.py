@@ -149,6 +149,7 @@ def replica_config(settings: Settings) -> ReplicaConfig:
     return ReplicaConfig(
         confinement=Confinement(
             pids_limit=settings.container_pids_limit,
+            writable_layer_bytes=settings.container_writable_layer_bytes,
             logs=LogRotation(
                 max_size=settings.container_log_max_size,
                 max_files=settings.container_log_max_files,

@@ -34,6 +34,7 @@ import ipaddress
 import logging
 import tarfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -53,6 +54,7 @@ from manifests.containers import (
     HOLDER_LABEL,
     NETWORK_SUBNET_PREFIX_LENGTH,
     REVISION_LABEL,
+    WRITABLE_LAYER_LABEL,
     Confinement,
     ContainerSpec,
     Limits,
@@ -94,6 +96,10 @@ RUNNING_STATES = frozenset({"running", "restarting", "created"})
 """What the engine says of a container that is (or is about to be) up: `created` while its
 start is under way."""
 HOLDER_GONE = "its network is gone (the container holding its address stopped)"
+WRITABLE_LAYER_CHECK_SECONDS = 30.0
+"""How often replicas' own filesystems are measured against their bound: the engine cannot
+enforce one on overlay2 over ext4 (its `size` storage option needs xfs with project quotas),
+and a listing with sizes costs more than the reconciler's every-tick listing."""
 NETWORK_ATTEMPTS = 5
 """A free subnet can be taken between listing and creating (another platform on the engine, or
 a network made by hand); the next free one is tried."""
@@ -108,6 +114,8 @@ class DockerRuntime:
         quick_acks: Callable[[ipaddress.IPv4Network], bool] = enable_quick_acks,
         holder_image: Callable[[], str] | None = None,
         engine: docker.DockerClient | None = None,
+        writable_layer_check_seconds: float = WRITABLE_LAYER_CHECK_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """`engine`: the Engine API client (from the environment, as the Docker CLI finds the
         engine, when not given); `docker_binary` only builds the holder's image."""
@@ -121,6 +129,11 @@ class DockerRuntime:
         self._lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="holder-address")
         self._spares_lock = threading.Lock()
         self._spares_coming: set[str] = set()
+        self._writable_layer_check_seconds = writable_layer_check_seconds
+        self._monotonic = monotonic
+        self._writable_layers_checked: float | None = None
+        self._over_bound: dict[str, str] = {}
+        """Replicas stopped for writing past their bound, and why (until they are removed)."""
 
     def start(self, spec: ContainerSpec) -> StartedReplica:
         """Run the replica in a holder of its own; its endpoint is the holder's address.
@@ -411,6 +424,7 @@ class DockerRuntime:
             listed = self._api.containers(all=True, filters={"label": DEPLOYMENT_LABEL})
         except DockerException as exc:
             raise EngineError(f"the Docker engine did not list replicas: {_reason(exc)}") from exc
+        self._check_writable_layers()
         states: dict[str, str] = {}
         replicas: dict[str, str] = {}
         for container in listed:
@@ -420,14 +434,63 @@ class DockerRuntime:
             if labels.get(REVISION_LABEL):
                 replicas[name] = str(labels.get(HOLDER_LABEL) or "")
         found: dict[str, ReplicaStatus] = {}
+        self._over_bound = {n: why for n, why in self._over_bound.items() if n in replicas}
         for name, holder in replicas.items():
-            if states[name] not in RUNNING_STATES:
+            if name in self._over_bound:
+                found[name] = ReplicaStatus(running=False, detail=self._over_bound[name])
+            elif states[name] not in RUNNING_STATES:
                 found[name] = self.status(name)
             elif holder and states.get(holder) not in RUNNING_STATES:
                 found[name] = ReplicaStatus(running=False, detail=HOLDER_GONE)
             else:
                 found[name] = ReplicaStatus(running=True)
         return found
+
+    def _check_writable_layers(self) -> None:
+        """Replicas that wrote past their bound are killed; the next listing reports them dead
+        with why, and the reconciler replaces them (a new replica starts with an empty layer).
+
+        One listing with sizes at most every WRITABLE_LAYER_CHECK_SECONDS; a failed one is
+        tried again at the next.
+        """
+        now = self._monotonic()
+        last = self._writable_layers_checked
+        if last is not None and now - last < self._writable_layer_check_seconds:
+            return
+        self._writable_layers_checked = now
+        try:
+            listed = self._api.containers(
+                filters={"label": WRITABLE_LAYER_LABEL, "status": "running"}, size=True
+            )
+        except DockerException as exc:
+            log.warning("writable layers not measured", extra={"why": _reason(exc)})
+            return
+        for container in listed:
+            labels = container.get("Labels") or {}
+            try:
+                bound = int(labels[WRITABLE_LAYER_LABEL])
+            except (KeyError, ValueError):
+                continue
+            used = int(container.get("SizeRw") or 0)
+            if used <= bound:
+                continue
+            name = _name(container)
+            self._over_bound[name] = (
+                f"it wrote {_mib(used)} to its own filesystem, over the bound of {_mib(bound)} "
+                "(keep data in the deployment's database or volume); it was stopped"
+            )
+            log.warning(
+                "replica over its writable-layer bound: killed",
+                extra={
+                    "deployment_id": labels.get(DEPLOYMENT_LABEL),
+                    "revision_id": labels.get(REVISION_LABEL),
+                    "replica": name,
+                    "bytes": used,
+                    "bound": bound,
+                },
+            )
+            with contextlib.suppress(DockerException):
+                self._api.kill(container["Id"])
 
     def remove_image(self, tag: str) -> None:
         """Best effort: an image still used by a container, or already gone, is left alone."""
@@ -561,7 +624,7 @@ def replica_options(spec: ContainerSpec, holder: str) -> Options:
         "image": spec.image,
         "name": spec.name,
         "environment": dict(spec.env),
-        "labels": {**spec.labels, HOLDER_LABEL: holder},
+        "labels": {**spec.labels, HOLDER_LABEL: holder, **_bound_label(spec.confinement)},
         "host_config": host_config,
         "use_config_proxy": False,
     }
@@ -638,6 +701,15 @@ def files_tar(files: dict[str, str]) -> bytes:
             info.size, info.mode = len(data), 0o600
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def _bound_label(confinement: Confinement) -> dict[str, str]:
+    bound = confinement.writable_layer_bytes
+    return {WRITABLE_LAYER_LABEL: str(bound)} if bound is not None else {}
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024**2:.0f} MB"
 
 
 def _subnets(network: dict[str, Any]) -> list[IPNetwork]:

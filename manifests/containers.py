@@ -23,6 +23,8 @@ REVISION_LABEL = f"{LABEL_PREFIX}.revision"
 ROLE_LABEL = f"{LABEL_PREFIX}.role"
 """On a container that is not an app: what it does (`holder`)."""
 HOLDER_ROLE = "holder"
+WRITABLE_LAYER_LABEL = f"{LABEL_PREFIX}.writable-layer-bytes"
+"""On a replica's container: the most its own filesystem (the writable layer) may grow to."""
 HOLDER_LABEL = f"{LABEL_PREFIX}.holder"
 """On a replica's container: the name of the container holding its network namespace."""
 HOLDER_SUFFIX = "-holder"
@@ -89,6 +91,9 @@ class Confinement:
     cap_add: tuple[str, ...] = ()
     """Empty: no app seen so far needs one back."""
     security_opts: tuple[str, ...] = ("no-new-privileges",)
+    writable_layer_bytes: int | None = 2 * 1024**3
+    """The most a replica may write to its own filesystem (not its volume, not its database):
+    one that fills the host's disk would stop every other deployment. None: unbounded."""
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ and secrets, a deployment of another branch, rollback and delete."""
 from __future__ import annotations
 
 import json
+import subprocess
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from tests.e2e.conftest import INSTALLATION_ID, RepoFactory
 from tests.e2e.test_previews import connects
 from tests.fake_github import FakeGitHub
 from tests.fake_github.payloads import ZERO_SHA
+from tests.images import DOCKER
 from tests.platform import RunningPlatform, wait_for
 
 PEM = (
@@ -39,6 +41,31 @@ ROUTES = [
     ("DELETE", "/api/tokens/someone"),
 ]
 READS = {"GET"}
+
+
+HOSTILE_LABEL = 'dev.slipway.state-dir="/x,type=bind,source=/,target=/host"'
+DEPLOYMENT = "dev.slipway.deployment"
+
+
+def docker_ps(label_filter: str) -> list[str]:
+    return subprocess.run(
+        [DOCKER, "ps", "-q", "--filter", label_filter],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+
+
+def docker_mounts(container: str) -> list[dict[str, Any]] | None:
+    found = subprocess.run(
+        [DOCKER, "inspect", "--format", "{{json .Mounts}}", container],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    return json.loads(found.stdout) if found.returncode == 0 else None
 
 
 def new_token(platform: RunningPlatform, name: str, *, read_only: bool = False) -> str:
@@ -135,7 +162,11 @@ def test_a_branch_deployment_follows_its_branch_rolls_back_without_a_build_and_i
     platform.push(repository, INSTALLATION_ID, ZERO_SHA, repo.head)
     production, _ = platform.settle(repository["full_name"], repo.head)
     repo.checkout("staging", create=True)
-    staging_1 = repo.commit(notes_app("staging-1"))
+    # A hostile Dockerfile labels its image with Slipway's state-dir key, spelling a bind mount
+    # of the host's / (as a `--mount` option string would have read it).
+    hostile = notes_app("staging-1")
+    hostile["Dockerfile"] = f"{hostile['Dockerfile']!s}LABEL {HOSTILE_LABEL}\n"
+    staging_1 = repo.commit(hostile)
     name = f"{production['slug']}-staging"
 
     created = platform.call(
@@ -173,6 +204,12 @@ def test_a_branch_deployment_follows_its_branch_rolls_back_without_a_build_and_i
     assert third["rollback_of"] == first["id"] and third["number"] == second["number"] + 1
     assert f"version=staging-1 commit={staging_1}" in (serve(platform, name, "/") or "")
     assert "reusing its image" in platform.logs(third["id"])
+    # The rollback ran as the platform recorded, not as the label said: no bind mount at all.
+    running = docker_ps(f"label={DEPLOYMENT}={staging['id']}")
+    assert running
+    for container in running:
+        mounts = docker_mounts(container)  # None: it went meanwhile (the superseded revision's)
+        assert not [m for m in mounts or [] if m.get("Type") == "bind"], mounts
 
     # Delete: the slug must be typed; then everything goes, the database too.
     uri = platform.database_uri(staging["id"])

@@ -27,7 +27,7 @@ from app.bridges import has_quick_acks
 from app.embedded import docker_bridge_gateway
 from app.errors import RuntimeStartError
 from app.models import DeploymentType
-from app.ports import Endpoint, StartedReplica
+from app.ports import Endpoint, ReplicaStatus, StartedReplica
 from app.runtime import DockerRuntime
 from manifests.containers import (
     DEFAULT_NETWORK_POOL,
@@ -83,6 +83,7 @@ class Deployments:
 
     runtime: DockerRuntime
     image: str
+    lock_dir: Path
     ids: list[str] = field(default_factory=list)
 
     def start(self, confinement: Confinement | None = None) -> tuple[str, StartedReplica]:
@@ -139,7 +140,7 @@ class Deployments:
 
 @pytest.fixture
 def deployments(app_image: str, tmp_path: Path) -> Iterator[Deployments]:
-    made = Deployments(DockerRuntime(DOCKER, tmp_path / "run"), app_image)
+    made = Deployments(DockerRuntime(DOCKER, tmp_path / "run"), app_image, tmp_path / "run")
     yield made
     made.clean_up()
 
@@ -295,6 +296,29 @@ def test_a_fork_bomb_stops_at_the_pids_limit(deployments: Deployments) -> None:
         bomb.stderr,
     )
     assert inspect("container", replica.ref)["HostConfig"]["PidsLimit"] == 24
+
+
+def test_a_replica_writing_past_its_bound_is_stopped_with_the_reason(
+    deployments: Deployments,
+) -> None:
+    """The engine cannot bound a writable layer on overlay2 over ext4: the runtime measures
+    it, kills the replica over its bound, and reports it dead with why (the reconciler then
+    replaces it with a fresh one)."""
+    _, replica = deployments.start(Confinement(writable_layer_bytes=8 * 1024**2))
+    assert deployments.runtime.statuses()[replica.name].running  # 0 bytes written so far
+
+    wrote = in_container(replica.ref, "dd", "if=/dev/zero", "of=/filler", "bs=1M", "count=24")
+    assert wrote.returncode == 0, wrote.stderr
+
+    runtime = DockerRuntime(DOCKER, deployments.lock_dir, writable_layer_check_seconds=0)
+
+    def dead() -> ReplicaStatus | None:
+        status = runtime.statuses()[replica.name]
+        return None if status.running else status
+
+    status = wait_for("the replica over its bound to be reported dead", dead, 30)
+    assert "over the bound of 8 MB" in status.exit_reason
+    assert inspect("container", replica.ref)["State"]["Running"] is False
 
 
 def test_a_chatty_replicas_log_is_rotated(deployments: Deployments) -> None:
