@@ -501,3 +501,43 @@ def test_open_setup_pages_are_bounded(sessions: SessionFactory, clock: Clock) ->
             issue_state(session, clock())
         with pytest.raises(TooManySetupPages, match="use one of them"):
             issue_state(session, clock())
+
+
+# -- what `slipway up` says --------------------------------------------------------------------
+
+
+def announce(config: Settings, sessions: SessionFactory) -> None:
+    from app.supervisor import Supervisor
+
+    supervisor = Supervisor(config)
+    supervisor._sessions = sessions  # what _start_services opened
+    supervisor.data_dir.mkdir(parents=True, exist_ok=True)
+    supervisor._announce()
+
+
+def test_a_start_without_an_app_prints_the_link_with_a_new_token(
+    tmp_path: Path, sessions: SessionFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = settings(tmp_path, secret_key=SECRET_KEY)
+    announce(config, sessions)
+    first = token_of(tmp_path)
+    announce(config, sessions)  # a restart: a token of its own
+
+    printed = capsys.readouterr().out.splitlines()
+    token = token_of(tmp_path)
+    assert first is not None and token is not None and token != first
+    assert printed[-1] == f"Slipway is up: to connect GitHub, open {PUBLIC_URL}/setup?token={token}"
+    assert stat.S_IMODE(setup_token_path(tmp_path / "data").stat().st_mode) == 0o600
+
+
+def test_a_start_with_an_app_spends_a_leftover_token(
+    tmp_path: Path, sessions: SessionFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = settings(tmp_path, secret_key=SECRET_KEY)
+    SetupTokenFile(setup_token_path(config.data_dir)).issue()
+    store_app(sessions)
+
+    announce(config, sessions)
+
+    assert token_of(tmp_path) is None
+    assert "setup" not in capsys.readouterr().out
