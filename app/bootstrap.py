@@ -40,6 +40,7 @@ from app.routes import RouteTable
 from app.runtime import DockerRuntime
 from app.settings import ENV_PREFIX, Settings, SettingsError
 from app.setup import AppSetup, load_manifest_template
+from app.setup_token import SetupTokenFile, setup_token_path
 from app.teardown import Teardown
 from app.timestamps import utcnow
 from builders.docker_cli import find_docker_cli
@@ -126,6 +127,7 @@ def app_setup(
         public_url=settings.api_url,
         github_url=str(settings.github_url),
         clock=clock,
+        token=SetupTokenFile(setup_token_path(settings.data_dir)),
     )
 
 

@@ -3,7 +3,9 @@
 Where and with which token, first found wins: the command line (--url, --token), the
 environment (SLIPWAY_API_URL, SLIPWAY_API_TOKEN), what `slipway login` stored in the user's
 config directory, and last, on the platform's own machine, its settings and the admin token
-it wrote into DATA_DIR.
+it wrote into DATA_DIR. A stored token goes only to the URL it was stored for: `--url`
+naming another platform gets no token but one given for it (a token is as good as a
+password, and that URL may be anyone's).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -75,17 +78,47 @@ def local_login() -> Login | None:
     return Login(url=settings.api_url, token=token) if token else None
 
 
+def same_api(a: str, b: str) -> bool:
+    """Whether two API URLs name the same place: scheme, host, port and path, ignoring case
+    where URLs do (scheme, host), a default port and a trailing slash."""
+
+    def key(url: str) -> tuple[str, str, int | None, str]:
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        try:
+            port = parts.port or {"http": 80, "https": 443}.get(scheme)
+        except ValueError:
+            port = -1
+        return scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/")
+
+    return key(a) == key(b)
+
+
 def find_login(url: str | None, token: str | None, path: Path) -> Login:
     url = url or os.environ.get(URL_VARIABLE)
     token = token or os.environ.get(TOKEN_VARIABLE)
     if url and token:
         return Login(url=url, token=token)
-    found = stored_login(path) or local_login()
-    if found is None:
-        raise ClientError(
-            "not logged in: run `slipway login URL` (or set SLIPWAY_API_URL and SLIPWAY_API_TOKEN)"
-        )
-    return Login(url=url or found.url, token=token or found.token)
+    stored = stored_login(path)
+    if url is None:
+        found = stored or local_login()
+        if found is None:
+            raise ClientError(
+                f"not logged in: run `slipway login URL` (or set {URL_VARIABLE} and "
+                f"{TOKEN_VARIABLE})"
+            )
+        return Login(url=found.url, token=token or found.token)
+    # A URL was named: only a token stored for that very URL goes there.
+    if stored is not None and same_api(stored.url, url):
+        return Login(url=url, token=stored.token)
+    local = local_login()
+    if local is not None and same_api(local.url, url):
+        return Login(url=url, token=local.token)
+    where = f" (the stored login is for {stored.url})" if stored else ""
+    raise ClientError(
+        f"no token for {url}{where}: run `slipway login {url}`, or set {TOKEN_VARIABLE} to a "
+        "token of that platform"
+    )
 
 
 class SlipwayClient:

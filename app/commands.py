@@ -15,7 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from app.client import ClientError, Login, SlipwayClient, config_path, find_login, save_login
+from app.client import (
+    TOKEN_VARIABLE,
+    ClientError,
+    Login,
+    SlipwayClient,
+    config_path,
+    find_login,
+    save_login,
+)
 
 WAIT_POLL_SECONDS = 0.5
 WAIT_MAX_SECONDS = 3 * 3600
@@ -71,8 +79,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     def command(name: str, help: str) -> argparse.ArgumentParser:
         parser = sub.add_parser(name, help=help)
         parser.add_argument("--json", action="store_true", help="print JSON, for scripts")
-        parser.add_argument("--url", help="the platform's API (default: from `slipway login`)")
-        parser.add_argument("--token", help="an API token (default: from `slipway login`)")
+        parser.add_argument(
+            "--url",
+            help="the platform's API (default: from `slipway login`; a stored token is sent "
+            "only to the URL it was stored for)",
+        )
+        parser.add_argument(
+            "--token",
+            help=f"an API token (default: from `slipway login`); prefer {TOKEN_VARIABLE} or "
+            "`slipway login --with-token`: a command line is visible to every user of the "
+            "machine",
+        )
         return parser
 
     login = command("login", "store the API's URL and a token for the next commands")

@@ -390,7 +390,8 @@ def _preview_env_source(session: Session, preview: Deployment, *, fork: bool) ->
 
 
 APPROVERS = frozenset({"admin", "maintain", "write"})
-"""Roles whose press of "Deploy preview" lets a fork's commit run."""
+"""Roles whose press of "Deploy preview" lets a fork's commit run, or of "Re-run" builds a
+commit again (a build runs the repository's code on the platform: it is a deploy)."""
 
 
 def handle_check_run(ctx: EventContext, payload: dict[str, object]) -> EventOutcome:
@@ -403,7 +404,10 @@ def handle_check_run(ctx: EventContext, payload: dict[str, object]) -> EventOutc
         return EventOutcome(f"{label} is not one of Slipway's revisions: nothing to do")
     login = event.sender.login if event.sender else "someone"
     if event.action == "rerequested":
-        return _rerun(ctx, revision, login)
+        deployment = ctx.session.get(Deployment, revision.deployment_id)
+        assert deployment is not None
+        refused = _refused_rerun(ctx, deployment.repository_id, login, [revision.id])
+        return refused or _rerun(ctx, revision, login)
     identifier = event.requested_action.identifier if event.requested_action else ""
     if identifier != DEPLOY_PREVIEW:
         return EventOutcome(f"{label}: unknown action {identifier!r}")
@@ -426,6 +430,11 @@ def handle_check_suite(ctx: EventContext, payload: dict[str, object]) -> EventOu
         newest[revision.deployment_id] = revision
     if not newest:
         return EventOutcome(f"check suite of {sha[:7]}: Slipway built nothing for it")
+    refused = _refused_rerun(
+        ctx, event.repository.id, login, [r.id for r in newest.values()], what="check suite"
+    )
+    if refused is not None:
+        return refused
     outcome = EventOutcome(f"check suite of {sha[:7]} re-requested by @{login}")
     for revision in newest.values():
         part = _rerun(ctx, revision, login)
@@ -445,6 +454,49 @@ def _revision_of_check_run(ctx: EventContext, check_run: CheckRunRef) -> Revisio
     if revision is None or revision.check_run_id != check_run.id:
         return None
     return revision
+
+
+def _role(ctx: EventContext, repository: Repository, login: str) -> str:
+    """The sender's role, asked of GitHub at each press; unknown (refused) if it did not say."""
+    try:
+        return ctx.facts.permission(repository.installation_id, repository.full_name, login)
+    except GitHubError as exc:
+        log.warning("permission not read", extra={"login": login, "error": str(exc)})
+        return "unknown (GitHub did not answer; press again)"
+
+
+def _refused_rerun(
+    ctx: EventContext,
+    repository_id: int,
+    login: str,
+    revision_ids: list[str],
+    what: str = "re-run",
+) -> EventOutcome | None:
+    """An outcome that does nothing unless `login` may deploy the repository (write or more).
+
+    Anyone who can see a check run can send GitHub a re-request through the API; what it
+    starts (a build of the repository's code, a new live revision) is a deploy.
+    """
+    repository = ctx.session.get(Repository, repository_id)
+    if repository is None:
+        return EventOutcome(f"{what} by @{login}: the repository is not connected")
+    role = _role(ctx, repository, login)
+    if role in APPROVERS:
+        return None
+    log.warning(
+        "re-run refused",
+        extra={
+            "revision_ids": revision_ids,
+            "repository": repository.full_name,
+            "login": login,
+            "role": role,
+            "why": "only write, maintain or admin permission may build again",
+        },
+    )
+    return EventOutcome(
+        f"{what} by @{login} refused: @{login} has {role} permission on {repository.full_name} "
+        "(write, maintain or admin may build again)"
+    )
 
 
 def _rerun(ctx: EventContext, revision: Revision, login: str) -> EventOutcome:
@@ -524,11 +576,7 @@ def _approve(ctx: EventContext, revision: Revision, login: str) -> EventOutcome:
     assert deployment is not None
     repository = ctx.session.get(Repository, deployment.repository_id)
     assert repository is not None
-    try:
-        role = ctx.facts.permission(repository.installation_id, repository.full_name, login)
-    except GitHubError as exc:
-        log.warning("permission not read", extra={"login": login, "error": str(exc)})
-        role = "unknown (GitHub did not answer; press again)"
+    role = _role(ctx, repository, login)
     if role not in APPROVERS:
         log.info(
             "approval refused",

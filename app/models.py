@@ -381,3 +381,22 @@ class SetupState(SQLModel, table=True):
     created_at: datetime = _created()
     expires_at: datetime = _ts(nullable=False)
     used_at: datetime | None = _ts()
+
+
+class SlugHold(SQLModel, table=True):
+    """A deleted deployment's slug, held for its repository until `held_until`.
+
+    Someone who knew the address (a bookmark, a webhook another service calls, a DNS record)
+    must not reach another repository's code at it the moment after a deletion: until then,
+    only the repository that had the slug can take it again. One row per slug, the newest
+    deletion's.
+    """
+
+    __tablename__ = "slug_holds"
+
+    slug: str = Field(primary_key=True)
+    repository_id: int = _github_id(foreign_key="repositories.id")
+    deployment_id: str = Field(foreign_key="deployments.id")
+    """The deleted deployment that had it (its row stays, under a `deleted--…` slug)."""
+    released_at: datetime = _ts(nullable=False)
+    held_until: datetime = _ts(nullable=False)

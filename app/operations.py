@@ -11,13 +11,21 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from app.crypto import SecretBox
 from app.db import SessionFactory
-from app.deployments import MAX_LABEL, get_deployment
+from app.deployments import (
+    DEFAULT_SLUG_HOLD,
+    MAX_LABEL,
+    RESERVED_SLUGS,
+    check_slug_available,
+    get_deployment,
+    hold_slug,
+)
 from app.environment import Env, EnvChange, apply_change, deployment_env, store_env
 from app.errors import ConflictError, GitHubError, InvalidRequest, NotFoundError
 from app.events import EventOutcome, TeardownOrder
@@ -62,7 +70,9 @@ class DeploymentOperations:
         secrets: SecretBox,
         commits: CommitResolver,
         clock: Clock,
+        slug_hold: timedelta = DEFAULT_SLUG_HOLD,
     ) -> None:
+        self._slug_hold = slug_hold
         self._sessions = sessions
         self._secrets = secrets
         self._commits = commits
@@ -83,7 +93,7 @@ class DeploymentOperations:
                     "App on it first"
                 )
             installation_id, full_name = repository.installation_id, repository.full_name
-            _check_slug_free(session, slug)
+            check_slug_available(session, slug, repository.id, self._clock())
         head = (
             self._resolve(installation_id, full_name, request.branch)
             if (request.deploy_on_push)
@@ -257,7 +267,7 @@ class DeploymentOperations:
 
     # -- delete -----------------------------------------------------------------------------
     def delete(self, deployment_id: str, confirm: str, caller: Caller) -> Done:
-        """Everything goes, the database too; the slug is free again at once."""
+        """Everything goes, the database too; the slug stays the repository's for a while."""
         with self._sessions() as session:
             deployment = get_deployment(session, deployment_id)
             if deployment.deleted_at is not None:
@@ -284,6 +294,7 @@ class DeploymentOperations:
             reason = f"deployment deleted by {caller.name}"
             removed = mark_removed(session, deployment, reason, now)
             deployment.deleted_at = now
+            hold_slug(session, deployment, now, self._slug_hold)
             deployment.slug = f"deleted--{deployment.id.replace('_', '-')}"
             session.add(deployment)
             session.commit()
@@ -316,12 +327,12 @@ def check_slug(name: str) -> str:
             f"name {name!r} is kept for Slipway's own deployments ('--', 'pr-<n>' and "
             "'production' name previews and the default branch's deployment)"
         )
+    if name in RESERVED_SLUGS:
+        raise InvalidRequest(
+            f"name {name!r} is reserved (names of the platform, of the domain's mail and DNS, "
+            "and the like): choose another"
+        )
     return name
-
-
-def _check_slug_free(session: Session, slug: str) -> None:
-    if session.exec(select(Deployment.id).where(Deployment.slug == slug)).first() is not None:
-        raise ConflictError(f"the name {slug!r} is taken by another deployment")
 
 
 def _check_ref(ref: str, field: str) -> None:

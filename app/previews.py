@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlmodel import Session, select
 
-from app.deployments import MAX_LABEL, production_deployment
+from app.deployments import MAX_LABEL, production_deployment, slug_available
 from app.github.webhooks import PullRequestEvent
 from app.models import (
     Deployment,
@@ -118,7 +118,7 @@ def preview_deployment(
     production = production_deployment(session, repository, now)
     deployment = Deployment(
         repository_id=repository.id,
-        slug=_free_preview_slug(session, pull_request.number, production.slug),
+        slug=_free_preview_slug(session, repository, pull_request.number, production.slug, now),
         environment=preview_environment(pull_request.number),
         branch=pull_request.head_ref,
         type=DeploymentType.development,
@@ -133,10 +133,13 @@ def preview_deployment(
     return deployment, True
 
 
-def _free_preview_slug(session: Session, number: int, production_slug: str) -> str:
+def _free_preview_slug(
+    session: Session, repository: Repository, number: int, production_slug: str, now: datetime
+) -> str:
+    """Checked like every slug (reserved, taken, held), though `pr-<n>--` rarely collides."""
     slug = preview_slug(number, production_slug)
     for suffix in range(2, 100):
-        if session.exec(select(Deployment.id).where(Deployment.slug == slug)).first() is None:
+        if slug_available(session, slug, repository.id, now):
             return slug
         slug = preview_slug(number, f"{production_slug[: MAX_LABEL - 12]}-{suffix}")
     raise RuntimeError(f"no free slug for pull request #{number} of {production_slug}")

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     link_lifetime_days: Annotated[float, Field(gt=0)] = 30.0
     """How long the build-log and revision links Slipway posts to GitHub open without a token."""
 
+    # -- names (issue 20) --
+    slug_hold_days: Annotated[float, Field(ge=0)] = 7.0
+    """How long a deleted deployment's slug (its address) stays its repository's: until then
+    another repository's deployment cannot take it, so visitors and callers that knew the
+    address do not reach someone else's code. 0: free at once."""
+
     docker_binary: str | None = None
     """Docker CLI to drive; default: the first one that can build with BuildKit."""
     health_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0

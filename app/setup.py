@@ -1,11 +1,17 @@
 """First run without an App: /setup creates Slipway's GitHub App with GitHub's manifest flow.
 
+0. Only the holder of the setup token (app/setup_token.py: printed by `slipway up`, kept in
+   DATA_DIR/setup-token) gets anywhere: every step checks it first, so a stranger who reaches
+   a fresh install can neither create the App nor use up the pages the operator may open.
 1. `start` builds the manifest from app.yml and PUBLIC_URL and issues a one-time `state`; the
    page posts both to GitHub's "new App" form (personal account or an organisation).
 2. GitHub creates the App and sends the browser to PUBLIC_URL/setup/callback?code=…&state=….
+   The browser brings the token back too (the page set it as a cookie for /setup): a state
+   alone, copied from a URL on its way through GitHub, buys nothing.
 3. `complete` spends the state, trades the code for the App's id, key and secrets (GitHub's
    `POST /app-manifests/{code}/conversions`, through the `ManifestConverter` port) and stores
-   them encrypted; every process then finds the App through `GitHubAppCredentials`.
+   them encrypted; every process then finds the App through `GitHubAppCredentials`. The
+   setup token is spent with it.
 
 Nothing here knows HTTP: the controller in app/api/setup.py renders the results and errors.
 """
@@ -34,6 +40,7 @@ from app.errors import SlipwayError
 from app.github.credentials import GitHubAppCredentials, GitHubAppUnreadable, first_registration
 from app.models import GitHubAppRegistration, SetupState
 from app.ports import Clock
+from app.setup_token import SETUP_TOKEN_FILE, SetupTokenFile
 
 MANIFEST_TEMPLATE = Path(__file__).resolve().parent.parent / "app.yml"
 """The App's manifest; its URLs are placeholders that `build_manifest` replaces."""
@@ -45,8 +52,8 @@ STATE_KEPT_AFTER_EXPIRY = timedelta(days=1)
 """Expired states are kept this long, so a late callback is told "expired", not "unknown"."""
 STATE_BYTES = 32
 MAX_OPEN_STATES = 100
-"""Setup pages open at once (each holds a state): the page is public until an App exists,
-so this bounds what a stranger reloading it can store."""
+"""Setup pages open at once (each holds a state); only the token's holder opens one, so this
+bounds what a runaway reload stores, and a stranger cannot use it up."""
 GITHUB_LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}")
 """What GitHub accepts as a user or organisation name."""
 MANIFEST_CODE = re.compile(r"[A-Za-z0-9_-]{1,256}")
@@ -59,6 +66,10 @@ class SetupError(SlipwayError):
 
 class AppAlreadyConfigured(SetupError):
     """An App exists (in the environment or made here): setup is closed."""
+
+
+class SetupTokenRefused(SetupError):
+    """The request does not carry the current setup token."""
 
 
 class SetupStateRefused(SetupError):
@@ -239,7 +250,9 @@ class AppSetup:
         public_url: str,
         github_url: str,
         clock: Clock,
+        token: SetupTokenFile,
     ) -> None:
+        self._token = token
         self._sessions = sessions
         self._secrets = secrets
         self._credentials = credentials
@@ -248,6 +261,11 @@ class AppSetup:
         self._public_url = public_url
         self._github_url = github_url
         self._clock = clock
+
+    @property
+    def https(self) -> bool:
+        """Whether the pages are reached over TLS (then the token's cookie is Secure)."""
+        return self._public_url.startswith("https://")
 
     def _ensure_open(self) -> None:
         try:
@@ -260,8 +278,21 @@ class AppSetup:
                 "environment, or the App made here, are used)"
             )
 
-    def start(self, organization: str | None) -> SetupForm:
+    def _check_token(self, offered: str | None) -> None:
+        if self._token.matches(offered):
+            return
+        self._token.ensure()  # an API started without `slipway up` makes it on first need
+        where = f"DATA_DIR/{SETUP_TOKEN_FILE}"
+        raise SetupTokenRefused(
+            ("this setup token is not the current one" if offered else "setup needs a token")
+            + f": open the setup link `slipway up` printed, or add ?token=… with the token "
+            f"from {where} (readable by the user that runs Slipway)"
+        )
+
+    def start(self, organization: str | None, token: str | None) -> SetupForm:
+        """The page for the token's holder; nobody else gets a state (or uses up the pages)."""
         self._ensure_open()
+        self._check_token(token)
         owner = organization_name(organization)
         manifest = build_manifest(self._template, self._public_url)
         with self._sessions() as session:
@@ -272,7 +303,11 @@ class AppSetup:
             organization=owner,
         )
 
-    def complete(self, code: str | None, state: str | None) -> CreatedApp:
+    def complete(self, code: str | None, state: str | None, token: str | None) -> CreatedApp:
+        """Stores the App for the token's holder only: a valid state without it is refused
+        before it is spent, so a copied state neither buys an App nor spoils the holder's."""
+        self._ensure_open()
+        self._check_token(token)
         if not state:
             raise SetupStateRefused(
                 "the callback carries no state: start again from the setup page"
@@ -305,6 +340,7 @@ class AppSetup:
                 )
             session.add(registration)
             session.commit()
+        self._token.spend()
         return CreatedApp(
             id=converted.id,
             slug=converted.slug,

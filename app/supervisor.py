@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from types import FrameType
+from urllib.parse import urlencode
 
 from app.bootstrap import open_database, private_data_dir, secret_box
 from app.embedded import (
@@ -30,6 +31,7 @@ from app.github.credentials import GitHubAppCredentials, setup_url
 from app.router import render_caddy_config
 from app.routes import current_routes
 from app.settings import ENV_PREFIX, Settings
+from app.setup_token import SetupTokenFile, setup_token_path
 from builders.docker_cli import find_docker_cli
 
 log = logging.getLogger(__name__)
@@ -151,9 +153,14 @@ class Supervisor:
         }
         (self.data_dir / "platform.json").write_text(json.dumps(info, indent=2) + "\n")
         log.info("Slipway is up", extra=info)
+        token = SetupTokenFile(setup_token_path(self.data_dir))
         if GitHubAppCredentials(s, self._sessions, secret_box(s)).current() is None:
-            # First run: the one thing to do next, on its own line where the user looks.
-            print(f"Slipway is up: to connect GitHub, open {setup_url(s)}", flush=True)
+            # First run: the one thing to do next, on its own line where the user looks, with
+            # a token of this start's own that only the operator sees (also in the file).
+            link = f"{setup_url(s)}?{urlencode({'token': token.issue()})}"
+            print(f"Slipway is up: to connect GitHub, open {link}", flush=True)
+        else:
+            token.spend()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._stopping = True

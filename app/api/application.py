@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from arq import create_pool
@@ -77,6 +78,7 @@ def create_app(
         secrets=secrets,
         commits=commits or commit_resolver(settings, credentials, clock),
         clock=clock,
+        slug_hold=timedelta(days=settings.slug_hold_days),
     )
     with sessions() as session:
         ensure_admin_token(session, admin_token_path(settings.data_dir), clock())

@@ -1,8 +1,11 @@
 """GET /setup and GET /setup/callback: the first-run pages that create the GitHub App.
 
 Plain server-rendered HTML that works with JavaScript off: the manifest JSON is already in
-the form's `manifest` field, and the form posts straight to GitHub. Open without a token (there
-is no user yet); closed (404) once an App exists. The pages never show a key or secret.
+the form's `manifest` field, and the form posts straight to GitHub. There is no user yet, so
+the one-time setup token stands in for one: given as `?token=` (the link `slipway up` prints),
+it is kept in a cookie scoped to /setup, which the browser brings back on GitHub's redirect to
+the callback. Without it: 403, saying where the token is. Closed (404) once an App exists. The
+pages never show a key or secret.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ from html import escape
 from typing import Annotated, Any
 
 from litestar import Controller, MediaType, Request, Response, get
+from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from litestar.params import FromQuery, QueryParameter
 from litestar.status_codes import (
     HTTP_200_OK,
     HTTP_400_BAD_REQUEST,
+    HTTP_403_FORBIDDEN,
     HTTP_404_NOT_FOUND,
     HTTP_502_BAD_GATEWAY,
 )
@@ -27,7 +32,11 @@ from app.setup import (
     ManifestConversionFailed,
     SetupError,
     SetupForm,
+    SetupTokenRefused,
 )
+
+TOKEN_COOKIE = "slipway_setup"  # noqa: S105 (a cookie's name, not a secret)
+"""Holds the setup token between the page and GitHub's redirect back; only /setup sees it."""
 
 STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;"
@@ -45,12 +54,17 @@ def page(title: str, body: str, status_code: int = HTTP_200_OK) -> Response[str]
         html,
         status_code=status_code,
         media_type=MediaType.HTML,
-        # The page holds a one-time state: never cached, never framed.
-        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"},
+        # The page holds a one-time state and its URL the token: never cached, never
+        # framed, and the URL is not sent on as a Referer.
+        headers={
+            "Cache-Control": "no-store",
+            "X-Frame-Options": "DENY",
+            "Referrer-Policy": "no-referrer",
+        },
     )
 
 
-def setup_page(form: SetupForm) -> Response[str]:
+def setup_page(form: SetupForm, token: str = "", *, secure: bool = False) -> Response[str]:
     where = (
         f"the organisation <strong>{escape(form.organization)}</strong>"
         if form.organization
@@ -66,9 +80,22 @@ def setup_page(form: SetupForm) -> Response[str]:
         '<form id="organization" action="/setup" method="get"><p>'
         '<label for="org">Or create it under an organisation:</label> '
         f'<input id="org" name="organization" value="{escape(form.organization or "")}" '
-        'placeholder="organisation name"> <button type="submit">Use it</button></p></form>'
+        'placeholder="organisation name"> <button type="submit">Use it</button>'
+        f'<input type="hidden" name="token" value="{escape(token)}"></p></form>'
     )
-    return page("Connect Slipway to GitHub", body)
+    response = page("Connect Slipway to GitHub", body)
+    if token:
+        response.cookies.append(
+            Cookie(
+                key=TOKEN_COOKIE,
+                value=token,
+                path="/setup",
+                httponly=True,
+                samesite="lax",  # sent on GitHub's top-level redirect back, not on a sub-request
+                secure=secure,
+            )
+        )
+    return response
 
 
 def created_page(app: CreatedApp) -> Response[str]:
@@ -86,6 +113,10 @@ def created_page(app: CreatedApp) -> Response[str]:
 def error_page(exc: SetupError) -> Response[str]:
     if isinstance(exc, AppAlreadyConfigured):
         return page("Not found", f"<p>{escape(str(exc))}</p>", HTTP_404_NOT_FOUND)
+    if isinstance(exc, SetupTokenRefused):
+        return page(
+            "Setup token needed", f'<p class="error">{escape(str(exc))}</p>', HTTP_403_FORBIDDEN
+        )
     failed = isinstance(exc, ManifestConversionFailed)
     status = HTTP_502_BAD_GATEWAY if failed else HTTP_400_BAD_REQUEST
     body = f'<p class="error">{escape(str(exc))}</p><p><a href="/setup">Start again</a></p>'
@@ -102,16 +133,26 @@ class SetupController(Controller):
 
     @get("/", media_type=MediaType.HTML, sync_to_thread=True)
     def show(
-        self, app_setup: NamedDependency[AppSetup], organization: FromQuery[str | None] = None
+        self,
+        request: Request[Any, Any, Any],
+        app_setup: NamedDependency[AppSetup],
+        organization: FromQuery[str | None] = None,
+        token: FromQuery[str | None] = None,
     ) -> Response[str]:
-        return setup_page(app_setup.start(organization))
+        offered = token or request.cookies.get(TOKEN_COOKIE)
+        form = app_setup.start(organization, offered)
+        assert offered is not None  # start() refused a missing one
+        return setup_page(form, offered, secure=app_setup.https)
 
     @get("/callback", media_type=MediaType.HTML, sync_to_thread=True)
     def callback(
         self,
+        request: Request[Any, Any, Any],
         app_setup: NamedDependency[AppSetup],
         code: FromQuery[str | None] = None,
         # `state` is a name Litestar reserves for the app's state: read the query key by alias.
         one_time_state: Annotated[str | None, QueryParameter(name="state")] = None,
+        token: FromQuery[str | None] = None,
     ) -> Response[str]:
-        return created_page(app_setup.complete(code, one_time_state))
+        offered = token or request.cookies.get(TOKEN_COOKIE)
+        return created_page(app_setup.complete(code, one_time_state, offered))

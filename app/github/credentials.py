@@ -23,6 +23,7 @@ from app.errors import GitHubError
 from app.github.auth import GitHubApp
 from app.models import GitHubAppRegistration
 from app.settings import Settings
+from app.setup_token import SETUP_TOKEN_FILE
 from app.timestamps import utcnow
 
 SETUP_PATH = "/setup"
@@ -51,7 +52,11 @@ def setup_url(settings: Settings) -> str:
 
 
 def not_configured_message(settings: Settings) -> str:
-    return f"no GitHub App is configured yet: open {setup_url(settings)}"
+    """Where to go, without the setup token (this is shown to whoever sends a webhook)."""
+    return (
+        f"no GitHub App is configured yet: open {setup_url(settings)} with the setup token "
+        f"(the link `slipway up` printed, or the token in DATA_DIR/{SETUP_TOKEN_FILE})"
+    )
 
 
 class GitHubAppCredentials:

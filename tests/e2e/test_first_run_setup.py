@@ -1,5 +1,6 @@
-"""First run: `slipway up` with no App settings, the App made at /setup through GitHub's
-manifest flow, and the next push deploys, with no restart in between."""
+"""First run: `slipway up` with no App settings prints a setup link with a one-time token; only
+its holder makes the App at /setup through GitHub's manifest flow, and the next push deploys,
+with no restart in between."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from app.setup import MAX_OPEN_STATES
 from tests.apps import static_site
 from tests.e2e.conftest import ACCOUNT, INSTALLATION_ID, connect_repository, remove_docker_objects
 from tests.fake_github import FakeGitHub
@@ -20,6 +22,7 @@ from tests.platform import RunningPlatform, start_platform, wait_for
 FORM = re.compile(r'<form id="create" action="([^"]+)" method="post">')
 MANIFEST_FIELD = re.compile(r'<input type="hidden" name="manifest" value="([^"]*)">')
 INSTALL_LINK = re.compile(r'<a id="install" href="([^"]+)">')
+SETUP_LINK = re.compile(r"open (http://\S+/setup\?token=(\S+))")
 
 
 @pytest.fixture
@@ -45,14 +48,28 @@ def test_the_app_is_made_at_setup_and_the_next_push_deploys_without_a_restart(
 ) -> None:
     platform = first_run
     setup_url = f"{platform.api_url}/setup"
-    wait_for(
-        "`slipway up` to say where to go",
-        lambda: f"open {setup_url}" in platform.log_path.read_text(),
+    printed = wait_for(
+        "`slipway up` to print the setup link with its token",
+        lambda: SETUP_LINK.search(platform.log_path.read_text()),
         30,
     )
+    token = printed.group(2)
+    assert printed.group(1) == f"{setup_url}?token={token}"
+    token_file = platform.data_dir / "setup-token"
+    assert token_file.read_text().strip() == token and token_file.stat().st_mode & 0o777 == 0o600
     early = platform.send("ping", {"zen": "Keep it logically awesome."}, secret="anything")
     assert early.status_code == 503
     assert f"no GitHub App is configured yet: open {setup_url}" in early.text
+    assert token not in early.text
+
+    # A stranger who reaches the fresh install gets nowhere, and cannot use up the pages.
+    with httpx.Client(timeout=10, trust_env=False) as stranger:
+        for _ in range(MAX_OPEN_STATES + 1):
+            refused = stranger.get(setup_url)
+            assert refused.status_code == 403, refused.text
+        assert "DATA_DIR/setup-token" in refused.text and "slipway up" in refused.text
+        assert stranger.get(setup_url, params={"token": "guessed"}).status_code == 403
+    assert platform.client.get(printed.group(1)).status_code == 200  # the holder is not locked out
 
     # A code GitHub no longer honours (or a made-up state) ends on a page that says so and
     # links back to the start.
@@ -65,6 +82,11 @@ def test_the_app_is_made_at_setup_and_the_next_push_deploys_without_a_restart(
     assert expired.status_code == 400
     assert "GitHub did not hand over the new App (HTTP 404)" in expired.text
     assert '<a href="/setup">Start again</a>' in expired.text
+    with httpx.Client(
+        timeout=10, trust_env=False
+    ) as stranger:  # a state seen on its way, without the token
+        stolen = stranger.get(f"{setup_url}/callback", params={"code": "1", "state": stale_state})
+        assert stolen.status_code == 403, stolen.text
     forged = platform.client.get(f"{setup_url}/callback", params={"code": "1", "state": "forged"})
     assert forged.status_code == 400
     assert "this setup link is not one Slipway issued" in forged.text
@@ -125,10 +147,11 @@ def test_the_app_is_made_at_setup_and_the_next_push_deploys_without_a_restart(
 
     wait_for("the deployment to serve the commit", serves, 30)
 
-    # Setup is closed now, and its link cannot be spent again.
+    # Setup is closed now: the token is spent and its link cannot be used again.
+    assert not token_file.exists()
     assert platform.client.get(setup_url).status_code == 404
     again = platform.client.get(callback)
-    assert again.status_code == 400
-    assert "this setup link was already used" in again.text
+    assert again.status_code == 404
+    assert "setup is closed" in again.text
     assert platform.send("ping", {"zen": "x"}, secret="not-the-secret").status_code == 401
     github.assert_no_errors()

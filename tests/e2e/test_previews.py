@@ -425,6 +425,7 @@ def test_a_rerun_of_a_failed_push_makes_a_new_revision_and_check_run(
             ),
             30,
         )
+        github.set_permission(repository["full_name"], "octo-dev", "write")  # who presses it
         payload = check_run_payload(
             "rerequested",
             repository,

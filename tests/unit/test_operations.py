@@ -218,6 +218,8 @@ def test_deploy_on_push_false_deploys_only_on_request(platform: Platform) -> Non
         ("a" * 64, InvalidRequest),
         ("pr-3--web", InvalidRequest),
         ("pr-3", InvalidRequest),
+        ("www", InvalidRequest),  # reserved
+        ("admin", InvalidRequest),
         ("web", ConflictError),  # production's slug
     ],
 )
@@ -332,7 +334,7 @@ def test_delete_needs_the_slug_and_then_removes_everything(platform: Platform) -
         assert stored is not None and stored.deleted_at is not None and stored.torn_down_at
     # Nothing brings it back: a push to the default branch makes no revision.
     assert push_to(platform, "main") == []
-    # And its name is free again.
+    # Its repository can take its name back (another one must wait: see test_names.py).
     platform.github.branches["main"] = platform.commit({"Dockerfile": DOCKERFILE})
     again = platform.operations.create(
         NewDeployment(repository="octo/web", branch="main", name="web"), ALICE

@@ -6,6 +6,8 @@ at pr-<n>--<slug>; new commits replace its revision; closing it leaves nothing b
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from sqlmodel import col, select
 
@@ -511,6 +513,7 @@ def test_a_second_press_after_approval_changes_nothing(platform: Platform) -> No
 
 # -- re-run -----------------------------------------------------------------------------------
 def test_a_rerun_of_a_failed_push_builds_it_again_with_a_new_check_run(platform: Platform) -> None:
+    platform.github.permissions["octo-dev"] = "write"
     platform.builder.failure = "step 3 failed: the network flaked"
     failed = platform.push()
     assert platform.pipeline.run(failed) is RevisionState.failed
@@ -527,6 +530,7 @@ def test_a_rerun_of_a_failed_push_builds_it_again_with_a_new_check_run(platform:
 
 
 def test_a_rerun_of_a_preview_builds_its_head_again(platform: Platform) -> None:
+    platform.github.permissions["octo-dev"] = "write"
     first = open_and_run(platform)
 
     [again] = platform.press(first, "rerequested", "octo-dev").start_revisions
@@ -537,6 +541,7 @@ def test_a_rerun_of_a_preview_builds_its_head_again(platform: Platform) -> None:
 
 
 def test_a_rerun_of_a_commit_that_is_no_longer_the_head_does_nothing(platform: Platform) -> None:
+    platform.github.permissions["octo-dev"] = "write"
     first = open_and_run(platform)
     platform.pull_request_event("synchronize", 7, platform.commit())
 
@@ -547,6 +552,7 @@ def test_a_rerun_of_a_commit_that_is_no_longer_the_head_does_nothing(platform: P
 
 
 def test_a_rerun_on_a_closed_pull_request_does_nothing(platform: Platform) -> None:
+    platform.github.permissions["octo-dev"] = "write"
     first = open_and_run(platform)
     platform.pull_request_event("closed", 7, platform.revision(first).commit_sha)
 
@@ -557,6 +563,7 @@ def test_a_rerun_on_a_closed_pull_request_does_nothing(platform: Platform) -> No
 
 
 def test_a_rerun_of_an_older_production_commit_does_nothing(platform: Platform) -> None:
+    platform.github.permissions["octo-dev"] = "write"
     first = platform.push()
     platform.pipeline.run(first)
     platform.pipeline.run(platform.push())
@@ -568,6 +575,7 @@ def test_a_rerun_of_an_older_production_commit_does_nothing(platform: Platform) 
 
 
 def test_a_rerequested_check_suite_rebuilds_its_commit(platform: Platform) -> None:
+    platform.github.permissions["octo-dev"] = "write"
     platform.builder.failure = "flaky"
     failed = platform.push()
     platform.pipeline.run(failed)
@@ -585,6 +593,51 @@ def test_a_rerequested_check_suite_rebuilds_its_commit(platform: Platform) -> No
 
     [again] = outcome.start_revisions
     assert platform.pipeline.run(again) is RevisionState.live
+
+
+def test_a_rerun_by_someone_without_write_permission_does_nothing(
+    platform: Platform, caplog: pytest.LogCaptureFixture
+) -> None:
+    platform.builder.failure = "flaky"
+    failed = platform.push()
+    platform.pipeline.run(failed)
+    platform.builder.failure = None
+    platform.github.permissions["drive-by"] = "read"
+
+    with caplog.at_level(logging.INFO, logger="app.events"):
+        outcome = platform.press(failed, "rerequested", "drive-by")
+        suite = platform.deliver(
+            "check_suite",
+            check_suite_payload(
+                platform.repository,
+                INSTALLATION,
+                head_sha=platform.revision(failed).commit_sha,
+                sender="drive-by",
+            ),
+        )
+
+    for refused in (outcome, suite):
+        assert refused.start_revisions == [] and refused.announce_revisions == []
+        assert "@drive-by has read permission" in refused.summary
+    with platform.sessions() as session:
+        assert session.exec(select(Revision.id)).all() == [failed]
+    refusals = [r for r in caplog.records if r.getMessage() == "re-run refused"]
+    assert len(refusals) == 2
+    assert {(r.__dict__["login"], r.__dict__["role"]) for r in refusals} == {("drive-by", "read")}
+
+
+def test_a_rerun_asks_github_for_the_permission_at_each_press(platform: Platform) -> None:
+    platform.builder.failure = "flaky"
+    failed = platform.push()
+    platform.pipeline.run(failed)
+    platform.github.permissions["octo-dev"] = "write"
+    [again] = platform.press(failed, "rerequested", "octo-dev").start_revisions
+    platform.pipeline.run(again)
+
+    platform.github.permissions["octo-dev"] = "triage"  # demoted since
+    outcome = platform.press(again, "rerequested", "octo-dev")
+
+    assert outcome.start_revisions == [] and "triage permission" in outcome.summary
 
 
 def test_a_teardown_the_engine_refuses_does_the_rest_and_finishes_when_retried(

@@ -1,11 +1,13 @@
-"""First run without an App: the manifest, the one-time states, where credentials come from,
-and the conversion against the fake GitHub (which then accepts the new App's JWTs)."""
+"""First run without an App: the setup token, the manifest, the one-time states, where
+credentials come from, and the conversion against the fake GitHub (which then accepts the new
+App's JWTs)."""
 
 from __future__ import annotations
 
 import html
 import re
 import sqlite3
+import stat
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -13,8 +15,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from litestar.di import Provide
+from litestar.testing import create_test_client
 
-from app.api.setup import setup_page
+from app.api.setup import TOKEN_COOKIE, SetupController, setup_page
 from app.crypto import SecretBox
 from app.db import SessionFactory
 from app.github.credentials import (
@@ -35,6 +39,7 @@ from app.setup import (
     ConvertedApp,
     ManifestCodeRefused,
     SetupStateRefused,
+    SetupTokenRefused,
     TooManySetupPages,
     build_manifest,
     issue_state,
@@ -42,6 +47,7 @@ from app.setup import (
     new_app_url,
     spend_state,
 )
+from app.setup_token import TOKEN_BYTES, SetupTokenFile, setup_token_path
 from app.timestamps import utcnow
 from tests.fake_github import FakeGitHub
 from tests.fake_github.apps import manifest_problems
@@ -108,6 +114,8 @@ def make_setup(
     **overrides: Any,
 ) -> tuple[AppSetup, GitHubAppCredentials]:
     config = settings(tmp_path, **overrides)
+    token = SetupTokenFile(setup_token_path(config.data_dir))
+    token.issue()  # as `slipway up` does on a start without an App
     box = SecretBox(SECRET_KEY)
     credentials = GitHubAppCredentials(config, sessions, box)
     setup = AppSetup(
@@ -119,12 +127,111 @@ def make_setup(
         public_url=config.api_url,
         github_url=str(config.github_url),
         clock=clock,
+        token=token,
     )
     return setup, credentials
 
 
+def token_of(tmp_path: Path) -> str | None:
+    """The token as the operator reads it from DATA_DIR/setup-token."""
+    return SetupTokenFile(setup_token_path(tmp_path / "data")).read()
+
+
 def state_of(action: str) -> str:
     return parse_qs(urlsplit(action).query)["state"][0]
+
+
+# -- the setup token: who may create the App ---------------------------------------------
+
+
+def setup_client(setup: AppSetup) -> Any:
+    """The /setup pages over HTTP, cookies kept as a browser keeps them."""
+    return create_test_client(
+        base_url=PUBLIC_URL,  # https: the token's cookie is Secure
+        route_handlers=[SetupController],
+        dependencies={"app_setup": Provide(lambda: setup, sync_to_thread=False)},
+    )
+
+
+def test_setup_without_the_token_is_403_saying_where_the_token_is(
+    tmp_path: Path, sessions: SessionFactory, clock: Clock
+) -> None:
+    setup, _ = make_setup(tmp_path, sessions, clock)
+    with setup_client(setup) as stranger:
+        for params in ({}, {"token": "guessed"}, {"token": token_of(tmp_path)[:-1]}):  # type: ignore[index]
+            page = stranger.get("/setup", params=params)
+            assert page.status_code == 403, page.text
+            assert "DATA_DIR/setup-token" in page.text and "slipway up" in page.text
+            assert "manifest" not in page.text and TOKEN_COOKIE not in page.cookies
+    with pytest.raises(SetupTokenRefused, match="setup needs a token"):
+        setup.start(None, None)
+
+
+def test_a_stolen_state_without_the_token_stores_no_app(
+    tmp_path: Path, sessions: SessionFactory, clock: Clock
+) -> None:
+    converter = RecordingConverter()
+    setup, credentials = make_setup(tmp_path, sessions, clock, converter)
+    token = token_of(tmp_path)
+    state = state_of(setup.start(None, token).action)  # the holder's, seen on its way to GitHub
+
+    with setup_client(setup) as stranger:
+        refused = stranger.get("/setup/callback", params={"code": "abc123", "state": state})
+        assert refused.status_code == 403, refused.text
+    with pytest.raises(SetupTokenRefused):
+        setup.complete("abc123", state, "guessed")
+
+    assert converter.codes == [] and credentials.current() is None
+    setup.complete("abc123", state, token)  # the holder's state was not spent by the stranger
+    assert credentials.current() is not None
+
+
+def test_anonymous_loads_do_not_lock_out_the_token_holder(
+    tmp_path: Path, sessions: SessionFactory, clock: Clock
+) -> None:
+    setup, _ = make_setup(tmp_path, sessions, clock)
+    with setup_client(setup) as stranger:
+        for _ in range(MAX_OPEN_STATES + 20):
+            assert stranger.get("/setup").status_code == 403
+    with sqlite3.connect(tmp_path / "control-plane.db") as db:
+        assert db.execute("SELECT count(*) FROM setup_states").fetchone() == (0,)
+    with setup_client(setup) as holder:
+        assert holder.get("/setup", params={"token": token_of(tmp_path)}).status_code == 200
+
+
+def test_the_token_holder_goes_through_github_and_back_with_the_cookie(
+    tmp_path: Path, sessions: SessionFactory, clock: Clock
+) -> None:
+    setup, credentials = make_setup(tmp_path, sessions, clock)
+    token = token_of(tmp_path)
+    with setup_client(setup) as browser:
+        page = browser.get("/setup", params={"token": token})
+        assert page.status_code == 200, page.text
+        assert page.headers["referrer-policy"] == "no-referrer"
+        cookie = page.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "path=/setup" in cookie and "secure" in cookie
+        action = re.search(r'<form id="create" action="([^"]+)"', page.text)
+        assert action is not None
+        # GitHub's redirect back carries code and state only; the cookie brings the token.
+        state = state_of(html.unescape(action.group(1)))
+        done = browser.get("/setup/callback", params={"code": "abc123", "state": state})
+        assert done.status_code == 200, done.text
+    assert credentials.current() is not None
+    assert not setup_token_path(tmp_path / "data").exists()
+    with setup_client(setup) as browser:
+        assert browser.get("/setup", params={"token": token}).status_code == 404
+
+
+def test_the_token_file_is_private_random_and_new_at_each_issue(tmp_path: Path) -> None:
+    file = SetupTokenFile(setup_token_path(tmp_path))
+    first, second = file.issue(), file.issue()
+    assert first != second and file.read() == second
+    assert not file.matches(first) and file.matches(second) and not file.matches(None)
+    assert len(first) * 6 >= TOKEN_BYTES * 8 >= 128  # urlsafe base64: 6 bits a character
+    assert stat.S_IMODE(file.path.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["setup-token"]  # no partial file left
+    file.spend()
+    assert file.read() is None and not file.matches(second)
 
 
 # -- the manifest ------------------------------------------------------------------------
@@ -155,7 +262,7 @@ def test_the_page_carries_the_manifest_in_the_form_without_javascript(
     tmp_path: Path, sessions: SessionFactory, clock: Clock
 ) -> None:
     setup, _ = make_setup(tmp_path, sessions, clock)
-    page = setup_page(setup.start("acme")).content
+    page = setup_page(setup.start("acme", token_of(tmp_path))).content
     assert isinstance(page, str)
     assert "<script" not in page
     action = re.search(r'<form id="create" action="([^"]+)" method="post">', page)
@@ -173,8 +280,10 @@ def test_a_name_that_cannot_be_an_organisation_is_refused(
 ) -> None:
     setup, _ = make_setup(tmp_path, sessions, clock)
     with pytest.raises(BadOrganization, match="not a GitHub organisation name"):
-        setup.start("../evil")
-    assert "/settings/apps/new" in setup.start("  ").action  # blank: the user's own account
+        setup.start("../evil", token_of(tmp_path))
+    assert (
+        "/settings/apps/new" in setup.start("  ", token_of(tmp_path)).action
+    )  # blank: the user's own account
 
 
 # -- one-time states ---------------------------------------------------------------------
@@ -222,9 +331,10 @@ def test_the_callback_stores_the_app_encrypted_and_closes_the_setup(
     converter = RecordingConverter()
     setup, credentials = make_setup(tmp_path, sessions, clock, converter)
     assert credentials.current() is None
-    state = state_of(setup.start(None).action)
+    token = token_of(tmp_path)
+    state = state_of(setup.start(None, token).action)
 
-    created = setup.complete("abc123", state)
+    created = setup.complete("abc123", state, token)
 
     assert converter.codes == ["abc123"]
     assert created.install_url == "https://github.com/apps/slipway-octo/installations/new"
@@ -236,21 +346,23 @@ def test_the_callback_stores_the_app_encrypted_and_closes_the_setup(
         row = db.execute("SELECT * FROM github_apps").fetchall()
     for secret in ("client-secret-value", "webhook-secret-value", "not-a-real-key"):
         assert secret not in str(row)
+    assert token_of(tmp_path) is None  # the token is spent with the App's arrival
     with pytest.raises(AppAlreadyConfigured):
-        setup.start(None)
-    with pytest.raises(SetupStateRefused, match="already used"):
-        setup.complete("abc123", state)
+        setup.start(None, token)
+    with pytest.raises(AppAlreadyConfigured):
+        setup.complete("abc123", state, token)
 
 
 def test_a_refused_code_spends_the_state_and_a_new_start_works(
     tmp_path: Path, sessions: SessionFactory, clock: Clock
 ) -> None:
     setup, credentials = make_setup(tmp_path, sessions, clock, RecordingConverter(refuse=True))
-    state = state_of(setup.start(None).action)
+    token = token_of(tmp_path)
+    state = state_of(setup.start(None, token).action)
     with pytest.raises(ManifestCodeRefused, match="start again"):
-        setup.complete("expired-code", state)
+        setup.complete("expired-code", state, token)
     assert credentials.current() is None
-    assert state_of(setup.start(None).action) != state
+    assert state_of(setup.start(None, token).action) != state
 
 
 def test_a_callback_without_state_or_code_is_refused(
@@ -258,10 +370,11 @@ def test_a_callback_without_state_or_code_is_refused(
 ) -> None:
     converter = RecordingConverter()
     setup, _ = make_setup(tmp_path, sessions, clock, converter)
+    token = token_of(tmp_path)
     with pytest.raises(SetupStateRefused, match="no state"):
-        setup.complete("abc", None)
+        setup.complete("abc", None, token)
     with pytest.raises(ManifestCodeRefused, match="no usable code"):
-        setup.complete("../../x", state_of(setup.start(None).action))
+        setup.complete("../../x", state_of(setup.start(None, token).action), token)
     assert converter.codes == []
 
 
@@ -303,7 +416,7 @@ def test_app_settings_in_the_environment_win_over_the_stored_app(
     assert found is not None
     assert (found.app_id, found.webhook_secret, found.source) == (42, "env-secret", "environment")
     with pytest.raises(AppAlreadyConfigured):
-        setup.start(None)
+        setup.start(None, token_of(tmp_path))
 
 
 def test_without_an_app_the_credentials_say_where_to_make_one_and_find_it_later(
@@ -388,3 +501,43 @@ def test_open_setup_pages_are_bounded(sessions: SessionFactory, clock: Clock) ->
             issue_state(session, clock())
         with pytest.raises(TooManySetupPages, match="use one of them"):
             issue_state(session, clock())
+
+
+# -- what `slipway up` says --------------------------------------------------------------------
+
+
+def announce(config: Settings, sessions: SessionFactory) -> None:
+    from app.supervisor import Supervisor
+
+    supervisor = Supervisor(config)
+    supervisor._sessions = sessions  # what _start_services opened
+    supervisor.data_dir.mkdir(parents=True, exist_ok=True)
+    supervisor._announce()
+
+
+def test_a_start_without_an_app_prints_the_link_with_a_new_token(
+    tmp_path: Path, sessions: SessionFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = settings(tmp_path, secret_key=SECRET_KEY)
+    announce(config, sessions)
+    first = token_of(tmp_path)
+    announce(config, sessions)  # a restart: a token of its own
+
+    printed = capsys.readouterr().out.splitlines()
+    token = token_of(tmp_path)
+    assert first is not None and token is not None and token != first
+    assert printed[-1] == f"Slipway is up: to connect GitHub, open {PUBLIC_URL}/setup?token={token}"
+    assert stat.S_IMODE(setup_token_path(tmp_path / "data").stat().st_mode) == 0o600
+
+
+def test_a_start_with_an_app_spends_a_leftover_token(
+    tmp_path: Path, sessions: SessionFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = settings(tmp_path, secret_key=SECRET_KEY)
+    SetupTokenFile(setup_token_path(config.data_dir)).issue()
+    store_app(sessions)
+
+    announce(config, sessions)
+
+    assert token_of(tmp_path) is None
+    assert "setup" not in capsys.readouterr().out
