@@ -16,6 +16,10 @@ its own, refilled in one `iptables-restore` transaction at every `slipway up`:
 - `SLIPWAY-REFUSE`: REJECT (a TCP reset, or ICMP port unreachable), so a client fails at once
   instead of waiting out a timeout.
 
+Several platforms may share a machine (and its docker0, and a pool): each tags its rules with
+its own id (a comment), and applying keeps the other platforms' rules, so the machine allows the
+union of what its platforms allow, all allowances before all refusals.
+
 The rules are data, rendered by a pure function (`render`); `Iptables` only applies them, with
 argument lists. IPv4 only: the engine runs without IPv6 here, and a container on an IPv4-only
 network has no IPv6 address at all (not even link-local), so it cannot send any.
@@ -23,9 +27,11 @@ network has no IPv6 address at all (not even link-local), so it cannot send any.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import logging
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Sequence
@@ -64,6 +70,9 @@ RESOLV_CONF = Path("/etc/resolv.conf")
 """Where Docker takes the upstream DNS servers from: a container's queries reach them from the
 container's own address (forwarded by the embedded DNS of user-defined networks, or sent
 directly on docker0), so a resolver on the LAN must stay reachable on port 53."""
+TAG_PREFIX = "slipway:"
+"""The comment on each rule a platform adds: `slipway:<platform id>`."""
+TAGGED = re.compile(r'--comment "?(slipway:[^"\s]*)"?')
 IPTABLES_TIMEOUT_SECONDS = 30.0
 XTABLES_WAIT_SECONDS = "10"
 """How long iptables waits for the lock another firewall user (dockerd) holds."""
@@ -143,9 +152,12 @@ class Chains:
 # -- the rules, as data -----------------------------------------------------------------------
 
 
-def render(policy: Policy, chains: Chains = Chains()) -> dict[str, list[Rule]]:
-    """Every rule of every chain of the policy, in order. Nothing is ever ACCEPTed: what is
-    allowed goes back (RETURN) to Docker's and the host's own rules, which still decide."""
+def render(
+    policy: Policy, chains: Chains = Chains(), tag: str = TAG_PREFIX
+) -> dict[str, list[Rule]]:
+    """Every rule of every chain of the policy, in order, each but the first of a chain marked
+    with `tag` (the platform's). Nothing is ever ACCEPTed: what is allowed goes back (RETURN) to
+    Docker's and the host's own rules, which still decide."""
     replies = ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN"]
     subnets = tuple(source.subnet for source in policy.sources)
     forward: list[Rule] = [list(replies)]
@@ -164,7 +176,12 @@ def render(policy: Policy, chains: Chains = Chains()) -> dict[str, list[Rule]]:
         ["-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"],
         ["-j", "REJECT", "--reject-with", "icmp-port-unreachable"],
     ]
-    return {chains.refuse: refuse, chains.forward: forward, chains.input: incoming}
+    mark = ["-m", "comment", "--comment", tag]
+    return {
+        chains.refuse: refuse,
+        chains.forward: [forward[0], *([*rule[:-2], *mark, *rule[-2:]] for rule in forward[1:])],
+        chains.input: [incoming[0], *([*rule[:-2], *mark, *rule[-2:]] for rule in incoming[1:])],
+    }
 
 
 def _destination_matches(destination: Destination) -> list[Rule]:
@@ -174,16 +191,30 @@ def _destination_matches(destination: Destination) -> list[Rule]:
     return [[*to, "-p", p, "--dport", str(destination.port)] for p in destination.protocols]
 
 
-def restore_input(rules: dict[str, list[Rule]]) -> str:
+def rule_lines(rules: dict[str, list[Rule]]) -> dict[str, list[str]]:
+    """The rules as `iptables -S` and `iptables-restore` write them (`-A CHAIN ...`)."""
+    return {
+        chain: [" ".join(["-A", chain, *rule]) for rule in listed]
+        for chain, listed in rules.items()
+    }
+
+
+def merged(ours: list[str], listed: Iterable[str], tag: str) -> list[str]:
+    """A chain's rules: ours, with the rules other platforms tagged (`listed`, as `iptables -S`
+    shows the chain now), allowances before refusals; untagged and our old rules go."""
+    others = [line for line in listed if (m := TAGGED.search(line)) and m.group(1) != tag]
+    head, rest = ours[:1], [*ours[1:], *others]
+    returns = [line for line in rest if line.endswith(" -j RETURN")]
+    return [*head, *dict.fromkeys([*returns, *(line for line in rest if line not in returns)])]
+
+
+def restore_input(lines: dict[str, list[str]]) -> str:
     """`iptables-restore --noflush` input that empties and refills the chains in one commit
     (declaring a chain flushes it; the hooks and every other chain are left alone)."""
-    lines = ["*filter", *(f":{chain} - [0:0]" for chain in rules)]
-    lines += [
-        " ".join(["-A", chain, *rule])
-        for chain, chain_rules in rules.items()
-        for rule in chain_rules
-    ]
-    return "\n".join([*lines, "COMMIT", ""])
+    declared = ["*filter", *(f":{chain} - [0:0]" for chain in lines)]
+    return "\n".join(
+        [*declared, *(line for chain in lines.values() for line in chain), "COMMIT", ""]
+    )
 
 
 def parse_destination(text: str) -> Destination:
@@ -271,9 +302,12 @@ class Iptables:
         self.restore_binary = f"{binary}-restore"
         self._run = run
 
-    def apply(self, rules: dict[str, list[Rule]], chains: Chains = Chains()) -> None:
-        """Refill the chains, then jump to them first from the hooks unless they already do.
-        Running it again changes nothing; after a flush or a lost jump it restores them."""
+    def apply(
+        self, rules: dict[str, list[Rule]], chains: Chains = Chains(), tag: str = TAG_PREFIX
+    ) -> None:
+        """Refill the chains (keeping other platforms' rules), then jump to them first from the
+        hooks unless they already do. Running it again changes nothing; after a flush or a lost
+        jump it restores them."""
         for command in (self.binary, self.restore_binary):
             if shutil.which(command) is None:
                 raise NetworkPolicyError(
@@ -287,8 +321,12 @@ class Iptables:
                 "other iptables backend (set SLIPWAY_NETWORK_POLICY_IPTABLES to iptables-legacy "
                 f"or iptables-nft, the one `iptables -V` on Docker's side names); or {OFF_HINT}"
             )
+        lines = rule_lines(rules)
+        for chain in (chains.forward, chains.input):
+            listed = self.listing(chain) if self._succeeds("-S", chain) else []
+            lines[chain] = merged(lines.get(chain, []), listed, tag)
         self._call(
-            [self.restore_binary, "-w", XTABLES_WAIT_SECONDS, "--noflush"], restore_input(rules)
+            [self.restore_binary, "-w", XTABLES_WAIT_SECONDS, "--noflush"], restore_input(lines)
         )
         for hook, chain in chains.hooks:
             if not self._succeeds("-C", hook, "-j", chain):
@@ -362,6 +400,11 @@ def default_bridge(docker_binary: str, run: Run = run_command) -> DefaultBridge:
     return DefaultBridge(subnet, gateway, bool(found.get("EnableIPv6")))
 
 
+def platform_tag(data_dir: Path) -> str:
+    """The platform's mark on its rules: the same at every start, another platform's differs."""
+    return TAG_PREFIX + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+
+
 def enforce_network_policy(
     settings: Settings, docker_binary: str, database_port: int | None
 ) -> None:
@@ -391,7 +434,8 @@ def enforce_network_policy(
         allow=[parse_destination(entry) for entry in settings.network_policy_allow],
         nameservers=servers,
     )
-    Iptables(settings.network_policy_iptables).apply(render(policy))
+    tag = platform_tag(settings.data_dir)
+    Iptables(settings.network_policy_iptables).apply(render(policy, tag=tag), tag=tag)
     if bridge.ipv6:
         log.warning(
             "the default bridge has IPv6 on: the network policy filters IPv4 only, so builds "
@@ -400,6 +444,7 @@ def enforce_network_policy(
     log.info(
         "network policy applied",
         extra={
+            "tag": tag,
             "sources": {s.name: str(s.subnet) for s in policy.sources},
             "allowed": {s.name: [str(d) for d in s.allowed] for s in policy.sources},
         },

@@ -333,4 +333,6 @@ def start_langgraph_platform(
         langgraph_base_image=ensure_python_pip_image(),
         build_pip_index_url=index.url,
         build_pip_trusted_host=index.trusted_host,
+        # The network policy lets builds reach only the host ports it is given (the index).
+        network_policy_build_host_ports=str(urlsplit(index.url).port),
     )

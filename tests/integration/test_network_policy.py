@@ -28,6 +28,7 @@ import pytest
 from app.network_policy import (
     FORWARD_HOOK,
     INPUT_HOOK,
+    TAG_PREFIX,
     Chains,
     Destination,
     Iptables,
@@ -131,8 +132,8 @@ class Lab:
         )  # fmt: skip
         return name
 
-    def apply(self, policy: Policy) -> None:
-        self.iptables.apply(render(policy, self.chains), self.chains)
+    def apply(self, policy: Policy, tag: str = TAG_PREFIX) -> None:
+        self.iptables.apply(render(policy, self.chains, tag), self.chains, tag)
 
     def policy(self, database_port: int, build_host_ports: tuple[int, ...] = ()) -> Policy:
         return platform_policy(
@@ -356,6 +357,25 @@ def test_applying_twice_changes_nothing_and_applying_again_restores(
     assert state() == once
     assert jumps(FORWARD_HOOK, chains.forward) == 1 and jumps(INPUT_HOOK, chains.input) == 1
     assert_refused(connect(app, lab.gateway, service.port), "a host port after a restore")
+
+
+def test_two_platforms_on_one_machine_keep_each_others_databases(
+    lab: Lab, listeners: list[Listener]
+) -> None:
+    """Each `slipway up` applies its own policy; the second must not cut the first's apps off
+    their database (the e2e suite runs platforms side by side, on one pool)."""
+    first_cluster = listen(listeners, lab.gateway)
+    second_cluster = listen(listeners, lab.gateway)
+    service = listen(listeners, EVERY_ADDRESS)
+    app = lab.deployment()
+
+    lab.apply(lab.policy(database_port=first_cluster.port), tag=f"{TAG_PREFIX}first")
+    lab.apply(lab.policy(database_port=second_cluster.port), tag=f"{TAG_PREFIX}second")
+    lab.apply(lab.policy(database_port=first_cluster.port), tag=f"{TAG_PREFIX}first")  # restart
+
+    assert connect(app, lab.gateway, first_cluster.port).reached
+    assert connect(app, lab.gateway, second_cluster.port).reached
+    assert_refused(connect(app, lab.gateway, service.port), "a host port")
 
 
 def test_builds_run_on_the_default_bridge(listeners: list[Listener]) -> None:

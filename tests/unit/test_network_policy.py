@@ -17,11 +17,14 @@ from app.network_policy import (
     Destination,
     Iptables,
     NetworkPolicyError,
+    merged,
     nameservers,
     parse_destination,
     platform_policy,
+    platform_tag,
     render,
     restore_input,
+    rule_lines,
 )
 from app.settings import SettingsError, load_settings
 
@@ -45,7 +48,10 @@ def policy_rules() -> dict[str, list[list[str]]]:
 
 
 def lines(rules: list[list[str]]) -> list[str]:
-    return [" ".join(rule) for rule in rules]
+    """The rules without the platform's mark, which every one but the first carries."""
+    mark = " -m comment --comment slipway:"
+    assert all(mark in " ".join(rule) for rule in rules[1:])
+    return [" ".join(rule).replace(mark, "") for rule in rules]
 
 
 def test_nothing_is_accepted_or_dropped_only_returned_or_rejected() -> None:
@@ -101,7 +107,7 @@ def test_without_the_builds_docker0_is_left_alone() -> None:
 
 
 def test_the_restore_input_refills_each_chain_in_one_commit() -> None:
-    text = restore_input(policy_rules())
+    text = restore_input(rule_lines(policy_rules()))
 
     assert text.startswith(
         "*filter\n:SLIPWAY-REFUSE - [0:0]\n:SLIPWAY-FORWARD - [0:0]\n:SLIPWAY-INPUT - [0:0]\n"
@@ -200,3 +206,26 @@ def test_without_dockers_chain_nothing_is_applied(monkeypatch: pytest.MonkeyPatc
         Iptables(run=run).apply(policy_rules(), Chains())
 
     assert len(calls) == 1 and calls[0][-2:] == ["-S", "DOCKER-USER"]
+
+
+def test_platforms_sharing_the_machine_keep_each_others_rules() -> None:
+    """A second platform (another data dir, another database port) must not take the first's
+    database away from its apps: the chains hold the union, allowances before refusals."""
+    first, second = platform_tag(Path("/srv/a")), platform_tag(Path("/srv/b"))
+    assert first != second and first == platform_tag(Path("/srv/a"))
+
+    def chain(tag: str, port: int) -> list[str]:
+        policy = platform_policy(pool=POOL, bridge=None, gateway=GATEWAY, database_port=port)
+        return rule_lines(render(policy, tag=tag))["SLIPWAY-INPUT"]
+
+    listed_after_first = ["-N SLIPWAY-INPUT", *chain(first, 5001), "-A SLIPWAY-INPUT -j DROP"]
+    both = merged(chain(second, 5002), listed_after_first, second)
+
+    assert both[0] == "-A SLIPWAY-INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
+    ports = [i for i, line in enumerate(both) if "--dport 500" in line]
+    refusals = [i for i, line in enumerate(both) if line.endswith("-j SLIPWAY-REFUSE")]
+    assert len(ports) == 2 and len(refusals) == 2 and max(ports) < min(refusals)
+    assert "-A SLIPWAY-INPUT -j DROP" not in both  # untagged: not a platform's
+    # The first platform restarting replaces its own rules, and keeps the second's.
+    again = merged(chain(first, 5001), both, first)
+    assert sorted(again) == sorted(both)
