@@ -27,6 +27,7 @@ network has no IPv6 address at all (not even link-local), so it cannot send any.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -66,10 +67,12 @@ REFUSED_RANGES = tuple(
 DNS_PORT = 53
 DATABASE_PORT = 5432
 """Port of the cluster when POSTGRES_ADMIN_URL names none."""
-RESOLV_CONF = Path("/etc/resolv.conf")
-"""Where Docker takes the upstream DNS servers from: a container's queries reach them from the
-container's own address (forwarded by the embedded DNS of user-defined networks, or sent
-directly on docker0), so a resolver on the LAN must stay reachable on port 53."""
+RESOLV_CONFS = (Path("/etc/resolv.conf"), Path("/run/systemd/resolve/resolv.conf"))
+"""Where Docker takes the upstream DNS servers from (the second when the first names only
+systemd-resolved's 127.0.0.53): a container's queries reach them from the container's own
+address (forwarded by the embedded DNS of user-defined networks, or sent directly on docker0),
+so a resolver on the LAN must stay reachable on port 53. Servers set by dockerd's own `dns`
+option are not read: an operator who sets one on the LAN adds it to NETWORK_POLICY_ALLOW."""
 TAG_PREFIX = "slipway:"
 """The comment on each rule a platform adds: `slipway:<platform id>`."""
 TAGGED = re.compile(r'--comment "?(slipway:[^"\s]*)"?')
@@ -332,6 +335,12 @@ class Iptables:
             if not self._succeeds("-C", hook, "-j", chain):
                 self._call([self.binary, "-w", XTABLES_WAIT_SECONDS, "-I", hook, "1", "-j", chain])
 
+    def forget(self, tag: str, chains: Chains = Chains()) -> None:
+        """Take one platform's rules away, keeping the others' (a test's platform, at its end:
+        a platform that stays runs with the same tag at every start, and adds nothing)."""
+        if self._succeeds("-S", chains.forward):
+            self.apply(render(Policy(()), chains, tag), chains, tag)
+
     def remove(self, chains: Chains = Chains()) -> None:
         """Take the policy away: the jumps, then the chains. Missing pieces are skipped."""
         for hook, chain in chains.hooks:
@@ -421,10 +430,10 @@ def enforce_network_policy(
     bridge = default_bridge(docker_binary)
     if database_port is None:
         database_port = urlsplit(settings.postgres_admin_url or "").port or DATABASE_PORT
-    try:
-        servers = nameservers(RESOLV_CONF.read_text())
-    except OSError:
-        servers = []
+    servers = []
+    for resolv_conf in RESOLV_CONFS:
+        with contextlib.suppress(OSError):
+            servers += nameservers(resolv_conf.read_text())
     policy = platform_policy(
         pool=settings.container_network_pool,
         bridge=bridge.subnet if settings.network_policy_builds else None,

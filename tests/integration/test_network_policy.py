@@ -376,6 +376,10 @@ def test_two_platforms_on_one_machine_keep_each_others_databases(
     assert connect(app, lab.gateway, first_cluster.port).reached
     assert connect(app, lab.gateway, second_cluster.port).reached
     assert_refused(connect(app, lab.gateway, service.port), "a host port")
+    # The second one goes for good (a test's platform): its allowance goes, the first's stays.
+    lab.iptables.forget(f"{TAG_PREFIX}second", lab.chains)
+    assert connect(app, lab.gateway, first_cluster.port).reached
+    assert_refused(connect(app, lab.gateway, second_cluster.port), "a forgotten database port")
 
 
 def test_builds_run_on_the_default_bridge(listeners: list[Listener]) -> None:
