@@ -317,13 +317,20 @@ class Iptables:
                     f"the network policy needs `{command}`, which is not installed (or not on "
                     f"PATH): install iptables, or {OFF_HINT}"
                 )
-        if not self._succeeds("-S", FORWARD_HOOK):
+        try:
+            self._run([self.binary, "-w", XTABLES_WAIT_SECONDS, "-S", FORWARD_HOOK], None)
+        except subprocess.CalledProcessError as exc:
+            if "root" in exc.stderr or "ermission" in exc.stderr:
+                raise self._error(exc.cmd, exc) from exc
             raise NetworkPolicyError(
                 f"the network policy hooks into Docker's {FORWARD_HOOK} chain, which "
-                f"`{self.binary}` does not show: dockerd runs with --iptables=false, or uses the "
-                "other iptables backend (set SLIPWAY_NETWORK_POLICY_IPTABLES to iptables-legacy "
-                f"or iptables-nft, the one `iptables -V` on Docker's side names); or {OFF_HINT}"
-            )
+                f"`{self.binary}` does not show ({exc.stderr.strip()}): dockerd runs with "
+                "--iptables=false, or uses the other iptables backend (set "
+                "SLIPWAY_NETWORK_POLICY_IPTABLES to iptables-legacy or iptables-nft, the one "
+                f"that lists {FORWARD_HOOK}); or {OFF_HINT}"
+            ) from exc
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise self._error([self.binary, "-S", FORWARD_HOOK], exc) from exc
         lines = rule_lines(rules)
         for chain in (chains.forward, chains.input):
             listed = self.listing(chain) if self._succeeds("-S", chain) else []

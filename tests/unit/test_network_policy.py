@@ -229,3 +229,19 @@ def test_platforms_sharing_the_machine_keep_each_others_rules() -> None:
     # The first platform restarting replaces its own rules, and keeps the second's.
     again = merged(chain(first, 5001), both, first)
     assert sorted(again) == sorted(both)
+
+
+def test_without_root_the_error_says_so_not_that_dockers_chain_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/sbin/{name}")
+
+    def run(argv: Sequence[str], stdin: str | None) -> str:
+        denied = "iptables v1.8.9 (nf_tables): Permission denied (you must be root)"
+        raise subprocess.CalledProcessError(4, argv, "", denied)
+
+    with pytest.raises(NetworkPolicyError) as caught:
+        Iptables(run=run).apply(policy_rules())
+
+    assert "you must be root" in str(caught.value) and "needs root" in str(caught.value)
+    assert "DOCKER-USER chain" not in str(caught.value)
