@@ -422,11 +422,16 @@ def platform_tag(data_dir: Path) -> str:
 
 
 def enforce_network_policy(
-    settings: Settings, docker_binary: str, database_port: int | None
+    settings: Settings,
+    docker_binary: str,
+    database_port: int | None,
+    build_host_ports: Iterable[int] = (),
 ) -> None:
     """Apply Slipway's policy at `slipway up` (the supervisor's one call), or say it is off.
 
     `database_port`: the embedded cluster's; None reads it from POSTGRES_ADMIN_URL.
+    `build_host_ports`: ports of services the platform runs for builds on the gateway (the
+    package-index pass-through), besides NETWORK_POLICY_BUILD_HOST_PORTS.
     """
     if not settings.network_policy:
         log.warning(
@@ -446,7 +451,7 @@ def enforce_network_policy(
         bridge=bridge.subnet if settings.network_policy_builds else None,
         gateway=bridge.gateway,
         database_port=database_port,
-        build_host_ports=settings.network_policy_build_host_ports,
+        build_host_ports=(*build_host_ports, *settings.network_policy_build_host_ports),
         allow=[parse_destination(entry) for entry in settings.network_policy_allow],
         nameservers=servers,
     )
