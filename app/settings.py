@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.network_policy import parse_destination
 from app.router import deployment_url, route_hostname
 from manifests.containers import DEFAULT_NETWORK_POOL, NETWORK_SUBNET_PREFIX_LENGTH
 from manifests.langgraph_image import DEFAULT_BASE_IMAGE, LangGraphBuild, PipIndex
@@ -164,6 +165,46 @@ class Settings(BaseSettings):
     build_pip_find_links: str | None = None
     build_pip_trusted_host: str | None = None
     """Hosts pip may reach over plain HTTP or with an unverified certificate."""
+
+    # -- network policy (app/network_policy.py, docs/security.md) ---------------------------
+    network_policy: bool = True
+    """Firewall apps and builds at every `slipway up` (iptables chains SLIPWAY-*, jumped to from
+    Docker's DOCKER-USER and the host's INPUT): they reach the internet, their own network and
+    their database, and no other port of this host, not 169.254.169.254, not the LAN. Turn it
+    off only on a machine without iptables."""
+    network_policy_builds: bool = True
+    """Hold the default bridge (docker0), where BuildKit's RUN steps run, to the builds' rules.
+    Every container on docker0 is held to them, not only Slipway's builds."""
+    network_policy_allow: Annotated[tuple[str, ...], NoDecode] = ()
+    """Destinations apps and builds may reach despite the policy (a LAN service, a mirror):
+    comma-separated CIDR (every port) or CIDR:PORT, such as 10.0.5.0/24,192.168.1.10:5432."""
+    network_policy_build_host_ports: Annotated[tuple[int, ...], NoDecode] = ()
+    """Ports of the host (on the docker0 gateway) builds may reach, comma-separated: the
+    package index they install from."""
+    network_policy_iptables: str = "iptables"
+    """iptables command of the backend Docker uses (iptables, iptables-nft, iptables-legacy);
+    its `-restore` sibling must sit beside it."""
+
+    @field_validator("network_policy_allow", "network_policy_build_host_ports", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part for part in re.split(r"[,\s]+", value) if part)
+        return value
+
+    @field_validator("network_policy_allow")
+    @classmethod
+    def _destinations(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(str(parse_destination(entry)) for entry in value)
+
+    @field_validator("network_policy_build_host_ports")
+    @classmethod
+    def _ports(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(not 1 <= port <= 65535 for port in value):
+            raise ValueError("each port must be a number from 1 to 65535")
+        return value
+
+    # -- end of network policy -----------------------------------------------------------------
 
     @field_validator("github_webhook_secret")
     @classmethod

@@ -28,6 +28,7 @@ from app.embedded import (
     docker_bridge_gateway,
 )
 from app.github.credentials import GitHubAppCredentials, setup_url
+from app.network_policy import enforce_network_policy
 from app.router import render_caddy_config
 from app.routes import current_routes
 from app.settings import ENV_PREFIX, Settings
@@ -96,6 +97,9 @@ class Supervisor:
             self._caddy = Caddy(self.data_dir / "caddy", threads=settings.router_threads or None)
             env[f"{ENV_PREFIX}CADDY_ADMIN_URL"] = self._caddy.start(self._caddy_config())
             log.info("router started", extra={"port": settings.router_port})
+        # Network policy (app/network_policy.py): before the worker can start a replica or a build.
+        database_port = self._postgres.port if self._postgres is not None else None
+        enforce_network_policy(settings, docker_cli.binary, database_port)
         self._env = env
 
     def _caddy_config(self) -> dict[str, object]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -25,6 +26,7 @@ import httpx
 from app.crypto import SecretBox
 from app.embedded import UNIX_SCHEME, EmbeddedPostgres, free_port
 from app.embedded._caddy import default_admin_socket
+from app.network_policy import Iptables, platform_tag
 from app.router import CaddyRouter
 from tests.fake_github import FakeGitHub
 from tests.fake_github.payloads import ZERO_SHA, push_payload
@@ -240,6 +242,9 @@ class RunningPlatform:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         self.client.close()
+        if shutil.which("iptables") is not None:
+            # The network policy's rules of this platform: a test's platform does not come back.
+            Iptables().forget(platform_tag(self.data_dir))
 
 
 def start_platform(
@@ -333,4 +338,6 @@ def start_langgraph_platform(
         langgraph_base_image=ensure_python_pip_image(),
         build_pip_index_url=index.url,
         build_pip_trusted_host=index.trusted_host,
+        # The network policy lets builds reach only the host ports it is given (the index).
+        network_policy_build_host_ports=str(urlsplit(index.url).port),
     )
