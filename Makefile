@@ -11,9 +11,10 @@ INSTALLED := $(VENV)/.installed
 up: deps docker
 	$(BIN)/slipway up
 
-## make test: install what is missing, then lint, type-check and run every test.
-test: deps docker test-tools lint
-	$(BIN)/pytest
+## make test: install what is missing, then lint, type-check and run every tier of tests.
+## The tiers run one after the other, e2e last: its platforms apply the network policy to
+## the whole machine while they run, which the integration tier's bare containers must not meet.
+test: deps docker test-tools lint unit integration e2e
 
 lint: deps
 	$(BIN)/ruff check .
@@ -22,6 +23,12 @@ lint: deps
 
 unit: deps
 	$(BIN)/pytest tests/unit
+
+integration: deps docker test-tools
+	$(BIN)/pytest tests/integration
+
+e2e: deps docker test-tools
+	$(BIN)/pytest tests/e2e
 
 bench: deps docker test-tools
 	$(BIN)/python -m bench.push_to_live
