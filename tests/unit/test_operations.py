@@ -10,6 +10,7 @@ from sqlmodel import select
 
 from app.environment import EnvChange
 from app.errors import ConflictError, InvalidRequest, NotFoundError
+from app.events import TeardownOrder
 from app.models import Database, Deployment, DeploymentType, RevisionState
 from app.operations import NewDeployment
 from app.reporting import REDACTED
@@ -318,12 +319,14 @@ def test_a_deletion_whose_teardown_was_lost_is_resumed_by_recovery(platform: Pla
     deployment = platform.deployment()
     platform.operations.delete(deployment.id, "web", ALICE)  # its work order never ran
 
-    assert platform.recovery.unfinished_deletions() == []  # not yet: teardowns take seconds
+    assert platform.recovery.unfinished_teardowns() == []  # not yet: teardowns take seconds
     platform.clock.now += timedelta(minutes=11)
-    assert platform.recovery.unfinished_deletions() == [deployment.id]
+    assert platform.recovery.unfinished_teardowns() == [
+        TeardownOrder(deployment.id, drop_database=True)
+    ]
 
     platform.teardown.remove(deployment.id, drop_database=True, reason="resumed")
-    assert platform.recovery.unfinished_deletions() == []
+    assert platform.recovery.unfinished_teardowns() == []
     assert platform.databases.databases == {}
 
 
