@@ -17,7 +17,8 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.bootstrap import bootstrap, require
+from app.bootstrap import bootstrap, replica_config, require
+from app.databases import reapply_role_limits
 from app.heap import freeze_startup_objects
 from app.settings import Settings
 from jobs import tasks
@@ -144,6 +145,15 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
             future.result(timeout=ENQUEUE_TIMEOUT_SECONDS)
 
         platform.reports.use_queue(enqueue_reports)
+        try:
+            await asyncio.to_thread(
+                reapply_role_limits,
+                platform.sessions,
+                platform.databases,
+                replica_config(settings).connection_limits,
+            )
+        except Exception:  # the cluster may be restarting; the next worker start catches up
+            log.warning("database role limits not applied at start", exc_info=True)
         try:
             await tasks.sync_routes(ctx)
         except Exception:  # the router may still be starting; the cron catches up

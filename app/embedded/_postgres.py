@@ -472,6 +472,14 @@ class EmbeddedPostgres:
         code, _, _ = self._run("pg_ctl", "status", "-D", str(self.pgdata), what="", check=False)
         if code != 0:
             return None
+        if not self.is_alive():
+            # Killed, and not reaped (a container's init that reaps nothing): pg_ctl and the
+            # postmaster itself take the zombie for a running server and would never start
+            # one again. Its lock file is stale; postgres still refuses to start while any
+            # backend of the dead one holds the shared memory.
+            with contextlib.suppress(FileNotFoundError):
+                (self.pgdata / "postmaster.pid").unlink()
+            return None
         try:
             lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
             return int(lines[3])
