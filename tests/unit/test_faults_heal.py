@@ -6,17 +6,18 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
+from app.databases import database_identifier, reapply_role_limits
 from app.db import SessionFactory
 from app.events import EventOutcome, TeardownOrder
 from app.heartbeats import heartbeat
-from app.models import Database, Revision, RevisionState
+from app.models import Database, DeploymentType, Revision, RevisionState
 from tests.unit.world import DOCKERFILE, Platform
 
 
@@ -153,3 +154,39 @@ def test_a_closed_pull_requests_lost_teardown_is_resumed_by_recovery(
         assert session.get(Database, preview.id) is None
     assert platform.recovery.unfinished_teardowns() == []
     assert platform.revision(production).state is RevisionState.live
+
+
+class RecordingLimits:
+    def __init__(self) -> None:
+        self.applied: list[tuple[str, int]] = []
+
+    def limit(self, roles: Iterable[tuple[str, int]]) -> int:
+        self.applied.extend(roles)
+        return len(self.applied)
+
+
+def test_every_provisioned_role_is_given_the_limit_of_its_deployments_type(
+    platform: Platform,
+) -> None:
+    production = platform.push()
+    assert platform.pipeline.run(production) is RevisionState.live
+    production_id = platform.deployment().id
+    outcome = platform.pull_request_event("opened", 7, platform.commit({"Dockerfile": DOCKERFILE}))
+    [preview_revision] = outcome.start_revisions
+    assert platform.pipeline.run(preview_revision) is RevisionState.live
+    preview = platform.preview_deployment(7)
+    recorder = RecordingLimits()
+
+    changed = reapply_role_limits(
+        platform.sessions,
+        recorder,  # type: ignore[arg-type]
+        {DeploymentType.development: 10, DeploymentType.production: 40},
+    )
+
+    assert changed == 2
+    assert sorted(recorder.applied) == sorted(
+        [
+            (database_identifier(production_id), 40),
+            (database_identifier(preview.id), 10),
+        ]
+    )
