@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +22,6 @@ from sqlmodel import col, select
 
 from app.db import SessionFactory
 from app.errors import SlipwayError
-from app.events import TeardownOrder
 from app.models import Delivery, Deployment, Revision, RevisionState
 from app.outbox import ReportOutbox
 from app.ports import Clock, ContainerRuntime, PreviewNotifier
@@ -34,6 +34,15 @@ LOST_DELIVERY_AFTER = timedelta(seconds=60)
 """A delivery not handled this long after it arrived lost its job (they take milliseconds)."""
 UNFINISHED_TEARDOWN_AFTER = timedelta(minutes=10)
 """A teardown takes seconds; one unfinished this long after the removal lost its job."""
+
+
+@dataclass(frozen=True)
+class LostTeardown:
+    """A teardown to order again, as its removal ordered it, with the reason GitHub is told."""
+
+    deployment_id: str
+    drop_database: bool
+    reason: str
 
 
 class Recovery:
@@ -83,7 +92,7 @@ class Recovery:
                 ).all()
             )
 
-    def unfinished_teardowns(self) -> list[TeardownOrder]:
+    def unfinished_teardowns(self) -> list[LostTeardown]:
         """Removed deployments whose teardown never finished (its job was lost while the queue
         was down, or ran out of tries): a deleted one, a closed pull request's preview, a
         production deployment whose repository left the App. Each teardown is ordered again,
@@ -102,10 +111,7 @@ class Recovery:
                     ),
                 )
             ).all()
-            return [
-                TeardownOrder(d.id, drop_database=d.is_preview or d.deleted_at is not None)
-                for d in rows
-            ]
+            return [_lost_teardown(d) for d in rows]
 
     def _fail(self, revision: Revision, cutoff: datetime) -> bool:
         phase = "its build" if revision.state is RevisionState.building else "its start"
@@ -157,6 +163,20 @@ class Recovery:
         self._notifier.deployment_changed(revision.deployment_id)
         self._notifier.capacity_freed()
         return True
+
+
+def _lost_teardown(deployment: Deployment) -> LostTeardown:
+    if deployment.deleted_at is not None:
+        reason = "the deployment was deleted"
+    elif deployment.is_preview:
+        reason = "the preview was removed"
+    else:
+        reason = "the repository left the App"
+    return LostTeardown(
+        deployment.id,
+        drop_database=deployment.is_preview or deployment.deleted_at is not None,
+        reason=reason,
+    )
 
 
 def _last_sign() -> ColumnElement[datetime]:

@@ -184,7 +184,7 @@ async def recover(ctx: dict[str, Any]) -> str:
             TEARDOWN_DEPLOYMENT,
             order.deployment_id,
             order.drop_database,
-            "its teardown was resumed",
+            order.reason,
             _job_id=teardown_job_id(order.deployment_id),
             _queue_name=ctx["queue_name"],
         )

@@ -18,6 +18,7 @@ from app.db import SessionFactory
 from app.events import EventOutcome, TeardownOrder
 from app.heartbeats import heartbeat
 from app.models import Database, DeploymentType, Revision, RevisionState
+from app.recovery import LostTeardown
 from tests.unit.world import DOCKERFILE, Platform
 
 
@@ -145,7 +146,7 @@ def test_a_closed_pull_requests_lost_teardown_is_resumed_by_recovery(
     assert platform.recovery.unfinished_teardowns() == []  # a teardown takes seconds
     platform.clock.now += timedelta(minutes=11)
     [order] = platform.recovery.unfinished_teardowns()
-    assert order == TeardownOrder(preview.id, drop_database=True)
+    assert order == LostTeardown(preview.id, drop_database=True, reason="the preview was removed")
 
     for _ in range(2):  # what recovery enqueues may run twice: the second run changes nothing
         platform.teardown.remove(order.deployment_id, drop_database=True, reason="resumed")

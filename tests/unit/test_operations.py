@@ -10,9 +10,9 @@ from sqlmodel import select
 
 from app.environment import EnvChange
 from app.errors import ConflictError, InvalidRequest, NotFoundError
-from app.events import TeardownOrder
 from app.models import Database, Deployment, DeploymentType, RevisionState
 from app.operations import NewDeployment
+from app.recovery import LostTeardown
 from app.reporting import REDACTED
 from app.tokens import Caller
 from tests.fake_github import ZERO_SHA, push_payload
@@ -322,7 +322,7 @@ def test_a_deletion_whose_teardown_was_lost_is_resumed_by_recovery(platform: Pla
     assert platform.recovery.unfinished_teardowns() == []  # not yet: teardowns take seconds
     platform.clock.now += timedelta(minutes=11)
     assert platform.recovery.unfinished_teardowns() == [
-        TeardownOrder(deployment.id, drop_database=True)
+        LostTeardown(deployment.id, drop_database=True, reason="the deployment was deleted")
     ]
 
     platform.teardown.remove(deployment.id, drop_database=True, reason="resumed")
