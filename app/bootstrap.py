@@ -16,7 +16,7 @@ from app.admission import Admission, AdmissionLimits
 from app.autoscaler import autoscale_defaults
 from app.comments import PreviewComments
 from app.crypto import SecretBox, load_or_create_secret_key
-from app.databases import PostgresProvisioner
+from app.databases import PostgresProvisioner, RoleLimits
 from app.db import SessionFactory, make_engine, migrate
 from app.facts import CommitFacts, GitHubCommitFacts
 from app.github.credentials import GitHubAppCredentials, LazyGitHubApp
@@ -67,6 +67,7 @@ class Platform:
     janitor: Janitor
     facts: CommitFacts
     clock: Clock
+    databases: PostgresProvisioner
 
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,13 @@ def app_setup(
         github_url=str(settings.github_url),
         clock=clock,
         token=SetupTokenFile(setup_token_path(settings.data_dir)),
+    )
+
+
+def role_limits(settings: Settings) -> RoleLimits:
+    return RoleLimits(
+        statement_timeout_ms=int(settings.database_statement_timeout_seconds * 1000),
+        temp_file_limit_kb=settings.database_temp_file_limit_bytes // 1024,
     )
 
 
@@ -217,6 +225,7 @@ def bootstrap(
     databases = PostgresProvisioner(
         require(settings.postgres_admin_url, "POSTGRES_ADMIN_URL"),
         settings.postgres_container_host,
+        role_limits(settings),
     )
     builder = BuildKitBuilder(docker_binary)
     replicas = Replicas(
@@ -319,4 +328,5 @@ def bootstrap(
         reports=reports,
         facts=GitHubCommitFacts(github),
         clock=clock,
+        databases=databases,
     )

@@ -2,7 +2,11 @@
 
 The role owns its database and nothing else; CONNECT is revoked from PUBLIC so no other
 deployment's role can open it (the embedded cluster's pg_hba also allows a role only the
-database of its own name), and a connection limit keeps one app from exhausting the cluster.
+database of its own name), and limits keep one app from exhausting the cluster: a CONNECTION
+LIMIT by deployment type (the embedded cluster's max_connections leaves the platform its own
+reserved slots whatever the roles hold: app/embedded/_postgres.py), a `temp_file_limit` no
+role can lift (a superuser-only setting), and a default `statement_timeout` that ends a
+runaway query (a role may still SET its own for a session: a default, not a bound).
 Statements are composed with psycopg.sql, never by formatting. The password never reaches the
 server: Slipway computes the SCRAM-SHA-256 verifier itself, so not even a failed, logged
 `CREATE ROLE` statement holds it.
@@ -15,14 +19,30 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 import psycopg
 from psycopg import sql
+from sqlmodel import col, select
 
+from app.db import SessionFactory
 from app.errors import DatabaseError
+from app.models import Database, Deployment, DeploymentType
 
 CONNECT_TIMEOUT_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class RoleLimits:
+    """Per-role settings applied with ALTER ROLE ... SET on every provisioning (and to every
+    existing role at worker start), so changing a setting reaches existing deployments."""
+
+    statement_timeout_ms: int = 5 * 60 * 1000
+    temp_file_limit_kb: int = 1024 * 1024
+
+
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -55,9 +75,12 @@ def database_identifier(deployment_id: str) -> str:
 
 
 class PostgresProvisioner:
-    def __init__(self, admin_url: str, container_host: str) -> None:
+    def __init__(
+        self, admin_url: str, container_host: str, limits: RoleLimits | None = None
+    ) -> None:
         self._admin_url = admin_url
         self._container_host = container_host
+        self._limits = limits or RoleLimits()
         parts = urlsplit(admin_url)
         self._port = parts.port or 5432
 
@@ -92,6 +115,7 @@ class PostgresProvisioner:
                         sql.Literal(scram_verifier(password)),
                     )
                 )
+                self._apply_limits(conn, role, connection_limit)
                 if not conn.execute(
                     "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
                 ).fetchone():
@@ -114,6 +138,46 @@ class PostgresProvisioner:
                 f" {getattr(exc.diag, 'message_primary', '') or ''}".rstrip()
             ) from None
 
+    def limit(self, roles: Iterable[tuple[str, int]]) -> int:
+        """Apply today's limits to existing roles, (role, connection limit) each, over one
+        connection; a role that is gone is skipped. Returns how many were changed."""
+        done = 0
+        try:
+            with self._connect() as conn:
+                for role, connection_limit in roles:
+                    if conn.execute(
+                        "SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)
+                    ).fetchone():
+                        self._apply_limits(conn, role, connection_limit)
+                        done += 1
+        except psycopg.Error as exc:
+            raise DatabaseError(
+                f"could not apply the role limits: {type(exc).__name__}"
+                f" {getattr(exc.diag, 'message_primary', '') or ''}".rstrip()
+            ) from None
+        return done
+
+    def _apply_limits(
+        self, conn: psycopg.Connection[tuple[object, ...]], role: str, connection_limit: int
+    ) -> None:
+        """Idempotent: the same ALTERs on every run."""
+        identifier = sql.Identifier(role)
+        conn.execute(
+            sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(
+                identifier, sql.Literal(connection_limit)
+            )
+        )
+        conn.execute(
+            sql.SQL("ALTER ROLE {} SET statement_timeout = {}").format(
+                identifier, sql.Literal(self._limits.statement_timeout_ms)
+            )
+        )
+        conn.execute(
+            sql.SQL("ALTER ROLE {} SET temp_file_limit = {}").format(
+                identifier, sql.Literal(self._limits.temp_file_limit_kb)
+            )
+        )
+
     def drop(self, name: str, role: str) -> None:
         try:
             with self._connect() as conn:
@@ -130,3 +194,21 @@ class PostgresProvisioner:
             f"postgresql://{quote(role, safe='')}:{quote(password, safe='')}"
             f"@{self._container_host}:{self._port}/{quote(name, safe='')}"
         )
+
+
+def reapply_role_limits(
+    sessions: SessionFactory,
+    provisioner: PostgresProvisioner,
+    connection_limits: Mapping[DeploymentType, int],
+) -> int:
+    """Give every provisioned role today's limits (run at worker start): roles made before
+    a limit changed, or before limits existed, get them without waiting for a new database."""
+    with sessions() as session:
+        rows = session.exec(
+            select(Database.role, Deployment.type)
+            .join(Deployment, col(Deployment.id) == col(Database.deployment_id))
+            .where(col(Database.provisioned_at).is_not(None))
+        ).all()
+    if not rows:
+        return 0
+    return provisioner.limit((role, connection_limits[DeploymentType(kind)]) for role, kind in rows)

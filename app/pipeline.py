@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import logging
 import shutil
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from app.admission import Admission
@@ -31,6 +28,7 @@ from app.errors import (
     RuntimeStartError,
     SlipwayError,
 )
+from app.heartbeats import heartbeat
 from app.models import (
     FINISHED_STATES,
     IN_FLIGHT_STATES,
@@ -71,8 +69,6 @@ from manifests.run import RunConfig, scale_table
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 5.0
-"""How often a running revision's job says it is alive; recovery waits far longer."""
 KEEP_IMAGES = 3
 """Images kept per deployment (the live revision's and the ones before it, for a rollback)."""
 
@@ -198,35 +194,9 @@ class RevisionPipeline:
         with self._heartbeat(revision_id):
             return self._build_and_deploy(revision_id, ref, log_path, redact)
 
-    @contextmanager
-    def _heartbeat(self, revision_id: str) -> Iterator[None]:
+    def _heartbeat(self, revision_id: str) -> AbstractContextManager[None]:
         """Beat while this job builds and starts the revision (see app/recovery.py)."""
-        stop = threading.Event()
-
-        def beat() -> None:
-            while True:
-                with self._sessions() as session:
-                    session.execute(
-                        update(Revision)
-                        .where(
-                            col(Revision.id) == revision_id,
-                            col(Revision.state).in_(
-                                [RevisionState.building, RevisionState.deploying]
-                            ),
-                        )
-                        .values(heartbeat_at=self._clock())
-                    )
-                    session.commit()
-                if stop.wait(HEARTBEAT_SECONDS):
-                    return
-
-        thread = threading.Thread(target=beat, name=f"heartbeat-{revision_id}", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join(timeout=HEARTBEAT_SECONDS)
+        return heartbeat(self._sessions, revision_id, self._clock)
 
     def _build_and_deploy(
         self, revision_id: str, ref: RevisionRef, log_path: Path, redact: Redactor

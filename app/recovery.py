@@ -13,10 +13,11 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import func, or_
+from sqlalchemy import ColumnElement, func, or_, update
 from sqlmodel import col, select
 
 from app.db import SessionFactory
@@ -24,7 +25,6 @@ from app.errors import SlipwayError
 from app.models import Delivery, Deployment, Revision, RevisionState
 from app.outbox import ReportOutbox
 from app.ports import Clock, ContainerRuntime, PreviewNotifier
-from app.revisions import transition
 from manifests.containers import REVISION_LABEL
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,17 @@ log = logging.getLogger(__name__)
 RUNNING = frozenset({RevisionState.building, RevisionState.deploying})
 LOST_DELIVERY_AFTER = timedelta(seconds=60)
 """A delivery not handled this long after it arrived lost its job (they take milliseconds)."""
-UNFINISHED_DELETION_AFTER = timedelta(minutes=10)
-"""A teardown takes seconds; one unfinished this long after the delete lost its job."""
+UNFINISHED_TEARDOWN_AFTER = timedelta(minutes=10)
+"""A teardown takes seconds; one unfinished this long after the removal lost its job."""
+
+
+@dataclass(frozen=True)
+class LostTeardown:
+    """A teardown to order again, as its removal ordered it, with the reason GitHub is told."""
+
+    deployment_id: str
+    drop_database: bool
+    reason: str
 
 
 class Recovery:
@@ -60,20 +69,14 @@ class Recovery:
         """Fail every running revision whose job stopped beating; returns their ids."""
         cutoff = self._clock() - self._stale_after
         with self._sessions() as session:
-            last_sign = func.coalesce(
-                col(Revision.heartbeat_at),
-                col(Revision.deploy_started_at),
-                col(Revision.build_started_at),
-                col(Revision.created_at),
-            )
             stuck = list(
                 session.exec(
-                    select(Revision).where(col(Revision.state).in_(RUNNING), last_sign < cutoff)
+                    select(Revision).where(col(Revision.state).in_(RUNNING), _last_sign() < cutoff)
                 ).all()
             )
         failed: list[str] = []
         for revision in stuck:
-            if self._fail(revision):
+            if self._fail(revision, cutoff):
                 failed.append(revision.id)
         return failed
 
@@ -89,37 +92,45 @@ class Recovery:
                 ).all()
             )
 
-    def unfinished_deletions(self) -> list[str]:
-        """Deleted deployments whose teardown never finished (its job was lost while the
-        queue was down, or ran out of tries): their teardown is ordered again."""
-        cutoff = self._clock() - UNFINISHED_DELETION_AFTER
+    def unfinished_teardowns(self) -> list[LostTeardown]:
+        """Removed deployments whose teardown never finished (its job was lost while the queue
+        was down, or ran out of tries): a deleted one, a closed pull request's preview, a
+        production deployment whose repository left the App. Each teardown is ordered again,
+        as the removal ordered it: a preview's or a deleted deployment's database goes, a
+        departed production deployment's stays. `removed_at` is set by every removal and
+        `torn_down_at` by the end of every teardown, so a finished one is never repeated."""
+        cutoff = self._clock() - UNFINISHED_TEARDOWN_AFTER
         with self._sessions() as session:
-            return list(
-                session.exec(
-                    select(Deployment.id).where(
-                        col(Deployment.deleted_at).is_not(None),
-                        col(Deployment.deleted_at) < cutoff,
-                        or_(
-                            col(Deployment.torn_down_at).is_(None),
-                            col(Deployment.torn_down_at) < col(Deployment.removed_at),
-                        ),
-                    )
-                ).all()
-            )
+            rows = session.exec(
+                select(Deployment).where(
+                    col(Deployment.removed_at).is_not(None),
+                    col(Deployment.removed_at) < cutoff,
+                    or_(
+                        col(Deployment.torn_down_at).is_(None),
+                        col(Deployment.torn_down_at) < col(Deployment.removed_at),
+                    ),
+                )
+            ).all()
+            return [_lost_teardown(d) for d in rows]
 
-    def _fail(self, revision: Revision) -> bool:
+    def _fail(self, revision: Revision, cutoff: datetime) -> bool:
         phase = "its build" if revision.state is RevisionState.building else "its start"
         reason = f"the worker stopped during {phase}; push again or press Re-run"
         with self._sessions() as session:
-            if not transition(
-                session,
-                revision.id,
-                RUNNING,
-                RevisionState.failed,
-                error=reason,
-                finished_at=self._clock(),
-            ):
-                return False  # it moved on meanwhile: not stuck after all
+            # Compare-and-set on the heartbeat too: a job whose beat resumed since the
+            # selection (the database was only away for a while) is alive, not stuck.
+            result = session.execute(
+                update(Revision)
+                .where(
+                    col(Revision.id) == revision.id,
+                    col(Revision.state).in_(RUNNING),
+                    _last_sign() < cutoff,
+                )
+                .values(state=RevisionState.failed, error=reason, finished_at=self._clock())
+            )
+            session.commit()
+            if not result.rowcount:  # type: ignore[attr-defined]
+                return False  # it moved on or beat meanwhile: not stuck after all
         log.warning(
             "stuck revision failed",
             extra={
@@ -152,6 +163,30 @@ class Recovery:
         self._notifier.deployment_changed(revision.deployment_id)
         self._notifier.capacity_freed()
         return True
+
+
+def _lost_teardown(deployment: Deployment) -> LostTeardown:
+    if deployment.deleted_at is not None:
+        reason = "the deployment was deleted"
+    elif deployment.is_preview:
+        reason = "the preview was removed"
+    else:
+        reason = "the repository left the App"
+    return LostTeardown(
+        deployment.id,
+        drop_database=deployment.is_preview or deployment.deleted_at is not None,
+        reason=reason,
+    )
+
+
+def _last_sign() -> ColumnElement[datetime]:
+    """The last time a running revision's job was known alive."""
+    return func.coalesce(
+        col(Revision.heartbeat_at),
+        col(Revision.deploy_started_at),
+        col(Revision.build_started_at),
+        col(Revision.created_at),
+    )
 
 
 def kill_builds(tag: str) -> int:

@@ -117,9 +117,24 @@ class Settings(BaseSettings):
     recovery_seconds: Annotated[float, Field(gt=0)] = 120.0
     """A building or starting revision whose job gave no sign of life this long (its worker
     died) is failed, and what it left is stopped."""
-    database_connection_limit_development: Annotated[int, Field(ge=1)] = 20
-    """Connections a development deployment's (and a preview's) database role may hold."""
-    database_connection_limit_production: Annotated[int, Field(ge=1)] = 50
+    # -- fair share of the database cluster, and bounded log follows (issue 20) -------------
+    database_connection_limit_development: Annotated[int, Field(ge=1)] = 10
+    """Connections a development deployment's (and a preview's) database role may hold: one
+    container with a pool of 5 and room for a migration or a shell."""
+    database_connection_limit_production: Annotated[int, Field(ge=1)] = 40
+    """Connections a production deployment's role may hold, shared by its up to 10 replicas.
+    The embedded cluster leaves 400 connections to all roles together and keeps 20 for the
+    platform (app/embedded/_postgres.py), so ten production deployments fit at their limit."""
+    database_statement_timeout_seconds: Annotated[float, Field(gt=0)] = 300.0
+    """Default statement_timeout of every deployment role: a runaway query is cancelled after
+    this long (a role may SET its own per session: a default against accidents)."""
+    database_temp_file_limit_bytes: Annotated[int, Field(ge=1024)] = 1024**3
+    """temp_file_limit of every deployment role (sorts and hashes spilled to disk): a query
+    that needs more fails alone instead of filling the cluster's disk. Roles cannot lift it."""
+    log_follows_per_caller: Annotated[int, Field(ge=1)] = 4
+    """Build logs one token or one signed link may follow at once; more are refused (429)."""
+    log_follow_max_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    """A followed build log ends after this long even if its revision has not finished."""
     container_pids_limit: Annotated[int, Field(ge=1)] = 1024
     """Most processes and threads one replica may hold: a fork bomb stops at its container."""
     container_writable_layer_bytes: Annotated[int, Field(ge=1024**2)] = 2 * 1024**3

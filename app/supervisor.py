@@ -1,12 +1,15 @@
 """`slipway up`: the whole platform in the foreground on one machine.
 
 Starts what is not configured (Postgres for deployment databases, a Redis-compatible queue),
-always the router (Caddy), then the API and a worker as child processes; restarts a child or
-Caddy that dies, and stops everything on Ctrl-C or SIGTERM.
+always the router (Caddy), then the API and a worker as child processes. Whatever of these
+dies is started again, each with its own backoff (a part that keeps dying is retried less and
+less often, never given up on): the router keeps serving the apps while the queue, the
+database cluster or a child is down. Ctrl-C or SIGTERM stops everything.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -14,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from urllib.parse import urlencode
@@ -38,16 +42,90 @@ from builders.docker_cli import find_docker_cli
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
-MAX_RESTARTS_PER_MINUTE = 5
-"""A child that crashes faster than this is broken, not unlucky: stop and say so."""
+FIRST_RETRY_SECONDS = 1.0
+"""The first restart is immediate; a second death within STABLE_SECONDS waits this long."""
+MAX_RETRY_SECONDS = 60.0
+"""The wait before a restart doubles with each quick death up to this: a crash-looping part
+costs one start a minute, and never takes the rest of the platform down with it."""
+STABLE_SECONDS = 60.0
+"""A part that ran this long after a restart is healthy again: its next death restarts at once."""
 CHILDREN = ("api", "worker")
+
+
+@dataclass
+class Backoff:
+    """When a part that died may be started again: at once, then after 1 s, 2 s, 4 s... up to
+    MAX_RETRY_SECONDS while it keeps dying; a run of STABLE_SECONDS forgives the past."""
+
+    failures: int = 0
+    started_at: float = 0.0
+    due: float = 0.0
+
+    def died(self, now: float) -> float:
+        """A part that was running died at `now`; returns the wait before restarting it."""
+        if now - self.started_at >= STABLE_SECONDS:
+            self.failures = 0
+        return self.start_failed(now)
+
+    def start_failed(self, now: float) -> float:
+        """A death, or a start that failed: the wait before the next try grows."""
+        self.failures += 1
+        delay = (
+            0.0
+            if self.failures == 1
+            else min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (self.failures - 2))
+        )
+        self.due = now + delay
+        return delay
+
+    def started(self, now: float) -> None:
+        self.started_at = now
+
+
+@dataclass
+class Supervised:
+    """One part of the platform `slipway up` keeps running: a child process or a server."""
+
+    name: str
+    alive: Callable[[], bool]
+    start: Callable[[], None]
+    detail: Callable[[], dict[str, object]] = dict
+    backoff: Backoff = field(default_factory=Backoff)
+    clock: Callable[[], float] = time.monotonic
+    down: bool = False
+
+    def tend(self) -> None:
+        """Notice a death, and restart once its backoff allows; never raises."""
+        now = self.clock()
+        if not self.down:
+            if self.alive():
+                return
+            self.down = True
+            delay = self.backoff.died(now)
+            log.warning(
+                "exited; restarting",
+                extra={"component": self.name, "in_seconds": delay, **self.detail()},
+            )
+        if now < self.backoff.due:
+            return
+        try:
+            self.start()
+        except Exception as exc:  # a start that fails is retried later, never fatal
+            delay = self.backoff.start_failed(self.clock())
+            log.error(
+                "restart failed; trying again",
+                extra={"component": self.name, "in_seconds": delay, "error": str(exc)[:500]},
+            )
+            return
+        self.down = False
+        self.backoff.started(self.clock())
+        log.info("restarted", extra={"component": self.name, "restarts": self.backoff.failures})
 
 
 @dataclass
 class Child:
     name: str
     process: subprocess.Popen[bytes] | None = None
-    restarts: list[float] = field(default_factory=list)
 
 
 class Supervisor:
@@ -79,6 +157,7 @@ class Supervisor:
         private_data_dir(self.data_dir)
         secret_box(settings)  # a missing key is made now, a bad one stops the start here
         self._sessions = open_database(settings)
+        # Host firewall: applied here, before any service a tenant could reach starts.
         env = {f"{ENV_PREFIX}DATA_DIR": str(self.data_dir)}
         docker_cli = find_docker_cli(settings.docker_binary)
         if settings.postgres_admin_url is None:
@@ -114,6 +193,49 @@ class Supervisor:
             storage_dir=self.data_dir / "caddy" / "storage",
         )
 
+    def _restart_caddy(self) -> None:
+        assert self._caddy is not None
+        self._caddy.start(self._caddy_config())  # with the stored routes
+
+    def _restart_redis(self) -> None:
+        assert self._redis is not None
+        self._restarted_at(f"{ENV_PREFIX}REDIS_URL", self._redis.start())
+
+    def _restart_postgres(self) -> None:
+        assert self._postgres is not None
+        self._restarted_at(f"{ENV_PREFIX}POSTGRES_ADMIN_URL", self._postgres.start())
+
+    def _restarted_at(self, key: str, url: str) -> None:
+        """A server comes back on its port, so the children's URLs stay right; if the port was
+        taken meanwhile, the children are restarted with the new URL."""
+        if self._env.get(key) == url:
+            return
+        self._env[key] = url
+        log.warning("a service moved to a new port; restarting the api and the worker")
+        for child in self._children:
+            if child.process is not None and child.process.poll() is None:
+                child.process.terminate()
+
+    def _supervised(self) -> list[Supervised]:
+        """The router first: of all parts, only it serves the apps' users."""
+        parts: list[Supervised] = []
+        if self._caddy is not None:
+            parts.append(Supervised("router", self._caddy.is_running, self._restart_caddy))
+        if self._redis is not None:
+            parts.append(Supervised("redis", self._redis.is_alive, self._restart_redis))
+        if self._postgres is not None:
+            parts.append(Supervised("postgres", self._postgres.is_alive, self._restart_postgres))
+        for child in self._children:
+            parts.append(
+                Supervised(
+                    child.name,
+                    alive=functools.partial(_runs, child),
+                    start=functools.partial(self._spawn, child),
+                    detail=functools.partial(_exit_code, child),
+                )
+            )
+        return parts
+
     # -- children ---------------------------------------------------------------------------
     def _spawn(self, child: Child) -> None:
         child.process = subprocess.Popen(
@@ -123,27 +245,13 @@ class Supervisor:
         log.info("started", extra={"component": child.name, "pid": child.process.pid})
 
     def _watch(self) -> int:
+        """Restart whatever dies, each part with its own backoff, until Ctrl-C or SIGTERM."""
+        parts = self._supervised()
         while not self._stopping:
-            for child in self._children:
-                assert child.process is not None
-                code = child.process.poll()
-                if code is None:
-                    continue
-                now = time.monotonic()
-                child.restarts = [t for t in child.restarts if now - t < 60] + [now]
-                if len(child.restarts) > MAX_RESTARTS_PER_MINUTE:
-                    log.error(
-                        "giving up: it keeps exiting",
-                        extra={"component": child.name, "exit_code": code},
-                    )
-                    return 1
-                log.warning(
-                    "exited; restarting", extra={"component": child.name, "exit_code": code}
-                )
-                self._spawn(child)
-            if self._caddy is not None and not self._caddy.is_running():
-                log.warning("router exited; restarting it with the stored routes")
-                self._caddy.start(self._caddy_config())
+            for part in parts:
+                if self._stopping:
+                    break
+                part.tend()
             time.sleep(POLL_SECONDS)
         return 0
 
@@ -185,3 +293,11 @@ class Supervisor:
                     service.stop()
                 except Exception:
                     log.warning("could not stop a service cleanly", exc_info=True)
+
+
+def _runs(child: Child) -> bool:
+    return child.process is not None and child.process.poll() is None
+
+
+def _exit_code(child: Child) -> dict[str, object]:
+    return {"exit_code": child.process.returncode if child.process is not None else None}

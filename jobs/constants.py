@@ -39,3 +39,9 @@ def delivery_job_id(delivery_id: str) -> str:
 
 def revision_job_id(revision_id: str) -> str:
     return f"revision:{revision_id}"
+
+
+def teardown_job_id(deployment_id: str) -> str:
+    """Recovery orders a lost teardown again every few seconds until it finished: arq refuses
+    a second job with this id while one is queued or running."""
+    return f"teardown:{deployment_id}"

@@ -25,6 +25,7 @@ from jobs.constants import (
     TEARDOWN_RETRY_SECONDS,
     delivery_job_id,
     revision_job_id,
+    teardown_job_id,
 )
 
 log = logging.getLogger(__name__)
@@ -176,18 +177,20 @@ async def recover(ctx: dict[str, Any]) -> str:
             _job_id=delivery_job_id(delivery_id),
             _queue_name=ctx["queue_name"],
         )
-    deletions = await asyncio.to_thread(platform.recovery.unfinished_deletions)
-    for deployment_id in deletions:
+    teardowns = await asyncio.to_thread(platform.recovery.unfinished_teardowns)
+    for order in teardowns:
+        # One job per deployment at a time: a teardown still retrying is not doubled.
         await ctx["redis"].enqueue_job(
             TEARDOWN_DEPLOYMENT,
-            deployment_id,
-            True,
-            "the deployment was deleted",
+            order.deployment_id,
+            order.drop_database,
+            order.reason,
+            _job_id=teardown_job_id(order.deployment_id),
             _queue_name=ctx["queue_name"],
         )
     return (
         f"{len(failed)} stuck revisions failed, {len(lost)} lost deliveries queued, "
-        f"{len(deletions)} deletions resumed"
+        f"{len(teardowns)} teardowns resumed"
     )
 
 

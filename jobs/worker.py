@@ -5,14 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
+from redis.asyncio.retry import Retry as RedisRetry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.bootstrap import bootstrap, require
+from app.bootstrap import bootstrap, replica_config, require
+from app.databases import reapply_role_limits
 from app.heap import freeze_startup_objects
 from app.settings import Settings
 from jobs import tasks
@@ -45,6 +51,17 @@ ROUTE_RECONCILE_SECOND = 0
 """Once a minute the router is given the database's routes again, in case Caddy restarted."""
 
 
+CONNECT_RETRIES = 60
+"""A worker or API started while the queue is down waits for it a minute (1 s apart) before
+exiting; the supervisor then starts it again."""
+COMMAND_RETRIES = 3
+COMMAND_RETRY_CAP_SECONDS = 1.0
+"""A command is tried again 3 times 0.2, 0.4 and 0.8 s apart, and redis-py applies the same
+retry to the connect inside each try: about 7 s in all, while a killed Valkey is up again
+within a second or two, so an enqueue in the middle of it still lands."""
+OUTAGE_POLL_MAX_SECONDS = 5.0
+"""While the queue stays down, the worker looks for it at most this far apart."""
+
 RECONCILE_TIMEOUT_SECONDS = 10 * 60
 """A pass waits for the replicas it starts to answer (the health timeout) and no longer."""
 
@@ -57,7 +74,46 @@ def tick_seconds(tick: float) -> set[int]:
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
-    return RedisSettings.from_dsn(require(settings.redis_url, "REDIS_URL"))
+    """The queue as the worker and the API reach it, riding out the queue's restarts.
+
+    arq retries only the first connection (conn_retries, conn_retry_delay); every later command
+    gets redis-py's own retry (a fresh connection, with backoff), which covers the second or so
+    the supervisor takes to start a killed Valkey again. A longer outage is ridden out by
+    `ReconnectingWorker`'s poll loop.
+    """
+    dsn = RedisSettings.from_dsn(require(settings.redis_url, "REDIS_URL"))
+    dsn.conn_retries = CONNECT_RETRIES
+    dsn.conn_retry_delay = 1
+    dsn.retry = RedisRetry(
+        ExponentialBackoff(cap=COMMAND_RETRY_CAP_SECONDS, base=0.1), COMMAND_RETRIES
+    )
+    dsn.retry_on_error = [RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError]
+    return dsn
+
+
+class ReconnectingWorker(Worker):
+    """arq's worker, which lets a lost connection end `main()` (and the process) mid-poll,
+    made to wait for the queue instead: an outage is logged once, polled for with a growing
+    pause, and logged again when it is over. Jobs running meanwhile keep running; what they
+    could not record is found again by recovery (app/recovery.py)."""
+
+    _outage_started: float | None = None
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            now = time.monotonic()
+            if self._outage_started is None:
+                self._outage_started = now
+                log.warning("job queue unreachable; waiting for it", extra={"error": repr(exc)})
+            down_for = now - self._outage_started
+            await asyncio.sleep(min(OUTAGE_POLL_MAX_SECONDS, 0.2 + down_for / 4))
+            return
+        if self._outage_started is not None:
+            down_for = time.monotonic() - self._outage_started
+            self._outage_started = None
+            log.info("job queue reachable again", extra={"seconds_down": round(down_for, 1)})
 
 
 def make_worker(settings: Settings, **overrides: Any) -> Worker:
@@ -89,6 +145,15 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
             future.result(timeout=ENQUEUE_TIMEOUT_SECONDS)
 
         platform.reports.use_queue(enqueue_reports)
+        try:
+            await asyncio.to_thread(
+                reapply_role_limits,
+                platform.sessions,
+                platform.databases,
+                replica_config(settings).connection_limits,
+            )
+        except Exception:  # the cluster may be restarting; the next worker start catches up
+            log.warning("database role limits not applied at start", exc_info=True)
         try:
             await tasks.sync_routes(ctx)
         except Exception:  # the router may still be starting; the cron catches up
@@ -171,4 +236,4 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
         "poll_delay": POLL_DELAY_SECONDS,
     }
     options.update(overrides)
-    return Worker(**options)
+    return ReconnectingWorker(**options)

@@ -36,6 +36,7 @@ from app.bootstrap import (
 )
 from app.deliveries import DeliveryRecorder
 from app.errors import ConflictError, InvalidRequest, NotFoundError, PermissionDenied, SlipwayError
+from app.follows import LogFollows
 from app.github.credentials import GitHubAppCredentials
 from app.heap import freeze_startup_objects
 from app.operations import DeploymentOperations
@@ -82,6 +83,7 @@ def create_app(
     )
     with sessions() as session:
         ensure_admin_token(session, admin_token_path(settings.data_dir), clock())
+    follows = LogFollows(settings.log_follows_per_caller)
 
     @asynccontextmanager
     async def queue_lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -131,6 +133,7 @@ def create_app(
             "receiver": Provide(receiver, sync_to_thread=False),
             "app_credentials": Provide(lambda: credentials, use_cache=True, sync_to_thread=False),
             "app_setup": Provide(lambda: setup, use_cache=True, sync_to_thread=False),
+            "follows": Provide(lambda: follows, use_cache=True, sync_to_thread=False),
         },
         exception_handlers={cls: _domain_error for cls in STATUS_OF},
         lifespan=[queue_lifespan],

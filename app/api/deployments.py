@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +15,16 @@ from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Stream
-from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.status_codes import (
+    HTTP_202_ACCEPTED,
+    HTTP_429_TOO_MANY_REQUESTS,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
 from redis.exceptions import RedisError
 from sqlmodel import Session
 
 from app import revisions
-from app.api.auth import caller_of
+from app.api.auth import SIGNED_LINK, caller_of
 from app.api.schemas import (
     Accepted,
     DeleteBody,
@@ -43,7 +47,8 @@ from app.db import SessionFactory
 from app.deployments import get_deployment, list_deployments
 from app.environment import EnvChange
 from app.events import EventOutcome
-from app.models import Deployment, Repository, RevisionState
+from app.follows import LogFollows
+from app.models import Deployment, Repository, Revision, RevisionState
 from app.operations import DeploymentOperations, Done, NewDeployment
 from app.pipeline import PipelineConfig
 from app.reconciler import crash_loop, is_crash_looping, running_replicas
@@ -57,8 +62,8 @@ log = logging.getLogger(__name__)
 SAMPLES_SHOWN = 60
 """The newest samples shown (two minutes at the default tick); the decisions go further back."""
 FOLLOW_POLL_SECONDS = 0.5
-FOLLOW_MAX_SECONDS = 3 * 3600
-"""A followed log ends at the latest after this long, whatever the revision does."""
+FOLLOW_RETRY_AFTER_SECONDS = 30
+"""What a caller refused a follow (429) is told to wait: a build log follow lasts minutes."""
 DELETE_WARNING = (
     "the deployment's database was dropped with everything in it; it cannot be recovered"
 )
@@ -101,8 +106,8 @@ async def carry_out(queue: ArqRedis, outcome: EventOutcome) -> None:
 class DeploymentController(Controller):
     path = "/deployments"
 
-    @get("/")
-    async def list_deployments(
+    @get("/", sync_to_thread=True)
+    def list_deployments(
         self, sessions: NamedDependency[SessionFactory], settings: NamedDependency[Settings]
     ) -> list[DeploymentView]:
         with sessions() as session:
@@ -128,8 +133,8 @@ class DeploymentController(Controller):
         done = await asyncio.to_thread(operations.create, asked, caller_of(request))
         return await _accepted(done, sessions, settings, queue)
 
-    @get("/{deployment_id:str}")
-    async def get_deployment(
+    @get("/{deployment_id:str}", sync_to_thread=True)
+    def get_deployment(
         self,
         deployment_id: FromPath[str],
         sessions: NamedDependency[SessionFactory],
@@ -159,8 +164,8 @@ class DeploymentController(Controller):
             warning=DELETE_WARNING,
         )
 
-    @get("/{deployment_id:str}/scaling")
-    async def get_scaling(
+    @get("/{deployment_id:str}/scaling", sync_to_thread=True)
+    def get_scaling(
         self,
         deployment_id: FromPath[str],
         sessions: NamedDependency[SessionFactory],
@@ -202,8 +207,8 @@ class DeploymentController(Controller):
             ],
         )
 
-    @get("/{deployment_id:str}/revisions")
-    async def list_revisions(
+    @get("/{deployment_id:str}/revisions", sync_to_thread=True)
+    def list_revisions(
         self,
         deployment_id: FromPath[str],
         sessions: NamedDependency[SessionFactory],
@@ -289,8 +294,8 @@ async def _accepted(
 class RevisionController(Controller):
     path = "/revisions"
 
-    @get("/{revision_id:str}")
-    async def get_revision(
+    @get("/{revision_id:str}", sync_to_thread=True)
+    def get_revision(
         self,
         revision_id: FromPath[str],
         sessions: NamedDependency[SessionFactory],
@@ -302,35 +307,81 @@ class RevisionController(Controller):
     @get("/{revision_id:str}/logs", media_type="text/plain; charset=utf-8")
     async def logs(
         self,
+        request: Request[Any, Any, Any],
         revision_id: FromPath[str],
         sessions: NamedDependency[SessionFactory],
         pipeline_config: NamedDependency[PipelineConfig],
+        settings: NamedDependency[Settings],
+        follows: NamedDependency[LogFollows],
         follow: FromQuery[bool] = False,
     ) -> Stream:
-        """The build log: a snapshot, or with follow=true everything until the revision ends."""
-        with sessions() as session:
-            revision = revisions.get_revision(session, revision_id)
+        """The build log: a snapshot, or with follow=true everything until the revision ends
+        (or SLIPWAY_LOG_FOLLOW_MAX_SECONDS pass); a caller follows a few logs at once at most.
+        The file and the database are read in threads: the event loop serves everyone."""
+
+        def revision_of() -> Revision:
+            with sessions() as session:
+                return revisions.get_revision(session, revision_id)
+
+        revision = await asyncio.to_thread(revision_of)
         path: Path = pipeline_config.log_path(revision)
-        if not path.exists() and revision.state is not RevisionState.queued and not follow:
-            raise NotFoundException(detail=f"revision {revision_id} has no build log")
         if not follow:
-            text = path.read_bytes() if path.exists() else b""
-            return Stream(iter([text]), media_type="text/plain; charset=utf-8")
-        return Stream(_follow(path, revision_id, sessions), media_type="text/plain; charset=utf-8")
+            text = await asyncio.to_thread(_snapshot, path)
+            if text is None and revision.state is not RevisionState.queued:
+                raise NotFoundException(detail=f"revision {revision_id} has no build log")
+            return Stream(iter([text or b""]), media_type="text/plain; charset=utf-8")
+        follower = _follower(request)
+        if not follows.take(follower):
+            raise HTTPException(
+                status_code=HTTP_429_TOO_MANY_REQUESTS,
+                detail=f"this caller already follows {settings.log_follows_per_caller} build "
+                "logs; close one, or read the log without follow=true",
+                headers={"Retry-After": str(FOLLOW_RETRY_AFTER_SECONDS)},
+            )
+        lines = _follow(path, revision_id, sessions, settings.log_follow_max_seconds)
+        return Stream(
+            _given_back(lines, lambda: follows.give_back(follower)),
+            media_type="text/plain; charset=utf-8",
+        )
 
 
-async def _follow(path: Path, revision_id: str, sessions: SessionFactory) -> AsyncIterator[bytes]:
-    """The log as it grows; ends once the revision is live or finished (and all is sent)."""
+def _follower(request: Request[Any, Any, Any]) -> str:
+    """Who holds a follow: a token by its name, a signed link by the log it opens (however
+    many links to that log were signed, they count together)."""
+    caller = caller_of(request)
+    if caller is SIGNED_LINK:
+        return f"link:{request.url.path}"
+    return f"token:{caller.name}"
+
+
+async def _given_back(
+    chunks: AsyncIterator[bytes], give_back: Callable[[], None]
+) -> AsyncIterator[bytes]:
+    """The follow's place is given back however it ends: the revision finished, the time
+    ran out, or the client went away (the stream is cancelled or closed)."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        give_back()
+
+
+async def _follow(
+    path: Path, revision_id: str, sessions: SessionFactory, max_seconds: float
+) -> AsyncIterator[bytes]:
+    """The log as it grows; ends once the revision is live or finished (and all is sent),
+    or is gone, or after `max_seconds`."""
     offset = 0
-    deadline = time.monotonic() + FOLLOW_MAX_SECONDS
+    deadline = time.monotonic() + max_seconds
 
-    def state() -> RevisionState:
+    def state() -> RevisionState | None:
         with sessions() as session:
-            return revisions.get_revision(session, revision_id).state
+            found = session.get(Revision, revision_id)
+            return found.state if found is not None else None
 
     while time.monotonic() < deadline:
         now = await asyncio.to_thread(state)
-        done = now is RevisionState.live or now.finished
+        done = now is None or now is RevisionState.live or now.finished
         chunk = await asyncio.to_thread(_read_from, path, offset)
         if chunk:
             offset += len(chunk)
@@ -338,6 +389,13 @@ async def _follow(path: Path, revision_id: str, sessions: SessionFactory) -> Asy
         if done:
             return
         await asyncio.sleep(FOLLOW_POLL_SECONDS)
+
+
+def _snapshot(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 def _read_from(path: Path, offset: int) -> bytes:

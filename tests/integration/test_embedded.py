@@ -7,9 +7,12 @@ the runtime tests.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import stat
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +119,37 @@ def test_postgres_role_and_database_survive_restart(pg: EmbeddedPostgres) -> Non
     assert pg.port == port
     with psycopg.connect(app_url, connect_timeout=5) as conn:
         assert conn.execute("SELECT body FROM notes").fetchall() == [("kept",)]
+
+
+def test_postgres_killed_with_sigkill_is_seen_dead_and_comes_back_on_its_url(
+    pg: EmbeddedPostgres,
+) -> None:
+    """What `slipway up` does when the cluster dies: is_alive (polled twice a second) sees it,
+    and start() brings it back at the same URL the platform's processes hold."""
+    url = pg.admin_url
+    assert pg.is_alive()
+    postmaster = int((pg.pgdata / "postmaster.pid").read_text().splitlines()[0])
+    os.kill(postmaster, signal.SIGKILL)
+    _until("the cluster to be seen dead", lambda: not pg.is_alive())
+
+    def restarted() -> bool:
+        try:  # its orphaned backends may hold the shared memory for a moment: retried
+            return pg.start() == url
+        except EmbeddedServiceError:
+            return False
+
+    _until("the cluster to start again", restarted, 60)
+    assert pg.is_alive()
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        assert conn.execute("SHOW max_connections").fetchone() == ("420",)
+        assert conn.execute("SHOW superuser_reserved_connections").fetchone() == ("20",)
+
+
+def _until(what: str, check: Callable[[], bool], seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
 
 
 def test_postgres_second_handle_adopts_running_server(

@@ -12,6 +12,7 @@ from app.environment import EnvChange
 from app.errors import ConflictError, InvalidRequest, NotFoundError
 from app.models import Database, Deployment, DeploymentType, RevisionState
 from app.operations import NewDeployment
+from app.recovery import LostTeardown
 from app.reporting import REDACTED
 from app.tokens import Caller
 from manifests.run import RunConfig
@@ -346,12 +347,14 @@ def test_a_deletion_whose_teardown_was_lost_is_resumed_by_recovery(platform: Pla
     deployment = platform.deployment()
     platform.operations.delete(deployment.id, "web", ALICE)  # its work order never ran
 
-    assert platform.recovery.unfinished_deletions() == []  # not yet: teardowns take seconds
+    assert platform.recovery.unfinished_teardowns() == []  # not yet: teardowns take seconds
     platform.clock.now += timedelta(minutes=11)
-    assert platform.recovery.unfinished_deletions() == [deployment.id]
+    assert platform.recovery.unfinished_teardowns() == [
+        LostTeardown(deployment.id, drop_database=True, reason="the deployment was deleted")
+    ]
 
     platform.teardown.remove(deployment.id, drop_database=True, reason="resumed")
-    assert platform.recovery.unfinished_deletions() == []
+    assert platform.recovery.unfinished_teardowns() == []
     assert platform.databases.databases == {}
 
 
