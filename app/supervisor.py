@@ -157,7 +157,6 @@ class Supervisor:
         private_data_dir(self.data_dir)
         secret_box(settings)  # a missing key is made now, a bad one stops the start here
         self._sessions = open_database(settings)
-        # Host firewall: applied here, before any service a tenant could reach starts.
         env = {f"{ENV_PREFIX}DATA_DIR": str(self.data_dir)}
         docker_cli = find_docker_cli(settings.docker_binary)
         if settings.postgres_admin_url is None:
