@@ -88,6 +88,8 @@ class PipelineConfig:
     max_download_bytes: int = 1024**3
     recipes: tuple[Recipe, ...] = field(default_factory=default_recipes)
     """How a commit becomes an image, in order of precedence (see manifests/recipes.py)."""
+    platform_secrets: tuple[str, ...] = field(default=(), repr=False)
+    """Secrets of the platform's own a log could show (index credentials): redacted too."""
 
     @property
     def builds_dir(self) -> Path:
@@ -233,7 +235,7 @@ class RevisionPipeline:
         self, revision_id: str, ref: RevisionRef, log_path: Path, redact: Redactor
     ) -> RevisionState:
         try:
-            image, repo_config, image_labels = self._build(ref, log_path)
+            image, repo_config, image_labels = self._build(ref, log_path, redact)
             with self._sessions() as session:
                 moved = transition(
                     session,
@@ -283,7 +285,7 @@ class RevisionPipeline:
 
     # -- build ------------------------------------------------------------------------------
     def _build(
-        self, ref: RevisionRef, log_path: Path
+        self, ref: RevisionRef, log_path: Path, redact: Redactor
     ) -> tuple[str, RepositoryConfig, dict[str, str]]:
         """(image tag, how it runs, its labels: the recipe's say what else it needs)."""
         revision = ref.revision
@@ -314,7 +316,9 @@ class RevisionPipeline:
         _append(log_path, f"slipway: fetched source in {time.monotonic() - started:.1f} s")
         repo_config = load_repository_config(source)
         target = BuildTarget(
-            work_dir=work, production=ref.deployment.type is DeploymentType.production
+            work_dir=work,
+            production=ref.deployment.type is DeploymentType.production,
+            cache_scope=str(ref.repository.id),
         )
         plan = plan_build(source, repo_config, target, self.config.recipes)
         if plan.deploy is not None:
@@ -336,6 +340,7 @@ class RevisionPipeline:
             log_path,
             cancelled=lambda: self._is_cancelled(revision.id),
             timeout_seconds=self.config.build_timeout_seconds,
+            redact=redact,
         )
         self._update_revision(revision.id, build_method=built.method)
         self._event(ref, "revision built", image=tag, seconds=round(built.seconds, 2))
@@ -784,7 +789,8 @@ class RevisionPipeline:
             return load_ref(session, revision_id)
 
     def _redactor(self, ref: RevisionRef) -> Redactor:
-        return Redactor(list(self._secrets.decrypt_env(ref.revision.env_encrypted).values()))
+        env = self._secrets.decrypt_env(ref.revision.env_encrypted)
+        return Redactor([*env.values(), *self.config.platform_secrets])
 
     def _event(self, ref: RevisionRef, event: str, **fields: object) -> None:
         self._event_ids(ref.deployment.id, ref.revision.id, event, **fields)
