@@ -15,7 +15,6 @@ build when less than the reserve is left: the build that fills the disk fails, a
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,15 +71,6 @@ class BuildCgroup:
         except OSError:
             swap.write_text(str(limit))
             memory.write_text(str(limit))
-
-    def oom_kills(self) -> int:
-        """Steps the kernel killed for memory in the build cgroup so far."""
-        with contextlib.suppress(OSError):
-            for line in (self._memory / "memory.oom_control").read_text().splitlines():
-                name, _, value = line.partition(" ")
-                if name == "oom_kill" and value.strip().isdigit():
-                    return int(value)
-        return 0
 
 
 def free_bytes(path: Path) -> int | None:

@@ -24,8 +24,8 @@ from manifests.recipes import BuildPlan
 
 PRUNE_TIMEOUT_SECONDS = 600
 INFO_TIMEOUT_SECONDS = 30
-OOM_EXIT = "exit code: 137"
-"""How BuildKit reports a RUN step the kernel killed (SIGKILL: the OOM killer, here)."""
+OOM_EXIT = "]: exit code: 137"
+"""How BuildKit reports a RUN step killed by SIGKILL (the OOM killer, at the build bound)."""
 CACHE_NAMESPACE_ARG = "BUILDKIT_CACHE_MOUNT_NS"
 """Build argument the Dockerfile frontend prefixes every cache mount id with: it also covers
 cache mounts a Dockerfile cannot show (ONBUILD triggers of a base image)."""
@@ -153,8 +153,11 @@ class BuildKitBuilder:
 
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("a", encoding="utf-8") as log:
+            killed: list[str] = []
 
             def write(line: str) -> None:
+                if OOM_EXIT in line:
+                    killed.append(line)
                 log.write((redact(line) if redact is not None else line) + "\n")
                 log.flush()
 
@@ -168,7 +171,6 @@ class BuildKitBuilder:
                     else f"slipway: builds share at most {limits.cpus:g} CPU and "
                     f"{limits.memory_bytes // 1024**2} MiB of memory"
                 )
-            oom_before = self._cgroup.oom_kills()
             try:
                 code = stream_command(argv, write, env=env, should_stop=should_stop)
             except StreamStopped as stop:
@@ -194,11 +196,14 @@ class BuildKitBuilder:
             seconds = time.monotonic() - started
             if code != 0:
                 write(f"slipway: build failed (exit code {code}) after {seconds:.1f} s")
-                if limits is not None and self._cgroup.oom_kills() > oom_before:
+                if limits is not None and killed:
+                    # The kernel's v1 counters (failcnt, oom_kill) of the build cgroup stay at
+                    # 0 here when a step's own cgroup is killed: SIGKILL is the sign.
                     megabytes = limits.memory_bytes // 1024**2
                     raise BuildError(
-                        f"a build step ran out of memory and was killed: builds may use at most "
-                        f"{megabytes} MiB (SLIPWAY_BUILD_MEMORY_BYTES)"
+                        "a build step was killed (exit code 137): it most likely ran out of "
+                        f"memory, as builds may use at most {megabytes} MiB "
+                        "(SLIPWAY_BUILD_MEMORY_BYTES)"
                     )
                 raise BuildError(f"the Docker build failed (exit code {code})")
             try:
