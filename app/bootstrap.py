@@ -7,6 +7,7 @@ anything at import time.
 from __future__ import annotations
 
 import logging
+import os
 import stat
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -232,7 +233,7 @@ def bootstrap(
     builder = BuildKitBuilder(
         docker_binary,
         limits=BuildLimits(
-            cpus=settings.build_cpus,
+            cpus=settings.build_cpus or max(1.0, (os.cpu_count() or 2) / 2),
             memory_bytes=settings.build_memory_bytes,
             disk_reserve_bytes=settings.build_disk_reserve_bytes,
         ),

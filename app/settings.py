@@ -161,10 +161,10 @@ class Settings(BaseSettings):
     and the outside does not. Only used when the index URL carries credentials."""
     build_index_proxy_port: Annotated[int, Field(ge=1, le=65535)] = 3141
     """Its port (the host firewall lets builds reach it)."""
-    build_cpus: Annotated[float, Field(gt=0)] = 1.0
-    """CPUs all builds share at most (the engine's BuildKit runs every RUN step under one
-    cgroup, so the bound is on builds together, not on each)."""
-    build_memory_bytes: Annotated[int, Field(ge=64 * 1024**2)] = 2 * 1024**3
+    build_cpus: Annotated[float, Field(gt=0)] | None = None
+    """CPUs all builds share at most; unset: half the machine's (at least 1). The engine's
+    BuildKit runs every RUN step under one cgroup: the bound is on builds together."""
+    build_memory_bytes: Annotated[int, Field(ge=64 * 1024**2)] = 4 * 1024**3
     """Memory (no swap) all builds share at most; a step that goes past it is killed and its
     build fails saying so."""
     build_disk_reserve_bytes: Annotated[int, Field(ge=0)] = 2 * 1024**3

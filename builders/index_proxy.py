@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from app.errors import BuildError
 from manifests.langgraph_image import PipIndex
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,14 @@ class IndexPassThrough:
             )
             self._upstreams[upstream.prefix] = upstream
             urls[url] = upstream.prefix + urlunsplit(("", "", parts.path or "/", parts.query, ""))
-        server = _Server((self._host, self._port), _Handler)
+        try:
+            server = _Server((self._host, self._port), _Handler)
+        except OSError as exc:
+            raise BuildError(
+                f"the package index pass-through cannot listen on {self._host}:{self._port} "
+                f"({exc.strerror}): set SLIPWAY_BUILD_INDEX_PROXY_HOST/PORT to a free address "
+                "that builds reach (the docker bridge's gateway)"
+            ) from None
         server.upstreams = dict(self._upstreams)
         server.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         threading.Thread(

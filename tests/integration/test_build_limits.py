@@ -59,7 +59,12 @@ def tags() -> Iterator[list[str]]:
 
 
 def build(
-    root: Path, limits: BuildLimits, step: str, tags: list[str], script: str = ""
+    root: Path,
+    limits: BuildLimits | None,
+    step: str,
+    tags: list[str],
+    script: str = "",
+    timeout_seconds: float = 300,
 ) -> tuple[str, Exception | None]:
     """(the build log, the error it failed with) of one RUN `step` on the Python base, with
     `script` at /script.py."""
@@ -84,7 +89,7 @@ def build(
     error: Exception | None = None
     try:
         BuildKitBuilder(DOCKER, limits=limits).build(
-            plan, tag, {}, log, cancelled=lambda: False, timeout_seconds=300
+            plan, tag, {}, log, cancelled=lambda: False, timeout_seconds=timeout_seconds
         )
     except BuildError as exc:
         error = exc
@@ -162,3 +167,30 @@ def test_a_build_that_fills_the_disk_is_stopped_and_fails_alone(
         lambda: shutil.disk_usage(root).free > free - 200 * MiB,
         60,
     )
+
+
+def test_a_build_past_its_time_is_stopped_and_its_step_does_not_run_on(
+    tmp_path: Path, tags: list[str]
+) -> None:
+    marker = str(600 + uuid.uuid4().int % 300)  # a sleep no other process on the host runs
+    log, error = build(tmp_path / "slow", None, f"sleep {marker}", tags, timeout_seconds=3)
+    assert error is not None and "longer than 3 s" in str(error), log[-2000:]
+    wait_for(
+        "the stopped step's process to end",
+        lambda: (
+            not any(
+                cmdline.read_bytes().split(b"\0")[:2] == [b"sleep", marker.encode()]
+                for cmdline in Path("/proc").glob("[0-9]*/cmdline")
+                if _readable(cmdline)
+            )
+        ),
+        30,
+    )
+
+
+def _readable(path: Path) -> bool:
+    try:
+        path.read_bytes()
+    except OSError:
+        return False
+    return True

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.errors import BuildError
 from builders.index_proxy import IndexPassThrough, credentials_of
 from manifests.langgraph_image import PipIndex
 from tests.wheelhouse import BRIDGE_ADDRESS, WheelIndex, serve_wheelhouse
@@ -93,3 +94,13 @@ def test_the_log_redactor_knows_every_form_of_the_credentials() -> None:
         base64.b64encode(b"me:p@ss").decode(),
         "https://me:p%40ss@mirror.example/simple/",
     }
+
+
+def test_a_taken_port_is_a_clear_build_error(index: WheelIndex) -> None:
+    pip = PipIndex(index_url=index.url)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(BuildError, match="SLIPWAY_BUILD_INDEX_PROXY_HOST/PORT"):
+            IndexPassThrough(pip, host="127.0.0.1", port=port)(pip)
