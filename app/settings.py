@@ -168,8 +168,9 @@ class Settings(BaseSettings):
     """Memory (no swap) all builds share at most; a step that goes past it is killed and its
     build fails saying so."""
     build_disk_reserve_bytes: Annotated[int, Field(ge=0)] = 2 * 1024**3
-    """A build is stopped when the engine's disk has less than this free: the build that
-    fills the disk fails, the apps and the platform keep the rest."""
+    """When the engine's disk has less than this free, the running build step that wrote most
+    (at least 256 MiB) is killed: the build that fills the disk fails, the builds beside it,
+    the apps and the platform keep the rest."""
 
     @field_validator("github_webhook_secret")
     @classmethod

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from app.errors import Annotation, BuildCancelled, BuildError, ConfigError
-from builders.build_limits import BuildCgroup, BuildLimits, free_bytes
+from builders.build_limits import BuildCgroup, BuildLimits, DiskGuard
 from builders.cache_mounts import CacheMountRefused, cache_scope, namespace_cache_mounts
 from builders.docker_cli import (
     BuildMethod,
@@ -55,6 +56,8 @@ class BuildKitBuilder:
         self._limits = limits
         self._cgroup = cgroup or BuildCgroup()
         self._engine_root: Path | None = None
+        self._disk_guard: DiskGuard | None = None
+        self._guard_lock = threading.Lock()
 
     @property
     def cli(self) -> DockerCLI:
@@ -138,17 +141,15 @@ class BuildKitBuilder:
         started = time.monotonic()
         deadline = started + timeout_seconds
         limits = self._limits
-        engine_root = self._docker_root() if limits is not None else None
+        guard = self._guard()
 
         def should_stop() -> str | None:
             if cancelled():
                 return "cancelled"
             if time.monotonic() > deadline:
                 return "timeout"
-            if limits is not None and engine_root is not None:
-                free = free_bytes(engine_root)
-                if free is not None and free < limits.disk_reserve_bytes:
-                    return "disk"
+            if guard is not None:
+                guard.check()  # may kill a step that fills the disk, of this build or another
             return None
 
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,14 +178,6 @@ class BuildKitBuilder:
                 if stop.reason == "cancelled":
                     write("slipway: build stopped: a newer revision superseded this one")
                     raise BuildCancelled("a newer revision superseded this one") from None
-                if stop.reason == "disk":
-                    assert limits is not None
-                    reserve = limits.disk_reserve_bytes // 1024**2
-                    write(f"slipway: build stopped: the disk has less than {reserve} MiB free")
-                    raise BuildError(
-                        f"the build was stopped: it filled the disk (less than {reserve} MiB "
-                        "left). Write less in RUN steps, or clean up in the same step"
-                    ) from None
                 write(f"slipway: build stopped after {timeout_seconds:.0f} s")
                 raise BuildError(
                     f"the build took longer than {timeout_seconds:.0f} s and was stopped"
@@ -196,6 +189,18 @@ class BuildKitBuilder:
             seconds = time.monotonic() - started
             if code != 0:
                 write(f"slipway: build failed (exit code {code}) after {seconds:.1f} s")
+                if (
+                    limits is not None
+                    and killed
+                    and guard is not None
+                    and guard.killed_since(started)
+                ):
+                    reserve = limits.disk_reserve_bytes // 1024**2
+                    write("slipway: a build step was stopped: it filled the disk")
+                    raise BuildError(
+                        f"a build step was stopped: it filled the disk (less than {reserve} MiB "
+                        "left). Write less in RUN steps, or clean up in the same step"
+                    )
                 if limits is not None and killed:
                     # The kernel's v1 counters (failcnt, oom_kill) of the build cgroup stay at
                     # 0 here when a step's own cgroup is killed: SIGKILL is the sign.
@@ -213,6 +218,21 @@ class BuildKitBuilder:
                 raise BuildError(f"the build finished but reported no image id: {exc}") from exc
             write(f"slipway: built {tag} ({image_id[:19]}) in {seconds:.1f} s")
         return BuiltImage(tag=tag, image_id=image_id, method=cli.method.value, seconds=seconds)
+
+    def _guard(self) -> DiskGuard | None:
+        """One per builder: the builds of this process share it (see DiskGuard)."""
+        if self._limits is None:
+            return None
+        with self._guard_lock:
+            return self._make_guard(self._limits)
+
+    def _make_guard(self, limits: BuildLimits) -> DiskGuard | None:
+        if self._disk_guard is None:
+            root = self._docker_root()
+            if root is None:
+                return None
+            self._disk_guard = DiskGuard(root, limits.disk_reserve_bytes)
+        return self._disk_guard
 
     def _docker_root(self) -> Path | None:
         """Where the engine keeps images and build snapshots, when it is on this machine."""

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,7 @@ def build(
     tags: list[str],
     script: str = "",
     timeout_seconds: float = 300,
+    builder: BuildKitBuilder | None = None,
 ) -> tuple[str, Exception | None]:
     """(the build log, the error it failed with) of one RUN `step` on the Python base, with
     `script` at /script.py."""
@@ -88,7 +90,7 @@ def build(
     log = root / "build.log"
     error: Exception | None = None
     try:
-        BuildKitBuilder(DOCKER, limits=limits).build(
+        (builder or BuildKitBuilder(DOCKER, limits=limits)).build(
             plan, tag, {}, log, cancelled=lambda: False, timeout_seconds=timeout_seconds
         )
     except BuildError as exc:
@@ -153,15 +155,29 @@ def test_a_build_that_fills_the_disk_is_stopped_and_fails_alone(
         ).stdout.strip()
     )
     free = shutil.disk_usage(root).free
-    # Leave this build 400 MiB before the reserve; it tries to write 3 GiB.
+    # Leave 400 MiB before the reserve; one build tries to write 3 GiB while another, beside
+    # it, writes a little and takes its time.
     limits = BuildLimits(cpus=2.0, memory_bytes=2048 * MiB, disk_reserve_bytes=free - 400 * MiB)
-    log, error = build(
-        tmp_path / "fill", limits, "dd if=/dev/zero of=/filler bs=1M count=3072", tags
-    )
-    assert error is not None, log[-2000:]
-    assert "filled the disk" in str(error)
-    assert "3221225472 bytes" not in log  # dd never finished
-    # What the step wrote is given back once BuildKit drops the cancelled step.
+    builder = BuildKitBuilder(DOCKER, limits=limits)
+    steps = {
+        "filler": "dd if=/dev/zero of=/filler bs=1M count=3072",
+        "neighbour": "dd if=/dev/zero of=/small bs=1M count=20 && sleep 8 && echo neighbour done",
+    }
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = {
+            name: pool.submit(build, tmp_path / name, limits, step, tags, builder=builder)
+            for name, step in steps.items()
+        }
+        (filler_log, filler_error), (neighbour_log, neighbour_error) = (
+            results["filler"].result(timeout=300),
+            results["neighbour"].result(timeout=300),
+        )
+    assert filler_error is not None, filler_log[-2000:]
+    assert "filled the disk" in str(filler_error)
+    assert "3221225472 bytes" not in filler_log  # dd never finished
+    assert neighbour_error is None, neighbour_log[-2000:]
+    assert "neighbour done" in neighbour_log
+    # What the step wrote is given back once BuildKit drops the killed step.
     wait_for(
         "the stopped step's files to be removed",
         lambda: shutil.disk_usage(root).free > free - 200 * MiB,
