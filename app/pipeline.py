@@ -324,7 +324,7 @@ class RevisionPipeline:
         if plan.deploy is not None:
             repo_config = repo_config.model_copy(update={"deploy": plan.deploy})
         for note in plan.notes:
-            _append(log_path, f"slipway: {note}")
+            _append(log_path, f"slipway: {redact(note)}")
         labels = {
             **plan.labels,
             f"{LABEL_PREFIX}.deployment": ref.deployment.id,
