@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -186,6 +187,7 @@ class BuildKitBuilder:
                 raise BuildError(f"could not run {cli.binary}: {exc}") from exc
             finally:
                 scoped.unlink(missing_ok=True)
+                scoped.with_name(f"{scoped.name}.dockerignore").unlink(missing_ok=True)
             seconds = time.monotonic() - started
             if code != 0:
                 write(f"slipway: build failed (exit code {code}) after {seconds:.1f} s")
@@ -270,6 +272,13 @@ def _with_scoped_cache(plan: BuildPlan, scope: str, path: Path) -> BuildPlan:
         raise ConfigError(message, annotations=annotations) from None
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(scoped, encoding="utf-8")
+    # BuildKit reads `<Dockerfile>.dockerignore` beside the Dockerfile before the context's.
+    own_ignore = plan.dockerfile.with_name(f"{plan.dockerfile.name}.dockerignore")
+    ignore = path.with_name(f"{path.name}.dockerignore")
+    if own_ignore.is_file() and not own_ignore.is_symlink():
+        shutil.copyfile(own_ignore, ignore)
+    else:
+        ignore.unlink(missing_ok=True)
     return replace(plan, dockerfile=path)
 
 
