@@ -7,8 +7,9 @@ anything at import time.
 from __future__ import annotations
 
 import logging
+import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -43,11 +44,14 @@ from app.setup import AppSetup, load_manifest_template
 from app.setup_token import SetupTokenFile, setup_token_path
 from app.teardown import Teardown
 from app.timestamps import utcnow
+from builders.build_limits import BuildLimits
 from builders.docker_cli import find_docker_cli
 from builders.images import BuildKitBuilder
+from builders.index_proxy import IndexPassThrough, credentials_of
 from builders.source import UnpackLimits
 from builders.valkey_image import ValkeyImage
 from manifests.containers import Confinement, LogRotation
+from manifests.langgraph_image import LangGraphBuild
 from manifests.recipes import default_recipes
 
 
@@ -151,8 +155,19 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
             max_path_length=settings.source_max_path_length,
         ),
         max_download_bytes=settings.source_max_download_bytes,
-        recipes=default_recipes(settings.langgraph_build),
+        recipes=default_recipes(index_gateway(settings)),
+        platform_secrets=tuple(credentials_of(settings.langgraph_build.pip)),
     )
+
+
+def index_gateway(settings: Settings) -> LangGraphBuild:
+    """LangGraph builds reach an index with credentials only through the pass-through (started
+    by the first build that needs it, so only a process that builds ever listens)."""
+    build = settings.langgraph_build
+    through = IndexPassThrough(
+        build.pip, host=settings.build_index_proxy_host, port=settings.build_index_proxy_port
+    )
+    return replace(build, gateway=through) if through.needed else build
 
 
 def replica_config(settings: Settings) -> ReplicaConfig:
@@ -227,7 +242,14 @@ def bootstrap(
         settings.postgres_container_host,
         role_limits(settings),
     )
-    builder = BuildKitBuilder(docker_binary)
+    builder = BuildKitBuilder(
+        docker_binary,
+        limits=BuildLimits(
+            cpus=settings.build_cpus or max(1.0, (os.cpu_count() or 2) / 2),
+            memory_bytes=settings.build_memory_bytes,
+            disk_reserve_bytes=settings.build_disk_reserve_bytes,
+        ),
+    )
     replicas = Replicas(
         sessions=sessions,
         secrets=secrets,

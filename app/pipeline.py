@@ -83,6 +83,8 @@ class PipelineConfig:
     max_download_bytes: int = 1024**3
     recipes: tuple[Recipe, ...] = field(default_factory=default_recipes)
     """How a commit becomes an image, in order of precedence (see manifests/recipes.py)."""
+    platform_secrets: tuple[str, ...] = field(default=(), repr=False)
+    """Secrets of the platform's own a log could show (index credentials): redacted too."""
 
     @property
     def builds_dir(self) -> Path:
@@ -202,7 +204,7 @@ class RevisionPipeline:
         self, revision_id: str, ref: RevisionRef, log_path: Path, redact: Redactor
     ) -> RevisionState:
         try:
-            image, run = self._build(ref, log_path)
+            image, run = self._build(ref, log_path, redact)
             with self._sessions() as session:
                 moved = transition(
                     session,
@@ -251,7 +253,7 @@ class RevisionPipeline:
         return self._ref(revision_id).revision.state
 
     # -- build ------------------------------------------------------------------------------
-    def _build(self, ref: RevisionRef, log_path: Path) -> tuple[str, RunConfig]:
+    def _build(self, ref: RevisionRef, log_path: Path, redact: Redactor) -> tuple[str, RunConfig]:
         """(image tag, how it runs), as the platform decided while building it."""
         revision = ref.revision
         tag = f"slipway/{ref.deployment.id}:{revision.id}"
@@ -281,13 +283,15 @@ class RevisionPipeline:
         _append(log_path, f"slipway: fetched source in {time.monotonic() - started:.1f} s")
         repo_config = load_repository_config(source)
         target = BuildTarget(
-            work_dir=work, production=ref.deployment.type is DeploymentType.production
+            work_dir=work,
+            production=ref.deployment.type is DeploymentType.production,
+            cache_scope=str(ref.repository.id),
         )
         plan = plan_build(source, repo_config, target, self.config.recipes)
         if plan.deploy is not None:
             repo_config = repo_config.model_copy(update={"deploy": plan.deploy})
         for note in plan.notes:
-            _append(log_path, f"slipway: {note}")
+            _append(log_path, f"slipway: {redact(note)}")
         labels = {
             **plan.labels,
             f"{LABEL_PREFIX}.deployment": ref.deployment.id,
@@ -303,6 +307,7 @@ class RevisionPipeline:
             log_path,
             cancelled=lambda: self._is_cancelled(revision.id),
             timeout_seconds=self.config.build_timeout_seconds,
+            redact=redact,
         )
         self._update_revision(revision.id, build_method=built.method)
         self._event(ref, "revision built", image=tag, seconds=round(built.seconds, 2))
@@ -740,7 +745,8 @@ class RevisionPipeline:
             return load_ref(session, revision_id)
 
     def _redactor(self, ref: RevisionRef) -> Redactor:
-        return Redactor(list(self._secrets.decrypt_env(ref.revision.env_encrypted).values()))
+        env = self._secrets.decrypt_env(ref.revision.env_encrypted)
+        return Redactor([*env.values(), *self.config.platform_secrets])
 
     def _event(self, ref: RevisionRef, event: str, **fields: object) -> None:
         self._event_ids(ref.deployment.id, ref.revision.id, event, **fields)

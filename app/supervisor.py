@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from urllib.parse import urlencode
 
-from app.bootstrap import open_database, private_data_dir, secret_box
+from app.bootstrap import index_gateway, open_database, private_data_dir, secret_box
 from app.embedded import (
     UNIX_SCHEME,
     Caddy,
@@ -177,7 +177,10 @@ class Supervisor:
             log.info("router started", extra={"port": settings.router_port})
         # Network policy (app/network_policy.py): before the worker can start a replica or a build.
         database_port = self._postgres.port if self._postgres is not None else None
-        enforce_network_policy(settings, docker_cli.binary, database_port)
+        # Builds reach the package-index pass-through when the index carries credentials.
+        pass_through = index_gateway(settings).gateway is not None
+        build_ports = (settings.build_index_proxy_port,) if pass_through else ()
+        enforce_network_policy(settings, docker_cli.binary, database_port, build_ports)
         self._env = env
 
     def _caddy_config(self) -> dict[str, object]:

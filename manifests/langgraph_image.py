@@ -7,15 +7,20 @@ runtime from the operator's package index, and orders layers so that a change to
 code rebuilds only the last ones: server, then declared requirements, then `dockerfile_lines`,
 then the source.
 
-The operator's index settings reach pip as a BuildKit secret mounted at /etc/pip.conf for each
-`pip install` only: an index URL with credentials never lands in a layer or in the history.
+The index settings reach pip as a BuildKit secret mounted at /etc/pip.conf for each `pip install`
+only, so they land in no layer and no history line. They are not secret, though: the build runs
+the tenant's `dockerfile_lines` and packages, which can read that mount. An index URL with the
+operator's credentials therefore never reaches a build: `LangGraphBuild.gateway` turns it into
+the URL of an authenticating pass-through on the host (builders/index_proxy.py).
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from manifests.langgraph import APP_DIR, LangGraphProject
 
@@ -56,6 +61,13 @@ class PipIndex:
             return None
         return "\n".join(["[global]", *lines, ""])
 
+    def carries_credentials(self) -> bool:
+        """Whether a URL has userinfo: such settings must not reach a build as they are."""
+        urls = [u for u in [self.index_url, *(self.extra_index_url or "").split()] if u]
+        return any(
+            urlsplit(u).username is not None or urlsplit(u).password is not None for u in urls
+        )
+
 
 @dataclass(frozen=True)
 class LangGraphBuild:
@@ -65,6 +77,12 @@ class LangGraphBuild:
     """May name `{python_version}`, filled from langgraph.json."""
     runtime: str = "pg"
     pip: PipIndex = field(default_factory=PipIndex)
+    gateway: Callable[[PipIndex], PipIndex] | None = field(default=None, compare=False, repr=False)
+    """Turns the operator's index settings into those a build may see: URLs with credentials
+    become URLs of the authenticating pass-through (builders/index_proxy.py)."""
+
+    def pip_for_builds(self) -> PipIndex:
+        return self.gateway(self.pip) if self.gateway is not None else self.pip
 
     def runtime_for(self, *, production: bool) -> str:
         """inmem loses state with its container: production deployments always get pg."""

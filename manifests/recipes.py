@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -40,6 +40,8 @@ class BuildTarget:
     work_dir: Path
     """Private to this build and removed after it: generated files go here."""
     production: bool
+    cache_scope: str | None = None
+    """Builds share BuildKit cache mounts only within one scope: the repository's id."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class BuildPlan:
     labels: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     """Lines for the build log (warnings about the repository's config)."""
+    cache_scope: str | None = None
+    """See BuildTarget.cache_scope; None only where no tenant builds (tools, tests)."""
 
 
 class Recipe(Protocol):
@@ -118,7 +122,14 @@ class LangGraphRecipe:
             encoding="utf-8",
         )
         secrets: dict[str, Path] = {}
-        pip_config = self._build.pip.config_file()
+        pip = self._build.pip_for_builds()
+        if pip.carries_credentials():
+            # The build runs the tenant's code: it could print whatever it is given.
+            raise ConfigError(
+                "the package index URL carries credentials and no pass-through was set up to "
+                "keep them out of the build (SLIPWAY_BUILD_PIP_INDEX_URL)"
+            )
+        pip_config = pip.config_file()
         if pip_config is not None:
             path = target.work_dir / "pip.conf"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -197,7 +208,7 @@ def plan_build(
     for recipe in recipes if recipes is not None else default_recipes():
         plan = recipe.plan(source_dir, config, target)
         if plan is not None:
-            return plan
+            return replace(plan, cache_scope=target.cache_scope)
     raise ConfigError(
         f"no Dockerfile at '{config.build.dockerfile}' and no "
         f"'{config.build.langgraph_config_path}' in this commit: add a Dockerfile at the "

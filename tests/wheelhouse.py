@@ -8,6 +8,7 @@ bridge for as long as a test session needs it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import html
 import re
@@ -93,19 +94,38 @@ def _project(wheel: str) -> str:
 class _IndexHandler(SimpleHTTPRequestHandler):
     """/simple/<project>/ lists that project's wheels; /files/<wheel> serves one."""
 
-    def __init__(self, *args: Any, wheelhouse: Path, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        wheelhouse: Path,
+        authorization: str | None = None,
+        absolute_links: bool = False,
+        **kwargs: Any,
+    ) -> None:
         self.wheelhouse = wheelhouse
+        self.authorization = authorization
+        self.absolute_links = absolute_links
         super().__init__(*args, directory=str(wheelhouse), **kwargs)
 
     def do_GET(self) -> None:
+        if self.authorization is not None and (
+            self.headers.get("Authorization") != self.authorization
+        ):
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="wheels"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         match = re.fullmatch(r"/simple/([^/]+)/?", self.path)
         if match is None:
             self.path = self.path.removeprefix("/files")
             super().do_GET()
             return
         name = match.group(1).lower()
+        host = self.headers.get("Host", "")
+        origin = f"http://{host}" if self.absolute_links else ""
         links = [
-            f'<a href="/files/{html.escape(w.name)}">{html.escape(w.name)}</a><br>'
+            f'<a href="{origin}/files/{html.escape(w.name)}">{html.escape(w.name)}</a><br>'
             for w in sorted(self.wheelhouse.glob("*.whl"))
             if _project(w.name) == name
         ]
@@ -132,12 +152,27 @@ class WheelIndex:
 
 
 @contextmanager
-def serve_wheelhouse(wheelhouse: Path) -> Iterator[WheelIndex]:
-    server = ThreadingHTTPServer((BRIDGE_ADDRESS, 0), partial(_IndexHandler, wheelhouse=wheelhouse))
+def serve_wheelhouse(
+    wheelhouse: Path, *, user: str | None = None, password: str | None = None
+) -> Iterator[WheelIndex]:
+    """With a user and password, the index asks for them (HTTP basic auth, as a company
+    mirror does), its URL carries them, and its pages link to files by absolute URLs."""
+    authorization = None
+    if user is not None and password is not None:
+        authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    handler = partial(
+        _IndexHandler,
+        wheelhouse=wheelhouse,
+        authorization=authorization,
+        absolute_links=authorization is not None,
+    )
+    server = ThreadingHTTPServer((BRIDGE_ADDRESS, 0), handler)
+    userinfo = f"{user}:{password}@" if authorization is not None else ""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield WheelIndex(url=f"http://{BRIDGE_ADDRESS}:{server.server_address[1]}/simple/")
+        port = server.server_address[1]
+        yield WheelIndex(url=f"http://{userinfo}{BRIDGE_ADDRESS}:{port}/simple/")
     finally:
         server.shutdown()
         server.server_close()

@@ -4,9 +4,10 @@ base from a local package index, serves the graph to the official langgraph-sdk 
 from __future__ import annotations
 
 import asyncio
+import base64
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,14 @@ import pytest
 from langgraph_sdk import get_client
 
 from builders.images import BuildKitBuilder
+from builders.index_proxy import IndexPassThrough
 from manifests.config import load_repository_config
-from manifests.langgraph_image import LangGraphBuild, PipIndex
+from manifests.langgraph_image import PIP_SECRET_ID, LangGraphBuild, PipIndex
 from manifests.recipes import BuildPlan, BuildTarget, default_recipes, plan_build
 from tests.apps import langgraph_app
 from tests.images import DOCKER, ensure_python_pip_image
 from tests.platform import wait_for
-from tests.wheelhouse import WheelIndex, ensure_wheelhouse, serve_wheelhouse
+from tests.wheelhouse import BRIDGE_ADDRESS, WheelIndex, ensure_wheelhouse, serve_wheelhouse
 
 pytestmark = pytest.mark.docker
 
@@ -36,20 +38,27 @@ def wheel_index() -> Iterator[WheelIndex]:
         yield index
 
 
-def write_repository(root: Path, prefix: str) -> Path:
+def write_repository(root: Path, prefix: str, dockerfile_lines: tuple[str, ...] = ()) -> Path:
     source = root / "src"
     source.mkdir(parents=True, exist_ok=True)
-    for name, content in langgraph_app(prefix).items():
+    for name, content in langgraph_app(prefix, dockerfile_lines=dockerfile_lines).items():
         (source / name).write_text(str(content))
     return source
 
 
-def build(root: Path, index: WheelIndex, tag: str, log: Path) -> BuildPlan:
+def build(
+    root: Path,
+    index: WheelIndex,
+    tag: str,
+    log: Path,
+    gateway: Callable[[PipIndex], PipIndex] | None = None,
+) -> BuildPlan:
     source = root / "src"
     langgraph = LangGraphBuild(
         base_image=ensure_python_pip_image(),
         runtime="inmem",
         pip=PipIndex(index_url=index.url, trusted_host=index.trusted_host),
+        gateway=gateway,
     )
     plan = plan_build(
         source,
@@ -165,3 +174,77 @@ def test_a_langgraph_repository_builds_and_serves_its_graph_to_the_sdk(
     url = run_server(tag, served)
     _, result = asyncio.run(ask(url, "hello"))
     assert result["text"] == "v2: hello"
+
+
+STEALING_LINES = (
+    "RUN cat /etc/pip.conf /run/secrets/* 2>/dev/null; env; true",
+    f"RUN --mount=type=secret,id={PIP_SECRET_ID} cat /run/secrets/{PIP_SECRET_ID}; true",
+    f"RUN --mount=type=secret,id={PIP_SECRET_ID},target=/stolen.conf "
+    "cp /stolen.conf /stolen-copy.conf; cat /stolen-copy.conf; true",
+)
+"""What a tenant writes in dockerfile_lines to read every secret the build is given, and keep a
+copy of it in the image."""
+
+
+def test_a_build_step_that_reads_every_secret_finds_no_index_credential(
+    tmp_path: Path, served: list[str]
+) -> None:
+    password = f"index-token-{uuid.uuid4().hex}"
+    user = "operator"
+    leaks = [password.encode(), base64.b64encode(f"{user}:{password}".encode())]
+    tag = f"slipway-test/langgraph-thief:{uuid.uuid4().hex[:8]}"
+    # A step of its own first: BuildKit's cache does not key on secrets, so a step cached from
+    # an earlier run would not run (nor print) again.
+    fresh = f"RUN echo {uuid.uuid4().hex}"
+    write_repository(tmp_path, "v1: ", dockerfile_lines=(fresh, *STEALING_LINES))
+    log = tmp_path / "build.log"
+    with serve_wheelhouse(ensure_wheelhouse(), user=user, password=password) as index:
+        assert password in index.url  # the operator's setting: a URL with credentials
+        pip = PipIndex(index_url=index.url, trusted_host=index.trusted_host)
+        pass_through = IndexPassThrough(pip, host=BRIDGE_ADDRESS, port=0)
+        try:
+            build(tmp_path, index, tag, log, gateway=pass_through)
+            served.append(tag)
+            address = pass_through.listening_on
+        finally:
+            pass_through.stop()
+    assert address is not None
+
+    # The packages came from the index, through the pass-through (which the thief saw).
+    steps = log.read_text()
+    assert f"http://{address[0]}:{address[1]}/" in steps, steps[-3000:]
+    imported = subprocess.run(
+        [DOCKER, "run", "--rm", "--entrypoint", "python", tag, "-c", "import langgraph_api"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert imported.returncode == 0, imported.stderr
+    # Neither the log nor any layer, file or history line of the image holds the credential.
+    for leak in leaks:
+        assert leak.decode() not in steps
+    history = subprocess.run(
+        [DOCKER, "history", "--no-trunc", "--format", "{{.CreatedBy}}", tag],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert password not in history
+    assert not image_holds(tag, leaks)
+
+
+def image_holds(tag: str, needles: list[bytes]) -> bool:
+    """Whether any of the bytes appear anywhere in `docker save` of the image (every layer's
+    files, the config and the history), streamed."""
+    save = subprocess.Popen([DOCKER, "save", tag], stdout=subprocess.PIPE)
+    assert save.stdout is not None
+    overlap = max(len(n) for n in needles)
+    tail = b""
+    found = False
+    while chunk := save.stdout.read(1024 * 1024):
+        window = tail + chunk
+        found = found or any(n in window for n in needles)
+        tail = window[-overlap:]
+    assert save.wait(timeout=300) == 0
+    return found

@@ -296,11 +296,13 @@ class FakeBuilder:
         *,
         cancelled: Callable[[], bool],
         timeout_seconds: float,
+        redact: Callable[[str], str] | None = None,
     ) -> BuiltImage:
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        hide = redact or (lambda line: line)
         with log_path.open("a", encoding="utf-8") as log:
-            log.write(f"slipway: building {tag} from {plan.dockerfile_path}\n")
-            log.writelines(line + "\n" for line in self.output)
+            log.write(hide(f"slipway: building {tag} from {plan.dockerfile_path}") + "\n")
+            log.writelines(hide(line) + "\n" for line in self.output)
         if self.during_build is not None:
             self.during_build()
         if cancelled():

@@ -67,6 +67,7 @@ def test_a_langgraph_repository_without_a_dockerfile_builds_a_langgraph_server(
     build = LangGraphBuild(
         base_image="python:{python_version}-slim-bookworm",
         pip=PipIndex(index_url="http://user:token@mirror.example/simple/"),
+        gateway=lambda pip: PipIndex(index_url="http://172.17.0.1:3141/i0/simple/"),
     )
     plan = plan_build(
         source,
@@ -84,11 +85,13 @@ def test_a_langgraph_repository_without_a_dockerfile_builds_a_langgraph_server(
     graphs = {"agent": "/deps/app/agent.py:graph"}
     assert f"ENV LANGSERVE_GRAPHS={json.dumps(json.dumps(graphs))}" in dockerfile
     assert 'ENV LANGGRAPH_RUNTIME_EDITION="pg"' in dockerfile
-    # The index (with its credentials) is a build secret only, never in the Dockerfile.
+    # The index is mounted for pip only, never in the Dockerfile; and the build (which runs
+    # the tenant's code) sees the pass-through's URL, never the operator's credentials.
     assert "mirror.example" not in dockerfile
     assert f"--mount=type=secret,id={PIP_SECRET_ID},target=/etc/pip.conf" in dockerfile
     secret = plan.secrets[PIP_SECRET_ID]
-    assert "index-url = http://user:token@mirror.example/simple/" in secret.read_text()
+    assert "index-url = http://172.17.0.1:3141/i0/simple/" in secret.read_text()
+    assert "token" not in secret.read_text()
     assert secret.stat().st_mode & 0o077 == 0
     assert plan.labels["dev.slipway.langgraph-runtime"] == "pg"
     # Requirements come before the source: a change to agent.py rebuilds only what follows.
@@ -98,6 +101,18 @@ def test_a_langgraph_repository_without_a_dockerfile_builds_a_langgraph_server(
     )
     assert requirements < lines.index("COPY . /deps/app")
     assert any("`env`: .env is not in this commit" in note for note in plan.notes)
+
+
+def test_index_credentials_without_a_pass_through_never_reach_a_build(tmp_path: Path) -> None:
+    source = repository(tmp_path, {"langgraph.json": CONFIG, "agent.py": AGENT})
+    build = LangGraphBuild(pip=PipIndex(extra_index_url="https://pypi.org/simple/ https://u:t@x/"))
+    with pytest.raises(ConfigError, match="credentials"):
+        plan_build(
+            source,
+            load_repository_config(source),
+            BuildTarget(work_dir=tmp_path, production=False),
+            default_recipes(build),
+        )
 
 
 def test_a_dockerfile_in_the_commit_wins_over_langgraph_json(tmp_path: Path) -> None:
