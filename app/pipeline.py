@@ -57,6 +57,7 @@ from manifests.config import (
     scale_labels,
 )
 from manifests.containers import LABEL_PREFIX, LIMITS, REDIS_LIMITS, redis_name
+from manifests.image_names import revision_image_tag
 from manifests.recipes import (
     BuildTarget,
     Recipe,
@@ -256,7 +257,7 @@ class RevisionPipeline:
     def _build(self, ref: RevisionRef, log_path: Path, redact: Redactor) -> tuple[str, RunConfig]:
         """(image tag, how it runs), as the platform decided while building it."""
         revision = ref.revision
-        tag = f"slipway/{ref.deployment.id}:{revision.id}"
+        tag = revision_image_tag(ref.deployment.id, revision.id)
         if revision.rollback_of is not None:
             reused = self._reuse_image(ref, tag, log_path)
             if reused is not None:

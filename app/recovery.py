@@ -139,7 +139,7 @@ class Recovery:
                 "reason": reason,
             },
         )
-        kill_builds(f"slipway/{revision.deployment_id}:{revision.id}")
+        kill_builds(revision.id)
         try:
             self._runtime.remove_labelled(REVISION_LABEL, revision.id)
         except SlipwayError as exc:
@@ -189,12 +189,14 @@ def _last_sign() -> ColumnElement[datetime]:
     )
 
 
-def kill_builds(tag: str) -> int:
-    """Kill the process groups of `docker build`s of `tag` a dead worker left running.
+def kill_builds(revision_id: str) -> int:
+    """Kill the process groups of `docker build`s of the revision a dead worker left running.
 
     Builds run in their own session (builders/docker_cli.py), so a killed worker's build
-    outlives it; it is found by the tag on its command line.
+    outlives it; it is found by the revision's label on its command line (its image's tag has
+    random bits no one else knows).
     """
+    label = f"{REVISION_LABEL}={revision_id}".encode()
     killed = 0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -203,7 +205,7 @@ def kill_builds(tag: str) -> int:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if tag.encode() in argv and any(arg.endswith(b"docker") for arg in argv[:1]):
+        if label in argv and any(arg.endswith(b"docker") for arg in argv[:1]):
             pid = int(entry.name)
             try:
                 os.killpg(os.getpgid(pid), signal.SIGKILL)

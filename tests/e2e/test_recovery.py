@@ -67,7 +67,7 @@ def test_a_worker_killed_mid_build_leaves_a_failed_revision_and_nothing_running(
         second = repo.commit(slow, "slow build")
         platform.push(repository, INSTALLATION_ID, first, second)
         building = platform.settle(repository["full_name"], second, frozenset({"building"}))[1]
-        tag = f"slipway/{deployment['id']}:{building['id']}"
+        tag = f"dev.slipway.revision={building['id']}"  # on the build's command line
         wait_for("the docker build to run", lambda: builds_of(tag), 60)
         pid = wait_for("the worker process", lambda: worker_pid(platform.process.pid), 10)
 
@@ -88,5 +88,5 @@ def test_a_worker_killed_mid_build_leaves_a_failed_revision_and_nothing_running(
     finally:
         platform.stop()
         if tag:
-            kill_builds(tag)  # nothing of this test's may outlive it
+            kill_builds(tag.removeprefix("dev.slipway.revision="))  # nothing may outlive it
         remove_docker_objects(deployment_ids)

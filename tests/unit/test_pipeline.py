@@ -24,7 +24,8 @@ def test_a_revision_goes_live_behind_its_hostname(platform: Platform) -> None:
 
     revision = platform.revision(first)
     assert revision.state is RevisionState.live
-    assert revision.image == f"slipway/{revision.deployment_id}:{first}"
+    assert revision.image is not None
+    assert revision.image.startswith(f"slipway/{revision.deployment_id}:{first}-")
     assert platform.builder.images[revision.image] == DOCKERFILE
     assert platform.deployment().live_revision_id == first
     assert platform.router.routes == route(platform, first)
