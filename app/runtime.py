@@ -32,6 +32,7 @@ import fcntl
 import io
 import ipaddress
 import logging
+import secrets
 import tarfile
 import threading
 import time
@@ -52,6 +53,7 @@ from manifests.containers import (
     DEFAULT_NETWORK_POOL,
     DEPLOYMENT_LABEL,
     HOLDER_LABEL,
+    HOLDER_SUFFIX,
     NETWORK_SUBNET_PREFIX_LENGTH,
     REVISION_LABEL,
     WRITABLE_LAYER_LABEL,
@@ -203,17 +205,25 @@ class DockerRuntime:
 
     # -- holders ------------------------------------------------------------------------------
     def _take_holder(self, spec: ContainerSpec, holder: str) -> None:
-        """One of the network's spares becomes the replica's holder (renaming is atomic: of
-        two starts, one gets it; the other tries the next); without one left, one is run."""
-        for spare in spare_holder_names(spec.network, spec.limits):
-            for _attempt in range(START_ATTEMPTS):
-                try:
-                    self._api.rename(spare, holder)
-                    return
-                except APIError as exc:
-                    if not _name_in_use(exc):
-                        break  # taken by another start, or not made yet: the next one
-                    self._force_remove(holder)  # left by an earlier attempt (a retried job)
+        """One of the network's spares becomes the replica's holder; without one left, one is
+        run.
+
+        Taken under the network's spares lock (this host's workers share it; held for a rename,
+        a few milliseconds): a rename is not a take on its own. The engine resolves the old name
+        before it waits for the container, so of two starts renaming one spare at once both
+        succeeded, the second renaming the first's holder away under it (seen in bursts: two
+        replicas at one address, a third whose holder was gone).
+        """
+        with self._lock(f"spares-{spec.network}"):
+            for spare in spare_holder_names(spec.network, spec.limits):
+                for _attempt in range(START_ATTEMPTS):
+                    try:
+                        self._api.rename(spare, holder)
+                        return
+                    except APIError as exc:
+                        if not _name_in_use(exc):
+                            break  # taken by another start, or not made yet: the next one
+                        self._force_remove(holder)  # left by an earlier attempt (a retried job)
         self._run_holder(spec, holder)
 
     def _run_holder(self, spec: ContainerSpec, name: str) -> None:
@@ -254,11 +264,11 @@ class DockerRuntime:
                     if (state := self._container_state(name)) is not None
                 }
                 for name in wanted:
-                    if states.get(name) in RUNNING_STATES:
+                    if states.get(name) == "running":
                         continue
                     if name in states:  # stopped (killed, or the engine restarted): made anew
                         self._force_remove(name)
-                    self._run(holder_options(spec, name, self._holder_image()))
+                    self._publish_spare(spec, name)
         except DockerException as exc:
             # Another worker made one (the name is taken), or the network went meanwhile.
             log.info("spare holder not made", extra={"network": spec.network, "why": _reason(exc)})
@@ -267,6 +277,19 @@ class DockerRuntime:
         finally:
             with self._spares_lock:
                 self._spares_coming.discard(spec.network)
+
+    def _publish_spare(self, spec: ContainerSpec, name: str) -> None:
+        """Made and started under a name of its own, then renamed into place: a start takes a
+        spare by its name, so it only ever finds a running one. (Made under its final name, a
+        spare could be taken between its creation and its start; the taker's app then failed
+        to join it, and a failed start's clean-up removed the holder under the taker.)"""
+        making = f"{name.removesuffix(HOLDER_SUFFIX)}-new{secrets.token_hex(4)}{HOLDER_SUFFIX}"
+        container_id = self._run(holder_options(spec, making, self._holder_image()))
+        try:
+            self._api.rename(container_id, name)
+        except DockerException:
+            self._force_remove(container_id)
+            raise
 
     def _address_of(self, holder: str, network: str) -> str:
         """The holder's IPv4 address on the deployment's network."""

@@ -16,6 +16,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -432,6 +433,30 @@ def test_the_next_replica_takes_the_networks_spare_holder(deployments: Deploymen
     assert second.endpoint.host == container_ip(waiting)
     assert wait_for("a new spare", lambda: container_id(spare), 30) != waiting
     assert serves(first.endpoint) and serves(second.endpoint)
+
+
+def test_a_burst_of_starts_takes_each_spare_once(
+    deployments: Deployments, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three replicas started at once (the autoscaler's burst from one to four) each get a
+    spare of their own: the engine resolves a rename's old name before it waits for the
+    container, so two starts once took one spare, two replicas sharing an address and a third
+    losing its holder."""
+    deployment_id, first = deployments.start()
+    spares = spare_holder_names(
+        deployment_network(deployment_id).name, LIMITS[DeploymentType.production]
+    )
+    wait_for("three spare holders", lambda: all(container_id(name) for name in spares), 30)
+    waiting = {container_id(name) for name in spares}
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        burst = list(pool.map(lambda _: deployments.start_replica(deployment_id), range(3)))
+
+    holders = {container_id(holder_name(replica.name)) for replica in burst}
+    assert holders == waiting  # each spare taken once, no holder made on the start path
+    assert len({replica.endpoint for replica in [first, *burst]}) == 4
+    assert all(serves(replica.endpoint) for replica in burst)
+    assert "retried with a new holder" not in caplog.text
 
 
 def test_a_spare_that_stopped_is_replaced_and_the_retry_is_logged(
