@@ -230,6 +230,7 @@ def bootstrap(
         docker_binary,
         settings.data_dir.resolve() / "run",
         network_pool=settings.container_network_pool,
+        holder_reserve=settings.holder_reserve,
     )
     router = CaddyRouter(
         require(settings.caddy_admin_url, "CADDY_ADMIN_URL"),

@@ -50,12 +50,17 @@ from app.errors import EngineError, RuntimeStartError
 from app.ports import Endpoint, ReplicaStatus, StartedReplica
 from builders.holder_image import holder_image as builders_holder_image
 from manifests.containers import (
+    CONTAINER_HOST_ALIAS,
+    DEFAULT_HOLDER_RESERVE,
     DEFAULT_NETWORK_POOL,
     DEPLOYMENT_LABEL,
     HOLDER_LABEL,
+    HOLDER_ROLE,
     HOLDER_SUFFIX,
     NETWORK_SUBNET_PREFIX_LENGTH,
+    RESERVE_LABEL,
     REVISION_LABEL,
+    ROLE_LABEL,
     WRITABLE_LAYER_LABEL,
     Confinement,
     ContainerSpec,
@@ -64,7 +69,9 @@ from manifests.containers import (
     free_subnets,
     holder_name,
     is_holder,
-    spare_holder_names,
+    reserve_holder_names,
+    reserve_id,
+    reserve_network,
 )
 
 log = logging.getLogger(__name__)
@@ -118,9 +125,11 @@ class DockerRuntime:
         engine: docker.DockerClient | None = None,
         writable_layer_check_seconds: float = WRITABLE_LAYER_CHECK_SECONDS,
         monotonic: Callable[[], float] = time.monotonic,
+        holder_reserve: int = DEFAULT_HOLDER_RESERVE,
     ) -> None:
         """`engine`: the Engine API client (from the environment, as the Docker CLI finds the
-        engine, when not given); `docker_binary` only builds the holder's image."""
+        engine, when not given); `docker_binary` only builds the holder's image;
+        `holder_reserve`: spare holders the host keeps for any deployment's next replicas."""
         self._engine = engine or docker.from_env(timeout=ENGINE_TIMEOUT_SECONDS)
         self._api = self._engine.api
         self._lock_dir = lock_dir
@@ -130,7 +139,9 @@ class DockerRuntime:
         self._spares = ThreadPoolExecutor(max_workers=2, thread_name_prefix="spare-holder")
         self._lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="holder-address")
         self._spares_lock = threading.Lock()
-        self._spares_coming: set[str] = set()
+        self._reserve_coming = False
+        self._reserve = reserve_id(str(lock_dir.resolve()))
+        self._reserve_names = reserve_holder_names(self._reserve, holder_reserve)
         self._writable_layer_check_seconds = writable_layer_check_seconds
         self._monotonic = monotonic
         self._writable_layers_checked: float | None = None
@@ -179,7 +190,7 @@ class DockerRuntime:
             endpoint = Endpoint(address.result(), spec.port)
             # Only now: a spare made while the app starts competes with it for the engine
             # (the start took ~100 ms longer).
-            self._replenish(spec)
+            self._replenish()
         except DockerException as exc:
             self._force_remove(holder)
             raise RuntimeStartError(f"the container could not be started: {_reason(exc)}") from exc
@@ -205,26 +216,43 @@ class DockerRuntime:
 
     # -- holders ------------------------------------------------------------------------------
     def _take_holder(self, spec: ContainerSpec, holder: str) -> None:
-        """One of the network's spares becomes the replica's holder; without one left, one is
-        run.
+        """A spare of the host's reserve becomes the replica's holder, joined to the
+        deployment's network; without one left, a holder is run on it.
 
-        Taken under the network's spares lock (this host's workers share it; held for a rename,
-        a few milliseconds): a rename is not a take on its own. The engine resolves the old name
+        Taken under the reserve's lock (this host's workers share it; held for a rename, a few
+        milliseconds): a rename is not a take on its own. The engine resolves the old name
         before it waits for the container, so of two starts renaming one spare at once both
         succeeded, the second renaming the first's holder away under it (seen in bursts: two
         replicas at one address, a third whose holder was gone).
         """
-        with self._lock(f"spares-{spec.network}"):
-            for spare in spare_holder_names(spec.network, spec.limits):
+        taken = False
+        with self._lock("reserve"):
+            for spare in self._reserve_names:
                 for _attempt in range(START_ATTEMPTS):
                     try:
                         self._api.rename(spare, holder)
-                        return
+                        taken = True
+                        break
                     except APIError as exc:
                         if not _name_in_use(exc):
                             break  # taken by another start, or not made yet: the next one
                         self._force_remove(holder)  # left by an earlier attempt (a retried job)
-        self._run_holder(spec, holder)
+                if taken:
+                    break
+        if not taken:
+            self._run_holder(spec, holder)
+            return
+        try:
+            # ~85 ms for both, against ~250 ms for a new holder's start.
+            self._api.connect_container_to_network(holder, spec.network)
+            self._api.disconnect_container_from_network(holder, reserve_network(self._reserve).name)
+        except DockerException as exc:
+            log.warning(
+                "reserve holder not joined to its network: a new one is run",
+                extra={**_ids(spec), "holder": holder, "why": _reason(exc)},
+            )
+            self._force_remove(holder)
+            self._run_holder(spec, holder)
 
     def _run_holder(self, spec: ContainerSpec, name: str) -> None:
         for _attempt in range(START_ATTEMPTS):
@@ -244,52 +272,64 @@ class DockerRuntime:
             f"the replica's holder could not be started after {START_ATTEMPTS} attempts"
         )
 
-    def _replenish(self, spec: ContainerSpec) -> None:
-        """The network's spares made up again, unless this process is at it already."""
+    def _replenish(self) -> None:
+        """The host's reserve made up again, unless this process is at it already."""
+        if not self._reserve_names:
+            return
         with self._spares_lock:
-            if spec.network in self._spares_coming:
+            if self._reserve_coming:
                 return
-            self._spares_coming.add(spec.network)
-        self._spares.submit(self._make_spare, spec)
+            self._reserve_coming = True
+        self._spares.submit(self._make_reserve)
 
-    def _make_spare(self, spec: ContainerSpec) -> None:
-        """The network's missing or stopped spares made, under its lock, which its removal
-        takes too: a spare made while its deployment goes would keep the network from going."""
+    def _make_reserve(self) -> None:
+        """The reserve's missing or stopped spares made, on the reserve's own network."""
+        network = reserve_network(self._reserve)
         try:
-            with self._lock(f"network-{spec.network}"):
-                wanted = spare_holder_names(spec.network, spec.limits)
+            with self._lock("reserve-making"):
+                self.ensure_network(network.name, network.labels)
                 states = {
                     name: state
-                    for name in wanted
+                    for name in self._reserve_names
                     if (state := self._container_state(name)) is not None
                 }
-                for name in wanted:
+                for name in self._reserve_names:
                     if states.get(name) == "running":
                         continue
                     if name in states:  # stopped (killed, or the engine restarted): made anew
                         self._force_remove(name)
-                    self._publish_spare(spec, name)
+                    self._publish_spare(name)
         except DockerException as exc:
-            # Another worker made one (the name is taken), or the network went meanwhile.
-            log.info("spare holder not made", extra={"network": spec.network, "why": _reason(exc)})
+            # Another worker made one (the name is taken), or the engine refused: next time.
+            log.info("spare holder not made", extra={"why": _reason(exc)})
         except Exception:
-            log.exception("spare holder not made", extra={"network": spec.network})
+            log.exception("spare holder not made")
         finally:
             with self._spares_lock:
-                self._spares_coming.discard(spec.network)
+                self._reserve_coming = False
 
-    def _publish_spare(self, spec: ContainerSpec, name: str) -> None:
+    def _publish_spare(self, name: str) -> None:
         """Made and started under a name of its own, then renamed into place: a start takes a
         spare by its name, so it only ever finds a running one. (Made under its final name, a
-        spare could be taken between its creation and its start; the taker's app then failed
-        to join it, and a failed start's clean-up removed the holder under the taker.)"""
+        spare could be taken between its creation and its start.)"""
         making = f"{name.removesuffix(HOLDER_SUFFIX)}-new{secrets.token_hex(4)}{HOLDER_SUFFIX}"
-        container_id = self._run(holder_options(spec, making, self._holder_image()))
+        options = reserve_holder_options(self._reserve, making, self._holder_image())
+        container_id = self._run(options)
         try:
             self._api.rename(container_id, name)
         except DockerException:
             self._force_remove(container_id)
             raise
+
+    def remove_reserve(self) -> None:
+        """The host's spare holders and their network gone (a platform that leaves for good,
+        or a test); the next start makes them again."""
+        selector = {"label": f"{RESERVE_LABEL}={self._reserve}"}
+        with self._lock("reserve-making"):
+            for container in self._api.containers(all=True, filters=selector):
+                self._force_remove(str(container["Id"]))
+            for network in self._api.networks(filters=selector):
+                self._remove_network(str(network["Id"]))
 
     def _address_of(self, holder: str, network: str) -> str:
         """The holder's IPv4 address on the deployment's network."""
@@ -438,17 +478,23 @@ class DockerRuntime:
         )
 
     def statuses(self) -> dict[str, ReplicaStatus]:
-        """One listing for every replica on the engine; exited ones are inspected for why.
+        """Two listings for every replica on the engine (apps, holders); exited ones are
+        inspected for why.
 
         Once per reconciler tick for the whole platform. A replica whose holder is gone is dead
         too: its app has no network left.
         """
         try:
             listed = self._api.containers(all=True, filters={"label": DEPLOYMENT_LABEL})
+            # Holders taken from the host's reserve carry no deployment label: every holder
+            # carries its image's role.
+            holders = self._api.containers(
+                all=True, filters={"label": f"{ROLE_LABEL}={HOLDER_ROLE}"}
+            )
         except DockerException as exc:
             raise EngineError(f"the Docker engine did not list replicas: {_reason(exc)}") from exc
         self._check_writable_layers()
-        states: dict[str, str] = {}
+        states: dict[str, str] = {_name(c): str(c.get("State") or "") for c in holders}
         replicas: dict[str, str] = {}
         for container in listed:
             name = _name(container)
@@ -582,6 +628,9 @@ class DockerRuntime:
                 with self._lock(f"network-{network['Name']}"):
                     for name in self._labelled_containers(selector):
                         self.remove(name)
+                    # A holder taken from the reserve carries no deployment label: one whose
+                    # replica never started (a worker died in between) is found on the network.
+                    self._remove_attached(str(network["Id"]))
                     self._remove_network(str(network["Id"]))
         except DockerException as exc:
             raise EngineError(
@@ -600,6 +649,12 @@ class DockerRuntime:
         """Names, holders last: an app still draining keeps its network until it stops."""
         names = [_name(c) for c in self._api.containers(all=True, filters=selector)]
         return sorted(names, key=is_holder)
+
+    def _remove_attached(self, network: str) -> None:
+        with contextlib.suppress(NotFound):
+            attached = self._api.inspect_network(network).get("Containers") or {}
+            for container_id in attached:
+                self._force_remove(container_id)
 
     def _remove_network(self, network: str) -> None:
         """Safe to race: a network another remover took first is gone, which is the aim."""
@@ -654,30 +709,61 @@ def replica_options(spec: ContainerSpec, holder: str) -> Options:
 
 
 def holder_options(spec: ContainerSpec, name: str, image: str) -> Options:
-    """The create call for the holder of a replica of `spec`'s deployment: on its network, with
-    its extra hosts (a joined container shares them), confined like a replica and smaller.
+    """The create call for a holder made for one replica of `spec`'s deployment (when the
+    host's reserve has none left): on its network, with its extra hosts (a joined container
+    shares them), confined like a replica and smaller; a holder stops at once (SIGKILL: it
+    has nothing to finish)."""
+    return _holder(
+        name,
+        image,
+        network=spec.network,
+        labels={DEPLOYMENT_LABEL: spec.labels[DEPLOYMENT_LABEL]},
+        extra_hosts=spec.extra_hosts,
+        confinement=spec.confinement,
+    )
 
-    Labelled with the deployment only, so a spare made before its revision is known fits any
-    of them; a holder stops at once (SIGKILL: it has nothing to finish)."""
-    confinement = Confinement(
+
+def reserve_holder_options(platform: str, name: str, image: str) -> Options:
+    """The create call for a spare of the host's reserve: on the reserve's network, with the
+    extra hosts every replica gets, labelled with the platform (no deployment yet)."""
+    return _holder(
+        name,
+        image,
+        network=reserve_network(platform).name,
+        labels={RESERVE_LABEL: platform},
+        extra_hosts={CONTAINER_HOST_ALIAS: "host-gateway"},
+        confinement=Confinement(),
+    )
+
+
+def _holder(
+    name: str,
+    image: str,
+    *,
+    network: str,
+    labels: dict[str, str],
+    extra_hosts: dict[str, str],
+    confinement: Confinement,
+) -> Options:
+    confined = Confinement(
         pids_limit=HOLDER_PIDS_LIMIT,
-        logs=spec.confinement.logs,
+        logs=confinement.logs,
         cap_drop=("ALL",),
-        security_opts=spec.confinement.security_opts,
+        security_opts=confinement.security_opts,
     )
     host_config = dict(
-        network_mode=spec.network,
+        network_mode=network,
         restart_policy={"Name": RESTART_POLICY_REPLICA},
         read_only=True,
-        extra_hosts=dict(spec.extra_hosts),
-        **confinement_options(HOLDER_LIMITS, confinement),
+        extra_hosts=dict(extra_hosts),
+        **confinement_options(HOLDER_LIMITS, confined),
     )
     return {
         "image": image,
         "name": name,
         "user": HOLDER_USER,
         "stop_signal": HOLDER_STOP_SIGNAL,
-        "labels": {DEPLOYMENT_LABEL: spec.labels[DEPLOYMENT_LABEL]},
+        "labels": labels,
         "host_config": host_config,
         "use_config_proxy": False,
     }

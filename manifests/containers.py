@@ -6,6 +6,7 @@ runtime only translates it into engine flags.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -143,16 +144,29 @@ def holder_name(replica: str) -> str:
     return f"{replica}{HOLDER_SUFFIX}"
 
 
-MAX_SPARE_HOLDERS = 3
-"""A burst from one replica to four (35 requests in flight at 10 each) starts three at once."""
+RESERVE_LABEL = f"{LABEL_PREFIX}.reserve"
+"""On a spare holder of the host's reserve and on its network: the platform it belongs to."""
+DEFAULT_HOLDER_RESERVE = 3
+"""A burst from one replica to four (35 requests in flight at 10 each) takes three at once."""
 
 
-def spare_holder_names(network: str, limits: Limits) -> list[str]:
-    """The ready holders a network keeps for its next replicas: one for a deployment that runs
-    one replica (its next revision's), up to three where the autoscaler may add several at
-    once, so that none of them waits for a holder's start (~450 ms, as long as a replica's)."""
-    count = max(1, min(limits.max_replicas, MAX_SPARE_HOLDERS))
-    return [f"{network}-spare{index}{HOLDER_SUFFIX}" for index in range(count)]
+def reserve_id(lock_dir: str) -> str:
+    """Which platform a reserve belongs to (two platforms may share an engine): a digest of
+    its lock directory, which is its own DATA_DIR's."""
+    return hashlib.sha256(lock_dir.encode()).hexdigest()[:10]
+
+
+def reserve_network(platform: str) -> NetworkSpec:
+    """Where the host's spare holders wait, on no deployment's network: a spare joins its
+    deployment's network when a replica takes it."""
+    return NetworkSpec(name=f"slipway-reserve-{platform}", labels={RESERVE_LABEL: platform})
+
+
+def reserve_holder_names(platform: str, count: int) -> list[str]:
+    """The spare holders the host keeps ready for any deployment's next replicas (not per
+    deployment: at 100 idle deployments, 300 idle containers and their shims once), so that a
+    replica's start waits for a network connection (~85 ms) rather than a holder's start."""
+    return [f"slipway-reserve-{platform}-{index}{HOLDER_SUFFIX}" for index in range(count)]
 
 
 def is_holder(name: str) -> bool:

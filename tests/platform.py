@@ -28,10 +28,11 @@ from app.embedded import UNIX_SCHEME, EmbeddedPostgres, free_port
 from app.embedded._caddy import default_admin_socket
 from app.network_policy import Iptables, platform_tag
 from app.router import CaddyRouter
+from app.runtime import DockerRuntime
 from tests.fake_github import FakeGitHub
 from tests.fake_github.payloads import ZERO_SHA, push_payload
 from tests.fake_github.payloads import headers as webhook_headers
-from tests.images import ensure_python_pip_image
+from tests.images import DOCKER, ensure_python_pip_image
 from tests.wheelhouse import WheelIndex
 
 WEBHOOK_SECRET = "test-webhook-secret-3f9c"
@@ -245,6 +246,8 @@ class RunningPlatform:
         if shutil.which("iptables") is not None:
             # The network policy's rules of this platform: a test's platform does not come back.
             Iptables().forget(platform_tag(self.data_dir))
+        # Nor do its spare holders (a platform keeps them across its restarts).
+        DockerRuntime(DOCKER, self.data_dir.resolve() / "run").remove_reserve()
 
 
 def start_platform(

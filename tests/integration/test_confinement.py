@@ -31,7 +31,7 @@ from app.models import DeploymentType
 from app.ports import Endpoint, ReplicaStatus, StartedReplica
 from app.runtime import DockerRuntime
 from manifests.containers import (
-    DEFAULT_NETWORK_POOL,
+    DEFAULT_HOLDER_RESERVE,
     DEPLOYMENT_LABEL,
     LIMITS,
     NETWORK_SUBNET_PREFIX_LENGTH,
@@ -40,7 +40,8 @@ from manifests.containers import (
     deployment_network,
     holder_name,
     replica_spec,
-    spare_holder_names,
+    reserve_holder_names,
+    reserve_id,
 )
 from tests.images import DOCKER, docker, ensure_busybox_image
 from tests.platform import wait_for
@@ -139,11 +140,20 @@ class Deployments:
                     docker("volume", "rm", "-f", *volumes)
 
 
+RUNTIME_POOL = ipaddress.IPv4Network("10.213.0.0/16")
+"""The runtime's own tests carve their networks from here, outside every platform's pool: a
+platform's network policy (a `slipway up` or an e2e platform on this machine) holds its own
+pool's containers to its database port, which these tests stand in for with a listener of
+their own (the policy itself is tested in test_network_policy.py)."""
+
+
 @pytest.fixture
 def deployments(app_image: str, tmp_path: Path) -> Iterator[Deployments]:
-    made = Deployments(DockerRuntime(DOCKER, tmp_path / "run"), app_image, tmp_path / "run")
+    runtime = DockerRuntime(DOCKER, tmp_path / "run", network_pool=RUNTIME_POOL)
+    made = Deployments(runtime, app_image, tmp_path / "run")
     yield made
     made.clean_up()
+    made.runtime.remove_reserve()
 
 
 def serves(endpoint: Endpoint) -> bool:
@@ -346,10 +356,9 @@ def test_deployments_cannot_reach_each_other_but_reach_the_host(
     b_net = inspect("network", deployment_network(b_id).name)
     assert a_net["Id"] != b_net["Id"]
     b_ip = container_ip(b.ref)
-    pool = ipaddress.IPv4Network(DEFAULT_NETWORK_POOL)
     subnets = [subnet_of(a_net), subnet_of(b_net)]
     for subnet in subnets:
-        assert subnet.subnet_of(pool) and subnet.prefixlen == NETWORK_SUBNET_PREFIX_LENGTH
+        assert subnet.subnet_of(RUNTIME_POOL) and subnet.prefixlen == NETWORK_SUBNET_PREFIX_LENGTH
     assert not subnets[0].overlaps(subnets[1])
 
     # B serves on its own address (seen from B itself) ...
@@ -407,17 +416,17 @@ def test_a_killed_replicas_address_refuses_at_once_until_the_replica_is_removed(
     assert docker("ps", "-aq", "--filter", f"name=^{holder}$").split() == []
 
 
-def test_the_next_replica_takes_the_networks_spare_holder(deployments: Deployments) -> None:
+def reserve_of(deployments: Deployments) -> list[str]:
+    """The names of the host's spare holders the fixture's runtime keeps."""
+    platform = reserve_id(str(deployments.lock_dir.resolve()))
+    return reserve_holder_names(platform, DEFAULT_HOLDER_RESERVE)
+
+
+def test_the_next_replica_takes_a_spare_of_the_hosts_reserve(deployments: Deployments) -> None:
     deployment_id, first = deployments.start()
-    spares = spare_holder_names(
-        deployment_network(deployment_id).name, LIMITS[DeploymentType.production]
-    )
+    spares = reserve_of(deployments)
     assert len(spares) == 3  # a production deployment may add three replicas at once
-    wait_for(
-        "three spare holders on the network",
-        lambda: all(container_id(name) for name in spares),
-        30,
-    )
+    wait_for("three spare holders", lambda: all(container_id(name) for name in spares), 30)
     spare = spares[0]
     waiting = container_id(spare)
     assert waiting is not None
@@ -425,14 +434,52 @@ def test_the_next_replica_takes_the_networks_spare_holder(deployments: Deploymen
     assert held["Config"]["User"] == "65534:65534"
     assert held["HostConfig"]["ReadonlyRootfs"] is True
     assert held["HostConfig"]["CapDrop"] == ["ALL"]
-    assert held["Config"]["Labels"][DEPLOYMENT_LABEL] == deployment_id
+    assert DEPLOYMENT_LABEL not in held["Config"]["Labels"]  # any deployment's, until taken
 
     second = deployments.start_replica(deployment_id)
 
     assert container_id(holder_name(second.name)) == waiting
-    assert second.endpoint.host == container_ip(waiting)
+    taken = inspect("container", waiting)["NetworkSettings"]["Networks"]
+    assert list(taken) == [deployment_network(deployment_id).name]  # and no longer the reserve's
+    assert second.endpoint.host == taken[deployment_network(deployment_id).name]["IPAddress"]
     assert wait_for("a new spare", lambda: container_id(spare), 30) != waiting
     assert serves(first.endpoint) and serves(second.endpoint)
+
+
+def test_idle_deployments_keep_one_container_of_slipways_per_replica(
+    deployments: Deployments,
+) -> None:
+    """The spares are the host's, not each deployment's: two deployments at rest hold their
+    replicas' apps and holders, and the host three spares in all."""
+    ids = [deployments.start()[0] for _ in range(2)]
+    spares = reserve_of(deployments)
+    wait_for("three spare holders", lambda: all(container_id(name) for name in spares), 30)
+
+    for deployment_id in ids:
+        network = deployment_network(deployment_id).name
+        on_network = set(inspect("network", network)["Containers"])
+        assert len(on_network) == 1  # the replica's holder: the app shares its namespace
+        label = f"label={DEPLOYMENT_LABEL}={deployment_id}"
+        labelled = set(docker("ps", "-aq", "--no-trunc", "--filter", label).split())
+        assert len(labelled | on_network) == 2  # the app and its holder, no spare of its own
+
+
+def test_a_taken_holder_whose_replica_never_started_goes_with_its_deployment(
+    deployments: Deployments,
+) -> None:
+    deployment_id, _ = deployments.start()
+    spares = reserve_of(deployments)
+    wait_for("three spare holders", lambda: all(container_id(name) for name in spares), 30)
+    network = deployment_network(deployment_id).name
+    # What a worker dying between taking a spare and starting its app leaves behind.
+    orphan = "slipway-test-orphan-holder"
+    docker("rename", spares[0], orphan)
+    docker("network", "connect", network, orphan)
+
+    deployments.runtime.remove_labelled(DEPLOYMENT_LABEL, deployment_id)
+
+    assert container_id(orphan) is None
+    assert docker("network", "ls", "-q", "--filter", f"name=^{network}$") == ""
 
 
 def test_a_burst_of_starts_takes_each_spare_once(
@@ -443,9 +490,7 @@ def test_a_burst_of_starts_takes_each_spare_once(
     container, so two starts once took one spare, two replicas sharing an address and a third
     losing its holder."""
     deployment_id, first = deployments.start()
-    spares = spare_holder_names(
-        deployment_network(deployment_id).name, LIMITS[DeploymentType.production]
-    )
+    spares = reserve_of(deployments)
     wait_for("three spare holders", lambda: all(container_id(name) for name in spares), 30)
     waiting = {container_id(name) for name in spares}
 
@@ -463,9 +508,7 @@ def test_a_spare_that_stopped_is_replaced_and_the_retry_is_logged(
     deployments: Deployments, caplog: pytest.LogCaptureFixture
 ) -> None:
     deployment_id, first = deployments.start()
-    spares = spare_holder_names(
-        deployment_network(deployment_id).name, LIMITS[DeploymentType.production]
-    )
+    spares = reserve_of(deployments)
     wait_for("three spare holders", lambda: all(container_id(name) for name in spares), 30)
     docker("stop", "--time", "0", *spares)  # what an OOM or a stray kill leaves behind
 

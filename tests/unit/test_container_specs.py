@@ -14,7 +14,9 @@ from manifests.containers import (
     replica_env,
     replica_name,
     replica_spec,
-    spare_holder_names,
+    reserve_holder_names,
+    reserve_id,
+    reserve_network,
 )
 from manifests.run import RunConfig
 
@@ -84,14 +86,15 @@ def test_a_state_dir_is_kept_on_the_deployments_volume() -> None:
     assert spec.volumes == {"slipway-state-dep_1": "/deps/app/.langgraph_api"}
 
 
-def test_a_network_keeps_one_spare_holder_per_replica_a_burst_may_add_at_once() -> None:
-    network = deployment_network("dep_aaaa").name
+def test_the_hosts_reserve_of_spare_holders_is_the_platforms_not_a_deployments() -> None:
+    platform = reserve_id("/srv/slipway/.data/run")
 
-    development = spare_holder_names(network, LIMITS[DeploymentType.development])
-    production = spare_holder_names(network, LIMITS[DeploymentType.production])
+    spares = reserve_holder_names(platform, 3)
 
-    assert development == ["slipway-net-dep_aaaa-spare0-holder"]
-    assert len(production) == 3 and production[0] == development[0]
-    assert all(is_holder(name) for name in production)
+    assert len(spares) == 3 and len(set(spares)) == 3
+    assert all(is_holder(name) and platform in name for name in spares)
+    assert reserve_id("/srv/other/.data/run") != platform  # two platforms on one engine
+    assert reserve_network(platform).labels == {"dev.slipway.reserve": platform}
+    assert reserve_holder_names(platform, 0) == []
     assert is_holder(holder_name("slipway-web-r1-bbbb"))
     assert not is_holder("slipway-web-r1-bbbb")
