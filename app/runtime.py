@@ -109,9 +109,11 @@ WRITABLE_LAYER_CHECK_SECONDS = 30.0
 """How often replicas' own filesystems are measured against their bound: the engine cannot
 enforce one on overlay2 over ext4 (its `size` storage option needs xfs with project quotas),
 and a listing with sizes costs more than the reconciler's every-tick listing."""
-NETWORK_ATTEMPTS = 5
-"""A free subnet can be taken between listing and creating (another platform on the engine, or
-a network made by hand); the next free one is tried."""
+NETWORK_ATTEMPTS = 20
+"""A free subnet can be taken between listing and creating (another platform on the engine, a
+network made by hand), or still be held by the engine for a network just removed (it is no
+longer listed): the next one is tried, never the refused one again. Each try costs a few
+milliseconds."""
 
 
 class DockerRuntime:
@@ -377,8 +379,10 @@ class DockerRuntime:
             with self._network_lock():
                 if (subnets := self._network_subnets(name)) is not None:
                     return subnets
+                refused: list[IPNetwork] = []
                 for _attempt in range(NETWORK_ATTEMPTS):
-                    subnet = next(free_subnets(self._network_pool, self._subnets_in_use()), None)
+                    in_use = [*self._subnets_in_use(), *refused]
+                    subnet = next(free_subnets(self._network_pool, in_use), None)
                     if subnet is None:
                         raise RuntimeStartError(
                             f"no free /{NETWORK_SUBNET_PREFIX_LENGTH} subnet is left in "
@@ -399,6 +403,7 @@ class DockerRuntime:
                             return self._network_subnets(name) or []
                         if "overlaps" not in _reason(exc):
                             raise
+                        refused.append(subnet)  # still held (a network going), or just taken
         except DockerException as exc:
             raise RuntimeStartError(
                 f"the deployment's network could not be created: {_reason(exc)}"

@@ -570,6 +570,26 @@ def test_ensure_network_skips_subnets_taken_by_other_networks(
         docker("network", "rm", blocker)
 
 
+def test_a_subnet_the_engine_refuses_is_not_tried_again(
+    deployments: Deployments, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine still holds a removed network's subnet a moment after it stops listing it
+    (seen under churn: every retry chose the same refused subnet, and a deployment failed with
+    "every free subnet was taken"). A listing that misses a taken subnet stands in for it."""
+    pool = ipaddress.IPv4Network("172.16.254.0/26")  # two /27s
+    blocker = f"slipway-test-blocker-{uuid.uuid4().hex[:8]}"
+    docker("network", "create", "--subnet", "172.16.254.0/27", blocker)
+    runtime = DockerRuntime(DOCKER, tmp_path / "stale", network_pool=pool)
+    monkeypatch.setattr(runtime, "_subnets_in_use", list)  # it never sees the blocker
+    network = deployment_network(f"dep_test{uuid.uuid4().hex[:8]}")
+    deployments.ids.append(network.labels[DEPLOYMENT_LABEL])
+    try:
+        runtime.ensure_network(network.name, network.labels)
+        assert str(subnet_of(inspect("network", network.name))) == "172.16.254.32/27"
+    finally:
+        docker("network", "rm", blocker)
+
+
 def test_a_deployments_state_outlives_its_replicas_and_goes_with_the_deployment(
     deployments: Deployments,
 ) -> None:
