@@ -81,6 +81,19 @@ def test_the_server_listens_on_the_router_address_without_automatic_https() -> N
     http = server(render([SHOP]))
     assert http["listen"] == [LISTEN]
     assert http["automatic_https"] == {"disable": True}
+    # Plain HTTP is HTTP/1.1: Caddy's default list warned at every load that h2 and h3 need TLS.
+    assert http["protocols"] == ["h1"]
+
+
+def test_a_dropped_admin_connection_is_tried_again(caddy: AdminAPI, tmp_path: Path) -> None:
+    """Caddy replaces its admin server at every load and resets a connection it accepted
+    meanwhile (seen on back-to-back loads): the load is sent again."""
+    router = CaddyRouter(caddy.url, listen=LISTEN, storage_dir=tmp_path)
+    caddy.drops = 2
+
+    router.apply([SHOP])
+
+    assert caddy.loaded == [router.render([SHOP])]
 
 
 def test_the_admin_api_stays_where_it_is_and_storage_is_under_data_dir() -> None:
@@ -101,6 +114,8 @@ class AdminAPI(ThreadingHTTPServer):
         self.status = status
         self.answer = answer
         self.loaded: list[dict[str, Any]] = []
+        self.drops = 0
+        """Connections to close unanswered, like Caddy replacing its admin server."""
 
     @property
     def url(self) -> str:
@@ -113,6 +128,10 @@ class AdminHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
+        if self.server.drops:
+            self.server.drops -= 1
+            self.close_connection = True
+            return
         if self.path == "/load":
             self.server.loaded.append(json.loads(body))
         self.send_response(self.server.status)
