@@ -357,14 +357,19 @@ class Reconciler:
         return Observed(statuses=statuses, in_flight=self._in_flight())
 
     def _guarded(self, deployment_id: str, seen: Observed) -> str | None:
-        """One deployment, under its lock; a failure stays with that deployment."""
+        """One deployment, under its lock; a failure stays with that deployment, which is
+        looked at again next tick (as is one another process holds)."""
         try:
             with self._locks.try_hold(deployment_id) as held:
                 if held:
                     self.reconcile_deployment(deployment_id, seen)
+                else:
+                    self.changed(deployment_id)
         except SlipwayError as exc:
+            self.changed(deployment_id)
             return str(exc)
         except Exception as exc:
+            self.changed(deployment_id)
             log.exception("reconciler crashed", extra={"deployment_id": deployment_id})
             return f"internal error ({type(exc).__name__})"
         return None
