@@ -1,8 +1,10 @@
 """How many replicas a deployment should run, decided from the requests it is serving.
 
 Pure code: the reconciler samples the in-flight requests of a deployment's ready replicas every
-tick (SLIPWAY_AUTOSCALE_TICK_SECONDS), passes the sample, the time and the state kept from the
-last tick to `decide`, runs the count it returns and stores the new state (`ScalerState.to_json`).
+tick (SLIPWAY_AUTOSCALE_TICK_SECONDS) in which it has requests in flight, remembers load or runs
+more than one replica (a quiet one is sampled at each resync), passes the sample, the time and the
+state kept from the last sample to `decide`, runs the count it returns and stores the new state
+(`ScalerState.to_json`) unless nothing changed.
 Nothing here reads a clock, the database or the network.
 
 The rules are Knative's Pod Autoscaler's, in replicas of a deployment:

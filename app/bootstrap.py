@@ -272,6 +272,7 @@ def bootstrap(
         locks=DeploymentLocks(sessions, config.data_dir / "locks"),
         autoscale=autoscale_defaults(settings),
         clock=clock,
+        resync_seconds=settings.reconcile_resync_seconds,
     )
     reports = ReportOutbox(sessions=sessions, reporter=reporter, clock=clock)
     teardown = Teardown(

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -190,6 +190,30 @@ class ReplicaStatus:
         return f"exited with code {self.exit_code}"
 
 
+REPLICA_EVENT_ACTIONS = ("die", "oom", "start", "destroy", "health_status")
+"""What the runtime reports of a replica's containers: each may change what the reconciler
+should do (bury and replace, take out of or into the route)."""
+
+
+@dataclass(frozen=True)
+class ReplicaEvent:
+    deployment_id: str
+    action: str
+    """One of REPLICA_EVENT_ACTIONS."""
+    name: str
+    """The container's name (a replica's or its holder's)."""
+
+
+@dataclass(frozen=True)
+class ReplicaEvents:
+    """A live feed of replica events, from when it was opened. Iterating blocks until the next
+    event; it ends (or raises EngineError) when the runtime's stream drops, and events may have
+    been missed since. `close`, from any thread, ends it."""
+
+    events: Iterator[ReplicaEvent]
+    close: Callable[[], None]
+
+
 class ContainerRuntime(Protocol):
     """Replicas and a deployment's services on some runtime (one Docker engine today).
 
@@ -208,7 +232,7 @@ class ContainerRuntime(Protocol):
     def status(self, ref: str) -> ReplicaStatus: ...
     def statuses(self) -> dict[str, ReplicaStatus]:
         """Every replica the runtime runs or ran, by name, in one call (the reconciler asks
-        once per tick for the whole platform)."""
+        for the whole platform, on ticks after an event and at each resync)."""
 
     def logs_tail(self, ref: str, lines: int = 30) -> str: ...
     def remove_image(self, tag: str) -> None: ...
@@ -219,6 +243,9 @@ class ContainerRuntime(Protocol):
     def remove_labelled(self, label: str, value: str) -> None:
         """Every container, then every image, then every network carrying the label with that
         value."""
+
+    def replica_events(self) -> ReplicaEvents:
+        """Follow the runtime's events of Slipway's replicas (EngineError if it cannot)."""
 
 
 class ServiceImages(Protocol):

@@ -1,7 +1,15 @@
 """The reconciler: what runs converges to what is desired, every tick and at every worker start.
 
-For each deployment it compares the control plane (the live revision, the desired replica
-count, the replicas recorded) with what the runtime runs and the router sees, and acts: a
+A tick looks only at the deployments that need it: those the runtime's events marked (a replica
+died, started or went: `changed`), those with replicas starting or draining or fewer than they
+should run, and production ones being scaled (requests in flight now, load remembered, or more
+than one replica desired). Everything is looked at in a full resync every
+SLIPWAY_RECONCILE_RESYNC_SECONDS and whenever events may have been lost (`resync`). So a tick
+over idle deployments reads two small queries and Caddy's upstreams, lists no container and
+writes nothing, however many there are.
+
+For each deployment it looks at, it compares the control plane (the live revision, the desired
+replica count, the replicas recorded) with what the runtime runs and the router sees, and acts: a
 replica that died leaves the route and is replaced (with a backoff when it keeps dying), the
 autoscaler's count is started or drained, draining replicas are stopped once their requests
 are done, and replicas of finished revisions go. The revision pipeline owns a revision until it
@@ -11,12 +19,14 @@ is live; from then on, this does.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, or_, select
 
 from app.autoscaler import (
@@ -30,12 +40,14 @@ from app.autoscaler import (
     scaling_policy,
 )
 from app.db import SessionFactory
+from app.engine_events import EngineEventFollower
 from app.errors import RouterError, RuntimeStartError, SlipwayError
 from app.locks import DeploymentLocks
 from app.models import (
     FINISHED_STATES,
     RUNNING_REPLICA_STATES,
     Deployment,
+    DeploymentType,
     Replica,
     ReplicaState,
     Revision,
@@ -61,13 +73,34 @@ PARALLEL_DEPLOYMENTS = 4
 """Deployments converged at once in one pass (each mostly waits on the engine)."""
 
 
+RESYNC_SECONDS = 60.0
+"""Default of SLIPWAY_RECONCILE_RESYNC_SECONDS: every deployment is looked at this often even
+without an event (the safety net for a lost one)."""
+
+
 @dataclass(frozen=True)
 class Observed:
-    statuses: dict[str, ReplicaStatus]
-    """Every replica the runtime knows, by name."""
+    statuses: dict[str, ReplicaStatus] | None
+    """Every replica the runtime knows, by name; None when it was not asked this tick (no
+    event said anything changed): nothing is judged dead."""
     in_flight: dict[str, int] | None
     """Requests in flight by endpoint; None when the router could not be asked (no sample:
     the autoscaler holds its count)."""
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What a tick between resyncs reads of the control plane, in two queries."""
+
+    busy: frozenset[str]
+    """Deployments with a replica starting or draining, or running for a revision that is no
+    longer live (or of a deployment removed)."""
+    short: frozenset[str]
+    """Live deployments running fewer replicas of their live revision than desired."""
+    scalable: dict[str, tuple[str, ...]]
+    """Production deployments with a live revision: the endpoints of its ready replicas."""
+    above_one: frozenset[str]
+    """Deployments desiring more than one replica: the scale-down delay runs for them."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +177,9 @@ class Reconciler:
         autoscale: AutoscaleDefaults,
         clock: Clock,
         wall: Callable[[], float] = time.time,
+        resync_seconds: float = RESYNC_SECONDS,
     ) -> None:
+        """`wall` also times the resyncs (a clock set back starts one)."""
         self._sessions = sessions
         self._runtime = runtime
         self._replicas = replicas
@@ -155,14 +190,67 @@ class Reconciler:
         self._autoscale = autoscale
         self._clock = clock
         self._wall = wall
+        self._resync_seconds = resync_seconds
+        self._mutex = threading.Lock()
+        self._changed: set[str] = set()
+        self._resync_requested = True
+        """The first pass after a start is a full one."""
+        self._last_resync: float | None = None
+        self._hot: set[str] = set()
+        """Deployments whose last decision was worth storing (load remembered, a count
+        changing): sampled every tick until they are quiet again."""
 
+    # -- what the runtime's events say (any thread) ----------------------------------------
+    def follower(self) -> EngineEventFollower:
+        """What keeps this reconciler told of the runtime's events (started by the worker)."""
+        return EngineEventFollower(self._runtime, on_event=self.changed, on_resync=self.resync)
+
+    def changed(self, deployment_id: str) -> None:
+        """Something happened to one of the deployment's containers: look at it next tick."""
+        with self._mutex:
+            self._changed.add(deployment_id)
+
+    def resync(self) -> None:
+        """Events may have been lost: look at everything next tick."""
+        with self._mutex:
+            self._resync_requested = True
+
+    def _take_work(self) -> tuple[bool, set[str]]:
+        """Whether this tick is a full resync, and the deployments marked since the last."""
+        now = self._wall()
+        with self._mutex:
+            last = self._last_resync
+            full = (
+                self._resync_requested
+                or last is None
+                or now - last >= self._resync_seconds
+                or now < last
+            )
+            if full:
+                self._resync_requested = False
+                self._last_resync = now
+            changed, self._changed = self._changed, set()
+        return full, changed
+
+    def _give_back(self, *, full: bool, changed: set[str]) -> None:
+        """A tick that could not look: what it took is looked at next tick."""
+        with self._mutex:
+            self._resync_requested |= full
+            self._changed |= changed
+
+    # -- one tick ----------------------------------------------------------------------------
     def reconcile(self) -> None:
-        """One pass over every deployment that runs, or should run, something."""
-        ids = self._deployments_to_look_at()
-        if not ids:
-            return
-        seen = self._observe()
-        if seen is None:
+        """One pass: over everything at a resync, else over what needs looking at."""
+        full, changed = self._take_work()
+        if full:
+            ids = self._deployments_to_look_at()
+            seen = self._observe() if ids else None
+            if ids and seen is None:
+                self._give_back(full=True, changed=changed)
+                return
+        else:
+            ids, seen = self._light(changed)
+        if not ids or seen is None:
             return
         with ThreadPoolExecutor(max_workers=min(PARALLEL_DEPLOYMENTS, len(ids))) as pool:
             for deployment_id, outcome in zip(
@@ -174,6 +262,88 @@ class Reconciler:
                         extra={"deployment_id": deployment_id, "error": outcome},
                     )
 
+    def _light(self, changed: set[str]) -> tuple[list[str], Observed | None]:
+        """Between resyncs: the deployments marked, busy, short or being scaled; the runtime
+        is listed only when an event came, Caddy asked only when something can scale."""
+        watch = self._watch()
+        ids = set(changed) | watch.busy | watch.short
+        with self._mutex:
+            hot = set(self._hot)
+        ids |= set(watch.scalable) & (watch.above_one | hot)
+        in_flight = None
+        if watch.scalable:
+            in_flight = self._in_flight()
+            ids |= {
+                deployment_id
+                for deployment_id, endpoints in watch.scalable.items()
+                if in_flight and any(in_flight.get(e, 0) > 0 for e in endpoints)
+            }
+        if not ids:
+            return [], None
+        statuses = None
+        if changed:
+            try:
+                statuses = self._runtime.statuses()
+            except SlipwayError as exc:
+                log.warning("replicas unknown this tick", extra={"error": str(exc)})
+                self._give_back(full=False, changed=changed)
+        return sorted(ids), Observed(statuses=statuses, in_flight=in_flight)
+
+    def _watch(self) -> Watch:
+        """Two queries whatever the number of deployments: the replicas running, and the
+        deployments that should run something."""
+        with self._sessions() as session:
+            running = session.execute(
+                select_columns(
+                    col(Revision.deployment_id),
+                    col(Replica.revision_id),
+                    col(Replica.state),
+                    col(Replica.endpoint),
+                    col(Deployment.live_revision_id),
+                    col(Deployment.removed_at),
+                )
+                .join(Replica, col(Replica.revision_id) == col(Revision.id))
+                .join(Deployment, col(Deployment.id) == col(Revision.deployment_id))
+                .where(
+                    col(Replica.state).in_(RUNNING_REPLICA_STATES),
+                    col(Replica.stopped_at).is_(None),
+                )
+            ).all()
+            live = session.exec(
+                select(Deployment.id, Deployment.type, Deployment.desired_replicas).where(
+                    col(Deployment.live_revision_id).is_not(None),
+                    col(Deployment.removed_at).is_(None),
+                )
+            ).all()
+        busy: set[str] = set()
+        serving: dict[str, int] = {}
+        endpoints: dict[str, list[str]] = {}
+        for deployment_id, revision_id, state, endpoint, live_revision_id, removed_at in running:
+            current = revision_id == live_revision_id and removed_at is None
+            if state != ReplicaState.ready or not current:
+                busy.add(deployment_id)
+            if current and state != ReplicaState.draining:
+                serving[deployment_id] = serving.get(deployment_id, 0) + 1
+            if current and state == ReplicaState.ready and endpoint:
+                endpoints.setdefault(deployment_id, []).append(endpoint)
+        return Watch(
+            busy=frozenset(busy),
+            short=frozenset(d for d, _type, want in live if serving.get(d, 0) < want),
+            scalable={
+                d: tuple(endpoints.get(d, ()))
+                for d, kind, _want in live
+                if kind == DeploymentType.production
+            },
+            above_one=frozenset(d for d, _type, want in live if want > 1),
+        )
+
+    def _in_flight(self) -> dict[str, int] | None:
+        try:
+            return self._router.in_flight()
+        except RouterError as exc:
+            log.warning("router load unknown this tick", extra={"error": str(exc)})
+            return None
+
     def _observe(self) -> Observed | None:
         """What runs (the runtime) and what it serves (the router), once for the whole pass.
 
@@ -184,22 +354,22 @@ class Reconciler:
         except SlipwayError as exc:
             log.warning("replicas unknown this tick", extra={"error": str(exc)})
             return None
-        try:
-            in_flight: dict[str, int] | None = self._router.in_flight()
-        except RouterError as exc:
-            log.warning("router load unknown this tick", extra={"error": str(exc)})
-            in_flight = None
-        return Observed(statuses=statuses, in_flight=in_flight)
+        return Observed(statuses=statuses, in_flight=self._in_flight())
 
     def _guarded(self, deployment_id: str, seen: Observed) -> str | None:
-        """One deployment, under its lock; a failure stays with that deployment."""
+        """One deployment, under its lock; a failure stays with that deployment, which is
+        looked at again next tick (as is one another process holds)."""
         try:
             with self._locks.try_hold(deployment_id) as held:
                 if held:
                     self.reconcile_deployment(deployment_id, seen)
+                else:
+                    self.changed(deployment_id)
         except SlipwayError as exc:
+            self.changed(deployment_id)
             return str(exc)
         except Exception as exc:
+            self.changed(deployment_id)
             log.exception("reconciler crashed", extra={"deployment_id": deployment_id})
             return f"internal error ({type(exc).__name__})"
         return None
@@ -234,10 +404,12 @@ class Reconciler:
         self._converge(deployment_id, seen.in_flight)
 
     def _bury_the_dead(
-        self, deployment_id: str, statuses: dict[str, ReplicaStatus]
+        self, deployment_id: str, statuses: dict[str, ReplicaStatus] | None
     ) -> tuple[list[Replica], bool]:
         """Replicas the runtime no longer runs: recorded dead with why, out of the route from
         the next render (and whether that changes it)."""
+        if statuses is None:
+            return [], False
         now = self._clock()
         with self._sessions() as session:
             deployment = session.get(Deployment, deployment_id)
@@ -296,13 +468,12 @@ class Reconciler:
                     or_(col(Revision.state).in_(FINISHED_STATES), removed),
                 )
             ).all()
-            changed = False
             for replica, _state in rows:
                 start_draining(replica, now)
                 session.add(replica)
-                changed = True
-            session.commit()
-        return changed
+            if rows:
+                session.commit()
+        return bool(rows)
 
     def _stop_drained(self, deployment_id: str) -> None:
         with self._sessions() as session:
@@ -362,12 +533,21 @@ class Reconciler:
         policy = scaling_policy(deployment.type, self._autoscale, run.scale_config())
         at = self._wall()
         sample = None
-        if in_flight is not None:
+        if policy.fixed:
+            # The count does not depend on load: no need to ask Caddy, nor to store samples.
+            sample = Sample(at=at, concurrency=0.0, replicas=len(ready))
+        elif in_flight is not None:
             concurrency = float(sum(in_flight.get(r.endpoint or "", 0) for r in ready))
             sample = Sample(at=at, concurrency=concurrency, replicas=len(ready))
         before = ScalerState.from_json(deployment.scaler_state)
         state, decision = decide(policy, before, sample, actual=len(ready), now=at)
-        if not _idle(before, sample, decision, deployment.desired_replicas):
+        idle = _idle(before, sample, decision, deployment.desired_replicas)
+        with self._mutex:
+            if idle:
+                self._hot.discard(deployment.id)
+            else:
+                self._hot.add(deployment.id)
+        if not idle:
             self._store(deployment.id, state, decision.desired)
         if decision.desired != deployment.desired_replicas:
             log.info(

@@ -47,7 +47,14 @@ from docker.types import IPAMConfig, IPAMPool, LogConfig, Mount
 
 from app.bridges import enable_quick_acks
 from app.errors import EngineError, RuntimeStartError
-from app.ports import Endpoint, ReplicaStatus, StartedReplica
+from app.ports import (
+    REPLICA_EVENT_ACTIONS,
+    Endpoint,
+    ReplicaEvent,
+    ReplicaEvents,
+    ReplicaStatus,
+    StartedReplica,
+)
 from builders.holder_image import holder_image as builders_holder_image
 from manifests.containers import (
     CONTAINER_HOST_ALIAS,
@@ -665,6 +672,52 @@ class DockerRuntime:
         """Safe to race: a network another remover took first is gone, which is the aim."""
         with contextlib.suppress(NotFound):
             self._api.remove_network(network)
+
+    def replica_events(self) -> ReplicaEvents:
+        """The engine's `/events` for containers carrying the deployment label (replicas, their
+        holders and services), from now on; the deployment is read off the event's labels.
+
+        One streamed request, without the client's per-call timeout: an idle platform's stream
+        stays silent for hours. Whatever drops the connection ends the iteration, and the
+        caller resyncs (events sent meanwhile are lost).
+        """
+        try:
+            stream = self._api.events(
+                decode=True,
+                filters={
+                    "type": "container",
+                    "label": DEPLOYMENT_LABEL,
+                    "event": list(REPLICA_EVENT_ACTIONS),
+                },
+            )
+        except DockerException as exc:
+            raise EngineError(f"the Docker engine did not stream events: {_reason(exc)}") from exc
+
+        def events() -> Iterator[ReplicaEvent]:
+            try:
+                for raw in stream:
+                    attributes = (raw.get("Actor") or {}).get("Attributes") or {}
+                    deployment_id = attributes.get(DEPLOYMENT_LABEL)
+                    if not deployment_id:
+                        continue
+                    yield ReplicaEvent(
+                        deployment_id=str(deployment_id),
+                        # "health_status: healthy" is a health_status
+                        action=str(raw.get("Action") or raw.get("status") or "").split(":")[0],
+                        name=str(attributes.get("name") or ""),
+                    )
+            except (DockerException, OSError) as exc:  # requests' errors are OSErrors
+                reason = _reason(exc) if isinstance(exc, DockerException) else str(exc)
+                raise EngineError(f"the Docker engine's events stopped: {reason}") from exc
+            finally:
+                with contextlib.suppress(Exception):
+                    stream.close()
+
+        def close() -> None:
+            with contextlib.suppress(Exception):  # already closed, or closing under a reader
+                stream.close()
+
+        return ReplicaEvents(events=events(), close=close)
 
 
 def confinement_options(limits: Limits, confinement: Confinement) -> Options:

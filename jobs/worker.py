@@ -19,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.bootstrap import bootstrap, replica_config, require
 from app.databases import reapply_role_limits
+from app.engine_events import EngineEventFollower
 from app.heap import freeze_startup_objects
 from app.settings import Settings
 from jobs import tasks
@@ -158,7 +159,16 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
             await tasks.sync_routes(ctx)
         except Exception:  # the router may still be starting; the cron catches up
             log.warning("routes not restored at start", exc_info=True)
+        # The runtime's events tell the reconciler which deployments to look at.
+        follower = platform.reconciler.follower()
+        follower.start()
+        ctx["engine_events"] = follower
         freeze_startup_objects("worker")
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        follower = ctx.get("engine_events")
+        if isinstance(follower, EngineEventFollower):
+            await asyncio.to_thread(follower.stop)
 
     options: dict[str, Any] = {
         "functions": [
@@ -228,6 +238,7 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
             ),
         ],
         "on_startup": on_startup,
+        "on_shutdown": on_shutdown,
         "redis_settings": redis_settings(settings),
         "queue_name": QUEUE_NAME,
         "max_jobs": settings.worker_max_jobs,

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 import itertools
+import queue
 import tarfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,10 +25,17 @@ from app.errors import (
     SourceError,
 )
 from app.errors import EngineError as DomainEngineError
-from app.ports import Commit, Endpoint, ReplicaStatus, StartedReplica
+from app.ports import (
+    Commit,
+    Endpoint,
+    ReplicaEvent,
+    ReplicaEvents,
+    ReplicaStatus,
+    StartedReplica,
+)
 from app.router import Route
 from builders.images import BuiltImage
-from manifests.containers import ContainerSpec, ServiceSpec
+from manifests.containers import DEPLOYMENT_LABEL, ContainerSpec, ServiceSpec
 from manifests.recipes import BuildPlan
 
 FIRST_CHECK_RUN = 9001
@@ -361,6 +370,10 @@ class FakeRuntime:
     services: dict[str, ServiceSpec] = field(default_factory=dict)
     """Running backing services (a deployment's Redis) by container name."""
     service_starts: int = 0
+    events_lost: bool = False
+    """While True, containers change without an event reaching anyone (a dropped stream)."""
+    feeds: list[queue.Queue[ReplicaEvent | None]] = field(default_factory=list)
+    """One per open `replica_events`, as the engine streams to each follower."""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _ports: itertools.count[int] = field(default_factory=lambda: itertools.count(41001))
 
@@ -393,6 +406,9 @@ class FakeRuntime:
             output=self.output(spec),
         )
         self.containers[container.id] = container
+        self._emit(container, "start")
+        if exited:
+            self._emit(container, "die")
         return StartedReplica(
             name=spec.name, ref=container.id, endpoint=Endpoint("127.0.0.1", container.host_port)
         )
@@ -422,6 +438,9 @@ class FakeRuntime:
         container.running = False
         container.exit_code = exit_code
         container.oom_killed = oom
+        if oom:
+            self._emit(container, "oom")
+        self._emit(container, "die")
 
     def running(self, revision_id: str) -> list[Container]:
         return [c for c in self.of_revision(revision_id) if c.running]
@@ -438,6 +457,9 @@ class FakeRuntime:
                         "is already in progress"
                     )
                 del self.containers[container.id]
+                if container.running:
+                    self._emit(container, "die")
+                self._emit(container, "destroy")
 
     def remove_labelled(self, label: str, value: str) -> None:
         for name in [n for n, s in self.services.items() if s.labels.get(label) == value]:
@@ -452,6 +474,44 @@ class FakeRuntime:
             del self.images[tag]
         for name in [n for n, labels in self.networks.items() if labels.get(label) == value]:
             del self.networks[name]
+
+    def replica_events(self) -> ReplicaEvents:
+        feed: queue.Queue[ReplicaEvent | None] = queue.Queue()
+        self.feeds.append(feed)
+
+        def events() -> Iterator[ReplicaEvent]:
+            try:
+                while True:
+                    event = feed.get()
+                    try:
+                        if event is None:
+                            return
+                        yield event
+                    finally:
+                        feed.task_done()  # once the follower asks for the next one
+            finally:
+                self.feeds.remove(feed)
+
+        return ReplicaEvents(events=events(), close=lambda: feed.put(None))
+
+    def cut_events(self) -> None:
+        """The engine's stream drops (a restart, a proxy timing out)."""
+        for feed in list(self.feeds):
+            feed.put(None)
+
+    def events_delivered(self, timeout: float = 5.0) -> None:
+        """Every event so far was handed to the followers and acted on by them."""
+        deadline = time.monotonic() + timeout
+        while any(feed.unfinished_tasks for feed in list(self.feeds)):
+            assert time.monotonic() < deadline, "the runtime's events were not followed"
+            time.sleep(0.001)
+
+    def _emit(self, container: Container, action: str) -> None:
+        deployment_id = container.spec.labels.get(DEPLOYMENT_LABEL)
+        if self.events_lost or deployment_id is None:
+            return
+        for feed in list(self.feeds):
+            feed.put(ReplicaEvent(deployment_id, action, container.spec.name))
 
     def network_of(self, revision_id: str) -> str:
         [container] = self.of_revision(revision_id)

@@ -1,18 +1,62 @@
-"""The reconciler on fakes: dead replicas replaced, scaling followed, drained ones stopped."""
+"""The reconciler on fakes: dead replicas replaced, scaling followed, drained ones stopped.
+
+The fake runtime's events reach the reconciler through the real follower, as in the worker: a
+tick acts on what they said, and on everything at a resync.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 from sqlmodel import select
 
 from app.api.schemas import DeploymentView
 from app.autoscaler import Reason, ScalerState
+from app.engine_events import EngineEventFollower
 from app.models import Deployment, Replica, ReplicaState, RevisionState
-from app.reconciler import crash_loop, is_crash_looping
+from app.reconciler import RESYNC_SECONDS, crash_loop, is_crash_looping
+from manifests.containers import DEPLOYMENT_LABEL
+from tests.fake_github import FakeGitHub
+from tests.platform import wait_for
 from tests.unit.fakes import Container
+from tests.unit.idle_cost import add_idle_deployments, tick_costs
 from tests.unit.world import HOST, Platform
+
+
+@dataclass
+class Following:
+    follower: EngineEventFollower
+    resyncs: list[int]
+
+
+@pytest.fixture(autouse=True)
+def events(platform: Platform) -> Iterator[Following]:
+    """The runtime's events followed into whichever reconciler the platform has now (tests
+    rebuild it with other settings)."""
+    resyncs: list[int] = []
+    lock = threading.Lock()
+
+    def resync() -> None:
+        with lock:
+            resyncs.append(1)
+        platform.reconciler.resync()
+
+    follower = EngineEventFollower(
+        platform.runtime,
+        on_event=lambda deployment_id: platform.reconciler.changed(deployment_id),
+        on_resync=resync,
+        first_retry_seconds=0.01,
+    )
+    follower.start()
+    wait_for("the runtime's events followed", lambda: resyncs, timeout=5, every=0.001)
+    try:
+        yield Following(follower, resyncs)
+    finally:
+        follower.stop()
 
 
 def live(platform: Platform) -> str:
@@ -44,8 +88,122 @@ def load(platform: Platform, revision_id: str, per_replica: int) -> None:
 
 
 def tick(platform: Platform, seconds: float = 2.0) -> None:
+    platform.runtime.events_delivered()
     platform.wall[0] += seconds
     platform.reconciler.reconcile()
+
+
+def scaler_state(platform: Platform, deployment_id: str) -> str | None:
+    with platform.sessions() as session:
+        deployment = session.get(Deployment, deployment_id)
+        assert deployment is not None
+        return deployment.scaler_state
+
+
+# -- events and resyncs ---------------------------------------------------------------------
+def test_a_replica_that_dies_between_resyncs_is_replaced_at_the_next_tick(
+    platform: Platform,
+) -> None:
+    revision_id = live(platform)
+    tick(platform)  # the worker's first pass: a full resync
+    [first] = platform.runtime.running(revision_id)
+
+    platform.runtime.kill(first.id)  # its `die` event marks the deployment
+    tick(platform)
+
+    [second] = platform.runtime.running(revision_id)
+    assert second.id != first.id
+    assert routed(platform) == (address(second),)
+    [dead] = replicas(platform, revision_id, ReplicaState.dead)
+    assert dead.exit_reason == "killed (exit code 137)"
+
+
+def test_a_death_whose_event_was_lost_is_found_by_the_resync(platform: Platform) -> None:
+    revision_id = live(platform)
+    tick(platform)
+    [first] = platform.runtime.running(revision_id)
+    platform.runtime.events_lost = True
+
+    platform.runtime.kill(first.id)
+    tick(platform)
+    assert platform.runtime.running(revision_id) == []  # nothing told the reconciler yet
+
+    waited = 2.0
+    while not platform.runtime.running(revision_id):
+        assert waited <= RESYNC_SECONDS, "the resync did not replace the dead replica"
+        tick(platform)
+        waited += 2.0
+    [second] = platform.runtime.running(revision_id)
+    assert routed(platform) == (address(second),)
+    assert replicas(platform, revision_id, ReplicaState.dead)[0].exit_reason == (
+        "killed (exit code 137)"
+    )
+
+
+def test_a_dropped_event_stream_is_reopened_and_followed_by_a_resync(
+    platform: Platform, events: Following
+) -> None:
+    revision_id = live(platform)
+    tick(platform)
+    [first] = platform.runtime.running(revision_id)
+    platform.runtime.events_lost = True
+    platform.runtime.kill(first.id)  # while the stream is down
+    platform.runtime.events_lost = False
+
+    platform.runtime.cut_events()
+    wait_for("the stream reopened", lambda: len(events.resyncs) == 2, timeout=5, every=0.001)
+    tick(platform)  # right away, not a resync period later
+
+    [second] = platform.runtime.running(revision_id)
+    assert routed(platform) == (address(second),)
+
+
+def test_idle_deployments_cost_no_write_and_no_engine_call_and_the_same_reads_per_tick(
+    platform: Platform, fake_github: FakeGitHub, app_git_dir: Path
+) -> None:
+    add_idle_deployments(platform, fake_github, app_git_dir, 1)
+    for _ in range(3):  # going live; the first resync
+        tick(platform)
+    one = tick_costs(platform, 10, lambda: tick(platform))
+    add_idle_deployments(platform, fake_github, app_git_dir, 9)
+    for _ in range(3):
+        tick(platform)
+    ten = tick_costs(platform, 10, lambda: tick(platform))
+
+    for cost in one + ten:
+        assert (cost.writes, cost.commits, cost.engine_calls) == (0, 0, 0), cost
+        assert cost.router_calls <= 1  # one sample of Caddy's upstreams for all
+    assert {c.statements for c in one} == {c.statements for c in ten}
+
+    ticks = int(RESYNC_SECONDS / 2)  # a resync looks at each once, and writes nothing
+    resync = tick_costs(platform, ticks, lambda: tick(platform))
+    assert sum(c.writes + c.commits for c in resync) == 0
+    assert sum(c.engine_calls for c in resync) == 1  # one listing of the replicas
+
+
+def test_a_deployment_with_load_is_still_sampled_every_tick(
+    platform: Platform, fake_github: FakeGitHub, app_git_dir: Path
+) -> None:
+    [busy, *idle] = add_idle_deployments(platform, fake_github, app_git_dir, 3)
+    for _ in range(3):
+        tick(platform)
+    [revision_id] = [
+        c.revision_id for c in platform.runtime.containers.values()
+        if c.spec.labels.get(DEPLOYMENT_LABEL) == busy
+    ]  # fmt: skip
+    quiet = {d: scaler_state(platform, d) for d in idle}
+    load(platform, revision_id, per_replica=4)  # below the target of 10: no scale-up
+
+    times = []
+    for _ in range(5):
+        tick(platform)
+        times.append(platform.wall[0])
+
+    state = ScalerState.from_json(scaler_state(platform, busy))
+    assert [(s.at, s.concurrency) for s in state.samples if s.at in times] == [
+        (t, 4.0) for t in times
+    ]
+    assert {d: scaler_state(platform, d) for d in idle} == quiet  # nothing written
 
 
 def test_a_killed_replica_leaves_the_route_and_is_replaced(platform: Platform) -> None:
