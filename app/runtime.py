@@ -493,8 +493,8 @@ class DockerRuntime:
         """Two listings for every replica on the engine (apps, holders); exited ones are
         inspected for why.
 
-        Once per reconciler tick for the whole platform. A replica whose holder is gone is dead
-        too: its app has no network left.
+        For the whole platform, when the reconciler looks (after an engine event, and at each
+        resync). A replica whose holder is gone is dead too: its app has no network left.
         """
         try:
             listed = self._api.containers(all=True, filters={"label": DEPLOYMENT_LABEL})

@@ -144,7 +144,8 @@ class Settings(BaseSettings):
     container_writable_layer_bytes: Annotated[int, Field(ge=1024**2)] = 2 * 1024**3
     """Most bytes a replica may write to its own filesystem (its image's layers are not
     counted, nor its database or the deployment's volume); one over it is stopped, and
-    replaced, with the reason on the deployment. Checked every ~30 s."""
+    replaced, with the reason on the deployment. Measured when the reconciler lists replicas,
+    at most every 30 s and at least every resync (RECONCILE_RESYNC_SECONDS)."""
     container_log_max_size: str = "10m"
     """Size at which a replica's log file is rotated (a Docker size: 500k, 10m, 1g)."""
     container_log_max_files: Annotated[int, Field(ge=1)] = 3
