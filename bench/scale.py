@@ -34,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ from bench.push_to_live import (
     router_url,
 )
 from jobs.constants import revision_job_id
+from manifests import containers
 from manifests.containers import DEPLOYMENT_LABEL, HOLDER_SUFFIX, LABEL_PREFIX
 from tests.apps import static_site
 from tests.e2e.conftest import remove_docker_objects
@@ -76,10 +78,16 @@ SAMPLE_SECONDS = 5.0
 """Between two samples of the platform's processes at rest."""
 SETTLE_SECONDS = 15.0
 """After the last deployment of a level went live, before the rest window: the worker finishes
-its jobs (reports, holders' spares, image pruning)."""
+its jobs (reports, holders' spares, image pruning)..."""
+SETTLE_STABLE_SECONDS = 10.0
+"""...and then Slipway's containers unchanged over this long..."""
+SETTLE_MAX_SECONDS = 180.0
+"""...but no longer than this in all."""
 DEPLOY_SECONDS = 60.0
 DEPLOY_SECONDS_EACH = 12.0
 """A level's new deployments must all be live within DEPLOY_SECONDS + this per deployment."""
+POLL_LIVE_SECONDS = 3.0
+FAILURE_CHECK_SECONDS = 15.0
 PUSH_DEADLINE_SECONDS = 180.0
 DEFAULT_PUSHES = 3
 LOAD_SECONDS = 10.0
@@ -87,6 +95,8 @@ LOAD_CONCURRENCY = 10
 LOAD_RATE_PER_WORKER = 20.0
 """10 workers x 20 requests/s x 10 s: 2000 requests at a rate the 2-core machine keeps."""
 SERVICE_LABEL = f"{LABEL_PREFIX}.service"
+RESERVE_LABEL = f"{LABEL_PREFIX}.reserve"
+"""On a spare holder of a platform's host-wide reserve (manifests.containers on main)."""
 MIB = 1024 * 1024
 
 GOAL_PSS_AT_1_MIB = 200.0
@@ -278,7 +288,9 @@ class Level:
     burst_seconds: float = 0.0
     """From the first of those webhooks until all of them were live."""
     burst_failed: int = 0
+    burst_errors: list[str] = field(default_factory=list)
     load_average: str = ""
+    settle_seconds: float = 0.0
 
     @property
     def pss_total(self) -> float:
@@ -314,26 +326,64 @@ def rest(platform: RunningPlatform, seconds: float, level: Level) -> None:
     level.load_average = " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def count_containers(deployment_ids: set[str], level: Level) -> None:
-    """Running containers labelled with one of this run's deployments, by kind."""
-    listing = docker(
-        "ps",
-        "--filter",
-        f"label={DEPLOYMENT_LABEL}",
-        "--format",
-        f'{{{{.Names}}}}\t{{{{.Label "{DEPLOYMENT_LABEL}"}}}}\t{{{{.Label "{SERVICE_LABEL}"}}}}',
-    )
-    level.apps = level.holders = level.redis = 0
+def settle(platform: RunningPlatform, deployment_ids: set[str], level: Level) -> None:
+    """Wait SETTLE_SECONDS, then until Slipway's containers stop changing (spare holders are
+    started after live), at most SETTLE_MAX_SECONDS in all."""
+    started = time.monotonic()
+    time.sleep(SETTLE_SECONDS)
+    count_containers(platform, deployment_ids, level)
+    seen = (level.apps, level.holders, level.redis)
+    while time.monotonic() - started < SETTLE_MAX_SECONDS:
+        time.sleep(SETTLE_STABLE_SECONDS)
+        count_containers(platform, deployment_ids, level)
+        now = (level.apps, level.holders, level.redis)
+        if now == seen:
+            break
+        log(f"  still changing: {now[0]} apps + {now[1]} holders")
+        seen = now
+    level.settle_seconds = time.monotonic() - started
+
+
+def containers_by_kind(
+    listing: str, deployment_ids: set[str], reserve: str | None
+) -> tuple[int, int, int]:
+    """(apps, holders, Redis services) among `docker ps` lines of name, deployment label,
+    service label and reserve label: those of this run's deployments and of its platform's
+    host-wide reserve of spare holders (where the platform has one)."""
+    apps = holders = services = 0
     for line in listing.splitlines():
-        name, deployment, service = [*line.split("\t"), "", ""][:3]
-        if deployment not in deployment_ids:
+        name, deployment, service, owner = [*line.split("\t"), "", "", ""][:4]
+        if deployment not in deployment_ids and not (reserve and owner == reserve):
             continue
         if name.endswith(HOLDER_SUFFIX):
-            level.holders += 1
+            holders += 1
         elif service == "redis":
-            level.redis += 1
+            services += 1
         else:
-            level.apps += 1
+            apps += 1
+    return apps, holders, services
+
+
+def reserve_of(platform: RunningPlatform) -> str | None:
+    """The label value of the platform's own reserve of spare holders, on a Slipway that keeps
+    one per host (issue 22); None on one whose spares are per deployment (labelled with it)."""
+    reserve_id = getattr(containers, "reserve_id", None)
+    if reserve_id is None:
+        return None
+    return str(reserve_id(str((platform.data_dir.resolve() / "run").resolve())))
+
+
+def count_containers(platform: RunningPlatform, deployment_ids: set[str], level: Level) -> None:
+    """Running containers of this run's deployments and of its platform's reserve, by kind."""
+    fields = (DEPLOYMENT_LABEL, SERVICE_LABEL, RESERVE_LABEL)
+    listing = docker(
+        "ps",
+        "--format",
+        "\t".join(["{{.Names}}", *(f'{{{{.Label "{label}"}}}}' for label in fields)]),
+    )
+    level.apps, level.holders, level.redis = containers_by_kind(
+        listing, deployment_ids, reserve_of(platform)
+    )
 
 
 # -- the deployments --------------------------------------------------------------------------
@@ -347,17 +397,30 @@ class Site:
     version: int = 0
 
 
+RUN_TOKEN = uuid.uuid4().hex[:12]
+
+
+def page_text(name: str, version: int) -> str:
+    """Version 0 is the same in every run (its build may come from an earlier run's cache);
+    later versions carry this run's token, so every timed push builds its change anew."""
+    return f"site={name} version={version}" + (f" run={RUN_TOKEN}" if version else "")
+
+
 def page(name: str, version: int) -> dict[str, str | bytes]:
     """The same Dockerfile for every site: after the first build, BuildKit's cache."""
-    return static_site(f"site={name} version={version}")
+    return static_site(page_text(name, version))
 
 
 def add_sites(
-    platform: RunningPlatform, github: FakeGitHub, work: Path, sites: list[Site], count: int
-) -> tuple[float, int]:
-    """Connect and push `count` new repositories at once; (seconds until all live, failed)."""
+    platform: RunningPlatform, github: FakeGitHub, work: Path, sites: list[Site], level: Level
+) -> None:
+    """Connect and push `level.burst` new repositories at once and wait until all are live.
+
+    A deployment whose first revision fails is counted (with its error) and pushed once more,
+    as its user would, so the level still has all its deployments.
+    """
     new: list[Site] = []
-    for number in range(len(sites) + 1, len(sites) + count + 1):
+    for number in range(len(sites) + 1, len(sites) + level.burst + 1):
         name = f"site-{number:03d}"
         repo = GitRepo(work / "repos" / name)
         head = repo.commit(page(name, 0), "first commit")
@@ -381,36 +444,58 @@ def add_sites(
         response = platform.push(site.repository, INSTALLATION_ID, ZERO_SHA, site.head)
         if response.status_code != 202:
             raise BenchError(f"push webhook answered {response.status_code}: {response.text}")
-    wanted = {site.repository["full_name"]: site for site in new}
-    deadline = Deadline(DEPLOY_SECONDS + DEPLOY_SECONDS_EACH * count, f"{count} deployments")
-    failed: set[str] = set()
+    failed = wait_live(platform, new, f"{level.burst} deployments")
+    level.burst_seconds = time.perf_counter() - started
+    level.burst_failed = len(failed)
+    level.burst_errors = sorted({error for _, error in failed})
+    if failed:
+        log(f"  {len(failed)} failed ({level.burst_errors}): pushing them once more")
+        for site, _ in failed:
+            before = site.head
+            site.version += 1
+            site.head = site.repo.commit(page(site.repository["name"], site.version), "again")
+            platform.push(site.repository, INSTALLATION_ID, before, site.head)
+        if again := wait_live(platform, [site for site, _ in failed], "the failed ones again"):
+            errors = [f"{site.repository['name']}: {error}" for site, error in again]
+            raise BenchError(f"{len(again)} deployments failed twice: {errors}")
+
+
+def wait_live(
+    platform: RunningPlatform, sites: Sequence[Site], what: str
+) -> list[tuple[Site, str]]:
+    """Wait until each site is live or its head revision failed; the failed ones, with why.
+
+    A site here has no revision but its head's and failed ones: any live revision is the head.
+    Revisions are read for failures only every FAILURE_CHECK_SECONDS, to load the API little.
+    """
+    wanted = {site.repository["full_name"]: site for site in sites}
+    deadline = Deadline(DEPLOY_SECONDS + DEPLOY_SECONDS_EACH * len(sites), what)
+    failed: dict[str, tuple[Site, str]] = {}
+    next_check = time.monotonic() + FAILURE_CHECK_SECONDS
     while True:
-        live = 0
+        live: set[str] = set()
         for deployment in platform.api("/api/deployments"):
-            known = wanted.get(deployment["repository"])
-            if known is None:
+            site = wanted.get(deployment["repository"])
+            if site is None:
                 continue
-            known.deployment_id, known.slug = deployment["id"], deployment["slug"]
+            site.deployment_id, site.slug = deployment["id"], deployment["slug"]
             if deployment["live_revision_id"]:
-                live += 1
-        if live == count:
-            break
-        if failed and live + len(failed) >= count:
-            raise BenchError(f"{len(failed)} of {count} deployments failed: {sorted(failed)}")
-        failed |= failed_sites(platform, [s for s in new if s.deployment_id])
-        log(f"  {live}/{count} live, {len(failed)} failed")
-        time.sleep(min(5.0, deadline.remaining()))
-    return time.perf_counter() - started, len(failed)
-
-
-def failed_sites(platform: RunningPlatform, sites: Sequence[Site]) -> set[str]:
-    """The sites whose first revision failed (so waiting longer is pointless)."""
-    failed: set[str] = set()
-    for site in sites:
-        for revision in platform.api(f"/api/deployments/{site.deployment_id}/revisions"):
-            if revision["commit_sha"] == site.head and revision["state"] in {"failed", "cancelled"}:
-                failed.add(f"{site.repository['name']}: {revision['error']}")
-    return failed
+                live.add(deployment["repository"])
+        if time.monotonic() >= next_check:
+            next_check = time.monotonic() + FAILURE_CHECK_SECONDS
+            for name, site in wanted.items():
+                if name in live or name in failed or not site.deployment_id:
+                    continue
+                for revision in platform.api(f"/api/deployments/{site.deployment_id}/revisions"):
+                    if revision["commit_sha"] == site.head and revision["state"] in {
+                        "failed",
+                        "cancelled",
+                    }:
+                        failed[name] = (site, f"{revision['state']}: {revision['error']}")
+        log(f"  {len(live)}/{len(sites)} live, {len(failed)} failed")
+        if len(live) + len(failed) == len(sites):
+            return list(failed.values())
+        time.sleep(min(POLL_LIVE_SECONDS, deadline.remaining()))
 
 
 def push_to_live(platform: RunningPlatform, site: Site, client: httpx.Client) -> float:
@@ -434,7 +519,7 @@ def push_to_live(platform: RunningPlatform, site: Site, client: httpx.Client) ->
         client,
         router_url(platform),
         {"Host": router_host(platform, site.slug)},
-        f"site={name} version={site.version}\n",
+        page_text(name, site.version) + "\n",
         deadline,
         failed_yet,
     )
@@ -477,11 +562,11 @@ def measure(
     pushes: int,
     client: httpx.Client,
 ) -> None:
-    log(f"level {level.deployments}: settling {SETTLE_SECONDS:.0f} s")
-    time.sleep(SETTLE_SECONDS)
+    log(f"level {level.deployments}: settling")
+    settle(platform, {site.deployment_id for site in sites}, level)
     log(f"level {level.deployments}: at rest for {rest_seconds:.0f} s")
     rest(platform, rest_seconds, level)
-    count_containers({site.deployment_id for site in sites}, level)
+    count_containers(platform, {site.deployment_id for site in sites}, level)
     log(
         f"  PSS {level.pss_total / MIB:.0f} MiB, CPU {level.cpu_total:.1f} %, "
         f"{level.apps} apps + {level.holders} holders, load {level.load_average}"
@@ -538,9 +623,17 @@ def render(levels: Sequence[Level], machine: Sequence[str], command: str) -> str
             "new deployments pushed at once: all live in",
             *(f"{lv.burst}: {lv.burst_seconds:.0f} s, {lv.burst_failed} failed" for lv in levels),
         ],
+        [
+            "settled after live (containers unchanged)",
+            *(f"{lv.settle_seconds:.0f} s" for lv in levels),
+        ],
         ["load average at rest (1/5/15 min)", *(lv.load_average for lv in levels)],
     ]
     lines = [*machine, f"command: {command}", "", *markdown(header, rows), ""]
+    for lv in levels:
+        lines += [
+            f"failed at {lv.deployments} (pushed again): {error}" for error in lv.burst_errors
+        ]
     lines += ["Goals (issue 22), each level against this run's level 1:"]
     for lv in levels:
         limit = GOAL_PSS_AT_1_MIB if lv.deployments == 1 else GOAL_PSS_MIB
@@ -662,9 +755,7 @@ def run(levels: Sequence[int], rest_seconds: float, pushes: int, command: str) -
                 for deployments in levels:
                     level = Level(deployments, burst=deployments - len(sites))
                     log(f"level {deployments}: pushing {level.burst} new deployments at once")
-                    level.burst_seconds, level.burst_failed = add_sites(
-                        platform, github, work, sites, level.burst
-                    )
+                    add_sites(platform, github, work, sites, level)
                     log(f"  all live in {level.burst_seconds:.1f} s")
                     measure(platform, sites, level, rest_seconds, pushes, client)
                     measured.append(level)

@@ -10,6 +10,7 @@ from bench.scale import (
     Snapshot,
     Stat,
     category,
+    containers_by_kind,
     cpu_ticks,
     descendants,
     memory,
@@ -168,3 +169,20 @@ def test_the_table_judges_each_goal_against_level_one() -> None:
     assert "router p50 and p99 <= 1.2x level 1: 1.10x / 2.22x -> NOT met" in goals
     assert "containers of its own <= replicas + 4: 400 holders for 100 replicas -> NOT met" in goals
     assert "99 pushes at once all live: 0 failed, 3 s -> met" in goals
+
+
+def test_containers_are_those_of_this_runs_deployments_and_reserve_by_kind() -> None:
+    listing = "\n".join(
+        [
+            "slipway-d1-r1\td1\t\t",
+            "slipway-d1-r1-holder\td1\t\t",
+            "slipway-net-d1-spare0-holder\td1\t\t",
+            "slipway-redis-d1\td1\tredis\t",
+            "slipway-reserve-abc-0-holder\t\t\tabc",
+            "slipway-reserve-other-0-holder\t\t\tother",  # another platform's reserve
+            "slipway-d9-r1\td9\t\t",  # another run's deployment
+            "unrelated",
+        ]
+    )
+    assert containers_by_kind(listing, {"d1"}, "abc") == (1, 3, 1)
+    assert containers_by_kind(listing, {"d1"}, None) == (1, 2, 1)
