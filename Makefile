@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: up test lint unit integration e2e deps docker test-tools bench bench-previews bench-rollback bench-replicas bench-langgraph bench-burst clean
+.PHONY: up test lint unit integration e2e deps docker test-tools bench bench-previews bench-rollback bench-replicas bench-langgraph bench-burst bench-scale clean
 
 ## make up: install what is missing and start the whole platform in the foreground.
 up: deps docker
@@ -47,6 +47,10 @@ bench-langgraph: deps docker test-tools
 
 bench-burst: deps docker test-tools
 	$(BIN)/python -m bench.webhook_burst --rounds 3
+
+## make bench-scale: 1 and 100 idle deployments (quick: python -m bench.scale --levels 1,10).
+bench-scale: deps docker test-tools
+	$(BIN)/python -m bench.scale
 
 deps: $(INSTALLED)
 
