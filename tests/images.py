@@ -41,11 +41,20 @@ def docker(*args: str, input: bytes | None = None) -> str:
 
 
 def network_of(container: str) -> str:
-    """The network the container is on: its holder's, for a replica's app (which joins it)."""
+    """The network the container is on: its holder's, for a replica's app (which joins it).
+
+    Read from the networks it is attached to, not its network mode: a holder taken from the
+    host's reserve keeps the reserve's as its mode, though it left it for its deployment's."""
     mode = docker("inspect", "--format", "{{.HostConfig.NetworkMode}}", container).strip()
     if mode.startswith("container:"):
         return network_of(mode.removeprefix("container:"))
-    return mode
+    attached = docker(
+        "inspect",
+        "--format",
+        "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}",
+        container,
+    ).split()
+    return " ".join(sorted(attached))
 
 
 def image_exists(tag: str) -> bool:
