@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from app.errors import SlipwayError
@@ -23,6 +24,9 @@ FIRST_RETRY_SECONDS = 0.5
 MAX_RETRY_SECONDS = 30.0
 """A stream that cannot be opened (the engine restarting) is tried again 0.5, 1, 2 ... s later,
 at most 30 s apart; one that was open is reopened at once."""
+STEADY_SECONDS = 5.0
+"""A stream that lasted less than this before it dropped counts as one that could not be
+opened: the next try waits as above."""
 
 
 class EngineEventFollower:
@@ -77,18 +81,26 @@ class EngineEventFollower:
                 self._stopping.wait(retry)
                 retry = min(self._max_retry, retry * 2)
                 continue
-            retry = self._first_retry
             with self._feed_lock:
                 self._feed = feed
             if self._stopping.is_set():
                 feed.close()
                 break
             self._on_resync()
+            opened = time.monotonic()
             self._follow(feed)
             with self._feed_lock:
                 self._feed = None
-            if not self._stopping.is_set():
-                log.warning("runtime events stream dropped; reopening it and resyncing")
+            if self._stopping.is_set():
+                break
+            log.warning("runtime events stream dropped; reopening it and resyncing")
+            if time.monotonic() - opened < STEADY_SECONDS:
+                # Dropped as soon as opened (an engine refusing the stream): not at once again,
+                # or the worker would spin on resyncs.
+                self._stopping.wait(retry)
+                retry = min(self._max_retry, retry * 2)
+            else:
+                retry = self._first_retry
 
     def _follow(self, feed: ReplicaEvents) -> None:
         try:
