@@ -561,7 +561,9 @@ def floor(
         "DATABASE_URI",  # its value comes from this environment, not the argument list
         "--add-host",
         "host.docker.internal:host-gateway",
-        *(CONFINED_RUN if confined else ()),
+        # On a network of the pool, where a replica runs: the default bridge is held to the
+        # builds' rules by the network policy, which refuse the database cluster.
+        *(CONFINED_RUN if confined else ("--network", FLOOR_NETWORK)),
         tag,
         env={**os.environ, "DATABASE_URI": bench.database_uri},
         timeout=deadline.remaining(),
@@ -736,9 +738,8 @@ def clean_up(
         platform.stop()
     github.stop()
     remove_docker_objects(sorted(ids), floor_containers)
-    if confined_floor:
-        with contextlib.suppress(BenchError):
-            docker("network", "rm", FLOOR_NETWORK)
+    with contextlib.suppress(BenchError):
+        docker("network", "rm", FLOOR_NETWORK)
 
 
 def log(message: str) -> None:
@@ -793,8 +794,7 @@ def warmed_up(
             log("warm-up: connecting the repository and deploying v0")
             bench = connect_and_warm_up(platform, github, work, deadline_seconds)
             deployment_ids.append(bench.deployment_id)
-            if confined_floor:
-                create_floor_network(FLOOR_NETWORK, work)
+            create_floor_network(FLOOR_NETWORK, work)
             yield BenchRun(bench, work, deployment_ids, floor_containers)
         finally:
             github.latency_seconds = 0
