@@ -4,9 +4,7 @@ in another's cache."""
 
 from __future__ import annotations
 
-import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,14 +14,6 @@ from manifests.recipes import BuildPlan
 from tests.images import DOCKER, ensure_busybox_image
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture
-def tags() -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    for tag in made:
-        subprocess.run([DOCKER, "rmi", "-f", tag], capture_output=True, check=False)
 
 
 def build(root: Path, scope: str, lines: list[str], tags: list[str]) -> str:

@@ -51,14 +51,6 @@ def cgroup() -> Iterator[BuildCgroup]:
         (CGROUP_ROOT / name).write_text(before[name])
 
 
-@pytest.fixture
-def tags() -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    for tag in made:
-        subprocess.run([DOCKER, "rmi", "-f", tag], capture_output=True, check=False)
-
-
 def build(
     root: Path,
     limits: BuildLimits | None,

@@ -26,7 +26,11 @@ SECRET = "s3cret-database-password"
 
 
 def spec(
-    confinement: Confinement | None = None, kind: DeploymentType = DeploymentType.production
+    confinement: Confinement | None = None,
+    kind: DeploymentType = DeploymentType.production,
+    *,
+    env: dict[str, str] | None = None,
+    state_dir: str | None = None,
 ) -> ContainerSpec:
     return replica_spec(
         deployment_id="dep_aaaa",
@@ -35,8 +39,11 @@ def spec(
         image="slipway/dep_aaaa:rev_bbbb",
         port=8000,
         limits=LIMITS[kind],
-        env={"DATABASE_URI": f"postgresql://u:{SECRET}@host.docker.internal/d"},
+        env={"DATABASE_URI": f"postgresql://u:{SECRET}@host.docker.internal/d"}
+        if env is None
+        else env,
         confinement=confinement or Confinement(),
+        state_dir=state_dir,
     )
 
 
@@ -120,35 +127,14 @@ def test_env_values_travel_as_data_whatever_they_hold() -> None:
     """A line break or a `--flag` in a value is the value: there is no command line to parse
     it, and nothing of the user's env reaches a process of the platform."""
     env = {"PEM": "-----BEGIN-----\nabc\n-----END-----", "LD_PRELOAD": "/x.so", "A": "--privileged"}
-    replica = replica_spec(
-        deployment_id="dep_aaaa",
-        revision_id="rev_bbbb",
-        name="slipway-web-r1-bbbb",
-        image="slipway/dep_aaaa:rev_bbbb",
-        port=8000,
-        limits=LIMITS[DeploymentType.production],
-        env=env,
-        confinement=Confinement(),
-    )
-
-    options = replica_options(replica, "holder")
+    options = replica_options(spec(env=env), "holder")
 
     assert options["environment"] == env
     assert "privileged" not in options["host_config"]
 
 
 def test_the_state_volume_is_one_mount_whose_target_is_one_field() -> None:
-    replica = replica_spec(
-        deployment_id="dep_aaaa",
-        revision_id="rev_bbbb",
-        name="slipway-web-r1-bbbb",
-        image="slipway/dep_aaaa:rev_bbbb",
-        port=8000,
-        limits=LIMITS[DeploymentType.production],
-        env={},
-        confinement=Confinement(),
-        state_dir="/deps/app/.langgraph_api",
-    )
+    replica = spec(state_dir="/deps/app/.langgraph_api")
 
     [mount] = replica_options(replica, "holder")["host_config"]["mounts"]
 
@@ -170,17 +156,7 @@ def test_the_state_volume_is_one_mount_whose_target_is_one_field() -> None:
 )
 def test_a_state_dir_that_is_not_a_clean_absolute_path_is_refused(state_dir: str) -> None:
     with pytest.raises(RuntimeStartError, match="state directory"):
-        replica_spec(
-            deployment_id="dep_aaaa",
-            revision_id="rev_bbbb",
-            name="slipway-web-r1-bbbb",
-            image="slipway/dep_aaaa:rev_bbbb",
-            port=8000,
-            limits=LIMITS[DeploymentType.production],
-            env={},
-            confinement=Confinement(),
-            state_dir=state_dir,
-        )
+        spec(state_dir=state_dir)
 
 
 def test_free_subnets_skip_every_network_the_engine_has() -> None:
