@@ -16,6 +16,7 @@ from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 from app.bootstrap import bootstrap, replica_config, require
 from app.databases import reapply_role_limits
@@ -92,6 +93,12 @@ def redis_settings(settings: Settings) -> RedisSettings:
     return dsn
 
 
+LOST_CONNECTION = (RedisConnectionError, RedisTimeoutError, OSError)
+"""What a lost queue raises; redis-py raises it as a WatchError caused by one when the
+connection drops while arq watches a job's keys (raised while handling it: its context), seen once
+in a full run, where the worker exited."""
+
+
 class ReconnectingWorker(Worker):
     """arq's worker, which lets a lost connection end `main()` (and the process) mid-poll,
     made to wait for the queue instead: an outage is logged once, polled for with a growing
@@ -103,7 +110,9 @@ class ReconnectingWorker(Worker):
     async def _poll_iteration(self) -> None:
         try:
             await super()._poll_iteration()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except (RedisConnectionError, RedisTimeoutError, OSError, WatchError) as exc:
+            if isinstance(exc, WatchError) and not isinstance(exc.__context__, LOST_CONNECTION):
+                raise
             now = time.monotonic()
             if self._outage_started is None:
                 self._outage_started = now
