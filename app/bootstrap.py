@@ -149,6 +149,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         build_timeout_seconds=settings.build_timeout_seconds,
         base_domain=settings.base_domain,
         router_port=settings.router_port,
+        autoscale=autoscale_defaults(settings),
         unpack_limits=UnpackLimits(
             max_bytes=settings.source_max_bytes,
             max_members=settings.source_max_members,

@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlmodel import Session, col, select
 
 from app.admission import Admission
+from app.autoscaler import AutoscaleDefaults, scaling_policy
 from app.crypto import SecretBox
 from app.db import SessionFactory
 from app.errors import (
@@ -80,6 +81,8 @@ class PipelineConfig:
     build_timeout_seconds: float
     base_domain: str
     router_port: int
+    autoscale: AutoscaleDefaults
+    """The platform's scaling bounds, which a revision's `[scale]` narrows."""
     unpack_limits: UnpackLimits = field(default_factory=UnpackLimits)
     max_download_bytes: int = 1024**3
     recipes: tuple[Recipe, ...] = field(default_factory=default_recipes)
@@ -397,7 +400,7 @@ class RevisionPipeline:
                     "slipway: langgraph: REDIS_URI from the deployment's env is not used; the "
                     "server gets the deployment's own Redis (unset it to silence this)",
                 )
-        count = self._replica_count(deployment.id)
+        count = self._replica_count(deployment.id, run)
         limits = LIMITS[deployment.type]
         _append(
             log_path,
@@ -429,14 +432,16 @@ class RevisionPipeline:
             )
         self._go_live(revision.id, log_path)
 
-    def _replica_count(self, deployment_id: str) -> int:
-        """As many replicas as the live revision runs now (at least one, at most the
-        deployment type's): a rollout never drops capacity under load."""
+    def _replica_count(self, deployment_id: str, run: RunConfig) -> int:
+        """As many replicas as the live revision runs now, within this revision's bounds: a
+        rollout never drops capacity under load, and `[scale] min` holds from the first
+        request (not from whenever the reconciler next looks at an idle deployment)."""
         with self._sessions() as session:
             deployment = session.get(Deployment, deployment_id)
             assert deployment is not None
             serving = ready_count(session, deployment.live_revision_id)
-            wanted = max(1, serving, deployment.desired_replicas)
+            policy = scaling_policy(deployment.type, self.config.autoscale, run.scale_config())
+            wanted = policy.bounded(max(serving, deployment.desired_replicas))
             return min(wanted, LIMITS[deployment.type].max_replicas)
 
     # -- admission ---------------------------------------------------------------------------

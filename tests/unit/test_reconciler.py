@@ -24,7 +24,7 @@ from tests.fake_github import FakeGitHub
 from tests.platform import wait_for
 from tests.unit.fakes import Container
 from tests.unit.idle_cost import add_idle_deployments, tick_costs
-from tests.unit.world import HOST, Platform
+from tests.unit.world import DOCKERFILE, HOST, Platform
 
 
 @dataclass
@@ -437,3 +437,16 @@ def test_a_torn_down_preview_leaves_no_replica_for_the_reconciler_to_bury(
 
     assert replicas(platform, revision_id, ReplicaState.dead) == []
     assert len(replicas(platform, revision_id, ReplicaState.stopped)) == 1
+
+
+def test_a_first_push_with_a_minimum_goes_live_on_that_many_replicas(platform: Platform) -> None:
+    """`[scale] min` holds from the first request: the revision goes live on that many
+    replicas, not on one the reconciler tops up whenever it next looks."""
+    revision_id = platform.push(
+        {"Dockerfile": DOCKERFILE, "slipway.toml": "[scale]\nmin = 2\n", "www/index.html": "hi"}
+    )
+    assert platform.pipeline.run(revision_id) is RevisionState.live
+
+    assert len(platform.runtime.running(revision_id)) == 2
+    assert len(replicas(platform, revision_id, ReplicaState.ready)) == 2
+    assert len(routed(platform)) == 2

@@ -56,6 +56,13 @@ INSTALLATION = 41
 HOST = "web.localhost"
 URL = "http://web.localhost:8000/"
 DOCKERFILE = "FROM scratch\nCOPY www /www\n"
+AUTOSCALE = AutoscaleDefaults(
+    target_concurrency=10,
+    max_replicas=10,
+    stable_window_seconds=60,
+    panic_window_seconds=6,
+    scale_down_delay_seconds=1800,
+)
 
 
 class WorkerKilled(BaseException):
@@ -78,15 +85,8 @@ class Platform:
     replica_config: ReplicaConfig = field(
         default_factory=lambda: ReplicaConfig(health_timeout_seconds=30.0)
     )
-    autoscale: AutoscaleDefaults = field(
-        default_factory=lambda: AutoscaleDefaults(
-            target_concurrency=10,
-            max_replicas=10,
-            stable_window_seconds=60,
-            panic_window_seconds=6,
-            scale_down_delay_seconds=1800,
-        )
-    )
+    autoscale: AutoscaleDefaults = AUTOSCALE
+    """The pipeline's and the reconciler's (tests replace it, then call __post_init__)."""
     pipeline: RevisionPipeline = field(init=False)
     replicas: Replicas = field(init=False)
     reconciler: Reconciler = field(init=False)
@@ -168,6 +168,7 @@ class Platform:
             config=self.replica_config,
             clock=self.clock,
         )
+        self.config = replace(self.config, autoscale=self.autoscale)
         self.pipeline = RevisionPipeline(
             config=self.config,
             sessions=self.sessions,
@@ -389,6 +390,7 @@ def world_platform(
             build_timeout_seconds=600.0,
             base_domain="localhost",
             router_port=8000,
+            autoscale=AUTOSCALE,
         ),
         github=RecordingGitHub(),
         builder=builder,
