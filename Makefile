@@ -16,10 +16,12 @@ up: deps docker
 ## the whole machine while they run, which the integration tier's bare containers must not meet.
 test: deps docker test-tools lint unit integration e2e
 
+## make lint: style, types, and the import contract (the layers of scripts/check_layers.py).
 lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python scripts/check_layers.py
 
 unit: deps
 	$(BIN)/pytest tests/unit

@@ -13,44 +13,43 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
-from app.admission import Admission, AdmissionLimits
-from app.autoscaler import autoscale_defaults
-from app.comments import PreviewComments
-from app.crypto import SecretBox, load_or_create_secret_key
-from app.databases import PostgresProvisioner, RoleLimits
-from app.db import SessionFactory, make_engine, migrate
-from app.facts import CommitFacts, GitHubCommitFacts
-from app.github.credentials import GitHubAppCredentials, LazyGitHubApp
-from app.github.manifests import GitHubManifestConverter
+from app.access.links import LinkSigner, RevisionLinks
+from app.adapters.caddy import CaddyRouter
+from app.adapters.docker import DockerRuntime
+from app.adapters.postgres import PostgresProvisioner, RoleLimits
+from app.deliveries.facts import CommitFacts, GitHubCommitFacts
+from app.deployments.janitor import Janitor, JanitorLimits
+from app.deployments.teardown import Teardown
+from app.feedback.comments import PreviewComments
+from app.feedback.notifications import PlatformNotifier
+from app.feedback.outbox import ReportOutbox
+from app.feedback.reports import GitHubReporter
 from app.github.rest import GitHubRest
-from app.health import HttpHealthProbe
-from app.janitor import Janitor, JanitorLimits
-from app.links import LinkSigner, RevisionLinks
-from app.locks import DeploymentLocks
-from app.models import DeploymentType
-from app.notifications import PlatformNotifier
-from app.outbox import ReportOutbox
-from app.pipeline import PipelineConfig, RevisionPipeline
-from app.ports import Clock, CommitResolver, GitHubPort
-from app.reconciler import Reconciler
-from app.recovery import Recovery
-from app.replicas import ReplicaConfig, Replicas
-from app.reporting import GitHubReporter
-from app.router import CaddyRouter
-from app.routes import RouteTable
-from app.runtime import DockerRuntime
-from app.settings import ENV_PREFIX, Settings, SettingsError
-from app.setup import AppSetup, load_manifest_template
-from app.setup_token import SetupTokenFile, setup_token_path
-from app.teardown import Teardown
-from app.timestamps import utcnow
+from app.kernel.crypto import SecretBox, load_or_create_secret_key
+from app.kernel.db import SessionFactory, make_engine, migrate
+from app.kernel.locks import DeploymentLocks
+from app.kernel.ports import Clock, CommitResolver, GitHubPort
+from app.kernel.settings import Settings, require
+from app.kernel.timestamps import utcnow
+from app.replicas.autoscaler import autoscale_defaults
+from app.replicas.health import HttpHealthProbe
+from app.replicas.reconciler import Reconciler
+from app.replicas.replica_set import ReplicaConfig, Replicas
+from app.replicas.routes import RouteTable
+from app.rollout.admission import Admission, AdmissionLimits
+from app.rollout.pipeline import PipelineConfig, RevisionPipeline
+from app.rollout.recovery import Recovery
+from app.setup.credentials import GitHubAppCredentials, LazyGitHubApp
+from app.setup.flow import AppSetup, load_manifest_template
+from app.setup.manifests import GitHubManifestConverter
+from app.setup.token import SetupTokenFile, setup_token_path
 from builders.build_limits import BuildLimits
 from builders.docker_cli import find_docker_cli
 from builders.images import BuildKitBuilder
 from builders.index_proxy import IndexPassThrough, credentials_of
 from builders.source import UnpackLimits
 from builders.valkey_image import ValkeyImage
-from manifests.containers import Confinement, LogRotation
+from manifests.containers import Confinement, DeploymentType, LogRotation
 from manifests.langgraph_image import LangGraphBuild
 from manifests.recipes import default_recipes
 
@@ -203,14 +202,6 @@ def commit_resolver(
 ) -> CommitResolver:
     """What the API asks GitHub: which commit a branch, tag or sha names."""
     return github_client(settings, credentials, clock)
-
-
-def require(value: str | None, name: str) -> str:
-    if not value:
-        raise SettingsError(
-            f"{ENV_PREFIX}{name} is not set (`slipway up` sets it when it starts the service)"
-        )
-    return value
 
 
 def bootstrap(

@@ -8,10 +8,10 @@ import os
 import sys
 
 from app.commands import COMMANDS, add_commands, run_command
-from app.embedded import EmbeddedServiceError
-from app.errors import SlipwayError
-from app.logs import configure_logging
-from app.settings import SettingsError, load_settings
+from app.kernel.logs import configure_logging
+from app.kernel.settings import SettingsError, load_settings
+from app.server.embedded import EmbeddedServiceError
+from manifests.errors import SlipwayError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             open_database(settings)
             return 0
         if args.command == "up":
-            from app.supervisor import Supervisor
+            from app.server.supervisor import Supervisor
 
             return Supervisor(settings).run()
         if args.command == "api":

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from app.errors import SlipwayError
+from manifests.errors import SlipwayError
 
 TIMEOUT_SECONDS = 30.0
 URL_VARIABLE = "SLIPWAY_API_URL"
@@ -68,8 +68,8 @@ def stored_login(path: Path) -> Login | None:
 def local_login() -> Login | None:
     """On the platform's machine: its own API and the admin token it made on first start."""
     try:
-        from app.settings import load_settings
-        from app.tokens import admin_token_path
+        from app.access.tokens import admin_token_path
+        from app.kernel.settings import load_settings
 
         settings = load_settings()
         token = admin_token_path(settings.data_dir).read_text().strip()

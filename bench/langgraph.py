@@ -54,7 +54,8 @@ import httpx
 import redis
 from arq.constants import result_key_prefix
 
-from app.databases import PostgresProvisioner
+from app.adapters.postgres import PostgresProvisioner
+from app.kernel.orders import revision_job_id
 from bench.push_to_live import (
     ACCOUNT,
     BRANCH_REF,
@@ -85,7 +86,6 @@ from bench.push_to_live import (
     warmed_up,
 )
 from builders.valkey_image import ValkeyImage
-from jobs.constants import revision_job_id
 from manifests.config import load_repository_config
 from manifests.containers import CONTAINER_HOST_ALIAS, REDIS_PORT
 from manifests.langgraph_image import HEALTH_PATH, PIP_SECRET_ID, LangGraphBuild, PipIndex
@@ -562,7 +562,7 @@ def report(samples: Samples, machine: Sequence[str]) -> str:
 # -- main -------------------------------------------------------------------------------------
 def langgraph_build(index: WheelIndex) -> LangGraphBuild:
     """What the platform's settings make of tests.platform.start_langgraph_platform's values
-    (app.settings.Settings.langgraph_build), for the floor's generated Dockerfile."""
+    (app.kernel.settings.Settings.langgraph_build), for the floor's generated Dockerfile."""
     return LangGraphBuild(
         base_image=ensure_python_pip_image(),
         runtime="pg",

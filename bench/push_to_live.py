@@ -49,9 +49,9 @@ import httpx
 import redis
 from arq.constants import result_key_prefix
 
-from app.databases import database_identifier
-from app.runtime import DockerRuntime
-from jobs.constants import revision_job_id
+from app.adapters.docker import DockerRuntime
+from app.kernel.names import database_identifier
+from app.kernel.orders import revision_job_id
 from manifests.containers import DEPLOYMENT_LABEL, REVISION_LABEL
 from tests.apps import notes_app
 from tests.fake_github import FakeGitHub
@@ -112,8 +112,8 @@ CONFINED_RUN = (
     "--log-opt",
     "max-file=3",
 )
-"""What Slipway's create call sets for a production replica (app/runtime.py replica_options),
-as the flags of a `docker run` by hand."""
+"""What Slipway's create call sets for a production replica (app/adapters/docker.py
+replica_options), as the flags of a `docker run` by hand."""
 FLOOR_PORT = 8000
 BUILDKIT_ENV = {**os.environ, "DOCKER_BUILDKIT": "1"}
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from app.embedded import free_port
+from app.server.embedded import free_port
 from bench.push_to_live import (
     ACCOUNT,
     CONFINED_RUN,

@@ -2,7 +2,7 @@
 
 Run with `.venv/bin/python -m bench.router_changes [--routes 100] [--changes 50]`.
 
-An embedded Caddy (app.embedded.Caddy) holds `--routes` routes, all to one small backend (a
+An embedded Caddy (app.server.embedded.Caddy) holds `--routes` routes, all to one small backend (a
 second Caddy answering 200 on two ports). Measured:
 
 * one change: the wall time of `CaddyRouter.apply` when one route's upstreams change, and
@@ -27,9 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.embedded import Caddy, free_port
-from app.errors import RouterError
-from app.router import CaddyRouter, Route
+from app.adapters.caddy import CaddyRouter
+from app.kernel.addresses import Route
+from app.kernel.errors import RouterError
+from app.server.embedded import Caddy, free_port
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -46,6 +46,7 @@ import httpx
 import redis
 from arq.constants import result_key_prefix
 
+from app.kernel.orders import revision_job_id
 from bench.push_to_live import (
     ACCOUNT,
     INSTALLATION_ID,
@@ -59,7 +60,6 @@ from bench.push_to_live import (
     router_host,
     router_url,
 )
-from jobs.constants import revision_job_id
 from manifests import containers
 from manifests.containers import DEPLOYMENT_LABEL, HOLDER_SUFFIX, LABEL_PREFIX
 from tests.apps import static_site

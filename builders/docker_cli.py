@@ -21,7 +21,7 @@ from functools import cache
 
 from python_on_whales import DockerClient
 
-from app.errors import BuildError
+from builders.errors import BuildError
 
 PROBE_TIMEOUT_SECONDS = 10
 FALLBACK_CLIENTS = ("docker", "/usr/bin/docker", "/usr/local/bin/docker")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.errors import EngineError
+from builders.errors import EngineError
 
 log = logging.getLogger(__name__)
 

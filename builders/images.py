@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from app.errors import Annotation, BuildCancelled, BuildError, ConfigError
 from builders.build_limits import BuildCgroup, BuildLimits, DiskGuard
 from builders.cache_mounts import CacheMountRefused, cache_scope, namespace_cache_mounts
 from builders.docker_cli import (
@@ -22,6 +21,8 @@ from builders.docker_cli import (
     find_docker_cli,
     stream_command,
 )
+from builders.errors import BuildCancelled, BuildError
+from manifests.errors import Annotation, ConfigError
 from manifests.recipes import BuildPlan
 
 PRUNE_TIMEOUT_SECONDS = 600

@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from app.errors import BuildError
+from builders.errors import BuildError
 from manifests.langgraph_image import PipIndex
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from app.errors import SourceError
+from builders.errors import SourceError
 
 SYMLINK_HOPS = 40
 """Linux gives up resolving after 40 links (ELOOP); so does the check."""

@@ -1,18 +1,6 @@
-"""Queue names, job ids and timings, each with its reason."""
+"""Job timings, each with its reason (the job names and ids are app/kernel/orders.py's)."""
 
 from __future__ import annotations
-
-QUEUE_NAME = "slipway:queue"
-"""Its own queue, so a Slipway sharing a Redis with other arq users never runs their jobs."""
-
-HANDLE_DELIVERY = "handle_delivery"
-RUN_REVISION = "run_revision"
-SYNC_ROUTES = "sync_routes"
-SYNC_COMMENT = "sync_comment"
-DISPATCH_REVISIONS = "dispatch_revisions"
-DRAIN_REPORTS = "drain_reports"
-TEARDOWN_DEPLOYMENT = "teardown_deployment"
-CARRY_OUT = "carry_out"
 
 JOB_TIMEOUT_SECONDS = 45 * 60
 """Longer than the build timeout plus the health deadline: the task enforces its own limits."""
@@ -30,18 +18,3 @@ POLL_DELAY_SECONDS = 0.02
 """How often an idle worker looks for jobs. arq's 0.5 s default was a third of a push's path
 (two jobs per push, see docs/performance.md); 50 cheap Redis calls a second per idle worker is
 the price."""
-
-
-def delivery_job_id(delivery_id: str) -> str:
-    """arq refuses a second job with the same id, so a redelivery enqueues nothing new."""
-    return f"delivery:{delivery_id}"
-
-
-def revision_job_id(revision_id: str) -> str:
-    return f"revision:{revision_id}"
-
-
-def teardown_job_id(deployment_id: str) -> str:
-    """Recovery orders a lost teardown again every few seconds until it finished: arq refuses
-    a second job with this id while one is queued or running."""
-    return f"teardown:{deployment_id}"

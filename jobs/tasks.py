@@ -10,23 +10,22 @@ from typing import Any
 from arq import Retry
 
 from app.bootstrap import Platform
-from app.comments import CommentNotUpdated
-from app.deliveries import apply_delivery
-from app.errors import TeardownIncomplete
-from app.events import EventOutcome
-from jobs.constants import (
-    COMMENT_RETRY_SECONDS,
+from app.deliveries.inbox import apply_delivery
+from app.feedback.comments import CommentNotUpdated
+from app.kernel.errors import TeardownIncomplete
+from app.kernel.orders import (
     DISPATCH_REVISIONS,
     DRAIN_REPORTS,
     HANDLE_DELIVERY,
     RUN_REVISION,
     SYNC_COMMENT,
     TEARDOWN_DEPLOYMENT,
-    TEARDOWN_RETRY_SECONDS,
+    WorkOrder,
     delivery_job_id,
     revision_job_id,
     teardown_job_id,
 )
+from jobs.constants import COMMENT_RETRY_SECONDS, TEARDOWN_RETRY_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ def _platform(ctx: dict[str, Any]) -> Platform:
 async def handle_delivery(ctx: dict[str, Any], delivery_id: str) -> str:
     platform = _platform(ctx)
 
-    def apply() -> EventOutcome | None:
+    def apply() -> WorkOrder | None:
         with platform.sessions() as session:
             return apply_delivery(
                 session, delivery_id, platform.secrets, platform.clock(), platform.facts
@@ -57,12 +56,12 @@ async def handle_delivery(ctx: dict[str, Any], delivery_id: str) -> str:
 async def carry_out(ctx: dict[str, Any], outcome: dict[str, Any]) -> str:
     """What an API request changed (a deploy, an env change, a rollback, a delete) is built,
     reported and torn down like a delivery's outcome."""
-    order = EventOutcome.from_dict(outcome)
+    order = WorkOrder.from_dict(outcome)
     await carry_out_outcome(ctx, order)
     return order.summary
 
 
-async def carry_out_outcome(ctx: dict[str, Any], outcome: EventOutcome) -> None:
+async def carry_out_outcome(ctx: dict[str, Any], outcome: WorkOrder) -> None:
     platform = _platform(ctx)
     for revision_id in outcome.cancelled_revisions:
         await asyncio.to_thread(platform.pipeline.report_cancelled, revision_id)

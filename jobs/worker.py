@@ -10,32 +10,32 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from arq import cron
-from arq.connections import RedisSettings
 from arq.worker import Worker, func
-from redis.asyncio.retry import Retry as RedisRetry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
-from app.bootstrap import bootstrap, replica_config, require
-from app.databases import reapply_role_limits
-from app.engine_events import EngineEventFollower
-from app.heap import freeze_startup_objects
-from app.settings import Settings
-from jobs import tasks
-from jobs.constants import (
+from app.adapters.postgres import reapply_role_limits
+from app.adapters.queue import redis_settings
+from app.bootstrap import bootstrap, replica_config
+from app.kernel.heap import freeze_startup_objects
+from app.kernel.orders import (
     CARRY_OUT,
     DISPATCH_REVISIONS,
     DRAIN_REPORTS,
+    QUEUE_NAME,
+    SYNC_COMMENT,
+    TEARDOWN_DEPLOYMENT,
+)
+from app.kernel.settings import Settings
+from app.replicas.engine_events import EngineEventFollower
+from jobs import tasks
+from jobs.constants import (
     ENQUEUE_TIMEOUT_SECONDS,
     JOB_TIMEOUT_SECONDS,
     KEEP_RESULT_SECONDS,
     MAX_TRIES,
     POLL_DELAY_SECONDS,
-    QUEUE_NAME,
-    SYNC_COMMENT,
-    TEARDOWN_DEPLOYMENT,
     TEARDOWN_TIMEOUT_SECONDS,
 )
 
@@ -53,14 +53,6 @@ ROUTE_RECONCILE_SECOND = 0
 """Once a minute the router is given the database's routes again, in case Caddy restarted."""
 
 
-CONNECT_RETRIES = 60
-"""A worker or API started while the queue is down waits for it a minute (1 s apart) before
-exiting; the supervisor then starts it again."""
-COMMAND_RETRIES = 3
-COMMAND_RETRY_CAP_SECONDS = 1.0
-"""A command is tried again 3 times 0.2, 0.4 and 0.8 s apart, and redis-py applies the same
-retry to the connect inside each try: about 7 s in all, while a killed Valkey is up again
-within a second or two, so an enqueue in the middle of it still lands."""
 OUTAGE_POLL_MAX_SECONDS = 5.0
 """While the queue stays down, the worker looks for it at most this far apart."""
 
@@ -75,24 +67,6 @@ def tick_seconds(tick: float) -> set[int]:
     return {int(i * step) % 60 for i in range(math.ceil(60 / step))}
 
 
-def redis_settings(settings: Settings) -> RedisSettings:
-    """The queue as the worker and the API reach it, riding out the queue's restarts.
-
-    arq retries only the first connection (conn_retries, conn_retry_delay); every later command
-    gets redis-py's own retry (a fresh connection, with backoff), which covers the second or so
-    the supervisor takes to start a killed Valkey again. A longer outage is ridden out by
-    `ReconnectingWorker`'s poll loop.
-    """
-    dsn = RedisSettings.from_dsn(require(settings.redis_url, "REDIS_URL"))
-    dsn.conn_retries = CONNECT_RETRIES
-    dsn.conn_retry_delay = 1
-    dsn.retry = RedisRetry(
-        ExponentialBackoff(cap=COMMAND_RETRY_CAP_SECONDS, base=0.1), COMMAND_RETRIES
-    )
-    dsn.retry_on_error = [RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError]
-    return dsn
-
-
 LOST_CONNECTION = (RedisConnectionError, RedisTimeoutError, OSError)
 """What a lost queue raises; redis-py raises it as a WatchError caused by one when the
 connection drops while arq watches a job's keys (raised while handling it: its context), seen once
@@ -103,7 +77,7 @@ class ReconnectingWorker(Worker):
     """arq's worker, which lets a lost connection end `main()` (and the process) mid-poll,
     made to wait for the queue instead: an outage is logged once, polled for with a growing
     pause, and logged again when it is over. Jobs running meanwhile keep running; what they
-    could not record is found again by recovery (app/recovery.py)."""
+    could not record is found again by recovery (app/rollout/recovery.py)."""
 
     _outage_started: float | None = None
 

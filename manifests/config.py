@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from app.errors import Annotation, ConfigError
+from manifests.errors import Annotation, ConfigError
 from manifests.paths import SAFE_CHARACTERS, is_clean_relative
 
 CONFIG_FILE = "slipway.toml"

@@ -6,14 +6,14 @@ runtime only translates it into engine flags.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from app.errors import RuntimeStartError
-from app.models import DeploymentType
+from manifests.errors import RuntimeStartError
 from manifests.paths import SAFE_CHARACTERS, is_clean_absolute
 
 LABEL_PREFIX = "dev.slipway"
@@ -40,6 +40,13 @@ small enough that a /16 pool holds 2048 deployments."""
 DEFAULT_NETWORK_POOL = "172.16.0.0/16"
 """Inside 172.16.0.0/12, the range the embedded cluster admits, and never handed out by Docker's
 own default pools (172.17-172.31 and 192.168), so it does not meet networks Docker makes."""
+
+
+class DeploymentType(enum.StrEnum):
+    """What a deployment is for; it decides each replica's limits and how far it scales."""
+
+    development = "development"
+    production = "production"
 
 
 @dataclass(frozen=True)
@@ -140,7 +147,8 @@ def clean_state_dir(path: str) -> str:
 
 
 def holder_name(replica: str) -> str:
-    """The container keeping the replica's address (see `app.runtime`), found by its name."""
+    """The container keeping the replica's address (see `app.adapters.docker`), found by its
+    name."""
     return f"{replica}{HOLDER_SUFFIX}"
 
 
@@ -233,7 +241,7 @@ def replica_env(
     redis_uri: str | None = None,
 ) -> dict[str, str]:
     """What a replica's process sees: the user's env, then what the platform provides (which
-    wins: the names are reserved, see app/environment.py)."""
+    wins: the names are reserved, see app/deployments/environment.py)."""
     env = {
         **user_env,
         "PORT": str(port),

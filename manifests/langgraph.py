@@ -26,7 +26,7 @@ import click
 from dotenv import dotenv_values
 from langgraph_cli.config import get_unknown_keys, validate_config
 
-from app.errors import Annotation, ConfigError
+from manifests.errors import Annotation, ConfigError
 from manifests.paths import SAFE_CHARACTERS, is_clean_relative
 
 LANGGRAPH_CONFIG = "langgraph.json"

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from app.errors import Annotation, ConfigError
 from manifests.config import CONFIG_FILE, DeployConfig, RepositoryConfig
+from manifests.errors import Annotation, ConfigError
 from manifests.langgraph import load_langgraph_project
 from manifests.langgraph_image import (
     HEALTH_PATH,

@@ -23,12 +23,13 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from app.crypto import SecretBox
-from app.embedded import UNIX_SCHEME, EmbeddedPostgres, free_port
-from app.embedded._caddy import default_admin_socket
-from app.network_policy import Iptables, platform_tag
-from app.router import CaddyRouter
-from app.runtime import DockerRuntime
+from app.adapters.caddy import CaddyRouter
+from app.adapters.caddy_admin import UNIX_SCHEME
+from app.adapters.docker import DockerRuntime
+from app.adapters.network_policy import Iptables, platform_tag
+from app.kernel.crypto import SecretBox
+from app.server.embedded import EmbeddedPostgres, free_port
+from app.server.embedded._caddy import default_admin_socket
 from tests.fake_github import FakeGitHub
 from tests.fake_github.payloads import ZERO_SHA, push_payload
 from tests.fake_github.payloads import headers as webhook_headers

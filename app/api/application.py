@@ -21,6 +21,9 @@ from litestar.status_codes import (
     HTTP_422_UNPROCESSABLE_ENTITY,
 )
 
+from app.access.follows import LogFollows
+from app.access.tokens import admin_token_path, ensure_admin_token
+from app.adapters.queue import redis_settings
 from app.api.auth import BearerTokens, writers_only
 from app.api.deployments import DeploymentController, RevisionController
 from app.api.setup import SetupController
@@ -34,17 +37,15 @@ from app.bootstrap import (
     pipeline_config,
     secret_box,
 )
-from app.deliveries import DeliveryRecorder
-from app.errors import ConflictError, InvalidRequest, NotFoundError, PermissionDenied, SlipwayError
-from app.follows import LogFollows
-from app.github.credentials import GitHubAppCredentials
-from app.heap import freeze_startup_objects
-from app.operations import DeploymentOperations
-from app.ports import Clock, CommitResolver
-from app.settings import Settings
-from app.timestamps import utcnow
-from app.tokens import admin_token_path, ensure_admin_token
-from jobs.worker import redis_settings
+from app.deliveries.inbox import DeliveryRecorder
+from app.deployments.operations import DeploymentOperations
+from app.kernel.errors import ConflictError, InvalidRequest, NotFoundError, PermissionDenied
+from app.kernel.heap import freeze_startup_objects
+from app.kernel.ports import Clock, CommitResolver
+from app.kernel.settings import Settings
+from app.kernel.timestamps import utcnow
+from app.setup.credentials import GitHubAppCredentials
+from manifests.errors import SlipwayError
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def create_app(
         exception_handlers={cls: _domain_error for cls in STATUS_OF},
         lifespan=[queue_lifespan],
         openapi_config=None,
-        # Logging is app.logs' (key=value lines, written where they happen): Litestar's default
-        # would replace the root handler with a queue and a thread that drop the fields.
+        # Logging is app.kernel.logs' (key=value lines, written where they happen): Litestar's
+        # default would replace the root handler with a queue and a thread that drop the fields.
         logging_config=None,
     )

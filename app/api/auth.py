@@ -15,10 +15,10 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import ASGIApp, Receive, Scope, Scopes, Send
 
-from app.db import SessionFactory
-from app.links import EXPIRES, SIGNABLE_SUFFIXES, SIGNATURE, LinkSigner
-from app.ports import Clock
-from app.tokens import Caller, authenticate
+from app.access.links import EXPIRES, SIGNABLE_SUFFIXES, SIGNATURE, LinkSigner
+from app.access.tokens import Caller, authenticate
+from app.kernel.db import SessionFactory
+from app.kernel.ports import Clock
 
 SIGNED_LINK = Caller(name="signed link", read_only=True)
 READ_METHODS = frozenset({"GET", "HEAD"})

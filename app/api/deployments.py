@@ -1,4 +1,6 @@
-"""The API over deployments, their revisions and their env; thin over app/operations.py."""
+"""The API over deployments, their revisions and their env.
+
+Thin over app/deployments/operations.py."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from litestar.status_codes import (
 from redis.exceptions import RedisError
 from sqlmodel import Session
 
-from app import revisions
+from app.access.follows import LogFollows
 from app.api.auth import SIGNED_LINK, caller_of
 from app.api.schemas import (
     Accepted,
@@ -42,20 +44,19 @@ from app.api.schemas import (
     ScalingView,
     deployment_status,
 )
-from app.autoscaler import autoscale_defaults
-from app.db import SessionFactory
-from app.deployments import get_deployment, list_deployments
-from app.environment import EnvChange
-from app.events import EventOutcome
-from app.follows import LogFollows
-from app.models import Deployment, Repository, Revision, RevisionState
-from app.operations import DeploymentOperations, Done, NewDeployment
-from app.pipeline import PipelineConfig
-from app.reconciler import crash_loop, is_crash_looping, running_replicas
-from app.scaling import moment, scaling_report
-from app.settings import Settings
-from app.timestamps import utcnow
-from jobs.constants import CARRY_OUT, QUEUE_NAME, RUN_REVISION, revision_job_id
+from app.deployments import revisions
+from app.deployments.environment import EnvChange
+from app.deployments.operations import DeploymentOperations, Done, NewDeployment
+from app.deployments.registry import get_deployment, list_deployments
+from app.kernel.db import SessionFactory
+from app.kernel.models import Deployment, Repository, Revision, RevisionState
+from app.kernel.orders import CARRY_OUT, QUEUE_NAME, RUN_REVISION, WorkOrder, revision_job_id
+from app.kernel.settings import Settings
+from app.kernel.timestamps import utcnow
+from app.replicas.autoscaler import autoscale_defaults
+from app.replicas.reconciler import crash_loop, is_crash_looping, running_replicas
+from app.replicas.scaling import moment, scaling_report
+from app.rollout.pipeline import PipelineConfig
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def _view(session: Session, deployment: Deployment, settings: Settings) -> Deplo
     )
 
 
-async def carry_out(queue: ArqRedis, outcome: EventOutcome) -> None:
+async def carry_out(queue: ArqRedis, outcome: WorkOrder) -> None:
     """Hand the operation's work to the workers (what it changed is already saved)."""
     try:
         # The revisions' own jobs first, saving a hop: each announces its revision itself.

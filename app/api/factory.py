@@ -8,8 +8,8 @@ import os
 from litestar import Litestar
 
 from app.api.application import create_app
-from app.logs import configure_logging
-from app.settings import load_settings
+from app.kernel.logs import configure_logging
+from app.kernel.settings import load_settings
 
 
 def make_app() -> Litestar:

@@ -7,7 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.models import ApiToken, Deployment, DeploymentType, Replica, Revision
+from app.kernel.models import ApiToken, Deployment, Replica, Revision
+from manifests.containers import DeploymentType
 
 
 class ReplicaView(BaseModel):

@@ -25,7 +25,7 @@ from litestar.status_codes import (
     HTTP_502_BAD_GATEWAY,
 )
 
-from app.setup import (
+from app.setup.flow import (
     AppAlreadyConfigured,
     AppSetup,
     CreatedApp,

@@ -9,10 +9,10 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from app import tokens
+from app.access import tokens
 from app.api.schemas import NewToken, NewTokenBody, TokenView
-from app.db import SessionFactory
-from app.ports import Clock
+from app.kernel.db import SessionFactory
+from app.kernel.ports import Clock
 
 
 class TokenController(Controller):

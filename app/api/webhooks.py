@@ -19,17 +19,17 @@ from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABL
 from redis.exceptions import RedisError
 
 from app.api.schemas import DeliveryAccepted
-from app.batches import Batcher
-from app.deliveries import Arrival, DeliveryRecorder
-from app.github.credentials import (
+from app.deliveries.inbox import Arrival, DeliveryRecorder
+from app.github.webhooks import signature_is_valid
+from app.kernel.batches import Batcher
+from app.kernel.orders import HANDLE_DELIVERY, QUEUE_NAME, delivery_job_id
+from app.kernel.ports import Clock
+from app.kernel.settings import Settings
+from app.setup.credentials import (
     GitHubAppCredentials,
     GitHubAppUnreadable,
     not_configured_message,
 )
-from app.github.webhooks import signature_is_valid
-from app.ports import Clock
-from app.settings import Settings
-from jobs.constants import HANDLE_DELIVERY, QUEUE_NAME, delivery_job_id
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _depth(value: object) -> int:
 
 class DeliveryQueue:
     """Puts deliveries' jobs on arq's queue: those put while a round trip to Redis is under way
-    go together in the next one (see app.batches).
+    go together in the next one (see app.kernel.batches).
 
     arq's own `enqueue_job` takes three round trips per job (WATCH, EXISTS, then MULTI/EXEC),
     and under a burst its Python work was a sizeable part of a delivery's answer time. The job

@@ -17,8 +17,8 @@ from githubkit import AppAuthStrategy, GitHub
 from githubkit.exception import GitHubException, RateLimitExceeded, RequestFailed
 from githubkit.retry import RetryOption
 
-from app.errors import GitHubError
-from app.timestamps import utcnow
+from app.kernel.errors import GitHubError
+from app.kernel.timestamps import utcnow
 
 REFRESH_MARGIN = timedelta(minutes=5)
 """Renew a token this long before GitHub says it expires: a build can outlast a stale token."""

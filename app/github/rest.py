@@ -17,9 +17,10 @@ import httpx
 from githubkit.exception import GitHubException, RateLimitExceeded, RequestFailed
 from pydantic import ValidationError
 
-from app.errors import GitHubError, SourceError
 from app.github.auth import InstallationClients
-from app.ports import Commit
+from app.kernel.errors import GitHubError
+from app.kernel.ports import Commit
+from builders.errors import SourceError
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-import app.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from app.db import make_engine
+import app.kernel.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from app.kernel.db import make_engine
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url")

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from alembic import op
 
-import app.timestamps
+import app.kernel.timestamps
 
 ${imports if imports else ""}
 revision = ${repr(up_revision)}

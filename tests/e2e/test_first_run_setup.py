@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from app.setup import MAX_OPEN_STATES
+from app.setup.flow import MAX_OPEN_STATES
 from tests.apps import static_site
 from tests.e2e.conftest import ACCOUNT, INSTALLATION_ID, connect_repository, remove_docker_objects
 from tests.fake_github import FakeGitHub

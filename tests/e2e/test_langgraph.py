@@ -18,7 +18,7 @@ import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.errors import NotFoundError
 
-from app.databases import database_identifier
+from app.kernel.names import database_identifier
 from tests.apps import langgraph_app
 from tests.e2e.conftest import INSTALLATION_ID, connect_repository, remove_docker_objects
 from tests.e2e.test_previews import PullRequests, connects

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.recovery import kill_builds
+from app.rollout.recovery import kill_builds
 from tests.apps import static_site
 from tests.e2e.conftest import INSTALLATION_ID, connect_repository, remove_docker_objects
 from tests.fake_github import FakeGitHub

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import BuildError
 from builders.build_limits import CGROUP_ROOT, ENGINE_BUILD_CGROUP, BuildCgroup, BuildLimits
+from builders.errors import BuildError
 from builders.images import BuildKitBuilder
 from manifests.recipes import BuildPlan
 from tests.images import DOCKER, ensure_python_pip_image

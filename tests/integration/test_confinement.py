@@ -24,18 +24,17 @@ from typing import Any
 import httpx
 import pytest
 
-from app.bridges import has_quick_acks
-from app.embedded import docker_bridge_gateway
-from app.errors import RuntimeStartError
-from app.models import DeploymentType
-from app.ports import Endpoint, ReplicaStatus, StartedReplica
-from app.runtime import DockerRuntime
+from app.adapters.bridges import has_quick_acks
+from app.adapters.docker import DockerRuntime
+from app.kernel.ports import Endpoint, ReplicaStatus, StartedReplica
+from app.server.embedded import docker_bridge_gateway
 from manifests.containers import (
     DEFAULT_HOLDER_RESERVE,
     DEPLOYMENT_LABEL,
     LIMITS,
     NETWORK_SUBNET_PREFIX_LENGTH,
     Confinement,
+    DeploymentType,
     LogRotation,
     deployment_network,
     holder_name,
@@ -43,6 +42,7 @@ from manifests.containers import (
     reserve_holder_names,
     reserve_id,
 )
+from manifests.errors import RuntimeStartError
 from tests.images import DOCKER, docker, ensure_busybox_image
 from tests.platform import wait_for
 
@@ -512,7 +512,7 @@ def test_a_spare_that_stopped_is_replaced_and_the_retry_is_logged(
     wait_for("three spare holders", lambda: all(container_id(name) for name in spares), 30)
     docker("stop", "--time", "0", *spares)  # what an OOM or a stray kill leaves behind
 
-    with caplog.at_level("WARNING", logger="app.runtime"):
+    with caplog.at_level("WARNING", logger="app.adapters.docker"):
         second = deployments.start_replica(deployment_id)
 
     assert serves(first.endpoint) and serves(second.endpoint)
@@ -624,7 +624,8 @@ def test_the_hosts_route_to_a_deployment_network_acknowledges_at_once(
     deployments: Deployments,
 ) -> None:
     """So an app that writes its headers and body in two pieces with Nagle on is not held
-    back 40 ms behind the router (app.bridges); kept across starts and restored when lost."""
+    back 40 ms behind the router (app.adapters.bridges); kept across starts and restored when
+    lost."""
     deployment_id, _first = deployments.start()
     subnet = str(subnet_of(inspect("network", deployment_network(deployment_id).name)))
     route = route_to(subnet)

@@ -17,12 +17,18 @@ import psycopg
 import pytest
 from sqlalchemy import inspect
 
-from app.crypto import SecretBox
-from app.db import SessionFactory, make_engine, migrate
-from app.deliveries import Arrival, Recorded, apply_delivery, record_deliveries, record_delivery
-from app.embedded import EmbeddedPostgres
-from app.models import PENDING_STATES, Revision, RevisionState
-from app.revisions import transition
+from app.deliveries.inbox import (
+    Arrival,
+    Recorded,
+    apply_delivery,
+    record_deliveries,
+    record_delivery,
+)
+from app.deployments.revisions import transition
+from app.kernel.crypto import SecretBox
+from app.kernel.db import SessionFactory, make_engine, migrate
+from app.kernel.models import PENDING_STATES, Revision, RevisionState
+from app.server.embedded import EmbeddedPostgres
 from tests.fake_github import FakeGitHub
 from tests.fake_github.payloads import push_payload
 from tests.git_repos import GitRepo

@@ -13,9 +13,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from app.databases import PostgresProvisioner, RoleLimits, database_identifier, scram_verifier
-from app.embedded import EmbeddedPostgres, docker_bridge_gateway
-from app.errors import DatabaseError
+from app.adapters.postgres import PostgresProvisioner, RoleLimits, scram_verifier
+from app.kernel.errors import DatabaseError
+from app.kernel.names import database_identifier
+from app.server.embedded import EmbeddedPostgres, docker_bridge_gateway
 from tests.images import DOCKER, ensure_python_image
 
 pytestmark = pytest.mark.timeout(180)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from app.runtime import DockerRuntime
+from app.adapters.docker import DockerRuntime
 from builders.valkey_image import ValkeyImage, local_tag
 from manifests.containers import (
     DEPLOYMENT_LABEL,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.runtime import DockerRuntime
+from app.adapters.docker import DockerRuntime
 from builders.images import BuildKitBuilder
 from tests.images import DOCKER, ensure_busybox_image
 

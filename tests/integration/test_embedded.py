@@ -1,4 +1,4 @@
-"""Real servers from app.embedded: Postgres, Valkey and Caddy under a temporary data dir.
+"""Real servers from app.server.embedded: Postgres, Valkey and Caddy under a temporary data dir.
 
 Everything talks to 127.0.0.1 only. The Docker bridge is used only to choose Postgres's
 listen addresses (checked through 127.0.0.1); the container-reaches-Postgres check lives with
@@ -20,14 +20,13 @@ import httpx
 import psycopg
 import pytest
 
-from app.embedded import (
+from app.adapters.caddy_admin import admin_base, admin_client
+from app.server.embedded import (
     PG_ADMIN_USER,
     Caddy,
     EmbeddedPostgres,
     EmbeddedRedis,
     EmbeddedServiceError,
-    admin_base,
-    admin_client,
     docker_bridge_gateway,
     free_port,
 )

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from app.engine_events import EngineEventFollower
-from app.ports import ReplicaEvents
-from app.runtime import DockerRuntime
+from app.adapters.docker import DockerRuntime
+from app.kernel.ports import ReplicaEvents
+from app.replicas.engine_events import EngineEventFollower
 from manifests.containers import DEPLOYMENT_LABEL
 from tests.images import DOCKER, docker, ensure_busybox_image
 from tests.platform import wait_for

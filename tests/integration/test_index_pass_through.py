@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.errors import BuildError
+from builders.errors import BuildError
 from builders.index_proxy import IndexPassThrough, credentials_of
 from manifests.langgraph_image import PipIndex
 from tests.wheelhouse import BRIDGE_ADDRESS, WheelIndex, serve_wheelhouse

@@ -12,10 +12,10 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from app.db import SessionFactory, make_engine, migrate
-from app.embedded import EmbeddedPostgres
-from app.locks import DeploymentLocks
-from app.routes import ROUTES_LOCK_KEY, RouteTable
+from app.kernel.db import SessionFactory, make_engine, migrate
+from app.kernel.locks import DeploymentLocks
+from app.replicas.routes import ROUTES_LOCK_KEY, RouteTable
+from app.server.embedded import EmbeddedPostgres
 from tests.platform import wait_for
 from tests.unit.fakes import FakeRouter
 

@@ -14,13 +14,13 @@ import httpx
 import pytest
 import uvicorn
 
+from app.access.links import RevisionLinks
 from app.api import create_app
 from app.bootstrap import link_signer, open_database, pipeline_config, secret_box
-from app.embedded import EmbeddedRedis, free_port
-from app.links import RevisionLinks
-from app.models import Deployment, Installation, Repository, Revision, RevisionState
-from app.revisions import transition
-from app.settings import Settings
+from app.deployments.revisions import transition
+from app.kernel.models import Deployment, Installation, Repository, Revision, RevisionState
+from app.kernel.settings import Settings
+from app.server.embedded import EmbeddedRedis, free_port
 from tests.keys import new_private_key_pem
 
 pytestmark = pytest.mark.timeout(120)

@@ -25,19 +25,19 @@ from pathlib import Path
 
 import pytest
 
-from app.network_policy import (
+from app.adapters.docker import DockerRuntime
+from app.adapters.network_policy import (
     FORWARD_HOOK,
     INPUT_HOOK,
     TAG_PREFIX,
     Chains,
-    Destination,
     Iptables,
     Policy,
     default_bridge,
     platform_policy,
     render,
 )
-from app.runtime import DockerRuntime
+from app.kernel.addresses import Destination
 from manifests.containers import DEPLOYMENT_LABEL, deployment_network
 from tests.images import DOCKER, docker, ensure_busybox_image
 

@@ -15,9 +15,10 @@ import pytest
 from arq import create_pool
 from arq.worker import func
 
-from app.embedded import EmbeddedRedis
-from app.settings import Settings
-from jobs.worker import ReconnectingWorker, redis_settings
+from app.adapters.queue import redis_settings
+from app.kernel.settings import Settings
+from app.server.embedded import EmbeddedRedis
+from jobs.worker import ReconnectingWorker
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -20,9 +20,9 @@ from redis import Redis
 
 from app.api import create_app
 from app.api.webhooks import DeliveryQueue
-from app.embedded import EmbeddedRedis
-from app.settings import Settings
-from jobs.constants import HANDLE_DELIVERY, QUEUE_NAME, delivery_job_id
+from app.kernel.orders import HANDLE_DELIVERY, QUEUE_NAME, delivery_job_id
+from app.kernel.settings import Settings
+from app.server.embedded import EmbeddedRedis
 from tests.fake_github.payloads import headers
 from tests.keys import new_private_key_pem
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.db import SessionFactory, make_engine, migrate
+from app.kernel.db import SessionFactory, make_engine, migrate
 from tests.fake_github import FakeGitHub
 from tests.keys import new_private_key_pem
 from tests.unit.world import Platform, world_platform

@@ -1,4 +1,5 @@
-"""In-memory fakes at the ports of app/ports.py, keeping what a user would see on the other side.
+"""In-memory fakes at the ports of app/kernel/ports.py, keeping what a user would see on the
+other side.
 
 Each fake holds state (check runs, containers, the router's routes, databases), not a call log,
 so tests assert outcomes: what GitHub shows, what runs, where a hostname routes.
@@ -16,16 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from app.errors import (
-    BuildCancelled,
-    BuildError,
-    GitHubError,
-    RouterError,
-    RuntimeStartError,
-    SourceError,
-)
-from app.errors import EngineError as DomainEngineError
-from app.ports import (
+from app.kernel.addresses import Route
+from app.kernel.errors import GitHubError, RouterError
+from app.kernel.ports import (
     Commit,
     Endpoint,
     ReplicaEvent,
@@ -33,9 +27,11 @@ from app.ports import (
     ReplicaStatus,
     StartedReplica,
 )
-from app.router import Route
+from builders.errors import BuildCancelled, BuildError, SourceError
+from builders.errors import EngineError as DomainEngineError
 from builders.images import BuiltImage
 from manifests.containers import DEPLOYMENT_LABEL, ContainerSpec, ServiceSpec
+from manifests.errors import RuntimeStartError
 from manifests.recipes import BuildPlan
 
 FIRST_CHECK_RUN = 9001

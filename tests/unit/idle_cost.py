@@ -19,8 +19,8 @@ from typing import Any
 
 from sqlalchemy import event
 
-from app.db import SessionFactory, make_engine, migrate
-from app.models import RevisionState
+from app.kernel.db import SessionFactory, make_engine, migrate
+from app.kernel.models import RevisionState
 from tests.fake_github import FakeGitHub
 from tests.keys import new_private_key_pem
 from tests.unit.world import INSTALLATION, Platform, world_platform

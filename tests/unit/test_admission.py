@@ -5,8 +5,8 @@ Work beyond them waits in order and says why; freed capacity lets the next one s
 
 from __future__ import annotations
 
-from app.admission import AdmissionLimits, Queued, plan
-from app.models import RevisionState
+from app.kernel.models import RevisionState
+from app.rollout.admission import AdmissionLimits, Queued, plan
 from tests.unit.world import DOCKERFILE, Platform
 
 LIMITS = AdmissionLimits(max_builds=2, max_previews_per_repository=2)

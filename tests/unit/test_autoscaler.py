@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from app.autoscaler import (
+from app.kernel.settings import Settings
+from app.replicas.autoscaler import (
     MAX_DECISIONS,
     AutoscaleDefaults,
     Decision,
@@ -27,9 +28,8 @@ from app.autoscaler import (
     replicas_for,
     scaling_policy,
 )
-from app.models import DeploymentType
-from app.settings import Settings
 from manifests.config import ScaleConfig
+from manifests.containers import DeploymentType
 
 TICK = 2.0
 START = 1_700_000_000.0

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from app.bridges import enable_quick_acks, quick_ack_arguments
+from app.adapters.bridges import enable_quick_acks, quick_ack_arguments
 
 SUBNET = ipaddress.IPv4Network("10.213.0.0/27")
 ROUTE: dict[str, object] = {
@@ -64,7 +64,7 @@ def test_quick_acks_are_enabled_once() -> None:
 def test_without_the_right_to_change_routes_it_warns_and_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="app.bridges")
+    caplog.set_level(logging.WARNING, logger="app.adapters.bridges")
     assert not enable_quick_acks(SUBNET, Ip([ROUTE], fail_change=True))
     [record] = caplog.records
     assert "40 ms" in record.getMessage()
@@ -72,7 +72,7 @@ def test_without_the_right_to_change_routes_it_warns_and_goes_on(
 
 
 def test_without_ip_or_a_route_it_warns_and_goes_on(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="app.bridges")
+    caplog.set_level(logging.WARNING, logger="app.adapters.bridges")
 
     def missing(argv: Sequence[str]) -> str:
         raise FileNotFoundError(2, "No such file or directory", "ip")

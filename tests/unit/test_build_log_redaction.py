@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from app.models import RevisionState
-from app.reporting import REDACTED
+from app.feedback.reports import REDACTED
+from app.kernel.models import RevisionState
 from builders.index_proxy import credentials_of
 from manifests.langgraph_image import PipIndex
 from tests.unit.world import Platform

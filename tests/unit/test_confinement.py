@@ -9,18 +9,18 @@ import ipaddress
 
 import pytest
 
-from app.errors import RuntimeStartError
-from app.models import DeploymentType
-from app.runtime import holder_options, replica_options
+from app.adapters.docker import holder_options, replica_options
 from manifests.containers import (
     LIMITS,
     Confinement,
     ContainerSpec,
+    DeploymentType,
     LogRotation,
     deployment_network,
     free_subnets,
     replica_spec,
 )
+from manifests.errors import RuntimeStartError
 
 SECRET = "s3cret-database-password"
 

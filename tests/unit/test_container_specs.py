@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from app.models import DeploymentType
 from manifests.containers import (
     DEPLOYMENT_LABEL,
     LIMITS,
     REVISION_LABEL,
     Confinement,
+    DeploymentType,
     deployment_network,
     holder_name,
     is_holder,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.bootstrap import private_data_dir
-from app.crypto import SecretKeyError, load_or_create_secret_key
+from app.kernel.crypto import SecretKeyError, load_or_create_secret_key
 
 
 def mode(path: Path) -> int:

@@ -12,16 +12,16 @@ from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
-from app.crypto import SecretBox
-from app.db import HOT_PATH_AUTOCHECKPOINT_PAGES, SessionFactory
-from app.deliveries import (
+from app.deliveries.inbox import (
     Arrival,
     DeliveryRecorder,
     Recorded,
     apply_delivery,
     record_deliveries,
 )
-from app.models import Delivery
+from app.kernel.crypto import SecretBox
+from app.kernel.db import HOT_PATH_AUTOCHECKPOINT_PAGES, SessionFactory
+from app.kernel.models import Delivery
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 SECRETS = SecretBox("k" * 32)

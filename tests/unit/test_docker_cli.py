@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import BuildError
 from builders.docker_cli import BuildMethod, _probe, find_docker_cli, stream_command
+from builders.errors import BuildError
 from builders.images import _build_command
 from manifests.recipes import BuildPlan
 

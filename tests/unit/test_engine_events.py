@@ -6,8 +6,8 @@ import threading
 import time
 from typing import Any, cast
 
-from app.engine_events import EngineEventFollower
-from app.ports import ContainerRuntime, ReplicaEvents
+from app.kernel.ports import ContainerRuntime, ReplicaEvents
+from app.replicas.engine_events import EngineEventFollower
 from tests.platform import wait_for
 
 

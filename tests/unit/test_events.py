@@ -16,11 +16,19 @@ from typing import Any
 import pytest
 from sqlmodel import col, select
 
-from app.crypto import SecretBox
-from app.db import SessionFactory
-from app.deliveries import apply_delivery, record_delivery
-from app.events import EventOutcome, process_delivery
-from app.models import Delivery, Deployment, Installation, Repository, Revision, RevisionState
+from app.deliveries.handlers import process_delivery
+from app.deliveries.inbox import apply_delivery, record_delivery
+from app.kernel.crypto import SecretBox
+from app.kernel.db import SessionFactory
+from app.kernel.models import (
+    Delivery,
+    Deployment,
+    Installation,
+    Repository,
+    Revision,
+    RevisionState,
+)
+from app.kernel.orders import WorkOrder
 from tests.fake_github import (
     ZERO_SHA,
     FakeGitHub,
@@ -52,11 +60,11 @@ class Deliveries:
             record_delivery(session, delivery_id, event, body, payload, NOW)
         return delivery_id
 
-    def apply(self, delivery_id: str) -> EventOutcome | None:
+    def apply(self, delivery_id: str) -> WorkOrder | None:
         with self.sessions() as session:
             return apply_delivery(session, delivery_id, SECRETS, NOW)
 
-    def deliver(self, event: str, payload: object) -> EventOutcome:
+    def deliver(self, event: str, payload: object) -> WorkOrder:
         outcome = self.apply(self.send(event, payload))
         assert outcome is not None
         return outcome
@@ -191,15 +199,15 @@ def test_of_two_workers_applying_one_delivery_at_once_only_one_commits(
     while the first is still applying it."""
     delivery_id = deliveries.send("push", push(make_repository("web"), SHA_1))
     apply_event = process_delivery
-    others: list[EventOutcome | None] = []
+    others: list[WorkOrder | None] = []
 
-    def other_worker_first(*args: Any) -> EventOutcome:
+    def other_worker_first(*args: Any) -> WorkOrder:
         if not others:  # this worker has read the delivery; the other one applies it now
             others.append(None)
             others[0] = deliveries.apply(delivery_id)
         return apply_event(*args)
 
-    monkeypatch.setattr("app.deliveries.process_delivery", other_worker_first)
+    monkeypatch.setattr("app.deliveries.inbox.process_delivery", other_worker_first)
     late = deliveries.apply(delivery_id)
 
     assert others[0] is not None and len(others[0].start_revisions) == 1

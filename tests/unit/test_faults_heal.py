@@ -13,12 +13,14 @@ import pytest
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-from app.databases import database_identifier, reapply_role_limits
-from app.db import SessionFactory
-from app.events import EventOutcome, TeardownOrder
-from app.heartbeats import heartbeat
-from app.models import Database, DeploymentType, Revision, RevisionState
-from app.recovery import LostTeardown
+from app.adapters.postgres import reapply_role_limits
+from app.kernel.db import SessionFactory
+from app.kernel.models import Database, Revision, RevisionState
+from app.kernel.names import database_identifier
+from app.kernel.orders import TeardownOrder, WorkOrder
+from app.rollout.heartbeats import heartbeat
+from app.rollout.recovery import LostTeardown
+from manifests.containers import DeploymentType
 from tests.unit.world import DOCKERFILE, Platform
 
 
@@ -133,7 +135,7 @@ def test_a_closed_pull_requests_lost_teardown_is_resumed_by_recovery(
     # The pull request closes, and the teardown job is lost (the queue was down).
     lost: list[TeardownOrder] = []
 
-    def lose(outcome: EventOutcome) -> EventOutcome:
+    def lose(outcome: WorkOrder) -> WorkOrder:
         lost.extend(outcome.teardowns)
         return outcome
 

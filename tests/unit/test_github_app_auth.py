@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import GitHubError, SourceError
 from app.github.auth import REFRESH_MARGIN, GitHubApp
 from app.github.rest import DESCRIPTION_LIMIT, SUMMARY_LIMIT, GitHubRest
-from app.timestamps import utcnow
+from app.kernel.errors import GitHubError
+from app.kernel.timestamps import utcnow
+from builders.errors import SourceError
 from builders.source import unpack_tarball
 from tests.fake_github import FakeGitHub
 from tests.keys import new_private_key_pem

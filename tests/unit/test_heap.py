@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.heap import freeze_startup_objects
+from app.kernel.heap import freeze_startup_objects
 
 
 @pytest.fixture

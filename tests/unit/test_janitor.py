@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlmodel import select
 
-from app.deliveries import record_delivery
-from app.models import Delivery, RevisionState
+from app.deliveries.inbox import record_delivery
+from app.kernel.models import Delivery, RevisionState
 from tests.unit.world import Platform
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import Annotation, ConfigError
 from manifests.config import load_repository_config
+from manifests.errors import Annotation, ConfigError
 from manifests.langgraph import load_langgraph_project
 from manifests.langgraph_image import PIP_SECRET_ID, LangGraphBuild, PipIndex
 from manifests.recipes import BuildTarget, default_recipes, plan_build, state_dir_of

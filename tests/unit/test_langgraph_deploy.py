@@ -3,7 +3,7 @@ removed with the deployment; a Dockerfile app gets none."""
 
 from __future__ import annotations
 
-from app.models import RevisionState
+from app.kernel.models import RevisionState
 from manifests.containers import REDIS_LIMITS, redis_name
 from tests.unit.world import Platform
 

@@ -8,8 +8,8 @@ from alembic import command
 from sqlalchemy import create_engine, text
 from sqlmodel import Session
 
-from app.db import alembic_config, make_engine, migrate
-from app.models import Deployment, Replica, ReplicaState, Revision, RevisionState
+from app.kernel.db import alembic_config, make_engine, migrate
+from app.kernel.models import Deployment, Replica, ReplicaState, Revision, RevisionState
 
 T = "2026-11-20 10:00:00.000000"
 

@@ -7,16 +7,16 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from app.deployments import (
+from app.access.tokens import Caller
+from app.deployments.operations import DeploymentOperations, NewDeployment, check_slug
+from app.deployments.previews import preview_deployment
+from app.deployments.registry import (
     DEFAULT_SLUG_HOLD,
     RESERVED_SLUGS,
     production_deployment,
 )
-from app.errors import ConflictError, InvalidRequest
-from app.models import Installation, PullRequest, Repository, RevisionState
-from app.operations import DeploymentOperations, NewDeployment, check_slug
-from app.previews import preview_deployment
-from app.tokens import Caller
+from app.kernel.errors import ConflictError, InvalidRequest
+from app.kernel.models import Installation, PullRequest, Repository, RevisionState
 from tests.unit.world import INSTALLATION, SECRETS, Platform
 
 ALICE = Caller(name="alice", read_only=False)

@@ -12,21 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from app.network_policy import (
+from app.adapters.network_policy import (
     Chains,
-    Destination,
     Iptables,
     NetworkPolicyError,
     merged,
     nameservers,
-    parse_destination,
     platform_policy,
     platform_tag,
     render,
     restore_input,
     rule_lines,
 )
-from app.settings import SettingsError, load_settings
+from app.kernel.addresses import Destination, parse_destination
+from app.kernel.settings import SettingsError, load_settings
 
 POOL = ipaddress.IPv4Network("172.16.0.0/16")
 DOCKER0 = ipaddress.IPv4Network("172.17.0.0/16")

@@ -8,13 +8,14 @@ from datetime import timedelta
 import pytest
 from sqlmodel import select
 
-from app.environment import EnvChange
-from app.errors import ConflictError, InvalidRequest, NotFoundError
-from app.models import Database, Deployment, DeploymentType, RevisionState
-from app.operations import NewDeployment
-from app.recovery import LostTeardown
-from app.reporting import REDACTED
-from app.tokens import Caller
+from app.access.tokens import Caller
+from app.deployments.environment import EnvChange
+from app.deployments.operations import NewDeployment
+from app.feedback.reports import REDACTED
+from app.kernel.errors import ConflictError, InvalidRequest, NotFoundError
+from app.kernel.models import Database, Deployment, RevisionState
+from app.rollout.recovery import LostTeardown
+from manifests.containers import DeploymentType
 from manifests.run import RunConfig
 from tests.fake_github import ZERO_SHA, push_payload
 from tests.unit.world import DOCKERFILE, INSTALLATION, Platform

@@ -6,7 +6,7 @@ import threading
 
 from sqlmodel import select
 
-from app.models import Report
+from app.kernel.models import Report
 from tests.unit.world import Platform
 
 

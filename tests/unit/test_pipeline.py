@@ -1,7 +1,8 @@
 """One revision from queued to live (or failed), with fakes at every port and a real control plane.
 
-Revisions are made the way production makes them: a push delivery applied by app.events. The
-fakes keep what users would see: GitHub's check runs, running containers, the router's routes.
+Revisions are made the way production makes them: a push delivery applied by
+app.deliveries.handlers. The fakes keep what users would see: GitHub's check runs, running
+containers, the router's routes.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 import pytest
 from sqlmodel import col, select
 
-from app.models import Database, Replica, Revision, RevisionState
-from app.pipeline import KEEP_IMAGES
-from app.reporting import REDACTED
+from app.feedback.reports import REDACTED
+from app.kernel.models import Database, Replica, Revision, RevisionState
+from app.rollout.pipeline import KEEP_IMAGES
 from manifests.containers import Confinement, LogRotation
 from tests.unit.world import DOCKERFILE, URL, Platform, WorkerKilled, route
 

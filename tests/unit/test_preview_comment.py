@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.comments import MARKER, CommentView, RevisionView, render_preview_comment
-from app.models import RevisionState
+from app.feedback.comments import MARKER, CommentView, RevisionView, render_preview_comment
+from app.kernel.models import RevisionState
 from tests.unit.world import Platform
 
 URL = "http://pr-7--web.localhost:8000/"

@@ -11,18 +11,17 @@ import logging
 import pytest
 from sqlmodel import col, select
 
-from app.comments import MARKER
-from app.errors import TeardownIncomplete
-from app.models import (
+from app.feedback.comments import MARKER
+from app.kernel.errors import TeardownIncomplete
+from app.kernel.models import (
     Database,
-    DeploymentType,
     PullRequest,
     PullRequestState,
     Replica,
     Revision,
     RevisionState,
 )
-from manifests.containers import DEPLOYMENT_LABEL
+from manifests.containers import DEPLOYMENT_LABEL, DeploymentType
 from tests.fake_github import (
     ZERO_SHA,
     installation_payload,
@@ -604,7 +603,7 @@ def test_a_rerun_by_someone_without_write_permission_does_nothing(
     platform.builder.failure = None
     platform.github.permissions["drive-by"] = "read"
 
-    with caplog.at_level(logging.INFO, logger="app.events"):
+    with caplog.at_level(logging.INFO, logger="app.deliveries.handlers"):
         outcome = platform.press(failed, "rerequested", "drive-by")
         suite = platform.deliver(
             "check_suite",

@@ -15,10 +15,10 @@ import pytest
 from sqlmodel import select
 
 from app.api.schemas import DeploymentView
-from app.autoscaler import Reason, ScalerState
-from app.engine_events import EngineEventFollower
-from app.models import Deployment, Replica, ReplicaState, RevisionState
-from app.reconciler import RESYNC_SECONDS, crash_loop, is_crash_looping
+from app.kernel.models import Deployment, Replica, ReplicaState, RevisionState
+from app.replicas.autoscaler import Reason, ScalerState
+from app.replicas.engine_events import EngineEventFollower
+from app.replicas.reconciler import RESYNC_SECONDS, crash_loop, is_crash_looping
 from manifests.containers import DEPLOYMENT_LABEL
 from tests.fake_github import FakeGitHub
 from tests.platform import wait_for

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from datetime import timedelta
 
-from app.models import RevisionState
+from app.kernel.models import RevisionState
 from tests.unit.world import Platform, WorkerKilled
 
 
@@ -56,7 +56,7 @@ def test_a_retried_job_of_a_recovered_revision_changes_nothing(platform: Platfor
 def test_a_delivery_stored_but_never_handled_is_found_for_the_queue(platform: Platform) -> None:
     from datetime import UTC, datetime
 
-    from app.deliveries import record_delivery
+    from app.deliveries.inbox import record_delivery
 
     now = datetime.now(UTC)
     platform.clock.now = now

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.links import LinkSigner, RevisionLinks
-from app.models import Deployment, Repository, Revision, RevisionState
-from app.reporting import REDACTED, GitHubReporter, Redactor, RevisionRef
+from app.access.links import LinkSigner, RevisionLinks
+from app.feedback.reports import REDACTED, GitHubReporter, Redactor, RevisionRef
+from app.kernel.models import Deployment, Repository, Revision, RevisionState
 from tests.unit.fakes import FIRST_CHECK_RUN, FIRST_GITHUB_DEPLOYMENT, RecordingGitHub
 
 URL = "http://web.localhost:8000/"

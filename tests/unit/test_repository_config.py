@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 import manifests.config
-from app.errors import ConfigError
 from manifests.config import (
     SCALE_MAX_LABEL,
     SCALE_MIN_LABEL,
@@ -19,6 +18,7 @@ from manifests.config import (
     scale_config_of,
     scale_labels,
 )
+from manifests.errors import ConfigError
 from manifests.recipes import plan_build
 
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from app.errors import RouterError
-from app.router import NO_REPLICA_BODY, NOT_FOUND_BODY, CaddyRouter, Route, render_caddy_config
+from app.adapters.caddy import NO_REPLICA_BODY, NOT_FOUND_BODY, CaddyRouter, render_caddy_config
+from app.kernel.addresses import Route
+from app.kernel.errors import RouterError
 
 LISTEN = "127.0.0.1:8000"
 ADMIN = "127.0.0.1:2019"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.bootstrap import replica_config
-from app.settings import SettingsError, load_settings
+from app.kernel.settings import SettingsError, load_settings
 from manifests.containers import Confinement, LogRotation
 
 

@@ -19,18 +19,18 @@ from litestar.di import Provide
 from litestar.testing import create_test_client
 
 from app.api.setup import TOKEN_COOKIE, SetupController, setup_page
-from app.crypto import SecretBox
-from app.db import SessionFactory
-from app.github.credentials import (
+from app.kernel.crypto import SecretBox
+from app.kernel.db import SessionFactory
+from app.kernel.models import GitHubAppRegistration
+from app.kernel.settings import Settings
+from app.kernel.timestamps import utcnow
+from app.setup.credentials import (
     GitHubAppCredentials,
     GitHubAppMissing,
     GitHubAppUnreadable,
     LazyGitHubApp,
 )
-from app.github.manifests import GitHubManifestConverter
-from app.models import GitHubAppRegistration
-from app.settings import Settings
-from app.setup import (
+from app.setup.flow import (
     MAX_OPEN_STATES,
     STATE_LIFETIME,
     AppAlreadyConfigured,
@@ -47,8 +47,8 @@ from app.setup import (
     new_app_url,
     spend_state,
 )
-from app.setup_token import TOKEN_BYTES, SetupTokenFile, setup_token_path
-from app.timestamps import utcnow
+from app.setup.manifests import GitHubManifestConverter
+from app.setup.token import TOKEN_BYTES, SetupTokenFile, setup_token_path
 from tests.fake_github import FakeGitHub
 from tests.fake_github.apps import manifest_problems
 
@@ -507,7 +507,7 @@ def test_open_setup_pages_are_bounded(sessions: SessionFactory, clock: Clock) ->
 
 
 def announce(config: Settings, sessions: SessionFactory) -> None:
-    from app.supervisor import Supervisor
+    from app.server.supervisor import Supervisor
 
     supervisor = Supervisor(config)
     supervisor._sessions = sessions  # what _start_services opened

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import SourceError
+from builders.errors import SourceError
 from builders.source import UnpackLimits, unpack_tarball
 from tests.unit.conftest import git, make_git_repo
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from app.supervisor import MAX_RETRY_SECONDS, STABLE_SECONDS, Backoff, Supervised
+from app.server.supervisor import MAX_RETRY_SECONDS, STABLE_SECONDS, Backoff, Supervised
 
 
 @dataclass

@@ -10,11 +10,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlmodel import select
 
-from app.db import SessionFactory
-from app.errors import ConflictError, InvalidRequest, NotFoundError
-from app.links import LinkSigner, RevisionLinks
-from app.models import ApiToken
-from app.tokens import authenticate, create_token, ensure_admin_token, revoke_token
+from app.access.links import LinkSigner, RevisionLinks
+from app.access.tokens import authenticate, create_token, ensure_admin_token, revoke_token
+from app.kernel.db import SessionFactory
+from app.kernel.errors import ConflictError, InvalidRequest, NotFoundError
+from app.kernel.models import ApiToken
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

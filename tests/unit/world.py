@@ -1,6 +1,6 @@
 """The pipeline, teardown and comment services wired to fakes, as app.bootstrap wires them.
 
-Deliveries are applied the way the worker applies them (app.deliveries on a migrated control
+Deliveries are applied the way the worker applies them (app.deliveries.inbox on a migrated control
 plane), so tests drive the platform through pushes and pull-request events.
 """
 
@@ -15,29 +15,29 @@ from typing import Any
 
 from sqlmodel import select
 
-from app.admission import Admission, AdmissionLimits
-from app.autoscaler import AutoscaleDefaults
-from app.comments import PreviewComments
-from app.crypto import SecretBox
-from app.db import SessionFactory
-from app.deliveries import apply_delivery, record_delivery
-from app.events import EventOutcome
-from app.facts import GitHubCommitFacts
-from app.janitor import Janitor, JanitorLimits
-from app.links import LinkSigner, RevisionLinks
-from app.locks import DeploymentLocks
-from app.models import Deployment, PullRequest, Revision
-from app.notifications import PlatformNotifier
-from app.operations import DeploymentOperations
-from app.outbox import ReportOutbox
-from app.pipeline import PipelineConfig, RevisionPipeline
-from app.reconciler import Reconciler
-from app.recovery import Recovery
-from app.replicas import ReplicaConfig, Replicas
-from app.reporting import GitHubReporter
-from app.router import Route
-from app.routes import RouteTable
-from app.teardown import Teardown
+from app.access.links import LinkSigner, RevisionLinks
+from app.deliveries.facts import GitHubCommitFacts
+from app.deliveries.inbox import apply_delivery, record_delivery
+from app.deployments.janitor import Janitor, JanitorLimits
+from app.deployments.operations import DeploymentOperations
+from app.deployments.teardown import Teardown
+from app.feedback.comments import PreviewComments
+from app.feedback.notifications import PlatformNotifier
+from app.feedback.outbox import ReportOutbox
+from app.feedback.reports import GitHubReporter
+from app.kernel.addresses import Route
+from app.kernel.crypto import SecretBox
+from app.kernel.db import SessionFactory
+from app.kernel.locks import DeploymentLocks
+from app.kernel.models import Deployment, PullRequest, Revision
+from app.kernel.orders import WorkOrder
+from app.replicas.autoscaler import AutoscaleDefaults
+from app.replicas.reconciler import Reconciler
+from app.replicas.replica_set import ReplicaConfig, Replicas
+from app.replicas.routes import RouteTable
+from app.rollout.admission import Admission, AdmissionLimits
+from app.rollout.pipeline import PipelineConfig, RevisionPipeline
+from app.rollout.recovery import Recovery
 from tests.fake_github import ZERO_SHA, FakeGitHub, push_payload
 from tests.unit.fakes import (
     FakeBuilder,
@@ -227,7 +227,7 @@ class Platform:
         self.github.messages[sha] = message
         return sha
 
-    def deliver(self, event: str, payload: dict[str, Any]) -> EventOutcome:
+    def deliver(self, event: str, payload: dict[str, Any]) -> WorkOrder:
         """Apply a delivery and do what the worker's handle_delivery does with its outcome,
         except running revisions: tests run them when they choose."""
         delivery_id = str(uuid.uuid4())
@@ -238,7 +238,7 @@ class Platform:
         assert outcome is not None, "the delivery was already applied"
         return self.carry_out(outcome)
 
-    def carry_out(self, outcome: EventOutcome) -> EventOutcome:
+    def carry_out(self, outcome: WorkOrder) -> WorkOrder:
         """What the worker does with an outcome (a delivery's or an API request's)."""
         for cancelled in outcome.cancelled_revisions:
             self.pipeline.report_cancelled(cancelled)
@@ -274,7 +274,7 @@ class Platform:
         base: str = "main",
         fork: str | None = None,
         sender: str = "octo-dev",
-    ) -> EventOutcome:
+    ) -> WorkOrder:
         repository = self.repository
         head_repo = (
             {"id": 990_000 + number, "full_name": fork, "fork": True}
@@ -307,7 +307,7 @@ class Platform:
 
     def press(
         self, revision_id: str, action: str, sender: str, identifier: str | None = None
-    ) -> EventOutcome:
+    ) -> WorkOrder:
         """A check_run delivery: Re-run (rerequested) or a button (requested_action)."""
         revision = self.revision(revision_id)
         assert revision.check_run_id is not None

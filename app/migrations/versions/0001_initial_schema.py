@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import app.timestamps
+import app.kernel.timestamps
 
 revision = "0001"
 down_revision = None
@@ -27,8 +27,8 @@ def upgrade() -> None:
         sa.Column("action", sa.String(), nullable=True),
         sa.Column("installation_id", sa.BigInteger(), nullable=True),
         sa.Column("payload", sa.Text(), nullable=False),
-        sa.Column("received_at", app.timestamps.UTCDateTime(), nullable=False),
-        sa.Column("processed_at", app.timestamps.UTCDateTime(), nullable=True),
+        sa.Column("received_at", app.kernel.timestamps.UTCDateTime(), nullable=False),
+        sa.Column("processed_at", app.kernel.timestamps.UTCDateTime(), nullable=True),
         sa.Column("outcome", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -37,10 +37,10 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger(), nullable=False),
         sa.Column("account_login", sa.String(), nullable=False),
         sa.Column("account_type", sa.String(), nullable=False),
-        sa.Column("suspended_at", app.timestamps.UTCDateTime(), nullable=True),
-        sa.Column("deleted_at", app.timestamps.UTCDateTime(), nullable=True),
-        sa.Column("created_at", app.timestamps.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", app.timestamps.UTCDateTime(), nullable=False),
+        sa.Column("suspended_at", app.kernel.timestamps.UTCDateTime(), nullable=True),
+        sa.Column("deleted_at", app.kernel.timestamps.UTCDateTime(), nullable=True),
+        sa.Column("created_at", app.kernel.timestamps.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", app.kernel.timestamps.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
@@ -50,8 +50,8 @@ def upgrade() -> None:
         sa.Column("full_name", sa.String(), nullable=False),
         sa.Column("default_branch", sa.String(), nullable=False),
         sa.Column("connected", sa.Boolean(), nullable=False),
-        sa.Column("created_at", app.timestamps.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", app.timestamps.UTCDateTime(), nullable=False),
+        sa.Column("created_at", app.kernel.timestamps.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", app.kernel.timestamps.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["installation_id"],
             ["installations.id"],
@@ -76,8 +76,8 @@ def upgrade() -> None:
         ),
         sa.Column("live_revision_id", sa.String(), nullable=True),
         sa.Column("env_encrypted", sa.Text(), nullable=True),
-        sa.Column("created_at", app.timestamps.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", app.timestamps.UTCDateTime(), nullable=False),
+        sa.Column("created_at", app.kernel.timestamps.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", app.kernel.timestamps.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["repository_id"],
             ["repositories.id"],
@@ -96,8 +96,8 @@ def upgrade() -> None:
         sa.Column("name", sa.String(), nullable=False),
         sa.Column("role", sa.String(), nullable=False),
         sa.Column("password_encrypted", sa.Text(), nullable=False),
-        sa.Column("provisioned_at", app.timestamps.UTCDateTime(), nullable=True),
-        sa.Column("created_at", app.timestamps.UTCDateTime(), nullable=False),
+        sa.Column("provisioned_at", app.kernel.timestamps.UTCDateTime(), nullable=True),
+        sa.Column("created_at", app.kernel.timestamps.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["deployment_id"],
             ["deployments.id"],
@@ -133,15 +133,15 @@ def upgrade() -> None:
         sa.Column("delivery_id", sa.String(), nullable=True),
         sa.Column("check_run_id", sa.BigInteger(), nullable=True),
         sa.Column("github_deployment_id", sa.BigInteger(), nullable=True),
-        sa.Column("created_at", app.timestamps.UTCDateTime(), nullable=False),
-        sa.Column("build_started_at", app.timestamps.UTCDateTime(), nullable=True),
-        sa.Column("build_finished_at", app.timestamps.UTCDateTime(), nullable=True),
-        sa.Column("deploy_started_at", app.timestamps.UTCDateTime(), nullable=True),
-        sa.Column("database_ready_at", app.timestamps.UTCDateTime(), nullable=True),
-        sa.Column("replica_started_at", app.timestamps.UTCDateTime(), nullable=True),
-        sa.Column("healthy_at", app.timestamps.UTCDateTime(), nullable=True),
-        sa.Column("live_at", app.timestamps.UTCDateTime(), nullable=True),
-        sa.Column("finished_at", app.timestamps.UTCDateTime(), nullable=True),
+        sa.Column("created_at", app.kernel.timestamps.UTCDateTime(), nullable=False),
+        sa.Column("build_started_at", app.kernel.timestamps.UTCDateTime(), nullable=True),
+        sa.Column("build_finished_at", app.kernel.timestamps.UTCDateTime(), nullable=True),
+        sa.Column("deploy_started_at", app.kernel.timestamps.UTCDateTime(), nullable=True),
+        sa.Column("database_ready_at", app.kernel.timestamps.UTCDateTime(), nullable=True),
+        sa.Column("replica_started_at", app.kernel.timestamps.UTCDateTime(), nullable=True),
+        sa.Column("healthy_at", app.kernel.timestamps.UTCDateTime(), nullable=True),
+        sa.Column("live_at", app.kernel.timestamps.UTCDateTime(), nullable=True),
+        sa.Column("finished_at", app.kernel.timestamps.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["deployment_id"],
             ["deployments.id"],
@@ -163,8 +163,8 @@ def upgrade() -> None:
         sa.Column("container_id", sa.String(), nullable=True),
         sa.Column("container_port", sa.Integer(), nullable=False),
         sa.Column("host_port", sa.Integer(), nullable=True),
-        sa.Column("started_at", app.timestamps.UTCDateTime(), nullable=False),
-        sa.Column("stopped_at", app.timestamps.UTCDateTime(), nullable=True),
+        sa.Column("started_at", app.kernel.timestamps.UTCDateTime(), nullable=False),
+        sa.Column("stopped_at", app.kernel.timestamps.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["revision_id"],
             ["revisions.id"],

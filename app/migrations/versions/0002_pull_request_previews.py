@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import app.timestamps
+import app.kernel.timestamps
 
 revision = "0002"
 down_revision = "0001"
@@ -21,7 +21,9 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("deployments", schema=None) as batch_op:
         batch_op.add_column(sa.Column("pull_request_number", sa.Integer(), nullable=True))
-        batch_op.add_column(sa.Column("removed_at", app.timestamps.UTCDateTime(), nullable=True))
+        batch_op.add_column(
+            sa.Column("removed_at", app.kernel.timestamps.UTCDateTime(), nullable=True)
+        )
         batch_op.create_index(
             batch_op.f("ix_deployments_pull_request_number"), ["pull_request_number"], unique=False
         )
@@ -41,9 +43,11 @@ def upgrade() -> None:
         )
         batch_op.add_column(sa.Column("approved_by", sa.String(), nullable=True))
         batch_op.add_column(sa.Column("wait_reason", sa.Text(), nullable=True))
-        batch_op.add_column(sa.Column("heartbeat_at", app.timestamps.UTCDateTime(), nullable=True))
         batch_op.add_column(
-            sa.Column("report_lease_until", app.timestamps.UTCDateTime(), nullable=True)
+            sa.Column("heartbeat_at", app.kernel.timestamps.UTCDateTime(), nullable=True)
+        )
+        batch_op.add_column(
+            sa.Column("report_lease_until", app.kernel.timestamps.UTCDateTime(), nullable=True)
         )
         batch_op.drop_constraint("uq_revision_source", type_="unique")
         batch_op.create_unique_constraint(
@@ -70,9 +74,9 @@ def upgrade() -> None:
         sa.Column("comment_id", sa.BigInteger(), nullable=True),
         sa.Column("comment_version", sa.Integer(), nullable=False),
         sa.Column("comment_rendered_version", sa.Integer(), nullable=False),
-        sa.Column("comment_lease_until", app.timestamps.UTCDateTime(), nullable=True),
-        sa.Column("created_at", app.timestamps.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", app.timestamps.UTCDateTime(), nullable=False),
+        sa.Column("comment_lease_until", app.kernel.timestamps.UTCDateTime(), nullable=True),
+        sa.Column("created_at", app.kernel.timestamps.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", app.kernel.timestamps.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(["deployment_id"], ["deployments.id"]),
         sa.ForeignKeyConstraint(["repository_id"], ["repositories.id"]),
         sa.PrimaryKeyConstraint("id"),
@@ -89,7 +93,7 @@ def upgrade() -> None:
         sa.Column("revision_id", sa.String(), nullable=False),
         sa.Column("kind", sa.String(), nullable=False),
         sa.Column("args", sa.Text(), nullable=False),
-        sa.Column("created_at", app.timestamps.UTCDateTime(), nullable=False),
+        sa.Column("created_at", app.kernel.timestamps.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(["revision_id"], ["revisions.id"]),
         sa.PrimaryKeyConstraint("id"),
     )

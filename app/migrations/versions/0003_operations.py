@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import app.timestamps
+import app.kernel.timestamps
 
 revision = "0003"
 down_revision = "0002"
@@ -28,10 +28,10 @@ def upgrade() -> None:
         sa.Column("deploy_on_push", sa.Boolean(), nullable=False, server_default=sa.true()),
     )
     op.add_column(
-        "deployments", sa.Column("deleted_at", app.timestamps.UTCDateTime(), nullable=True)
+        "deployments", sa.Column("deleted_at", app.kernel.timestamps.UTCDateTime(), nullable=True)
     )
     op.add_column(
-        "deployments", sa.Column("torn_down_at", app.timestamps.UTCDateTime(), nullable=True)
+        "deployments", sa.Column("torn_down_at", app.kernel.timestamps.UTCDateTime(), nullable=True)
     )
     op.add_column("revisions", sa.Column("secret_names", sa.Text(), nullable=True))
     op.add_column("revisions", sa.Column("rollback_of", sa.String(), nullable=True))
@@ -43,9 +43,9 @@ def upgrade() -> None:
         sa.Column("name", sa.String(), nullable=False),
         sa.Column("token_hash", sa.String(), nullable=False),
         sa.Column("read_only", sa.Boolean(), nullable=False),
-        sa.Column("created_at", app.timestamps.UTCDateTime(), nullable=False),
-        sa.Column("last_used_at", app.timestamps.UTCDateTime(), nullable=True),
-        sa.Column("revoked_at", app.timestamps.UTCDateTime(), nullable=True),
+        sa.Column("created_at", app.kernel.timestamps.UTCDateTime(), nullable=False),
+        sa.Column("last_used_at", app.kernel.timestamps.UTCDateTime(), nullable=True),
+        sa.Column("revoked_at", app.kernel.timestamps.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
         sa.UniqueConstraint("token_hash"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import app.timestamps
+import app.kernel.timestamps
 
 revision = "0004"
 down_revision = "0003"
@@ -31,15 +31,15 @@ def upgrade() -> None:
         sa.Column("client_secret_encrypted", sa.Text(), nullable=False),
         sa.Column("webhook_secret_encrypted", sa.Text(), nullable=False),
         sa.Column("private_key_encrypted", sa.Text(), nullable=False),
-        sa.Column("created_at", app.timestamps.UTCDateTime(), nullable=False),
+        sa.Column("created_at", app.kernel.timestamps.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
         "setup_states",
         sa.Column("state_hash", sa.String(), nullable=False),
-        sa.Column("created_at", app.timestamps.UTCDateTime(), nullable=False),
-        sa.Column("expires_at", app.timestamps.UTCDateTime(), nullable=False),
-        sa.Column("used_at", app.timestamps.UTCDateTime(), nullable=True),
+        sa.Column("created_at", app.kernel.timestamps.UTCDateTime(), nullable=False),
+        sa.Column("expires_at", app.kernel.timestamps.UTCDateTime(), nullable=False),
+        sa.Column("used_at", app.kernel.timestamps.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("state_hash"),
     )
 

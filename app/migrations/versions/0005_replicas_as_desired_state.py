@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import app.timestamps
+import app.kernel.timestamps
 
 revision = "0005"
 down_revision = "0004"
@@ -35,9 +35,11 @@ def upgrade() -> None:
     op.add_column("replicas", sa.Column("endpoint", sa.String(), nullable=True))
     op.add_column("replicas", sa.Column("state", state, nullable=False, server_default="starting"))
     op.add_column("replicas", sa.Column("exit_reason", sa.Text(), nullable=True))
-    op.add_column("replicas", sa.Column("ready_at", app.timestamps.UTCDateTime(), nullable=True))
     op.add_column(
-        "replicas", sa.Column("draining_since", app.timestamps.UTCDateTime(), nullable=True)
+        "replicas", sa.Column("ready_at", app.kernel.timestamps.UTCDateTime(), nullable=True)
+    )
+    op.add_column(
+        "replicas", sa.Column("draining_since", app.kernel.timestamps.UTCDateTime(), nullable=True)
     )
     # A running replica was healthy (only healthy ones were kept) and published on loopback.
     op.execute(

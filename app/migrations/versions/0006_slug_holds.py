@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import app.timestamps
+import app.kernel.timestamps
 
 revision = "0006"
 down_revision = "0005"
@@ -26,8 +26,8 @@ def upgrade() -> None:
         sa.Column("slug", sa.String(), nullable=False),
         sa.Column("repository_id", sa.BigInteger(), nullable=False),
         sa.Column("deployment_id", sa.String(), nullable=False),
-        sa.Column("released_at", app.timestamps.UTCDateTime(), nullable=False),
-        sa.Column("held_until", app.timestamps.UTCDateTime(), nullable=False),
+        sa.Column("released_at", app.kernel.timestamps.UTCDateTime(), nullable=False),
+        sa.Column("held_until", app.kernel.timestamps.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(["deployment_id"], ["deployments.id"]),
         sa.ForeignKeyConstraint(["repository_id"], ["repositories.id"]),
         sa.PrimaryKeyConstraint("slug"),

@@ -1,0 +1,1 @@
+"""Deployments and their revisions as people see them: create, env, previews, rollback, teardown."""

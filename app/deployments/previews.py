@@ -1,0 +1,187 @@
+"""Pull-request previews in the control plane: which pull request gets a preview, and its state.
+
+A preview is a `development` deployment of one pull request, addressed as
+`pr-<number>--<production slug>` for the life of the pull request (also across close and
+reopen). This module decides and records; side effects (containers, databases, router,
+GitHub) belong to the pipeline, the teardown service and the comment service.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlmodel import Session, select
+
+from app.deployments.registry import MAX_LABEL, production_deployment, slug_available
+from app.deployments.revisions import cancel_in_flight
+from app.github.webhooks import PullRequestEvent
+from app.kernel.models import (
+    Deployment,
+    PullRequest,
+    PullRequestState,
+    Repository,
+    Revision,
+    RevisionState,
+)
+from manifests.containers import DeploymentType
+
+SKIP_DEPLOY = re.compile(r"\[(skip deploy|deploy skip|skip ci|ci skip)\]", re.IGNORECASE)
+"""Markers in a head commit's message that make no revision (GitHub's own `[skip ci]` too)."""
+OPENING_ACTIONS = frozenset({"opened", "reopened", "ready_for_review"})
+UPDATING_ACTIONS = frozenset({"synchronize"})
+
+
+def skips_deploy(message: str) -> bool:
+    return SKIP_DEPLOY.search(message or "") is not None
+
+
+def preview_environment(number: int) -> str:
+    """The GitHub environment a preview reports to."""
+    return f"pr-{number}"
+
+
+def preview_slug(number: int, production_slug: str) -> str:
+    """`pr-<n>--<production slug>`, cut to one DNS label."""
+    prefix = f"pr-{number}--"
+    return (prefix + production_slug)[:MAX_LABEL].rstrip("-")
+
+
+@dataclass(frozen=True)
+class PreviewSettings:
+    """The repository's `[previews]` table at the head commit."""
+
+    enabled: bool = True
+    drafts: bool = True
+
+
+@dataclass
+class RemovedDeployment:
+    """What marking a deployment removed changed, for the reports that follow."""
+
+    deployment: Deployment
+    cancelled: list[Revision] = field(default_factory=list)
+    retired: Revision | None = None
+    """The revision that was live until now."""
+
+
+def record_pull_request(
+    session: Session, repository: Repository, event: PullRequestEvent, now: datetime
+) -> PullRequest:
+    """The pull request's row, with head, draft and fork as this delivery tells them."""
+    pr = event.pull_request
+    head_repo = pr.head.repo
+    row = session.exec(
+        select(PullRequest).where(
+            PullRequest.repository_id == repository.id, PullRequest.number == event.number
+        )
+    ).first()
+    if row is None:
+        row = PullRequest(
+            repository_id=repository.id,
+            number=event.number,
+            head_sha=pr.head.sha,
+            head_ref=pr.head.ref,
+            head_full_name=head_repo.full_name if head_repo else "(deleted fork)",
+            created_at=now,
+        )
+    row.head_sha = pr.head.sha
+    row.head_ref = pr.head.ref
+    row.head_full_name = head_repo.full_name if head_repo else "(deleted fork)"
+    row.fork = event.from_fork
+    row.draft = pr.draft
+    row.updated_at = now
+    session.add(row)
+    session.flush()
+    return row
+
+
+def preview_deployment(
+    session: Session, repository: Repository, pull_request: PullRequest, now: datetime
+) -> tuple[Deployment, bool]:
+    """The pull request's preview, created or brought back; True when it was new or removed.
+
+    The production deployment is made (without a revision) when the repository has none yet,
+    so the preview's address is the one it keeps once production exists.
+    """
+    deployment = (
+        session.get(Deployment, pull_request.deployment_id) if pull_request.deployment_id else None
+    )
+    if deployment is not None:
+        revived = deployment.removed_at is not None
+        deployment.removed_at = None
+        deployment.branch = pull_request.head_ref
+        deployment.updated_at = now
+        session.add(deployment)
+        return deployment, revived
+    production = production_deployment(session, repository, now)
+    deployment = Deployment(
+        repository_id=repository.id,
+        slug=_free_preview_slug(session, repository, pull_request.number, production.slug, now),
+        environment=preview_environment(pull_request.number),
+        branch=pull_request.head_ref,
+        type=DeploymentType.development,
+        pull_request_number=pull_request.number,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(deployment)
+    session.flush()
+    pull_request.deployment_id = deployment.id
+    session.add(pull_request)
+    return deployment, True
+
+
+def _free_preview_slug(
+    session: Session, repository: Repository, number: int, production_slug: str, now: datetime
+) -> str:
+    """Checked like every slug (reserved, taken, held), though `pr-<n>--` rarely collides."""
+    slug = preview_slug(number, production_slug)
+    for suffix in range(2, 100):
+        if slug_available(session, slug, repository.id, now):
+            return slug
+        slug = preview_slug(number, f"{production_slug[: MAX_LABEL - 12]}-{suffix}")
+    raise RuntimeError(f"no free slug for pull request #{number} of {production_slug}")
+
+
+def mark_removed(
+    session: Session, deployment: Deployment, reason: str, now: datetime
+) -> RemovedDeployment:
+    """Take the deployment out of service in the control plane; safe to call again.
+
+    Whatever was in flight is cancelled (a build or start still running notices and stops),
+    the live revision is retired and the deployment leaves the route table. The teardown
+    service then removes what ran.
+    """
+    removed = RemovedDeployment(deployment=deployment)
+    removed.cancelled = cancel_in_flight(session, deployment.id, reason, now)
+    if deployment.live_revision_id is not None:
+        live = session.get(Revision, deployment.live_revision_id)
+        if live is not None and live.state is RevisionState.live:
+            live.state = RevisionState.superseded
+            live.error = reason
+            live.finished_at = now
+            session.add(live)
+            removed.retired = live
+    deployment.live_revision_id = None
+    if deployment.removed_at is None:
+        deployment.removed_at = now
+    deployment.updated_at = now
+    session.add(deployment)
+    return removed
+
+
+def pull_request_of(session: Session, deployment: Deployment) -> PullRequest | None:
+    if deployment.pull_request_number is None:
+        return None
+    return session.exec(
+        select(PullRequest).where(PullRequest.deployment_id == deployment.id)
+    ).first()
+
+
+def close_pull_request(pull_request: PullRequest, why: str, now: datetime) -> None:
+    """`why` completes "The preview was removed ...", e.g. "when the pull request was merged"."""
+    pull_request.state = PullRequestState.closed
+    pull_request.note = why
+    pull_request.updated_at = now

