@@ -45,7 +45,9 @@ class CommentNotUpdated(SlipwayError):
 
 
 @dataclass(frozen=True)
-class RevisionView:
+class CommentRevision:
+    """A revision as the comment shows it (the API's RevisionView is another, fuller view)."""
+
     number: int
     state: RevisionState
     commit_sha: str
@@ -63,8 +65,8 @@ class CommentView:
     url: str
     hostname: str
     updated_at: datetime
-    latest: RevisionView | None
-    serving: RevisionView | None
+    latest: CommentRevision | None
+    serving: CommentRevision | None
     """The live revision when it is not the latest one."""
     removed: bool = False
     removed_because: str | None = None
@@ -303,8 +305,8 @@ class PreviewComments:
                 note=None if removed else pull_request.note,
             )
 
-    def _revision_view(self, revision: Revision) -> RevisionView:
-        return RevisionView(
+    def _revision_view(self, revision: Revision) -> CommentRevision:
+        return CommentRevision(
             number=revision.number,
             state=revision.state,
             commit_sha=revision.commit_sha,

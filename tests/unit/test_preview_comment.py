@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.feedback.comments import MARKER, CommentView, RevisionView, render_preview_comment
+from app.feedback.comments import MARKER, CommentView, CommentRevision, render_preview_comment
 from app.kernel.models import RevisionState
 from tests.unit.world import Platform
 
@@ -15,7 +15,7 @@ URL = "http://pr-7--web.localhost:8000/"
 NOW = datetime(2026, 12, 1, 19, 30, 5, tzinfo=UTC)
 
 
-def revision(state: RevisionState, **changes: object) -> RevisionView:
+def revision(state: RevisionState, **changes: object) -> CommentRevision:
     values: dict[str, object] = {
         "number": 3,
         "state": state,
@@ -25,10 +25,10 @@ def revision(state: RevisionState, **changes: object) -> RevisionView:
         "log_url": "http://slipway.test/api/revisions/rev_3/logs",
     }
     values.update(changes)
-    return RevisionView(**values)  # type: ignore[arg-type]
+    return CommentRevision(**values)  # type: ignore[arg-type]
 
 
-def view(latest: RevisionView | None, **changes: object) -> CommentView:
+def view(latest: CommentRevision | None, **changes: object) -> CommentView:
     values: dict[str, object] = {
         "number": 7,
         "url": URL,
