@@ -9,9 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from app.access.links import LinkSigner, RevisionLinks
 from app.adapters.caddy import CaddyRouter
@@ -28,7 +31,17 @@ from app.github.rest import GitHubRest
 from app.kernel.crypto import SecretBox, load_or_create_secret_key
 from app.kernel.db import SessionFactory, make_engine, migrate
 from app.kernel.locks import DeploymentLocks
-from app.kernel.ports import Clock, CommitResolver, GitHubPort
+from app.kernel.ports import (
+    Clock,
+    CommitResolver,
+    ContainerRuntime,
+    DatabaseProvisioner,
+    GitHubPort,
+    HealthProbe,
+    ImageBuilder,
+    RouterPort,
+    ServiceImages,
+)
 from app.kernel.settings import Settings, require
 from app.kernel.timestamps import utcnow
 from app.replicas.autoscaler import autoscale_defaults
@@ -56,10 +69,14 @@ from manifests.recipes import default_recipes
 
 @dataclass
 class Platform:
-    settings: Settings
+    """Every service of a worker or an API process, wired over one set of adapters."""
+
+    adapters: Adapters
     sessions: SessionFactory
     secrets: SecretBox
     pipeline: RevisionPipeline
+    replicas: Replicas
+    routes: RouteTable
     reconciler: Reconciler
     teardown: Teardown
     comments: PreviewComments
@@ -70,7 +87,10 @@ class Platform:
     janitor: Janitor
     facts: CommitFacts
     clock: Clock
-    databases: PostgresProvisioner
+
+    @property
+    def databases(self) -> DatabaseProvisioner:
+        return self.adapters.databases
 
 
 log = logging.getLogger(__name__)
@@ -204,37 +224,60 @@ def commit_resolver(
     return github_client(settings, credentials, clock)
 
 
-def bootstrap(
-    settings: Settings, *, github: GitHubPort | None = None, clock: Clock = utcnow
-) -> Platform:
-    sessions = open_database(settings)
-    secrets = secret_box(settings)
-    if github is None:
-        github = github_client(settings, GitHubAppCredentials(settings, sessions, secrets), clock)
-    docker_binary = find_docker_cli(settings.docker_binary).binary
-    config = pipeline_config(settings)
-    reporter = GitHubReporter(
-        github,
-        check_name=settings.github_app_name,
+@dataclass(frozen=True)
+class Adapters:
+    """The outside world, each behind a port of app/kernel/ports.py: what a test replaces."""
+
+    github: GitHubPort
+    runtime: ContainerRuntime
+    router: RouterPort
+    databases: DatabaseProvisioner
+    builder: ImageBuilder
+    health: HealthProbe
+    service_images: ServiceImages
+    prune_build_cache: Callable[[int], None]
+    """Shrinks the engine's build cache to at most this many bytes (the janitor's call)."""
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """How the services are set up: from settings in production, a test's own values in tests."""
+
+    pipeline: PipelineConfig
+    replicas: ReplicaConfig
+    admission: AdmissionLimits
+    janitor: JanitorLimits
+    links: RevisionLinks
+    check_name: str
+    recovery_after: timedelta
+    resync_seconds: float
+
+
+def wiring(settings: Settings, secrets: SecretBox, clock: Clock = utcnow) -> Wiring:
+    return Wiring(
+        pipeline=pipeline_config(settings),
+        replicas=replica_config(settings),
+        admission=AdmissionLimits(
+            max_builds=settings.max_concurrent_builds,
+            max_previews_per_repository=settings.max_previews_per_repository,
+        ),
+        janitor=JanitorLimits(
+            keep_build_logs=settings.keep_build_logs,
+            payload_retention=timedelta(days=settings.delivery_payload_retention_days),
+            build_cache_bytes=settings.build_cache_max_bytes,
+        ),
         links=RevisionLinks(settings.api_url, link_signer(settings, secrets, clock)),
+        check_name=settings.github_app_name,
+        recovery_after=timedelta(seconds=settings.recovery_seconds),
+        resync_seconds=settings.reconcile_resync_seconds,
     )
-    runtime = DockerRuntime(
-        docker_binary,
-        settings.data_dir.resolve() / "run",
-        network_pool=settings.container_network_pool,
-        holder_reserve=settings.holder_reserve,
-    )
-    router = CaddyRouter(
-        require(settings.caddy_admin_url, "CADDY_ADMIN_URL"),
-        listen=f"{settings.router_host}:{settings.router_port}",
-        storage_dir=settings.data_dir.resolve() / "caddy" / "storage",
-    )
-    routes = RouteTable(sessions, router, config.hostname, config.data_dir / "router.lock")
-    databases = PostgresProvisioner(
-        require(settings.postgres_admin_url, "POSTGRES_ADMIN_URL"),
-        settings.postgres_container_host,
-        role_limits(settings),
-    )
+
+
+def real_adapters(
+    settings: Settings, sessions: SessionFactory, secrets: SecretBox, clock: Clock = utcnow
+) -> Adapters:
+    """Docker, Caddy, Postgres, BuildKit and GitHub as the settings name them."""
+    docker_binary = find_docker_cli(settings.docker_binary).binary
     builder = BuildKitBuilder(
         docker_binary,
         limits=BuildLimits(
@@ -243,15 +286,68 @@ def bootstrap(
             disk_reserve_bytes=settings.build_disk_reserve_bytes,
         ),
     )
+    return Adapters(
+        github=github_client(settings, GitHubAppCredentials(settings, sessions, secrets), clock),
+        runtime=DockerRuntime(
+            docker_binary,
+            settings.data_dir.resolve() / "run",
+            network_pool=settings.container_network_pool,
+            holder_reserve=settings.holder_reserve,
+        ),
+        router=CaddyRouter(
+            require(settings.caddy_admin_url, "CADDY_ADMIN_URL"),
+            listen=f"{settings.router_host}:{settings.router_port}",
+            storage_dir=settings.data_dir.resolve() / "caddy" / "storage",
+        ),
+        databases=PostgresProvisioner(
+            require(settings.postgres_admin_url, "POSTGRES_ADMIN_URL"),
+            settings.postgres_container_host,
+            role_limits(settings),
+        ),
+        builder=builder,
+        health=HttpHealthProbe(),
+        service_images=ValkeyImage(docker_binary, settings.langgraph_redis_image),
+        prune_build_cache=builder.prune_cache,
+    )
+
+
+def bootstrap(settings: Settings, *, clock: Clock = utcnow, **overrides: Any) -> Platform:
+    """The platform on real adapters; `overrides` replaces any of them by its field name in
+    Adapters (a test's fake GitHub, say), so every process and test wires the services alike."""
+    sessions = open_database(settings)
+    secrets = secret_box(settings)
+    adapters = replace(real_adapters(settings, sessions, secrets, clock), **overrides)
+    return wire(sessions, secrets, adapters, wiring(settings, secrets, clock), clock)
+
+
+def wire(
+    sessions: SessionFactory,
+    secrets: SecretBox,
+    adapters: Adapters,
+    setup: Wiring,
+    clock: Clock = utcnow,
+    wall: Callable[[], float] = time.time,
+) -> Platform:
+    """The services, built once over the given adapters: the composition root."""
+    config = setup.pipeline
+    github, runtime, router, databases, builder = (
+        adapters.github,
+        adapters.runtime,
+        adapters.router,
+        adapters.databases,
+        adapters.builder,
+    )
+    reporter = GitHubReporter(github, check_name=setup.check_name, links=setup.links)
+    routes = RouteTable(sessions, router, config.hostname, config.data_dir / "router.lock")
     replicas = Replicas(
         sessions=sessions,
         secrets=secrets,
         runtime=runtime,
-        health=HttpHealthProbe(),
+        health=adapters.health,
         databases=databases,
         router=router,
-        service_images=ValkeyImage(docker_binary, settings.langgraph_redis_image),
-        config=replica_config(settings),
+        service_images=adapters.service_images,
+        config=setup.replicas,
         clock=clock,
     )
     reconciler = Reconciler(
@@ -262,9 +358,10 @@ def bootstrap(
         router=router,
         builder=builder,
         locks=DeploymentLocks(sessions, config.data_dir / "locks"),
-        autoscale=autoscale_defaults(settings),
+        autoscale=config.autoscale,
         clock=clock,
-        resync_seconds=settings.reconcile_resync_seconds,
+        wall=wall,
+        resync_seconds=setup.resync_seconds,
     )
     reports = ReportOutbox(sessions=sessions, reporter=reporter, clock=clock)
     teardown = Teardown(
@@ -286,13 +383,7 @@ def bootstrap(
         log_url=reporter.log_url_of,
     )
     notifier = PlatformNotifier(comments)
-    admission = Admission(
-        AdmissionLimits(
-            max_builds=settings.max_concurrent_builds,
-            max_previews_per_repository=settings.max_previews_per_repository,
-        ),
-        config.data_dir / "admission.lock",
-    )
+    admission = Admission(setup.admission, config.data_dir / "admission.lock")
     pipeline = RevisionPipeline(
         config=config,
         sessions=sessions,
@@ -312,12 +403,8 @@ def bootstrap(
         sessions=sessions,
         runtime=runtime,
         logs_dir=config.logs_dir,
-        limits=JanitorLimits(
-            keep_build_logs=settings.keep_build_logs,
-            payload_retention=timedelta(days=settings.delivery_payload_retention_days),
-            build_cache_bytes=settings.build_cache_max_bytes,
-        ),
-        prune_build_cache=builder.prune_cache,
+        limits=setup.janitor,
+        prune_build_cache=adapters.prune_build_cache,
         clock=clock,
     )
     recovery = Recovery(
@@ -326,23 +413,24 @@ def bootstrap(
         reports=reports,
         notifier=notifier,
         clock=clock,
-        stale_after=timedelta(seconds=settings.recovery_seconds),
+        stale_after=setup.recovery_after,
         url=config.url,
     )
     return Platform(
-        settings=settings,
-        recovery=recovery,
-        janitor=janitor,
+        adapters=adapters,
         sessions=sessions,
         secrets=secrets,
         pipeline=pipeline,
+        replicas=replicas,
+        routes=routes,
         reconciler=reconciler,
         teardown=teardown,
         comments=comments,
         notifier=notifier,
         admission=admission,
         reports=reports,
+        recovery=recovery,
+        janitor=janitor,
         facts=GitHubCommitFacts(github),
         clock=clock,
-        databases=databases,
     )

@@ -29,6 +29,7 @@ from sqlmodel import col, select
 from app.kernel.db import SessionFactory
 from app.kernel.errors import DatabaseError
 from app.kernel.models import Database, Deployment
+from app.kernel.ports import DatabaseProvisioner
 from manifests.containers import DeploymentType
 
 CONNECT_TIMEOUT_SECONDS = 10
@@ -188,7 +189,7 @@ class PostgresProvisioner:
 
 def reapply_role_limits(
     sessions: SessionFactory,
-    provisioner: PostgresProvisioner,
+    provisioner: DatabaseProvisioner,
     connection_limits: Mapping[DeploymentType, int],
 ) -> int:
     """Give every provisioned role today's limits (run at worker start): roles made before

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -264,6 +264,9 @@ class DatabaseProvisioner(Protocol):
     def ensure(self, name: str, role: str, password: str, *, connection_limit: int) -> None: ...
     def drop(self, name: str, role: str) -> None: ...
     def container_uri(self, name: str, role: str, password: str) -> str: ...
+    def limit(self, roles: Iterable[tuple[str, int]]) -> int:
+        """Apply today's connection limits to existing roles; returns how many changed."""
+        ...
 
 
 class HealthProbe(Protocol):

@@ -12,7 +12,7 @@ import itertools
 import queue
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -564,6 +564,15 @@ class FakeDatabases:
 
     def container_uri(self, name: str, role: str, password: str) -> str:
         return f"postgresql://{role}:{password}@host.docker.internal:5432/{name}"
+
+    def limit(self, roles: Iterable[tuple[str, int]]) -> int:
+        changed = 0
+        for role, limit in roles:
+            for name, (owner, _password) in self.databases.items():
+                if owner == role:
+                    self.connection_limits[name] = limit
+                    changed += 1
+        return changed
 
 
 @dataclass

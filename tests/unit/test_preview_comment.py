@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.feedback.comments import MARKER, CommentView, CommentRevision, render_preview_comment
+from app.feedback.comments import MARKER, CommentRevision, CommentView, render_preview_comment
 from app.kernel.models import RevisionState
 from tests.unit.world import Platform
 

@@ -16,6 +16,7 @@ from typing import Any
 from sqlmodel import select
 
 from app.access.links import LinkSigner, RevisionLinks
+from app.bootstrap import Adapters, Wiring, wire
 from app.deliveries.facts import GitHubCommitFacts
 from app.deliveries.inbox import apply_delivery, record_delivery
 from app.deployments.janitor import Janitor, JanitorLimits
@@ -24,18 +25,15 @@ from app.deployments.teardown import Teardown
 from app.feedback.comments import PreviewComments
 from app.feedback.notifications import PlatformNotifier
 from app.feedback.outbox import ReportOutbox
-from app.feedback.reports import GitHubReporter
 from app.kernel.addresses import Route
 from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory
-from app.kernel.locks import DeploymentLocks
 from app.kernel.models import Deployment, PullRequest, Revision
 from app.kernel.orders import WorkOrder
 from app.replicas.autoscaler import AutoscaleDefaults
-from app.replicas.reconciler import Reconciler
+from app.replicas.reconciler import RESYNC_SECONDS, Reconciler
 from app.replicas.replica_set import ReplicaConfig, Replicas
-from app.replicas.routes import RouteTable
-from app.rollout.admission import Admission, AdmissionLimits
+from app.rollout.admission import AdmissionLimits
 from app.rollout.pipeline import PipelineConfig, RevisionPipeline
 from app.rollout.recovery import Recovery
 from tests.fake_github import ZERO_SHA, FakeGitHub, push_payload
@@ -109,92 +107,49 @@ class Platform:
     )
 
     def __post_init__(self) -> None:
+        """The services wired by app.bootstrap's own `wire`, over the fakes."""
         self.links = RevisionLinks(
             "http://slipway.test", LinkSigner(b"k" * 32, timedelta(days=30), self.clock)
         )
-        reporter = GitHubReporter(self.github, check_name="Slipway", links=self.links)
-        routes = RouteTable(
-            self.sessions, self.router, self.config.hostname, self.config.data_dir / "router.lock"
-        )
-        self.reports = ReportOutbox(sessions=self.sessions, reporter=reporter, clock=self.clock)
-        self.teardown = Teardown(
-            sessions=self.sessions,
-            runtime=self.runtime,
-            routes=routes,
-            databases=self.databases,
-            reports=self.reports,
-            builds_dir=self.config.builds_dir,
-            clock=self.clock,
-        )
-        self.comments = PreviewComments(
-            sessions=self.sessions,
-            github=self.github,
-            clock=self.clock,
-            url=self.config.url,
-            hostname=self.config.hostname,
-            revision_url=reporter.revision_url_of,
-            log_url=reporter.log_url_of,
-        )
-        self.notifier = PlatformNotifier(self.comments)
-        self.notifier.use_dispatcher(lambda: self.dispatches.append(1))
-        self.janitor = Janitor(
-            sessions=self.sessions,
-            runtime=self.runtime,
-            logs_dir=self.config.logs_dir,
-            limits=JanitorLimits(keep_build_logs=2, payload_retention=timedelta(days=14)),
-            prune_build_cache=self.cache_prunes.append,
-            clock=self.clock,
-        )
-        self.recovery = Recovery(
-            sessions=self.sessions,
-            runtime=self.runtime,
-            reports=self.reports,
-            notifier=self.notifier,
-            clock=self.clock,
-            stale_after=timedelta(seconds=120),
-            url=self.config.url,
-        )
-        self.operations = DeploymentOperations(
-            sessions=self.sessions, secrets=SECRETS, commits=self.github, clock=self.clock
-        )
-        self.replicas = Replicas(
-            sessions=self.sessions,
-            secrets=SECRETS,
-            runtime=self.runtime,
-            health=self.health,
-            databases=self.databases,
-            router=self.router,
-            service_images=FakeServiceImages(),
-            config=self.replica_config,
-            clock=self.clock,
-        )
         self.config = replace(self.config, autoscale=self.autoscale)
-        self.pipeline = RevisionPipeline(
-            config=self.config,
-            sessions=self.sessions,
-            secrets=SECRETS,
-            github=self.github,
-            reports=self.reports,
-            builder=self.builder,
-            runtime=self.runtime,
-            routes=routes,
-            replicas=self.replicas,
-            clock=self.clock,
-            teardown=self.teardown,
-            notifier=self.notifier,
-            admission=Admission(self.limits, self.config.data_dir / "admission.lock"),
-        )
-        self.reconciler = Reconciler(
-            sessions=self.sessions,
-            runtime=self.runtime,
-            replicas=self.replicas,
-            routes=routes,
-            router=self.router,
-            builder=self.builder,
-            locks=DeploymentLocks(self.sessions, self.config.data_dir / "locks"),
-            autoscale=self.autoscale,
+        wired = wire(
+            self.sessions,
+            SECRETS,
+            Adapters(
+                github=self.github,
+                runtime=self.runtime,
+                router=self.router,
+                databases=self.databases,
+                builder=self.builder,
+                health=self.health,
+                service_images=FakeServiceImages(),
+                prune_build_cache=self.cache_prunes.append,
+            ),
+            Wiring(
+                pipeline=self.config,
+                replicas=self.replica_config,
+                admission=self.limits,
+                janitor=JanitorLimits(keep_build_logs=2, payload_retention=timedelta(days=14)),
+                links=self.links,
+                check_name="Slipway",
+                recovery_after=timedelta(seconds=120),
+                resync_seconds=RESYNC_SECONDS,
+            ),
             clock=self.clock,
             wall=lambda: self.wall[0],
+        )
+        self.reports = wired.reports
+        self.teardown = wired.teardown
+        self.comments = wired.comments
+        self.notifier = wired.notifier
+        self.notifier.use_dispatcher(lambda: self.dispatches.append(1))
+        self.janitor = wired.janitor
+        self.recovery = wired.recovery
+        self.replicas = wired.replicas
+        self.pipeline = wired.pipeline
+        self.reconciler = wired.reconciler
+        self.operations = DeploymentOperations(
+            sessions=self.sessions, secrets=SECRETS, commits=self.github, clock=self.clock
         )
 
     def limit(self, **limits: int) -> None:
