@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: up test lint unit integration e2e deps docker test-tools bench bench-previews bench-rollback bench-replicas bench-langgraph bench-burst bench-scale clean
+.PHONY: up test lint unit integration e2e docs deps docker test-tools bench bench-previews bench-rollback bench-replicas bench-langgraph bench-burst bench-scale clean
 
 ## make up: install what is missing and start the whole platform in the foreground.
 up: deps docker
@@ -31,6 +31,12 @@ integration: deps docker test-tools
 
 e2e: deps docker test-tools
 	$(BIN)/pytest tests/e2e
+
+## make docs: write the reference pages generated from code (docs/configuration.md from
+## app/kernel/settings.py, docs/slipway.schema.json from manifests/config.py); tests/unit/test_docs.py
+## fails when they are out of date.
+docs: deps
+	$(BIN)/python -m scripts.reference
 
 bench: deps docker test-tools
 	$(BIN)/python -m bench.push_to_live

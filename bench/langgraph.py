@@ -23,7 +23,7 @@ answers PREFIX + its input.
 After each, a stateless run (`POST /runs/wait`, what `langgraph-sdk`'s `runs.wait` sends)
 through the router, repeated until it answers with the new prefix, shows the new graph is what
 users get; it is its own row, not part of the whole path (for a few seconds after a switch the
-old replica's queue worker may still take a run, as the README says).
+old replica's queue worker may still take a run, as docs/langgraph.md says).
 
 The floor is the same generated Dockerfile done by hand, interleaved with Slipway's iterations:
 the generator Slipway uses (`manifests.recipes.plan_build` with the platform's LangGraph

@@ -1,7 +1,7 @@
 """The webhook receiver under a burst, as GitHub sends one: T threads x N signed deliveries.
 
 Run with `.venv/bin/python -m bench.webhook_burst [--threads 20] [--deliveries 20] [--rounds 3]
-[--client httpx|raw] [--api-workers 1]`; docs/performance.md has the numbers.
+[--client httpx|raw] [--api-workers 1]`; docs/benchmarks/webhook-burst.md has the numbers.
 
 One `slipway up` with a fake GitHub; every thread has its own kept-alive connection and sends
 its signed `ping` deliveries back to back, each with its own delivery id, while the worker

@@ -16,5 +16,5 @@ COMMENT_RETRY_SECONDS = 5
 """A comment GitHub refused is written again after 5 s, 10 s, ... (MAX_TRIES in all)."""
 POLL_DELAY_SECONDS = 0.02
 """How often an idle worker looks for jobs. arq's 0.5 s default was a third of a push's path
-(two jobs per push, see docs/performance.md); 50 cheap Redis calls a second per idle worker is
-the price."""
+(two jobs per push, see docs/benchmarks/push-to-live.md); 50 cheap Redis calls a second per
+idle worker is the price."""

@@ -44,11 +44,20 @@ def _relative(value: str) -> str:
     return str(PurePosixPath(value))
 
 
+# Each key's docstring is its description in docs/slipway.schema.json, which editors show
+# beside the key (python -m scripts.reference writes the schema from these models).
+DOCUMENTED = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
 class BuildConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """How the image is built."""
+
+    model_config = DOCUMENTED
 
     dockerfile: str = "Dockerfile"
+    """The Dockerfile, relative to the repository root."""
     context: str = "."
+    """The build context, relative to the repository root."""
     langgraph_config_path: str = "langgraph.json"
     """A LangGraph Server is built from this file when the commit has no Dockerfile (the name
     LangSmith Deployment gives the same setting)."""
@@ -57,10 +66,14 @@ class BuildConfig(BaseModel):
 
 
 class DeployConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """How the app runs."""
+
+    model_config = DOCUMENTED
 
     port: int = Field(default=8000, ge=1, le=65535)
+    """The port the app listens on, on 0.0.0.0; also given to it as PORT."""
     health_path: str = "/"
+    """The path probed until the app answers it with any status below 500."""
 
     @field_validator("health_path")
     @classmethod
@@ -71,22 +84,29 @@ class DeployConfig(BaseModel):
 
 
 class PreviewsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Preview deployments of pull requests."""
+
+    model_config = DOCUMENTED
 
     enabled: bool = True
+    """A preview deployment for every pull request; false: none for this repository."""
     drafts: bool = True
+    """Draft pull requests too; false: a draft waits until it is ready for review."""
 
 
 class ScaleConfig(BaseModel):
-    """How far a production deployment may scale; None leaves the platform's setting.
+    """How far a production deployment may scale; a key left out leaves the platform's setting.
 
     Whole numbers only (strict): `max = "4"` or `min = 1.5` is a mistake worth reporting.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = DOCUMENTED
 
     min: int | None = Field(default=None, ge=1, strict=True)
+    """Fewest replicas, however quiet (default 1)."""
     max: int | None = Field(default=None, ge=1, strict=True)
+    """Most replicas; the platform's SLIPWAY_AUTOSCALE_MAX_REPLICAS is the ceiling, and asking
+    for more gets that, with a note."""
     target: float | None = Field(default=None, gt=0, le=10_000, strict=True)
     """In-flight requests one replica is meant to carry: replaces the platform's
     SLIPWAY_AUTOSCALE_TARGET_CONCURRENCY for this repository, within the same limits."""
@@ -102,12 +122,16 @@ class ScaleConfig(BaseModel):
 
 
 class RepositoryConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """slipway.toml, optional at the repository root: how Slipway builds and runs it."""
+
+    model_config = DOCUMENTED
 
     build: BuildConfig = Field(default_factory=BuildConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     previews: PreviewsConfig = Field(default_factory=PreviewsConfig)
     scale: ScaleConfig = Field(default_factory=ScaleConfig)
+    """Production only (development deployments and previews run one replica); each key
+    optional."""
 
 
 PORT_LABEL = "dev.slipway.port"

@@ -21,7 +21,7 @@ namespace (the address, `/etc/hosts`) and only sleeps, and the app, which joins 
 app dies, its address still refuses connections at once, so the router sends a request that
 met the dead app to another replica; without the holder the address would answer nothing, and
 a request dialling it would wait out the dial timeout, then fail if a route reload came first
-(5 of 980 requests when a replica was killed under load, docs/performance.md). Each network
+(5 of 980 requests when a replica was killed under load, docs/benchmarks/replicas.md). Each network
 keeps spare holders ready, so a new replica waits only for its app's start.
 """
 

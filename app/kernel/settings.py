@@ -34,7 +34,13 @@ class SettingsError(RuntimeError):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        # Each field's docstring is its description: docs/configuration.md is written from
+        # them (python -m scripts.reference), so a setting and its documentation never part.
+        use_attribute_docstrings=True,
     )
 
     github_app_id: Annotated[int, Field(gt=0)] | None = None
@@ -43,6 +49,7 @@ class Settings(BaseSettings):
     github_private_key: SecretStr | None = None
     """The App's PEM private key itself; use GITHUB_PRIVATE_KEY_PATH to point at a file instead."""
     github_private_key_path: Path | None = None
+    """A file holding the App's PEM private key (instead of GITHUB_PRIVATE_KEY)."""
     github_webhook_secret: SecretStr | None = None
     """Shared secret GitHub signs every delivery with (X-Hub-Signature-256)."""
     github_api_url: AnyHttpUrl = AnyHttpUrl("https://api.github.com")
@@ -56,25 +63,36 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".data")
     """All state lives here: control-plane DB, build logs, embedded services, Caddy's storage."""
     database_url: str | None = None
-    """Control-plane database (SQLAlchemy URL). Default: SQLite at DATA_DIR/slipway.db."""
+    """Control-plane database (SQLAlchemy URL), e.g. postgresql+psycopg://slipway:…@db/slipway
+    for API and worker processes on several hosts. Default: SQLite at DATA_DIR/slipway.db."""
     redis_url: str | None = None
-    """Job queue. Default: an embedded Redis-compatible server started by `slipway up`."""
+    """Job queue. Default: an embedded Redis-compatible server (Valkey) started by `slipway up`,
+    with a password generated into DATA_DIR/redis/password."""
     postgres_admin_url: str | None = None
-    """Superuser URL of the cluster that holds one database per deployment.
-    Default: an embedded cluster started by `slipway up` that containers can reach."""
+    """Superuser URL of the cluster that holds one database per deployment; containers must
+    reach it. Default: an embedded cluster started by `slipway up`, which lets a role open only
+    the database of its own name (`host sameuser all ...` in pg_hba.conf): give a cluster of
+    your own the same rule for CONTAINER_NETWORK_POOL."""
     postgres_container_host: str = "host.docker.internal"
     """Host name containers use to reach that cluster (mapped to the bridge gateway)."""
     caddy_admin_url: str | None = None
-    """Admin API of the router. Default: the Caddy `slipway up` starts on a free port."""
+    """Admin API of the router (Caddy), as unix:///path or http://host:port. Default: the
+    Caddy `slipway up` starts, its admin API on the unix socket DATA_DIR/caddy/admin.sock."""
 
     host: str = "127.0.0.1"
+    """Address the API and the webhook receiver listen on (0.0.0.0: every interface)."""
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    """Port of the API and the webhook receiver."""
     router_host: str = "127.0.0.1"
+    """Address the router (Caddy) serves deployments on (0.0.0.0: every interface)."""
     router_port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    """Port deployments are served on, over plain HTTP; 80 leaves it out of their URLs."""
     router_threads: Annotated[int, Field(ge=0, le=256)] = 1
     """Threads the embedded router (Caddy) runs Go code on (GOMAXPROCS); 0: one per core. One
-    answers sooner on a small machine whose cores the apps use too (docs/performance.md)."""
+    answers sooner on a small machine whose cores the apps use too (docs/benchmarks/)."""
     base_domain: str = "localhost"
+    """Deployments answer at http://<slug>.<BASE_DOMAIN>:<ROUTER_PORT>/: point a wildcard DNS
+    record (*.BASE_DOMAIN) at this machine. The default, localhost, serves this machine only."""
     public_url: AnyHttpUrl | None = None
     """Where users reach this API (links in check runs). Default: http://HOST:PORT."""
     secret_key: SecretStr | None = None
@@ -89,13 +107,15 @@ class Settings(BaseSettings):
     address do not reach someone else's code. 0: free at once."""
 
     docker_binary: str | None = None
-    """Docker CLI to drive; default: the first one that can build with BuildKit."""
+    """Docker CLI to drive builds with; default: the first one that can build with BuildKit
+    (`docker buildx build` when the plugin is present, else the engine's embedded BuildKit)."""
     health_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
     """How long a new revision gets to answer HTTP before it is declared failed."""
     build_timeout_seconds: Annotated[float, Field(gt=0)] = 1800.0
+    """Longest a build may take: one still running then is stopped and its revision fails."""
     api_workers: Annotated[int, Field(ge=1, le=64)] = 1
     """Processes answering the API and webhooks (more help on machines with cores to spare;
-    on 2 cores they contend with the worker: see docs/performance.md)."""
+    on 2 cores they contend with the worker: see docs/benchmarks/webhook-burst.md)."""
     worker_max_jobs: Annotated[int, Field(ge=1)] = 10
     """Jobs one worker runs at once; builds are bounded by MAX_CONCURRENT_BUILDS, the rest
     (deliveries, reports, comments, teardowns) mostly wait on GitHub and Docker."""
@@ -171,7 +191,8 @@ class Settings(BaseSettings):
     """How long a replica leaving the route may finish its in-flight requests before it is
     stopped."""
     container_network_pool: IPv4Network = IPv4Network(DEFAULT_NETWORK_POOL)
-    """Where each deployment's network gets its /27; the database cluster must admit it."""
+    """Where each deployment's network gets its /27; the database cluster must admit it in
+    pg_hba.conf (the embedded one admits 172.16.0.0/12)."""
     holder_reserve: Annotated[int, Field(ge=0, le=50)] = DEFAULT_HOLDER_RESERVE
     """Spare holders the host keeps ready for any deployment's next replicas (a replica's
     start then waits for a network connection, ~85 ms, not a holder's start, ~250 ms); 3
@@ -192,6 +213,7 @@ class Settings(BaseSettings):
     build_pip_extra_index_url: SecretStr | None = None
     """Further indexes, space-separated."""
     build_pip_find_links: str | None = None
+    """pip's find-links for LangGraph builds (a page or folder of wheels)."""
     build_pip_trusted_host: str | None = None
     """Hosts pip may reach over plain HTTP or with an unverified certificate."""
     # -- builds: what a tenant's build may reach and use (issue 20) --
@@ -374,8 +396,8 @@ def load_settings(**overrides: object) -> Settings:
         raise SettingsError(
             "invalid settings:\n  "
             + "\n  ".join(problems)
-            + "\n(set them in the environment or in .env; README.md, 'Connecting GitHub', "
-            "lists every setting)"
+            + "\n(set them in the environment or in .env; docs/configuration.md lists every "
+            "setting)"
         ) from None
     pem = settings.private_key_pem
     if pem is not None:
