@@ -10,6 +10,7 @@ from typing import Any
 from arq import Retry
 
 from app.bootstrap import Platform
+from app.deliveries.bus import OrderBus
 from app.deliveries.inbox import apply_delivery
 from app.feedback.comments import CommentNotUpdated
 from app.kernel.errors import TeardownIncomplete
@@ -18,11 +19,9 @@ from app.kernel.orders import (
     DRAIN_REPORTS,
     HANDLE_DELIVERY,
     RUN_REVISION,
-    SYNC_COMMENT,
     TEARDOWN_DEPLOYMENT,
     WorkOrder,
     delivery_job_id,
-    revision_job_id,
     teardown_job_id,
 )
 from jobs.constants import COMMENT_RETRY_SECONDS, TEARDOWN_RETRY_SECONDS
@@ -36,75 +35,38 @@ def _platform(ctx: dict[str, Any]) -> Platform:
     return platform
 
 
+def _orders(ctx: dict[str, Any]) -> OrderBus:
+    orders = ctx["orders"]
+    assert isinstance(orders, OrderBus)
+    return orders
+
+
 async def handle_delivery(ctx: dict[str, Any], delivery_id: str) -> str:
     platform = _platform(ctx)
+    orders = _orders(ctx)
 
     def apply() -> WorkOrder | None:
         with platform.sessions() as session:
-            return apply_delivery(
+            order = apply_delivery(
                 session, delivery_id, platform.secrets, platform.clock(), platform.facts
             )
+        if order is not None:
+            log.info(
+                "delivery applied", extra={"delivery_id": delivery_id, "summary": order.summary}
+            )
+            orders.carry_out(order)
+        return order
 
-    outcome = await asyncio.to_thread(apply)
-    if outcome is None:
-        return "already applied"
-    log.info("delivery applied", extra={"delivery_id": delivery_id, "summary": outcome.summary})
-    await carry_out_outcome(ctx, outcome)
-    return outcome.summary
+    order = await asyncio.to_thread(apply)
+    return "already applied" if order is None else order.summary
 
 
 async def carry_out(ctx: dict[str, Any], outcome: dict[str, Any]) -> str:
     """What an API request changed (a deploy, an env change, a rollback, a delete) is built,
-    reported and torn down like a delivery's outcome."""
+    reported and torn down like a delivery's work order."""
     order = WorkOrder.from_dict(outcome)
-    await carry_out_outcome(ctx, order)
+    await asyncio.to_thread(_orders(ctx).carry_out, order)
     return order.summary
-
-
-async def carry_out_outcome(ctx: dict[str, Any], outcome: WorkOrder) -> None:
-    platform = _platform(ctx)
-    for revision_id in outcome.cancelled_revisions:
-        await asyncio.to_thread(platform.pipeline.report_cancelled, revision_id)
-    for order in outcome.teardowns:
-        await ctx["redis"].enqueue_job(
-            TEARDOWN_DEPLOYMENT,
-            order.deployment_id,
-            order.drop_database,
-            outcome.summary,
-            _queue_name=ctx["queue_name"],
-        )
-    for revision_id in outcome.announce_revisions:
-        await asyncio.to_thread(platform.pipeline.announce, revision_id)
-    for refusal in outcome.refused_approvals:
-        await asyncio.to_thread(
-            platform.pipeline.report_approval_refused,
-            refusal.revision_id,
-            refusal.login,
-            refusal.role,
-        )
-    for revision_id in outcome.approved_revisions:
-        await asyncio.to_thread(platform.pipeline.report_approved, revision_id)
-        await enqueue_revision(ctx, revision_id)
-    for revision_id in outcome.start_revisions:
-        # The build first: its job queues the announce itself, before its first progress
-        # report, so the check run is opened first whichever of the two gets there first.
-        await enqueue_revision(ctx, revision_id)
-        await asyncio.to_thread(platform.pipeline.announce, revision_id)
-    for pull_request_id in outcome.comments:
-        await enqueue_comment(ctx, pull_request_id)
-
-
-async def enqueue_revision(ctx: dict[str, Any], revision_id: str) -> None:
-    await ctx["redis"].enqueue_job(
-        RUN_REVISION,
-        revision_id,
-        _job_id=revision_job_id(revision_id),
-        _queue_name=ctx["queue_name"],
-    )
-
-
-async def enqueue_comment(ctx: dict[str, Any], pull_request_id: str) -> None:
-    await ctx["redis"].enqueue_job(SYNC_COMMENT, pull_request_id, _queue_name=ctx["queue_name"])
 
 
 async def run_revision(ctx: dict[str, Any], revision_id: str) -> str:

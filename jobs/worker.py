@@ -18,6 +18,7 @@ from redis.exceptions import WatchError
 from app.adapters.postgres import reapply_role_limits
 from app.adapters.queue import redis_settings
 from app.bootstrap import bootstrap, replica_config
+from app.deliveries.bus import OrderBus
 from app.kernel.heap import freeze_startup_objects
 from app.kernel.orders import (
     CARRY_OUT,
@@ -31,13 +32,13 @@ from app.kernel.settings import Settings
 from app.replicas.engine_events import EngineEventFollower
 from jobs import tasks
 from jobs.constants import (
-    ENQUEUE_TIMEOUT_SECONDS,
     JOB_TIMEOUT_SECONDS,
     KEEP_RESULT_SECONDS,
     MAX_TRIES,
     POLL_DELAY_SECONDS,
     TEARDOWN_TIMEOUT_SECONDS,
 )
+from jobs.queue import WorkerQueue
 
 log = logging.getLogger(__name__)
 
@@ -109,26 +110,12 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
         # Every job runs its domain service in a thread: one thread per job, and a few over.
         loop.set_default_executor(ThreadPoolExecutor(max_workers=settings.worker_max_jobs + 4))
 
-        def enqueue_comment(pull_request_id: str) -> None:
-            # Called from the pipeline's thread: the enqueue runs on the worker's loop.
-            future = asyncio.run_coroutine_threadsafe(
-                tasks.enqueue_comment(ctx, pull_request_id), loop
-            )
-            future.result(timeout=ENQUEUE_TIMEOUT_SECONDS)
-
-        platform.comments.use_queue(enqueue_comment)
-
-        def enqueue_dispatch() -> None:
-            future = asyncio.run_coroutine_threadsafe(tasks.enqueue_dispatch(ctx), loop)
-            future.result(timeout=ENQUEUE_TIMEOUT_SECONDS)
-
-        platform.notifier.use_dispatcher(enqueue_dispatch)
-
-        def enqueue_reports(revision_id: str) -> None:
-            future = asyncio.run_coroutine_threadsafe(tasks.enqueue_reports(ctx, revision_id), loop)
-            future.result(timeout=ENQUEUE_TIMEOUT_SECONDS)
-
-        platform.reports.use_queue(enqueue_reports)
+        # The services call these from their threads: each enqueue runs on this loop.
+        queue = WorkerQueue(ctx["redis"], loop)
+        platform.comments.use_queue(queue.sync_comment)
+        platform.notifier.use_dispatcher(queue.dispatch_revisions)
+        platform.reports.use_queue(queue.drain_reports)
+        ctx["orders"] = OrderBus(queue=queue, check_runs=platform.pipeline)
         try:
             await asyncio.to_thread(
                 reapply_role_limits,

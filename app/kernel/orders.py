@@ -1,8 +1,9 @@
 """Work orders: what a webhook delivery or an API call asks the workers to do, and the names
 and ids of the jobs that carry them out.
 
-The API and the delivery handlers write orders; `jobs/` carries them out. Both sides read the
-job names from here, so neither imports the other.
+The API and the delivery handlers write orders; the worker carries them out with
+app.deliveries.bus.OrderBus. Both sides read the job names from here, so neither imports the
+other.
 """
 
 from __future__ import annotations
@@ -33,24 +34,49 @@ class TeardownOrder:
 
 @dataclass(frozen=True)
 class RefusedApproval:
+    """A "Deploy preview" press by someone who may not deploy: the check run they pressed says
+    so, since GitHub shows the presser nothing else."""
+
     revision_id: str
     login: str
     role: str
+    """Their permission on the repository as GitHub gave it (read, triage, ...)."""
 
 
 @dataclass
 class WorkOrder:
+    """What a delivery or an API request asks of the workers, once its changes are committed.
+
+    The handler that writes it changes the control plane in one transaction; what the change
+    asks of the queue and of GitHub's check runs waits for the commit, so a delivery that two
+    workers applied at once (one rolls back) is carried out once, and an API request that
+    failed orders nothing. app.deliveries.bus.OrderBus carries it out, in the order documented
+    there. Each list is empty when there is nothing of its kind to do.
+    """
+
     summary: str
+    """What happened, in a sentence: stored as the delivery's outcome, returned by its job, and
+    the reason a teardown gives."""
     start_revisions: list[str] = field(default_factory=list)
+    """New revisions to build and roll out: each gets a job and a check run."""
     cancelled_revisions: list[str] = field(default_factory=list)
+    """Revisions the change cancelled before they went live (a newer commit, a closed pull
+    request): their check runs are closed as cancelled, or GitHub shows them queued for ever."""
     announce_revisions: list[str] = field(default_factory=list)
-    """New revisions that get a check run but no build yet (waiting for an approval)."""
+    """New revisions that get a check run but no build yet (waiting for an approval): the check
+    run carries the button a maintainer presses to approve."""
     approved_revisions: list[str] = field(default_factory=list)
-    """Fork commits a maintainer just approved: new check run, then the build."""
+    """Fork commits a maintainer just approved: their approval check run closes, the build
+    gets a new one, then its job."""
     refused_approvals: list[RefusedApproval] = field(default_factory=list)
+    """Approvals pressed by someone without write access: said on the check run they pressed."""
     teardowns: list[TeardownOrder] = field(default_factory=list)
+    """Deployments to take down (a preview whose pull request closed, a deleted deployment, a
+    repository that left the App): each is a job of its own, which may take minutes, is retried
+    when a step fails, and is resumed by recovery if lost."""
     comments: list[str] = field(default_factory=list)
-    """Pull requests (ids) whose Slipway comment has something new to say."""
+    """Pull requests (ids) whose Slipway comment has something new to say; the handler bumped
+    the comment's version in its transaction, the comment job writes it."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data, for a job's arguments (an API request's work order)."""

@@ -603,7 +603,7 @@ def test_a_rerun_by_someone_without_write_permission_does_nothing(
     platform.builder.failure = None
     platform.github.permissions["drive-by"] = "read"
 
-    with caplog.at_level(logging.INFO, logger="app.deliveries.handlers"):
+    with caplog.at_level(logging.INFO, logger="app.deliveries"):
         outcome = platform.press(failed, "rerequested", "drive-by")
         suite = platform.deliver(
             "check_suite",

@@ -17,6 +17,7 @@ from sqlmodel import select
 
 from app.access.links import LinkSigner, RevisionLinks
 from app.bootstrap import Adapters, Wiring, wire
+from app.deliveries.bus import OrderBus
 from app.deliveries.facts import GitHubCommitFacts
 from app.deliveries.inbox import apply_delivery, record_delivery
 from app.deployments.janitor import Janitor, JanitorLimits
@@ -68,6 +69,28 @@ class WorkerKilled(BaseException):
 
 
 @dataclass
+class InlineQueue:
+    """The worker's queue as the unit tier runs it: a teardown and a comment sync run at once,
+    as their jobs would; a revision's job does not (tests run revisions when they choose)."""
+
+    platform: Platform
+
+    def run_revision(self, revision_id: str) -> None:
+        pass
+
+    def tear_down(self, deployment_id: str, *, drop_database: bool, reason: str) -> None:
+        platform = self.platform
+        for cancelled in platform.teardown.remove(
+            deployment_id, drop_database=drop_database, reason=reason
+        ):
+            platform.pipeline.report_cancelled(cancelled)
+        platform.comments.deployment_changed(deployment_id)
+
+    def sync_comment(self, pull_request_id: str) -> None:
+        self.platform.comments.pull_request_changed(pull_request_id)
+
+
+@dataclass
 class Platform:
     """The pipeline wired to fakes, as app.bootstrap wires it to the real services."""
 
@@ -97,6 +120,8 @@ class Platform:
     recovery: Recovery = field(init=False)
     janitor: Janitor = field(init=False)
     operations: DeploymentOperations = field(init=False)
+    orders: OrderBus = field(init=False)
+    """Carries out work orders on `InlineQueue`: teardowns and comments at once."""
     cache_prunes: list[int] = field(default_factory=list)
     """The build-cache sizes the janitor pruned to."""
     limits: AdmissionLimits = field(default_factory=AdmissionLimits)
@@ -147,6 +172,7 @@ class Platform:
         self.recovery = wired.recovery
         self.replicas = wired.replicas
         self.pipeline = wired.pipeline
+        self.orders = OrderBus(queue=InlineQueue(self), check_runs=self.pipeline)
         self.reconciler = wired.reconciler
         self.operations = DeploymentOperations(
             sessions=self.sessions, secrets=SECRETS, commits=self.github, clock=self.clock
@@ -195,22 +221,7 @@ class Platform:
 
     def carry_out(self, outcome: WorkOrder) -> WorkOrder:
         """What the worker does with an outcome (a delivery's or an API request's)."""
-        for cancelled in outcome.cancelled_revisions:
-            self.pipeline.report_cancelled(cancelled)
-        for order in outcome.teardowns:
-            for cancelled in self.teardown.remove(
-                order.deployment_id, drop_database=order.drop_database, reason=outcome.summary
-            ):
-                self.pipeline.report_cancelled(cancelled)
-            self.comments.deployment_changed(order.deployment_id)
-        for revision_id in [*outcome.announce_revisions, *outcome.start_revisions]:
-            self.pipeline.announce(revision_id)
-        for refusal in outcome.refused_approvals:
-            self.pipeline.report_approval_refused(refusal.revision_id, refusal.login, refusal.role)
-        for revision_id in outcome.approved_revisions:
-            self.pipeline.report_approved(revision_id)
-        for pull_request_id in outcome.comments:
-            self.comments.pull_request_changed(pull_request_id)
+        self.orders.carry_out(outcome)
         return outcome
 
     @property

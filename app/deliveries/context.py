@@ -1,0 +1,46 @@
+"""What every event handler is given, and what more than one kind of event reads.
+
+Handlers run inside one transaction (the caller commits it with the delivery's mark) and say
+what the workers should do next in a WorkOrder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from app.deliveries.facts import NO_FACTS, CommitFacts
+from app.deployments.registry import PRODUCTION_ENVIRONMENT
+from app.kernel.crypto import SecretBox
+from app.kernel.models import Deployment
+from app.kernel.orders import WorkOrder
+
+
+@dataclass(frozen=True)
+class EventContext:
+    session: Session
+    secrets: SecretBox
+    now: datetime
+    delivery_id: str
+    facts: CommitFacts = field(default_factory=lambda: NO_FACTS)
+
+
+Handler = Callable[[EventContext, dict[str, object]], WorkOrder]
+
+
+def preview_env_source(session: Session, preview: Deployment, *, fork: bool) -> Deployment:
+    """A same-repository preview runs with production's env as it is now; a fork's code
+    gets none of it (its own, always empty, env)."""
+    if fork:
+        return preview
+    production = session.exec(
+        select(Deployment).where(
+            Deployment.repository_id == preview.repository_id,
+            Deployment.environment == PRODUCTION_ENVIRONMENT,
+            col(Deployment.deleted_at).is_(None),
+        )
+    ).first()
+    return production or preview
