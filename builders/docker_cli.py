@@ -1,4 +1,5 @@
-"""Finding a Docker CLI that can build with BuildKit, and running it with a streamed log.
+"""Finding a Docker CLI that can build with BuildKit, and running it: a command to its end
+(`run_docker`, its failures typed), or a build with a streamed log.
 
 Two ways to reach BuildKit, and Slipway supports both:
 - `docker buildx build`: any client with the buildx plugin (Docker Desktop, docker-ce).
@@ -14,14 +15,15 @@ import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 
 from python_on_whales import DockerClient
 
-from builders.errors import BuildError
+from builders.engine_errors import EngineUnreachable, cli_error
+from builders.errors import BuildError, EngineError
 
 PROBE_TIMEOUT_SECONDS = 10
 FALLBACK_CLIENTS = ("docker", "/usr/bin/docker", "/usr/local/bin/docker")
@@ -96,6 +98,30 @@ def find_docker_cli(preferred: str | None = None) -> DockerCLI:
         "(docker-buildx-plugin), or point SLIPWAY_DOCKER_BINARY at a client that has it "
         f"(looked at: {', '.join(candidates)})"
     )
+
+
+def run_docker(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None) -> str:
+    """Run one Docker CLI command to its end; its standard output, or the engine's refusal as
+    its kind of EngineError (`builders.engine_errors`), as python-on-whales' `run` does."""
+    try:
+        done = subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env={**os.environ, **(env or {})},
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise EngineUnreachable(
+            f"`{' '.join(argv[:3])}` got no answer from the Docker engine within {timeout:.0f} s"
+        ) from exc
+    except OSError as exc:
+        raise EngineError(f"could not run {argv[0]}: {exc}") from exc
+    if done.returncode != 0:
+        raise cli_error(done.stderr or done.stdout)
+    return done.stdout
 
 
 class StreamStopped(Exception):

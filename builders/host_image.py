@@ -9,7 +9,6 @@ in about a second, and weigh a few MB.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -19,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from builders.docker_cli import run_docker
+from builders.engine_errors import NoSuchImage
 from builders.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -86,13 +87,14 @@ class HostImage:
             return self._ready
 
     def _exists(self, tag: str) -> bool:
-        result = subprocess.run(
-            [self._docker, "image", "inspect", "--format", "{{.Id}}", tag],
-            capture_output=True,
-            check=False,
-            timeout=DOCKER_TIMEOUT_SECONDS,
-        )
-        return result.returncode == 0
+        try:
+            run_docker(
+                [self._docker, "image", "inspect", "--format", "{{.Id}}", tag],
+                timeout=DOCKER_TIMEOUT_SECONDS,
+            )
+        except NoSuchImage:
+            return False
+        return True
 
     def _build(self, recipe: HostImageRecipe) -> None:
         libraries = shared_libraries(recipe.binary, instead=recipe.instead)
@@ -102,15 +104,14 @@ class HostImage:
             for index, library in enumerate(libraries):
                 shutil.copy2(library, context / f"lib{index}")  # follows links: the real file
             (context / "Dockerfile").write_text(dockerfile(recipe, libraries), encoding="utf-8")
-            result = subprocess.run(
-                [self._docker, "build", "--quiet", "--tag", recipe.tag, str(context)],
-                env={**os.environ, "DOCKER_BUILDKIT": "1"},
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=BUILD_TIMEOUT_SECONDS,
-            )
-        if result.returncode != 0:
-            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise EngineError(f"could not build the image {recipe.tag}: {last}; {recipe.instead}")
+            try:
+                run_docker(
+                    [self._docker, "build", "--quiet", "--tag", recipe.tag, str(context)],
+                    env={"DOCKER_BUILDKIT": "1"},
+                    timeout=BUILD_TIMEOUT_SECONDS,
+                )
+            except EngineError as exc:
+                raise type(exc)(
+                    f"could not build the image {recipe.tag}: {exc}; {recipe.instead}"
+                ) from exc
         log.info("image built", extra={"image": recipe.tag, "libraries": len(libraries)})

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -19,9 +17,11 @@ from builders.docker_cli import (
     DockerCLI,
     StreamStopped,
     find_docker_cli,
+    run_docker,
     stream_command,
 )
-from builders.errors import BuildCancelled, BuildError
+from builders.engine_errors import NoSuchImage
+from builders.errors import BuildCancelled, BuildError, EngineError
 from manifests.errors import Annotation, ConfigError
 from manifests.recipes import BuildPlan
 
@@ -70,52 +70,34 @@ class BuildKitBuilder:
         cli = self.cli
         verb = ["buildx", "prune"] if cli.method is BuildMethod.buildx else ["builder", "prune"]
         argv = [cli.binary, *verb, "--force", "--keep-storage", str(keep_bytes)]
-        env = {"DOCKER_BUILDKIT": "1"}
         try:
-            result = subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                timeout=PRUNE_TIMEOUT_SECONDS,
-                check=False,
-                env={**os.environ, **env},
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            run_docker(argv, timeout=PRUNE_TIMEOUT_SECONDS, env={"DOCKER_BUILDKIT": "1"})
+        except EngineError as exc:
             raise BuildError(f"the build cache could not be pruned: {exc}") from exc
-        if result.returncode != 0:
-            raise BuildError(f"the build cache could not be pruned: {result.stderr.strip()}")
 
     def labels(self, image: str) -> dict[str, str] | None:
-        inspect = subprocess.run(
-            [self.cli.binary, "image", "inspect", "--format", "{{json .Config.Labels}}", image],
-            capture_output=True,
-            text=True,
-            timeout=RETAG_TIMEOUT_SECONDS,
-            check=False,
-        )
-        if inspect.returncode != 0:
-            if "no such image" in inspect.stderr.lower():
-                return None
-            raise BuildError(f"the image {image} could not be inspected: {inspect.stderr.strip()}")
-        labels = json.loads(inspect.stdout or "null") or {}
+        """The image's labels; None when the engine has no such image."""
+        argv = [self.cli.binary, "image", "inspect", "--format", "{{json .Config.Labels}}", image]
+        try:
+            inspected = run_docker(argv, timeout=RETAG_TIMEOUT_SECONDS)
+        except NoSuchImage:
+            return None
+        except EngineError as exc:
+            raise BuildError(f"the image {image} could not be inspected: {exc}") from exc
+        labels = json.loads(inspected or "null") or {}
         return {str(k): str(v) for k, v in labels.items()}
 
     def retag(self, source: str, tag: str) -> dict[str, str] | None:
-        binary = self.cli.binary
+        """`source` tagged `tag` too; its labels, or None when the engine has no such image."""
         labels = self.labels(source)
         if labels is None:
             return None
-        tagged = subprocess.run(
-            [binary, "tag", source, tag],
-            capture_output=True,
-            text=True,
-            timeout=RETAG_TIMEOUT_SECONDS,
-            check=False,
-        )
-        if tagged.returncode != 0:
-            if "no such image" in tagged.stderr.lower():
-                return None
-            raise BuildError(f"the image {source} could not be tagged: {tagged.stderr.strip()}")
+        try:
+            run_docker([self.cli.binary, "tag", source, tag], timeout=RETAG_TIMEOUT_SECONDS)
+        except NoSuchImage:
+            return None  # removed since it was inspected
+        except EngineError as exc:
+            raise BuildError(f"the image {source} could not be tagged: {exc}") from exc
         return labels
 
     def build(
@@ -241,17 +223,14 @@ class BuildKitBuilder:
         """Where the engine keeps images and build snapshots, when it is on this machine."""
         if self._engine_root is None:
             try:
-                info = subprocess.run(
+                info = run_docker(
                     [self.cli.binary, "info", "--format", "{{.DockerRootDir}}"],
-                    capture_output=True,
-                    text=True,
                     timeout=INFO_TIMEOUT_SECONDS,
-                    check=False,
                 )
-            except (OSError, subprocess.TimeoutExpired):
+            except EngineError:
                 return None
-            root = Path(info.stdout.strip())
-            if info.returncode != 0 or not root.is_absolute() or not root.is_dir():
+            root = Path(info.strip())
+            if not root.is_absolute() or not root.is_dir():
                 return None
             self._engine_root = root
         return self._engine_root

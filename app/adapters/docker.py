@@ -23,6 +23,10 @@ met the dead app to another replica; without the holder the address would answer
 a request dialling it would wait out the dial timeout, then fail if a route reload came first
 (5 of 980 requests when a replica was killed under load, docs/benchmarks/replicas.md). Each network
 keeps spare holders ready, so a new replica waits only for its app's start.
+
+The engine's refusals reach this module as kinds of EngineError (`builders.engine_errors`:
+NoSuchContainer, NameTaken, SubnetTaken, ...): it catches them by name, and never reads the
+engine's words or status codes itself.
 """
 
 from __future__ import annotations
@@ -42,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 import docker
-from docker.errors import APIError, DockerException, NotFound
 from docker.types import IPAMConfig, IPAMPool, LogConfig, Mount
 
 from app.adapters.bridges import enable_quick_acks
@@ -53,6 +56,20 @@ from app.kernel.ports import (
     ReplicaEvents,
     ReplicaStatus,
     StartedReplica,
+)
+from builders.engine_errors import (
+    ENGINE_API_FAILURES,
+    AlreadyRemoving,
+    ContainerNotRunning,
+    NameTaken,
+    NoSuchContainer,
+    NoSuchNetwork,
+    NoSuchVolume,
+    StartInterrupted,
+    SubnetTaken,
+    engine_api_error,
+    failed,
+    typed_api,
 )
 from builders.errors import EngineError
 from builders.holder_image import holder_image as builders_holder_image
@@ -140,8 +157,12 @@ class DockerRuntime:
         """`engine`: the Engine API client (from the environment, as the Docker CLI finds the
         engine, when not given); `docker_binary` only builds the holder's image;
         `holder_reserve`: spare holders the host keeps for any deployment's next replicas."""
-        self._engine = engine or docker.from_env(timeout=ENGINE_TIMEOUT_SECONDS)
-        self._api = self._engine.api
+        try:
+            engine = engine or docker.from_env(timeout=ENGINE_TIMEOUT_SECONDS)
+        except ENGINE_API_FAILURES as exc:
+            raise engine_api_error(exc) from exc
+        self._api = typed_api(engine.api)
+        """Each call raises a kind of EngineError (`builders.engine_errors`), never the SDK's."""
         self._lock_dir = lock_dir
         self._network_pool = network_pool or ipaddress.IPv4Network(DEFAULT_NETWORK_POOL)
         self._quick_acks = quick_acks
@@ -176,23 +197,20 @@ class DockerRuntime:
                 try:
                     container_id = self._run(replica_options(spec, holder))
                     break
-                except APIError as exc:
-                    if _holder_not_running(exc) or _start_failed(exc):
-                        # A spare that stopped before it was taken, or a start that failed
-                        # midway while joining it: a new holder, then again.
-                        log.warning(
-                            "replica start retried with a new holder",
-                            extra={**_ids(spec), "replica": spec.name, "why": _reason(exc)},
-                        )
-                        self._force_remove(spec.name)
-                        self._force_remove(holder)
-                        self._run_holder(spec, holder)
-                        address = self._lookups.submit(self._address_of, holder, spec.network)
-                    elif _name_in_use(exc):
-                        # The name is held by an earlier attempt (a retried job): clear it.
-                        self._force_remove(spec.name)
-                    else:
-                        raise
+                except (NoSuchContainer, ContainerNotRunning, StartInterrupted) as exc:
+                    # A spare that stopped (or went) before it was taken, or a start that
+                    # failed midway while joining it: a new holder, then again.
+                    log.warning(
+                        "replica start retried with a new holder",
+                        extra={**_ids(spec), "replica": spec.name, "why": str(exc)},
+                    )
+                    self._force_remove(spec.name)
+                    self._force_remove(holder)
+                    self._run_holder(spec, holder)
+                    address = self._lookups.submit(self._address_of, holder, spec.network)
+                except NameTaken:
+                    # The name is held by an earlier attempt (a retried job): clear it.
+                    self._force_remove(spec.name)
             else:
                 raise RuntimeStartError(
                     f"the container could not be started after {START_ATTEMPTS} attempts"
@@ -201,9 +219,9 @@ class DockerRuntime:
             # Only now: a spare made while the app starts competes with it for the engine
             # (the start took ~100 ms longer).
             self._replenish()
-        except DockerException as exc:
+        except EngineError as exc:
             self._force_remove(holder)
-            raise RuntimeStartError(f"the container could not be started: {_reason(exc)}") from exc
+            raise RuntimeStartError(f"the container could not be started: {exc}") from exc
         except RuntimeStartError:
             self._force_remove(holder)
             raise
@@ -219,7 +237,7 @@ class DockerRuntime:
             if files is not None:
                 self._api.put_archive(container_id, "/", files)
             self._api.start(container_id)
-        except DockerException:
+        except EngineError:
             self._force_remove(container_id)
             raise
         return container_id
@@ -243,10 +261,10 @@ class DockerRuntime:
                         self._api.rename(spare, holder)
                         taken = True
                         break
-                    except APIError as exc:
-                        if not _name_in_use(exc):
-                            break  # taken by another start, or not made yet: the next one
+                    except NameTaken:
                         self._force_remove(holder)  # left by an earlier attempt (a retried job)
+                    except EngineError:
+                        break  # taken by another start, or not made yet: the next one
                 if taken:
                     break
         if not taken:
@@ -256,10 +274,10 @@ class DockerRuntime:
             # ~85 ms for both, against ~250 ms for a new holder's start.
             self._api.connect_container_to_network(holder, spec.network)
             self._api.disconnect_container_from_network(holder, reserve_network(self._reserve).name)
-        except DockerException as exc:
+        except EngineError as exc:
             log.warning(
                 "reserve holder not joined to its network: a new one is run",
-                extra={**_ids(spec), "holder": holder, "why": _reason(exc)},
+                extra={**_ids(spec), "holder": holder, "why": str(exc)},
             )
             self._force_remove(holder)
             self._run_holder(spec, holder)
@@ -269,15 +287,14 @@ class DockerRuntime:
             try:
                 self._run(holder_options(spec, name, self._holder_image()))
                 return
-            except APIError as exc:
-                if not (_name_in_use(exc) or _start_failed(exc)):
-                    raise
-                if _start_failed(exc):
-                    log.warning(
-                        "replica holder start retried",
-                        extra={**_ids(spec), "holder": name, "why": _reason(exc)},
-                    )
+            except StartInterrupted as exc:
+                log.warning(
+                    "replica holder start retried",
+                    extra={**_ids(spec), "holder": name, "why": str(exc)},
+                )
                 self._force_remove(name)
+            except NameTaken:
+                self._force_remove(name)  # left by an earlier attempt (a retried job)
         raise RuntimeStartError(
             f"the replica's holder could not be started after {START_ATTEMPTS} attempts"
         )
@@ -309,9 +326,9 @@ class DockerRuntime:
                     if name in states:  # stopped (killed, or the engine restarted): made anew
                         self._force_remove(name)
                     self._publish_spare(name)
-        except DockerException as exc:
+        except EngineError as exc:
             # Another worker made one (the name is taken), or the engine refused: next time.
-            log.info("spare holder not made", extra={"why": _reason(exc)})
+            log.info("spare holder not made", extra={"why": str(exc)})
         except Exception:
             log.exception("spare holder not made")
         finally:
@@ -327,7 +344,7 @@ class DockerRuntime:
         container_id = self._run(options)
         try:
             self._api.rename(container_id, name)
-        except DockerException:
+        except EngineError:
             self._force_remove(container_id)
             raise
 
@@ -353,7 +370,7 @@ class DockerRuntime:
         return address
 
     def _force_remove(self, name: str) -> None:
-        with contextlib.suppress(DockerException):
+        with contextlib.suppress(EngineError):
             self._api.remove_container(name, force=True, v=True)
 
     def _ensure_volume(self, name: str, labels: dict[str, str]) -> None:
@@ -361,10 +378,8 @@ class DockerRuntime:
         its teardown would not find it); creating an existing volume changes nothing."""
         try:
             self._api.create_volume(name, labels={DEPLOYMENT_LABEL: labels[DEPLOYMENT_LABEL]})
-        except DockerException as exc:
-            raise RuntimeStartError(
-                f"the deployment's volume could not be created: {_reason(exc)}"
-            ) from exc
+        except EngineError as exc:
+            raise RuntimeStartError(f"the deployment's volume could not be created: {exc}") from exc
 
     def ensure_network(self, name: str, labels: dict[str, str]) -> None:
         """Create the deployment's network unless it exists (every start asks), and have the
@@ -406,15 +421,13 @@ class DockerRuntime:
                             check_duplicate=True,
                         )
                         return [subnet]
-                    except APIError as exc:
-                        if "already exists" in _reason(exc):
-                            return self._network_subnets(name) or []
-                        if "overlaps" not in _reason(exc):
-                            raise
+                    except NameTaken:  # made by another platform's worker meanwhile
+                        return self._network_subnets(name) or []
+                    except SubnetTaken:
                         refused.append(subnet)  # still held (a network going), or just taken
-        except DockerException as exc:
+        except EngineError as exc:
             raise RuntimeStartError(
-                f"the deployment's network could not be created: {_reason(exc)}"
+                f"the deployment's network could not be created: {exc}"
             ) from exc
         raise RuntimeStartError(
             f"the deployment's network could not be created after {NETWORK_ATTEMPTS} attempts: "
@@ -438,9 +451,9 @@ class DockerRuntime:
                 if state is not None:
                     self._api.remove_container(spec.name, force=True)
                 self._run(service_options(spec), files=files_tar(spec.files))
-        except DockerException as exc:
+        except EngineError as exc:
             raise RuntimeStartError(
-                f"the deployment's {spec.name} could not be started: {_reason(exc)}"
+                f"the deployment's {spec.name} could not be started: {exc}"
             ) from exc
         return True
 
@@ -448,7 +461,7 @@ class DockerRuntime:
         """The engine's word for the container's state (running, exited, ...), None if none."""
         try:
             return str(self._api.inspect_container(name)["State"]["Status"])
-        except NotFound:
+        except NoSuchContainer:
             return None
 
     def _network_subnets(self, name: str) -> list[IPNetwork] | None:
@@ -456,7 +469,7 @@ class DockerRuntime:
         there is no such network."""
         try:
             found = self._api.inspect_network(name)
-        except NotFound:
+        except NoSuchNetwork:
             return None
         return _subnets(found)
 
@@ -479,10 +492,10 @@ class DockerRuntime:
     def status(self, ref: str) -> ReplicaStatus:
         try:
             state = self._api.inspect_container(ref)["State"]
-        except NotFound:
+        except NoSuchContainer:
             return ReplicaStatus(running=False)
-        except DockerException as exc:
-            raise EngineError(f"the Docker engine did not inspect {ref}: {_reason(exc)}") from exc
+        except EngineError as exc:
+            raise failed(f"the Docker engine did not inspect {ref}", exc) from exc
         running = bool(state.get("Running"))
         return ReplicaStatus(
             running=running,
@@ -504,8 +517,8 @@ class DockerRuntime:
             holders = self._api.containers(
                 all=True, filters={"label": f"{ROLE_LABEL}={HOLDER_ROLE}"}
             )
-        except DockerException as exc:
-            raise EngineError(f"the Docker engine did not list replicas: {_reason(exc)}") from exc
+        except EngineError as exc:
+            raise failed("the Docker engine did not list replicas", exc) from exc
         self._check_writable_layers()
         states: dict[str, str] = {_name(c): str(c.get("State") or "") for c in holders}
         replicas: dict[str, str] = {}
@@ -544,8 +557,8 @@ class DockerRuntime:
             listed = self._api.containers(
                 filters={"label": WRITABLE_LAYER_LABEL, "status": "running"}, size=True
             )
-        except DockerException as exc:
-            log.warning("writable layers not measured", extra={"why": _reason(exc)})
+        except EngineError as exc:
+            log.warning("writable layers not measured", extra={"why": str(exc)})
             return
         for container in listed:
             labels = container.get("Labels") or {}
@@ -571,18 +584,18 @@ class DockerRuntime:
                     "bound": bound,
                 },
             )
-            with contextlib.suppress(DockerException):
+            with contextlib.suppress(EngineError):
                 self._api.kill(container["Id"])
 
     def remove_image(self, tag: str) -> None:
         """Best effort: an image still used by a container, or already gone, is left alone."""
-        with contextlib.suppress(DockerException):
+        with contextlib.suppress(EngineError):
             self._api.remove_image(tag)
 
     def logs_tail(self, ref: str, lines: int = 30) -> str:
         try:
             raw = self._api.logs(ref, stdout=True, stderr=True, tail=lines)
-        except DockerException:
+        except EngineError:
             return ""
         return bytes(raw).decode("utf-8", errors="replace")
 
@@ -600,20 +613,16 @@ class DockerRuntime:
     def _remove_container(self, name_or_id: str) -> None:
         try:
             self._api.stop(name_or_id, timeout=STOP_TIMEOUT_SECONDS)
-        except NotFound:
+        except NoSuchContainer:
             return
-        except DockerException:
-            pass
+        except EngineError:
+            pass  # stopped already, or it would not stop: the removal kills it
         try:
             self._api.remove_container(name_or_id, force=True, v=True)
-        except NotFound:
+        except (NoSuchContainer, AlreadyRemoving):
             return
-        except APIError as exc:
-            if "already in progress" in _reason(exc):
-                return
-            raise EngineError(
-                f"the Docker engine did not remove {name_or_id}: {_reason(exc)}"
-            ) from exc
+        except EngineError as exc:
+            raise failed(f"the Docker engine did not remove {name_or_id}", exc) from exc
 
     def remove_labelled(self, label: str, value: str) -> None:
         """Containers first (an image in use cannot go, nor a network with containers on it),
@@ -625,38 +634,45 @@ class DockerRuntime:
         being made meanwhile is either found there or fails for want of the network.
         """
         selector = {"label": f"{label}={value}"}
+        self._remove_containers(selector, value)
         try:
-            for name in self._labelled_containers(selector):
-                self.remove(name)
             images = self._api.images(filters=selector, quiet=True)
-        except DockerException as exc:
-            raise EngineError(
-                f"the Docker engine did not remove {value}'s containers: {_reason(exc)}"
-            ) from exc
+        except EngineError as exc:
+            raise failed(f"the Docker engine did not remove {value}'s images", exc) from exc
         for image in images:
-            with contextlib.suppress(DockerException):
+            with contextlib.suppress(EngineError):
                 self._api.remove_image(image, force=True)
         try:
-            for network in self._api.networks(filters=selector):
-                with self._lock(f"network-{network['Name']}"):
-                    for name in self._labelled_containers(selector):
-                        self.remove(name)
+            networks = self._api.networks(filters=selector)
+        except EngineError as exc:
+            raise failed(f"the Docker engine did not remove {value}'s network", exc) from exc
+        for network in networks:
+            with self._lock(f"network-{network['Name']}"):
+                self._remove_containers(selector, value)
+                try:
                     # A holder taken from the reserve carries no deployment label: one whose
                     # replica never started (a worker died in between) is found on the network.
                     self._remove_attached(str(network["Id"]))
                     self._remove_network(str(network["Id"]))
-        except DockerException as exc:
-            raise EngineError(
-                f"the Docker engine did not remove {value}'s network: {_reason(exc)}"
-            ) from exc
+                except EngineError as exc:
+                    raise failed(
+                        f"the Docker engine did not remove {value}'s network", exc
+                    ) from exc
         try:
             for volume in self._api.volumes(filters=selector).get("Volumes") or []:
-                with contextlib.suppress(NotFound):
+                with contextlib.suppress(NoSuchVolume):
                     self._api.remove_volume(volume["Name"], force=True)
-        except DockerException as exc:
-            raise EngineError(
-                f"the Docker engine did not remove {value}'s volume: {_reason(exc)}"
-            ) from exc
+        except EngineError as exc:
+            raise failed(f"the Docker engine did not remove {value}'s volume", exc) from exc
+
+    def _remove_containers(self, selector: dict[str, str], value: str) -> None:
+        """Every container carrying the label; a refusal names the one refused (`remove`)."""
+        try:
+            names = self._labelled_containers(selector)
+        except EngineError as exc:
+            raise failed(f"the Docker engine did not remove {value}'s containers", exc) from exc
+        for name in names:
+            self.remove(name)
 
     def _labelled_containers(self, selector: dict[str, str]) -> list[str]:
         """Names, holders last: an app still draining keeps its network until it stops."""
@@ -664,14 +680,14 @@ class DockerRuntime:
         return sorted(names, key=is_holder)
 
     def _remove_attached(self, network: str) -> None:
-        with contextlib.suppress(NotFound):
+        with contextlib.suppress(NoSuchNetwork):
             attached = self._api.inspect_network(network).get("Containers") or {}
             for container_id in attached:
                 self._force_remove(container_id)
 
     def _remove_network(self, network: str) -> None:
         """Safe to race: a network another remover took first is gone, which is the aim."""
-        with contextlib.suppress(NotFound):
+        with contextlib.suppress(NoSuchNetwork):
             self._api.remove_network(network)
 
     def replica_events(self) -> ReplicaEvents:
@@ -691,8 +707,8 @@ class DockerRuntime:
                     "event": list(REPLICA_EVENT_ACTIONS),
                 },
             )
-        except DockerException as exc:
-            raise EngineError(f"the Docker engine did not stream events: {_reason(exc)}") from exc
+        except EngineError as exc:
+            raise failed("the Docker engine did not stream events", exc) from exc
 
         def events() -> Iterator[ReplicaEvent]:
             try:
@@ -707,9 +723,8 @@ class DockerRuntime:
                         action=str(raw.get("Action") or raw.get("status") or "").split(":")[0],
                         name=str(attributes.get("name") or ""),
                     )
-            except (DockerException, OSError) as exc:  # requests' errors are OSErrors
-                reason = _reason(exc) if isinstance(exc, DockerException) else str(exc)
-                raise EngineError(f"the Docker engine's events stopped: {reason}") from exc
+            except ENGINE_API_FAILURES as exc:  # read from the SDK's stream, not typed yet
+                raise failed("the Docker engine's events stopped", engine_api_error(exc)) from exc
             finally:
                 with contextlib.suppress(Exception):
                     stream.close()
@@ -895,19 +910,6 @@ def _name(container: dict[str, Any]) -> str:
     return str(names[0]).lstrip("/")
 
 
-def _name_in_use(exc: APIError) -> bool:
-    return exc.status_code == 409 and "already in use" in _reason(exc)
-
-
-TRANSIENT_START_FAILURES = (
-    "cannot start a stopped process",
-    "can't get final child's PID from pipe",
-)
-"""runc's process died while the engine started the container: each seen once in a full test
-run (~150 replica starts, under load), with nothing wrong with the app. A start that fails for
-the app's own reason (a missing command) fails the same way each time and is reported so."""
-
-
 def _ids(spec: ContainerSpec) -> dict[str, str]:
     """The deployment and revision a log line is about, from the replica's labels."""
     return {
@@ -915,23 +917,3 @@ def _ids(spec: ContainerSpec) -> dict[str, str]:
         for key, label in (("deployment_id", DEPLOYMENT_LABEL), ("revision_id", REVISION_LABEL))
         if label in spec.labels
     }
-
-
-def _start_failed(exc: APIError) -> bool:
-    return any(failure in _reason(exc) for failure in TRANSIENT_START_FAILURES)
-
-
-def _holder_not_running(exc: APIError) -> bool:
-    """The app could not join its holder: it stopped, or went, since it was taken."""
-    text = _reason(exc).lower()
-    return "non running container" in text or "no such container" in text
-
-
-def _reason(exc: DockerException) -> str:
-    """The engine's own explanation, one line (never the request: it may carry secrets)."""
-    if isinstance(exc, APIError):
-        text = str(exc.explanation or "") or f"HTTP {exc.status_code}"
-    else:
-        text = str(exc)
-    lines = text.strip().splitlines()
-    return lines[-1] if lines else type(exc).__name__

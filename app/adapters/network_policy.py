@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ipaddress
-import json
 import logging
 import re
 import shutil
@@ -41,7 +40,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from app.adapters.default_bridge import DefaultBridge, default_bridge
 from app.kernel.addresses import Destination, parse_destination
+from builders.errors import EngineError
 from manifests.errors import SlipwayError
 
 if TYPE_CHECKING:
@@ -358,33 +359,16 @@ class Iptables:
 # -- at platform start ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DefaultBridge:
-    subnet: ipaddress.IPv4Network
-    gateway: ipaddress.IPv4Address
-    ipv6: bool
-
-
-def default_bridge(docker_binary: str, run: Run = run_command) -> DefaultBridge:
-    """docker0 as the engine describes it: where builds run, and the host as containers see it
-    (`host-gateway`). Docker 20.10 leaves the default bridge's Gateway empty: it is then the
-    subnet's first address."""
+def policy_bridge(docker_binary: str) -> DefaultBridge:
+    """docker0, or the error that says the policy cannot be applied without it."""
     try:
-        found = json.loads(run([docker_binary, "network", "inspect", "bridge"], None))[0]
-        config = next(
-            entry
-            for entry in found["IPAM"]["Config"] or []
-            if ipaddress.ip_network(entry["Subnet"]).version == 4
-        )
-        subnet = ipaddress.IPv4Network(config["Subnet"], strict=False)
-        gateway = ipaddress.IPv4Address(config.get("Gateway") or next(subnet.hosts()))
-    except (OSError, subprocess.SubprocessError, ValueError, LookupError, StopIteration) as exc:
+        return default_bridge(docker_binary)
+    except EngineError as exc:
         raise NetworkPolicyError(
             f"the network policy needs the default Docker bridge's subnet, which "
             f"`{docker_binary} network inspect bridge` did not give ({exc}); is dockerd running? "
             f"Or {OFF_HINT}"
         ) from exc
-    return DefaultBridge(subnet, gateway, bool(found.get("EnableIPv6")))
 
 
 def platform_tag(data_dir: Path) -> str:
@@ -410,7 +394,7 @@ def enforce_network_policy(
             "port of this host, 169.254.169.254 and the LAN"
         )
         return
-    bridge = default_bridge(docker_binary)
+    bridge = policy_bridge(docker_binary)
     if database_port is None:
         database_port = urlsplit(settings.postgres_admin_url or "").port or DATABASE_PORT
     servers = []

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from app.adapters.default_bridge import default_bridge
 from app.adapters.docker import DockerRuntime
 from app.adapters.network_policy import (
     FORWARD_HOOK,
@@ -33,7 +34,6 @@ from app.adapters.network_policy import (
     Chains,
     Iptables,
     Policy,
-    default_bridge,
     platform_policy,
     render,
 )
