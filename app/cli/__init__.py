@@ -2,7 +2,7 @@
 
 The platform's own processes (`slipway up` starts `python -m app.cli api` and `... worker`)
 take the fast path: a bare server command runs without the CLI library or rich in memory.
-Everything else goes through the command tree in app.cli.main.
+Everything else goes through the command tree in app.cli.root.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if len(args) == 1 and args[0] in SERVER_COMMANDS:
             return run_server(args[0])
-        from app.cli.main import run
+        from app.cli.root import run
 
         return run(args)
     except KeyboardInterrupt:

@@ -89,7 +89,9 @@ def login(
 
 @app.command(help_epilogue=examples("slipway auth logout"))
 def logout() -> int:
-    """Forget the stored login (the token itself stays valid: `tokens revoke` ends it)."""
+    """Forget the stored login (the token stays valid).
+
+    `slipway tokens revoke NAME` ends the token itself."""
     output = Output()
     path = config_path()
     forgotten = forget_login(path)
@@ -121,7 +123,7 @@ def _status(url: str | None) -> dict[str, Any]:
     )
 )
 def status(*, json: Json = False, url: Url = None) -> int:
-    """Show the platform commands go to, the token they use, and that it works.
+    """Show the platform and token commands use, and that it works.
 
     Exits 4 when there is no login or the platform refuses the token."""
     output = Output(json=json)
@@ -136,7 +138,7 @@ def status(*, json: Json = False, url: Url = None) -> int:
 
 
 def whoami(*, json: Json = False, url: Url = None) -> int:
-    """Print the name of the token commands use (as `auth status` does, in one word)."""
+    """Print the name of the token commands use."""
     output = Output(json=json)
     found = _status(url)
     if json:

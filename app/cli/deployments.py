@@ -65,7 +65,7 @@ Deployment = Annotated[
     help_epilogue=examples("slipway deployments list", "slipway deployments list --json"),
 )
 def list_(*, json: Json = False, url: Url = None) -> int:
-    """List the platform's deployments, with their state and address."""
+    """List the deployments, with their state and address."""
     with connect(url) as client:
         Output(json=json).table(client.deployments(), COLUMNS)
     return 0
@@ -75,7 +75,7 @@ def list_(*, json: Json = False, url: Url = None) -> int:
     help_epilogue=examples("slipway deployments view web", "slipway deployments view web --json")
 )
 def view(deployment: Deployment, /, *, json: Json = False, url: Url = None) -> int:
-    """Show one deployment: its address, branch, state, live revision and replicas."""
+    """Show a deployment: address, branch, state, live revision."""
     output = Output(json=json)
     with connect(url) as client:
         found = client.deployment(deployment)
@@ -118,7 +118,7 @@ def create(
     json: Json = False,
     url: Url = None,
 ) -> int:
-    """Create a deployment of a repository's branch; its first revision starts at once."""
+    """Create a deployment of a branch; its first revision starts."""
     output = Output(json=json)
     with connect(url) as client:
         accepted = client.create(
@@ -160,8 +160,7 @@ def deploy(
     json: Json = False,
     url: Url = None,
 ) -> int:
-    """Deploy now: a new revision of a branch, tag or commit (queued, building, deploying,
-    live)."""
+    """Deploy a branch, tag or commit now, as a new revision."""
     output = Output(json=json)
     with connect(url) as client:
         found = client.deployment(deployment)
@@ -188,7 +187,7 @@ def rollback(
     json: Json = False,
     url: Url = None,
 ) -> int:
-    """Run an earlier revision's image and env again, as a new revision (no build)."""
+    """Run an earlier revision's image and env again (no build)."""
     output = Output(json=json)
     address = RevisionAddress.parse(revision, newest=False)
     with connect(url) as client:
@@ -219,7 +218,7 @@ def delete(
     json: Json = False,
     url: Url = None,
 ) -> int:
-    """Delete a deployment: its replicas, its route and its database. No undo.
+    """Delete a deployment, its route and its database. No undo.
 
     Unless --yes is given, the deployment's name must be typed (on a
     terminal) or given on stdin to confirm."""

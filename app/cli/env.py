@@ -24,14 +24,14 @@ Deployment = Annotated[
 
 env = noun(
     "env",
-    "Environment variables of a deployment (each change: a new revision).",
+    "A deployment's env variables (each change: a new revision).",
     "slipway env list web",
     "slipway env set web OPENAI_MODEL=gpt-4o LOG_LEVEL=debug",
     "slipway env unset web LOG_LEVEL",
 )
 secrets = noun(
     "secrets",
-    "Secret variables of a deployment: written from stdin, never shown again.",
+    "A deployment's secrets: set from stdin, never shown again.",
     "slipway secrets set web OPENAI_API_KEY < key.txt",
     "slipway secrets list web",
 )
@@ -42,7 +42,7 @@ secrets = noun(
     help_epilogue=examples("slipway env list web", "slipway env list web --json"),
 )
 def list_env(deployment: Deployment, /, *, json: Json = False, url: Url = None) -> int:
-    """List a deployment's variables as KEY=VALUE lines; secrets show as <secret>."""
+    """List variables as KEY=VALUE lines; secrets show as <secret>."""
     output = Output(json=json)
     with connect(url) as client:
         found = client.env(client.deployment(deployment)["id"])
@@ -128,7 +128,10 @@ def set_secret(
     json: Json = False,
     url: Url = None,
 ) -> int:
-    """Set a secret: its value from stdin (all of it, line breaks kept) or a prompt."""
+    """Set a secret, its value from stdin or a prompt.
+
+    All of stdin is the value, line breaks kept (a PEM key); one trailing
+    line break alone, as `echo` adds, is dropped."""
     if sys.stdin.isatty():
         value = getpass.getpass(f"Value of {name}: ")
     else:

@@ -1,7 +1,7 @@
 """What an operation started, and (`--wait`) following its revision until it is live or not.
 
 Ctrl-C while waiting stops the waiting only: the revision goes on, and the command exits 130
-(app.cli.main) after saying how to look at it again.
+(app.cli.root) after saying how to look at it again.
 """
 
 from __future__ import annotations

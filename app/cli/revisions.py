@@ -40,7 +40,7 @@ FIELDS = [
 
 app = noun(
     "revisions",
-    "Revisions: each build and deploy of a deployment, addressed as DEPLOYMENT#NUMBER.",
+    "A deployment's revisions, each addressed as web#3.",
     "slipway revisions list web",
     "slipway revisions view web#3",
     "slipway logs web#3",
@@ -96,7 +96,7 @@ def view(
     json: Json = False,
     url: Url = None,
 ) -> int:
-    """Show one revision: its state, commit, image, error and when each phase started."""
+    """Show a revision: state, commit, image, error, phase times."""
     address = RevisionAddress.parse(revision)
     with connect(url) as client:
         found = resolve(client, address)

@@ -2,7 +2,7 @@
 processes `up` starts), `migrate` and `check` prepare it.
 
 No CLI library is imported here: `up` starts `python -m app.cli api|worker` children, and
-app.cli.main's fast path runs them without loading the parser (its memory stays out of every
+app.cli's fast path runs them without loading the parser (its memory stays out of every
 worker).
 """
 
@@ -103,18 +103,20 @@ RUNNERS: dict[str, Callable[[Settings], int]] = {
 
 # What the help shows: one function per command, its docstring the help.
 def up() -> int:
-    """Start the whole platform in the foreground: API, worker, router, and the embedded
-    Postgres and Valkey unless DATABASE_URL / REDIS_URL name others (Ctrl-C stops it)."""
+    """Start the whole platform in the foreground (Ctrl-C stops it).
+
+    API, worker and router, with an embedded Postgres and Valkey unless
+    DATABASE_URL and REDIS_URL name others."""
     return run_server("up")
 
 
 def api() -> int:
-    """Serve the webhook receiver and the API (one of the processes `up` starts)."""
+    """Serve the webhook receiver and the API (started by `up`)."""
     return run_server("api")
 
 
 def worker() -> int:
-    """Run a worker: builds, deploys and the platform's jobs (started by `up`)."""
+    """Run a worker: builds, deploys, jobs (started by `up`)."""
     return run_server("worker")
 
 

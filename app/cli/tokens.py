@@ -52,7 +52,7 @@ def create(
     json: Json = False,
     url: Url = None,
 ) -> int:
-    """Make a token. It is printed once, on stdout: store it now (only a hash is kept)."""
+    """Make a token, printed once on stdout (only a hash is kept)."""
     output = Output(json=json)
     with connect(url) as client:
         made = client.create_token(name, read_only=read_only)

@@ -87,7 +87,7 @@ def test_a_token_on_the_command_line_is_refused_with_where_it_goes_instead(
 
 
 def test_no_command_has_an_option_that_takes_a_token() -> None:
-    from app.cli.main import app
+    from app.cli.root import app
 
     for path, command in commands(app):
         if command.default_command is None:
@@ -149,7 +149,7 @@ def test_version_prints_the_installed_version(slipway: Cli) -> None:
 
 
 def test_every_command_has_help_an_example_and_documented_arguments(slipway: Cli) -> None:
-    from app.cli.main import app
+    from app.cli.root import app
 
     for path, command in commands(app):
         ran = slipway(*path, "--help")

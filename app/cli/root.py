@@ -1,4 +1,6 @@
-"""The `slipway` command tree, and how its outcomes become exit codes.
+"""The `slipway` command tree (the root App and its global options), and how outcomes become
+exit codes. (Not `main.py`: a submodule by that name would shadow `app.cli.main`, the entry
+point.)
 
 Commands are noun-verb, as gh's are (`slipway deployments list`); those that use a platform
 through its API are listed apart from those that run one. Exit codes: 0 done, 1 error (the
@@ -37,14 +39,17 @@ ROOT_EPILOGUE = f"""{
 }
 
 Environment:
-  {TOKEN_VARIABLE}   an API token, instead of the stored login ({OLD_TOKEN_VARIABLE} is read too)
+  {TOKEN_VARIABLE}    an API token, instead of the stored login's
+                   (its old name, {OLD_TOKEN_VARIABLE}, is read too)
   {URL_VARIABLE}  the platform's API, instead of the stored login's
-  NO_COLOR        set to anything: no colour
-  Tokens are never taken from the command line, which every user of the machine can read.
+  NO_COLOR         set to anything: no colour
+  No command takes a token on its command line: every user of the machine
+  can read that.
 
 Exit codes:
   0    done
-  1    error: the API refused (the reason is printed), or a revision did not go live
+  1    error: the API refused (its reason is printed), or a revision that
+       was waited for did not go live
   2    usage: the command line is wrong
   4    authentication: no login, or the token was refused (401/403)
   130  interrupted (Ctrl-C); a revision being waited for goes on"""
@@ -111,7 +116,7 @@ def completion(
     ],
     /,
 ) -> int:
-    """Print the script that completes slipway's commands and options in a shell."""
+    """Print the script that completes slipway's commands in a shell."""
     Output().raw(app.generate_completion(prog_name="slipway", shell=shell))
     return EXIT_OK
 
