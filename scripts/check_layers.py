@@ -22,8 +22,6 @@ ROOTS = ("app", "jobs", "builders", "manifests")
 LAYERS: tuple[tuple[str, ...], ...] = (
     # Top: what a person or the operating system starts.
     ("app.cli",),
-    ("app.commands",),
-    ("app.client",),
     ("app.server",),
     # Entry points of the two kinds of process: HTTP requests and queued jobs.
     ("app.api", "jobs"),

@@ -27,7 +27,7 @@ from app.adapters.queue import redis_settings
 from app.api.auth import BearerTokens, writers_only
 from app.api.deployments import DeploymentController, RevisionController
 from app.api.setup import SetupController
-from app.api.tokens import TokenController
+from app.api.tokens import TokenController, whoami
 from app.api.webhooks import DeliveryQueue, Receiver, WebhookController
 from app.bootstrap import (
     app_setup,
@@ -111,7 +111,7 @@ def create_app(
 
     api = Router(
         path="/api",
-        route_handlers=[DeploymentController, RevisionController, TokenController],
+        route_handlers=[DeploymentController, RevisionController, TokenController, whoami],
         guards=[writers_only],
     )
     return Litestar(

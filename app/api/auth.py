@@ -73,7 +73,7 @@ class BearerTokens(AbstractAuthenticationMiddleware):
             return AuthenticationResult(user=SIGNED_LINK, auth=None)
         raise NotAuthorizedException(
             detail="this API needs 'Authorization: Bearer <token>' (make one with `slipway "
-            "token create`; a new platform's admin token is in DATA_DIR/admin-token), or a "
+            "tokens create`; a new platform's admin token is in DATA_DIR/admin-token), or a "
             "signed link that has not expired",
             headers=CHALLENGE,
         )

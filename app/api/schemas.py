@@ -255,6 +255,13 @@ class NewToken(TokenView):
     """Shown this once; only its hash is kept."""
 
 
+class CallerView(BaseModel):
+    """Who a request's token is (`slipway auth status`)."""
+
+    name: str
+    read_only: bool
+
+
 class ScalingSampleView(BaseModel):
     at: datetime
     concurrency: float

@@ -1,16 +1,19 @@
-"""/api/tokens: make, list and revoke API tokens (a token is shown once, when made)."""
+"""/api/tokens: make, list and revoke API tokens (a token is shown once, when made);
+/api/whoami: which token a request came with."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from app.access import tokens
-from app.api.schemas import NewToken, NewTokenBody, TokenView
+from app.api.auth import caller_of
+from app.api.schemas import CallerView, NewToken, NewTokenBody, TokenView
 from app.kernel.db import SessionFactory
 from app.kernel.ports import Clock
 
@@ -51,3 +54,11 @@ class TokenController(Controller):
                 return TokenView.of(tokens.revoke_token(session, name, clock()))
 
         return await asyncio.to_thread(revoke)
+
+
+@get("/whoami", sync_to_thread=False)
+def whoami(request: Request[Any, Any, Any]) -> CallerView:
+    """The caller's token, by name: what `slipway auth status` shows (a 401 before this says
+    the token is not accepted at all)."""
+    caller = caller_of(request)
+    return CallerView(name=caller.name, read_only=caller.read_only)

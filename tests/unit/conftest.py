@@ -14,6 +14,8 @@ import pytest
 from app.kernel.db import SessionFactory, make_engine, migrate
 from tests.fake_github import FakeGitHub
 from tests.keys import new_private_key_pem
+from tests.unit.cli_harness import Cli, isolated_cli
+from tests.unit.slipway_api import FakeApi, running_api
 from tests.unit.world import Platform, world_platform
 
 GIT_IDENTITY = ["-c", "user.name=Test Pusher", "-c", "user.email=pusher@example.com"]
@@ -84,3 +86,19 @@ def platform(
 ) -> Platform:
     """The platform's services on fakes, with one connected repository `octo/web`."""
     return world_platform(sessions, fake_github, app_git_dir, tmp_path)
+
+
+@pytest.fixture
+def fake_api() -> Iterator[FakeApi]:
+    """A platform's API over HTTP on 127.0.0.1, with a deployment `web` of three revisions."""
+    with running_api() as api:
+        api.add_deployment("web")
+        yield api
+
+
+@pytest.fixture
+def slipway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Cli:
+    """The `slipway` command, in-process, with a home of its own and no login yet."""
+    return isolated_cli(tmp_path, monkeypatch, capsys)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import io
 import re
 import threading
 from collections.abc import Iterator
@@ -12,9 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from app import client
-from app.client import TOKEN_VARIABLE, URL_VARIABLE, ClientError, Login, find_login, save_login
-from app.commands import Console, run_command
+from app.cli import client
+from app.cli.client import (
+    OLD_TOKEN_VARIABLE,
+    TOKEN_VARIABLE,
+    URL_VARIABLE,
+    ClientError,
+    Login,
+    find_login,
+    save_login,
+)
+from tests.unit.cli_harness import Cli
 
 STORED_URL = "https://slipway.example.org"
 STORED_TOKEN = "slw_stored-token-value"
@@ -22,7 +28,7 @@ STORED_TOKEN = "slw_stored-token-value"
 
 @pytest.fixture(autouse=True)
 def no_client_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (URL_VARIABLE, TOKEN_VARIABLE):
+    for name in (URL_VARIABLE, TOKEN_VARIABLE, OLD_TOKEN_VARIABLE):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(client, "local_login", lambda: None)  # not on a platform's machine
 
@@ -65,39 +71,25 @@ def other_server() -> Iterator[str]:
         server.server_close()
 
 
-def command(url: str | None, token: str | None = None) -> argparse.Namespace:
-    return argparse.Namespace(command="deployments", url=url, token=token, json=True)
+def test_a_stored_token_is_not_sent_to_another_url(slipway: Cli, other_server: str) -> None:
+    save_login(Login(url=STORED_URL, token=STORED_TOKEN), slipway.login_path)
 
+    ran = slipway("deployments", "list", "--json", "--url", other_server)
 
-def test_a_stored_token_is_not_sent_to_another_url(
-    stored: Path, other_server: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("app.commands.config_path", lambda environ=None: stored)
-    err = io.StringIO()
-
-    code = run_command(
-        command(other_server), console=Console(out=io.StringIO(), err=err, json=True)
-    )
-
-    assert code == 1
+    assert ran.code == 4  # authentication: log in there, or give its token
     assert Recorder.seen == []  # not even a request without it
-    assert f"no token for {other_server}" in err.getvalue()
-    assert f"slipway login {other_server}" in err.getvalue()
-    assert TOKEN_VARIABLE in err.getvalue() and STORED_TOKEN not in err.getvalue()
+    assert f"no token for {other_server}" in ran.err
+    assert f"slipway auth login {other_server}" in ran.err
+    assert TOKEN_VARIABLE in ran.err and STORED_TOKEN not in ran.err
 
 
 def test_a_token_given_for_the_other_url_is_the_one_sent(
-    stored: Path, other_server: str, monkeypatch: pytest.MonkeyPatch
+    slipway: Cli, other_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("app.commands.config_path", lambda environ=None: stored)
+    save_login(Login(url=STORED_URL, token=STORED_TOKEN), slipway.login_path)
     monkeypatch.setenv(TOKEN_VARIABLE, "slw_for-the-other-one")
 
-    assert (
-        run_command(
-            command(other_server), console=Console(out=io.StringIO(), err=io.StringIO(), json=True)
-        )
-        == 0
-    )
+    assert slipway("deployments", "list", "--json", "--url", other_server).code == 0
 
     assert Recorder.seen == ["Bearer slw_for-the-other-one"]
 
@@ -108,7 +100,7 @@ def test_a_token_given_for_the_other_url_is_the_one_sent(
 def test_the_stored_token_goes_to_its_own_url_however_it_is_written(
     stored: Path, url: str | None
 ) -> None:
-    login = find_login(url, None, stored)
+    login = find_login(url, stored)
     assert login.token == STORED_TOKEN
 
 
@@ -124,7 +116,7 @@ def test_the_stored_token_goes_to_its_own_url_however_it_is_written(
 )
 def test_a_url_that_only_looks_like_the_stored_one_gets_no_token(stored: Path, url: str) -> None:
     with pytest.raises(ClientError, match="no token for"):
-        find_login(url, None, stored)
+        find_login(url, stored)
 
 
 def test_the_url_from_the_environment_is_held_to_the_same_rule(
@@ -134,4 +126,4 @@ def test_the_url_from_the_environment_is_held_to_the_same_rule(
     with pytest.raises(
         ClientError, match=re.escape("stored login is for https://slipway.example.org")
     ):
-        find_login(None, None, stored)
+        find_login(None, stored)

@@ -8,10 +8,15 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from litestar import Litestar, Router
+from litestar.middleware import DefineMiddleware
+from litestar.testing import TestClient
 from sqlmodel import select
 
 from app.access.links import LinkSigner, RevisionLinks
 from app.access.tokens import authenticate, create_token, ensure_admin_token, revoke_token
+from app.api.auth import BearerTokens
+from app.api.tokens import whoami
 from app.kernel.db import SessionFactory
 from app.kernel.errors import ConflictError, InvalidRequest, NotFoundError
 from app.kernel.models import ApiToken
@@ -29,6 +34,29 @@ def test_a_token_is_stored_only_as_its_hash_and_authenticates(sessions: SessionF
     assert caller is not None and caller.name == "ci" and caller.read_only
     with sessions() as session:
         assert authenticate(session, token + "x", NOW) is None
+
+
+def test_whoami_names_the_token_a_request_came_with(sessions: SessionFactory) -> None:
+    with sessions() as session:
+        _, token = create_token(session, "ci", NOW, read_only=True)
+    api = Litestar(
+        route_handlers=[Router(path="/api", route_handlers=[whoami])],
+        middleware=[
+            DefineMiddleware(
+                BearerTokens,
+                sessions=sessions,
+                signer=LinkSigner(b"k" * 32, timedelta(days=1), lambda: NOW),
+                clock=lambda: NOW,
+            )
+        ],
+    )
+
+    with TestClient(app=api) as client:
+        named = client.get("/api/whoami", headers={"Authorization": f"Bearer {token}"})
+        unknown = client.get("/api/whoami", headers={"Authorization": "Bearer slw_nobody"})
+
+    assert named.json() == {"name": "ci", "read_only": True}
+    assert unknown.status_code == 401
 
 
 def test_a_revoked_token_no_longer_authenticates(sessions: SessionFactory) -> None:

@@ -1,18 +1,21 @@
 """A client of Slipway's API, for the CLI: where the platform is, with which token, and calls.
 
-Where and with which token, first found wins: the command line (--url, --token), the
-environment (SLIPWAY_API_URL, SLIPWAY_API_TOKEN), what `slipway login` stored in the user's
-config directory, and last, on the platform's own machine, its settings and the admin token
-it wrote into DATA_DIR. A stored token goes only to the URL it was stored for: `--url`
-naming another platform gets no token but one given for it (a token is as good as a
-password, and that URL may be anyone's).
+Where and with which token, first found wins: `--url` or SLIPWAY_API_URL for the place,
+SLIPWAY_TOKEN for the token, then what `slipway auth login` stored in the user's config
+directory, and last, on the platform's own machine, its settings and the admin token it wrote
+into DATA_DIR. A token is never taken from the command line: argv is visible to every user of
+the machine (`ps`) and stays in shell history.
+
+A stored token goes only to the URL it was stored for: `--url` naming another platform gets
+no token but one given for it (a token is as good as a password, and that URL may be
+anyone's).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,10 @@ from manifests.errors import SlipwayError
 
 TIMEOUT_SECONDS = 30.0
 URL_VARIABLE = "SLIPWAY_API_URL"
-TOKEN_VARIABLE = "SLIPWAY_API_TOKEN"  # noqa: S105 (a variable's name, not a secret)
+TOKEN_VARIABLE = "SLIPWAY_TOKEN"  # noqa: S105 (a variable's name, not a secret)
+OLD_TOKEN_VARIABLE = "SLIPWAY_API_TOKEN"  # noqa: S105
+"""Its name before `slipway auth`; still read, so scripts that set it keep working."""
+AUTH_STATUSES = frozenset({401, 403})
 
 
 class ClientError(SlipwayError):
@@ -34,15 +40,29 @@ class ClientError(SlipwayError):
         super().__init__(message)
         self.status = status
 
+    @property
+    def is_auth(self) -> bool:
+        """Whether logging in (again), or another token, is the fix: exit code 4."""
+        return self.status in AUTH_STATUSES
+
+
+class NotLoggedIn(ClientError):
+    """No token for the platform asked for: nothing was sent anywhere."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=401)
+
 
 @dataclass(frozen=True)
 class Login:
     url: str
     token: str
+    source: str = ""
+    """Where the token came from, in words (`auth status` says it)."""
 
 
-def config_path(environ: dict[str, str] | None = None) -> Path:
-    environ = dict(os.environ) if environ is None else environ
+def config_path(environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
     base = environ.get("XDG_CONFIG_HOME") or str(Path(environ.get("HOME", "~")) / ".config")
     return Path(base).expanduser() / "slipway" / "login.json"
 
@@ -60,9 +80,19 @@ def save_login(login: Login, path: Path) -> None:
 def stored_login(path: Path) -> Login | None:
     try:
         data = json.loads(path.read_text())
-        return Login(url=str(data["url"]), token=str(data["token"]))
+        return Login(url=str(data["url"]), token=str(data["token"]), source=str(path))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def forget_login(path: Path) -> Login | None:
+    """Remove the stored login; the one removed, or None when there was none."""
+    found = stored_login(path)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return None
+    return found
 
 
 def local_login() -> Login | None:
@@ -72,10 +102,13 @@ def local_login() -> Login | None:
         from app.kernel.settings import load_settings
 
         settings = load_settings()
-        token = admin_token_path(settings.data_dir).read_text().strip()
+        path = admin_token_path(settings.data_dir)
+        token = path.read_text().strip()
     except (SlipwayError, OSError, RuntimeError):
         return None
-    return Login(url=settings.api_url, token=token) if token else None
+    if not token:
+        return None
+    return Login(url=settings.api_url, token=token, source=f"the platform's admin token ({path})")
 
 
 def same_api(a: str, b: str) -> bool:
@@ -94,37 +127,50 @@ def same_api(a: str, b: str) -> bool:
     return key(a) == key(b)
 
 
-def find_login(url: str | None, token: str | None, path: Path) -> Login:
-    url = url or os.environ.get(URL_VARIABLE)
-    token = token or os.environ.get(TOKEN_VARIABLE)
-    if url and token:
-        return Login(url=url, token=token)
+def token_from_environment(environ: Mapping[str, str]) -> Login | None:
+    """The token in SLIPWAY_TOKEN (or its old name), as a Login without a URL yet."""
+    for name in (TOKEN_VARIABLE, OLD_TOKEN_VARIABLE):
+        token = environ.get(name, "").strip()
+        if token:
+            return Login(url="", token=token, source=name)
+    return None
+
+
+def find_login(url: str | None, path: Path, environ: Mapping[str, str] | None = None) -> Login:
+    environ = os.environ if environ is None else environ
+    url = url or environ.get(URL_VARIABLE) or None
+    given = token_from_environment(environ)
+    if url and given:
+        return Login(url=url, token=given.token, source=given.source)
     stored = stored_login(path)
     if url is None:
         found = stored or local_login()
         if found is None:
-            raise ClientError(
-                f"not logged in: run `slipway login URL` (or set {URL_VARIABLE} and "
+            raise NotLoggedIn(
+                f"not logged in: run `slipway auth login URL` (or set {URL_VARIABLE} and "
                 f"{TOKEN_VARIABLE})"
             )
-        return Login(url=found.url, token=token or found.token)
+        if given is None:
+            return found
+        return Login(url=found.url, token=given.token, source=given.source)
     # A URL was named: only a token stored for that very URL goes there.
     if stored is not None and same_api(stored.url, url):
-        return Login(url=url, token=stored.token)
+        return Login(url=url, token=stored.token, source=stored.source)
     local = local_login()
     if local is not None and same_api(local.url, url):
-        return Login(url=url, token=local.token)
+        return Login(url=url, token=local.token, source=local.source)
     where = f" (the stored login is for {stored.url})" if stored else ""
-    raise ClientError(
-        f"no token for {url}{where}: run `slipway login {url}`, or set {TOKEN_VARIABLE} to a "
-        "token of that platform"
+    raise NotLoggedIn(
+        f"no token for {url}{where}: run `slipway auth login {url}`, or set {TOKEN_VARIABLE} "
+        "to a token of that platform"
     )
 
 
 class SlipwayClient:
     def __init__(self, login: Login, *, transport: httpx.BaseTransport | None = None) -> None:
+        self.url = login.url.rstrip("/")
         self._http = httpx.Client(
-            base_url=login.url.rstrip("/"),
+            base_url=self.url,
             headers={"Authorization": f"Bearer {login.token}"},
             timeout=TIMEOUT_SECONDS,
             trust_env=False,
@@ -134,14 +180,33 @@ class SlipwayClient:
     def close(self) -> None:
         self._http.close()
 
+    def __enter__(self) -> SlipwayClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         try:
             response = self._http.request(method, path, json=body)
         except httpx.HTTPError as exc:
-            raise ClientError(f"Slipway at {self._http.base_url} did not answer: {exc}") from exc
+            raise ClientError(f"Slipway at {self.url} did not answer: {exc}") from exc
         if response.is_error:
             raise ClientError(_reason(response), response.status_code)
         return response.json() if response.content else None
+
+    # -- who --------------------------------------------------------------------------------
+    def whoami(self) -> dict[str, Any]:
+        """The token's name and whether it is read-only (and proof that it is accepted).
+        A platform older than /api/whoami is asked to list deployments instead: that proves
+        the token, without a name."""
+        try:
+            return dict(self._call("GET", "/api/whoami"))
+        except ClientError as exc:
+            if exc.status != 404:
+                raise
+        self.deployments()
+        return {"name": None, "read_only": None}
 
     # -- deployments ------------------------------------------------------------------------
     def deployments(self) -> list[dict[str, Any]]:
@@ -154,7 +219,9 @@ class SlipwayClient:
         for deployment in self.deployments():
             if deployment["slug"] == name_or_id:
                 return dict(deployment)
-        raise ClientError(f"no deployment named {name_or_id!r} (see `slipway deployments`)", 404)
+        raise ClientError(
+            f"no deployment named {name_or_id!r} (see `slipway deployments list`)", 404
+        )
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         return dict(self._call("POST", "/api/deployments", body))
@@ -178,6 +245,7 @@ class SlipwayClient:
 
     # -- revisions --------------------------------------------------------------------------
     def revisions(self, deployment_id: str) -> list[dict[str, Any]]:
+        """Newest first."""
         return list(self._call("GET", f"/api/deployments/{deployment_id}/revisions"))
 
     def revision(self, revision_id: str) -> dict[str, Any]:
@@ -187,7 +255,7 @@ class SlipwayClient:
         try:
             response = self._http.get(f"/api/revisions/{revision_id}/logs")
         except httpx.HTTPError as exc:
-            raise ClientError(f"Slipway did not answer: {exc}") from exc
+            raise ClientError(f"Slipway at {self.url} did not answer: {exc}") from exc
         if response.is_error:
             raise ClientError(_reason(response), response.status_code)
         return response.text

@@ -1,0 +1,27 @@
+"""The `slipway` command. `main` is the console script's entry point.
+
+The platform's own processes (`slipway up` starts `python -m app.cli api` and `... worker`)
+take the fast path: a bare server command runs without the CLI library or rich in memory.
+Everything else goes through the command tree in app.cli.root.
+"""
+
+from __future__ import annotations
+
+import sys
+
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        from app.cli.server import SERVER_COMMANDS, run_server
+
+        if len(args) == 1 and args[0] in SERVER_COMMANDS:
+            return run_server(args[0])
+        from app.cli.root import run
+
+        return run(args)
+    except KeyboardInterrupt:
+        # Ctrl-C: the shell's code for it, and no traceback (also while a command waits).
+        return EXIT_INTERRUPTED

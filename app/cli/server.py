@@ -1,0 +1,130 @@
+"""The commands that run a platform: `up` runs all of it, `api` and `worker` one part (the
+processes `up` starts), `migrate` and `check` prepare it.
+
+No CLI library is imported here: `up` starts `python -m app.cli api|worker` children, and
+app.cli's fast path runs them without loading the parser (its memory stays out of every
+worker).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+from app.kernel.logs import configure_logging
+from app.kernel.settings import Settings, SettingsError, load_settings
+from app.server.embedded import EmbeddedServiceError
+from manifests.errors import SlipwayError
+
+SERVER_COMMANDS = ("up", "api", "worker", "migrate", "check")
+
+
+def run_server(name: str) -> int:
+    configure_logging(name)
+    # Everything Slipway writes (control plane, logs, builds, keys) is its user's alone.
+    os.umask(0o077)
+    try:
+        return RUNNERS[name](load_settings())
+    except SettingsError as exc:
+        print(f"slipway: {exc}", file=sys.stderr)
+        return 2
+    except (SlipwayError, EmbeddedServiceError) as exc:
+        print(f"slipway: cannot start: {exc}", file=sys.stderr)
+        return 1
+
+
+def _check(settings: Settings) -> int:
+    print("settings are valid")
+    if not settings.github_app_in_env:
+        print(
+            "no GitHub App in the environment: the one made at "
+            f"{settings.api_url}/setup is used (open it after `make up` if there is none)"
+        )
+    return 0
+
+
+def _migrate(settings: Settings) -> int:
+    from app.bootstrap import open_database
+
+    open_database(settings)
+    return 0
+
+
+def _up(settings: Settings) -> int:
+    from app.server.supervisor import Supervisor
+
+    return Supervisor(settings).run()
+
+
+def _api(settings: Settings) -> int:
+    import uvicorn
+
+    from app.api import create_app
+
+    if settings.api_workers > 1:
+        # The receiver is CPU-bound (signature, JSON, a write): a burst of deliveries is
+        # answered by several processes at once.
+        uvicorn.run(
+            "app.api.factory:make_app",
+            factory=True,
+            workers=settings.api_workers,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+        )
+    else:
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+        )
+    return 0
+
+
+def _worker(settings: Settings) -> int:
+    from jobs.worker import make_worker
+
+    make_worker(settings).run()
+    return 0
+
+
+RUNNERS: dict[str, Callable[[Settings], int]] = {
+    "up": _up,
+    "api": _api,
+    "worker": _worker,
+    "migrate": _migrate,
+    "check": _check,
+}
+
+
+# What the help shows: one function per command, its docstring the help.
+def up() -> int:
+    """Start the whole platform in the foreground (Ctrl-C stops it).
+
+    API, worker and router, with an embedded Postgres and Valkey unless
+    DATABASE_URL and REDIS_URL name others."""
+    return run_server("up")
+
+
+def api() -> int:
+    """Serve the webhook receiver and the API (started by `up`)."""
+    return run_server("api")
+
+
+def worker() -> int:
+    """Run a worker: builds, deploys, jobs (started by `up`)."""
+    return run_server("worker")
+
+
+def migrate() -> int:
+    """Apply the control plane's database migrations and exit."""
+    return run_server("migrate")
+
+
+def check() -> int:
+    """Validate the settings (environment and .env) and exit."""
+    return run_server("check")
