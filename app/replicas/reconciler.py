@@ -11,9 +11,9 @@ writes nothing, however many there are.
 For each deployment it looks at, it compares the control plane (the live revision, the desired
 replica count, the replicas recorded) with what the runtime runs and the router sees, and acts: a
 replica that died leaves the route and is replaced (with a backoff when it keeps dying), the
-autoscaler's count is started or drained, draining replicas are stopped once their requests
-are done, and replicas of finished revisions go. The revision pipeline owns a revision until it
-is live; from then on, this does.
+autoscaler's count is started or drained, and replicas of finished revisions leave the route and
+stop once their requests are done (the retirement rule, app/replicas/retirement.py). The
+revision pipeline owns a revision until it is live; from then on, this does.
 """
 
 from __future__ import annotations
@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select as select_columns
-from sqlmodel import Session, col, or_, select
+from sqlmodel import Session, col, select
 
 from app.kernel.db import SessionFactory
 from app.kernel.errors import RouterError
 from app.kernel.locks import DeploymentLocks
 from app.kernel.models import (
-    FINISHED_STATES,
     RUNNING_REPLICA_STATES,
     Deployment,
     Replica,
@@ -53,7 +52,8 @@ from app.replicas.autoscaler import (
     scaling_policy,
 )
 from app.replicas.engine_events import EngineEventFollower
-from app.replicas.replica_set import Replicas, ReplicaStartFailed, ready_count, start_draining
+from app.replicas.replica_set import Replicas, ReplicaStartFailed, ready_count
+from app.replicas.retirement import Retirement, start_draining
 from app.replicas.routes import RouteTable
 from manifests.config import deploy_config_of
 from manifests.containers import DeploymentType
@@ -192,6 +192,7 @@ class Reconciler:
         self._clock = clock
         self._wall = wall
         self._resync_seconds = resync_seconds
+        self._retirement = Retirement(sessions=sessions, replicas=replicas, clock=clock)
         self._mutex = threading.Lock()
         self._changed: set[str] = set()
         self._resync_requested = True
@@ -395,8 +396,8 @@ class Reconciler:
     def reconcile_deployment(self, deployment_id: str, seen: Observed) -> None:
         buried, route_changed = self._bury_the_dead(deployment_id, seen.statuses)
         try:
-            route_changed |= self._retire_finished(deployment_id)
-            self._stop_drained(deployment_id)
+            route_changed |= self._retirement.begin(deployment_id).newly_draining > 0
+            self._retirement.stop_drained(deployment_id)
             if route_changed:
                 self._routes.apply()
         finally:
@@ -452,43 +453,6 @@ class Reconciler:
             if live:
                 self._record(deployment_id, Reason.replica_died, now)
         return buried, route_changed
-
-    def _retire_finished(self, deployment_id: str) -> bool:
-        """Replicas of revisions that are done (superseded, failed, cancelled) drain and go;
-        so do those of a deployment that no longer runs."""
-        now = self._clock()
-        with self._sessions() as session:
-            deployment = session.get(Deployment, deployment_id)
-            removed = deployment is None or deployment.removed_at is not None
-            rows = session.exec(
-                select(Replica, Revision.state)
-                .join(Revision, col(Revision.id) == col(Replica.revision_id))
-                .where(
-                    Revision.deployment_id == deployment_id,
-                    col(Replica.state).in_([ReplicaState.starting, ReplicaState.ready]),
-                    or_(col(Revision.state).in_(FINISHED_STATES), removed),
-                )
-            ).all()
-            for replica, _state in rows:
-                start_draining(replica, now)
-                session.add(replica)
-            if rows:
-                session.commit()
-        return bool(rows)
-
-    def _stop_drained(self, deployment_id: str) -> None:
-        with self._sessions() as session:
-            draining = session.exec(
-                select(Replica)
-                .join(Revision, col(Revision.id) == col(Replica.revision_id))
-                .where(
-                    Revision.deployment_id == deployment_id,
-                    Replica.state == ReplicaState.draining,
-                )
-            ).all()
-        done = self._replicas.drained(draining, self._clock())
-        if done:
-            self._replicas.stop([replica.id for replica in done])
 
     def _converge(self, deployment_id: str, in_flight: dict[str, int] | None) -> None:
         """Sample, decide, then start what is missing or drain what is too much."""

@@ -126,12 +126,6 @@ def ready_count(session: Session, revision_id: str | None) -> int:
     )
 
 
-def start_draining(replica: Replica, now: datetime) -> None:
-    """Out of the route from the next render on; stopped once its requests are done."""
-    replica.state = ReplicaState.draining
-    replica.draining_since = now
-
-
 class ReplicaStartFailed(RuntimeStartError):
     """A replica exited or never answered its health check; `ref` reads its output."""
 
