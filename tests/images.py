@@ -2,8 +2,10 @@
 
 - busybox: `FROM scratch` + a static busybox, a 2 MB image with an HTTP server (`httpd`).
 - python: a debootstrap'ed Debian 12 with python3 and psycopg2 from Debian, for apps that use
-  their database. debootstrap takes about a minute, so its root filesystem is cached as a tar
-  under ~/.cache/slipway-tests and only `docker import`ed on later runs.
+  their database. debootstrap fetches from the Debian archive this machine's apt uses
+  (tests/apt_sources.py; SLIPWAY_TEST_DEBIAN_MIRROR overrides it) and takes about a minute, so
+  its root filesystem is cached as a tar under ~/.cache/slipway-tests and only `docker import`ed
+  on later runs.
 - python-pip: what the official `python:3.11-slim-bookworm` offers a LangGraph build and no
   more: `python` and `pip` on PATH (a venv over Debian's python3, so pip may install into it).
 """
@@ -16,10 +18,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from tests.apt_sources import debian_archive
+
 DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 BUSYBOX_IMAGE = "slipway-test/busybox:1"
 PYTHON_IMAGE = "slipway-test/python:3.11"
-DEBIAN_MIRROR = os.environ.get("SLIPWAY_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+DEBIAN_RELEASE = "bookworm"
 PYTHON_PACKAGES = "python3,python3-psycopg2,ca-certificates"
 PYTHON_PIP_IMAGE = "slipway-test/python-pip:3.11"
 PYTHON_PIP_PACKAGES = "python3,python3-venv,ca-certificates"
@@ -131,6 +135,11 @@ def _imported(tag: str, rootfs_tar: Path, packages: str) -> str:
     return tag
 
 
+def debian_mirror() -> str:
+    """SLIPWAY_TEST_DEBIAN_MIRROR, or the archive this machine's apt installs from."""
+    return os.environ.get("SLIPWAY_TEST_DEBIAN_MIRROR") or debian_archive(DEBIAN_RELEASE)
+
+
 def _debootstrap(rootfs_tar: Path, packages: str) -> None:
     debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
     rootfs_tar.parent.mkdir(parents=True, exist_ok=True)
@@ -141,9 +150,9 @@ def _debootstrap(rootfs_tar: Path, packages: str) -> None:
                 debootstrap,
                 "--variant=minbase",
                 f"--include={packages}",
-                "bookworm",
+                DEBIAN_RELEASE,
                 str(root),
-                DEBIAN_MIRROR,
+                debian_mirror(),
             ],
             capture_output=True,
             check=False,
