@@ -7,14 +7,26 @@ import argparse
 import os
 import sys
 
-from app.commands import COMMANDS, add_commands, run_command
 from app.kernel.logs import configure_logging
-from app.kernel.settings import SettingsError, load_settings
-from app.server.embedded import EmbeddedServiceError
-from manifests.errors import SlipwayError
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv) == ["up"]:
+        # The supervisor lives as long as the platform: it imports only what watching needs
+        # (no settings, no adapters); its start-up work runs in `slipway prepare`.
+        from app.server.supervisor import up
+
+        configure_logging("up")
+        return up()
+    return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    from app.commands import COMMANDS, add_commands, run_command
+    from app.kernel.settings import SettingsError, load_settings
+    from app.server.embedded import EmbeddedServiceError
+    from manifests.errors import SlipwayError
+
     parser = argparse.ArgumentParser(prog="slipway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start the whole platform in the foreground")
@@ -22,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("worker", help="run an arq worker (builds and deploys)")
     sub.add_parser("migrate", help="apply database migrations and exit")
     sub.add_parser("check", help="validate the settings and exit")
+    prepare_parser = sub.add_parser(
+        "prepare", help="`slipway up`'s start-up work: its plan as JSON on stdout (internal)"
+    )
+    prepare_parser.add_argument("--router", action="store_true", help="only Caddy's config")
     add_commands(sub)
     args = parser.parse_args(argv)
     if args.command in COMMANDS:
@@ -45,10 +61,14 @@ def main(argv: list[str] | None = None) -> int:
 
             open_database(settings)
             return 0
-        if args.command == "up":
-            from app.server.supervisor import Supervisor
+        if args.command == "prepare":
+            from app.server.prepare import run as prepare
 
-            return Supervisor(settings).run()
+            return prepare(settings, router_only=args.router)
+        if args.command == "up":
+            from app.server.supervisor import up
+
+            return up()
         if args.command == "api":
             import uvicorn
 
