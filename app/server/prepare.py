@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from typing import Any, TypedDict
 from urllib.parse import urlencode
@@ -137,6 +138,9 @@ def router_config(settings: Settings, sessions: SessionFactory | None = None) ->
 def run(settings: Settings, *, router_only: bool = False) -> int:
     """`slipway prepare [--router]`: the Plan (or Caddy's config alone) as one line of JSON on
     stdout, which is the supervisor's pipe; logs go to stderr, as every part's do."""
+    # Ctrl-C reaches the whole process group: the supervisor alone decides, and stops what
+    # this child started once it is done (a migration is never cut in half).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     result: object = router_config(settings) if router_only else prepare(settings)
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()

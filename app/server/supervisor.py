@@ -59,7 +59,7 @@ def prepare(*, router_only: bool = False, env: dict[str, str] | None = None) -> 
     argv = [sys.executable, "-m", "app.cli", "prepare", *(["--router"] if router_only else [])]
     result = subprocess.run(argv, stdout=subprocess.PIPE, env=env, check=False)
     if result.returncode != 0:
-        raise PrepareFailed(result.returncode)
+        raise PrepareFailed(result.returncode if result.returncode > 0 else 1)
     return json.loads(result.stdout.decode().strip().splitlines()[-1])
 
 
