@@ -37,7 +37,9 @@ def _main(argv: list[str] | None) -> int:
     prepare_parser = sub.add_parser(
         "prepare", help="`slipway up`'s start-up work: its plan as JSON on stdout (internal)"
     )
-    prepare_parser.add_argument("--router", action="store_true", help="only Caddy's config")
+    prepare_parser.add_argument(
+        "--routes", action="store_true", help="load the current routes into the router"
+    )
     add_commands(sub)
     args = parser.parse_args(argv)
     if args.command in COMMANDS:
@@ -64,7 +66,7 @@ def _main(argv: list[str] | None) -> int:
         if args.command == "prepare":
             from app.server.prepare import run as prepare
 
-            return prepare(settings, router_only=args.router)
+            return prepare(settings, routes_only=args.routes)
         if args.command == "up":
             from app.server.supervisor import up
 

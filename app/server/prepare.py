@@ -7,6 +7,8 @@ for nothing. So a child does it and hands the supervisor a Plan, as JSON on its 
 to start, with which settings, and what to tell the operator. The child starts the embedded
 Postgres itself (a daemon that outlives it: the supervisor adopts it) because the network
 policy needs its port and must be in place before the worker starts.
+
+`prepare --routes` loads the current routes into a Caddy the supervisor restarted.
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ import sys
 from typing import Any, TypedDict
 from urllib.parse import urlencode
 
-from app.adapters.caddy import render_caddy_config
+from app.adapters.caddy import CaddyRouter, render_caddy_config
 from app.adapters.caddy_admin import UNIX_SCHEME, admin_listen
 from app.adapters.network_policy import enforce_network_policy
 from app.bootstrap import index_gateway, open_database, private_data_dir, secret_box
 from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory, make_engine
-from app.kernel.settings import ENV_PREFIX, Settings
-from app.replicas.routes import current_routes
+from app.kernel.settings import ENV_PREFIX, Settings, require
+from app.replicas.routes import RouteTable, current_routes
 from app.server.embedded import EmbeddedPostgres, docker_bridge_gateway
 from app.server.embedded._caddy import default_admin_socket
 from app.setup.credentials import GitHubAppCredentials, setup_url
@@ -119,12 +121,9 @@ def setup_link(settings: Settings, sessions: SessionFactory, secrets: SecretBox)
     return None
 
 
-def router_config(settings: Settings, sessions: SessionFactory | None = None) -> dict[str, Any]:
-    """Caddy's whole config with the routes the control plane holds now: its boot config at
-    start, and again when the supervisor starts a Caddy that died."""
+def router_config(settings: Settings, sessions: SessionFactory) -> dict[str, Any]:
+    """Caddy's boot config: the whole config with the routes the control plane holds now."""
     data_dir = settings.data_dir.resolve()
-    if sessions is None:  # the schema is current: the platform runs
-        sessions = SessionFactory(make_engine(settings.control_plane_url))
     with sessions() as session:
         routes = current_routes(session, settings.hostname)
     return render_caddy_config(
@@ -135,13 +134,31 @@ def router_config(settings: Settings, sessions: SessionFactory | None = None) ->
     )
 
 
-def run(settings: Settings, *, router_only: bool = False) -> int:
-    """`slipway prepare [--router]`: the Plan (or Caddy's config alone) as one line of JSON on
-    stdout, which is the supervisor's pipe; logs go to stderr, as every part's do."""
+def load_routes(settings: Settings) -> None:
+    """The control plane's routes into the running router, as every writer of the route table
+    does it (under its lock, so a newer table a worker loads meanwhile is not undone): a Caddy
+    the supervisor restarted came back with the routes of its boot config, maybe stale."""
+    data_dir = settings.data_dir.resolve()
+    router = CaddyRouter(
+        require(settings.caddy_admin_url, "CADDY_ADMIN_URL"),
+        listen=f"{settings.router_host}:{settings.router_port}",
+        storage_dir=data_dir / "caddy" / "storage",
+    )
+    sessions = SessionFactory(make_engine(settings.control_plane_url))
+    RouteTable(sessions, router, settings.hostname, data_dir / "router.lock").apply()
+
+
+def run(settings: Settings, *, routes_only: bool = False) -> int:
+    """`slipway prepare`: the Plan as one line of JSON on stdout, which is the supervisor's
+    pipe (logs go to stderr, as every part's do); `--routes`: load_routes, and `{}`."""
     # Ctrl-C reaches the whole process group: the supervisor alone decides, and stops what
     # this child started once it is done (a migration is never cut in half).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    result: object = router_config(settings) if router_only else prepare(settings)
+    result: object = {}
+    if routes_only:
+        load_routes(settings)
+    else:
+        result = prepare(settings)
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
     return 0

@@ -53,10 +53,10 @@ class PrepareFailed(Exception):
         self.code = code
 
 
-def prepare(*, router_only: bool = False, env: dict[str, str] | None = None) -> Any:
-    """Run `python -m app.cli prepare` and return what it printed: the plan of a start, or
-    with `router_only` Caddy's config with the current routes (for a Caddy that died)."""
-    argv = [sys.executable, "-m", "app.cli", "prepare", *(["--router"] if router_only else [])]
+def prepare(*, routes_only: bool = False, env: dict[str, str] | None = None) -> Any:
+    """Run `python -m app.cli prepare` and return what it printed: the plan of a start (or,
+    with `routes_only`, nothing, once it loaded the current routes into the router)."""
+    argv = [sys.executable, "-m", "app.cli", "prepare", *(["--routes"] if routes_only else [])]
     result = subprocess.run(argv, stdout=subprocess.PIPE, env=env, check=False)
     if result.returncode != 0:
         raise PrepareFailed(result.returncode if result.returncode > 0 else 1)
@@ -193,11 +193,19 @@ class Supervisor:
             log.info("router started", extra={"port": router["port"]})
 
     def _restart_caddy(self) -> None:
-        """With the routes the control plane holds now (the worker changed them since the
-        boot config was written): a prepare child reads them."""
+        """Serving again at once, with the routes of its boot config (the platform's start:
+        the worker changed them since, without Caddy's boot file); then a prepare child loads
+        the current ones, as the worker would."""
         assert self._caddy is not None
-        config = prepare(router_only=True, env={**os.environ, **self._env})
-        self._caddy.start(config)
+        self._caddy.start()
+        try:
+            prepare(routes_only=True, env={**os.environ, **self._env})
+        except PrepareFailed:
+            log.error(
+                "the router serves the routes it had at the platform's start until the next "
+                "route change or the reconciler's resync",
+                extra={"component": "router"},
+            )
 
     def _restart_redis(self) -> None:
         assert self._redis is not None
