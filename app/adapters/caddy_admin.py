@@ -4,15 +4,20 @@
 from __future__ import annotations
 
 import functools
-import ssl
+from typing import TYPE_CHECKING
 
-import httpx
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
 
 UNIX_SCHEME = "unix://"
 
 
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
+    import ssl
+
     return ssl.create_default_context()
 
 
@@ -27,6 +32,8 @@ def admin_client(admin_url: str, timeout: float) -> httpx.Client:
     (~14 ms of CPU per call: every route change, and every reconciler tick's read of the
     in-flight requests), for an API that speaks plain HTTP.
     """
+    import httpx  # here: `slipway up`'s supervisor names the socket but never sends a request
+
     headers = {"Connection": "close"}
     if admin_url.startswith(UNIX_SCHEME):
         transport = httpx.HTTPTransport(

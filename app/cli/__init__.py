@@ -1,7 +1,8 @@
 """The `slipway` command. `main` is the console script's entry point.
 
-The platform's own processes (`slipway up` starts `python -m app.cli api` and `... worker`)
-take the fast path: a bare server command runs without the CLI library or rich in memory.
+The platform's own processes (`slipway up` starts `python -m app.cli api` and `... worker`,
+and `... prepare` for its start-up work) take the fast path: a bare server command runs without
+the CLI library or rich in memory, and `up` without settings or adapters either.
 Everything else goes through the command tree in app.cli.root.
 """
 
@@ -15,7 +16,18 @@ EXIT_INTERRUPTED = 130
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
-        from app.cli.server import SERVER_COMMANDS, run_server
+        if args == ["up"]:
+            # The supervisor lives as long as the platform: it imports only what watching
+            # needs (no settings, no adapters); its start-up work runs in `prepare` children.
+            from app.kernel.logs import configure_logging
+            from app.server.supervisor import up
+
+            configure_logging("up")
+            return up()
+        from app.cli.server import SERVER_COMMANDS, run_prepare, run_server
+
+        if args[:1] == ["prepare"]:
+            return run_prepare(args[1:])
 
         if len(args) == 1 and args[0] in SERVER_COMMANDS:
             return run_server(args[0])

@@ -52,9 +52,29 @@ def _migrate(settings: Settings) -> int:
 
 
 def _up(settings: Settings) -> int:
-    from app.server.supervisor import Supervisor
+    from app.server.supervisor import up
 
-    return Supervisor(settings).run()
+    return up()
+
+
+def run_prepare(options: list[str]) -> int:
+    """`python -m app.cli prepare [--routes]`: `slipway up`'s start-up work, in a child that
+    exits once done, so the supervisor never holds what it imports (internal: not in the help)."""
+    if any(option != "--routes" for option in options):
+        print(f"slipway prepare: unknown option in {options}", file=sys.stderr)
+        return 2
+    configure_logging("prepare")
+    os.umask(0o077)
+    try:
+        from app.server.prepare import run
+
+        return run(load_settings(), routes_only="--routes" in options)
+    except SettingsError as exc:
+        print(f"slipway: {exc}", file=sys.stderr)
+        return 2
+    except (SlipwayError, EmbeddedServiceError) as exc:
+        print(f"slipway: cannot start: {exc}", file=sys.stderr)
+        return 1
 
 
 def _api(settings: Settings) -> int:

@@ -155,6 +155,12 @@ class Settings(BaseSettings):
     database_temp_file_limit_bytes: Annotated[int, Field(ge=1024)] = 1024**3
     """temp_file_limit of every deployment role (sorts and hashes spilled to disk): a query
     that needs more fails alone instead of filling the cluster's disk. Roles cannot lift it."""
+    database_shared_buffers_bytes: Annotated[int, Field(ge=1024**2)] = 16 * 1024**2
+    """shared_buffers of the embedded cluster: the page cache all deployment databases share.
+    A page once cached stays in memory, so this is about what the cluster keeps at rest however
+    many databases it holds (Postgres's own 128 MiB is filled by creating ~15 databases:
+    docs/benchmarks/scale.md). Raise it for busy databases; pages beyond it are read from the
+    system's file cache."""
     log_follows_per_caller: Annotated[int, Field(ge=1)] = 4
     """Build logs one token or one signed link may follow at once; more are refused (429)."""
     log_follow_max_seconds: Annotated[float, Field(gt=0)] = 3600.0

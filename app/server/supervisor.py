@@ -5,6 +5,11 @@ always the router (Caddy), then the API and a worker as child processes. Whateve
 dies is started again, each with its own backoff (a part that keeps dying is retried less and
 less often, never given up on): the router keeps serving the apps while the queue, the
 database cluster or a child is down. Ctrl-C or SIGTERM stops everything.
+
+This process lives as long as the platform and only watches, so it stays light: it imports
+the standard library and the embedded services' start and stop, never the settings, the
+control plane or the adapters. The start-up work that needs those runs in a short-lived child
+(app/server/prepare.py, `python -m app.cli prepare`) that hands over a plan as JSON.
 """
 
 from __future__ import annotations
@@ -19,19 +24,11 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
-from urllib.parse import urlencode
+from typing import Any
 
-from app.adapters.caddy import render_caddy_config
-from app.adapters.caddy_admin import UNIX_SCHEME, admin_listen
-from app.adapters.network_policy import enforce_network_policy
-from app.bootstrap import index_gateway, open_database, private_data_dir, secret_box
-from app.kernel.settings import ENV_PREFIX, Settings
-from app.replicas.routes import current_routes
-from app.server.embedded import Caddy, EmbeddedPostgres, EmbeddedRedis, docker_bridge_gateway
-from app.setup.credentials import GitHubAppCredentials, setup_url
-from app.setup.token import SetupTokenFile, setup_token_path
-from builders.docker_cli import find_docker_cli
+from app.server.embedded import Caddy, EmbeddedPostgres, EmbeddedRedis, EmbeddedServiceError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +41,26 @@ costs one start a minute, and never takes the rest of the platform down with it.
 STABLE_SECONDS = 60.0
 """A part that ran this long after a restart is healthy again: its next death restarts at once."""
 CHILDREN = ("api", "worker")
+ENV_PREFIX = "SLIPWAY_"
+"""app.kernel.settings.ENV_PREFIX, repeated: importing the settings costs ~35 MiB."""
+
+
+class PrepareFailed(Exception):
+    """The prepare child exited with this code; it has said why on stderr already."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"slipway prepare exited with {code}")
+        self.code = code
+
+
+def prepare(*, routes_only: bool = False, env: dict[str, str] | None = None) -> Any:
+    """Run `python -m app.cli prepare` and return what it printed: the plan of a start (or,
+    with `routes_only`, nothing, once it loaded the current routes into the router)."""
+    argv = [sys.executable, "-m", "app.cli", "prepare", *(["--routes"] if routes_only else [])]
+    result = subprocess.run(argv, stdout=subprocess.PIPE, env=env, check=False)
+    if result.returncode != 0:
+        raise PrepareFailed(result.returncode if result.returncode > 0 else 1)
+    return json.loads(result.stdout.decode().strip().splitlines()[-1])
 
 
 @dataclass
@@ -123,9 +140,8 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.data_dir = settings.data_dir.resolve()
+    def __init__(self) -> None:
+        self.data_dir: Path | None = None
         self._postgres: EmbeddedPostgres | None = None
         self._redis: EmbeddedRedis | None = None
         self._caddy: Caddy | None = None
@@ -137,62 +153,59 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         try:
-            self._start_services()
+            try:
+                plan = prepare()
+            except PrepareFailed as failed:
+                return failed.code
+            self._adopt(plan)
+            if self._stopping:
+                return 0
+            self._start_services(plan)
             for child in self._children:
                 self._spawn(child)
-            self._announce()
+            self._announce(plan)
             return self._watch()
         finally:
             self._stop_all()
 
     # -- services ---------------------------------------------------------------------------
-    def _start_services(self) -> None:
-        settings = self.settings
-        private_data_dir(self.data_dir)
-        secret_box(settings)  # a missing key is made now, a bad one stops the start here
-        self._sessions = open_database(settings)
-        env = {f"{ENV_PREFIX}DATA_DIR": str(self.data_dir)}
-        docker_cli = find_docker_cli(settings.docker_binary)
-        if settings.postgres_admin_url is None:
-            gateway = docker_bridge_gateway(docker_cli.binary)
-            hosts = ["127.0.0.1"] + ([gateway] if gateway else [])
-            if gateway is None:
-                log.warning("no docker bridge found: containers will not reach their databases")
-            self._postgres = EmbeddedPostgres(self.data_dir / "postgres", hosts)
-            env[f"{ENV_PREFIX}POSTGRES_ADMIN_URL"] = self._postgres.start()
-            log.info("postgres started", extra={"port": self._postgres.port})
-        if settings.redis_url is None:
-            self._redis = EmbeddedRedis(self.data_dir / "redis")
-            env[f"{ENV_PREFIX}REDIS_URL"] = self._redis.start()
-            log.info("redis started")
-        if settings.caddy_admin_url is None:
-            self._caddy = Caddy(self.data_dir / "caddy", threads=settings.router_threads or None)
-            env[f"{ENV_PREFIX}CADDY_ADMIN_URL"] = self._caddy.start(self._caddy_config())
-            log.info("router started", extra={"port": settings.router_port})
-        # Network policy (app/adapters/network_policy.py): before the worker can start a
-        # replica or a build.
-        database_port = self._postgres.port if self._postgres is not None else None
-        # Builds reach the package-index pass-through when the index carries credentials.
-        pass_through = index_gateway(settings).gateway is not None
-        build_ports = (settings.build_index_proxy_port,) if pass_through else ()
-        enforce_network_policy(settings, docker_cli.binary, database_port, build_ports)
-        self._env = env
+    def _adopt(self, plan: dict[str, Any]) -> None:
+        """The plan's Postgres runs already (the prepare child started it): watch it."""
+        self.data_dir = Path(plan["data_dir"])
+        self._env = dict(plan["env"])
+        if plan["postgres"] is not None:
+            cluster = plan["postgres"]
+            self._postgres = EmbeddedPostgres(
+                Path(cluster["data_dir"]),
+                cluster["hosts"],
+                shared_buffers_bytes=cluster["shared_buffers"],
+            )
 
-    def _caddy_config(self) -> dict[str, object]:
-        caddy = self._caddy
-        assert caddy is not None
-        with self._sessions() as session:
-            routes = current_routes(session, self.settings.hostname)
-        return render_caddy_config(
-            routes,
-            listen=f"{self.settings.router_host}:{self.settings.router_port}",
-            admin_listen=admin_listen(UNIX_SCHEME + str(caddy.admin_socket)),
-            storage_dir=self.data_dir / "caddy" / "storage",
-        )
+    def _start_services(self, plan: dict[str, Any]) -> None:
+        if plan["redis"] is not None:
+            self._redis = EmbeddedRedis(Path(plan["redis"]["data_dir"]))
+            self._env[f"{ENV_PREFIX}REDIS_URL"] = self._redis.start()
+            log.info("redis started")
+        router = plan["router"]
+        if router is not None:
+            self._caddy = Caddy(Path(router["data_dir"]), threads=router["threads"])
+            self._env[f"{ENV_PREFIX}CADDY_ADMIN_URL"] = self._caddy.start(router["config"])
+            log.info("router started", extra={"port": router["port"]})
 
     def _restart_caddy(self) -> None:
+        """Serving again at once, with the routes of its boot config (the platform's start:
+        the worker changed them since, without Caddy's boot file); then a prepare child loads
+        the current ones, as the worker would."""
         assert self._caddy is not None
-        self._caddy.start(self._caddy_config())  # with the stored routes
+        self._caddy.start()
+        try:
+            prepare(routes_only=True, env={**os.environ, **self._env})
+        except PrepareFailed:
+            log.error(
+                "the router serves the routes it had at the platform's start until the next "
+                "route change or the reconciler's resync",
+                extra={"component": "router"},
+            )
 
     def _restart_redis(self) -> None:
         assert self._redis is not None
@@ -252,24 +265,15 @@ class Supervisor:
             time.sleep(POLL_SECONDS)
         return 0
 
-    def _announce(self) -> None:
-        s = self.settings
-        info = {
-            "api": s.api_url,
-            "webhook_url": f"{s.api_url}/webhooks/github",
-            "deployments": s.deployment_url("<deployment>"),
-            "data_dir": str(self.data_dir),
-        }
+    def _announce(self, plan: dict[str, Any]) -> None:
+        info = plan["info"]
+        assert self.data_dir is not None
         (self.data_dir / "platform.json").write_text(json.dumps(info, indent=2) + "\n")
         log.info("Slipway is up", extra=info)
-        token = SetupTokenFile(setup_token_path(self.data_dir))
-        if GitHubAppCredentials(s, self._sessions, secret_box(s)).current() is None:
+        if plan["setup_link"] is not None:
             # First run: the one thing to do next, on its own line where the user looks, with
             # a token of this start's own that only the operator sees (also in the file).
-            link = f"{setup_url(s)}?{urlencode({'token': token.issue()})}"
-            print(f"Slipway is up: to connect GitHub, open {link}", flush=True)
-        else:
-            token.spend()
+            print(f"Slipway is up: to connect GitHub, open {plan['setup_link']}", flush=True)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._stopping = True
@@ -290,6 +294,17 @@ class Supervisor:
                     service.stop()
                 except Exception:
                     log.warning("could not stop a service cleanly", exc_info=True)
+
+
+def up() -> int:
+    """`slipway up`: in the foreground until Ctrl-C or SIGTERM."""
+    # Everything Slipway writes (control plane, logs, builds, keys) is its user's alone.
+    os.umask(0o077)
+    try:
+        return Supervisor().run()
+    except EmbeddedServiceError as exc:
+        print(f"slipway: cannot start: {exc}", file=sys.stderr)
+        return 1
 
 
 def _runs(child: Child) -> bool:

@@ -507,12 +507,16 @@ def test_open_setup_pages_are_bounded(sessions: SessionFactory, clock: Clock) ->
 
 
 def announce(config: Settings, sessions: SessionFactory) -> None:
+    """What `slipway up` does: the prepare child makes the link, the supervisor prints it."""
+    from app.bootstrap import secret_box
+    from app.server.prepare import setup_link
     from app.server.supervisor import Supervisor
 
-    supervisor = Supervisor(config)
-    supervisor._sessions = sessions  # what _start_services opened
-    supervisor.data_dir.mkdir(parents=True, exist_ok=True)
-    supervisor._announce()
+    supervisor = Supervisor()
+    supervisor.data_dir = config.data_dir
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    link = setup_link(config, sessions, secret_box(config))
+    supervisor._announce({"info": {"api": config.api_url}, "setup_link": link})
 
 
 def test_a_start_without_an_app_prints_the_link_with_a_new_token(

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from app.server.embedded._caddy import _admin_get_status
 from app.server.supervisor import MAX_RETRY_SECONDS, STABLE_SECONDS, Backoff, Supervised
 
 
@@ -72,3 +78,42 @@ def test_a_part_that_ran_long_enough_is_forgiven_its_past_deaths() -> None:
     assert backoff.died(4.0) > 1.0
     backoff.started(5.0)
     assert backoff.died(5.0 + STABLE_SECONDS) == 0.0
+
+
+HEAVY = ("pydantic", "sqlalchemy", "sqlmodel", "httpx", "litestar", "docker", "arq", "valkey")
+"""What the API and the worker need and the supervisor, which lives as long as they do, must
+not carry: each costs it megabytes for as long as the platform runs."""
+
+
+def test_the_supervisor_imports_nothing_heavy() -> None:
+    probe = (
+        "import sys, app.cli, app.server.supervisor\n"
+        "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = set(result.stdout.split())
+    assert "app" in loaded
+    assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_caddy_is_ready_when_its_admin_socket_answers_200(tmp_path: Path) -> None:
+    path = tmp_path / "admin.sock"
+    answers = iter([b"HTTP/1.1 503 Service Unavailable\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n"])
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen(2)
+
+        def answer() -> None:
+            for status in answers:
+                connection, _ = server.accept()
+                with connection:
+                    assert connection.recv(1024).startswith(b"GET /config/ HTTP/1.1\r\n")
+                    connection.sendall(status)
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        assert _admin_get_status(path, "/config/") == 503
+        assert _admin_get_status(path, "/config/") == 200
+        thread.join(timeout=5)

@@ -11,14 +11,13 @@ import copy
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from app.adapters.caddy_admin import UNIX_SCHEME, admin_base, admin_client, admin_listen
 from app.server.embedded._common import (
@@ -171,6 +170,8 @@ class Caddy:
 
     def load(self, config: Mapping[str, Any]) -> None:
         """Replace Caddy's config (``POST /load``) and keep it in the boot file for restarts."""
+        import httpx  # here: a supervisor that never calls load() keeps its ~20 MiB
+
         full = self.full_config(config)
         try:
             with admin_client(self.admin_url, timeout=30.0) as client:
@@ -244,23 +245,21 @@ class Caddy:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout
-        url = f"{admin_base(self.admin_url)}/config/"
         last_error = "no answer"
-        with admin_client(self.admin_url, timeout=1.0) as client:
-            while time.monotonic() < deadline:
-                if self._proc is None or self._proc.poll() is not None:
-                    code = None if self._proc is None else self._proc.returncode
-                    raise EmbeddedServiceError(
-                        f"caddy exited during startup (exit {code})\n{_log_tail(self.log_path)}"
-                    )
-                try:
-                    response = client.get(url)
-                    if response.status_code == 200:
-                        return
-                    last_error = f"HTTP {response.status_code}: {response.text.strip()[:200]}"
-                except httpx.HTTPError as err:
-                    last_error = str(err) or type(err).__name__
-                time.sleep(0.05)
+        while time.monotonic() < deadline:
+            if self._proc is None or self._proc.poll() is not None:
+                code = None if self._proc is None else self._proc.returncode
+                raise EmbeddedServiceError(
+                    f"caddy exited during startup (exit {code})\n{_log_tail(self.log_path)}"
+                )
+            try:
+                status = _admin_get_status(self.admin_socket, "/config/")
+                if status == 200:
+                    return
+                last_error = f"HTTP {status}"
+            except OSError as err:
+                last_error = str(err) or type(err).__name__
+            time.sleep(0.05)
         raise EmbeddedServiceError(
             f"caddy admin API {self.admin_url} did not answer within {self.start_timeout:.0f} s "
             f"({last_error})\n{_log_tail(self.log_path)}"
@@ -276,3 +275,24 @@ class Caddy:
             return
         if str(self.boot_path) in _proc_cmdline(pid):
             _terminate_pid(pid)
+
+
+def _admin_get_status(admin_socket: Path, path: str, timeout: float = 1.0) -> int:
+    """The HTTP status of a GET on Caddy's admin socket: a socket and a status line, not an
+    HTTP client, whose import would cost the supervisor that waits for Caddy ~20 MiB."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(admin_socket))
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
+        )
+        head = b""
+        while b"\r\n" not in head:
+            chunk = sock.recv(1024)
+            if not chunk:
+                break
+            head += chunk
+    parts = head.split(b"\r\n", 1)[0].split()
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        raise OSError(f"not an HTTP answer: {head[:80]!r}")
+    return int(parts[1])

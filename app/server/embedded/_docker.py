@@ -6,7 +6,6 @@ import logging
 import os
 import shutil
 
-from app.adapters.default_bridge import default_bridge
 from app.server.embedded._common import (
     _DEFAULT_DOCKER,
 )
@@ -27,6 +26,10 @@ def docker_bridge_gateway(docker_binary: str = _DEFAULT_DOCKER) -> str | None:
         binary = shutil.which("docker")
     if binary is None:
         return None
+    # Imported here: the engine's client libraries stay out of the supervisor, which imports
+    # this package for the embedded services and lives as long as the platform.
+    from app.adapters.default_bridge import default_bridge
+
     try:
         return str(default_bridge(binary).gateway)
     except EngineError as exc:

