@@ -183,11 +183,11 @@ def test_postgres_start_failure_reports_log(tmp_path: Path) -> None:
         conf.write_text(
             conf.read_text().replace(
                 "include_if_exists = 'slipway.conf'",
-                "shared_buffers = 'not-a-size'\ninclude_if_exists = 'slipway.conf'",
+                "temp_buffers = 'not-a-size'\ninclude_if_exists = 'slipway.conf'",
             )
         )
         server.stop()
-        with pytest.raises(EmbeddedServiceError, match="shared_buffers"):
+        with pytest.raises(EmbeddedServiceError, match="temp_buffers"):
             server.start()
     finally:
         server.stop()
