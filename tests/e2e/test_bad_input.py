@@ -8,12 +8,17 @@ from typing import Any
 
 import pytest
 
-from tests.apps import static_site
-from tests.e2e.conftest import INSTALLATION_ID, RepoFactory
-from tests.fake_github import CheckRun, FakeGitHub
-from tests.fake_github.payloads import sign
-from tests.git_repos import GitRepo
-from tests.platform import WEBHOOK_SECRET, RunningPlatform, wait_for
+from tests.support.apps import static_site
+from tests.support.fake_github import CheckRun, FakeGitHub
+from tests.support.fake_github.payloads import sign
+from tests.support.git_repos import GitRepo
+from tests.support.platform import (
+    INSTALLATION_ID,
+    WEBHOOK_SECRET,
+    RepoFactory,
+    RunningPlatform,
+    wait_for,
+)
 
 NULL_SHA = "0" * 40
 

@@ -14,10 +14,17 @@ import httpx
 import pytest
 
 from app.setup.flow import MAX_OPEN_STATES
-from tests.apps import static_site
-from tests.e2e.conftest import ACCOUNT, INSTALLATION_ID, connect_repository, remove_docker_objects
-from tests.fake_github import FakeGitHub
-from tests.platform import RunningPlatform, start_platform, wait_for
+from tests.support.apps import static_site
+from tests.support.fake_github import FakeGitHub
+from tests.support.platform import (
+    ACCOUNT,
+    INSTALLATION_ID,
+    RunningPlatform,
+    connect_repository,
+    remove_docker_objects,
+    start_platform,
+    wait_for,
+)
 
 FORM = re.compile(r'<form id="create" action="([^"]+)" method="post">')
 MANIFEST_FIELD = re.compile(r'<input type="hidden" name="manifest" value="([^"]*)">')

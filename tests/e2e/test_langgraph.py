@@ -19,14 +19,20 @@ from langgraph_sdk import get_client
 from langgraph_sdk.errors import NotFoundError
 
 from app.kernel.names import database_identifier
-from tests.apps import langgraph_app
-from tests.e2e.conftest import INSTALLATION_ID, connect_repository, remove_docker_objects
-from tests.e2e.test_previews import PullRequests, connects
-from tests.fake_github import FakeGitHub
-from tests.git_repos import GitRepo
-from tests.images import DOCKER
-from tests.platform import RunningPlatform, start_langgraph_platform, wait_for
-from tests.wheelhouse import WheelIndex, ensure_wheelhouse, serve_wheelhouse
+from tests.e2e.pull_requests import PullRequests, connects
+from tests.support.apps import langgraph_app
+from tests.support.fake_github import FakeGitHub
+from tests.support.git_repos import GitRepo
+from tests.support.images import DOCKER
+from tests.support.platform import (
+    INSTALLATION_ID,
+    RunningPlatform,
+    connect_repository,
+    remove_docker_objects,
+    start_langgraph_platform,
+    wait_for,
+)
+from tests.support.wheelhouse import WheelIndex, ensure_wheelhouse, serve_wheelhouse
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 

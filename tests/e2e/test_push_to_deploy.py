@@ -7,11 +7,10 @@ import subprocess
 import time
 import uuid
 
-from tests.apps import notes_app
-from tests.e2e.conftest import INSTALLATION_ID, RepoFactory
-from tests.fake_github import FakeGitHub
-from tests.images import BUSYBOX_IMAGE, DOCKER, network_of
-from tests.platform import RunningPlatform, wait_for
+from tests.support.apps import notes_app
+from tests.support.fake_github import FakeGitHub
+from tests.support.images import BUSYBOX_IMAGE, DOCKER, network_of
+from tests.support.platform import INSTALLATION_ID, RepoFactory, RunningPlatform, wait_for
 
 NULL_SHA = "0" * 40
 

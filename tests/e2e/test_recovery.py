@@ -10,28 +10,17 @@ from pathlib import Path
 import pytest
 
 from app.rollout.recovery import kill_builds
-from tests.apps import static_site
-from tests.e2e.conftest import INSTALLATION_ID, connect_repository, remove_docker_objects
-from tests.fake_github import FakeGitHub
-from tests.platform import start_platform, wait_for
+from tests.support.apps import static_site
+from tests.support.fake_github import FakeGitHub
+from tests.support.platform import (
+    INSTALLATION_ID,
+    connect_repository,
+    remove_docker_objects,
+    start_platform,
+    wait_for,
+)
 
 RECOVERY_SECONDS = "5"
-
-
-def worker_pid(supervisor_pid: int) -> int | None:
-    """The `slipway worker` child of `slipway up`."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == supervisor_pid and b"app.cli" in argv and b"worker" in argv:
-            return int(entry.name)
-    return None
 
 
 def builds_of(tag: str) -> bool:
@@ -69,7 +58,7 @@ def test_a_worker_killed_mid_build_leaves_a_failed_revision_and_nothing_running(
         building = platform.settle(repository["full_name"], second, frozenset({"building"}))[1]
         tag = f"dev.slipway.revision={building['id']}"  # on the build's command line
         wait_for("the docker build to run", lambda: builds_of(tag), 60)
-        pid = wait_for("the worker process", lambda: worker_pid(platform.process.pid), 10)
+        pid = wait_for("the worker process", platform.worker_pid, 10)
 
         os.kill(pid, signal.SIGKILL)  # the supervisor starts a new worker
 

@@ -14,12 +14,18 @@ from typing import Any
 
 import pytest
 
-from tests.apps import slow_app
-from tests.e2e.conftest import INSTALLATION_ID, connect_repository, remove_docker_objects
-from tests.fake_github import FakeGitHub
-from tests.images import DOCKER
-from tests.load import start_load
-from tests.platform import RunningPlatform, start_platform, wait_for
+from tests.support.apps import slow_app
+from tests.support.fake_github import FakeGitHub
+from tests.support.images import DOCKER
+from tests.support.load import start_load
+from tests.support.platform import (
+    INSTALLATION_ID,
+    RunningPlatform,
+    connect_repository,
+    remove_docker_objects,
+    start_platform,
+    wait_for,
+)
 
 NULL_SHA = "0" * 40
 SCALE_DOWN_DELAY_SECONDS = 12

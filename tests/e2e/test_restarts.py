@@ -14,17 +14,18 @@ import httpx
 import psycopg
 import pytest
 
-from tests.apps import static_site
-from tests.e2e.conftest import (
+from tests.support.apps import static_site
+from tests.support.fake_github import FakeGitHub
+from tests.support.fake_github.payloads import ZERO_SHA
+from tests.support.platform import (
     INSTALLATION_ID,
     RepoFactory,
+    RunningPlatform,
     connect_repository,
     remove_docker_objects,
+    start_platform,
+    wait_for,
 )
-from tests.e2e.test_recovery import worker_pid
-from tests.fake_github import FakeGitHub
-from tests.fake_github.payloads import ZERO_SHA
-from tests.platform import RunningPlatform, start_platform, wait_for
 
 HEY = "/usr/bin/hey"
 
@@ -140,7 +141,7 @@ def test_kill_9_of_the_queue_and_of_the_database_cluster_fails_no_request_and_a_
     deployment, live = platform.settle(repository["full_name"], first)
     assert live["state"] == "live", live["error"]
     slug = deployment["slug"]
-    worker = wait_for("the worker process", lambda: worker_pid(platform.process.pid), 10)
+    worker = wait_for("the worker process", platform.worker_pid, 10)
     valkey_pid_file = platform.data_dir / "redis" / "valkey.pid"
     postmaster_pid_file = platform.data_dir / "postgres" / "pgdata" / "postmaster.pid"
     valkey, postmaster = _pid_in(valkey_pid_file), _pid_in(postmaster_pid_file)
@@ -182,7 +183,7 @@ def test_kill_9_of_the_queue_and_of_the_database_cluster_fails_no_request_and_a_
     assert int(statuses["200"]) >= 400, report  # the load ran the whole 10 s
 
     # The worker rode the queue's restart out (it did not exit), and a push goes live at once.
-    assert worker_pid(platform.process.pid) == worker
+    assert platform.worker_pid() == worker
     second = repo.commit(static_site("after the faults"), "after the faults")
     pushed = time.monotonic()
     platform.push(repository, INSTALLATION_ID, first, second)

@@ -23,8 +23,8 @@ from app.api.webhooks import DeliveryQueue
 from app.kernel.orders import HANDLE_DELIVERY, QUEUE_NAME, delivery_job_id
 from app.kernel.settings import Settings
 from app.server.embedded import EmbeddedRedis
-from tests.fake_github.payloads import headers
-from tests.keys import new_private_key_pem
+from tests.support.fake_github.payloads import headers
+from tests.support.keys import new_private_key_pem
 
 SECRET = "receiver-secret"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from app.kernel.db import SessionFactory, make_engine, migrate
-from tests.fake_github import FakeGitHub
-from tests.keys import new_private_key_pem
+from tests.support.fake_github import FakeGitHub
+from tests.support.keys import new_private_key_pem
 from tests.unit.world import Platform, world_platform
 
 GIT_IDENTITY = ["-c", "user.name=Test Pusher", "-c", "user.email=pusher@example.com"]

@@ -21,8 +21,8 @@ from sqlalchemy import event
 
 from app.kernel.db import SessionFactory, make_engine, migrate
 from app.kernel.models import RevisionState
-from tests.fake_github import FakeGitHub
-from tests.keys import new_private_key_pem
+from tests.support.fake_github import FakeGitHub
+from tests.support.keys import new_private_key_pem
 from tests.unit.world import INSTALLATION, Platform, world_platform
 
 TICK_SECONDS = 2.0

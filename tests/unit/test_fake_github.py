@@ -29,7 +29,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.fake_github import (
+from tests.support.fake_github import (
     ZERO_SHA,
     FakeGitHub,
     check_run_payload,
@@ -42,7 +42,7 @@ from tests.fake_github import (
     push_payload,
     sign,
 )
-from tests.keys import new_private_key_pem
+from tests.support.keys import new_private_key_pem
 
 APP_ID = 1234
 _TLS = ssl.create_default_context()  # httpx builds a new one (~25 ms) per client otherwise

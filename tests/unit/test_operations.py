@@ -17,7 +17,7 @@ from app.kernel.models import Database, Deployment, RevisionState
 from app.rollout.recovery import LostTeardown
 from manifests.containers import DeploymentType
 from manifests.run import RunConfig
-from tests.fake_github import ZERO_SHA, push_payload
+from tests.support.fake_github import ZERO_SHA, push_payload
 from tests.unit.world import DOCKERFILE, INSTALLATION, Platform
 
 ALICE = Caller(name="alice", read_only=False)

@@ -22,7 +22,7 @@ from app.kernel.models import (
     RevisionState,
 )
 from manifests.containers import DEPLOYMENT_LABEL, DeploymentType
-from tests.fake_github import (
+from tests.support.fake_github import (
     ZERO_SHA,
     installation_payload,
     installation_repositories_payload,

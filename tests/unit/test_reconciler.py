@@ -20,8 +20,8 @@ from app.replicas.autoscaler import Reason, ScalerState
 from app.replicas.engine_events import EngineEventFollower
 from app.replicas.reconciler import RESYNC_SECONDS, crash_loop, is_crash_looping
 from manifests.containers import DEPLOYMENT_LABEL
-from tests.fake_github import FakeGitHub
-from tests.platform import wait_for
+from tests.support.fake_github import FakeGitHub
+from tests.support.platform import wait_for
 from tests.unit.fakes import Container
 from tests.unit.idle_cost import add_idle_deployments, tick_costs
 from tests.unit.world import DOCKERFILE, HOST, Platform

@@ -38,7 +38,7 @@ from app.replicas.routes import RouteTable
 from app.rollout.admission import Admission, AdmissionLimits
 from app.rollout.pipeline import PipelineConfig, RevisionPipeline
 from app.rollout.recovery import Recovery
-from tests.fake_github import ZERO_SHA, FakeGitHub, push_payload
+from tests.support.fake_github import ZERO_SHA, FakeGitHub, push_payload
 from tests.unit.fakes import (
     FakeBuilder,
     FakeDatabases,

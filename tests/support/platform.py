@@ -1,7 +1,8 @@
 """The platform as a user starts it (`slipway up`), driven from outside: the e2e tier and bench.
 
 Everything talks to 127.0.0.1 only: the API, the router (with a Host header, since
-*.localhost does not resolve here), and the fake GitHub.
+*.localhost does not resolve here), and the fake GitHub. A repository is connected the way
+GitHub connects it: known to the fake, then an `installation` delivery to the platform.
 """
 
 from __future__ import annotations
@@ -30,12 +31,16 @@ from app.adapters.network_policy import Iptables, platform_tag
 from app.kernel.crypto import SecretBox
 from app.server.embedded import EmbeddedPostgres, free_port
 from app.server.embedded._caddy import default_admin_socket
-from tests.fake_github import FakeGitHub
-from tests.fake_github.payloads import ZERO_SHA, push_payload
-from tests.fake_github.payloads import headers as webhook_headers
-from tests.images import DOCKER, ensure_python_pip_image
-from tests.wheelhouse import WheelIndex
+from tests.support.fake_github import FakeGitHub
+from tests.support.fake_github.payloads import ZERO_SHA, installation_payload, push_payload
+from tests.support.fake_github.payloads import headers as webhook_headers
+from tests.support.git_repos import GitRepo
+from tests.support.images import DOCKER, ensure_python_pip_image
+from tests.support.wheelhouse import WheelIndex
 
+INSTALLATION_ID = 4242
+"""The installation the e2e tier's and the benches' repositories belong to."""
+ACCOUNT = "octo-org"
 WEBHOOK_SECRET = "test-webhook-secret-3f9c"
 SETTLED = frozenset({"live", "failed"})
 """Where a revision's pipeline stops when nothing supersedes it."""
@@ -204,6 +209,22 @@ class RunningPlatform:
             # one reused at that moment is reset: browsers send such a request again, once.
             return send()
 
+    # -- its processes --------------------------------------------------------------------------
+    def worker_pid(self) -> int | None:
+        """The `slipway worker` child of `slipway up`."""
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            if parent == self.process.pid and b"app.cli" in argv and b"worker" in argv:
+                return int(entry.name)
+        return None
+
     # -- the control-plane database, read-only, for "nothing was stored" ------------------
     def count(self, table: str) -> int:
         with sqlite3.connect(self.data_dir / "slipway.db") as db:
@@ -345,3 +366,53 @@ def start_langgraph_platform(
         # The network policy lets builds reach only the host ports it is given (the index).
         network_policy_build_host_ports=str(urlsplit(index.url).port),
     )
+
+
+def remove_docker_objects(deployment_ids: list[str]) -> None:
+    """Containers, images and networks this run made; BuildKit's cache stays to keep the next
+    run fast."""
+    for deployment_id in deployment_ids:
+        label = f"label=dev.slipway.deployment={deployment_id}"
+        containers = subprocess.run(
+            [DOCKER, "ps", "-aq", "--filter", label], capture_output=True, text=True, check=False
+        ).stdout.split()
+        if containers:
+            subprocess.run([DOCKER, "rm", "-f", *containers], capture_output=True, check=False)
+        images = subprocess.run(
+            [DOCKER, "images", "-q", "--filter", label], capture_output=True, text=True, check=False
+        ).stdout.split()
+        if images:
+            subprocess.run([DOCKER, "rmi", "-f", *set(images)], capture_output=True, check=False)
+        networks = subprocess.run(
+            [DOCKER, "network", "ls", "-q", "--filter", label],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        if networks:
+            subprocess.run([DOCKER, "network", "rm", *networks], capture_output=True, check=False)
+
+
+RepoFactory = Callable[[str, dict[str, str | bytes]], tuple[GitRepo, dict[str, Any]]]
+"""(name, files) → a connected repository's git work tree and its repository object."""
+
+
+def connect_repository(
+    platform: RunningPlatform,
+    github: FakeGitHub,
+    path: Path,
+    files: dict[str, str | bytes],
+) -> tuple[GitRepo, dict[str, Any]]:
+    """A git repository at `path` with a first commit, known to the fake GitHub and connected
+    to the App on `platform` (named after the directory)."""
+    repo = GitRepo(path)
+    repo.commit(files, "first commit")
+    repository = github.add_repository(INSTALLATION_ID, ACCOUNT, path.name, repo.path)
+    response = platform.send(
+        "installation",
+        installation_payload(
+            "created", INSTALLATION_ID, ACCOUNT, [repository], app_id=github.app_id
+        ),
+    )
+    assert response.status_code == 202, response.text
+    return repo, repository

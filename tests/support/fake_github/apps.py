@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlencode
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.keys import new_private_key_pem
+from tests.support.keys import new_private_key_pem
 
 from .auth import PERMISSION_RANK, AuthMixin
 from .core import DEFAULT_PERMISSIONS, Installation, Repo, Token
