@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 GIT_IDENTITY = ["-c", "user.name=Test Pusher", "-c", "user.email=pusher@example.com"]
@@ -50,3 +51,68 @@ class GitRepo:
     @property
     def head(self) -> str:
         return self._git("rev-parse", "HEAD")
+
+
+class CommitStore:
+    """A bare repository whose commits are written straight into its object store: each holds
+    exactly the files given (no work tree), none moves a branch unless told to.
+
+    For tiers that make many commits and look at none of them by hand: one `git fast-import` per
+    commit. Every commit is chained onto the previous one (on a ref of its own), so two commits
+    of the same files and message are still two commits, as two pushes on GitHub are.
+    """
+
+    HISTORY = "refs/slipway-tests/made"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        subprocess.run(
+            ["git", "init", "-q", "--bare", str(path)], capture_output=True, check=True, timeout=60
+        )
+        self._tip: str | None = None
+
+    def commit(self, files: Mapping[str, str | bytes], message: str = "change") -> str:
+        """A commit of `files` (path → content); returns its sha."""
+        stream = bytearray()
+
+        def data(content: bytes) -> None:
+            stream.extend(b"data %d\n" % len(content) + content + b"\n")
+
+        stream.extend(f"commit {self.HISTORY}\nmark :1\n".encode())
+        stream.extend(b"committer Test Pusher <pusher@example.com> 1735732800 +0000\n")
+        data(message.encode())
+        if self._tip is not None:
+            stream.extend(f"from {self._tip}\n".encode())
+        stream.extend(b"deleteall\n")
+        for name, content in files.items():
+            stream.extend(f"M 100644 inline {name}\n".encode())
+            data(content.encode() if isinstance(content, str) else content)
+        stream.extend(b"\nget-mark :1\n")
+        result = subprocess.run(
+            ["git", "-C", str(self.path), "fast-import", "--quiet"],
+            input=bytes(stream),
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        self._tip = result.stdout.decode().strip()
+        return self._tip
+
+    def tip(self, branch: str) -> str:
+        """The sha `branch` points at."""
+        return subprocess.run(
+            ["git", "-C", str(self.path), "rev-parse", "--verify", f"refs/heads/{branch}"],
+            capture_output=True,
+            check=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
+
+    def point(self, branch: str, sha: str) -> None:
+        """Make `branch` (created if need be) point at `sha`, as a push of it would."""
+        subprocess.run(
+            ["git", "-C", str(self.path), "update-ref", f"refs/heads/{branch}", sha],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )

@@ -1,4 +1,4 @@
-"""A minimal pull_request delivery for the unit tier, where commits exist only in RecordingGitHub.
+"""A minimal pull_request delivery for the unit tier, whose pull requests GitHub is not told of.
 
 The e2e tier uses the fake GitHub's full payloads; this one carries what Slipway reads.
 """

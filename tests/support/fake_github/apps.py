@@ -210,6 +210,14 @@ class AppsMixin(AuthMixin):
                 created_at=iso_time(),
             )
 
+    def set_installation_permissions(
+        self, installation_id: int, permissions: Mapping[str, str]
+    ) -> None:
+        """What the App may do on the installation from now on: tokens issued later carry it
+        (those issued before keep theirs until they expire, as on GitHub)."""
+        with self._lock:
+            self._installation(installation_id).permissions = dict(permissions)
+
     def suspend_installation(self, installation_id: int, suspended: bool = True) -> None:
         """Suspend (or unsuspend) an installation: its tokens then get 403."""
         with self._lock:

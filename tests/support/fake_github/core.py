@@ -145,6 +145,8 @@ class FakeCore:
         self.app_owner = app_owner
         self.token_lifetime = token_lifetime
         self.latency_seconds = latency_seconds
+        self.unreachable = False
+        """True: every request goes unanswered (the connection drops), as in an outage."""
         if private_key_pem is None:
             private_key_pem = new_private_key_pem()
         loaded = serialization.load_pem_private_key(
