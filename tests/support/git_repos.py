@@ -98,6 +98,15 @@ class CommitStore:
         self._tip = result.stdout.decode().strip()
         return self._tip
 
+    def has_branch(self, branch: str) -> bool:
+        found = subprocess.run(
+            ["git", "-C", str(self.path), "rev-parse", "-q", "--verify", f"refs/heads/{branch}"],
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+        return found.returncode == 0
+
     def tip(self, branch: str) -> str:
         """The sha `branch` points at."""
         return subprocess.run(

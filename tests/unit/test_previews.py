@@ -24,11 +24,12 @@ from app.kernel.models import (
 from manifests.containers import DEPLOYMENT_LABEL, DeploymentType
 from tests.support.fake_github import (
     ZERO_SHA,
+    check_run_payload,
+    check_suite_payload,
     installation_payload,
     installation_repositories_payload,
     push_payload,
 )
-from tests.unit.pull_requests import check_run_payload, check_suite_payload
 from tests.unit.world import DOCKERFILE, INSTALLATION, Platform
 
 PREVIEW_HOST = "pr-7--web.localhost"
@@ -498,11 +499,11 @@ def test_a_second_press_after_approval_changes_nothing(platform: Platform) -> No
             "requested_action",
             platform.repository,
             INSTALLATION,
-            check_run_id=int(str(platform.revision(revision_id).check_run_id)),
-            head_sha=platform.revision(revision_id).commit_sha,
-            external_id=revision_id,
+            platform.github.check_run_json(
+                platform.full_name, int(str(platform.revision(revision_id).check_run_id))
+            ),
             sender="maintainer",
-            identifier="deploy-preview",
+            requested_action_identifier="deploy-preview",
         ),
     )
 
@@ -582,9 +583,11 @@ def test_a_rerequested_check_suite_rebuilds_its_commit(platform: Platform) -> No
     outcome = platform.deliver(
         "check_suite",
         check_suite_payload(
+            "rerequested",
             platform.repository,
             INSTALLATION,
             head_sha=platform.revision(failed).commit_sha,
+            head_branch="main",
             sender="octo-dev",
         ),
     )
@@ -607,9 +610,11 @@ def test_a_rerun_by_someone_without_write_permission_does_nothing(
         suite = platform.deliver(
             "check_suite",
             check_suite_payload(
+                "rerequested",
                 platform.repository,
                 INSTALLATION,
                 head_sha=platform.revision(failed).commit_sha,
+                head_branch="main",
                 sender="drive-by",
             ),
         )

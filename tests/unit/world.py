@@ -43,7 +43,14 @@ from app.replicas.routes import RouteTable
 from app.rollout.admission import Admission, AdmissionLimits
 from app.rollout.pipeline import PipelineConfig, RevisionPipeline
 from app.rollout.recovery import Recovery
-from tests.support.fake_github import ZERO_SHA, CheckRun, FakeGitHub, push_payload
+from tests.support.fake_github import (
+    ZERO_SHA,
+    CheckRun,
+    FakeGitHub,
+    check_run_payload,
+    pull_request_payload,
+    push_payload,
+)
 from tests.support.fake_github import Deployment as GitHubDeployment
 from tests.support.fake_github.in_process import InProcessTransport
 from tests.support.git_repos import CommitStore
@@ -56,7 +63,6 @@ from tests.unit.fakes import (
     FakeServiceImages,
     TickingClock,
 )
-from tests.unit.pull_requests import check_run_payload, pull_request_payload
 
 SECRETS = SecretBox("k" * 32)
 INSTALLATION = 41
@@ -296,27 +302,40 @@ class Platform:
         fork: str | None = None,
         sender: str = "octo-dev",
     ) -> WorkOrder:
-        repository = self.repository
-        head_repo = (
-            {"id": 990_000 + number, "full_name": fork, "fork": True}
-            if fork
-            else {"id": repository["id"], "full_name": repository["full_name"], "fork": False}
-        )
+        """Pull request `number` changed on GitHub as `action` says (opened the first time),
+        then GitHub's delivery of it."""
+        full_name = self.full_name
+        if not self.commits.has_branch(base):
+            self.set_branch(base, self.commit(message=f"the tip of {base}"))
+        try:
+            before: str | None = str(self.github.pull_request(full_name, number)["head"]["sha"])
+        except KeyError:
+            before = None
+            self.github.add_pull_request(
+                full_name,
+                number,
+                head_sha=head_sha,
+                head_ref=f"feature-{number}",
+                base_ref=base,
+                draft=draft,
+                title=f"Change #{number}",
+                head_full_name=fork,
+            )
+        if action == "closed":
+            closing: dict[str, Any] = {"merged": True} if merged else {"state": "closed"}
+            self.github.update_pull_request(full_name, number, head_sha=head_sha, **closing)
+        else:
+            self.github.update_pull_request(
+                full_name, number, head_sha=head_sha, draft=draft, state="open"
+            )
+        moved = before if action == "synchronize" and before != head_sha else None
         payload = pull_request_payload(
             action,
-            repository,
+            self.repository,
             INSTALLATION,
-            {
-                "number": number,
-                "state": "closed" if action == "closed" else "open",
-                "draft": draft,
-                "merged": merged,
-                "title": f"Change #{number}",
-                "user": {"login": "octo-dev", "type": "User"},
-                "head": {"ref": f"feature-{number}", "sha": head_sha, "repo": head_repo},
-                "base": {"ref": base, "sha": "b" * 40, "repo": head_repo | dict(repository)},
-            },
+            self.github.pull_request(full_name, number),
             sender=sender,
+            before=moved,
         )
         return self.deliver("pull_request", payload)
 
@@ -336,11 +355,9 @@ class Platform:
             action,
             self.repository,
             INSTALLATION,
-            check_run_id=revision.check_run_id,
-            head_sha=revision.commit_sha,
-            external_id=revision.id,
+            self.github.check_run_json(self.full_name, revision.check_run_id),
             sender=sender,
-            identifier=identifier,
+            requested_action_identifier=identifier,
         )
         return self.deliver("check_run", payload)
 
