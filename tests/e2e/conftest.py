@@ -1,4 +1,11 @@
-"""The e2e tier: `slipway up` as a subprocess, a fake GitHub, real Docker, BuildKit and Caddy."""
+"""The e2e tier: `slipway up` as a subprocess, a fake GitHub, real Docker, BuildKit and Caddy.
+
+One platform (`platform`) serves every module that needs nothing special of it. A module that
+needs settings of its own (test_replicas' fast autoscaling, test_langgraph's wheel index,
+test_restarts' short recovery and the processes it kills, test_first_run_setup's missing App)
+starts its own, once per module; those modules run first, so the shared platform is not yet
+running beside them on the machine's two cores.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +25,6 @@ from tests.support.platform import (
     RepoFactory,
     RunningPlatform,
     connect_repository,
-    remove_docker_objects,
     start_platform,
 )
 
@@ -26,6 +32,11 @@ HEALTH_TIMEOUT_SECONDS = "8"
 """Short, so the never-healthy test fails in seconds; real apps here answer in under one."""
 
 _repo_ids = itertools.count(1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests of the shared platform after all others (a stable sort: file order stays)."""
+    items.sort(key=lambda item: "platform" in getattr(item, "fixturenames", ()))
 
 
 @pytest.fixture(scope="session")
@@ -52,9 +63,7 @@ def platform(
         health_timeout_seconds=HEALTH_TIMEOUT_SECONDS,
     )
     yield running
-    deployments = running.api("/api/deployments")
-    running.stop()
-    remove_docker_objects([d["id"] for d in deployments])
+    running.stop_and_clean()
 
 
 @pytest.fixture

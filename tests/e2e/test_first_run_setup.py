@@ -21,7 +21,6 @@ from tests.support.platform import (
     INSTALLATION_ID,
     RunningPlatform,
     connect_repository,
-    remove_docker_objects,
     start_platform,
     wait_for,
 )
@@ -45,9 +44,7 @@ def first_run(
 ) -> Iterator[RunningPlatform]:
     platform = start_platform(tmp_path / "platform", github, app_settings=False)
     yield platform
-    deployments = platform.api("/api/deployments")
-    platform.stop()
-    remove_docker_objects([d["id"] for d in deployments])
+    platform.stop_and_clean()
 
 
 def test_the_app_is_made_at_setup_and_the_next_push_deploys_without_a_restart(

@@ -12,11 +12,9 @@ import subprocess
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.e2e.pull_requests import PullRequests, connects
 from tests.support.apps import notes_app, static_site
@@ -27,9 +25,6 @@ from tests.support.platform import (
     INSTALLATION_ID,
     RepoFactory,
     RunningPlatform,
-    connect_repository,
-    remove_docker_objects,
-    start_platform,
     wait_for,
 )
 
@@ -355,37 +350,3 @@ def test_a_rerun_of_a_failed_push_makes_a_new_revision_and_check_run(
         assert wait_for("both check runs to conclude", concluded, 30) == ["failure", "success"]
     finally:
         subprocess.run([DOCKER, "rmi", missing], capture_output=True, check=False)
-
-
-@pytest.mark.timeout(600)
-def test_a_restart_between_opened_and_synchronize_edits_the_same_comment(
-    tmp_path: Path, github: FakeGitHub, base_images: dict[str, str]
-) -> None:
-    data_dir = tmp_path / "platform"
-    platform = start_platform(data_dir, github)
-    deployment_ids: list[str] = []
-    try:
-        repo, repository = connect_repository(
-            platform, github, tmp_path / "restart-preview", static_site("main")
-        )
-        prs = PullRequests(platform, github, repo, repository)
-        head = prs.open(4, static_site("before the restart"))
-        assert prs.settled(4, head)["state"] == "live"
-        deployment_ids.append(prs.preview(4)["id"])
-        prs.comment_saying(4, "✅ Live", f"`{head[:7]}`")
-
-        platform.stop()
-        api_port = int(platform.api_url.rsplit(":", 1)[1])
-        platform = start_platform(
-            data_dir, github, api_port=api_port, router_port=platform.router_port
-        )
-        prs.platform = platform
-
-        before, head2 = prs.push(4, static_site("after the restart"))
-        prs.send("synchronize", 4, before=before)
-        assert prs.settled(4, head2)["state"] == "live"
-        prs.comment_saying(4, "✅ Live", f"`{head2[:7]}`")
-        assert len(prs.comments(4)) == 1
-    finally:
-        platform.stop()
-        remove_docker_objects(deployment_ids)

@@ -22,7 +22,6 @@ from tests.support.platform import (
     INSTALLATION_ID,
     RunningPlatform,
     connect_repository,
-    remove_docker_objects,
     start_platform,
     wait_for,
 )
@@ -47,9 +46,7 @@ def fast_scaling(
         drain_timeout_seconds="10",
     )
     yield running
-    deployments = running.api("/api/deployments")
-    running.stop()
-    remove_docker_objects([d["id"] for d in deployments])
+    running.stop_and_clean()
 
 
 def deploy(

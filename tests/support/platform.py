@@ -7,6 +7,7 @@ GitHub connects it: known to the fake, then an `installation` delivery to the pl
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -75,6 +76,8 @@ class RunningPlatform:
     webhook_secret: str = WEBHOOK_SECRET
     """What `send` signs with: the App's, once a test made one through /setup."""
     client: httpx.Client = field(default_factory=lambda: httpx.Client(trust_env=False))
+    launch: Callable[[], RunningPlatform] | None = field(default=None, repr=False)
+    """How it was started: `restart` starts it so again."""
 
     # -- webhooks ---------------------------------------------------------------------------
     def send(
@@ -257,6 +260,24 @@ class RunningPlatform:
         port = urlsplit(self.postgres_admin_url()).port
         return f"postgresql://{role}:{password}@127.0.0.1:{port}/{name}"
 
+    def restart(self) -> None:
+        """`slipway up` stopped and started again on the same data dir, ports and settings, as
+        an operator restarts it; this object then drives the new one."""
+        assert self.launch is not None, "only a platform start_platform started restarts"
+        self.stop()
+        fresh = self.launch()
+        self.process, self.client = fresh.process, fresh.client
+
+    def stop_and_clean(self) -> None:
+        """Stopped, and the containers, images and networks of its deployments removed."""
+        self.stop()
+        try:
+            with sqlite3.connect(self.data_dir / "slipway.db") as db:
+                ids = [str(row[0]) for row in db.execute("SELECT id FROM deployments")]
+        except sqlite3.Error:  # it never got as far as its control plane
+            ids = []
+        remove_docker_objects(ids)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -323,6 +344,15 @@ def start_platform(
         router_port=router_port,
         log_path=log_path,
         app_id=github.app_id,
+        launch=functools.partial(
+            start_platform,
+            data_dir,
+            github,
+            api_port=api_port,
+            router_port=router_port,
+            app_settings=app_settings,
+            **settings,
+        ),
     )
 
     def ready() -> bool:
@@ -368,29 +398,40 @@ def start_langgraph_platform(
     )
 
 
+DEPLOYMENT_LABEL = "dev.slipway.deployment"
+
+
 def remove_docker_objects(deployment_ids: list[str]) -> None:
-    """Containers, images and networks this run made; BuildKit's cache stays to keep the next
-    run fast."""
-    for deployment_id in deployment_ids:
-        label = f"label=dev.slipway.deployment={deployment_id}"
-        containers = subprocess.run(
-            [DOCKER, "ps", "-aq", "--filter", label], capture_output=True, text=True, check=False
-        ).stdout.split()
-        if containers:
-            subprocess.run([DOCKER, "rm", "-f", *containers], capture_output=True, check=False)
-        images = subprocess.run(
-            [DOCKER, "images", "-q", "--filter", label], capture_output=True, text=True, check=False
-        ).stdout.split()
+    """Containers, images and networks of these deployments; BuildKit's cache stays to keep the
+    next run fast. A few docker calls whatever the number of deployments (a call per object
+    kind and deployment took most of a minute at the end of the e2e tier on a loaded host)."""
+    wanted = set(deployment_ids)
+    if not wanted:
+        return
+
+    def docker(*args: str) -> list[str]:
+        result = subprocess.run([DOCKER, *args], capture_output=True, text=True, check=False)
+        return result.stdout.splitlines()
+
+    def owned(lines: list[str]) -> list[str]:
+        """IDs of `ID DEPLOYMENT` lines whose deployment is one of these."""
+        pairs = [line.split(maxsplit=1) for line in lines]
+        return [pair[0] for pair in pairs if len(pair) == 2 and pair[1].strip() in wanted]
+
+    labelled = ("--filter", f"label={DEPLOYMENT_LABEL}")
+    listed = f'{{{{.ID}}}} {{{{.Label "{DEPLOYMENT_LABEL}"}}}}'
+    containers = owned(docker("ps", "-a", *labelled, "--format", listed))
+    if containers:
+        docker("rm", "-f", *containers)
+    image_ids = sorted(set(docker("images", "-q", *labelled)))
+    if image_ids:
+        inspected = f'{{{{.Id}}}} {{{{index .Config.Labels "{DEPLOYMENT_LABEL}"}}}}'
+        images = owned(docker("image", "inspect", "--format", inspected, *image_ids))
         if images:
-            subprocess.run([DOCKER, "rmi", "-f", *set(images)], capture_output=True, check=False)
-        networks = subprocess.run(
-            [DOCKER, "network", "ls", "-q", "--filter", label],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
-        if networks:
-            subprocess.run([DOCKER, "network", "rm", *networks], capture_output=True, check=False)
+            docker("rmi", "-f", *images)
+    networks = owned(docker("network", "ls", *labelled, "--format", listed))
+    if networks:
+        docker("network", "rm", *networks)
 
 
 RepoFactory = Callable[[str, dict[str, str | bytes]], tuple[GitRepo, dict[str, Any]]]

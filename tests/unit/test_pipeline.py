@@ -217,6 +217,88 @@ def test_a_build_failure_keeps_the_live_revision_serving(platform: Platform) -> 
     assert platform.deployment_state(failed.commit_sha) == "failure"
 
 
+LANGGRAPH_AGENT = "from langgraph.graph import StateGraph\n\ngraph = StateGraph(dict).compile()\n"
+FAILS_BEFORE_ANY_BUILD = {
+    # case: (the commit's files, words of the reason, the annotation: path, line)
+    "no-dockerfile": ({"index.html": "never served\n"}, "no Dockerfile at 'Dockerfile'", None),
+    "bad-config": (
+        {
+            "Dockerfile": DOCKERFILE,
+            "slipway.toml": '[deploy]\nport = "eighty"\nhelth_path = "/"\n',
+        },
+        "slipway.toml is invalid: deploy.port: Input should be a valid integer",
+        None,
+    ),
+    "langgraph-invalid-json": (
+        {
+            "langgraph.json": '{\n  "graphs": {"agent": "./agent.py:graph",}\n}\n',
+            "agent.py": LANGGRAPH_AGENT,
+        },
+        "not valid JSON",
+        ("langgraph.json", 2),
+    ),
+    "langgraph-unknown-graph-file": (
+        {
+            "langgraph.json": (
+                '{\n  "dependencies": ["."],\n  "graphs": {"agent": "./agnet.py:graph"}\n}\n'
+            ),
+            "agent.py": LANGGRAPH_AGENT,
+        },
+        "does not exist",
+        ("langgraph.json", 3),
+    ),
+    "langgraph-missing-attribute": (
+        {
+            "langgraph.json": (
+                '{\n  "dependencies": ["."],\n  "graphs": {"agent": "./agent.py:app"}\n}\n'
+            ),
+            "agent.py": LANGGRAPH_AGENT,
+        },
+        "does not define at module level",
+        ("agent.py", 1),
+    ),
+    "langgraph-bad-python-version": (
+        {
+            "langgraph.json": '{\n  "python_version": "3.8",\n  "dependencies": ["."],\n'
+            '  "graphs": {"agent": "./agent.py:graph"}\n}\n',
+            "agent.py": LANGGRAPH_AGENT,
+        },
+        "3.8",
+        ("langgraph.json", 2),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAILS_BEFORE_ANY_BUILD))
+def test_a_commit_that_cannot_be_built_fails_before_any_build_saying_why_on_github(
+    platform: Platform, case: str
+) -> None:
+    files, reason, annotated = FAILS_BEFORE_ANY_BUILD[case]
+    first = platform.push()
+    assert platform.pipeline.run(first) is RevisionState.live
+    images = dict(platform.builder.images)
+
+    second = platform.push(files)
+    assert platform.pipeline.run(second) is RevisionState.failed
+
+    error = platform.revision(second).error or ""
+    # The revision's error names the first problem; one on another file is on the check run.
+    assert reason in error or (annotated is not None and annotated[0] != "langgraph.json")
+    assert platform.builder.images == images  # no build started
+    assert platform.router.routes == route(platform, first)  # the live revision keeps serving
+    run = platform.check_run(second)
+    title, summary = run.output["title"] or "", run.output["summary"] or ""
+    assert run.conclusion == "failure"
+    assert reason in title + summary
+    assert f"keeps serving {URL}" in summary
+    if annotated is not None:
+        path, line = annotated
+        [annotation] = [a for a in run.annotations if a["path"] == path and a["start_line"] == line]
+        assert reason in annotation["message"]
+        assert annotation["annotation_level"] == "failure"
+    assert platform.deployment_state(platform.revision(second).commit_sha) == "failure"
+
+
 def test_a_first_revision_that_fails_serves_nothing(platform: Platform) -> None:
     platform.builder.failure = "the Docker build failed (exit code 2)"
     first = platform.push()
