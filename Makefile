@@ -14,7 +14,10 @@ up: deps docker
 ## make test: install what is missing, then lint, type-check and run every tier of tests.
 ## The tiers run one after the other, e2e last: its platforms apply the network policy to
 ## the whole machine while they run, which the integration tier's bare containers must not meet.
+## (.NOTPARALLEL keeps that order under `make -j` too.)
 test: deps docker test-tools lint unit integration e2e
+
+.NOTPARALLEL:
 
 ## make lint: style, types, and the import contract (the layers of scripts/check_layers.py).
 lint: deps
@@ -23,6 +26,8 @@ lint: deps
 	$(BIN)/mypy
 	$(BIN)/python scripts/check_layers.py
 
+## make unit / integration / e2e: one tier (unit: no Docker; integration: real Docker,
+## Postgres, Valkey and Caddy, no platform; e2e: `slipway up` as a user starts it).
 unit: deps
 	$(BIN)/pytest tests/unit
 

@@ -3,9 +3,9 @@
 Run with `make bench-langgraph` or `.venv/bin/python -m bench.langgraph [--first N] [--changes M]`.
 
 One `slipway up` with a fake GitHub (`bench.push_to_live.warmed_up`) whose LangGraph builds
-use the tests' local base image (`slipway-test/python-pip:3.11`) and the cached wheelhouse,
-served as a package index on the docker bridge (`tests/wheelhouse.py`): wheels are local,
-nothing comes from the internet. The repository is `tests.apps.langgraph_app`: one graph that
+use the tests' local base image (`slipway-test/python-pip:3.11`) and the cached wheelhouse, served
+as a package index on the docker bridge (`tests/support/wheelhouse.py`): wheels are local, nothing
+comes from the internet. The repository is `tests.support.apps.langgraph_app`: one graph that
 answers PREFIX + its input.
 
 * **first build**: N times, a new repository is connected and pushed: a new production
@@ -90,12 +90,12 @@ from manifests.config import load_repository_config
 from manifests.containers import CONTAINER_HOST_ALIAS, REDIS_PORT
 from manifests.langgraph_image import HEALTH_PATH, PIP_SECRET_ID, LangGraphBuild, PipIndex
 from manifests.recipes import BuildTarget, default_recipes, plan_build
-from tests.apps import langgraph_app
-from tests.fake_github.payloads import ZERO_SHA, installation_payload, push_payload
-from tests.git_repos import GitRepo
-from tests.images import DOCKER, ensure_python_image, ensure_python_pip_image
-from tests.platform import RunningPlatform, start_langgraph_platform, wait_for
-from tests.wheelhouse import WheelIndex, ensure_wheelhouse, serve_wheelhouse
+from tests.support.apps import langgraph_app
+from tests.support.fake_github.payloads import ZERO_SHA, installation_payload, push_payload
+from tests.support.git_repos import GitRepo
+from tests.support.images import DOCKER, ensure_python_image, ensure_python_pip_image
+from tests.support.platform import RunningPlatform, start_langgraph_platform, wait_for
+from tests.support.wheelhouse import WheelIndex, ensure_wheelhouse, serve_wheelhouse
 
 DEFAULT_FIRST = 3
 MAX_FIRST = 10
@@ -561,7 +561,7 @@ def report(samples: Samples, machine: Sequence[str]) -> str:
 
 # -- main -------------------------------------------------------------------------------------
 def langgraph_build(index: WheelIndex) -> LangGraphBuild:
-    """What the platform's settings make of tests.platform.start_langgraph_platform's values
+    """What the platform's settings make of tests.support.platform.start_langgraph_platform's values
     (app.kernel.settings.Settings.langgraph_build), for the floor's generated Dockerfile."""
     return LangGraphBuild(
         base_image=ensure_python_pip_image(),
@@ -627,7 +627,7 @@ def run(first: int, changes: int, deadline_seconds: float) -> str:
         machine = [
             *machine,
             f"wheels: {sum(1 for _ in wheelhouse.glob('*.whl'))} from {index.url} "
-            "(tests/wheelhouse.py, on the docker bridge)",
+            "(tests/support/wheelhouse.py, on the docker bridge)",
             "floor: the generated Dockerfile built by hand, confined like a replica, "
             "own database and Redis",
         ]

@@ -4,8 +4,8 @@ Run with `make bench-previews` or `.venv/bin/python -m bench.previews [--iterati
 [--github-latency SECONDS]`.
 
 One `slipway up` with a fake GitHub (its answers delayed by --github-latency, 0.15 s by default:
-real GitHub answers in 100-300 ms), one repository (tests.apps.notes_app) deployed to production
-as a warm-up. Then, N times, a pull request is opened, given one more commit and closed:
+real GitHub answers in 100-300 ms), one repository (tests.support.apps.notes_app) deployed to
+production as a warm-up. Then, N times, a pull request is opened, given one more commit and closed:
 
 * opened → comment: from the `opened` webhook to the Slipway comment holding the preview URL;
 * opened → preview answers: to the first HTTP 200 through the router from the new preview
@@ -50,9 +50,9 @@ from bench.push_to_live import (
     router_url,
     warmed_up,
 )
-from tests.fake_github import FakeGitHub
-from tests.fake_github.payloads import pull_request_payload
-from tests.images import ensure_python_image
+from tests.support.fake_github import FakeGitHub
+from tests.support.fake_github.payloads import pull_request_payload
+from tests.support.images import ensure_python_image
 
 DEFAULT_ITERATIONS = 5
 MAX_ITERATIONS = 50

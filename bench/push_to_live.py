@@ -2,10 +2,10 @@
 
 Run with `make bench` or `.venv/bin/python -m bench.push_to_live [--iterations N]`.
 
-One `slipway up` (the e2e harness in tests/platform.py) with a fake GitHub, in a temporary
-directory. One repository (tests.apps.notes_app: a Python app that uses its Postgres database)
-is connected and deployed once as a warm-up, so the base image is present and BuildKit's cache
-is warm. Then, N times, a commit changes the VERSION file and the signed push webhook is sent:
+One `slipway up` (the e2e harness in tests/support/platform.py) with a fake GitHub, in a temporary
+directory. One repository (tests.support.apps.notes_app: a Python app that uses its Postgres
+database) is connected and deployed once as a warm-up, so the base image is present and BuildKit's
+cache is warm. Then, N times, a commit changes the VERSION file and the signed push webhook is sent:
 
 * webhook answered: client-side time from sending the POST to the 202 (also measured on M
   sequential signed `ping` deliveries, for a better distribution);
@@ -53,17 +53,17 @@ from app.adapters.docker import DockerRuntime
 from app.kernel.names import database_identifier
 from app.kernel.orders import revision_job_id
 from manifests.containers import DEPLOYMENT_LABEL, REVISION_LABEL
-from tests.apps import notes_app
-from tests.fake_github import FakeGitHub
-from tests.fake_github.payloads import (
+from tests.support.apps import notes_app
+from tests.support.fake_github import FakeGitHub
+from tests.support.fake_github.payloads import (
     ZERO_SHA,
     installation_payload,
     ping_payload,
     push_payload,
 )
-from tests.git_repos import GitRepo
-from tests.images import DOCKER, ensure_python_image
-from tests.platform import RunningPlatform, start_platform, wait_for
+from tests.support.git_repos import GitRepo
+from tests.support.images import DOCKER, ensure_python_image
+from tests.support.platform import RunningPlatform, start_platform, wait_for
 
 INSTALLATION_ID = 4242
 ACCOUNT = "bench-org"
@@ -778,7 +778,7 @@ def warmed_up(
     made is removed afterwards, whatever happened (BuildKit's cache stays).
 
     `start` starts the platform in a data directory (a bench that needs settings passes its
-    own, e.g. tests.platform.start_langgraph_platform with the wheel index).
+    own, e.g. tests.support.platform.start_langgraph_platform with the wheel index).
     """
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         work = Path(tmp)

@@ -2,7 +2,7 @@
 
 Run with `make bench-replicas` or `.venv/bin/python -m bench.replicas [--bursts N]`.
 
-One `slipway up` with a fake GitHub and one production deployment of tests.apps.slow_app (a
+One `slipway up` with a fake GitHub and one production deployment of tests.support.apps.slow_app (a
 threaded Python server whose answers take ?ms= milliseconds), with the reconciler ticking every
 second and windows of seconds (the defaults are minutes). Then:
 
@@ -50,14 +50,13 @@ from bench.push_to_live import (
     first_answer,
     log,
 )
-from tests.apps import slow_app
-from tests.e2e.conftest import remove_docker_objects
-from tests.fake_github import FakeGitHub
-from tests.fake_github.payloads import installation_payload, push_payload
-from tests.git_repos import GitRepo
-from tests.images import ensure_python_image
-from tests.load import Load, start_load
-from tests.platform import RunningPlatform, start_platform, wait_for
+from tests.support.apps import slow_app
+from tests.support.fake_github import FakeGitHub
+from tests.support.fake_github.payloads import installation_payload, push_payload
+from tests.support.git_repos import GitRepo
+from tests.support.images import ensure_python_image
+from tests.support.load import Load, start_load
+from tests.support.platform import RunningPlatform, remove_docker_objects, start_platform, wait_for
 
 DEFAULT_BURSTS = 3
 MAX_BURSTS = 10

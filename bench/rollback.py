@@ -2,8 +2,8 @@
 
 Run with `make bench-rollback` or `.venv/bin/python -m bench.rollback [--iterations N]`.
 
-One `slipway up` with a fake GitHub, one repository (tests.apps.notes_app): v0 goes live, then
-a one-line change v1. Then, N times, the deployment is rolled back to revision 1 (v0), then to
+One `slipway up` with a fake GitHub, one repository (tests.support.apps.notes_app): v0 goes live,
+then a one-line change v1. Then, N times, the deployment is rolled back to revision 1 (v0), then to
 revision 2 (v1), each time timed from the API request to the first 200 through the router
 showing that version. No build runs: the old image is tagged again and started. Against it,
 interleaved, the floor of a container start done by hand: `docker run` of an image that is
@@ -40,8 +40,8 @@ from bench.push_to_live import (
     timestamp,
     warmed_up,
 )
-from tests.fake_github.payloads import push_payload
-from tests.images import ensure_python_image
+from tests.support.fake_github.payloads import push_payload
+from tests.support.images import ensure_python_image
 
 DEFAULT_ITERATIONS = 5
 MAX_ITERATIONS = 50

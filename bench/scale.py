@@ -3,10 +3,10 @@
 Run with `make bench-scale` or `.venv/bin/python -m bench.scale [--levels 1,100]
 [--rest-seconds 60]` (`--levels 1,10 --rest-seconds 20` for a quick run).
 
-One `slipway up` with a fake GitHub, in a temporary directory. The levels are reached one after
-the other on the same platform: at each, the new deployments (each its own repository with
-tests.apps.static_site, a busybox httpd page: one image recipe, so every build after the first
-is BuildKit's cache) are pushed at once and awaited until all are live. Then, at that level:
+One `slipway up` with a fake GitHub, in a temporary directory. The levels are reached one after the
+other on the same platform: at each, the new deployments (each its own repository with
+tests.support.apps.static_site, a busybox httpd page: one image recipe, so every build after the
+first is BuildKit's cache) are pushed at once and awaited until all are live. Then, at that level:
 
 * at rest for --rest-seconds: the platform's processes (the supervisor and its descendants:
   API, worker, Valkey, Caddy; and the embedded Postgres, which `pg_ctl` detaches, found by its
@@ -62,14 +62,13 @@ from bench.push_to_live import (
 )
 from manifests import containers
 from manifests.containers import DEPLOYMENT_LABEL, HOLDER_SUFFIX, LABEL_PREFIX
-from tests.apps import static_site
-from tests.e2e.conftest import remove_docker_objects
-from tests.fake_github import FakeGitHub
-from tests.fake_github.payloads import ZERO_SHA, installation_payload
-from tests.git_repos import GitRepo
-from tests.images import ensure_busybox_image
-from tests.load import start_load
-from tests.platform import RunningPlatform, start_platform, wait_for
+from tests.support.apps import static_site
+from tests.support.fake_github import FakeGitHub
+from tests.support.fake_github.payloads import ZERO_SHA, installation_payload
+from tests.support.git_repos import GitRepo
+from tests.support.images import ensure_busybox_image
+from tests.support.load import start_load
+from tests.support.platform import RunningPlatform, remove_docker_objects, start_platform, wait_for
 
 DEFAULT_LEVELS = (1, 100)
 MAX_LEVEL = 200

@@ -36,9 +36,9 @@ from pathlib import Path
 import httpx
 
 from bench.push_to_live import Samples, describe_machine, log
-from tests.fake_github import FakeGitHub
-from tests.fake_github.payloads import headers, ping_payload
-from tests.platform import WEBHOOK_SECRET, RunningPlatform, start_platform
+from tests.support.fake_github import FakeGitHub
+from tests.support.fake_github.payloads import headers, ping_payload
+from tests.support.platform import WEBHOOK_SECRET, RunningPlatform, start_platform
 
 TARGET_P99_MS = 50.0
 MAX_THREADS = 64

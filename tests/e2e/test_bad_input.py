@@ -8,12 +8,17 @@ from typing import Any
 
 import pytest
 
-from tests.apps import static_site
-from tests.e2e.conftest import INSTALLATION_ID, RepoFactory
-from tests.fake_github import CheckRun, FakeGitHub
-from tests.fake_github.payloads import sign
-from tests.git_repos import GitRepo
-from tests.platform import WEBHOOK_SECRET, RunningPlatform, wait_for
+from tests.support.apps import static_site
+from tests.support.fake_github import CheckRun, FakeGitHub
+from tests.support.fake_github.payloads import sign
+from tests.support.git_repos import GitRepo
+from tests.support.platform import (
+    INSTALLATION_ID,
+    WEBHOOK_SECRET,
+    RepoFactory,
+    RunningPlatform,
+    wait_for,
+)
 
 NULL_SHA = "0" * 40
 
@@ -97,7 +102,6 @@ def live_site(
 @dataclass(frozen=True)
 class Broken:
     files: dict[str, str | bytes]
-    removed: tuple[str, ...]
     reason: str
     """Expected in the revision's error and the check run."""
     log_line: str | None
@@ -105,18 +109,11 @@ class Broken:
 
 
 BROKEN = {
-    "no-dockerfile": Broken(
-        {"index.html": "never served\n"}, ("Dockerfile",), "no Dockerfile at 'Dockerfile'", None
-    ),
-    "bad-config": Broken(
-        {"slipway.toml": '[deploy]\nport = "eighty"\nhelth_path = "/"\n'},
-        (),
-        "slipway.toml is invalid: deploy.port: Input should be a valid integer",
-        None,
-    ),
+    # A commit that fails before any build (no Dockerfile, an invalid slipway.toml or
+    # langgraph.json) is the unit tier's: test_pipeline's
+    # test_a_commit_that_cannot_be_built_fails_before_any_build_saying_why_on_github.
     "build-fails": Broken(
         static_site("never served", extra_run="RUN echo compiling-stuff && exit 3\n"),
-        (),
         "the Docker build failed (exit code",
         "compiling-stuff",
     ),
@@ -126,13 +123,11 @@ BROKEN = {
             "never served",
             cmd='["/bin/sh", "-c", "echo uri=$DATABASE_URI; echo boom-at-start; exit 3"]',
         ),
-        (),
         "the app exited with code 3",
         "boom-at-start",
     ),
     "never-healthy": Broken(
         static_site("never served", cmd='["/bin/sh", "-c", "echo listening-nowhere; sleep 600"]'),
-        (),
         "the app never answered its health check",
         "listening-nowhere",
     ),
@@ -150,7 +145,7 @@ def test_a_broken_revision_fails_with_its_reason_and_the_previous_one_keeps_serv
     reason = broken.reason
     repo, repository, deployment = live_site
     good = repo.head
-    bad = repo.commit(broken.files, f"break it: {case}", remove=broken.removed)
+    bad = repo.commit(broken.files, f"break it: {case}")
     platform.push(repository, INSTALLATION_ID, good, bad)
 
     _, revision = platform.settle(repository["full_name"], bad)
@@ -184,72 +179,4 @@ def test_a_broken_revision_fails_with_its_reason_and_the_previous_one_keeps_serv
     assert password not in summary and password not in build_log
     if case == "exits-at-start":
         assert "uri=postgresql://" in build_log and "[redacted]" in build_log
-    assert github.errors == [], github.errors
-
-
-LANGGRAPH_AGENT = "from langgraph.graph import StateGraph\n\ngraph = StateGraph(dict).compile()\n"
-BROKEN_LANGGRAPH = {
-    # case: (langgraph.json, annotated path, annotated line, words of the annotation)
-    "invalid-json": (
-        '{\n  "graphs": {"agent": "./agent.py:graph",}\n}\n',
-        "langgraph.json",
-        2,
-        "not valid JSON",
-    ),
-    "unknown-graph-file": (
-        '{\n  "dependencies": ["."],\n  "graphs": {"agent": "./agnet.py:graph"}\n}\n',
-        "langgraph.json",
-        3,
-        "does not exist",
-    ),
-    "missing-attribute": (
-        '{\n  "dependencies": ["."],\n  "graphs": {"agent": "./agent.py:app"}\n}\n',
-        "agent.py",
-        1,
-        "does not define at module level",
-    ),
-    "bad-python-version": (
-        '{\n  "python_version": "3.8",\n  "dependencies": ["."],\n'
-        '  "graphs": {"agent": "./agent.py:graph"}\n}\n',
-        "langgraph.json",
-        2,
-        "3.8",
-    ),
-}
-
-
-@pytest.mark.parametrize("case", sorted(BROKEN_LANGGRAPH))
-def test_a_broken_langgraph_json_fails_before_any_build_with_annotations_on_the_commit(
-    case: str,
-    platform: RunningPlatform,
-    github: FakeGitHub,
-    live_site: tuple[GitRepo, dict[str, Any], dict[str, Any]],
-) -> None:
-    config, path, line, words = BROKEN_LANGGRAPH[case]
-    repo, repository, deployment = live_site
-    good = repo.head
-    bad = repo.commit(
-        {"langgraph.json": config, "agent.py": LANGGRAPH_AGENT},
-        f"a LangGraph server instead: {case}",
-        remove=("Dockerfile",),
-    )
-    platform.push(repository, INSTALLATION_ID, good, bad)
-
-    _, revision = platform.settle(repository["full_name"], bad)
-    assert revision["state"] == "failed"
-    assert words in revision["error"] or path != "langgraph.json"
-    assert platform.request(deployment["slug"]).text == "good version\n"
-    assert "building slipway/" not in platform.logs(revision["id"])  # no build started
-
-    def completed_run() -> CheckRun | None:
-        runs = [r for r in github.check_runs(repository["full_name"]) if r.head_sha == bad]
-        return runs[0] if runs and runs[0].status == "completed" else None
-
-    run = wait_for("the check run to complete", completed_run, 30)
-    assert run.conclusion == "failure"
-    assert "keeps serving" in (run.output["summary"] or "")
-    annotated = [a for a in run.annotations if a["path"] == path and a["start_line"] == line]
-    assert annotated, run.annotations
-    assert words in annotated[0]["message"]
-    assert annotated[0]["annotation_level"] == "failure"
     assert github.errors == [], github.errors

@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.apps import notes_app
-from tests.e2e.conftest import INSTALLATION_ID, RepoFactory
-from tests.fake_github.payloads import ZERO_SHA
-from tests.platform import RunningPlatform
+from tests.support.apps import notes_app
+from tests.support.fake_github.payloads import ZERO_SHA
+from tests.support.platform import INSTALLATION_ID, RepoFactory, RunningPlatform
 
 PEM = (
     "-----BEGIN PRIVATE KEY-----\nQUJDREVGR0hJSktMTU5PUFFSU1RVVldY\nWVphYmNkZWZnaGlqa2xtbm9w\n"

@@ -14,10 +14,16 @@ import httpx
 import pytest
 
 from app.setup.flow import MAX_OPEN_STATES
-from tests.apps import static_site
-from tests.e2e.conftest import ACCOUNT, INSTALLATION_ID, connect_repository, remove_docker_objects
-from tests.fake_github import FakeGitHub
-from tests.platform import RunningPlatform, start_platform, wait_for
+from tests.support.apps import static_site
+from tests.support.fake_github import FakeGitHub
+from tests.support.platform import (
+    ACCOUNT,
+    INSTALLATION_ID,
+    RunningPlatform,
+    connect_repository,
+    start_platform,
+    wait_for,
+)
 
 FORM = re.compile(r'<form id="create" action="([^"]+)" method="post">')
 MANIFEST_FIELD = re.compile(r'<input type="hidden" name="manifest" value="([^"]*)">')
@@ -38,9 +44,7 @@ def first_run(
 ) -> Iterator[RunningPlatform]:
     platform = start_platform(tmp_path / "platform", github, app_settings=False)
     yield platform
-    deployments = platform.api("/api/deployments")
-    platform.stop()
-    remove_docker_objects([d["id"] for d in deployments])
+    platform.stop_and_clean()
 
 
 def test_the_app_is_made_at_setup_and_the_next_push_deploys_without_a_restart(

@@ -19,14 +19,19 @@ from langgraph_sdk import get_client
 from langgraph_sdk.errors import NotFoundError
 
 from app.kernel.names import database_identifier
-from tests.apps import langgraph_app
-from tests.e2e.conftest import INSTALLATION_ID, connect_repository, remove_docker_objects
-from tests.e2e.test_previews import PullRequests, connects
-from tests.fake_github import FakeGitHub
-from tests.git_repos import GitRepo
-from tests.images import DOCKER
-from tests.platform import RunningPlatform, start_langgraph_platform, wait_for
-from tests.wheelhouse import WheelIndex, ensure_wheelhouse, serve_wheelhouse
+from tests.e2e.pull_requests import PullRequests, connects
+from tests.support.apps import langgraph_app
+from tests.support.fake_github import FakeGitHub
+from tests.support.git_repos import GitRepo
+from tests.support.images import DOCKER
+from tests.support.platform import (
+    INSTALLATION_ID,
+    RunningPlatform,
+    connect_repository,
+    start_langgraph_platform,
+    wait_for,
+)
+from tests.support.wheelhouse import WheelIndex, ensure_wheelhouse, serve_wheelhouse
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -49,9 +54,7 @@ def langgraph_platform(
         tmp_path_factory.mktemp("langgraph-platform"), github, wheel_index
     )
     yield running
-    deployments = running.api("/api/deployments")
-    running.stop()
-    remove_docker_objects([d["id"] for d in deployments])
+    running.stop_and_clean()
 
 
 @dataclass(frozen=True)
@@ -334,55 +337,6 @@ def test_two_langgraph_deployments_reach_only_their_own_redis_and_database(
         assert database_identifier(mine.id) in found["other_database"], found
 
 
-# -- a platform restart -----------------------------------------------------------------------
-async def talk_on(platform: RunningPlatform, slug: str, thread_id: str, text: str) -> Any:
-    return await sdk(platform, slug).runs.wait(thread_id, "agent", input={"text": text})
-
-
-@pytest.mark.timeout(900)
-def test_a_thread_and_its_history_survive_a_platform_restart(
-    tmp_path: Path, github: FakeGitHub, wheel_index: WheelIndex
-) -> None:
-    data_dir = tmp_path / "platform"
-    platform = start_langgraph_platform(data_dir, github, wheel_index)
-    deployment_ids: list[str] = []
-    try:
-        agent = deploy_agent(platform, github, tmp_path / "restarted-agent", "kept: ")
-        deployment_ids.append(agent.id)
-        _, thread_id, result = asyncio.run(first_conversation(platform, agent.slug))
-        assert result["text"] == "kept: hello"
-        values, history = asyncio.run(thread_state(platform, agent.slug, thread_id))
-        assert values == {"text": "kept: hello"}
-
-        # The whole platform stops (its Postgres, queue and router with it) and starts again on
-        # the same data directory and ports.
-        platform.stop()
-        api_port = int(platform.api_url.rsplit(":", 1)[1])
-        platform = start_langgraph_platform(
-            data_dir, github, wheel_index, api_port=api_port, router_port=platform.router_port
-        )
-
-        def state_again() -> Any:
-            try:
-                return asyncio.run(thread_state(platform, agent.slug, thread_id))
-            except Exception:  # the router, the replica or its database not back yet
-                return None
-
-        values_after, history_after = wait_for(
-            "the thread through the router after the restart", state_again, 120, every=0.5
-        )
-        assert values_after == values
-        assert [h["checkpoint"] for h in history_after] == [h["checkpoint"] for h in history]
-        # And the thread goes on: a new run on it is served and adds to its history.
-        again = asyncio.run(talk_on(platform, agent.slug, thread_id, "again"))
-        assert again["text"] == "kept: again"
-        _, history_longer = asyncio.run(thread_state(platform, agent.slug, thread_id))
-        assert len(history_longer) > len(history)
-    finally:
-        platform.stop()
-        remove_docker_objects(deployment_ids)
-
-
 # -- a pull request's preview -------------------------------------------------------------------
 def container_state(name: str) -> dict[str, Any] | None:
     """`docker inspect` of a container, or None when there is none of that name."""
@@ -445,3 +399,41 @@ def test_a_langgraph_preview_has_its_own_database_and_redis(
     assert production_redis_after is not None
     assert production_redis_after["Id"] == production_redis["Id"]
     assert production_redis_after["State"]["Running"]
+
+
+# -- a platform restart (last: the module's platform is restarted in place) ------------------
+async def talk_on(platform: RunningPlatform, slug: str, thread_id: str, text: str) -> Any:
+    return await sdk(platform, slug).runs.wait(thread_id, "agent", input={"text": text})
+
+
+@pytest.mark.timeout(900)
+def test_a_thread_and_its_history_survive_a_platform_restart(
+    agents: AgentFactory, langgraph_platform: RunningPlatform
+) -> None:
+    platform = langgraph_platform
+    agent = agents("left")
+    _, thread_id, result = asyncio.run(first_conversation(platform, agent.slug))
+    assert result["text"] == "left: hello"
+    values, history = asyncio.run(thread_state(platform, agent.slug, thread_id))
+    assert values == {"text": "left: hello"}
+
+    # The whole platform stops (its Postgres, queue and router with it) and starts again on
+    # the same data directory and ports.
+    platform.restart()
+
+    def state_again() -> Any:
+        try:
+            return asyncio.run(thread_state(platform, agent.slug, thread_id))
+        except Exception:  # the router, the replica or its database not back yet
+            return None
+
+    values_after, history_after = wait_for(
+        "the thread through the router after the restart", state_again, 120, every=0.5
+    )
+    assert values_after == values
+    assert [h["checkpoint"] for h in history_after] == [h["checkpoint"] for h in history]
+    # And the thread goes on: a new run on it is served and adds to its history.
+    again = asyncio.run(talk_on(platform, agent.slug, thread_id, "again"))
+    assert again["text"] == "left: again"
+    _, history_longer = asyncio.run(thread_state(platform, agent.slug, thread_id))
+    assert len(history_longer) > len(history)

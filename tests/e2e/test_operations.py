@@ -9,13 +9,12 @@ from typing import Any
 
 import pytest
 
-from tests.apps import notes_app
-from tests.e2e.conftest import INSTALLATION_ID, RepoFactory
-from tests.e2e.test_previews import connects
-from tests.fake_github import FakeGitHub
-from tests.fake_github.payloads import ZERO_SHA
-from tests.images import DOCKER
-from tests.platform import RunningPlatform, wait_for
+from tests.e2e.pull_requests import connects
+from tests.support.apps import notes_app
+from tests.support.fake_github import FakeGitHub
+from tests.support.fake_github.payloads import ZERO_SHA
+from tests.support.images import DOCKER
+from tests.support.platform import INSTALLATION_ID, RepoFactory, RunningPlatform, wait_for
 
 PEM = (
     "-----BEGIN PRIVATE KEY-----\n"

@@ -12,120 +12,23 @@ import subprocess
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
-import pytest
 
-from tests.apps import notes_app, static_site
-from tests.e2e.conftest import (
+from tests.e2e.pull_requests import PullRequests, connects
+from tests.support.apps import notes_app, static_site
+from tests.support.fake_github import FakeGitHub
+from tests.support.fake_github.payloads import check_run_payload, pull_request_payload
+from tests.support.images import DOCKER, network_of
+from tests.support.platform import (
     INSTALLATION_ID,
     RepoFactory,
-    connect_repository,
-    remove_docker_objects,
+    RunningPlatform,
+    wait_for,
 )
-from tests.fake_github import FakeGitHub
-from tests.fake_github.payloads import (
-    check_run_payload,
-    pull_request_payload,
-)
-from tests.git_repos import GitRepo
-from tests.images import DOCKER, network_of
-from tests.platform import RunningPlatform, start_platform, wait_for
 
 NULL_SHA = "0" * 40
-MARKER = "<!-- slipway:preview -->"
-
-
-class PullRequests:
-    """Drives one repository's pull requests the way GitHub would: state first, then delivery."""
-
-    def __init__(
-        self,
-        platform: RunningPlatform,
-        github: FakeGitHub,
-        repo: GitRepo,
-        repository: dict[str, Any],
-    ) -> None:
-        self.platform = platform
-        self.github = github
-        self.repo = repo
-        self.repository = repository
-        self.full_name = str(repository["full_name"])
-
-    def open(self, number: int, files: dict[str, str | bytes], *, fork: str | None = None) -> str:
-        self.repo.checkout(f"feature-{number}", create=True)
-        head = self.repo.commit(files, f"pull request {number}")
-        self.repo.checkout("main")
-        self.github.add_pull_request(
-            self.full_name,
-            number,
-            head_sha=head,
-            head_ref=f"feature-{number}",
-            head_full_name=fork,
-        )
-        self.send("opened", number)
-        return head
-
-    def push(self, number: int, files: dict[str, str | bytes]) -> tuple[str, str]:
-        """A new commit on the pull request's branch; returns (before, after), not yet sent."""
-        before = str(self.github.pull_request(self.full_name, number)["head"]["sha"])
-        self.repo.checkout(f"feature-{number}")
-        head = self.repo.commit(files, f"more of pull request {number}")
-        self.repo.checkout("main")
-        self.github.update_pull_request(self.full_name, number, head_sha=head)
-        return before, head
-
-    def close(self, number: int, *, merged: bool = False) -> None:
-        if merged:
-            self.github.update_pull_request(self.full_name, number, merged=True)
-        else:
-            self.github.update_pull_request(self.full_name, number, state="closed")
-
-    def send(
-        self, action: str, number: int, *, before: str | None = None, delivery_id: str | None = None
-    ) -> httpx.Response:
-        payload = pull_request_payload(
-            action,
-            self.repository,
-            INSTALLATION_ID,
-            self.github.pull_request(self.full_name, number),
-            before=before,
-        )
-        response = self.platform.send("pull_request", payload, delivery_id=delivery_id)
-        assert response.status_code == 202, response.text
-        return response
-
-    # -- what the user sees -------------------------------------------------------------------
-    def comments(self, number: int) -> list[str]:
-        return [str(c["body"]) for c in self.github.comments(self.full_name, number)]
-
-    def comment_saying(self, number: int, *texts: str, timeout: float = 120) -> str:
-        def current() -> str | None:
-            bodies = [b for b in self.comments(number) if MARKER in b]
-            if bodies and all(text in bodies[-1] for text in texts):
-                return bodies[-1]
-            return None
-
-        return wait_for(f"the comment on #{number} to say {texts}", current, timeout)
-
-    def preview(self, number: int) -> dict[str, Any]:
-        def find() -> dict[str, Any] | None:
-            for deployment in self.platform.api("/api/deployments"):
-                if (
-                    deployment["repository"] == self.full_name
-                    and deployment["pull_request"] == number
-                ):
-                    return dict(deployment)
-            return None
-
-        return wait_for(f"the preview of #{number}", find, 60)
-
-    def settled(self, number: int, sha: str, states: set[str] | None = None) -> dict[str, Any]:
-        revision = self.platform.revision_for(self.preview(number)["id"], sha)
-        return self.platform.wait_state(revision["id"], states or {"live", "failed"})
 
 
 def serves(platform: RunningPlatform, slug: str, text: str) -> bool:
@@ -176,14 +79,6 @@ def host_config(revision_id: str) -> dict[str, Any]:
             ).stdout
         )
     )
-
-
-def connects(uri: str) -> bool:
-    try:
-        with psycopg.connect(uri, connect_timeout=5):
-            return True
-    except psycopg.OperationalError:
-        return False
 
 
 def assert_removed(prs: PullRequests, preview: dict[str, Any], uri: str) -> None:
@@ -455,37 +350,3 @@ def test_a_rerun_of_a_failed_push_makes_a_new_revision_and_check_run(
         assert wait_for("both check runs to conclude", concluded, 30) == ["failure", "success"]
     finally:
         subprocess.run([DOCKER, "rmi", missing], capture_output=True, check=False)
-
-
-@pytest.mark.timeout(600)
-def test_a_restart_between_opened_and_synchronize_edits_the_same_comment(
-    tmp_path: Path, github: FakeGitHub, base_images: dict[str, str]
-) -> None:
-    data_dir = tmp_path / "platform"
-    platform = start_platform(data_dir, github)
-    deployment_ids: list[str] = []
-    try:
-        repo, repository = connect_repository(
-            platform, github, tmp_path / "restart-preview", static_site("main")
-        )
-        prs = PullRequests(platform, github, repo, repository)
-        head = prs.open(4, static_site("before the restart"))
-        assert prs.settled(4, head)["state"] == "live"
-        deployment_ids.append(prs.preview(4)["id"])
-        prs.comment_saying(4, "✅ Live", f"`{head[:7]}`")
-
-        platform.stop()
-        api_port = int(platform.api_url.rsplit(":", 1)[1])
-        platform = start_platform(
-            data_dir, github, api_port=api_port, router_port=platform.router_port
-        )
-        prs.platform = platform
-
-        before, head2 = prs.push(4, static_site("after the restart"))
-        prs.send("synchronize", 4, before=before)
-        assert prs.settled(4, head2)["state"] == "live"
-        prs.comment_saying(4, "✅ Live", f"`{head2[:7]}`")
-        assert len(prs.comments(4)) == 1
-    finally:
-        platform.stop()
-        remove_docker_objects(deployment_ids)

@@ -7,11 +7,10 @@ import subprocess
 import time
 import uuid
 
-from tests.apps import notes_app
-from tests.e2e.conftest import INSTALLATION_ID, RepoFactory
-from tests.fake_github import FakeGitHub
-from tests.images import BUSYBOX_IMAGE, DOCKER, network_of
-from tests.platform import RunningPlatform, wait_for
+from tests.support.apps import notes_app
+from tests.support.fake_github import FakeGitHub
+from tests.support.images import BUSYBOX_IMAGE, DOCKER, network_of
+from tests.support.platform import INSTALLATION_ID, RepoFactory, RunningPlatform, wait_for
 
 NULL_SHA = "0" * 40
 
@@ -139,24 +138,6 @@ def test_push_deploys_and_next_push_replaces_it_keeping_the_data(
         opened = platform.client.get(success["log_url"], timeout=10)
         assert opened.status_code == 200 and "slipway: built" in opened.text
     assert github.errors == [], github.errors
-
-
-def test_a_second_push_of_the_same_commit_makes_no_second_revision(
-    platform: RunningPlatform, make_repository: RepoFactory
-) -> None:
-    repo, repository = make_repository("same-commit", notes_app("same"))
-    first = platform.push(repository, INSTALLATION_ID, NULL_SHA, repo.head, delivery_id="same")
-    redelivered = platform.push(
-        repository, INSTALLATION_ID, NULL_SHA, repo.head, delivery_id="same"
-    )
-    pushed_again = platform.push(repository, INSTALLATION_ID, NULL_SHA, repo.head)  # new delivery
-    assert [r.status_code for r in (first, redelivered, pushed_again)] == [202, 202, 202]
-    assert first.json()["duplicate"] is False
-    assert redelivered.json()["duplicate"] is True
-
-    deployment, _ = platform.settle(repository["full_name"], repo.head)
-    revisions = platform.api(f"/api/deployments/{deployment['id']}/revisions")
-    assert [r["commit_sha"] for r in revisions] == [repo.head]
 
 
 def test_a_newer_push_cancels_a_revision_still_building(

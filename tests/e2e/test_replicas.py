@@ -14,12 +14,17 @@ from typing import Any
 
 import pytest
 
-from tests.apps import slow_app
-from tests.e2e.conftest import INSTALLATION_ID, connect_repository, remove_docker_objects
-from tests.fake_github import FakeGitHub
-from tests.images import DOCKER
-from tests.load import start_load
-from tests.platform import RunningPlatform, start_platform, wait_for
+from tests.support.apps import slow_app
+from tests.support.fake_github import FakeGitHub
+from tests.support.images import DOCKER
+from tests.support.load import start_load
+from tests.support.platform import (
+    INSTALLATION_ID,
+    RunningPlatform,
+    connect_repository,
+    start_platform,
+    wait_for,
+)
 
 NULL_SHA = "0" * 40
 SCALE_DOWN_DELAY_SECONDS = 12
@@ -41,9 +46,7 @@ def fast_scaling(
         drain_timeout_seconds="10",
     )
     yield running
-    deployments = running.api("/api/deployments")
-    running.stop()
-    remove_docker_objects([d["id"] for d in deployments])
+    running.stop_and_clean()
 
 
 def deploy(

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from tests.apps import static_site
-from tests.e2e.conftest import INSTALLATION_ID, RepoFactory
-from tests.fake_github.payloads import ZERO_SHA
-from tests.platform import RunningPlatform
+from tests.support.apps import static_site
+from tests.support.fake_github.payloads import ZERO_SHA
+from tests.support.platform import INSTALLATION_ID, RepoFactory, RunningPlatform
 
 
 def test_a_dockerfile_cannot_build_on_another_deployments_image(

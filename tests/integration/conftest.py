@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.images import DOCKER
+from tests.support.images import DOCKER
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 from builders.images import BuildKitBuilder
 from manifests.recipes import BuildPlan
-from tests.images import DOCKER, ensure_busybox_image
+from tests.support.images import DOCKER, ensure_busybox_image
 
 pytestmark = pytest.mark.docker
 

@@ -22,8 +22,8 @@ from builders.build_limits import CGROUP_ROOT, ENGINE_BUILD_CGROUP, BuildCgroup,
 from builders.errors import BuildError
 from builders.images import BuildKitBuilder
 from manifests.recipes import BuildPlan
-from tests.images import DOCKER, ensure_python_pip_image
-from tests.platform import wait_for
+from tests.support.images import DOCKER, ensure_python_pip_image
+from tests.support.platform import wait_for
 
 pytestmark = pytest.mark.docker
 

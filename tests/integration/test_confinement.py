@@ -43,8 +43,8 @@ from manifests.containers import (
     reserve_id,
 )
 from manifests.errors import RuntimeStartError
-from tests.images import DOCKER, docker, ensure_busybox_image
-from tests.platform import wait_for
+from tests.support.images import DOCKER, docker, ensure_busybox_image
+from tests.support.platform import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 

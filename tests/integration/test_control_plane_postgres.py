@@ -29,9 +29,9 @@ from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory, make_engine, migrate
 from app.kernel.models import PENDING_STATES, Revision, RevisionState
 from app.server.embedded import EmbeddedPostgres
-from tests.fake_github import FakeGitHub
-from tests.fake_github.payloads import push_payload
-from tests.git_repos import GitRepo
+from tests.support.fake_github import FakeGitHub
+from tests.support.fake_github.payloads import push_payload
+from tests.support.git_repos import GitRepo
 
 pytestmark = pytest.mark.timeout(120)
 

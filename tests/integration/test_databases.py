@@ -17,7 +17,7 @@ from app.adapters.postgres import PostgresProvisioner, RoleLimits, scram_verifie
 from app.kernel.errors import DatabaseError
 from app.kernel.names import database_identifier
 from app.server.embedded import EmbeddedPostgres, docker_bridge_gateway
-from tests.images import DOCKER, ensure_python_image
+from tests.support.images import DOCKER, ensure_python_image
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -23,8 +23,8 @@ from manifests.containers import (
     redis_name,
     redis_spec,
 )
-from tests.images import DOCKER, docker, ensure_busybox_image
-from tests.platform import wait_for
+from tests.support.images import DOCKER, docker, ensure_busybox_image
+from tests.support.platform import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
 

@@ -11,7 +11,7 @@ import pytest
 
 from app.adapters.docker import DockerRuntime
 from builders.images import BuildKitBuilder
-from tests.images import DOCKER, ensure_busybox_image
+from tests.support.images import DOCKER, ensure_busybox_image
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -14,8 +14,8 @@ from app.adapters.docker import DockerRuntime
 from app.kernel.ports import ReplicaEvents
 from app.replicas.engine_events import EngineEventFollower
 from manifests.containers import DEPLOYMENT_LABEL
-from tests.images import DOCKER, docker, ensure_busybox_image
-from tests.platform import wait_for
+from tests.support.images import DOCKER, docker, ensure_busybox_image
+from tests.support.platform import wait_for
 
 
 class Recorded:

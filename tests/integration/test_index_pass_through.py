@@ -14,7 +14,7 @@ import pytest
 from builders.errors import BuildError
 from builders.index_proxy import IndexPassThrough, credentials_of
 from manifests.langgraph_image import PipIndex
-from tests.wheelhouse import BRIDGE_ADDRESS, WheelIndex, serve_wheelhouse
+from tests.support.wheelhouse import BRIDGE_ADDRESS, WheelIndex, serve_wheelhouse
 
 WHEEL = "demo_pkg-1.0-py3-none-any.whl"
 PASSWORD = "s3cret-index-token"

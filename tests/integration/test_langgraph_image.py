@@ -20,10 +20,10 @@ from builders.index_proxy import IndexPassThrough
 from manifests.config import load_repository_config
 from manifests.langgraph_image import PIP_SECRET_ID, LangGraphBuild, PipIndex
 from manifests.recipes import BuildPlan, BuildTarget, default_recipes, plan_build
-from tests.apps import langgraph_app
-from tests.images import DOCKER, ensure_python_pip_image
-from tests.platform import wait_for
-from tests.wheelhouse import BRIDGE_ADDRESS, WheelIndex, ensure_wheelhouse, serve_wheelhouse
+from tests.support.apps import langgraph_app
+from tests.support.images import DOCKER, ensure_python_pip_image
+from tests.support.platform import wait_for
+from tests.support.wheelhouse import BRIDGE_ADDRESS, WheelIndex, ensure_wheelhouse, serve_wheelhouse
 
 pytestmark = pytest.mark.docker
 

@@ -16,7 +16,7 @@ from app.kernel.db import SessionFactory, make_engine, migrate
 from app.kernel.locks import DeploymentLocks
 from app.replicas.routes import ROUTES_LOCK_KEY, RouteTable
 from app.server.embedded import EmbeddedPostgres
-from tests.platform import wait_for
+from tests.support.platform import wait_for
 from tests.unit.fakes import FakeRouter
 
 pytestmark = pytest.mark.timeout(120)

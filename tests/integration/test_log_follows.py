@@ -21,7 +21,7 @@ from app.deployments.revisions import transition
 from app.kernel.models import Deployment, Installation, Repository, Revision, RevisionState
 from app.kernel.settings import Settings
 from app.server.embedded import EmbeddedRedis, free_port
-from tests.keys import new_private_key_pem
+from tests.support.keys import new_private_key_pem
 
 pytestmark = pytest.mark.timeout(120)
 PER_CALLER = 2

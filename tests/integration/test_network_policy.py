@@ -39,7 +39,7 @@ from app.adapters.network_policy import (
 )
 from app.kernel.addresses import Destination
 from manifests.containers import DEPLOYMENT_LABEL, deployment_network
-from tests.images import DOCKER, docker, ensure_busybox_image
+from tests.support.images import DOCKER, docker, ensure_busybox_image
 
 pytestmark = [
     pytest.mark.timeout(300),

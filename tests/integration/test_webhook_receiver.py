@@ -8,6 +8,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from arq import create_pool
@@ -23,8 +24,8 @@ from app.api.webhooks import DeliveryQueue
 from app.kernel.orders import HANDLE_DELIVERY, QUEUE_NAME, delivery_job_id
 from app.kernel.settings import Settings
 from app.server.embedded import EmbeddedRedis
-from tests.fake_github.payloads import headers
-from tests.keys import new_private_key_pem
+from tests.support.fake_github.payloads import headers
+from tests.support.keys import new_private_key_pem
 
 SECRET = "receiver-secret"
 
@@ -50,12 +51,15 @@ def settings(tmp_path: Path, redis_server: EmbeddedRedis) -> Settings:
     )
 
 
-def _post(client: TestClient[Litestar], delivery_id: str, payload: dict[str, object]) -> int:
+def _send(client: TestClient[Litestar], delivery_id: str, payload: dict[str, object]) -> Any:
     body = json.dumps(payload).encode()
-    response = client.post(
+    return client.post(
         "/webhooks/github", content=body, headers=headers("ping", delivery_id, body, SECRET)
     )
-    return response.status_code
+
+
+def _post(client: TestClient[Litestar], delivery_id: str, payload: dict[str, object]) -> int:
+    return int(_send(client, delivery_id, payload).status_code)
 
 
 def _stored(settings: Settings) -> list[tuple[str, str | None]]:
@@ -89,6 +93,19 @@ def test_a_delivery_made_while_the_queue_is_down_is_kept_and_a_redelivery_enqueu
         assert _queued(redis_server) == 2
         assert _post(client, "d-2", {"zen": "queue is down"}) == 202  # and once more
         assert _queued(redis_server) == 2  # the same job id: no second piece of work
+
+
+def test_a_redelivery_is_answered_as_a_duplicate_and_queued_once(
+    settings: Settings, redis_server: EmbeddedRedis
+) -> None:
+    with TestClient(app=create_app(settings)) as client:
+        first = _send(client, "d-1", {"zen": "once"})
+        again = _send(client, "d-1", {"zen": "once"})  # GitHub's "Redeliver"
+        other = _send(client, "d-2", {"zen": "once"})  # the same content, a new delivery
+
+    assert [r.status_code for r in (first, again, other)] == [202, 202, 202]
+    assert [r.json()["duplicate"] for r in (first, again, other)] == [False, True, False]
+    assert _queued(redis_server) == 2
 
 
 async def _job(redis_server: EmbeddedRedis, delivery_id: str) -> tuple[JobDef, JobStatus, int]:

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from app.github import rest
 from app.kernel.db import SessionFactory, make_engine, migrate
-from tests.fake_github import FakeGitHub
-from tests.keys import new_private_key_pem
+from tests.support.fake_github import FakeGitHub
+from tests.support.keys import new_private_key_pem
 from tests.unit.cli_harness import Cli, isolated_cli
 from tests.unit.slipway_api import FakeApi, running_api
 from tests.unit.world import Platform, world_platform
@@ -82,10 +83,18 @@ def sessions(tmp_path: Path) -> Iterator[SessionFactory]:
 
 @pytest.fixture
 def platform(
-    sessions: SessionFactory, fake_github: FakeGitHub, app_git_dir: Path, tmp_path: Path
-) -> Platform:
-    """The platform's services on fakes, with one connected repository `octo/web`."""
-    return world_platform(sessions, fake_github, app_git_dir, tmp_path)
+    sessions: SessionFactory,
+    fake_github: FakeGitHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Platform]:
+    """The platform's services on fakes, with one connected repository `octo/web`; at the end,
+    GitHub saw nothing it would have refused (a test provoking a refusal clears it)."""
+    # A tarball GitHub fails to serve is not waited for here (the client's retries have tests
+    # of their own in test_github_app_auth): an outage fails the revision at once.
+    monkeypatch.setattr(rest, "TARBALL_RETRY_SECONDS", 0.0)
+    yield world_platform(sessions, fake_github, tmp_path)
+    fake_github.assert_no_errors()
 
 
 @pytest.fixture

@@ -1,16 +1,15 @@
 """In-memory fakes at the ports of app/kernel/ports.py, keeping what a user would see on the
 other side.
 
-Each fake holds state (check runs, containers, the router's routes, databases), not a call log,
-so tests assert outcomes: what GitHub shows, what runs, where a hostname routes.
+Each fake holds state (containers, images, the router's routes, databases), not a call log, so
+tests assert outcomes: what runs, where a hostname routes. GitHub is not faked here: the unit
+tier uses the fake GitHub every tier shares (tests/support/fake_github), in process.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
 import queue
-import tarfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,262 +17,26 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from app.kernel.addresses import Route
-from app.kernel.errors import GitHubError, RouterError
+from app.kernel.errors import RouterError
 from app.kernel.ports import (
-    Commit,
     Endpoint,
     ReplicaEvent,
     ReplicaEvents,
     ReplicaStatus,
     StartedReplica,
 )
-from builders.errors import BuildCancelled, BuildError, SourceError
+from builders.errors import BuildCancelled, BuildError
 from builders.errors import EngineError as DomainEngineError
 from builders.images import BuiltImage
 from manifests.containers import DEPLOYMENT_LABEL, ContainerSpec, ServiceSpec
 from manifests.errors import RuntimeStartError
 from manifests.recipes import BuildPlan
 
-FIRST_CHECK_RUN = 9001
-FIRST_GITHUB_DEPLOYMENT = 7001
-FIRST_COMMENT = 5001
 REVISION_LABEL = "dev.slipway.revision"
 
 
 class EngineError(Exception):
     """What the engine's client raises (python-on-whales' DockerException), not a SlipwayError."""
-
-
-def source_tarball(top: str, files: dict[str, str]) -> bytes:
-    """A gzipped tarball shaped like GitHub's: every file under one top-level folder."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        folder = tarfile.TarInfo(top)
-        folder.type = tarfile.DIRTYPE
-        folder.mode = 0o755
-        tar.addfile(folder)
-        for name, content in files.items():
-            data = content.encode()
-            member = tarfile.TarInfo(f"{top}/{name}")
-            member.size = len(data)
-            member.mode = 0o644
-            tar.addfile(member, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-@dataclass
-class RecordingGitHub:
-    """A GitHubPort keeping what GitHub would show: check runs, deployments and their statuses.
-
-    `commits` maps a sha to the files of that commit, served as a tarball; `down` makes every
-    call fail the way GitHubRest reports an unreachable GitHub, `refusing_reports` only the
-    check-run and deployment calls (an App installed without those permissions).
-    """
-
-    commits: dict[str, dict[str, str]] = field(default_factory=dict)
-    down: bool = False
-    refusing_reports: bool = False
-    check_runs: dict[int, dict[str, object]] = field(default_factory=dict)
-    annotations: dict[int, list[dict[str, object]]] = field(default_factory=dict)
-    """Check-run annotations sent, by check run id, in order."""
-    deployments: dict[int, dict[str, object]] = field(default_factory=dict)
-    statuses: dict[int, list[dict[str, object]]] = field(default_factory=dict)
-    on_check_run_update: Callable[[dict[str, object]], None] | None = None
-    messages: dict[str, str] = field(default_factory=dict)
-    """sha → commit message (default "Update the app")."""
-    permissions: dict[str, str] = field(default_factory=dict)
-    """login → role name on the repository."""
-    comments: dict[int, dict[str, object]] = field(default_factory=dict)
-    deleted_comments: int = 0
-    branches: dict[str, str] = field(default_factory=dict)
-    """branch or tag name → the sha it points at."""
-
-    def _answer(self, what: str, report: bool = True) -> None:
-        if self.down:
-            raise GitHubError(f"could not {what}: GitHub did not answer (ConnectError)")
-        if report and self.refusing_reports:
-            raise GitHubError(
-                f"GitHub refused to {what} (HTTP 403): Resource not accessible by integration"
-            )
-
-    def download_tarball(
-        self, installation_id: int, full_name: str, sha: str, dest: Path, *, max_bytes: int
-    ) -> None:
-        self._answer(f"download the tarball of {full_name}@{sha[:7]}", report=False)
-        if sha not in self.commits:
-            raise GitHubError(f"GitHub refused to download the tarball of {full_name} (HTTP 404)")
-        top = f"{full_name.replace('/', '-')}-{sha[:7]}"
-        data = source_tarball(top, self.commits[sha])
-        if len(data) > max_bytes:
-            raise SourceError(f"the commit's tarball is larger than {max_bytes} bytes")
-        dest.write_bytes(data)
-
-    def create_check_run(
-        self,
-        installation_id: int,
-        full_name: str,
-        sha: str,
-        *,
-        name: str,
-        external_id: str,
-        details_url: str,
-        title: str,
-        summary: str,
-        conclusion: str | None = None,
-        actions: list[dict[str, str]] | None = None,
-    ) -> int:
-        self._answer("create a check run")
-        check_run_id = FIRST_CHECK_RUN + len(self.check_runs)
-        self.check_runs[check_run_id] = {
-            "name": name,
-            "head_sha": sha,
-            "status": "queued" if conclusion is None else "completed",
-            "conclusion": conclusion,
-            "actions": actions or [],
-            "external_id": external_id,
-            "details_url": details_url,
-            "title": title,
-            "summary": summary,
-        }
-        return check_run_id
-
-    def update_check_run(
-        self,
-        installation_id: int,
-        full_name: str,
-        check_run_id: int,
-        *,
-        status: str,
-        title: str,
-        summary: str,
-        conclusion: str | None = None,
-        text: str | None = None,
-        started_at: str | None = None,
-        completed_at: str | None = None,
-        actions: list[dict[str, str]] | None = None,
-        annotations: list[dict[str, object]] | None = None,
-    ) -> None:
-        self._answer(f"update check run {check_run_id}")
-        run = self.check_runs[check_run_id]
-        run.update(status=status, title=title, summary=summary, conclusion=conclusion)
-        if actions is not None:
-            run["actions"] = actions
-        if annotations:
-            self.annotations.setdefault(check_run_id, []).extend(annotations)
-        if self.on_check_run_update is not None:
-            self.on_check_run_update(run)
-
-    def create_deployment(
-        self,
-        installation_id: int,
-        full_name: str,
-        sha: str,
-        *,
-        environment: str,
-        production: bool,
-        description: str,
-    ) -> int:
-        self._answer("create a deployment")
-        deployment_id = FIRST_GITHUB_DEPLOYMENT + len(self.deployments)
-        self.deployments[deployment_id] = {
-            "sha": sha,
-            "environment": environment,
-            "production": production,
-            "description": description,
-        }
-        return deployment_id
-
-    def create_deployment_status(
-        self,
-        installation_id: int,
-        full_name: str,
-        deployment_id: int,
-        *,
-        state: str,
-        description: str,
-        environment_url: str | None = None,
-        log_url: str | None = None,
-    ) -> None:
-        self._answer(f"report deployment {deployment_id} as {state}")
-        self.statuses.setdefault(deployment_id, []).append(
-            {
-                "state": state,
-                "description": description,
-                "environment_url": environment_url,
-                "log_url": log_url,
-            }
-        )
-
-    def file_at(self, installation_id: int, full_name: str, sha: str, path: str) -> bytes | None:
-        self._answer(f"read {path} of {full_name}@{sha[:7]}", report=False)
-        content = self.commits.get(sha, {}).get(path)
-        return content.encode() if content is not None else None
-
-    def commit_message(self, installation_id: int, full_name: str, sha: str) -> str:
-        self._answer(f"read commit {full_name}@{sha[:7]}", report=False)
-        return self.messages.get(sha, "Update the app")
-
-    def resolve_commit(self, installation_id: int, full_name: str, ref: str) -> Commit | None:
-        self._answer(f"read {full_name}@{ref}", report=False)
-        sha = self.branches.get(ref, ref)
-        if sha not in self.commits:
-            return None
-        return Commit(sha=sha, message=self.messages.get(sha, "Update the app"))
-
-    def collaborator_permission(self, installation_id: int, full_name: str, login: str) -> str:
-        self._answer(f"read {login}'s permission on {full_name}", report=False)
-        return self.permissions.get(login, "none")
-
-    def create_comment(
-        self, installation_id: int, full_name: str, issue_number: int, body: str
-    ) -> int:
-        self._answer(f"comment on {full_name}#{issue_number}")
-        comment_id = FIRST_COMMENT + len(self.comments) + self.deleted_comments
-        self.comments[comment_id] = {"issue": issue_number, "body": body, "edits": 0}
-        return comment_id
-
-    def update_comment(
-        self, installation_id: int, full_name: str, comment_id: int, body: str
-    ) -> bool:
-        self._answer(f"edit comment {comment_id} on {full_name}")
-        comment = self.comments.get(comment_id)
-        if comment is None:
-            return False
-        comment["body"] = body
-        comment["edits"] = int(str(comment["edits"])) + 1
-        return True
-
-    def find_comment(
-        self, installation_id: int, full_name: str, issue_number: int, marker: str
-    ) -> int | None:
-        self._answer(f"list comments of {full_name}#{issue_number}", report=False)
-        for comment_id, comment in self.comments.items():
-            if comment["issue"] == issue_number and marker in str(comment["body"]):
-                return comment_id
-        return None
-
-    def delete_comment(self, comment_id: int) -> None:
-        """A user deleting Slipway's comment on GitHub."""
-        del self.comments[comment_id]
-        self.deleted_comments += 1
-
-    def comments_on(self, issue_number: int) -> list[str]:
-        return [str(c["body"]) for c in self.comments.values() if c["issue"] == issue_number]
-
-    def check_run_for(self, sha: str) -> dict[str, object]:
-        """The commit's newest check run (an approved fork commit has two)."""
-        return [run for run in self.check_runs.values() if run["head_sha"] == sha][-1]
-
-    def check_runs_for(self, sha: str) -> list[dict[str, object]]:
-        return [run for run in self.check_runs.values() if run["head_sha"] == sha]
-
-    def deployment_state(self, sha: str) -> str | None:
-        [deployment_id] = [i for i, d in self.deployments.items() if d["sha"] == sha]
-        statuses = self.statuses.get(deployment_id, [])
-        return str(statuses[-1]["state"]) if statuses else None
-
-    def everything_shown(self) -> str:
-        return repr((self.check_runs, self.deployments, self.statuses))
 
 
 @dataclass

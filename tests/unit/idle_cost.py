@@ -21,8 +21,8 @@ from sqlalchemy import event
 
 from app.kernel.db import SessionFactory, make_engine, migrate
 from app.kernel.models import RevisionState
-from tests.fake_github import FakeGitHub
-from tests.keys import new_private_key_pem
+from tests.support.fake_github import FakeGitHub
+from tests.support.keys import new_private_key_pem
 from tests.unit.world import INSTALLATION, Platform, world_platform
 
 TICK_SECONDS = 2.0
@@ -39,14 +39,15 @@ class TickCost:
     calls: dict[str, int] = field(default_factory=dict)
 
 
-def add_idle_deployments(
-    platform: Platform, github: FakeGitHub, git_dir: Path, count: int
-) -> list[str]:
-    """`count` production deployments, each pushed, built and live with one replica."""
+def add_idle_deployments(platform: Platform, count: int) -> list[str]:
+    """`count` production deployments, each pushed, built and live with one replica (their
+    repositories share the platform's git objects)."""
     ids = []
     for _ in range(count):
         name = f"idle-{uuid.uuid4().hex[:8]}"
-        platform.repository = github.add_repository(INSTALLATION, "octo", name, git_dir)
+        platform.repository = platform.github.add_repository(
+            INSTALLATION, "octo", name, platform.commits.path
+        )
         revision_id = platform.push()
         assert platform.pipeline.run(revision_id) is RevisionState.live
         ids.append(platform.revision(revision_id).deployment_id)
@@ -120,14 +121,10 @@ def measure(count: int, seconds: float = 120.0) -> list[TickCost]:
         url = f"sqlite:///{tmp_path / 'control-plane.db'}"
         migrate(url, tmp_path / "locks")
         engine = make_engine(url)
-        git_dir = tmp_path / "repo"
-        from tests.unit.conftest import make_git_repo
-
-        make_git_repo(git_dir, {"Dockerfile": "FROM scratch\n"})
-        github = FakeGitHub(private_key_pem=new_private_key_pem()).start()
+        github = FakeGitHub(private_key_pem=new_private_key_pem())
         try:
-            platform = world_platform(SessionFactory(engine), github, git_dir, tmp_path)
-            add_idle_deployments(platform, github, git_dir, count)
+            platform = world_platform(SessionFactory(engine), github, tmp_path)
+            add_idle_deployments(platform, count)
 
             def tick() -> None:
                 platform.wall[0] += TICK_SECONDS

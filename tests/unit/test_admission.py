@@ -60,14 +60,14 @@ def test_a_build_beyond_the_platform_limit_waits_and_says_why(platform: Platform
     assert seen == [RevisionState.queued]
     waiting = platform.revision(other)
     assert waiting.state is RevisionState.queued
-    assert "Waiting for a build slot" in str(platform.check_run(other)["summary"])
-    assert platform.check_run(other)["status"] == "queued"
-    assert "Waiting for a build slot" in platform.github.comments_on(7)[0]
+    assert "Waiting for a build slot" in str(platform.check_run(other).output["summary"])
+    assert platform.check_run(other).status == "queued"
+    assert "Waiting for a build slot" in platform.comments_on(7)[0]
     assert len(platform.dispatches) > dispatched_before  # the finished build freed its slot
     platform.builder.during_build = None
     assert platform.pipeline.startable() == [other]
     assert platform.pipeline.run(other) is RevisionState.live
-    assert "Waiting" not in platform.github.comments_on(7)[0]
+    assert "Waiting" not in platform.comments_on(7)[0]
 
 
 def test_a_pull_request_beyond_the_preview_places_waits_until_one_closes(
@@ -82,7 +82,7 @@ def test_a_pull_request_beyond_the_preview_places_waits_until_one_closes(
     ).start_revisions
 
     assert platform.pipeline.run(second) is RevisionState.queued
-    assert "Waiting for a preview place" in platform.github.comments_on(8)[0]
+    assert "Waiting for a preview place" in platform.comments_on(8)[0]
     assert platform.pipeline.startable() == []
 
     platform.pull_request_event("closed", 7, first_head)

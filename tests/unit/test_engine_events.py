@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from app.kernel.ports import ContainerRuntime, ReplicaEvents
 from app.replicas.engine_events import EngineEventFollower
-from tests.platform import wait_for
+from tests.support.platform import wait_for
 
 
 class DroppingRuntime:

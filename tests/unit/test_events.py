@@ -29,7 +29,7 @@ from app.kernel.models import (
     RevisionState,
 )
 from app.kernel.orders import WorkOrder
-from tests.fake_github import (
+from tests.support.fake_github import (
     ZERO_SHA,
     FakeGitHub,
     installation_payload,

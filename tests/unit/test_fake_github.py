@@ -29,7 +29,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.fake_github import (
+from tests.support.fake_github import (
     ZERO_SHA,
     FakeGitHub,
     check_run_payload,
@@ -42,7 +42,8 @@ from tests.fake_github import (
     push_payload,
     sign,
 )
-from tests.keys import new_private_key_pem
+from tests.support.fake_github.in_process import InProcessTransport
+from tests.support.keys import new_private_key_pem
 
 APP_ID = 1234
 _TLS = ssl.create_default_context()  # httpx builds a new one (~25 ms) per client otherwise
@@ -186,6 +187,44 @@ def new_check_run(
         headers=auth,
         json={"name": "Slipway", "head_sha": sha, **fields},
     )
+
+
+# --------------------------------------------------------------------------- in process
+def test_in_process_the_fake_answers_and_checks_as_over_http(
+    fake: FakeGitHub, client: httpx.Client, git_repo: GitRepo
+) -> None:
+    """The unit tier's GitHub: the same routes, checks and stores, without the socket."""
+    with httpx.Client(
+        base_url=fake.url,
+        headers={"User-Agent": "slipway-tests"},
+        transport=InProcessTransport(fake),
+    ) as in_process:
+        auth = installation_token(in_process, fake)
+        made = new_check_run(in_process, auth, git_repo.head)
+        refused = new_check_run(in_process, auth, git_repo.head, status="completed")
+        anonymous = new_check_run(in_process, {}, git_repo.head)
+
+    assert made.status_code == 201, made.text
+    assert [run.id for run in fake.check_runs(FULL)] == [made.json()["id"]]
+    assert refused.status_code == 422
+    assert anonymous.status_code == 401
+    assert len(fake.errors) == 2  # each refusal recorded, as over HTTP
+    over_http = new_check_run(client, installation_token(client, fake), git_repo.head)
+    assert over_http.json().keys() == made.json().keys()
+
+
+def test_an_unreachable_fake_answers_nothing_over_http_or_in_process(
+    fake: FakeGitHub, client: httpx.Client
+) -> None:
+    fake.unreachable = True
+
+    with pytest.raises(httpx.RemoteProtocolError):
+        client.get("/app", headers=bearer(app_jwt(fake.private_key_pem)))
+    with pytest.raises(httpx.ConnectError):
+        httpx.Client(transport=InProcessTransport(fake)).get(f"{fake.url}/app")
+    fake.unreachable = False
+    answered = client.get("/app", headers=bearer(app_jwt(fake.private_key_pem)))
+    assert answered.status_code == 200
 
 
 # --------------------------------------------------------------------------- App JWT
@@ -1266,8 +1305,14 @@ def test_answers_parse_with_githubkit_models(
 ) -> None:
     """The app's client (githubkit) validates answers against GitHub's schema: ours must pass."""
     from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
+    from githubkit.cache.mem_cache import MemCacheStrategy
 
-    app: GitHub[Any] = GitHub(AppAuthStrategy(APP_ID, fake.private_key_pem), base_url=fake.url)
+    # githubkit keeps App JWTs in a process-wide cache by App id; this App's key is not the one
+    # other tests' App of the same id signed with.
+    cache = MemCacheStrategy()
+    app: GitHub[Any] = GitHub(
+        AppAuthStrategy(APP_ID, fake.private_key_pem), base_url=fake.url, cache_strategy=cache
+    )
     me = app.rest.apps.get_authenticated().parsed_data
     assert me is not None and me.slug == "slipway-test"
     installation = app.rest.apps.get_repo_installation(OWNER, REPO).parsed_data
@@ -1276,6 +1321,7 @@ def test_answers_parse_with_githubkit_models(
     gh: GitHub[Any] = GitHub(
         AppInstallationAuthStrategy(APP_ID, fake.private_key_pem, INSTALLATION),
         base_url=fake.url,
+        cache_strategy=cache,
     )
     checks = gh.rest.checks
     run = checks.create(OWNER, REPO, name="Slipway", head_sha=git_repo.head).parsed_data

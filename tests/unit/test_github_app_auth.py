@@ -20,8 +20,8 @@ from app.kernel.errors import GitHubError
 from app.kernel.timestamps import utcnow
 from builders.errors import SourceError
 from builders.source import unpack_tarball
-from tests.fake_github import FakeGitHub
-from tests.keys import new_private_key_pem
+from tests.support.fake_github import FakeGitHub
+from tests.support.keys import new_private_key_pem
 from tests.unit.conftest import make_git_repo
 
 APP_ID = 4321

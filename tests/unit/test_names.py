@@ -149,7 +149,7 @@ def test_the_grace_period_is_a_setting(platform: Platform) -> None:
     platform.operations = DeploymentOperations(
         sessions=platform.sessions,
         secrets=SECRETS,
-        commits=platform.github,
+        commits=platform.client,
         clock=platform.clock,
         slug_hold=timedelta(0),
     )

@@ -17,7 +17,7 @@ from app.kernel.models import Database, Deployment, RevisionState
 from app.rollout.recovery import LostTeardown
 from manifests.containers import DeploymentType
 from manifests.run import RunConfig
-from tests.fake_github import ZERO_SHA, push_payload
+from tests.support.fake_github import ZERO_SHA, push_payload
 from tests.unit.world import DOCKERFILE, INSTALLATION, Platform
 
 ALICE = Caller(name="alice", read_only=False)
@@ -42,7 +42,7 @@ def run_started(platform: Platform, started: list[str]) -> str:
 def push_to(platform: Platform, branch: str, files: dict[str, str] | None = None) -> list[str]:
     sha = platform.commit(files)
     payload = push_payload(platform.repository, INSTALLATION, f"refs/heads/{branch}", ZERO_SHA, sha)
-    platform.github.branches[branch] = sha
+    platform.set_branch(branch, sha)
     return platform.deliver("push", payload).start_revisions
 
 
@@ -123,13 +123,13 @@ def test_a_bad_change_names_the_key_and_changes_nothing(
     live_production(platform)
     deployment_id = platform.deployment().id
     platform.operations.change_env(deployment_id, EnvChange(set={"KEEP": "me"}), ALICE)
-    revisions_before = len(platform.github.check_runs)
+    revisions_before = len(platform.check_runs())
 
     with pytest.raises(InvalidRequest, match=named):
         platform.operations.change_env(deployment_id, change, ALICE)
 
     assert platform.operations.env(deployment_id).variables == {"KEEP": "me"}
-    assert len(platform.github.check_runs) == revisions_before
+    assert len(platform.check_runs()) == revisions_before
 
 
 def test_a_change_that_changes_nothing_makes_no_revision(platform: Platform) -> None:
@@ -170,7 +170,7 @@ def test_same_repository_previews_get_productions_env_and_forks_none(platform: P
 def test_a_deployment_of_a_branch_follows_that_branch_only(platform: Platform) -> None:
     live_production(platform)
     sha = platform.commit()
-    platform.github.branches["staging"] = sha
+    platform.set_branch("staging", sha)
 
     done = platform.operations.create(
         NewDeployment(repository="octo/web", branch="staging", name="web-staging"), ALICE
@@ -191,7 +191,7 @@ def test_a_deployment_of_a_branch_follows_that_branch_only(platform: Platform) -
 
 def test_deploy_on_push_false_deploys_only_on_request(platform: Platform) -> None:
     live_production(platform)
-    platform.github.branches["release"] = platform.commit()
+    platform.set_branch("release", platform.commit())
     done = platform.operations.create(
         NewDeployment(
             repository="octo/web",
@@ -208,7 +208,7 @@ def test_deploy_on_push_false_deploys_only_on_request(platform: Platform) -> Non
 
     deployed = platform.operations.deploy(done.deployment.id, "release", ALICE)
     assert deployed.revision is not None
-    assert deployed.revision.commit_sha == platform.github.branches["release"]
+    assert deployed.revision.commit_sha == platform.commits.tip("release")
 
 
 @pytest.mark.parametrize(
@@ -228,7 +228,7 @@ def test_a_deployment_name_must_be_a_free_dns_label(
     platform: Platform, name: str, error: type[Exception]
 ) -> None:
     live_production(platform)
-    platform.github.branches["staging"] = platform.commit()
+    platform.set_branch("staging", platform.commit())
 
     with pytest.raises(error):
         platform.operations.create(
@@ -244,6 +244,7 @@ def test_unknown_repositories_and_refs_are_refused(platform: Platform) -> None:
         )
     with pytest.raises(InvalidRequest, match="no branch, tag or commit 'nope'"):
         platform.operations.deploy(platform.deployment().id, "nope", ALICE)
+    platform.expect_refusals("commits/nope")
 
 
 # -- rollback --------------------------------------------------------------------------------------
@@ -336,7 +337,7 @@ def test_delete_needs_the_slug_and_then_removes_everything(platform: Platform) -
     # Nothing brings it back: a push to the default branch makes no revision.
     assert push_to(platform, "main") == []
     # Its repository can take its name back (another one must wait: see test_names.py).
-    platform.github.branches["main"] = platform.commit({"Dockerfile": DOCKERFILE})
+    platform.set_branch("main", platform.commit({"Dockerfile": DOCKERFILE}))
     again = platform.operations.create(
         NewDeployment(repository="octo/web", branch="main", name="web"), ALICE
     )

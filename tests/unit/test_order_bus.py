@@ -13,7 +13,7 @@ from app.deliveries.bus import OrderBus
 from app.deployments.environment import EnvChange
 from app.kernel.models import Database, RevisionState
 from app.kernel.orders import RefusedApproval, TeardownOrder, WorkOrder
-from tests.fake_github import ZERO_SHA, push_payload
+from tests.support.fake_github import ZERO_SHA, push_payload
 from tests.unit.world import INSTALLATION, Platform
 
 ALICE = Caller(name="alice", read_only=False)
@@ -158,8 +158,8 @@ def test_a_deploy_carried_out_twice_builds_once_behind_one_check_run(platform: P
     # arq refuses a second job with the revision's id; one that ran anyway finds it live.
     assert platform.pipeline.run(revision_id, resume=False) is RevisionState.live
     assert len(platform.builder.images) == builds
-    runs = [r for r in platform.github.check_runs.values() if r["external_id"] == revision_id]
-    assert [(r["status"], r["conclusion"]) for r in runs] == [("completed", "success")]
+    runs = [r for r in platform.check_runs() if r.external_id == revision_id]
+    assert [(r.status, r.conclusion) for r in runs] == [("completed", "success")]
 
 
 def test_a_cancellation_carried_out_twice_shows_one_cancelled_check_run(
@@ -174,8 +174,8 @@ def test_a_cancellation_carried_out_twice_shows_one_cancelled_check_run(
 
     platform.carry_out(newer)
 
-    runs = [r for r in platform.github.check_runs.values() if r["external_id"] == queued]
-    assert [r["conclusion"] for r in runs] == ["cancelled"]
+    runs = [r for r in platform.check_runs() if r.external_id == queued]
+    assert [r.conclusion for r in runs] == ["cancelled"]
     assert platform.revision(queued).state is RevisionState.cancelled
 
 

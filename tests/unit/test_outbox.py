@@ -17,14 +17,12 @@ def test_reports_queued_while_nobody_drains_are_sent_in_order_later(platform: Pl
 
     platform.pipeline.run(revision_id)  # building, deploying, succeeded queue up
 
-    assert platform.github.check_runs == {}  # nothing sent yet: GitHub is not on the path
+    assert platform.check_runs() == []  # nothing sent yet: GitHub is not on the path
     assert set(drains) == {revision_id}
     platform.reports.drain(revision_id)
     run = platform.check_run(revision_id)
-    assert run["status"] == "completed" and run["conclusion"] == "success"
-    assert platform.github.deployment_state(platform.revision(revision_id).commit_sha) == (
-        "success"
-    )
+    assert run.status == "completed" and run.conclusion == "success"
+    assert platform.deployment_state(platform.revision(revision_id).commit_sha) == ("success")
     with platform.sessions() as session:
         assert session.exec(select(Report)).all() == []
 
@@ -45,9 +43,9 @@ def test_concurrent_drains_send_each_report_once_in_order(platform: Platform) ->
     for thread in threads:
         thread.join(timeout=30)
 
-    assert len(platform.github.check_runs) == 1
-    assert len(platform.github.deployments) == 1
-    [statuses] = platform.github.statuses.values()
+    assert len(platform.check_runs()) == 1
+    assert len(platform.github_deployments()) == 1
+    [statuses] = [d.statuses for d in platform.github_deployments()]
     assert [s["state"] for s in statuses] == ["success"]  # "building" was overtaken
 
 
@@ -59,22 +57,22 @@ def test_a_report_that_breaks_does_not_hold_back_the_ones_after_it(platform: Pla
 
     platform.reports.drain(revision_id)
 
-    assert platform.check_run(revision_id)["conclusion"] == "cancelled"
+    assert platform.check_run(revision_id).conclusion == "cancelled"
 
 
 def test_a_check_run_github_failed_to_open_is_opened_by_the_next_report(
     platform: Platform,
 ) -> None:
-    platform.github.down = True
+    platform.github.unreachable = True
     revision_id = platform.push()  # its announce fails: GitHub does not answer
-    assert platform.github.check_runs == {}
-    platform.github.down = False
+    assert platform.check_runs() == []
+    platform.github.unreachable = False
 
     platform.pipeline.run(revision_id)
 
     run = platform.check_run(revision_id)
-    assert run["status"] == "completed" and run["conclusion"] == "success"
-    assert len(platform.github.check_runs) == 1
+    assert run.status == "completed" and run.conclusion == "success"
+    assert len(platform.check_runs()) == 1
 
 
 def test_progress_overtaken_by_a_later_report_is_not_sent(platform: Platform) -> None:
@@ -84,13 +82,13 @@ def test_progress_overtaken_by_a_later_report_is_not_sent(platform: Platform) ->
     revision_id = platform.push()
     platform.reports.drain(revision_id)  # the check run and the deployment are open
     updates: list[object] = []
-    platform.github.on_check_run_update = lambda run: updates.append(run["title"])
+    platform.github.on_check_run_update = lambda run: updates.append(run.output["title"])
     platform.pipeline.run(revision_id)  # queues building, deploying and succeeded
 
     platform.reports.drain(revision_id)
 
     assert len(updates) == 1 and str(updates[0]).startswith("Live at ")
-    [statuses] = platform.github.statuses.values()
+    [statuses] = [d.statuses for d in platform.github_deployments()]
     assert [s["state"] for s in statuses] == ["success"]
 
 
@@ -102,6 +100,6 @@ def test_progress_still_reaches_github_while_nothing_overtook_it(platform: Platf
 
     platform.reports.drain(revision_id)
 
-    assert platform.check_run(revision_id)["status"] == "in_progress"
-    [statuses] = platform.github.statuses.values()
+    assert platform.check_run(revision_id).status == "in_progress"
+    [statuses] = [d.statuses for d in platform.github_deployments()]
     assert [s["state"] for s in statuses] == ["in_progress"]

@@ -95,7 +95,7 @@ def built(platform: Platform, revision_id: str) -> tuple[RevisionContext, Image]
     """The revision fetched and built by its phases, now `building`."""
     ctx = context(platform, revision_id)
     move(platform, revision_id, RevisionState.building)
-    return ctx, build(platform).run(ctx, Fetch(github=platform.github).run(ctx))
+    return ctx, build(platform).run(ctx, Fetch(github=platform.client).run(ctx))
 
 
 def deployed(platform: Platform, revision_id: str) -> RevisionContext:
@@ -123,10 +123,10 @@ def test_admit_keeps_a_revision_queued_without_a_build_slot_and_says_so_once(
     full = admit(platform, max_builds=0)
 
     assert full.run(context(platform, revision_id)) is RevisionState.queued
-    shown = platform.github.everything_shown()
+    shown = platform.everything_shown()
     assert full.run(context(platform, revision_id)) is RevisionState.queued
 
-    assert platform.github.everything_shown() == shown  # the same reason is not said twice
+    assert platform.everything_shown() == shown  # the same reason is not said twice
     waiting = platform.revision(revision_id)
     assert waiting.state is RevisionState.queued
     assert waiting.wait_reason is not None and "Waiting for a build slot" in waiting.wait_reason
@@ -151,7 +151,7 @@ def test_fetch_unpacks_the_commit_and_reads_its_slipway_toml(platform: Platform)
     revision_id = platform.push(TOML_PORT_3000)
     ctx = context(platform, revision_id)
 
-    source = Fetch(github=platform.github).run(ctx)
+    source = Fetch(github=platform.client).run(ctx)
 
     assert source.config.deploy.port == 3000
     assert source.plan.dockerfile.read_text() == DOCKERFILE
@@ -162,7 +162,7 @@ def test_fetch_refuses_a_commit_no_recipe_can_build(platform: Platform) -> None:
     ctx = context(platform, platform.push({"README.md": "# web\n"}))
 
     with pytest.raises(ConfigError, match="no Dockerfile at 'Dockerfile'"):
-        Fetch(github=platform.github).run(ctx)
+        Fetch(github=platform.client).run(ctx)
 
 
 # -- build ---------------------------------------------------------------------------------------
@@ -312,4 +312,4 @@ def test_retire_stops_the_replaced_revision_and_tells_github(platform: Platform)
 
     assert platform.runtime.of_revision(first) == []
     assert platform.runtime.of_revision(second)[0].running
-    assert platform.github.deployment_state(platform.revision(first).commit_sha) == "inactive"
+    assert platform.deployment_state(platform.revision(first).commit_sha) == "inactive"

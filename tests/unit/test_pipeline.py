@@ -14,6 +14,7 @@ from app.feedback.reports import REDACTED
 from app.kernel.models import Database, Replica, Revision, RevisionState
 from app.rollout.pipeline import KEEP_IMAGES
 from manifests.containers import Confinement, LogRotation
+from tests.support.fake_github import CheckRun
 from tests.unit.world import DOCKERFILE, URL, Platform, WorkerKilled, route
 
 
@@ -34,12 +35,12 @@ def test_a_revision_goes_live_behind_its_hostname(platform: Platform) -> None:
     assert container.running
     assert container.spec.image == revision.image
     run = platform.check_run(first)
-    assert (run["status"], run["conclusion"], run["title"]) == (
+    assert (run.status, run.conclusion, run.output["title"]) == (
         "completed",
         "success",
         f"Live at {URL}",
     )
-    assert platform.github.deployment_state(revision.commit_sha) == "success"
+    assert platform.deployment_state(revision.commit_sha) == "success"
     log = platform.config.log_path(revision).read_text()
     assert f"slipway: live at {URL}" in log
 
@@ -127,7 +128,7 @@ def test_a_second_revision_supersedes_the_first_and_keeps_the_database(platform:
     assert platform.runtime.of_revision(second)[0].spec.env["DATABASE_URI"] == first_uri
     assert platform.databases.times_ensured == 1
     assert len(platform.databases.databases) == 1
-    assert platform.github.deployment_state(platform.revision(first).commit_sha) == "inactive"
+    assert platform.deployment_state(platform.revision(first).commit_sha) == "inactive"
     with platform.sessions() as session:
         stopped = session.exec(select(Replica).where(Replica.revision_id == first)).one()
         assert stopped.stopped_at is not None
@@ -208,12 +209,94 @@ def test_a_build_failure_keeps_the_live_revision_serving(platform: Platform) -> 
     assert platform.router.routes == route(platform, first)
     assert platform.runtime.of_revision(second) == []
     run = platform.check_run(second)
-    assert (run["status"], run["conclusion"]) == ("completed", "failure")
+    assert (run.status, run.conclusion) == ("completed", "failure")
     summary = platform.summary(second)
     assert "Revision #2 failed: the Docker build failed (exit code 1)" in summary
     assert f"keeps serving {URL}" in summary
     assert "#5 ERROR: process did not complete" in summary
-    assert platform.github.deployment_state(failed.commit_sha) == "failure"
+    assert platform.deployment_state(failed.commit_sha) == "failure"
+
+
+LANGGRAPH_AGENT = "from langgraph.graph import StateGraph\n\ngraph = StateGraph(dict).compile()\n"
+FAILS_BEFORE_ANY_BUILD = {
+    # case: (the commit's files, words of the reason, the annotation: path, line)
+    "no-dockerfile": ({"index.html": "never served\n"}, "no Dockerfile at 'Dockerfile'", None),
+    "bad-config": (
+        {
+            "Dockerfile": DOCKERFILE,
+            "slipway.toml": '[deploy]\nport = "eighty"\nhelth_path = "/"\n',
+        },
+        "slipway.toml is invalid: deploy.port: Input should be a valid integer",
+        None,
+    ),
+    "langgraph-invalid-json": (
+        {
+            "langgraph.json": '{\n  "graphs": {"agent": "./agent.py:graph",}\n}\n',
+            "agent.py": LANGGRAPH_AGENT,
+        },
+        "not valid JSON",
+        ("langgraph.json", 2),
+    ),
+    "langgraph-unknown-graph-file": (
+        {
+            "langgraph.json": (
+                '{\n  "dependencies": ["."],\n  "graphs": {"agent": "./agnet.py:graph"}\n}\n'
+            ),
+            "agent.py": LANGGRAPH_AGENT,
+        },
+        "does not exist",
+        ("langgraph.json", 3),
+    ),
+    "langgraph-missing-attribute": (
+        {
+            "langgraph.json": (
+                '{\n  "dependencies": ["."],\n  "graphs": {"agent": "./agent.py:app"}\n}\n'
+            ),
+            "agent.py": LANGGRAPH_AGENT,
+        },
+        "does not define at module level",
+        ("agent.py", 1),
+    ),
+    "langgraph-bad-python-version": (
+        {
+            "langgraph.json": '{\n  "python_version": "3.8",\n  "dependencies": ["."],\n'
+            '  "graphs": {"agent": "./agent.py:graph"}\n}\n',
+            "agent.py": LANGGRAPH_AGENT,
+        },
+        "3.8",
+        ("langgraph.json", 2),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAILS_BEFORE_ANY_BUILD))
+def test_a_commit_that_cannot_be_built_fails_before_any_build_saying_why_on_github(
+    platform: Platform, case: str
+) -> None:
+    files, reason, annotated = FAILS_BEFORE_ANY_BUILD[case]
+    first = platform.push()
+    assert platform.pipeline.run(first) is RevisionState.live
+    images = dict(platform.builder.images)
+
+    second = platform.push(files)
+    assert platform.pipeline.run(second) is RevisionState.failed
+
+    error = platform.revision(second).error or ""
+    # The revision's error names the first problem; one on another file is on the check run.
+    assert reason in error or (annotated is not None and annotated[0] != "langgraph.json")
+    assert platform.builder.images == images  # no build started
+    assert platform.router.routes == route(platform, first)  # the live revision keeps serving
+    run = platform.check_run(second)
+    title, summary = run.output["title"] or "", run.output["summary"] or ""
+    assert run.conclusion == "failure"
+    assert reason in title + summary
+    assert f"keeps serving {URL}" in summary
+    if annotated is not None:
+        path, line = annotated
+        [annotation] = [a for a in run.annotations if a["path"] == path and a["start_line"] == line]
+        assert reason in annotation["message"]
+        assert annotation["annotation_level"] == "failure"
+    assert platform.deployment_state(platform.revision(second).commit_sha) == "failure"
 
 
 def test_a_first_revision_that_fails_serves_nothing(platform: Platform) -> None:
@@ -239,13 +322,13 @@ def test_a_commit_without_a_dockerfile_fails_with_the_fix(platform: Platform) ->
 
 
 def test_a_commit_github_will_not_serve_as_a_tarball_fails_the_revision(platform: Platform) -> None:
-    first = platform.push()
-    del platform.github.commits[platform.revision(first).commit_sha]
+    first = platform.push_commit("f" * 40)  # GitHub has no such commit (any more)
 
     assert platform.pipeline.run(first) is RevisionState.failed
 
     error = platform.revision(first).error
     assert error is not None and "GitHub refused to download the tarball" in error
+    platform.expect_refusals("f" * 40)
 
 
 def test_a_container_that_exits_fails_with_its_exit_code_and_output(platform: Platform) -> None:
@@ -301,7 +384,7 @@ def test_secrets_never_reach_github(platform: Platform) -> None:
     platform.pipeline.run(revision_id)
 
     [(_, (_, password))] = platform.databases.databases.items()
-    shown = platform.github.everything_shown()
+    shown = platform.everything_shown()
     assert secret not in shown
     assert password not in shown
     assert REDACTED in platform.summary(revision_id)
@@ -317,25 +400,26 @@ def test_a_failed_build_log_is_redacted_on_github(platform: Platform) -> None:
 
     platform.pipeline.run(revision_id)
 
-    assert secret not in platform.github.everything_shown()
+    assert secret not in platform.everything_shown()
     error = platform.revision(revision_id).error
     assert error is not None and secret not in error
 
 
 # -- GitHub down, cancellation, retries ------------------------------------------------------------
 def test_a_revision_goes_live_while_github_refuses_its_reports(platform: Platform) -> None:
-    platform.github.refusing_reports = True
+    platform.refuse_reports()
     first = platform.push()
 
     assert platform.pipeline.run(first) is RevisionState.live
 
     assert platform.router.routes == route(platform, first)
-    assert platform.github.check_runs == {}
+    assert platform.check_runs() == []
+    platform.expect_refusals("403 needs checks: write", "403 needs deployments: write")
 
 
 def test_a_revision_fails_cleanly_while_github_is_down(platform: Platform) -> None:
     first = platform.push()
-    platform.github.down = True
+    platform.github.unreachable = True
 
     assert platform.pipeline.run(first) is RevisionState.failed
 
@@ -355,8 +439,8 @@ def test_a_revision_cancelled_before_it_runs_does_nothing(platform: Platform) ->
     assert platform.runtime.containers == {}
     assert platform.router.routes is None
     run = platform.check_run(first)
-    assert (run["status"], run["conclusion"]) == ("completed", "cancelled")
-    assert "superseded by revision #2" in str(run["title"])
+    assert (run.status, run.conclusion) == ("completed", "cancelled")
+    assert "superseded by revision #2" in str(run.output["title"])
     assert platform.revision(second).state is RevisionState.queued
 
 
@@ -377,13 +461,13 @@ def test_running_a_live_revision_again_changes_nothing(platform: Platform) -> No
     first = platform.push()
     platform.pipeline.run(first)
     containers = dict(platform.runtime.containers)
-    shown = platform.github.everything_shown()
+    shown = platform.everything_shown()
     routes = platform.router.routes
 
     assert platform.pipeline.run(first) is RevisionState.live
 
     assert platform.runtime.containers == containers
-    assert platform.github.everything_shown() == shown
+    assert platform.everything_shown() == shown
     assert platform.router.routes == routes
     assert platform.databases.times_ensured == 1
 
@@ -392,12 +476,12 @@ def test_running_a_failed_revision_again_changes_nothing(platform: Platform) -> 
     platform.builder.failure = "the Docker build failed (exit code 1)"
     first = platform.push()
     platform.pipeline.run(first)
-    shown = platform.github.everything_shown()
+    shown = platform.everything_shown()
     platform.builder.failure = None
 
     assert platform.pipeline.run(first) is RevisionState.failed
 
-    assert platform.github.everything_shown() == shown
+    assert platform.everything_shown() == shown
     assert platform.runtime.containers == {}
 
 
@@ -449,8 +533,8 @@ def _die(host_port: int, path: str) -> bool:
     raise WorkerKilled
 
 
-def _die_when_live(check_run: dict[str, object]) -> None:
-    if check_run["conclusion"] == "success":
+def _die_when_live(check_run: CheckRun) -> None:
+    if check_run.conclusion == "success":
         raise WorkerKilled
 
 

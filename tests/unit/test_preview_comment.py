@@ -118,10 +118,10 @@ def test_the_first_sync_creates_the_comment_and_later_ones_edit_it(platform: Pla
     platform.comments.deployment_changed(platform.preview_deployment(7).id)
     platform.comments.sync(pull_request_id)
 
-    [body] = platform.github.comments_on(7)
-    assert MARKER in body
-    [comment] = platform.github.comments.values()
-    assert int(str(comment["edits"])) >= 1
+    [comment] = platform.github.comments(platform.full_name, 7)
+    assert MARKER in comment["body"]
+    edit = ("PATCH", f"/repos/{platform.full_name}/issues/comments/{comment['id']}")
+    assert edit in platform.github.requests
 
 
 def test_concurrent_syncs_make_one_comment(platform: Platform) -> None:
@@ -140,7 +140,7 @@ def test_concurrent_syncs_make_one_comment(platform: Platform) -> None:
     for thread in threads:
         thread.join(timeout=30)
 
-    assert len(platform.github.comments_on(7)) == 1
+    assert len(platform.comments_on(7)) == 1
     assert platform.comment_is_current(pull_request_id)
 
 
@@ -151,15 +151,16 @@ def test_a_lost_comment_id_finds_the_comment_by_its_marker(platform: Platform) -
 
     platform.comments.deployment_changed(platform.preview_deployment(7).id)
 
-    assert len(platform.github.comments_on(7)) == 1
+    assert len(platform.comments_on(7)) == 1
 
 
 def test_a_comment_a_user_deleted_is_made_again(platform: Platform) -> None:
     pull_request_id = platform.open_pull_request(7)
     platform.comments.sync(pull_request_id)
-    [comment_id] = platform.github.comments
-    platform.github.delete_comment(comment_id)
+    [comment] = platform.github.comments(platform.full_name, 7)
+    platform.github.delete_comment(platform.full_name, comment["id"])
 
     platform.comments.deployment_changed(platform.preview_deployment(7).id)
 
-    assert len(platform.github.comments_on(7)) == 1
+    assert len(platform.comments_on(7)) == 1
+    platform.expect_refusals(f"issues/comments/{comment['id']}: 404")

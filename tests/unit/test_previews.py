@@ -22,13 +22,14 @@ from app.kernel.models import (
     RevisionState,
 )
 from manifests.containers import DEPLOYMENT_LABEL, DeploymentType
-from tests.fake_github import (
+from tests.support.fake_github import (
     ZERO_SHA,
+    check_run_payload,
+    check_suite_payload,
     installation_payload,
     installation_repositories_payload,
     push_payload,
 )
-from tests.unit.pull_requests import check_run_payload, check_suite_payload
 from tests.unit.world import DOCKERFILE, INSTALLATION, Platform
 
 PREVIEW_HOST = "pr-7--web.localhost"
@@ -90,20 +91,19 @@ def test_an_opened_pull_request_gets_a_development_preview_with_its_own_database
 def test_the_preview_reports_to_a_transient_github_environment(platform: Platform) -> None:
     revision_id = open_and_run(platform)
 
-    [deployment] = platform.github.deployments.values()
-    assert deployment["environment"] == "pr-7"
-    assert deployment["production"] is False
-    assert platform.github.deployment_state(platform.revision(revision_id).commit_sha) == (
-        "success"
-    )
-    [status] = [s for s in next(iter(platform.github.statuses.values())) if s["state"] == "success"]
+    [deployment] = platform.github_deployments()
+    assert deployment.environment == "pr-7"
+    assert deployment.production_environment is False
+    assert deployment.transient_environment is True
+    assert platform.deployment_state(platform.revision(revision_id).commit_sha) == ("success")
+    [status] = [s for s in deployment.statuses if s["state"] == "success"]
     assert status["environment_url"] == PREVIEW_URL
 
 
 def test_the_comment_follows_the_revision_to_live(platform: Platform) -> None:
     open_and_run(platform)
 
-    [body] = platform.github.comments_on(7)
+    [body] = platform.comments_on(7)
     assert MARKER in body
     assert "✅ Live" in body
     assert PREVIEW_URL in body
@@ -141,7 +141,7 @@ def test_previews_turned_off_in_slipway_toml_make_nothing(platform: Platform) ->
 
     assert outcome.start_revisions == []
     assert "turned off" in outcome.summary
-    assert platform.github.comments_on(7) == []
+    assert platform.comments_on(7) == []
 
 
 def test_drafts_wait_for_ready_for_review_when_slipway_toml_says_so(platform: Platform) -> None:
@@ -201,8 +201,8 @@ def test_a_new_commit_replaces_the_preview_and_keeps_its_database(platform: Plat
     assert platform.revision(first).state is RevisionState.superseded
     assert platform.router.upstreams(PREVIEW_HOST) == (f"127.0.0.1:{platform.port_of(second)}",)
     assert database_of(platform, preview.id) == database
-    assert len(platform.github.comments_on(7)) == 1
-    assert f"`{platform.revision(second).commit_sha[:7]}`" in platform.github.comments_on(7)[0]
+    assert len(platform.comments_on(7)) == 1
+    assert f"`{platform.revision(second).commit_sha[:7]}`" in platform.comments_on(7)[0]
 
 
 def test_a_second_synchronize_cancels_the_one_still_queued(platform: Platform) -> None:
@@ -213,7 +213,7 @@ def test_a_second_synchronize_cancels_the_one_still_queued(platform: Platform) -
     assert platform.revision(queued).state is RevisionState.cancelled
     assert platform.pipeline.run(queued) is RevisionState.cancelled
     assert platform.pipeline.run(newest) is RevisionState.live
-    assert len(platform.github.comments_on(7)) == 1
+    assert len(platform.comments_on(7)) == 1
 
 
 # -- closed -----------------------------------------------------------------------------------
@@ -270,13 +270,11 @@ def test_closing_removes_everything_and_says_so(platform: Platform) -> None:
     assert len(platform.databases.databases) == 1  # production's is untouched
     assert platform.runtime.network_of(production) in platform.runtime.networks
     assert platform.router.upstreams("web.localhost") is not None
-    preview_deployments = [
-        d_id for d_id, d in platform.github.deployments.items() if d["environment"] == "pr-7"
-    ]
+    preview_deployments = [d for d in platform.github_deployments() if d.environment == "pr-7"]
     assert preview_deployments
-    for github_deployment_id in preview_deployments:
-        assert platform.github.statuses[github_deployment_id][-1]["state"] == "inactive"
-    [body] = platform.github.comments_on(7)
+    for github_deployment in preview_deployments:
+        assert github_deployment.state == "inactive"
+    [body] = platform.comments_on(7)
     assert "🗑️ **Removed**" in body
     assert "when the pull request was merged" in body
     assert PREVIEW_URL not in body
@@ -290,7 +288,7 @@ def test_closing_during_the_build_never_lets_it_go_live(platform: Platform) -> N
     assert platform.pipeline.run(revision_id) is RevisionState.cancelled
 
     assert_nothing_left(platform, platform.preview_deployment(7).id)
-    assert platform.github.check_run_for(head)["conclusion"] == "cancelled"
+    assert platform.check_runs(head)[-1].conclusion == "cancelled"
 
 
 def test_closing_while_the_replica_starts_never_lets_it_go_live(
@@ -341,8 +339,8 @@ def test_reopening_starts_afresh_at_the_same_address_with_a_new_database(
     new_database = database_of(platform, preview.id)
     assert new_database is not None and old_database is not None
     assert new_database.password_encrypted != old_database.password_encrypted
-    assert len(platform.github.comments_on(7)) == 1
-    assert "✅ Live" in platform.github.comments_on(7)[0]
+    assert len(platform.comments_on(7)) == 1
+    assert "✅ Live" in platform.comments_on(7)[0]
 
 
 # -- the App leaving --------------------------------------------------------------------------
@@ -412,7 +410,7 @@ def test_a_fork_pull_request_is_not_built_before_approval(platform: Platform) ->
     [revision_id] = outcome.announce_revisions
     assert platform.pipeline.run(revision_id) is RevisionState.queued
     assert platform.builder.images == {}
-    assert "✋ Waiting for approval" in platform.github.comments_on(7)[0]
+    assert "✋ Waiting for approval" in platform.comments_on(7)[0]
 
 
 def fork_revision(platform: Platform, number: int = 7) -> str:
@@ -425,56 +423,58 @@ def test_the_fork_check_run_asks_for_approval_with_a_button(platform: Platform) 
     revision_id = fork_revision(platform)
 
     run = platform.check_run(revision_id)
-    assert run["status"] == "completed"
-    assert run["conclusion"] == "action_required"
-    assert run["actions"] == [
+    assert run.status == "completed"
+    assert run.conclusion == "action_required"
+    assert run.actions == [
         {
             "label": "Deploy preview",
             "description": "Build and run this fork's commit",
             "identifier": "deploy-preview",
         }
     ]
-    assert "maintainer" in str(run["title"])
-    assert platform.github.deployments == {}  # nothing to deploy yet
+    assert "maintainer" in str(run.output["title"])
+    assert platform.github_deployments() == []  # nothing to deploy yet
 
 
 def test_a_press_by_a_reader_is_refused_and_says_by_whom(platform: Platform) -> None:
     revision_id = fork_revision(platform)
-    platform.github.permissions["curious"] = "read"
+    platform.set_permission("curious", "read")
 
     outcome = platform.press(revision_id, "requested_action", "curious", "deploy-preview")
 
     assert outcome.start_revisions == outcome.approved_revisions == []
     run = platform.check_run(revision_id)
-    assert run["conclusion"] == "action_required"
-    assert "@curious" in str(run["summary"]) and "`read`" in str(run["summary"])
+    assert run.conclusion == "action_required"
+    assert "@curious" in str(run.output["summary"]) and "`read`" in str(run.output["summary"])
     assert platform.pipeline.run(revision_id) is RevisionState.queued
     assert platform.builder.images == {}
 
 
 def test_a_press_by_a_writer_builds_it_with_only_its_own_env(platform: Platform) -> None:
     revision_id = fork_revision(platform)
-    platform.github.permissions["maintainer"] = "maintain"
+    platform.set_permission("maintainer", "maintain")
 
     outcome = platform.press(revision_id, "requested_action", "maintainer", "deploy-preview")
 
     assert outcome.approved_revisions == [revision_id]
-    approval, build = platform.github.check_runs_for(platform.revision(revision_id).commit_sha)
-    assert approval["conclusion"] == "neutral"
-    assert approval["actions"] == []
+    sha = platform.revision(revision_id).commit_sha
+    approval, _ = platform.check_runs(sha)
+    assert approval.conclusion == "neutral"
+    assert approval.actions == []
     assert platform.pipeline.run(revision_id) is RevisionState.live
-    assert build["conclusion"] == "success"
+    _, build = platform.check_runs(sha)
+    assert build.conclusion == "success"
     [container] = platform.runtime.of_revision(revision_id)
     assert {k for k in container.spec.env if not k.startswith("SLIPWAY_")} == {
         "PORT",
         "DATABASE_URI",
     }
-    assert "✅ Live" in platform.github.comments_on(7)[0]
+    assert "✅ Live" in platform.comments_on(7)[0]
 
 
 def test_a_new_fork_commit_waits_for_approval_again(platform: Platform) -> None:
     revision_id = fork_revision(platform)
-    platform.github.permissions["maintainer"] = "write"
+    platform.set_permission("maintainer", "write")
     platform.press(revision_id, "requested_action", "maintainer", "deploy-preview")
     platform.pipeline.run(revision_id)
 
@@ -483,13 +483,13 @@ def test_a_new_fork_commit_waits_for_approval_again(platform: Platform) -> None:
     [waiting] = outcome.announce_revisions
     assert outcome.start_revisions == []
     assert platform.pipeline.run(waiting) is RevisionState.queued
-    assert "✋ Waiting for approval" in platform.github.comments_on(7)[0]
-    assert len(platform.github.comments_on(7)) == 1
+    assert "✋ Waiting for approval" in platform.comments_on(7)[0]
+    assert len(platform.comments_on(7)) == 1
 
 
 def test_a_second_press_after_approval_changes_nothing(platform: Platform) -> None:
     revision_id = fork_revision(platform)
-    platform.github.permissions["maintainer"] = "admin"
+    platform.set_permission("maintainer", "admin")
     platform.press(revision_id, "requested_action", "maintainer", "deploy-preview")
     platform.pipeline.run(revision_id)
 
@@ -499,11 +499,11 @@ def test_a_second_press_after_approval_changes_nothing(platform: Platform) -> No
             "requested_action",
             platform.repository,
             INSTALLATION,
-            check_run_id=int(str(platform.revision(revision_id).check_run_id)),
-            head_sha=platform.revision(revision_id).commit_sha,
-            external_id=revision_id,
+            platform.github.check_run_json(
+                platform.full_name, int(str(platform.revision(revision_id).check_run_id))
+            ),
             sender="maintainer",
-            identifier="deploy-preview",
+            requested_action_identifier="deploy-preview",
         ),
     )
 
@@ -512,7 +512,7 @@ def test_a_second_press_after_approval_changes_nothing(platform: Platform) -> No
 
 # -- re-run -----------------------------------------------------------------------------------
 def test_a_rerun_of_a_failed_push_builds_it_again_with_a_new_check_run(platform: Platform) -> None:
-    platform.github.permissions["octo-dev"] = "write"
+    platform.set_permission("octo-dev", "write")
     platform.builder.failure = "step 3 failed: the network flaked"
     failed = platform.push()
     assert platform.pipeline.run(failed) is RevisionState.failed
@@ -525,22 +525,22 @@ def test_a_rerun_of_a_failed_push_builds_it_again_with_a_new_check_run(platform:
     assert platform.revision(again).commit_sha == platform.revision(failed).commit_sha
     assert platform.revision(again).check_run_id != platform.revision(failed).check_run_id
     assert platform.pipeline.run(again) is RevisionState.live
-    assert platform.check_run(again)["conclusion"] == "success"
+    assert platform.check_run(again).conclusion == "success"
 
 
 def test_a_rerun_of_a_preview_builds_its_head_again(platform: Platform) -> None:
-    platform.github.permissions["octo-dev"] = "write"
+    platform.set_permission("octo-dev", "write")
     first = open_and_run(platform)
 
     [again] = platform.press(first, "rerequested", "octo-dev").start_revisions
 
     assert platform.pipeline.run(again) is RevisionState.live
     assert platform.revision(first).state is RevisionState.superseded
-    assert len(platform.github.comments_on(7)) == 1
+    assert len(platform.comments_on(7)) == 1
 
 
 def test_a_rerun_of_a_commit_that_is_no_longer_the_head_does_nothing(platform: Platform) -> None:
-    platform.github.permissions["octo-dev"] = "write"
+    platform.set_permission("octo-dev", "write")
     first = open_and_run(platform)
     platform.pull_request_event("synchronize", 7, platform.commit())
 
@@ -551,7 +551,7 @@ def test_a_rerun_of_a_commit_that_is_no_longer_the_head_does_nothing(platform: P
 
 
 def test_a_rerun_on_a_closed_pull_request_does_nothing(platform: Platform) -> None:
-    platform.github.permissions["octo-dev"] = "write"
+    platform.set_permission("octo-dev", "write")
     first = open_and_run(platform)
     platform.pull_request_event("closed", 7, platform.revision(first).commit_sha)
 
@@ -562,7 +562,7 @@ def test_a_rerun_on_a_closed_pull_request_does_nothing(platform: Platform) -> No
 
 
 def test_a_rerun_of_an_older_production_commit_does_nothing(platform: Platform) -> None:
-    platform.github.permissions["octo-dev"] = "write"
+    platform.set_permission("octo-dev", "write")
     first = platform.push()
     platform.pipeline.run(first)
     platform.pipeline.run(platform.push())
@@ -574,7 +574,7 @@ def test_a_rerun_of_an_older_production_commit_does_nothing(platform: Platform) 
 
 
 def test_a_rerequested_check_suite_rebuilds_its_commit(platform: Platform) -> None:
-    platform.github.permissions["octo-dev"] = "write"
+    platform.set_permission("octo-dev", "write")
     platform.builder.failure = "flaky"
     failed = platform.push()
     platform.pipeline.run(failed)
@@ -583,9 +583,11 @@ def test_a_rerequested_check_suite_rebuilds_its_commit(platform: Platform) -> No
     outcome = platform.deliver(
         "check_suite",
         check_suite_payload(
+            "rerequested",
             platform.repository,
             INSTALLATION,
             head_sha=platform.revision(failed).commit_sha,
+            head_branch="main",
             sender="octo-dev",
         ),
     )
@@ -601,16 +603,18 @@ def test_a_rerun_by_someone_without_write_permission_does_nothing(
     failed = platform.push()
     platform.pipeline.run(failed)
     platform.builder.failure = None
-    platform.github.permissions["drive-by"] = "read"
+    platform.set_permission("drive-by", "read")
 
     with caplog.at_level(logging.INFO, logger="app.deliveries"):
         outcome = platform.press(failed, "rerequested", "drive-by")
         suite = platform.deliver(
             "check_suite",
             check_suite_payload(
+                "rerequested",
                 platform.repository,
                 INSTALLATION,
                 head_sha=platform.revision(failed).commit_sha,
+                head_branch="main",
                 sender="drive-by",
             ),
         )
@@ -629,11 +633,11 @@ def test_a_rerun_asks_github_for_the_permission_at_each_press(platform: Platform
     platform.builder.failure = "flaky"
     failed = platform.push()
     platform.pipeline.run(failed)
-    platform.github.permissions["octo-dev"] = "write"
+    platform.set_permission("octo-dev", "write")
     [again] = platform.press(failed, "rerequested", "octo-dev").start_revisions
     platform.pipeline.run(again)
 
-    platform.github.permissions["octo-dev"] = "triage"  # demoted since
+    platform.set_permission("octo-dev", "triage")  # demoted since
     outcome = platform.press(again, "rerequested", "octo-dev")
 
     assert outcome.start_revisions == [] and "triage permission" in outcome.summary
@@ -668,6 +672,6 @@ def test_turning_previews_off_removes_the_preview_and_says_why(platform: Platfor
 
     assert outcome.start_revisions == []
     assert_nothing_left(platform, preview.id)
-    [body] = platform.github.comments_on(7)
+    [body] = platform.comments_on(7)
     assert "was removed because slipway.toml turned previews off" in body
     assert "Reopening" not in body

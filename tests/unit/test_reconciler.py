@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import pytest
 from sqlmodel import select
@@ -20,8 +19,7 @@ from app.replicas.autoscaler import Reason, ScalerState
 from app.replicas.engine_events import EngineEventFollower
 from app.replicas.reconciler import RESYNC_SECONDS, crash_loop, is_crash_looping
 from manifests.containers import DEPLOYMENT_LABEL
-from tests.fake_github import FakeGitHub
-from tests.platform import wait_for
+from tests.support.platform import wait_for
 from tests.unit.fakes import Container
 from tests.unit.idle_cost import add_idle_deployments, tick_costs
 from tests.unit.world import DOCKERFILE, HOST, Platform
@@ -159,13 +157,13 @@ def test_a_dropped_event_stream_is_reopened_and_followed_by_a_resync(
 
 
 def test_idle_deployments_cost_no_write_and_no_engine_call_and_the_same_reads_per_tick(
-    platform: Platform, fake_github: FakeGitHub, app_git_dir: Path
+    platform: Platform,
 ) -> None:
-    add_idle_deployments(platform, fake_github, app_git_dir, 1)
+    add_idle_deployments(platform, 1)
     for _ in range(3):  # going live; the first resync
         tick(platform)
     one = tick_costs(platform, 10, lambda: tick(platform))
-    add_idle_deployments(platform, fake_github, app_git_dir, 9)
+    add_idle_deployments(platform, 9)
     for _ in range(3):
         tick(platform)
     ten = tick_costs(platform, 10, lambda: tick(platform))
@@ -182,9 +180,9 @@ def test_idle_deployments_cost_no_write_and_no_engine_call_and_the_same_reads_pe
 
 
 def test_a_deployment_with_load_is_still_sampled_every_tick(
-    platform: Platform, fake_github: FakeGitHub, app_git_dir: Path
+    platform: Platform,
 ) -> None:
-    [busy, *idle] = add_idle_deployments(platform, fake_github, app_git_dir, 3)
+    [busy, *idle] = add_idle_deployments(platform, 3)
     for _ in range(3):
         tick(platform)
     [revision_id] = [

@@ -36,7 +36,7 @@ def test_a_revision_whose_worker_died_is_failed_once_it_stops_beating(
     assert stuck.error == "the worker stopped during its start; push again or press Re-run"
     assert platform.runtime.of_revision(second) == []
     run = platform.check_run(second)
-    assert run["status"] == "completed" and run["conclusion"] == "failure"
+    assert run.status == "completed" and run.conclusion == "failure"
     assert platform.revision(first).state is RevisionState.live  # still serving
     assert platform.recovery.fail_stuck() == []  # and only once
 

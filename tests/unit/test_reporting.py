@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from app.access.links import LinkSigner, RevisionLinks
 from app.feedback.reports import REDACTED, GitHubReporter, Redactor, RevisionRef
 from app.kernel.models import Deployment, Repository, Revision, RevisionState
-from tests.unit.fakes import FIRST_CHECK_RUN, FIRST_GITHUB_DEPLOYMENT, RecordingGitHub
+from tests.support.fake_github import CheckRun, FakeGitHub
+from tests.support.fake_github import Deployment as GitHubDeployment
+from tests.support.git_repos import CommitStore
+from tests.unit.world import github_client
 
 URL = "http://web.localhost:8000/"
 API = "http://slipway.example.com"
-CHECK_RUN = FIRST_CHECK_RUN
-GITHUB_DEPLOYMENT = FIRST_GITHUB_DEPLOYMENT
+INSTALLATION = 41
+FULL_NAME = "octo/web"
 LINKS = RevisionLinks(
     API + "/",
     LinkSigner(b"k" * 32, timedelta(days=30), lambda: datetime(2025, 3, 1, tzinfo=UTC)),
@@ -55,28 +61,48 @@ def test_including_adds_a_secret_and_keeps_the_others() -> None:
 
 
 # -- GitHubReporter ---------------------------------------------------------------------------
-def revision_ref(number: int = 2, *, error: str | None = None) -> RevisionRef:
-    started = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-    return RevisionRef(
-        installation_id=41,
-        repository=Repository(id=5, installation_id=41, full_name="octo/web"),
-        deployment=Deployment(id="dep_abc", repository_id=5, slug="web", branch="main"),
-        revision=Revision(
-            id=f"rev_{number:012d}",
-            deployment_id="dep_abc",
-            number=number,
-            commit_sha=f"{number}" * 40,
-            env_hash="0" * 16,
-            state=RevisionState.building,
-            error=error,
-            image=f"slipway/dep_abc:rev_{number:012d}",
-            build_started_at=started,
-            build_finished_at=started.replace(second=42),
-            deploy_started_at=started.replace(second=42),
-            live_at=started.replace(second=50),
-            finished_at=started.replace(second=50),
-        ),
-    )
+RefOf = Callable[..., RevisionRef]
+
+
+@pytest.fixture
+def github(fake_github: FakeGitHub) -> FakeGitHub:
+    fake_github.add_installation(INSTALLATION, "octo")
+    return fake_github
+
+
+@pytest.fixture
+def ref_of(github: FakeGitHub, tmp_path: Path) -> RefOf:
+    """Revision number → the revision of a commit of its own in octo/web (made on first ask)."""
+    commits = CommitStore(tmp_path / "web.git")
+    github.add_repository(INSTALLATION, "octo", "web", commits.path)
+    shas: dict[int, str] = {}
+
+    def ref_of(number: int = 2, *, error: str | None = None) -> RevisionRef:
+        if number not in shas:
+            shas[number] = commits.commit({"Dockerfile": f"FROM scratch\n# {number}\n"})
+        started = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+        return RevisionRef(
+            installation_id=INSTALLATION,
+            repository=Repository(id=5, installation_id=INSTALLATION, full_name=FULL_NAME),
+            deployment=Deployment(id="dep_abc", repository_id=5, slug="web", branch="main"),
+            revision=Revision(
+                id=f"rev_{number:012d}",
+                deployment_id="dep_abc",
+                number=number,
+                commit_sha=shas[number],
+                env_hash="0" * 16,
+                state=RevisionState.building,
+                error=error,
+                image=f"slipway/dep_abc:rev_{number:012d}",
+                build_started_at=started,
+                build_finished_at=started.replace(second=42),
+                deploy_started_at=started.replace(second=42),
+                live_at=started.replace(second=50),
+                finished_at=started.replace(second=50),
+            ),
+        )
+
+    return ref_of
 
 
 def announced(reporter: GitHubReporter, ref: RevisionRef) -> RevisionRef:
@@ -87,70 +113,78 @@ def announced(reporter: GitHubReporter, ref: RevisionRef) -> RevisionRef:
 
 
 @pytest.fixture
-def github() -> RecordingGitHub:
-    return RecordingGitHub()
+def reporter(github: FakeGitHub) -> GitHubReporter:
+    return GitHubReporter(github_client(github), check_name="Slipway", links=LINKS)
 
 
-@pytest.fixture
-def reporter(github: RecordingGitHub) -> GitHubReporter:
-    return GitHubReporter(github, check_name="Slipway", links=LINKS)
+def check_run(github: FakeGitHub) -> CheckRun:
+    [run] = github.check_runs(FULL_NAME)
+    return run
+
+
+def deployment(github: FakeGitHub) -> GitHubDeployment:
+    [found] = github.deployments(FULL_NAME)
+    return found
 
 
 def test_a_new_revision_opens_a_queued_check_run_and_a_deployment(
-    github: RecordingGitHub, reporter: GitHubReporter
+    github: FakeGitHub, reporter: GitHubReporter, ref_of: RefOf
 ) -> None:
-    ref = revision_ref()
+    ref = ref_of()
 
     check_run_id = reporter.open_check_run(ref)
     deployment_id = reporter.open_deployment(ref)
 
     assert check_run_id is not None and deployment_id is not None
-    run = github.check_runs[check_run_id]
-    assert run["status"] == "queued"
-    assert run["title"] == "Queued: revision #2"
-    assert run["details_url"] == LINKS.revision(ref.revision.id)
-    assert run["external_id"] == ref.revision.id
-    assert github.deployments[deployment_id]["environment"] == "production"
-    assert github.deployments[deployment_id]["production"] is True
+    run = check_run(github)
+    assert run.id == check_run_id
+    assert run.status == "queued"
+    assert run.output["title"] == "Queued: revision #2"
+    assert run.details_url == LINKS.revision(ref.revision.id)
+    assert run.external_id == ref.revision.id
+    opened = deployment(github)
+    assert opened.id == deployment_id
+    assert opened.environment == "production"
+    assert opened.production_environment is True
+    github.assert_no_errors()
 
 
 def test_a_failure_says_why_what_keeps_serving_and_shows_the_log_tail(
-    github: RecordingGitHub, reporter: GitHubReporter
+    github: FakeGitHub, reporter: GitHubReporter, ref_of: RefOf
 ) -> None:
-    ref = announced(reporter, revision_ref(2))
-    serving = revision_ref(1).revision
+    ref = announced(reporter, ref_of(2))
+    serving = ref_of(1).revision
     tail = "#5 [2/3] RUN make\n#5 ERROR: make: *** No rule to make target 'all'"
 
     reporter.failed(ref, "the Docker build failed (exit code 1)", tail, serving, URL)
 
-    run = github.check_runs[CHECK_RUN]
-    summary = str(run["summary"])
-    assert (run["status"], run["conclusion"]) == ("completed", "failure")
-    assert run["title"] == "Failed: the Docker build failed (exit code 1)"
+    run = check_run(github)
+    summary = str(run.output["summary"])
+    assert (run.status, run.conclusion) == ("completed", "failure")
+    assert run.output["title"] == "Failed: the Docker build failed (exit code 1)"
     assert "Revision #2 failed: the Docker build failed (exit code 1)" in summary
-    assert f"Revision #1 (`1111111`) keeps serving {URL}." in summary
+    assert f"Revision #1 (`{serving.commit_sha[:7]}`) keeps serving {URL}." in summary
     assert f"```\n{tail}\n```" in summary
     assert LINKS.log(ref.revision.id) in summary
-    [status] = github.statuses[GITHUB_DEPLOYMENT]
+    [status] = deployment(github).statuses
     assert status["state"] == "failure"
     assert status["log_url"] == LINKS.log(ref.revision.id)
+    github.assert_no_errors()
 
 
 def test_a_failure_with_nothing_live_says_nothing_is_served(
-    github: RecordingGitHub, reporter: GitHubReporter
+    github: FakeGitHub, reporter: GitHubReporter, ref_of: RefOf
 ) -> None:
-    reporter.failed(
-        announced(reporter, revision_ref(1)), "the app exited with code 1", "", None, URL
-    )
+    reporter.failed(announced(reporter, ref_of(1)), "the app exited with code 1", "", None, URL)
 
-    summary = str(github.check_runs[CHECK_RUN]["summary"])
+    summary = str(check_run(github).output["summary"])
     assert "Nothing is served yet for this deployment." in summary
     assert "keeps serving" not in summary
     assert "```" not in summary
 
 
 def test_a_redacted_log_never_shows_the_secret(
-    github: RecordingGitHub, reporter: GitHubReporter
+    github: FakeGitHub, reporter: GitHubReporter, ref_of: RefOf
 ) -> None:
     secret = "sk-live-0123456789abcdef"
     redact = Redactor([secret, "db-password-xyz"])
@@ -160,66 +194,68 @@ def test_a_redacted_log_never_shows_the_secret(
     )
     reason = redact(f"the Docker build failed after printing {secret}")
 
-    ref = announced(reporter, revision_ref(2))
-    reporter.failed(ref, reason, redact(log), revision_ref(1).revision, URL)
+    ref = announced(reporter, ref_of(2))
+    reporter.failed(ref, reason, redact(log), ref_of(1).revision, URL)
 
-    shown = github.everything_shown()
+    shown = json.dumps(
+        [[run.history for run in github.check_runs(FULL_NAME)], deployment(github).statuses]
+    )
     assert secret not in shown
     assert "db-password-xyz" not in shown
-    assert REDACTED in str(github.check_runs[CHECK_RUN]["summary"])
+    assert REDACTED in str(check_run(github).output["summary"])
 
 
 def test_success_reports_the_url_on_the_check_run_and_the_deployment(
-    github: RecordingGitHub, reporter: GitHubReporter
+    github: FakeGitHub, reporter: GitHubReporter, ref_of: RefOf
 ) -> None:
-    ref = announced(reporter, revision_ref(3))
+    ref = announced(reporter, ref_of(3))
 
     reporter.succeeded(ref, URL, "slipway/dep_abc:rev_3")
 
-    run = github.check_runs[CHECK_RUN]
-    assert (run["status"], run["conclusion"]) == ("completed", "success")
-    assert run["title"] == f"Live at {URL}"
-    assert "**Build:** 42.0 s" in str(run["summary"])
-    [status] = github.statuses[GITHUB_DEPLOYMENT]
+    run = check_run(github)
+    assert (run.status, run.conclusion) == ("completed", "success")
+    assert run.output["title"] == f"Live at {URL}"
+    assert "**Build:** 42.0 s" in str(run.output["summary"])
+    [status] = deployment(github).statuses
     assert (status["state"], status["environment_url"]) == ("success", URL)
 
 
-def test_a_cancelled_revision_says_why(github: RecordingGitHub, reporter: GitHubReporter) -> None:
-    ref = announced(
-        reporter, revision_ref(1, error="superseded by revision #2 before it went live")
-    )
+def test_a_cancelled_revision_says_why(
+    github: FakeGitHub, reporter: GitHubReporter, ref_of: RefOf
+) -> None:
+    ref = announced(reporter, ref_of(1, error="superseded by revision #2 before it went live"))
 
     reporter.cancelled(ref)
 
-    run = github.check_runs[CHECK_RUN]
-    assert (run["status"], run["conclusion"]) == ("completed", "cancelled")
-    assert run["title"] == "Cancelled: superseded by revision #2 before it went live"
-    assert github.statuses[GITHUB_DEPLOYMENT][-1]["state"] == "inactive"
+    run = check_run(github)
+    assert (run.status, run.conclusion) == ("completed", "cancelled")
+    assert run.output["title"] == "Cancelled: superseded by revision #2 before it went live"
+    assert deployment(github).state == "inactive"
 
 
 def test_a_revision_without_a_check_run_or_deployment_reports_nothing(
-    github: RecordingGitHub, reporter: GitHubReporter
+    github: FakeGitHub, reporter: GitHubReporter, ref_of: RefOf
 ) -> None:
-    ref = revision_ref(2)  # GitHub was down when it was announced
+    ref = ref_of(2)  # GitHub was down when it was announced
 
     reporter.building(ref)
     reporter.failed(ref, "boom", "log", None, URL)
 
-    assert github.check_runs == {} and github.statuses == {}
+    assert github.check_runs(FULL_NAME) == [] and github.deployments(FULL_NAME) == []
 
 
-def test_github_errors_never_escape_the_reporter() -> None:
-    github = RecordingGitHub()
-    reporter = GitHubReporter(github, check_name="Slipway", links=LINKS)
-    ref = announced(reporter, revision_ref(2))
-    github.down = True
+def test_github_errors_never_escape_the_reporter(
+    github: FakeGitHub, reporter: GitHubReporter, ref_of: RefOf
+) -> None:
+    ref = announced(reporter, ref_of(2))
+    github.unreachable = True
 
     assert reporter.open_check_run(ref) is None
     assert reporter.open_deployment(ref) is None
     reporter.building(ref)
     reporter.deploying(ref, "slipway/dep_abc:rev_2")
     reporter.succeeded(ref, URL, "slipway/dep_abc:rev_2")
-    reporter.failed(ref, "boom", "log", revision_ref(1).revision, URL)
+    reporter.failed(ref, "boom", "log", ref_of(1).revision, URL)
     reporter.cancelled(ref)
-    reporter.superseded(ref, by=revision_ref(3).revision)
-    assert github.check_runs[CHECK_RUN]["status"] == "queued"
+    reporter.superseded(ref, by=ref_of(3).revision)
+    assert check_run(github).status == "queued"

@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from app.kernel.db import SessionFactory
 from app.kernel.models import Revision, RevisionState
-from tests.fake_github import FakeGitHub
+from tests.support.fake_github import FakeGitHub
 from tests.unit.world import world_platform
 
 
@@ -57,10 +57,10 @@ class CountingSessions(SessionFactory):
 
 
 def test_a_run_reads_its_revision_once_per_phase_not_per_step(
-    sessions: SessionFactory, fake_github: FakeGitHub, app_git_dir: Path, tmp_path: Path
+    sessions: SessionFactory, fake_github: FakeGitHub, tmp_path: Path
 ) -> None:
     counting = CountingSessions(sessions)
-    platform = world_platform(counting, fake_github, app_git_dir, tmp_path)
+    platform = world_platform(counting, fake_github, tmp_path)
     platform.reports.use_queue(lambda revision_id: None)  # sent by their own job, as in a worker
     first = platform.push()
     assert platform.pipeline.run(first) is RevisionState.live

@@ -49,8 +49,8 @@ from app.setup.flow import (
 )
 from app.setup.manifests import GitHubManifestConverter
 from app.setup.token import TOKEN_BYTES, SetupTokenFile, setup_token_path
-from tests.fake_github import FakeGitHub
-from tests.fake_github.apps import manifest_problems
+from tests.support.fake_github import FakeGitHub
+from tests.support.fake_github.apps import manifest_problems
 
 PUBLIC_URL = "https://slipway.example.org"
 SECRET_KEY = "unit-test-secret-key"

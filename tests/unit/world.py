@@ -1,7 +1,10 @@
 """The pipeline, teardown and comment services wired to fakes, as app.bootstrap wires them.
 
 Deliveries are applied the way the worker applies them (app.deliveries.inbox on a migrated control
-plane), so tests drive the platform through pushes and pull-request events.
+plane), so tests drive the platform through pushes and pull-request events. GitHub is the one
+fake GitHub of every tier (tests/support/fake_github), reached by Slipway's own client
+(app/github) in this thread, with no socket: what the platform sends is checked as GitHub checks
+it, and tests read what GitHub shows from the fake.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from app.deployments.teardown import Teardown
 from app.feedback.comments import PreviewComments
 from app.feedback.notifications import PlatformNotifier
 from app.feedback.outbox import ReportOutbox
+from app.github.auth import GitHubApp
+from app.github.rest import GitHubRest
 from app.kernel.addresses import Route
 from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory
@@ -37,7 +42,17 @@ from app.replicas.replica_set import ReplicaConfig, Replicas
 from app.rollout.admission import AdmissionLimits
 from app.rollout.pipeline import PipelineConfig, RevisionPipeline
 from app.rollout.recovery import Recovery
-from tests.fake_github import ZERO_SHA, FakeGitHub, push_payload
+from tests.support.fake_github import (
+    ZERO_SHA,
+    CheckRun,
+    FakeGitHub,
+    check_run_payload,
+    pull_request_payload,
+    push_payload,
+)
+from tests.support.fake_github import Deployment as GitHubDeployment
+from tests.support.fake_github.in_process import InProcessTransport
+from tests.support.git_repos import CommitStore
 from tests.unit.fakes import (
     FakeBuilder,
     FakeDatabases,
@@ -45,10 +60,8 @@ from tests.unit.fakes import (
     FakeRouter,
     FakeRuntime,
     FakeServiceImages,
-    RecordingGitHub,
     TickingClock,
 )
-from tests.unit.pull_requests import check_run_payload, pull_request_payload
 
 SECRETS = SecretBox("k" * 32)
 INSTALLATION = 41
@@ -66,6 +79,14 @@ AUTOSCALE = AutoscaleDefaults(
 
 class WorkerKilled(BaseException):
     """The worker process dying mid-job: nothing in the pipeline may catch it."""
+
+
+def github_client(fake: FakeGitHub) -> GitHubRest:
+    """Slipway's GitHub client as bootstrap makes it (the App's JWT, installation tokens), its
+    requests handed to the fake's routes in this thread instead of a socket."""
+    app = GitHubApp(fake.app_id, fake.private_key_pem, fake.url)
+    app._transport._inner = InProcessTransport(fake)  # the one transport all its clients use
+    return GitHubRest(app)
 
 
 @dataclass
@@ -97,7 +118,12 @@ class Platform:
     sessions: SessionFactory
     repository: dict[str, Any]
     config: PipelineConfig
-    github: RecordingGitHub
+    github: FakeGitHub
+    """What GitHub shows (check runs, deployments, comments) and what it refuses."""
+    commits: CommitStore
+    """The repository's git objects, which GitHub serves."""
+    client: GitHubRest
+    """How the platform reaches GitHub."""
     builder: FakeBuilder
     runtime: FakeRuntime
     router: FakeRouter
@@ -141,7 +167,7 @@ class Platform:
             self.sessions,
             SECRETS,
             Adapters(
-                github=self.github,
+                github=self.client,
                 runtime=self.runtime,
                 router=self.router,
                 databases=self.databases,
@@ -175,7 +201,7 @@ class Platform:
         self.orders = OrderBus(queue=InlineQueue(self), check_runs=self.pipeline)
         self.reconciler = wired.reconciler
         self.operations = DeploymentOperations(
-            sessions=self.sessions, secrets=SECRETS, commits=self.github, clock=self.clock
+            sessions=self.sessions, secrets=SECRETS, commits=self.client, clock=self.clock
         )
 
     def limit(self, **limits: int) -> None:
@@ -195,18 +221,19 @@ class Platform:
 
     def push(self, files: dict[str, str] | None = None) -> str:
         """Push a commit to the default branch; returns the revision it made."""
-        sha = self.commit(files)
+        return self.push_commit(self.commit(files))
+
+    def push_commit(self, sha: str) -> str:
+        """A push of `sha` to the default branch (GitHub may not have it); returns the revision."""
         payload = push_payload(self.repository, INSTALLATION, "refs/heads/main", ZERO_SHA, sha)
         outcome = self.deliver("push", payload)
         [revision_id] = outcome.start_revisions
         return revision_id
 
     def commit(self, files: dict[str, str] | None = None, message: str = "Update") -> str:
-        """A new commit GitHub can serve; returns its sha."""
-        sha = uuid.uuid4().hex + "0" * 8
-        self.github.commits[sha] = files if files is not None else {"Dockerfile": DOCKERFILE}
-        self.github.messages[sha] = message
-        return sha
+        """A new commit GitHub can serve, of exactly `files`; returns its sha."""
+        files = files if files is not None else {"Dockerfile": DOCKERFILE}
+        return self.commits.commit(files, message)
 
     def deliver(self, event: str, payload: dict[str, Any]) -> WorkOrder:
         """Apply a delivery and do what the worker's handle_delivery does with its outcome,
@@ -226,7 +253,7 @@ class Platform:
 
     @property
     def facts(self) -> GitHubCommitFacts:
-        return GitHubCommitFacts(self.github)
+        return GitHubCommitFacts(self.client)
 
     # -- pull requests ----------------------------------------------------------------------
     def pull_request_event(
@@ -241,27 +268,40 @@ class Platform:
         fork: str | None = None,
         sender: str = "octo-dev",
     ) -> WorkOrder:
-        repository = self.repository
-        head_repo = (
-            {"id": 990_000 + number, "full_name": fork, "fork": True}
-            if fork
-            else {"id": repository["id"], "full_name": repository["full_name"], "fork": False}
-        )
+        """Pull request `number` changed on GitHub as `action` says (opened the first time),
+        then GitHub's delivery of it."""
+        full_name = self.full_name
+        if not self.commits.has_branch(base):
+            self.set_branch(base, self.commit(message=f"the tip of {base}"))
+        try:
+            before: str | None = str(self.github.pull_request(full_name, number)["head"]["sha"])
+        except KeyError:
+            before = None
+            self.github.add_pull_request(
+                full_name,
+                number,
+                head_sha=head_sha,
+                head_ref=f"feature-{number}",
+                base_ref=base,
+                draft=draft,
+                title=f"Change #{number}",
+                head_full_name=fork,
+            )
+        if action == "closed":
+            closing: dict[str, Any] = {"merged": True} if merged else {"state": "closed"}
+            self.github.update_pull_request(full_name, number, head_sha=head_sha, **closing)
+        else:
+            self.github.update_pull_request(
+                full_name, number, head_sha=head_sha, draft=draft, state="open"
+            )
+        moved = before if action == "synchronize" and before != head_sha else None
         payload = pull_request_payload(
             action,
-            repository,
+            self.repository,
             INSTALLATION,
-            {
-                "number": number,
-                "state": "closed" if action == "closed" else "open",
-                "draft": draft,
-                "merged": merged,
-                "title": f"Change #{number}",
-                "user": {"login": "octo-dev", "type": "User"},
-                "head": {"ref": f"feature-{number}", "sha": head_sha, "repo": head_repo},
-                "base": {"ref": base, "sha": "b" * 40, "repo": head_repo | dict(repository)},
-            },
+            self.github.pull_request(full_name, number),
             sender=sender,
+            before=moved,
         )
         return self.deliver("pull_request", payload)
 
@@ -281,11 +321,9 @@ class Platform:
             action,
             self.repository,
             INSTALLATION,
-            check_run_id=revision.check_run_id,
-            head_sha=revision.commit_sha,
-            external_id=revision.id,
+            self.github.check_run_json(self.full_name, revision.check_run_id),
             sender=sender,
-            identifier=identifier,
+            requested_action_identifier=identifier,
         )
         return self.deliver("check_run", payload)
 
@@ -335,22 +373,83 @@ class Platform:
         [container] = self.runtime.of_revision(revision_id)
         return container.host_port
 
-    def check_run(self, revision_id: str) -> dict[str, object]:
-        return self.github.check_run_for(self.revision(revision_id).commit_sha)
+    # -- what GitHub shows -----------------------------------------------------------------
+    @property
+    def full_name(self) -> str:
+        return str(self.repository["full_name"])
+
+    def check_runs(self, sha: str | None = None) -> list[CheckRun]:
+        """The repository's check runs (of one commit), oldest first."""
+        runs = self.github.check_runs(self.full_name)
+        return [run for run in runs if sha is None or run.head_sha == sha]
+
+    def check_run(self, revision_id: str) -> CheckRun:
+        """The newest check run of the revision's commit (an approved fork commit has two)."""
+        return self.check_runs(self.revision(revision_id).commit_sha)[-1]
 
     def summary(self, revision_id: str) -> str:
-        return str(self.check_run(revision_id)["summary"])
+        return str(self.check_run(revision_id).output["summary"])
+
+    def github_deployments(self) -> list[GitHubDeployment]:
+        return self.github.deployments(self.full_name)
+
+    def deployment_state(self, sha: str) -> str | None:
+        """The state of the commit's one GitHub deployment (None before its first status)."""
+        [deployment] = [d for d in self.github_deployments() if d.sha == sha]
+        return deployment.state
+
+    def comments_on(self, number: int) -> list[str]:
+        return [str(comment["body"]) for comment in self.github.comments(self.full_name, number)]
+
+    def everything_shown(self) -> str:
+        """Every text GitHub shows of the repository: each state of each check run, deployments
+        and their statuses, comments."""
+        return json.dumps(
+            [
+                [(run.history, run.annotations) for run in self.check_runs()],
+                [(d.description, d.statuses) for d in self.github_deployments()],
+                [self.github.comments(self.full_name, n) for n in self.pull_request_numbers()],
+            ],
+            default=str,
+        )
+
+    def pull_request_numbers(self) -> list[int]:
+        with self.sessions() as session:
+            return sorted({p.number for p in session.exec(select(PullRequest)).all()})
+
+    def expect_refusals(self, *fragments: str) -> None:
+        """What GitHub refused so far, each refusal matching one of `fragments`, and at least one
+        of each; then forgotten, so the fixture's check at the end holds the rest."""
+        errors = self.github.errors
+        for fragment in fragments:
+            assert any(fragment in error for error in errors), (fragment, errors)
+        unexpected = [e for e in errors if not any(fragment in e for fragment in fragments)]
+        assert not unexpected, unexpected
+        self.github.clear_errors()
+
+    # -- what people do on GitHub ---------------------------------------------------------
+    def set_permission(self, login: str, role: str) -> None:
+        """`login`'s role on the repository (unknown logins have none)."""
+        self.github.set_permission(self.full_name, login, role)
+
+    def set_branch(self, branch: str, sha: str) -> None:
+        self.commits.point(branch, sha)
+
+    def refuse_reports(self) -> None:
+        """The App lost its checks and deployments permissions (tokens issued from now on)."""
+        self.github.set_installation_permissions(
+            INSTALLATION, {"contents": "read", "metadata": "read", "pull_requests": "write"}
+        )
 
 
-def world_platform(
-    sessions: SessionFactory, fake_github: FakeGitHub, app_git_dir: Path, tmp_path: Path
-) -> Platform:
+def world_platform(sessions: SessionFactory, fake_github: FakeGitHub, tmp_path: Path) -> Platform:
     fake_github.add_installation(INSTALLATION, "octo")
+    commits = CommitStore(tmp_path / "github" / "octo" / "web.git")
     builder = FakeBuilder()
     runtime = FakeRuntime(images=builder.images)
     return Platform(
         sessions=sessions,
-        repository=fake_github.add_repository(INSTALLATION, "octo", "web", app_git_dir),
+        repository=fake_github.add_repository(INSTALLATION, "octo", "web", commits.path),
         config=PipelineConfig(
             data_dir=tmp_path / "data",
             build_timeout_seconds=600.0,
@@ -358,7 +457,9 @@ def world_platform(
             router_port=8000,
             autoscale=AUTOSCALE,
         ),
-        github=RecordingGitHub(),
+        github=fake_github,
+        commits=commits,
+        client=github_client(fake_github),
         builder=builder,
         runtime=runtime,
         router=FakeRouter(),

@@ -1,11 +1,13 @@
 """The platform as a user starts it (`slipway up`), driven from outside: the e2e tier and bench.
 
 Everything talks to 127.0.0.1 only: the API, the router (with a Host header, since
-*.localhost does not resolve here), and the fake GitHub.
+*.localhost does not resolve here), and the fake GitHub. A repository is connected the way
+GitHub connects it: known to the fake, then an `installation` delivery to the platform.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -30,12 +32,16 @@ from app.adapters.network_policy import Iptables, platform_tag
 from app.kernel.crypto import SecretBox
 from app.server.embedded import EmbeddedPostgres, free_port
 from app.server.embedded._caddy import default_admin_socket
-from tests.fake_github import FakeGitHub
-from tests.fake_github.payloads import ZERO_SHA, push_payload
-from tests.fake_github.payloads import headers as webhook_headers
-from tests.images import DOCKER, ensure_python_pip_image
-from tests.wheelhouse import WheelIndex
+from tests.support.fake_github import FakeGitHub
+from tests.support.fake_github.payloads import ZERO_SHA, installation_payload, push_payload
+from tests.support.fake_github.payloads import headers as webhook_headers
+from tests.support.git_repos import GitRepo
+from tests.support.images import DOCKER, ensure_python_pip_image
+from tests.support.wheelhouse import WheelIndex
 
+INSTALLATION_ID = 4242
+"""The installation the e2e tier's and the benches' repositories belong to."""
+ACCOUNT = "octo-org"
 WEBHOOK_SECRET = "test-webhook-secret-3f9c"
 SETTLED = frozenset({"live", "failed"})
 """Where a revision's pipeline stops when nothing supersedes it."""
@@ -70,6 +76,8 @@ class RunningPlatform:
     webhook_secret: str = WEBHOOK_SECRET
     """What `send` signs with: the App's, once a test made one through /setup."""
     client: httpx.Client = field(default_factory=lambda: httpx.Client(trust_env=False))
+    launch: Callable[[], RunningPlatform] | None = field(default=None, repr=False)
+    """How it was started: `restart` starts it so again."""
 
     # -- webhooks ---------------------------------------------------------------------------
     def send(
@@ -204,6 +212,22 @@ class RunningPlatform:
             # one reused at that moment is reset: browsers send such a request again, once.
             return send()
 
+    # -- its processes --------------------------------------------------------------------------
+    def worker_pid(self) -> int | None:
+        """The `slipway worker` child of `slipway up`."""
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            if parent == self.process.pid and b"app.cli" in argv and b"worker" in argv:
+                return int(entry.name)
+        return None
+
     # -- the control-plane database, read-only, for "nothing was stored" ------------------
     def count(self, table: str) -> int:
         with sqlite3.connect(self.data_dir / "slipway.db") as db:
@@ -235,6 +259,24 @@ class RunningPlatform:
         password = quote(self.database_password(deployment_id), safe="")
         port = urlsplit(self.postgres_admin_url()).port
         return f"postgresql://{role}:{password}@127.0.0.1:{port}/{name}"
+
+    def restart(self) -> None:
+        """`slipway up` stopped and started again on the same data dir, ports and settings, as
+        an operator restarts it; this object then drives the new one."""
+        assert self.launch is not None, "only a platform start_platform started restarts"
+        self.stop()
+        fresh = self.launch()
+        self.process, self.client = fresh.process, fresh.client
+
+    def stop_and_clean(self) -> None:
+        """Stopped, and the containers, images and networks of its deployments removed."""
+        self.stop()
+        try:
+            with sqlite3.connect(self.data_dir / "slipway.db") as db:
+                ids = [str(row[0]) for row in db.execute("SELECT id FROM deployments")]
+        except sqlite3.Error:  # it never got as far as its control plane
+            ids = []
+        remove_docker_objects(ids)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -302,6 +344,15 @@ def start_platform(
         router_port=router_port,
         log_path=log_path,
         app_id=github.app_id,
+        launch=functools.partial(
+            start_platform,
+            data_dir,
+            github,
+            api_port=api_port,
+            router_port=router_port,
+            app_settings=app_settings,
+            **settings,
+        ),
     )
 
     def ready() -> bool:
@@ -345,3 +396,64 @@ def start_langgraph_platform(
         # The network policy lets builds reach only the host ports it is given (the index).
         network_policy_build_host_ports=str(urlsplit(index.url).port),
     )
+
+
+DEPLOYMENT_LABEL = "dev.slipway.deployment"
+
+
+def remove_docker_objects(deployment_ids: list[str]) -> None:
+    """Containers, images and networks of these deployments; BuildKit's cache stays to keep the
+    next run fast. A few docker calls whatever the number of deployments (a call per object
+    kind and deployment took most of a minute at the end of the e2e tier on a loaded host)."""
+    wanted = set(deployment_ids)
+    if not wanted:
+        return
+
+    def docker(*args: str) -> list[str]:
+        result = subprocess.run([DOCKER, *args], capture_output=True, text=True, check=False)
+        return result.stdout.splitlines()
+
+    def owned(lines: list[str]) -> list[str]:
+        """IDs of `ID DEPLOYMENT` lines whose deployment is one of these."""
+        pairs = [line.split(maxsplit=1) for line in lines]
+        return [pair[0] for pair in pairs if len(pair) == 2 and pair[1].strip() in wanted]
+
+    labelled = ("--filter", f"label={DEPLOYMENT_LABEL}")
+    listed = f'{{{{.ID}}}} {{{{.Label "{DEPLOYMENT_LABEL}"}}}}'
+    containers = owned(docker("ps", "-a", *labelled, "--format", listed))
+    if containers:
+        docker("rm", "-f", *containers)
+    image_ids = sorted(set(docker("images", "-q", *labelled)))
+    if image_ids:
+        inspected = f'{{{{.Id}}}} {{{{index .Config.Labels "{DEPLOYMENT_LABEL}"}}}}'
+        images = owned(docker("image", "inspect", "--format", inspected, *image_ids))
+        if images:
+            docker("rmi", "-f", *images)
+    networks = owned(docker("network", "ls", *labelled, "--format", listed))
+    if networks:
+        docker("network", "rm", *networks)
+
+
+RepoFactory = Callable[[str, dict[str, str | bytes]], tuple[GitRepo, dict[str, Any]]]
+"""(name, files) → a connected repository's git work tree and its repository object."""
+
+
+def connect_repository(
+    platform: RunningPlatform,
+    github: FakeGitHub,
+    path: Path,
+    files: dict[str, str | bytes],
+) -> tuple[GitRepo, dict[str, Any]]:
+    """A git repository at `path` with a first commit, known to the fake GitHub and connected
+    to the App on `platform` (named after the directory)."""
+    repo = GitRepo(path)
+    repo.commit(files, "first commit")
+    repository = github.add_repository(INSTALLATION_ID, ACCOUNT, path.name, repo.path)
+    response = platform.send(
+        "installation",
+        installation_payload(
+            "created", INSTALLATION_ID, ACCOUNT, [repository], app_id=github.app_id
+        ),
+    )
+    assert response.status_code == 202, response.text
+    return repo, repository

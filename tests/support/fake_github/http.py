@@ -276,14 +276,38 @@ class Body:
 
 
 class Backend(Protocol):
-    """What the server needs of the fake: a router, a place for violations, and the latency."""
+    """What the server needs of the fake: a router, a place for violations, the latency, and
+    whether it answers at all."""
 
     @property
     def latency_seconds(self) -> float: ...
 
+    @property
+    def unreachable(self) -> bool: ...
+
     def _dispatch(self, request: Request) -> Response: ...
 
     def _record(self, message: str) -> None: ...
+
+
+def answer(backend: Backend, method: str, target: str, headers: Message, body: bytes) -> Response:
+    """One request through the fake's routes, as the HTTP server and the in-process transport
+    (``in_process.py``) both hand it over: a route that crashes is a 500 and a violation."""
+    split = urlsplit(target)
+    query = {key: values[-1] for key, values in parse_qs(split.query, True).items()}
+    request = Request(
+        method=method,
+        raw_path=split.path,
+        path=unquote(split.path),
+        query=query,
+        headers=headers,
+        body=body,
+    )
+    try:
+        return backend._dispatch(request)
+    except Exception:
+        backend._record(f"{method} {split.path}: 500 {traceback.format_exc()}")
+        return json_response(500, {"message": "Server Error"})
 
 
 class Server(ThreadingHTTPServer):
@@ -330,6 +354,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         backend = cast(Server, self.server).backend
         split = urlsplit(self.path)
+        if backend.unreachable:  # the connection drops with no answer, as in an outage
+            self.close_connection = True
+            return
         try:
             body = self._read_body()
         except (ValueError, OSError) as exc:
@@ -338,20 +365,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._delay(backend, split.path)
             self._send(json_response(400, {"message": "Problems parsing request body"}))
             return
-        query = {key: values[-1] for key, values in parse_qs(split.query, True).items()}
-        request = Request(
-            method=self.command,
-            raw_path=split.path,
-            path=unquote(split.path),
-            query=query,
-            headers=self.headers,
-            body=body,
-        )
-        try:
-            response = backend._dispatch(request)
-        except Exception:
-            backend._record(f"{self.command} {split.path}: 500 {traceback.format_exc()}")
-            response = json_response(500, {"message": "Server Error"})
+        response = answer(backend, self.command, self.path, self.headers, body)
         self._delay(backend, split.path)
         self._send(response)
 

@@ -38,6 +38,14 @@ class CommentsMixin(AuthMixin):
                 for comment in self._comment_list(full_name.lower(), issue_number)
             ]
 
+    def delete_comment(self, full_name: str, comment_id: int) -> None:
+        """A person deleting a comment on github.com (KeyError when there is no such comment)."""
+        with self._lock:
+            comment = self._comments.get(comment_id)
+            if comment is None or comment.deleted or comment.repo_key != full_name.lower():
+                raise KeyError(f"{full_name} has no comment {comment_id}")
+            comment.deleted = True
+
     # ------------------------------------------------------------------ routes
 
     def _comments_routes(self) -> list[RouteSpec]:

@@ -3,7 +3,7 @@ installations, repositories and tokens, the record of what was seen, and request
 
 The areas (``apps.py``, ``repos.py``, ``pulls.py``, ``checks.py``, ``deployments.py``,
 ``comments.py``) are mixins on :class:`FakeCore`; ``server.py`` combines them into
-:class:`~tests.fake_github.server.FakeGitHub`.
+:class:`~tests.support.fake_github.server.FakeGitHub`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from urllib.parse import quote, unquote, urlencode
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.keys import new_private_key_pem
+from tests.support.keys import new_private_key_pem
 
 from .http import DOCS, JSON, HttpError, Request, Response, Route, RouteSpec, Server, json_response
 from .payloads import (
@@ -145,6 +145,8 @@ class FakeCore:
         self.app_owner = app_owner
         self.token_lifetime = token_lifetime
         self.latency_seconds = latency_seconds
+        self.unreachable = False
+        """True: every request goes unanswered (the connection drops), as in an outage."""
         if private_key_pem is None:
             private_key_pem = new_private_key_pem()
         loaded = serialization.load_pem_private_key(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,9 +102,14 @@ class ChecksMixin(PullsMixin):
     _check_runs: dict[int, CheckRun]
     _check_suites: dict[tuple[str, str], _CheckSuite]
 
+    on_check_run_update: Callable[[CheckRun], None] | None
+    """Called with a copy of a check run each time an update of it is stored, before the answer
+    goes back: a test acts at that moment (the worker dying once a run says success)."""
+
     def _init_checks(self) -> None:
         self._check_runs = {}
         self._check_suites = {}
+        self.on_check_run_update = None
 
     # ------------------------------------------------------------------ test helpers
 
@@ -491,6 +496,8 @@ class ChecksMixin(PullsMixin):
             self._apply_check_run_changes(run, changes)
             self._touch_suite(repo, run.head_sha)
             run = copy.deepcopy(run)
+        if self.on_check_run_update is not None:
+            self.on_check_run_update(copy.deepcopy(run))
         return json_response(200, self._check_run_json(run))
 
     def _list_annotations(self, request: Request, params: dict[str, str]) -> Response:

@@ -23,7 +23,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.images import CACHE_DIR
+from tests.support.images import CACHE_DIR
 
 BRIDGE_ADDRESS = "172.17.0.1"
 """docker0: where BuildKit's RUN steps reach the host."""

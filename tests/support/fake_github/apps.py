@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlencode
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.keys import new_private_key_pem
+from tests.support.keys import new_private_key_pem
 
 from .auth import PERMISSION_RANK, AuthMixin
 from .core import DEFAULT_PERMISSIONS, Installation, Repo, Token
@@ -209,6 +209,14 @@ class AppsMixin(AuthMixin):
                 permissions=dict(DEFAULT_PERMISSIONS if permissions is None else permissions),
                 created_at=iso_time(),
             )
+
+    def set_installation_permissions(
+        self, installation_id: int, permissions: Mapping[str, str]
+    ) -> None:
+        """What the App may do on the installation from now on: tokens issued later carry it
+        (those issued before keep theirs until they expire, as on GitHub)."""
+        with self._lock:
+            self._installation(installation_id).permissions = dict(permissions)
 
     def suspend_installation(self, installation_id: int, suspended: bool = True) -> None:
         """Suspend (or unsuspend) an installation: its tokens then get 403."""

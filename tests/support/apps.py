@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.images import BUSYBOX_IMAGE, PYTHON_IMAGE
+from tests.support.images import BUSYBOX_IMAGE, PYTHON_IMAGE
 
 NOTES_APP = r'''
 """A tiny app: says which version it is and keeps notes in its deployment's database."""

@@ -3,8 +3,8 @@
 The shapes follow GitHub's webhook payloads for the events Slipway handles (ping, installation,
 installation_repositories, push, pull_request, check_run, check_suite) but keep only fields a
 receiver plausibly reads. Repository objects come from
-:meth:`tests.fake_github.FakeGitHub.add_repository`, pull requests from ``add_pull_request`` and
-check runs from ``check_run_json``, so the ids, names and API URLs in a delivery match what the
+:meth:`tests.support.fake_github.FakeGitHub.add_repository`, pull requests from ``add_pull_request``
+and check runs from ``check_run_json``, so the ids, names and API URLs in a delivery match what the
 fake GitHub serves.
 
 Account ids are derived from the login (:func:`account_id`), so the same login always gets the
