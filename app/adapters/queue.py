@@ -4,6 +4,7 @@ an idle worker waits for them instead of polling (jobs/wake.py)."""
 
 from __future__ import annotations
 
+import logging
 from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,9 +15,12 @@ from arq.jobs import Deserializer, Job, Serializer
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.kernel.settings import Settings, require
+
+log = logging.getLogger(__name__)
 
 CONNECT_RETRIES = 60
 """A worker or API started while the queue is down waits for it a minute (1 s apart) before
@@ -88,7 +92,11 @@ class JobQueue(ArqRedis):
             **kwargs,
         )
         if job is not None and announcing.get():
-            await self.publish(wake_channel(_queue_name or self.default_queue_name), b"")
+            try:
+                await self.publish(wake_channel(_queue_name or self.default_queue_name), b"")
+            except (RedisError, OSError) as exc:
+                # The job is queued: a worker finds it at its safety poll, a second later.
+                log.warning("job queued but not announced", extra={"error": repr(exc)})
         return job
 
 

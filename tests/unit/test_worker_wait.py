@@ -1,5 +1,5 @@
-"""How long an idle worker waits before it looks at the queue again, and what ends the wait
-(the same on a real Valkey: tests/integration/test_worker_wake.py)."""
+"""How long an idle worker waits before it looks at the queue again, what ends the wait, and
+an enqueue's announcement (the same on a real Valkey: tests/integration/test_worker_wake.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,15 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from arq import cron
+from arq.connections import ArqRedis
+from arq.jobs import Job
 from arq.utils import timestamp_ms
 from arq.worker import func
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from app.adapters.queue import JobQueue
 from jobs.wake import WakeUps
 from jobs.worker import CRON_LEAD_SECONDS, ReconnectingWorker
 
@@ -95,3 +100,30 @@ def test_a_wake_up_before_the_wait_ends_it_at_once_and_a_cleared_one_does_not() 
         later.cancel()
 
     asyncio.run(scenario())
+
+
+def test_a_job_queued_but_not_announced_is_still_queued(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The queue dropped between arq's transaction and the announcement: the caller is told
+    the job is queued (a worker finds it at its safety poll), not that it failed."""
+    queued = Job("job-1", redis=None)  # type: ignore[arg-type]
+
+    async def enqueue(self: ArqRedis, function: str, *args: Any, **kwargs: Any) -> Job:
+        return queued
+
+    async def publish(self: JobQueue, channel: str, message: bytes) -> int:
+        raise RedisConnectionError("Connection reset by peer")
+
+    monkeypatch.setattr(ArqRedis, "enqueue_job", enqueue)
+    monkeypatch.setattr(JobQueue, "publish", publish)
+
+    async def scenario() -> None:
+        queue = JobQueue()
+        try:
+            assert await queue.enqueue_job("nothing") is queued
+        finally:
+            await queue.aclose()
+
+    asyncio.run(scenario())
+    assert "job queued but not announced" in caplog.text
