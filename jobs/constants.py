@@ -14,7 +14,8 @@ MAX_TRIES = 3
 KEEP_RESULT_SECONDS = 3600
 COMMENT_RETRY_SECONDS = 5
 """A comment GitHub refused is written again after 5 s, 10 s, ... (MAX_TRIES in all)."""
-POLL_DELAY_SECONDS = 0.02
-"""How often an idle worker looks for jobs. arq's 0.5 s default was a third of a push's path
-(two jobs per push, see docs/benchmarks/push-to-live.md); 50 cheap Redis calls a second per
-idle worker is the price."""
+IDLE_POLL_SECONDS = 1.0
+"""How long a worker with nothing to do waits before looking at the queue anyway. It is woken
+at once by a job announced on the queue's wake channel (jobs/wake.py), so this is only the
+safety net for a wake-up lost while the subscription was made again, or a job enqueued by a
+client that does not announce it. (It polled every 20 ms before: 50 Redis calls a second.)"""

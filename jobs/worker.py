@@ -7,16 +7,18 @@ import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 from arq import cron
+from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
 from app.adapters.postgres import reapply_role_limits
-from app.adapters.queue import redis_settings
+from app.adapters.queue import announcing, create_queue, redis_settings, wake_channel
 from app.bootstrap import bootstrap, replica_config
 from app.deliveries.bus import OrderBus
 from app.kernel.heap import freeze_startup_objects
@@ -32,13 +34,14 @@ from app.kernel.settings import Settings
 from app.replicas.engine_events import EngineEventFollower
 from jobs import tasks
 from jobs.constants import (
+    IDLE_POLL_SECONDS,
     JOB_TIMEOUT_SECONDS,
     KEEP_RESULT_SECONDS,
     MAX_TRIES,
-    POLL_DELAY_SECONDS,
     TEARDOWN_TIMEOUT_SECONDS,
 )
 from jobs.queue import WorkerQueue
+from jobs.wake import WakeUps
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,10 @@ last heartbeat, and at every worker start."""
 ROUTE_RECONCILE_SECOND = 0
 """Once a minute the router is given the database's routes again, in case Caddy restarted."""
 
+
+CRON_LEAD_SECONDS = 0.5
+"""arq enqueues a cron (deferred to its time) at the first look at the queue within a second of
+it: the worker looks half a second ahead, then waits for the job like any deferred one."""
 
 OUTAGE_POLL_MAX_SECONDS = 5.0
 """While the queue stays down, the worker looks for it at most this far apart."""
@@ -75,16 +82,54 @@ in a full run, where the worker exited."""
 
 
 class ReconnectingWorker(Worker):
-    """arq's worker, which lets a lost connection end `main()` (and the process) mid-poll,
-    made to wait for the queue instead: an outage is logged once, polled for with a growing
-    pause, and logged again when it is over. Jobs running meanwhile keep running; what they
-    could not record is found again by recovery (app/rollout/recovery.py)."""
+    """arq's worker, made to wait for work instead of polling for it, and to wait for its
+    queue when it is lost.
+
+    Waiting: arq looks at its queue every `poll_delay` (Slipway's was 20 ms, so that a
+    push's jobs started at once: 50 Redis calls a second per idle worker). This worker looks,
+    then waits until woken (jobs/wake.py: a job announced on the queue's wake channel, or one
+    of its own jobs ending), its next deferred job or cron is due, or `idle_poll` passed.
+
+    A lost queue: arq lets a lost connection end `main()` (and the process) mid-poll. Here an
+    outage is logged once, polled for with a growing pause, and logged again when it is over.
+    Jobs running meanwhile keep running; what they could not record is found again by recovery
+    (app/rollout/recovery.py).
+    """
 
     _outage_started: float | None = None
 
+    def __init__(self, *args: Any, idle_poll: float = IDLE_POLL_SECONDS, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.idle_poll_s = idle_poll
+        self.wake_ups = WakeUps()
+
+    async def main(self) -> None:
+        if self._pool is None:
+            assert self.redis_settings is not None
+            self._pool = await create_queue(
+                self.redis_settings,
+                default_queue_name=self.queue_name,
+                job_serializer=self.job_serializer,
+                job_deserializer=self.job_deserializer,
+                expires_extra_ms=self.expires_extra_ms,
+            )
+        listener = asyncio.create_task(
+            self.wake_ups.listen(self.pool, wake_channel(self.queue_name))
+        )
+        try:
+            await super().main()
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+
     async def _poll_iteration(self) -> None:
+        # Cleared before looking: a job announced from here on ends the wait below at once.
+        self.wake_ups.clear()
+        looked_at_ms = timestamp_ms()
         try:
             await super()._poll_iteration()
+            if not self.burst:
+                await self.wake_ups.wait(await self._seconds_to_next_look(looked_at_ms))
         except (RedisConnectionError, RedisTimeoutError, OSError, WatchError) as exc:
             if isinstance(exc, WatchError) and not isinstance(exc.__context__, LOST_CONNECTION):
                 raise
@@ -93,12 +138,47 @@ class ReconnectingWorker(Worker):
                 self._outage_started = now
                 log.warning("job queue unreachable; waiting for it", extra={"error": repr(exc)})
             down_for = now - self._outage_started
-            await asyncio.sleep(min(OUTAGE_POLL_MAX_SECONDS, 0.2 + down_for / 4))
+            # Cut short when the wake channel is subscribed again: the queue is back.
+            await self.wake_ups.wait(min(OUTAGE_POLL_MAX_SECONDS, 0.2 + down_for / 4))
             return
         if self._outage_started is not None:
             down_for = time.monotonic() - self._outage_started
             self._outage_started = None
             log.info("job queue reachable again", extra={"seconds_down": round(down_for, 1)})
+
+    async def run_cron(self, n: datetime, delay: float, num_windows: int = 2) -> None:
+        # This worker waits for its crons' times itself (`_seconds_to_next_look`).
+        quiet = announcing.set(False)
+        try:
+            await super().run_cron(n, delay, num_windows)
+        finally:
+            announcing.reset(quiet)
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        running = set(self.tasks.values())
+        await super().start_jobs(job_ids)
+        for task in self.tasks.values():
+            if task not in running:
+                task.add_done_callback(lambda _task: self.wake_ups.wake())
+
+    async def _seconds_to_next_look(self, looked_at_ms: int) -> float:
+        """Until the earliest of: the first job queued for later than the look at the queue
+        (a deferred job, a retry, a cron arq enqueued ahead), the moment arq enqueues the next
+        cron, and the safety poll. Jobs due earlier were seen by that look: started, or left
+        for a slot to free (a job ending wakes the worker) or for another worker's."""
+        seconds = self.idle_poll_s
+        later = await self.pool.zrangebyscore(
+            self.queue_name, min=f"({looked_at_ms}", max="+inf", start=0, num=1, withscores=True
+        )
+        if later:
+            _job_id, score = later[0]
+            seconds = min(seconds, (score - timestamp_ms()) / 1000)
+        now = datetime.now(tz=self.timezone)
+        for cron_job in self.cron_jobs:
+            if cron_job.next_run is not None:
+                due_in = (cron_job.next_run - now).total_seconds()
+                seconds = min(seconds, due_in - CRON_LEAD_SECONDS)
+        return max(0.0, seconds)
 
 
 def make_worker(settings: Settings, **overrides: Any) -> Worker:
@@ -214,7 +294,8 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
         "max_jobs": settings.worker_max_jobs,
         "keep_result": KEEP_RESULT_SECONDS,
         "handle_signals": True,
-        "poll_delay": POLL_DELAY_SECONDS,
+        # No pause between two looks at the queue: the worker waits for work (see above).
+        "poll_delay": 0,
     }
     options.update(overrides)
     return ReconnectingWorker(**options)

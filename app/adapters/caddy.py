@@ -7,18 +7,27 @@ is Caddy's boot config, so routes come back when either Slipway or Caddy restart
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from app.adapters.caddy_admin import admin_base, admin_client, admin_listen
+from app.adapters.caddy_admin import (
+    UNIX_SCHEME,
+    AdminReadError,
+    admin_base,
+    admin_client,
+    admin_get_over_socket,
+    admin_listen,
+)
 from app.kernel.addresses import Route
 from app.kernel.errors import RouterError
 
 SERVER_NAME = "slipway"
 ADMIN_TIMEOUT_SECONDS = 10.0
+UPSTREAMS_PATH = "/reverse_proxy/upstreams"
 ADMIN_ATTEMPTS = 3
 ADMIN_RETRY_SECONDS = 0.05
 """A connection to the admin API reset or refused is tried again after this: Caddy stops its
@@ -121,21 +130,35 @@ class CaddyRouter:
 
     def in_flight(self) -> dict[str, int]:
         """Caddy's `/reverse_proxy/upstreams`: the requests each upstream has now."""
+        status, body = self._get(UPSTREAMS_PATH)
+        if status != 200:
+            raise RouterError(f"the router (Caddy) did not list its upstreams (HTTP {status})")
         try:
+            upstreams = json.loads(body) or []
+            return {
+                str(upstream["address"]): int(upstream.get("num_requests") or 0)
+                for upstream in upstreams
+            }
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise RouterError(
+                f"the router (Caddy) listed its upstreams in a form Slipway does not know: {exc}"
+            ) from exc
+
+    def _get(self, path: str) -> tuple[int, bytes]:
+        """A read of the admin API: over Slipway's own Caddy's socket without httpx (read every
+        reconciler tick, see `admin_get_over_socket`), over TCP with it."""
+        try:
+            if self.admin_url.startswith(UNIX_SCHEME):
+                return admin_get_over_socket(
+                    self.admin_url.removeprefix(UNIX_SCHEME), path, ADMIN_TIMEOUT_SECONDS
+                )
             with admin_client(self.admin_url, timeout=ADMIN_TIMEOUT_SECONDS) as client:
-                response = client.get(f"{admin_base(self.admin_url)}/reverse_proxy/upstreams")
-        except httpx.HTTPError as exc:
+                response = client.get(f"{admin_base(self.admin_url)}{path}")
+            return response.status_code, response.content
+        except (AdminReadError, httpx.HTTPError) as exc:
             raise RouterError(
                 f"the router (Caddy) at {self.admin_url} did not answer: {exc}"
             ) from exc
-        if response.status_code != 200:
-            raise RouterError(
-                f"the router (Caddy) did not list its upstreams (HTTP {response.status_code})"
-            )
-        return {
-            str(upstream["address"]): int(upstream.get("num_requests") or 0)
-            for upstream in response.json() or []
-        }
 
     def apply(self, routes: list[Route]) -> None:
         """The whole config in one `POST /load`. Sending only the route that changed was tried

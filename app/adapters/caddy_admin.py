@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import socket
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -55,3 +56,37 @@ def admin_listen(admin_url: str) -> str:
     if admin_url.startswith(UNIX_SCHEME):
         return "unix/" + admin_url.removeprefix(UNIX_SCHEME)
     return admin_url.split("://", 1)[-1].rstrip("/")
+
+
+class AdminReadError(Exception):
+    """The admin socket could not be read (connection, timeout, or an answer that is not HTTP)."""
+
+
+def admin_get_over_socket(socket_path: str, path: str, timeout: float) -> tuple[int, bytes]:
+    """GET `path` from the admin API at a unix socket: its status and body.
+
+    One HTTP/1.0 request on a fresh connection, which Caddy answers and closes (no chunked
+    body for HTTP/1.0). For the reconciler's read of the in-flight requests every tick: httpx
+    spent ~0.5-0.9 ms of CPU per call building its client and request, this ~0.06-0.19 ms
+    (bench of 300 reads against Caddy with 1 and 100 upstreams).
+    """
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.settimeout(timeout)
+            connection.connect(socket_path)
+            request = f"GET {path} HTTP/1.0\r\nHost: localhost\r\nAccept: application/json\r\n\r\n"
+            connection.sendall(request.encode())
+            chunks = []
+            while chunk := connection.recv(65536):
+                chunks.append(chunk)
+    except OSError as exc:  # refused, reset, timed out, no socket file
+        raise AdminReadError(f"{socket_path}: {exc}") from exc
+    head, separator, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status_line, *headers = head.decode("latin-1").split("\r\n")
+    version, _, rest = status_line.partition(" ")
+    status = rest[:3]
+    if not separator or not version.startswith("HTTP/") or not status.isdigit():
+        raise AdminReadError(f"{socket_path}: not an HTTP answer: {status_line[:80]!r}")
+    if any(h.lower().replace(" ", "") == "transfer-encoding:chunked" for h in headers):
+        raise AdminReadError(f"{socket_path}: a chunked answer to an HTTP/1.0 request")
+    return int(status), body

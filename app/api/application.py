@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-from arq import create_pool
 from arq.connections import ArqRedis
 from litestar import Litestar, MediaType, Request, Response, Router, get
 from litestar.datastructures import State
@@ -23,7 +22,7 @@ from litestar.status_codes import (
 
 from app.access.follows import LogFollows
 from app.access.tokens import admin_token_path, ensure_admin_token
-from app.adapters.queue import redis_settings
+from app.adapters.queue import create_queue, redis_settings
 from app.api.auth import BearerTokens, writers_only
 from app.api.deployments import DeploymentController, RevisionController
 from app.api.setup import SetupController
@@ -88,7 +87,7 @@ def create_app(
 
     @asynccontextmanager
     async def queue_lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = await create_pool(redis_settings(settings))
+        pool = await create_queue(redis_settings(settings))
         app.state.queue = pool
         app.state.receiver = Receiver(
             settings, DeliveryRecorder(sessions), DeliveryQueue(pool), clock, credentials

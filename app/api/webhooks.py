@@ -18,6 +18,7 @@ from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
 from redis.exceptions import RedisError
 
+from app.adapters.queue import wake_channel
 from app.api.schemas import DeliveryAccepted
 from app.deliveries.inbox import Arrival, DeliveryRecorder
 from app.github.webhooks import signature_is_valid
@@ -35,21 +36,27 @@ log = logging.getLogger(__name__)
 
 ENQUEUE_NEW = """
 local added = {}
-for n = 0, (#ARGV - 1) / 3 - 1 do
+local any = false
+for n = 0, (#ARGV - 2) / 3 - 1 do
   local job, result = KEYS[2 * n + 1], KEYS[2 * n + 2]
   if redis.call('exists', job, result) == 0 then
-    redis.call('psetex', job, ARGV[#ARGV], ARGV[3 * n + 1])
+    redis.call('psetex', job, ARGV[#ARGV - 1], ARGV[3 * n + 1])
     redis.call('zadd', KEYS[#KEYS], ARGV[3 * n + 2], ARGV[3 * n + 3])
     added[n + 1] = 1
+    any = true
   else
     added[n + 1] = 0
   end
 end
+if any then
+  redis.call('publish', ARGV[#ARGV], '')
+end
 return added
 """
-"""arq's enqueue_job for several jobs as one script. KEYS: per job its job and result keys,
-then the queue; ARGV: per job the serialised job, its score and its id, then the expiry (ms).
-Redis runs a script atomically, so it needs no WATCH and no retry."""
+"""arq's enqueue_job for several jobs as one script, announced on the queue's wake channel as
+`JobQueue.enqueue_job` does. KEYS: per job its job and result keys, then the queue; ARGV: per
+job the serialised job, its score and its id, then the expiry (ms) and the wake channel. Redis
+runs a script atomically, so it needs no WATCH and no retry."""
 
 MAX_BODY_BYTES = 25 * 1024 * 1024
 """GitHub caps payloads at 25 MB; Litestar refuses a larger body with 413 as it streams in."""
@@ -132,7 +139,9 @@ class DeliveryQueue:
                 now_ms,
                 job_id,
             ]
-        added = await self._script(keys=[*keys, QUEUE_NAME], args=[*args, expires_extra_ms])
+        added = await self._script(
+            keys=[*keys, QUEUE_NAME], args=[*args, expires_extra_ms, wake_channel(QUEUE_NAME)]
+        )
         return [bool(flag) for flag in added]
 
 
