@@ -63,7 +63,12 @@ from tests.support.fake_github.payloads import (
 )
 from tests.support.git_repos import GitRepo
 from tests.support.images import DOCKER, ensure_python_image
-from tests.support.platform import RunningPlatform, start_platform, wait_for
+from tests.support.platform import (
+    RunningPlatform,
+    remove_docker_objects,
+    start_platform,
+    wait_for,
+)
 
 INSTALLATION_ID = 4242
 ACCOUNT = "bench-org"
@@ -699,19 +704,8 @@ def report(samples: Samples, machine: Sequence[str], build_method: str) -> str:
 
 
 # -- cleanup ----------------------------------------------------------------------------------
-def remove_docker_objects(deployment_ids: Sequence[str], floor_containers: Sequence[str]) -> None:
-    """Containers, images and networks this run made; BuildKit's cache stays for the next run."""
-    for deployment_id in deployment_ids:
-        label = f"label={DEPLOYMENT_LABEL}={deployment_id}"
-        containers = docker("ps", "-aq", "--filter", label).split()
-        if containers:
-            docker("rm", "-f", *containers)
-        images = docker("images", "-q", "--filter", label).split()
-        if images:
-            docker("rmi", "-f", *sorted(set(images)))
-        networks = docker("network", "ls", "-q", "--filter", label).split()
-        if networks:
-            docker("network", "rm", *networks)
+def remove_floor(floor_containers: Sequence[str]) -> None:
+    """The floor's containers and image (the deployments' go with remove_docker_objects)."""
     if floor_containers:
         docker("rm", "-f", *floor_containers)
     floor_tags = docker("images", FLOOR_IMAGE, "--format", "{{.Repository}}:{{.Tag}}").split()
@@ -737,7 +731,8 @@ def clean_up(
             ids |= {d["id"] for d in platform.api("/api/deployments")}
         platform.stop()
     github.stop()
-    remove_docker_objects(sorted(ids), floor_containers)
+    remove_docker_objects(sorted(ids))
+    remove_floor(floor_containers)
     with contextlib.suppress(BenchError):
         docker("network", "rm", FLOOR_NETWORK)
 

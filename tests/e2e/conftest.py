@@ -35,8 +35,16 @@ _repo_ids = itertools.count(1)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests of the shared platform after all others (a stable sort: file order stays)."""
-    items.sort(key=lambda item: "platform" in getattr(item, "fixturenames", ()))
+    """This tier's tests of the shared platform after its others, in the places this tier's
+    tests hold in the run (a stable sort: file order stays; other tiers' tests do not move)."""
+    here = Path(__file__).parent
+    places = [i for i, item in enumerate(items) if item.path.is_relative_to(here)]
+    ordered = sorted(
+        (items[i] for i in places),
+        key=lambda item: "platform" in getattr(item, "fixturenames", ()),
+    )
+    for place, item in zip(places, ordered, strict=True):
+        items[place] = item
 
 
 @pytest.fixture(scope="session")

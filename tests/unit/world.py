@@ -15,7 +15,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import httpx
 from sqlmodel import select
 
 from app.access.links import LinkSigner, RevisionLinks
@@ -83,9 +85,14 @@ class WorkerKilled(BaseException):
 
 def github_client(fake: FakeGitHub) -> GitHubRest:
     """Slipway's GitHub client as bootstrap makes it (the App's JWT, installation tokens), its
-    requests handed to the fake's routes in this thread instead of a socket."""
-    app = GitHubApp(fake.app_id, fake.private_key_pem, fake.url)
-    app._transport._inner = InProcessTransport(fake)  # the one transport all its clients use
+    requests handed to the fake's routes in this thread instead of a socket.
+
+    The App's one transport, which every client it makes shares, is the in-process one (an
+    httpx.HTTPTransport would also cost an SSL context, ~40 ms, for each test's platform).
+    """
+    transport = InProcessTransport(fake)
+    with mock.patch.object(httpx, "HTTPTransport", lambda **_: transport):
+        app = GitHubApp(fake.app_id, fake.private_key_pem, fake.url)
     return GitHubRest(app)
 
 

@@ -1,10 +1,16 @@
-"""Reading the git directories behind the fake's repositories (never writing to them)."""
+"""Reading the git directories behind the fake's repositories (never writing to them).
+
+What a full SHA names never changes (a commit, its tree, a blob), so answers about full SHAs
+are kept for the process: a git subprocess costs milliseconds, and the unit tier asks the same
+questions of every revision it runs. Anything named by a branch or a relative ref is asked anew.
+"""
 
 from __future__ import annotations
 
 import re
 import subprocess
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 SHA = re.compile(r"[0-9a-f]{40}")
@@ -26,13 +32,26 @@ def _safe_rev(ref: str) -> bool:
     return bool(ref) and not ref.startswith("-") and not any(c in ref for c in "\0\n\r\t ")
 
 
+_KNOWN_COMMITS: set[tuple[Path, str]] = set()
+"""(git_dir, full SHA) of commits seen to exist: a commit, once there, stays."""
+
+
+def _full(*shas: str | None) -> bool:
+    return all(sha is not None and SHA.fullmatch(sha) for sha in shas)
+
+
 def rev_parse(git_dir: Path, ref: str) -> str | None:
     """The commit SHA a branch, tag or SHA names in ``git_dir``, or None."""
     if not _safe_rev(ref):
         return None
+    if (git_dir, ref) in _KNOWN_COMMITS:
+        return ref
     proc = git(git_dir, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
     sha = proc.stdout.decode().strip()
-    return sha if proc.returncode == 0 and SHA.fullmatch(sha) else None
+    if proc.returncode != 0 or not SHA.fullmatch(sha):
+        return None
+    _KNOWN_COMMITS.add((git_dir, sha))
+    return sha
 
 
 def has_commits(git_dir: Path) -> bool:
@@ -68,6 +87,7 @@ class CommitInfo:
     signed: bool
 
 
+@lru_cache(maxsize=4096)
 def commit_info(git_dir: Path, sha: str) -> CommitInfo:
     """What ``git show`` knows about one commit (``sha`` must be a full, existing commit SHA)."""
     fields = "%H%x00%T%x00%P%x00%an%x00%ae%x00%aI%x00%cn%x00%ce%x00%cI%x00%G?%x00%B"
@@ -103,6 +123,17 @@ _STATUS = {"A": "added", "D": "removed", "M": "modified", "T": "changed"}
 
 def changed_files(git_dir: Path, sha: str, parent: str | None) -> list[FileChange]:
     """Files changed by ``sha`` against ``parent`` (against the empty tree when None)."""
+    if _full(sha, parent or EMPTY_TREE):
+        return list(_changed_files_between(git_dir, sha, parent))
+    return _changed_files(git_dir, sha, parent)
+
+
+@lru_cache(maxsize=4096)
+def _changed_files_between(git_dir: Path, sha: str, parent: str | None) -> tuple[FileChange, ...]:
+    return tuple(_changed_files(git_dir, sha, parent))
+
+
+def _changed_files(git_dir: Path, sha: str, parent: str | None) -> list[FileChange]:
     base = parent or EMPTY_TREE
     raw = git(git_dir, "diff-tree", "-r", "--no-renames", "--raw", "-z", base, sha)
     numstat = git(git_dir, "diff-tree", "-r", "--no-renames", "--numstat", "-z", base, sha)
@@ -130,12 +161,34 @@ def changed_files(git_dir: Path, sha: str, parent: str | None) -> list[FileChang
 
 def count_commits(git_dir: Path, base: str, head: str) -> int:
     """Commits reachable from ``head`` but not from ``base`` (a pull request's ``commits``)."""
+    if _full(base, head):
+        return _count_commits_between(git_dir, base, head)
+    return _count_commits(git_dir, base, head)
+
+
+@lru_cache(maxsize=4096)
+def _count_commits_between(git_dir: Path, base: str, head: str) -> int:
+    return _count_commits(git_dir, base, head)
+
+
+def _count_commits(git_dir: Path, base: str, head: str) -> int:
     proc = git(git_dir, "rev-list", "--count", f"{base}..{head}")
     text = proc.stdout.decode().strip()
     return int(text) if proc.returncode == 0 and text.isdigit() else 0
 
 
 def merge_base(git_dir: Path, base: str, head: str) -> str | None:
+    if _full(base, head):
+        return _merge_base_of(git_dir, base, head)
+    return _merge_base(git_dir, base, head)
+
+
+@lru_cache(maxsize=4096)
+def _merge_base_of(git_dir: Path, base: str, head: str) -> str | None:
+    return _merge_base(git_dir, base, head)
+
+
+def _merge_base(git_dir: Path, base: str, head: str) -> str | None:
     proc = git(git_dir, "merge-base", base, head)
     sha = proc.stdout.decode().strip()
     return sha if proc.returncode == 0 and SHA.fullmatch(sha) else None
@@ -171,6 +224,17 @@ def _tree_entries(output: bytes, prefix: str) -> list[TreeEntry]:
 
 def tree_entry(git_dir: Path, commit: str, path: str) -> TreeEntry | None:
     """The entry at ``path`` (no leading or trailing slash) in ``commit``'s tree, or None."""
+    if _full(commit):
+        return _tree_entry_of(git_dir, commit, path)
+    return _tree_entry(git_dir, commit, path)
+
+
+@lru_cache(maxsize=4096)
+def _tree_entry_of(git_dir: Path, commit: str, path: str) -> TreeEntry | None:
+    return _tree_entry(git_dir, commit, path)
+
+
+def _tree_entry(git_dir: Path, commit: str, path: str) -> TreeEntry | None:
     proc = git(git_dir, "ls-tree", "-l", "-z", "--full-tree", commit, "--", path)
     if proc.returncode != 0:
         return None
@@ -187,6 +251,7 @@ def list_tree(git_dir: Path, commit: str, path: str) -> list[TreeEntry]:
     return _tree_entries(proc.stdout, f"{path}/" if path else "")
 
 
+@lru_cache(maxsize=1024)
 def read_blob(git_dir: Path, sha: str) -> bytes:
     proc = git(git_dir, "cat-file", "blob", sha)
     if proc.returncode != 0:
