@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 
 MARKER = "<!-- slipway:preview -->"
 """Hidden in every Slipway comment: how it is found again when its id was lost."""
-LEASE = timedelta(seconds=60)
-"""Longer than a comment write takes; a worker that died holding it is waited out."""
+LEASE = timedelta(seconds=15)
+"""Renewed while its holder writes, so a worker that died holding it is waited out in seconds."""
 
 
 class CommentNotUpdated(SlipwayError):
@@ -202,11 +202,11 @@ class PreviewComments:
     # -- writing the comment -----------------------------------------------------------------
     def sync(self, pull_request_id: str) -> None:
         """Bring the comment up to date; raises CommentNotUpdated when GitHub failed."""
-        while self._lease.acquire(pull_request_id):
-            try:
+        while True:
+            with self._lease.held(pull_request_id) as held:
+                if not held:
+                    return  # its holder writes this change too
                 self._write_until_current(pull_request_id)
-            finally:
-                self._lease.release(pull_request_id)
             if self._is_current(pull_request_id):
                 return
             # A bump landed between the last write and the release: go round again.

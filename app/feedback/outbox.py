@@ -27,8 +27,8 @@ from app.kernel.ports import Clock
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(seconds=120)
-"""Longer than a revision's reports take to send; a worker that died holding it is waited out."""
+LEASE = timedelta(seconds=15)
+"""Renewed while its holder sends, so a worker that died holding it is waited out in seconds."""
 
 KINDS = frozenset(
     {
@@ -102,11 +102,11 @@ class ReportOutbox:
 
     # -- sending -----------------------------------------------------------------------------
     def drain(self, revision_id: str) -> None:
-        while self._lease.acquire(revision_id):
-            try:
+        while True:
+            with self._lease.held(revision_id) as held:
+                if not held:
+                    return  # its holder sends this one too
                 self._send_pending(revision_id)
-            finally:
-                self._lease.release(revision_id)
             if not self._has_pending(revision_id):
                 return
             # A report was added between the last send and the release: go round again.
