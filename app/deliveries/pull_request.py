@@ -12,7 +12,7 @@ import logging
 
 from sqlmodel import select
 
-from app.deliveries.context import EventContext, preview_env_source
+from app.deliveries.context import EventContext
 from app.deliveries.installation import connected_repository
 from app.deployments import previews
 from app.deployments.previews import Verdict
@@ -142,7 +142,7 @@ def _open_or_update_preview(
         delivery_id=ctx.delivery_id,
         fresh=revived,
         approval_required=pull_request.fork,
-        env_of=preview_env_source(ctx.session, deployment, fork=pull_request.fork),
+        env_of=previews.env_source(ctx.session, ctx.secrets, deployment, fork=pull_request.fork),
     )
     revision = result.revision
     pull_request.note = None

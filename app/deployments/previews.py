@@ -14,11 +14,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from app.deployments.registry import MAX_LABEL, production_deployment, slug_available
+from app.deployments.environment import StoredEnv, preview_env
+from app.deployments.registry import (
+    MAX_LABEL,
+    PRODUCTION_ENVIRONMENT,
+    production_deployment,
+    slug_available,
+)
 from app.deployments.revisions import cancel_in_flight
 from app.github.webhooks import PullRequestEvent
+from app.kernel.crypto import SecretBox
 from app.kernel.models import (
     Deployment,
     PullRequest,
@@ -258,3 +265,22 @@ def close_pull_request(pull_request: PullRequest, why: str, now: datetime) -> No
     pull_request.state = PullRequestState.closed
     pull_request.note = why
     pull_request.updated_at = now
+
+
+def env_source(
+    session: Session, box: SecretBox, preview: Deployment, *, fork: bool
+) -> Deployment | StoredEnv:
+    """A same-repository preview runs with production's env as it is now, under production's
+    preview overrides; a fork's code gets none of either (its own, always empty, env)."""
+    if fork:
+        return preview
+    production = session.exec(
+        select(Deployment).where(
+            Deployment.repository_id == preview.repository_id,
+            Deployment.environment == PRODUCTION_ENVIRONMENT,
+            col(Deployment.deleted_at).is_(None),
+        )
+    ).first()
+    if production is None:
+        return preview
+    return preview_env(box, production)
