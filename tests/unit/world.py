@@ -312,6 +312,23 @@ class Platform:
         )
         return self.deliver("pull_request", payload)
 
+    def label_event(self, action: str, number: int, name: str = "preview") -> WorkOrder:
+        """Someone put label `name` on pull request `number` (`labeled`) or took it off
+        (`unlabeled`), then GitHub's delivery of it."""
+        full_name = self.full_name
+        if action == "labeled":
+            label = self.github.label_pull_request(full_name, number, name)
+        else:
+            label = self.github.unlabel_pull_request(full_name, number, name)
+        payload = pull_request_payload(
+            action,
+            self.repository,
+            INSTALLATION,
+            self.github.pull_request(full_name, number),
+            label=label,
+        )
+        return self.deliver("pull_request", payload)
+
     def open_pull_request(self, number: int, files: dict[str, str] | None = None) -> str:
         """Open a pull request with a new head commit; returns the pull request's id."""
         outcome = self.pull_request_event("opened", number, self.commit(files))
