@@ -18,6 +18,7 @@ from app.deployments.environment import EnvChange, EnvScope
 from app.deployments.previews import PreviewSettings, Verdict, decide
 from app.kernel.errors import ConflictError, InvalidRequest
 from app.kernel.models import Database, Deployment, RevisionState
+from app.kernel.orders import TeardownOrder, WorkOrder
 from manifests.config import parse_repository_config
 from manifests.errors import ConfigError
 from tests.unit.world import DOCKERFILE, Platform
@@ -399,3 +400,23 @@ def test_a_bad_override_changes_nothing(platform: Platform) -> None:
 
     _, overrides = platform.operations.env_with_overrides(production_id)
     assert overrides is not None and overrides.values == {}
+
+
+def test_a_late_teardown_of_the_unlabelled_preview_spares_the_relabelled_one(
+    platform: Platform,
+) -> None:
+    """arq delivers at least once: the unlabel's teardown job may run again (or late) after
+    the label is back, and must not take the new revision down."""
+    labelled_repository(platform)
+    [first] = platform.label_event("labeled", 7).start_revisions
+    platform.pipeline.run(first)
+    platform.label_event("unlabeled", 7)
+    [again] = platform.label_event("labeled", 7).start_revisions
+    preview = platform.preview_deployment(7)
+
+    late = WorkOrder("the unlabel's teardown, again", teardowns=[TeardownOrder(preview.id, True)])
+    platform.carry_out(late)
+
+    assert platform.pipeline.run(again) is RevisionState.live
+    assert platform.router.upstreams(PREVIEW_HOST) is not None
+    assert platform.preview_deployment(7).removed_at is None

@@ -109,7 +109,7 @@ class InlineQueue:
     def tear_down(self, deployment_id: str, *, drop_database: bool, reason: str) -> None:
         platform = self.platform
         for cancelled in platform.teardown.remove(
-            deployment_id, drop_database=drop_database, reason=reason
+            deployment_id, drop_database=drop_database, reason=reason, spare_revived=True
         ):
             platform.pipeline.report_cancelled(cancelled)
         platform.comments.deployment_changed(deployment_id)
