@@ -140,12 +140,6 @@ def test_a_label_github_could_not_have_is_refused(label: str) -> None:
     assert "previews.label" in annotation.message
 
 
-def test_idle_ttl_is_not_a_key_here_yet() -> None:
-    """Left to the idle-deletion work: until it counts days, the key is refused, not ignored."""
-    with pytest.raises(ConfigError):
-        parse_repository_config('[previews]\nidle_ttl = "3d"\n')
-
-
 # -- the App is told what the label trigger needs ----------------------------------------------
 def test_the_app_manifest_subscribes_to_the_event_that_carries_labels() -> None:
     manifest = yaml.safe_load((ROOT / "app.yml").read_text(encoding="utf-8"))
