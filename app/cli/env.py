@@ -178,15 +178,19 @@ def set_secret(
     help_epilogue=examples("slipway secrets list web", "slipway secrets list web --json"),
 )
 def list_secrets(deployment: Deployment, /, *, json: Json = False, url: Url = None) -> int:
-    """List the names of a deployment's secrets (values are never shown)."""
+    """List the names of a deployment's secrets (values are never shown); its previews' own
+    follow, each ending with `  # previews`."""
     output = Output(json=json)
     with connect(url) as client:
-        names = client.env(client.deployment(deployment)["id"])["secrets"]
+        found = client.env(client.deployment(deployment)["id"])
+    names = found["secrets"]
     if json:
         output.data(names)
-    else:
-        for name in names:
-            output.say(name)
+        return 0
+    for name in names:
+        output.say(name)
+    for name in (found.get("previews") or {}).get("secrets", []):
+        output.say(f"{name}  # {PREVIEWS_SCOPE}")
     return 0
 
 

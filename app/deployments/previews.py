@@ -119,17 +119,18 @@ def decide(
             "because slipway.toml turned previews off",
         )
     if settings.by_label and not any(settings.is_label(name) for name in labels):
+        shown = settings.label.replace("`", "'")  # inside a code span in the comment
         if action == "unlabeled":
             return Decision(
                 Verdict.remove,
                 f'the "{settings.label}" label was taken off',
-                f"when the `{settings.label}` label was taken off the pull request "
+                f"when the `{shown}` label was taken off the pull request "
                 "(labelling it again deploys a new one)",
             )
         return Decision(
             Verdict.remove,
             f'no "{settings.label}" label (slipway.toml: [previews] trigger = "label")',
-            f"because the pull request does not carry the `{settings.label}` label",
+            f"because the pull request does not carry the `{shown}` label",
         )
     if draft and not settings.drafts:
         return Decision(Verdict.wait, "a draft, and slipway.toml says [previews] drafts = false")

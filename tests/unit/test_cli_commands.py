@@ -127,6 +127,7 @@ def test_previews_env_is_set_with_previews_and_listed_after_production(
         "MODE=sandbox  # previews",
         "API_KEY=<secret>  # previews",
     ]
+    assert slipway("secrets", "list", "web").out.splitlines() == ["API_KEY  # previews"]
 
 
 def test_delete_needs_the_name_typed(slipway: Cli, fake_api: FakeApi) -> None:

@@ -71,6 +71,16 @@ def test_taking_the_label_off_removes_and_says_how_to_bring_it_back() -> None:
     assert "labelling it again" in decision.note
 
 
+def test_a_label_cannot_break_out_of_its_code_span_in_the_comment() -> None:
+    settings = PreviewSettings(by_label=True, label="a`**b**`")
+
+    decision = decide(settings, action="unlabeled", labels=[], changed_label="a`**b**`")
+
+    assert decision.note is not None
+    assert decision.note.count("`") == 2
+    assert "`a'**b**'`" in decision.note
+
+
 @pytest.mark.parametrize("action", ["opened", "synchronize", "reopened"])
 def test_without_the_label_a_pull_request_has_no_preview(action: str) -> None:
     decision = decide(BY_LABEL, action=action, labels=["bug"])
