@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import time
 import uuid
 from typing import Any
 
@@ -95,6 +96,7 @@ def test_a_preview_follows_its_label_on_off_and_on_again(
     assert prs.comments(1) == []
 
     # labelled: built, commented, served.
+    started = time.monotonic()
     label(prs, "labeled", 1)
     preview = prs.preview(1)
     slug = preview["slug"]
@@ -103,6 +105,7 @@ def test_a_preview_follows_its_label_on_off_and_on_again(
     assert first["state"] == "live", first["error"]
     prs.comment_saying(1, "✅ Live", url)
     assert serves(platform, slug, "one\n")
+    labelled_seconds = time.monotonic() - started
     uri = platform.database_uri(preview["id"])
     assert connects(uri)
 
@@ -111,12 +114,14 @@ def test_a_preview_follows_its_label_on_off_and_on_again(
     assert serves(platform, slug, "one\n")
 
     # unlabelled: removed as on close (404, database and containers gone); the comment says so.
+    started = time.monotonic()
     label(prs, "unlabeled", 1)
     wait_for(
         "the router to answer 404 for the unlabelled preview",
         lambda: platform.request(slug).status_code == 404,
         60,
     )
+    unlabelled_seconds = time.monotonic() - started
     wait_for("the preview's database to be gone", lambda: not connects(uri), 60)
     wait_for("no container of the preview", lambda: not containers_of(preview["id"]), 60)
     body = prs.comment_saying(1, "🗑️ **Removed**", "`preview` label was taken off")
@@ -141,6 +146,9 @@ def test_a_preview_follows_its_label_on_off_and_on_again(
     assert [p["slug"] for p in previews_of(platform, full_name, 1)] == [slug]
     assert len(prs.comments(1)) == 1
     assert github.errors == [], github.errors
+    print(
+        f"labelled → serves: {labelled_seconds:.1f} s; unlabelled → 404: {unlabelled_seconds:.1f} s"
+    )
 
 
 def test_a_preview_scoped_secret_reaches_the_preview_and_not_production(
