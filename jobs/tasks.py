@@ -97,7 +97,9 @@ async def teardown_deployment(
     platform = _platform(ctx)
 
     def remove() -> list[str]:
-        return platform.teardown.remove(deployment_id, drop_database=drop_database, reason=reason)
+        return platform.teardown.remove(
+            deployment_id, drop_database=drop_database, reason=reason, spare_revived=True
+        )
 
     try:
         cancelled = await asyncio.to_thread(remove)

@@ -10,8 +10,10 @@
     health_path = "/"           # answered with any status below 500 once the app is up
 
     [previews]
-    enabled = true              # a preview deployment for every pull request
+    enabled = true              # preview deployments of pull requests
     drafts = true               # draft pull requests too
+    trigger = "every-pr"        # or "label": only pull requests that carry `label`
+    label = "preview"           # the label that asks for a preview (trigger = "label")
 
     [scale]                     # production only; each key defaults to the platform's setting
     min = 2                     # replicas kept however quiet (default 1)
@@ -27,6 +29,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -34,6 +37,8 @@ from manifests.errors import Annotation, ConfigError
 from manifests.paths import SAFE_CHARACTERS, is_clean_relative
 
 CONFIG_FILE = "slipway.toml"
+MAX_LABEL_LENGTH = 50
+"""GitHub's own limit on a label's name."""
 
 
 def _relative(value: str) -> str:
@@ -92,6 +97,23 @@ class PreviewsConfig(BaseModel):
     """A preview deployment for every pull request; false: none for this repository."""
     drafts: bool = True
     """Draft pull requests too; false: a draft waits until it is ready for review."""
+    trigger: Literal["every-pr", "label"] = "every-pr"
+    """`every-pr`: every pull request gets a preview. `label`: only a pull request that carries
+    `label`, for as long as it carries it (taking the label off removes the preview as closing
+    the pull request does; labelling it again brings a new one)."""
+    label: str = "preview"
+    """The label that asks for a preview when `trigger = "label"` (matched as GitHub matches
+    label names: case aside)."""
+
+    @field_validator("label")
+    @classmethod
+    def _label_name(cls, value: str) -> str:
+        if not value.strip() or value != value.strip() or len(value) > MAX_LABEL_LENGTH:
+            raise ValueError(
+                f"must be a GitHub label's name: 1 to {MAX_LABEL_LENGTH} characters, "
+                "no space at either end"
+            )
+        return value
 
 
 class ScaleConfig(BaseModel):

@@ -42,6 +42,7 @@ from app.api.schemas import (
     ScalingPolicyView,
     ScalingSampleView,
     ScalingView,
+    ScopedEnvView,
     deployment_status,
 )
 from app.deployments import revisions
@@ -258,8 +259,16 @@ class DeploymentController(Controller):
     async def get_env(
         self, deployment_id: FromPath[str], operations: NamedDependency[DeploymentOperations]
     ) -> EnvView:
-        env = await asyncio.to_thread(operations.env, deployment_id)
-        return EnvView(vars=env.variables, secrets=env.secrets)
+        env, overrides = await asyncio.to_thread(operations.env_with_overrides, deployment_id)
+        return EnvView(
+            vars=env.variables,
+            secrets=env.secrets,
+            previews=(
+                None
+                if overrides is None
+                else ScopedEnvView(vars=overrides.variables, secrets=overrides.secrets)
+            ),
+        )
 
     @patch("/{deployment_id:str}/env", status_code=HTTP_202_ACCEPTED)
     async def change_env(
@@ -274,7 +283,7 @@ class DeploymentController(Controller):
     ) -> Accepted:
         change = EnvChange(set=data.set, secrets=data.secrets, unset=data.unset)
         done = await asyncio.to_thread(
-            operations.change_env, deployment_id, change, caller_of(request)
+            operations.change_env, deployment_id, change, caller_of(request), data.scope
         )
         return await _accepted(done, sessions, settings, queue)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.deployments.environment import EnvScope
 from app.kernel.models import ApiToken, Deployment, Replica, Revision
 from manifests.containers import DeploymentType
 
@@ -178,12 +179,22 @@ class EnvChangeBody(Body):
     secrets: dict[str, Any] = Field(default_factory=dict)
     """Write-only: stored encrypted, never returned."""
     unset: list[Any] = Field(default_factory=list)
+    scope: EnvScope = EnvScope.deployment
+    """`previews`: what a production deployment's previews get over its env (no revision of
+    production; each preview gets it at its next revision)."""
 
 
-class EnvView(BaseModel):
+class ScopedEnvView(BaseModel):
     vars: dict[str, str]
     secrets: list[str]
     """Names only."""
+
+
+class EnvView(ScopedEnvView):
+    scope: EnvScope = EnvScope.deployment
+    """`vars` and `secrets` are what the deployment's own containers get."""
+    previews: ScopedEnvView | None = None
+    """A production deployment's: what its previews get over `vars` and `secrets`."""
 
 
 class NewDeploymentBody(Body):

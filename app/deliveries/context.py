@@ -10,12 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from app.deliveries.facts import NO_FACTS, CommitFacts
-from app.deployments.registry import PRODUCTION_ENVIRONMENT
 from app.kernel.crypto import SecretBox
-from app.kernel.models import Deployment
 from app.kernel.orders import WorkOrder
 
 
@@ -29,18 +27,3 @@ class EventContext:
 
 
 Handler = Callable[[EventContext, dict[str, object]], WorkOrder]
-
-
-def preview_env_source(session: Session, preview: Deployment, *, fork: bool) -> Deployment:
-    """A same-repository preview runs with production's env as it is now; a fork's code
-    gets none of it (its own, always empty, env)."""
-    if fork:
-        return preview
-    production = session.exec(
-        select(Deployment).where(
-            Deployment.repository_id == preview.repository_id,
-            Deployment.environment == PRODUCTION_ENVIRONMENT,
-            col(Deployment.deleted_at).is_(None),
-        )
-    ).first()
-    return production or preview

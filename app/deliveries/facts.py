@@ -85,7 +85,13 @@ class GitHubCommitFacts:
             config = parse_repository_config(raw.decode("utf-8"))
         except (ConfigError, UnicodeDecodeError):
             return PreviewSettings()  # the revision's build reports what is wrong with it
-        return PreviewSettings(enabled=config.previews.enabled, drafts=config.previews.drafts)
+        previews = config.previews
+        return PreviewSettings(
+            enabled=previews.enabled,
+            drafts=previews.drafts,
+            by_label=previews.trigger == "label",
+            label=previews.label,
+        )
 
     def commit_message(self, installation_id: int, full_name: str, sha: str) -> str:
         try:

@@ -1,8 +1,9 @@
 """pull_request events: a pull request's preview opened, updated, or removed when it closes.
 
 Previews follow pull requests into the default branch only; `slipway.toml`'s `[previews]` at
-the head commit can turn them off or leave drafts out. A fork's commit waits for a maintainer's
-approval (check_run.py) before it is built.
+the head commit can turn them off, leave drafts out, or keep them to pull requests that carry a
+label (then `labeled` builds one and `unlabeled` removes it as closing does). A fork's commit
+waits for a maintainer's approval (check_run.py) before it is built.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import logging
 
 from sqlmodel import select
 
-from app.deliveries.context import EventContext, preview_env_source
+from app.deliveries.context import EventContext
 from app.deliveries.installation import connected_repository
 from app.deployments import previews
+from app.deployments.previews import Verdict
 from app.deployments.revisions import create_revision
 from app.feedback import comments
 from app.github.webhooks import PullRequestEvent
@@ -22,11 +24,15 @@ from app.kernel.orders import TeardownOrder, WorkOrder
 
 log = logging.getLogger(__name__)
 
+HANDLED_ACTIONS = (
+    previews.OPENING_ACTIONS | previews.UPDATING_ACTIONS | previews.LABEL_ACTIONS | {"closed"}
+)
+
 
 def handle_pull_request(ctx: EventContext, payload: dict[str, object]) -> WorkOrder:
     event = PullRequestEvent.model_validate(payload)
     label = f"pull request #{event.number}"
-    if event.action not in previews.OPENING_ACTIONS | previews.UPDATING_ACTIONS | {"closed"}:
+    if event.action not in HANDLED_ACTIONS:
         return WorkOrder(f"{label} {event.action}: nothing to do for a preview")
     if event.installation is None:
         return WorkOrder("pull request without an installation: the App is not installed there")
@@ -63,10 +69,34 @@ def _close_preview(ctx: EventContext, repository: Repository, event: PullRequest
     )
 
 
+def _remove_unwanted(
+    ctx: EventContext, pull_request: PullRequest, decision: previews.Decision, summary: str
+) -> WorkOrder:
+    """The pull request stays open without a preview: one it has goes as on close."""
+    outcome = WorkOrder(summary)
+    deployment = (
+        ctx.session.get(Deployment, pull_request.deployment_id)
+        if pull_request.deployment_id
+        else None
+    )
+    if deployment is None or deployment.removed_at is not None:
+        return outcome
+    removed = previews.mark_removed(ctx.session, deployment, decision.why, ctx.now)
+    pull_request.note = decision.note
+    outcome.summary += f": preview {deployment.slug} is being removed"
+    outcome.cancelled_revisions = [r.id for r in removed.cancelled]
+    outcome.teardowns = [TeardownOrder(deployment.id, drop_database=True)]
+    return outcome
+
+
 def _open_or_update_preview(
     ctx: EventContext, repository: Repository, event: PullRequestEvent
 ) -> WorkOrder:
     label = f"pull request #{event.number}"
+    if event.pull_request.state != "open":
+        return WorkOrder(
+            f"{label} {event.action} while it is {event.pull_request.state}: no preview"
+        )
     known = ctx.session.exec(
         select(PullRequest).where(
             PullRequest.repository_id == repository.id, PullRequest.number == event.number
@@ -78,25 +108,21 @@ def _open_or_update_preview(
     settings, message = ctx.facts.pull_request_facts(
         repository.installation_id, repository.full_name, head
     )
+    decision = previews.decide(
+        settings,
+        action=event.action,
+        labels=[found.name for found in event.pull_request.labels],
+        changed_label=event.label.name if event.label else None,
+        draft=event.pull_request.draft,
+    )
+    if decision.verdict is Verdict.ignore:
+        return WorkOrder(f"{label}: {decision.why}")
     pull_request = previews.record_pull_request(ctx.session, repository, event, ctx.now)
     pull_request.state = PullRequestState.open
-    if not settings.enabled:
-        outcome = WorkOrder(f"{label}: previews are turned off in slipway.toml")
-        deployment = (
-            ctx.session.get(Deployment, pull_request.deployment_id)
-            if pull_request.deployment_id
-            else None
-        )
-        if deployment is not None and deployment.removed_at is None:
-            removed = previews.mark_removed(
-                ctx.session, deployment, "previews were turned off in slipway.toml", ctx.now
-            )
-            pull_request.note = "because slipway.toml turned previews off"
-            outcome.cancelled_revisions = [r.id for r in removed.cancelled]
-            outcome.teardowns = [TeardownOrder(deployment.id, drop_database=True)]
-        return outcome
-    if event.pull_request.draft and not settings.drafts:
-        return WorkOrder(f"{label} is a draft and slipway.toml says [previews] drafts = false")
+    if decision.verdict is Verdict.remove:
+        return _remove_unwanted(ctx, pull_request, decision, f"{label}: {decision.why}")
+    if decision.verdict is Verdict.wait:
+        return WorkOrder(f"{label} is {decision.why}")
     if previews.skips_deploy(message):
         log.info(
             "pull request commit skipped by its message",
@@ -116,7 +142,7 @@ def _open_or_update_preview(
         delivery_id=ctx.delivery_id,
         fresh=revived,
         approval_required=pull_request.fork,
-        env_of=preview_env_source(ctx.session, deployment, fork=pull_request.fork),
+        env_of=previews.env_source(ctx.session, ctx.secrets, deployment, fork=pull_request.fork),
     )
     revision = result.revision
     pull_request.note = None

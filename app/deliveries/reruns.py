@@ -9,7 +9,7 @@ import logging
 
 from sqlmodel import col, select
 
-from app.deliveries.context import EventContext, preview_env_source
+from app.deliveries.context import EventContext
 from app.deployments import previews
 from app.deployments.revisions import create_revision
 from app.feedback import comments
@@ -112,7 +112,7 @@ def rerun(ctx: EventContext, revision: Revision, login: str) -> WorkOrder:
         fresh=True,
         approval_required=fork,
         env_of=(
-            preview_env_source(ctx.session, deployment, fork=fork)
+            previews.env_source(ctx.session, ctx.secrets, deployment, fork=fork)
             if deployment.is_preview
             else None
         ),

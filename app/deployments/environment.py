@@ -3,10 +3,14 @@
 Both are stored in one encrypted JSON object (the deployment's and each revision's
 `env_encrypted`); which keys are secrets is kept beside it in plain text, since a name is not a
 secret. Everything is checked before anything changes, so a bad key loses nothing.
+
+A production deployment holds a second env of the same kind, scope "previews": values its
+same-repository previews get over its own (a test database's URL, a sandbox API key).
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 from dataclasses import dataclass, field
@@ -24,6 +28,21 @@ MAX_ENV_BYTES = 512 * 1024
 MAX_KEYS = 500
 RESERVED = frozenset({"PORT", "DATABASE_URI"})
 RESERVED_PREFIX = "SLIPWAY_"
+
+
+class EnvScope(enum.StrEnum):
+    deployment = "deployment"
+    """What the deployment's own containers get."""
+    previews = "previews"
+    """What its previews get over that (production deployments only)."""
+
+
+@dataclass(frozen=True)
+class StoredEnv:
+    """An env as a revision stores it (encrypted values, secret names beside them)."""
+
+    env_encrypted: str | None
+    secret_names: str | None
 
 
 @dataclass(frozen=True)
@@ -60,6 +79,40 @@ def load_env(box: SecretBox, env_encrypted: str | None, secret_names: str | None
 
 def deployment_env(box: SecretBox, deployment: Deployment) -> Env:
     return load_env(box, deployment.env_encrypted, deployment.secret_names)
+
+
+def preview_overrides(box: SecretBox, deployment: Deployment) -> Env:
+    return load_env(box, deployment.preview_env_encrypted, deployment.preview_secret_names)
+
+
+def scoped_env(box: SecretBox, deployment: Deployment, scope: EnvScope) -> Env:
+    if scope is EnvScope.previews:
+        return preview_overrides(box, deployment)
+    return deployment_env(box, deployment)
+
+
+def store_scoped_env(box: SecretBox, deployment: Deployment, scope: EnvScope, env: Env) -> None:
+    if scope is EnvScope.previews:
+        deployment.preview_env_encrypted, deployment.preview_secret_names = store_env(box, env)
+    else:
+        deployment.env_encrypted, deployment.secret_names = store_env(box, env)
+
+
+def overlay(base: Env, over: Env) -> Env:
+    """`base` with `over`'s values winning; a key is secret when the value it ends with is."""
+    values = {**base.values, **over.values}
+    secret_names = (base.secret_names - over.values.keys()) | over.secret_names
+    return Env(values=values, secret_names=frozenset(secret_names & values.keys()))
+
+
+def preview_env(box: SecretBox, production: Deployment) -> StoredEnv:
+    """What a same-repository preview of `production` runs with: production's env under its
+    preview overrides. Without overrides it is production's stored env, untouched."""
+    own = StoredEnv(production.env_encrypted, production.secret_names)
+    if production.preview_env_encrypted is None:
+        return own
+    merged = overlay(deployment_env(box, production), preview_overrides(box, production))
+    return StoredEnv(*store_env(box, merged))
 
 
 def store_env(box: SecretBox, env: Env) -> tuple[str | None, str | None]:
@@ -117,9 +170,15 @@ def apply_change(env: Env, change: EnvChange) -> Env:
     for key in change.unset:
         values.pop(key, None)
         secret_names.discard(key)
-    if len(values) > MAX_KEYS:
+    after = Env(values=values, secret_names=frozenset(secret_names & values.keys()))
+    check_limits(after)
+    return after
+
+
+def check_limits(env: Env) -> None:
+    """What one set of containers may be given (a preview's: production's and its overrides)."""
+    if len(env.values) > MAX_KEYS:
         raise InvalidRequest(f"a deployment holds at most {MAX_KEYS} variables")
-    total = sum(len(k.encode()) + len(v.encode()) for k, v in values.items())
+    total = sum(len(k.encode()) + len(v.encode()) for k, v in env.values.items())
     if total > MAX_ENV_BYTES:
         raise InvalidRequest(f"all variables together are over {MAX_ENV_BYTES // 1024} KiB")
-    return Env(values=values, secret_names=frozenset(secret_names & values.keys()))

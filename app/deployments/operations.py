@@ -17,11 +17,24 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from app.access.tokens import Caller
-from app.deployments.environment import Env, EnvChange, apply_change, deployment_env, store_env
+from app.deployments import previews
+from app.deployments.environment import (
+    Env,
+    EnvChange,
+    EnvScope,
+    apply_change,
+    check_limits,
+    deployment_env,
+    overlay,
+    preview_overrides,
+    scoped_env,
+    store_scoped_env,
+)
 from app.deployments.previews import mark_removed
 from app.deployments.registry import (
     DEFAULT_SLUG_HOLD,
     MAX_LABEL,
+    PRODUCTION_ENVIRONMENT,
     RESERVED_SLUGS,
     check_slug_available,
     get_deployment,
@@ -154,6 +167,7 @@ class DeploymentOperations:
         outcome: WorkOrder,
     ) -> Revision:
         # Asked for on purpose: a commit already deployed with this env is built again.
+        pull_request = previews.pull_request_of(session, deployment)
         result = create_revision(
             session,
             deployment,
@@ -163,6 +177,11 @@ class DeploymentOperations:
             self._clock(),
             fresh=True,
             requested_by=caller.name,
+            env_of=(
+                previews.env_source(session, self._secrets, deployment, fork=pull_request.fork)
+                if pull_request is not None
+                else None
+            ),
         )
         outcome.start_revisions.append(result.revision.id)
         outcome.cancelled_revisions += [r.id for r in result.cancelled]
@@ -178,40 +197,71 @@ class DeploymentOperations:
         return commit
 
     # -- env --------------------------------------------------------------------------------
-    def env(self, deployment_id: str) -> Env:
+    def env(self, deployment_id: str, scope: EnvScope = EnvScope.deployment) -> Env:
         with self._sessions() as session:
-            return deployment_env(self._secrets, get_deployment(session, deployment_id))
+            return scoped_env(self._secrets, get_deployment(session, deployment_id), scope)
 
-    def change_env(self, deployment_id: str, change: EnvChange, caller: Caller) -> Done:
+    def env_with_overrides(self, deployment_id: str) -> tuple[Env, Env | None]:
+        """The deployment's env and, for a production deployment, its previews' overrides."""
+        with self._sessions() as session:
+            deployment = get_deployment(session, deployment_id)
+            own = deployment_env(self._secrets, deployment)
+            if deployment.environment != PRODUCTION_ENVIRONMENT:
+                return own, None
+            return own, preview_overrides(self._secrets, deployment)
+
+    def change_env(
+        self,
+        deployment_id: str,
+        change: EnvChange,
+        caller: Caller,
+        scope: EnvScope = EnvScope.deployment,
+    ) -> Done:
         """New env, new revision: of the live commit (else the newest), built like a push.
 
-        A change that changes nothing makes no revision.
+        A change that changes nothing makes no revision. Scope "previews" changes what the
+        production deployment's previews get over its env: no revision of production (its own
+        env is unchanged); each preview picks it up at its next revision.
         """
         with self._sessions() as session:
             deployment = self._active(session, deployment_id)
             if deployment.is_preview:
                 raise ConflictError(
-                    "a preview runs with its production deployment's env; change that instead"
+                    "a preview runs with its production deployment's env; change that instead "
+                    '(with "scope": "previews" for what previews alone get)'
                 )
-            before = deployment_env(self._secrets, deployment)
+            if scope is EnvScope.previews and deployment.environment != PRODUCTION_ENVIRONMENT:
+                raise ConflictError(
+                    f"{deployment.slug} has no previews: only the production deployment of a "
+                    "repository's default branch has them"
+                )
+            before = scoped_env(self._secrets, deployment, scope)
             after = apply_change(before, change)
-            outcome = WorkOrder(f"env of {deployment.slug} unchanged")
+            outcome = WorkOrder(f"{self._env_name(deployment, scope)} unchanged")
             if after == before:
                 return Done(deployment=deployment, outcome=outcome)
-            deployment.env_encrypted, deployment.secret_names = store_env(self._secrets, after)
+            if scope is EnvScope.previews:
+                check_limits(overlay(deployment_env(self._secrets, deployment), after))
+            else:
+                check_limits(overlay(after, preview_overrides(self._secrets, deployment)))
+            store_scoped_env(self._secrets, deployment, scope, after)
             deployment.updated_at = self._clock()
             session.add(deployment)
-            base = self._commit_to_redeploy(session, deployment)
             revision = None
-            outcome.summary = f"env of {deployment.slug} changed by {caller.name}"
-            if base is not None:
-                revision = self._new_revision(session, deployment, base, caller, outcome)
+            outcome.summary = f"{self._env_name(deployment, scope)} changed by {caller.name}"
+            if scope is EnvScope.previews:
+                outcome.summary += ": each preview gets it at its next revision"
+            else:
+                base = self._commit_to_redeploy(session, deployment)
+                if base is not None:
+                    revision = self._new_revision(session, deployment, base, caller, outcome)
             session.commit()
         # Names only: values never reach the log.
         log.info(
             "env changed",
             extra={
                 "deployment_id": deployment_id,
+                "scope": scope.value,
                 "set": sorted(change.set),
                 "secrets": sorted(change.secrets),
                 "unset": sorted(change.unset),
@@ -219,6 +269,12 @@ class DeploymentOperations:
             },
         )
         return Done(deployment=deployment, outcome=outcome, revision=revision)
+
+    @staticmethod
+    def _env_name(deployment: Deployment, scope: EnvScope) -> str:
+        if scope is EnvScope.previews:
+            return f"env of {deployment.slug}'s previews"
+        return f"env of {deployment.slug}"
 
     @staticmethod
     def _commit_to_redeploy(session: Session, deployment: Deployment) -> Commit | None:

@@ -8,15 +8,24 @@ GitHub) belong to the pipeline, the teardown service and the comment service.
 
 from __future__ import annotations
 
+import enum
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from app.deployments.registry import MAX_LABEL, production_deployment, slug_available
+from app.deployments.environment import StoredEnv, preview_env
+from app.deployments.registry import (
+    MAX_LABEL,
+    PRODUCTION_ENVIRONMENT,
+    production_deployment,
+    slug_available,
+)
 from app.deployments.revisions import cancel_in_flight
 from app.github.webhooks import PullRequestEvent
+from app.kernel.crypto import SecretBox
 from app.kernel.models import (
     Deployment,
     PullRequest,
@@ -31,6 +40,8 @@ SKIP_DEPLOY = re.compile(r"\[(skip deploy|deploy skip|skip ci|ci skip)\]", re.IG
 """Markers in a head commit's message that make no revision (GitHub's own `[skip ci]` too)."""
 OPENING_ACTIONS = frozenset({"opened", "reopened", "ready_for_review"})
 UPDATING_ACTIONS = frozenset({"synchronize"})
+LABEL_ACTIONS = frozenset({"labeled", "unlabeled"})
+"""A label put on or taken off: the preview follows it when `[previews] trigger = "label"`."""
 
 
 def skips_deploy(message: str) -> bool:
@@ -54,6 +65,76 @@ class PreviewSettings:
 
     enabled: bool = True
     drafts: bool = True
+    by_label: bool = False
+    """`trigger = "label"`: a preview only while the pull request carries `label`."""
+    label: str = "preview"
+
+    def is_label(self, name: str | None) -> bool:
+        """GitHub keeps one label per name whatever its case, so the case does not matter."""
+        return name is not None and name.casefold() == self.label.casefold()
+
+
+class Verdict(enum.Enum):
+    build = "build"
+    """The pull request should have a preview of its head commit."""
+    remove = "remove"
+    """It should have none: a preview it has is removed, as on close."""
+    wait = "wait"
+    """Not now (a draft), but what it has stays."""
+    ignore = "ignore"
+    """The delivery says nothing previews care about (another label)."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    why: str = ""
+    """For the work order's summary."""
+    note: str | None = None
+    """For the comment, completing "The preview was removed ..." (remove only)."""
+
+
+def decide(
+    settings: PreviewSettings,
+    *,
+    action: str,
+    labels: Iterable[str],
+    changed_label: str | None = None,
+    draft: bool = False,
+) -> Decision:
+    """Whether an open pull request's delivery builds, removes or leaves its preview; pure.
+
+    `labels` are the ones it carries after the delivery's change; `changed_label` is the one
+    a `labeled` or `unlabeled` delivery put on or took off.
+    """
+    if action in LABEL_ACTIONS and not (settings.by_label and settings.is_label(changed_label)):
+        trigger = f'the "{settings.label}" label' if settings.by_label else "every pull request"
+        return Decision(
+            Verdict.ignore, f"label {changed_label!r} {action}: previews follow {trigger}"
+        )
+    if not settings.enabled:
+        return Decision(
+            Verdict.remove,
+            "previews are turned off in slipway.toml",
+            "because slipway.toml turned previews off",
+        )
+    if settings.by_label and not any(settings.is_label(name) for name in labels):
+        shown = settings.label.replace("`", "'")  # inside a code span in the comment
+        if action == "unlabeled":
+            return Decision(
+                Verdict.remove,
+                f'the "{settings.label}" label was taken off',
+                f"when the `{shown}` label was taken off the pull request "
+                "(labelling it again deploys a new one)",
+            )
+        return Decision(
+            Verdict.remove,
+            f'no "{settings.label}" label (slipway.toml: [previews] trigger = "label")',
+            f"because the pull request does not carry the `{shown}` label",
+        )
+    if draft and not settings.drafts:
+        return Decision(Verdict.wait, "a draft, and slipway.toml says [previews] drafts = false")
+    return Decision(Verdict.build)
 
 
 @dataclass
@@ -185,3 +266,22 @@ def close_pull_request(pull_request: PullRequest, why: str, now: datetime) -> No
     pull_request.state = PullRequestState.closed
     pull_request.note = why
     pull_request.updated_at = now
+
+
+def env_source(
+    session: Session, box: SecretBox, preview: Deployment, *, fork: bool
+) -> Deployment | StoredEnv:
+    """A same-repository preview runs with production's env as it is now, under production's
+    preview overrides; a fork's code gets none of either (its own, always empty, env)."""
+    if fork:
+        return preview
+    production = session.exec(
+        select(Deployment).where(
+            Deployment.repository_id == preview.repository_id,
+            Deployment.environment == PRODUCTION_ENVIRONMENT,
+            col(Deployment.deleted_at).is_(None),
+        )
+    ).first()
+    if production is None:
+        return preview
+    return preview_env(box, production)

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
+from app.deployments.environment import StoredEnv
 from app.kernel.crypto import SecretBox
 from app.kernel.errors import NotFoundError
 from app.kernel.models import IN_FLIGHT_STATES, PENDING_STATES, Deployment, Revision, RevisionState
@@ -32,14 +33,14 @@ def create_revision(
     *,
     fresh: bool = False,
     approval_required: bool = False,
-    env_of: Deployment | None = None,
+    env_of: Deployment | StoredEnv | None = None,
     requested_by: str | None = None,
 ) -> NewRevision:
     """Idempotent: the same commit with the same env is the same revision, however often pushed.
 
     `fresh` builds it again as a new attempt all the same: a Re-run, a reopened pull request,
     a push to a deployment that was removed. The env is the deployment's own, or `env_of`'s
-    (a same-repository preview runs with production's).
+    (a same-repository preview runs with production's under its preview overrides).
     """
     source = env_of or deployment
     env = secrets.decrypt_env(source.env_encrypted)

@@ -50,15 +50,27 @@ class Teardown:
         self._builds_dir = builds_dir
         self._clock = clock
 
-    def remove(self, deployment_id: str, *, drop_database: bool, reason: str) -> list[str]:
+    def remove(
+        self, deployment_id: str, *, drop_database: bool, reason: str, spare_revived: bool = False
+    ) -> list[str]:
         """Take the deployment down; returns the revisions this run cancelled (to report).
 
         The control plane is marked first (usually the delivery already did), so a build or a
         start still running sees its revision cancelled and goes no further.
+
+        `spare_revived` is for an ordered teardown (the worker's job), whose orderer marked the
+        deployment removed: unmarked now, it was brought back since (a pull request reopened or
+        labelled again), and a late or repeated job must not take the new revision down.
         """
         with self._sessions() as session:
             deployment = session.get(Deployment, deployment_id)
             if deployment is None:
+                return []
+            if spare_revived and deployment.removed_at is None:
+                log.info(
+                    "teardown skipped: the deployment was brought back since it was ordered",
+                    extra={"deployment_id": deployment_id, "reason": reason},
+                )
                 return []
             removed = mark_removed(session, deployment, reason, self._clock())
             session.commit()

@@ -111,6 +111,10 @@ class PullRequestBranch(_Lenient):
     """None when the head repository (a fork) was deleted."""
 
 
+class LabelRef(_Lenient):
+    name: str
+
+
 class PullRequestRef(_Lenient):
     number: int
     state: str = "open"
@@ -120,6 +124,8 @@ class PullRequestRef(_Lenient):
     head: PullRequestBranch
     base: PullRequestBranch
     user: UserRef | None = None
+    labels: list[LabelRef] = Field(default_factory=list)
+    """The labels it carries once this delivery's change is made (`unlabeled`: without it)."""
 
 
 class PullRequestEvent(_Lenient):
@@ -129,6 +135,8 @@ class PullRequestEvent(_Lenient):
     repository: RepositoryRef
     installation: InstallationRef | None = None
     sender: UserRef | None = None
+    label: LabelRef | None = None
+    """The label put on or taken off, for `labeled` and `unlabeled`."""
 
     @property
     def from_fork(self) -> bool:

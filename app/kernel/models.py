@@ -103,6 +103,11 @@ class Deployment(SQLModel, table=True):
     """User environment variables and secrets, as one encrypted JSON object."""
     secret_names: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     """JSON list of the env keys that are secrets: write-only, never shown by the API."""
+    preview_env_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    """Variables and secrets its same-repository previews get over its own (scope "previews"),
+    as one encrypted JSON object; only a production deployment has previews."""
+    preview_secret_names: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    """JSON list of the preview overrides' keys that are secrets."""
     deploy_on_push: bool = True
     """False: pushes to the branch are recorded, and only an API request deploys."""
     deleted_at: datetime | None = _ts()

@@ -96,7 +96,16 @@ def test_a_deployment_driven_from_the_cli(
     assert "GREETING=hi there" in shown and "TLS_KEY=<secret>" in shown
     assert "QUJDREVGR0hJ" not in shown
     env = cli.json("env", "list", slug)
-    assert env == {"vars": {"GREETING": "hi there", "MODE": "demo"}, "secrets": ["TLS_KEY"]}
+    assert env == {
+        "vars": {"GREETING": "hi there", "MODE": "demo"},
+        "secrets": ["TLS_KEY"],
+        "scope": "deployment",
+        "previews": {"vars": {}, "secrets": []},
+    }
+    # --previews: what its previews get over that; no revision of production.
+    said = cli("env", "set", slug, "--previews", "MODE=preview").stdout
+    assert "next revision" in said
+    assert "MODE=preview  # previews" in cli("env", "list", slug).stdout.splitlines()
 
     # deploy --wait: the phases live, exit 0 once live; the container has the secret intact.
     waited = cli("deployments", "deploy", slug, "--wait")

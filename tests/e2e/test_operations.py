@@ -118,7 +118,12 @@ def test_env_vars_and_secrets_each_make_a_revision_and_secrets_show_nowhere(
 
     bad = platform.call("PATCH", path, json={"set": {"PORT": "1", "OK": "1"}})
     assert bad.status_code == 422 and "PORT" in bad.json()["detail"]
-    assert platform.api(path) == {"vars": {}, "secrets": []}
+    assert platform.api(path) == {
+        "vars": {},
+        "secrets": [],
+        "scope": "deployment",
+        "previews": {"vars": {}, "secrets": []},
+    }
 
     changed = platform.call(
         "PATCH",
@@ -133,7 +138,12 @@ def test_env_vars_and_secrets_each_make_a_revision_and_secrets_show_nowhere(
     assert serve(platform, slug, "/env/API_KEY") == SECRET
     assert serve(platform, slug, "/env/TLS_KEY") == PEM  # a multi-line secret, intact
 
-    assert platform.api(path) == {"vars": {"GREETING": "hello"}, "secrets": ["API_KEY", "TLS_KEY"]}
+    assert platform.api(path) == {
+        "vars": {"GREETING": "hello"},
+        "secrets": ["API_KEY", "TLS_KEY"],
+        "scope": "deployment",
+        "previews": {"vars": {}, "secrets": []},
+    }
     shown = [
         changed.text,
         json.dumps(platform.api(f"/api/deployments/{deployment['id']}/revisions")),

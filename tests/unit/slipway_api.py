@@ -98,6 +98,8 @@ class FakeApi:
     revisions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Per deployment id, oldest first."""
     env: dict[str, dict[str, Any]] = field(default_factory=dict)
+    preview_env: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per deployment id, once a change with `"scope": "previews"` was made."""
     logs: dict[str, str] = field(default_factory=dict)
     hold: str | None = None
     """A phase new revisions stay in (e.g. "building"): `--wait` then waits until stopped."""
@@ -161,16 +163,21 @@ class FakeApi:
                 return self._start(did, f"rollback to revision #{number}", target[0]["id"])
             case ("GET", ["deployments", did, "env"]):
                 self._deployment(did)
+                if did in self.preview_env:
+                    return {**self.env[did], "previews": self.preview_env[did]}
                 return self.env[did]
             case ("PATCH", ["deployments", did, "env"]):
-                env = self.env[self._deployment(did)["id"]]
-                env["vars"].update(body.get("set", {}))
-                for name in body.get("secrets", {}):
-                    env["secrets"].append(name)
-                for key in body.get("unset", []):
-                    env["vars"].pop(key, None)
-                    if key in env["secrets"]:
-                        env["secrets"].remove(key)
+                did = self._deployment(did)["id"]
+                if body.get("scope", "deployment") == "previews":
+                    env = self.preview_env.setdefault(did, {"vars": {}, "secrets": []})
+                    _change(env, body)
+                    return {
+                        "deployment": self.deployments[did],
+                        "revision": None,
+                        "message": "env of its previews changed",
+                    }
+                env = self.env[did]
+                _change(env, body)
                 return self._start(did, "env changed", None)
             case ("GET", ["revisions", rid]):
                 return self._advance(self._revision(rid))
@@ -323,3 +330,13 @@ def running_api() -> Iterator[FakeApi]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _change(env: dict[str, Any], body: dict[str, Any]) -> None:
+    env["vars"].update(body.get("set", {}))
+    for name in body.get("secrets", {}):
+        env["secrets"].append(name)
+    for key in body.get("unset", []):
+        env["vars"].pop(key, None)
+        if key in env["secrets"]:
+            env["secrets"].remove(key)

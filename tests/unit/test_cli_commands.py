@@ -107,6 +107,29 @@ def test_env_and_a_multi_line_secret_from_stdin(slipway: Cli, fake_api: FakeApi)
     assert empty.code == 1 and "no value for EMPTY" in empty.err
 
 
+def test_previews_env_is_set_with_previews_and_listed_after_production(
+    slipway: Cli, fake_api: FakeApi
+) -> None:
+    slipway.use(fake_api)
+    assert slipway("env", "set", "web", "MODE=live").code == 0
+
+    changed = slipway("env", "set", "web", "--previews", "MODE=sandbox")
+    secret = slipway("secrets", "set", "web", "--previews", "API_KEY", stdin="sk-test\n")
+    unset = slipway("env", "unset", "web", "--previews", "NOPE")
+
+    assert changed.code == secret.code == unset.code == 0
+    assert "previews" in changed.out
+    scoped = [body for method, _, body in fake_api.requests if method == "PATCH"][1:]
+    assert [body.get("scope") for body in scoped] == ["previews"] * 3
+    assert scoped[1]["secrets"] == {"API_KEY": "sk-test"}
+    assert slipway("env", "list", "web").out.splitlines() == [
+        "MODE=live",
+        "MODE=sandbox  # previews",
+        "API_KEY=<secret>  # previews",
+    ]
+    assert slipway("secrets", "list", "web").out.splitlines() == ["API_KEY  # previews"]
+
+
 def test_delete_needs_the_name_typed(slipway: Cli, fake_api: FakeApi) -> None:
     slipway.use(fake_api)
 

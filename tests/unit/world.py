@@ -109,7 +109,7 @@ class InlineQueue:
     def tear_down(self, deployment_id: str, *, drop_database: bool, reason: str) -> None:
         platform = self.platform
         for cancelled in platform.teardown.remove(
-            deployment_id, drop_database=drop_database, reason=reason
+            deployment_id, drop_database=drop_database, reason=reason, spare_revived=True
         ):
             platform.pipeline.report_cancelled(cancelled)
         platform.comments.deployment_changed(deployment_id)
@@ -309,6 +309,23 @@ class Platform:
             self.github.pull_request(full_name, number),
             sender=sender,
             before=moved,
+        )
+        return self.deliver("pull_request", payload)
+
+    def label_event(self, action: str, number: int, name: str = "preview") -> WorkOrder:
+        """Someone put label `name` on pull request `number` (`labeled`) or took it off
+        (`unlabeled`), then GitHub's delivery of it."""
+        full_name = self.full_name
+        if action == "labeled":
+            label = self.github.label_pull_request(full_name, number, name)
+        else:
+            label = self.github.unlabel_pull_request(full_name, number, name)
+        payload = pull_request_payload(
+            action,
+            self.repository,
+            INSTALLATION,
+            self.github.pull_request(full_name, number),
+            label=label,
         )
         return self.deliver("pull_request", payload)
 

@@ -498,6 +498,7 @@ def pull_request_payload(
     sender: str = "octo-dev",
     before: str | None = None,
     changes: Mapping[str, Any] | None = None,
+    label: Mapping[str, Any] | None = None,
 ) -> JSON:
     """A ``pull_request`` delivery; ``pull_request`` is what ``FakeGitHub.add_pull_request``,
     ``update_pull_request`` or ``pull_request`` returned, after the change the action reports.
@@ -507,7 +508,9 @@ def pull_request_payload(
     (e.g. ``{"title": {"from": "old"}}``). The pull request's state must fit the action:
     ``closed`` needs it closed (``merged`` tells a merge from a close), ``opened``,
     ``reopened``, ``synchronize``, ``ready_for_review`` and ``converted_to_draft`` need it open,
-    and the last two need ``draft`` false and true.
+    and the last two need ``draft`` false and true. ``labeled`` and ``unlabeled`` carry
+    ``label``, the object ``FakeGitHub.label_pull_request`` or ``unlabel_pull_request``
+    returned (the pull request carries it after ``labeled``, not after ``unlabeled``).
     """
     _check_action("pull_request", action, PULL_REQUEST_ACTIONS)
     state, draft = pull_request.get("state"), pull_request.get("draft")
@@ -528,11 +531,23 @@ def pull_request_payload(
         raise ValueError(
             f"before must be the 40-character head SHA before the push, not {before!r}"
         )
+    if (label is not None) != (action in ("labeled", "unlabeled")):
+        raise ValueError("label (the label put on or taken off) goes with labeled/unlabeled only")
+    if label is not None:
+        carried = any(found["name"] == label["name"] for found in pull_request["labels"])
+        if carried != (action == "labeled"):
+            raise ValueError(
+                f"a {action} delivery carries the pull request "
+                + ("with" if action == "labeled" else "without")
+                + f" {label['name']!r} (update it first)"
+            )
     payload: JSON = {
         "action": action,
         "number": pull_request["number"],
         "pull_request": copy.deepcopy(dict(pull_request)),
     }
+    if label is not None:
+        payload["label"] = copy.deepcopy(dict(label))
     if action == "synchronize":
         payload.update({"before": before, "after": after})
     if action == "edited":

@@ -61,6 +61,8 @@ class _PullRequest:
     merge_commit_sha: str | None = None
     head_repo_deleted: bool = False
     stats: dict[str, int] = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)
+    """Names of the labels it carries, in the order they were put on."""
 
 
 class PullsMixin(ReposMixin):
@@ -68,12 +70,14 @@ class PullsMixin(ReposMixin):
     _forks: dict[str, JSON]
     _roles: dict[str, dict[str, str]]
     _users: dict[str, str]
+    _labels: dict[str, dict[str, JSON]]
 
     def _init_pulls(self) -> None:
         self._pulls = {}
         self._forks = {}
         self._roles = {}
         self._users = {}
+        self._labels = {}
 
     # ------------------------------------------------------------------ test helpers
 
@@ -204,6 +208,46 @@ class PullsMixin(ReposMixin):
         with self._lock:
             pull.stats = stats
         return self.pull_request(full_name, number)
+
+    def label_pull_request(self, full_name: str, number: int, name: str) -> JSON:
+        """Put label ``name`` on the pull request (made on the repository the first time, as
+        GitHub's label picker does); returns the label object a ``labeled`` delivery carries.
+        GitHub keeps one label per name whatever its case; putting it on twice is refused."""
+        repo = self._repo(full_name)
+        with self._lock:
+            pull = self._pull(repo, number)
+            known = self._labels.setdefault(repo.key, {})
+            label = known.get(name.casefold())
+            if label is None:
+                label_id = len(known) + 1 + 1000 * len(self._labels)
+                label = {
+                    "id": label_id,
+                    "node_id": node_id("Label", label_id),
+                    "url": f"{repo.json['url']}/labels/{name}",
+                    "name": name,
+                    "color": "0e8a16",
+                    "default": False,
+                    "description": None,
+                }
+                known[name.casefold()] = label
+            if any(n.casefold() == name.casefold() for n in pull.labels):
+                raise ValueError(f"pull request #{number} already carries {name!r}")
+            pull.labels.append(str(label["name"]))
+            pull.updated_at = iso_time()
+            return copy.deepcopy(label)
+
+    def unlabel_pull_request(self, full_name: str, number: int, name: str) -> JSON:
+        """Take label ``name`` off the pull request; returns the label object an
+        ``unlabeled`` delivery carries."""
+        repo = self._repo(full_name)
+        with self._lock:
+            pull = self._pull(repo, number)
+            carried = [n for n in pull.labels if n.casefold() == name.casefold()]
+            if not carried:
+                raise ValueError(f"pull request #{number} does not carry {name!r}")
+            pull.labels.remove(carried[0])
+            pull.updated_at = iso_time()
+            return copy.deepcopy(self._labels[repo.key][name.casefold()])
 
     def pull_request(self, full_name: str, number: int) -> JSON:
         """The pull request as ``GET /repos/{owner}/{repo}/pulls/{number}`` serves it."""
@@ -361,7 +405,9 @@ class PullsMixin(ReposMixin):
             "assignees": [],
             "requested_reviewers": [],
             "requested_teams": [],
-            "labels": [],
+            "labels": [
+                copy.deepcopy(self._labels[repo.key][name.casefold()]) for name in pull.labels
+            ],
             "milestone": None,
             "draft": pull.draft,
             "commits_url": links["commits"],

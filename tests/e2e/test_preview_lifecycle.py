@@ -1,0 +1,212 @@
+"""A repository's choices about its previews, end to end on the shared platform: a preview only
+while its pull request carries a label, and env that only previews get.
+
+Real Docker, BuildKit, Postgres and Caddy; GitHub is the fake, labelled the way GitHub labels
+(the pull request changes first, then the `labeled`/`unlabeled` delivery).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import time
+import uuid
+from typing import Any
+
+from tests.e2e.pull_requests import PullRequests, connects
+from tests.support.apps import notes_app, static_site
+from tests.support.fake_github import FakeGitHub
+from tests.support.fake_github.payloads import pull_request_payload
+from tests.support.images import DOCKER
+from tests.support.platform import INSTALLATION_ID, RepoFactory, RunningPlatform, wait_for
+
+NULL_SHA = "0" * 40
+LABEL_TOML = '[previews]\ntrigger = "label"\n'
+SECRET = "sk-preview-4f1c9e7a2b"
+"""A preview-only secret: in the preview's container, and nowhere else."""
+
+
+def outcome_of(platform: RunningPlatform, delivery_id: str) -> str | None:
+    """What the platform made of a delivery, once it did (its log says the same)."""
+    with sqlite3.connect(platform.data_dir / "slipway.db") as db:
+        row = db.execute(
+            "SELECT outcome FROM deliveries WHERE id = ? AND processed_at IS NOT NULL",
+            (delivery_id,),
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def label(prs: PullRequests, action: str, number: int, name: str = "preview") -> None:
+    """Put the label on (`labeled`) or take it off (`unlabeled`), then GitHub's delivery."""
+    if action == "labeled":
+        changed = prs.github.label_pull_request(prs.full_name, number, name)
+    else:
+        changed = prs.github.unlabel_pull_request(prs.full_name, number, name)
+    payload = pull_request_payload(
+        action,
+        prs.repository,
+        INSTALLATION_ID,
+        prs.github.pull_request(prs.full_name, number),
+        label=changed,
+    )
+    response = prs.platform.send("pull_request", payload)
+    assert response.status_code == 202, response.text
+
+
+def previews_of(platform: RunningPlatform, full_name: str, number: int) -> list[dict[str, Any]]:
+    return [
+        d
+        for d in platform.api("/api/deployments")
+        if d["repository"] == full_name and d["pull_request"] == number
+    ]
+
+
+def serves(platform: RunningPlatform, slug: str, text: str) -> bool:
+    response = platform.request(slug)
+    return response.status_code == 200 and response.text == text
+
+
+def containers_of(deployment_id: str) -> list[str]:
+    return subprocess.run(
+        [DOCKER, "ps", "-aq", "--filter", f"label=dev.slipway.deployment={deployment_id}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+
+
+def test_a_preview_follows_its_label_on_off_and_on_again(
+    platform: RunningPlatform, github: FakeGitHub, make_repository: RepoFactory
+) -> None:
+    repo, repository = make_repository("labelled", static_site("main"))
+    prs = PullRequests(platform, github, repo, repository)
+    full_name = prs.full_name
+
+    # opened without the label: nothing, not even a comment.
+    repo.checkout("feature-1", create=True)
+    head = repo.commit({**static_site("one"), "slipway.toml": LABEL_TOML}, "pull request 1")
+    repo.checkout("main")
+    github.add_pull_request(full_name, 1, head_sha=head, head_ref="feature-1")
+    opened = f"opened-{uuid.uuid4()}"
+    prs.send("opened", 1, delivery_id=opened)
+    said = wait_for("the opened delivery to be handled", lambda: outcome_of(platform, opened), 60)
+    assert 'no "preview" label' in json.loads(said)["summary"]
+    assert previews_of(platform, full_name, 1) == []
+    assert prs.comments(1) == []
+
+    # labelled: built, commented, served.
+    started = time.monotonic()
+    label(prs, "labeled", 1)
+    preview = prs.preview(1)
+    slug = preview["slug"]
+    url = f"http://{slug}.localhost:{platform.router_port}/"
+    first = prs.settled(1, head)
+    assert first["state"] == "live", first["error"]
+    prs.comment_saying(1, "✅ Live", url)
+    assert serves(platform, slug, "one\n")
+    labelled_seconds = time.monotonic() - started
+    uri = platform.database_uri(preview["id"])
+    assert connects(uri)
+
+    # another label changes nothing.
+    label(prs, "labeled", 1, "bug")
+    assert serves(platform, slug, "one\n")
+
+    # unlabelled: removed as on close (404, database and containers gone); the comment says so.
+    started = time.monotonic()
+    label(prs, "unlabeled", 1)
+    wait_for(
+        "the router to answer 404 for the unlabelled preview",
+        lambda: platform.request(slug).status_code == 404,
+        60,
+    )
+    unlabelled_seconds = time.monotonic() - started
+    wait_for("the preview's database to be gone", lambda: not connects(uri), 60)
+    wait_for("no container of the preview", lambda: not containers_of(preview["id"]), 60)
+    body = prs.comment_saying(1, "🗑️ **Removed**", "`preview` label was taken off")
+    assert url not in body
+    assert github.pull_request(full_name, 1)["state"] == "open"
+
+    # labelled again: the same address serves again, a new revision with a new database.
+    label(prs, "labeled", 1)
+    again = wait_for(
+        "a second revision of the preview",
+        lambda: [
+            r
+            for r in platform.api(f"/api/deployments/{preview['id']}/revisions")
+            if r["id"] != first["id"]
+        ],
+        60,
+    )[0]
+    settled = platform.wait_state(again["id"], {"live", "failed"})
+    assert settled["state"] == "live", settled["error"]
+    wait_for("the preview to serve again", lambda: serves(platform, slug, "one\n"), 60)
+    prs.comment_saying(1, "✅ Live", url)
+    assert [p["slug"] for p in previews_of(platform, full_name, 1)] == [slug]
+    assert len(prs.comments(1)) == 1
+    assert github.errors == [], github.errors
+    print(
+        f"labelled → serves: {labelled_seconds:.1f} s; unlabelled → 404: {unlabelled_seconds:.1f} s"
+    )
+
+
+def test_a_preview_scoped_secret_reaches_the_preview_and_not_production(
+    platform: RunningPlatform, github: FakeGitHub, make_repository: RepoFactory
+) -> None:
+    repo, repository = make_repository("scoped", notes_app("main"))
+    platform.push(repository, INSTALLATION_ID, NULL_SHA, repo.head)
+    production, _ = platform.settle(repository["full_name"], repo.head)
+    slug, path = production["slug"], f"/api/deployments/{production['id']}/env"
+    changed = platform.call("PATCH", path, json={"set": {"MODE": "live"}})
+    assert changed.status_code == 202, changed.text
+    live = platform.wait_state(changed.json()["revision"]["id"], {"live", "failed"})
+    assert live["state"] == "live", live["error"]
+
+    # scope "previews": accepted, no revision of production, listed by scope, value hidden.
+    scoped = platform.call(
+        "PATCH",
+        path,
+        json={"scope": "previews", "set": {"MODE": "sandbox"}, "secrets": {"API_KEY": SECRET}},
+    )
+    assert scoped.status_code == 202, scoped.text
+    assert scoped.json()["revision"] is None
+    assert "next revision" in scoped.json()["message"]
+    listed = platform.api(path)
+    assert listed["vars"] == {"MODE": "live"} and listed["secrets"] == []
+    assert listed["previews"] == {"vars": {"MODE": "sandbox"}, "secrets": ["API_KEY"]}
+    newest = platform.api(f"/api/deployments/{production['id']}/revisions")[0]
+    assert newest["id"] == live["id"]  # newest first: no revision of production was made
+
+    # the preview gets the override and the secret over production's env.
+    prs = PullRequests(platform, github, repo, repository)
+    head = prs.open(1, notes_app("preview"))
+    preview = prs.preview(1)
+    revision = prs.settled(1, head)
+    assert revision["state"] == "live", revision["error"]
+    assert platform.request(preview["slug"], "/env/API_KEY").text == SECRET
+    assert platform.request(preview["slug"], "/env/MODE").text == "sandbox"
+
+    # production's containers have neither.
+    assert platform.request(slug, "/env/API_KEY").status_code == 404
+    assert platform.request(slug, "/env/MODE").text == "live"
+    production_containers = containers_of(production["id"])
+    assert production_containers
+    inspected = subprocess.run(
+        [DOCKER, "inspect", *production_containers], capture_output=True, text=True, check=True
+    ).stdout
+    assert SECRET not in inspected
+
+    # the value is shown nowhere else.
+    shown = [
+        scoped.text,
+        json.dumps(listed),
+        json.dumps(platform.api(f"/api/deployments/{preview['id']}/revisions")),
+        platform.logs(revision["id"]),
+        json.dumps([run.history for run in github.check_runs(prs.full_name)]),
+        "\n".join(prs.comments(1)),
+        platform.log_path.read_text(),
+    ]
+    for text in shown:
+        assert SECRET not in text
+    assert github.errors == [], github.errors
