@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 from cyclopts import App, Group, Parameter
 from cyclopts.exceptions import CycloptsError
 
-from app.cli import auth, deployments, env, logs, revisions, server, tokens
+from app.cli import auth, db, deployments, env, logs, revisions, server, tokens
 from app.cli.client import OLD_TOKEN_VARIABLE, TOKEN_VARIABLE, URL_VARIABLE, ClientError
 from app.cli.common import CLIENT, UsageError, examples
 from app.cli.output import Output
@@ -87,6 +87,7 @@ app.command(logs.logs, group=CLIENT, help_epilogue=logs.EXAMPLES)
 app.command(env.env)
 app.command(env.secrets)
 app.command(tokens.app)
+app.command(db.app)
 
 app.command(
     server.up,

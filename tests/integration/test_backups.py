@@ -107,7 +107,7 @@ class World:
             f"postgresql://{database.role}:{password}@127.0.0.1:{self.cluster.port}/{database.name}"
         )
         with psycopg.connect(url, autocommit=True) as conn:
-            cursor = conn.execute(statement, args or None)  # type: ignore[arg-type]
+            cursor = conn.execute(statement, args or None)
             return list(cursor.fetchall()) if cursor.description else []
 
 
