@@ -228,8 +228,9 @@ def delete(
         slug = found["slug"]
         if not yes:
             output.say(
-                f"This deletes {slug}, its replicas, its route and its database. The data "
-                "cannot be recovered."
+                f"This deletes {slug}, its replicas, its route and its database. The "
+                "database's last backup is kept for a while (`slipway db backups`), then it "
+                "is gone for good."
             )
             typed = (
                 input(f"Type {slug} to confirm: ") if sys.stdin.isatty() else sys.stdin.readline()
