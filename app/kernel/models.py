@@ -417,7 +417,8 @@ class Backup(SQLModel, table=True):
     reason: str = "scheduled"
     """scheduled, or final (taken before a deleted deployment's database was dropped)."""
     state: BackupState = BackupState.running
-    size_bytes: int | None = None
+    size_bytes: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    """BIGINT: a dump can pass 2 GiB."""
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     started_at: datetime = _created()
     finished_at: datetime | None = _ts()

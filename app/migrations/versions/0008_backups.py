@@ -30,7 +30,7 @@ def upgrade() -> None:
             sa.Enum("running", "done", "failed", name="backupstate"),
             nullable=False,
         ),
-        sa.Column("size_bytes", sa.Integer(), nullable=True),
+        sa.Column("size_bytes", sa.BigInteger(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("started_at", app.kernel.timestamps.UTCDateTime(), nullable=False),
         sa.Column("finished_at", app.kernel.timestamps.UTCDateTime(), nullable=True),
