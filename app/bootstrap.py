@@ -11,7 +11,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,10 @@ from typing import Any
 from app.access.links import LinkSigner, RevisionLinks
 from app.adapters.caddy import CaddyRouter
 from app.adapters.docker import DockerRuntime
+from app.adapters.pg_tools import PostgresTools
 from app.adapters.postgres import PostgresProvisioner, RoleLimits
+from app.backups.schedule import Schedule
+from app.backups.service import BackupPolicy, DatabaseBackups
 from app.deliveries.facts import CommitFacts, GitHubCommitFacts
 from app.deployments.janitor import Janitor, JanitorLimits
 from app.deployments.teardown import Teardown
@@ -35,6 +38,7 @@ from app.kernel.ports import (
     Clock,
     CommitResolver,
     ContainerRuntime,
+    DatabaseDumps,
     DatabaseProvisioner,
     GitHubPort,
     HealthProbe,
@@ -87,6 +91,8 @@ class Platform:
     janitor: Janitor
     facts: CommitFacts
     clock: Clock
+    backups: DatabaseBackups | None = None
+    """None where no pg tools are wired (the unit tier's fakes without dumps)."""
 
     @property
     def databases(self) -> DatabaseProvisioner:
@@ -237,6 +243,8 @@ class Adapters:
     service_images: ServiceImages
     prune_build_cache: Callable[[int], None]
     """Shrinks the engine's build cache to at most this many bytes (the janitor's call)."""
+    dumps: DatabaseDumps | None = None
+    """pg_dump and pg_restore for backups (None: no backups are made)."""
 
 
 @dataclass(frozen=True)
@@ -251,6 +259,7 @@ class Wiring:
     check_name: str
     recovery_after: timedelta
     resync_seconds: float
+    backups: BackupPolicy = field(default_factory=BackupPolicy)
 
 
 def wiring(settings: Settings, secrets: SecretBox, clock: Clock = utcnow) -> Wiring:
@@ -270,7 +279,37 @@ def wiring(settings: Settings, secrets: SecretBox, clock: Clock = utcnow) -> Wir
         check_name=settings.github_app_name,
         recovery_after=timedelta(seconds=settings.recovery_seconds),
         resync_seconds=settings.reconcile_resync_seconds,
+        backups=backup_policy(settings),
     )
+
+
+def backup_policy(settings: Settings) -> BackupPolicy:
+    return BackupPolicy(
+        schedule=Schedule.parse(settings.backup_schedule), keep=settings.backup_keep
+    )
+
+
+def database_backups(
+    settings: Settings, sessions: SessionFactory, secrets: SecretBox, clock: Clock = utcnow
+) -> DatabaseBackups:
+    """The API's backups service (the worker's is wired with the platform)."""
+    return DatabaseBackups(
+        sessions=sessions,
+        secrets=secrets,
+        dumps=postgres_tools(settings),
+        backups_dir=backups_dir(settings),
+        policy=backup_policy(settings),
+        clock=clock,
+    )
+
+
+def backups_dir(settings: Settings) -> Path:
+    return settings.data_dir.resolve() / "backups"
+
+
+def postgres_tools(settings: Settings) -> PostgresTools:
+    """Unset POSTGRES_ADMIN_URL (an API started on its own) fails at the first dump, saying so."""
+    return PostgresTools(settings.postgres_admin_url, settings.postgres_bin_dir)
 
 
 def real_adapters(
@@ -308,6 +347,7 @@ def real_adapters(
         health=HttpHealthProbe(),
         service_images=ValkeyImage(docker_binary, settings.langgraph_redis_image),
         prune_build_cache=builder.prune_cache,
+        dumps=postgres_tools(settings),
     )
 
 
@@ -364,6 +404,18 @@ def wire(
         resync_seconds=setup.resync_seconds,
     )
     reports = ReportOutbox(sessions=sessions, reporter=reporter, clock=clock)
+    backups = (
+        DatabaseBackups(
+            sessions=sessions,
+            secrets=secrets,
+            dumps=adapters.dumps,
+            backups_dir=config.data_dir / "backups",
+            policy=setup.backups,
+            clock=clock,
+        )
+        if adapters.dumps is not None
+        else None
+    )
     teardown = Teardown(
         sessions=sessions,
         runtime=runtime,
@@ -372,6 +424,7 @@ def wire(
         reports=reports,
         builds_dir=config.builds_dir,
         clock=clock,
+        final_backup=backups.final if backups is not None else None,
     )
     comments = PreviewComments(
         sessions=sessions,
@@ -433,4 +486,5 @@ def wire(
         janitor=janitor,
         facts=GitHubCommitFacts(github),
         clock=clock,
+        backups=backups,
     )

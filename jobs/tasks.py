@@ -176,3 +176,12 @@ async def sync_routes(ctx: dict[str, Any]) -> None:
 async def reconcile(ctx: dict[str, Any]) -> None:
     """One reconciler pass: dead replicas replaced, scaling applied, drained ones stopped."""
     await asyncio.to_thread(_platform(ctx).reconciler.reconcile)
+
+
+async def back_up_databases(ctx: dict[str, Any]) -> str:
+    """Due production databases dumped (SLIPWAY_BACKUP_SCHEDULE), old backups pruned."""
+    backups = _platform(ctx).backups
+    if backups is None:
+        return "backups are not wired"
+    report = await asyncio.to_thread(backups.run_schedule)
+    return f"{len(report.done)} backed up, {len(report.failed)} failed, {report.pruned} pruned"

@@ -19,7 +19,7 @@ from redis.exceptions import WatchError
 
 from app.adapters.postgres import reapply_role_limits
 from app.adapters.queue import announcing, create_queue, redis_settings, wake_channel
-from app.bootstrap import bootstrap, replica_config
+from app.bootstrap import backup_policy, bootstrap, replica_config
 from app.deliveries.bus import OrderBus
 from app.kernel.heap import freeze_startup_objects
 from app.kernel.orders import (
@@ -64,6 +64,12 @@ it: the worker looks half a second ahead, then waits for the job like any deferr
 OUTAGE_POLL_MAX_SECONDS = 5.0
 """While the queue stays down, the worker looks for it at most this far apart."""
 
+BACKUP_SECOND = 30
+"""Due backups are looked for once a minute (at this second) when the schedule is a daily time
+or an interval of a minute or more: a look when nothing is due is one query."""
+BACKUPS_TIMEOUT_SECONDS = 6 * 3600
+"""One pass dumps every due database in turn; each dump has its own timeout."""
+
 RECONCILE_TIMEOUT_SECONDS = 10 * 60
 """A pass waits for the replicas it starts to answer (the health timeout) and no longer."""
 
@@ -73,6 +79,11 @@ def tick_seconds(tick: float) -> set[int]:
     seconds: a tick below one second is one second)."""
     step = max(1.0, tick)
     return {int(i * step) % 60 for i in range(math.ceil(60 / step))}
+
+
+def backup_seconds(settings: Settings) -> set[int]:
+    tick = backup_policy(settings).schedule.tick_seconds()
+    return tick_seconds(tick) if tick < 60 else {BACKUP_SECOND}
 
 
 LOST_CONNECTION = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -279,6 +290,14 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
                 run_at_startup=True,
                 timeout=RECONCILE_TIMEOUT_SECONDS,
                 max_tries=1,
+            ),
+            cron(
+                tasks.back_up_databases,
+                name="back_up_databases",
+                second=backup_seconds(settings),
+                run_at_startup=True,  # a backup missed while the worker was down, made now
+                timeout=BACKUPS_TIMEOUT_SECONDS,
+                max_tries=1,  # a failed backup waits for the schedule's next moment
             ),
             cron(
                 tasks.sync_routes,

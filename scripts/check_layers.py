@@ -32,7 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # The domain, top to bottom.
     ("app.deliveries", "app.rollout"),
     ("app.deployments",),
-    ("app.replicas",),
+    ("app.replicas", "app.backups"),
     ("app.feedback", "app.setup"),
     ("app.access", "app.github"),
     ("app.kernel",),

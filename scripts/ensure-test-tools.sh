@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make sure the tools the tests use are present: what builds local base images, and `hey`.
+# Make sure the tools the tests use are present: what builds local base images, `hey`, and
+# systemd-analyze.
 #
 # No container registry can be reached from these machines, so the tests make their own base
 # images: a static busybox (`FROM scratch` + /bin/busybox, a 2 MB image with an HTTP server) and
@@ -35,6 +36,9 @@ have_static_busybox || missing+=(busybox-static)
 have_debootstrap || missing+=(debootstrap)
 # The load generator of the replica tests (rollouts, autoscaling): Debian's `hey`.
 command -v hey >/dev/null 2>&1 || missing+=(hey)
+# `systemd-analyze verify` checks the units `slipway service install` writes (Debian's systemd
+# package; no systemd needs to run).
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0

@@ -18,12 +18,14 @@ from litestar.status_codes import (
     HTTP_404_NOT_FOUND,
     HTTP_409_CONFLICT,
     HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_503_SERVICE_UNAVAILABLE,
 )
 
 from app.access.follows import LogFollows
 from app.access.tokens import admin_token_path, ensure_admin_token
 from app.adapters.queue import create_queue, redis_settings
 from app.api.auth import BearerTokens, writers_only
+from app.api.backups import DatabaseController
 from app.api.deployments import DeploymentController, RevisionController
 from app.api.setup import SetupController
 from app.api.tokens import TokenController, whoami
@@ -31,6 +33,7 @@ from app.api.webhooks import DeliveryQueue, Receiver, WebhookController
 from app.bootstrap import (
     app_setup,
     commit_resolver,
+    database_backups,
     link_signer,
     open_database,
     pipeline_config,
@@ -38,7 +41,13 @@ from app.bootstrap import (
 )
 from app.deliveries.inbox import DeliveryRecorder
 from app.deployments.operations import DeploymentOperations
-from app.kernel.errors import ConflictError, InvalidRequest, NotFoundError, PermissionDenied
+from app.kernel.errors import (
+    ConflictError,
+    DatabaseError,
+    InvalidRequest,
+    NotFoundError,
+    PermissionDenied,
+)
 from app.kernel.heap import freeze_startup_objects
 from app.kernel.ports import Clock, CommitResolver
 from app.kernel.settings import Settings
@@ -53,6 +62,7 @@ STATUS_OF: dict[type[SlipwayError], int] = {
     InvalidRequest: HTTP_422_UNPROCESSABLE_ENTITY,
     ConflictError: HTTP_409_CONFLICT,
     PermissionDenied: HTTP_403_FORBIDDEN,
+    DatabaseError: HTTP_503_SERVICE_UNAVAILABLE,
 }
 
 
@@ -84,6 +94,7 @@ def create_app(
     with sessions() as session:
         ensure_admin_token(session, admin_token_path(settings.data_dir), clock())
     follows = LogFollows(settings.log_follows_per_caller)
+    backups = database_backups(settings, sessions, secrets, clock)
 
     @asynccontextmanager
     async def queue_lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -110,7 +121,13 @@ def create_app(
 
     api = Router(
         path="/api",
-        route_handlers=[DeploymentController, RevisionController, TokenController, whoami],
+        route_handlers=[
+            DeploymentController,
+            RevisionController,
+            DatabaseController,
+            TokenController,
+            whoami,
+        ],
         guards=[writers_only],
     )
     return Litestar(
@@ -134,6 +151,7 @@ def create_app(
             "app_credentials": Provide(lambda: credentials, use_cache=True, sync_to_thread=False),
             "app_setup": Provide(lambda: setup, use_cache=True, sync_to_thread=False),
             "follows": Provide(lambda: follows, use_cache=True, sync_to_thread=False),
+            "backups": Provide(lambda: backups, use_cache=True, sync_to_thread=False),
         },
         exception_handlers={cls: _domain_error for cls in STATUS_OF},
         lifespan=[queue_lifespan],

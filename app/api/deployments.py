@@ -45,6 +45,8 @@ from app.api.schemas import (
     ScopedEnvView,
     deployment_status,
 )
+from app.backups.service import last_backup
+from app.bootstrap import backup_policy
 from app.deployments import revisions
 from app.deployments.environment import EnvChange
 from app.deployments.operations import DeploymentOperations, Done, NewDeployment
@@ -67,7 +69,9 @@ FOLLOW_POLL_SECONDS = 0.5
 FOLLOW_RETRY_AFTER_SECONDS = 30
 """What a caller refused a follow (429) is told to wait: a build log follow lasts minutes."""
 DELETE_WARNING = (
-    "the deployment's database was dropped with everything in it; it cannot be recovered"
+    "its database is backed up once more, then dropped; that last backup is kept until {until} "
+    "(listed at {backups_url}: download it with `slipway db dump {deployment_id} --backup ID`), "
+    "then it is gone for good"
 )
 
 
@@ -81,6 +85,7 @@ def _view(session: Session, deployment: Deployment, settings: Settings) -> Deplo
         replicas=running_replicas(session, deployment.id),
         crash_looping=is_crash_looping(loop),
         last_exit_reason=loop.last_reason if loop else None,
+        last_backup=last_backup(session, deployment.id),
     )
 
 
@@ -159,11 +164,20 @@ class DeploymentController(Controller):
             operations.delete, deployment_id, data.confirm, caller_of(request)
         )
         await carry_out(queue, done.outcome)
+        deleted_at = done.deployment.deleted_at or utcnow()
+        until = deleted_at + backup_policy(settings).retention
+        backups_url = f"{settings.api_url}/api/deployments/{deployment_id}/backups"
         return Deleted(
             deployment_id=deployment_id,
             status=deployment_status(done.deployment),
             progress_url=f"{settings.api_url}/api/deployments/{deployment_id}",
-            warning=DELETE_WARNING,
+            warning=DELETE_WARNING.format(
+                until=until.strftime("%Y-%m-%d %H:%M UTC"),
+                backups_url=backups_url,
+                deployment_id=deployment_id,
+            ),
+            backups_url=backups_url,
+            backup_kept_until=until,
         )
 
     @get("/{deployment_id:str}/scaling", sync_to_thread=True)

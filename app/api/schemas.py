@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.deployments.environment import EnvScope
-from app.kernel.models import ApiToken, Deployment, Replica, Revision
+from app.kernel.models import ApiToken, Backup, Deployment, Replica, Revision
 from manifests.containers import DeploymentType
 
 
@@ -36,6 +36,32 @@ class ReplicaView(BaseModel):
         )
 
 
+class BackupView(BaseModel):
+    id: str
+    deployment_id: str
+    reason: str
+    """scheduled, or final (taken before the deployment's database was dropped)."""
+    state: str
+    """running, done (restorable by id) or failed (see error; tried again at the next moment)."""
+    size_bytes: int | None
+    error: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, backup: Backup) -> BackupView:
+        return cls(
+            id=backup.id,
+            deployment_id=backup.deployment_id,
+            reason=backup.reason,
+            state=backup.state.value,
+            size_bytes=backup.size_bytes,
+            error=backup.error,
+            started_at=backup.started_at,
+            finished_at=backup.finished_at,
+        )
+
+
 class DeploymentView(BaseModel):
     id: str
     slug: str
@@ -56,6 +82,8 @@ class DeploymentView(BaseModel):
     desired_replicas: int = 1
     replicas: list[ReplicaView] = Field(default_factory=list)
     """Its running replicas (of the live revision, and of others still starting or draining)."""
+    last_backup: BackupView | None = None
+    """Its newest backup of the database, however it went (a failed one says why)."""
     removed_at: datetime | None
     deleted_at: datetime | None
     created_at: datetime
@@ -71,6 +99,7 @@ class DeploymentView(BaseModel):
         replicas: list[Replica] | None = None,
         crash_looping: bool = False,
         last_exit_reason: str | None = None,
+        last_backup: Backup | None = None,
     ) -> DeploymentView:
         status = deployment_status(deployment)
         if status == "active" and crash_looping:
@@ -90,6 +119,7 @@ class DeploymentView(BaseModel):
             last_exit_reason=last_exit_reason,
             desired_replicas=deployment.desired_replicas,
             replicas=[ReplicaView.of(r) for r in replicas or []],
+            last_backup=BackupView.of(last_backup) if last_backup else None,
             removed_at=deployment.removed_at,
             deleted_at=deployment.deleted_at,
             created_at=deployment.created_at,
@@ -234,6 +264,9 @@ class Deleted(BaseModel):
     status: str
     progress_url: str
     warning: str
+    backups_url: str
+    """Where the deleted deployment's last backup is listed while it is kept."""
+    backup_kept_until: datetime
 
 
 class NewTokenBody(Body):

@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import httpx
@@ -26,6 +26,7 @@ import httpx
 from manifests.errors import SlipwayError
 
 TIMEOUT_SECONDS = 30.0
+UPLOAD_CHUNK_BYTES = 256 * 1024
 URL_VARIABLE = "SLIPWAY_API_URL"
 TOKEN_VARIABLE = "SLIPWAY_TOKEN"  # noqa: S105 (a variable's name, not a secret)
 OLD_TOKEN_VARIABLE = "SLIPWAY_API_TOKEN"  # noqa: S105
@@ -275,6 +276,57 @@ class SlipwayClient:
                 yield from response.iter_text()
         except httpx.HTTPError as exc:
             raise ClientError(f"the log stream broke off: {exc}") from exc
+
+    # -- databases --------------------------------------------------------------------------
+    def download(self, path: str, out: BinaryIO) -> int:
+        """A dump or a stored backup into `out`, as it streams; the bytes written."""
+        written = 0
+        try:
+            with self._http.stream(
+                "GET", path, timeout=httpx.Timeout(TIMEOUT_SECONDS, read=None)
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    raise ClientError(_reason(response), response.status_code)
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    written += len(chunk)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"the dump broke off after {written} bytes: {exc}") from exc
+        return written
+
+    def upload(self, path: str, source: BinaryIO, **params: str) -> dict[str, Any]:
+        """An archive as the request's body, streamed from `source`."""
+
+        def chunks() -> Iterator[bytes]:
+            while chunk := source.read(UPLOAD_CHUNK_BYTES):
+                yield chunk
+
+        try:
+            response = self._http.post(
+                path,
+                content=chunks(),
+                params=params,
+                headers={"Content-Type": "application/octet-stream"},
+                timeout=httpx.Timeout(TIMEOUT_SECONDS, read=None, write=None),
+            )
+        except httpx.HTTPError as exc:
+            raise ClientError(f"Slipway at {self.url} did not answer: {exc}") from exc
+        if response.is_error:
+            raise ClientError(_reason(response), response.status_code)
+        return dict(response.json())
+
+    def backups(self, deployment_id: str) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"/api/deployments/{deployment_id}/backups"))
+
+    def restore_backup(self, deployment_id: str, backup_id: str, confirm: str) -> dict[str, Any]:
+        return dict(
+            self._call(
+                "POST",
+                f"/api/deployments/{deployment_id}/backups/{backup_id}/restore",
+                {"confirm": confirm},
+            )
+        )
 
     # -- tokens -----------------------------------------------------------------------------
     def tokens(self) -> list[dict[str, Any]]:

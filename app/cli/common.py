@@ -44,6 +44,8 @@ def examples(*lines: str) -> str:
 
 CLIENT = Group("Using a platform", sort_key=1)
 """The root help's panel of the commands that use a platform through its API."""
+SERVER = Group("Running a platform", sort_key=2)
+"""The root help's panel of the commands that run one on this machine."""
 
 
 def noun(name: str, help: str, *example_lines: str) -> App:

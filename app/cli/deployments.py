@@ -35,6 +35,7 @@ FIELDS = [
     "live_revision",
     "desired_replicas",
     "last_exit_reason",
+    "last_backup",
     "created_at",
     "updated_at",
 ]
@@ -81,6 +82,11 @@ def view(deployment: Deployment, /, *, json: Json = False, url: Url = None) -> i
         found = client.deployment(deployment)
         live = [r for r in client.revisions(found["id"]) if r["id"] == found["live_revision_id"]]
     found["live_revision"] = address_of(found["slug"], live[0]) if live else None
+    if not json and found.get("last_backup"):
+        backup = found["last_backup"]
+        found["last_backup"] = f"{backup['state']} {backup['started_at']} ({backup['id']})" + (
+            f": {backup['error']}" if backup.get("error") else ""
+        )
     output.fields(found, FIELDS)
     if not json and found.get("replicas"):
         output.say("")
@@ -228,8 +234,9 @@ def delete(
         slug = found["slug"]
         if not yes:
             output.say(
-                f"This deletes {slug}, its replicas, its route and its database. The data "
-                "cannot be recovered."
+                f"This deletes {slug}, its replicas, its route and its database. The "
+                "database's last backup is kept for a while (`slipway db backups`), then it "
+                "is gone for good."
             )
             typed = (
                 input(f"Type {slug} to confirm: ") if sys.stdin.isatty() else sys.stdin.readline()

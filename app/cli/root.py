@@ -17,9 +17,9 @@ from typing import Annotated, Literal
 from cyclopts import App, Group, Parameter
 from cyclopts.exceptions import CycloptsError
 
-from app.cli import auth, deployments, env, logs, revisions, server, tokens
+from app.cli import auth, db, deployments, env, logs, revisions, server, service, tokens
 from app.cli.client import OLD_TOKEN_VARIABLE, TOKEN_VARIABLE, URL_VARIABLE, ClientError
-from app.cli.common import CLIENT, UsageError, examples
+from app.cli.common import CLIENT, SERVER, UsageError, examples
 from app.cli.output import Output
 
 EXIT_OK = 0
@@ -54,7 +54,6 @@ Exit codes:
   4    authentication: no login, or the token was refused (401/403)
   130  interrupted (Ctrl-C); a revision being waited for goes on"""
 
-SERVER = Group("Running a platform", sort_key=2)
 SHELL = Group("Shell", sort_key=3)
 OPTIONS = Group("Options", sort_key=4)
 
@@ -87,6 +86,7 @@ app.command(logs.logs, group=CLIENT, help_epilogue=logs.EXAMPLES)
 app.command(env.env)
 app.command(env.secrets)
 app.command(tokens.app)
+app.command(db.app)
 
 app.command(
     server.up,
@@ -99,6 +99,12 @@ app.command(server.api, group=SERVER, help_epilogue=examples("slipway api"))
 app.command(server.worker, group=SERVER, help_epilogue=examples("slipway worker"))
 app.command(server.migrate, group=SERVER, help_epilogue=examples("slipway migrate"))
 app.command(server.check, group=SERVER, help_epilogue=examples("slipway check"))
+app.command(
+    service.doctor,
+    group=SERVER,
+    help_epilogue=examples("slipway doctor", "slipway doctor --json"),
+)
+app.command(service.app)
 
 
 @app.command(

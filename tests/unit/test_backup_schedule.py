@@ -1,0 +1,68 @@
+"""When backups are due (SLIPWAY_BACKUP_SCHEDULE), and how often the worker looks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from app.backups.schedule import Schedule
+from app.kernel.settings import Settings, SettingsError, load_settings
+from app.server.service import ServicePlan, render_unit
+from jobs.worker import backup_seconds
+
+T = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+
+
+def test_a_daily_time_is_due_once_it_passed_since_the_last_backup() -> None:
+    daily = Schedule.parse("03:00")
+    assert daily.last_moment(T) == datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
+    assert daily.due(since=datetime(2026, 12, 6, 3, 0, 5, tzinfo=UTC), now=T)
+    assert not daily.due(since=datetime(2026, 12, 7, 3, 0, 5, tzinfo=UTC), now=T)
+    # Before today's time, yesterday's is the one that counts.
+    early = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)
+    assert not daily.due(since=datetime(2026, 12, 6, 3, 1, tzinfo=UTC), now=early)
+    assert daily.retention(7) == timedelta(days=7)
+
+
+def test_an_interval_counts_from_the_last_backup() -> None:
+    every = Schedule.parse("15m")
+    assert not every.due(since=T, now=T + timedelta(minutes=14))
+    assert every.due(since=T, now=T + timedelta(minutes=15))
+    assert every.retention(4) == timedelta(hours=1)
+    assert Schedule.parse("2s").tick_seconds() == 2.0
+    assert Schedule.parse("6h").tick_seconds() == 60.0
+
+
+def test_off_is_never_due() -> None:
+    off = Schedule.parse("off")
+    assert not off.enabled and not off.due(since=T - timedelta(days=30), now=T)
+
+
+@pytest.mark.parametrize("text", ["3am", "25:00", "0s", "-5m", "daily", "10"])
+def test_a_schedule_that_is_none_of_the_forms_is_refused_naming_the_setting(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValueError, match="backup schedule"):
+        Schedule.parse(text)
+    monkeypatch.setenv("SLIPWAY_BACKUP_SCHEDULE", text)
+    with pytest.raises(SettingsError, match="SLIPWAY_BACKUP_SCHEDULE: must be HH:MM"):
+        load_settings(_env_file=None)
+
+
+def test_the_worker_looks_for_due_backups_as_often_as_a_short_schedule_asks() -> None:
+    assert backup_seconds(Settings(_env_file=None, backup_schedule="2s")) == set(range(0, 60, 2))
+    assert backup_seconds(Settings(_env_file=None)) == {30}  # daily: once a minute
+
+
+def test_a_path_with_systemd_specials_is_escaped_in_the_unit(tmp_path: Path) -> None:
+    odd = tmp_path / 'a "b" $HOME 100%'
+    unit = render_unit(
+        ServicePlan(
+            python=odd / "python", working_dir=odd, env_file=odd / "env", data_dir=odd / "data"
+        )
+    )
+    assert f'ExecStart="{tmp_path}/a \\"b\\" $$HOME 100%%/python" -m app.cli up' in unit
+    assert f'EnvironmentFile={tmp_path}/a "b" $HOME 100%%/env' in unit
+    assert "User=" not in unit
