@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from app.access.links import LinkSigner, RevisionLinks
+from app.adapters.apprise_channels import AppriseChannels
 from app.adapters.caddy import CaddyRouter
 from app.adapters.docker import DockerRuntime
 from app.adapters.postgres import PostgresProvisioner, RoleLimits
@@ -25,6 +26,7 @@ from app.deployments.janitor import Janitor, JanitorLimits
 from app.deployments.teardown import Teardown
 from app.feedback.comments import PreviewComments
 from app.feedback.notifications import PlatformNotifier
+from app.feedback.notify_outbox import DEFAULT_MAX_ATTEMPTS, NotificationOutbox, operator_urls
 from app.feedback.outbox import ReportOutbox
 from app.feedback.reports import GitHubReporter
 from app.github.rest import GitHubRest
@@ -32,6 +34,7 @@ from app.kernel.crypto import SecretBox, load_or_create_secret_key
 from app.kernel.db import SessionFactory, make_engine, migrate
 from app.kernel.locks import DeploymentLocks
 from app.kernel.ports import (
+    ChannelSender,
     Clock,
     CommitResolver,
     ContainerRuntime,
@@ -83,6 +86,7 @@ class Platform:
     notifier: PlatformNotifier
     admission: Admission
     reports: ReportOutbox
+    notifications: NotificationOutbox
     recovery: Recovery
     janitor: Janitor
     facts: CommitFacts
@@ -237,6 +241,8 @@ class Adapters:
     service_images: ServiceImages
     prune_build_cache: Callable[[int], None]
     """Shrinks the engine's build cache to at most this many bytes (the janitor's call)."""
+    channels: ChannelSender | None = None
+    """Where notifications are sent (apprise); None records them only."""
 
 
 @dataclass(frozen=True)
@@ -251,6 +257,9 @@ class Wiring:
     check_name: str
     recovery_after: timedelta
     resync_seconds: float
+    notify: tuple[str, ...] = ()
+    """The operator's notification channels (SLIPWAY_NOTIFY)."""
+    notify_max_attempts: int = DEFAULT_MAX_ATTEMPTS
 
 
 def wiring(settings: Settings, secrets: SecretBox, clock: Clock = utcnow) -> Wiring:
@@ -270,6 +279,25 @@ def wiring(settings: Settings, secrets: SecretBox, clock: Clock = utcnow) -> Wir
         check_name=settings.github_app_name,
         recovery_after=timedelta(seconds=settings.recovery_seconds),
         resync_seconds=settings.reconcile_resync_seconds,
+        notify=notify_channels(settings),
+        notify_max_attempts=settings.notify_max_attempts,
+    )
+
+
+def notify_channels(settings: Settings) -> tuple[str, ...]:
+    return operator_urls(settings.notify.get_secret_value() if settings.notify else None)
+
+
+def notifications(
+    settings: Settings, sessions: SessionFactory, secrets: SecretBox, clock: Clock = utcnow
+) -> NotificationOutbox:
+    """What the API records (rollbacks, deletes): rows only, the worker sends them."""
+    return NotificationOutbox(
+        sessions=sessions,
+        secrets=secrets,
+        clock=clock,
+        operator=notify_channels(settings),
+        max_attempts=settings.notify_max_attempts,
     )
 
 
@@ -308,6 +336,7 @@ def real_adapters(
         health=HttpHealthProbe(),
         service_images=ValkeyImage(docker_binary, settings.langgraph_redis_image),
         prune_build_cache=builder.prune_cache,
+        channels=AppriseChannels(),
     )
 
 
@@ -350,6 +379,14 @@ def wire(
         config=setup.replicas,
         clock=clock,
     )
+    notices = NotificationOutbox(
+        sessions=sessions,
+        secrets=secrets,
+        clock=clock,
+        operator=setup.notify,
+        channels=adapters.channels,
+        max_attempts=setup.notify_max_attempts,
+    )
     reconciler = Reconciler(
         sessions=sessions,
         runtime=runtime,
@@ -362,6 +399,7 @@ def wire(
         clock=clock,
         wall=wall,
         resync_seconds=setup.resync_seconds,
+        notifications=notices,
     )
     reports = ReportOutbox(sessions=sessions, reporter=reporter, clock=clock)
     teardown = Teardown(
@@ -398,6 +436,7 @@ def wire(
         teardown=teardown,
         notifier=notifier,
         admission=admission,
+        notifications=notices,
     )
     janitor = Janitor(
         sessions=sessions,
@@ -429,6 +468,7 @@ def wire(
         notifier=notifier,
         admission=admission,
         reports=reports,
+        notifications=notices,
         recovery=recovery,
         janitor=janitor,
         facts=GitHubCommitFacts(github),

@@ -126,6 +126,12 @@ async def drain_pending_reports(ctx: dict[str, Any]) -> int:
     return len(pending)
 
 
+async def send_notifications(ctx: dict[str, Any]) -> int:
+    """Every due notification, once (a failed one is rescheduled with backoff on its row);
+    also a cron, for retries and rows the API recorded."""
+    return await asyncio.to_thread(_platform(ctx).notifications.drain)
+
+
 async def recover(ctx: dict[str, Any]) -> str:
     """Fail revisions a dead worker left running; hand lost deliveries back to the queue."""
     platform = _platform(ctx)

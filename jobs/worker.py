@@ -27,6 +27,7 @@ from app.kernel.orders import (
     DISPATCH_REVISIONS,
     DRAIN_REPORTS,
     QUEUE_NAME,
+    SEND_NOTIFICATIONS,
     SYNC_COMMENT,
     TEARDOWN_DEPLOYMENT,
 )
@@ -63,6 +64,9 @@ it: the worker looks half a second ahead, then waits for the job like any deferr
 
 OUTAGE_POLL_MAX_SECONDS = 5.0
 """While the queue stays down, the worker looks for it at most this far apart."""
+
+NOTIFY_TIMEOUT_SECONDS = 10 * 60
+"""A drain sends every due row; each channel is bounded by its own connect and read timeouts."""
 
 RECONCILE_TIMEOUT_SECONDS = 10 * 60
 """A pass waits for the replicas it starts to answer (the health timeout) and no longer."""
@@ -195,6 +199,7 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
         platform.comments.use_queue(queue.sync_comment)
         platform.notifier.use_dispatcher(queue.dispatch_revisions)
         platform.reports.use_queue(queue.drain_reports)
+        platform.notifications.use_queue(queue.send_notifications)
         ctx["orders"] = OrderBus(queue=queue, check_runs=platform.pipeline)
         try:
             await asyncio.to_thread(
@@ -231,6 +236,13 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
             func(tasks.carry_out, name=CARRY_OUT, max_tries=MAX_TRIES, keep_result=0),
             func(tasks.dispatch_revisions, name=DISPATCH_REVISIONS, keep_result=0),
             func(tasks.drain_reports, name=DRAIN_REPORTS, keep_result=0),
+            # One at a time (its job id); a channel's own timeouts bound each send.
+            func(
+                tasks.send_notifications,
+                name=SEND_NOTIFICATIONS,
+                keep_result=0,
+                timeout=NOTIFY_TIMEOUT_SECONDS,
+            ),
             func(
                 tasks.teardown_deployment,
                 name=TEARDOWN_DEPLOYMENT,
@@ -265,6 +277,13 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
                 name="drain_pending_reports",
                 second=DISPATCH_SECONDS,
                 run_at_startup=True,
+            ),
+            cron(
+                tasks.send_notifications,
+                name="send_notifications_cron",
+                second=DISPATCH_SECONDS,
+                run_at_startup=True,
+                timeout=NOTIFY_TIMEOUT_SECONDS,
             ),
             cron(
                 tasks.dispatch_revisions,
