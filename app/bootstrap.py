@@ -454,6 +454,7 @@ def wire(
         clock=clock,
         stale_after=setup.recovery_after,
         url=config.url,
+        notifications=notices,
     )
     return Platform(
         adapters=adapters,

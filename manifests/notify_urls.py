@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 TENANT_SCHEMES = frozenset(
     {
@@ -168,7 +168,10 @@ def check_tenant_url(url: str) -> str:
         raise NotifyUrlRefused("not a valid URL") from exc
     if scheme in OWN_HOST_SCHEMES:
         check_host(host)
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+    for pair in filter(None, parts.query.split("&")):
+        # Split by hand: parse_qsl reads a leading `+` (apprise's header prefix) as a space.
+        raw_key, _eq, raw_value = pair.partition("=")
+        key, value = unquote(raw_key), unquote_plus(raw_value)
         low = key.lower()
         if low.startswith(PAYLOAD_PREFIXES):
             continue
