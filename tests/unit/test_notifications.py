@@ -120,7 +120,7 @@ def test_webhooks_email_and_chat_services_at_public_hosts_are_accepted(url: str)
 
 def test_more_than_ten_urls_are_refused() -> None:
     urls = [f"jsons://hooks.example.com/{n}" for n in range(11)]
-    with pytest.raises(ConfigError, match="notify.urls"):
+    with pytest.raises(ConfigError, match=r"notify\.urls"):
         parse_repository_config(tenant_toml(*urls))
 
 
