@@ -96,21 +96,32 @@ def scrub(text: str, url: str) -> str:
 
 
 class AppriseChannels:
-    """The ChannelSender port over apprise's plugins (one plugin instance per send)."""
+    """The ChannelSender port over apprise's plugins (one plugin instance per send).
+
+    Apprise is loaded at the first send, not at start: its plugins cost seconds of CPU and
+    ~40 MiB, which a worker whose platform notifies nobody never pays."""
 
     def __init__(self) -> None:
-        import apprise  # imported here: ~100 ms of plugins, only in processes that send
+        self._apprise: Any = None
+        self._asset: Any = None
+        self._loading = threading.Lock()
 
-        self._apprise = apprise
-        self._asset = apprise.AppriseAsset(storage_mode="memory")  # nothing written to disk
-        apprise_log = logging.getLogger(apprise.LOGGER_NAME)
-        apprise_log.propagate = False
-        if not any(isinstance(h, _Captured) for h in apprise_log.handlers):
-            handler = _Captured(level=logging.WARNING)
-            apprise_log.addHandler(handler)
-        if apprise_log.level == logging.NOTSET or apprise_log.level > logging.WARNING:
-            apprise_log.setLevel(logging.WARNING)
-        install_address_guard()
+    def _load(self) -> Any:
+        with self._loading:
+            if self._apprise is None:
+                import apprise
+
+                apprise_log = logging.getLogger(apprise.LOGGER_NAME)
+                apprise_log.propagate = False
+                if not any(isinstance(h, _Captured) for h in apprise_log.handlers):
+                    apprise_log.addHandler(_Captured(level=logging.WARNING))
+                if apprise_log.level == logging.NOTSET or apprise_log.level > logging.WARNING:
+                    apprise_log.setLevel(logging.WARNING)
+                install_address_guard()
+                # Nothing written to disk (apprise's persistent store defaults to a cache dir).
+                self._asset = apprise.AppriseAsset(storage_mode="memory")
+                self._apprise = apprise
+            return self._apprise
 
     def send(self, url: str, *, title: str, body: str, tenant: bool) -> None:
         if tenant:
@@ -118,7 +129,8 @@ class AppriseChannels:
                 check_tenant_url(url)
             except NotifyUrlRefused as exc:
                 raise ChannelError(f"refused: {exc}") from None
-        plugin = self._apprise.Apprise.instantiate(url, asset=self._asset)
+        apprise = self._load()
+        plugin = apprise.Apprise.instantiate(url, asset=self._asset)
         if plugin is None:
             raise ChannelError("apprise does not understand this URL (unknown scheme or fields)")
         _local.lines = []
@@ -126,7 +138,7 @@ class AppriseChannels:
         _local.tenant = tenant
         try:
             delivered = plugin.notify(
-                body=body, title=title, notify_type=self._apprise.NotifyType.WARNING
+                body=body, title=title, notify_type=apprise.NotifyType.WARNING
             )
         except AddressRefused as exc:
             raise ChannelError(f"refused: {exc}") from None
