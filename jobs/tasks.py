@@ -162,8 +162,10 @@ async def recover(ctx: dict[str, Any]) -> str:
 
 
 async def clean_up(ctx: dict[str, Any]) -> str:
-    report = await asyncio.to_thread(_platform(ctx).janitor.run)
-    return str(vars(report))
+    platform = _platform(ctx)
+    report = await asyncio.to_thread(platform.janitor.run)
+    pruned = await asyncio.to_thread(platform.notifications.prune)
+    return f"{vars(report)}, {pruned} old notifications pruned"
 
 
 async def sync_comment(ctx: dict[str, Any], pull_request_id: str) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import delete, or_, update
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -45,6 +45,8 @@ that died meanwhile leaves it to be sent again after that."""
 BATCH = 50
 """Rows one drain looks at per query."""
 DEFAULT_MAX_ATTEMPTS = 8
+KEEP_FINISHED = timedelta(days=30)
+"""Sent and given-up rows are kept this long for the operator to look at, then pruned."""
 
 
 class NotifyEvent(enum.StrEnum):
@@ -116,14 +118,13 @@ class NotificationOutbox:
     # -- recording ---------------------------------------------------------------------------
     def remember_channels(self, deployment_id: str, urls: Sequence[str]) -> None:
         """The deployment's own channels, as its newest fetched commit names them."""
-        stored = self._secrets.encrypt(json.dumps(list(urls))) if urls else None
         with self._sessions() as session:
             deployment = session.get(Deployment, deployment_id)
-            if deployment is None or deployment.notify_encrypted == stored:
-                return
-            if stored is None and deployment.notify_encrypted is None:
-                return
-            deployment.notify_encrypted = stored
+            if deployment is None or self._own(deployment) == list(urls):
+                return  # unchanged: no write (the ciphertext differs at every encryption)
+            deployment.notify_encrypted = (
+                self._secrets.encrypt(json.dumps(list(urls))) if urls else None
+            )
             session.add(deployment)
             session.commit()
 
@@ -170,9 +171,7 @@ class NotificationOutbox:
             deployment = session.get(Deployment, deployment_id)
             if deployment is None:
                 return 0
-            own: list[str] = []
-            if deployment.notify_encrypted:
-                own = list(json.loads(self._secrets.decrypt(deployment.notify_encrypted)))
+            own = self._own(deployment)
             targets = [
                 (f"operator {n} ({scheme_of(url)})", url, False)
                 for n, url in enumerate(self._operator, start=1)
@@ -207,6 +206,26 @@ class NotificationOutbox:
                 },
             )
         return len(targets)
+
+    def _own(self, deployment: Deployment) -> list[str]:
+        if not deployment.notify_encrypted:
+            return []
+        return [str(u) for u in json.loads(self._secrets.decrypt(deployment.notify_encrypted))]
+
+    def prune(self, keep: timedelta = KEEP_FINISHED) -> int:
+        """Rows sent or given up longer ago than `keep` go (the janitor's hourly job)."""
+        cutoff = self._clock() - keep
+        with self._sessions() as session:
+            result = session.execute(
+                delete(Notification).where(
+                    or_(
+                        col(Notification.sent_at) < cutoff,
+                        col(Notification.gave_up_at) < cutoff,
+                    )
+                )
+            )
+            session.commit()
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     # -- sending -----------------------------------------------------------------------------
     def has_due(self) -> bool:

@@ -308,3 +308,23 @@ def test_a_rollback_and_a_delete_are_notified(platform: Platform) -> None:
         ("rollback", f"{slug}: rollback to revision #1"),
         ("deleted", f"{slug}: deleted"),
     ]
+
+
+def test_finished_notifications_are_pruned_after_thirty_days_and_pending_ones_kept(
+    platform: Platform,
+) -> None:
+    channels = Channels()
+    with_channels(platform, channels)
+    platform.builder.failure = "the Docker build failed (exit code 1)"
+    first = platform.push({"Dockerfile": DOCKERFILE, "slipway.toml": tenant_toml(TENANT)})
+    assert platform.pipeline.run(first) is RevisionState.failed
+    wait_for("both sent", lambda: len(channels.sent) == 2, timeout=10)
+    channels.refuse = "the channel did not accept the message"
+    second = platform.push({"Dockerfile": DOCKERFILE, "slipway.toml": tenant_toml(TENANT)})
+    assert platform.pipeline.run(second) is RevisionState.failed
+    wait_for("tried", lambda: all(r.attempts for r in rows(platform)), timeout=10)
+
+    assert platform.notifications.prune() == 0
+    platform.clock.now += timedelta(days=31)
+    assert platform.notifications.prune() == 2
+    assert [(r.revision_id, r.sent_at) for r in rows(platform)] == [(second, None)] * 2
