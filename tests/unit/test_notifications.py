@@ -145,6 +145,7 @@ def test_a_failed_revision_goes_to_the_operator_and_the_repositorys_channels_onc
     assert platform.pipeline.run(second) is RevisionState.failed
 
     wait_for("both channels told", lambda: len(channels.sent) == 2, timeout=10)
+    wait_for("both recorded sent", lambda: all(r.sent_at for r in rows(platform)), timeout=10)
     by_url = {url: (title, body, tenant) for url, title, body, tenant in channels.sent}
     assert set(by_url) == {OPERATOR, TENANT}
     title, body, _ = by_url[OPERATOR]
@@ -319,6 +320,7 @@ def test_finished_notifications_are_pruned_after_thirty_days_and_pending_ones_ke
     first = platform.push({"Dockerfile": DOCKERFILE, "slipway.toml": tenant_toml(TENANT)})
     assert platform.pipeline.run(first) is RevisionState.failed
     wait_for("both sent", lambda: len(channels.sent) == 2, timeout=10)
+    wait_for("both recorded sent", lambda: all(r.sent_at for r in rows(platform)), timeout=10)
     channels.refuse = "the channel did not accept the message"
     second = platform.push({"Dockerfile": DOCKERFILE, "slipway.toml": tenant_toml(TENANT)})
     assert platform.pipeline.run(second) is RevisionState.failed
@@ -328,3 +330,38 @@ def test_finished_notifications_are_pruned_after_thirty_days_and_pending_ones_ke
     platform.clock.now += timedelta(days=31)
     assert platform.notifications.prune() == 2
     assert [(r.revision_id, r.sent_at) for r in rows(platform)] == [(second, None)] * 2
+
+
+@dataclass
+class OneHangs(Channels):
+    """Holds only the sends to `slow`; the others go through."""
+
+    slow: str = OPERATOR
+
+    def send(self, url: str, *, title: str, body: str, tenant: bool) -> None:
+        if url == self.slow:
+            self.entered.set()
+            assert self.hold is not None
+            self.hold.wait(timeout=30)
+        self.sent.append((url, title, body, tenant))
+
+
+def test_a_channel_that_hangs_holds_back_no_other_channel(platform: Platform) -> None:
+    hold = threading.Event()
+    channels = OneHangs(hold=hold)
+    platform.channels = channels
+    platform.notify = (OPERATOR, "json://other.example.com/hook")
+    platform.__post_init__()
+    try:
+        platform.builder.failure = "the Docker build failed (exit code 1)"
+        revision = platform.push()
+        assert platform.pipeline.run(revision) is RevisionState.failed
+        assert channels.entered.wait(timeout=10)
+        wait_for(
+            "the other channel told while the first hangs",
+            lambda: [u for u, *_ in channels.sent] == ["json://other.example.com/hook"],
+            timeout=10,
+        )
+    finally:
+        hold.set()
+    wait_for("both told", lambda: len(channels.sent) == 2, timeout=10)
