@@ -100,6 +100,7 @@ PAYLOAD_PREFIXES = ("+", "-", ":")
 LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
 MAX_URL_LENGTH = 2048
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 class NotifyUrlRefused(ValueError):
@@ -108,11 +109,16 @@ class NotifyUrlRefused(ValueError):
 
 def is_public_address(address: str) -> bool:
     """Whether an IP address is one a tenant's notification may reach: globally routable, not
-    loopback, private, link-local (the cloud metadata address), CGNAT, multicast or reserved.
-    An IPv4 address mapped into IPv6 is judged as the IPv4 address it is."""
+    loopback, private, link-local (the cloud metadata address), CGNAT, multicast or reserved."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        # An IPv4 address carried inside IPv6 (mapped, 6to4, Teredo, NAT64) is judged as the
+        # IPv4 address the packets end up at.
+        embedded = [ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None]
+        if ip in NAT64:
+            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if any(e is not None and not is_public_address(str(e)) for e in embedded):
+            return False
     return ip.is_global and not ip.is_multicast
 
 

@@ -22,7 +22,7 @@ from app.kernel.models import Deployment, Notification, RevisionState
 from app.replicas.health_alerts import UNHEALTHY_AFTER
 from manifests.config import parse_repository_config
 from manifests.errors import ConfigError
-from manifests.notify_urls import check_tenant_url
+from manifests.notify_urls import check_tenant_url, is_public_address
 from tests.support.platform import wait_for
 from tests.unit.world import DOCKERFILE, Platform
 
@@ -116,6 +116,32 @@ def test_a_hostile_notify_url_in_slipway_toml_is_refused_on_its_line_without_ech
 )
 def test_webhooks_email_and_chat_services_at_public_hosts_are_accepted(url: str) -> None:
     assert parse_repository_config(tenant_toml(url)).notify.urls == [url]
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("93.184.216.34", True),
+        ("2001:4860:4860::8888", True),
+        ("64:ff9b::808:808", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("172.17.0.1", False),
+        ("192.168.0.1", False),
+        ("100.64.0.1", False),
+        ("169.254.169.254", False),
+        ("0.0.0.0", False),  # noqa: S104 (an address judged, not bound)
+        ("224.0.0.1", False),
+        ("::1", False),
+        ("fe80::1%eth0", False),
+        ("fd00::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("2002:7f00:1::1", False),  # 6to4 of 127.0.0.1
+        ("64:ff9b::a00:1", False),  # NAT64 of 10.0.0.1
+    ],
+)
+def test_which_addresses_a_repositorys_channel_may_reach(address: str, public: bool) -> None:
+    assert is_public_address(address) is public
 
 
 def test_more_than_ten_urls_are_refused() -> None:
