@@ -29,7 +29,7 @@ from sqlalchemy import delete, or_, update
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from app.kernel.crypto import SecretBox
+from app.kernel.crypto import SecretBox, SecretDecryptionError
 from app.kernel.db import SessionFactory
 from app.kernel.errors import ChannelError
 from app.kernel.models import Deployment, Notification
@@ -211,9 +211,20 @@ class NotificationOutbox:
         return len(targets)
 
     def _own(self, deployment: Deployment) -> list[str]:
+        """The deployment's own channels; none (with a warning) when they cannot be read (a
+        SECRET_KEY replaced), so the operator's channels still hear of the event."""
         if not deployment.notify_encrypted:
             return []
-        return [str(u) for u in json.loads(self._secrets.decrypt(deployment.notify_encrypted))]
+        try:
+            urls = json.loads(self._secrets.decrypt(deployment.notify_encrypted))
+        except (SecretDecryptionError, ValueError):
+            log.warning(
+                "the deployment's notification channels cannot be decrypted; its next "
+                "revision stores them again",
+                extra={"deployment_id": deployment.id},
+            )
+            return []
+        return [str(u) for u in urls]
 
     def prune(self, keep: timedelta = KEEP_FINISHED) -> int:
         """Rows sent or given up longer ago than `keep` go (the janitor's hourly job)."""

@@ -391,3 +391,18 @@ def test_a_channel_that_hangs_holds_back_no_other_channel(platform: Platform) ->
     finally:
         hold.set()
     wait_for("both told", lambda: len(channels.sent) == 2, timeout=10)
+
+
+def test_channels_that_cannot_be_decrypted_leave_the_operators_told(platform: Platform) -> None:
+    channels = Channels()
+    with_channels(platform, channels)
+    first = platform.push({"Dockerfile": DOCKERFILE, "slipway.toml": tenant_toml(TENANT)})
+    assert platform.pipeline.run(first) is RevisionState.live
+    with platform.sessions() as session:
+        deployment = session.exec(select(Deployment)).one()
+        deployment.notify_encrypted = "sealed with a SECRET_KEY since replaced"
+        session.add(deployment)
+        session.commit()
+    platform.operations.rollback(deployment.id, 1, Caller(name="octo", read_only=False))
+    wait_for("the operator told", lambda: len(channels.sent) == 1, timeout=10)
+    assert channels.sent[0][0] == OPERATOR
