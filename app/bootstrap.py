@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from app.access.links import LinkSigner, RevisionLinks
+from app.adapters.apprise_channels import AppriseChannels
 from app.adapters.caddy import CaddyRouter
 from app.adapters.docker import DockerRuntime
 from app.adapters.pg_tools import PostgresTools
@@ -28,6 +29,7 @@ from app.deployments.janitor import Janitor, JanitorLimits
 from app.deployments.teardown import Teardown
 from app.feedback.comments import PreviewComments
 from app.feedback.notifications import PlatformNotifier
+from app.feedback.notify_outbox import DEFAULT_MAX_ATTEMPTS, NotificationOutbox, operator_urls
 from app.feedback.outbox import ReportOutbox
 from app.feedback.reports import GitHubReporter
 from app.github.rest import GitHubRest
@@ -35,6 +37,7 @@ from app.kernel.crypto import SecretBox, load_or_create_secret_key
 from app.kernel.db import SessionFactory, make_engine, migrate
 from app.kernel.locks import DeploymentLocks
 from app.kernel.ports import (
+    ChannelSender,
     Clock,
     CommitResolver,
     ContainerRuntime,
@@ -87,6 +90,7 @@ class Platform:
     notifier: PlatformNotifier
     admission: Admission
     reports: ReportOutbox
+    notifications: NotificationOutbox
     recovery: Recovery
     janitor: Janitor
     facts: CommitFacts
@@ -245,6 +249,8 @@ class Adapters:
     """Shrinks the engine's build cache to at most this many bytes (the janitor's call)."""
     dumps: DatabaseDumps | None = None
     """pg_dump and pg_restore for backups (None: no backups are made)."""
+    channels: ChannelSender | None = None
+    """Where notifications are sent (apprise); None records them only."""
 
 
 @dataclass(frozen=True)
@@ -260,6 +266,9 @@ class Wiring:
     recovery_after: timedelta
     resync_seconds: float
     backups: BackupPolicy = field(default_factory=BackupPolicy)
+    notify: tuple[str, ...] = ()
+    """The operator's notification channels (SLIPWAY_NOTIFY)."""
+    notify_max_attempts: int = DEFAULT_MAX_ATTEMPTS
 
 
 def wiring(settings: Settings, secrets: SecretBox, clock: Clock = utcnow) -> Wiring:
@@ -280,6 +289,25 @@ def wiring(settings: Settings, secrets: SecretBox, clock: Clock = utcnow) -> Wir
         recovery_after=timedelta(seconds=settings.recovery_seconds),
         resync_seconds=settings.reconcile_resync_seconds,
         backups=backup_policy(settings),
+        notify=notify_channels(settings),
+        notify_max_attempts=settings.notify_max_attempts,
+    )
+
+
+def notify_channels(settings: Settings) -> tuple[str, ...]:
+    return operator_urls(settings.notify.get_secret_value() if settings.notify else None)
+
+
+def notifications(
+    settings: Settings, sessions: SessionFactory, secrets: SecretBox, clock: Clock = utcnow
+) -> NotificationOutbox:
+    """What the API records (rollbacks, deletes): rows only, the worker sends them."""
+    return NotificationOutbox(
+        sessions=sessions,
+        secrets=secrets,
+        clock=clock,
+        operator=notify_channels(settings),
+        max_attempts=settings.notify_max_attempts,
     )
 
 
@@ -348,6 +376,7 @@ def real_adapters(
         service_images=ValkeyImage(docker_binary, settings.langgraph_redis_image),
         prune_build_cache=builder.prune_cache,
         dumps=postgres_tools(settings),
+        channels=AppriseChannels(),
     )
 
 
@@ -390,6 +419,14 @@ def wire(
         config=setup.replicas,
         clock=clock,
     )
+    notices = NotificationOutbox(
+        sessions=sessions,
+        secrets=secrets,
+        clock=clock,
+        operator=setup.notify,
+        channels=adapters.channels,
+        max_attempts=setup.notify_max_attempts,
+    )
     reconciler = Reconciler(
         sessions=sessions,
         runtime=runtime,
@@ -402,6 +439,7 @@ def wire(
         clock=clock,
         wall=wall,
         resync_seconds=setup.resync_seconds,
+        notifications=notices,
     )
     reports = ReportOutbox(sessions=sessions, reporter=reporter, clock=clock)
     backups = (
@@ -451,6 +489,7 @@ def wire(
         teardown=teardown,
         notifier=notifier,
         admission=admission,
+        notifications=notices,
     )
     janitor = Janitor(
         sessions=sessions,
@@ -468,6 +507,7 @@ def wire(
         clock=clock,
         stale_after=setup.recovery_after,
         url=config.url,
+        notifications=notices,
     )
     return Platform(
         adapters=adapters,
@@ -482,6 +522,7 @@ def wire(
         notifier=notifier,
         admission=admission,
         reports=reports,
+        notifications=notices,
         recovery=recovery,
         janitor=janitor,
         facts=GitHubCommitFacts(github),

@@ -17,6 +17,8 @@ from app.kernel.orders import (
     DRAIN_REPORTS,
     QUEUE_NAME,
     RUN_REVISION,
+    SEND_NOTIFICATIONS,
+    SEND_NOTIFICATIONS_JOB_ID,
     SYNC_COMMENT,
     TEARDOWN_DEPLOYMENT,
     revision_job_id,
@@ -48,6 +50,9 @@ class WorkerQueue:
 
     def drain_reports(self, revision_id: str) -> None:
         self._enqueue(DRAIN_REPORTS, revision_id)
+
+    def send_notifications(self) -> None:
+        self._enqueue(SEND_NOTIFICATIONS, _job_id=SEND_NOTIFICATIONS_JOB_ID)
 
     def _enqueue(self, function: str, *args: Any, **options: Any) -> None:
         future = asyncio.run_coroutine_threadsafe(

@@ -128,6 +128,12 @@ async def drain_pending_reports(ctx: dict[str, Any]) -> int:
     return len(pending)
 
 
+async def send_notifications(ctx: dict[str, Any]) -> int:
+    """Every due notification, once (a failed one is rescheduled with backoff on its row);
+    also a cron, for retries and rows the API recorded."""
+    return await asyncio.to_thread(_platform(ctx).notifications.drain)
+
+
 async def recover(ctx: dict[str, Any]) -> str:
     """Fail revisions a dead worker left running; hand lost deliveries back to the queue."""
     platform = _platform(ctx)
@@ -158,8 +164,10 @@ async def recover(ctx: dict[str, Any]) -> str:
 
 
 async def clean_up(ctx: dict[str, Any]) -> str:
-    report = await asyncio.to_thread(_platform(ctx).janitor.run)
-    return str(vars(report))
+    platform = _platform(ctx)
+    report = await asyncio.to_thread(platform.janitor.run)
+    pruned = await asyncio.to_thread(platform.notifications.prune)
+    return f"{vars(report)}, {pruned} old notifications pruned"
 
 
 async def sync_comment(ctx: dict[str, Any], pull_request_id: str) -> None:

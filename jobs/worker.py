@@ -27,6 +27,7 @@ from app.kernel.orders import (
     DISPATCH_REVISIONS,
     DRAIN_REPORTS,
     QUEUE_NAME,
+    SEND_NOTIFICATIONS,
     SYNC_COMMENT,
     TEARDOWN_DEPLOYMENT,
 )
@@ -69,6 +70,8 @@ BACKUP_SECOND = 30
 or an interval of a minute or more: a look when nothing is due is one query."""
 BACKUPS_TIMEOUT_SECONDS = 6 * 3600
 """One pass dumps every due database in turn; each dump has its own timeout."""
+NOTIFY_TIMEOUT_SECONDS = 10 * 60
+"""A drain sends every due row; each channel is bounded by its own connect and read timeouts."""
 
 RECONCILE_TIMEOUT_SECONDS = 10 * 60
 """A pass waits for the replicas it starts to answer (the health timeout) and no longer."""
@@ -206,6 +209,7 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
         platform.comments.use_queue(queue.sync_comment)
         platform.notifier.use_dispatcher(queue.dispatch_revisions)
         platform.reports.use_queue(queue.drain_reports)
+        platform.notifications.use_queue(queue.send_notifications)
         ctx["orders"] = OrderBus(queue=queue, check_runs=platform.pipeline)
         try:
             await asyncio.to_thread(
@@ -242,6 +246,13 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
             func(tasks.carry_out, name=CARRY_OUT, max_tries=MAX_TRIES, keep_result=0),
             func(tasks.dispatch_revisions, name=DISPATCH_REVISIONS, keep_result=0),
             func(tasks.drain_reports, name=DRAIN_REPORTS, keep_result=0),
+            # One at a time (its job id); a channel's own timeouts bound each send.
+            func(
+                tasks.send_notifications,
+                name=SEND_NOTIFICATIONS,
+                keep_result=0,
+                timeout=NOTIFY_TIMEOUT_SECONDS,
+            ),
             func(
                 tasks.teardown_deployment,
                 name=TEARDOWN_DEPLOYMENT,
@@ -276,6 +287,13 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
                 name="drain_pending_reports",
                 second=DISPATCH_SECONDS,
                 run_at_startup=True,
+            ),
+            cron(
+                tasks.send_notifications,
+                name="send_notifications_cron",
+                second=DISPATCH_SECONDS,
+                run_at_startup=True,
+                timeout=NOTIFY_TIMEOUT_SECONDS,
             ),
             cron(
                 tasks.dispatch_revisions,

@@ -21,6 +21,10 @@
                                 # is the ceiling; asking for more gets that, with a note)
     target = 20                 # in-flight requests one replica is meant to carry
 
+    [notify]
+    urls = ["slack://…", "json://hooks.example.com/slipway"]   # apprise URLs (see
+                                # manifests/notify_urls.py for what a repository may name)
+
 Unknown keys are errors, so a typo is reported rather than silently ignored.
 """
 
@@ -34,6 +38,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from manifests.errors import Annotation, ConfigError
+from manifests.notify_urls import check_tenant_url
 from manifests.paths import SAFE_CHARACTERS, is_clean_relative
 
 CONFIG_FILE = "slipway.toml"
@@ -143,6 +148,33 @@ class ScaleConfig(BaseModel):
         return self
 
 
+MAX_NOTIFY_URLS = 10
+
+
+class NotifyConfig(BaseModel):
+    """Where this repository's deployments send notifications (a failed revision, a crash
+    loop, unhealthy and recovered, a rollback, a delete), besides the operator's channels."""
+
+    model_config = DOCUMENTED
+
+    urls: list[str] = Field(default_factory=list, max_length=MAX_NOTIFY_URLS)
+    """Apprise URLs: json:// or jsons:// webhooks, mailto:// or mailtos:// email, slack://,
+    discord://, msteams://, tgram://, ntfy://, ... (docs/notifications.md lists the schemes a
+    repository may use). Public hosts only. They carry tokens: Slipway stores them encrypted
+    and never shows them."""
+
+    @field_validator("urls")
+    @classmethod
+    def _allowed(cls, urls: list[str]) -> list[str]:
+        checked = []
+        for number, url in enumerate(urls, start=1):
+            try:
+                checked.append(check_tenant_url(url))
+            except ValueError as exc:
+                raise ValueError(f"URL {number}: {exc}") from None
+        return checked
+
+
 class RepositoryConfig(BaseModel):
     """slipway.toml, optional at the repository root: how Slipway builds and runs it."""
 
@@ -154,6 +186,7 @@ class RepositoryConfig(BaseModel):
     scale: ScaleConfig = Field(default_factory=ScaleConfig)
     """Production only (development deployments and previews run one replica); each key
     optional."""
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
 
 
 PORT_LABEL = "dev.slipway.port"

@@ -109,6 +109,7 @@ SECTIONS = (
         prefixes=("log_follow",),
     ),
     Section("Network policy", prefixes=("network_policy",)),
+    Section("Notifications", prefixes=("notify",)),
 )
 """Sections in page order; a field goes to the first that matches it, rows in the order the
 Settings model declares them. A field no section matches goes to "Other settings"."""

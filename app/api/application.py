@@ -35,6 +35,7 @@ from app.bootstrap import (
     commit_resolver,
     database_backups,
     link_signer,
+    notifications,
     open_database,
     pipeline_config,
     secret_box,
@@ -84,12 +85,14 @@ def create_app(
     secrets = secret_box(settings)
     credentials = GitHubAppCredentials(settings, sessions, secrets)
     setup = app_setup(settings, sessions, secrets, credentials, clock)
+    notices = notifications(settings, sessions, secrets, clock)
     operations = DeploymentOperations(
         sessions=sessions,
         secrets=secrets,
         commits=commits or commit_resolver(settings, credentials, clock),
         clock=clock,
         slug_hold=timedelta(days=settings.slug_hold_days),
+        notifications=notices,
     )
     with sessions() as session:
         ensure_admin_token(session, admin_token_path(settings.data_dir), clock())
@@ -145,6 +148,7 @@ def create_app(
             "sessions": Provide(lambda: sessions, use_cache=True, sync_to_thread=False),
             "pipeline_config": Provide(lambda: config, use_cache=True, sync_to_thread=False),
             "operations": Provide(lambda: operations, use_cache=True, sync_to_thread=False),
+            "notices": Provide(lambda: notices, use_cache=True, sync_to_thread=False),
             "clock": Provide(lambda: clock, use_cache=True, sync_to_thread=False),
             "queue": Provide(queue, sync_to_thread=False),
             "receiver": Provide(receiver, sync_to_thread=False),

@@ -36,6 +36,7 @@ from app.api.schemas import (
     EnvChangeBody,
     EnvView,
     NewDeploymentBody,
+    NotificationView,
     RevisionView,
     RollbackBody,
     ScalingDecisionView,
@@ -51,6 +52,7 @@ from app.deployments import revisions
 from app.deployments.environment import EnvChange
 from app.deployments.operations import DeploymentOperations, Done, NewDeployment
 from app.deployments.registry import get_deployment, list_deployments
+from app.feedback.notify_outbox import NotificationOutbox
 from app.kernel.db import SessionFactory
 from app.kernel.models import Deployment, Repository, Revision, RevisionState
 from app.kernel.orders import CARRY_OUT, QUEUE_NAME, RUN_REVISION, WorkOrder, revision_job_id
@@ -222,6 +224,18 @@ class DeploymentController(Controller):
                 for d in state.decisions
             ],
         )
+
+    @get("/{deployment_id:str}/notifications", sync_to_thread=True)
+    def list_notifications(
+        self,
+        deployment_id: FromPath[str],
+        sessions: NamedDependency[SessionFactory],
+        notices: NamedDependency[NotificationOutbox],
+    ) -> list[NotificationView]:
+        """The newest notifications first, with their attempts and last error."""
+        with sessions() as session:
+            get_deployment(session, deployment_id)
+        return [NotificationView(**vars(row)) for row in notices.history(deployment_id)]
 
     @get("/{deployment_id:str}/revisions", sync_to_thread=True)
     def list_revisions(

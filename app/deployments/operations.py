@@ -41,6 +41,7 @@ from app.deployments.registry import (
     hold_slug,
 )
 from app.deployments.revisions import create_revision, create_rollback
+from app.feedback.notify_outbox import NotificationOutbox, NotifyEvent
 from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory
 from app.kernel.errors import ConflictError, GitHubError, InvalidRequest, NotFoundError
@@ -85,8 +86,10 @@ class DeploymentOperations:
         commits: CommitResolver,
         clock: Clock,
         slug_hold: timedelta = DEFAULT_SLUG_HOLD,
+        notifications: NotificationOutbox | None = None,
     ) -> None:
         self._slug_hold = slug_hold
+        self._notifications = notifications
         self._sessions = sessions
         self._secrets = secrets
         self._commits = commits
@@ -320,6 +323,15 @@ class DeploymentOperations:
                 cancelled_revisions=[r.id for r in result.cancelled],
             )
             session.commit()
+            slug, new_number = deployment.slug, result.revision.number
+        self._notify(
+            deployment_id,
+            NotifyEvent.rollback,
+            f"{slug}: rollback to revision #{number}",
+            f"{caller.name} rolled {slug} back to revision #{number} (as revision "
+            f"#{new_number}).\nDeployment {deployment_id}.",
+            revision_id=result.revision.id,
+        )
         return Done(deployment=deployment, outcome=outcome, revision=result.revision)
 
     # -- delete -----------------------------------------------------------------------------
@@ -356,6 +368,12 @@ class DeploymentOperations:
             session.add(deployment)
             session.commit()
         log.info("deployment deleted", extra={"deployment_id": deployment_id, "by": caller.name})
+        self._notify(
+            deployment_id,
+            NotifyEvent.deleted,
+            f"{confirm}: deleted",
+            f"{caller.name} deleted {confirm} and its database.\nDeployment {deployment_id}.",
+        )
         return Done(
             deployment=deployment,
             outcome=WorkOrder(
@@ -371,6 +389,18 @@ class DeploymentOperations:
         if deployment.deleted_at is not None:
             raise NotFoundError(f"deployment {deployment_id} was deleted")
         return deployment
+
+    def _notify(
+        self,
+        deployment_id: str,
+        event: NotifyEvent,
+        title: str,
+        body: str,
+        *,
+        revision_id: str | None = None,
+    ) -> None:
+        if self._notifications is not None:
+            self._notifications.add(deployment_id, event, title, body, revision_id=revision_id)
 
 
 def check_slug(name: str) -> str:

@@ -39,3 +39,8 @@ class ConflictError(SlipwayError):
 
 class PermissionDenied(SlipwayError):
     """The caller may not do this (a read-only token writing)."""
+
+
+class ChannelError(SlipwayError):
+    """A notification channel refused a message or could not be reached; the message never
+    holds the channel's URL (it carries tokens)."""

@@ -125,6 +125,17 @@ class Deployment(SQLModel, table=True):
     removed_at: datetime | None = _ts()
     """When it was torn down (its pull request closed, its repository left the App); a later
     revision (a reopen, a push after reinstalling) brings it back."""
+    notify_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    """The `[notify] urls` of the last commit fetched for it, as an encrypted JSON list (they
+    carry tokens). Per deployment: a pull request's slipway.toml never redirects production's."""
+    crash_loop_notified_at: datetime | None = _ts()
+    """Set when a crash loop was notified; cleared when the loop is over, so one episode is
+    one notification however many restarts it has."""
+    unready_since: datetime | None = _ts()
+    """Since when its live revision has had no ready replica (None while it has one)."""
+    unhealthy_notified_at: datetime | None = _ts()
+    """Set when "unhealthy" was notified; "recovered" is sent, and this cleared, once a
+    replica is ready again."""
     created_at: datetime = _created()
     updated_at: datetime = _created()
 
@@ -275,6 +286,35 @@ class Report(SQLModel, table=True):
     kind: str
     args: str = Field(sa_column=Column(Text, nullable=False))
     """JSON object of the report's arguments (already redacted)."""
+    created_at: datetime = _created()
+
+
+class Notification(SQLModel, table=True):
+    """One message for one channel: recorded with the event, sent by the worker's job off the
+    revision's path, retried with backoff; kept with its attempts and last error so the
+    operator can see what was and was not delivered."""
+
+    __tablename__ = "notifications"
+
+    id: int | None = Field(default=None, primary_key=True)
+    deployment_id: str = Field(foreign_key="deployments.id", index=True)
+    revision_id: str | None = None
+    event: str
+    """failed, crash_loop, unhealthy, recovered, rollback, deleted."""
+    channel: str
+    """A label that names the channel without its secrets: `operator 1 (json)`,
+    `repository 2 (slack)`."""
+    target_encrypted: str = Field(sa_column=Column(Text, nullable=False))
+    """The channel's URL, encrypted (it carries tokens)."""
+    tenant: bool = False
+    """From the repository's slipway.toml: public addresses only."""
+    title: str
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    next_attempt_at: datetime = _created()
+    sent_at: datetime | None = _ts()
+    gave_up_at: datetime | None = _ts()
     created_at: datetime = _created()
 
 

@@ -315,3 +315,11 @@ class PreviewNotifier(Protocol):
 
     def capacity_freed(self) -> None:
         """A build slot or a preview place came free: waiting revisions may start."""
+
+
+class ChannelSender(Protocol):
+    def send(self, url: str, *, title: str, body: str, tenant: bool) -> None:
+        """Deliver one message to the channel an apprise URL names, or raise ChannelError.
+
+        `tenant`: the URL came from a repository, so it reaches public addresses only (the
+        operator's own URLs reach anything)."""

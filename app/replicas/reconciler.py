@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
+from app.feedback.notify_outbox import NotificationOutbox
 from app.kernel.db import SessionFactory
 from app.kernel.errors import RouterError
 from app.kernel.locks import DeploymentLocks
@@ -52,6 +53,7 @@ from app.replicas.autoscaler import (
     scaling_policy,
 )
 from app.replicas.engine_events import EngineEventFollower
+from app.replicas.health_alerts import Health, HealthAlerts
 from app.replicas.replica_set import Replicas, ReplicaStartFailed, ready_count
 from app.replicas.retirement import Retirement, start_draining
 from app.replicas.routes import RouteTable
@@ -179,6 +181,7 @@ class Reconciler:
         clock: Clock,
         wall: Callable[[], float] = time.time,
         resync_seconds: float = RESYNC_SECONDS,
+        notifications: NotificationOutbox,
     ) -> None:
         """`wall` also times the resyncs (a clock set back starts one)."""
         self._sessions = sessions
@@ -193,6 +196,7 @@ class Reconciler:
         self._wall = wall
         self._resync_seconds = resync_seconds
         self._retirement = Retirement(sessions=sessions, replicas=replicas, clock=clock)
+        self._alerts = HealthAlerts(sessions=sessions, notifications=notifications, clock=clock)
         self._mutex = threading.Lock()
         self._changed: set[str] = set()
         self._resync_requested = True
@@ -477,6 +481,15 @@ class Reconciler:
             loop = crash_loop(session, deployment, now)
         ready = [r for r in replicas if r.state is ReplicaState.ready]
         starting = [r for r in replicas if r.state is ReplicaState.starting]
+        self._alerts.observe(
+            deployment,
+            Health(
+                ready=len(ready),
+                crash_looping=is_crash_looping(loop),
+                deaths=loop.deaths if loop else 0,
+                last_reason=loop.last_reason if loop else "",
+            ),
+        )
         run = self._run_config(revision)
         desired = self._desired(deployment, run, ready, in_flight)
         missing = desired - len(ready) - len(starting)

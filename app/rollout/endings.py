@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from app.deployments.revisions import transition
 from app.deployments.teardown import Teardown
+from app.feedback.notify_outbox import NotificationOutbox, NotifyEvent
 from app.feedback.outbox import ReportOutbox
 from app.feedback.reports import LOG_TAIL_LINES, load_ref
 from app.kernel.db import SessionFactory
@@ -27,6 +28,7 @@ class Endings:
         notifier: PreviewNotifier,
         teardown: Teardown,
         clock: Clock,
+        notifications: NotificationOutbox,
     ) -> None:
         self._sessions = sessions
         self._reports = reports
@@ -35,6 +37,7 @@ class Endings:
         self._notifier = notifier
         self._teardown = teardown
         self._clock = clock
+        self._notifications = notifications
 
     def failed(
         self, ctx: RevisionContext, reason: str, *, annotations: tuple[Annotation, ...] = ()
@@ -85,6 +88,21 @@ class Endings:
             annotations=[{**a.as_github(), "message": redact(a.message)} for a in annotations],
         )
         tell_previews(self._notifier, ref.deployment)
+        url = ctx.config.url(ref.deployment.slug)
+        serving = (
+            "the previous revision keeps serving"
+            if ref.deployment.live_revision_id
+            else "nothing was serving"
+        )
+        self._notifications.add(
+            ref.deployment.id,
+            NotifyEvent.failed,
+            f"{ref.deployment.slug}: revision #{ref.revision.number} failed",
+            f"Revision #{ref.revision.number} of {ref.deployment.slug} "
+            f"(commit {ref.revision.commit_sha[:12]}) failed: {reason}\n"
+            f"{serving} at {url}.\nDeployment {ref.deployment.id}, revision {revision_id}.",
+            revision_id=revision_id,
+        )
 
     def cancelled_during_build(self, ctx: RevisionContext) -> None:
         ctx.event("revision cancelled during build")

@@ -17,6 +17,7 @@ import shutil
 from sqlmodel import select
 
 from app.deployments.teardown import Teardown
+from app.feedback.notify_outbox import NotificationOutbox
 from app.feedback.outbox import ReportOutbox
 from app.feedback.reports import Redactor, RevisionRef, awaits_approval, load_ref
 from app.kernel.crypto import SecretBox
@@ -61,6 +62,7 @@ class RevisionPipeline:
         teardown: Teardown,
         notifier: PreviewNotifier,
         admission: Admission,
+        notifications: NotificationOutbox,
     ) -> None:
         self.config = config
         self._sessions = sessions
@@ -69,6 +71,7 @@ class RevisionPipeline:
         self._routes = routes
         self._clock = clock
         self._notifier = notifier
+        self._notifications = notifications
         self._admit = Admit(
             sessions=sessions, admission=admission, reports=reports, notifier=notifier, clock=clock
         )
@@ -97,6 +100,7 @@ class RevisionPipeline:
             notifier=notifier,
             teardown=teardown,
             clock=clock,
+            notifications=notifications,
         )
 
     # -- public entry points ----------------------------------------------------------------
@@ -197,7 +201,10 @@ class RevisionPipeline:
             reused = self._build.reuse(ctx)
             if reused is not None:
                 return reused
-        return self._build.run(ctx, self._fetch.run(ctx))
+        source = self._fetch.run(ctx)
+        # The deployment's own channels follow its newest commit, failed or not.
+        self._notifications.remember_channels(ctx.deployment.id, source.config.notify.urls)
+        return self._build.run(ctx, source)
 
     # -- helpers ------------------------------------------------------------------------------
     def _load(self, revision_id: str) -> RevisionRef:

@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import ColumnElement, func, or_, update
 from sqlmodel import col, select
 
+from app.feedback.notify_outbox import NotificationOutbox, NotifyEvent
 from app.feedback.outbox import ReportOutbox
 from app.kernel.db import SessionFactory
 from app.kernel.models import Delivery, Deployment, Revision, RevisionState
@@ -56,6 +57,7 @@ class Recovery:
         clock: Clock,
         stale_after: timedelta,
         url: Callable[[str], str],
+        notifications: NotificationOutbox | None = None,
     ) -> None:
         self._sessions = sessions
         self._runtime = runtime
@@ -64,6 +66,7 @@ class Recovery:
         self._clock = clock
         self._stale_after = stale_after
         self._url = url
+        self._notifications = notifications
 
     def fail_stuck(self) -> list[str]:
         """Fail every running revision whose job stopped beating; returns their ids."""
@@ -152,6 +155,7 @@ class Recovery:
             assert deployment is not None
             serving = deployment.live_revision_id
             slug = deployment.slug
+            number = revision.number
         self._reports.add(
             revision.id,
             "failed",
@@ -162,6 +166,15 @@ class Recovery:
         )
         self._notifier.deployment_changed(revision.deployment_id)
         self._notifier.capacity_freed()
+        if self._notifications is not None:
+            self._notifications.add(
+                revision.deployment_id,
+                NotifyEvent.failed,
+                f"{slug}: revision #{number} failed",
+                f"Revision #{number} of {slug} failed: {reason}\n"
+                f"Deployment {revision.deployment_id}, revision {revision.id}.",
+                revision_id=revision.id,
+            )
         return True
 
 

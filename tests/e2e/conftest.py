@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from tests.support.platform import (
     connect_repository,
     start_platform,
 )
+from tests.support.receivers import SmtpReceiver, WebhookReceiver
 
 HEALTH_TIMEOUT_SECONDS = "8"
 """Short, so the never-healthy test fails in seconds; real apps here answer in under one."""
@@ -62,14 +64,34 @@ def github() -> Iterator[FakeGitHub]:
     fake.stop()
 
 
+@dataclass(frozen=True)
+class Receivers:
+    """The shared platform's notification channels (SLIPWAY_NOTIFY): what they received."""
+
+    webhook: WebhookReceiver
+    smtp: SmtpReceiver
+
+
+@pytest.fixture(scope="session")
+def receivers() -> Iterator[Receivers]:
+    webhook, smtp = WebhookReceiver().start(), SmtpReceiver().start()
+    yield Receivers(webhook, smtp)
+    webhook.stop()
+    smtp.stop()
+
+
 @pytest.fixture(scope="session")
 def platform(
-    tmp_path_factory: pytest.TempPathFactory, github: FakeGitHub, base_images: dict[str, str]
+    tmp_path_factory: pytest.TempPathFactory,
+    github: FakeGitHub,
+    base_images: dict[str, str],
+    receivers: Receivers,
 ) -> Iterator[RunningPlatform]:
     running = start_platform(
         tmp_path_factory.mktemp("platform"),
         github,
         health_timeout_seconds=HEALTH_TIMEOUT_SECONDS,
+        notify=f"{receivers.webhook.url} {receivers.smtp.url}",
     )
     yield running
     running.stop_and_clean()

@@ -30,6 +30,7 @@ from app.deployments.operations import DeploymentOperations
 from app.deployments.teardown import Teardown
 from app.feedback.comments import PreviewComments
 from app.feedback.notifications import PlatformNotifier
+from app.feedback.notify_outbox import NotificationOutbox
 from app.feedback.outbox import ReportOutbox
 from app.github.auth import GitHubApp
 from app.github.rest import GitHubRest
@@ -38,6 +39,7 @@ from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory
 from app.kernel.models import Deployment, PullRequest, Revision
 from app.kernel.orders import WorkOrder
+from app.kernel.ports import ChannelSender
 from app.replicas.autoscaler import AutoscaleDefaults
 from app.replicas.reconciler import RESYNC_SECONDS, Reconciler
 from app.replicas.replica_set import ReplicaConfig, Replicas
@@ -163,6 +165,11 @@ class Platform:
     clock: TickingClock = field(
         default_factory=lambda: TickingClock(datetime(2025, 3, 1, 12, 0, tzinfo=UTC))
     )
+    channels: ChannelSender | None = None
+    """Where notifications go (None: recorded only); tests set it, then call __post_init__."""
+    notify: tuple[str, ...] = ()
+    """The operator's notification channels (SLIPWAY_NOTIFY)."""
+    notifications: NotificationOutbox = field(init=False)
 
     def __post_init__(self) -> None:
         """The services wired by app.bootstrap's own `wire`, over the fakes."""
@@ -182,6 +189,7 @@ class Platform:
                 health=self.health,
                 service_images=FakeServiceImages(),
                 prune_build_cache=self.cache_prunes.append,
+                channels=self.channels,
             ),
             Wiring(
                 pipeline=self.config,
@@ -192,6 +200,7 @@ class Platform:
                 check_name="Slipway",
                 recovery_after=timedelta(seconds=120),
                 resync_seconds=RESYNC_SECONDS,
+                notify=self.notify,
             ),
             clock=self.clock,
             wall=lambda: self.wall[0],
@@ -207,8 +216,13 @@ class Platform:
         self.pipeline = wired.pipeline
         self.orders = OrderBus(queue=InlineQueue(self), check_runs=self.pipeline)
         self.reconciler = wired.reconciler
+        self.notifications = wired.notifications
         self.operations = DeploymentOperations(
-            sessions=self.sessions, secrets=SECRETS, commits=self.client, clock=self.clock
+            sessions=self.sessions,
+            secrets=SECRETS,
+            commits=self.client,
+            clock=self.clock,
+            notifications=self.notifications,
         )
 
     def limit(self, **limits: int) -> None:
