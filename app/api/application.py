@@ -25,11 +25,13 @@ from app.access.tokens import admin_token_path, ensure_admin_token
 from app.adapters.queue import create_queue, redis_settings
 from app.api.auth import BearerTokens, writers_only
 from app.api.deployments import DeploymentController, RevisionController
+from app.api.router import ask
 from app.api.setup import SetupController
 from app.api.tokens import TokenController, whoami
 from app.api.webhooks import DeliveryQueue, Receiver, WebhookController
 from app.bootstrap import (
     app_setup,
+    automatic_https,
     commit_resolver,
     link_signer,
     open_database,
@@ -43,6 +45,7 @@ from app.kernel.heap import freeze_startup_objects
 from app.kernel.ports import Clock, CommitResolver
 from app.kernel.settings import Settings
 from app.kernel.timestamps import utcnow
+from app.replicas.routes import CertificatePermission
 from app.setup.credentials import GitHubAppCredentials
 from manifests.errors import SlipwayError
 
@@ -84,6 +87,10 @@ def create_app(
     with sessions() as session:
         ensure_admin_token(session, admin_token_path(settings.data_dir), clock())
     follows = LogFollows(settings.log_follows_per_caller)
+    https = automatic_https(settings)
+    certificates = CertificatePermission(
+        sessions, settings.base_domain, https.platform_host if https else None
+    )
 
     @asynccontextmanager
     async def queue_lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -114,7 +121,7 @@ def create_app(
         guards=[writers_only],
     )
     return Litestar(
-        route_handlers=[healthz, WebhookController, SetupController, api],
+        route_handlers=[healthz, ask, WebhookController, SetupController, api],
         middleware=[
             DefineMiddleware(
                 BearerTokens,
@@ -134,6 +141,7 @@ def create_app(
             "app_credentials": Provide(lambda: credentials, use_cache=True, sync_to_thread=False),
             "app_setup": Provide(lambda: setup, use_cache=True, sync_to_thread=False),
             "follows": Provide(lambda: follows, use_cache=True, sync_to_thread=False),
+            "certificates": Provide(lambda: certificates, use_cache=True, sync_to_thread=False),
         },
         exception_handlers={cls: _domain_error for cls in STATUS_OF},
         lifespan=[queue_lifespan],

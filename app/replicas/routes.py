@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -104,3 +105,33 @@ def current_routes(session: Session, hostname: Callable[[str], str]) -> list[Rou
         )
         for deployment_id, slug in live
     ]
+
+
+@dataclass(frozen=True)
+class CertificatePermission:
+    """Which names the router may obtain a certificate for: the names it routes.
+
+    Asked by the router (Caddy's on-demand TLS) at the first TLS handshake for a name, before
+    it orders anything: a name pointed at this machine that Slipway does not serve gets no
+    order, so nobody can spend the CA's rate limits (or this machine's storage) on it.
+    """
+
+    sessions: SessionFactory
+    base_domain: str
+    platform_host: str | None = None
+    """PUBLIC_URL's host when the router serves Slipway's own API there."""
+
+    def allows(self, name: str) -> bool:
+        host = name.strip().rstrip(".").lower()
+        if self.platform_host is not None and host == self.platform_host.lower():
+            return True
+        slug, dot, domain = host.partition(".")
+        if not dot or domain != self.base_domain or not slug:
+            return False
+        with self.sessions() as session:
+            live = session.exec(
+                select(Deployment.id).where(
+                    Deployment.slug == slug, col(Deployment.live_revision_id).is_not(None)
+                )
+            ).first()
+        return live is not None
