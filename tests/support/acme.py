@@ -18,8 +18,10 @@ import socket
 import ssl
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from cryptography import x509
@@ -253,7 +255,7 @@ class TlsAnswer:
     status: int
     headers: dict[str, str]
     body: str
-    certificate: dict[str, object]
+    certificate: Mapping[str, Any]
     """The server's certificate as Python's ssl module verified it (subject, SAN, issuer)."""
 
 
