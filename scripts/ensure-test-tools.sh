@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make sure the tools the tests use are present: what builds local base images, and `hey`.
+# Make sure the tools the tests use are present: what builds local base images, `hey`, and
+# Pebble (a local ACME CA).
 #
 # No container registry can be reached from these machines, so the tests make their own base
 # images: a static busybox (`FROM scratch` + /bin/busybox, a 2 MB image with an HTTP server) and
@@ -35,6 +36,10 @@ have_static_busybox || missing+=(busybox-static)
 have_debootstrap || missing+=(debootstrap)
 # The load generator of the replica tests (rollouts, autoscaling): Debian's `hey`.
 command -v hey >/dev/null 2>&1 || missing+=(hey)
+# The ACME CA of the HTTPS tests (tests/e2e/test_https.py): Let's Encrypt's Pebble, with its
+# DNS server pebble-challtestsrv (one Debian package).
+{ command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1; } \
+    || missing+=(pebble)
 
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0

@@ -32,10 +32,6 @@ from tests.support.platform import (
 BASE_DOMAIN = "apps.slipway.test"
 PLATFORM_HOST = "slipway.slipway.test"
 
-pytestmark = pytest.mark.skipif(
-    not acme.available(), reason="Pebble is not installed (make test-tools installs it)"
-)
-
 
 @dataclass
 class SecurePlatform:
@@ -55,6 +51,7 @@ class SecurePlatform:
 def secure(
     tmp_path_factory: pytest.TempPathFactory, github: FakeGitHub, base_images: dict[str, str]
 ) -> Iterator[SecurePlatform]:
+    assert acme.available(), "Pebble is not installed: `make test-tools` installs it"
     http_port, https_port = free_port(), free_port()
     pebble = acme.Pebble(tmp_path_factory.mktemp("pebble"), http_port, https_port).start()
     try:
