@@ -19,9 +19,12 @@ from urllib.parse import urlsplit
 
 from app.access.links import LinkSigner, RevisionLinks
 from app.adapters.caddy import AutomaticHttps, CaddyRouter
+from app.adapters.dns import SystemResolver
 from app.adapters.docker import DockerRuntime
 from app.adapters.postgres import PostgresProvisioner, RoleLimits
+from app.adapters.router_certificates import RouterCertificates
 from app.deliveries.facts import CommitFacts, GitHubCommitFacts
+from app.deployments.domains import Domains
 from app.deployments.janitor import Janitor, JanitorLimits
 from app.deployments.teardown import Teardown
 from app.feedback.comments import PreviewComments
@@ -217,6 +220,25 @@ def automatic_https(settings: Settings) -> AutomaticHttps | None:
         permission_url=f"http://{api}{ASK_PATH}",
         platform_host=public.hostname if public.scheme == "https" else None,
         platform_upstream=api if public.scheme == "https" else None,
+    )
+
+
+def custom_domains(settings: Settings, sessions: SessionFactory, clock: Clock = utcnow) -> Domains:
+    """Custom domains, their DNS checked through the machine's resolver (or DNS_RESOLVER) and,
+    with automatic HTTPS, their certificates through the router."""
+    https = automatic_https(settings)
+    certificates = None
+    if https is not None:
+        router = _loopback(settings.router_host).strip("[]")
+        certificates = RouterCertificates((router, settings.router_tls_port))
+    return Domains(
+        sessions=sessions,
+        resolver=SystemResolver(settings.dns_resolver),
+        hostname=settings.hostname,
+        base_domain=settings.base_domain,
+        clock=clock,
+        certificates=certificates,
+        platform_host=urlsplit(settings.api_url).hostname,
     )
 
 

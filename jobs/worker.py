@@ -19,15 +19,17 @@ from redis.exceptions import WatchError
 
 from app.adapters.postgres import reapply_role_limits
 from app.adapters.queue import announcing, create_queue, redis_settings, wake_channel
-from app.bootstrap import bootstrap, replica_config
+from app.bootstrap import bootstrap, custom_domains, replica_config
 from app.deliveries.bus import OrderBus
 from app.kernel.heap import freeze_startup_objects
 from app.kernel.orders import (
     CARRY_OUT,
+    CHECK_DOMAINS,
     DISPATCH_REVISIONS,
     DRAIN_REPORTS,
     QUEUE_NAME,
     SYNC_COMMENT,
+    SYNC_ROUTES,
     TEARDOWN_DEPLOYMENT,
 )
 from app.kernel.settings import Settings
@@ -185,6 +187,7 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
     async def on_startup(ctx: dict[str, Any]) -> None:
         platform = bootstrap(settings)
         ctx["platform"] = platform
+        ctx["domains"] = custom_domains(settings, platform.sessions, platform.clock)
         ctx["queue_name"] = QUEUE_NAME
         loop = asyncio.get_running_loop()
         # Every job runs its domain service in a thread: one thread per job, and a few over.
@@ -231,6 +234,8 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
             func(tasks.carry_out, name=CARRY_OUT, max_tries=MAX_TRIES, keep_result=0),
             func(tasks.dispatch_revisions, name=DISPATCH_REVISIONS, keep_result=0),
             func(tasks.drain_reports, name=DRAIN_REPORTS, keep_result=0),
+            func(tasks.check_domains, name=CHECK_DOMAINS, keep_result=0),
+            func(tasks.sync_routes, name=SYNC_ROUTES, keep_result=0),
             func(
                 tasks.teardown_deployment,
                 name=TEARDOWN_DEPLOYMENT,
@@ -279,6 +284,12 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
                 run_at_startup=True,
                 timeout=RECONCILE_TIMEOUT_SECONDS,
                 max_tries=1,
+            ),
+            cron(
+                tasks.check_domains,
+                name="check_domains_cron",
+                second=DISPATCH_SECONDS,
+                run_at_startup=True,
             ),
             cron(
                 tasks.sync_routes,

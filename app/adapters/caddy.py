@@ -90,7 +90,7 @@ def render_caddy_config(
     caddy_routes: list[dict[str, Any]] = [
         {
             "@id": f"route-{route.deployment_id}",
-            "match": [{"host": [route.hostname]}],
+            "match": [{"host": route.hostnames}],
             "handle": [
                 {
                     "handler": "reverse_proxy",
@@ -111,7 +111,7 @@ def render_caddy_config(
     caddy_routes += [
         {
             "@id": f"route-{route.deployment_id}",
-            "match": [{"host": [route.hostname]}],
+            "match": [{"host": route.hostnames}],
             "handle": [
                 {
                     "handler": "static_response",
@@ -149,7 +149,7 @@ def render_caddy_config(
         }
         return config
     hosts = sorted(
-        {route.hostname for route in routes}
+        {hostname for route in routes for hostname in route.hostnames}
         | ({https.platform_host} if https.platform_host and https.platform_upstream else set())
     )
     config["apps"] = {

@@ -25,6 +25,7 @@ from app.access.tokens import admin_token_path, ensure_admin_token
 from app.adapters.queue import create_queue, redis_settings
 from app.api.auth import BearerTokens, writers_only
 from app.api.deployments import DeploymentController, RevisionController
+from app.api.domains import DomainController
 from app.api.router import ask
 from app.api.setup import SetupController
 from app.api.tokens import TokenController, whoami
@@ -33,6 +34,7 @@ from app.bootstrap import (
     app_setup,
     automatic_https,
     commit_resolver,
+    custom_domains,
     link_signer,
     open_database,
     pipeline_config,
@@ -88,6 +90,7 @@ def create_app(
         ensure_admin_token(session, admin_token_path(settings.data_dir), clock())
     follows = LogFollows(settings.log_follows_per_caller)
     https = automatic_https(settings)
+    domains = custom_domains(settings, sessions, clock)
     certificates = CertificatePermission(
         sessions, settings.base_domain, https.platform_host if https else None
     )
@@ -117,7 +120,13 @@ def create_app(
 
     api = Router(
         path="/api",
-        route_handlers=[DeploymentController, RevisionController, TokenController, whoami],
+        route_handlers=[
+            DeploymentController,
+            DomainController,
+            RevisionController,
+            TokenController,
+            whoami,
+        ],
         guards=[writers_only],
     )
     return Litestar(
@@ -142,6 +151,7 @@ def create_app(
             "app_setup": Provide(lambda: setup, use_cache=True, sync_to_thread=False),
             "follows": Provide(lambda: follows, use_cache=True, sync_to_thread=False),
             "certificates": Provide(lambda: certificates, use_cache=True, sync_to_thread=False),
+            "domains": Provide(lambda: domains, use_cache=True, sync_to_thread=False),
         },
         exception_handlers={cls: _domain_error for cls in STATUS_OF},
         lifespan=[queue_lifespan],

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 from cyclopts import App, Group, Parameter
 from cyclopts.exceptions import CycloptsError
 
-from app.cli import auth, deployments, env, logs, revisions, server, tokens
+from app.cli import auth, deployments, domains, env, logs, revisions, server, tokens
 from app.cli.client import OLD_TOKEN_VARIABLE, TOKEN_VARIABLE, URL_VARIABLE, ClientError
 from app.cli.common import CLIENT, UsageError, examples
 from app.cli.output import Output
@@ -86,6 +86,7 @@ app.command(revisions.app)
 app.command(logs.logs, group=CLIENT, help_epilogue=logs.EXAMPLES)
 app.command(env.env)
 app.command(env.secrets)
+app.command(domains.app)
 app.command(tokens.app)
 
 app.command(

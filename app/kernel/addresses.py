@@ -35,6 +35,12 @@ class Route:
     deployment_id: str
     upstreams: tuple[str, ...]
     """host:port addresses Caddy dials."""
+    aliases: tuple[str, ...] = ()
+    """The deployment's custom domains whose DNS points here, served like `hostname`."""
+
+    @property
+    def hostnames(self) -> list[str]:
+        return [self.hostname, *self.aliases]
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ DISPATCH_REVISIONS = "dispatch_revisions"
 DRAIN_REPORTS = "drain_reports"
 TEARDOWN_DEPLOYMENT = "teardown_deployment"
 CARRY_OUT = "carry_out"
+CHECK_DOMAINS = "check_domains"
+"""One job id too: a check asked for while one waits is the same check."""
 
 
 @dataclass(frozen=True)

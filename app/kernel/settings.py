@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     router_http_port: Annotated[int, Field(ge=1, le=65535)] | None = None
     """With automatic HTTPS: the port the router answers plain HTTP on (redirects to HTTPS, and
     the CA's HTTP challenges); default 80, which the CA connects to. Without it: ROUTER_PORT."""
+    dns_resolver: str | None = None
+    """DNS server (host:port) custom domains are checked with. Default: this machine's resolver
+    (/etc/resolv.conf), which sees what visitors see."""
     router_https_port: Annotated[int, Field(ge=1, le=65535)] | None = None
     """With automatic HTTPS: the port deployments are served on over HTTPS; default 443, which
     leaves it out of their URLs."""
@@ -343,6 +346,16 @@ class Settings(BaseSettings):
         if not EMAIL.fullmatch(value):
             raise ValueError("must be an e-mail address such as ops@example.com")
         return value
+
+    @field_validator("dns_resolver")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        host, _, port = value.strip().rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError("must be an address and a port such as 127.0.0.1:53")
+        return value.strip()
 
     @field_validator("acme_ca_root")
     @classmethod

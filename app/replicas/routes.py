@@ -18,8 +18,10 @@ from sqlmodel import Session, col, select
 
 from app.kernel.addresses import Route
 from app.kernel.db import SessionFactory
-from app.kernel.models import Deployment, Replica, ReplicaState
+from app.kernel.models import Deployment, Domain, DomainState, Replica, ReplicaState
 
+ROUTED_DOMAIN_STATES = (DomainState.issuing.value, DomainState.active.value)
+"""A custom domain is routed (and may get a certificate) once its DNS was seen pointing here."""
 ROUTES_LOCK_KEY = 0x51175A8
 """Postgres advisory lock id for the route table (next to admission's)."""
 
@@ -97,11 +99,19 @@ def current_routes(session: Session, hostname: Callable[[str], str]) -> list[Rou
     for deployment_id, endpoint in rows:
         assert endpoint is not None
         endpoints.setdefault(deployment_id, []).append(endpoint)
+    aliases: dict[str, list[str]] = {}
+    for deployment_id, name in session.exec(
+        select(Domain.deployment_id, Domain.name)
+        .where(col(Domain.state).in_(ROUTED_DOMAIN_STATES))
+        .order_by(col(Domain.name))
+    ).all():
+        aliases.setdefault(deployment_id, []).append(name)
     return [
         Route(
             hostname=hostname(slug),
             deployment_id=deployment_id,
             upstreams=tuple(endpoints[deployment_id]),
+            aliases=tuple(aliases.get(deployment_id, ())),
         )
         for deployment_id, slug in live
     ]
@@ -126,12 +136,21 @@ class CertificatePermission:
         if self.platform_host is not None and host == self.platform_host.lower():
             return True
         slug, dot, domain = host.partition(".")
-        if not dot or domain != self.base_domain or not slug:
-            return False
         with self.sessions() as session:
-            live = session.exec(
-                select(Deployment.id).where(
-                    Deployment.slug == slug, col(Deployment.live_revision_id).is_not(None)
+            if dot and domain == self.base_domain and slug:
+                live = session.exec(
+                    select(Deployment.id).where(
+                        Deployment.slug == slug, col(Deployment.live_revision_id).is_not(None)
+                    )
+                ).first()
+                return live is not None
+            custom = session.exec(
+                select(Domain.name)
+                .join(Deployment, col(Deployment.id) == col(Domain.deployment_id))
+                .where(
+                    Domain.name == host,
+                    col(Domain.state).in_(ROUTED_DOMAIN_STATES),
+                    col(Deployment.live_revision_id).is_not(None),
                 )
             ).first()
-        return live is not None
+        return custom is not None
