@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +32,7 @@ from tests.support.platform import (
 
 BASE_DOMAIN = "apps.slipway.test"
 PLATFORM_HOST = "slipway.slipway.test"
+CUSTOM = "shop.customer.test"
 
 
 @dataclass
@@ -66,6 +68,8 @@ def secure(
             router_https_port=str(https_port),
             base_domain=BASE_DOMAIN,
             public_url=f"https://{PLATFORM_HOST}:{https_port}",
+            # Custom domains are checked against Pebble's DNS, which the test controls.
+            dns_resolver=f"127.0.0.1:{pebble.dns_port}",
         )
     except BaseException:
         pebble.stop()
@@ -177,6 +181,74 @@ def test_slipways_own_api_is_served_at_public_urls_host_over_https(
     answer = secure.get(PLATFORM_HOST, "/healthz")
     assert answer.status == 200 and '"ok"' in answer.body
     assert answer.certificate["subjectAltName"] == (("DNS", PLATFORM_HOST),)
+
+
+def test_a_custom_domain_is_served_over_https_once_its_dns_points_here(
+    secure: SecurePlatform,
+    github: FakeGitHub,
+    live: tuple[str, str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    full_name, slug, _ = live
+    platform = secure.platform
+    deployment_id = platform.deployment_of(full_name)["id"]
+    domains = f"/api/deployments/{deployment_id}/domains"
+    secure.pebble.point(CUSTOM, "10.9.9.9")  # the owner's record still points elsewhere
+
+    added = platform.call("POST", domains, json={"domain": CUSTOM.upper()})
+    assert added.status_code == 201, added.text
+    body = added.json()
+    assert (body["domain"], body["state"]) == (CUSTOM, "pending-dns")
+    assert {"type": "CNAME", "name": CUSTOM, "value": f"{slug}.{BASE_DOMAIN}"} in body["records"]
+    assert body["url"] == f"https://{CUSTOM}:{secure.https_port}/"
+
+    def checked() -> dict[str, Any] | None:
+        [domain] = platform.api(domains)
+        return dict(domain) if domain["reason"] else None
+
+    pending = wait_for("the worker to check the domain's DNS", checked, 60)
+    assert pending["state"] == "pending-dns"
+    assert "10.9.9.9" in pending["reason"] and f"{slug}.{BASE_DOMAIN}" in pending["reason"]
+    ask = platform.client.get(f"{platform.api_url}/router/ask", params={"domain": CUSTOM})
+    assert ask.status_code == 404
+    assert acme.handshake_fails(CUSTOM, secure.https_port, secure.pebble.issuing_chain())
+
+    # The owner points it here: routed, certified, active.
+    secure.pebble.unpoint(CUSTOM)
+
+    def active() -> dict[str, Any] | None:
+        [domain] = platform.api(domains)
+        return dict(domain) if domain["state"] == "active" else None
+
+    assert wait_for("the domain to be active", active, 120)["records"] == []
+    answer = secure.get(CUSTOM)
+    assert answer.status == 200 and answer.body == "served over https\n"
+    assert answer.certificate["subjectAltName"] == (("DNS", CUSTOM),)
+
+    # Another deployment cannot take it.
+    path = tmp_path_factory.mktemp("repos") / "other-site"
+    repo, repository = connect_repository(platform, github, path, static_site("other"))
+    assert platform.push(repository, INSTALLATION_ID, ZERO_SHA, repo.head).status_code == 202
+    other = platform.deployment_of(repository["full_name"])["id"]
+    taken = platform.call("POST", f"/api/deployments/{other}/domains", json={"domain": CUSTOM})
+    assert taken.status_code == 409, taken.text
+
+    # Removed: the router no longer serves it.
+    assert platform.call("DELETE", f"{domains}/{CUSTOM}").status_code == 204
+    assert platform.api(domains) == []
+
+    def unrouted() -> bool:
+        response = httpx.get(
+            f"http://127.0.0.1:{secure.http_port}/",
+            headers={"Host": CUSTOM},
+            trust_env=False,
+            timeout=10,
+        )
+        return response.status_code == 404
+
+    wait_for("the router to drop the domain", unrouted, 60)
+    ask = platform.client.get(f"{platform.api_url}/router/ask", params={"domain": CUSTOM})
+    assert ask.status_code == 404
 
 
 def test_certificates_and_account_keys_are_private_and_survive_a_restart(

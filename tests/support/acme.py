@@ -182,6 +182,10 @@ class Pebble:
         """An A record for `name` (Pebble's DNS answers 127.0.0.1 for every other name)."""
         self._dns("/add-a", {"host": name, "addresses": [address]})
 
+    def unpoint(self, name: str) -> None:
+        """`name` back to the default answer (127.0.0.1: this machine)."""
+        self._dns("/clear-a", {"host": name})
+
     def _management(self, path: str) -> str:
         context = ssl.create_default_context(cafile=str(self.tls_root))
         response = httpx.get(
