@@ -263,6 +263,16 @@ def test_a_removed_domain_is_no_longer_routed_nor_certified(
         domains.remove(web, "app.example.com")
 
 
+def test_a_domain_is_removed_only_through_its_own_deployment(
+    platform: Platform, domains: Domains, web: str
+) -> None:
+    other = _another_deployment(platform)
+    domains.add(web, "app.example.com")
+    with pytest.raises(NotFoundError):
+        domains.remove(other, "app.example.com")
+    assert [d.name for d in domains.of(web)] == ["app.example.com"]
+
+
 def _another_deployment(platform: Platform) -> str:
     """Another repository's production deployment (another tenant)."""
     with platform.sessions() as session:
