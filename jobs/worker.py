@@ -55,6 +55,10 @@ JANITOR_TIMEOUT_SECONDS = 15 * 60
 """Every 10 s: a stuck revision is failed at most SLIPWAY_RECOVERY_SECONDS + 10 s after its
 last heartbeat, and at every worker start."""
 """Waiting revisions are dispatched when capacity frees; this catches a lost wake-up."""
+DOMAIN_CHECK_SECONDS = {0, 20, 40}
+"""Custom domains waiting for their DNS or certificate are looked at this often (and at once
+when one is added): seconds the worker wakes at anyway for the dispatch, so no wake-up of its
+own at rest, and one query when no domain waits."""
 ROUTE_RECONCILE_SECOND = 0
 """Once a minute the router is given the database's routes again, in case Caddy restarted."""
 
@@ -288,7 +292,7 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
             cron(
                 tasks.check_domains,
                 name="check_domains_cron",
-                second=DISPATCH_SECONDS,
+                second=DOMAIN_CHECK_SECONDS,
                 run_at_startup=True,
             ),
             cron(

@@ -178,6 +178,8 @@ class Domains:
             ).all()
             pending = [(d.name, slug) for d, slug in rows if d.state == DomainState.pending_dns]
             issuing = [d.name for d, _ in rows if d.state == DomainState.issuing]
+        if not pending and not issuing:
+            return False
         verified: list[str] = []
         seen: dict[str, str] = {}
         for name, slug in pending:
