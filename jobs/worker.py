@@ -297,7 +297,7 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
             ),
             cron(
                 tasks.sync_routes,
-                name="sync_routes",
+                name="sync_routes_cron",
                 second=ROUTE_RECONCILE_SECOND,
                 run_at_startup=False,
             ),
