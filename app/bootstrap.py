@@ -15,16 +15,20 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from app.access.links import LinkSigner, RevisionLinks
 from app.adapters.apprise_channels import AppriseChannels
-from app.adapters.caddy import CaddyRouter
+from app.adapters.caddy import AutomaticHttps, CaddyRouter
+from app.adapters.dns import SystemResolver
 from app.adapters.docker import DockerRuntime
 from app.adapters.pg_tools import PostgresTools
 from app.adapters.postgres import PostgresProvisioner, RoleLimits
+from app.adapters.router_certificates import RouterCertificates
 from app.backups.schedule import Schedule
 from app.backups.service import BackupPolicy, DatabaseBackups
 from app.deliveries.facts import CommitFacts, GitHubCommitFacts
+from app.deployments.domains import Domains
 from app.deployments.janitor import Janitor, JanitorLimits
 from app.deployments.teardown import Teardown
 from app.feedback.comments import PreviewComments
@@ -177,7 +181,8 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         data_dir=settings.data_dir.resolve(),
         build_timeout_seconds=settings.build_timeout_seconds,
         base_domain=settings.base_domain,
-        router_port=settings.router_port,
+        router_port=settings.router_public_port,
+        https=settings.https,
         autoscale=autoscale_defaults(settings),
         unpack_limits=UnpackLimits(
             max_bytes=settings.source_max_bytes,
@@ -188,6 +193,72 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         recipes=default_recipes(index_gateway(settings)),
         platform_secrets=tuple(credentials_of(settings.langgraph_build.pip)),
     )
+
+
+ASK_PATH = "/router/ask"
+"""Where the router asks whether it may obtain a certificate for a name (app/api/router.py)."""
+
+
+def caddy_router(settings: Settings, admin_url: str) -> CaddyRouter:
+    return CaddyRouter(
+        admin_url,
+        listen=router_listen(settings),
+        storage_dir=settings.data_dir.resolve() / "caddy" / "storage",
+        https=automatic_https(settings),
+    )
+
+
+def router_listen(settings: Settings) -> str:
+    """Where the router serves deployments: the HTTPS port with automatic HTTPS."""
+    port = settings.router_tls_port if settings.https else settings.router_plain_port
+    return f"{settings.router_host}:{port}"
+
+
+def automatic_https(settings: Settings) -> AutomaticHttps | None:
+    """The router's TLS from the ACME settings; None (plain HTTP) without ACME_EMAIL."""
+    if settings.acme_email is None:
+        return None
+    api = f"{_loopback(settings.host)}:{settings.port}"
+    public = urlsplit(settings.api_url)
+    return AutomaticHttps(
+        email=settings.acme_email,
+        ca=str(settings.acme_ca),
+        ca_root=settings.acme_ca_root,
+        http_listen=f"{settings.router_host}:{settings.router_plain_port}",
+        http_port=settings.router_plain_port,
+        https_port=settings.router_tls_port,
+        permission_url=f"http://{api}{ASK_PATH}",
+        platform_host=public.hostname if public.scheme == "https" else None,
+        platform_upstream=api if public.scheme == "https" else None,
+    )
+
+
+def custom_domains(settings: Settings, sessions: SessionFactory, clock: Clock = utcnow) -> Domains:
+    """Custom domains, their DNS checked through the machine's resolver (or DNS_RESOLVER) and,
+    with automatic HTTPS, their certificates through the router."""
+    https = automatic_https(settings)
+    certificates = None
+    if https is not None:
+        router = _loopback(settings.router_host).strip("[]")
+        certificates = RouterCertificates((router, settings.router_tls_port))
+    return Domains(
+        sessions=sessions,
+        resolver=SystemResolver(settings.dns_resolver),
+        hostname=settings.hostname,
+        base_domain=settings.base_domain,
+        clock=clock,
+        certificates=certificates,
+        platform_host=urlsplit(settings.api_url).hostname,
+    )
+
+
+def _loopback(host: str) -> str:
+    """The API's address as this machine's router dials it."""
+    if host in ("0.0.0.0", ""):  # noqa: S104 (a listen address, not a bind)
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
 
 
 def index_gateway(settings: Settings) -> LangGraphBuild:
@@ -361,11 +432,7 @@ def real_adapters(
             network_pool=settings.container_network_pool,
             holder_reserve=settings.holder_reserve,
         ),
-        router=CaddyRouter(
-            require(settings.caddy_admin_url, "CADDY_ADMIN_URL"),
-            listen=f"{settings.router_host}:{settings.router_port}",
-            storage_dir=settings.data_dir.resolve() / "caddy" / "storage",
-        ),
+        router=caddy_router(settings, require(settings.caddy_admin_url, "CADDY_ADMIN_URL")),
         databases=PostgresProvisioner(
             require(settings.postgres_admin_url, "POSTGRES_ADMIN_URL"),
             settings.postgres_container_host,

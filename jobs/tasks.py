@@ -12,6 +12,7 @@ from arq import Retry
 from app.bootstrap import Platform
 from app.deliveries.bus import OrderBus
 from app.deliveries.inbox import apply_delivery
+from app.deployments.domains import Domains
 from app.feedback.comments import CommentNotUpdated
 from app.kernel.errors import TeardownIncomplete
 from app.kernel.orders import (
@@ -175,6 +176,13 @@ async def sync_comment(ctx: dict[str, Any], pull_request_id: str) -> None:
         await asyncio.to_thread(_platform(ctx).comments.sync, pull_request_id)
     except CommentNotUpdated as exc:
         raise Retry(defer=COMMENT_RETRY_SECONDS * ctx.get("job_try", 1)) from exc
+
+
+async def check_domains(ctx: dict[str, Any]) -> None:
+    """Custom domains moved on: routed once their DNS points here, active once certified."""
+    domains = ctx["domains"]
+    assert isinstance(domains, Domains)
+    await asyncio.to_thread(domains.check, _platform(ctx).routes.apply)
 
 
 async def sync_routes(ctx: dict[str, Any]) -> None:

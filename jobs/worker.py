@@ -19,16 +19,18 @@ from redis.exceptions import WatchError
 
 from app.adapters.postgres import reapply_role_limits
 from app.adapters.queue import announcing, create_queue, redis_settings, wake_channel
-from app.bootstrap import backup_policy, bootstrap, replica_config
+from app.bootstrap import backup_policy, bootstrap, custom_domains, replica_config
 from app.deliveries.bus import OrderBus
 from app.kernel.heap import freeze_startup_objects
 from app.kernel.orders import (
     CARRY_OUT,
+    CHECK_DOMAINS,
     DISPATCH_REVISIONS,
     DRAIN_REPORTS,
     QUEUE_NAME,
     SEND_NOTIFICATIONS,
     SYNC_COMMENT,
+    SYNC_ROUTES,
     TEARDOWN_DEPLOYMENT,
 )
 from app.kernel.settings import Settings
@@ -54,6 +56,10 @@ JANITOR_TIMEOUT_SECONDS = 15 * 60
 """Every 10 s: a stuck revision is failed at most SLIPWAY_RECOVERY_SECONDS + 10 s after its
 last heartbeat, and at every worker start."""
 """Waiting revisions are dispatched when capacity frees; this catches a lost wake-up."""
+DOMAIN_CHECK_SECONDS = {0, 20, 40}
+"""Custom domains waiting for their DNS or certificate are looked at this often (and at once
+when one is added): seconds the worker wakes at anyway for the dispatch, so no wake-up of its
+own at rest, and one query when no domain waits."""
 ROUTE_RECONCILE_SECOND = 0
 """Once a minute the router is given the database's routes again, in case Caddy restarted."""
 
@@ -199,6 +205,7 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
     async def on_startup(ctx: dict[str, Any]) -> None:
         platform = bootstrap(settings)
         ctx["platform"] = platform
+        ctx["domains"] = custom_domains(settings, platform.sessions, platform.clock)
         ctx["queue_name"] = QUEUE_NAME
         loop = asyncio.get_running_loop()
         # Every job runs its domain service in a thread: one thread per job, and a few over.
@@ -253,6 +260,8 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
                 keep_result=0,
                 timeout=NOTIFY_TIMEOUT_SECONDS,
             ),
+            func(tasks.check_domains, name=CHECK_DOMAINS, keep_result=0),
+            func(tasks.sync_routes, name=SYNC_ROUTES, keep_result=0),
             func(
                 tasks.teardown_deployment,
                 name=TEARDOWN_DEPLOYMENT,
@@ -318,8 +327,14 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
                 max_tries=1,  # a failed backup waits for the schedule's next moment
             ),
             cron(
+                tasks.check_domains,
+                name="check_domains_cron",
+                second=DOMAIN_CHECK_SECONDS,
+                run_at_startup=True,
+            ),
+            cron(
                 tasks.sync_routes,
-                name="sync_routes",
+                name="sync_routes_cron",
                 second=ROUTE_RECONCILE_SECOND,
                 run_at_startup=False,
             ),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure the tools the tests use are present: what builds local base images, `hey`, and
-# systemd-analyze.
+# systemd-analyze; Pebble (a local ACME CA).
 #
 # No container registry can be reached from these machines, so the tests make their own base
 # images: a static busybox (`FROM scratch` + /bin/busybox, a 2 MB image with an HTTP server) and
@@ -39,6 +39,10 @@ command -v hey >/dev/null 2>&1 || missing+=(hey)
 # `systemd-analyze verify` checks the units `slipway service install` writes (Debian's systemd
 # package; no systemd needs to run).
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# The ACME CA of the HTTPS tests (tests/e2e/test_https.py): Let's Encrypt's Pebble, with its
+# DNS server pebble-challtestsrv (one Debian package).
+{ command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1; } \
+    || missing+=(pebble)
 
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0

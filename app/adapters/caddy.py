@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +47,50 @@ NO_REPLICA_BODY = (
 )
 
 
+REDIRECT_SERVER_NAME = "slipway-redirect"
+REDIRECT_STATUS = 308
+"""Permanent, and keeps the method and body (301 lets clients turn a POST into a GET)."""
+
+
+@dataclass(frozen=True)
+class AutomaticHttps:
+    """The router terminates TLS with certificates it obtains from an ACME CA, on demand.
+
+    A certificate is requested at the first TLS handshake for a name, and only once Slipway's
+    permission endpoint says the name is routed: nobody can make the router order
+    certificates (and use up the CA's rate limits) for arbitrary names pointed at it.
+    """
+
+    email: str
+    ca: str
+    """The ACME directory URL."""
+    ca_root: Path | None
+    """PEM roots to trust when talking to the CA (a private or test CA)."""
+    http_listen: str
+    """host:port of the plain-HTTP server: redirects, and the CA's HTTP-01 challenges."""
+    http_port: int
+    https_port: int
+    permission_url: str
+    """Slipway's answer to "may the router get a certificate for this name?" (200 or 404);
+    Caddy appends `?domain=<name>`."""
+    platform_host: str | None = None
+    """PUBLIC_URL's host when it is https: the router serves Slipway's own API there."""
+    platform_upstream: str | None = None
+    """host:port of Slipway's API, for platform_host."""
+
+
 def render_caddy_config(
-    routes: list[Route], *, listen: str, admin_listen: str, storage_dir: Path
+    routes: list[Route],
+    *,
+    listen: str,
+    admin_listen: str,
+    storage_dir: Path,
+    https: AutomaticHttps | None = None,
 ) -> dict[str, Any]:
     caddy_routes: list[dict[str, Any]] = [
         {
             "@id": f"route-{route.deployment_id}",
-            "match": [{"host": [route.hostname]}],
+            "match": [{"host": route.hostnames}],
             "handle": [
                 {
                     "handler": "reverse_proxy",
@@ -73,7 +111,7 @@ def render_caddy_config(
     caddy_routes += [
         {
             "@id": f"route-{route.deployment_id}",
-            "match": [{"host": [route.hostname]}],
+            "match": [{"host": route.hostnames}],
             "handle": [
                 {
                     "handler": "static_response",
@@ -87,13 +125,15 @@ def render_caddy_config(
         for route in sorted(routes, key=lambda r: r.hostname)
         if not route.upstreams
     ]
-    caddy_routes.append(
-        {"handle": [{"handler": "static_response", "status_code": 404, "body": NOT_FOUND_BODY}]}
-    )
-    return {
+    if https is not None and https.platform_host and https.platform_upstream:
+        caddy_routes.insert(0, _platform_route(https.platform_host, https.platform_upstream))
+    caddy_routes.append(_not_found())
+    config: dict[str, Any] = {
         "admin": {"listen": admin_listen, "config": {"persist": False}},
         "storage": {"module": "file_system", "root": str(storage_dir)},
-        "apps": {
+    }
+    if https is None:
+        config["apps"] = {
             "http": {
                 "servers": {
                     SERVER_NAME: {
@@ -106,15 +146,112 @@ def render_caddy_config(
                     }
                 }
             }
+        }
+        return config
+    hosts = sorted(
+        {hostname for route in routes for hostname in route.hostnames}
+        | ({https.platform_host} if https.platform_host and https.platform_upstream else set())
+    )
+    config["apps"] = {
+        "http": {
+            "http_port": https.http_port,
+            "https_port": https.https_port,
+            "servers": {
+                SERVER_NAME: {
+                    "listen": [listen],
+                    # Everything is spelled out below (TLS on this server, the redirects on
+                    # the other): Caddy's automatic HTTPS would order certificates for every
+                    # routed name at each load instead of at a name's first request.
+                    "automatic_https": {"disable": True},
+                    "tls_connection_policies": [{}],
+                    # HTTP/3 would need UDP on the same port, which the operator did not open.
+                    "protocols": ["h1", "h2"],
+                    "routes": caddy_routes,
+                },
+                REDIRECT_SERVER_NAME: {
+                    "listen": [https.http_listen],
+                    "automatic_https": {"disable": True},
+                    "protocols": ["h1"],
+                    # Caddy answers the CA's HTTP-01 challenges on every server before these
+                    # routes; a name the router does not serve gets the 404, not a redirect.
+                    "routes": [
+                        *([_redirect(hosts, https.https_port)] if hosts else []),
+                        _not_found(),
+                    ],
+                },
+            },
         },
+        "tls": {
+            "automation": {
+                "policies": [{"on_demand": True, "issuers": [_acme_issuer(https)]}],
+                "on_demand": {"permission": {"module": "http", "endpoint": https.permission_url}},
+            }
+        },
+    }
+    return config
+
+
+def _not_found() -> dict[str, Any]:
+    return {"handle": [{"handler": "static_response", "status_code": 404, "body": NOT_FOUND_BODY}]}
+
+
+def _redirect(hosts: list[str], https_port: int) -> dict[str, Any]:
+    port = "" if https_port == 443 else f":{https_port}"
+    return {
+        "match": [{"host": hosts}],
+        "handle": [
+            {
+                "handler": "static_response",
+                "status_code": REDIRECT_STATUS,
+                "headers": {
+                    "Location": [f"https://{{http.request.host}}{port}{{http.request.uri}}"]
+                },
+            }
+        ],
+        "terminal": True,
     }
 
 
+def _platform_route(host: str, upstream: str) -> dict[str, Any]:
+    """Slipway's own API, webhook receiver and setup pages at PUBLIC_URL's host."""
+    return {
+        "@id": "route-platform",
+        "match": [{"host": [host]}],
+        "handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": upstream}]}],
+        "terminal": True,
+    }
+
+
+def _acme_issuer(https: AutomaticHttps) -> dict[str, Any]:
+    issuer: dict[str, Any] = {
+        "module": "acme",
+        "ca": https.ca,
+        "email": https.email,
+        # The challenges' ports are the router's own servers (which answer them): without
+        # these, Caddy's solver would try to listen on 80 and 443 itself.
+        "challenges": {
+            "http": {"alternate_port": https.http_port},
+            "tls-alpn": {"alternate_port": https.https_port},
+        },
+    }
+    if https.ca_root is not None:
+        issuer["trusted_roots_pem_files"] = [str(https.ca_root)]
+    return issuer
+
+
 class CaddyRouter:
-    def __init__(self, admin_url: str, *, listen: str, storage_dir: Path) -> None:
+    def __init__(
+        self,
+        admin_url: str,
+        *,
+        listen: str,
+        storage_dir: Path,
+        https: AutomaticHttps | None = None,
+    ) -> None:
         self.admin_url = admin_url.rstrip("/")
         self._listen = listen
         self._storage_dir = storage_dir
+        self._https = https
 
     @property
     def admin_listen(self) -> str:
@@ -126,6 +263,7 @@ class CaddyRouter:
             listen=self._listen,
             admin_listen=self.admin_listen,
             storage_dir=self._storage_dir,
+            https=self._https,
         )
 
     def in_flight(self) -> dict[str, int]:

@@ -27,12 +27,16 @@ from app.adapters.queue import create_queue, redis_settings
 from app.api.auth import BearerTokens, writers_only
 from app.api.backups import DatabaseController
 from app.api.deployments import DeploymentController, RevisionController
+from app.api.domains import DomainController
+from app.api.router import ask
 from app.api.setup import SetupController
 from app.api.tokens import TokenController, whoami
 from app.api.webhooks import DeliveryQueue, Receiver, WebhookController
 from app.bootstrap import (
     app_setup,
+    automatic_https,
     commit_resolver,
+    custom_domains,
     database_backups,
     link_signer,
     notifications,
@@ -53,6 +57,7 @@ from app.kernel.heap import freeze_startup_objects
 from app.kernel.ports import Clock, CommitResolver
 from app.kernel.settings import Settings
 from app.kernel.timestamps import utcnow
+from app.replicas.routes import CertificatePermission
 from app.setup.credentials import GitHubAppCredentials
 from manifests.errors import SlipwayError
 
@@ -98,6 +103,11 @@ def create_app(
         ensure_admin_token(session, admin_token_path(settings.data_dir), clock())
     follows = LogFollows(settings.log_follows_per_caller)
     backups = database_backups(settings, sessions, secrets, clock)
+    https = automatic_https(settings)
+    domains = custom_domains(settings, sessions, clock)
+    certificates = CertificatePermission(
+        sessions, settings.base_domain, https.platform_host if https else None
+    )
 
     @asynccontextmanager
     async def queue_lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -128,13 +138,15 @@ def create_app(
             DeploymentController,
             RevisionController,
             DatabaseController,
+            DomainController,
+            RevisionController,
             TokenController,
             whoami,
         ],
         guards=[writers_only],
     )
     return Litestar(
-        route_handlers=[healthz, WebhookController, SetupController, api],
+        route_handlers=[healthz, ask, WebhookController, SetupController, api],
         middleware=[
             DefineMiddleware(
                 BearerTokens,
@@ -156,6 +168,8 @@ def create_app(
             "app_setup": Provide(lambda: setup, use_cache=True, sync_to_thread=False),
             "follows": Provide(lambda: follows, use_cache=True, sync_to_thread=False),
             "backups": Provide(lambda: backups, use_cache=True, sync_to_thread=False),
+            "certificates": Provide(lambda: certificates, use_cache=True, sync_to_thread=False),
+            "domains": Provide(lambda: domains, use_cache=True, sync_to_thread=False),
         },
         exception_handlers={cls: _domain_error for cls in STATUS_OF},
         lifespan=[queue_lifespan],

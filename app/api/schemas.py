@@ -363,3 +363,31 @@ class ScalingView(BaseModel):
     samples: list[ScalingSampleView]
     decisions: list[ScalingDecisionView]
     """Oldest first."""
+
+
+class DnsRecordView(BaseModel):
+    type: str
+    """CNAME, A or AAAA."""
+    name: str
+    value: str
+
+
+class DomainView(BaseModel):
+    domain: str
+    deployment_id: str
+    state: str
+    """pending-dns (create one of `records`), issuing (its certificate is being obtained),
+    active (served), or failed (`reason` says why)."""
+    reason: str | None
+    records: list[DnsRecordView] = Field(default_factory=list)
+    """While pending: the DNS records that make it point here (any one of them)."""
+    url: str
+    created_at: datetime
+    checked_at: datetime | None
+    active_at: datetime | None
+
+
+class NewDomainBody(Body):
+    domain: str
+    """A name such as app.example.com (an apex such as example.com too), not under
+    BASE_DOMAIN."""

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -329,6 +329,16 @@ class SlipwayClient:
         )
 
     # -- tokens -----------------------------------------------------------------------------
+    def domains(self, deployment_id: str) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"/api/deployments/{deployment_id}/domains"))
+
+    def add_domain(self, deployment_id: str, domain: str) -> dict[str, Any]:
+        path = f"/api/deployments/{deployment_id}/domains"
+        return dict(self._call("POST", path, {"domain": domain}))
+
+    def remove_domain(self, deployment_id: str, domain: str) -> None:
+        self._call("DELETE", f"/api/deployments/{deployment_id}/domains/{quote(domain, safe='')}")
+
     def tokens(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/api/tokens"))
 

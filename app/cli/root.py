@@ -17,7 +17,18 @@ from typing import Annotated, Literal
 from cyclopts import App, Group, Parameter
 from cyclopts.exceptions import CycloptsError
 
-from app.cli import auth, db, deployments, env, logs, revisions, server, service, tokens
+from app.cli import (
+    auth,
+    db,
+    deployments,
+    domains,
+    env,
+    logs,
+    revisions,
+    server,
+    service,
+    tokens,
+)
 from app.cli.client import OLD_TOKEN_VARIABLE, TOKEN_VARIABLE, URL_VARIABLE, ClientError
 from app.cli.common import CLIENT, SERVER, UsageError, examples
 from app.cli.output import Output
@@ -85,6 +96,7 @@ app.command(revisions.app)
 app.command(logs.logs, group=CLIENT, help_epilogue=logs.EXAMPLES)
 app.command(env.env)
 app.command(env.secrets)
+app.command(domains.app)
 app.command(tokens.app)
 app.command(db.app)
 

@@ -15,10 +15,16 @@ def route_hostname(slug: str, base_domain: str) -> str:
     return f"{slug}.{base_domain}"
 
 
-def deployment_url(slug: str, base_domain: str, router_port: int) -> str:
-    """What users open; the port is left out when it is HTTP's own."""
-    port = "" if router_port == 80 else f":{router_port}"
-    return f"http://{route_hostname(slug, base_domain)}{port}/"
+def deployment_url(slug: str, base_domain: str, router_port: int, *, https: bool = False) -> str:
+    """What users open; the port is left out when it is the scheme's own (80, or 443 with
+    automatic HTTPS), so the URLs of a platform on the standard ports carry none."""
+    return site_url(route_hostname(slug, base_domain), router_port, https=https)
+
+
+def site_url(hostname: str, port: int, *, https: bool = False) -> str:
+    scheme, standard = ("https", 443) if https else ("http", 80)
+    shown = "" if port == standard else f":{port}"
+    return f"{scheme}://{hostname}{shown}/"
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,12 @@ class Route:
     deployment_id: str
     upstreams: tuple[str, ...]
     """host:port addresses Caddy dials."""
+    aliases: tuple[str, ...] = ()
+    """The deployment's custom domains whose DNS points here, served like `hostname`."""
+
+    @property
+    def hostnames(self) -> list[str]:
+        return [self.hostname, *self.aliases]
 
 
 @dataclass(frozen=True)

@@ -467,3 +467,34 @@ class Backup(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     started_at: datetime = _created()
     finished_at: datetime | None = _ts()
+
+
+class DomainState(enum.StrEnum):
+    pending_dns = "pending-dns"
+    """Added; its DNS does not point at the platform yet (the record to create is shown)."""
+    issuing = "issuing"
+    """Its DNS points here: routed, its certificate being obtained (with automatic HTTPS)."""
+    active = "active"
+    """Served: over HTTPS with its own certificate, or over plain HTTP without ACME."""
+    failed = "failed"
+    """No certificate came within the time allowed; `reason` says what to check."""
+
+
+class Domain(SQLModel, table=True):
+    """A custom domain of a deployment (issue 23): one deployment's alone, routed to it once
+    its DNS points at the platform."""
+
+    __tablename__ = "domains"
+
+    name: str = Field(primary_key=True)
+    """Lower case, no trailing dot: the key that makes a name one deployment's only."""
+    deployment_id: str = Field(foreign_key="deployments.id", index=True)
+    state: str = DomainState.pending_dns.value
+    """A DomainState's value (a plain string column: a new state needs no migration)."""
+    reason: str | None = None
+    """Why it is pending or failed, as the last check saw it (what DNS answered)."""
+    created_at: datetime = _created()
+    checked_at: datetime | None = _ts()
+    verified_at: datetime | None = _ts()
+    """When its DNS was first seen pointing here (the start of `issuing`)."""
+    active_at: datetime | None = _ts()

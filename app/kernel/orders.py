@@ -25,6 +25,8 @@ SEND_NOTIFICATIONS_JOB_ID = "slipway:send-notifications"
 """One send job queued at a time: a burst of events is one job, which sends every due row."""
 TEARDOWN_DEPLOYMENT = "teardown_deployment"
 CARRY_OUT = "carry_out"
+CHECK_DOMAINS = "check_domains"
+"""One job id too: a check asked for while one waits is the same check."""
 
 
 @dataclass(frozen=True)

@@ -323,3 +323,26 @@ class ChannelSender(Protocol):
 
         `tenant`: the URL came from a repository, so it reaches public addresses only (the
         operator's own URLs reach anything)."""
+
+
+@dataclass(frozen=True)
+class DnsAnswer:
+    """What a name resolves to, as a visitor's resolver would see it."""
+
+    canonical_name: str
+    """The end of its CNAME chain (the name itself when it has no CNAME), lower case."""
+    addresses: frozenset[str]
+    """Its A and AAAA addresses (empty when it has none, or does not exist)."""
+
+
+class Resolver(Protocol):
+    def resolve(self, name: str) -> DnsAnswer:
+        """Never raises for a name that does not resolve: an empty answer says so."""
+
+
+class Certificates(Protocol):
+    """The router's certificates for names it serves over HTTPS."""
+
+    def obtain(self, name: str) -> bool:
+        """True once the router holds a certificate for `name`; asks it to get one if not
+        (the router orders one at a name's first TLS connection)."""

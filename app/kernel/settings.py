@@ -24,7 +24,9 @@ from manifests.containers import (
 from manifests.langgraph_image import DEFAULT_BASE_IMAGE, LangGraphBuild, PipIndex
 
 ENV_PREFIX = "SLIPWAY_"
+LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 DOCKER_SIZE = re.compile(r"[1-9][0-9]*[kmg]?")
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 """What Docker's json-file driver takes as max-size (bytes, or k, m, g)."""
 BACKUP_SCHEDULE = re.compile(r"off|([01]?[0-9]|2[0-3]):[0-5][0-9]|[1-9][0-9]*[smh]")
 """What app/backups/schedule.py parses."""
@@ -88,13 +90,34 @@ class Settings(BaseSettings):
     router_host: str = "127.0.0.1"
     """Address the router (Caddy) serves deployments on (0.0.0.0: every interface)."""
     router_port: Annotated[int, Field(ge=1, le=65535)] = 8000
-    """Port deployments are served on, over plain HTTP; 80 leaves it out of their URLs."""
+    """Port deployments are served on, over plain HTTP, without automatic HTTPS (ACME_EMAIL);
+    80 leaves it out of their URLs."""
     router_threads: Annotated[int, Field(ge=0, le=256)] = 1
     """Threads the embedded router (Caddy) runs Go code on (GOMAXPROCS); 0: one per core. One
     answers sooner on a small machine whose cores the apps use too (docs/benchmarks/)."""
     base_domain: str = "localhost"
     """Deployments answer at http://<slug>.<BASE_DOMAIN>:<ROUTER_PORT>/: point a wildcard DNS
     record (*.BASE_DOMAIN) at this machine. The default, localhost, serves this machine only."""
+    # -- automatic HTTPS (issue 23, docs/https.md) --
+    acme_email: str | None = None
+    """Turns automatic HTTPS on: the router then obtains a certificate from ACME_CA for each
+    host Slipway routes, at its first TLS request, redirects HTTP to HTTPS, and every URL
+    Slipway reports is https://<host>/. The ACME account's contact address."""
+    acme_ca: AnyHttpUrl = AnyHttpUrl(LETS_ENCRYPT_DIRECTORY)
+    """The ACME directory certificates come from (default: Let's Encrypt's production one;
+    its staging one for trials: https://acme-staging-v02.api.letsencrypt.org/directory)."""
+    acme_ca_root: Path | None = None
+    """A PEM file of root certificates to trust when talking to ACME_CA (a private or test CA
+    whose directory's certificate is not publicly trusted)."""
+    router_http_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """With automatic HTTPS: the port the router answers plain HTTP on (redirects to HTTPS, and
+    the CA's HTTP challenges); default 80, which the CA connects to. Without it: ROUTER_PORT."""
+    dns_resolver: str | None = None
+    """DNS server (host:port) custom domains are checked with. Default: this machine's resolver
+    (/etc/resolv.conf), which sees what visitors see."""
+    router_https_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """With automatic HTTPS: the port deployments are served on over HTTPS; default 443, which
+    leaves it out of their URLs."""
     public_url: AnyHttpUrl | None = None
     """Where users reach this API (links in check runs). Default: http://HOST:PORT."""
     secret_key: SecretStr | None = None
@@ -347,6 +370,48 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("acme_email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not EMAIL.fullmatch(value):
+            raise ValueError("must be an e-mail address such as ops@example.com")
+        return value
+
+    @field_validator("dns_resolver")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        host, _, port = value.strip().rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError("must be an address and a port such as 127.0.0.1:53")
+        return value.strip()
+
+    @field_validator("acme_ca_root")
+    @classmethod
+    def _pem_file(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        try:
+            text = value.read_text()
+        except OSError as exc:
+            raise ValueError(f"cannot read {value}: {exc.strerror}") from None
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            raise ValueError(f"{value} holds no PEM certificate")
+        return value.resolve()
+
+    @model_validator(mode="after")
+    def _distinct_router_ports(self) -> Settings:
+        if self.https and self.router_plain_port == self.router_tls_port:
+            raise ValueError(
+                f"{ENV_PREFIX}ROUTER_HTTP_PORT and {ENV_PREFIX}ROUTER_HTTPS_PORT are both "
+                f"{self.router_tls_port}: the router needs one port for each"
+            )
+        return self
+
     @model_validator(mode="after")
     def _all_app_settings_or_none(self) -> Settings:
         """Half an App in the environment is a typo, not a wish to use the stored one."""
@@ -408,8 +473,29 @@ class Settings(BaseSettings):
             return str(self.public_url).rstrip("/")
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def https(self) -> bool:
+        """Automatic HTTPS is on: the router terminates TLS with certificates it obtains."""
+        return self.acme_email is not None
+
+    @property
+    def router_plain_port(self) -> int:
+        """Where the router answers plain HTTP: deployments, or (with HTTPS) redirects."""
+        if self.router_http_port is not None:
+            return self.router_http_port
+        return 80 if self.https else self.router_port
+
+    @property
+    def router_tls_port(self) -> int:
+        return self.router_https_port if self.router_https_port is not None else 443
+
+    @property
+    def router_public_port(self) -> int:
+        """The port in the URLs Slipway reports (left out when it is the scheme's own)."""
+        return self.router_tls_port if self.https else self.router_plain_port
+
     def deployment_url(self, slug: str) -> str:
-        return deployment_url(slug, self.base_domain, self.router_port)
+        return deployment_url(slug, self.base_domain, self.router_public_port, https=self.https)
 
     def hostname(self, slug: str) -> str:
         return route_hostname(slug, self.base_domain)

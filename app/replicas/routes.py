@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -17,8 +18,10 @@ from sqlmodel import Session, col, select
 
 from app.kernel.addresses import Route
 from app.kernel.db import SessionFactory
-from app.kernel.models import Deployment, Replica, ReplicaState
+from app.kernel.models import Deployment, Domain, DomainState, Replica, ReplicaState
 
+ROUTED_DOMAIN_STATES = (DomainState.issuing.value, DomainState.active.value)
+"""A custom domain is routed (and may get a certificate) once its DNS was seen pointing here."""
 ROUTES_LOCK_KEY = 0x51175A8
 """Postgres advisory lock id for the route table (next to admission's)."""
 
@@ -96,11 +99,58 @@ def current_routes(session: Session, hostname: Callable[[str], str]) -> list[Rou
     for deployment_id, endpoint in rows:
         assert endpoint is not None
         endpoints.setdefault(deployment_id, []).append(endpoint)
+    aliases: dict[str, list[str]] = {}
+    for deployment_id, name in session.exec(
+        select(Domain.deployment_id, Domain.name)
+        .where(col(Domain.state).in_(ROUTED_DOMAIN_STATES))
+        .order_by(col(Domain.name))
+    ).all():
+        aliases.setdefault(deployment_id, []).append(name)
     return [
         Route(
             hostname=hostname(slug),
             deployment_id=deployment_id,
             upstreams=tuple(endpoints[deployment_id]),
+            aliases=tuple(aliases.get(deployment_id, ())),
         )
         for deployment_id, slug in live
     ]
+
+
+@dataclass(frozen=True)
+class CertificatePermission:
+    """Which names the router may obtain a certificate for: the names it routes.
+
+    Asked by the router (Caddy's on-demand TLS) at the first TLS handshake for a name, before
+    it orders anything: a name pointed at this machine that Slipway does not serve gets no
+    order, so nobody can spend the CA's rate limits (or this machine's storage) on it.
+    """
+
+    sessions: SessionFactory
+    base_domain: str
+    platform_host: str | None = None
+    """PUBLIC_URL's host when the router serves Slipway's own API there."""
+
+    def allows(self, name: str) -> bool:
+        host = name.strip().rstrip(".").lower()
+        if self.platform_host is not None and host == self.platform_host.lower():
+            return True
+        slug, dot, domain = host.partition(".")
+        with self.sessions() as session:
+            if dot and domain == self.base_domain and slug:
+                live = session.exec(
+                    select(Deployment.id).where(
+                        Deployment.slug == slug, col(Deployment.live_revision_id).is_not(None)
+                    )
+                ).first()
+                return live is not None
+            custom = session.exec(
+                select(Domain.name)
+                .join(Deployment, col(Deployment.id) == col(Domain.deployment_id))
+                .where(
+                    Domain.name == host,
+                    col(Domain.state).in_(ROUTED_DOMAIN_STATES),
+                    col(Deployment.live_revision_id).is_not(None),
+                )
+            ).first()
+        return custom is not None

@@ -18,6 +18,7 @@ class PipelineConfig:
     build_timeout_seconds: float
     base_domain: str
     router_port: int
+    """Where users reach deployments: the HTTPS port with automatic HTTPS, else the HTTP one."""
     autoscale: AutoscaleDefaults
     """The platform's scaling bounds, which a revision's `[scale]` narrows."""
     unpack_limits: UnpackLimits = field(default_factory=UnpackLimits)
@@ -25,6 +26,8 @@ class PipelineConfig:
     recipes: tuple[Recipe, ...] = field(default_factory=default_recipes)
     """How a commit becomes an image, in order of precedence (see manifests/recipes.py)."""
     platform_secrets: tuple[str, ...] = field(default=(), repr=False)
+    https: bool = False
+    """Automatic HTTPS is on (ACME_EMAIL): deployment URLs are https://."""
     """Secrets of the platform's own a log could show (index credentials): redacted too."""
 
     @property
@@ -42,4 +45,4 @@ class PipelineConfig:
         return route_hostname(slug, self.base_domain)
 
     def url(self, slug: str) -> str:
-        return deployment_url(slug, self.base_domain, self.router_port)
+        return deployment_url(slug, self.base_domain, self.router_port, https=self.https)

@@ -20,10 +20,18 @@ import sys
 from typing import Any, TypedDict
 from urllib.parse import urlencode
 
-from app.adapters.caddy import CaddyRouter, render_caddy_config
+from app.adapters.caddy import render_caddy_config
 from app.adapters.caddy_admin import UNIX_SCHEME, admin_listen
 from app.adapters.network_policy import enforce_network_policy
-from app.bootstrap import index_gateway, open_database, private_data_dir, secret_box
+from app.bootstrap import (
+    automatic_https,
+    caddy_router,
+    index_gateway,
+    open_database,
+    private_data_dir,
+    router_listen,
+    secret_box,
+)
 from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory, make_engine
 from app.kernel.settings import ENV_PREFIX, Settings, require
@@ -85,7 +93,7 @@ def prepare(settings: Settings) -> Plan:
         router = {
             "data_dir": str(data_dir / "caddy"),
             "threads": settings.router_threads or None,
-            "port": settings.router_port,
+            "port": settings.router_public_port,
             "config": router_config(settings, sessions),
         }
     # Network policy (app/adapters/network_policy.py): before the worker can start a
@@ -128,9 +136,10 @@ def router_config(settings: Settings, sessions: SessionFactory) -> dict[str, Any
         routes = current_routes(session, settings.hostname)
     return render_caddy_config(
         routes,
-        listen=f"{settings.router_host}:{settings.router_port}",
+        listen=router_listen(settings),
         admin_listen=admin_listen(UNIX_SCHEME + str(default_admin_socket(data_dir / "caddy"))),
         storage_dir=data_dir / "caddy" / "storage",
+        https=automatic_https(settings),
     )
 
 
@@ -139,11 +148,7 @@ def load_routes(settings: Settings) -> None:
     does it (under its lock, so a newer table a worker loads meanwhile is not undone): a Caddy
     the supervisor restarted came back with the routes of its boot config, maybe stale."""
     data_dir = settings.data_dir.resolve()
-    router = CaddyRouter(
-        require(settings.caddy_admin_url, "CADDY_ADMIN_URL"),
-        listen=f"{settings.router_host}:{settings.router_port}",
-        storage_dir=data_dir / "caddy" / "storage",
-    )
+    router = caddy_router(settings, require(settings.caddy_admin_url, "CADDY_ADMIN_URL"))
     sessions = SessionFactory(make_engine(settings.control_plane_url))
     RouteTable(sessions, router, settings.hostname, data_dir / "router.lock").apply()
 

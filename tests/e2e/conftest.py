@@ -3,9 +3,9 @@
 One platform (`platform`) serves every module that needs nothing special of it. A module that
 needs settings of its own (test_replicas' fast autoscaling, test_langgraph's wheel index,
 test_restarts' short recovery and the processes it kills, test_first_run_setup's missing App,
-test_backups' schedule of seconds)
-starts its own, once per module; those modules run first, so the shared platform is not yet
-running beside them on the machine's two cores.
+test_backups' schedule of seconds, test_https's ACME CA and router ports) starts its own,
+once per module; those modules run first, so the shared platform is not yet running beside
+them on the machine's two cores.
 """
 
 from __future__ import annotations

@@ -101,6 +101,8 @@ class FakeApi:
     preview_env: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per deployment id, once a change with `"scope": "previews"` was made."""
     logs: dict[str, str] = field(default_factory=dict)
+    domains: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Per deployment id, as the platform lists them (pending until a test moves them on)."""
     hold: str | None = None
     """A phase new revisions stay in (e.g. "building"): `--wait` then waits until stopped."""
     fail_at: str | None = None
@@ -179,6 +181,36 @@ class FakeApi:
                 env = self.env[did]
                 _change(env, body)
                 return self._start(did, "env changed", None)
+            case ("GET", ["deployments", did, "domains"]):
+                self._deployment(did)
+                return self.domains.get(did, [])
+            case ("POST", ["deployments", did, "domains"]):
+                found = self._deployment(did)
+                name = body["domain"].lower()
+                for owner, held in self.domains.items():
+                    if owner != did and any(d["domain"] == name for d in held):
+                        raise Refused(409, f"domain: {name} belongs to another deployment")
+                added = {
+                    "domain": name,
+                    "deployment_id": did,
+                    "state": "pending-dns",
+                    "reason": None,
+                    "records": [
+                        {"type": "CNAME", "name": name, "value": f"{found['slug']}.localhost"}
+                    ],
+                    "url": f"http://{name}:8000/",
+                    "created_at": T0,
+                    "checked_at": None,
+                    "active_at": None,
+                }
+                self.domains.setdefault(did, []).append(added)
+                return added
+            case ("DELETE", ["deployments", did, "domains", name]):
+                held = self.domains.get(self._deployment(did)["id"], [])
+                if not any(d["domain"] == name for d in held):
+                    raise Refused(404, f"no domain {name}")
+                self.domains[did] = [d for d in held if d["domain"] != name]
+                return None
             case ("GET", ["revisions", rid]):
                 return self._advance(self._revision(rid))
             case ("GET", ["revisions", rid, "logs"]):

@@ -142,6 +142,35 @@ def test_delete_needs_the_name_typed(slipway: Cli, fake_api: FakeApi) -> None:
     assert "dep_web" not in fake_api.deployments
 
 
+def test_domains_are_added_listed_with_the_record_to_create_and_removed(
+    slipway: Cli, fake_api: FakeApi
+) -> None:
+    slipway.use(fake_api)
+    web = fake_api.add_deployment("web")
+    fake_api.add_deployment("shop")
+
+    added = slipway("domains", "add", "web", "App.Example.com")
+    assert added.code == 0, added.err
+    assert added.out == "app.example.com: pending-dns\n"
+    assert "app.example.com  CNAME  web.localhost" in added.err
+    assert ("POST", f"/api/deployments/{web['id']}/domains", {"domain": "App.Example.com"}) in (
+        fake_api.requests
+    )
+    table = rows(slipway("domains", "list", "web").out)
+    assert table[0] == ["DOMAIN", "STATE", "URL", "REASON"]
+    assert table[-1] == ["app.example.com", "pending-dns", "http://app.example.com:8000/", "-"]
+    listed = json.loads(slipway("domains", "list", "web", "--json").out)
+    assert [d["domain"] for d in listed] == ["app.example.com"]
+
+    taken = slipway("domains", "add", "shop", "app.example.com")
+    assert taken.code != 0 and "another deployment" in taken.err
+
+    removed = slipway("domains", "remove", "web", "app.example.com")
+    assert removed.code == 0 and "app.example.com removed" in removed.err
+    assert json.loads(slipway("domains", "list", "web", "--json").out) == []
+    assert slipway("domains", "remove", "web", "app.example.com").code != 0
+
+
 def test_tokens_are_made_listed_and_revoked(slipway: Cli, fake_api: FakeApi) -> None:
     slipway.use(fake_api)
 

@@ -1,7 +1,7 @@
 """backups: scheduled dumps of deployment databases, and the last one of a deleted deployment
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-07 00:40:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import app.kernel.timestamps
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
