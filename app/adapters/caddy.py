@@ -8,6 +8,7 @@ is Caddy's boot config, so routes come back when either Slipway or Caddy restart
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,10 @@ from app.kernel.errors import RouterError
 SERVER_NAME = "slipway"
 ADMIN_TIMEOUT_SECONDS = 10.0
 UPSTREAMS_PATH = "/reverse_proxy/upstreams"
+METRICS_PATH = "/metrics"
+REQUESTS_METRIC = "caddy_http_requests_total"
+"""Counted by Caddy per host it has a route for (per_host metrics; other hosts are "_other"):
+one read of the admin API tells which deployments served a request, however many there are."""
 ADMIN_ATTEMPTS = 3
 ADMIN_RETRY_SECONDS = 0.05
 """A connection to the admin API reset or refused is tried again after this: Caddy stops its
@@ -95,6 +100,8 @@ def render_caddy_config(
         "storage": {"module": "file_system", "root": str(storage_dir)},
         "apps": {
             "http": {
+                # Per-host request counters: the idle rules read which deployments were used.
+                "metrics": {"per_host": True},
                 "servers": {
                     SERVER_NAME: {
                         "listen": [listen],
@@ -144,6 +151,13 @@ class CaddyRouter:
                 f"the router (Caddy) listed its upstreams in a form Slipway does not know: {exc}"
             ) from exc
 
+    def requests_served(self) -> dict[str, int]:
+        """Caddy's `caddy_http_requests_total`, summed over handlers, by host."""
+        status, body = self._get(METRICS_PATH)
+        if status != 200:
+            raise RouterError(f"the router (Caddy) did not give its metrics (HTTP {status})")
+        return requests_by_host(body.decode("utf-8", "replace"))
+
     def _get(self, path: str) -> tuple[int, bytes]:
         """A read of the admin API: over Slipway's own Caddy's socket without httpx (read every
         reconciler tick, see `admin_get_over_socket`), over TCP with it."""
@@ -189,3 +203,25 @@ class CaddyRouter:
                 f"the router (Caddy) refused the configuration (HTTP {response.status_code}): "
                 f"{response.text.strip()[:500]}"
             )
+
+
+_SAMPLE = re.compile(r"^" + REQUESTS_METRIC + r"\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)")
+_HOST_LABEL = re.compile(r'(?:^|,)host="(?P<host>[^"]*)"')
+
+
+def requests_by_host(exposition: str) -> dict[str, int]:
+    """Request counts by host from Prometheus text (the samples of REQUESTS_METRIC)."""
+    counts: dict[str, int] = {}
+    for line in exposition.splitlines():
+        sample = _SAMPLE.match(line)
+        if sample is None:
+            continue
+        host = _HOST_LABEL.search(sample["labels"])
+        if host is None or host["host"] == "_other":
+            continue
+        try:
+            value = int(float(sample["value"]))
+        except ValueError:
+            continue
+        counts[host["host"]] = counts.get(host["host"], 0) + value
+    return counts

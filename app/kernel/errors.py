@@ -39,3 +39,7 @@ class ConflictError(SlipwayError):
 
 class PermissionDenied(SlipwayError):
     """The caller may not do this (a read-only token writing)."""
+
+
+class TracingError(SlipwayError):
+    """The tracing service (LangSmith) refused a call or did not answer; retried later."""

@@ -239,6 +239,32 @@ class Settings(BaseSettings):
     (at least 256 MiB) is killed: the build that fills the disk fails, the builds beside it,
     the apps and the platform keep the rest."""
 
+    # -- tracing and idle deployments (issue 25, docs/tracing.md) ----------------------------
+    langsmith_api_key: SecretStr | None = None
+    """A LangSmith API key: with it, every deployment (previews too) gets a tracing project
+    named as the deployment, and its containers LANGSMITH_TRACING, LANGSMITH_API_KEY,
+    LANGSMITH_PROJECT, LANGSMITH_ENDPOINT (and the LANGCHAIN_* names). Given only to replicas."""
+    langsmith_endpoint: AnyHttpUrl = AnyHttpUrl("https://api.smith.langchain.com")
+    """LangSmith's API; a self-hosted LangSmith's URL (https://HOST/api/v1) otherwise."""
+    langsmith_workspace_id: str | None = None
+    """The LangSmith workspace projects are made in (sent as X-Tenant-Id); unset: the key's own
+    (a key of one workspace needs none)."""
+    otel_exporter_otlp_endpoint: AnyHttpUrl | None = None
+    """An OpenTelemetry collector (OTLP over HTTP) as the alternative to LangSmith: every
+    replica gets OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME=<deployment> and
+    OTEL_RESOURCE_ATTRIBUTES naming the deployment, revision and repository."""
+    otel_exporter_otlp_headers: SecretStr | None = None
+    """OTEL_EXPORTER_OTLP_HEADERS given with it (key=value,key2=value2: often a credential)."""
+    idle_day_seconds: Annotated[float, Field(gt=0)] = 86400.0
+    """How long a "day" of the idle rules is (tests run days in seconds)."""
+    idle_notice_days: Annotated[int, Field(ge=0)] = 7
+    """After this many consecutive days without a request through the router or a trace, the
+    deployment's owners are told (a GitHub issue on its repository). 0: never."""
+    idle_delete_days: Annotated[int, Field(ge=0)] = 28
+    """After this many consecutive unused days the deployment is deleted as
+    DELETE /api/deployments/{id} deletes it (its database dropped); PATCH {"keep": true}
+    exempts one. 0: never."""
+
     # -- network policy (app/adapters/network_policy.py, docs/security.md) -----------------
     network_policy: bool = True
     """Firewall apps and builds at every `slipway up` (iptables chains SLIPWAY-*, jumped to from
