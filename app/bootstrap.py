@@ -11,7 +11,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,14 @@ from typing import Any
 from app.access.links import LinkSigner, RevisionLinks
 from app.adapters.caddy import CaddyRouter
 from app.adapters.docker import DockerRuntime
+from app.adapters.langsmith import LangSmithProjects
 from app.adapters.postgres import PostgresProvisioner, RoleLimits
 from app.deliveries.facts import CommitFacts, GitHubCommitFacts
+from app.deployments.idle import IdleRules
 from app.deployments.janitor import Janitor, JanitorLimits
 from app.deployments.teardown import Teardown
+from app.deployments.tracing import TracingProjects
+from app.deployments.usage import UsageTracker
 from app.feedback.comments import PreviewComments
 from app.feedback.notifications import PlatformNotifier
 from app.feedback.outbox import ReportOutbox
@@ -41,6 +45,7 @@ from app.kernel.ports import (
     ImageBuilder,
     RouterPort,
     ServiceImages,
+    TracingService,
 )
 from app.kernel.settings import Settings, require
 from app.kernel.timestamps import utcnow
@@ -87,6 +92,8 @@ class Platform:
     janitor: Janitor
     facts: CommitFacts
     clock: Clock
+    usage: UsageTracker
+    tracing_projects: TracingProjects
 
     @property
     def databases(self) -> DatabaseProvisioner:
@@ -176,7 +183,18 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         ),
         max_download_bytes=settings.source_max_download_bytes,
         recipes=default_recipes(index_gateway(settings)),
-        platform_secrets=tuple(credentials_of(settings.langgraph_build.pip)),
+        platform_secrets=(
+            *credentials_of(settings.langgraph_build.pip),
+            *settings.tracing.secrets,
+        ),
+    )
+
+
+def idle_rules(settings: Settings) -> IdleRules:
+    return IdleRules(
+        day_seconds=settings.idle_day_seconds,
+        notice_days=settings.idle_notice_days,
+        delete_days=settings.idle_delete_days,
     )
 
 
@@ -206,6 +224,7 @@ def replica_config(settings: Settings) -> ReplicaConfig:
             DeploymentType.development: settings.database_connection_limit_development,
             DeploymentType.production: settings.database_connection_limit_production,
         },
+        tracing=settings.tracing,
     )
 
 
@@ -237,6 +256,8 @@ class Adapters:
     service_images: ServiceImages
     prune_build_cache: Callable[[int], None]
     """Shrinks the engine's build cache to at most this many bytes (the janitor's call)."""
+    tracing: TracingService | None = None
+    """LangSmith's projects, when SLIPWAY_LANGSMITH_API_KEY is set."""
 
 
 @dataclass(frozen=True)
@@ -251,6 +272,8 @@ class Wiring:
     check_name: str
     recovery_after: timedelta
     resync_seconds: float
+    idle: IdleRules = field(default_factory=IdleRules)
+    slug_hold: timedelta = timedelta(days=7)
 
 
 def wiring(settings: Settings, secrets: SecretBox, clock: Clock = utcnow) -> Wiring:
@@ -270,6 +293,8 @@ def wiring(settings: Settings, secrets: SecretBox, clock: Clock = utcnow) -> Wir
         check_name=settings.github_app_name,
         recovery_after=timedelta(seconds=settings.recovery_seconds),
         resync_seconds=settings.reconcile_resync_seconds,
+        idle=idle_rules(settings),
+        slug_hold=timedelta(days=settings.slug_hold_days),
     )
 
 
@@ -308,7 +333,13 @@ def real_adapters(
         health=HttpHealthProbe(),
         service_images=ValkeyImage(docker_binary, settings.langgraph_redis_image),
         prune_build_cache=builder.prune_cache,
+        tracing=langsmith_projects(settings),
     )
+
+
+def langsmith_projects(settings: Settings) -> LangSmithProjects | None:
+    langsmith = settings.tracing.langsmith
+    return LangSmithProjects(langsmith) if langsmith is not None else None
 
 
 def bootstrap(settings: Settings, *, clock: Clock = utcnow, **overrides: Any) -> Platform:
@@ -416,6 +447,20 @@ def wire(
         stale_after=setup.recovery_after,
         url=config.url,
     )
+    usage = UsageTracker(
+        sessions=sessions,
+        router=router,
+        github=github,
+        tracing=adapters.tracing,
+        rules=setup.idle,
+        hostname=config.hostname,
+        url=config.url,
+        clock=clock,
+        slug_hold=setup.slug_hold,
+    )
+    tracing_projects = TracingProjects(
+        sessions=sessions, service=adapters.tracing, notifier=notifier, clock=clock
+    )
     return Platform(
         adapters=adapters,
         sessions=sessions,
@@ -433,4 +478,6 @@ def wire(
         janitor=janitor,
         facts=GitHubCommitFacts(github),
         clock=clock,
+        usage=usage,
+        tracing_projects=tracing_projects,
     )

@@ -55,6 +55,16 @@ last heartbeat, and at every worker start."""
 """Waiting revisions are dispatched when capacity frees; this catches a lost wake-up."""
 ROUTE_RECONCILE_SECOND = 0
 """Once a minute the router is given the database's routes again, in case Caddy restarted."""
+USAGE_TICKS_PER_DAY = 8
+"""The usage tick (app/deployments/usage.py) runs this often per idle-rule day, and at least
+once a minute: a day's use is seen within its own day, a missing tracing project retried."""
+USAGE_TICK_MAX_SECONDS = 60.0
+USAGE_TIMEOUT_SECONDS = 5 * 60
+"""One read of the router and LangSmith, the GitHub issues of the day's verdicts."""
+
+
+def usage_tick_seconds(day_seconds: float) -> set[int]:
+    return tick_seconds(min(USAGE_TICK_MAX_SECONDS, day_seconds / USAGE_TICKS_PER_DAY))
 
 
 CRON_LEAD_SECONDS = 0.5
@@ -278,6 +288,14 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
                 second=tick_seconds(settings.autoscale_tick_seconds),
                 run_at_startup=True,
                 timeout=RECONCILE_TIMEOUT_SECONDS,
+                max_tries=1,
+            ),
+            cron(
+                tasks.track_usage,
+                name="track_usage",
+                second=usage_tick_seconds(settings.idle_day_seconds),
+                run_at_startup=True,
+                timeout=USAGE_TIMEOUT_SECONDS,
                 max_tries=1,
             ),
             cron(

@@ -111,7 +111,7 @@ def render_caddy_config(
                         "protocols": ["h1"],
                         "routes": caddy_routes,
                     }
-                }
+                },
             }
         },
     }

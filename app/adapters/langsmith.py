@@ -54,8 +54,7 @@ class LangSmithProjects:
             return response
         if response.status_code >= 400:
             raise TracingError(
-                f"LangSmith refused to {what} (HTTP {response.status_code}): "
-                f"{_detail(response)}"
+                f"LangSmith refused to {what} (HTTP {response.status_code}): {_detail(response)}"
             )
         return response
 

@@ -22,6 +22,7 @@ from manifests.containers import (
     NETWORK_SUBNET_PREFIX_LENGTH,
 )
 from manifests.langgraph_image import DEFAULT_BASE_IMAGE, LangGraphBuild, PipIndex
+from manifests.tracing import DEFAULT_LANGSMITH_ENDPOINT, LangSmith, OpenTelemetry, Tracing
 
 ENV_PREFIX = "SLIPWAY_"
 DOCKER_SIZE = re.compile(r"[1-9][0-9]*[kmg]?")
@@ -244,7 +245,7 @@ class Settings(BaseSettings):
     """A LangSmith API key: with it, every deployment (previews too) gets a tracing project
     named as the deployment, and its containers LANGSMITH_TRACING, LANGSMITH_API_KEY,
     LANGSMITH_PROJECT, LANGSMITH_ENDPOINT (and the LANGCHAIN_* names). Given only to replicas."""
-    langsmith_endpoint: AnyHttpUrl = AnyHttpUrl("https://api.smith.langchain.com")
+    langsmith_endpoint: AnyHttpUrl = AnyHttpUrl(DEFAULT_LANGSMITH_ENDPOINT)
     """LangSmith's API; a self-hosted LangSmith's URL (https://HOST/api/v1) otherwise."""
     langsmith_workspace_id: str | None = None
     """The LangSmith workspace projects are made in (sent as X-Tenant-Id); unset: the key's own
@@ -390,6 +391,25 @@ class Settings(BaseSettings):
                 trusted_host=self.build_pip_trusted_host or None,
             ),
         )
+
+    @property
+    def tracing(self) -> Tracing:
+        """LangSmith and OpenTelemetry as the settings give them (either, both or neither)."""
+        langsmith = None
+        key = _reveal(self.langsmith_api_key)
+        if key is not None:
+            langsmith = LangSmith(
+                endpoint=str(self.langsmith_endpoint).rstrip("/"),
+                api_key=key,
+                workspace_id=self.langsmith_workspace_id or None,
+            )
+        otel = None
+        if self.otel_exporter_otlp_endpoint is not None:
+            otel = OpenTelemetry(
+                endpoint=str(self.otel_exporter_otlp_endpoint).rstrip("/"),
+                headers=_reveal(self.otel_exporter_otlp_headers),
+            )
+        return Tracing(langsmith=langsmith, otel=otel)
 
     @property
     def control_plane_url(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from app.deployments.idle import IdleAction, IdleRules, judge
+from app.deployments.idle import IdleAction, IdleRules, IdleVerdict, judge
 
 RULES = IdleRules(day_seconds=10.0, notice_days=7, delete_days=28)
 
@@ -14,7 +14,9 @@ def at(day: float) -> datetime:
     return RULES.start_of(0) + (RULES.start_of(1) - RULES.start_of(0)) * day
 
 
-def verdict(now: float, used: tuple[int, ...] = (), *, noticed: bool = False, keep: bool = False):
+def verdict(
+    now: float, used: tuple[int, ...] = (), *, noticed: bool = False, keep: bool = False
+) -> IdleVerdict:
     return judge(
         rules=RULES, used_days=used, counted_from=at(100.5), now=at(now), keep=keep, noticed=noticed
     )
@@ -61,7 +63,11 @@ def test_zero_turns_either_rule_off() -> None:
     assert action(no_notice, 129) is IdleAction.delete
     assert action(no_delete, 108) is IdleAction.notice
     assert (
-        judge(rules=no_delete, used_days=(), counted_from=at(100), now=at(9000), noticed=True).action
+        judge(
+            rules=no_delete, used_days=(), counted_from=at(100), now=at(9000), noticed=True
+        ).action
         is IdleAction.none
     )
-    assert judge(rules=no_delete, used_days=(), counted_from=at(100), now=at(9000)).delete_at is None
+    assert (
+        judge(rules=no_delete, used_days=(), counted_from=at(100), now=at(9000)).delete_at is None
+    )
