@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,7 @@ from builders.valkey_image import ValkeyImage
 from manifests.containers import Confinement, DeploymentType, LogRotation
 from manifests.langgraph_image import LangGraphBuild
 from manifests.recipes import default_recipes
+from manifests.tracing import Tracing, studio_url
 
 
 @dataclass
@@ -188,6 +190,13 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
             *settings.tracing.secrets,
         ),
     )
+
+
+def studio_link(tracing: Tracing) -> Callable[[str], str] | None:
+    """LangGraph Studio on a deployment's URL, offered when the platform traces to LangSmith."""
+    if tracing.langsmith is None:
+        return None
+    return partial(studio_url, tracing.langsmith)
 
 
 def idle_rules(settings: Settings) -> IdleRules:
@@ -412,6 +421,7 @@ def wire(
         hostname=config.hostname,
         revision_url=reporter.revision_url_of,
         log_url=reporter.log_url_of,
+        studio_url=studio_link(setup.replicas.tracing),
     )
     notifier = PlatformNotifier(comments)
     admission = Admission(setup.admission, config.data_dir / "admission.lock")
