@@ -25,9 +25,12 @@ from app.bootstrap import Adapters, Wiring, wire
 from app.deliveries.bus import OrderBus
 from app.deliveries.facts import GitHubCommitFacts
 from app.deliveries.inbox import apply_delivery, record_delivery
+from app.deployments.idle import IdleRules
 from app.deployments.janitor import Janitor, JanitorLimits
 from app.deployments.operations import DeploymentOperations
 from app.deployments.teardown import Teardown
+from app.deployments.tracing import TracingProjects
+from app.deployments.usage import UsageTracker
 from app.feedback.comments import PreviewComments
 from app.feedback.notifications import PlatformNotifier
 from app.feedback.outbox import ReportOutbox
@@ -38,6 +41,7 @@ from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory
 from app.kernel.models import Deployment, PullRequest, Revision
 from app.kernel.orders import WorkOrder
+from app.kernel.ports import TracingService
 from app.replicas.autoscaler import AutoscaleDefaults
 from app.replicas.reconciler import RESYNC_SECONDS, Reconciler
 from app.replicas.replica_set import ReplicaConfig, Replicas
@@ -163,6 +167,11 @@ class Platform:
     clock: TickingClock = field(
         default_factory=lambda: TickingClock(datetime(2025, 3, 1, 12, 0, tzinfo=UTC))
     )
+    tracing_service: TracingService | None = None
+    """LangSmith's projects (a FakeLangSmith through the real adapter), when a test traces."""
+    idle: IdleRules = field(default_factory=IdleRules)
+    usage: UsageTracker = field(init=False)
+    tracing_projects: TracingProjects = field(init=False)
 
     def __post_init__(self) -> None:
         """The services wired by app.bootstrap's own `wire`, over the fakes."""
@@ -182,6 +191,7 @@ class Platform:
                 health=self.health,
                 service_images=FakeServiceImages(),
                 prune_build_cache=self.cache_prunes.append,
+                tracing=self.tracing_service,
             ),
             Wiring(
                 pipeline=self.config,
@@ -192,6 +202,7 @@ class Platform:
                 check_name="Slipway",
                 recovery_after=timedelta(seconds=120),
                 resync_seconds=RESYNC_SECONDS,
+                idle=self.idle,
             ),
             clock=self.clock,
             wall=lambda: self.wall[0],
@@ -207,6 +218,8 @@ class Platform:
         self.pipeline = wired.pipeline
         self.orders = OrderBus(queue=InlineQueue(self), check_runs=self.pipeline)
         self.reconciler = wired.reconciler
+        self.usage = wired.usage
+        self.tracing_projects = wired.tracing_projects
         self.operations = DeploymentOperations(
             sessions=self.sessions, secrets=SECRETS, commits=self.client, clock=self.clock
         )
