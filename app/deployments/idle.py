@@ -12,7 +12,7 @@ import enum
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 
 @dataclass(frozen=True)
@@ -56,13 +56,15 @@ def judge(
     counted_from: datetime,
     now: datetime,
     keep: bool = False,
-    noticed: bool = False,
+    noticed_at: datetime | None = None,
 ) -> IdleVerdict:
     """What to do with one deployment now.
 
     `used_days`: the days it served a request or emitted a trace. `counted_from`: when the
-    rules first looked at it (a day before that is not held against it). `noticed`: its
-    owners were told and it has not been used since.
+    rules first looked at it (a day before that is not held against it). `noticed_at`: when its
+    owners were told, if they were and it has not been used since. With notices on, a deletion
+    always follows the notice by the days between the two rules, even when the platform was
+    off while they passed: owners are never surprised.
     """
     today = rules.day_of(now)
     last_active = max([rules.day_of(counted_from), *used_days])
@@ -73,9 +75,15 @@ def judge(
         return None if keep or days <= 0 else rules.start_of(last_active + 1 + days)
 
     notice_at, delete_at = after(rules.notice_days), after(rules.delete_days)
+    warned = rules.notice_days <= 0 or rules.notice_days >= rules.delete_days
+    if delete_at is not None and not warned:
+        grace = timedelta(seconds=rules.day_seconds * (rules.delete_days - rules.notice_days))
+        told = noticed_at if noticed_at is not None else max(now, notice_at or now)
+        delete_at = max(delete_at, told + grace)
+    noticed = noticed_at is not None
     if keep:
         action = IdleAction.withdraw if noticed else IdleAction.none
-    elif rules.delete_days > 0 and unused >= rules.delete_days:
+    elif delete_at is not None and now >= delete_at and (noticed or warned):
         action = IdleAction.delete
     elif rules.notice_days > 0 and unused >= rules.notice_days:
         action = IdleAction.none if noticed else IdleAction.notice

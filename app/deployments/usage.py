@@ -47,7 +47,7 @@ def idle_verdict(
         counted_from=deployment.last_used_at or now,
         now=now,
         keep=deployment.keep or deployment.is_preview,
-        noticed=deployment.idle_noticed_at is not None,
+        noticed_at=deployment.idle_noticed_at,
     )
 
 

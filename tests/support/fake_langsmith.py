@@ -1,4 +1,4 @@
-"""A local stand-in for LangSmith's API that checks what it receives, like tests/support/fake_github.
+"""A local stand-in for LangSmith's API that checks what it receives, as fake_github does.
 
 It serves what Slipway calls (`GET /sessions` by name or ids with stats, `POST /sessions`) and
 what the `langsmith` client in a deployment posts its runs to (`GET /info`, `POST /runs`,

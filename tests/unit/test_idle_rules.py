@@ -15,10 +15,16 @@ def at(day: float) -> datetime:
 
 
 def verdict(
-    now: float, used: tuple[int, ...] = (), *, noticed: bool = False, keep: bool = False
+    now: float, used: tuple[int, ...] = (), *, noticed: float | None = None, keep: bool = False
 ) -> IdleVerdict:
+    """`noticed`: the day (of RULES) the owners were told, if they were."""
     return judge(
-        rules=RULES, used_days=used, counted_from=at(100.5), now=at(now), keep=keep, noticed=noticed
+        rules=RULES,
+        used_days=used,
+        counted_from=at(100.5),
+        now=at(now),
+        keep=keep,
+        noticed_at=None if noticed is None else at(noticed),
     )
 
 
@@ -27,19 +33,27 @@ def test_seven_whole_unused_days_bring_the_notice_and_twenty_eight_the_deletion(
     assert verdict(107.9).action is IdleAction.none
     assert verdict(107.9).unused_days == 6
     assert verdict(108.0).action is IdleAction.notice
-    assert verdict(108.0, noticed=True).action is IdleAction.none  # told once
-    assert verdict(128.9, noticed=True).action is IdleAction.none
-    assert verdict(129.0, noticed=True).action is IdleAction.delete
+    assert verdict(108.0, noticed=108.0).action is IdleAction.none  # told once
+    assert verdict(128.9, noticed=108.0).action is IdleAction.none
+    assert verdict(129.0, noticed=108.0).action is IdleAction.delete
     assert verdict(100.6).notice_at == at(108) and verdict(100.6).delete_at == at(129)
 
 
 def test_any_use_resets_the_count_and_withdraws_the_notice() -> None:
-    assert verdict(110.0, used=(105,), noticed=True).action is IdleAction.withdraw
+    assert verdict(110.0, used=(105,), noticed=108.0).action is IdleAction.withdraw
     assert verdict(113.0, used=(105,)).action is IdleAction.notice
     assert verdict(113.0, used=(105,)).delete_at == at(134)
     # A use today counts at once: today is never an unused day.
-    assert verdict(140.2, used=(140,), noticed=True).action is IdleAction.withdraw
+    assert verdict(140.2, used=(140,), noticed=130.0).action is IdleAction.withdraw
     assert verdict(140.2, used=(140,)).unused_days == 0
+
+
+def test_a_deletion_always_follows_the_notice_by_the_days_between_the_rules() -> None:
+    # The platform was off from day 101 to 140: it tells the owners first, deletes 21 days on.
+    late = verdict(140.0)
+    assert late.action is IdleAction.notice and late.delete_at == at(161)
+    assert verdict(160.9, noticed=140.0).action is IdleAction.none
+    assert verdict(161.0, noticed=140.0).action is IdleAction.delete
 
 
 def test_days_before_the_rules_first_looked_are_not_held_against_a_deployment() -> None:
@@ -49,7 +63,7 @@ def test_days_before_the_rules_first_looked_are_not_held_against_a_deployment() 
 def test_keep_exempts_and_withdraws_an_open_notice() -> None:
     kept = verdict(500.0, keep=True)
     assert kept.action is IdleAction.none and kept.notice_at is None and kept.delete_at is None
-    assert verdict(500.0, keep=True, noticed=True).action is IdleAction.withdraw
+    assert verdict(500.0, keep=True, noticed=108.0).action is IdleAction.withdraw
 
 
 def test_zero_turns_either_rule_off() -> None:
@@ -64,7 +78,7 @@ def test_zero_turns_either_rule_off() -> None:
     assert action(no_delete, 108) is IdleAction.notice
     assert (
         judge(
-            rules=no_delete, used_days=(), counted_from=at(100), now=at(9000), noticed=True
+            rules=no_delete, used_days=(), counted_from=at(100), now=at(9000), noticed_at=at(108)
         ).action
         is IdleAction.none
     )

@@ -383,6 +383,12 @@ class Platform:
             [deployment] = session.exec(select(Deployment)).all()
             return deployment
 
+    def deployment_by_id(self, deployment_id: str) -> Deployment:
+        with self.sessions() as session:
+            deployment = session.get(Deployment, deployment_id)
+            assert deployment is not None
+            return deployment
+
     def set_env(self, env: dict[str, str]) -> None:
         with self.sessions() as session:
             [deployment] = session.exec(select(Deployment)).all()
