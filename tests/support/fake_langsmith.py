@@ -273,20 +273,22 @@ class FakeLangSmith:
             name = part.get_param("name", header="content-disposition")
             if not isinstance(name, str):
                 raise _Refused("a part has no name")
-            kind, _, rest = name.partition(".")
-            run_id, _, extra = rest.partition(".")
+            kind, _dot, rest = name.partition(".")
+            run_id, _dot, extra = rest.partition(".")
             payload = part.get_payload(decode=True)
+            if not isinstance(payload, bytes | None):
+                raise _Refused(f"part {name!r} is not a plain body")
             if kind not in ("post", "patch", "attachment", "feedback"):
                 raise _Refused(f"part {name!r} is of no kind LangSmith takes")
             if kind in ("attachment", "feedback"):
                 continue
             value = json.loads(payload or b"null")
             target = posts if kind == "post" else patches
-            run = target.setdefault(run_id, {"id": run_id})
+            fields = target.setdefault(run_id, {"id": run_id})
             if extra:
-                run[extra] = value
+                fields[extra] = value
             else:
-                run.update(value or {})
+                fields.update(value or {})
         for run in posts.values():
             self._take_run(run)
         for run in patches.values():
