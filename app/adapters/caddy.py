@@ -51,13 +51,22 @@ NO_REPLICA_BODY = (
 )
 
 
+def route_hosts(hostname: str, listen: str) -> list[str]:
+    """What a route matches: its hostname, and the same with the router's port, which clients
+    send in Host when it is not 80. Both match alike; naming the second makes Caddy's per-host
+    metrics count it under its own name instead of `_other`, where requests to hosts it has no
+    route for go (so a hostile Host header cannot grow the metrics)."""
+    port = listen.rsplit(":", 1)[-1]
+    return [hostname, f"{hostname}:{port}"] if port.isdigit() else [hostname]
+
+
 def render_caddy_config(
     routes: list[Route], *, listen: str, admin_listen: str, storage_dir: Path
 ) -> dict[str, Any]:
     caddy_routes: list[dict[str, Any]] = [
         {
             "@id": f"route-{route.deployment_id}",
-            "match": [{"host": [route.hostname]}],
+            "match": [{"host": route_hosts(route.hostname, listen)}],
             "handle": [
                 {
                     "handler": "reverse_proxy",
@@ -78,7 +87,7 @@ def render_caddy_config(
     caddy_routes += [
         {
             "@id": f"route-{route.deployment_id}",
-            "match": [{"host": [route.hostname]}],
+            "match": [{"host": route_hosts(route.hostname, listen)}],
             "handle": [
                 {
                     "handler": "static_response",
@@ -210,7 +219,8 @@ _HOST_LABEL = re.compile(r'(?:^|,)host="(?P<host>[^"]*)"')
 
 
 def requests_by_host(exposition: str) -> dict[str, int]:
-    """Request counts by host from Prometheus text (the samples of REQUESTS_METRIC)."""
+    """Request counts by hostname (a Host with the port counted with the one without) from
+    Prometheus text (the samples of REQUESTS_METRIC)."""
     counts: dict[str, int] = {}
     for line in exposition.splitlines():
         sample = _SAMPLE.match(line)
@@ -223,5 +233,9 @@ def requests_by_host(exposition: str) -> dict[str, int]:
             value = int(float(sample["value"]))
         except ValueError:
             continue
-        counts[host["host"]] = counts.get(host["host"], 0) + value
+        name = host["host"]
+        head, _, port = name.rpartition(":")
+        if head and port.isdigit():
+            name = head
+        counts[name] = counts.get(name, 0) + value
     return counts

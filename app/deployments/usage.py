@@ -93,8 +93,12 @@ class UsageTracker:
         report = UsageReport()
         served = self._served()
         with self._sessions() as session:
+            # Counted once live: days spent building or waiting are no one's idleness.
             deployments = session.exec(
-                select(Deployment).where(col(Deployment.removed_at).is_(None))
+                select(Deployment).where(
+                    col(Deployment.removed_at).is_(None),
+                    col(Deployment.live_revision_id).is_not(None),
+                )
             ).all()
             runs = self._last_runs([d.tracing_project_id for d in deployments])
             for deployment in deployments:

@@ -23,8 +23,8 @@ from tests.support.platform import (
 )
 
 NULL_SHA = "0" * 40
-DAY_SECONDS = 1.0
-"""A "day" of the idle rules: notice after ~8 s, deletion 21 "days" after the notice."""
+DAY_SECONDS = 2.0
+"""A "day" of the idle rules: the notice ~16 s after the last use, the deletion 42 s later."""
 
 
 @pytest.fixture(scope="module")
@@ -73,19 +73,19 @@ def test_unused_is_noticed_a_request_closes_the_notice_then_deleted_and_keep_exe
     idle_platform: RunningPlatform, github: FakeGitHub, tmp_path: Path
 ) -> None:
     platform = idle_platform
-    idle, idle_repo = deploy(platform, github, tmp_path / "idle")
     kept, kept_repo = deploy(platform, github, tmp_path / "kept")
     patched = platform.call("PATCH", f"/api/deployments/{kept['id']}", json={"keep": True})
     assert patched.status_code == 200, patched.text
     assert patched.json()["idle"]["keep"] is True
     assert patched.json()["idle"]["delete_at"] is None
+    idle, idle_repo = deploy(platform, github, tmp_path / "idle")
     shown = view(platform, idle["id"])["idle"]  # the API shows when
     assert shown["notice_at"] is not None and shown["delete_at"] is not None
 
     [notice] = wait_for(
         "the notice issue after 7 unused days",
         lambda: [i for i in issues(github, idle_repo) if i["state"] == "open"] or None,
-        40,
+        60,
     )
     assert idle["slug"] in notice["title"] and "deleted on" in notice["body"]
     assert view(platform, idle["id"])["idle"]["notice_issue"] == notice["number"]
@@ -102,7 +102,7 @@ def test_unused_is_noticed_a_request_closes_the_notice_then_deleted_and_keep_exe
     wait_for(
         "the unused deployment deleted after 28 days",
         lambda: view(platform, idle["id"])["status"] == "deleted",
-        90,
+        150,
     )
     wait_for("its database dropped", lambda: not database_exists(platform, idle["id"]), 30)
     assert database_exists(platform, kept["id"])
