@@ -59,11 +59,15 @@ def view(platform: RunningPlatform, deployment_id: str) -> dict[str, Any]:
     return dict(platform.api(f"/api/deployments/{deployment_id}"))
 
 
-def database_exists(platform: RunningPlatform, deployment_id: str) -> bool:
+def database_name(platform: RunningPlatform, deployment_id: str) -> str:
     with sqlite3.connect(platform.data_dir / "slipway.db") as control_plane:
         [name] = control_plane.execute(
             "SELECT name FROM databases WHERE deployment_id = ?", (deployment_id,)
         ).fetchone()
+    return str(name)
+
+
+def database_exists(platform: RunningPlatform, name: str) -> bool:
     with psycopg.connect(platform.postgres_admin_url()) as db, db.cursor() as cursor:
         cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
         return cursor.fetchone() is not None
@@ -98,14 +102,18 @@ def test_unused_is_noticed_a_request_closes_the_notice_then_deleted_and_keep_exe
     )
     assert view(platform, idle["id"])["status"] == "active"
 
-    assert database_exists(platform, idle["id"])
+    idle_database, kept_database = (
+        database_name(platform, idle["id"]),
+        database_name(platform, kept["id"]),
+    )
+    assert database_exists(platform, idle_database)
     wait_for(
         "the unused deployment deleted after 28 days",
         lambda: view(platform, idle["id"])["status"] == "deleted",
         150,
     )
-    wait_for("its database dropped", lambda: not database_exists(platform, idle["id"]), 30)
-    assert database_exists(platform, kept["id"])
+    wait_for("its database dropped", lambda: not database_exists(platform, idle_database), 30)
+    assert database_exists(platform, kept_database)
     assert platform.request(idle["slug"]).status_code == 404
     [issue] = issues(github, idle_repo)  # one issue, reopened, then closed for the deletion
     assert issue["state"] == "closed" and "deleted" in issue["title"]
