@@ -485,8 +485,8 @@ def test_a_run_is_a_trace_in_the_project_named_as_the_deployment_and_a_users_fal
         30,
     )
     assert view["tracing"]["project"] == agent.slug
-    assert view["tracing"]["studio_url"].endswith(
-        f"{agent.slug}.localhost%3A{platform.router_port}"
+    assert view["tracing"]["studio_url"] == (
+        f"{langsmith.url}/studio/?baseUrl=http://{agent.slug}.localhost:{platform.router_port}/"
     )
     [project] = [p for p in langsmith.projects.values() if p.name == agent.slug]
     assert project.created_by_api  # made by Slipway before any run
