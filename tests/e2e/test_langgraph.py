@@ -495,6 +495,8 @@ def test_a_run_is_a_trace_in_the_project_named_as_the_deployment_and_a_users_fal
     assert asyncio.run(answer(platform, agent.slug, "hello"))["text"] == "traced: hello"
     traces = wait_for("the run's trace", lambda: langsmith.traces_in(agent.slug) or None, 60)
     latency = time.monotonic() - asked
+    ingest = {path for _, path in langsmith.requests if path.startswith("/runs")}
+    print(f"\nfirst trace after {latency:.1f} s, sent to {sorted(ingest)}")
     assert any("hello" in json.dumps(t.get("inputs")) for t in traces), traces
 
     # The user turns tracing off: their value wins, and runs leave no trace.
