@@ -125,7 +125,7 @@ class UsageTracker:
         try:
             return self._router.requests_served()
         except RouterError as exc:
-            # No reading is no use seen: a router down for a tick costs nobody a day.
+            # Nothing is lost: the baseline stays, and the next reading sees the rise.
             log.warning("router usage not read", extra={"error": str(exc)})
             return None
 
