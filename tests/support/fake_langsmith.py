@@ -60,8 +60,17 @@ class Project:
 
 
 class FakeLangSmith:
-    def __init__(self, api_key: str, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        workspace_id: str | None = None,
+    ) -> None:
         self.api_key = api_key
+        self.workspace_id = workspace_id
+        """A key of several workspaces: every call must name this one in X-Tenant-Id."""
         self.projects: dict[str, Project] = {}
         self.runs: dict[str, dict[str, Any]] = {}
         """Runs by id, each with the project name it went to under `session_name`."""
@@ -141,6 +150,10 @@ class FakeLangSmith:
         if path != "/info" and handler.headers.get("x-api-key") != self.api_key:
             self._error(f"{method} {path} without the right x-api-key")
             return self._answer(handler, 401, {"detail": "Invalid token"})
+        tenant = handler.headers.get("X-Tenant-Id")
+        if path != "/info" and self.workspace_id is not None and tenant != self.workspace_id:
+            self._error(f"{method} {path} names workspace {tenant!r}, not {self.workspace_id!r}")
+            return self._answer(handler, 403, {"detail": "This API key spans several workspaces"})
         try:
             status, body = route(
                 handler=handler, query=query, raw=raw, path=path, headers=handler.headers

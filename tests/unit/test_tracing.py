@@ -87,6 +87,17 @@ def test_a_project_is_made_once_and_found_again(langsmith: FakeLangSmith) -> Non
     langsmith.assert_no_errors()
 
 
+def test_a_workspace_is_named_in_every_call() -> None:
+    workspace = "11111111-2222-4333-8444-555555555555"
+    with FakeLangSmith(KEY, workspace_id=workspace) as fake:
+        named = LangSmith(endpoint=fake.url, api_key=KEY, workspace_id=workspace)
+        project = LangSmithProjects(named).ensure_project("web", "")
+        assert LangSmithProjects(named).last_runs([project.id]) == {project.id: None}
+        fake.assert_no_errors()
+        with pytest.raises(TracingError, match="HTTP 403"):
+            LangSmithProjects(settings_for(fake)).ensure_project("api", "")
+
+
 def test_a_refusal_is_a_tracing_error_that_never_shows_the_key(langsmith: FakeLangSmith) -> None:
     with pytest.raises(TracingError) as refused:
         LangSmithProjects(settings_for(langsmith, key="wrong-key-123")).ensure_project("web", "")
