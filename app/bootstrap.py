@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +23,7 @@ from app.adapters.apprise_channels import AppriseChannels
 from app.adapters.caddy import AutomaticHttps, CaddyRouter
 from app.adapters.dns import SystemResolver
 from app.adapters.docker import DockerRuntime
+from app.adapters.langsmith import LangSmithProjects
 from app.adapters.pg_tools import PostgresTools
 from app.adapters.postgres import PostgresProvisioner, RoleLimits
 from app.adapters.router_certificates import RouterCertificates
@@ -29,8 +31,11 @@ from app.backups.schedule import Schedule
 from app.backups.service import BackupPolicy, DatabaseBackups
 from app.deliveries.facts import CommitFacts, GitHubCommitFacts
 from app.deployments.domains import Domains
+from app.deployments.idle import IdleRules
 from app.deployments.janitor import Janitor, JanitorLimits
 from app.deployments.teardown import Teardown
+from app.deployments.tracing import TracingProjects
+from app.deployments.usage import UsageTracker
 from app.feedback.comments import PreviewComments
 from app.feedback.notifications import PlatformNotifier
 from app.feedback.notify_outbox import DEFAULT_MAX_ATTEMPTS, NotificationOutbox, operator_urls
@@ -52,6 +57,7 @@ from app.kernel.ports import (
     ImageBuilder,
     RouterPort,
     ServiceImages,
+    TracingService,
 )
 from app.kernel.settings import Settings, require
 from app.kernel.timestamps import utcnow
@@ -76,6 +82,7 @@ from builders.valkey_image import ValkeyImage
 from manifests.containers import Confinement, DeploymentType, LogRotation
 from manifests.langgraph_image import LangGraphBuild
 from manifests.recipes import default_recipes
+from manifests.tracing import Tracing, studio_url
 
 
 @dataclass
@@ -99,6 +106,8 @@ class Platform:
     janitor: Janitor
     facts: CommitFacts
     clock: Clock
+    usage: UsageTracker
+    tracing_projects: TracingProjects
     backups: DatabaseBackups | None = None
     """None where no pg tools are wired (the unit tier's fakes without dumps)."""
 
@@ -191,7 +200,25 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         ),
         max_download_bytes=settings.source_max_download_bytes,
         recipes=default_recipes(index_gateway(settings)),
-        platform_secrets=tuple(credentials_of(settings.langgraph_build.pip)),
+        platform_secrets=(
+            *credentials_of(settings.langgraph_build.pip),
+            *settings.tracing.secrets,
+        ),
+    )
+
+
+def studio_link(tracing: Tracing) -> Callable[[str], str] | None:
+    """LangGraph Studio on a deployment's URL, offered when the platform traces to LangSmith."""
+    if tracing.langsmith is None:
+        return None
+    return partial(studio_url, tracing.langsmith)
+
+
+def idle_rules(settings: Settings) -> IdleRules:
+    return IdleRules(
+        day_seconds=settings.idle_day_seconds,
+        notice_days=settings.idle_notice_days,
+        delete_days=settings.idle_delete_days,
     )
 
 
@@ -287,6 +314,7 @@ def replica_config(settings: Settings) -> ReplicaConfig:
             DeploymentType.development: settings.database_connection_limit_development,
             DeploymentType.production: settings.database_connection_limit_production,
         },
+        tracing=settings.tracing,
     )
 
 
@@ -322,6 +350,8 @@ class Adapters:
     """pg_dump and pg_restore for backups (None: no backups are made)."""
     channels: ChannelSender | None = None
     """Where notifications are sent (apprise); None records them only."""
+    tracing: TracingService | None = None
+    """LangSmith's projects, when SLIPWAY_LANGSMITH_API_KEY is set."""
 
 
 @dataclass(frozen=True)
@@ -340,6 +370,8 @@ class Wiring:
     notify: tuple[str, ...] = ()
     """The operator's notification channels (SLIPWAY_NOTIFY)."""
     notify_max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    idle: IdleRules = field(default_factory=IdleRules)
+    slug_hold: timedelta = timedelta(days=7)
 
 
 def wiring(settings: Settings, secrets: SecretBox, clock: Clock = utcnow) -> Wiring:
@@ -362,6 +394,8 @@ def wiring(settings: Settings, secrets: SecretBox, clock: Clock = utcnow) -> Wir
         backups=backup_policy(settings),
         notify=notify_channels(settings),
         notify_max_attempts=settings.notify_max_attempts,
+        idle=idle_rules(settings),
+        slug_hold=timedelta(days=settings.slug_hold_days),
     )
 
 
@@ -444,7 +478,13 @@ def real_adapters(
         prune_build_cache=builder.prune_cache,
         dumps=postgres_tools(settings),
         channels=AppriseChannels(),
+        tracing=langsmith_projects(settings),
     )
+
+
+def langsmith_projects(settings: Settings) -> LangSmithProjects | None:
+    langsmith = settings.tracing.langsmith
+    return LangSmithProjects(langsmith) if langsmith is not None else None
 
 
 def bootstrap(settings: Settings, *, clock: Clock = utcnow, **overrides: Any) -> Platform:
@@ -539,6 +579,7 @@ def wire(
         hostname=config.hostname,
         revision_url=reporter.revision_url_of,
         log_url=reporter.log_url_of,
+        studio_url=studio_link(setup.replicas.tracing),
     )
     notifier = PlatformNotifier(comments)
     admission = Admission(setup.admission, config.data_dir / "admission.lock")
@@ -576,6 +617,20 @@ def wire(
         url=config.url,
         notifications=notices,
     )
+    usage = UsageTracker(
+        sessions=sessions,
+        router=router,
+        github=github,
+        tracing=adapters.tracing,
+        rules=setup.idle,
+        hostname=config.hostname,
+        url=config.url,
+        clock=clock,
+        slug_hold=setup.slug_hold,
+    )
+    tracing_projects = TracingProjects(
+        sessions=sessions, service=adapters.tracing, notifier=notifier, clock=clock
+    )
     return Platform(
         adapters=adapters,
         sessions=sessions,
@@ -595,4 +650,6 @@ def wire(
         facts=GitHubCommitFacts(github),
         clock=clock,
         backups=backups,
+        usage=usage,
+        tracing_projects=tracing_projects,
     )

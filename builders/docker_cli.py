@@ -100,6 +100,17 @@ def find_docker_cli(preferred: str | None = None) -> DockerCLI:
     )
 
 
+PLATFORM_PREFIX = "SLIPWAY_"
+"""The platform's own settings (the App key, the webhook secret, the LangSmith key): the Docker
+CLI needs none of them, so none is in its environment."""
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a Docker CLI child gets: this process's, without the platform's settings."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(PLATFORM_PREFIX)}
+    return {**inherited, **(extra or {})}
+
+
 def run_docker(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None) -> str:
     """Run one Docker CLI command to its end; its standard output, or the engine's refusal as
     its kind of EngineError (`builders.engine_errors`), as python-on-whales' `run` does."""
@@ -110,7 +121,7 @@ def run_docker(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | 
             text=True,
             timeout=timeout,
             check=False,
-            env={**os.environ, **(env or {})},
+            env=child_env(env),
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired as exc:
@@ -148,7 +159,7 @@ def stream_command(
         argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
+        env=child_env(env),
         start_new_session=True,
     )
     stopped: list[str] = []

@@ -201,3 +201,18 @@ async def back_up_databases(ctx: dict[str, Any]) -> str:
         return "backups are not wired"
     report = await asyncio.to_thread(backups.run_schedule)
     return f"{len(report.done)} backed up, {len(report.failed)} failed, {report.pruned} pruned"
+
+
+async def track_usage(ctx: dict[str, Any]) -> str:
+    """Tracing projects made where missing, the day's use recorded, the idle rules applied;
+    what they delete is torn down like a DELETE of the API."""
+    platform = _platform(ctx)
+    made = await asyncio.to_thread(platform.tracing_projects.ensure_missing)
+    report = await asyncio.to_thread(platform.usage.tick)
+    for order in report.orders:
+        await asyncio.to_thread(_orders(ctx).carry_out, order)
+    return (
+        f"{made} tracing projects made, {report.used} deployments used, "
+        f"{len(report.noticed)} noticed, {len(report.withdrawn)} notices closed, "
+        f"{len(report.deleted)} deleted"
+    )

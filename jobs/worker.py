@@ -62,6 +62,16 @@ when one is added): seconds the worker wakes at anyway for the dispatch, so no w
 own at rest, and one query when no domain waits."""
 ROUTE_RECONCILE_SECOND = 0
 """Once a minute the router is given the database's routes again, in case Caddy restarted."""
+USAGE_TICKS_PER_DAY = 8
+"""The usage tick (app/deployments/usage.py) runs this often per idle-rule day, and at least
+once a minute: a day's use is seen within its own day, a missing tracing project retried."""
+USAGE_TICK_MAX_SECONDS = 60.0
+USAGE_TIMEOUT_SECONDS = 5 * 60
+"""One read of the router and LangSmith, the GitHub issues of the day's verdicts."""
+
+
+def usage_tick_seconds(day_seconds: float) -> set[int]:
+    return tick_seconds(min(USAGE_TICK_MAX_SECONDS, day_seconds / USAGE_TICKS_PER_DAY))
 
 
 CRON_LEAD_SECONDS = 0.5
@@ -331,6 +341,14 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
                 name="check_domains_cron",
                 second=DOMAIN_CHECK_SECONDS,
                 run_at_startup=True,
+            ),
+            cron(
+                tasks.track_usage,
+                name="track_usage",
+                second=usage_tick_seconds(settings.idle_day_seconds),
+                run_at_startup=True,
+                timeout=USAGE_TIMEOUT_SECONDS,
+                max_tries=1,
             ),
             cron(
                 tasks.sync_routes,

@@ -8,6 +8,7 @@ is Caddy's boot config, so routes come back when either Slipway or Caddy restart
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,10 @@ from app.kernel.errors import RouterError
 SERVER_NAME = "slipway"
 ADMIN_TIMEOUT_SECONDS = 10.0
 UPSTREAMS_PATH = "/reverse_proxy/upstreams"
+METRICS_PATH = "/metrics"
+REQUESTS_METRIC = "caddy_http_requests_total"
+"""Counted by Caddy per host it has a route for (per_host metrics; other hosts are "_other"):
+one read of the admin API tells which deployments served a request, however many there are."""
 ADMIN_ATTEMPTS = 3
 ADMIN_RETRY_SECONDS = 0.05
 """A connection to the admin API reset or refused is tried again after this: Caddy stops its
@@ -79,6 +84,15 @@ class AutomaticHttps:
     """host:port of Slipway's API, for platform_host."""
 
 
+def route_hosts(hostname: str, listen: str) -> list[str]:
+    """What a route matches: its hostname, and the same with the router's port, which clients
+    send in Host when it is not 80. Both match alike; naming the second makes Caddy's per-host
+    metrics count it under its own name instead of `_other`, where requests to hosts it has no
+    route for go (so a hostile Host header cannot grow the metrics)."""
+    port = listen.rsplit(":", 1)[-1]
+    return [hostname, f"{hostname}:{port}"] if port.isdigit() else [hostname]
+
+
 def render_caddy_config(
     routes: list[Route],
     *,
@@ -90,7 +104,7 @@ def render_caddy_config(
     caddy_routes: list[dict[str, Any]] = [
         {
             "@id": f"route-{route.deployment_id}",
-            "match": [{"host": route.hostnames}],
+            "match": [{"host": [h for name in route.hostnames for h in route_hosts(name, listen)]}],
             "handle": [
                 {
                     "handler": "reverse_proxy",
@@ -111,7 +125,7 @@ def render_caddy_config(
     caddy_routes += [
         {
             "@id": f"route-{route.deployment_id}",
-            "match": [{"host": route.hostnames}],
+            "match": [{"host": [h for name in route.hostnames for h in route_hosts(name, listen)]}],
             "handle": [
                 {
                     "handler": "static_response",
@@ -135,6 +149,8 @@ def render_caddy_config(
     if https is None:
         config["apps"] = {
             "http": {
+                # Per-host request counters: the idle rules read which deployments were used.
+                "metrics": {"per_host": True},
                 "servers": {
                     SERVER_NAME: {
                         "listen": [listen],
@@ -144,7 +160,7 @@ def render_caddy_config(
                         "protocols": ["h1"],
                         "routes": caddy_routes,
                     }
-                }
+                },
             }
         }
         return config
@@ -282,6 +298,13 @@ class CaddyRouter:
                 f"the router (Caddy) listed its upstreams in a form Slipway does not know: {exc}"
             ) from exc
 
+    def requests_served(self) -> dict[str, int]:
+        """Caddy's `caddy_http_requests_total`, summed over handlers, by host."""
+        status, body = self._get(METRICS_PATH)
+        if status != 200:
+            raise RouterError(f"the router (Caddy) did not give its metrics (HTTP {status})")
+        return requests_by_host(body.decode("utf-8", "replace"))
+
     def _get(self, path: str) -> tuple[int, bytes]:
         """A read of the admin API: over Slipway's own Caddy's socket without httpx (read every
         reconciler tick, see `admin_get_over_socket`), over TCP with it."""
@@ -327,3 +350,30 @@ class CaddyRouter:
                 f"the router (Caddy) refused the configuration (HTTP {response.status_code}): "
                 f"{response.text.strip()[:500]}"
             )
+
+
+_SAMPLE = re.compile(r"^" + REQUESTS_METRIC + r"\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)")
+_HOST_LABEL = re.compile(r'(?:^|,)host="(?P<host>[^"]*)"')
+
+
+def requests_by_host(exposition: str) -> dict[str, int]:
+    """Request counts by hostname (a Host with the port counted with the one without) from
+    Prometheus text (the samples of REQUESTS_METRIC)."""
+    counts: dict[str, int] = {}
+    for line in exposition.splitlines():
+        sample = _SAMPLE.match(line)
+        if sample is None:
+            continue
+        host = _HOST_LABEL.search(sample["labels"])
+        if host is None or host["host"] == "_other":
+            continue
+        try:
+            value = int(float(sample["value"]))
+        except ValueError:
+            continue
+        name = host["host"]
+        head, _, port = name.rpartition(":")
+        if head and port.isdigit():
+            name = head
+        counts[name] = counts.get(name, 0) + value
+    return counts

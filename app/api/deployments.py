@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,11 @@ from app.api.schemas import (
     DeleteBody,
     Deleted,
     DeployBody,
+    DeploymentPatchBody,
     DeploymentView,
     EnvChangeBody,
     EnvView,
+    IdleView,
     NewDeploymentBody,
     NotificationView,
     RevisionView,
@@ -44,14 +47,16 @@ from app.api.schemas import (
     ScalingSampleView,
     ScalingView,
     ScopedEnvView,
+    TracingView,
     deployment_status,
 )
 from app.backups.service import last_backup
-from app.bootstrap import backup_policy
+from app.bootstrap import backup_policy, idle_rules
 from app.deployments import revisions
 from app.deployments.environment import EnvChange
 from app.deployments.operations import DeploymentOperations, Done, NewDeployment
-from app.deployments.registry import get_deployment, list_deployments
+from app.deployments.registry import get_deployment, is_langgraph, list_deployments
+from app.deployments.usage import idle_verdict
 from app.feedback.notify_outbox import NotificationOutbox
 from app.kernel.db import SessionFactory
 from app.kernel.models import Deployment, Repository, Revision, RevisionState
@@ -62,6 +67,7 @@ from app.replicas.autoscaler import autoscale_defaults
 from app.replicas.reconciler import crash_loop, is_crash_looping, running_replicas
 from app.replicas.scaling import moment, scaling_report
 from app.rollout.pipeline import PipelineConfig
+from manifests.tracing import project_name, studio_url
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +85,49 @@ DELETE_WARNING = (
 
 def _view(session: Session, deployment: Deployment, settings: Settings) -> DeploymentView:
     repository = session.get(Repository, deployment.repository_id)
-    loop = crash_loop(session, deployment, utcnow())
+    now = utcnow()
+    loop = crash_loop(session, deployment, now)
+    url = settings.deployment_url(deployment.slug)
     return DeploymentView.of(
         deployment,
         repository.full_name if repository else "",
-        settings.deployment_url(deployment.slug),
+        url,
         replicas=running_replicas(session, deployment.id),
         crash_looping=is_crash_looping(loop),
         last_exit_reason=loop.last_reason if loop else None,
         last_backup=last_backup(session, deployment.id),
+        tracing=_tracing_view(session, deployment, settings, url),
+        idle=_idle_view(session, deployment, settings, now),
+    )
+
+
+def _tracing_view(
+    session: Session, deployment: Deployment, settings: Settings, url: str
+) -> TracingView | None:
+    langsmith = settings.tracing.langsmith
+    if langsmith is None or deployment.deleted_at is not None:
+        return None
+    return TracingView(
+        project=project_name(deployment.slug),
+        project_url=deployment.tracing_project_url,
+        studio_url=studio_url(langsmith, url) if is_langgraph(session, deployment) else None,
+        error=deployment.tracing_error,
+    )
+
+
+def _idle_view(
+    session: Session, deployment: Deployment, settings: Settings, now: datetime
+) -> IdleView | None:
+    if deployment.removed_at is not None:
+        return None
+    verdict = idle_verdict(session, deployment, idle_rules(settings), now)
+    return IdleView(
+        keep=deployment.keep,
+        last_used_at=deployment.last_used_at,
+        unused_days=verdict.unused_days,
+        notice_at=verdict.notice_at,
+        delete_at=verdict.delete_at,
+        notice_issue=deployment.idle_issue_number if deployment.idle_noticed_at else None,
     )
 
 
@@ -181,6 +221,20 @@ class DeploymentController(Controller):
             backups_url=backups_url,
             backup_kept_until=until,
         )
+
+    @patch("/{deployment_id:str}", sync_to_thread=True)
+    def update_deployment(
+        self,
+        deployment_id: FromPath[str],
+        data: JSONBody[DeploymentPatchBody],
+        request: Request[Any, Any, Any],
+        operations: NamedDependency[DeploymentOperations],
+        sessions: NamedDependency[SessionFactory],
+        settings: NamedDependency[Settings],
+    ) -> DeploymentView:
+        operations.keep(deployment_id, data.keep, caller_of(request))
+        with sessions() as session:
+            return _view(session, get_deployment(session, deployment_id), settings)
 
     @get("/{deployment_id:str}/scaling", sync_to_thread=True)
     def get_scaling(

@@ -62,6 +62,35 @@ class BackupView(BaseModel):
         )
 
 
+class TracingView(BaseModel):
+    """Where the deployment's traces go (never the key)."""
+
+    project: str
+    """The LangSmith project: named as the deployment."""
+    project_url: str | None = None
+    """Its page on LangSmith, once Slipway made (or found) it."""
+    studio_url: str | None = None
+    """LangGraph Studio on the deployment (LangGraph deployments only)."""
+    error: str | None = None
+    """Why the project could not be made yet (Slipway tries again each usage tick)."""
+
+
+class IdleView(BaseModel):
+    """The idle rules as they stand for this deployment (SLIPWAY_IDLE_*)."""
+
+    keep: bool
+    """Exempt (PATCH {"keep": true}): never noticed, never deleted."""
+    last_used_at: datetime | None
+    """The last request through the router or trace seen (or when the rules began counting)."""
+    unused_days: int
+    notice_at: datetime | None
+    """When its owners are (or were) told it is unused; None: never (kept, a preview, off)."""
+    delete_at: datetime | None
+    """When it would be deleted if still unused; None: never."""
+    notice_issue: int | None
+    """The GitHub issue of the notice, while it is open."""
+
+
 class DeploymentView(BaseModel):
     id: str
     slug: str
@@ -88,6 +117,9 @@ class DeploymentView(BaseModel):
     deleted_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    tracing: TracingView | None = None
+    """Its tracing project, when the platform traces (SLIPWAY_LANGSMITH_API_KEY)."""
+    idle: IdleView | None = None
 
     @classmethod
     def of(
@@ -100,6 +132,8 @@ class DeploymentView(BaseModel):
         crash_looping: bool = False,
         last_exit_reason: str | None = None,
         last_backup: Backup | None = None,
+        tracing: TracingView | None = None,
+        idle: IdleView | None = None,
     ) -> DeploymentView:
         status = deployment_status(deployment)
         if status == "active" and crash_looping:
@@ -124,6 +158,8 @@ class DeploymentView(BaseModel):
             deleted_at=deployment.deleted_at,
             created_at=deployment.created_at,
             updated_at=deployment.updated_at,
+            tracing=tracing,
+            idle=idle,
         )
 
 
@@ -261,6 +297,11 @@ class DeployBody(Body):
 class RollbackBody(Body):
     revision: int
     """The revision's number (#3 is 3)."""
+
+
+class DeploymentPatchBody(Body):
+    keep: bool
+    """True: exempt from the idle rules (never noticed, never deleted); false: counted again."""
 
 
 class DeleteBody(Body):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -359,14 +359,13 @@ class DeploymentOperations:
                     "a preview goes when its pull request closes (or set [previews] enabled = "
                     "false in slipway.toml); it cannot be deleted on its own"
                 )
-            now = self._clock()
-            reason = f"deployment deleted by {caller.name}"
-            removed = mark_removed(session, deployment, reason, now)
-            deployment.deleted_at = now
-            hold_slug(session, deployment, now, self._slug_hold)
-            deployment.slug = f"deleted--{deployment.id.replace('_', '-')}"
-            session.add(deployment)
-            session.commit()
+            order = delete_deployment(
+                session,
+                deployment,
+                f"deployment deleted by {caller.name}",
+                self._clock(),
+                self._slug_hold,
+            )
         log.info("deployment deleted", extra={"deployment_id": deployment_id, "by": caller.name})
         self._notify(
             deployment_id,
@@ -374,14 +373,23 @@ class DeploymentOperations:
             f"{confirm}: deleted",
             f"{caller.name} deleted {confirm} and its database.\nDeployment {deployment_id}.",
         )
-        return Done(
-            deployment=deployment,
-            outcome=WorkOrder(
-                reason,
-                cancelled_revisions=[r.id for r in removed.cancelled],
-                teardowns=[TeardownOrder(deployment_id, drop_database=True)],
-            ),
-        )
+        return Done(deployment=deployment, outcome=order)
+
+    def keep(self, deployment_id: str, keep: bool, caller: Caller) -> Deployment:
+        """Exempt the deployment from the idle rules (or end the exemption)."""
+        with self._sessions() as session:
+            deployment = self._active(session, deployment_id)
+            if deployment.keep != keep:
+                deployment.keep = keep
+                deployment.updated_at = self._clock()
+                session.add(deployment)
+                session.commit()
+                session.refresh(deployment)
+                log.info(
+                    "idle exemption changed",
+                    extra={"deployment_id": deployment_id, "keep": keep, "by": caller.name},
+                )
+            return deployment
 
     @staticmethod
     def _active(session: Session, deployment_id: str) -> Deployment:
@@ -401,6 +409,24 @@ class DeploymentOperations:
     ) -> None:
         if self._notifications is not None:
             self._notifications.add(deployment_id, event, title, body, revision_id=revision_id)
+
+
+def delete_deployment(
+    session: Session, deployment: Deployment, reason: str, now: datetime, slug_hold: timedelta
+) -> WorkOrder:
+    """Delete as DELETE /api/deployments/{id} does (the API and the idle rules): removed, its
+    slug held for its repository, its database dropped by the teardown the order carries."""
+    removed = mark_removed(session, deployment, reason, now)
+    deployment.deleted_at = now
+    hold_slug(session, deployment, now, slug_hold)
+    deployment.slug = f"deleted--{deployment.id.replace('_', '-')}"
+    session.add(deployment)
+    session.commit()
+    return WorkOrder(
+        reason,
+        cancelled_revisions=[r.id for r in removed.cancelled],
+        teardowns=[TeardownOrder(deployment.id, drop_database=True)],
+    )
 
 
 def check_slug(name: str) -> str:

@@ -14,8 +14,9 @@ from datetime import datetime, timedelta
 from sqlmodel import Session, col, select
 
 from app.kernel.errors import ConflictError, InvalidRequest, NotFoundError
-from app.kernel.models import Deployment, Repository, SlugHold
+from app.kernel.models import Deployment, Repository, Revision, SlugHold
 from manifests.containers import DeploymentType
+from manifests.run import RunConfig
 
 PRODUCTION_ENVIRONMENT = "production"
 MAX_LABEL = 63
@@ -163,3 +164,13 @@ def list_deployments(session: Session) -> list[Deployment]:
             .order_by(col(Deployment.created_at))
         ).all()
     )
+
+
+def is_langgraph(session: Session, deployment: Deployment) -> bool:
+    """Its live revision runs a LangGraph Server (as recorded when it was built)."""
+    if deployment.live_revision_id is None:
+        return False
+    revision = session.get(Revision, deployment.live_revision_id)
+    if revision is None or not revision.run_config:
+        return False
+    return RunConfig.from_json(revision.run_config).langgraph_runtime is not None

@@ -31,6 +31,7 @@ from app.kernel.models import (
 )
 from app.kernel.ports import Clock, GitHubPort
 from manifests.errors import SlipwayError
+from manifests.run import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,10 @@ class CommentView:
     closed: bool = False
     """The pull request is closed (reopening it brings the preview back)."""
     note: str | None = None
+    traces_url: str | None = None
+    """The preview's tracing project on LangSmith, once made."""
+    studio_url: str | None = None
+    """LangGraph Studio on the preview (LangGraph deployments, when the platform traces)."""
 
 
 STATE_LINES: dict[RevisionState, str] = {
@@ -138,8 +143,12 @@ def render_preview_comment(view: CommentView) -> str:
         f"| **Commit** | `{latest.commit_sha[:7]}` |",
         f"| **Revision** | #{latest.number} · [details]({latest.revision_url}) · "
         f"[build log]({latest.log_url}) |",
-        f"| **Updated** | {updated} |",
     ]
+    if view.traces_url:
+        lines.append(f"| **Traces** | [LangSmith project]({view.traces_url}) |")
+    if view.studio_url:
+        lines.append(f"| **Studio** | [Open in Studio]({view.studio_url}) |")
+    lines.append(f"| **Updated** | {updated} |")
     return "\n".join(lines) + "\n"
 
 
@@ -157,6 +166,7 @@ class PreviewComments:
         revision_url: Callable[[str], str],
         log_url: Callable[[str], str],
         enqueue: Callable[[str], None] | None = None,
+        studio_url: Callable[[str], str] | None = None,
     ) -> None:
         self._sessions = sessions
         self._github = github
@@ -165,6 +175,7 @@ class PreviewComments:
         self._hostname = hostname
         self._revision_url = revision_url
         self._log_url = log_url
+        self._studio_url = studio_url
         self._enqueue = enqueue or self.sync
         self._lease = Lease(
             sessions,
@@ -292,6 +303,20 @@ class PreviewComments:
             if removed:
                 removed_because = pull_request.note
             slug = deployment.slug if deployment is not None else ""
+            studio = None
+            if deployment is not None and self._studio_url is not None:
+                live = (
+                    session.get(Revision, deployment.live_revision_id)
+                    if deployment.live_revision_id
+                    else None
+                )
+                runs_langgraph = (
+                    live is not None
+                    and live.run_config is not None
+                    and RunConfig.from_json(live.run_config).langgraph_runtime is not None
+                )
+                if runs_langgraph:
+                    studio = self._studio_url(self._url(slug))
             return CommentView(
                 number=pull_request.number,
                 url=self._url(slug),
@@ -303,6 +328,8 @@ class PreviewComments:
                 removed_because=removed_because,
                 closed=pull_request.state is PullRequestState.closed,
                 note=None if removed else pull_request.note,
+                traces_url=deployment.tracing_project_url if deployment is not None else None,
+                studio_url=studio,
             )
 
     def _revision_view(self, revision: Revision) -> CommentRevision:

@@ -390,6 +390,54 @@ class GitHubRest:
                 return None
         return None
 
+    # -- the idle notice (an issue on the repository) --------------------------------------
+    def create_issue(self, installation_id: int, full_name: str, title: str, body: str) -> int:
+        owner, repo = full_name.split("/", 1)
+        client = self._app.client(installation_id)
+        response = self._call(
+            installation_id,
+            f"open an issue on {full_name}",
+            lambda: client.rest.issues.create(
+                owner, repo, data={"title": clip(title, 256), "body": clip(body, COMMENT_LIMIT)}
+            ),
+        )
+        return int(response.json()["number"])
+
+    def update_issue(
+        self,
+        installation_id: int,
+        full_name: str,
+        number: int,
+        *,
+        title: str,
+        body: str,
+        state: str,
+    ) -> bool:
+        """False when the issue is gone (deleted: 404; issues turned off: 410)."""
+        owner, repo = full_name.split("/", 1)
+        client = self._app.client(installation_id)
+        closed = state == "closed"
+        try:
+            self._call(
+                installation_id,
+                f"edit issue #{number} of {full_name}",
+                lambda: client.rest.issues.update(
+                    owner,
+                    repo,
+                    number,
+                    title=clip(title, 256),
+                    body=clip(body, COMMENT_LIMIT),
+                    state="closed" if closed else "open",
+                    state_reason="completed" if closed else "reopened",
+                ),
+            )
+        except GitHubError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, RequestFailed) and cause.response.status_code in (404, 410):
+                return False
+            raise
+        return True
+
 
 def _transient(exc: GitHubError) -> bool:
     cause = exc.__cause__

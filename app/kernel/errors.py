@@ -44,3 +44,7 @@ class PermissionDenied(SlipwayError):
 class ChannelError(SlipwayError):
     """A notification channel refused a message or could not be reached; the message never
     holds the channel's URL (it carries tokens)."""
+
+
+class TracingError(SlipwayError):
+    """The tracing service (LangSmith) refused a call or did not answer; retried later."""

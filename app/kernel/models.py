@@ -136,6 +136,22 @@ class Deployment(SQLModel, table=True):
     unhealthy_notified_at: datetime | None = _ts()
     """Set when "unhealthy" was notified; "recovered" is sent, and this cleared, once a
     replica is ready again."""
+    keep: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
+    """Exempt from the idle rules (PATCH {"keep": true}): never noticed, never deleted."""
+    tracing_project_id: str | None = None
+    """Its tracing project on LangSmith (named as the deployment), once made."""
+    tracing_project_url: str | None = None
+    tracing_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    """Why its tracing project could not be made yet (retried each usage tick)."""
+    last_used_at: datetime | None = _ts()
+    """The newest moment it was seen used (a request, a trace); until it is, when the idle
+    rules first looked at it: its unused days are counted from here."""
+    requests_seen: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    """The router's request counter for its hostname at the last usage tick (a rise: used)."""
+    idle_issue_number: int | None = None
+    """The GitHub issue telling its owners it is unused (open or closed), if one was made."""
+    idle_noticed_at: datetime | None = _ts()
+    """When its owners were told it is unused; None once it is used again."""
     created_at: datetime = _created()
     updated_at: datetime = _created()
 
@@ -498,3 +514,18 @@ class Domain(SQLModel, table=True):
     verified_at: datetime | None = _ts()
     """When its DNS was first seen pointing here (the start of `issuing`)."""
     active_at: datetime | None = _ts()
+
+
+class UsageDay(SQLModel, table=True):
+    """A day (of SLIPWAY_IDLE_DAY_SECONDS) a deployment was used: it served a request through
+    the router or emitted a trace. Days without a row were unused; the idle rules read these."""
+
+    __tablename__ = "usage_days"
+
+    deployment_id: str = Field(foreign_key="deployments.id", primary_key=True)
+    day: int = Field(primary_key=True)
+    """Whole days since the epoch (UTC), in units of the idle rules' day."""
+    requests: int = 0
+    """Requests through the router seen that day (at least one when it was used by them)."""
+    traces: bool = False
+    """A trace was emitted to its project that day."""

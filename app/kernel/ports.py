@@ -103,6 +103,22 @@ class GitHubPort(Protocol):
         self, installation_id: int, full_name: str, issue_number: int, marker: str
     ) -> int | None: ...
 
+    def create_issue(self, installation_id: int, full_name: str, title: str, body: str) -> int:
+        """Opens an issue on the repository; returns its number."""
+
+    def update_issue(
+        self,
+        installation_id: int,
+        full_name: str,
+        number: int,
+        *,
+        title: str,
+        body: str,
+        state: str,
+    ) -> bool:
+        """Edits (and opens or closes: state "open" or "closed") an issue; False when it is
+        gone (deleted, or the repository's issues were turned off)."""
+
 
 @dataclass(frozen=True)
 class Commit:
@@ -258,6 +274,29 @@ class RouterPort(Protocol):
     def in_flight(self) -> dict[str, int]:
         """Requests being proxied now, by upstream address (host:port); an address the
         router no longer dials (or never did) is absent."""
+
+    def requests_served(self) -> dict[str, int]:
+        """Requests answered since the router started, by hostname: a counter that only a
+        restart of the router sets back."""
+
+
+@dataclass(frozen=True)
+class TracingProject:
+    """A deployment's project on the tracing service (LangSmith's "session")."""
+
+    id: str
+    tenant_id: str
+    url: str
+
+
+class TracingService(Protocol):
+    def ensure_project(self, name: str, description: str) -> TracingProject:
+        """The project of this name, made if missing; safe to call again (raises
+        TracingError when the service refuses or does not answer)."""
+
+    def last_runs(self, project_ids: list[str]) -> dict[str, datetime | None]:
+        """When each project's newest run started (None: no run yet), in as few calls as
+        the service allows; projects it no longer has are absent."""
 
 
 class DatabaseProvisioner(Protocol):

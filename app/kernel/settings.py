@@ -22,6 +22,7 @@ from manifests.containers import (
     NETWORK_SUBNET_PREFIX_LENGTH,
 )
 from manifests.langgraph_image import DEFAULT_BASE_IMAGE, LangGraphBuild, PipIndex
+from manifests.tracing import DEFAULT_LANGSMITH_ENDPOINT, LangSmith, OpenTelemetry, Tracing
 
 ENV_PREFIX = "SLIPWAY_"
 LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
@@ -285,6 +286,32 @@ class Settings(BaseSettings):
     (at least 256 MiB) is killed: the build that fills the disk fails, the builds beside it,
     the apps and the platform keep the rest."""
 
+    # -- tracing and idle deployments (issue 25, docs/tracing.md) ----------------------------
+    langsmith_api_key: SecretStr | None = None
+    """A LangSmith API key: with it, every deployment (previews too) gets a tracing project
+    named as the deployment, and its containers LANGSMITH_TRACING, LANGSMITH_API_KEY,
+    LANGSMITH_PROJECT, LANGSMITH_ENDPOINT (and the LANGCHAIN_* names). Given only to replicas."""
+    langsmith_endpoint: AnyHttpUrl = AnyHttpUrl(DEFAULT_LANGSMITH_ENDPOINT)
+    """LangSmith's API; a self-hosted LangSmith's URL (https://HOST/api/v1) otherwise."""
+    langsmith_workspace_id: str | None = None
+    """The LangSmith workspace projects are made in (sent as X-Tenant-Id); unset: the key's own
+    (a key of one workspace needs none)."""
+    otel_exporter_otlp_endpoint: AnyHttpUrl | None = None
+    """An OpenTelemetry collector (OTLP over HTTP) as the alternative to LangSmith: every
+    replica gets OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME=<deployment> and
+    OTEL_RESOURCE_ATTRIBUTES naming the deployment, revision and repository."""
+    otel_exporter_otlp_headers: SecretStr | None = None
+    """OTEL_EXPORTER_OTLP_HEADERS given with it (key=value,key2=value2: often a credential)."""
+    idle_day_seconds: Annotated[float, Field(gt=0)] = 86400.0
+    """How long a "day" of the idle rules is (tests run days in seconds)."""
+    idle_notice_days: Annotated[int, Field(ge=0)] = 7
+    """After this many consecutive days without a request through the router or a trace, the
+    deployment's owners are told (a GitHub issue on its repository). 0: never."""
+    idle_delete_days: Annotated[int, Field(ge=0)] = 28
+    """After this many consecutive unused days the deployment is deleted as
+    DELETE /api/deployments/{id} deletes it (its database dropped); PATCH {"keep": true}
+    exempts one. 0: never."""
+
     # -- network policy (app/adapters/network_policy.py, docs/security.md) -----------------
     network_policy: bool = True
     """Firewall apps and builds at every `slipway up` (iptables chains SLIPWAY-*, jumped to from
@@ -462,6 +489,25 @@ class Settings(BaseSettings):
                 trusted_host=self.build_pip_trusted_host or None,
             ),
         )
+
+    @property
+    def tracing(self) -> Tracing:
+        """LangSmith and OpenTelemetry as the settings give them (either, both or neither)."""
+        langsmith = None
+        key = _reveal(self.langsmith_api_key)
+        if key is not None:
+            langsmith = LangSmith(
+                endpoint=str(self.langsmith_endpoint).rstrip("/"),
+                api_key=key,
+                workspace_id=self.langsmith_workspace_id or None,
+            )
+        otel = None
+        if self.otel_exporter_otlp_endpoint is not None:
+            otel = OpenTelemetry(
+                endpoint=str(self.otel_exporter_otlp_endpoint).rstrip("/"),
+                headers=_reveal(self.otel_exporter_otlp_headers),
+            )
+        return Tracing(langsmith=langsmith, otel=otel)
 
     @property
     def control_plane_url(self) -> str:

@@ -29,6 +29,7 @@ from app.kernel.models import (
     Deployment,
     Replica,
     ReplicaState,
+    Repository,
     Revision,
 )
 from app.kernel.names import database_identifier
@@ -56,6 +57,7 @@ from manifests.containers import (
 )
 from manifests.errors import RuntimeStartError, SlipwayError
 from manifests.run import RunConfig
+from manifests.tracing import TracedAs, Tracing, tracing_env
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,8 @@ class ReplicaConfig:
         default_factory=lambda: {DeploymentType.development: 20, DeploymentType.production: 50}
     )
     """Connections one deployment's role may hold on the cluster, by deployment type."""
+    tracing: Tracing = field(default_factory=Tracing)
+    """LangSmith or OpenTelemetry variables every replica gets (its user's own win)."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,7 @@ class Replicas:
         if not network_known:
             self._runtime.ensure_network(network.name, network.labels)
         user_env = self._secrets.decrypt_env(revision.env_encrypted)
+        traced = self._tracing_env(deployment, revision, user_env)
         return RevisionRun(
             deployment_id=deployment.id,
             deployment_slug=deployment.slug,
@@ -190,7 +195,7 @@ class Replicas:
             image=revision.image,
             run=run,
             env=replica_env(
-                user_env=user_env,
+                user_env={**traced, **user_env},
                 port=run.port,
                 database_uri=database_uri,
                 deployment_slug=deployment.slug,
@@ -198,9 +203,24 @@ class Replicas:
                 commit_sha=revision.commit_sha,
                 redis_uri=uri,
             ),
-            secrets=(*hidden, *user_env.values()),
+            secrets=(*hidden, *self.config.tracing.secrets, *user_env.values()),
             notes=tuple(notes),
         )
+
+    def _tracing_env(
+        self, deployment: Deployment, revision: Revision, user_env: dict[str, str]
+    ) -> dict[str, str]:
+        tracing = self.config.tracing
+        if tracing.langsmith is None and tracing.otel is None:
+            return {}
+        with self._sessions() as session:
+            repository = session.get(Repository, deployment.repository_id)
+        traced = TracedAs(
+            deployment=deployment.slug,
+            revision=revision.id,
+            repository=repository.full_name if repository else "",
+        )
+        return tracing_env(tracing, traced, user_env)
 
     def database(self, deployment: Deployment) -> tuple[str, str]:
         """The deployment's database (URI, password), created on its first revision and kept."""

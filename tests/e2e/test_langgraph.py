@@ -1,7 +1,8 @@
 """A LangGraph repository with no Dockerfile, pushed to the platform, serves its graph to the
 official langgraph-sdk through the router; threads live in the deployment's database and
 survive a new revision, a crashed replica and a platform restart; two deployments (and a
-pull request's preview) each have a Redis and a database of their own, out of the other's reach.
+pull request's preview) each have a Redis and a database of their own, out of the other's reach;
+their runs are traces in a LangSmith project named as the deployment (a local stand-in).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from app.kernel.names import database_identifier
 from tests.e2e.pull_requests import PullRequests, connects
 from tests.support.apps import langgraph_app
 from tests.support.fake_github import FakeGitHub
+from tests.support.fake_langsmith import FakeLangSmith
 from tests.support.git_repos import GitRepo
 from tests.support.images import DOCKER
 from tests.support.platform import (
@@ -31,7 +34,12 @@ from tests.support.platform import (
     start_langgraph_platform,
     wait_for,
 )
-from tests.support.wheelhouse import WheelIndex, ensure_wheelhouse, serve_wheelhouse
+from tests.support.wheelhouse import (
+    BRIDGE_ADDRESS,
+    WheelIndex,
+    ensure_wheelhouse,
+    serve_wheelhouse,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -46,12 +54,36 @@ def wheel_index() -> Iterator[WheelIndex]:
         yield index
 
 
+LANGSMITH_KEY = "lsv2_pt_e2e-platform-key-7c1d9a"
+
+
+@pytest.fixture(scope="module")
+def langsmith() -> Iterator[FakeLangSmith]:
+    """LangSmith's stand-in where the replicas reach the host (the docker0 gateway); the platform
+    allows its port to apps as an operator allows a self-hosted LangSmith on their network."""
+    with FakeLangSmith(LANGSMITH_KEY, host=BRIDGE_ADDRESS) as fake:
+        yield fake
+
+
 @pytest.fixture(scope="module")
 def langgraph_platform(
-    tmp_path_factory: pytest.TempPathFactory, github: FakeGitHub, wheel_index: WheelIndex
+    tmp_path_factory: pytest.TempPathFactory,
+    github: FakeGitHub,
+    wheel_index: WheelIndex,
+    langsmith: FakeLangSmith,
 ) -> Iterator[RunningPlatform]:
     running = start_langgraph_platform(
-        tmp_path_factory.mktemp("langgraph-platform"), github, wheel_index
+        tmp_path_factory.mktemp("langgraph-platform"),
+        github,
+        wheel_index,
+        langsmith_api_key=LANGSMITH_KEY,
+        langsmith_endpoint=langsmith.url,
+        network_policy_allow=f"{BRIDGE_ADDRESS}/32:{langsmith.port}",
+        # Days of 8 s with the idle rules off: the usage tick, which makes tracing projects,
+        # runs every second.
+        idle_day_seconds="8",
+        idle_notice_days="0",
+        idle_delete_days="0",
     )
     yield running
     running.stop_and_clean()
@@ -437,3 +469,75 @@ def test_a_thread_and_its_history_survive_a_platform_restart(
     assert again["text"] == "left: again"
     _, history_longer = asyncio.run(thread_state(platform, agent.slug, thread_id))
     assert len(history_longer) > len(history)
+
+
+def test_a_run_is_a_trace_in_the_project_named_as_the_deployment_and_a_users_false_wins(
+    agents: AgentFactory,
+    langgraph_platform: RunningPlatform,
+    langsmith: FakeLangSmith,
+    github: FakeGitHub,
+) -> None:
+    platform = langgraph_platform
+    agent = agents("traced")
+    view = wait_for(
+        "the deployment's tracing project",
+        lambda: (v := platform.api(f"/api/deployments/{agent.id}"))["tracing"]["project_url"] and v,
+        30,
+    )
+    assert view["tracing"]["project"] == agent.slug
+    assert view["tracing"]["studio_url"] == (
+        f"{langsmith.url}/studio/?baseUrl=http://{agent.slug}.localhost:{platform.router_port}/"
+    )
+    [project] = [p for p in langsmith.projects.values() if p.name == agent.slug]
+    assert project.created_by_api  # made by Slipway before any run
+
+    asked = time.monotonic()
+    assert asyncio.run(answer(platform, agent.slug, "hello"))["text"] == "traced: hello"
+    traces = wait_for("the run's trace", lambda: langsmith.traces_in(agent.slug) or None, 60)
+    latency = time.monotonic() - asked
+    ingest = {path for _, path in langsmith.requests if path.startswith("/runs")}
+    print(f"\nfirst trace after {latency:.1f} s, sent to {sorted(ingest)}")
+    assert any("hello" in json.dumps(t.get("inputs")) for t in traces), traces
+
+    # The user turns tracing off: their value wins, and runs leave no trace.
+    changed = platform.call(
+        "PATCH", f"/api/deployments/{agent.id}/env", json={"set": {"LANGSMITH_TRACING": "false"}}
+    )
+    assert changed.status_code == 202, changed.text
+    revision = platform.wait_state(changed.json()["revision"]["id"], {"live", "failed"}, 300)
+    assert revision["state"] == "live", revision["error"]
+    runs = len(langsmith.runs_in(agent.slug))
+    assert asyncio.run(answer(platform, agent.slug, "quiet"))["text"] == "traced: quiet"
+    # Nothing arrives for several times as long as the first trace took (bounded, polled).
+    deadline = time.monotonic() + max(15.0, 3 * latency)
+    while time.monotonic() < deadline:
+        assert len(langsmith.runs_in(agent.slug)) == runs, "a run was traced despite false"
+        time.sleep(0.5)
+
+    # The key is in no output: the API, the build logs, the check runs, the platform's log, and
+    # no container of the deployment but its replicas.
+    shown = json.dumps(
+        [
+            platform.api("/api/deployments"),
+            platform.api(f"/api/deployments/{agent.id}/env"),
+            platform.logs(agent.revision["id"]),
+            platform.logs(revision["id"]),
+            [vars(run) for run in github.check_runs(agent.repository["full_name"])],
+        ],
+        default=str,
+    )
+    assert LANGSMITH_KEY not in shown
+    assert LANGSMITH_KEY not in platform.log_path.read_text()
+    containers = docker_out(
+        "ps", "-q", "--filter", f"label=dev.slipway.deployment={agent.id}"
+    ).split()
+    holding = [
+        name
+        for name, env in (
+            docker_out("inspect", "-f", "{{.Name}} {{json .Config.Env}}", c).split(" ", 1)
+            for c in containers
+        )
+        if LANGSMITH_KEY in env
+    ]
+    assert holding and all("-holder" not in n and "redis" not in n for n in holding), holding
+    langsmith.assert_no_errors()

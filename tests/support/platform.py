@@ -382,19 +382,23 @@ def start_langgraph_platform(
     *,
     api_port: int | None = None,
     router_port: int | None = None,
+    **settings: str,
 ) -> RunningPlatform:
     """A platform whose LangGraph builds use the local base image and the wheelhouse's index."""
+    langgraph: dict[str, Any] = {
+        "health_timeout_seconds": LANGGRAPH_HEALTH_TIMEOUT_SECONDS,
+        "langgraph_base_image": ensure_python_pip_image(),
+        "build_pip_index_url": index.url,
+        "build_pip_trusted_host": index.trusted_host,
+        # The network policy lets builds reach only the host ports it is given (the index).
+        "network_policy_build_host_ports": str(urlsplit(index.url).port),
+    }
     return start_platform(
         data_dir,
         github,
         api_port=api_port,
         router_port=router_port,
-        health_timeout_seconds=LANGGRAPH_HEALTH_TIMEOUT_SECONDS,
-        langgraph_base_image=ensure_python_pip_image(),
-        build_pip_index_url=index.url,
-        build_pip_trusted_host=index.trusted_host,
-        # The network policy lets builds reach only the host ports it is given (the index).
-        network_policy_build_host_ports=str(urlsplit(index.url).port),
+        **{**langgraph, **settings},
     )
 
 

@@ -291,9 +291,20 @@ class FakeRouter:
     """In-flight requests by upstream address, as Caddy would report them."""
     loads: int = 0
     """Configurations applied so far."""
+    served: dict[str, int] = field(default_factory=dict)
+    """Requests answered by hostname since the router started (a test adds to it)."""
 
     def in_flight(self) -> dict[str, int]:
         return dict(self.load)
+
+    def requests_served(self) -> dict[str, int]:
+        if self.failure is not None:
+            raise RouterError(self.failure)
+        return dict(self.served)
+
+    def serve(self, hostname: str, count: int = 1) -> None:
+        """Requests through the router to the hostname."""
+        self.served[hostname] = self.served.get(hostname, 0) + count
 
     def apply(self, routes: list[Route]) -> None:
         if self.failure is not None:

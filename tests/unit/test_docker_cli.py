@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from builders.docker_cli import BuildMethod, _probe, find_docker_cli, stream_command
+from builders.docker_cli import BuildMethod, _probe, find_docker_cli, run_docker, stream_command
 from builders.errors import BuildError
 from builders.images import _build_command
 from manifests.recipes import BuildPlan
@@ -68,3 +68,17 @@ def test_a_stopped_command_is_killed_with_its_reason(tmp_path: Path) -> None:
         )
     assert lines == ["started"]
     assert not marker.exists()
+
+
+def test_no_platform_setting_is_in_a_docker_cli_childs_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Docker CLI runs beside tenant builds: the platform's secrets stay in its own process."""
+    monkeypatch.setenv("SLIPWAY_LANGSMITH_API_KEY", "lsv2_pt_secret-in-the-platform")
+    monkeypatch.setenv("SLIPWAY_GITHUB_WEBHOOK_SECRET", "hook-secret")
+    seen = run_docker(["env"], timeout=10, env={"DOCKER_BUILDKIT": "1"})
+    lines: list[str] = []
+    stream_command(["env"], lines.append)
+    for output in (seen, "\n".join(lines)):
+        assert "SLIPWAY_" not in output and "secret-in-the-platform" not in output
+    assert "DOCKER_BUILDKIT=1" in seen and "PATH=" in seen

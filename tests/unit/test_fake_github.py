@@ -684,6 +684,42 @@ def test_issue_comments(fake: FakeGitHub, client: httpx.Client) -> None:
     assert len(fake.errors) == 3
 
 
+def test_issues_are_opened_edited_closed_and_reopened(
+    fake: FakeGitHub, client: httpx.Client
+) -> None:
+    auth = installation_token(client, fake)
+    created = client.post(
+        f"/repos/{FULL}/issues", headers=auth, json={"title": "Unused", "body": "7 days"}
+    )
+    assert created.status_code == 201, created.text
+    number = created.json()["number"]
+    assert created.json()["state"] == "open"
+    url = f"/repos/{FULL}/issues/{number}"
+    closed = client.patch(
+        url, headers=auth, json={"state": "closed", "state_reason": "completed", "body": "used"}
+    )
+    assert closed.status_code == 200
+    assert (closed.json()["state"], closed.json()["body"]) == ("closed", "used")
+    assert closed.json()["closed_at"] is not None
+    reopened = client.patch(url, headers=auth, json={"state": "open", "state_reason": "reopened"})
+    assert reopened.json()["state"] == "open" and reopened.json()["closed_at"] is None
+    assert client.get(url, headers=auth).json()["title"] == "Unused"
+    assert [i["number"] for i in fake.issues(FULL)] == [number]
+    # What GitHub refuses: no title, a bad state, a reason that needs closing, unknown fields,
+    # an issue that is not there.
+    assert client.post(f"/repos/{FULL}/issues", headers=auth, json={"body": "x"}).status_code == 422
+    assert client.patch(url, headers=auth, json={"state": "done"}).status_code == 422
+    assert client.patch(url, headers=auth, json={"state_reason": "completed"}).status_code == 422
+    assert (
+        client.post(
+            f"/repos/{FULL}/issues", headers=auth, json={"title": "t", "milestone_x": 1}
+        ).status_code
+        == 422
+    )
+    assert client.get(f"/repos/{FULL}/issues/999", headers=auth).status_code == 404
+    assert len(fake.errors) == 5
+
+
 def test_comment_listing_is_paginated_with_link_headers(
     fake: FakeGitHub, client: httpx.Client
 ) -> None:

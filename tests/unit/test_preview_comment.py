@@ -64,6 +64,21 @@ def test_the_comment_shows_the_url_state_commit_links_and_time(
     assert "2026-12-01 19:30:05 UTC" in body
 
 
+def test_a_traced_langgraph_preview_links_its_project_and_studio() -> None:
+    text = render_preview_comment(
+        view(
+            revision(RevisionState.live),
+            traces_url="https://smith.langchain.com/o/t/projects/p/1",
+            studio_url="https://smith.langchain.com/studio/?baseUrl=http://pr-5.localhost/",
+        )
+    )
+    assert (
+        "| **Traces** | [LangSmith project](https://smith.langchain.com/o/t/projects/p/1) |" in text
+    )
+    assert "[Open in Studio](https://smith.langchain.com/studio/?baseUrl=" in text
+    assert "Traces" not in render_preview_comment(view(revision(RevisionState.live)))
+
+
 def test_a_failed_revision_says_why_in_one_line_and_what_keeps_serving() -> None:
     failed = revision(
         RevisionState.failed, error="the app exited with code 3 before answering\nTraceback..."

@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from app.adapters.caddy import NO_REPLICA_BODY, NOT_FOUND_BODY, CaddyRouter, render_caddy_config
+from app.adapters.caddy import (
+    NO_REPLICA_BODY,
+    NOT_FOUND_BODY,
+    CaddyRouter,
+    render_caddy_config,
+    requests_by_host,
+)
 from app.kernel.addresses import Route
 from app.kernel.errors import RouterError
 
@@ -40,8 +46,8 @@ def test_each_deployment_gets_a_host_route_to_its_replicas() -> None:
     routes = server(render([SHOP, API]))["routes"]
 
     assert [(r["@id"], r["match"], r["terminal"]) for r in routes[:2]] == [
-        ("route-dep_api", [{"host": ["api.localhost"]}], True),
-        ("route-dep_shop", [{"host": ["shop.localhost"]}], True),
+        ("route-dep_api", [{"host": ["api.localhost", "api.localhost:8000"]}], True),
+        ("route-dep_shop", [{"host": ["shop.localhost", "shop.localhost:8000"]}], True),
     ]
     [api], [shop] = routes[0]["handle"], routes[1]["handle"]
     assert api["handler"] == shop["handler"] == "reverse_proxy"
@@ -62,7 +68,8 @@ def test_requests_go_to_the_least_busy_replica_and_skip_a_dead_one() -> None:
 def test_a_live_deployment_without_a_ready_replica_says_it_is_restarting() -> None:
     routes = server(render([SHOP, DOWN]))["routes"]
 
-    down = next(r for r in routes if r.get("match") == [{"host": ["down.localhost"]}])
+    down = next(r for r in routes if r.get("@id") == "route-dep_down")
+    assert down["match"] == [{"host": ["down.localhost", "down.localhost:8000"]}]
     [handler] = down["handle"]
     assert (handler["handler"], handler["status_code"]) == ("static_response", 503)
     assert handler["body"] == NO_REPLICA_BODY
@@ -197,3 +204,24 @@ def test_an_unreachable_router_is_a_router_error(tmp_path: Path) -> None:
 
     with pytest.raises(RouterError, match="did not answer"):
         router.apply([SHOP])
+
+
+def test_requests_are_counted_per_hostname_with_and_without_the_port() -> None:
+    exposition = "\n".join(
+        [
+            "# TYPE caddy_http_requests_total counter",
+            'caddy_http_requests_total{handler="reverse_proxy",host="shop.localhost",server="s"} 2',
+            'caddy_http_requests_total{handler="reverse_proxy",host="shop.localhost:8000",'
+            'server="s"} 5',
+            'caddy_http_requests_total{handler="static_response",host="api.localhost:8000",'
+            'server="s"} 1',
+            'caddy_http_requests_total{handler="static_response",host="_other",server="s"} 9',
+            'caddy_http_request_duration_seconds_count{host="shop.localhost",server="s"} 7',
+        ]
+    )
+    assert requests_by_host(exposition) == {"shop.localhost": 7, "api.localhost": 1}
+
+
+def test_the_router_counts_requests_per_host() -> None:
+    config = render([SHOP])
+    assert config["apps"]["http"]["metrics"] == {"per_host": True}

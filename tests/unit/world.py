@@ -25,9 +25,12 @@ from app.bootstrap import Adapters, Wiring, wire
 from app.deliveries.bus import OrderBus
 from app.deliveries.facts import GitHubCommitFacts
 from app.deliveries.inbox import apply_delivery, record_delivery
+from app.deployments.idle import IdleRules
 from app.deployments.janitor import Janitor, JanitorLimits
 from app.deployments.operations import DeploymentOperations
 from app.deployments.teardown import Teardown
+from app.deployments.tracing import TracingProjects
+from app.deployments.usage import UsageTracker
 from app.feedback.comments import PreviewComments
 from app.feedback.notifications import PlatformNotifier
 from app.feedback.notify_outbox import NotificationOutbox
@@ -39,7 +42,7 @@ from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory
 from app.kernel.models import Deployment, PullRequest, Revision
 from app.kernel.orders import WorkOrder
-from app.kernel.ports import ChannelSender
+from app.kernel.ports import ChannelSender, TracingService
 from app.replicas.autoscaler import AutoscaleDefaults
 from app.replicas.reconciler import RESYNC_SECONDS, Reconciler
 from app.replicas.replica_set import ReplicaConfig, Replicas
@@ -170,6 +173,11 @@ class Platform:
     notify: tuple[str, ...] = ()
     """The operator's notification channels (SLIPWAY_NOTIFY)."""
     notifications: NotificationOutbox = field(init=False)
+    tracing_service: TracingService | None = None
+    """LangSmith's projects (a FakeLangSmith through the real adapter), when a test traces."""
+    idle: IdleRules = field(default_factory=IdleRules)
+    usage: UsageTracker = field(init=False)
+    tracing_projects: TracingProjects = field(init=False)
 
     def __post_init__(self) -> None:
         """The services wired by app.bootstrap's own `wire`, over the fakes."""
@@ -190,6 +198,7 @@ class Platform:
                 service_images=FakeServiceImages(),
                 prune_build_cache=self.cache_prunes.append,
                 channels=self.channels,
+                tracing=self.tracing_service,
             ),
             Wiring(
                 pipeline=self.config,
@@ -201,6 +210,7 @@ class Platform:
                 recovery_after=timedelta(seconds=120),
                 resync_seconds=RESYNC_SECONDS,
                 notify=self.notify,
+                idle=self.idle,
             ),
             clock=self.clock,
             wall=lambda: self.wall[0],
@@ -217,6 +227,8 @@ class Platform:
         self.orders = OrderBus(queue=InlineQueue(self), check_runs=self.pipeline)
         self.reconciler = wired.reconciler
         self.notifications = wired.notifications
+        self.usage = wired.usage
+        self.tracing_projects = wired.tracing_projects
         self.operations = DeploymentOperations(
             sessions=self.sessions,
             secrets=SECRETS,
@@ -399,6 +411,12 @@ class Platform:
     def deployment(self) -> Deployment:
         with self.sessions() as session:
             [deployment] = session.exec(select(Deployment)).all()
+            return deployment
+
+    def deployment_by_id(self, deployment_id: str) -> Deployment:
+        with self.sessions() as session:
+            deployment = session.get(Deployment, deployment_id)
+            assert deployment is not None
             return deployment
 
     def set_env(self, env: dict[str, str]) -> None:

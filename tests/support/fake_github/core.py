@@ -173,6 +173,7 @@ class FakeCore:
             "deployment_status": 3_000_000_000,
             "comment": 2_000_000_000,
             "pull_request": 1_500_000_000,
+            "issue": 2_500_000_000,
         }
         self._routes: list[tuple[str, re.Pattern[str], Route]] = []
         self._server = Server((host, 0), self)

@@ -15,7 +15,7 @@ The endpoints live in one module per area, each a mixin of :class:`~.core.FakeCo
 - ``auth.py``: App JWTs and installation tokens; ``apps.py``: the App and its installations;
 - ``repos.py``: repositories, tarballs, contents, commits;
 - ``pulls.py``: pull requests and collaborator permissions;
-- ``checks.py``, ``deployments.py``, ``comments.py``.
+- ``checks.py``, ``deployments.py``, ``comments.py``, ``issues.py``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from .comments import CommentsMixin
 from .core import DEFAULT_PERMISSIONS
 from .deployments import DEPLOYMENT_STATES, Deployment, DeploymentsMixin
 from .http import HttpError
+from .issues import IssuesMixin
 from .pulls import COLLABORATOR_ROLES, LEGACY_PERMISSION
 
 __all__ = [
@@ -42,7 +43,7 @@ __all__ = [
 ]
 
 
-class FakeGitHub(DeploymentsMixin, CommentsMixin, AppsMixin):
+class FakeGitHub(DeploymentsMixin, CommentsMixin, IssuesMixin, AppsMixin):
     """A fake ``api.github.com`` for one GitHub App, on 127.0.0.1 and a free port.
 
     >>> with FakeGitHub(app_id=1234, app_slug="slipway-test") as fake:
@@ -63,6 +64,7 @@ class FakeGitHub(DeploymentsMixin, CommentsMixin, AppsMixin):
         self._init_checks()
         self._init_deployments()
         self._init_comments()
+        self._init_issues()
         # Order matters where patterns overlap: ``/commits/{ref}/check-runs`` (checks) before
         # ``/commits/{ref}`` (repos), since a ref may contain slashes.
         self._set_routes(
@@ -73,5 +75,6 @@ class FakeGitHub(DeploymentsMixin, CommentsMixin, AppsMixin):
                 *self._pulls_routes(),
                 *self._deployments_routes(),
                 *self._comments_routes(),
+                *self._issues_routes(),
             ]
         )

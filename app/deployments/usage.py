@@ -1,0 +1,350 @@
+"""The usage tick: which deployments were used today, and the idle rules carried out.
+
+Used means it served a request through the router (Caddy's per-host request counters, one read
+of the admin API for every deployment) or emitted a trace (its LangSmith project's last run,
+one call per hundred deployments) — never a poll of each deployment. A rise of the router's
+counter since the last tick is a use today; a counter lower than last seen means the router
+restarted, and any request since counts. The verdict is `app.deployments.idle.judge`'s; this
+module records the day, tells the owners with one GitHub issue (opened, closed when the
+deployment is used again or deleted, reopened for a later idle spell) and deletes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete
+from sqlmodel import Session, col, select
+
+from app.deployments.idle import IdleAction, IdleRules, IdleVerdict, judge
+from app.deployments.operations import delete_deployment
+from app.deployments.registry import DEFAULT_SLUG_HOLD
+from app.kernel.db import SessionFactory
+from app.kernel.errors import GitHubError, RouterError, TracingError
+from app.kernel.models import Deployment, Repository, UsageDay
+from app.kernel.orders import WorkOrder
+from app.kernel.ports import Clock, GitHubPort, RouterPort, TracingService
+
+log = logging.getLogger(__name__)
+
+NOTICE_MARK = "<!-- slipway:idle-notice -->"
+"""In the issue's body: the one Slipway opened (found again only by its stored number)."""
+DELETED_BY = "Slipway's idle rules"
+
+
+def idle_verdict(
+    session: Session, deployment: Deployment, rules: IdleRules, now: datetime
+) -> IdleVerdict:
+    """What the rules say of it now (the API shows when it would be noticed and deleted).
+    Previews are not theirs: a preview goes with its pull request."""
+    days = session.exec(select(UsageDay.day).where(UsageDay.deployment_id == deployment.id)).all()
+    return judge(
+        rules=rules,
+        used_days=days,
+        counted_from=deployment.last_used_at or now,
+        now=now,
+        keep=deployment.keep or deployment.is_preview,
+        noticed_at=deployment.idle_noticed_at,
+    )
+
+
+@dataclass
+class UsageReport:
+    used: int = 0
+    noticed: list[str] = field(default_factory=list)
+    withdrawn: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    orders: list[WorkOrder] = field(default_factory=list)
+    """Teardowns of the deleted deployments, for the worker to carry out."""
+
+
+class UsageTracker:
+    def __init__(
+        self,
+        *,
+        sessions: SessionFactory,
+        router: RouterPort,
+        github: GitHubPort,
+        tracing: TracingService | None,
+        rules: IdleRules,
+        hostname: Callable[[str], str],
+        url: Callable[[str], str],
+        clock: Clock,
+        slug_hold: timedelta = DEFAULT_SLUG_HOLD,
+    ) -> None:
+        self._sessions = sessions
+        self._router = router
+        self._github = github
+        self._tracing = tracing
+        self.rules = rules
+        self._hostname = hostname
+        self._url = url
+        self._clock = clock
+        self._slug_hold = slug_hold
+
+    def verdict(self, deployment: Deployment, session: Session, now: datetime) -> IdleVerdict:
+        return idle_verdict(session, deployment, self.rules, now)
+
+    def tick(self) -> UsageReport:
+        now = self._clock()
+        report = UsageReport()
+        served = self._served()
+        with self._sessions() as session:
+            # Counted once live: days spent building or waiting are no one's idleness.
+            deployments = session.exec(
+                select(Deployment).where(
+                    col(Deployment.removed_at).is_(None),
+                    col(Deployment.live_revision_id).is_not(None),
+                )
+            ).all()
+            runs = self._last_runs([d.tracing_project_id for d in deployments])
+            for deployment in deployments:
+                if self._record(session, deployment, served, runs, now):
+                    report.used += 1
+            session.commit()
+            for deployment in deployments:
+                self._apply(session, deployment, now, report)
+            self._withdraw_for_deleted(session, report)
+            self._forget_old_days(session, now)
+        if report.noticed or report.withdrawn or report.deleted:
+            log.info(
+                "idle rules applied",
+                extra={
+                    "noticed": report.noticed,
+                    "withdrawn": report.withdrawn,
+                    "deleted": report.deleted,
+                },
+            )
+        return report
+
+    # -- what was used ---------------------------------------------------------------------
+    def _served(self) -> dict[str, int] | None:
+        try:
+            return self._router.requests_served()
+        except RouterError as exc:
+            # Nothing is lost: the baseline stays, and the next reading sees the rise.
+            log.warning("router usage not read", extra={"error": str(exc)})
+            return None
+
+    def _last_runs(self, project_ids: list[str | None]) -> dict[str, datetime | None]:
+        ids = [i for i in project_ids if i]
+        if self._tracing is None or not ids:
+            return {}
+        try:
+            return self._tracing.last_runs(ids)
+        except TracingError as exc:
+            log.warning("trace usage not read", extra={"error": str(exc)})
+            return {}
+
+    def _record(
+        self,
+        session: Session,
+        deployment: Deployment,
+        served: dict[str, int] | None,
+        runs: dict[str, datetime | None],
+        now: datetime,
+    ) -> bool:
+        used_at: list[datetime] = []
+        if served is not None:
+            count = served.get(self._hostname(deployment.slug), 0)
+            seen = deployment.requests_seen
+            requests = 0
+            if seen is not None:
+                requests = count - seen if count >= seen else count  # lower: router restarted
+            deployment.requests_seen = count
+            if requests > 0:
+                used_at.append(now)
+                self._day(session, deployment.id, now).requests += requests
+        last_run = runs.get(deployment.tracing_project_id or "")
+        if last_run is not None and (
+            deployment.last_used_at is None or last_run > deployment.last_used_at
+        ):
+            moment = min(last_run, now)
+            used_at.append(moment)
+            self._day(session, deployment.id, moment).traces = True
+        if used_at:
+            deployment.last_used_at = max([*used_at, deployment.last_used_at or now])
+        elif deployment.last_used_at is None:
+            deployment.last_used_at = now  # first looked at: counted from now
+        session.add(deployment)
+        return bool(used_at)
+
+    def _day(self, session: Session, deployment_id: str, moment: datetime) -> UsageDay:
+        day = self.rules.day_of(moment)
+        record = session.get(UsageDay, (deployment_id, day))
+        if record is None:
+            record = UsageDay(deployment_id=deployment_id, day=day)
+            session.add(record)
+            session.flush()  # a second use the same tick finds it
+        return record
+
+    # -- the rules carried out -------------------------------------------------------------
+    def _apply(
+        self, session: Session, deployment: Deployment, now: datetime, report: UsageReport
+    ) -> None:
+        verdict = self.verdict(deployment, session, now)
+        if verdict.action is IdleAction.none:
+            return
+        repository = session.get(Repository, deployment.repository_id)
+        if repository is None:
+            return
+        try:
+            if verdict.action is IdleAction.notice:
+                self._notice(session, deployment, repository, verdict)
+                report.noticed.append(deployment.id)
+            elif verdict.action is IdleAction.withdraw:
+                self._close(session, deployment, repository, used_again=True)
+                report.withdrawn.append(deployment.id)
+            elif verdict.action is IdleAction.delete:
+                report.orders.append(self._delete(session, deployment, repository, verdict, now))
+                report.deleted.append(deployment.id)
+        except GitHubError as exc:
+            # The issue is tried again next tick; a deletion never waits on GitHub.
+            log.warning(
+                "idle notice not written",
+                extra={"deployment_id": deployment.id, "error": str(exc)},
+            )
+
+    def _notice(
+        self,
+        session: Session,
+        deployment: Deployment,
+        repository: Repository,
+        verdict: IdleVerdict,
+    ) -> None:
+        title = f"Slipway: deployment {deployment.slug} is unused"
+        when = verdict.delete_at.strftime("%Y-%m-%d %H:%M UTC") if verdict.delete_at else None
+        body = "\n".join(
+            [
+                NOTICE_MARK,
+                f"The deployment **{deployment.slug}** ({self._url(deployment.slug)}) has "
+                f"served no request and emitted no trace for {verdict.unused_days} days.",
+                "",
+                (
+                    f"It will be **deleted on {when}**, its database with it, unless it is "
+                    "used before then."
+                    if when
+                    else "Slipway does not delete unused deployments on this platform."
+                ),
+                "",
+                "Any request to it (or a trace) keeps it and closes this issue. To keep it "
+                "however long it is unused: `PATCH /api/deployments/"
+                f'{deployment.id}` with `{{"keep": true}}`.',
+            ]
+        )
+        installation, full_name = repository.installation_id, repository.full_name
+        opened = False
+        if deployment.idle_issue_number is not None:
+            opened = self._github.update_issue(
+                installation,
+                full_name,
+                deployment.idle_issue_number,
+                title=title,
+                body=body,
+                state="open",
+            )
+        if not opened:
+            deployment.idle_issue_number = self._github.create_issue(
+                installation, full_name, title, body
+            )
+        deployment.idle_noticed_at = self._clock()
+        session.add(deployment)
+        session.commit()
+
+    def _close(
+        self,
+        session: Session,
+        deployment: Deployment,
+        repository: Repository,
+        *,
+        used_again: bool,
+        note: str | None = None,
+    ) -> None:
+        if deployment.idle_issue_number is not None:
+            why = note or (
+                "It was used again (or exempted with keep): it stays."
+                if used_again
+                else "It was deleted."
+            )
+            self._github.update_issue(
+                repository.installation_id,
+                repository.full_name,
+                deployment.idle_issue_number,
+                title=f"Slipway: deployment {deployment.slug} is unused",
+                body=f"{NOTICE_MARK}\n{why}",
+                state="closed",
+            )
+        deployment.idle_noticed_at = None
+        session.add(deployment)
+        session.commit()
+
+    def _delete(
+        self,
+        session: Session,
+        deployment: Deployment,
+        repository: Repository,
+        verdict: IdleVerdict,
+        now: datetime,
+    ) -> WorkOrder:
+        slug = deployment.slug
+        order = delete_deployment(
+            session,
+            deployment,
+            f"deployment deleted by {DELETED_BY}: unused for {verdict.unused_days} days",
+            now,
+            self._slug_hold,
+        )
+        log.info(
+            "unused deployment deleted",
+            extra={"deployment_id": deployment.id, "unused_days": verdict.unused_days},
+        )
+        try:
+            if deployment.idle_issue_number is not None:
+                self._github.update_issue(
+                    repository.installation_id,
+                    repository.full_name,
+                    deployment.idle_issue_number,
+                    title=f"Slipway: deployment {slug} was deleted",
+                    body=f"{NOTICE_MARK}\nThe deployment **{slug}** was unused for "
+                    f"{verdict.unused_days} days and was deleted, its database with it.",
+                    state="closed",
+                )
+                deployment.idle_noticed_at = None
+                session.add(deployment)
+                session.commit()
+        except GitHubError as exc:
+            log.warning(
+                "idle notice not closed", extra={"deployment_id": deployment.id, "error": str(exc)}
+            )
+        return order
+
+    def _withdraw_for_deleted(self, session: Session, report: UsageReport) -> None:
+        """A deployment deleted through the API while its notice was open: the notice goes."""
+        gone = session.exec(
+            select(Deployment).where(
+                col(Deployment.removed_at).is_not(None),
+                col(Deployment.idle_noticed_at).is_not(None),
+            )
+        ).all()
+        for deployment in gone:
+            repository = session.get(Repository, deployment.repository_id)
+            if repository is None:
+                continue
+            note = "It was deleted." if deployment.deleted_at else "It was removed."
+            try:
+                self._close(session, deployment, repository, used_again=False, note=note)
+                report.withdrawn.append(deployment.id)
+            except GitHubError as exc:
+                log.warning(
+                    "idle notice not closed",
+                    extra={"deployment_id": deployment.id, "error": str(exc)},
+                )
+
+    def _forget_old_days(self, session: Session, now: datetime) -> None:
+        """Only the newest use matters to the rules; older days are history nobody reads."""
+        horizon = self.rules.day_of(now) - max(self.rules.notice_days, self.rules.delete_days) - 2
+        session.exec(delete(UsageDay).where(col(UsageDay.day) < horizon))
+        session.commit()
