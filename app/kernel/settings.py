@@ -115,7 +115,12 @@ class Settings(BaseSettings):
     """Longest a build may take: one still running then is stopped and its revision fails."""
     api_workers: Annotated[int, Field(ge=1, le=64)] = 1
     """Processes answering the API and webhooks (more help on machines with cores to spare;
-    on 2 cores they contend with the worker: see docs/benchmarks/webhook-burst.md)."""
+    on 2 cores they contend with the worker: see docs/benchmarks/webhook-burst.md). More than
+    one runs the API and the worker as separate processes, whatever PROCESSES says."""
+    processes: Literal["combined", "split"] = "combined"
+    """How `slipway up` runs the API and the worker: `combined` in one process on one event
+    loop (~100 MiB less at rest: they load the same libraries), `split` as two processes, each
+    restarted on its own (a crash of one leaves the other serving)."""
     worker_max_jobs: Annotated[int, Field(ge=1)] = 10
     """Jobs one worker runs at once; builds are bounded by MAX_CONCURRENT_BUILDS, the rest
     (deliveries, reports, comments, teardowns) mostly wait on GitHub and Docker."""

@@ -214,7 +214,8 @@ class RunningPlatform:
 
     # -- its processes --------------------------------------------------------------------------
     def worker_pid(self) -> int | None:
-        """The `slipway worker` child of `slipway up`."""
+        """The child of `slipway up` that runs the worker: `slipway combined` (the default,
+        with the API) or `slipway worker`."""
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -224,7 +225,11 @@ class RunningPlatform:
             except OSError:
                 continue
             parent = int(stat.rsplit(")", 1)[1].split()[1])
-            if parent == self.process.pid and b"app.cli" in argv and b"worker" in argv:
+            if (
+                parent == self.process.pid
+                and b"app.cli" in argv
+                and (b"worker" in argv or b"combined" in argv)
+            ):
                 return int(entry.name)
         return None
 
