@@ -95,6 +95,7 @@ def _api(settings: Settings) -> int:
             port=settings.port,
             log_level="warning",
             access_log=False,
+            ws="none",  # no WebSocket route: the websockets package stays unloaded
         )
     else:
         uvicorn.run(
@@ -103,6 +104,7 @@ def _api(settings: Settings) -> int:
             port=settings.port,
             log_level="warning",
             access_log=False,
+            ws="none",  # no WebSocket route: the websockets package stays unloaded
         )
     return 0
 

@@ -124,6 +124,7 @@ def serve(settings: Settings) -> int:
                 port=settings.port,
                 log_level="warning",
                 access_log=False,
+                ws="none",  # no WebSocket route: the websockets package stays unloaded
             )
         )
 
