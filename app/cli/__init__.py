@@ -1,8 +1,9 @@
 """The `slipway` command. `main` is the console script's entry point.
 
 The platform's own processes (`slipway up` starts `python -m app.cli combined`, or `... api`
-and `... worker`, and `... prepare` for its start-up work) take the fast path: a bare server command runs without
-the CLI library or rich in memory, and `up` without settings or adapters either.
+and `... worker`, and `... prepare` for its start-up work) take the fast path: a bare server
+command runs without the CLI library or rich in memory, and `up` without settings or adapters
+either.
 Everything else goes through the command tree in app.cli.root.
 """
 
