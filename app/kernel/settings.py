@@ -196,8 +196,8 @@ class Settings(BaseSettings):
     """A lower replica count must have been asked for this long before replicas go."""
     reconcile_resync_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
     """Between runtime events the reconciler looks only at deployments something happened to
-    or that are being scaled; every deployment is looked at this often anyway (a lost event is
-    acted on within this long)."""
+    or that are being scaled; this often it also compares every container the runtime runs with
+    every replica recorded as running (a lost event is acted on within this long)."""
     drain_timeout_seconds: Annotated[float, Field(ge=0)] = 30.0
     """How long a replica leaving the route may finish its in-flight requests before it is
     stopped."""

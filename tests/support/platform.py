@@ -153,7 +153,12 @@ class RunningPlatform:
         self, revision_id: str, states: set[str], timeout: float = 180
     ) -> dict[str, Any]:
         def settled() -> dict[str, Any] | None:
-            revision = self.api(f"/api/revisions/{revision_id}")
+            try:
+                revision = self.api(f"/api/revisions/{revision_id}")
+            except httpx.TransportError:
+                # The API restarting: by default it shares its process with the worker, which
+                # a test may kill (the supervisor starts both again at once).
+                return None
             return dict(revision) if revision["state"] in states else None
 
         return wait_for(f"revision {revision_id} to reach {sorted(states)}", settled, timeout)
