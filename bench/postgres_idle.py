@@ -5,12 +5,14 @@ Run with `python -m bench.postgres_idle [--databases 100] [--rest-seconds 60]
 settings given appended to its slipway.conf (so they override Slipway's), PSS of the postmaster
 and its children (from /proc/<pid>/smaps_rollup) at 0 databases, then after creating N
 databases with the provisioner the platform uses (a role and a database each), and every 30 s
-while they idle. No Docker, no network policy: only the cluster, removed at the end.
+while they idle; then the cluster's CPU over that rest (children it reaped included). No
+Docker, no network policy: only the cluster, removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -59,6 +61,25 @@ def cluster_pss(cluster: EmbeddedPostgres) -> tuple[float, dict[str, float]]:
     return sum(parts.values()), parts
 
 
+def cluster_ticks(cluster: EmbeddedPostgres) -> int:
+    """CPU ticks of the postmaster (with the children it reaped: autovacuum workers, backends)
+    and of its live children."""
+    postmaster = int((cluster.pgdata / "postmaster.pid").read_text().split()[0])
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = parse_stat((entry / "stat").read_text())
+        except (OSError, ValueError):
+            continue
+        if int(entry.name) == postmaster:
+            ticks += stat.ticks + stat.child_ticks
+        elif stat.ppid == postmaster:
+            ticks += stat.ticks
+    return ticks
+
+
 def report(label: str, cluster: EmbeddedPostgres) -> None:
     total, parts = cluster_pss(cluster)
     biggest = ", ".join(
@@ -87,10 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 provisioner.ensure(name, name, "bench-password", connection_limit=10)
             report(f"{args.databases} databases, just created", cluster)
             started = time.monotonic()
+            ticks = cluster_ticks(cluster)
             while (left := args.rest_seconds - (time.monotonic() - started)) > 0:
                 time.sleep(min(30.0, left))
                 waited = time.monotonic() - started
                 report(f"{args.databases} databases, idle {waited:.0f} s", cluster)
+            spent = (cluster_ticks(cluster) - ticks) / os.sysconf("SC_CLK_TCK")
+            idle = time.monotonic() - started
+            print(f"CPU at rest: {100 * spent / idle:.2f} % of one core over {idle:.0f} s")
         finally:
             cluster.stop()
     return 0

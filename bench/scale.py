@@ -106,7 +106,9 @@ GOAL_ROUTER_RATIO = 1.2
 GOAL_HOST_RESERVE = 4
 """Issue 22's "bounded host-wide reserve, default small": today each deployment keeps 3 spares."""
 
-CATEGORIES = ("supervisor", "api", "worker", "postgres", "valkey", "caddy", "other")
+CATEGORIES = ("supervisor", "api+worker", "api", "worker", "postgres", "valkey", "caddy", "other")
+"""api+worker: `slipway combined`, both in one process (the default); api and worker: split."""
+SPLIT_OR_COMBINED = ("api+worker", "api", "worker")
 
 
 # -- /proc, pure parts ------------------------------------------------------------------------
@@ -153,6 +155,8 @@ def category(argv: Sequence[str], *, supervisor: bool, in_postgres: bool) -> str
         return "postgres"
     program = Path(argv[0]).name if argv else ""
     if "app.cli" in argv:
+        if "combined" in argv:
+            return "api+worker"
         for part in ("api", "worker"):
             if part in argv:
                 return part
@@ -161,6 +165,13 @@ def category(argv: Sequence[str], *, supervisor: bool, in_postgres: bool) -> str
     if "redis" in program or "valkey" in program:
         return "valkey"
     return "other"
+
+
+def worker_cpu(level: Level) -> str:
+    """The process that runs the worker, named, with its CPU: the combined one or the worker."""
+    if level.pss.get("api+worker") or level.cpu.get("api+worker"):
+        return f"api+worker {level.cpu.get('api+worker', 0.0):.1f}"
+    return f"worker {level.cpu.get('worker', 0.0):.1f}"
 
 
 def descendants(parents: Mapping[int, int], roots: Sequence[int]) -> set[int]:
@@ -597,7 +608,7 @@ def render(levels: Sequence[Level], machine: Sequence[str], command: str) -> str
         ],
         [
             "platform CPU at rest, % of one core",
-            *(f"{lv.cpu_total:.1f} (worker {lv.cpu['worker']:.1f})" for lv in levels),
+            *(f"{lv.cpu_total:.1f} ({worker_cpu(lv)})" for lv in levels),
         ],
         [
             "one-line push to live (median)",
@@ -681,11 +692,14 @@ def render(levels: Sequence[Level], machine: Sequence[str], command: str) -> str
         [
             name,
             *(
-                f"{lv.pss[name] / MIB:.0f} ({lv.rss[name] / MIB:.0f}) / {lv.cpu[name]:.2f}"
+                f"{lv.pss.get(name, 0) / MIB:.0f} ({lv.rss.get(name, 0) / MIB:.0f})"
+                f" / {lv.cpu.get(name, 0):.2f}"
                 for lv in levels
             ),
         ]
         for name in CATEGORIES
+        # The API and the worker run either combined or split: the other rows would be zeros.
+        if name not in SPLIT_OR_COMBINED or any(lv.pss.get(name) for lv in levels)
     ]
     rows.append(["processes", *(str(lv.processes) for lv in levels)])
     rows.append(

@@ -184,7 +184,7 @@ def platform_children(platform: RunningPlatform) -> dict[str, int]:
     children = {}
     for line in listing.splitlines():
         pid, _, args = line.strip().partition(" ")
-        for name in ("api", "worker"):
+        for name in ("api", "worker", "combined"):
             if args.endswith(f"app.cli {name}"):
                 children[name] = int(pid)
     return children

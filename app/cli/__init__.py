@@ -1,8 +1,9 @@
 """The `slipway` command. `main` is the console script's entry point.
 
-The platform's own processes (`slipway up` starts `python -m app.cli api` and `... worker`,
-and `... prepare` for its start-up work) take the fast path: a bare server command runs without
-the CLI library or rich in memory, and `up` without settings or adapters either.
+The platform's own processes (`slipway up` starts `python -m app.cli combined`, or `... api`
+and `... worker`, and `... prepare` for its start-up work) take the fast path: a bare server
+command runs without the CLI library or rich in memory, and `up` without settings or adapters
+either.
 Everything else goes through the command tree in app.cli.root.
 """
 
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_prepare(args[1:])
 
         if len(args) == 1 and args[0] in SERVER_COMMANDS:
+            without_httpx_command_line()
             return run_server(args[0])
         from app.cli.root import run
 
@@ -37,3 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         # Ctrl-C: the shell's code for it, and no traceback (also while a command waits).
         return EXIT_INTERRUPTED
+
+
+def without_httpx_command_line() -> None:
+    """httpx imports its own command-line client when it is imported and rich, pygments and
+    click are installed (they are: this CLI uses rich), ~4 MiB that the platform's long-lived
+    processes never use. A None in sys.modules makes that one import fail, and httpx falls back
+    to leaving its `main` out, as it does when they are missing."""
+    if "httpx" not in sys.modules:
+        sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]

@@ -109,6 +109,7 @@ app.command(
 )
 app.command(server.api, group=SERVER, help_epilogue=examples("slipway api"))
 app.command(server.worker, group=SERVER, help_epilogue=examples("slipway worker"))
+app.command(server.combined, group=SERVER, help_epilogue=examples("slipway combined"))
 app.command(server.migrate, group=SERVER, help_epilogue=examples("slipway migrate"))
 app.command(server.check, group=SERVER, help_epilogue=examples("slipway check"))
 app.command(

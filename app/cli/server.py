@@ -1,7 +1,9 @@
-"""The commands that run a platform: `up` runs all of it, `api` and `worker` one part (the
-processes `up` starts), `migrate` and `check` prepare it.
+"""The commands that run a platform: `up` runs all of it, `combined` the API and a worker in
+one process, `api` and `worker` one part each (the processes `up` starts), `migrate` and `check`
+prepare it.
 
-No CLI library is imported here: `up` starts `python -m app.cli api|worker` children, and
+No CLI library is imported here: `up` starts `python -m app.cli combined` (or `api` and
+`worker`) children, and
 app.cli's fast path runs them without loading the parser (its memory stays out of every
 worker).
 """
@@ -17,7 +19,7 @@ from app.kernel.settings import Settings, SettingsError, load_settings
 from app.server.embedded import EmbeddedServiceError
 from manifests.errors import SlipwayError
 
-SERVER_COMMANDS = ("up", "api", "worker", "migrate", "check")
+SERVER_COMMANDS = ("up", "api", "worker", "combined", "migrate", "check")
 
 
 def run_server(name: str) -> int:
@@ -93,6 +95,7 @@ def _api(settings: Settings) -> int:
             port=settings.port,
             log_level="warning",
             access_log=False,
+            ws="none",  # no WebSocket route: the websockets package stays unloaded
         )
     else:
         uvicorn.run(
@@ -101,6 +104,7 @@ def _api(settings: Settings) -> int:
             port=settings.port,
             log_level="warning",
             access_log=False,
+            ws="none",  # no WebSocket route: the websockets package stays unloaded
         )
     return 0
 
@@ -112,10 +116,17 @@ def _worker(settings: Settings) -> int:
     return 0
 
 
+def _combined(settings: Settings) -> int:
+    from app.server.combined import serve
+
+    return serve(settings)
+
+
 RUNNERS: dict[str, Callable[[Settings], int]] = {
     "up": _up,
     "api": _api,
     "worker": _worker,
+    "combined": _combined,
     "migrate": _migrate,
     "check": _check,
 }
@@ -138,6 +149,11 @@ def api() -> int:
 def worker() -> int:
     """Run a worker: builds, deploys, jobs (started by `up`)."""
     return run_server("worker")
+
+
+def combined() -> int:
+    """Run the API and a worker in one process (started by `up` unless PROCESSES=split)."""
+    return run_server("combined")
 
 
 def migrate() -> int:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import ast
 import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, create_engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent.parent / "migrations"
 HOT_PATH_AUTOCHECKPOINT_PAGES = 10_000
@@ -52,6 +55,8 @@ def make_engine(url: str | URL, *, autocommit: bool = False) -> Engine:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -59,11 +64,61 @@ def alembic_config(url: str) -> Config:
 
 
 def migrate(url: str, lock_dir: Path) -> None:
-    """Bring the schema to head; a file lock keeps the API and worker from racing on it."""
+    """Bring the schema to head; a file lock keeps the API and worker from racing on it.
+
+    A schema at head already (every start of `slipway up`'s API and worker: its prepare child
+    migrated) is left alone without importing alembic, whose modules and Mako's would stay in
+    the platform's long-lived processes for nothing (~12 MiB each)."""
+    head = head_revision()
+    if head is not None and current_revision(url) == head:
+        return
+    from alembic import command
+
     lock_dir.mkdir(parents=True, exist_ok=True)
     with (lock_dir / "migrate.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         command.upgrade(alembic_config(url), "head")
+
+
+def head_revision(versions: Path = MIGRATIONS_DIR / "versions") -> str | None:
+    """The one migration no other follows, read from the files' `revision` and
+    `down_revision` (what alembic's ScriptDirectory reads); None when there is not exactly one."""
+    revisions: set[str] = set()
+    followed: set[str] = set()
+    for path in versions.glob("*.py"):
+        names: dict[str, object] = {}
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    if isinstance(target, ast.Name) and node.value is not None:
+                        try:
+                            names[target.id] = ast.literal_eval(node.value)
+                        except ValueError:
+                            continue
+        revision, down = names.get("revision"), names.get("down_revision")
+        if not isinstance(revision, str):
+            continue
+        revisions.add(revision)
+        if isinstance(down, str):
+            followed.add(down)
+        elif isinstance(down, tuple | list):
+            followed.update(str(d) for d in down)
+    heads = revisions - followed
+    return next(iter(heads)) if len(heads) == 1 else None
+
+
+def current_revision(url: str) -> str | None:
+    """The schema's revision as alembic recorded it; None if none (or not one) is."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+    except DBAPIError:  # no such table yet: a new database
+        return None
+    finally:
+        engine.dispose()
+    return str(rows[0][0]) if len(rows) == 1 else None
 
 
 class SessionFactory:

@@ -141,7 +141,12 @@ class Settings(BaseSettings):
     """Longest a build may take: one still running then is stopped and its revision fails."""
     api_workers: Annotated[int, Field(ge=1, le=64)] = 1
     """Processes answering the API and webhooks (more help on machines with cores to spare;
-    on 2 cores they contend with the worker: see docs/benchmarks/webhook-burst.md)."""
+    on 2 cores they contend with the worker: see docs/benchmarks/webhook-burst.md). More than
+    one runs the API and the worker as separate processes, whatever PROCESSES says."""
+    processes: Literal["combined", "split"] = "combined"
+    """How `slipway up` runs the API and the worker: `combined` in one process on one event
+    loop (~100 MiB less at rest: they load the same libraries), `split` as two processes, each
+    restarted on its own (a crash of one leaves the other serving)."""
     worker_max_jobs: Annotated[int, Field(ge=1)] = 10
     """Jobs one worker runs at once; builds are bounded by MAX_CONCURRENT_BUILDS, the rest
     (deliveries, reports, comments, teardowns) mostly wait on GitHub and Docker."""
@@ -238,8 +243,8 @@ class Settings(BaseSettings):
     """A lower replica count must have been asked for this long before replicas go."""
     reconcile_resync_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
     """Between runtime events the reconciler looks only at deployments something happened to
-    or that are being scaled; every deployment is looked at this often anyway (a lost event is
-    acted on within this long)."""
+    or that are being scaled; this often it also compares every container the runtime runs with
+    every replica recorded as running (a lost event is acted on within this long)."""
     drain_timeout_seconds: Annotated[float, Field(ge=0)] = 30.0
     """How long a replica leaving the route may finish its in-flight requests before it is
     stopped."""

@@ -3,10 +3,13 @@
 A tick looks only at the deployments that need it: those the runtime's events marked (a replica
 died, started or went: `changed`), those with replicas starting or draining or fewer than they
 should run, and production ones being scaled (requests in flight now, load remembered, or more
-than one replica desired). Everything is looked at in a full resync every
-SLIPWAY_RECONCILE_RESYNC_SECONDS and whenever events may have been lost (`resync`). So a tick
-over idle deployments reads two small queries and Caddy's upstreams, lists no container and
-writes nothing, however many there are.
+than one replica desired). Every SLIPWAY_RECONCILE_RESYNC_SECONDS a sweep lists every
+container and compares it with every replica recorded as running, in the same two queries: a
+death whose event was lost is found there, and only deployments where the two disagree (or that
+a tick would look at anyway) are looked at one by one. When events may have been lost wholesale
+(the worker's start, the event stream reopened: `resync`) every deployment is looked at one by
+one. So a tick over idle deployments reads two small queries and Caddy's upstreams, lists no
+container and writes nothing, however many there are, and a sweep adds one listing.
 
 For each deployment it looks at, it compares the control plane (the live revision, the desired
 replica count, the replicas recorded) with what the runtime runs and the router sees, and acts: a
@@ -25,6 +28,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
@@ -81,6 +85,17 @@ RESYNC_SECONDS = 60.0
 without an event (the safety net for a lost one)."""
 
 
+class Pass(Enum):
+    """What one reconciler tick looks at."""
+
+    tick = "tick"
+    """The deployments marked by an event, busy, short or being scaled."""
+    sweep = "sweep"
+    """A tick's, and those whose recorded replicas the runtime's listing does not run."""
+    full = "full"
+    """Every deployment one by one: at the worker's start, and after events were lost."""
+
+
 @dataclass(frozen=True)
 class Observed:
     statuses: dict[str, ReplicaStatus] | None
@@ -104,6 +119,10 @@ class Watch:
     """Production deployments with a live revision: the endpoints of its ready replicas."""
     above_one: frozenset[str]
     """Deployments desiring more than one replica: the scale-down delay runs for them."""
+    long: frozenset[str] = frozenset()
+    """Live deployments serving more replicas of their live revision than desired."""
+    containers: dict[str, tuple[str, ...]] | None = None
+    """The containers of every replica recorded as running, by deployment (for the sweep)."""
 
 
 @dataclass(frozen=True)
@@ -221,22 +240,21 @@ class Reconciler:
         with self._mutex:
             self._resync_requested = True
 
-    def _take_work(self) -> tuple[bool, set[str]]:
-        """Whether this tick is a full resync, and the deployments marked since the last."""
+    def _take_work(self) -> tuple[Pass, set[str]]:
+        """What kind of pass this tick is, and the deployments marked since the last."""
         now = self._wall()
         with self._mutex:
             last = self._last_resync
-            full = (
-                self._resync_requested
-                or last is None
-                or now - last >= self._resync_seconds
-                or now < last
-            )
-            if full:
+            kind = Pass.tick
+            if self._resync_requested or last is None:
+                kind = Pass.full
+            elif now - last >= self._resync_seconds or now < last:
+                kind = Pass.sweep
+            if kind is not Pass.tick:
                 self._resync_requested = False
                 self._last_resync = now
             changed, self._changed = self._changed, set()
-        return full, changed
+        return kind, changed
 
     def _give_back(self, *, full: bool, changed: set[str]) -> None:
         """A tick that could not look: what it took is looked at next tick."""
@@ -247,15 +265,15 @@ class Reconciler:
     # -- one tick ----------------------------------------------------------------------------
     def reconcile(self) -> None:
         """One pass: over everything at a resync, else over what needs looking at."""
-        full, changed = self._take_work()
-        if full:
+        kind, changed = self._take_work()
+        if kind is Pass.full:
             ids = self._deployments_to_look_at()
             seen = self._observe() if ids else None
             if ids and seen is None:
                 self._give_back(full=True, changed=changed)
                 return
         else:
-            ids, seen = self._light(changed)
+            ids, seen = self._light(changed, sweep=kind is Pass.sweep)
         if not ids or seen is None:
             return
         with ThreadPoolExecutor(max_workers=min(PARALLEL_DEPLOYMENTS, len(ids))) as pool:
@@ -268,10 +286,15 @@ class Reconciler:
                         extra={"deployment_id": deployment_id, "error": outcome},
                     )
 
-    def _light(self, changed: set[str]) -> tuple[list[str], Observed | None]:
+    def _light(
+        self, changed: set[str], *, sweep: bool = False
+    ) -> tuple[list[str], Observed | None]:
         """Between resyncs: the deployments marked, busy, short or being scaled; the runtime
-        is listed only when an event came, Caddy asked only when something can scale."""
-        watch = self._watch()
+        is listed only when an event came, Caddy asked only when something can scale.
+
+        A `sweep` also lists the runtime and adds the deployments whose recorded replicas it
+        does not run (a death whose event was lost) or that serve more than desired."""
+        watch = self._watch(containers=sweep)
         ids = set(changed) | watch.busy | watch.short
         with self._mutex:
             hot = set(self._hot)
@@ -284,10 +307,18 @@ class Reconciler:
                 for deployment_id, endpoints in watch.scalable.items()
                 if in_flight and any(in_flight.get(e, 0) > 0 for e in endpoints)
             }
+        statuses = None
+        if sweep:
+            try:
+                statuses = self._runtime.statuses()
+            except SlipwayError as exc:
+                log.warning("replicas unknown this tick", extra={"error": str(exc)})
+                self._give_back(full=True, changed=changed)
+                return [], None
+            ids |= watch.long | _disagreeing(watch.containers or {}, statuses)
         if not ids:
             return [], None
-        statuses = None
-        if changed:
+        if changed and statuses is None:
             try:
                 statuses = self._runtime.statuses()
             except SlipwayError as exc:
@@ -295,9 +326,9 @@ class Reconciler:
                 self._give_back(full=False, changed=changed)
         return sorted(ids), Observed(statuses=statuses, in_flight=in_flight)
 
-    def _watch(self) -> Watch:
+    def _watch(self, *, containers: bool = False) -> Watch:
         """Two queries whatever the number of deployments: the replicas running, and the
-        deployments that should run something."""
+        deployments that should run something (with `containers`, the replicas' containers)."""
         with self._sessions() as session:
             running = session.execute(
                 select_columns(
@@ -307,6 +338,7 @@ class Reconciler:
                     col(Replica.endpoint),
                     col(Deployment.live_revision_id),
                     col(Deployment.removed_at),
+                    col(Replica.container_name),
                 )
                 .join(Replica, col(Replica.revision_id) == col(Revision.id))
                 .join(Deployment, col(Deployment.id) == col(Revision.deployment_id))
@@ -324,7 +356,10 @@ class Reconciler:
         busy: set[str] = set()
         serving: dict[str, int] = {}
         endpoints: dict[str, list[str]] = {}
-        for deployment_id, revision_id, state, endpoint, live_revision_id, removed_at in running:
+        names: dict[str, list[str]] = {}
+        for row in running:
+            deployment_id, revision_id, state, endpoint, live_revision_id, removed_at, name = row
+            names.setdefault(deployment_id, []).append(name)
             current = revision_id == live_revision_id and removed_at is None
             if state != ReplicaState.ready or not current:
                 busy.add(deployment_id)
@@ -341,6 +376,8 @@ class Reconciler:
                 if kind == DeploymentType.production
             },
             above_one=frozenset(d for d, _type, want in live if want > 1),
+            long=frozenset(d for d, _type, want in live if serving.get(d, 0) > want),
+            containers={d: tuple(n) for d, n in names.items()} if containers else None,
         )
 
     def _in_flight(self) -> dict[str, int] | None:
@@ -641,6 +678,18 @@ class Reconciler:
             deployment.scaler_state = record(state, decision).to_json()
             session.add(deployment)
             session.commit()
+
+
+def _disagreeing(
+    containers: dict[str, tuple[str, ...]], statuses: dict[str, ReplicaStatus]
+) -> set[str]:
+    """Deployments with a replica recorded as running whose container the runtime does not
+    run (or no longer has)."""
+    return {
+        deployment_id
+        for deployment_id, names in containers.items()
+        if any(name not in statuses or not statuses[name].running for name in names)
+    }
 
 
 STALE_START = timedelta(minutes=5)

@@ -51,6 +51,8 @@ class Plan(TypedDict):
     data_dir: str
     env: dict[str, str]
     """For the API and the worker, on top of the supervisor's own environment."""
+    children: list[str]
+    """The `python -m app.cli` commands to keep running: ["combined"] or ["api", "worker"]."""
     postgres: dict[str, Any] | None
     """{"data_dir", "hosts", "shared_buffers"} of the embedded cluster (started already), or
     None when the cluster is the operator's."""
@@ -105,6 +107,7 @@ def prepare(settings: Settings) -> Plan:
     return Plan(
         data_dir=str(data_dir),
         env=env,
+        children=children(settings),
         postgres=postgres,
         redis=redis,
         router=router,
@@ -116,6 +119,14 @@ def prepare(settings: Settings) -> Plan:
         },
         setup_link=setup_link(settings, sessions, secrets),
     )
+
+
+def children(settings: Settings) -> list[str]:
+    """The API and the worker in one process by default; apart when asked, or when the API
+    runs several processes of its own (uvicorn's workers cannot share the worker's loop)."""
+    if settings.processes == "combined" and settings.api_workers == 1:
+        return ["combined"]
+    return ["api", "worker"]
 
 
 def setup_link(settings: Settings, sessions: SessionFactory, secrets: SecretBox) -> str | None:

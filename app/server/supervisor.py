@@ -1,7 +1,8 @@
 """`slipway up`: the whole platform in the foreground on one machine.
 
 Starts what is not configured (Postgres for deployment databases, a Redis-compatible queue),
-always the router (Caddy), then the API and a worker as child processes. Whatever of these
+always the router (Caddy), then the API and a worker as child processes (one process for
+both by default: app/server/combined.py). Whatever of these
 dies is started again, each with its own backoff (a part that keeps dying is retried less and
 less often, never given up on): the router keeps serving the apps while the queue, the
 database cluster or a child is down. Ctrl-C or SIGTERM stops everything.
@@ -40,7 +41,8 @@ MAX_RETRY_SECONDS = 60.0
 costs one start a minute, and never takes the rest of the platform down with it."""
 STABLE_SECONDS = 60.0
 """A part that ran this long after a restart is healthy again: its next death restarts at once."""
-CHILDREN = ("api", "worker")
+CHILDREN = ("combined",)
+"""The children until the plan names them (app/server/prepare.py `children`)."""
 ENV_PREFIX = "SLIPWAY_"
 """app.kernel.settings.ENV_PREFIX, repeated: importing the settings costs ~35 MiB."""
 
@@ -173,6 +175,7 @@ class Supervisor:
         """The plan's Postgres runs already (the prepare child started it): watch it."""
         self.data_dir = Path(plan["data_dir"])
         self._env = dict(plan["env"])
+        self._children = [Child(name) for name in plan["children"]]
         if plan["postgres"] is not None:
             cluster = plan["postgres"]
             self._postgres = EmbeddedPostgres(

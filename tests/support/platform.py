@@ -153,7 +153,12 @@ class RunningPlatform:
         self, revision_id: str, states: set[str], timeout: float = 180
     ) -> dict[str, Any]:
         def settled() -> dict[str, Any] | None:
-            revision = self.api(f"/api/revisions/{revision_id}")
+            try:
+                revision = self.api(f"/api/revisions/{revision_id}")
+            except httpx.TransportError:
+                # The API restarting: by default it shares its process with the worker, which
+                # a test may kill (the supervisor starts both again at once).
+                return None
             return dict(revision) if revision["state"] in states else None
 
         return wait_for(f"revision {revision_id} to reach {sorted(states)}", settled, timeout)
@@ -214,7 +219,8 @@ class RunningPlatform:
 
     # -- its processes --------------------------------------------------------------------------
     def worker_pid(self) -> int | None:
-        """The `slipway worker` child of `slipway up`."""
+        """The child of `slipway up` that runs the worker: `slipway combined` (the default,
+        with the API) or `slipway worker`."""
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -224,7 +230,11 @@ class RunningPlatform:
             except OSError:
                 continue
             parent = int(stat.rsplit(")", 1)[1].split()[1])
-            if parent == self.process.pid and b"app.cli" in argv and b"worker" in argv:
+            if (
+                parent == self.process.pid
+                and b"app.cli" in argv
+                and (b"worker" in argv or b"combined" in argv)
+            ):
                 return int(entry.name)
         return None
 
@@ -264,21 +274,31 @@ class RunningPlatform:
         """`slipway up` stopped and started again on the same data dir, ports and settings, as
         an operator restarts it; this object then drives the new one."""
         assert self.launch is not None, "only a platform start_platform started restarts"
-        self.stop()
+        self._halt()
         fresh = self.launch()
         self.process, self.client = fresh.process, fresh.client
 
     def stop_and_clean(self) -> None:
         """Stopped, and the containers, images and networks of its deployments removed."""
         self.stop()
-        try:
-            with sqlite3.connect(self.data_dir / "slipway.db") as db:
-                ids = [str(row[0]) for row in db.execute("SELECT id FROM deployments")]
-        except sqlite3.Error:  # it never got as far as its control plane
-            ids = []
-        remove_docker_objects(ids)
 
     def stop(self) -> None:
+        """Stopped for good: its deployments' containers, images and networks removed, then
+        its spare holders and their network (whose removal fails while a deployment's holder,
+        once a spare, is still attached to it)."""
+        self._halt()
+        remove_docker_objects(self.deployment_ids())
+        # Nor do its spare holders come back (a platform keeps them across its restarts).
+        DockerRuntime(DOCKER, self.data_dir.resolve() / "run").remove_reserve()
+
+    def deployment_ids(self) -> list[str]:
+        try:
+            with sqlite3.connect(self.data_dir / "slipway.db") as db:
+                return [str(row[0]) for row in db.execute("SELECT id FROM deployments")]
+        except sqlite3.Error:  # it never got as far as its control plane
+            return []
+
+    def _halt(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -289,8 +309,6 @@ class RunningPlatform:
         if shutil.which("iptables") is not None:
             # The network policy's rules of this platform: a test's platform does not come back.
             Iptables().forget(platform_tag(self.data_dir))
-        # Nor do its spare holders (a platform keeps them across its restarts).
-        DockerRuntime(DOCKER, self.data_dir.resolve() / "run").remove_reserve()
 
 
 def start_platform(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from alembic import command
 from sqlalchemy import create_engine, text
 from sqlmodel import Session
 
-from app.kernel.db import alembic_config, make_engine, migrate
+from app.kernel.db import alembic_config, current_revision, head_revision, make_engine, migrate
 from app.kernel.models import Deployment, Replica, ReplicaState, Revision, RevisionState
 
 T = "2026-11-20 10:00:00.000000"
@@ -69,3 +71,37 @@ def test_the_migrations_build_the_schema_the_models_describe(tmp_path: Path) -> 
     with make_engine(url).connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
     assert differences == []
+
+
+def test_the_head_read_from_the_files_is_alembics(tmp_path: Path) -> None:
+    from alembic.script import ScriptDirectory
+
+    url = f"sqlite:///{tmp_path / 'control-plane.db'}"
+    assert head_revision() == ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+
+def test_two_heads_or_none_leave_the_decision_to_alembic(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text('revision = "a"\ndown_revision = None\n')
+    (tmp_path / "b.py").write_text('revision = "b"\ndown_revision = "a"\n')
+    assert head_revision(tmp_path) == "b"
+    (tmp_path / "c.py").write_text('revision = "c"\ndown_revision = "a"\n')
+    assert head_revision(tmp_path) is None
+
+
+def test_a_schema_at_head_is_left_without_loading_alembic(tmp_path: Path) -> None:
+    """The API and the worker start on a schema `slipway up`'s prepare child migrated: they
+    must not keep alembic and Mako in memory for it."""
+    url = f"sqlite:///{tmp_path / 'control-plane.db'}"
+    migrate(url, tmp_path / "locks")  # a new database: alembic migrates it
+    assert current_revision(url) == head_revision()
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from app.kernel.db import migrate\n"
+        f"migrate({url!r}, Path({str(tmp_path / 'locks')!r}))\n"
+        "print(sorted(n for n in sys.modules if n.split('.')[0] in ('alembic', 'mako')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"

