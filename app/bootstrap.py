@@ -19,6 +19,7 @@ from typing import Any
 from app.access.links import LinkSigner, RevisionLinks
 from app.adapters.caddy import CaddyRouter
 from app.adapters.docker import DockerRuntime
+from app.adapters.docker_output import DockerOutputs
 from app.adapters.postgres import PostgresProvisioner, RoleLimits
 from app.deliveries.facts import CommitFacts, GitHubCommitFacts
 from app.deployments.janitor import Janitor, JanitorLimits
@@ -39,6 +40,7 @@ from app.kernel.ports import (
     GitHubPort,
     HealthProbe,
     ImageBuilder,
+    ReplicaOutputs,
     RouterPort,
     ServiceImages,
 )
@@ -49,6 +51,7 @@ from app.replicas.health import HttpHealthProbe
 from app.replicas.reconciler import Reconciler
 from app.replicas.replica_set import ReplicaConfig, Replicas
 from app.replicas.routes import RouteTable
+from app.replicas.server_logs import ServerLogArchive, ServerLogs
 from app.rollout.admission import Admission, AdmissionLimits
 from app.rollout.pipeline import PipelineConfig, RevisionPipeline
 from app.rollout.recovery import Recovery
@@ -251,6 +254,7 @@ class Wiring:
     check_name: str
     recovery_after: timedelta
     resync_seconds: float
+    server_log_max_bytes: int = 20 * 1024**2
 
 
 def wiring(settings: Settings, secrets: SecretBox, clock: Clock = utcnow) -> Wiring:
@@ -270,6 +274,22 @@ def wiring(settings: Settings, secrets: SecretBox, clock: Clock = utcnow) -> Wir
         check_name=settings.github_app_name,
         recovery_after=timedelta(seconds=settings.recovery_seconds),
         resync_seconds=settings.reconcile_resync_seconds,
+        server_log_max_bytes=settings.server_log_max_bytes,
+    )
+
+
+def server_logs(
+    settings: Settings, sessions: SessionFactory, secrets: SecretBox, outputs: ReplicaOutputs
+) -> ServerLogs:
+    """Server logs as both kinds of process use them: the worker keeps a removed replica's
+    output, the API reads them."""
+    return ServerLogs(
+        sessions=sessions,
+        secrets=secrets,
+        archive=ServerLogArchive(
+            settings.data_dir.resolve() / "server-logs", settings.server_log_max_bytes
+        ),
+        outputs=outputs,
     )
 
 
@@ -293,6 +313,7 @@ def real_adapters(
             settings.data_dir.resolve() / "run",
             network_pool=settings.container_network_pool,
             holder_reserve=settings.holder_reserve,
+            keep_output=server_logs(settings, sessions, secrets, DockerOutputs()).keep,
         ),
         router=CaddyRouter(
             require(settings.caddy_admin_url, "CADDY_ADMIN_URL"),
@@ -372,6 +393,7 @@ def wire(
         reports=reports,
         builds_dir=config.builds_dir,
         clock=clock,
+        server_logs=ServerLogArchive(config.server_logs_dir, setup.server_log_max_bytes),
     )
     comments = PreviewComments(
         sessions=sessions,

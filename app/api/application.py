@@ -22,9 +22,11 @@ from litestar.status_codes import (
 
 from app.access.follows import LogFollows
 from app.access.tokens import admin_token_path, ensure_admin_token
+from app.adapters.docker_output import DockerOutputs
 from app.adapters.queue import create_queue, redis_settings
 from app.api.auth import BearerTokens, writers_only
 from app.api.deployments import DeploymentController, RevisionController
+from app.api.logs import server_logs
 from app.api.setup import SetupController
 from app.api.tokens import TokenController, whoami
 from app.api.webhooks import DeliveryQueue, Receiver, WebhookController
@@ -36,6 +38,7 @@ from app.bootstrap import (
     pipeline_config,
     secret_box,
 )
+from app.bootstrap import server_logs as server_log_service
 from app.deliveries.inbox import DeliveryRecorder
 from app.deployments.operations import DeploymentOperations
 from app.kernel.errors import ConflictError, InvalidRequest, NotFoundError, PermissionDenied
@@ -84,6 +87,7 @@ def create_app(
     with sessions() as session:
         ensure_admin_token(session, admin_token_path(settings.data_dir), clock())
     follows = LogFollows(settings.log_follows_per_caller)
+    logs = server_log_service(settings, sessions, secrets, DockerOutputs())
 
     @asynccontextmanager
     async def queue_lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -110,7 +114,13 @@ def create_app(
 
     api = Router(
         path="/api",
-        route_handlers=[DeploymentController, RevisionController, TokenController, whoami],
+        route_handlers=[
+            DeploymentController,
+            RevisionController,
+            server_logs,
+            TokenController,
+            whoami,
+        ],
         guards=[writers_only],
     )
     return Litestar(
@@ -134,6 +144,7 @@ def create_app(
             "app_credentials": Provide(lambda: credentials, use_cache=True, sync_to_thread=False),
             "app_setup": Provide(lambda: setup, use_cache=True, sync_to_thread=False),
             "follows": Provide(lambda: follows, use_cache=True, sync_to_thread=False),
+            "logs": Provide(lambda: logs, use_cache=True, sync_to_thread=False),
         },
         exception_handlers={cls: _domain_error for cls in STATUS_OF},
         lifespan=[queue_lifespan],

@@ -214,6 +214,39 @@ class ReplicaEvents:
     close: Callable[[], None]
 
 
+@dataclass(frozen=True)
+class OutputLine:
+    """One line a replica wrote, stamped by the runtime when it was written."""
+
+    at_ns: int
+    """Nanoseconds since the epoch (UTC): the engine's own stamp, finer than a datetime's."""
+    deployment_id: str
+    revision_id: str
+    replica: str
+    """The replica's name (its container's)."""
+    stream: str
+    """stdout or stderr."""
+    text: str
+
+
+class ReplicaOutputs(Protocol):
+    """What the runtime still holds of replicas' output (running ones, and stopped ones not
+    yet removed); the runtime drops it with the replica, so it is copied out at removal."""
+
+    def of_deployment(
+        self, deployment_id: str, since_ns: int | None = None, until_ns: int | None = None
+    ) -> list[OutputLine]:
+        """Every line of the deployment's replicas the runtime holds, oldest first (a runtime
+        that cannot be reached raises EngineError)."""
+
+    def of_replica(self, name: str) -> list[OutputLine]:
+        """Everything the runtime holds of one replica's output (none once it is gone)."""
+
+
+KeepOutput = Callable[[list[OutputLine]], None]
+"""Where a runtime hands a replica's output just before it removes the replica."""
+
+
 class ContainerRuntime(Protocol):
     """Replicas and a deployment's services on some runtime (one Docker engine today).
 
