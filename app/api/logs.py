@@ -18,7 +18,7 @@ from litestar import Request, get
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath, Parameter
-from litestar.response import Stream
+from litestar.response import Response, Stream
 from litestar.status_codes import HTTP_429_TOO_MANY_REQUESTS, HTTP_503_SERVICE_UNAVAILABLE
 from pydantic import BaseModel
 from sqlmodel import select
@@ -76,7 +76,7 @@ async def server_logs(
     q: str | None = None,
     limit: Annotated[int, Parameter(ge=0, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     follow: bool = False,
-) -> Stream | list[ServerLogLine]:
+) -> Response[Any]:
     """What the deployment's replicas wrote (stdout and stderr), oldest first: the newest
     `limit` lines matching every filter given. `since`/`until`: a time ago (`10m`) or an ISO
     8601 time; `revision`: its number or id; `replica`: its name; `q`: a substring. With
@@ -106,7 +106,10 @@ async def server_logs(
 
     deployment_id, query, numbers = await asyncio.to_thread(query_of)
     if not follow:
-        return [_view(line, numbers) for line in await _read(logs, deployment_id, query)]
+        found = await _read(logs, deployment_id, query)
+        # A Response, not the list: one handler answers JSON or a stream, and Litestar would
+        # serialise a returned Stream as JSON under a union annotation.
+        return Response([_view(line, numbers).model_dump() for line in found])
     follower = _follower(request)
     if not follows.take(follower):
         raise HTTPException(
