@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from litestar import Request, get
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Response, Stream
 from litestar.status_codes import HTTP_429_TOO_MANY_REQUESTS, HTTP_503_SERVICE_UNAVAILABLE
 from pydantic import BaseModel
@@ -69,13 +69,13 @@ async def server_logs(
     follows: NamedDependency[LogFollows],
     logs: NamedDependency[ServerLogs],
     clock: NamedDependency[Clock],
-    since: str | None = None,
-    until: str | None = None,
-    revision: str | None = None,
-    replica: str | None = None,
-    q: str | None = None,
-    limit: Annotated[int, Parameter(ge=0, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    follow: bool = False,
+    since: FromQuery[str | None] = None,
+    until: FromQuery[str | None] = None,
+    revision: FromQuery[str | None] = None,
+    replica: FromQuery[str | None] = None,
+    q: FromQuery[str | None] = None,
+    limit: Annotated[int, QueryParameter(ge=0, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    follow: FromQuery[bool] = False,
 ) -> Response[Any]:
     """What the deployment's replicas wrote (stdout and stderr), oldest first: the newest
     `limit` lines matching every filter given. `since`/`until`: a time ago (`10m`) or an ISO
