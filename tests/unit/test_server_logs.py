@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from app.adapters.docker_output import FRAME_HEADER, parse_frames
 from app.kernel.db import SessionFactory
 from app.kernel.errors import InvalidRequest
 from app.kernel.models import Database, Deployment, Installation, Repository, Revision
@@ -231,3 +232,23 @@ def test_times_are_read_as_a_time_ago_or_an_iso_time_to_the_nanosecond() -> None
     assert moment_ns("2026-12-07T09:00:01", now) == moment_ns("2026-12-07T09:00:01+00:00", now)
     with pytest.raises(InvalidRequest, match="10m"):
         moment_ns("yesterday", now)
+
+
+def test_the_engines_frames_are_read_with_their_stream_and_stamp_to_the_nanosecond() -> None:
+    def frame(kind: int, payload: bytes) -> bytes:
+        return FRAME_HEADER.pack(kind, len(payload)) + payload
+
+    raw = (
+        frame(1, b"2026-12-07T10:00:00.000000001Z GET / 200\n")
+        + frame(2, b"2026-12-07T10:00:00.5Z Traceback (most recent call last):\n")
+        + frame(1, b"2026-12-07T10:00:01Z no fraction\n")
+        + frame(1, b"not a stamp\n")
+    )
+
+    lines = parse_frames(raw, deployment_id="dep_web", revision_id="rev_1", replica="web-1-a")
+
+    assert [(stamp_of(x.at_ns), x.stream, x.text) for x in lines] == [
+        ("2026-12-07T10:00:00.000000001Z", "stdout", "GET / 200"),
+        ("2026-12-07T10:00:00.500000000Z", "stderr", "Traceback (most recent call last):"),
+        ("2026-12-07T10:00:01.000000000Z", "stdout", "no fraction"),
+    ]
