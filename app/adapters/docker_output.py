@@ -6,11 +6,15 @@ engine a goroutine and a file watcher each), restarted after every worker restar
 by one worker only when several run. The engine already keeps every replica's output on disk,
 stamped and rotated within `CONTAINER_LOG_MAX_SIZE` x `CONTAINER_LOG_MAX_FILES`; reading it
 when someone asks costs nothing while no one does, which is nearly always (issue 22: a
-hundred idle deployments must stay light). Measured on this machine with 20 idle replicas
-(docs/benchmarks/server-logs.md): 20 followers held 20 threads and ~1.2 MiB more in the
-worker, and nothing at all when read on demand. What the engine drops with a replica is
-copied out just before it is removed (`DockerRuntime.remove`), so a crashed app's last lines
-outlive its container.
+hundred idle deployments must stay light). Measured with 20 idle replicas
+(`bench/server_logs.py`, docs/benchmarks/server-logs.md): 20 followers held 20 more threads and
+~1.4 MiB more in the process holding them, and 5-6 MiB more in dockerd; read on demand, nothing
+at all. The price is paid at a read (10,000 lines of one replica: ~0.25-0.4 s, mostly the
+engine decoding its file; the newest `limit` lines only, via the engine's `tail`, when nothing
+needs the whole file) and at a removal (the same read, then a file written).
+
+What the engine drops with a replica is copied out just before it is removed
+(`DockerRuntime.remove`), so a crashed app's last lines outlive its container.
 
 Both streams come in one read, as the engine's multiplexed frames, parsed here: the SDK's
 `logs` drops which stream a frame is, and a read per stream made the engine scan the file
@@ -114,7 +118,11 @@ class DockerOutputs:
             return self._api
 
     def of_deployment(
-        self, deployment_id: str, since_ns: int | None = None, until_ns: int | None = None
+        self,
+        deployment_id: str,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        tail: int | None = None,
     ) -> list[OutputLine]:
         api = self._client()
         containers = api.containers(
@@ -123,7 +131,7 @@ class DockerOutputs:
         lines: list[OutputLine] = []
         for container in containers:
             try:
-                lines += self._read(api, container, since_ns, until_ns)
+                lines += self._read(api, container, since_ns, until_ns, tail)
             except NoSuchContainer:
                 continue  # removed meanwhile: its output was copied out first
         lines.sort(key=lambda line: line.at_ns)
@@ -140,13 +148,20 @@ class DockerOutputs:
             "Names": [inspected.get("Name") or name],
             "Labels": (inspected.get("Config") or {}).get("Labels") or {},
         }
-        lines = self._read(api, container, None, None)
+        lines = self._read(api, container, None, None, None)
         lines.sort(key=lambda line: line.at_ns)
         return lines
 
     def _read(
-        self, api: Any, container: dict[str, Any], since_ns: int | None, until_ns: int | None
+        self,
+        api: Any,
+        container: dict[str, Any],
+        since_ns: int | None,
+        until_ns: int | None,
+        tail: int | None,
     ) -> list[OutputLine]:
+        """`tail`: the engine reads a json-file log backwards for it, so the newest lines of a
+        large log cost what they are, not the whole file."""
         labels = container.get("Labels") or {}
         deployment_id, revision_id = labels.get(DEPLOYMENT_LABEL), labels.get(REVISION_LABEL)
         if not deployment_id or not revision_id:
@@ -160,7 +175,13 @@ class DockerOutputs:
         # The SDK's `logs` drops which stream a frame is: its own request, read whole.
         response = api._get(
             api._url("/containers/{0}/logs", container["Id"]),
-            params={"stdout": 1, "stderr": 1, "timestamps": 1, "tail": "all", **window},
+            params={
+                "stdout": 1,
+                "stderr": 1,
+                "timestamps": 1,
+                "tail": "all" if tail is None else tail,
+                **window,
+            },
             stream=False,
         )
         api._raise_for_status(response)

@@ -234,10 +234,14 @@ class ReplicaOutputs(Protocol):
     yet removed); the runtime drops it with the replica, so it is copied out at removal."""
 
     def of_deployment(
-        self, deployment_id: str, since_ns: int | None = None, until_ns: int | None = None
+        self,
+        deployment_id: str,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        tail: int | None = None,
     ) -> list[OutputLine]:
-        """Every line of the deployment's replicas the runtime holds, oldest first (a runtime
-        that cannot be reached raises EngineError)."""
+        """Every line of the deployment's replicas the runtime holds, oldest first, or of each
+        replica only its newest `tail` (a runtime that cannot be reached raises EngineError)."""
 
     def of_replica(self, name: str) -> list[OutputLine]:
         """Everything the runtime holds of one replica's output (none once it is gone)."""

@@ -199,7 +199,10 @@ class ServerLogs:
     def read(self, deployment_id: str, query: LogQuery) -> list[OutputLine]:
         """The newest `query.limit` lines that match, oldest first (EngineError when the
         runtime cannot be reached: the archive alone would silently miss running replicas)."""
-        held = self._outputs.of_deployment(deployment_id, query.since_ns, query.until_ns)
+        # Each replica's newest `limit` hold the newest `limit` of all, unless lines are
+        # dropped after the engine's tail (by text, or by an end before the newest).
+        tail = query.limit if query.text is None and query.until_ns is None else None
+        held = self._outputs.of_deployment(deployment_id, query.since_ns, query.until_ns, tail)
         found = self._archive.read(deployment_id, query) + [
             line for line in held if query.admits(line)
         ]

@@ -56,9 +56,17 @@ class HeldOutputs:
         self.lines: list[OutputLine] = []
 
     def of_deployment(
-        self, deployment_id: str, since_ns: int | None = None, until_ns: int | None = None
+        self,
+        deployment_id: str,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        tail: int | None = None,
     ) -> list[OutputLine]:
-        return [line for line in self.lines if line.deployment_id == deployment_id]
+        own = [line for line in self.lines if line.deployment_id == deployment_id]
+        by_replica: dict[str, list[OutputLine]] = {}
+        for line in own:
+            by_replica.setdefault(line.replica, []).append(line)
+        return [x for lines in by_replica.values() for x in (lines[-tail:] if tail else lines)]
 
     def of_replica(self, name: str) -> list[OutputLine]:
         return [line for line in self.lines if line.replica == name]
