@@ -117,6 +117,10 @@ class DockerOutputs:
                     raise engine_api_error(exc) from exc
             return self._api
 
+    def ping(self) -> None:
+        """Raises EngineError unless the engine answers (`/readyz`)."""
+        self._client().ping()
+
     def of_deployment(
         self,
         deployment_id: str,

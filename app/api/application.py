@@ -9,10 +9,12 @@ from datetime import timedelta
 from typing import Any
 
 from arq.connections import ArqRedis
-from litestar import Litestar, MediaType, Request, Response, Router, get
+from litestar import Litestar, Request, Response, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.status_codes import (
     HTTP_403_FORBIDDEN,
     HTTP_404_NOT_FOUND,
@@ -22,10 +24,12 @@ from litestar.status_codes import (
 
 from app.access.follows import LogFollows
 from app.access.tokens import admin_token_path, ensure_admin_token
+from app.adapters.caddy import CaddyRouter
 from app.adapters.docker_output import DockerOutputs
 from app.adapters.queue import create_queue, redis_settings
 from app.api.auth import BearerTokens, writers_only
 from app.api.deployments import DeploymentController, RevisionController
+from app.api.health import healthz, readiness, readyz
 from app.api.logs import server_logs
 from app.api.setup import SetupController
 from app.api.tokens import TokenController, whoami
@@ -51,17 +55,15 @@ from manifests.errors import SlipwayError
 
 log = logging.getLogger(__name__)
 
+API_VERSION = "1"
+"""The API's version in its OpenAPI description: raised when a route changes incompatibly."""
+
 STATUS_OF: dict[type[SlipwayError], int] = {
     NotFoundError: HTTP_404_NOT_FOUND,
     InvalidRequest: HTTP_422_UNPROCESSABLE_ENTITY,
     ConflictError: HTTP_409_CONFLICT,
     PermissionDenied: HTTP_403_FORBIDDEN,
 }
-
-
-@get("/healthz", media_type=MediaType.JSON)
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
 
 
 def _domain_error(_: Request[Any, Any, Any], exc: SlipwayError) -> Response[dict[str, str]]:
@@ -87,12 +89,26 @@ def create_app(
     with sessions() as session:
         ensure_admin_token(session, admin_token_path(settings.data_dir), clock())
     follows = LogFollows(settings.log_follows_per_caller)
-    logs = server_log_service(settings, sessions, secrets, DockerOutputs())
+    engine = DockerOutputs()
+    logs = server_log_service(settings, sessions, secrets, engine)
+    router = (
+        CaddyRouter(
+            settings.caddy_admin_url,
+            listen=f"{settings.router_host}:{settings.router_port}",
+            storage_dir=settings.data_dir.resolve() / "caddy" / "storage",
+        )
+        if settings.caddy_admin_url
+        else None
+    )
+
+    opened: list[ArqRedis] = []
+    ready = readiness(sessions, lambda: opened[-1] if opened else None, router, engine)
 
     @asynccontextmanager
     async def queue_lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await create_queue(redis_settings(settings))
         app.state.queue = pool
+        opened.append(pool)
         app.state.receiver = Receiver(
             settings, DeliveryRecorder(sessions), DeliveryQueue(pool), clock, credentials
         )
@@ -124,7 +140,7 @@ def create_app(
         guards=[writers_only],
     )
     return Litestar(
-        route_handlers=[healthz, WebhookController, SetupController, api],
+        route_handlers=[healthz, readyz, WebhookController, SetupController, api],
         middleware=[
             DefineMiddleware(
                 BearerTokens,
@@ -145,10 +161,18 @@ def create_app(
             "app_setup": Provide(lambda: setup, use_cache=True, sync_to_thread=False),
             "follows": Provide(lambda: follows, use_cache=True, sync_to_thread=False),
             "logs": Provide(lambda: logs, use_cache=True, sync_to_thread=False),
+            "ready": Provide(lambda: ready, use_cache=True, sync_to_thread=False),
         },
         exception_handlers={cls: _domain_error for cls in STATUS_OF},
         lifespan=[queue_lifespan],
-        openapi_config=None,
+        # The API described at /schema/openapi.json (and .yaml): no page that loads a viewer
+        # from a CDN, since a self-hosted install may have no internet.
+        openapi_config=OpenAPIConfig(
+            title="Slipway",
+            version=API_VERSION,
+            path="/schema",
+            render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"]), YamlRenderPlugin()],
+        ),
         # Logging is app.kernel.logs' (key=value lines, written where they happen): Litestar's
         # default would replace the root handler with a queue and a thread that drop the fields.
         logging_config=None,
