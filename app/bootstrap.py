@@ -48,6 +48,7 @@ from app.kernel.settings import Settings, require
 from app.kernel.timestamps import utcnow
 from app.replicas.autoscaler import autoscale_defaults
 from app.replicas.health import HttpHealthProbe
+from app.replicas.metrics import MetricsSampler
 from app.replicas.reconciler import Reconciler
 from app.replicas.replica_set import ReplicaConfig, Replicas
 from app.replicas.routes import RouteTable
@@ -90,6 +91,7 @@ class Platform:
     janitor: Janitor
     facts: CommitFacts
     clock: Clock
+    metrics: MetricsSampler
 
     @property
     def databases(self) -> DatabaseProvisioner:
@@ -455,4 +457,7 @@ def wire(
         janitor=janitor,
         facts=GitHubCommitFacts(github),
         clock=clock,
+        metrics=MetricsSampler(
+            sessions=sessions, scrape=router.metrics_text, hostname=config.hostname, clock=clock
+        ),
     )

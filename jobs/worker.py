@@ -32,6 +32,7 @@ from app.kernel.orders import (
 )
 from app.kernel.settings import Settings
 from app.replicas.engine_events import EngineEventFollower
+from app.replicas.metrics import FINE_STEP_SECONDS
 from jobs import tasks
 from jobs.constants import (
     IDLE_POLL_SECONDS,
@@ -54,6 +55,9 @@ JANITOR_TIMEOUT_SECONDS = 15 * 60
 last heartbeat, and at every worker start."""
 """Waiting revisions are dispatched when capacity frees; this catches a lost wake-up."""
 ROUTE_RECONCILE_SECOND = 0
+METRICS_SECONDS = set(range(5, 60, FINE_STEP_SECONDS))
+"""Every 10 s, off the minute's first seconds (where the other crons start)."""
+METRICS_TIMEOUT_SECONDS = 9
 """Once a minute the router is given the database's routes again, in case Caddy restarted."""
 
 
@@ -285,6 +289,14 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
                 name="sync_routes",
                 second=ROUTE_RECONCILE_SECOND,
                 run_at_startup=False,
+            ),
+            cron(
+                tasks.sample_metrics,
+                name="sample_metrics",
+                second=METRICS_SECONDS,
+                run_at_startup=False,
+                max_tries=1,  # a missed step is a gap, not worth a retry
+                timeout=METRICS_TIMEOUT_SECONDS,
             ),
         ],
         "on_startup": on_startup,

@@ -28,6 +28,7 @@ from app.kernel.errors import RouterError
 SERVER_NAME = "slipway"
 ADMIN_TIMEOUT_SECONDS = 10.0
 UPSTREAMS_PATH = "/reverse_proxy/upstreams"
+METRICS_PATH = "/metrics"
 ADMIN_ATTEMPTS = 3
 ADMIN_RETRY_SECONDS = 0.05
 """A connection to the admin API reset or refused is tried again after this: Caddy stops its
@@ -95,6 +96,9 @@ def render_caddy_config(
         "storage": {"module": "file_system", "root": str(storage_dir)},
         "apps": {
             "http": {
+                # Requests, 5xx answers and latency counted per host, read by the metrics
+                # sampler; hosts no route names are counted together as "_other".
+                "metrics": {"per_host": True},
                 "servers": {
                     SERVER_NAME: {
                         "listen": [listen],
@@ -104,7 +108,7 @@ def render_caddy_config(
                         "protocols": ["h1"],
                         "routes": caddy_routes,
                     }
-                }
+                },
             }
         },
     }
@@ -143,6 +147,13 @@ class CaddyRouter:
             raise RouterError(
                 f"the router (Caddy) listed its upstreams in a form Slipway does not know: {exc}"
             ) from exc
+
+    def metrics_text(self) -> str:
+        """Caddy's own Prometheus metrics (its admin `/metrics`), per host."""
+        status, body = self._get(METRICS_PATH)
+        if status != 200:
+            raise RouterError(f"the router (Caddy) did not give its metrics (HTTP {status})")
+        return body.decode("utf-8", errors="replace")
 
     def _get(self, path: str) -> tuple[int, bytes]:
         """A read of the admin API: over Slipway's own Caddy's socket without httpx (read every

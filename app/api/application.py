@@ -31,6 +31,7 @@ from app.api.auth import BearerTokens, writers_only
 from app.api.deployments import DeploymentController, RevisionController
 from app.api.health import healthz, readiness, readyz
 from app.api.logs import server_logs
+from app.api.metrics import deployment_metrics, platform_registry, prometheus_metrics
 from app.api.setup import SetupController
 from app.api.tokens import TokenController, whoami
 from app.api.webhooks import DeliveryQueue, Receiver, WebhookController
@@ -101,6 +102,7 @@ def create_app(
         else None
     )
 
+    registry = platform_registry(sessions)
     opened: list[ArqRedis] = []
     ready = readiness(sessions, lambda: opened[-1] if opened else None, router, engine)
 
@@ -134,19 +136,28 @@ def create_app(
             DeploymentController,
             RevisionController,
             server_logs,
+            deployment_metrics,
             TokenController,
             whoami,
         ],
         guards=[writers_only],
     )
     return Litestar(
-        route_handlers=[healthz, readyz, WebhookController, SetupController, api],
+        route_handlers=[
+            healthz,
+            readyz,
+            prometheus_metrics,
+            WebhookController,
+            SetupController,
+            api,
+        ],
         middleware=[
             DefineMiddleware(
                 BearerTokens,
                 sessions=sessions,
                 signer=link_signer(settings, secrets, clock),
                 clock=clock,
+                also_guarded=frozenset() if settings.metrics_public else frozenset({"/metrics"}),
             )
         ],
         dependencies={
@@ -162,6 +173,7 @@ def create_app(
             "follows": Provide(lambda: follows, use_cache=True, sync_to_thread=False),
             "logs": Provide(lambda: logs, use_cache=True, sync_to_thread=False),
             "ready": Provide(lambda: ready, use_cache=True, sync_to_thread=False),
+            "registry": Provide(lambda: registry, use_cache=True, sync_to_thread=False),
         },
         exception_handlers={cls: _domain_error for cls in STATUS_OF},
         lifespan=[queue_lifespan],

@@ -296,6 +296,10 @@ class RouterPort(Protocol):
         """Requests being proxied now, by upstream address (host:port); an address the
         router no longer dials (or never did) is absent."""
 
+    def metrics_text(self) -> str:
+        """The router's request counts, latency histograms and in-flight requests per host,
+        in Prometheus text (RouterError when it does not answer)."""
+
 
 class DatabaseProvisioner(Protocol):
     def ensure(self, name: str, role: str, password: str, *, connection_limit: int) -> None: ...

@@ -178,6 +178,9 @@ class Settings(BaseSettings):
     """Size at which a replica's log file is rotated (a Docker size: 500k, 10m, 1g)."""
     container_log_max_files: Annotated[int, Field(ge=1)] = 3
     """Rotated log files kept per replica; older output is dropped."""
+    metrics_public: bool = False
+    """Serve `/metrics` (Prometheus) without a token; by default it needs one, as the API does
+    (it names every deployment and its traffic)."""
     server_log_max_bytes: Annotated[int, Field(ge=64 * 1024)] = 20 * 1024**2
     """Disk kept per deployment for the output of replicas that are gone (drained, crashed,
     replaced); the oldest lines are dropped first. Running replicas' output is the engine's,

@@ -292,8 +292,14 @@ class FakeRouter:
     loads: int = 0
     """Configurations applied so far."""
 
+    metrics: str = ""
+    """What the router's metrics read gives (Prometheus text, as Caddy's)."""
+
     def in_flight(self) -> dict[str, int]:
         return dict(self.load)
+
+    def metrics_text(self) -> str:
+        return self.metrics
 
     def apply(self, routes: list[Route]) -> None:
         if self.failure is not None:
