@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -97,7 +97,7 @@ def added(a: HostCounters, b: HostCounters) -> HostCounters:
     )
 
 
-def quantile(buckets: dict[float, float], q: float) -> float | None:
+def quantile(buckets: Mapping[float, float], q: float) -> float | None:
     """The q-quantile in seconds of a cumulative histogram (Prometheus' histogram_quantile:
     linear within the bucket it falls in; the largest finite bound when it falls in +Inf)."""
     if not buckets:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.kernel.db import SessionFactory
 from app.kernel.models import (
@@ -156,7 +156,7 @@ def test_the_sampler_writes_busy_steps_every_ten_seconds_and_every_deployment_ea
         sampler.sample()
 
     with sessions() as session:
-        points = session.exec(select(MetricPoint).order_by(MetricPoint.at)).all()
+        points = session.exec(select(MetricPoint).order_by(col(MetricPoint.at))).all()
     fine = [p for p in points if p.step_seconds == 10]
     coarse = {p.deployment_id: p for p in points if p.step_seconds == 60}
     assert [(p.requests, p.errors) for p in fine] == [(100, 1), (100, 1), (100, 1)]
