@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete
 from sqlmodel import Session, col, func, select
 
@@ -38,6 +38,9 @@ REQUESTS = "caddy_http_requests_total"
 IN_FLIGHT = "caddy_http_requests_in_flight"
 DURATION = "caddy_http_request_duration_seconds"
 QUANTILES = (0.5, 0.95, 0.99)
+_COUNT = f"{DURATION}_count"
+_WANTED = frozenset({REQUESTS, IN_FLIGHT, _COUNT, f"{DURATION}_bucket"})
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 @dataclass
@@ -53,23 +56,37 @@ class HostCounters:
 
 
 def parse_router_metrics(text: str) -> dict[str, HostCounters]:
-    """Caddy's Prometheus text, per host (the `host` label its `per_host` option adds)."""
+    """Caddy's Prometheus text, per host (the `host` label its `per_host` option adds).
+
+    Only the four series used are read, line by line: Caddy also writes request and response
+    sizes and Go's own metrics, and prometheus_client's full parser took 120 ms every 10 s for
+    100 hosts (1.2 % of a core at rest, bench/metrics_idle.py), this a tenth of it.
+    """
     hosts: dict[str, HostCounters] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            host = sample.labels.get("host")
-            if not host:
-                continue
-            counters = hosts.setdefault(host, HostCounters())
-            if sample.name == REQUESTS:
-                counters.requests += sample.value
-            elif sample.name == IN_FLIGHT:
-                counters.in_flight += sample.value
-            elif sample.name == f"{DURATION}_count" and sample.labels.get("code", "")[:1] == "5":
-                counters.errors += sample.value
-            elif sample.name == f"{DURATION}_bucket":
-                bound = float(sample.labels["le"])
-                counters.buckets[bound] = counters.buckets.get(bound, 0.0) + sample.value
+    for line in text.splitlines():
+        name, brace, rest = line.partition("{")
+        if not brace or name not in _WANTED:
+            continue
+        labels_text, _, value_text = rest.rpartition("} ")
+        labels = dict(_LABEL.findall(labels_text))
+        host = labels.get("host")
+        if not host:
+            continue
+        try:
+            value = float(value_text.split()[0])
+        except (ValueError, IndexError):
+            continue
+        counters = hosts.setdefault(host, HostCounters())
+        if name == REQUESTS:
+            counters.requests += value
+        elif name == IN_FLIGHT:
+            counters.in_flight += value
+        elif name == _COUNT:
+            if labels.get("code", "")[:1] == "5":
+                counters.errors += value
+        else:
+            bound = float(labels["le"]) if "le" in labels else math.inf
+            counters.buckets[bound] = counters.buckets.get(bound, 0.0) + value
     return hosts
 
 
