@@ -47,13 +47,22 @@ NO_REPLICA_BODY = (
 )
 
 
+def _hosts(hostname: str, listen: str) -> list[str]:
+    """The route's host, and the same with the router's port: a browser sends the port in
+    `Host` when it is not 80, and Caddy's per-host metrics count a request under the `Host` it
+    came with only when a route names it (else under "_other"). Matching ignores the port, so
+    the second entry changes what is counted, not what is routed."""
+    port = listen.rpartition(":")[2]
+    return [hostname, f"{hostname}:{port}"] if port.isdigit() else [hostname]
+
+
 def render_caddy_config(
     routes: list[Route], *, listen: str, admin_listen: str, storage_dir: Path
 ) -> dict[str, Any]:
     caddy_routes: list[dict[str, Any]] = [
         {
             "@id": f"route-{route.deployment_id}",
-            "match": [{"host": [route.hostname]}],
+            "match": [{"host": _hosts(route.hostname, listen)}],
             "handle": [
                 {
                     "handler": "reverse_proxy",
@@ -74,7 +83,7 @@ def render_caddy_config(
     caddy_routes += [
         {
             "@id": f"route-{route.deployment_id}",
-            "match": [{"host": [route.hostname]}],
+            "match": [{"host": _hosts(route.hostname, listen)}],
             "handle": [
                 {
                     "handler": "static_response",

@@ -72,6 +72,9 @@ def parse_router_metrics(text: str) -> dict[str, HostCounters]:
         host = labels.get("host")
         if not host:
             continue
+        name_part, _, port = host.rpartition(":")
+        if port.isdigit() and name_part:
+            host = name_part  # counted under `Host` as sent, with the router's port
         try:
             value = float(value_text.split()[0])
         except (ValueError, IndexError):

@@ -169,3 +169,18 @@ def test_a_crashed_apps_last_lines_are_read_after_it_is_gone_followed_filtered_a
     assert f"followed-{marker}" in recent and f"last-words-{marker}" not in recent
     assert f"last-words-{marker}" in cli("logs", slug, "--since", "10m").stdout
     assert "slipway:" in cli("logs", slug, "--build").stdout
+
+    # The same requests, counted by the router, in the deployment's metrics; the platform ready.
+    assert platform.call("GET", "/readyz").status_code == 200
+
+    def counted() -> list[dict[str, Any]] | None:
+        response = platform.call(
+            "GET", f"/api/deployments/{deployment_id}/metrics", params={"since": "15m"}
+        )
+        assert response.status_code == 200, response.text
+        points = list(response.json()["points"])
+        return points if sum(p["requests"] for p in points) >= 4 else None
+
+    points = wait_for("the requests in the deployment's metrics", counted, 60)
+    assert all(p["replicas"] >= 1 for p in points)
+    assert any(p["p50_ms"] is not None for p in points if p["requests"])

@@ -200,3 +200,12 @@ def test_points_older_than_they_are_kept_go(sessions: SessionFactory, deployment
     with sessions() as session:
         kept = session.exec(select(MetricPoint).where(MetricPoint.requests == 1)).all()
     assert [(p.step_seconds, now[0] - p.at > timedelta(days=5)) for p in kept] == [(60, True)]
+
+
+def test_requests_sent_with_the_routers_port_in_host_count_for_the_host() -> None:
+    read = parse_router_metrics(
+        caddy_text({HOST: (10, 0, [10] * 9), f"{HOST}:8000": (5, 1, [4] * 9)})
+    )
+
+    assert (read[HOST].requests, read[HOST].errors) == (15, 1)
+    assert f"{HOST}:8000" not in read
