@@ -294,7 +294,8 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
                 tasks.sample_metrics,
                 name="sample_metrics",
                 second=METRICS_SECONDS,
-                run_at_startup=False,
+                # The first read is the baseline: taken at once, requests from then on count.
+                run_at_startup=True,
                 max_tries=1,  # a missed step is a gap, not worth a retry
                 timeout=METRICS_TIMEOUT_SECONDS,
             ),
