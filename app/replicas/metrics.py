@@ -8,8 +8,11 @@ Caddy's request-duration histogram, summed over codes and methods, the way Prome
 `histogram_quantile` does (linear within a bucket), so they are as fine as its buckets.
 Replicas and restarts come from the control plane, which the reconciler keeps.
 
-The sampler keeps the previous read in memory: the first read after a worker starts (or after
-the router restarted and its counters went back to zero) is a baseline, not a step.
+The sampler keeps the previous read in memory: the first read after a worker starts is a
+baseline, not a step (the worker reads once at its start). Caddy starts its counts again at
+every configuration load (each route change: a deploy, a replica replaced), which its
+`caddy_config_last_reload_success_timestamp_seconds` tells: a step across a load counts from the
+load, so requests between the previous read and the load (under 10 s) are not counted.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ KEEP_COARSE = timedelta(days=7)
 REQUESTS = "caddy_http_requests_total"
 IN_FLIGHT = "caddy_http_requests_in_flight"
 DURATION = "caddy_http_request_duration_seconds"
+RELOADED = "caddy_config_last_reload_success_timestamp_seconds"
 QUANTILES = (0.5, 0.95, 0.99)
 _COUNT = f"{DURATION}_count"
 _WANTED = frozenset({REQUESTS, IN_FLIGHT, _COUNT, f"{DURATION}_bucket"})
@@ -91,6 +95,18 @@ def parse_router_metrics(text: str) -> dict[str, HostCounters]:
             bound = float(labels["le"]) if "le" in labels else math.inf
             counters.buckets[bound] = counters.buckets.get(bound, 0.0) + value
     return hosts
+
+
+def reload_stamp(text: str) -> float | None:
+    """When the router last loaded its configuration: Caddy starts its counts again at every
+    load (each route change), so a step across one counts from the load."""
+    for line in text.splitlines():
+        if line.startswith(RELOADED + " "):
+            try:
+                return float(line.split()[1])
+            except (ValueError, IndexError):
+                return None
+    return None
 
 
 def difference(now: HostCounters, before: HostCounters | None) -> HostCounters:
@@ -157,11 +173,18 @@ class MetricsSampler:
     _minute_restarts: dict[str, int] = field(default_factory=dict)
     _minute_started: datetime | None = None
     _last_at: datetime | None = None
+    _reloaded: float | None = None
 
     def sample(self) -> int:
         """One step; returns the points written."""
         now = self.clock()
-        read = parse_router_metrics(self.scrape())
+        text = self.scrape()
+        read = parse_router_metrics(text)
+        stamp = reload_stamp(text)
+        # Counts began again at a load since the last read: what they hold is the step's
+        # (what came between the last read and the load is lost: at most a step's worth).
+        reloaded = self._reloaded is not None and stamp != self._reloaded
+        self._reloaded = stamp
         since = self._last_at or now - timedelta(seconds=FINE_STEP_SECONDS)
         with self.sessions() as session:
             deployments = {
@@ -195,7 +218,8 @@ class MetricsSampler:
             points: list[MetricPoint] = []
             for host, deployment_id in deployments.items():
                 current = read.get(host, HostCounters())
-                step = difference(current, self._last.get(host))
+                before = self._last.get(host)
+                step = current if reloaded and before is not None else difference(current, before)
                 self._last[host] = current
                 self._minute[deployment_id] = added(
                     self._minute.get(deployment_id, HostCounters()), step

@@ -209,3 +209,24 @@ def test_requests_sent_with_the_routers_port_in_host_count_for_the_host() -> Non
 
     assert (read[HOST].requests, read[HOST].errors) == (15, 1)
     assert f"{HOST}:8000" not in read
+
+
+def test_a_step_across_a_router_reload_counts_from_the_reload(
+    sessions: SessionFactory, deployment: str
+) -> None:
+    now = [datetime(2026, 12, 7, 10, 0, 5, tzinfo=UTC)]
+    router = Router()
+    sampler = MetricsSampler(
+        sessions=sessions, scrape=router, hostname=lambda s: f"{s}.localhost", clock=lambda: now[0]
+    )
+    reload = "caddy_config_last_reload_success_timestamp_seconds {}\n"
+    router.text = reload.format(1.0) + caddy_text({HOST: (50, 0, [50] * 9)})
+    sampler.sample()  # the baseline
+    now[0] += timedelta(seconds=10)
+    # A route change loaded a new configuration: the counts began again, and reached 70.
+    router.text = reload.format(2.0) + caddy_text({HOST: (70, 0, [70] * 9)})
+    sampler.sample()
+
+    with sessions() as session:
+        (point,) = session.exec(select(MetricPoint)).all()
+    assert point.requests == 70  # not 70 - 50
