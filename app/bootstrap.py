@@ -458,6 +458,6 @@ def wire(
         facts=GitHubCommitFacts(github),
         clock=clock,
         metrics=MetricsSampler(
-            sessions=sessions, scrape=router.metrics_text, hostname=config.hostname, clock=clock
+            sessions=sessions, scrape=router.metrics_reads, hostname=config.hostname, clock=clock
         ),
     )

@@ -104,7 +104,7 @@ def main() -> None:
         now = [datetime(2026, 12, 7, 10, 0, 5, tzinfo=UTC)]
         sampler = MetricsSampler(
             sessions=sessions,
-            scrape=lambda: text,
+            scrape=lambda: [text],
             hostname=lambda slug: f"{slug}.localhost",
             clock=lambda: now[0],
         )

@@ -8,6 +8,7 @@ is Caddy's boot config, so routes come back when either Slipway or Caddy restart
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ SERVER_NAME = "slipway"
 ADMIN_TIMEOUT_SECONDS = 10.0
 UPSTREAMS_PATH = "/reverse_proxy/upstreams"
 METRICS_PATH = "/metrics"
+READS_KEPT = 64
+"""Reads before loads kept for the metrics sampler (one per load; it takes them every 10 s)."""
 ADMIN_ATTEMPTS = 3
 ADMIN_RETRY_SECONDS = 0.05
 """A connection to the admin API reset or refused is tried again after this: Caddy stops its
@@ -126,6 +129,8 @@ def render_caddy_config(
 class CaddyRouter:
     def __init__(self, admin_url: str, *, listen: str, storage_dir: Path) -> None:
         self.admin_url = admin_url.rstrip("/")
+        self._before_loads: list[str] = []
+        self._reads_lock = threading.Lock()
         self._listen = listen
         self._storage_dir = storage_dir
 
@@ -157,6 +162,22 @@ class CaddyRouter:
                 f"the router (Caddy) listed its upstreams in a form Slipway does not know: {exc}"
             ) from exc
 
+    def metrics_reads(self) -> list[str]:
+        """The counts read just before each load since the last call, then now's: Caddy
+        starts its counts again at every load, and these keep what each load would drop."""
+        with self._reads_lock:
+            kept, self._before_loads = self._before_loads, []
+        return [*kept, self.metrics_text()]
+
+    def _keep_counts(self) -> None:
+        """Best effort: a load is never held up by its metrics."""
+        try:
+            text = self.metrics_text()
+        except RouterError:
+            return
+        with self._reads_lock:
+            self._before_loads = [*self._before_loads[-(READS_KEPT - 1) :], text]
+
     def metrics_text(self) -> str:
         """Caddy's own Prometheus metrics (its admin `/metrics`), per host."""
         status, body = self._get(METRICS_PATH)
@@ -185,6 +206,7 @@ class CaddyRouter:
         and measured: Caddy rebuilds its whole config on any admin change, so one route costs
         it the same CPU as a full load (13 against 12 ms at 100 routes) and more at a few
         routes (an extra read); `bench/router_changes.py` shows it."""
+        self._keep_counts()
         for attempt in range(1, ADMIN_ATTEMPTS + 1):
             try:
                 # Caddy replaces its admin server on every load: a kept-alive connection would

@@ -296,9 +296,10 @@ class RouterPort(Protocol):
         """Requests being proxied now, by upstream address (host:port); an address the
         router no longer dials (or never did) is absent."""
 
-    def metrics_text(self) -> str:
+    def metrics_reads(self) -> list[str]:
         """The router's request counts, latency histograms and in-flight requests per host,
-        in Prometheus text (RouterError when it does not answer)."""
+        in Prometheus text: those read just before each route load since the last call, then
+        now's (RouterError when it does not answer)."""
 
 
 class DatabaseProvisioner(Protocol):

@@ -12,7 +12,9 @@ The sampler keeps the previous read in memory: the first read after a worker sta
 baseline, not a step (the worker reads once at its start). Caddy starts its counts again at
 every configuration load (each route change: a deploy, a replica replaced), which its
 `caddy_config_last_reload_success_timestamp_seconds` tells: a step across a load counts from the
-load, so requests between the previous read and the load (under 10 s) are not counted.
+load. The router adapter reads the counts just before each load it makes, and the sampler
+takes those reads too, so nothing is lost across the loads of its own process (a load by
+another worker process loses what came between the previous read and it: under 10 s).
 """
 
 from __future__ import annotations
@@ -163,8 +165,9 @@ class MetricsSampler:
     """Reads the router and the control plane every fine step; writes the points."""
 
     sessions: SessionFactory
-    scrape: Callable[[], str]
-    """The router's metrics in Prometheus text (Caddy's admin `/metrics`)."""
+    scrape: Callable[[], list[str]]
+    """The router's metrics in Prometheus text (Caddy's admin `/metrics`): those read just
+    before each route load since the last call, then now's."""
     hostname: Callable[[str], str]
     """A deployment's slug → the host the router serves it at."""
     clock: Clock
@@ -178,13 +181,7 @@ class MetricsSampler:
     def sample(self) -> int:
         """One step; returns the points written."""
         now = self.clock()
-        text = self.scrape()
-        read = parse_router_metrics(text)
-        stamp = reload_stamp(text)
-        # Counts began again at a load since the last read: what they hold is the step's
-        # (what came between the last read and the load is lost: at most a step's worth).
-        reloaded = self._reloaded is not None and stamp != self._reloaded
-        self._reloaded = stamp
+        reads = self.scrape()
         since = self._last_at or now - timedelta(seconds=FINE_STEP_SECONDS)
         with self.sessions() as session:
             deployments = {
@@ -215,12 +212,10 @@ class MetricsSampler:
                     .group_by(col(Revision.deployment_id))
                 ).all()
             )
+            steps = self._steps(reads, deployments)
             points: list[MetricPoint] = []
             for host, deployment_id in deployments.items():
-                current = read.get(host, HostCounters())
-                before = self._last.get(host)
-                step = current if reloaded and before is not None else difference(current, before)
-                self._last[host] = current
+                step = steps[host]
                 self._minute[deployment_id] = added(
                     self._minute.get(deployment_id, HostCounters()), step
                 )
@@ -260,6 +255,25 @@ class MetricsSampler:
             session.commit()
         self._last_at = now
         return len(points)
+
+    def _steps(self, reads: list[str], hosts: Iterable[str]) -> dict[str, HostCounters]:
+        """What each host counted since the last sample, over the reads in time order (the
+        ones taken just before each route load, then now's). Counts begin again at each load
+        (Caddy's reload stamp tells): across one, a read holds everything since the load."""
+        steps = {host: HostCounters() for host in hosts}
+        for text in reads:
+            read = parse_router_metrics(text)
+            stamp = reload_stamp(text)
+            reloaded = self._reloaded is not None and stamp != self._reloaded
+            self._reloaded = stamp
+            for host in steps:
+                current = read.get(host, HostCounters())
+                before = self._last.get(host)
+                step = current if reloaded and before is not None else difference(current, before)
+                self._last[host] = current
+                steps[host] = added(steps[host], step)
+                steps[host].in_flight = current.in_flight
+        return steps
 
 
 def _point(

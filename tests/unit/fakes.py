@@ -298,8 +298,8 @@ class FakeRouter:
     def in_flight(self) -> dict[str, int]:
         return dict(self.load)
 
-    def metrics_text(self) -> str:
-        return self.metrics
+    def metrics_reads(self) -> list[str]:
+        return [self.metrics]
 
     def apply(self, routes: list[Route]) -> None:
         if self.failure is not None:

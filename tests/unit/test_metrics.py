@@ -98,9 +98,12 @@ def test_a_step_is_the_difference_and_a_router_restart_starts_again() -> None:
 class Router:
     def __init__(self) -> None:
         self.text = caddy_text({})
+        self.before_loads: list[str] = []
+        """Reads the router adapter took just before its loads, since the last sample."""
 
-    def __call__(self) -> str:
-        return self.text
+    def __call__(self) -> list[str]:
+        kept, self.before_loads = self.before_loads, []
+        return [*kept, self.text]
 
 
 @pytest.fixture
@@ -223,10 +226,15 @@ def test_a_step_across_a_router_reload_counts_from_the_reload(
     router.text = reload.format(1.0) + caddy_text({HOST: (50, 0, [50] * 9)})
     sampler.sample()  # the baseline
     now[0] += timedelta(seconds=10)
-    # A route change loaded a new configuration: the counts began again, and reached 70.
-    router.text = reload.format(2.0) + caddy_text({HOST: (70, 0, [70] * 9)})
+    # A route change loaded a new configuration at 60 (read just before), then 20 more.
+    router.before_loads = [reload.format(1.0) + caddy_text({HOST: (60, 0, [60] * 9)})]
+    router.text = reload.format(2.0) + caddy_text({HOST: (20, 0, [20] * 9)})
+    sampler.sample()
+    now[0] += timedelta(seconds=10)
+    # A load by another process (no read before it): counts from the load.
+    router.text = reload.format(3.0) + caddy_text({HOST: (7, 0, [7] * 9)})
     sampler.sample()
 
     with sessions() as session:
-        (point,) = session.exec(select(MetricPoint)).all()
-    assert point.requests == 70  # not 70 - 50
+        points = session.exec(select(MetricPoint).order_by(col(MetricPoint.at))).all()
+    assert [p.requests for p in points] == [30, 7]
