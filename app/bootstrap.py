@@ -23,6 +23,7 @@ from app.adapters.apprise_channels import AppriseChannels
 from app.adapters.caddy import AutomaticHttps, CaddyRouter
 from app.adapters.dns import SystemResolver
 from app.adapters.docker import DockerRuntime
+from app.adapters.docker_output import DockerOutputs
 from app.adapters.langsmith import LangSmithProjects
 from app.adapters.pg_tools import PostgresTools
 from app.adapters.postgres import PostgresProvisioner, RoleLimits
@@ -55,6 +56,7 @@ from app.kernel.ports import (
     GitHubPort,
     HealthProbe,
     ImageBuilder,
+    ReplicaOutputs,
     RouterPort,
     ServiceImages,
     TracingService,
@@ -63,9 +65,11 @@ from app.kernel.settings import Settings, require
 from app.kernel.timestamps import utcnow
 from app.replicas.autoscaler import autoscale_defaults
 from app.replicas.health import HttpHealthProbe
+from app.replicas.metrics import MetricsSampler
 from app.replicas.reconciler import Reconciler
 from app.replicas.replica_set import ReplicaConfig, Replicas
 from app.replicas.routes import RouteTable
+from app.replicas.server_logs import ServerLogArchive, ServerLogs
 from app.rollout.admission import Admission, AdmissionLimits
 from app.rollout.pipeline import PipelineConfig, RevisionPipeline
 from app.rollout.recovery import Recovery
@@ -106,6 +110,7 @@ class Platform:
     janitor: Janitor
     facts: CommitFacts
     clock: Clock
+    metrics: MetricsSampler
     usage: UsageTracker
     tracing_projects: TracingProjects
     backups: DatabaseBackups | None = None
@@ -372,6 +377,7 @@ class Wiring:
     notify_max_attempts: int = DEFAULT_MAX_ATTEMPTS
     idle: IdleRules = field(default_factory=IdleRules)
     slug_hold: timedelta = timedelta(days=7)
+    server_log_max_bytes: int = 20 * 1024**2
 
 
 def wiring(settings: Settings, secrets: SecretBox, clock: Clock = utcnow) -> Wiring:
@@ -396,6 +402,22 @@ def wiring(settings: Settings, secrets: SecretBox, clock: Clock = utcnow) -> Wir
         notify_max_attempts=settings.notify_max_attempts,
         idle=idle_rules(settings),
         slug_hold=timedelta(days=settings.slug_hold_days),
+        server_log_max_bytes=settings.server_log_max_bytes,
+    )
+
+
+def server_logs(
+    settings: Settings, sessions: SessionFactory, secrets: SecretBox, outputs: ReplicaOutputs
+) -> ServerLogs:
+    """Server logs as both kinds of process use them: the worker keeps a removed replica's
+    output, the API reads them."""
+    return ServerLogs(
+        sessions=sessions,
+        secrets=secrets,
+        archive=ServerLogArchive(
+            settings.data_dir.resolve() / "server-logs", settings.server_log_max_bytes
+        ),
+        outputs=outputs,
     )
 
 
@@ -465,6 +487,7 @@ def real_adapters(
             settings.data_dir.resolve() / "run",
             network_pool=settings.container_network_pool,
             holder_reserve=settings.holder_reserve,
+            keep_output=server_logs(settings, sessions, secrets, DockerOutputs()).keep,
         ),
         router=caddy_router(settings, require(settings.caddy_admin_url, "CADDY_ADMIN_URL")),
         databases=PostgresProvisioner(
@@ -570,6 +593,7 @@ def wire(
         builds_dir=config.builds_dir,
         clock=clock,
         final_backup=backups.final if backups is not None else None,
+        server_logs=ServerLogArchive(config.server_logs_dir, setup.server_log_max_bytes),
     )
     comments = PreviewComments(
         sessions=sessions,
@@ -652,4 +676,7 @@ def wire(
         backups=backups,
         usage=usage,
         tracing_projects=tracing_projects,
+        metrics=MetricsSampler(
+            sessions=sessions, scrape=router.metrics_reads, hostname=config.hostname, clock=clock
+        ),
     )

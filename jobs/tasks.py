@@ -189,6 +189,11 @@ async def sync_routes(ctx: dict[str, Any]) -> None:
     await asyncio.to_thread(_platform(ctx).pipeline.sync_routes)
 
 
+async def sample_metrics(ctx: dict[str, Any]) -> int:
+    """One step of every deployment's metrics (one read of the router for all of them)."""
+    return await asyncio.to_thread(_platform(ctx).metrics.sample)
+
+
 async def reconcile(ctx: dict[str, Any]) -> None:
     """One reconciler pass: dead replicas replaced, scaling applied, drained ones stopped."""
     await asyncio.to_thread(_platform(ctx).reconciler.reconcile)

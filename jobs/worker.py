@@ -35,6 +35,7 @@ from app.kernel.orders import (
 )
 from app.kernel.settings import Settings
 from app.replicas.engine_events import EngineEventFollower
+from app.replicas.metrics import FINE_STEP_SECONDS
 from jobs import tasks
 from jobs.constants import (
     IDLE_POLL_SECONDS,
@@ -61,6 +62,9 @@ DOMAIN_CHECK_SECONDS = {0, 20, 40}
 when one is added): seconds the worker wakes at anyway for the dispatch, so no wake-up of its
 own at rest, and one query when no domain waits."""
 ROUTE_RECONCILE_SECOND = 0
+METRICS_SECONDS = set(range(5, 60, FINE_STEP_SECONDS))
+"""Every 10 s, off the minute's first seconds (where the other crons start)."""
+METRICS_TIMEOUT_SECONDS = 9
 """Once a minute the router is given the database's routes again, in case Caddy restarted."""
 USAGE_TICKS_PER_DAY = 8
 """The usage tick (app/deployments/usage.py) runs this often per idle-rule day, and at least
@@ -355,6 +359,15 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
                 name="sync_routes_cron",
                 second=ROUTE_RECONCILE_SECOND,
                 run_at_startup=False,
+            ),
+            cron(
+                tasks.sample_metrics,
+                name="sample_metrics",
+                second=METRICS_SECONDS,
+                # The first read is the baseline: taken at once, requests from then on count.
+                run_at_startup=True,
+                max_tries=1,  # a missed step is a gap, not worth a retry
+                timeout=METRICS_TIMEOUT_SECONDS,
             ),
         ],
         "on_startup": on_startup,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ METRICS_PATH = "/metrics"
 REQUESTS_METRIC = "caddy_http_requests_total"
 """Counted by Caddy per host it has a route for (per_host metrics; other hosts are "_other"):
 one read of the admin API tells which deployments served a request, however many there are."""
+READS_KEPT = 64
+"""Reads before loads kept for the metrics sampler (one per load; it takes them every 10 s)."""
 ADMIN_ATTEMPTS = 3
 ADMIN_RETRY_SECONDS = 0.05
 """A connection to the admin API reset or refused is tried again after this: Caddy stops its
@@ -149,7 +152,8 @@ def render_caddy_config(
     if https is None:
         config["apps"] = {
             "http": {
-                # Per-host request counters: the idle rules read which deployments were used.
+                # Requests, 5xx answers and latency counted per host: read by the metrics
+                # sampler and by the idle rules; hosts no route names count as "_other".
                 "metrics": {"per_host": True},
                 "servers": {
                     SERVER_NAME: {
@@ -170,6 +174,7 @@ def render_caddy_config(
     )
     config["apps"] = {
         "http": {
+            "metrics": {"per_host": True},
             "http_port": https.http_port,
             "https_port": https.https_port,
             "servers": {
@@ -265,6 +270,8 @@ class CaddyRouter:
         https: AutomaticHttps | None = None,
     ) -> None:
         self.admin_url = admin_url.rstrip("/")
+        self._before_loads: list[str] = []
+        self._reads_lock = threading.Lock()
         self._listen = listen
         self._storage_dir = storage_dir
         self._https = https
@@ -300,10 +307,30 @@ class CaddyRouter:
 
     def requests_served(self) -> dict[str, int]:
         """Caddy's `caddy_http_requests_total`, summed over handlers, by host."""
+        return requests_by_host(self.metrics_text())
+
+    def metrics_reads(self) -> list[str]:
+        """The counts read just before each load since the last call, then now's: Caddy
+        starts its counts again at every load, and these keep what each load would drop."""
+        with self._reads_lock:
+            kept, self._before_loads = self._before_loads, []
+        return [*kept, self.metrics_text()]
+
+    def _keep_counts(self) -> None:
+        """Best effort: a load is never held up by its metrics."""
+        try:
+            text = self.metrics_text()
+        except RouterError:
+            return
+        with self._reads_lock:
+            self._before_loads = [*self._before_loads[-(READS_KEPT - 1) :], text]
+
+    def metrics_text(self) -> str:
+        """Caddy's own Prometheus metrics (its admin `/metrics`), per host."""
         status, body = self._get(METRICS_PATH)
         if status != 200:
             raise RouterError(f"the router (Caddy) did not give its metrics (HTTP {status})")
-        return requests_by_host(body.decode("utf-8", "replace"))
+        return body.decode("utf-8", errors="replace")
 
     def _get(self, path: str) -> tuple[int, bytes]:
         """A read of the admin API: over Slipway's own Caddy's socket without httpx (read every
@@ -326,6 +353,7 @@ class CaddyRouter:
         and measured: Caddy rebuilds its whole config on any admin change, so one route costs
         it the same CPU as a full load (13 against 12 ms at 100 routes) and more at a few
         routes (an extra read); `bench/router_changes.py` shows it."""
+        self._keep_counts()
         for attempt in range(1, ADMIN_ATTEMPTS + 1):
             try:
                 # Caddy replaces its admin server on every load: a kept-alive connection would

@@ -49,9 +49,11 @@ import docker
 from docker.types import IPAMConfig, IPAMPool, LogConfig, Mount
 
 from app.adapters.bridges import enable_quick_acks
+from app.adapters.docker_output import DockerOutputs
 from app.kernel.ports import (
     REPLICA_EVENT_ACTIONS,
     Endpoint,
+    KeepOutput,
     ReplicaEvent,
     ReplicaEvents,
     ReplicaStatus,
@@ -153,16 +155,20 @@ class DockerRuntime:
         writable_layer_check_seconds: float = WRITABLE_LAYER_CHECK_SECONDS,
         monotonic: Callable[[], float] = time.monotonic,
         holder_reserve: int = DEFAULT_HOLDER_RESERVE,
+        keep_output: KeepOutput | None = None,
     ) -> None:
         """`engine`: the Engine API client (from the environment, as the Docker CLI finds the
         engine, when not given); `docker_binary` only builds the holder's image;
-        `holder_reserve`: spare holders the host keeps for any deployment's next replicas."""
+        `holder_reserve`: spare holders the host keeps for any deployment's next replicas;
+        `keep_output`: given each replica's output just before the replica is removed."""
         try:
             engine = engine or docker.from_env(timeout=ENGINE_TIMEOUT_SECONDS)
         except ENGINE_API_FAILURES as exc:
             raise engine_api_error(exc) from exc
         self._api = typed_api(engine.api)
         """Each call raises a kind of EngineError (`builders.engine_errors`), never the SDK's."""
+        self._outputs = DockerOutputs(lambda: engine)
+        self._keep_output = keep_output
         self._lock_dir = lock_dir
         self._network_pool = network_pool or ipaddress.IPv4Network(DEFAULT_NETWORK_POOL)
         self._quick_acks = quick_acks
@@ -606,23 +612,41 @@ class DockerRuntime:
         Two removers of one container (a teardown and a route switch retiring it) both end
         well: "no such container" and "removal already in progress" mean it is going.
         """
-        self._remove_container(name)
-        if not is_holder(name):
-            self._remove_container(holder_name(name))
+        if is_holder(name):
+            self._remove_container(name)
+            return
+        self._remove_container(name, copy_output=True)
+        self._remove_container(holder_name(name))
 
-    def _remove_container(self, name_or_id: str) -> None:
+    def _remove_container(self, name_or_id: str, *, copy_output: bool = False) -> None:
+        """`copy_output`: what the replica wrote, up to its last line (it is stopped first),
+        is handed to `keep_output` before the engine drops it with the container."""
         try:
             self._api.stop(name_or_id, timeout=STOP_TIMEOUT_SECONDS)
         except NoSuchContainer:
             return
         except EngineError:
             pass  # stopped already, or it would not stop: the removal kills it
+        if copy_output:
+            self._copy_output(name_or_id)
         try:
             self._api.remove_container(name_or_id, force=True, v=True)
         except (NoSuchContainer, AlreadyRemoving):
             return
         except EngineError as exc:
             raise failed(f"the Docker engine did not remove {name_or_id}", exc) from exc
+
+    def _copy_output(self, name: str) -> None:
+        """Best effort: a replica whose output cannot be read or kept is removed all the same
+        (a full disk must not keep dead replicas around)."""
+        if self._keep_output is None:
+            return
+        try:
+            lines = self._outputs.of_replica(name)
+            if lines:
+                self._keep_output(lines)
+        except Exception as exc:
+            log.warning("replica output not kept", extra={"replica": name, "why": repr(exc)})
 
     def remove_labelled(self, label: str, value: str) -> None:
         """Containers first (an image in use cannot go, nor a network with containers on it),

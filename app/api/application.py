@@ -9,10 +9,12 @@ from datetime import timedelta
 from typing import Any
 
 from arq.connections import ArqRedis
-from litestar import Litestar, MediaType, Request, Response, Router, get
+from litestar import Litestar, Request, Response, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.status_codes import (
     HTTP_403_FORBIDDEN,
     HTTP_404_NOT_FOUND,
@@ -23,11 +25,16 @@ from litestar.status_codes import (
 
 from app.access.follows import LogFollows
 from app.access.tokens import admin_token_path, ensure_admin_token
+from app.adapters.caddy import CaddyRouter
+from app.adapters.docker_output import DockerOutputs
 from app.adapters.queue import create_queue, redis_settings
 from app.api.auth import BearerTokens, writers_only
 from app.api.backups import DatabaseController
 from app.api.deployments import DeploymentController, RevisionController
 from app.api.domains import DomainController
+from app.api.health import healthz, readiness, readyz
+from app.api.logs import server_logs
+from app.api.metrics import deployment_metrics, platform_registry, prometheus_metrics
 from app.api.router import ask
 from app.api.setup import SetupController
 from app.api.tokens import TokenController, whoami
@@ -44,6 +51,7 @@ from app.bootstrap import (
     pipeline_config,
     secret_box,
 )
+from app.bootstrap import server_logs as server_log_service
 from app.deliveries.inbox import DeliveryRecorder
 from app.deployments.operations import DeploymentOperations
 from app.kernel.errors import (
@@ -63,6 +71,9 @@ from manifests.errors import SlipwayError
 
 log = logging.getLogger(__name__)
 
+API_VERSION = "1"
+"""The API's version in its OpenAPI description: raised when a route changes incompatibly."""
+
 STATUS_OF: dict[type[SlipwayError], int] = {
     NotFoundError: HTTP_404_NOT_FOUND,
     InvalidRequest: HTTP_422_UNPROCESSABLE_ENTITY,
@@ -70,11 +81,6 @@ STATUS_OF: dict[type[SlipwayError], int] = {
     PermissionDenied: HTTP_403_FORBIDDEN,
     DatabaseError: HTTP_503_SERVICE_UNAVAILABLE,
 }
-
-
-@get("/healthz", media_type=MediaType.JSON)
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
 
 
 def _domain_error(_: Request[Any, Any, Any], exc: SlipwayError) -> Response[dict[str, str]]:
@@ -108,11 +114,27 @@ def create_app(
     certificates = CertificatePermission(
         sessions, settings.base_domain, https.platform_host if https else None
     )
+    engine = DockerOutputs()
+    logs = server_log_service(settings, sessions, secrets, engine)
+    router = (
+        CaddyRouter(
+            settings.caddy_admin_url,
+            listen=f"{settings.router_host}:{settings.router_port}",
+            storage_dir=settings.data_dir.resolve() / "caddy" / "storage",
+        )
+        if settings.caddy_admin_url
+        else None
+    )
+
+    registry = platform_registry(sessions)
+    opened: list[ArqRedis] = []
+    ready = readiness(sessions, lambda: opened[-1] if opened else None, router, engine)
 
     @asynccontextmanager
     async def queue_lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await create_queue(redis_settings(settings))
         app.state.queue = pool
+        opened.append(pool)
         app.state.receiver = Receiver(
             settings, DeliveryRecorder(sessions), DeliveryQueue(pool), clock, credentials
         )
@@ -140,19 +162,30 @@ def create_app(
             DatabaseController,
             DomainController,
             RevisionController,
+            server_logs,
+            deployment_metrics,
             TokenController,
             whoami,
         ],
         guards=[writers_only],
     )
     return Litestar(
-        route_handlers=[healthz, ask, WebhookController, SetupController, api],
+        route_handlers=[
+            healthz,
+            readyz,
+            ask,
+            prometheus_metrics,
+            WebhookController,
+            SetupController,
+            api,
+        ],
         middleware=[
             DefineMiddleware(
                 BearerTokens,
                 sessions=sessions,
                 signer=link_signer(settings, secrets, clock),
                 clock=clock,
+                also_guarded=frozenset() if settings.metrics_public else frozenset({"/metrics"}),
             )
         ],
         dependencies={
@@ -170,10 +203,20 @@ def create_app(
             "backups": Provide(lambda: backups, use_cache=True, sync_to_thread=False),
             "certificates": Provide(lambda: certificates, use_cache=True, sync_to_thread=False),
             "domains": Provide(lambda: domains, use_cache=True, sync_to_thread=False),
+            "logs": Provide(lambda: logs, use_cache=True, sync_to_thread=False),
+            "ready": Provide(lambda: ready, use_cache=True, sync_to_thread=False),
+            "registry": Provide(lambda: registry, use_cache=True, sync_to_thread=False),
         },
         exception_handlers={cls: _domain_error for cls in STATUS_OF},
         lifespan=[queue_lifespan],
-        openapi_config=None,
+        # The API described at /schema/openapi.json (and .yaml): no page that loads a viewer
+        # from a CDN, since a self-hosted install may have no internet.
+        openapi_config=OpenAPIConfig(
+            title="Slipway",
+            version=API_VERSION,
+            path="/schema",
+            render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"]), YamlRenderPlugin()],
+        ),
         # Logging is app.kernel.logs' (key=value lines, written where they happen): Litestar's
         # default would replace the root handler with a queue and a thread that drop the fields.
         logging_config=None,

@@ -34,8 +34,12 @@ class BearerTokens(AbstractAuthenticationMiddleware):
         signer: LinkSigner,
         clock: Clock,
         scopes: Scopes | None = None,
+        also_guarded: frozenset[str] = frozenset(),
     ) -> None:
+        """`also_guarded`: paths outside /api that need a token too (`/metrics`, unless the
+        operator opened it)."""
         super().__init__(app, scopes=scopes)
+        self._also_guarded = also_guarded
         self._sessions = sessions
         self._signer = signer
         self._clock = clock
@@ -43,7 +47,7 @@ class BearerTokens(AbstractAuthenticationMiddleware):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Installed on the whole app (a Router deep-copies its middleware's arguments): only
         # /api is guarded; /healthz, the webhook receiver and the setup pages stay open.
-        if not _is_api(scope["path"]):
+        if not _is_api(scope["path"]) and scope["path"] not in self._also_guarded:
             await self.app(scope, receive, send)
             return
         await super().__call__(scope, receive, send)

@@ -328,6 +328,36 @@ class SlipwayClient:
             )
         )
 
+    def server_logs(self, deployment_id: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        try:
+            response = self._http.get(f"/api/deployments/{deployment_id}/logs", params=params)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"Slipway at {self.url} did not answer: {exc}") from exc
+        if response.is_error:
+            raise ClientError(_reason(response), response.status_code)
+        return list(response.json())
+
+    def follow_server_logs(
+        self, deployment_id: str, params: dict[str, str]
+    ) -> Iterator[dict[str, Any]]:
+        """The matching lines, then each new one as it is written (Server-Sent Events), until
+        the platform ends the follow (SLIPWAY_LOG_FOLLOW_MAX_SECONDS) or Ctrl-C."""
+        try:
+            with self._http.stream(
+                "GET",
+                f"/api/deployments/{deployment_id}/logs",
+                params={**params, "follow": "true"},
+                timeout=httpx.Timeout(TIMEOUT_SECONDS, read=None),
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    raise ClientError(_reason(response), response.status_code)
+                for line in response.iter_lines():
+                    if line.startswith("data: "):
+                        yield dict(json.loads(line.removeprefix("data: ")))
+        except httpx.HTTPError as exc:
+            raise ClientError(f"the log stream broke off: {exc}") from exc
+
     # -- tokens -----------------------------------------------------------------------------
     def domains(self, deployment_id: str) -> list[dict[str, Any]]:
         return list(self._call("GET", f"/api/deployments/{deployment_id}/domains"))

@@ -24,6 +24,7 @@ from app.kernel.errors import TeardownIncomplete
 from app.kernel.models import Database, Deployment, Replica, ReplicaState, Revision, RevisionState
 from app.kernel.ports import Clock, ContainerRuntime, DatabaseProvisioner
 from app.replicas.routes import RouteTable
+from app.replicas.server_logs import ServerLogArchive
 from manifests.containers import DEPLOYMENT_LABEL
 from manifests.errors import SlipwayError
 
@@ -42,6 +43,7 @@ class Teardown:
         builds_dir: Path,
         clock: Clock,
         final_backup: Callable[[str], None] | None = None,
+        server_logs: ServerLogArchive | None = None,
     ) -> None:
         self._sessions = sessions
         self._runtime = runtime
@@ -49,6 +51,7 @@ class Teardown:
         self._databases = databases
         self._reports = reports
         self._builds_dir = builds_dir
+        self._server_logs = server_logs
         self._clock = clock
         self._final_backup = final_backup
 
@@ -100,6 +103,9 @@ class Teardown:
                 problems.append(f"could not {what}: {exc}")
         for revision in revisions:
             shutil.rmtree(self._builds_dir / revision.id, ignore_errors=True)
+        if self._server_logs is not None and not problems:
+            # Copied out as its replicas went (just now): gone with the deployment.
+            self._server_logs.forget(deployment_id)
         self._retire_on_github(revisions, reason)
         if problems:
             raise TeardownIncomplete("; ".join(problems))

@@ -26,7 +26,7 @@ def _quote(value: object) -> str:
     return repr(text) if (" " in text or not text) else text
 
 
-QUIET_JOBS = ("reconcile",)
+QUIET_JOBS = ("reconcile", "sample_metrics")
 """Crons that tick every few seconds: arq's start and end lines for them would be most of the
 log. What they do is logged by the services themselves (a replica died, replicas desired)."""
 

@@ -10,7 +10,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.kernel.timestamps import UTCDateTime, utcnow
@@ -529,3 +529,28 @@ class UsageDay(SQLModel, table=True):
     """Requests through the router seen that day (at least one when it was used by them)."""
     traces: bool = False
     """A trace was emitted to its project that day."""
+
+
+class MetricPoint(SQLModel, table=True):
+    """One deployment's traffic and replicas over one step: 10 s points for the last hour,
+    1 min points for a week (`app.replicas.metrics`). A 10 s point is written only when
+    something happened (an idle deployment costs one row a minute)."""
+
+    __tablename__ = "metric_points"
+    __table_args__ = (Index("ix_metric_points_series", "deployment_id", "step_seconds", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    deployment_id: str = Field(index=True)
+    at: datetime = _ts(nullable=False)
+    """The step's end."""
+    step_seconds: int
+    requests: int = 0
+    errors: int = 0
+    """Answers with a 5xx status (the app's, or the router's own 502/503)."""
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    in_flight: float = 0.0
+    replicas: int = 0
+    restarts: int = 0
+    """Replicas that died during the step."""

@@ -230,6 +230,43 @@ class ReplicaEvents:
     close: Callable[[], None]
 
 
+@dataclass(frozen=True)
+class OutputLine:
+    """One line a replica wrote, stamped by the runtime when it was written."""
+
+    at_ns: int
+    """Nanoseconds since the epoch (UTC): the engine's own stamp, finer than a datetime's."""
+    deployment_id: str
+    revision_id: str
+    replica: str
+    """The replica's name (its container's)."""
+    stream: str
+    """stdout or stderr."""
+    text: str
+
+
+class ReplicaOutputs(Protocol):
+    """What the runtime still holds of replicas' output (running ones, and stopped ones not
+    yet removed); the runtime drops it with the replica, so it is copied out at removal."""
+
+    def of_deployment(
+        self,
+        deployment_id: str,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        tail: int | None = None,
+    ) -> list[OutputLine]:
+        """Every line of the deployment's replicas the runtime holds, oldest first, or of each
+        replica only its newest `tail` (a runtime that cannot be reached raises EngineError)."""
+
+    def of_replica(self, name: str) -> list[OutputLine]:
+        """Everything the runtime holds of one replica's output (none once it is gone)."""
+
+
+KeepOutput = Callable[[list[OutputLine]], None]
+"""Where a runtime hands a replica's output just before it removes the replica."""
+
+
 class ContainerRuntime(Protocol):
     """Replicas and a deployment's services on some runtime (one Docker engine today).
 
@@ -274,6 +311,11 @@ class RouterPort(Protocol):
     def in_flight(self) -> dict[str, int]:
         """Requests being proxied now, by upstream address (host:port); an address the
         router no longer dials (or never did) is absent."""
+
+    def metrics_reads(self) -> list[str]:
+        """The router's request counts, latency histograms and in-flight requests per host,
+        in Prometheus text: those read just before each route load since the last call, then
+        now's (RouterError when it does not answer)."""
 
     def requests_served(self) -> dict[str, int]:
         """Requests answered since the router started, by hostname: a counter that only a

@@ -214,9 +214,11 @@ class Settings(BaseSettings):
     """Sends of one notification to one channel before it is given up (recorded as failed);
     the waits between them double from 10 s to at most 30 min."""
     log_follows_per_caller: Annotated[int, Field(ge=1)] = 4
-    """Build logs one token or one signed link may follow at once; more are refused (429)."""
+    """Logs (build and server logs together) one token or one signed link may follow at once;
+    more are refused (429)."""
     log_follow_max_seconds: Annotated[float, Field(gt=0)] = 3600.0
-    """A followed build log ends after this long even if its revision has not finished."""
+    """A followed log ends after this long (a build log's even if its revision has not
+    finished)."""
     container_pids_limit: Annotated[int, Field(ge=1)] = 1024
     """Most processes and threads one replica may hold: a fork bomb stops at its container."""
     container_writable_layer_bytes: Annotated[int, Field(ge=1024**2)] = 2 * 1024**3
@@ -228,6 +230,13 @@ class Settings(BaseSettings):
     """Size at which a replica's log file is rotated (a Docker size: 500k, 10m, 1g)."""
     container_log_max_files: Annotated[int, Field(ge=1)] = 3
     """Rotated log files kept per replica; older output is dropped."""
+    metrics_public: bool = False
+    """Serve `/metrics` (Prometheus) without a token; by default it needs one, as the API does
+    (it names every deployment and its traffic)."""
+    server_log_max_bytes: Annotated[int, Field(ge=64 * 1024)] = 20 * 1024**2
+    """Disk kept per deployment for the output of replicas that are gone (drained, crashed,
+    replaced); the oldest lines are dropped first. Running replicas' output is the engine's,
+    bounded by CONTAINER_LOG_MAX_SIZE x CONTAINER_LOG_MAX_FILES each."""
     autoscale_tick_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
     """How often the reconciler converges what runs to what is desired (replaces dead
     replicas, scales, stops drained ones)."""

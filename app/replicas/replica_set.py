@@ -73,6 +73,11 @@ MAX_PARALLEL_STARTS = 10
 """A production deployment's most replicas start at once (each `docker run` mostly waits)."""
 
 
+def redis_password(database_password: str) -> str:
+    """The deployment's Redis password, derived from its database's (see `Replicas._redis`)."""
+    return hmac.new(database_password.encode(), REDIS_PASSWORD_PURPOSE, hashlib.sha256).hexdigest()
+
+
 @dataclass(frozen=True)
 class ReplicaConfig:
     confinement: Confinement = field(default_factory=Confinement)
@@ -266,9 +271,7 @@ class Replicas:
         Its password is derived from the database's (random, stored encrypted): as secret, kept
         as long, dropped with it, and no column of its own in the control plane.
         """
-        password = hmac.new(
-            database_password.encode(), REDIS_PASSWORD_PURPOSE, hashlib.sha256
-        ).hexdigest()
+        password = redis_password(database_password)
         spec = redis_spec(
             deployment_id=deployment.id,
             image=self._service_images.redis(),

@@ -35,6 +35,11 @@ class PipelineConfig:
         return self.data_dir / "builds"
 
     @property
+    def server_logs_dir(self) -> Path:
+        """Removed replicas' output (`app.replicas.server_logs`)."""
+        return self.data_dir / "server-logs"
+
+    @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
 

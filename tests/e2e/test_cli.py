@@ -118,8 +118,8 @@ def test_a_deployment_driven_from_the_cli(
     newest = revisions[0]
     assert newest["state"] == "live" and newest["requested_by"] == "admin"
     assert cli("revisions", "list", slug).stdout.splitlines()[1].split()[0] == newest["revision"]
-    assert "slipway: built" in cli("logs", newest["revision"]).stdout  # web#N, as listed
-    assert "slipway:" in cli("logs", newest["id"], "--follow").stdout  # ends: it is live
+    assert "slipway: built" in cli("logs", newest["revision"], "--build").stdout  # web#N
+    assert "slipway:" in cli("logs", newest["id"], "--build", "--follow").stdout  # ends: live
 
     # rollback to revision 1: its image and env (no GREETING), no build.
     rolled = cli("deployments", "rollback", f"{slug}#1", "--wait")

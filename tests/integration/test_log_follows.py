@@ -148,3 +148,39 @@ def test_a_link_follows_a_few_logs_at_most_each_ends_with_its_revision_and_the_a
         with client.stream("GET", link) as again:
             assert again.status_code == 200
             assert again.read() == b"step 1/2\nstep 2/2\n"
+
+
+def test_server_log_follows_share_the_callers_bound_with_build_logs_and_give_it_back(
+    settings: Settings, api: str
+) -> None:
+    (revision,) = _building_revisions(settings, 1)
+    token = (settings.data_dir / "admin-token").read_text().strip()
+    server_logs = f"/api/deployments/{revision.deployment_id}/logs?follow=true"
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=api, timeout=30, headers=headers) as client:
+        held = [client.stream("GET", server_logs) for _ in range(PER_CALLER)]
+        responses = [h.__enter__() for h in held]
+        try:
+            assert [r.status_code for r in responses] == [200] * PER_CALLER
+            assert responses[0].headers["content-type"].startswith("text/event-stream")
+
+            refused = client.get(server_logs)
+            assert refused.status_code == 429 and refused.headers["Retry-After"]
+            build_log = client.get(f"/api/revisions/{revision.id}/logs?follow=true")
+            assert build_log.status_code == 429  # one share for every kind of follow
+            read = client.get(server_logs.replace("?follow=true", ""))
+            assert read.status_code == 200 and read.json() == []  # reading is never refused
+        finally:
+            held[0].__exit__(None, None, None)
+
+        # The closed follow's place is given back (the API hears the client go).
+        def accepted() -> bool:
+            with client.stream("GET", server_logs) as again:
+                return again.status_code == 200
+
+        deadline = time.monotonic() + 10
+        while not accepted():
+            assert time.monotonic() < deadline, "a closed follow kept its place"
+            time.sleep(0.1)
+        for h in held[1:]:
+            h.__exit__(None, None, None)

@@ -294,6 +294,9 @@ class FakeRouter:
     served: dict[str, int] = field(default_factory=dict)
     """Requests answered by hostname since the router started (a test adds to it)."""
 
+    metrics: str = ""
+    """What the router's metrics read gives (Prometheus text, as Caddy's)."""
+
     def in_flight(self) -> dict[str, int]:
         return dict(self.load)
 
@@ -305,6 +308,9 @@ class FakeRouter:
     def serve(self, hostname: str, count: int = 1) -> None:
         """Requests through the router to the hostname."""
         self.served[hostname] = self.served.get(hostname, 0) + count
+
+    def metrics_reads(self) -> list[str]:
+        return [self.metrics]
 
     def apply(self, routes: list[Route]) -> None:
         if self.failure is not None:

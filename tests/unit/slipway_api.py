@@ -103,6 +103,9 @@ class FakeApi:
     logs: dict[str, str] = field(default_factory=dict)
     domains: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Per deployment id, as the platform lists them (pending until a test moves them on)."""
+    server_logs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Per deployment id: the lines its server-log route answers (filtered by q and revision)."""
+    server_log_queries: list[dict[str, str]] = field(default_factory=list)
     hold: str | None = None
     """A phase new revisions stay in (e.g. "building"): `--wait` then waits until stopped."""
     fail_at: str | None = None
@@ -213,6 +216,16 @@ class FakeApi:
                 return None
             case ("GET", ["revisions", rid]):
                 return self._advance(self._revision(rid))
+            case ("GET", ["deployments", did, "logs"]):
+                self._deployment(did)
+                asked = {k: v[0] for k, v in parse_qs(query).items()}
+                self.server_log_queries.append(asked)
+                return [
+                    line
+                    for line in self.server_logs.get(did, [])
+                    if asked.get("q", "") in line["text"]
+                    and asked.get("revision", line["revision_id"]) == line["revision_id"]
+                ]
             case ("GET", ["revisions", rid, "logs"]):
                 self._revision(rid)
                 return LogText(self.logs.get(rid, ""))

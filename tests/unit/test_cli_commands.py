@@ -31,7 +31,7 @@ def test_the_revisions_table_shows_the_address_that_logs_takes(
     assert table[0][:3] == ["REVISION", "STATE", "COMMIT"]
     assert [row[0] for row in table[1:]] == ["web#3", "web#2", "web#1"]
     shown = table[2][0]  # web#2, copied from the table
-    assert slipway("logs", shown).out == "building web#2\nslipway: built\n"
+    assert slipway("logs", shown, "--build").out == "building web#2\nslipway: built\n"
 
 
 def test_a_revision_address_names_the_same_revision_in_every_command(
@@ -46,8 +46,9 @@ def test_a_revision_address_names_the_same_revision_in_every_command(
     assert by_id["revision"] == "web#1"
     newest = json.loads(slipway("revisions", "view", "web", "--json").out)
     assert newest["revision"] == "web#3"
-    assert "building web#3" in slipway("logs", "web").out  # a bare name: its newest
-    assert "building web#1" in slipway("logs", "dep_web#1").out  # the deployment by id
+    assert "building web#3" in slipway("logs", "web", "--build").out  # a bare name: its newest
+    assert "building web#1" in slipway("logs", "dep_web#1", "--build").out  # deployment by id
+    assert "building web#2" in slipway("logs", "web", "--build", "2").out
 
     rolled = slipway("deployments", "rollback", "web#1")
 
@@ -227,3 +228,32 @@ def test_the_old_name_of_the_token_variable_still_works(
     monkeypatch.setenv("SLIPWAY_API_TOKEN", ADMIN_TOKEN)
 
     assert slipway("whoami").out == "admin\n"
+
+
+def test_logs_prints_the_server_logs_and_passes_the_filters_on(
+    slipway: Cli, fake_api: FakeApi
+) -> None:
+    slipway.use(fake_api)
+    line = {
+        "at": "2026-12-07T10:00:00.123456789Z",
+        "revision_id": "rev_web03",
+        "revision": 3,
+        "replica": "web-3-a1",
+        "stream": "stdout",
+        "text": "GET / 200",
+    }
+    fake_api.server_logs["dep_web"] = [line, {**line, "text": "Traceback (most recent call)"}]
+
+    shown = slipway("logs", "web", "--grep", "Traceback", "--since", "10m")
+
+    assert shown.code == 0
+    assert shown.out == "2026-12-07T10:00:00.123Z #3 web-3-a1 Traceback (most recent call)\n"
+    assert fake_api.server_log_queries[-1] == {"q": "Traceback", "since": "10m"}
+    one_revision = slipway("logs", "web#3", "--json")
+    assert [row["text"] for row in json.loads(one_revision.out)] == [
+        "GET / 200",
+        "Traceback (most recent call)",
+    ]
+    assert fake_api.server_log_queries[-1] == {"revision": "rev_web03"}
+    misplaced = slipway("logs", "web", "3")
+    assert misplaced.code == 2 and "--build" in misplaced.err

@@ -1,7 +1,7 @@
 """tracing projects and the idle rules: usage per day, notices, keep
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-07 00:40:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import app.kernel.timestamps
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,338 @@
+"""Deployment metrics: requests, 5xx answers, latency, in-flight requests, replicas and
+restarts, as series of points (10 s for the last hour, 1 min for a week).
+
+The traffic comes from the router: Caddy counts requests per host (its `per_host` metrics),
+and one read of its `/metrics` every FINE_STEP_SECONDS serves every deployment at once, so the
+cost does not grow with a poll per deployment (issue 22). Latency quantiles are read off
+Caddy's request-duration histogram, summed over codes and methods, the way Prometheus'
+`histogram_quantile` does (linear within a bucket), so they are as fine as its buckets.
+Replicas and restarts come from the control plane, which the reconciler keeps.
+
+The sampler keeps the previous read in memory: the first read after a worker starts is a
+baseline, not a step (the worker reads once at its start). Caddy starts its counts again at
+every configuration load (each route change: a deploy, a replica replaced), which its
+`caddy_config_last_reload_success_timestamp_seconds` tells: a step across a load counts from the
+load. The router adapter reads the counts just before each load it makes, and the sampler
+takes those reads too, so nothing is lost across the loads of its own process (a load by
+another worker process loses what came between the previous read and it: under 10 s).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete
+from sqlmodel import Session, col, func, select
+
+from app.kernel.db import SessionFactory
+from app.kernel.models import Deployment, MetricPoint, Replica, ReplicaState, Revision
+from app.kernel.ports import Clock
+
+log = logging.getLogger(__name__)
+
+FINE_STEP_SECONDS = 10
+COARSE_STEP_SECONDS = 60
+KEEP_FINE = timedelta(hours=1)
+KEEP_COARSE = timedelta(days=7)
+REQUESTS = "caddy_http_requests_total"
+IN_FLIGHT = "caddy_http_requests_in_flight"
+DURATION = "caddy_http_request_duration_seconds"
+RELOADED = "caddy_config_last_reload_success_timestamp_seconds"
+QUANTILES = (0.5, 0.95, 0.99)
+_COUNT = f"{DURATION}_count"
+_WANTED = frozenset({REQUESTS, IN_FLIGHT, _COUNT, f"{DURATION}_bucket"})
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+@dataclass
+class HostCounters:
+    """One host's cumulative counts in one read of the router (they only grow, until the
+    router restarts)."""
+
+    requests: float = 0.0
+    errors: float = 0.0
+    in_flight: float = 0.0
+    buckets: dict[float, float] = field(default_factory=dict)
+    """Upper bound (seconds) → requests at most that long, cumulative as Prometheus keeps them."""
+
+
+def parse_router_metrics(text: str) -> dict[str, HostCounters]:
+    """Caddy's Prometheus text, per host (the `host` label its `per_host` option adds).
+
+    Only the four series used are read, line by line: Caddy also writes request and response
+    sizes and Go's own metrics, and prometheus_client's full parser took 120 ms every 10 s for
+    100 hosts (1.2 % of a core at rest, bench/metrics_idle.py), this a tenth of it.
+    """
+    hosts: dict[str, HostCounters] = {}
+    for line in text.splitlines():
+        name, brace, rest = line.partition("{")
+        if not brace or name not in _WANTED:
+            continue
+        labels_text, _, value_text = rest.rpartition("} ")
+        labels = dict(_LABEL.findall(labels_text))
+        host = labels.get("host")
+        if not host:
+            continue
+        name_part, _, port = host.rpartition(":")
+        if port.isdigit() and name_part:
+            host = name_part  # counted under `Host` as sent, with the router's port
+        try:
+            value = float(value_text.split()[0])
+        except (ValueError, IndexError):
+            continue
+        counters = hosts.setdefault(host, HostCounters())
+        if name == REQUESTS:
+            counters.requests += value
+        elif name == IN_FLIGHT:
+            counters.in_flight += value
+        elif name == _COUNT:
+            if labels.get("code", "")[:1] == "5":
+                counters.errors += value
+        else:
+            bound = float(labels["le"]) if "le" in labels else math.inf
+            counters.buckets[bound] = counters.buckets.get(bound, 0.0) + value
+    return hosts
+
+
+def reload_stamp(text: str) -> float | None:
+    """When the router last loaded its configuration: Caddy starts its counts again at every
+    load (each route change), so a step across one counts from the load."""
+    for line in text.splitlines():
+        if line.startswith(RELOADED + " "):
+            try:
+                return float(line.split()[1])
+            except (ValueError, IndexError):
+                return None
+    return None
+
+
+def difference(now: HostCounters, before: HostCounters | None) -> HostCounters:
+    """What happened between two reads; a count that went down means the router restarted,
+    and everything it counted since is new."""
+    if before is None:
+        return HostCounters(in_flight=now.in_flight)
+    if now.requests < before.requests:
+        return now
+    return HostCounters(
+        requests=now.requests - before.requests,
+        errors=max(0.0, now.errors - before.errors),
+        in_flight=now.in_flight,
+        buckets={b: max(0.0, c - before.buckets.get(b, 0.0)) for b, c in now.buckets.items()},
+    )
+
+
+def added(a: HostCounters, b: HostCounters) -> HostCounters:
+    return HostCounters(
+        requests=a.requests + b.requests,
+        errors=a.errors + b.errors,
+        in_flight=max(a.in_flight, b.in_flight),
+        buckets={k: a.buckets.get(k, 0.0) + b.buckets.get(k, 0.0) for k in a.buckets | b.buckets},
+    )
+
+
+def quantile(buckets: Mapping[float, float], q: float) -> float | None:
+    """The q-quantile in seconds of a cumulative histogram (Prometheus' histogram_quantile:
+    linear within the bucket it falls in; the largest finite bound when it falls in +Inf)."""
+    if not buckets:
+        return None
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]]
+    if total <= 0:
+        return None
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if math.isinf(bound):
+                return lower_bound
+            if count == lower_count:
+                return bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (
+                count - lower_count
+            )
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+@dataclass
+class MetricsSampler:
+    """Reads the router and the control plane every fine step; writes the points."""
+
+    sessions: SessionFactory
+    scrape: Callable[[], list[str]]
+    """The router's metrics in Prometheus text (Caddy's admin `/metrics`): those read just
+    before each route load since the last call, then now's."""
+    hostname: Callable[[str], str]
+    """A deployment's slug → the host the router serves it at."""
+    clock: Clock
+    _last: dict[str, HostCounters] = field(default_factory=dict)
+    _minute: dict[str, HostCounters] = field(default_factory=dict)
+    _minute_restarts: dict[str, int] = field(default_factory=dict)
+    _minute_started: datetime | None = None
+    _last_at: datetime | None = None
+    _reloaded: float | None = None
+
+    def sample(self) -> int:
+        """One step; returns the points written."""
+        now = self.clock()
+        reads = self.scrape()
+        since = self._last_at or now - timedelta(seconds=FINE_STEP_SECONDS)
+        with self.sessions() as session:
+            deployments = {
+                self.hostname(slug): deployment_id
+                for deployment_id, slug in session.exec(
+                    select(Deployment.id, Deployment.slug).where(
+                        col(Deployment.removed_at).is_(None)
+                    )
+                ).all()
+            }
+            replicas = _count_by_deployment(
+                session.exec(
+                    select(Revision.deployment_id, func.count())
+                    .join(Replica, col(Replica.revision_id) == col(Revision.id))
+                    .where(col(Replica.stopped_at).is_(None))
+                    .group_by(col(Revision.deployment_id))
+                ).all()
+            )
+            restarts = _count_by_deployment(
+                session.exec(
+                    select(Revision.deployment_id, func.count())
+                    .join(Replica, col(Replica.revision_id) == col(Revision.id))
+                    .where(
+                        Replica.state == ReplicaState.dead,
+                        col(Replica.stopped_at) > since,
+                        col(Replica.stopped_at) <= now,
+                    )
+                    .group_by(col(Revision.deployment_id))
+                ).all()
+            )
+            steps = self._steps(reads, deployments)
+            points: list[MetricPoint] = []
+            for host, deployment_id in deployments.items():
+                step = steps[host]
+                self._minute[deployment_id] = added(
+                    self._minute.get(deployment_id, HostCounters()), step
+                )
+                self._minute_restarts[deployment_id] = self._minute_restarts.get(
+                    deployment_id, 0
+                ) + restarts.get(deployment_id, 0)
+                if step.requests or step.in_flight or restarts.get(deployment_id):
+                    points.append(
+                        _point(
+                            deployment_id,
+                            now,
+                            FINE_STEP_SECONDS,
+                            step,
+                            replicas.get(deployment_id, 0),
+                            restarts.get(deployment_id, 0),
+                        )
+                    )
+            if self._minute_started is None:
+                self._minute_started = now
+            elif now - self._minute_started >= timedelta(seconds=COARSE_STEP_SECONDS) - timedelta(
+                seconds=FINE_STEP_SECONDS / 2
+            ):
+                for deployment_id in deployments.values():
+                    points.append(
+                        _point(
+                            deployment_id,
+                            now,
+                            COARSE_STEP_SECONDS,
+                            self._minute.get(deployment_id, HostCounters()),
+                            replicas.get(deployment_id, 0),
+                            self._minute_restarts.get(deployment_id, 0),
+                        )
+                    )
+                self._minute, self._minute_restarts, self._minute_started = {}, {}, now
+                _prune(session, now)
+            session.add_all(points)
+            session.commit()
+        self._last_at = now
+        return len(points)
+
+    def _steps(self, reads: list[str], hosts: Iterable[str]) -> dict[str, HostCounters]:
+        """What each host counted since the last sample, over the reads in time order (the
+        ones taken just before each route load, then now's). Counts begin again at each load
+        (Caddy's reload stamp tells): across one, a read holds everything since the load."""
+        steps = {host: HostCounters() for host in hosts}
+        for text in reads:
+            read = parse_router_metrics(text)
+            stamp = reload_stamp(text)
+            reloaded = self._reloaded is not None and stamp != self._reloaded
+            self._reloaded = stamp
+            for host in steps:
+                current = read.get(host, HostCounters())
+                before = self._last.get(host)
+                step = current if reloaded and before is not None else difference(current, before)
+                self._last[host] = current
+                steps[host] = added(steps[host], step)
+                steps[host].in_flight = current.in_flight
+        return steps
+
+
+def _point(
+    deployment_id: str,
+    at: datetime,
+    step_seconds: int,
+    counts: HostCounters,
+    replicas: int,
+    restarts: int,
+) -> MetricPoint:
+    latencies = [quantile(counts.buckets, q) for q in QUANTILES]
+    p50, p95, p99 = (None if s is None else round(s * 1000, 3) for s in latencies)
+    return MetricPoint(
+        deployment_id=deployment_id,
+        at=at,
+        step_seconds=step_seconds,
+        requests=round(counts.requests),
+        errors=round(counts.errors),
+        p50_ms=p50,
+        p95_ms=p95,
+        p99_ms=p99,
+        in_flight=counts.in_flight,
+        replicas=replicas,
+        restarts=restarts,
+    )
+
+
+def _count_by_deployment(rows: Iterable[tuple[str, int]]) -> dict[str, int]:
+    return {deployment_id: int(count) for deployment_id, count in rows}
+
+
+def _prune(session: Session, now: datetime) -> None:
+    session.execute(
+        delete(MetricPoint).where(
+            col(MetricPoint.step_seconds) == FINE_STEP_SECONDS,
+            col(MetricPoint.at) < now - KEEP_FINE,
+        )
+    )
+    session.execute(
+        delete(MetricPoint).where(
+            col(MetricPoint.step_seconds) == COARSE_STEP_SECONDS,
+            col(MetricPoint.at) < now - KEEP_COARSE,
+        )
+    )
+
+
+def series(
+    sessions: SessionFactory, deployment_id: str, since: datetime, step_seconds: int
+) -> list[MetricPoint]:
+    """The deployment's points of one step since a time, oldest first."""
+    with sessions() as session:
+        return list(
+            session.exec(
+                select(MetricPoint)
+                .where(
+                    MetricPoint.deployment_id == deployment_id,
+                    MetricPoint.step_seconds == step_seconds,
+                    col(MetricPoint.at) >= since,
+                )
+                .order_by(col(MetricPoint.at))
+            ).all()
+        )
