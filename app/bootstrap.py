@@ -48,9 +48,17 @@ from app.replicas.autoscaler import autoscale_defaults
 from app.replicas.health import HttpHealthProbe
 from app.replicas.reconciler import Reconciler
 from app.replicas.replica_set import ReplicaConfig, Replicas
+from app.replicas.retirement import Retirement
 from app.replicas.routes import RouteTable
 from app.rollout.admission import Admission, AdmissionLimits
-from app.rollout.pipeline import PipelineConfig, RevisionPipeline
+from app.rollout.endings import Endings
+from app.rollout.phases.admit import Admit
+from app.rollout.phases.build import Build
+from app.rollout.phases.deploy import Deploy
+from app.rollout.phases.fetch import Fetch
+from app.rollout.phases.go_live import GoLive
+from app.rollout.phases.retire import Retire
+from app.rollout.pipeline import Phases, PipelineConfig, RevisionPipeline
 from app.rollout.recovery import Recovery
 from app.setup.credentials import GitHubAppCredentials, LazyGitHubApp
 from app.setup.flow import AppSetup, load_manifest_template
@@ -385,19 +393,48 @@ def wire(
     notifier = PlatformNotifier(comments)
     admission = Admission(setup.admission, config.data_dir / "admission.lock")
     pipeline = RevisionPipeline(
+        phases=Phases(
+            admit=Admit(
+                sessions=sessions,
+                admission=admission,
+                reports=reports,
+                notifier=notifier,
+                clock=clock,
+            ),
+            fetch=Fetch(github=github),
+            build=Build(sessions=sessions, builder=builder),
+            deploy=Deploy(sessions=sessions, replicas=replicas, secrets=secrets, clock=clock),
+            go_live=GoLive(
+                sessions=sessions,
+                routes=routes,
+                replicas=replicas,
+                reports=reports,
+                notifier=notifier,
+                clock=clock,
+            ),
+            retire=Retire(
+                sessions=sessions,
+                retirement=Retirement(sessions=sessions, replicas=replicas, clock=clock),
+                reports=reports,
+                runtime=runtime,
+            ),
+            endings=Endings(
+                sessions=sessions,
+                reports=reports,
+                replicas=replicas,
+                runtime=runtime,
+                notifier=notifier,
+                teardown=teardown,
+                clock=clock,
+            ),
+        ),
         config=config,
         sessions=sessions,
         secrets=secrets,
-        github=github,
         reports=reports,
-        builder=builder,
-        runtime=runtime,
         routes=routes,
-        replicas=replicas,
-        clock=clock,
-        teardown=teardown,
         notifier=notifier,
-        admission=admission,
+        clock=clock,
     )
     janitor = Janitor(
         sessions=sessions,
