@@ -16,6 +16,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from app.access.links import LinkSigner, RevisionLinks
 from app.adapters.caddy import CaddyRouter
 from app.adapters.docker import DockerRuntime
@@ -222,7 +224,12 @@ def github_client(
 ) -> GitHubRest:
     """The App may not exist yet (first run): it is read from the environment or the control
     plane at the first call to GitHub, so nothing needs a restart once it is created."""
-    return GitHubRest(LazyGitHubApp(credentials, str(settings.github_api_url), clock=clock))
+    # retries=1: a connection that fails to open (a pooled one GitHub closed) is tried once
+    # more before the request fails and githubkit's own retry (bounded_retry) decides.
+    transport = httpx.HTTPTransport(retries=1)
+    return GitHubRest(
+        LazyGitHubApp(credentials, str(settings.github_api_url), transport=transport, clock=clock)
+    )
 
 
 def commit_resolver(
