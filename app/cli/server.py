@@ -24,8 +24,14 @@ def run_server(name: str) -> int:
     configure_logging(name)
     # Everything Slipway writes (control plane, logs, builds, keys) is its user's alone.
     os.umask(0o077)
+    return _started(lambda: RUNNERS[name](load_settings()))
+
+
+def _started(start: Callable[[], int]) -> int:
+    """Run a start-up; what stops it is said in one line, as an exit code (2: the settings are
+    wrong, 1: something they name cannot be started), not a traceback."""
     try:
-        return RUNNERS[name](load_settings())
+        return start()
     except SettingsError as exc:
         print(f"slipway: {exc}", file=sys.stderr)
         return 2
@@ -65,16 +71,9 @@ def run_prepare(options: list[str]) -> int:
         return 2
     configure_logging("prepare")
     os.umask(0o077)
-    try:
-        from app.server.prepare import run
+    from app.server.prepare import run
 
-        return run(load_settings(), routes_only="--routes" in options)
-    except SettingsError as exc:
-        print(f"slipway: {exc}", file=sys.stderr)
-        return 2
-    except (SlipwayError, EmbeddedServiceError) as exc:
-        print(f"slipway: cannot start: {exc}", file=sys.stderr)
-        return 1
+    return _started(lambda: run(load_settings(), routes_only="--routes" in options))
 
 
 def _api(settings: Settings) -> int:
