@@ -28,8 +28,10 @@ lint: deps
 
 ## make unit / integration / e2e: one tier (unit: no Docker; integration: real Docker,
 ## Postgres, Valkey and Caddy, no platform; e2e: `slipway up` as a user starts it).
+## The unit tier runs on every core (pytest-xdist): its tests share no file, port or database
+## (each has its own tmp_path, 127.0.0.1 ports the kernel picks, a SQLite copy of its own).
 unit: deps
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest tests/unit -n auto
 
 integration: deps docker test-tools
 	$(BIN)/pytest tests/integration

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from app.access.links import LinkSigner, RevisionLinks
 from app.adapters.apprise_channels import AppriseChannels
 from app.adapters.caddy import AutomaticHttps, CaddyRouter
@@ -68,10 +70,18 @@ from app.replicas.health import HttpHealthProbe
 from app.replicas.metrics import MetricsSampler
 from app.replicas.reconciler import Reconciler
 from app.replicas.replica_set import ReplicaConfig, Replicas
+from app.replicas.retirement import Retirement
 from app.replicas.routes import RouteTable
 from app.replicas.server_logs import ServerLogArchive, ServerLogs
 from app.rollout.admission import Admission, AdmissionLimits
-from app.rollout.pipeline import PipelineConfig, RevisionPipeline
+from app.rollout.endings import Endings
+from app.rollout.phases.admit import Admit
+from app.rollout.phases.build import Build
+from app.rollout.phases.deploy import Deploy
+from app.rollout.phases.fetch import Fetch
+from app.rollout.phases.go_live import GoLive
+from app.rollout.phases.retire import Retire
+from app.rollout.pipeline import Phases, PipelineConfig, RevisionPipeline
 from app.rollout.recovery import Recovery
 from app.setup.credentials import GitHubAppCredentials, LazyGitHubApp
 from app.setup.flow import AppSetup, load_manifest_template
@@ -328,7 +338,12 @@ def github_client(
 ) -> GitHubRest:
     """The App may not exist yet (first run): it is read from the environment or the control
     plane at the first call to GitHub, so nothing needs a restart once it is created."""
-    return GitHubRest(LazyGitHubApp(credentials, str(settings.github_api_url), clock=clock))
+    # retries=1: a connection that fails to open (a pooled one GitHub closed) is tried once
+    # more before the request fails and githubkit's own retry (bounded_retry) decides.
+    transport = httpx.HTTPTransport(retries=1)
+    return GitHubRest(
+        LazyGitHubApp(credentials, str(settings.github_api_url), transport=transport, clock=clock)
+    )
 
 
 def commit_resolver(
@@ -608,20 +623,50 @@ def wire(
     notifier = PlatformNotifier(comments)
     admission = Admission(setup.admission, config.data_dir / "admission.lock")
     pipeline = RevisionPipeline(
+        phases=Phases(
+            admit=Admit(
+                sessions=sessions,
+                admission=admission,
+                reports=reports,
+                notifier=notifier,
+                clock=clock,
+            ),
+            fetch=Fetch(github=github),
+            build=Build(sessions=sessions, builder=builder),
+            deploy=Deploy(sessions=sessions, replicas=replicas, secrets=secrets, clock=clock),
+            go_live=GoLive(
+                sessions=sessions,
+                routes=routes,
+                replicas=replicas,
+                reports=reports,
+                notifier=notifier,
+                clock=clock,
+            ),
+            retire=Retire(
+                sessions=sessions,
+                retirement=Retirement(sessions=sessions, replicas=replicas, clock=clock),
+                reports=reports,
+                runtime=runtime,
+            ),
+            endings=Endings(
+                sessions=sessions,
+                reports=reports,
+                replicas=replicas,
+                runtime=runtime,
+                notifier=notifier,
+                teardown=teardown,
+                clock=clock,
+                notifications=notices,
+            ),
+        ),
         config=config,
         sessions=sessions,
         secrets=secrets,
-        github=github,
         reports=reports,
-        builder=builder,
-        runtime=runtime,
         routes=routes,
-        replicas=replicas,
-        clock=clock,
-        teardown=teardown,
         notifier=notifier,
-        admission=admission,
         notifications=notices,
+        clock=clock,
     )
     janitor = Janitor(
         sessions=sessions,

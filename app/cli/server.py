@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from app.kernel.logs import configure_logging
-from app.kernel.settings import Settings, SettingsError, load_settings
-from app.server.embedded import EmbeddedServiceError
 from manifests.errors import SlipwayError
+
+if TYPE_CHECKING:
+    from app.kernel.settings import Settings
 
 SERVER_COMMANDS = ("up", "api", "worker", "combined", "migrate", "check")
 
@@ -26,8 +28,20 @@ def run_server(name: str) -> int:
     configure_logging(name)
     # Everything Slipway writes (control plane, logs, builds, keys) is its user's alone.
     os.umask(0o077)
+    return _started(RUNNERS[name])
+
+
+def _started(start: Callable[[Settings], int]) -> int:
+    """Run a start-up on the settings; what stops it is said in one line, as an exit code
+    (2: the settings are wrong, 1: something they name cannot be started), not a traceback."""
+    # Imported here: the client commands, which load this module for the help's server
+    # commands, start without the settings' imports (pydantic-settings, the LangGraph CLI's
+    # config: ~0.7 s of CPU for each `slipway deployments list`).
+    from app.kernel.settings import SettingsError, load_settings
+    from app.server.embedded import EmbeddedServiceError
+
     try:
-        return RUNNERS[name](load_settings())
+        return start(load_settings())
     except SettingsError as exc:
         print(f"slipway: {exc}", file=sys.stderr)
         return 2
@@ -67,16 +81,9 @@ def run_prepare(options: list[str]) -> int:
         return 2
     configure_logging("prepare")
     os.umask(0o077)
-    try:
-        from app.server.prepare import run
+    from app.server.prepare import run
 
-        return run(load_settings(), routes_only="--routes" in options)
-    except SettingsError as exc:
-        print(f"slipway: {exc}", file=sys.stderr)
-        return 2
-    except (SlipwayError, EmbeddedServiceError) as exc:
-        print(f"slipway: cannot start: {exc}", file=sys.stderr)
-        return 1
+    return _started(lambda settings: run(settings, routes_only="--routes" in options))
 
 
 def _api(settings: Settings) -> int:

@@ -56,12 +56,9 @@ def create_revision(
     ).first()
     if existing is not None and not fresh:
         return NewRevision(revision=existing, created=False)
-    last = session.exec(
-        select(func.max(Revision.number)).where(Revision.deployment_id == deployment.id)
-    ).one()
     revision = Revision(
         deployment_id=deployment.id,
-        number=(last or 0) + 1,
+        number=_next_number(session, deployment.id),
         commit_sha=commit_sha,
         commit_message=commit_message.splitlines()[0][:500] if commit_message else "",
         env_hash=env_hash,
@@ -73,10 +70,7 @@ def create_revision(
         requested_by=requested_by,
         created_at=now,
     )
-    session.add(revision)
-    session.flush()
-    cancelled = cancel_older_pending(session, deployment.id, revision.number, now)
-    return NewRevision(revision=revision, created=True, cancelled=cancelled)
+    return _add_newest(session, revision, now)
 
 
 def create_rollback(
@@ -101,12 +95,9 @@ def create_rollback(
             Revision.env_hash == env_hash,
         )
     ).one()
-    last = session.exec(
-        select(func.max(Revision.number)).where(Revision.deployment_id == deployment.id)
-    ).one()
     revision = Revision(
         deployment_id=deployment.id,
-        number=(last or 0) + 1,
+        number=_next_number(session, deployment.id),
         commit_sha=target.commit_sha,
         commit_message=target.commit_message,
         env_hash=env_hash,
@@ -117,9 +108,22 @@ def create_rollback(
         requested_by=requested_by,
         created_at=now,
     )
+    return _add_newest(session, revision, now)
+
+
+def _next_number(session: Session, deployment_id: str) -> int:
+    """After every other revision of the deployment: nothing older can take the route from it."""
+    last = session.exec(
+        select(func.max(Revision.number)).where(Revision.deployment_id == deployment_id)
+    ).one()
+    return (last or 0) + 1
+
+
+def _add_newest(session: Session, revision: Revision, now: datetime) -> NewRevision:
+    """The new revision stored; the pending ones it supersedes are cancelled."""
     session.add(revision)
     session.flush()
-    cancelled = cancel_older_pending(session, deployment.id, revision.number, now)
+    cancelled = cancel_older_pending(session, revision.deployment_id, revision.number, now)
     return NewRevision(revision=revision, created=True, cancelled=cancelled)
 
 

@@ -83,12 +83,16 @@ class GitHubApp:
         app_id: int,
         private_key_pem: str,
         api_url: str,
+        *,
+        transport: httpx.BaseTransport,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        """`transport` carries every request to GitHub (bootstrap's real connection pool; the
+        unit tier's hands them to the fake GitHub in-process)."""
         self.api_url = api_url.rstrip("/")
         # One transport for every client: its connection pool (and TLS context) is reused, where
         # a client per call would pay a new connection and handshake each time.
-        self._transport = SharedTransport(httpx.HTTPTransport(retries=1))
+        self._transport = SharedTransport(transport)
         self._app_client = GitHub(
             AppAuthStrategy(str(app_id), private_key_pem),
             base_url=self.api_url + "/",

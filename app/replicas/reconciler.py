@@ -58,7 +58,7 @@ from app.replicas.autoscaler import (
 )
 from app.replicas.engine_events import EngineEventFollower
 from app.replicas.health_alerts import Health, HealthAlerts
-from app.replicas.replica_set import Replicas, ReplicaStartFailed, ready_count
+from app.replicas.replica_set import Replicas, ReplicaStartFailed, ready_count, running_of
 from app.replicas.retirement import Retirement, start_draining
 from app.replicas.routes import RouteTable
 from manifests.config import deploy_config_of
@@ -173,14 +173,7 @@ def running_replicas(session: Session, deployment_id: str) -> list[Replica]:
     """Replicas of any of the deployment's revisions that are starting, ready or draining."""
     return list(
         session.exec(
-            select(Replica)
-            .join(Revision, col(Revision.id) == col(Replica.revision_id))
-            .where(
-                Revision.deployment_id == deployment_id,
-                col(Replica.state).in_(RUNNING_REPLICA_STATES),
-                col(Replica.stopped_at).is_(None),
-            )
-            .order_by(col(Replica.started_at), col(Replica.id))
+            running_of(deployment_id).order_by(col(Replica.started_at), col(Replica.id))
         ).all()
     )
 

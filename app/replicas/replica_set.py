@@ -19,6 +19,7 @@ from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory
@@ -132,6 +133,20 @@ def ready_count(session: Session, revision_id: str | None) -> int:
                 Replica.revision_id == revision_id, Replica.state == ReplicaState.ready
             )
         ).all()
+    )
+
+
+def running_of(deployment_id: str) -> SelectOfScalar[Replica]:
+    """The deployment's replicas that run (starting, ready or draining), of any of its revisions:
+    what the route, the retirement rule and the API's view of a deployment count."""
+    return (
+        select(Replica)
+        .join(Revision, col(Revision.id) == col(Replica.revision_id))
+        .where(
+            Revision.deployment_id == deployment_id,
+            col(Replica.state).in_(RUNNING_REPLICA_STATES),
+            col(Replica.stopped_at).is_(None),
+        )
     )
 
 

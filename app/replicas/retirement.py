@@ -18,14 +18,13 @@ from sqlmodel import Session, col, or_, select
 from app.kernel.db import SessionFactory
 from app.kernel.models import (
     FINISHED_STATES,
-    RUNNING_REPLICA_STATES,
     Deployment,
     Replica,
     ReplicaState,
     Revision,
 )
 from app.kernel.ports import Clock
-from app.replicas.replica_set import Replicas
+from app.replicas.replica_set import Replicas, running_of
 
 
 def start_draining(replica: Replica, now: datetime) -> None:
@@ -50,14 +49,7 @@ def retire_finished(session: Session, deployment_id: str, now: datetime) -> Reti
     removed = deployment is None or deployment.removed_at is not None
     leaving = list(
         session.exec(
-            select(Replica)
-            .join(Revision, col(Revision.id) == col(Replica.revision_id))
-            .where(
-                Revision.deployment_id == deployment_id,
-                col(Replica.state).in_(RUNNING_REPLICA_STATES),
-                col(Replica.stopped_at).is_(None),
-                or_(col(Revision.state).in_(FINISHED_STATES), removed),
-            )
+            running_of(deployment_id).where(or_(col(Revision.state).in_(FINISHED_STATES), removed))
         ).all()
     )
     moved = 0

@@ -13,10 +13,10 @@ report (which says what serves now) read it again.
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 
 from sqlmodel import select
 
-from app.deployments.teardown import Teardown
 from app.feedback.notify_outbox import NotificationOutbox
 from app.feedback.outbox import ReportOutbox
 from app.feedback.reports import Redactor, RevisionRef, awaits_approval, load_ref
@@ -24,11 +24,8 @@ from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory
 from app.kernel.errors import RevisionAbandoned
 from app.kernel.models import IN_FLIGHT_STATES, Revision, RevisionState
-from app.kernel.ports import Clock, ContainerRuntime, GitHubPort, ImageBuilder, PreviewNotifier
-from app.replicas.replica_set import Replicas
-from app.replicas.retirement import Retirement
+from app.kernel.ports import Clock, PreviewNotifier
 from app.replicas.routes import RouteTable
-from app.rollout.admission import Admission
 from app.rollout.config import PipelineConfig
 from app.rollout.endings import Endings
 from app.rollout.heartbeats import heartbeat
@@ -42,27 +39,37 @@ from app.rollout.phases.retire import KEEP_IMAGES, Retire
 from builders.errors import BuildCancelled
 from manifests.errors import ConfigError, SlipwayError
 
-__all__ = ["KEEP_IMAGES", "PipelineConfig", "RevisionPipeline"]
+__all__ = ["KEEP_IMAGES", "Phases", "PipelineConfig", "RevisionPipeline"]
+
+
+@dataclass(frozen=True)
+class Phases:
+    """A revision's phases in the order a run goes through them, and how a run that stops early
+    ends. app/bootstrap.py builds each over the ports it needs, so the pipeline holds only what
+    it uses itself, and a test can hand it a phase of its own."""
+
+    admit: Admit
+    fetch: Fetch
+    build: Build
+    deploy: Deploy
+    go_live: GoLive
+    retire: Retire
+    endings: Endings
 
 
 class RevisionPipeline:
     def __init__(
         self,
         *,
+        phases: Phases,
         config: PipelineConfig,
         sessions: SessionFactory,
         secrets: SecretBox,
-        github: GitHubPort,
         reports: ReportOutbox,
-        builder: ImageBuilder,
-        runtime: ContainerRuntime,
         routes: RouteTable,
-        replicas: Replicas,
-        clock: Clock,
-        teardown: Teardown,
         notifier: PreviewNotifier,
-        admission: Admission,
         notifications: NotificationOutbox,
+        clock: Clock,
     ) -> None:
         self.config = config
         self._sessions = sessions
@@ -72,36 +79,13 @@ class RevisionPipeline:
         self._clock = clock
         self._notifier = notifier
         self._notifications = notifications
-        self._admit = Admit(
-            sessions=sessions, admission=admission, reports=reports, notifier=notifier, clock=clock
-        )
-        self._fetch = Fetch(github=github)
-        self._build = Build(sessions=sessions, builder=builder)
-        self._deploy = Deploy(sessions=sessions, replicas=replicas, secrets=secrets, clock=clock)
-        self._go_live = GoLive(
-            sessions=sessions,
-            routes=routes,
-            replicas=replicas,
-            reports=reports,
-            notifier=notifier,
-            clock=clock,
-        )
-        self._retire = Retire(
-            sessions=sessions,
-            retirement=Retirement(sessions=sessions, replicas=replicas, clock=clock),
-            reports=reports,
-            runtime=runtime,
-        )
-        self._endings = Endings(
-            sessions=sessions,
-            reports=reports,
-            replicas=replicas,
-            runtime=runtime,
-            notifier=notifier,
-            teardown=teardown,
-            clock=clock,
-            notifications=notifications,
-        )
+        self._admit = phases.admit
+        self._fetch = phases.fetch
+        self._build = phases.build
+        self._deploy = phases.deploy
+        self._go_live = phases.go_live
+        self._retire = phases.retire
+        self._endings = phases.endings
 
     # -- public entry points ----------------------------------------------------------------
     def announce(self, revision_id: str) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+import httpx
 from githubkit import GitHub
 from sqlmodel import Session, col, select
 
@@ -140,10 +141,13 @@ class LazyGitHubApp:
         self,
         credentials: GitHubAppCredentials,
         api_url: str,
+        *,
+        transport: httpx.BaseTransport,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._credentials = credentials
         self._api_url = api_url
+        self._transport = transport
         self._clock = clock
         self._app: GitHubApp | None = None
         self._lock = threading.Lock()
@@ -153,7 +157,11 @@ class LazyGitHubApp:
             if self._app is None:
                 found = self._credentials.require()
                 self._app = GitHubApp(
-                    found.app_id, found.private_key_pem, self._api_url, clock=self._clock
+                    found.app_id,
+                    found.private_key_pem,
+                    self._api_url,
+                    transport=self._transport,
+                    clock=self._clock,
                 )
             return self._app
 

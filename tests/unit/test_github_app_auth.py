@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from app.github.auth import REFRESH_MARGIN, GitHubApp
@@ -67,7 +68,9 @@ def clock() -> Clock:
 
 @pytest.fixture
 def app(fake: FakeGitHub, clock: Clock) -> GitHubApp:
-    return GitHubApp(APP_ID, fake.private_key_pem, fake.url, clock=clock)
+    return GitHubApp(
+        APP_ID, fake.private_key_pem, fake.url, transport=httpx.HTTPTransport(), clock=clock
+    )
 
 
 @pytest.fixture
@@ -127,7 +130,7 @@ def test_a_wrong_private_key_is_an_error_naming_the_app_id_and_key(app_key_pem: 
     with FakeGitHub(app_id=WRONG_KEY_APP_ID, private_key_pem=app_key_pem) as fake:
         fake.add_installation(INSTALLATION, OWNER)
         other_pem = new_private_key_pem()
-        app = GitHubApp(WRONG_KEY_APP_ID, other_pem, fake.url)
+        app = GitHubApp(WRONG_KEY_APP_ID, other_pem, fake.url, transport=httpx.HTTPTransport())
 
         with pytest.raises(GitHubError) as caught:
             app.installation_token(INSTALLATION)
@@ -140,7 +143,7 @@ def test_a_wrong_private_key_is_an_error_naming_the_app_id_and_key(app_key_pem: 
 
 
 def test_a_wrong_app_id_is_an_error_naming_the_app_id(fake: FakeGitHub) -> None:
-    app = GitHubApp(APP_ID + 1, fake.private_key_pem, fake.url)
+    app = GitHubApp(APP_ID + 1, fake.private_key_pem, fake.url, transport=httpx.HTTPTransport())
 
     with pytest.raises(GitHubError, match="SLIPWAY_GITHUB_APP_ID"):
         app.installation_token(INSTALLATION)
@@ -159,7 +162,9 @@ def test_an_unreachable_github_is_an_error_naming_the_url(app_key_pem: str) -> N
         url = f"http://127.0.0.1:{probe.getsockname()[1]}"
 
     with pytest.raises(GitHubError, match=f"cannot reach GitHub at {url}"):
-        GitHubApp(APP_ID, app_key_pem, url).installation_token(INSTALLATION)
+        GitHubApp(APP_ID, app_key_pem, url, transport=httpx.HTTPTransport()).installation_token(
+            INSTALLATION
+        )
 
 
 # -- REST round trips -------------------------------------------------------------------------

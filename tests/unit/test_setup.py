@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from litestar.di import Provide
 from litestar.testing import create_test_client
@@ -471,7 +472,11 @@ def test_the_code_buys_the_app_once_and_its_key_signs_jwts_github_accepts(
         session.add(row)
         session.commit()
     fake.add_installation(9, "acme", account_type="Organization")
-    lazy = LazyGitHubApp(GitHubAppCredentials(settings(tmp_path), sessions, box), fake.url)
+    lazy = LazyGitHubApp(
+        GitHubAppCredentials(settings(tmp_path), sessions, box),
+        fake.url,
+        transport=httpx.HTTPTransport(),
+    )
     assert lazy.installation_token(9).startswith("ghs_")
     fake.assert_no_errors()
 

@@ -15,9 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
-import httpx
 from sqlmodel import select
 
 from app.access.links import LinkSigner, RevisionLinks
@@ -96,9 +94,7 @@ def github_client(fake: FakeGitHub) -> GitHubRest:
     httpx.HTTPTransport would also cost an SSL context, ~40 ms, for each test's platform).
     """
     transport = InProcessTransport(fake)
-    with mock.patch.object(httpx, "HTTPTransport", lambda **_: transport):
-        app = GitHubApp(fake.app_id, fake.private_key_pem, fake.url)
-    return GitHubRest(app)
+    return GitHubRest(GitHubApp(fake.app_id, fake.private_key_pem, fake.url, transport=transport))
 
 
 @dataclass
