@@ -34,7 +34,7 @@ from app.api.deployments import DeploymentController, RevisionController
 from app.api.domains import DomainController
 from app.api.health import healthz, readiness, readyz
 from app.api.logs import server_logs
-from app.api.metrics import deployment_metrics, platform_registry, prometheus_metrics
+from app.api.metrics import PrometheusExposition, deployment_metrics, prometheus_metrics
 from app.api.router import ask
 from app.api.setup import SetupController
 from app.api.tokens import TokenController, whoami
@@ -126,7 +126,7 @@ def create_app(
         else None
     )
 
-    registry = platform_registry(sessions)
+    registry = PrometheusExposition(sessions)
     opened: list[ArqRedis] = []
     ready = readiness(sessions, lambda: opened[-1] if opened else None, router, engine)
 

