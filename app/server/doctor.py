@@ -11,6 +11,7 @@ import errno
 import secrets
 import shutil
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,6 +63,7 @@ def run_checks(settings: Settings, *, resolver: Resolver = resolve) -> list[Find
     findings = [Finding("settings", OK, "valid")]
     findings += check_docker(settings)
     findings += check_ports(settings)
+    findings += check_acme(settings)
     findings.append(check_public_url(settings))
     findings += check_dns(settings, resolver)
     findings += check_disk(settings)
@@ -101,10 +103,22 @@ def check_docker(settings: Settings) -> list[Finding]:
 
 # -- ports ---------------------------------------------------------------------------------
 def check_ports(settings: Settings) -> list[Finding]:
-    return [
+    plain = "ROUTER_HTTP_PORT" if settings.https else "ROUTER_PORT"
+    ports = [
         _port("API port", settings.host, settings.port, "PORT", _answers_as_slipway),
-        _port("router port", settings.router_host, settings.router_port, "ROUTER_PORT", _is_caddy),
+        _port("router port", settings.router_host, settings.router_plain_port, plain, _is_caddy),
     ]
+    if settings.https:
+        ports.append(
+            _port(
+                "router HTTPS port",
+                settings.router_host,
+                settings.router_tls_port,
+                "ROUTER_HTTPS_PORT",
+                _is_caddy_over_tls,
+            )
+        )
+    return ports
 
 
 def _port(
@@ -165,8 +179,65 @@ def _is_caddy(host: str, port: int) -> bool:
         return False
 
 
+def _is_caddy_over_tls(host: str, port: int) -> bool:
+    try:
+        # Only "who holds the port?": the certificate is the router's own business.
+        with httpx.Client(trust_env=False, timeout=PROBE_TIMEOUT_SECONDS, verify=False) as client:  # noqa: S501
+            answer = client.get(f"https://{_bracket(_local(host))}:{port}/")
+        return bool(answer.headers.get("server", "").lower() == "caddy")
+    except httpx.HTTPError:
+        return False
+
+
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+# -- automatic HTTPS -----------------------------------------------------------------------
+ACME_CHALLENGE_PORTS = (80, 443)
+"""Where a CA connects to check a name (HTTP-01 on 80, TLS-ALPN-01 on 443)."""
+
+
+def check_acme(settings: Settings) -> list[Finding]:
+    """With automatic HTTPS on: the CA's directory answers from here (through the proxy the
+    environment names, as the router's own requests go), and the CA can reach a challenge."""
+    if not settings.https:
+        return []
+    directory = str(settings.acme_ca)
+    verify: ssl.SSLContext | bool = True
+    reason = ""
+    try:
+        if settings.acme_ca_root is not None:
+            verify = ssl.create_default_context(cafile=str(settings.acme_ca_root))
+        with httpx.Client(timeout=PROBE_TIMEOUT_SECONDS, verify=verify) as client:
+            answer = client.get(directory)
+        if answer.status_code == 200 and "newOrder" in answer.json():
+            found = Finding("ACME CA", OK, f"{directory} answers as an ACME directory")
+        else:
+            reason = f"answered HTTP {answer.status_code}, not as an ACME directory"
+    except (httpx.HTTPError, ValueError, OSError, ssl.SSLError) as exc:
+        reason = _first_line(str(exc)) or type(exc).__name__
+    if reason:
+        found = Finding(
+            "ACME CA",
+            FAIL,
+            f"{directory} is not reachable from this machine: {reason}",
+            f"set {ENV_PREFIX}ACME_CA to an ACME directory this machine reaches (a private CA: "
+            f"its root in {ENV_PREFIX}ACME_CA_ROOT), or open the way out to it",
+        )
+    ports = (settings.router_plain_port, settings.router_tls_port)
+    if ports == ACME_CHALLENGE_PORTS:
+        return [found, Finding("ACME challenges", OK, "the router answers on 80 and 443")]
+    return [
+        found,
+        Finding(
+            "ACME challenges",
+            WARN,
+            f"the router answers on {ports[0]} and {ports[1]}, but a CA connects to 80 and 443",
+            "forward the machine's ports 80 and 443 to them, or set "
+            f"{ENV_PREFIX}ROUTER_HTTP_PORT=80 and {ENV_PREFIX}ROUTER_HTTPS_PORT=443",
+        ),
+    ]
 
 
 # -- PUBLIC_URL ----------------------------------------------------------------------------

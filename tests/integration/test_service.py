@@ -10,6 +10,8 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -155,3 +157,56 @@ def test_doctor_names_a_stopped_engine_a_used_port_and_an_unreachable_public_url
     lines = shown.stdout.splitlines()
     at = next(i for i, line in enumerate(lines) if "Docker engine" in line)
     assert lines[at].startswith("FAIL") and lines[at + 1].strip().startswith("fix: ")
+
+
+class _Directory(BaseHTTPRequestHandler):
+    """An ACME CA's directory, as far as `doctor` reads it."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"newOrder": "http://ca.test/new-order", "newNonce": "x"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_doctor_with_automatic_https_names_an_unreachable_ca_and_challenge_ports(
+    tmp_path: Path,
+) -> None:
+    closed = free_port()
+    env = clean_env(
+        tmp_path,
+        acme_email="ops@example.com",
+        acme_ca=f"http://127.0.0.1:{closed}/directory",
+        router_http_port=str(free_port()),
+        router_https_port=str(free_port()),
+    )
+
+    ran = slipway("doctor", "--json", env=env, cwd=tmp_path)
+
+    found = {f["check"]: f for f in json.loads(ran.stdout)}
+    ca, challenges = found["ACME CA"], found["ACME challenges"]
+    assert ran.returncode == 1, ran.stderr
+    assert ca["state"] == "FAIL" and f"127.0.0.1:{closed}" in ca["detail"]
+    assert "SLIPWAY_ACME_CA" in ca["fix"]
+    assert challenges["state"] == "warn" and "80 and 443" in challenges["fix"]
+    assert found["router HTTPS port"]["state"] == "ok"
+
+    # A CA that answers as one: the check passes.
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Directory)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env["SLIPWAY_ACME_CA"] = f"http://127.0.0.1:{server.server_address[1]}/directory"
+        answers = {
+            f["check"]: f
+            for f in json.loads(slipway("doctor", "--json", env=env, cwd=tmp_path).stdout)
+        }
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+    assert answers["ACME CA"]["state"] == "ok", answers["ACME CA"]
