@@ -39,7 +39,6 @@ from app.api.schemas import (
     EnvView,
     IdleView,
     NewDeploymentBody,
-    NotificationView,
     RevisionView,
     RollbackBody,
     ScalingDecisionView,
@@ -57,7 +56,7 @@ from app.deployments.environment import EnvChange
 from app.deployments.operations import DeploymentOperations, Done, NewDeployment
 from app.deployments.registry import get_deployment, is_langgraph, list_deployments
 from app.deployments.usage import idle_verdict
-from app.feedback.notify_outbox import NotificationOutbox
+from app.feedback.notify_outbox import NotificationOutbox, NotificationView
 from app.kernel.db import SessionFactory
 from app.kernel.models import Deployment, Repository, Revision, RevisionState
 from app.kernel.orders import CARRY_OUT, QUEUE_NAME, RUN_REVISION, WorkOrder, revision_job_id
@@ -289,7 +288,7 @@ class DeploymentController(Controller):
         """The newest notifications first, with their attempts and last error."""
         with sessions() as session:
             get_deployment(session, deployment_id)
-        return [NotificationView(**vars(row)) for row in notices.history(deployment_id)]
+        return notices.history(deployment_id)
 
     @get("/{deployment_id:str}/revisions", sync_to_thread=True)
     def list_revisions(

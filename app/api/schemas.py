@@ -172,23 +172,6 @@ def deployment_status(deployment: Deployment) -> str:
     return "removed" if done else "removing"
 
 
-class NotificationView(BaseModel):
-    """One message to one channel: the channel by label only (its URL carries tokens)."""
-
-    id: int
-    deployment_id: str
-    revision_id: str | None
-    event: str
-    channel: str
-    title: str
-    state: str
-    """pending (to be tried, or tried again after last_error), sent, or given up."""
-    attempts: int
-    last_error: str | None
-    created_at: datetime
-    sent_at: datetime | None
-
-
 class RevisionView(BaseModel):
     id: str
     deployment_id: str

@@ -63,7 +63,8 @@ class NotifyEvent(enum.StrEnum):
 
 @dataclass(frozen=True)
 class NotificationView:
-    """A row as the API shows it: everything but the URL."""
+    """A row as the API shows it: everything but the URL; the channel by label only (its URL
+    carries tokens)."""
 
     id: int
     deployment_id: str
@@ -72,6 +73,7 @@ class NotificationView:
     channel: str
     title: str
     state: str
+    """pending (to be tried, or tried again after last_error), sent, or given up."""
     attempts: int
     last_error: str | None
     created_at: datetime
