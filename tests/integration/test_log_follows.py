@@ -4,7 +4,6 @@ are held the API answers everyone else at once. A real API server (uvicorn) on 1
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import uvicorn
 
 from app.access.links import RevisionLinks
 from app.api import create_app
@@ -20,7 +18,8 @@ from app.bootstrap import link_signer, open_database, pipeline_config, secret_bo
 from app.deployments.revisions import transition
 from app.kernel.models import Deployment, Installation, Repository, Revision, RevisionState
 from app.kernel.settings import Settings
-from app.server.embedded import EmbeddedRedis, free_port
+from app.server.embedded import EmbeddedRedis
+from tests.support.api_server import serve_api
 from tests.support.keys import new_private_key_pem
 
 pytestmark = pytest.mark.timeout(120)
@@ -46,20 +45,8 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
 
 @pytest.fixture
 def api(settings: Settings) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
-        time.sleep(0.05)
-    yield base
-    server.should_exit = True
-    thread.join(timeout=15)
+    with serve_api(create_app(settings)) as base:
+        yield base
 
 
 def _building_revisions(settings: Settings, count: int) -> list[Revision]:

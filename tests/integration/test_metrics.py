@@ -5,7 +5,6 @@ in Prometheus' format (which prometheus_client's parser reads), behind a token."
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.adapters.caddy import CaddyRouter
@@ -25,6 +23,7 @@ from app.kernel.settings import Settings
 from app.kernel.timestamps import utcnow
 from app.replicas.metrics import MetricsSampler
 from app.server.embedded import Caddy, EmbeddedRedis, free_port
+from tests.support.api_server import serve_api
 from tests.support.keys import new_private_key_pem
 
 pytestmark = pytest.mark.timeout(120)
@@ -107,9 +106,12 @@ def test_requests_through_the_router_become_points_a_series_and_prometheus_metri
             now[0] += timedelta(seconds=10)
             sampler.sample()
 
-        api = _serve(create_app(settings))
+        app = create_app(settings)  # makes the admin token
         token = (settings.data_dir / "admin-token").read_text().strip()
-        with httpx.Client(base_url=next(api), timeout=30) as client:
+        with (
+            serve_api(app) as base,
+            httpx.Client(base_url=base, timeout=30) as client,
+        ):
             series = client.get(
                 "/api/deployments/dep_web/metrics",
                 params={"since": "1h", "step": "10s"},
@@ -137,23 +139,6 @@ def test_requests_through_the_router_become_points_a_series_and_prometheus_metri
             )
             assert ("slipway_deployment_latency_seconds", "web", "0.99") in samples
             assert samples[("slipway_deployments", None, None)] == 1
-        next(api, None)
     finally:
         caddy.stop()
         queue.stop()
-
-
-def _serve(app: object) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")  # type: ignore[arg-type]
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=15)

@@ -3,7 +3,6 @@ describes itself at /schema. A real API server (uvicorn), a real Valkey, Caddy a
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,11 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from app.api import create_app
 from app.kernel.settings import Settings
-from app.server.embedded import Caddy, EmbeddedRedis, free_port
+from app.server.embedded import Caddy, EmbeddedRedis
+from tests.support.api_server import serve_api
 from tests.support.keys import new_private_key_pem
 
 pytestmark = pytest.mark.timeout(120)
@@ -42,20 +41,11 @@ def api(tmp_path: Path, redis: EmbeddedRedis) -> Iterator[str]:
         redis_url=redis.url,
         caddy_admin_url=caddy.admin_url,
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=15)
-    caddy.stop()
+    try:
+        with serve_api(create_app(settings)) as base:
+            yield base
+    finally:
+        caddy.stop()
 
 
 def wait_for_status(client: httpx.Client, path: str, status: int) -> httpx.Response:

@@ -1,0 +1,34 @@
+"""Slipway's API (a Litestar app) served by uvicorn in a thread, for tests that call it over
+HTTP without a whole platform."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+from app.server.embedded import free_port
+
+START_SECONDS = 30.0
+
+
+@contextmanager
+def serve_api(app: Any) -> Iterator[str]:
+    """The app on a free port of 127.0.0.1 while the block runs; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START_SECONDS
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
