@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.apps import static_site
 from tests.support.fake_github import CheckRun, FakeGitHub
-from tests.support.fake_github.payloads import sign
+from tests.support.fake_github.payloads import ZERO_SHA, sign
 from tests.support.git_repos import GitRepo
 from tests.support.platform import (
     INSTALLATION_ID,
@@ -19,8 +19,6 @@ from tests.support.platform import (
     RunningPlatform,
     wait_for,
 )
-
-NULL_SHA = "0" * 40
 
 
 def test_a_bad_or_missing_signature_is_refused_and_nothing_is_stored(
@@ -92,7 +90,7 @@ def live_site(
 ) -> tuple[GitRepo, dict[str, Any], dict[str, Any]]:
     """A deployment with a healthy first revision, to break with the next push."""
     repo, repository = make_repository("site", static_site("good version"))
-    platform.push(repository, INSTALLATION_ID, NULL_SHA, repo.head)
+    platform.push(repository, INSTALLATION_ID, ZERO_SHA, repo.head)
     deployment, revision = platform.settle(repository["full_name"], repo.head)
     assert revision["state"] == "live", revision["error"]
     assert platform.request(deployment["slug"]).text == "good version\n"

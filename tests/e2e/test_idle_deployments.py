@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.apps import slow_app
 from tests.support.fake_github import FakeGitHub
+from tests.support.fake_github.payloads import ZERO_SHA
 from tests.support.platform import (
     INSTALLATION_ID,
     RunningPlatform,
@@ -22,7 +23,6 @@ from tests.support.platform import (
     wait_for,
 )
 
-NULL_SHA = "0" * 40
 DAY_SECONDS = 2.0
 """A "day" of the idle rules: the notice ~16 s after the last use, the deletion 42 s later."""
 
@@ -45,7 +45,7 @@ def idle_platform(
 
 def deploy(platform: RunningPlatform, github: FakeGitHub, path: Path) -> tuple[dict[str, Any], str]:
     repo, repository = connect_repository(platform, github, path, slow_app("one"))
-    platform.push(repository, INSTALLATION_ID, NULL_SHA, repo.head)
+    platform.push(repository, INSTALLATION_ID, ZERO_SHA, repo.head)
     deployment, revision = platform.settle(repository["full_name"], repo.head)
     assert revision["state"] == "live", revision["error"]
     return deployment, str(repository["full_name"])

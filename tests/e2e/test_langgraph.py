@@ -24,6 +24,7 @@ from app.kernel.names import database_identifier
 from tests.e2e.pull_requests import PullRequests, connects
 from tests.support.apps import langgraph_app
 from tests.support.fake_github import FakeGitHub
+from tests.support.fake_github.payloads import ZERO_SHA
 from tests.support.fake_langsmith import FakeLangSmith
 from tests.support.git_repos import GitRepo
 from tests.support.images import DOCKER
@@ -43,7 +44,6 @@ from tests.support.wheelhouse import (
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
-NULL_SHA = "0" * 40
 SETTLE_SECONDS = 600.0
 """The first build installs langgraph-api from the local index (~1 min on 2 cores)."""
 
@@ -110,7 +110,7 @@ class Agent:
 def deploy_agent(platform: RunningPlatform, github: FakeGitHub, path: Path, prefix: str) -> Agent:
     """Connect a repository holding langgraph_app(prefix), push it, and wait until it is live."""
     repo, repository = connect_repository(platform, github, path, langgraph_app(prefix))
-    assert platform.push(repository, INSTALLATION_ID, NULL_SHA, repo.head).status_code == 202
+    assert platform.push(repository, INSTALLATION_ID, ZERO_SHA, repo.head).status_code == 202
     deployment, revision = platform.settle(repository["full_name"], repo.head)
     assert revision["state"] == "live", (revision["error"], platform.logs(revision["id"]))
     return Agent(repo, repository, deployment, revision)
@@ -189,7 +189,7 @@ def test_a_langgraph_repository_goes_live_and_keeps_its_threads(
         platform, github, tmp_path / "agent", langgraph_app("v1: ")
     )
     first = repo.head
-    assert platform.push(repo_info, INSTALLATION_ID, NULL_SHA, first).status_code == 202
+    assert platform.push(repo_info, INSTALLATION_ID, ZERO_SHA, first).status_code == 202
     deployment, revision1 = platform.settle(repo_info["full_name"], first)
     assert revision1["state"] == "live", (revision1["error"], platform.logs(revision1["id"]))
     slug = deployment["slug"]

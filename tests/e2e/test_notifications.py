@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from tests.e2e.conftest import Receivers
 from tests.support.apps import static_site
+from tests.support.fake_github.payloads import ZERO_SHA
 from tests.support.platform import INSTALLATION_ID, RepoFactory, RunningPlatform, wait_for
 
-NULL_SHA = "0" * 40
 QUIET_AFTER_SECONDS = 15.0
 """The crash-looping app's next two deaths come within this (it dies 2 s after each start;
 the backoff is 4 s, then 8 s)."""
@@ -34,7 +34,7 @@ def test_a_failed_revision_reaches_the_webhook_and_the_mailbox_once(
     repo, repository = make_repository(
         "breaks", static_site("never built", extra_run="RUN /bin/busybox false\n")
     )
-    platform.push(repository, INSTALLATION_ID, NULL_SHA, repo.head)
+    platform.push(repository, INSTALLATION_ID, ZERO_SHA, repo.head)
     deployment, revision = platform.settle(repository["full_name"], repo.head)
     assert revision["state"] == "failed"
     deployment_id = deployment["id"]
@@ -57,7 +57,7 @@ def test_a_crash_loop_reaches_the_webhook_and_the_mailbox_once_however_many_rest
     platform: RunningPlatform, receivers: Receivers, make_repository: RepoFactory
 ) -> None:
     repo, repository = make_repository("crashes", CRASHING)
-    platform.push(repository, INSTALLATION_ID, NULL_SHA, repo.head)
+    platform.push(repository, INSTALLATION_ID, ZERO_SHA, repo.head)
     deployment, revision = platform.settle(repository["full_name"], repo.head)
     assert revision["state"] == "live", revision["error"]
     deployment_id = deployment["id"]

@@ -17,11 +17,10 @@ from typing import Any
 from tests.e2e.pull_requests import PullRequests, connects
 from tests.support.apps import notes_app, static_site
 from tests.support.fake_github import FakeGitHub
-from tests.support.fake_github.payloads import pull_request_payload
+from tests.support.fake_github.payloads import ZERO_SHA, pull_request_payload
 from tests.support.images import DOCKER
 from tests.support.platform import INSTALLATION_ID, RepoFactory, RunningPlatform, wait_for
 
-NULL_SHA = "0" * 40
 LABEL_TOML = '[previews]\ntrigger = "label"\n'
 SECRET = "sk-preview-4f1c9e7a2b"
 """A preview-only secret: in the preview's container, and nowhere else."""
@@ -155,7 +154,7 @@ def test_a_preview_scoped_secret_reaches_the_preview_and_not_production(
     platform: RunningPlatform, github: FakeGitHub, make_repository: RepoFactory
 ) -> None:
     repo, repository = make_repository("scoped", notes_app("main"))
-    platform.push(repository, INSTALLATION_ID, NULL_SHA, repo.head)
+    platform.push(repository, INSTALLATION_ID, ZERO_SHA, repo.head)
     production, _ = platform.settle(repository["full_name"], repo.head)
     slug, path = production["slug"], f"/api/deployments/{production['id']}/env"
     changed = platform.call("PATCH", path, json={"set": {"MODE": "live"}})

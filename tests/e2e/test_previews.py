@@ -19,7 +19,7 @@ import httpx
 from tests.e2e.pull_requests import PullRequests, connects
 from tests.support.apps import notes_app, static_site
 from tests.support.fake_github import FakeGitHub
-from tests.support.fake_github.payloads import check_run_payload, pull_request_payload
+from tests.support.fake_github.payloads import ZERO_SHA, check_run_payload, pull_request_payload
 from tests.support.images import DOCKER, network_of
 from tests.support.platform import (
     INSTALLATION_ID,
@@ -27,8 +27,6 @@ from tests.support.platform import (
     RunningPlatform,
     wait_for,
 )
-
-NULL_SHA = "0" * 40
 
 
 def serves(platform: RunningPlatform, slug: str, text: str) -> bool:
@@ -111,7 +109,7 @@ def test_a_pull_request_preview_from_open_to_close(
     platform: RunningPlatform, github: FakeGitHub, make_repository: RepoFactory
 ) -> None:
     repo, repository = make_repository("previewed", notes_app("main"))
-    platform.push(repository, INSTALLATION_ID, NULL_SHA, repo.head)
+    platform.push(repository, INSTALLATION_ID, ZERO_SHA, repo.head)
     production, live = platform.settle(repository["full_name"], repo.head)
     assert live["state"] == "live", live["error"]
     slug = production["slug"]
@@ -299,7 +297,7 @@ def test_a_rerun_of_a_failed_push_makes_a_new_revision_and_check_run(
         str(files["Dockerfile"]).split("\n", 1)[0], f"FROM {missing}"
     )
     repo, repository = make_repository("rerun", files)
-    platform.push(repository, INSTALLATION_ID, NULL_SHA, repo.head)
+    platform.push(repository, INSTALLATION_ID, ZERO_SHA, repo.head)
     deployment, failed = platform.settle(repository["full_name"], repo.head)
     assert failed["state"] == "failed"
 

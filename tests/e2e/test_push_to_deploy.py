@@ -9,10 +9,9 @@ import uuid
 
 from tests.support.apps import notes_app
 from tests.support.fake_github import FakeGitHub
+from tests.support.fake_github.payloads import ZERO_SHA
 from tests.support.images import BUSYBOX_IMAGE, DOCKER, network_of
 from tests.support.platform import INSTALLATION_ID, RepoFactory, RunningPlatform, wait_for
-
-NULL_SHA = "0" * 40
 
 
 def test_push_deploys_and_next_push_replaces_it_keeping_the_data(
@@ -22,7 +21,7 @@ def test_push_deploys_and_next_push_replaces_it_keeping_the_data(
     first = repo.head
 
     started = time.monotonic()
-    response = platform.push(repository, INSTALLATION_ID, NULL_SHA, first)
+    response = platform.push(repository, INSTALLATION_ID, ZERO_SHA, first)
     answered = time.monotonic() - started
     assert response.status_code == 202, response.text
     assert answered < 1.0, f"the webhook took {answered:.3f} s to answer"
@@ -151,7 +150,7 @@ def test_a_newer_push_cancels_a_revision_still_building(
     )
     repo, repository = make_repository("supersede", slow)
     older = repo.head
-    platform.push(repository, INSTALLATION_ID, NULL_SHA, older)
+    platform.push(repository, INSTALLATION_ID, ZERO_SHA, older)
     deployment, revision_old = platform.settle(
         repository["full_name"], older, frozenset({"building"})
     )
@@ -191,7 +190,7 @@ def test_slipway_toml_moves_the_dockerfile_the_port_and_the_health_path(
         ),
     }
     repo, repository = make_repository("configured", files)
-    platform.push(repository, INSTALLATION_ID, NULL_SHA, repo.head)
+    platform.push(repository, INSTALLATION_ID, ZERO_SHA, repo.head)
     deployment, revision = platform.settle(repository["full_name"], repo.head)
     assert revision["state"] == "live", revision["error"]
     assert platform.request(deployment["slug"]).text == "configured\n"

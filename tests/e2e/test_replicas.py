@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.apps import slow_app
 from tests.support.fake_github import FakeGitHub
+from tests.support.fake_github.payloads import ZERO_SHA
 from tests.support.images import DOCKER
 from tests.support.load import start_load
 from tests.support.platform import (
@@ -26,7 +27,6 @@ from tests.support.platform import (
     wait_for,
 )
 
-NULL_SHA = "0" * 40
 SCALE_DOWN_DELAY_SECONDS = 12
 STABLE_WINDOW_SECONDS = 6
 
@@ -53,7 +53,7 @@ def deploy(
     platform: RunningPlatform, github: FakeGitHub, path: Path, files: dict[str, str | bytes]
 ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     repo, repository = connect_repository(platform, github, path, files)
-    platform.push(repository, INSTALLATION_ID, NULL_SHA, repo.head)
+    platform.push(repository, INSTALLATION_ID, ZERO_SHA, repo.head)
     deployment, revision = platform.settle(repository["full_name"], repo.head)
     assert revision["state"] == "live", revision["error"]
     return repo, repository, deployment
