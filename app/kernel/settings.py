@@ -455,7 +455,7 @@ class Settings(BaseSettings):
 
     @field_validator("acme_dns_credentials")
     @classmethod
-    def _provider_options(cls, value: SecretStr | None) -> SecretStr | None:
+    def _credentials_object(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
             return None
         _provider_options(value)  # the message never quotes the value: it is a secret

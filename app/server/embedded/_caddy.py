@@ -57,7 +57,7 @@ def find_caddy(configured: str | None = None) -> Path:
         found = shutil.which(configured)
         if found is None:
             raise EmbeddedServiceError(
-                f"CADDY_BINARY: {configured} is not an executable file (nor one on PATH)"
+                f"SLIPWAY_CADDY_BINARY: {configured} is not an executable file (nor one on PATH)"
             )
         return Path(found)
     try:
