@@ -22,7 +22,7 @@ import httpx
 
 from app.access.links import LinkSigner, RevisionLinks
 from app.adapters.apprise_channels import AppriseChannels
-from app.adapters.caddy import AutomaticHttps, CaddyRouter
+from app.adapters.caddy import AutomaticHttps, CaddyRouter, WildcardCertificate
 from app.adapters.dns import SystemResolver
 from app.adapters.docker import DockerRuntime
 from app.adapters.docker_output import DockerOutputs
@@ -262,6 +262,7 @@ def automatic_https(settings: Settings) -> AutomaticHttps | None:
         return None
     api = f"{_loopback(settings.host)}:{settings.port}"
     public = urlsplit(settings.api_url)
+    platform_host = public.hostname if public.scheme == "https" else None
     return AutomaticHttps(
         email=settings.acme_email,
         ca=str(settings.acme_ca),
@@ -270,8 +271,25 @@ def automatic_https(settings: Settings) -> AutomaticHttps | None:
         http_port=settings.router_plain_port,
         https_port=settings.router_tls_port,
         permission_url=f"http://{api}{ASK_PATH}",
-        platform_host=public.hostname if public.scheme == "https" else None,
-        platform_upstream=api if public.scheme == "https" else None,
+        platform_host=platform_host,
+        platform_upstream=api if platform_host else None,
+        wildcard=wildcard_certificate(settings, platform_host),
+    )
+
+
+def wildcard_certificate(
+    settings: Settings, platform_host: str | None
+) -> WildcardCertificate | None:
+    """`*.BASE_DOMAIN` through the DNS provider's API, when one is configured; BASE_DOMAIN
+    itself too when it is PUBLIC_URL's host (no deployment's or custom domain's can be)."""
+    options = settings.acme_dns_options
+    if settings.acme_dns_provider is None or options is None:
+        return None
+    base = settings.base_domain
+    return WildcardCertificate(
+        subjects=(f"*.{base}", *([base] if platform_host == base else [])),
+        provider=settings.acme_dns_provider,
+        options=options,
     )
 
 

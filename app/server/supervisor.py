@@ -191,7 +191,11 @@ class Supervisor:
             log.info("redis started")
         router = plan["router"]
         if router is not None:
-            self._caddy = Caddy(Path(router["data_dir"]), threads=router["threads"])
+            self._caddy = Caddy(
+                Path(router["data_dir"]),
+                executable=Path(router["executable"]),
+                threads=router["threads"],
+            )
             self._env[f"{ENV_PREFIX}CADDY_ADMIN_URL"] = self._caddy.start(router["config"])
             log.info("router started", extra={"port": router["port"]})
 

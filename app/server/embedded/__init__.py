@@ -15,7 +15,13 @@ machine. So every service here:
 Nothing runs at import time: servers start only when ``start()`` is called.
 """
 
-from app.server.embedded._caddy import Caddy
+from app.server.embedded._caddy import (
+    Caddy,
+    build_with,
+    caddy_modules,
+    find_caddy,
+    missing_dns_provider,
+)
 from app.server.embedded._common import (
     PG_ADMIN_USER,
     PG_SYSTEM_USER,
@@ -33,6 +39,10 @@ __all__ = [
     "EmbeddedPostgres",
     "EmbeddedRedis",
     "EmbeddedServiceError",
+    "build_with",
+    "caddy_modules",
     "docker_bridge_gateway",
+    "find_caddy",
     "free_port",
+    "missing_dns_provider",
 ]

