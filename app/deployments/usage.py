@@ -21,15 +21,18 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, or_
 from sqlmodel import Session, col, select
 
-from app.deployments.idle import IdleAction, IdleRules, IdleVerdict, judge
+from app.deployments.idle import IdleAction, IdleRules, IdleVerdict, judge, preview_removal_at
 from app.deployments.operations import delete_deployment
+from app.deployments.previews import mark_removed, pull_request_of
 from app.deployments.registry import DEFAULT_SLUG_HOLD
+from app.feedback.comments import bump
 from app.kernel.db import SessionFactory
 from app.kernel.errors import GitHubError, TracingError
 from app.kernel.models import Deployment, MetricPoint, Repository, UsageDay
-from app.kernel.orders import WorkOrder
+from app.kernel.orders import TeardownOrder, WorkOrder
 from app.kernel.ports import Clock, GitHubPort, TracingService
 from app.replicas.metrics import FINE_STEP_SECONDS
+from manifests.config import describe_idle_ttl
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +84,28 @@ def served_since_last_use(session: Session) -> dict[str, list[tuple[datetime, in
     return served
 
 
+def preview_removal(deployment: Deployment, rules: IdleRules, now: datetime) -> datetime | None:
+    """When a preview is removed for going unused (`[previews] idle_ttl`); None: never.
+    Counted from its last use, or from now until the usage tick first looks at it live."""
+    if not deployment.is_preview:
+        return None
+    return preview_removal_at(
+        ttl_seconds=rules.ttl_seconds(deployment.preview_idle_ttl),
+        last_used_at=deployment.last_used_at or now,
+        keep=deployment.keep,
+    )
+
+
 @dataclass
 class UsageReport:
     used: int = 0
     noticed: list[str] = field(default_factory=list)
     withdrawn: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    """Previews removed for going unused longer than their `idle_ttl`."""
     orders: list[WorkOrder] = field(default_factory=list)
-    """Teardowns of the deleted deployments, for the worker to carry out."""
+    """Teardowns of the deleted deployments and removed previews, for the worker."""
 
 
 class UsageTracker:
@@ -137,13 +154,14 @@ class UsageTracker:
                 self._apply(session, deployment, now, report)
             self._withdraw_for_deleted(session, report)
             self._forget_old_days(session, now)
-        if report.noticed or report.withdrawn or report.deleted:
+        if report.noticed or report.withdrawn or report.deleted or report.removed:
             log.info(
                 "idle rules applied",
                 extra={
                     "noticed": report.noticed,
                     "withdrawn": report.withdrawn,
                     "deleted": report.deleted,
+                    "removed": report.removed,
                 },
             )
         return report
@@ -200,6 +218,12 @@ class UsageTracker:
     def _apply(
         self, session: Session, deployment: Deployment, now: datetime, report: UsageReport
     ) -> None:
+        if deployment.is_preview:
+            remove_at = preview_removal(deployment, self.rules, now)
+            if remove_at is not None and now >= remove_at:
+                report.orders.append(self._remove_preview(session, deployment, now))
+                report.removed.append(deployment.id)
+            return
         verdict = self.verdict(deployment, session, now)
         if verdict.action is IdleAction.none:
             return
@@ -335,6 +359,34 @@ class UsageTracker:
                 "idle notice not closed", extra={"deployment_id": deployment.id, "error": str(exc)}
             )
         return order
+
+    def _remove_preview(self, session: Session, deployment: Deployment, now: datetime) -> WorkOrder:
+        """As closing its pull request removes it (container, route, database), the pull
+        request left open: a new commit (or the label put on again) deploys a new one."""
+        ttl = deployment.preview_idle_ttl or ""
+        unused = describe_idle_ttl(ttl)
+        removed = mark_removed(session, deployment, f"unused for {unused} (idle_ttl)", now)
+        pull_request = pull_request_of(session, deployment)
+        if pull_request is not None:
+            # The key passed slipway.toml's check (digits and a unit): safe in a code span.
+            pull_request.note = (
+                f"after {unused} without a request or a trace "
+                f'(`idle_ttl = "{ttl}"` in slipway.toml; a new commit on the pull request, or '
+                'labelling it again with `trigger = "label"`, deploys a new one)'
+            )
+            bump(pull_request, now)
+            session.add(pull_request)
+        session.commit()
+        log.info(
+            "unused preview removed",
+            extra={"deployment_id": deployment.id, "idle_ttl": ttl},
+        )
+        return WorkOrder(
+            f"preview {deployment.slug} unused for {unused} (idle_ttl): being removed",
+            cancelled_revisions=[r.id for r in removed.cancelled],
+            teardowns=[TeardownOrder(deployment.id, drop_database=True)],
+            comments=[pull_request.id] if pull_request is not None else [],
+        )
 
     def _withdraw_for_deleted(self, session: Session, report: UsageReport) -> None:
         """A deployment deleted through the API while its notice was open: the notice goes."""

@@ -153,6 +153,9 @@ class Deployment(SQLModel, table=True):
     """The GitHub issue telling its owners it is unused (open or closed), if one was made."""
     idle_noticed_at: datetime | None = _ts()
     """When its owners were told it is unused; None once it is used again."""
+    preview_idle_ttl: str | None = None
+    """A preview's `[previews] idle_ttl` at its newest commit ("3d", "30s"): unused that long,
+    it is removed as on close. None: it stays while its pull request is open."""
     created_at: datetime = _created()
     updated_at: datetime = _created()
 
