@@ -706,7 +706,6 @@ def wire(
     )
     usage = UsageTracker(
         sessions=sessions,
-        router=router,
         github=github,
         tracing=adapters.tracing,
         rules=setup.idle,

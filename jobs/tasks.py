@@ -210,7 +210,8 @@ async def back_up_databases(ctx: dict[str, Any]) -> str:
 
 async def track_usage(ctx: dict[str, Any]) -> str:
     """Tracing projects made where missing, the day's use recorded, the idle rules applied;
-    what they delete is torn down like a DELETE of the API."""
+    what they delete is torn down like a DELETE of the API, a preview past its `idle_ttl` as
+    on close."""
     platform = _platform(ctx)
     made = await asyncio.to_thread(platform.tracing_projects.ensure_missing)
     report = await asyncio.to_thread(platform.usage.tick)
@@ -219,5 +220,5 @@ async def track_usage(ctx: dict[str, Any]) -> str:
     return (
         f"{made} tracing projects made, {report.used} deployments used, "
         f"{len(report.noticed)} noticed, {len(report.withdrawn)} notices closed, "
-        f"{len(report.deleted)} deleted"
+        f"{len(report.deleted)} deleted, {len(report.removed)} unused previews removed"
     )

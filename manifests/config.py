@@ -14,6 +14,8 @@
     drafts = true               # draft pull requests too
     trigger = "every-pr"        # or "label": only pull requests that carry `label`
     label = "preview"           # the label that asks for a preview (trigger = "label")
+    idle_ttl = "3d"             # a preview unused this long is removed as on close (a new
+                                # commit brings it back); days ("3d") or seconds ("30s")
 
     [scale]                     # production only; each key defaults to the platform's setting
     min = 2                     # replicas kept however quiet (default 1)
@@ -44,6 +46,31 @@ from manifests.paths import SAFE_CHARACTERS, is_clean_relative
 CONFIG_FILE = "slipway.toml"
 MAX_LABEL_LENGTH = 50
 """GitHub's own limit on a label's name."""
+IDLE_TTL = re.compile(r"(?P<amount>[1-9][0-9]{0,6})(?P<unit>[dhms])")
+IDLE_TTL_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+MAX_IDLE_TTL_DAYS = 3650
+
+
+def idle_ttl_seconds(idle_ttl: str, day_seconds: float = 86400.0) -> float:
+    """`[previews] idle_ttl` in seconds: a day ("d") is the platform's idle-rule day
+    (SLIPWAY_IDLE_DAY_SECONDS, 86400 unless an operator's tests shorten it), so an e2e test
+    counts days in seconds as the idle rules do; hours, minutes and seconds are the clock's."""
+    match = IDLE_TTL.fullmatch(idle_ttl)
+    if match is None:
+        raise ValueError(f"not a duration: {idle_ttl!r}")
+    amount, unit = int(match["amount"]), match["unit"]
+    if unit == "d":
+        return amount * day_seconds
+    return float(amount * {"h": 3600, "m": 60, "s": 1}[unit])
+
+
+def describe_idle_ttl(idle_ttl: str) -> str:
+    """ "3d" → "3 days", "1h" → "1 hour": for the pull request's comment."""
+    match = IDLE_TTL.fullmatch(idle_ttl)
+    if match is None:
+        return idle_ttl
+    amount, unit = int(match["amount"]), IDLE_TTL_UNITS[match["unit"]]
+    return f"{amount} {unit if amount != 1 else unit[:-1]}"
 
 
 def _relative(value: str) -> str:
@@ -109,6 +136,28 @@ class PreviewsConfig(BaseModel):
     label: str = "preview"
     """The label that asks for a preview when `trigger = "label"` (matched as GitHub matches
     label names: case aside)."""
+    idle_ttl: str | None = None
+    """Remove a preview nobody used for this long (no request through the router, no trace),
+    as closing the pull request removes it: "3d" (days), "12h", "30m" or "30s". A new commit
+    pushed to the pull request (or, with `trigger = "label"`, labelling it again) brings it
+    back. Left out: a preview stays as long as its pull request is open."""
+
+    @field_validator("idle_ttl", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        if value is None:
+            return None
+        if not isinstance(value, str) or IDLE_TTL.fullmatch(value) is None:
+            raise ValueError(
+                f"{value!r} is not a duration: a whole number and a unit, d (days), h (hours), "
+                'm (minutes) or s (seconds), e.g. "3d" or "30s"'
+            )
+        if idle_ttl_seconds(value) > MAX_IDLE_TTL_DAYS * 86400:
+            raise ValueError(
+                f"{value!r} is longer than {MAX_IDLE_TTL_DAYS} days; leave idle_ttl out to "
+                "keep previews while their pull request is open"
+            )
+        return value
 
     @field_validator("label")
     @classmethod

@@ -8,7 +8,6 @@ is Caddy's boot config, so routes come back when either Slipway or Caddy restart
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,9 +31,6 @@ SERVER_NAME = "slipway"
 ADMIN_TIMEOUT_SECONDS = 10.0
 UPSTREAMS_PATH = "/reverse_proxy/upstreams"
 METRICS_PATH = "/metrics"
-REQUESTS_METRIC = "caddy_http_requests_total"
-"""Counted by Caddy per host it has a route for (per_host metrics; other hosts are "_other"):
-one read of the admin API tells which deployments served a request, however many there are."""
 READS_KEPT = 64
 """Reads before loads kept for the metrics sampler (one per load; it takes them every 10 s)."""
 ADMIN_ATTEMPTS = 3
@@ -343,10 +339,6 @@ class CaddyRouter:
                 f"the router (Caddy) listed its upstreams in a form Slipway does not know: {exc}"
             ) from exc
 
-    def requests_served(self) -> dict[str, int]:
-        """Caddy's `caddy_http_requests_total`, summed over handlers, by host."""
-        return requests_by_host(self.metrics_text())
-
     def metrics_reads(self) -> list[str]:
         """The counts read just before each load since the last call, then now's: Caddy
         starts its counts again at every load, and these keep what each load would drop."""
@@ -416,30 +408,3 @@ class CaddyRouter:
                 f"the router (Caddy) refused the configuration (HTTP {response.status_code}): "
                 f"{response.text.strip()[:500]}"
             )
-
-
-_SAMPLE = re.compile(r"^" + REQUESTS_METRIC + r"\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)")
-_HOST_LABEL = re.compile(r'(?:^|,)host="(?P<host>[^"]*)"')
-
-
-def requests_by_host(exposition: str) -> dict[str, int]:
-    """Request counts by hostname (a Host with the port counted with the one without) from
-    Prometheus text (the samples of REQUESTS_METRIC)."""
-    counts: dict[str, int] = {}
-    for line in exposition.splitlines():
-        sample = _SAMPLE.match(line)
-        if sample is None:
-            continue
-        host = _HOST_LABEL.search(sample["labels"])
-        if host is None or host["host"] == "_other":
-            continue
-        try:
-            value = int(float(sample["value"]))
-        except ValueError:
-            continue
-        name = host["host"]
-        head, _, port = name.rpartition(":")
-        if head and port.isdigit():
-            name = head
-        counts[name] = counts.get(name, 0) + value
-    return counts

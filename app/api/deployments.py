@@ -55,7 +55,7 @@ from app.deployments import revisions
 from app.deployments.environment import EnvChange
 from app.deployments.operations import DeploymentOperations, Done, NewDeployment
 from app.deployments.registry import get_deployment, is_langgraph, list_deployments
-from app.deployments.usage import idle_verdict
+from app.deployments.usage import idle_verdict, preview_removal
 from app.feedback.notify_outbox import NotificationOutbox, NotificationView
 from app.kernel.db import SessionFactory
 from app.kernel.models import Deployment, Repository, Revision, RevisionState
@@ -119,7 +119,8 @@ def _idle_view(
 ) -> IdleView | None:
     if deployment.removed_at is not None:
         return None
-    verdict = idle_verdict(session, deployment, idle_rules(settings), now)
+    rules = idle_rules(settings)
+    verdict = idle_verdict(session, deployment, rules, now)
     return IdleView(
         keep=deployment.keep,
         last_used_at=deployment.last_used_at,
@@ -127,6 +128,8 @@ def _idle_view(
         notice_at=verdict.notice_at,
         delete_at=verdict.delete_at,
         notice_issue=deployment.idle_issue_number if deployment.idle_noticed_at else None,
+        idle_ttl=deployment.preview_idle_ttl if deployment.is_preview else None,
+        remove_at=preview_removal(deployment, rules, now),
     )
 
 

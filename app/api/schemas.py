@@ -89,6 +89,11 @@ class IdleView(BaseModel):
     """When it would be deleted if still unused; None: never."""
     notice_issue: int | None
     """The GitHub issue of the notice, while it is open."""
+    idle_ttl: str | None = None
+    """A preview's `[previews] idle_ttl` (from slipway.toml at its newest commit), if any."""
+    remove_at: datetime | None = None
+    """When the preview is removed if still unused (as on close; a new commit brings it
+    back); None: never (not a preview, no idle_ttl, or kept)."""
 
 
 class DeploymentView(BaseModel):

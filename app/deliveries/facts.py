@@ -91,6 +91,7 @@ class GitHubCommitFacts:
             drafts=previews.drafts,
             by_label=previews.trigger == "label",
             label=previews.label,
+            idle_ttl=previews.idle_ttl,
         )
 
     def commit_message(self, installation_id: int, full_name: str, sha: str) -> str:

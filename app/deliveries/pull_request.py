@@ -145,6 +145,10 @@ def _open_or_update_preview(
         env_of=previews.env_source(ctx.session, ctx.secrets, deployment, fork=pull_request.fork),
     )
     revision = result.revision
+    deployment.preview_idle_ttl = settings.idle_ttl
+    if result.created or revived:
+        # A new commit is a use: its unused time counts again from when it is next live.
+        deployment.last_used_at = None
     pull_request.note = None
     comments.bump(pull_request, ctx.now)
     if not result.created:

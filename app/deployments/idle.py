@@ -3,7 +3,8 @@
 A pure function of the days a deployment was used (`UsageDay` rows), so it is tested alone
 (tests/unit/test_idle_rules.py) and the usage tick (app/deployments/usage.py) only gathers
 those days and carries the verdict out. Days are whole units of SLIPWAY_IDLE_DAY_SECONDS since
-the epoch; today, still running, never counts as unused.
+the epoch; today, still running, never counts as unused. A preview is not judged by days but
+by its repository's `[previews] idle_ttl` (`preview_removal_at`), also pure.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+from manifests.config import idle_ttl_seconds
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,10 @@ class IdleRules:
 
     def start_of(self, day: int) -> datetime:
         return datetime.fromtimestamp(day * self.day_seconds, UTC)
+
+    def ttl_seconds(self, idle_ttl: str | None) -> float | None:
+        """A preview's `idle_ttl` in seconds, its days being these rules' days."""
+        return None if idle_ttl is None else idle_ttl_seconds(idle_ttl, self.day_seconds)
 
 
 class IdleAction(enum.StrEnum):
@@ -90,3 +97,14 @@ def judge(
     else:
         action = IdleAction.withdraw if noticed else IdleAction.none
     return IdleVerdict(unused_days=unused, action=action, notice_at=notice_at, delete_at=delete_at)
+
+
+def preview_removal_at(
+    *, ttl_seconds: float | None, last_used_at: datetime, keep: bool = False
+) -> datetime | None:
+    """When a preview unused since `last_used_at` is removed: its `idle_ttl` later (in
+    seconds, days already turned into the idle rules' days). None: never (no `idle_ttl`, or
+    kept with PATCH {"keep": true})."""
+    if ttl_seconds is None or keep:
+        return None
+    return last_used_at + timedelta(seconds=ttl_seconds)

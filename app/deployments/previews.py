@@ -68,6 +68,8 @@ class PreviewSettings:
     by_label: bool = False
     """`trigger = "label"`: a preview only while the pull request carries `label`."""
     label: str = "preview"
+    idle_ttl: str | None = None
+    """`idle_ttl`: unused this long, the preview is removed as on close ("3d", "30s")."""
 
     def is_label(self, name: str | None) -> bool:
         """GitHub keeps one label per name whatever its case, so the case does not matter."""

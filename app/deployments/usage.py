@@ -1,12 +1,14 @@
 """The usage tick: which deployments were used today, and the idle rules carried out.
 
-Used means it served a request through the router (Caddy's per-host request counters, one read
-of the admin API for every deployment) or emitted a trace (its LangSmith project's last run,
-one call per hundred deployments) — never a poll of each deployment. A rise of the router's
-counter since the last tick is a use today; a counter lower than last seen means the router
-restarted, and any request since counts. The verdict is `app.deployments.idle.judge`'s; this
-module records the day, tells the owners with one GitHub issue (opened, closed when the
-deployment is used again or deleted, reopened for a later idle spell) and deletes.
+Used means it served a request through the router or emitted a trace (its LangSmith project's
+last run, one call per hundred deployments) — never a poll of each deployment. Requests are
+read from the metrics sampler's 10 s points (app/replicas/metrics.py), the one read of the
+router there is: the sampler already follows Caddy's counts across the configuration loads that
+start them again (each route change), so a request between a read and a load is not lost, as it
+was when this tick read the counters itself. A point newer than the deployment's last use is a
+use on the point's day. The verdict is `app.deployments.idle.judge`'s; this module records the
+day, tells the owners with one GitHub issue (opened, closed when the deployment is used again
+or deleted, reopened for a later idle spell) and deletes.
 """
 
 from __future__ import annotations
@@ -16,17 +18,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import delete, or_
 from sqlmodel import Session, col, select
 
-from app.deployments.idle import IdleAction, IdleRules, IdleVerdict, judge
+from app.deployments.idle import IdleAction, IdleRules, IdleVerdict, judge, preview_removal_at
 from app.deployments.operations import delete_deployment
+from app.deployments.previews import mark_removed, pull_request_of
 from app.deployments.registry import DEFAULT_SLUG_HOLD
+from app.feedback.comments import bump
 from app.kernel.db import SessionFactory
-from app.kernel.errors import GitHubError, RouterError, TracingError
-from app.kernel.models import Deployment, Repository, UsageDay
-from app.kernel.orders import WorkOrder
-from app.kernel.ports import Clock, GitHubPort, RouterPort, TracingService
+from app.kernel.errors import GitHubError, TracingError
+from app.kernel.models import Deployment, MetricPoint, Repository, UsageDay
+from app.kernel.orders import TeardownOrder, WorkOrder
+from app.kernel.ports import Clock, GitHubPort, TracingService
+from app.replicas.metrics import FINE_STEP_SECONDS
+from manifests.config import describe_idle_ttl
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +57,55 @@ def idle_verdict(
     )
 
 
+def served_since_last_use(session: Session) -> dict[str, list[tuple[datetime, int]]]:
+    """Each deployment's 10 s points with traffic (requests answered, or one still being
+    answered: a stream held open is a use) newer than its last use: (when, requests).
+
+    The deployment's `last_used_at` is where the previous tick stopped reading (it moves to the
+    newest point counted), so no point is counted twice and none is skipped, whenever the tick
+    runs. The points are the sampler's (kept an hour): a tick that did not run for longer
+    misses what went before, as the sampler's own series does.
+    """
+    rows = session.exec(
+        select(MetricPoint.deployment_id, MetricPoint.at, MetricPoint.requests)
+        .join(Deployment, col(Deployment.id) == col(MetricPoint.deployment_id))
+        .where(
+            MetricPoint.step_seconds == FINE_STEP_SECONDS,
+            or_(col(MetricPoint.requests) > 0, col(MetricPoint.in_flight) > 0),
+            col(Deployment.removed_at).is_(None),
+            col(Deployment.last_used_at).is_not(None),
+            col(MetricPoint.at) > col(Deployment.last_used_at),
+        )
+        .order_by(col(MetricPoint.at))
+    ).all()
+    served: dict[str, list[tuple[datetime, int]]] = {}
+    for deployment_id, at, requests in rows:
+        served.setdefault(deployment_id, []).append((at, requests))
+    return served
+
+
+def preview_removal(deployment: Deployment, rules: IdleRules, now: datetime) -> datetime | None:
+    """When a preview is removed for going unused (`[previews] idle_ttl`); None: never.
+    Counted from its last use, or from now until the usage tick first looks at it live."""
+    if not deployment.is_preview:
+        return None
+    return preview_removal_at(
+        ttl_seconds=rules.ttl_seconds(deployment.preview_idle_ttl),
+        last_used_at=deployment.last_used_at or now,
+        keep=deployment.keep,
+    )
+
+
 @dataclass
 class UsageReport:
     used: int = 0
     noticed: list[str] = field(default_factory=list)
     withdrawn: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    """Previews removed for going unused longer than their `idle_ttl`."""
     orders: list[WorkOrder] = field(default_factory=list)
-    """Teardowns of the deleted deployments, for the worker to carry out."""
+    """Teardowns of the deleted deployments and removed previews, for the worker."""
 
 
 class UsageTracker:
@@ -66,7 +113,6 @@ class UsageTracker:
         self,
         *,
         sessions: SessionFactory,
-        router: RouterPort,
         github: GitHubPort,
         tracing: TracingService | None,
         rules: IdleRules,
@@ -76,7 +122,6 @@ class UsageTracker:
         slug_hold: timedelta = DEFAULT_SLUG_HOLD,
     ) -> None:
         self._sessions = sessions
-        self._router = router
         self._github = github
         self._tracing = tracing
         self.rules = rules
@@ -91,7 +136,6 @@ class UsageTracker:
     def tick(self) -> UsageReport:
         now = self._clock()
         report = UsageReport()
-        served = self._served()
         with self._sessions() as session:
             # Counted once live: days spent building or waiting are no one's idleness.
             deployments = session.exec(
@@ -100,6 +144,7 @@ class UsageTracker:
                     col(Deployment.live_revision_id).is_not(None),
                 )
             ).all()
+            served = served_since_last_use(session)
             runs = self._last_runs([d.tracing_project_id for d in deployments])
             for deployment in deployments:
                 if self._record(session, deployment, served, runs, now):
@@ -109,26 +154,19 @@ class UsageTracker:
                 self._apply(session, deployment, now, report)
             self._withdraw_for_deleted(session, report)
             self._forget_old_days(session, now)
-        if report.noticed or report.withdrawn or report.deleted:
+        if report.noticed or report.withdrawn or report.deleted or report.removed:
             log.info(
                 "idle rules applied",
                 extra={
                     "noticed": report.noticed,
                     "withdrawn": report.withdrawn,
                     "deleted": report.deleted,
+                    "removed": report.removed,
                 },
             )
         return report
 
     # -- what was used ---------------------------------------------------------------------
-    def _served(self) -> dict[str, int] | None:
-        try:
-            return self._router.requests_served()
-        except RouterError as exc:
-            # Nothing is lost: the baseline stays, and the next reading sees the rise.
-            log.warning("router usage not read", extra={"error": str(exc)})
-            return None
-
     def _last_runs(self, project_ids: list[str | None]) -> dict[str, datetime | None]:
         ids = [i for i in project_ids if i]
         if self._tracing is None or not ids:
@@ -143,21 +181,16 @@ class UsageTracker:
         self,
         session: Session,
         deployment: Deployment,
-        served: dict[str, int] | None,
+        served: dict[str, list[tuple[datetime, int]]],
         runs: dict[str, datetime | None],
         now: datetime,
     ) -> bool:
         used_at: list[datetime] = []
-        if served is not None:
-            count = served.get(self._hostname(deployment.slug), 0)
-            seen = deployment.requests_seen
-            requests = 0
-            if seen is not None:
-                requests = count - seen if count >= seen else count  # lower: router restarted
-            deployment.requests_seen = count
-            if requests > 0:
-                used_at.append(now)
-                self._day(session, deployment.id, now).requests += requests
+        if deployment.last_used_at is not None:
+            # Before the first look nothing is counted: the rules count from that look.
+            for at, requests in served.get(deployment.id, []):
+                used_at.append(at)
+                self._day(session, deployment.id, at).requests += requests
         last_run = runs.get(deployment.tracing_project_id or "")
         if last_run is not None and (
             deployment.last_used_at is None or last_run > deployment.last_used_at
@@ -185,6 +218,12 @@ class UsageTracker:
     def _apply(
         self, session: Session, deployment: Deployment, now: datetime, report: UsageReport
     ) -> None:
+        if deployment.is_preview:
+            remove_at = preview_removal(deployment, self.rules, now)
+            if remove_at is not None and now >= remove_at:
+                report.orders.append(self._remove_preview(session, deployment, now))
+                report.removed.append(deployment.id)
+            return
         verdict = self.verdict(deployment, session, now)
         if verdict.action is IdleAction.none:
             return
@@ -320,6 +359,34 @@ class UsageTracker:
                 "idle notice not closed", extra={"deployment_id": deployment.id, "error": str(exc)}
             )
         return order
+
+    def _remove_preview(self, session: Session, deployment: Deployment, now: datetime) -> WorkOrder:
+        """As closing its pull request removes it (container, route, database), the pull
+        request left open: a new commit (or the label put on again) deploys a new one."""
+        ttl = deployment.preview_idle_ttl or ""
+        unused = describe_idle_ttl(ttl)
+        removed = mark_removed(session, deployment, f"unused for {unused} (idle_ttl)", now)
+        pull_request = pull_request_of(session, deployment)
+        if pull_request is not None:
+            # The key passed slipway.toml's check (digits and a unit): safe in a code span.
+            pull_request.note = (
+                f"after {unused} without a request or a trace "
+                f'(`idle_ttl = "{ttl}"` in slipway.toml; a new commit on the pull request, or '
+                'labelling it again with `trigger = "label"`, deploys a new one)'
+            )
+            bump(pull_request, now)
+            session.add(pull_request)
+        session.commit()
+        log.info(
+            "unused preview removed",
+            extra={"deployment_id": deployment.id, "idle_ttl": ttl},
+        )
+        return WorkOrder(
+            f"preview {deployment.slug} unused for {unused} (idle_ttl): being removed",
+            cancelled_revisions=[r.id for r in removed.cancelled],
+            teardowns=[TeardownOrder(deployment.id, drop_database=True)],
+            comments=[pull_request.id] if pull_request is not None else [],
+        )
 
     def _withdraw_for_deleted(self, session: Session, report: UsageReport) -> None:
         """A deployment deleted through the API while its notice was open: the notice goes."""

@@ -147,11 +147,15 @@ class Deployment(SQLModel, table=True):
     """The newest moment it was seen used (a request, a trace); until it is, when the idle
     rules first looked at it: its unused days are counted from here."""
     requests_seen: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    """The router's request counter for its hostname at the last usage tick (a rise: used)."""
+    """No longer written: the usage tick reads the metrics sampler's points instead of the
+    router's counters (the column stays, so nothing stored is dropped)."""
     idle_issue_number: int | None = None
     """The GitHub issue telling its owners it is unused (open or closed), if one was made."""
     idle_noticed_at: datetime | None = _ts()
     """When its owners were told it is unused; None once it is used again."""
+    preview_idle_ttl: str | None = None
+    """A preview's `[previews] idle_ttl` at its newest commit ("3d", "30s"): unused that long,
+    it is removed as on close. None: it stays while its pull request is open."""
     created_at: datetime = _created()
     updated_at: datetime = _created()
 

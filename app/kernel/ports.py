@@ -317,10 +317,6 @@ class RouterPort(Protocol):
         in Prometheus text: those read just before each route load since the last call, then
         now's (RouterError when it does not answer)."""
 
-    def requests_served(self) -> dict[str, int]:
-        """Requests answered since the router started, by hostname: a counter that only a
-        restart of the router sets back."""
-
 
 @dataclass(frozen=True)
 class TracingProject:

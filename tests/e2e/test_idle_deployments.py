@@ -95,10 +95,10 @@ def test_unused_is_noticed_a_request_closes_the_notice_then_deleted_and_keep_exe
     assert view(platform, idle["id"])["idle"]["notice_issue"] == notice["number"]
 
     assert platform.request(idle["slug"]).status_code == 200  # a use
-    wait_for(
+    wait_for(  # seen at the metrics sampler's next step (10 s), then the next usage tick
         "the notice closed by a request through the router",
         lambda: issues(github, idle_repo)[0]["state"] == "closed",
-        15,
+        30,
     )
     assert view(platform, idle["id"])["status"] == "active"
 

@@ -1,5 +1,6 @@
-"""A repository's choices about its previews, end to end on the shared platform: a preview only
-while its pull request carries a label, and env that only previews get.
+"""A repository's choices about its previews, end to end: a preview only while its pull request
+carries a label, env that only previews get (on the shared platform), and a preview removed
+once unused for its `idle_ttl` (on a platform of its own, whose idle-rule days last seconds).
 
 Real Docker, BuildKit, Postgres and Caddy; GitHub is the fake, labelled the way GitHub labels
 (the pull request changes first, then the `labeled`/`unlabeled` delivery).
@@ -12,16 +13,31 @@ import sqlite3
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.e2e.pull_requests import PullRequests, connects
 from tests.support.apps import notes_app, static_site
 from tests.support.fake_github import FakeGitHub
 from tests.support.fake_github.payloads import ZERO_SHA, pull_request_payload
 from tests.support.images import DOCKER
-from tests.support.platform import INSTALLATION_ID, RepoFactory, RunningPlatform, wait_for
+from tests.support.platform import (
+    INSTALLATION_ID,
+    RepoFactory,
+    RunningPlatform,
+    connect_repository,
+    start_platform,
+    wait_for,
+)
 
 LABEL_TOML = '[previews]\ntrigger = "label"\n'
+DAY_SECONDS = 10.0
+"""A "day" of the idle rules on the idle-TTL platform: `idle_ttl = "3d"` is 30 s."""
+TTL_TOML = '[previews]\nidle_ttl = "3d"\n'
 SECRET = "sk-preview-4f1c9e7a2b"
 """A preview-only secret: in the preview's container, and nowhere else."""
 
@@ -209,3 +225,116 @@ def test_a_preview_scoped_secret_reaches_the_preview_and_not_production(
     for text in shown:
         assert SECRET not in text
     assert github.errors == [], github.errors
+
+
+@pytest.fixture(scope="module")
+def ttl_platform(
+    tmp_path_factory: pytest.TempPathFactory, github: FakeGitHub, base_images: dict[str, str]
+) -> Iterator[RunningPlatform]:
+    """Days in seconds (the usage tick then runs every second); the deployment idle rules
+    off, so only the previews' idle_ttl acts."""
+    running = start_platform(
+        tmp_path_factory.mktemp("ttl-platform"),
+        github,
+        health_timeout_seconds="30",
+        idle_day_seconds=str(DAY_SECONDS),
+        idle_notice_days="0",
+        idle_delete_days="0",
+    )
+    yield running
+    running.stop_and_clean()
+
+
+def idle_of(platform: RunningPlatform, deployment_id: str) -> dict[str, Any]:
+    """The deployment's `idle` in the API (read without a request through the router, which
+    would be a use)."""
+    return dict(platform.api(f"/api/deployments/{deployment_id}")["idle"] or {})
+
+
+def moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_an_unused_preview_goes_after_its_idle_ttl_a_request_keeps_it_a_commit_brings_it_back(
+    ttl_platform: RunningPlatform, github: FakeGitHub, tmp_path: Path
+) -> None:
+    platform = ttl_platform
+    repo, repository = connect_repository(platform, github, tmp_path / "ttl", static_site("main"))
+    prs = PullRequests(platform, github, repo, repository)
+    head = prs.open(1, {**static_site("one"), "slipway.toml": TTL_TOML})
+    preview = prs.preview(1)
+    slug, status_path = preview["slug"], f"/api/deployments/{preview['id']}"
+    url = f"http://{slug}.localhost:{platform.router_port}/"
+    first = prs.settled(1, head)
+    assert first["state"] == "live", first["error"]
+    prs.comment_saying(1, "✅ Live", url)
+    uri = platform.database_uri(preview["id"])
+    assert connects(uri)
+
+    # The API shows when it would go: counted from the usage tick's first look at it live.
+    shown = wait_for(
+        "the usage tick to count the live preview",
+        lambda: (i := idle_of(platform, preview["id"]))["last_used_at"] and i,
+        30,
+    )
+    assert shown["idle_ttl"] == "3d" and shown["delete_at"] is None
+    unused_until = moment(shown["remove_at"])
+    assert (unused_until - moment(shown["last_used_at"])).total_seconds() == 3 * DAY_SECONDS
+
+    # A request through the router before the TTL keeps it: counted again from the request.
+    assert platform.request(slug).text == "one\n"
+    used = wait_for(  # the metrics sampler's next step (10 s), then the next usage tick
+        "the request to be seen as a use",
+        lambda: (
+            (i := idle_of(platform, preview["id"]))["remove_at"]
+            and moment(i["remove_at"]) > unused_until
+            and i
+        ),
+        45,
+    )
+    kept_until = moment(used["remove_at"])
+    wait_for(  # and a few of the usage tick's runs (every second) after it
+        "the first removal time to pass",
+        lambda: datetime.now(UTC) > unused_until + timedelta(seconds=3),
+        3 * DAY_SECONDS + 10,
+        every=0.5,
+    )
+    assert platform.api(status_path)["status"] == "active"
+    assert containers_of(preview["id"])
+
+    # Unused for the whole TTL since: removed as on close (404, database and containers gone);
+    # the comment says why and how to bring it back; the pull request stays open.
+    def removed_at() -> datetime | None:
+        gone = platform.api(status_path)["status"] in {"removing", "removed"}
+        return datetime.now(UTC) if gone else None
+
+    removed = wait_for(
+        "the unused preview to be removed", removed_at, 3 * DAY_SECONDS + 30, every=0.5
+    )
+    assert removed >= kept_until
+    assert platform.request(slug).status_code == 404
+    wait_for("the preview's database to be gone", lambda: not connects(uri), 60)
+    wait_for("no container of the preview", lambda: not containers_of(preview["id"]), 60)
+    body = prs.comment_saying(
+        1, "🗑️ **Removed**", "after 3 days without a request or a trace", '`idle_ttl = "3d"`'
+    )
+    assert "a new commit on the pull request" in body and url not in body
+    assert github.pull_request(prs.full_name, 1)["state"] == "open"
+
+    # A new commit brings it back at the same address, with a new database, counted afresh.
+    before, after = prs.push(1, {**static_site("two"), "slipway.toml": TTL_TOML})
+    prs.send("synchronize", 1, before=before)
+    again = prs.settled(1, after)
+    assert again["state"] == "live", again["error"]
+    assert serves(platform, slug, "two\n")
+    prs.comment_saying(1, "✅ Live", url)
+    back = wait_for(
+        "the preview to be counted again",
+        lambda: (i := idle_of(platform, preview["id"]))["last_used_at"] and i,
+        30,
+    )
+    assert moment(back["remove_at"]) > removed
+    assert connects(platform.database_uri(preview["id"]))
+    assert len(prs.comments(1)) == 1
+    assert github.errors == [], github.errors
+    print(f"removed {(removed - kept_until).total_seconds():.1f} s after its idle_ttl ran out")

@@ -292,29 +292,49 @@ class FakeRouter:
     loads: int = 0
     """Configurations applied so far."""
     served: dict[str, int] = field(default_factory=dict)
-    """Requests answered by hostname since the router started (a test adds to it)."""
-
-    metrics: str = ""
-    """What the router's metrics read gives (Prometheus text, as Caddy's)."""
+    """Requests answered by hostname since the configuration was last loaded: Caddy starts
+    its counts again at every load (a test adds to it with `serve`)."""
+    reloaded_at: float = 1.0
+    """Caddy's caddy_config_last_reload_success_timestamp_seconds."""
+    before_loads: list[str] = field(default_factory=list)
+    """The reads taken just before each load since the last metrics read (as the Caddy
+    adapter keeps them)."""
 
     def in_flight(self) -> dict[str, int]:
         return dict(self.load)
-
-    def requests_served(self) -> dict[str, int]:
-        if self.failure is not None:
-            raise RouterError(self.failure)
-        return dict(self.served)
 
     def serve(self, hostname: str, count: int = 1) -> None:
         """Requests through the router to the hostname."""
         self.served[hostname] = self.served.get(hostname, 0) + count
 
+    def metrics_text(self) -> str:
+        """Caddy's /metrics as the sampler reads it: the per-host counts and the reload stamp."""
+        lines = [f"caddy_config_last_reload_success_timestamp_seconds {self.reloaded_at}"]
+        lines += [
+            f'caddy_http_requests_total{{handler="reverse_proxy",host="{host}",server="srv0"}} '
+            f"{count}"
+            for host, count in self.served.items()
+        ]
+        return "\n".join(lines) + "\n"
+
     def metrics_reads(self) -> list[str]:
-        return [self.metrics]
+        if self.failure is not None:
+            raise RouterError(self.failure)
+        kept, self.before_loads = self.before_loads, []
+        return [*kept, self.metrics_text()]
+
+    def reload(self, *, read_before: bool = True) -> None:
+        """A configuration load: the counts start again (read just before it, as the adapter
+        does for its own loads; `read_before=False` is a load by another process)."""
+        if read_before:
+            self.before_loads.append(self.metrics_text())
+        self.served = {}
+        self.reloaded_at += 1.0
 
     def apply(self, routes: list[Route]) -> None:
         if self.failure is not None:
             raise RouterError(self.failure)
+        self.reload()
         self.routes = list(routes)
         self.loads += 1
 

@@ -1,17 +1,19 @@
-"""The usage tick over the services: requests through the router and traces make a day used, the
-owners get one GitHub issue after the notice days, it closes on use, deletion after the delete
-days drops the database and the route, and `keep` exempts a deployment."""
+"""The usage tick over the services: requests through the router (as the metrics sampler counted
+them) and traces make a day used, the owners get one GitHub issue after the notice days, it
+closes on use, deletion after the delete days drops the database and the route, and `keep`
+exempts a deployment."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pytest
+from sqlmodel import select
 
 from app.access.tokens import Caller
 from app.adapters.langsmith import LangSmithProjects
 from app.deployments.idle import IdleRules
-from app.kernel.models import Deployment, RevisionState
+from app.kernel.models import Deployment, RevisionState, UsageDay
 from manifests.tracing import LangSmith, Tracing
 from tests.support.fake_langsmith import FakeLangSmith
 from tests.unit.world import Platform
@@ -31,7 +33,20 @@ def idle(platform: Platform) -> Platform:
 
 def live(platform: Platform) -> Deployment:
     assert platform.pipeline.run(platform.push()) is RevisionState.live
+    platform.metrics.sample()  # the worker's first read: the baseline
     return platform.deployment()
+
+
+def requests(platform: Platform, deployment: Deployment, count: int = 1) -> None:
+    """Requests through the router, then the sampler's next step (every 10 s in the worker)."""
+    platform.router.serve(hostname(platform, deployment), count)
+    platform.metrics.sample()
+
+
+def day_requests(platform: Platform, deployment: Deployment) -> dict[int, int]:
+    with platform.sessions() as session:
+        rows = session.exec(select(UsageDay).where(UsageDay.deployment_id == deployment.id))
+        return {row.day: row.requests for row in rows}
 
 
 def days_later(platform: Platform, days: float) -> None:
@@ -54,7 +69,7 @@ def test_seven_unused_days_open_one_issue_a_request_closes_it(idle: Platform) ->
     assert issue["state"] == "open" and deployment.slug in issue["title"]
     assert "deleted on" in issue["body"]
 
-    idle.router.serve(hostname(idle, deployment))
+    requests(idle, deployment)
     report = idle.usage.tick()
     assert report.used == 1 and report.withdrawn == [deployment.id]
     [issue] = idle.github.issues(idle.full_name)
@@ -101,14 +116,42 @@ def test_keep_exempts_a_deployment_and_closes_its_notice(idle: Platform) -> None
     assert issue["state"] == "closed"
 
 
-def test_a_router_restart_does_not_hide_a_request(idle: Platform) -> None:
+def test_a_route_load_between_two_samples_loses_no_request(idle: Platform) -> None:
     deployment = live(idle)
-    idle.router.serve(hostname(idle, deployment), 50)
-    idle.usage.tick()  # baseline 50
-    days_later(idle, 3)
-    idle.router.served = {hostname(idle, deployment): 2}  # restarted, then two requests
+    idle.usage.tick()
+    days_later(idle, 8)
+    assert idle.usage.tick().noticed == [deployment.id]
+    idle.router.serve(hostname(idle, deployment), 2)
+    idle.router.apply(idle.router.routes or [])  # a route change: Caddy's counts start again
+    assert idle.router.served == {}
+    idle.metrics.sample()  # now's read says 0; the read before the load says 2
+
+    report = idle.usage.tick()
+    assert report.used == 1 and report.withdrawn == [deployment.id]
+    assert list(day_requests(idle, deployment).values()) == [2]
+    assert idle.usage.tick().used == 0  # a point is counted once
+
+
+def test_requests_on_either_side_of_a_load_all_count_on_their_day(idle: Platform) -> None:
+    deployment = live(idle)
+    idle.usage.tick()
+    requests(idle, deployment, 3)
+    idle.router.serve(hostname(idle, deployment), 4)
+    idle.router.apply(idle.router.routes or [])
+    requests(idle, deployment, 5)
     assert idle.usage.tick().used == 1
+    days_later(idle, 1)
+    requests(idle, deployment, 1)
+    assert idle.usage.tick().used == 1
+    assert sorted(day_requests(idle, deployment).values()) == [1, 12]
+
+
+def test_requests_before_the_first_look_are_not_counted_after_it(idle: Platform) -> None:
+    deployment = live(idle)
+    requests(idle, deployment, 3)  # sampled before the rules first looked at it
     assert idle.usage.tick().used == 0
+    assert idle.usage.tick().used == 0
+    assert day_requests(idle, deployment) == {}
 
 
 def test_a_trace_is_a_use(idle: Platform) -> None:

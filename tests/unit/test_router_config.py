@@ -17,7 +17,6 @@ from app.adapters.caddy import (
     NOT_FOUND_BODY,
     CaddyRouter,
     render_caddy_config,
-    requests_by_host,
 )
 from app.kernel.addresses import Route
 from app.kernel.errors import RouterError
@@ -206,22 +205,6 @@ def test_an_unreachable_router_is_a_router_error(tmp_path: Path) -> None:
 
     with pytest.raises(RouterError, match="did not answer"):
         router.apply([SHOP])
-
-
-def test_requests_are_counted_per_hostname_with_and_without_the_port() -> None:
-    exposition = "\n".join(
-        [
-            "# TYPE caddy_http_requests_total counter",
-            'caddy_http_requests_total{handler="reverse_proxy",host="shop.localhost",server="s"} 2',
-            'caddy_http_requests_total{handler="reverse_proxy",host="shop.localhost:8000",'
-            'server="s"} 5',
-            'caddy_http_requests_total{handler="static_response",host="api.localhost:8000",'
-            'server="s"} 1',
-            'caddy_http_requests_total{handler="static_response",host="_other",server="s"} 9',
-            'caddy_http_request_duration_seconds_count{host="shop.localhost",server="s"} 7',
-        ]
-    )
-    assert requests_by_host(exposition) == {"shop.localhost": 7, "api.localhost": 1}
 
 
 def test_the_router_counts_requests_per_host() -> None:

@@ -42,6 +42,7 @@ from app.kernel.models import Deployment, PullRequest, Revision
 from app.kernel.orders import WorkOrder
 from app.kernel.ports import ChannelSender, TracingService
 from app.replicas.autoscaler import AutoscaleDefaults
+from app.replicas.metrics import MetricsSampler
 from app.replicas.reconciler import RESYNC_SECONDS, Reconciler
 from app.replicas.replica_set import ReplicaConfig, Replicas
 from app.rollout.admission import AdmissionLimits
@@ -173,6 +174,7 @@ class Platform:
     """LangSmith's projects (a FakeLangSmith through the real adapter), when a test traces."""
     idle: IdleRules = field(default_factory=IdleRules)
     usage: UsageTracker = field(init=False)
+    metrics: MetricsSampler = field(init=False)
     tracing_projects: TracingProjects = field(init=False)
 
     def __post_init__(self) -> None:
@@ -224,6 +226,7 @@ class Platform:
         self.reconciler = wired.reconciler
         self.notifications = wired.notifications
         self.usage = wired.usage
+        self.metrics = wired.metrics
         self.tracing_projects = wired.tracing_projects
         self.operations = DeploymentOperations(
             sessions=self.sessions,
