@@ -155,7 +155,8 @@ def test_background_runs_scale_a_langgraph_deployment_and_it_scales_back(
     decision = wait_for("a decision for more replicas on the run queue", scaled_on_the_queue, 60, 1)
     queued = decision["queue"]["pending"] + decision["queue"]["running"]
     assert decision["queue_replicas"] == min(MAX_REPLICAS, math.ceil(queued / 7.5)), decision
-    assert decision["stable_concurrency"] is not None and decision["stable_concurrency"] < 1
+    # The requests (the test's own, one short one at a time) alone ask for one replica.
+    assert decision["stable_concurrency"] is not None and decision["stable_concurrency"] <= 1
     wait_for(
         "more than one ready replica",
         lambda: scaling(platform, deployment_id)["current"] > 1,
