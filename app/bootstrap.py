@@ -30,6 +30,7 @@ from app.adapters.langsmith import LangSmithProjects
 from app.adapters.pg_tools import PostgresTools
 from app.adapters.postgres import PostgresProvisioner, RoleLimits
 from app.adapters.router_certificates import RouterCertificates
+from app.adapters.run_queue import PostgresRunQueues
 from app.backups.schedule import Schedule
 from app.backups.service import BackupPolicy, DatabaseBackups
 from app.deliveries.facts import CommitFacts, GitHubCommitFacts
@@ -60,6 +61,7 @@ from app.kernel.ports import (
     ImageBuilder,
     ReplicaOutputs,
     RouterPort,
+    RunQueueReader,
     ServiceImages,
     TracingService,
 )
@@ -72,6 +74,7 @@ from app.replicas.reconciler import Reconciler
 from app.replicas.replica_set import ReplicaConfig, Replicas
 from app.replicas.retirement import Retirement
 from app.replicas.routes import RouteTable
+from app.replicas.run_queue import RunQueues
 from app.replicas.server_logs import ServerLogArchive, ServerLogs
 from app.rollout.admission import Admission, AdmissionLimits
 from app.rollout.endings import Endings
@@ -390,6 +393,9 @@ class Adapters:
     """Where notifications are sent (apprise); None records them only."""
     tracing: TracingService | None = None
     """LangSmith's projects, when SLIPWAY_LANGSMITH_API_KEY is set."""
+    run_queues: RunQueueReader | None = None
+    """LangGraph deployments' run queues, read in their own databases (None: not read; they
+    scale on requests alone)."""
 
 
 @dataclass(frozen=True)
@@ -535,6 +541,7 @@ def real_adapters(
         dumps=postgres_tools(settings),
         channels=AppriseChannels(),
         tracing=langsmith_projects(settings),
+        run_queues=PostgresRunQueues(require(settings.postgres_admin_url, "POSTGRES_ADMIN_URL")),
     )
 
 
@@ -590,6 +597,9 @@ def wire(
         channels=adapters.channels,
         max_attempts=setup.notify_max_attempts,
     )
+    run_queues = RunQueues(
+        sessions=sessions, secrets=secrets, reader=adapters.run_queues, wall=wall
+    )
     reconciler = Reconciler(
         sessions=sessions,
         runtime=runtime,
@@ -603,6 +613,7 @@ def wire(
         wall=wall,
         resync_seconds=setup.resync_seconds,
         notifications=notices,
+        run_queues=run_queues,
     )
     reports = ReportOutbox(sessions=sessions, reporter=reporter, clock=clock)
     backups = (
@@ -739,6 +750,10 @@ def wire(
         usage=usage,
         tracing_projects=tracing_projects,
         metrics=MetricsSampler(
-            sessions=sessions, scrape=router.metrics_reads, hostname=config.hostname, clock=clock
+            sessions=sessions,
+            scrape=router.metrics_reads,
+            hostname=config.hostname,
+            clock=clock,
+            run_queues=run_queues.latest,
         ),
     )

@@ -191,6 +191,7 @@ def create_app(
         dependencies={
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
             "sessions": Provide(lambda: sessions, use_cache=True, sync_to_thread=False),
+            "secrets": Provide(lambda: secrets, use_cache=True, sync_to_thread=False),
             "pipeline_config": Provide(lambda: config, use_cache=True, sync_to_thread=False),
             "operations": Provide(lambda: operations, use_cache=True, sync_to_thread=False),
             "notices": Provide(lambda: notices, use_cache=True, sync_to_thread=False),

@@ -41,6 +41,7 @@ from app.api.schemas import (
     NewDeploymentBody,
     RevisionView,
     RollbackBody,
+    RunQueueView,
     ScalingDecisionView,
     ScalingPolicyView,
     ScalingSampleView,
@@ -57,12 +58,13 @@ from app.deployments.operations import DeploymentOperations, Done, NewDeployment
 from app.deployments.registry import get_deployment, is_langgraph, list_deployments
 from app.deployments.usage import idle_verdict, preview_removal
 from app.feedback.notify_outbox import NotificationOutbox, NotificationView
+from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory
 from app.kernel.models import Deployment, Repository, Revision, RevisionState
 from app.kernel.orders import CARRY_OUT, QUEUE_NAME, RUN_REVISION, WorkOrder, revision_job_id
 from app.kernel.settings import Settings
 from app.kernel.timestamps import utcnow
-from app.replicas.autoscaler import autoscale_defaults
+from app.replicas.autoscaler import RunQueue, autoscale_defaults
 from app.replicas.reconciler import crash_loop, is_crash_looping, running_replicas
 from app.replicas.scaling import moment, scaling_report
 from app.rollout.pipeline import PipelineConfig
@@ -98,6 +100,10 @@ def _view(session: Session, deployment: Deployment, settings: Settings) -> Deplo
         tracing=_tracing_view(session, deployment, settings, url),
         idle=_idle_view(session, deployment, settings, now),
     )
+
+
+def _queue_view(queue: RunQueue | None) -> RunQueueView | None:
+    return None if queue is None else RunQueueView(pending=queue.pending, running=queue.running)
 
 
 def _tracing_view(
@@ -244,11 +250,13 @@ class DeploymentController(Controller):
         deployment_id: FromPath[str],
         sessions: NamedDependency[SessionFactory],
         settings: NamedDependency[Settings],
+        secrets: NamedDependency[SecretBox],
     ) -> ScalingView:
-        """Replica counts, the policy, and the autoscaler's recent samples and decisions."""
+        """Replica counts, the policy, and the autoscaler's recent samples and decisions (with
+        a LangGraph deployment's run queue beside the concurrency)."""
         with sessions() as session:
             deployment = get_deployment(session, deployment_id)
-            report = scaling_report(session, deployment, autoscale_defaults(settings))
+            report = scaling_report(session, deployment, autoscale_defaults(settings), secrets)
         policy, state = report.policy, report.state
         return ScalingView(
             deployment_id=deployment.id,
@@ -262,10 +270,16 @@ class DeploymentController(Controller):
                 stable_window_seconds=policy.stable_window_seconds,
                 panic_window_seconds=policy.panic_window_seconds,
                 scale_down_delay_seconds=policy.scale_down_delay_seconds,
+                jobs_per_worker=policy.jobs_per_worker,
                 notes=list(policy.notes),
             ),
             samples=[
-                ScalingSampleView(at=moment(s.at), concurrency=s.concurrency, replicas=s.replicas)
+                ScalingSampleView(
+                    at=moment(s.at),
+                    concurrency=s.concurrency,
+                    replicas=s.replicas,
+                    queue=_queue_view(s.queue),
+                )
                 for s in state.samples[-SAMPLES_SHOWN:]
             ],
             decisions=[
@@ -276,6 +290,8 @@ class DeploymentController(Controller):
                     desired=d.desired,
                     actual=d.actual,
                     reason=str(d.reason),
+                    queue=_queue_view(d.queue),
+                    queue_replicas=d.queue_replicas,
                 )
                 for d in state.decisions
             ],

@@ -40,6 +40,10 @@ class MetricPointView(BaseModel):
     in_flight: float
     replicas: int
     restarts: int
+    pending_runs: int | None = None
+    """A LangGraph deployment's runs waiting for a queue worker (None for other apps)."""
+    running_runs: int | None = None
+    """Its runs being worked on."""
 
 
 class MetricSeriesView(BaseModel):
@@ -58,7 +62,7 @@ def deployment_metrics(
 ) -> MetricSeriesView:
     """The deployment's points since `since` (a time ago or an ISO 8601 time), at `step` 10s
     (kept an hour) or 1m (kept a week; the default beyond an hour). A 10 s step with nothing
-    in it is absent: no requests, nothing in flight, no restart."""
+    in it is absent: no requests, nothing in flight, no restart, no run queued or running."""
     now = clock()
     start = datetime.fromtimestamp(moment_ns(since, now) / 1e9, UTC)
     if step is None:
@@ -90,6 +94,8 @@ def _view(point: MetricPoint) -> MetricPointView:
         in_flight=point.in_flight,
         replicas=point.replicas,
         restarts=point.restarts,
+        pending_runs=point.pending_runs,
+        running_runs=point.running_runs,
     )
 
 

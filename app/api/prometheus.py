@@ -69,6 +69,8 @@ class PlatformCollector(Collector):
             "in_flight_requests": "Requests in flight at the last sample.",
             "replicas": "The deployment's replicas at the last sample.",
             "restarts": "Replicas that died during the last minute.",
+            "pending_runs": "A LangGraph deployment's runs waiting for a queue worker.",
+            "running_runs": "A LangGraph deployment's runs being worked on.",
         }
         families = {
             name: GaugeMetricFamily(f"slipway_deployment_{name}", text, labels=["deployment"])
@@ -89,6 +91,10 @@ class PlatformCollector(Collector):
             families["in_flight_requests"].add_metric(slug, point.in_flight)
             families["replicas"].add_metric(slug, point.replicas)
             families["restarts"].add_metric(slug, point.restarts)
+            if point.pending_runs is not None:
+                families["pending_runs"].add_metric(slug, point.pending_runs)
+            if point.running_runs is not None:
+                families["running_runs"].add_metric(slug, point.running_runs)
             for quantile, value in (
                 ("0.5", point.p50_ms),
                 ("0.95", point.p95_ms),

@@ -352,11 +352,20 @@ class CallerView(BaseModel):
     read_only: bool
 
 
+class RunQueueView(BaseModel):
+    pending: int
+    """Runs waiting for a queue worker."""
+    running: int
+    """Runs being worked on."""
+
+
 class ScalingSampleView(BaseModel):
     at: datetime
     concurrency: float
     """Requests in flight over the ready replicas when sampled."""
     replicas: int
+    queue: RunQueueView | None = None
+    """A LangGraph deployment's run queue then (None: no queue, or it could not be read)."""
 
 
 class ScalingDecisionView(BaseModel):
@@ -369,6 +378,11 @@ class ScalingDecisionView(BaseModel):
     actual: int
     reason: str
     """scale-up, panic, scale-down, waiting for delay, replica died, steady, no samples."""
+    queue: RunQueueView | None = None
+    """The run queue the count went by (LangGraph deployments)."""
+    queue_replicas: int | None = None
+    """What the run queue alone asked for: ceil((pending + running) / (jobs per worker x
+    0.75)) within the policy's bounds."""
 
 
 class ScalingPolicyView(BaseModel):
@@ -378,8 +392,12 @@ class ScalingPolicyView(BaseModel):
     stable_window_seconds: float
     panic_window_seconds: float
     scale_down_delay_seconds: float
+    jobs_per_worker: int | None = None
+    """Runs one replica works at once (N_JOBS_PER_WORKER) for a LangGraph deployment scaled on
+    its run queue too; None: scaled on requests alone."""
     notes: list[str]
-    """Where the repository's [scale] asked for more than the platform allows."""
+    """Where the repository's [scale] asked for more than the platform allows, or an
+    N_JOBS_PER_WORKER that is not used as written."""
 
 
 class ScalingView(BaseModel):

@@ -558,3 +558,8 @@ class MetricPoint(SQLModel, table=True):
     replicas: int = 0
     restarts: int = 0
     """Replicas that died during the step."""
+    pending_runs: int | None = None
+    """A LangGraph deployment's runs waiting for a queue worker at the step's last reading
+    (None: not a LangGraph deployment on the pg runtime, or its queue was not read)."""
+    running_runs: int | None = None
+    """Its runs being worked on then."""

@@ -359,6 +359,20 @@ class DatabaseLogin:
         return f"DatabaseLogin(name={self.name!r}, role={self.role!r})"
 
 
+class RunQueueReader(Protocol):
+    """A LangGraph Server's run queue, read from its deployment's own database (the `pg`
+    runtime keeps every replica's runs in one table), signed in as the deployment's role."""
+
+    def run_counts(self, deployment_id: str, login: DatabaseLogin) -> tuple[int, int]:
+        """(pending runs due now, running runs); raises DatabaseError when it cannot say
+        (no answer within a second, no table, the role's connections all taken)."""
+        ...
+
+    def keep_only(self, deployment_ids: Iterable[str]) -> None:
+        """Let go of whatever is held for the deployments not named (their connections)."""
+        ...
+
+
 class DatabaseDumps(Protocol):
     """pg_dump and pg_restore against the deployment databases' cluster."""
 

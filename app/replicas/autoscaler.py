@@ -25,6 +25,14 @@ The rules are Knative's Pod Autoscaler's, in replicas of a deployment:
   count it passed through was asked for in its time. Demand rising again restarts the delay.
 - **Policy bounds apply at once**: a max lowered below what runs scales down without waiting, a
   min raised scales up, and a development deployment always has exactly one replica.
+- **Run queue** (LangGraph deployments on the `pg` runtime): a graph run in the background
+  (`runs.create`, crons) holds no request while it works, so the count asked for is the larger
+  of the concurrency's and the queue's, ceil((pending + running runs) / (N_JOBS_PER_WORKER x
+  0.75)) as LangGraph's own platform counts it: a replica's queue workers kept three-quarters
+  busy. The queue is a level, read fresh each tick, so its count is the newest sample's (not a
+  window's average); the scale-down delay then holds it like any other count. A tick whose
+  queue could not be read goes by concurrency alone (the delay still holds what the queue asked
+  for before).
 
 Every decision says why (`Reason`); the state keeps the recent samples and a bounded history of
 decisions for the API.
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -54,6 +63,12 @@ stored state stays small whatever SLIPWAY_AUTOSCALE_STABLE_WINDOW_SECONDS says."
 CEIL_TOLERANCE = 1e-9
 """Averages are float sums, so 20 requests at a target of 10 may come out as 2.0000000000000004
 replicas; that is 2, not 3."""
+JOBS_PER_WORKER_ENV = "N_JOBS_PER_WORKER"
+DEFAULT_JOBS_PER_WORKER = 10
+"""langgraph-api's default: the queue workers one replica runs."""
+QUEUE_UTILISATION = 0.75
+"""The share of a replica's queue workers the count aims to keep busy (LangGraph's platform)."""
+MAX_JOBS_PER_WORKER = 10_000
 
 
 class Reason(enum.StrEnum):
@@ -104,6 +119,9 @@ class ScalingPolicy:
     scale_down_delay_seconds: float
     panic_threshold: float = 2.0
     """Panic when the panic window's average reaches this many times the current capacity."""
+    jobs_per_worker: int | None = None
+    """Runs one replica works at once, for a deployment scaled on its run queue too (a
+    LangGraph Server's N_JOBS_PER_WORKER); None: requests only."""
     notes: tuple[str, ...] = ()
     """Where the repository's [scale] asked for more than the platform allows, and what is used
     instead: for the build's check run or the API, so a clamp is never silent."""
@@ -119,6 +137,8 @@ class ScalingPolicy:
             raise ValueError("scale_down_delay_seconds must not be negative")
         if self.panic_threshold < 1:
             raise ValueError("a panic_threshold below 1 would panic at less than capacity")
+        if self.jobs_per_worker is not None and self.jobs_per_worker < 1:
+            raise ValueError(f"jobs_per_worker must be positive, not {self.jobs_per_worker}")
 
     @property
     def fixed(self) -> bool:
@@ -130,19 +150,25 @@ class ScalingPolicy:
 
 
 def scaling_policy(
-    deployment_type: DeploymentType, defaults: AutoscaleDefaults, scale: ScaleConfig | None
+    deployment_type: DeploymentType,
+    defaults: AutoscaleDefaults,
+    scale: ScaleConfig | None,
+    *,
+    run_queue_env: Mapping[str, str] | None = None,
 ) -> ScalingPolicy:
     """The policy for a deployment: the platform's settings narrowed by the image's [scale].
 
     A repository asking for more replicas than SLIPWAY_AUTOSCALE_MAX_REPLICAS gets the platform's
     most, with a note saying so; a development deployment (and so a preview) runs one replica
-    whatever its [scale] says, which applies to production only.
+    whatever its [scale] says, which applies to production only. `run_queue_env` is the live
+    revision's env for a deployment whose run queue can be read (a LangGraph Server on the `pg`
+    runtime): its N_JOBS_PER_WORKER sets how many runs a replica takes.
     """
-    windows = {
-        "stable_window_seconds": defaults.stable_window_seconds,
-        "panic_window_seconds": defaults.panic_window_seconds,
-        "scale_down_delay_seconds": defaults.scale_down_delay_seconds,
-    }
+    windows = (
+        defaults.stable_window_seconds,
+        defaults.panic_window_seconds,
+        defaults.scale_down_delay_seconds,
+    )
     asked = scale is not None and any(v is not None for v in (scale.min, scale.max, scale.target))
     if deployment_type is DeploymentType.development:
         notes = (
@@ -150,12 +176,17 @@ def scaling_policy(
             if asked
             else ()
         )
-        return ScalingPolicy(1, 1, defaults.target_concurrency, **windows, notes=notes)
+        return ScalingPolicy(1, 1, defaults.target_concurrency, *windows, notes=notes)
     platform_max = defaults.max_replicas
     notes_list: list[str] = []
     max_replicas = platform_max
     min_replicas = 1
     target = defaults.target_concurrency
+    jobs: int | None = None
+    if run_queue_env is not None:
+        jobs, note = jobs_per_worker(run_queue_env)
+        if note:
+            notes_list.append(note)
     if scale is not None:
         if scale.max is not None:
             max_replicas = min(scale.max, platform_max)
@@ -167,7 +198,51 @@ def scaling_policy(
                 notes_list.append(_over_platform_max("min", scale.min, platform_max))
         if scale.target is not None:
             target = scale.target
-    return ScalingPolicy(min_replicas, max_replicas, target, **windows, notes=tuple(notes_list))
+    return ScalingPolicy(
+        min_replicas,
+        max_replicas,
+        target,
+        *windows,
+        jobs_per_worker=jobs,
+        notes=tuple(notes_list),
+    )
+
+
+def jobs_per_worker(env: Mapping[str, str]) -> tuple[int | None, str | None]:
+    """Runs one replica works at once (its N_JOBS_PER_WORKER), and a note when the value set is
+    not used as written.
+
+    Unset: langgraph-api's 10. A value that is not a whole number from 1 (or absurdly large)
+    counts as 10 with a note; the server itself would refuse to start on a non-number, so the
+    note is the first a user hears of it. 0 runs no queue worker at all (the replicas serve
+    requests only): nothing to scale the queue on, None with a note.
+    """
+    raw = env.get(JOBS_PER_WORKER_ENV)
+    if raw is None:
+        return DEFAULT_JOBS_PER_WORKER, None
+    text = raw.strip()
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value == 0:
+        return None, (
+            f"{JOBS_PER_WORKER_ENV} = 0: the replicas run no queue workers, so the run queue "
+            "does not scale this deployment"
+        )
+    if value is None or not 1 <= value <= MAX_JOBS_PER_WORKER:
+        shown = text if len(text) <= 20 else text[:20] + "…"
+        return DEFAULT_JOBS_PER_WORKER, (
+            f"{JOBS_PER_WORKER_ENV} = {shown!r} is not a whole number from 1 to "
+            f"{MAX_JOBS_PER_WORKER}; the run queue is counted at {DEFAULT_JOBS_PER_WORKER} runs "
+            "per replica"
+        )
+    return value, None
+
+
+def queue_replicas(queue: RunQueue, jobs: int) -> int:
+    """Replicas whose queue workers carry the queue's runs at QUEUE_UTILISATION each."""
+    return max(0, math.ceil(queue.total / (jobs * QUEUE_UTILISATION) - CEIL_TOLERANCE))
 
 
 def _over_platform_max(key: str, asked: int, platform_max: int) -> str:
@@ -183,8 +258,25 @@ def _finite(*values: float | None) -> None:
 
 
 @dataclass(frozen=True)
+class RunQueue:
+    """A LangGraph Server's runs waiting for a queue worker and being worked on, as its
+    database said at one tick (over all its replicas: they share one queue)."""
+
+    pending: int
+    running: int
+
+    def __post_init__(self) -> None:
+        if self.pending < 0 or self.running < 0:
+            raise ValueError(f"a run queue counts nothing below zero, not {self}")
+
+    @property
+    def total(self) -> int:
+        return self.pending + self.running
+
+
+@dataclass(frozen=True)
 class Sample:
-    """What Caddy's admin API said at one tick."""
+    """What Caddy's admin API (and, for a LangGraph Server, its run queue) said at one tick."""
 
     at: float
     """Seconds since the epoch (time.time())."""
@@ -192,6 +284,8 @@ class Sample:
     """In-flight requests summed over the deployment's ready replicas."""
     replicas: int
     """Ready replicas when sampled, for the history; `decide` goes by its `actual`."""
+    queue: RunQueue | None = None
+    """The run queue at this tick; None when the deployment has none or it could not be read."""
 
     def __post_init__(self) -> None:
         _finite(self.at, self.concurrency)
@@ -213,6 +307,10 @@ class Decision:
     actual: int
     """Ready replicas when deciding."""
     reason: Reason
+    queue: RunQueue | None = None
+    """The run queue this tick's count went by; None without one (or unread)."""
+    queue_replicas: int | None = None
+    """What the run queue alone asked for (within the policy's bounds); None without one."""
 
     def __post_init__(self) -> None:
         _finite(self.at, self.stable_concurrency, self.panic_concurrency)
@@ -328,6 +426,12 @@ def decide(
         # serve within a container start of the burst).
         burst = max(burst, sample.concurrency)
 
+    queue = sample.queue if sample is not None and policy.jobs_per_worker is not None else None
+    queue_ask = (
+        policy.bounded(queue_replicas(queue, policy.jobs_per_worker))
+        if queue is not None and policy.jobs_per_worker is not None
+        else None
+    )
     peaks = _aged(state.peaks, now, policy.scale_down_delay_seconds)
     panic = None if policy.fixed else _panic(policy, state.panic, burst, actual=actual, now=now)
     if stable is None:
@@ -336,7 +440,9 @@ def decide(
         if panic is not None:
             ask = max(ask, panic.replicas)
     else:
-        stable_ask = policy.bounded(replicas_for(stable, policy.target_concurrency))
+        stable_ask = policy.bounded(
+            max(replicas_for(stable, policy.target_concurrency), queue_ask or 0)
+        )
         ask = stable_ask
         if panic is not None:
             panic_ask = replicas_for(burst or 0.0, policy.target_concurrency)
@@ -351,6 +457,8 @@ def decide(
         desired=desired,
         actual=actual,
         reason=_reason(desired, actual, stable_ask, ask, panicking=panic is not None),
+        queue=queue,
+        queue_replicas=queue_ask,
     )
     new_state = ScalerState(samples=samples, peaks=peaks, panic=panic, decisions=state.decisions)
     return record(new_state, decision), decision

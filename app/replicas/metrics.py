@@ -1,12 +1,15 @@
 """Deployment metrics: requests, 5xx answers, latency, in-flight requests, replicas and
-restarts, as series of points (10 s for the last hour, 1 min for a week).
+restarts, and a LangGraph deployment's run queue (pending and running runs), as series of
+points (10 s for the last hour, 1 min for a week).
 
 The traffic comes from the router: Caddy counts requests per host (its `per_host` metrics),
 and one read of its `/metrics` every FINE_STEP_SECONDS serves every deployment at once, so the
 cost does not grow with a poll per deployment (issue 22). Latency quantiles are read off
 Caddy's request-duration histogram, summed over codes and methods, the way Prometheus'
 `histogram_quantile` does (linear within a bucket), so they are as fine as its buckets.
-Replicas and restarts come from the control plane, which the reconciler keeps.
+Replicas and restarts come from the control plane, which the reconciler keeps. The run queue
+is the reconciler's last reading (app/replicas/run_queue.py, every tick, in the same worker):
+the sampler asks no database of its own.
 
 The sampler keeps the previous read in memory: the first read after a worker starts is a
 baseline, not a step (the worker reads once at its start). Caddy starts its counts again at
@@ -32,6 +35,7 @@ from sqlmodel import Session, col, func, select
 from app.kernel.db import SessionFactory
 from app.kernel.models import Deployment, MetricPoint, Replica, ReplicaState, Revision
 from app.kernel.ports import Clock
+from app.replicas.autoscaler import RunQueue
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +175,8 @@ class MetricsSampler:
     hostname: Callable[[str], str]
     """A deployment's slug → the host the router serves it at."""
     clock: Clock
+    run_queues: Callable[[], Mapping[str, RunQueue]] = dict
+    """The LangGraph deployments' run queues as last read (those read lately only)."""
     _last: dict[str, HostCounters] = field(default_factory=dict)
     _minute: dict[str, HostCounters] = field(default_factory=dict)
     _minute_restarts: dict[str, int] = field(default_factory=dict)
@@ -213,6 +219,7 @@ class MetricsSampler:
                 ).all()
             )
             steps = self._steps(reads, deployments)
+            queues = self.run_queues()
             points: list[MetricPoint] = []
             for host, deployment_id in deployments.items():
                 step = steps[host]
@@ -222,7 +229,13 @@ class MetricsSampler:
                 self._minute_restarts[deployment_id] = self._minute_restarts.get(
                     deployment_id, 0
                 ) + restarts.get(deployment_id, 0)
-                if step.requests or step.in_flight or restarts.get(deployment_id):
+                queue = queues.get(deployment_id)
+                if (
+                    step.requests
+                    or step.in_flight
+                    or restarts.get(deployment_id)
+                    or (queue is not None and queue.total)
+                ):
                     points.append(
                         _point(
                             deployment_id,
@@ -231,6 +244,7 @@ class MetricsSampler:
                             step,
                             replicas.get(deployment_id, 0),
                             restarts.get(deployment_id, 0),
+                            queue,
                         )
                     )
             if self._minute_started is None:
@@ -247,6 +261,7 @@ class MetricsSampler:
                             self._minute.get(deployment_id, HostCounters()),
                             replicas.get(deployment_id, 0),
                             self._minute_restarts.get(deployment_id, 0),
+                            queues.get(deployment_id),
                         )
                     )
                 self._minute, self._minute_restarts, self._minute_started = {}, {}, now
@@ -283,6 +298,7 @@ def _point(
     counts: HostCounters,
     replicas: int,
     restarts: int,
+    queue: RunQueue | None = None,
 ) -> MetricPoint:
     latencies = [quantile(counts.buckets, q) for q in QUANTILES]
     p50, p95, p99 = (None if s is None else round(s * 1000, 3) for s in latencies)
@@ -298,6 +314,8 @@ def _point(
         in_flight=counts.in_flight,
         replicas=replicas,
         restarts=restarts,
+        pending_runs=queue.pending if queue is not None else None,
+        running_runs=queue.running if queue is not None else None,
     )
 
 

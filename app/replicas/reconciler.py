@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 
@@ -50,6 +50,7 @@ from app.replicas.autoscaler import (
     AutoscaleDefaults,
     Decision,
     Reason,
+    RunQueue,
     Sample,
     ScalerState,
     decide,
@@ -61,6 +62,7 @@ from app.replicas.health_alerts import Health, HealthAlerts
 from app.replicas.replica_set import Replicas, ReplicaStartFailed, ready_count, running_of
 from app.replicas.retirement import Retirement, start_draining
 from app.replicas.routes import RouteTable
+from app.replicas.run_queue import RunQueues
 from manifests.config import deploy_config_of
 from manifests.containers import DeploymentType
 from manifests.errors import RuntimeStartError, SlipwayError
@@ -104,6 +106,9 @@ class Observed:
     in_flight: dict[str, int] | None
     """Requests in flight by endpoint; None when the router could not be asked (no sample:
     the autoscaler holds its count)."""
+    queues: dict[str, RunQueue] | None = None
+    """The run queues of LangGraph deployments read this tick, by deployment (one whose read
+    failed is absent: it scales on requests alone)."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,8 @@ class Watch:
     """Live deployments serving more replicas of their live revision than desired."""
     containers: dict[str, tuple[str, ...]] | None = None
     """The containers of every replica recorded as running, by deployment (for the sweep)."""
+    live_revisions: dict[str, str] = field(default_factory=dict)
+    """Production deployments with a ready replica of their live revision: that revision."""
 
 
 @dataclass(frozen=True)
@@ -194,8 +201,10 @@ class Reconciler:
         wall: Callable[[], float] = time.time,
         resync_seconds: float = RESYNC_SECONDS,
         notifications: NotificationOutbox,
+        run_queues: RunQueues | None = None,
     ) -> None:
-        """`wall` also times the resyncs (a clock set back starts one)."""
+        """`wall` also times the resyncs (a clock set back starts one); `run_queues` reads
+        LangGraph deployments' run queues (None: they scale on requests alone)."""
         self._sessions = sessions
         self._runtime = runtime
         self._replicas = replicas
@@ -207,6 +216,7 @@ class Reconciler:
         self._clock = clock
         self._wall = wall
         self._resync_seconds = resync_seconds
+        self._run_queues = run_queues
         self._retirement = Retirement(sessions=sessions, replicas=replicas, clock=clock)
         self._alerts = HealthAlerts(sessions=sessions, notifications=notifications, clock=clock)
         self._mutex = threading.Lock()
@@ -293,6 +303,7 @@ class Reconciler:
             hot = set(self._hot)
         ids |= set(watch.scalable) & (watch.above_one | hot)
         in_flight = None
+        queues: dict[str, RunQueue] = {}
         if watch.scalable:
             in_flight = self._in_flight()
             ids |= {
@@ -300,6 +311,9 @@ class Reconciler:
                 for deployment_id, endpoints in watch.scalable.items()
                 if in_flight and any(in_flight.get(e, 0) > 0 for e in endpoints)
             }
+            # Background runs hold no request: a queue with runs is looked at like load.
+            queues = self._queues(watch)
+            ids |= {deployment_id for deployment_id, queue in queues.items() if queue.total}
         statuses = None
         if sweep:
             try:
@@ -317,7 +331,7 @@ class Reconciler:
             except SlipwayError as exc:
                 log.warning("replicas unknown this tick", extra={"error": str(exc)})
                 self._give_back(full=False, changed=changed)
-        return sorted(ids), Observed(statuses=statuses, in_flight=in_flight)
+        return sorted(ids), Observed(statuses=statuses, in_flight=in_flight, queues=queues)
 
     def _watch(self, *, containers: bool = False) -> Watch:
         """Two queries whatever the number of deployments: the replicas running, and the
@@ -340,12 +354,18 @@ class Reconciler:
                     col(Replica.stopped_at).is_(None),
                 )
             ).all()
-            live = session.exec(
-                select(Deployment.id, Deployment.type, Deployment.desired_replicas).where(
+            live_rows = session.exec(
+                select(
+                    Deployment.id,
+                    Deployment.type,
+                    Deployment.desired_replicas,
+                    Deployment.live_revision_id,
+                ).where(
                     col(Deployment.live_revision_id).is_not(None),
                     col(Deployment.removed_at).is_(None),
                 )
             ).all()
+        live = [(d, kind, want) for d, kind, want, _revision in live_rows]
         busy: set[str] = set()
         serving: dict[str, int] = {}
         endpoints: dict[str, list[str]] = {}
@@ -368,10 +388,25 @@ class Reconciler:
                 for d, kind, _want in live
                 if kind == DeploymentType.production
             },
+            live_revisions={
+                d: revision
+                for d, kind, _want, revision in live_rows
+                if kind == DeploymentType.production and revision and endpoints.get(d)
+            },
             above_one=frozenset(d for d, _type, want in live if want > 1),
             long=frozenset(d for d, _type, want in live if serving.get(d, 0) > want),
             containers={d: tuple(n) for d, n in names.items()} if containers else None,
         )
+
+    def _queues(self, watch: Watch) -> dict[str, RunQueue]:
+        """The run queues of the LangGraph deployments among those with a ready replica."""
+        if self._run_queues is None:
+            return {}
+        try:
+            return self._run_queues.read(watch.live_revisions)
+        except Exception:
+            log.exception("run queues not read this tick")
+            return {}
 
     def _in_flight(self) -> dict[str, int] | None:
         try:
@@ -390,7 +425,8 @@ class Reconciler:
         except SlipwayError as exc:
             log.warning("replicas unknown this tick", extra={"error": str(exc)})
             return None
-        return Observed(statuses=statuses, in_flight=self._in_flight())
+        queues = self._queues(self._watch()) if self._run_queues is not None else {}
+        return Observed(statuses=statuses, in_flight=self._in_flight(), queues=queues)
 
     def _guarded(self, deployment_id: str, seen: Observed) -> str | None:
         """One deployment, under its lock; a failure stays with that deployment, which is
@@ -437,7 +473,7 @@ class Reconciler:
         finally:
             # Only now: until the route no longer has them, their addresses must refuse.
             self._replicas.remove(buried)
-        self._converge(deployment_id, seen.in_flight)
+        self._converge(deployment_id, seen.in_flight, (seen.queues or {}).get(deployment_id))
 
     def _bury_the_dead(
         self, deployment_id: str, statuses: dict[str, ReplicaStatus] | None
@@ -488,7 +524,9 @@ class Reconciler:
                 self._record(deployment_id, Reason.replica_died, now)
         return buried, route_changed
 
-    def _converge(self, deployment_id: str, in_flight: dict[str, int] | None) -> None:
+    def _converge(
+        self, deployment_id: str, in_flight: dict[str, int] | None, queue: RunQueue | None = None
+    ) -> None:
         """Sample, decide, then start what is missing or drain what is too much."""
         now = self._clock()
         with self._sessions() as session:
@@ -521,7 +559,7 @@ class Reconciler:
             ),
         )
         run = self._run_config(revision)
-        desired = self._desired(deployment, run, ready, in_flight)
+        desired = self._desired(deployment, run, ready, in_flight, queue)
         missing = desired - len(ready) - len(starting)
         if missing > 0:
             if loop is not None and now < loop.next_start_at:
@@ -536,9 +574,20 @@ class Reconciler:
         run: RunConfig,
         ready: Sequence[Replica],
         in_flight: dict[str, int] | None,
+        queue: RunQueue | None = None,
     ) -> int:
         """The autoscaler's count for production; exactly one for everything else."""
-        policy = scaling_policy(deployment.type, self._autoscale, run.scale_config())
+        queue_env = None
+        if (
+            self._run_queues is not None
+            and deployment.type is DeploymentType.production
+            and deployment.live_revision_id is not None
+        ):
+            facts = self._run_queues.facts(deployment.live_revision_id)
+            queue_env = facts.env if facts.queued else None
+        policy = scaling_policy(
+            deployment.type, self._autoscale, run.scale_config(), run_queue_env=queue_env
+        )
         at = self._wall()
         sample = None
         if policy.fixed:
@@ -546,7 +595,12 @@ class Reconciler:
             sample = Sample(at=at, concurrency=0.0, replicas=len(ready))
         elif in_flight is not None:
             concurrency = float(sum(in_flight.get(r.endpoint or "", 0) for r in ready))
-            sample = Sample(at=at, concurrency=concurrency, replicas=len(ready))
+            sample = Sample(
+                at=at,
+                concurrency=concurrency,
+                replicas=len(ready),
+                queue=queue if policy.jobs_per_worker is not None else None,
+            )
         before = ScalerState.from_json(deployment.scaler_state)
         state, decision = decide(policy, before, sample, actual=len(ready), now=at)
         idle = _idle(before, sample, decision, deployment.desired_replicas)
@@ -567,6 +621,8 @@ class Reconciler:
                     "reason": str(decision.reason),
                     "stable_concurrency": decision.stable_concurrency,
                     "panic_concurrency": decision.panic_concurrency,
+                    "pending_runs": decision.queue.pending if decision.queue else None,
+                    "running_runs": decision.queue.running if decision.queue else None,
                 },
             )
         return decision.desired
@@ -700,7 +756,8 @@ def _idle(before: ScalerState, sample: Sample | None, decision: Decision, desire
     return (
         sample is not None
         and sample.concurrency == 0
-        and all(s.concurrency == 0 for s in before.samples)
+        and not (sample.queue and sample.queue.total)
+        and all(s.concurrency == 0 and not (s.queue and s.queue.total) for s in before.samples)
         and decision.desired == desired
         and before.latest is not None
         and before.latest.reason == decision.reason

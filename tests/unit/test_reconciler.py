@@ -7,18 +7,21 @@ tick acts on what they said, and on everything at a resync.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
 import pytest
 from sqlmodel import select
 
 from app.api.schemas import DeploymentView
-from app.kernel.models import Deployment, Replica, ReplicaState, RevisionState
+from app.kernel.errors import DatabaseError
+from app.kernel.models import Deployment, Replica, ReplicaState, Revision, RevisionState
+from app.kernel.ports import DatabaseLogin
 from app.replicas.autoscaler import Reason, ScalerState
 from app.replicas.engine_events import EngineEventFollower
 from app.replicas.reconciler import RESYNC_SECONDS, crash_loop, is_crash_looping
 from manifests.containers import DEPLOYMENT_LABEL
+from manifests.run import RunConfig
 from tests.support.platform import wait_for
 from tests.unit.fakes import Container
 from tests.unit.idle_cost import add_idle_deployments, tick_costs
@@ -470,3 +473,86 @@ def test_a_first_push_with_a_minimum_goes_live_on_that_many_replicas(platform: P
     assert len(platform.runtime.running(revision_id)) == 2
     assert len(replicas(platform, revision_id, ReplicaState.ready)) == 2
     assert len(routed(platform)) == 2
+
+
+class QueueReader:
+    """The deployments' databases as the run queue reader sees them: counts, or an error."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, tuple[int, int] | Exception] = {}
+        self.asked: list[str] = []
+
+    def run_counts(self, deployment_id: str, login: DatabaseLogin) -> tuple[int, int]:
+        self.asked.append(deployment_id)
+        answer = self.counts.get(deployment_id, (0, 0))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def keep_only(self, deployment_ids: Iterable[str]) -> None:
+        pass
+
+
+def langgraph_live(platform: Platform) -> tuple[str, str]:
+    """A live production deployment whose revision runs a LangGraph Server on pg."""
+    revision_id = live(platform)
+    with platform.sessions() as session:
+        revision = session.get(Revision, revision_id)
+        assert revision is not None and revision.run_config
+        run = RunConfig.from_json(revision.run_config)
+        revision.run_config = replace(run, langgraph_runtime="pg").to_json()
+        session.add(revision)
+        session.commit()
+        return revision.deployment_id, revision_id
+
+
+def test_background_runs_alone_scale_a_langgraph_deployment_at_the_next_tick(
+    platform: Platform,
+) -> None:
+    reader = QueueReader()
+    platform.run_queues = reader
+    platform.__post_init__()
+    deployment_id, revision_id = langgraph_live(platform)
+    for _ in range(5):  # quiet: no longer looked at tick by tick
+        tick(platform)
+    assert reader.asked == [deployment_id] * 5, "read every tick, with no request in flight"
+    assert len(platform.runtime.running(revision_id)) == 1
+
+    reader.counts[deployment_id] = (20, 10)  # 30 runs: ceil(30 / 7.5) = 4
+    tick(platform)
+
+    assert len(platform.runtime.running(revision_id)) == 4
+    state = ScalerState.from_json(scaler_state(platform, deployment_id))
+    assert state.latest is not None and state.latest.queue_replicas == 4
+    assert state.latest.stable_concurrency == 0
+
+
+def test_a_failing_queue_read_leaves_the_deployment_to_its_requests(
+    platform: Platform, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader = QueueReader()
+    platform.run_queues = reader
+    platform.__post_init__()
+    deployment_id, revision_id = langgraph_live(platform)
+    reader.counts[deployment_id] = DatabaseError("too many connections for role")
+    load(platform, revision_id, per_replica=35)
+
+    tick(platform)
+
+    assert len(platform.runtime.running(revision_id)) == 4, "scaled on requests alone"
+    assert any(
+        r.getMessage().startswith("run queue not read")
+        and r.__dict__.get("deployment_id") == deployment_id
+        for r in caplog.records
+    )
+
+
+def test_a_dockerfile_deployment_has_no_queue_read(platform: Platform) -> None:
+    reader = QueueReader()
+    platform.run_queues = reader
+    platform.__post_init__()
+    revision_id = live(platform)
+    load(platform, revision_id, per_replica=5)
+    for _ in range(3):
+        tick(platform)
+    assert reader.asked == []

@@ -40,7 +40,7 @@ from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory
 from app.kernel.models import Deployment, PullRequest, Revision
 from app.kernel.orders import WorkOrder
-from app.kernel.ports import ChannelSender, TracingService
+from app.kernel.ports import ChannelSender, RunQueueReader, TracingService
 from app.replicas.autoscaler import AutoscaleDefaults
 from app.replicas.metrics import MetricsSampler
 from app.replicas.reconciler import RESYNC_SECONDS, Reconciler
@@ -172,6 +172,8 @@ class Platform:
     notifications: NotificationOutbox = field(init=False)
     tracing_service: TracingService | None = None
     """LangSmith's projects (a FakeLangSmith through the real adapter), when a test traces."""
+    run_queues: RunQueueReader | None = None
+    """LangGraph deployments' run queues (a test's stand-in), when a test scales on them."""
     idle: IdleRules = field(default_factory=IdleRules)
     usage: UsageTracker = field(init=False)
     metrics: MetricsSampler = field(init=False)
@@ -197,6 +199,7 @@ class Platform:
                 prune_build_cache=self.cache_prunes.append,
                 channels=self.channels,
                 tracing=self.tracing_service,
+                run_queues=self.run_queues,
             ),
             Wiring(
                 pipeline=self.config,
