@@ -82,7 +82,8 @@ DELETE_WARNING = (
 )
 
 
-def _view(session: Session, deployment: Deployment, settings: Settings) -> DeploymentView:
+def deployment_view(session: Session, deployment: Deployment, settings: Settings) -> DeploymentView:
+    """A deployment as the API (and the dashboard) show it."""
     repository = session.get(Repository, deployment.repository_id)
     now = utcnow()
     loop = crash_loop(session, deployment, now)
@@ -159,7 +160,7 @@ class DeploymentController(Controller):
         self, sessions: NamedDependency[SessionFactory], settings: NamedDependency[Settings]
     ) -> list[DeploymentView]:
         with sessions() as session:
-            return [_view(session, d, settings) for d in list_deployments(session)]
+            return [deployment_view(session, d, settings) for d in list_deployments(session)]
 
     @post("/", status_code=HTTP_202_ACCEPTED)
     async def create_deployment(
@@ -189,7 +190,7 @@ class DeploymentController(Controller):
         settings: NamedDependency[Settings],
     ) -> DeploymentView:
         with sessions() as session:
-            return _view(session, get_deployment(session, deployment_id), settings)
+            return deployment_view(session, get_deployment(session, deployment_id), settings)
 
     @delete("/{deployment_id:str}", status_code=HTTP_202_ACCEPTED)
     async def delete_deployment(
@@ -233,7 +234,7 @@ class DeploymentController(Controller):
     ) -> DeploymentView:
         operations.keep(deployment_id, data.keep, caller_of(request))
         with sessions() as session:
-            return _view(session, get_deployment(session, deployment_id), settings)
+            return deployment_view(session, get_deployment(session, deployment_id), settings)
 
     @get("/{deployment_id:str}/scaling", sync_to_thread=True)
     def get_scaling(
@@ -376,7 +377,7 @@ async def _accepted(
     with sessions() as session:
         deployment = get_deployment(session, done.deployment.id)
         return Accepted(
-            deployment=_view(session, deployment, settings),
+            deployment=deployment_view(session, deployment, settings),
             revision=RevisionView.of(done.revision, settings.api_url) if done.revision else None,
             message=done.outcome.summary,
         )
