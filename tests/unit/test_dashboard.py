@@ -309,3 +309,17 @@ def test_the_fake_github_refuses_a_wrong_client_secret(platform: Platform) -> No
         oauth.exchange(OAuthClient(CLIENT.client_id, "wrong"), code, PUBLIC + "/cb")
     assert any("incorrect_client_credentials" in e for e in fake.errors)
     fake.clear_errors()
+
+
+def test_the_check_runs_details_link_opens_the_revision_page_without_an_account(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform, live: str
+) -> None:
+    client, _ = site
+    [run] = platform.github.check_runs("octo/web")
+    assert run.details_url is not None
+    details = urlsplit(run.details_url)
+
+    page = client.get(f"{details.path}?{details.query}")
+
+    assert details.path == f"/dashboard/revisions/{live}"
+    assert page.status_code == 200 and "Build log" in page.text and "live" in page.text
