@@ -54,6 +54,10 @@ class RevisionLinks:
         self._api_url = api_url.rstrip("/")
         self._signer = signer
 
+    @property
+    def signer(self) -> LinkSigner:
+        return self._signer
+
     def revision(self, revision_id: str) -> str:
         return self._signer.sign(self._api_url, revision_path(revision_id))
 

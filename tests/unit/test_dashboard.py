@@ -12,80 +12,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from arq.connections import ArqRedis
-from litestar import Litestar
-from litestar.di import Provide
 from litestar.testing import TestClient
 from sqlmodel import select
 
 from app.access.browser_sessions import COOKIE, BrowserSession, BrowserSessions
-from app.access.follows import LogFollows
 from app.access.tokens import create_token
-from app.api.dashboard.pages import dashboard_router
-from app.api.dashboard.render import Pages
-from app.api.dashboard.viewer import Doorman
 from app.github.oauth import GitHubOAuth, OAuthClient
 from app.kernel.models import Revision, RevisionState
-from app.kernel.settings import Settings
 from app.setup.flow import OAUTH_CALLBACK_PATH
+from tests.unit.dashboard_site import CLIENT, PUBLIC, HeldOutputs, RecordingQueue, dashboard
 from tests.unit.world import Platform
-
-PUBLIC = "http://testserver.local"
-CLIENT = OAuthClient("Iv23li-dashboard", "dashboard-client-secret")
-
-
-class RecordingQueue(ArqRedis):
-    """The job queue: what the dashboard handed the workers (no Redis behind it)."""
-
-    def __init__(self) -> None:
-        self.jobs: list[tuple[Any, ...]] = []
-
-    async def enqueue_job(self, *args: Any, **kwargs: Any) -> None:
-        self.jobs.append(args)
-
-
-def dashboard(platform: Platform, tmp_path: Path) -> tuple[Litestar, RecordingQueue]:
-    fake = platform.github
-    fake.register_oauth_client(
-        CLIENT.client_id, CLIENT.client_secret, [PUBLIC + OAUTH_CALLBACK_PATH]
-    )
-    settings = Settings(
-        _env_file=None,
-        data_dir=tmp_path / "data",
-        public_url=PUBLIC,
-        github_url=fake.url,
-        github_api_url=fake.url,
-    )
-    doorman = Doorman(
-        browser_sessions=BrowserSessions(b"s" * 32, timedelta(hours=12), platform.clock),
-        sessions=platform.sessions,
-        github=GitHubOAuth(fake.url, fake.url),
-        oauth_client=lambda: CLIENT,
-        clock=platform.clock,
-    )
-    queue = RecordingQueue()
-    values: dict[str, Any] = {
-        "sessions": platform.sessions,
-        "settings": settings,
-        "operations": platform.operations,
-        "queue": queue,
-        "pipeline_config": platform.config,
-        "follows": LogFollows(2),
-        "logs": None,
-        "clock": platform.clock,
-    }
-    app = Litestar(
-        route_handlers=[
-            dashboard_router(doorman=doorman, pages=Pages(), link_signer=platform.links._signer)
-        ],
-        dependencies={name: constant(value) for name, value in values.items()},
-        debug=True,
-    )
-    return app, queue
-
-
-def constant(value: Any) -> Provide:
-    return Provide(lambda: value, use_cache=True, sync_to_thread=False)
 
 
 @pytest.fixture
@@ -265,7 +201,7 @@ def test_a_signed_link_opens_its_revision_page_read_only_without_an_account(
     site: tuple[TestClient[Any], RecordingQueue], platform: Platform, live: str
 ) -> None:
     client, _ = site
-    signer = platform.links._signer
+    signer = platform.links.signer
     url = signer.sign(PUBLIC, f"/dashboard/revisions/{live}")
     path = url.removeprefix(PUBLIC)
 
@@ -323,3 +259,22 @@ def test_the_check_runs_details_link_opens_the_revision_page_without_an_account(
 
     assert details.path == f"/dashboard/revisions/{live}"
     assert page.status_code == 200 and "Build log" in page.text and "live" in page.text
+
+
+def test_the_server_logs_read_as_text_without_javascript(
+    platform: Platform, tmp_path: Path, live: str
+) -> None:
+    outputs = HeldOutputs()
+    app, _ = dashboard(platform, tmp_path, outputs=outputs)
+    deployment = platform.deployment()
+    outputs.print(deployment.id, live, "listening on :8080")
+    with TestClient(app=app, base_url=PUBLIC) as client:
+        anonymous = client.get(
+            f"/dashboard/deployments/{deployment.id}/logs", follow_redirects=False
+        )
+        assert anonymous.status_code == 303
+        sign_in_with_github(client, platform, "octo")
+        text = client.get(f"/dashboard/deployments/{deployment.id}/logs")
+
+    assert text.headers["content-type"].startswith("text/plain")
+    assert "web-1 listening on :8080" in text.text

@@ -60,6 +60,8 @@ REVISIONS_SHOWN = 50
 """The newest revisions on a deployment's page; the API lists them all."""
 LOG_BYTES_SHOWN = 512 * 1024
 """A build log's last half megabyte on its page (the whole file: /api/revisions/<id>/logs)."""
+LOG_LINES_SHOWN = 200
+"""Server-log lines a deployment's page starts with (the API's `limit` goes further)."""
 STATIC_FILES = frozenset({"dashboard.css", "dashboard.js"})
 HTML = "text/html; charset=utf-8"
 
@@ -381,7 +383,6 @@ async def deployment_page(
         viewer=viewer,
         csrf=viewer.csrf,
         notice=notice,
-        server_log="",
         **context,
     )
 
@@ -485,10 +486,15 @@ async def deployment_logs(
         revision=None,
         replica=None,
         q=None,
-        limit=200,
+        limit=LOG_LINES_SHOWN,
         follow=follow,
     )
-    return answer
+    if follow:
+        return answer
+    # Without JavaScript: the last lines as text, readable in any browser.
+    lines = answer.content if isinstance(answer.content, list) else []
+    text = "".join(f"{line['at'][:19]} {line['replica']} {line['text']}\n" for line in lines)
+    return Response(text or "(no output yet)\n", media_type="text/plain; charset=utf-8")
 
 
 # -- changes --------------------------------------------------------------------------------

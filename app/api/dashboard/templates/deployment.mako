@@ -60,8 +60,9 @@
 
 <section aria-labelledby="logs">
 <h2 id="logs">Server logs</h2>
-<p class="hint">What the replicas print, newest at the bottom; new lines arrive while this page is open.</p>
-<pre class="log" id="server-log" data-follow="/dashboard/deployments/${view.id}/logs?follow=true" aria-live="polite">${server_log}</pre>
+<p class="hint">What the replicas print, newest at the bottom; new lines arrive while this page is open.
+<a href="/dashboard/deployments/${view.id}/logs">The last lines as text</a>.</p>
+<pre class="log" id="server-log" data-follow="/dashboard/deployments/${view.id}/logs?follow=true" aria-live="polite"></pre>
 </section>
 
 <section aria-labelledby="replicas">
