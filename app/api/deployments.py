@@ -24,7 +24,7 @@ from litestar.status_codes import (
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 from redis.exceptions import RedisError
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from app.access.follows import LogFollows
 from app.api.auth import SIGNED_LINK, caller_of
@@ -63,7 +63,13 @@ from app.kernel.orders import CARRY_OUT, QUEUE_NAME, RUN_REVISION, WorkOrder, re
 from app.kernel.settings import Settings
 from app.kernel.timestamps import utcnow
 from app.replicas.autoscaler import autoscale_defaults
-from app.replicas.reconciler import crash_loop, is_crash_looping, running_replicas
+from app.replicas.reconciler import (
+    crash_loop,
+    crash_loops,
+    is_crash_looping,
+    running_replicas,
+    running_replicas_of,
+)
 from app.replicas.scaling import moment, scaling_report
 from app.rollout.pipeline import PipelineConfig
 from manifests.tracing import project_name, studio_url
@@ -99,6 +105,35 @@ def deployment_view(session: Session, deployment: Deployment, settings: Settings
         tracing=_tracing_view(session, deployment, settings, url),
         idle=_idle_view(session, deployment, settings, now),
     )
+
+
+def deployment_summaries(
+    session: Session, deployments: list[Deployment], settings: Settings
+) -> list[DeploymentView]:
+    """Many deployments as a list shows them, in a handful of queries whatever their number:
+    state (crash loops included), URL, repository and replicas; no backup, tracing or idle
+    details, which `deployment_view` adds for one deployment's page."""
+    ids = [d.id for d in deployments]
+    names = dict(
+        session.exec(
+            select(Repository.id, Repository.full_name).where(
+                col(Repository.id).in_({d.repository_id for d in deployments})
+            )
+        ).all()
+    )
+    replicas = running_replicas_of(session, ids)
+    loops = crash_loops(session, deployments, utcnow())
+    return [
+        DeploymentView.of(
+            d,
+            names.get(d.repository_id, ""),
+            settings.deployment_url(d.slug),
+            replicas=replicas.get(d.id, []),
+            crash_looping=is_crash_looping(loops.get(d.id)),
+            last_exit_reason=loops[d.id].last_reason if d.id in loops else None,
+        )
+        for d in deployments
+    ]
 
 
 def _tracing_view(

@@ -17,8 +17,10 @@ from sqlmodel import select
 
 from app.access.browser_sessions import COOKIE, BrowserSession, BrowserSessions
 from app.access.tokens import create_token
+from app.api.deployments import deployment_summaries, deployment_view
 from app.github.oauth import GitHubOAuth, OAuthClient
-from app.kernel.models import Revision, RevisionState
+from app.kernel.models import Deployment, Revision, RevisionState
+from app.kernel.settings import Settings
 from app.setup.flow import OAUTH_CALLBACK_PATH
 from tests.unit.dashboard_site import CLIENT, PUBLIC, HeldOutputs, RecordingQueue, dashboard
 from tests.unit.world import Platform
@@ -278,3 +280,18 @@ def test_the_server_logs_read_as_text_without_javascript(
 
     assert text.headers["content-type"].startswith("text/plain")
     assert "web-1 listening on :8080" in text.text
+
+
+def test_the_lists_summary_of_a_deployment_says_what_its_own_view_says(
+    platform: Platform, tmp_path: Path, live: str
+) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", public_url=PUBLIC)
+    with platform.sessions() as session:
+        deployment = session.get(Deployment, platform.deployment().id)
+        assert deployment is not None
+        [summary] = deployment_summaries(session, [deployment], settings)
+        full = deployment_view(session, deployment, settings)
+
+    assert summary.status == full.status and summary.url == full.url
+    assert summary.repository == full.repository == "octo/web"
+    assert [r.id for r in summary.replicas] == [r.id for r in full.replicas] != []

@@ -32,7 +32,7 @@ from app.access.follows import LogFollows
 from app.access.links import EXPIRES, SIGNATURE, LinkSigner
 from app.api.dashboard.render import STATIC, Pages
 from app.api.dashboard.viewer import Doorman, Viewer
-from app.api.deployments import carry_out, deployment_view
+from app.api.deployments import carry_out, deployment_summaries, deployment_view
 from app.api.logs import server_logs as api_server_logs
 from app.api.schemas import DeploymentView
 from app.deployments import revisions as revision_store
@@ -300,12 +300,12 @@ def _rows(session: Session, viewer: Viewer, settings: Settings) -> list[list[Row
     )
     rows = {
         d.id: Row(
-            view=deployment_view(session, d, settings),
+            view=view,
             preview=d.pull_request_number is not None,
             live_number=live.get(d.live_revision_id or ""),
             last_deploy=stamp(last[d.id]) if d.id in last else None,
         )
-        for d in shown
+        for d, view in zip(shown, deployment_summaries(session, shown, settings), strict=True)
     }
     groups: dict[str, list[Row]] = {}
     heads: dict[int, str] = {}
