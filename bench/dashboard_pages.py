@@ -6,8 +6,8 @@ Run with `.venv/bin/python -m bench.dashboard_pages [--requests 50] [--deploymen
 
 A control plane (SQLite, migrated, in a temporary directory) is seeded with 50 repositories,
 each with a production deployment and a preview (100 deployments), each deployment with 10
-revisions (1,000), a live one and a ready replica each, and an env of five variables and a
-secret. The dashboard (the same router the API mounts) is served by Litestar's test client,
+revisions (1,000), a live one and a ready replica each, an env of five variables and a
+secret, and an hour of 1-minute metric points. The dashboard (the same router the API mounts) is served by Litestar's test client,
 signed in with an API token, which sees every deployment; a GitHub sign-in adds GitHub's
 answer, cached for a minute, on the first page only. Each page is asked `--requests` times
 after one warm-up request (which compiles the templates): the deployments list, one
@@ -42,6 +42,7 @@ from app.github.oauth import GitHubOAuth
 from app.kernel.models import (
     Deployment,
     Installation,
+    MetricPoint,
     Replica,
     ReplicaState,
     Repository,
@@ -54,6 +55,8 @@ from manifests.containers import DeploymentType
 
 GOAL_MS = 200.0
 LOG_BYTES = 200 * 1024
+METRIC_POINTS = 60
+"""A full hour of 1-minute points per deployment: the sparklines' and charts' window."""
 
 
 def seed(settings: Settings, deployments: int, revisions_each: int) -> tuple[str, str]:
@@ -116,6 +119,20 @@ def seed(settings: Settings, deployments: int, revisions_each: int) -> tuple[str
                     ready_at=now,
                 )
             )
+            for m in range(METRIC_POINTS):
+                session.add(
+                    MetricPoint(
+                        deployment_id=deployment.id,
+                        at=now - timedelta(minutes=METRIC_POINTS - m),
+                        step_seconds=60,
+                        requests=100 + (m * 7 + d) % 50,
+                        errors=m % 3,
+                        p50_ms=5.0,
+                        p95_ms=20.0 + m % 10,
+                        p99_ms=40.0,
+                        replicas=1,
+                    )
+                )
             if d == 0:
                 some = (deployment.id, rows[-1].id)
         session.commit()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -19,7 +19,7 @@ from app.access.browser_sessions import COOKIE, BrowserSession, BrowserSessions
 from app.access.tokens import create_token
 from app.api.deployments import deployment_summaries, deployment_view
 from app.github.oauth import GitHubOAuth, OAuthClient
-from app.kernel.models import Deployment, Revision, RevisionState
+from app.kernel.models import Deployment, MetricPoint, Revision, RevisionState
 from app.kernel.settings import Settings
 from app.setup.flow import OAUTH_CALLBACK_PATH
 from tests.unit.dashboard_site import CLIENT, PUBLIC, HeldOutputs, RecordingQueue, dashboard
@@ -295,3 +295,34 @@ def test_the_lists_summary_of_a_deployment_says_what_its_own_view_says(
     assert summary.status == full.status and summary.url == full.url
     assert summary.repository == full.repository == "octo/web"
     assert [r.id for r in summary.replicas] == [r.id for r in full.replicas] != []
+
+
+def test_the_pages_chart_the_deployments_metrics_of_the_last_hour(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform
+) -> None:
+    client, _ = site
+    deployment = platform.deployment()
+    now = datetime.now(UTC)
+    with platform.sessions() as session:
+        for minute, requests in enumerate((60, 120, 600)):
+            session.add(
+                MetricPoint(
+                    deployment_id=deployment.id,
+                    at=now - timedelta(minutes=3 - minute),
+                    step_seconds=60,
+                    requests=requests,
+                    errors=6 if minute == 2 else 0,
+                    p95_ms=42.0,
+                    replicas=1,
+                )
+            )
+        session.commit()
+    sign_in_with_github(client, platform, "octo")
+
+    listing = client.get("/dashboard/")
+    page = client.get(f"/dashboard/deployments/{deployment.id}")
+
+    assert "<title>requests per second: last 10, max 10</title>" in listing.text
+    assert "<polyline" in listing.text
+    assert "Requests per second" in page.text and "now 10/s, max 10/s" in page.text
+    assert "now 1 %, max 1 %" in page.text and "now 42 ms" in page.text

@@ -12,7 +12,7 @@ import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
@@ -30,6 +30,7 @@ from sqlmodel import Session, col, select
 from app.access.browser_sessions import COOKIE, CSRF_FIELD, STATE_COOKIE, BrowserSession
 from app.access.follows import LogFollows
 from app.access.links import EXPIRES, SIGNATURE, LinkSigner
+from app.api.dashboard.charts import Chart, chart, sparkline
 from app.api.dashboard.render import STATIC, Pages
 from app.api.dashboard.viewer import Doorman, Viewer
 from app.api.deployments import carry_out, deployment_summaries, deployment_view
@@ -47,9 +48,11 @@ from app.kernel.errors import (
     NotFoundError,
     PermissionDenied,
 )
-from app.kernel.models import Deployment, Repository, Revision
+from app.kernel.models import Deployment, MetricPoint, Repository, Revision
 from app.kernel.ports import Clock
 from app.kernel.settings import Settings
+from app.kernel.timestamps import utcnow
+from app.replicas.metrics import COARSE_STEP_SECONDS, request_counts, series
 from app.replicas.server_logs import ServerLogs
 from app.rollout.pipeline import PipelineConfig
 from app.setup.flow import OAUTH_CALLBACK_PATH
@@ -60,6 +63,8 @@ REVISIONS_SHOWN = 50
 """The newest revisions on a deployment's page; the API lists them all."""
 LOG_BYTES_SHOWN = 512 * 1024
 """A build log's last half megabyte on its page (the whole file: /api/revisions/<id>/logs)."""
+CHART_WINDOW = timedelta(hours=1)
+"""What the charts and sparklines cover, at the 1-minute step."""
 LOG_LINES_SHOWN = 200
 """Server-log lines a deployment's page starts with (the API's `limit` goes further)."""
 STATIC_FILES = frozenset({"dashboard.css", "dashboard.js"})
@@ -279,6 +284,8 @@ class Row:
     preview: bool
     live_number: int | None
     last_deploy: str | None
+    spark: str
+    """The request rate of the last hour, as inline SVG."""
 
 
 def _rows(session: Session, viewer: Viewer, settings: Settings) -> list[list[Row]]:
@@ -298,12 +305,17 @@ def _rows(session: Session, viewer: Viewer, settings: Settings) -> list[list[Row
             select(Revision.id, Revision.number).where(col(Revision.id).in_(live_ids))
         ).all()
     )
+    since = utcnow() - CHART_WINDOW
+    requests = request_counts(session, ids, since, COARSE_STEP_SECONDS)
     rows = {
         d.id: Row(
             view=view,
             preview=d.pull_request_number is not None,
             live_number=live.get(d.live_revision_id or ""),
             last_deploy=stamp(last[d.id]) if d.id in last else None,
+            spark=sparkline(
+                [n / COARSE_STEP_SECONDS for n in requests.get(d.id, [])], "requests per second"
+            ),
         )
         for d, view in zip(shown, deployment_summaries(session, shown, settings), strict=True)
     }
@@ -365,7 +377,9 @@ async def deployment_page(
             view = deployment_view(session, deployment, settings)
             rows = revision_store.list_revisions(session, deployment.id)
         env, _ = operations.env_with_overrides(deployment.id)
+        points = series(sessions, deployment.id, utcnow() - CHART_WINDOW, COARSE_STEP_SECONDS)
         return {
+            "charts": _charts(points),
             "view": view,
             "revisions": rows[:REVISIONS_SHOWN],
             "more_revisions": max(len(rows) - REVISIONS_SHOWN, 0),
@@ -436,6 +450,22 @@ async def revision_page(
         viewer=viewer,
         **context,
     )
+
+
+def _charts(points: list[MetricPoint]) -> list[Chart]:
+    """The deployment's last hour: the series of GET /api/deployments/<id>/metrics."""
+    step = COARSE_STEP_SECONDS
+    return [
+        chart([round(p.requests / step, 3) for p in points], "Requests per second", "/s"),
+        chart(
+            [round(100 * p.errors / p.requests, 2) if p.requests else 0.0 for p in points],
+            "Errors (5xx)",
+            " %",
+        ),
+        chart([p.p95_ms or 0.0 for p in points], "Latency p95", " ms"),
+        chart([float(p.replicas) for p in points], "Replicas"),
+        chart([float(p.restarts) for p in points], "Restarts"),
+    ]
 
 
 def _log_tail(config: PipelineConfig, revision: Revision) -> tuple[str, int]:

@@ -58,6 +58,15 @@
 % endif
 </section>
 
+<section aria-labelledby="metrics">
+<h2 id="metrics">Metrics, last hour</h2>
+<ul class="charts">
+% for item in charts:
+<li><span class="chart-label">${item.label}</span>${item.svg | n}<span class="hint">${item.summary}</span></li>
+% endfor
+</ul>
+</section>
+
 <section aria-labelledby="logs">
 <h2 id="logs">Server logs</h2>
 <p class="hint">What the replicas print, newest at the bottom; new lines arrive while this page is open.

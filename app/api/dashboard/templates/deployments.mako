@@ -5,7 +5,7 @@
 % else:
 <table class="grid">
 <caption class="sr">Deployments, previews under their production deployment</caption>
-<thead><tr><th scope="col">Name</th><th scope="col">URL</th><th scope="col">Type</th><th scope="col">Branch</th><th scope="col">State</th><th scope="col">Live revision</th><th scope="col">Replicas</th><th scope="col">Last deploy</th></tr></thead>
+<thead><tr><th scope="col">Name</th><th scope="col">URL</th><th scope="col">Type</th><th scope="col">Branch</th><th scope="col">State</th><th scope="col">Live revision</th><th scope="col">Replicas</th><th scope="col">Last deploy</th><th scope="col">Requests, last hour</th></tr></thead>
 <tbody>
 % for group in groups:
   % for row in group:
@@ -18,6 +18,7 @@
   <td>${'#' + str(row.live_number) if row.live_number else '—'}</td>
   <td>${len(row.view.replicas)} / ${row.view.desired_replicas}</td>
   <td>${row.last_deploy or '—'}</td>
+  <td>${row.spark | n}</td>
 </tr>
   % endfor
 % endfor
