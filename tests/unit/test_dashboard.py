@@ -17,10 +17,12 @@ from sqlmodel import select
 
 from app.access.browser_sessions import COOKIE, BrowserSession, BrowserSessions
 from app.access.tokens import create_token
+from app.api.dashboard.render import TEMPLATES, Pages
 from app.api.deployments import deployment_summaries, deployment_view
 from app.github.oauth import GitHubOAuth, OAuthClient
 from app.kernel.models import Deployment, MetricPoint, Revision, RevisionState
 from app.kernel.settings import Settings
+from app.replicas.autoscaler import Decision, Reason, ScalerState
 from app.setup.flow import OAUTH_CALLBACK_PATH
 from tests.unit.dashboard_site import CLIENT, PUBLIC, HeldOutputs, RecordingQueue, dashboard
 from tests.unit.world import Platform
@@ -326,3 +328,38 @@ def test_the_pages_chart_the_deployments_metrics_of_the_last_hour(
     assert "<polyline" in listing.text
     assert "Requests per second" in page.text and "now 10/s, max 10/s" in page.text
     assert "now 1 %, max 1 %" in page.text and "now 42 ms" in page.text
+
+
+def test_a_deployments_page_shows_the_autoscalers_decisions(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform
+) -> None:
+    client, _ = site
+    deployment = platform.deployment()
+    decision = Decision(
+        at=datetime(2026, 12, 1, 12, 0, tzinfo=UTC).timestamp(),
+        stable_concurrency=7.5,
+        panic_concurrency=None,
+        desired=2,
+        actual=1,
+        reason=Reason.scale_up,
+    )
+    with platform.sessions() as session:
+        row = session.get(Deployment, deployment.id)
+        assert row is not None
+        row.scaler_state = ScalerState(decisions=(decision,)).to_json()
+        session.add(row)
+        session.commit()
+    sign_in_with_github(client, platform, "octo")
+
+    page = client.get(f"/dashboard/deployments/{deployment.id}")
+
+    assert "2026-12-01 12:00:00 UTC" in page.text
+    assert "<td>7.5 / —</td><td>1</td><td>2</td><td>scale-up</td>" in page.text
+
+
+def test_every_template_compiles_and_the_engine_loads_only_at_the_first_page() -> None:
+    pages = Pages()
+    assert pages._lookup is None  # nothing compiled, nothing imported for it, until asked
+
+    for template in sorted(TEMPLATES.glob("*.mako")):
+        pages._templates().get_template(template.name)

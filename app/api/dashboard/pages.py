@@ -52,7 +52,9 @@ from app.kernel.models import Deployment, MetricPoint, Repository, Revision
 from app.kernel.ports import Clock
 from app.kernel.settings import Settings
 from app.kernel.timestamps import utcnow
+from app.replicas.autoscaler import autoscale_defaults
 from app.replicas.metrics import COARSE_STEP_SECONDS, request_counts, series
+from app.replicas.scaling import moment, scaling_report
 from app.replicas.server_logs import ServerLogs
 from app.rollout.pipeline import PipelineConfig
 from app.setup.flow import OAUTH_CALLBACK_PATH
@@ -63,6 +65,8 @@ REVISIONS_SHOWN = 50
 """The newest revisions on a deployment's page; the API lists them all."""
 LOG_BYTES_SHOWN = 512 * 1024
 """A build log's last half megabyte on its page (the whole file: /api/revisions/<id>/logs)."""
+DECISIONS_SHOWN = 10
+"""The autoscaler's newest decisions on a deployment's page (all: GET .../scaling)."""
 CHART_WINDOW = timedelta(hours=1)
 """What the charts and sparklines cover, at the 1-minute step."""
 LOG_LINES_SHOWN = 200
@@ -376,10 +380,14 @@ async def deployment_page(
             viewer.require_read(deployment.repository_id)
             view = deployment_view(session, deployment, settings)
             rows = revision_store.list_revisions(session, deployment.id)
+            scaling = scaling_report(session, deployment, autoscale_defaults(settings))
         env, _ = operations.env_with_overrides(deployment.id)
         points = series(sessions, deployment.id, utcnow() - CHART_WINDOW, COARSE_STEP_SECONDS)
         return {
             "charts": _charts(points),
+            "scaling": scaling,
+            "decisions": list(reversed(scaling.state.decisions[-DECISIONS_SHOWN:])),
+            "moment": moment,
             "view": view,
             "revisions": rows[:REVISIONS_SHOWN],
             "more_revisions": max(len(rows) - REVISIONS_SHOWN, 0),

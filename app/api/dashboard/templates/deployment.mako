@@ -90,6 +90,23 @@
 % endif
 </section>
 
+<section aria-labelledby="scaling">
+<h2 id="scaling">Scaling</h2>
+<p>${scaling.current} ready, ${view.desired_replicas} wanted; between ${scaling.policy.min_replicas} and ${scaling.policy.max_replicas} replicas, ${'%g' % scaling.policy.target_concurrency} requests in flight per replica.</p>
+% if decisions:
+<table class="grid">
+<thead><tr><th scope="col">When</th><th scope="col">In flight (stable / panic)</th><th scope="col">Ready</th><th scope="col">Wanted</th><th scope="col">Why</th></tr></thead>
+<tbody>
+% for d in decisions:
+<tr><th scope="row">${stamp(moment(d.at))}</th><td>${'—' if d.stable_concurrency is None else '%.1f' % d.stable_concurrency} / ${'—' if d.panic_concurrency is None else '%.1f' % d.panic_concurrency}</td><td>${d.actual}</td><td>${d.desired}</td><td>${d.reason}</td></tr>
+% endfor
+</tbody>
+</table>
+% else:
+<p class="hint">No scaling decision yet.</p>
+% endif
+</section>
+
 <section aria-labelledby="env">
 <h2 id="env">Environment</h2>
 <table class="grid">
