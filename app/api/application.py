@@ -71,7 +71,7 @@ from app.kernel.ports import Clock, CommitResolver
 from app.kernel.settings import Settings
 from app.kernel.timestamps import utcnow
 from app.replicas.routes import CertificatePermission
-from app.setup.credentials import GitHubAppCredentials, stored_oauth_client
+from app.setup.credentials import GitHubAppCredentials, oauth_client
 from manifests.errors import SlipwayError
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def create_app(
             ),
             sessions=sessions,
             github=GitHubOAuth(str(settings.github_url), str(settings.github_api_url)),
-            oauth_client=lambda: stored_oauth_client(sessions, secrets),
+            oauth_client=lambda: oauth_client(settings, sessions, secrets),
             clock=clock,
         ),
         pages=Pages(),

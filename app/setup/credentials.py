@@ -179,9 +179,20 @@ class LazyGitHubApp:
             app.forget_installation(installation_id)
 
 
+def oauth_client(
+    settings: Settings, sessions: SessionFactory, secrets: SecretBox
+) -> OAuthClient | None:
+    """The App's OAuth client: GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET, else as the manifest
+    flow stored them; None when neither is known (people then sign in with an API token)."""
+    if settings.github_client_id and settings.github_client_secret is not None:
+        return OAuthClient(
+            settings.github_client_id, settings.github_client_secret.get_secret_value()
+        )
+    return stored_oauth_client(sessions, secrets)
+
+
 def stored_oauth_client(sessions: SessionFactory, secrets: SecretBox) -> OAuthClient | None:
-    """The App's OAuth client id and secret, as the manifest flow stored them; None for an App
-    configured in the environment (its people sign in to the dashboard with an API token)."""
+    """The App's OAuth client id and secret, as the manifest flow stored them."""
     with sessions() as session:
         stored = first_registration(session)
     if stored is None or not stored.client_id:

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from litestar.testing import TestClient
+from pydantic import ValidationError
 from sqlmodel import select
 
 from app.access.browser_sessions import COOKIE, BrowserSession, BrowserSessions
@@ -20,9 +21,12 @@ from app.access.tokens import create_token
 from app.api.dashboard.render import TEMPLATES, Pages
 from app.api.deployments import deployment_summaries, deployment_view
 from app.github.oauth import GitHubOAuth, OAuthClient
+from app.kernel.crypto import SecretBox
+from app.kernel.db import SessionFactory
 from app.kernel.models import Deployment, MetricPoint, Revision, RevisionState
 from app.kernel.settings import Settings
 from app.replicas.autoscaler import Decision, Reason, ScalerState
+from app.setup.credentials import oauth_client
 from app.setup.flow import OAUTH_CALLBACK_PATH
 from tests.unit.dashboard_site import CLIENT, PUBLIC, HeldOutputs, RecordingQueue, dashboard
 from tests.unit.world import Platform
@@ -363,3 +367,18 @@ def test_every_template_compiles_and_the_engine_loads_only_at_the_first_page() -
 
     for template in sorted(TEMPLATES.glob("*.mako")):
         pages._templates().get_template(template.name)
+
+
+def test_the_oauth_client_comes_from_the_environment_else_from_setup(
+    sessions: SessionFactory, tmp_path: Path
+) -> None:
+    box = SecretBox("k" * 32)
+    given = Settings(
+        _env_file=None, data_dir=tmp_path, github_client_id="Iv1.env", github_client_secret="s3"
+    )
+    bare = Settings(_env_file=None, data_dir=tmp_path)
+
+    assert oauth_client(given, sessions, box) == OAuthClient("Iv1.env", "s3")
+    assert oauth_client(bare, sessions, box) is None
+    with pytest.raises(ValidationError, match="go together"):
+        Settings(_env_file=None, data_dir=tmp_path, github_client_id="Iv1.env")
