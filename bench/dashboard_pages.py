@@ -6,13 +6,13 @@ Run with `.venv/bin/python -m bench.dashboard_pages [--requests 50] [--deploymen
 
 A control plane (SQLite, migrated, in a temporary directory) is seeded with 50 repositories,
 each with a production deployment and a preview (100 deployments), each deployment with 10
-revisions (1,000), a live one and a ready replica each, an env of five variables and a
-secret, and an hour of 1-minute metric points. The dashboard (the same router the API mounts) is served by Litestar's test client,
-signed in with an API token, which sees every deployment; a GitHub sign-in adds GitHub's
-answer, cached for a minute, on the first page only. Each page is asked `--requests` times
-after one warm-up request (which compiles the templates): the deployments list, one
-deployment's page, one revision's page with a 200 KB build log. Prints the median, p99 and
-maximum per page, from just before the request to the last byte of the answer.
+revisions (1,000), a live one and a ready replica each, an env of five variables and a secret,
+and an hour of 1-minute metric points. The dashboard (the same router the API mounts) is served
+by Litestar's test client, signed in with an API token, which sees every deployment; a GitHub
+sign-in adds GitHub's answer, cached for a minute, on the first page only. Each page is asked
+`--requests` times after one warm-up request (which compiles the templates): the deployments
+list, one deployment's page, one revision's page with a 200 KB build log. Prints the median, p99
+and maximum per page, from just before the request to the last byte of the answer.
 """
 
 from __future__ import annotations
