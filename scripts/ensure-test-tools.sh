@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure the tools the tests use are present: what builds local base images, `hey`, and
-# systemd-analyze; Pebble (a local ACME CA).
+# systemd-analyze; Pebble (a local ACME CA); Chromium (the dashboard's browser tests).
 #
 # No container registry can be reached from these machines, so the tests make their own base
 # images: a static busybox (`FROM scratch` + /bin/busybox, a 2 MB image with an HTTP server) and
@@ -43,6 +43,10 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # DNS server pebble-challtestsrv (one Debian package).
 { command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1; } \
     || missing+=(pebble)
+# The browser the dashboard's tests drive headless through Playwright (executable_path):
+# Debian's own, since Playwright's browser downloads need the internet.
+{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } \
+    || missing+=(chromium)
 
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0

@@ -44,11 +44,19 @@ class LinkSigner:
 
 
 class RevisionLinks:
-    """The links to a revision's page and build log that go to GitHub, signed."""
+    """The links to a revision's page and build log that go to GitHub, signed.
+
+    The page is the dashboard's (the check run's "Details", the PR comment's "details"): HTML
+    with the build log, read-only for whoever holds the link; the log link is the raw text.
+    """
 
     def __init__(self, api_url: str, signer: LinkSigner) -> None:
         self._api_url = api_url.rstrip("/")
         self._signer = signer
+
+    @property
+    def signer(self) -> LinkSigner:
+        return self._signer
 
     def revision(self, revision_id: str) -> str:
         return self._signer.sign(self._api_url, revision_path(revision_id))
@@ -58,7 +66,9 @@ class RevisionLinks:
 
 
 def revision_path(revision_id: str) -> str:
-    return f"/api/revisions/{revision_id}"
+    """The revision's dashboard page (links signed before it went to /api/revisions/<id>,
+    which keeps opening them)."""
+    return f"/dashboard/revisions/{revision_id}"
 
 
 def log_path(revision_id: str) -> str:

@@ -23,6 +23,7 @@ from litestar.status_codes import (
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 
+from app.access.browser_sessions import BrowserSessions
 from app.access.follows import LogFollows
 from app.access.tokens import admin_token_path, ensure_admin_token
 from app.adapters.caddy import CaddyRouter
@@ -30,6 +31,9 @@ from app.adapters.docker_output import DockerOutputs
 from app.adapters.queue import create_queue, redis_settings
 from app.api.auth import BearerTokens, writers_only
 from app.api.backups import DatabaseController
+from app.api.dashboard.pages import dashboard_router
+from app.api.dashboard.render import Pages
+from app.api.dashboard.viewer import Doorman
 from app.api.deployments import DeploymentController, RevisionController
 from app.api.domains import DomainController
 from app.api.health import healthz, readiness, readyz
@@ -54,6 +58,7 @@ from app.bootstrap import (
 from app.bootstrap import server_logs as server_log_service
 from app.deliveries.inbox import DeliveryRecorder
 from app.deployments.operations import DeploymentOperations
+from app.github.oauth import GitHubOAuth
 from app.kernel.errors import (
     ConflictError,
     DatabaseError,
@@ -66,13 +71,16 @@ from app.kernel.ports import Clock, CommitResolver
 from app.kernel.settings import Settings
 from app.kernel.timestamps import utcnow
 from app.replicas.routes import CertificatePermission
-from app.setup.credentials import GitHubAppCredentials
+from app.setup.credentials import GitHubAppCredentials, oauth_client
 from manifests.errors import SlipwayError
 
 log = logging.getLogger(__name__)
 
 API_VERSION = "1"
 """The API's version in its OpenAPI description: raised when a route changes incompatibly."""
+
+DASHBOARD_SESSION_LIFETIME = timedelta(hours=12)
+"""How long a dashboard sign-in lasts before the person signs in again."""
 
 STATUS_OF: dict[type[SlipwayError], int] = {
     NotFoundError: HTTP_404_NOT_FOUND,
@@ -124,6 +132,21 @@ def create_app(
         )
         if settings.caddy_admin_url
         else None
+    )
+
+    signer = link_signer(settings, secrets, clock)
+    dashboard = dashboard_router(
+        doorman=Doorman(
+            browser_sessions=BrowserSessions(
+                secrets.derive_key("dashboard-session"), DASHBOARD_SESSION_LIFETIME, clock
+            ),
+            sessions=sessions,
+            github=GitHubOAuth(str(settings.github_url), str(settings.github_api_url)),
+            oauth_client=lambda: oauth_client(settings, sessions, secrets),
+            clock=clock,
+        ),
+        pages=Pages(),
+        link_signer=signer,
     )
 
     registry = PrometheusExposition(sessions)
@@ -178,12 +201,13 @@ def create_app(
             WebhookController,
             SetupController,
             api,
+            dashboard,
         ],
         middleware=[
             DefineMiddleware(
                 BearerTokens,
                 sessions=sessions,
-                signer=link_signer(settings, secrets, clock),
+                signer=signer,
                 clock=clock,
                 also_guarded=frozenset() if settings.metrics_public else frozenset({"/metrics"}),
             )

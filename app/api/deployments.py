@@ -24,7 +24,7 @@ from litestar.status_codes import (
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 from redis.exceptions import RedisError
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from app.access.follows import LogFollows
 from app.api.auth import SIGNED_LINK, caller_of
@@ -65,7 +65,13 @@ from app.kernel.orders import CARRY_OUT, QUEUE_NAME, RUN_REVISION, WorkOrder, re
 from app.kernel.settings import Settings
 from app.kernel.timestamps import utcnow
 from app.replicas.autoscaler import RunQueue, autoscale_defaults
-from app.replicas.reconciler import crash_loop, is_crash_looping, running_replicas
+from app.replicas.reconciler import (
+    crash_loop,
+    crash_loops,
+    is_crash_looping,
+    running_replicas,
+    running_replicas_of,
+)
 from app.replicas.scaling import moment, scaling_report
 from app.rollout.pipeline import PipelineConfig
 from manifests.tracing import project_name, studio_url
@@ -84,7 +90,8 @@ DELETE_WARNING = (
 )
 
 
-def _view(session: Session, deployment: Deployment, settings: Settings) -> DeploymentView:
+def deployment_view(session: Session, deployment: Deployment, settings: Settings) -> DeploymentView:
+    """A deployment as the API (and the dashboard) show it."""
     repository = session.get(Repository, deployment.repository_id)
     now = utcnow()
     loop = crash_loop(session, deployment, now)
@@ -104,6 +111,35 @@ def _view(session: Session, deployment: Deployment, settings: Settings) -> Deplo
 
 def _queue_view(queue: RunQueue | None) -> RunQueueView | None:
     return None if queue is None else RunQueueView(pending=queue.pending, running=queue.running)
+
+
+def deployment_summaries(
+    session: Session, deployments: list[Deployment], settings: Settings
+) -> list[DeploymentView]:
+    """Many deployments as a list shows them, in a handful of queries whatever their number:
+    state (crash loops included), URL, repository and replicas; no backup, tracing or idle
+    details, which `deployment_view` adds for one deployment's page."""
+    ids = [d.id for d in deployments]
+    names = dict(
+        session.exec(
+            select(Repository.id, Repository.full_name).where(
+                col(Repository.id).in_({d.repository_id for d in deployments})
+            )
+        ).all()
+    )
+    replicas = running_replicas_of(session, ids)
+    loops = crash_loops(session, deployments, utcnow())
+    return [
+        DeploymentView.of(
+            d,
+            names.get(d.repository_id, ""),
+            settings.deployment_url(d.slug),
+            replicas=replicas.get(d.id, []),
+            crash_looping=is_crash_looping(loops.get(d.id)),
+            last_exit_reason=loops[d.id].last_reason if d.id in loops else None,
+        )
+        for d in deployments
+    ]
 
 
 def _tracing_view(
@@ -168,7 +204,7 @@ class DeploymentController(Controller):
         self, sessions: NamedDependency[SessionFactory], settings: NamedDependency[Settings]
     ) -> list[DeploymentView]:
         with sessions() as session:
-            return [_view(session, d, settings) for d in list_deployments(session)]
+            return [deployment_view(session, d, settings) for d in list_deployments(session)]
 
     @post("/", status_code=HTTP_202_ACCEPTED)
     async def create_deployment(
@@ -198,7 +234,7 @@ class DeploymentController(Controller):
         settings: NamedDependency[Settings],
     ) -> DeploymentView:
         with sessions() as session:
-            return _view(session, get_deployment(session, deployment_id), settings)
+            return deployment_view(session, get_deployment(session, deployment_id), settings)
 
     @delete("/{deployment_id:str}", status_code=HTTP_202_ACCEPTED)
     async def delete_deployment(
@@ -242,7 +278,7 @@ class DeploymentController(Controller):
     ) -> DeploymentView:
         operations.keep(deployment_id, data.keep, caller_of(request))
         with sessions() as session:
-            return _view(session, get_deployment(session, deployment_id), settings)
+            return deployment_view(session, get_deployment(session, deployment_id), settings)
 
     @get("/{deployment_id:str}/scaling", sync_to_thread=True)
     def get_scaling(
@@ -395,7 +431,7 @@ async def _accepted(
     with sessions() as session:
         deployment = get_deployment(session, done.deployment.id)
         return Accepted(
-            deployment=_view(session, deployment, settings),
+            deployment=deployment_view(session, deployment, settings),
             revision=RevisionView.of(done.revision, settings.api_url) if done.revision else None,
             message=done.outcome.summary,
         )

@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     """A file holding the App's PEM private key (instead of GITHUB_PRIVATE_KEY)."""
     github_webhook_secret: SecretStr | None = None
     """Shared secret GitHub signs every delivery with (X-Hub-Signature-256)."""
+    github_client_id: str | None = None
+    """The App's OAuth client ID (on its settings page), with GITHUB_CLIENT_SECRET: people sign
+    in to the dashboard with GitHub. An App made at PUBLIC_URL/setup has both stored already;
+    without them, the dashboard takes an API token."""
+    github_client_secret: SecretStr | None = None
+    """The App's OAuth client secret (generated on its settings page), with GITHUB_CLIENT_ID."""
     github_api_url: AnyHttpUrl = AnyHttpUrl("https://api.github.com")
     """REST base URL; GitHub Enterprise uses https://HOST/api/v3, the tests a local fake."""
     github_url: AnyHttpUrl = AnyHttpUrl("https://github.com")
@@ -532,6 +538,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{' and '.join(missing)} is required but not set: the App settings go "
                 "together (or leave all of them out and create the App at PUBLIC_URL/setup)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _both_client_settings_or_none(self) -> Settings:
+        if (self.github_client_id is None) != (self.github_client_secret is None):
+            raise ValueError(
+                f"{ENV_PREFIX}GITHUB_CLIENT_ID and {ENV_PREFIX}GITHUB_CLIENT_SECRET go together: "
+                "set both (the App's OAuth client, for the dashboard's GitHub sign-in) or neither"
             )
         return self
 

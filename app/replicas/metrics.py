@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -354,3 +354,23 @@ def series(
                 .order_by(col(MetricPoint.at))
             ).all()
         )
+
+
+def request_counts(
+    session: Session, deployment_ids: Sequence[str], since: datetime, step_seconds: int
+) -> dict[str, list[int]]:
+    """Requests per step of many deployments since a time, oldest first, by deployment: the
+    few columns a list's sparklines need, in one query."""
+    rows = session.exec(
+        select(MetricPoint.deployment_id, MetricPoint.requests)
+        .where(
+            col(MetricPoint.deployment_id).in_(list(deployment_ids)),
+            MetricPoint.step_seconds == step_seconds,
+            col(MetricPoint.at) >= since,
+        )
+        .order_by(col(MetricPoint.deployment_id), col(MetricPoint.at))
+    ).all()
+    found: dict[str, list[int]] = {}
+    for deployment_id, requests in rows:
+        found.setdefault(deployment_id, []).append(requests)
+    return found

@@ -160,6 +160,34 @@ def crash_loop(session: Session, deployment: Deployment, now: datetime) -> Crash
         )
         .order_by(col(Replica.stopped_at).desc())
     ).all()
+    return _loop_of(list(dead))
+
+
+def crash_loops(
+    session: Session, deployments: Sequence[Deployment], now: datetime
+) -> dict[str, CrashLoop]:
+    """`crash_loop` of many deployments in one query (a page listing them all), by id."""
+    live = {d.live_revision_id: d.id for d in deployments if d.live_revision_id}
+    if not live:
+        return {}
+    dead = session.exec(
+        select(Replica)
+        .where(
+            col(Replica.revision_id).in_(list(live)),
+            Replica.state == ReplicaState.dead,
+            col(Replica.stopped_at) >= now - CRASH_WINDOW,
+        )
+        .order_by(col(Replica.stopped_at).desc())
+    ).all()
+    by_revision: dict[str, list[Replica]] = {}
+    for replica in dead:
+        by_revision.setdefault(replica.revision_id, []).append(replica)
+    loops = {live[r]: _loop_of(replicas) for r, replicas in by_revision.items()}
+    return {d: loop for d, loop in loops.items() if loop is not None}
+
+
+def _loop_of(dead: list[Replica]) -> CrashLoop | None:
+    """The loop that dead replicas (newest first) make, if any."""
     if not dead or dead[0].stopped_at is None:
         return None
     last = dead[0]
@@ -183,6 +211,26 @@ def running_replicas(session: Session, deployment_id: str) -> list[Replica]:
             running_of(deployment_id).order_by(col(Replica.started_at), col(Replica.id))
         ).all()
     )
+
+
+def running_replicas_of(
+    session: Session, deployment_ids: Sequence[str]
+) -> dict[str, list[Replica]]:
+    """`running_replicas` of many deployments in one query, by deployment id."""
+    rows = session.exec(
+        select(Revision.deployment_id, Replica)
+        .join(Revision, col(Revision.id) == col(Replica.revision_id))
+        .where(
+            col(Revision.deployment_id).in_(list(deployment_ids)),
+            col(Replica.state).in_(RUNNING_REPLICA_STATES),
+            col(Replica.stopped_at).is_(None),
+        )
+        .order_by(col(Replica.started_at), col(Replica.id))
+    ).all()
+    found: dict[str, list[Replica]] = {}
+    for deployment_id, replica in rows:
+        found.setdefault(deployment_id, []).append(replica)
+    return found
 
 
 class Reconciler:

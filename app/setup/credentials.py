@@ -19,6 +19,7 @@ from githubkit import GitHub
 from sqlmodel import Session, col, select
 
 from app.github.auth import GitHubApp
+from app.github.oauth import OAuthClient
 from app.kernel.crypto import SecretBox, SecretDecryptionError
 from app.kernel.db import SessionFactory
 from app.kernel.errors import GitHubError
@@ -176,3 +177,27 @@ class LazyGitHubApp:
             app = self._app
         if app is not None:
             app.forget_installation(installation_id)
+
+
+def oauth_client(
+    settings: Settings, sessions: SessionFactory, secrets: SecretBox
+) -> OAuthClient | None:
+    """The App's OAuth client: GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET, else as the manifest
+    flow stored them; None when neither is known (people then sign in with an API token)."""
+    if settings.github_client_id and settings.github_client_secret is not None:
+        return OAuthClient(
+            settings.github_client_id, settings.github_client_secret.get_secret_value()
+        )
+    return stored_oauth_client(sessions, secrets)
+
+
+def stored_oauth_client(sessions: SessionFactory, secrets: SecretBox) -> OAuthClient | None:
+    """The App's OAuth client id and secret, as the manifest flow stored them."""
+    with sessions() as session:
+        stored = first_registration(session)
+    if stored is None or not stored.client_id:
+        return None
+    try:
+        return OAuthClient(stored.client_id, secrets.decrypt(stored.client_secret_encrypted))
+    except SecretDecryptionError:
+        return None

@@ -46,6 +46,8 @@ MANIFEST_TEMPLATE = Path(__file__).resolve().parents[2] / "app.yml"
 """The App's manifest; its URLs are placeholders that `build_manifest` replaces."""
 WEBHOOK_PATH = "/webhooks/github"
 CALLBACK_PATH = "/setup/callback"
+OAUTH_CALLBACK_PATH = "/dashboard/oauth/callback"
+"""Where GitHub sends a browser back after the dashboard's sign-in."""
 STATE_LIFETIME = timedelta(hours=1)
 """As long as GitHub's manifest code lives: a state older than that has nothing left to buy."""
 STATE_KEPT_AFTER_EXPIRY = timedelta(days=1)
@@ -154,6 +156,8 @@ def build_manifest(template: Mapping[str, Any], public_url: str) -> dict[str, An
     hook.setdefault("active", True)
     manifest["hook_attributes"] = hook
     manifest["redirect_url"] = base + CALLBACK_PATH
+    # The dashboard's "Sign in with GitHub" comes back here (GitHub checks redirect_uri).
+    manifest["callback_urls"] = [base + OAUTH_CALLBACK_PATH]
     return manifest
 
 

@@ -17,9 +17,10 @@ START_SECONDS = 30.0
 
 
 @contextmanager
-def serve_api(app: Any) -> Iterator[str]:
-    """The app on a free port of 127.0.0.1 while the block runs; yields its base URL."""
-    port = free_port()
+def serve_api(app: Any, port: int | None = None) -> Iterator[str]:
+    """The app on `port` (default: a free one) of 127.0.0.1 while the block runs; yields its
+    base URL."""
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

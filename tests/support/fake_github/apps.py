@@ -170,8 +170,13 @@ class AppsMixin(AuthMixin):
             self._private_key_pem, self._public_key = pem, key.public_key()
             self._last_manifest = parsed
             code = secrets.token_hex(20)
+            self._register_manifest_client(app, parsed)
             self._manifest_codes[code] = ManifestCode(app, time.time() + MANIFEST_CODE_LIFETIME)
         return code
+
+    def _register_manifest_client(self, app: JSON, manifest: JSON) -> None:
+        """The new App's OAuth client, with the manifest's callback URLs (overridden by the
+        OAuth area, which knows what to do with it)."""
 
     @property
     def webhook_secret(self) -> str | None:

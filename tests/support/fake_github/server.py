@@ -15,7 +15,8 @@ The endpoints live in one module per area, each a mixin of :class:`~.core.FakeCo
 - ``auth.py``: App JWTs and installation tokens; ``apps.py``: the App and its installations;
 - ``repos.py``: repositories, tarballs, contents, commits;
 - ``pulls.py``: pull requests and collaborator permissions;
-- ``checks.py``, ``deployments.py``, ``comments.py``, ``issues.py``.
+- ``checks.py``, ``deployments.py``, ``comments.py``, ``issues.py``;
+- ``oauth.py``: people signing in with the App (the OAuth web flow, ``/user/...``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .core import DEFAULT_PERMISSIONS
 from .deployments import DEPLOYMENT_STATES, Deployment, DeploymentsMixin
 from .http import HttpError
 from .issues import IssuesMixin
+from .oauth import OAuthMixin
 from .pulls import COLLABORATOR_ROLES, LEGACY_PERMISSION
 
 __all__ = [
@@ -43,7 +45,7 @@ __all__ = [
 ]
 
 
-class FakeGitHub(DeploymentsMixin, CommentsMixin, IssuesMixin, AppsMixin):
+class FakeGitHub(DeploymentsMixin, CommentsMixin, IssuesMixin, OAuthMixin, AppsMixin):
     """A fake ``api.github.com`` for one GitHub App, on 127.0.0.1 and a free port.
 
     >>> with FakeGitHub(app_id=1234, app_slug="slipway-test") as fake:
@@ -65,6 +67,7 @@ class FakeGitHub(DeploymentsMixin, CommentsMixin, IssuesMixin, AppsMixin):
         self._init_deployments()
         self._init_comments()
         self._init_issues()
+        self._init_oauth()
         # Order matters where patterns overlap: ``/commits/{ref}/check-runs`` (checks) before
         # ``/commits/{ref}`` (repos), since a ref may contain slashes.
         self._set_routes(
@@ -76,5 +79,6 @@ class FakeGitHub(DeploymentsMixin, CommentsMixin, IssuesMixin, AppsMixin):
                 *self._deployments_routes(),
                 *self._comments_routes(),
                 *self._issues_routes(),
+                *self._oauth_routes(),
             ]
         )

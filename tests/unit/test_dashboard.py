@@ -1,0 +1,384 @@
+"""The web dashboard over the platform's services and the fake GitHub: signing in with GitHub's
+OAuth flow (or an API token), what a person sees and may change, CSRF, and signed links."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from litestar.testing import TestClient
+from pydantic import ValidationError
+from sqlmodel import select
+
+from app.access.browser_sessions import COOKIE, BrowserSession, BrowserSessions
+from app.access.tokens import create_token
+from app.api.dashboard.render import TEMPLATES, Pages
+from app.api.deployments import deployment_summaries, deployment_view
+from app.github.oauth import GitHubOAuth, OAuthClient
+from app.kernel.crypto import SecretBox
+from app.kernel.db import SessionFactory
+from app.kernel.models import Deployment, MetricPoint, Revision, RevisionState
+from app.kernel.settings import Settings
+from app.replicas.autoscaler import Decision, Reason, ScalerState
+from app.setup.credentials import oauth_client
+from app.setup.flow import OAUTH_CALLBACK_PATH
+from tests.unit.dashboard_site import CLIENT, PUBLIC, HeldOutputs, RecordingQueue, dashboard
+from tests.unit.world import Platform
+
+
+@pytest.fixture
+def live(platform: Platform) -> str:
+    revision = platform.push()
+    assert platform.pipeline.run(revision) is RevisionState.live
+    return revision
+
+
+@pytest.fixture
+def site(
+    platform: Platform, tmp_path: Path, live: str
+) -> Iterator[tuple[TestClient[Any], RecordingQueue]]:
+    app, queue = dashboard(platform, tmp_path)
+    with TestClient(app=app, base_url=PUBLIC) as client:
+        yield client, queue
+
+
+def sign_in_with_github(client: TestClient[Any], platform: Platform, login: str) -> httpx.Response:
+    """Through the fake GitHub's authorize page, as a browser goes."""
+    platform.github.sign_in_browser(login)
+    start = client.get("/dashboard/sign-in/github", follow_redirects=False)
+    assert start.status_code == 303
+    authorize = httpx.get(start.headers["location"], headers={"User-Agent": "browser"})
+    assert authorize.status_code == 302, authorize.text
+    back = urlsplit(authorize.headers["location"])
+    assert f"{back.scheme}://{back.netloc}{back.path}" == PUBLIC + OAUTH_CALLBACK_PATH
+    return client.get(f"{back.path}?{back.query}", follow_redirects=True)
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found, "the page has no form with a CSRF token"
+    return found.group(1)
+
+
+def test_signing_in_with_github_shows_the_deployments_the_person_can_read(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform
+) -> None:
+    client, _ = site
+    assert (
+        client.get("/dashboard/", follow_redirects=False)
+        .headers["location"]
+        .endswith("/dashboard/sign-in")
+    )
+
+    landed = sign_in_with_github(client, platform, "octo")
+
+    assert landed.status_code == 200
+    assert "Signed in as <strong>octo</strong>" in landed.text
+    assert ">web</a>" in landed.text and "octo/web" in landed.text
+    assert "http://web.localhost:8000" in landed.text
+    [set_cookie] = [
+        v for v in landed.history[-1].headers.get_list("set-cookie") if v.startswith(COOKIE)
+    ]
+    assert "HttpOnly" in set_cookie and "SameSite=lax" in set_cookie.replace("Lax", "lax")
+    platform.github.assert_no_errors()
+
+
+def test_a_person_without_access_sees_no_deployment(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform
+) -> None:
+    client, _ = site
+    platform.github.set_permission("octo/web", "stranger", "none")
+
+    landed = sign_in_with_github(client, platform, "stranger")
+    deployment = platform.deployment()
+
+    assert "No deployment you can see" in landed.text
+    assert client.get(f"/dashboard/deployments/{deployment.id}").status_code == 403
+
+
+def test_a_reader_sees_no_write_buttons_and_a_forged_post_is_refused(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform
+) -> None:
+    client, queue = site
+    platform.github.set_permission("octo/web", "reader", "read")
+    sign_in_with_github(client, platform, "reader")
+    deployment = platform.deployment()
+
+    page = client.get(f"/dashboard/deployments/{deployment.id}")
+    assert page.status_code == 200 and "Revisions" in page.text
+    assert "Roll back" not in page.text and "Save and redeploy" not in page.text
+    assert "Delete web" not in page.text and ">Deploy</button>" not in page.text
+
+    token = csrf_of(page.text)  # the sign-out form's: a reader still may not deploy
+    refused = client.post(
+        f"/dashboard/deployments/{deployment.id}/deploy", data={"csrf_token": token, "ref": "main"}
+    )
+    assert (
+        refused.status_code == 403 and "may read this deployment but not change it" in refused.text
+    )
+    assert queue.jobs == []
+
+
+def test_a_post_without_the_csrf_token_is_refused(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform
+) -> None:
+    client, queue = site
+    sign_in_with_github(client, platform, "octo")
+    deployment = platform.deployment()
+
+    forged = client.post(f"/dashboard/deployments/{deployment.id}/deploy", data={"ref": "main"})
+    wrong = client.post(
+        f"/dashboard/deployments/{deployment.id}/deploy", data={"ref": "main", "csrf_token": "x"}
+    )
+
+    assert forged.status_code == 403 and wrong.status_code == 403
+    assert "CSRF" in forged.text
+    assert queue.jobs == []
+
+
+def test_a_writer_changes_env_and_rolls_back_through_the_forms(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform, live: str
+) -> None:
+    client, queue = site
+    sign_in_with_github(client, platform, "octo")
+    deployment = platform.deployment()
+    page = client.get(f"/dashboard/deployments/{deployment.id}")
+    token = csrf_of(page.text)
+    assert "Save and redeploy" in page.text and "Delete web" in page.text
+
+    changed = client.post(
+        f"/dashboard/deployments/{deployment.id}/env",
+        data={"csrf_token": token, "name": "GREETING", "value": "<b>hi</b>"},
+    )
+
+    assert changed.status_code == 200 and "changed by octo" in changed.text
+    assert "<code>GREETING</code>" in changed.text and "&lt;b&gt;hi&lt;/b&gt;" in changed.text
+    assert platform.operations.env(deployment.id).values == {"GREETING": "<b>hi</b>"}
+    with platform.sessions() as session:
+        newest = session.exec(
+            select(Revision)
+            .where(Revision.deployment_id == deployment.id)
+            .order_by(
+                Revision.number.desc()  # type: ignore[attr-defined]
+            )
+        ).first()
+    assert newest is not None and newest.number == 2 and newest.requested_by == "octo"
+    assert platform.pipeline.run(newest.id) is RevisionState.live
+
+    page = client.get(f"/dashboard/deployments/{deployment.id}")
+    assert 'aria-label="Roll back to revision 1"' in page.text
+    rolled = client.post(
+        f"/dashboard/deployments/{deployment.id}/rollback",
+        data={"csrf_token": token, "revision": "1"},
+    )
+    assert rolled.status_code == 200 and "rollback of web to revision #1 by octo" in rolled.text
+    assert len(queue.jobs) >= 2
+
+
+def test_an_api_token_signs_in_and_a_read_only_one_may_not_act(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform
+) -> None:
+    client, _ = site
+    with platform.sessions() as session:
+        _, token = create_token(session, "viewer", platform.clock(), read_only=True)
+    deployment = platform.deployment()
+    form = client.get("/dashboard/sign-in")
+    assert "Sign in with GitHub" in form.text
+
+    wrong = client.post(
+        "/dashboard/sign-in/token", data={"csrf_token": csrf_of(form.text), "token": "slw_no"}
+    )
+    assert "unknown or was revoked" in wrong.text
+    form = client.get("/dashboard/sign-in")
+    landed = client.post(
+        "/dashboard/sign-in/token", data={"csrf_token": csrf_of(form.text), "token": token}
+    )
+
+    assert "Signed in as <strong>token viewer</strong>" in landed.text and ">web</a>" in landed.text
+    page = client.get(f"/dashboard/deployments/{deployment.id}")
+    assert "Roll back" not in page.text and "Save and redeploy" not in page.text
+
+
+def test_a_signed_link_opens_its_revision_page_read_only_without_an_account(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform, live: str
+) -> None:
+    client, _ = site
+    signer = platform.links.signer
+    url = signer.sign(PUBLIC, f"/dashboard/revisions/{live}")
+    path = url.removeprefix(PUBLIC)
+
+    page = client.get(path)
+    tampered = client.get(path.replace(live, "rev_other"), follow_redirects=False)
+    bare = client.get(f"/dashboard/revisions/{live}", follow_redirects=False)
+
+    assert page.status_code == 200 and "Build log" in page.text and "#1" in page.text
+    assert "Sign out" not in page.text and "csrf_token" not in page.text
+    assert tampered.status_code == 303 and bare.status_code == 303
+
+
+def test_a_cookie_from_another_key_or_altered_is_no_session(platform: Platform) -> None:
+    mine = BrowserSessions(b"a" * 32, timedelta(hours=1), platform.clock)
+    theirs = BrowserSessions(b"b" * 32, timedelta(hours=1), platform.clock)
+    sealed = mine.seal(BrowserSession(github_login="octo", github_token="ghu_x"))
+
+    assert mine.open(sealed) == BrowserSession(
+        github_login="octo",
+        github_token="ghu_x",
+        csrf=mine.open(sealed).csrf,  # type: ignore[union-attr]
+    )
+    assert theirs.open(sealed) is None
+    assert mine.open(sealed[:-2] + "AA") is None
+    assert "ghu_x" not in sealed
+
+
+def test_the_fake_github_refuses_a_wrong_client_secret(platform: Platform) -> None:
+    fake = platform.github
+    fake.register_oauth_client(CLIENT.client_id, CLIENT.client_secret, [PUBLIC + "/cb"])
+    fake.sign_in_browser("octo")
+    oauth = GitHubOAuth(fake.url, fake.url)
+    answer = httpx.get(
+        oauth.authorize_url(CLIENT, PUBLIC + "/cb", "s1"), headers={"User-Agent": "browser"}
+    )
+    code = parse_qs(urlsplit(answer.headers["location"]).query)["code"][0]
+
+    from app.kernel.errors import GitHubError
+
+    with pytest.raises(GitHubError, match="client_id or client_secret"):
+        oauth.exchange(OAuthClient(CLIENT.client_id, "wrong"), code, PUBLIC + "/cb")
+    assert any("incorrect_client_credentials" in e for e in fake.errors)
+    fake.clear_errors()
+
+
+def test_the_check_runs_details_link_opens_the_revision_page_without_an_account(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform, live: str
+) -> None:
+    client, _ = site
+    [run] = platform.github.check_runs("octo/web")
+    assert run.details_url is not None
+    details = urlsplit(run.details_url)
+
+    page = client.get(f"{details.path}?{details.query}")
+
+    assert details.path == f"/dashboard/revisions/{live}"
+    assert page.status_code == 200 and "Build log" in page.text and "live" in page.text
+
+
+def test_the_server_logs_read_as_text_without_javascript(
+    platform: Platform, tmp_path: Path, live: str
+) -> None:
+    outputs = HeldOutputs()
+    app, _ = dashboard(platform, tmp_path, outputs=outputs)
+    deployment = platform.deployment()
+    outputs.print(deployment.id, live, "listening on :8080")
+    with TestClient(app=app, base_url=PUBLIC) as client:
+        anonymous = client.get(
+            f"/dashboard/deployments/{deployment.id}/logs", follow_redirects=False
+        )
+        assert anonymous.status_code == 303
+        sign_in_with_github(client, platform, "octo")
+        text = client.get(f"/dashboard/deployments/{deployment.id}/logs")
+
+    assert text.headers["content-type"].startswith("text/plain")
+    assert "web-1 listening on :8080" in text.text
+
+
+def test_the_lists_summary_of_a_deployment_says_what_its_own_view_says(
+    platform: Platform, tmp_path: Path, live: str
+) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", public_url=PUBLIC)
+    with platform.sessions() as session:
+        deployment = session.get(Deployment, platform.deployment().id)
+        assert deployment is not None
+        [summary] = deployment_summaries(session, [deployment], settings)
+        full = deployment_view(session, deployment, settings)
+
+    assert summary.status == full.status and summary.url == full.url
+    assert summary.repository == full.repository == "octo/web"
+    assert [r.id for r in summary.replicas] == [r.id for r in full.replicas] != []
+
+
+def test_the_pages_chart_the_deployments_metrics_of_the_last_hour(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform
+) -> None:
+    client, _ = site
+    deployment = platform.deployment()
+    now = datetime.now(UTC)
+    with platform.sessions() as session:
+        for minute, requests in enumerate((60, 120, 600)):
+            session.add(
+                MetricPoint(
+                    deployment_id=deployment.id,
+                    at=now - timedelta(minutes=3 - minute),
+                    step_seconds=60,
+                    requests=requests,
+                    errors=6 if minute == 2 else 0,
+                    p95_ms=42.0,
+                    replicas=1,
+                )
+            )
+        session.commit()
+    sign_in_with_github(client, platform, "octo")
+
+    listing = client.get("/dashboard/")
+    page = client.get(f"/dashboard/deployments/{deployment.id}")
+
+    assert "<title>requests per second: last 10, max 10</title>" in listing.text
+    assert "<polyline" in listing.text
+    assert "Requests per second" in page.text and "now 10/s, max 10/s" in page.text
+    assert "now 1 %, max 1 %" in page.text and "now 42 ms" in page.text
+
+
+def test_a_deployments_page_shows_the_autoscalers_decisions(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform
+) -> None:
+    client, _ = site
+    deployment = platform.deployment()
+    decision = Decision(
+        at=datetime(2026, 12, 1, 12, 0, tzinfo=UTC).timestamp(),
+        stable_concurrency=7.5,
+        panic_concurrency=None,
+        desired=2,
+        actual=1,
+        reason=Reason.scale_up,
+    )
+    with platform.sessions() as session:
+        row = session.get(Deployment, deployment.id)
+        assert row is not None
+        row.scaler_state = ScalerState(decisions=(decision,)).to_json()
+        session.add(row)
+        session.commit()
+    sign_in_with_github(client, platform, "octo")
+
+    page = client.get(f"/dashboard/deployments/{deployment.id}")
+
+    assert "2026-12-01 12:00:00 UTC" in page.text
+    assert "<td>7.5 / —</td><td>1</td><td>2</td><td>scale-up</td>" in page.text
+
+
+def test_every_template_compiles_and_the_engine_loads_only_at_the_first_page() -> None:
+    pages = Pages()
+    assert pages._lookup is None  # nothing compiled, nothing imported for it, until asked
+
+    for template in sorted(TEMPLATES.glob("*.mako")):
+        pages._templates().get_template(template.name)
+
+
+def test_the_oauth_client_comes_from_the_environment_else_from_setup(
+    sessions: SessionFactory, tmp_path: Path
+) -> None:
+    box = SecretBox("k" * 32)
+    given = Settings(
+        _env_file=None, data_dir=tmp_path, github_client_id="Iv1.env", github_client_secret="s3"
+    )
+    bare = Settings(_env_file=None, data_dir=tmp_path)
+
+    assert oauth_client(given, sessions, box) == OAuthClient("Iv1.env", "s3")
+    assert oauth_client(bare, sessions, box) is None
+    with pytest.raises(ValidationError, match="go together"):
+        Settings(_env_file=None, data_dir=tmp_path, github_client_id="Iv1.env")
