@@ -23,6 +23,7 @@ import httpx
 from app.access.links import LinkSigner, RevisionLinks
 from app.adapters.apprise_channels import AppriseChannels
 from app.adapters.caddy import AutomaticHttps, CaddyRouter
+from app.adapters.container_usage import ContainerUsage
 from app.adapters.dns import SystemResolver
 from app.adapters.docker import DockerRuntime
 from app.adapters.docker_output import DockerOutputs
@@ -59,6 +60,7 @@ from app.kernel.ports import (
     HealthProbe,
     ImageBuilder,
     ReplicaOutputs,
+    ReplicaResources,
     RouterPort,
     ServiceImages,
     TracingService,
@@ -372,6 +374,8 @@ class Adapters:
     """Where notifications are sent (apprise); None records them only."""
     tracing: TracingService | None = None
     """LangSmith's projects, when SLIPWAY_LANGSMITH_API_KEY is set."""
+    resources: ReplicaResources | None = None
+    """Replicas' CPU and memory for the metrics (None: not measured)."""
 
 
 @dataclass(frozen=True)
@@ -495,15 +499,17 @@ def real_adapters(
             disk_reserve_bytes=settings.build_disk_reserve_bytes,
         ),
     )
+    runtime = DockerRuntime(
+        docker_binary,
+        settings.data_dir.resolve() / "run",
+        network_pool=settings.container_network_pool,
+        holder_reserve=settings.holder_reserve,
+        keep_output=server_logs(settings, sessions, secrets, DockerOutputs()).keep,
+    )
     return Adapters(
         github=github_client(settings, GitHubAppCredentials(settings, sessions, secrets), clock),
-        runtime=DockerRuntime(
-            docker_binary,
-            settings.data_dir.resolve() / "run",
-            network_pool=settings.container_network_pool,
-            holder_reserve=settings.holder_reserve,
-            keep_output=server_logs(settings, sessions, secrets, DockerOutputs()).keep,
-        ),
+        runtime=runtime,
+        resources=ContainerUsage(runtime.engine_stats),
         router=caddy_router(settings, require(settings.caddy_admin_url, "CADDY_ADMIN_URL")),
         databases=PostgresProvisioner(
             require(settings.postgres_admin_url, "POSTGRES_ADMIN_URL"),
@@ -722,6 +728,10 @@ def wire(
         usage=usage,
         tracing_projects=tracing_projects,
         metrics=MetricsSampler(
-            sessions=sessions, scrape=router.metrics_reads, hostname=config.hostname, clock=clock
+            sessions=sessions,
+            scrape=router.metrics_reads,
+            hostname=config.hostname,
+            clock=clock,
+            resources=adapters.resources,
         ),
     )

@@ -6,7 +6,11 @@ and one read of its `/metrics` every FINE_STEP_SECONDS serves every deployment a
 cost does not grow with a poll per deployment (issue 22). Latency quantiles are read off
 Caddy's request-duration histogram, summed over codes and methods, the way Prometheus'
 `histogram_quantile` does (linear within a bucket), so they are as fine as its buckets.
-Replicas and restarts come from the control plane, which the reconciler keeps.
+Replicas and restarts come from the control plane, which the reconciler keeps; each running
+replica's CPU and memory from its runtime (`ReplicaResources`: on Docker, the kernel's cgroup
+files where the platform sees them, else the engine's stats), a point per replica beside the
+deployment's. CPU is a rate over two reads (the runtime counts CPU time since the start), so a
+replica's first read is a baseline too.
 
 The sampler keeps the previous read in memory: the first read after a worker starts is a
 baseline, not a step (the worker reads once at its start). Caddy starts its counts again at
@@ -30,8 +34,16 @@ from sqlalchemy import delete
 from sqlmodel import Session, col, func, select
 
 from app.kernel.db import SessionFactory
-from app.kernel.models import Deployment, MetricPoint, Replica, ReplicaState, Revision
-from app.kernel.ports import Clock
+from app.kernel.models import (
+    RUNNING_REPLICA_STATES,
+    Deployment,
+    MetricPoint,
+    Replica,
+    ReplicaMetricPoint,
+    ReplicaState,
+    Revision,
+)
+from app.kernel.ports import Clock, ReplicaResources, ReplicaUsage
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +59,9 @@ QUANTILES = (0.5, 0.95, 0.99)
 _COUNT = f"{DURATION}_count"
 _WANTED = frozenset({REQUESTS, IN_FLIGHT, _COUNT, f"{DURATION}_bucket"})
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+BUSY_CPU_SECONDS = 0.001
+"""A replica's 10 s point is written when it used at least this much CPU in the step (an idle
+replica costs one row a minute, as an idle deployment does)."""
 
 
 @dataclass
@@ -177,6 +192,11 @@ class MetricsSampler:
     _minute_started: datetime | None = None
     _last_at: datetime | None = None
     _reloaded: float | None = None
+    resources: ReplicaResources | None = None
+    """Each running replica's CPU and memory (None: not measured)."""
+    _usage: dict[str, ReplicaUsage] = field(default_factory=dict)
+    """Each running replica's last read."""
+    _minute_usage: dict[str, _MinuteUsage] = field(default_factory=dict)
 
     def sample(self) -> int:
         """One step; returns the points written."""
@@ -213,7 +233,11 @@ class MetricsSampler:
                 ).all()
             )
             steps = self._steps(reads, deployments)
-            points: list[MetricPoint] = []
+            minute_done = self._minute_started is not None and now - self._minute_started >= (
+                timedelta(seconds=COARSE_STEP_SECONDS) - timedelta(seconds=FINE_STEP_SECONDS / 2)
+            )
+            points: list[MetricPoint | ReplicaMetricPoint] = []
+            points += self._replica_points(session, now, minute_done)
             for host, deployment_id in deployments.items():
                 step = steps[host]
                 self._minute[deployment_id] = added(
@@ -235,9 +259,7 @@ class MetricsSampler:
                     )
             if self._minute_started is None:
                 self._minute_started = now
-            elif now - self._minute_started >= timedelta(seconds=COARSE_STEP_SECONDS) - timedelta(
-                seconds=FINE_STEP_SECONDS / 2
-            ):
+            elif minute_done:
                 for deployment_id in deployments.values():
                     points.append(
                         _point(
@@ -255,6 +277,64 @@ class MetricsSampler:
             session.commit()
         self._last_at = now
         return len(points)
+
+    def _replica_points(
+        self, session: Session, now: datetime, minute_done: bool
+    ) -> list[ReplicaMetricPoint]:
+        """Each running replica's CPU and memory: a 10 s point when it used CPU in the step,
+        and at the minute's end a 1 min point (CPU over the minute, its largest memory read)."""
+        if self.resources is None:
+            return []
+        running = {
+            container_id: (replica_id, deployment_id)
+            for replica_id, container_id, deployment_id in session.exec(
+                select(Replica.id, Replica.container_id, Revision.deployment_id)
+                .join(Revision, col(Replica.revision_id) == col(Revision.id))
+                .where(
+                    col(Replica.stopped_at).is_(None),
+                    col(Replica.container_id).is_not(None),
+                    col(Replica.state).in_(RUNNING_REPLICA_STATES),
+                )
+            ).all()
+            if container_id
+        }
+        reads = self.resources.usage(running) if running else {}
+        points: list[ReplicaMetricPoint] = []
+        usage: dict[str, ReplicaUsage] = {}
+        for ref, reading in reads.items():
+            replica_id, deployment_id = running[ref]
+            before = self._usage.get(replica_id)
+            usage[replica_id] = reading
+            minute = self._minute_usage.setdefault(
+                replica_id, _MinuteUsage(start=before or reading)
+            )
+            minute.peak = max(minute.peak, reading.memory_bytes)
+            if before is not None and reading.cpu_seconds - before.cpu_seconds >= BUSY_CPU_SECONDS:
+                points.append(
+                    ReplicaMetricPoint(
+                        deployment_id=deployment_id,
+                        replica_id=replica_id,
+                        at=now,
+                        step_seconds=FINE_STEP_SECONDS,
+                        cpu_cores=cores(before, reading),
+                        memory_bytes=reading.memory_bytes,
+                    )
+                )
+            if minute_done:
+                points.append(
+                    ReplicaMetricPoint(
+                        deployment_id=deployment_id,
+                        replica_id=replica_id,
+                        at=now,
+                        step_seconds=COARSE_STEP_SECONDS,
+                        cpu_cores=cores(minute.start, reading),
+                        memory_bytes=minute.peak,
+                    )
+                )
+                self._minute_usage[replica_id] = _MinuteUsage(start=reading)
+        self._usage = usage
+        self._minute_usage = {k: v for k, v in self._minute_usage.items() if k in usage}
+        return points
 
     def _steps(self, reads: list[str], hosts: Iterable[str]) -> dict[str, HostCounters]:
         """What each host counted since the last sample, over the reads in time order (the
@@ -274,6 +354,26 @@ class MetricsSampler:
                 steps[host] = added(steps[host], step)
                 steps[host].in_flight = current.in_flight
         return steps
+
+
+@dataclass
+class _MinuteUsage:
+    start: ReplicaUsage
+    """The read the minute's CPU is counted from (the previous minute's last)."""
+    peak: int = 0
+    """The largest memory read of the minute."""
+
+
+def cores(before: ReplicaUsage, after: ReplicaUsage) -> float | None:
+    """CPU used between two reads, in cores (None without time between them; a count that
+    went down, a runtime that started counting again, counts from zero)."""
+    seconds = after.read_at - before.read_at
+    if seconds <= 0:
+        return None
+    used = after.cpu_seconds - before.cpu_seconds
+    if used < 0:
+        used = after.cpu_seconds
+    return round(used / seconds, 4)
 
 
 def _point(
@@ -318,6 +418,13 @@ def _prune(session: Session, now: datetime) -> None:
             col(MetricPoint.at) < now - KEEP_COARSE,
         )
     )
+    for step, keep in ((FINE_STEP_SECONDS, KEEP_FINE), (COARSE_STEP_SECONDS, KEEP_COARSE)):
+        session.execute(
+            delete(ReplicaMetricPoint).where(
+                col(ReplicaMetricPoint.step_seconds) == step,
+                col(ReplicaMetricPoint.at) < now - keep,
+            )
+        )
 
 
 def series(
@@ -334,5 +441,23 @@ def series(
                     col(MetricPoint.at) >= since,
                 )
                 .order_by(col(MetricPoint.at))
+            ).all()
+        )
+
+
+def replica_series(
+    sessions: SessionFactory, deployment_id: str, since: datetime, step_seconds: int
+) -> list[ReplicaMetricPoint]:
+    """The deployment's replicas' points of one step since a time, oldest first."""
+    with sessions() as session:
+        return list(
+            session.exec(
+                select(ReplicaMetricPoint)
+                .where(
+                    ReplicaMetricPoint.deployment_id == deployment_id,
+                    ReplicaMetricPoint.step_seconds == step_seconds,
+                    col(ReplicaMetricPoint.at) >= since,
+                )
+                .order_by(col(ReplicaMetricPoint.at), col(ReplicaMetricPoint.replica_id))
             ).all()
         )
