@@ -169,9 +169,7 @@ def test_busy_replicas_get_ten_second_points_and_every_replica_a_minute_point(
         now[0] += timedelta(seconds=10)
 
     with sessions() as session:
-        points = session.exec(
-            select(ReplicaMetricPoint).order_by(col(ReplicaMetricPoint.at))
-        ).all()
+        points = session.exec(select(ReplicaMetricPoint).order_by(col(ReplicaMetricPoint.at))).all()
     fine = [(p.replica_id, p.cpu_cores, p.memory_bytes) for p in points if p.step_seconds == 10]
     assert fine == [("rep_busy", 0.5, (40 + s) * MiB) for s in (1, 2, 3)]  # the idle one: none
     coarse = {p.replica_id: (p.cpu_cores, p.memory_bytes) for p in points if p.step_seconds == 60}
