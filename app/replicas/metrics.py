@@ -202,6 +202,7 @@ class MetricsSampler:
         """One step; returns the points written."""
         now = self.clock()
         reads = self.scrape()
+        replica_reads = self._read_replicas()
         since = self._last_at or now - timedelta(seconds=FINE_STEP_SECONDS)
         with self.sessions() as session:
             deployments = {
@@ -237,7 +238,7 @@ class MetricsSampler:
                 timedelta(seconds=COARSE_STEP_SECONDS) - timedelta(seconds=FINE_STEP_SECONDS / 2)
             )
             points: list[MetricPoint | ReplicaMetricPoint] = []
-            points += self._replica_points(session, now, minute_done)
+            points += self._replica_points(replica_reads, now, minute_done)
             for host, deployment_id in deployments.items():
                 step = steps[host]
                 self._minute[deployment_id] = added(
@@ -278,31 +279,36 @@ class MetricsSampler:
         self._last_at = now
         return len(points)
 
+    def _read_replicas(self) -> dict[tuple[str, str], ReplicaUsage]:
+        """Each running replica's read, by (replica, deployment): its own short session, then
+        the runtime (which may take a second, asking the engine) with no transaction open."""
+        if self.resources is None:
+            return {}
+        with self.sessions() as session:
+            running = {
+                container_id: (replica_id, deployment_id)
+                for replica_id, container_id, deployment_id in session.exec(
+                    select(Replica.id, Replica.container_id, Revision.deployment_id)
+                    .join(Revision, col(Replica.revision_id) == col(Revision.id))
+                    .where(
+                        col(Replica.stopped_at).is_(None),
+                        col(Replica.container_id).is_not(None),
+                        col(Replica.state).in_(RUNNING_REPLICA_STATES),
+                    )
+                ).all()
+                if container_id
+            }
+        reads = self.resources.usage(running) if running else {}
+        return {running[ref]: reading for ref, reading in reads.items()}
+
     def _replica_points(
-        self, session: Session, now: datetime, minute_done: bool
+        self, reads: dict[tuple[str, str], ReplicaUsage], now: datetime, minute_done: bool
     ) -> list[ReplicaMetricPoint]:
         """Each running replica's CPU and memory: a 10 s point when it used CPU in the step,
         and at the minute's end a 1 min point (CPU over the minute, its largest memory read)."""
-        if self.resources is None:
-            return []
-        running = {
-            container_id: (replica_id, deployment_id)
-            for replica_id, container_id, deployment_id in session.exec(
-                select(Replica.id, Replica.container_id, Revision.deployment_id)
-                .join(Revision, col(Replica.revision_id) == col(Revision.id))
-                .where(
-                    col(Replica.stopped_at).is_(None),
-                    col(Replica.container_id).is_not(None),
-                    col(Replica.state).in_(RUNNING_REPLICA_STATES),
-                )
-            ).all()
-            if container_id
-        }
-        reads = self.resources.usage(running) if running else {}
         points: list[ReplicaMetricPoint] = []
         usage: dict[str, ReplicaUsage] = {}
-        for ref, reading in reads.items():
-            replica_id, deployment_id = running[ref]
+        for (replica_id, deployment_id), reading in reads.items():
             before = self._usage.get(replica_id)
             usage[replica_id] = reading
             minute = self._minute_usage.setdefault(
