@@ -23,6 +23,7 @@ import httpx
 from app.access.links import LinkSigner, RevisionLinks
 from app.adapters.apprise_channels import AppriseChannels
 from app.adapters.caddy import AutomaticHttps, CaddyRouter, WildcardCertificate
+from app.adapters.container_usage import ContainerUsage
 from app.adapters.dns import SystemResolver
 from app.adapters.docker import DockerRuntime
 from app.adapters.docker_output import DockerOutputs
@@ -60,6 +61,7 @@ from app.kernel.ports import (
     HealthProbe,
     ImageBuilder,
     ReplicaOutputs,
+    ReplicaResources,
     RouterPort,
     RunQueueReader,
     ServiceImages,
@@ -396,6 +398,8 @@ class Adapters:
     run_queues: RunQueueReader | None = None
     """LangGraph deployments' run queues, read in their own databases (None: not read; they
     scale on requests alone)."""
+    resources: ReplicaResources | None = None
+    """Replicas' CPU and memory for the metrics (None: not measured)."""
 
 
 @dataclass(frozen=True)
@@ -519,15 +523,17 @@ def real_adapters(
             disk_reserve_bytes=settings.build_disk_reserve_bytes,
         ),
     )
+    runtime = DockerRuntime(
+        docker_binary,
+        settings.data_dir.resolve() / "run",
+        network_pool=settings.container_network_pool,
+        holder_reserve=settings.holder_reserve,
+        keep_output=server_logs(settings, sessions, secrets, DockerOutputs()).keep,
+    )
     return Adapters(
         github=github_client(settings, GitHubAppCredentials(settings, sessions, secrets), clock),
-        runtime=DockerRuntime(
-            docker_binary,
-            settings.data_dir.resolve() / "run",
-            network_pool=settings.container_network_pool,
-            holder_reserve=settings.holder_reserve,
-            keep_output=server_logs(settings, sessions, secrets, DockerOutputs()).keep,
-        ),
+        runtime=runtime,
+        resources=ContainerUsage(runtime.engine_stats),
         router=caddy_router(settings, require(settings.caddy_admin_url, "CADDY_ADMIN_URL")),
         databases=PostgresProvisioner(
             require(settings.postgres_admin_url, "POSTGRES_ADMIN_URL"),
@@ -755,5 +761,6 @@ def wire(
             hostname=config.hostname,
             clock=clock,
             run_queues=run_queues.latest,
+            resources=adapters.resources,
         ),
     )

@@ -509,6 +509,11 @@ class DockerRuntime:
             oom_killed=bool(state.get("OOMKilled")),
         )
 
+    def engine_stats(self, ref: str) -> dict[str, Any]:
+        """The engine's one-shot stats of a container (`container_usage` asks for it where the
+        kernel's cgroup files are out of this process's sight)."""
+        return dict(self._api.stats(ref, stream=False, one_shot=True))
+
     def statuses(self) -> dict[str, ReplicaStatus]:
         """Two listings for every replica on the engine (apps, holders); exited ones are
         inspected for why.

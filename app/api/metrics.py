@@ -17,9 +17,15 @@ from pydantic import BaseModel
 from app.deployments.registry import get_deployment
 from app.kernel.db import SessionFactory
 from app.kernel.errors import InvalidRequest
-from app.kernel.models import MetricPoint
+from app.kernel.models import MetricPoint, ReplicaMetricPoint
 from app.kernel.ports import Clock
-from app.replicas.metrics import COARSE_STEP_SECONDS, FINE_STEP_SECONDS, KEEP_FINE, series
+from app.replicas.metrics import (
+    COARSE_STEP_SECONDS,
+    FINE_STEP_SECONDS,
+    KEEP_FINE,
+    replica_series,
+    series,
+)
 from app.replicas.server_logs import moment_ns
 
 STEPS = {"10s": FINE_STEP_SECONDS, "1m": COARSE_STEP_SECONDS}
@@ -46,10 +52,28 @@ class MetricPointView(BaseModel):
     """Its runs being worked on."""
 
 
+class ReplicaUsageView(BaseModel):
+    at: str
+    cpu_cores: float | None
+    """CPU used over the step, in cores (1.0: one core all the time); null for a replica's
+    first read."""
+    memory_bytes: int
+    """In use at the step's end (10 s), or the minute's largest read (1 m); page cache the
+    kernel may drop is not counted, as in `docker stats`."""
+
+
+class ReplicaSeriesView(BaseModel):
+    replica_id: str
+    points: list[ReplicaUsageView]
+
+
 class MetricSeriesView(BaseModel):
     deployment_id: str
     step_seconds: int
     points: list[MetricPointView]
+    replicas: list[ReplicaSeriesView] = []
+    """Each replica's CPU and memory over the same steps (a 10 s point only when the replica
+    used CPU during it)."""
 
 
 @get("/deployments/{deployment_id:str}/metrics", sync_to_thread=True)
@@ -78,12 +102,28 @@ def deployment_metrics(
         deployment_id=deployment.id,
         step_seconds=step_seconds,
         points=[_view(point) for point in points],
+        replicas=_replica_views(replica_series(sessions, deployment.id, start, step_seconds)),
     )
+
+
+def _replica_views(points: list[ReplicaMetricPoint]) -> list[ReplicaSeriesView]:
+    by_replica: dict[str, list[ReplicaUsageView]] = {}
+    for point in points:
+        by_replica.setdefault(point.replica_id, []).append(
+            ReplicaUsageView(
+                at=_at(point.at), cpu_cores=point.cpu_cores, memory_bytes=point.memory_bytes
+            )
+        )
+    return [ReplicaSeriesView(replica_id=r, points=p) for r, p in by_replica.items()]
+
+
+def _at(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _view(point: MetricPoint) -> MetricPointView:
     return MetricPointView(
-        at=point.at.isoformat().replace("+00:00", "Z"),
+        at=_at(point.at),
         requests=point.requests,
         requests_per_second=round(point.requests / point.step_seconds, 3),
         errors=point.errors,

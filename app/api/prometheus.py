@@ -11,10 +11,17 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlmodel import col, func, select
+from sqlmodel import Session, col, func, select
 
 from app.kernel.db import SessionFactory
-from app.kernel.models import Deployment, MetricPoint, Replica, Revision, RevisionState
+from app.kernel.models import (
+    Deployment,
+    MetricPoint,
+    Replica,
+    ReplicaMetricPoint,
+    Revision,
+    RevisionState,
+)
 from app.replicas.metrics import COARSE_STEP_SECONDS
 
 
@@ -55,6 +62,7 @@ class PlatformCollector(Collector):
             states = session.exec(
                 select(Revision.state, func.count()).group_by(col(Revision.state))
             ).all()
+            usage = _replica_usage(session)
         yield GaugeMetricFamily(
             "slipway_deployments", "Deployments that are not removed.", value=len(slugs)
         )
@@ -104,6 +112,46 @@ class PlatformCollector(Collector):
                     latency.add_metric([*slug, quantile], value / 1000)
         yield from families.values()
         yield latency
+        cpu = GaugeMetricFamily(
+            "slipway_replica_cpu_cores",
+            "CPU a running replica used over its last sample, in cores.",
+            labels=["deployment", "replica"],
+        )
+        memory = GaugeMetricFamily(
+            "slipway_replica_memory_bytes",
+            "Memory a running replica uses (without the page cache the kernel may drop).",
+            labels=["deployment", "replica"],
+        )
+        for replica_id, latest in usage.items():
+            if latest.deployment_id not in slugs:
+                continue
+            labels = [slugs[latest.deployment_id], replica_id]
+            if latest.cpu_cores is not None:
+                cpu.add_metric(labels, latest.cpu_cores)
+            memory.add_metric(labels, latest.memory_bytes)
+        yield cpu
+        yield memory
+
+
+def _replica_usage(session: Session) -> dict[str, ReplicaMetricPoint]:
+    """Each running replica's newest point (its 10 s one where a minute's end wrote both)."""
+    newest = (
+        select(ReplicaMetricPoint.replica_id, func.max(ReplicaMetricPoint.at).label("at"))
+        .join(Replica, col(Replica.id) == col(ReplicaMetricPoint.replica_id))
+        .where(col(Replica.stopped_at).is_(None))
+        .group_by(col(ReplicaMetricPoint.replica_id))
+        .subquery()
+    )
+    rows = session.exec(
+        select(ReplicaMetricPoint)
+        .join(
+            newest,
+            (col(ReplicaMetricPoint.replica_id) == newest.c.replica_id)
+            & (col(ReplicaMetricPoint.at) == newest.c.at),
+        )
+        .order_by(col(ReplicaMetricPoint.step_seconds).desc())
+    ).all()
+    return {point.replica_id: point for point in rows}
 
 
 def platform_registry(sessions: SessionFactory) -> CollectorRegistry:

@@ -563,3 +563,26 @@ class MetricPoint(SQLModel, table=True):
     (None: not a LangGraph deployment on the pg runtime, or its queue was not read)."""
     running_runs: int | None = None
     """Its runs being worked on then."""
+
+
+class ReplicaMetricPoint(SQLModel, table=True):
+    """One replica's CPU and memory over one step, beside its deployment's MetricPoint: 10 s
+    points for the last hour (written only when the replica used CPU during the step), 1 min
+    points for a week (`app.replicas.metrics`)."""
+
+    __tablename__ = "replica_metric_points"
+    __table_args__ = (
+        Index("ix_replica_metric_points_series", "deployment_id", "step_seconds", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    deployment_id: str
+    replica_id: str
+    at: datetime = _ts(nullable=False)
+    """The step's end."""
+    step_seconds: int
+    cpu_cores: float | None = None
+    """CPU used over the step, in cores (1.0: one core all the time); None for a replica's
+    first read, which has nothing to take a difference from."""
+    memory_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    """At the step's end for a 10 s point; the largest read of the minute for a 1 min one."""

@@ -301,6 +301,26 @@ class ContainerRuntime(Protocol):
         """Follow the runtime's events of Slipway's replicas (EngineError if it cannot)."""
 
 
+@dataclass(frozen=True)
+class ReplicaUsage:
+    """What one replica's app has used, as its runtime counts it, at one read."""
+
+    cpu_seconds: float
+    """CPU time since it started (cumulative: the sampler takes the difference of two reads)."""
+    memory_bytes: int
+    """Memory in use now, without the page cache the kernel may drop (what `docker stats`
+    shows)."""
+    read_at: float
+    """When it was read, in seconds of a monotonic clock: a rate is taken over the reads' own
+    times, not the sampler's schedule."""
+
+
+class ReplicaResources(Protocol):
+    def usage(self, refs: Iterable[str]) -> dict[str, ReplicaUsage]:
+        """The usage of each running replica among `refs` (the runtime's handles); one the
+        runtime does not know or that stopped is absent."""
+
+
 class ServiceImages(Protocol):
     def redis(self) -> str:
         """The image a LangGraph deployment's own Redis runs (made on first use when local)."""

@@ -7,9 +7,13 @@ and one read of its `/metrics` every FINE_STEP_SECONDS serves every deployment a
 cost does not grow with a poll per deployment (issue 22). Latency quantiles are read off
 Caddy's request-duration histogram, summed over codes and methods, the way Prometheus'
 `histogram_quantile` does (linear within a bucket), so they are as fine as its buckets.
-Replicas and restarts come from the control plane, which the reconciler keeps. The run queue
-is the reconciler's last reading (app/replicas/run_queue.py, every tick, in the same worker):
-the sampler asks no database of its own.
+Replicas and restarts come from the control plane, which the reconciler keeps; each running
+replica's CPU and memory from its runtime (`ReplicaResources`: on Docker, the kernel's cgroup
+files where the platform sees them, else the engine's stats), a point per replica beside the
+deployment's. CPU is a rate over two reads (the runtime counts CPU time since the start), so a
+replica's first read is a baseline too. The run queue is the reconciler's last reading
+(app/replicas/run_queue.py, every tick, in the same worker): the sampler asks no database of
+its own.
 
 The sampler keeps the previous read in memory: the first read after a worker starts is a
 baseline, not a step (the worker reads once at its start). Caddy starts its counts again at
@@ -33,8 +37,16 @@ from sqlalchemy import delete
 from sqlmodel import Session, col, func, select
 
 from app.kernel.db import SessionFactory
-from app.kernel.models import Deployment, MetricPoint, Replica, ReplicaState, Revision
-from app.kernel.ports import Clock
+from app.kernel.models import (
+    RUNNING_REPLICA_STATES,
+    Deployment,
+    MetricPoint,
+    Replica,
+    ReplicaMetricPoint,
+    ReplicaState,
+    Revision,
+)
+from app.kernel.ports import Clock, ReplicaResources, ReplicaUsage
 from app.replicas.autoscaler import RunQueue
 
 log = logging.getLogger(__name__)
@@ -51,6 +63,9 @@ QUANTILES = (0.5, 0.95, 0.99)
 _COUNT = f"{DURATION}_count"
 _WANTED = frozenset({REQUESTS, IN_FLIGHT, _COUNT, f"{DURATION}_bucket"})
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+BUSY_CPU_SECONDS = 0.001
+"""A replica's 10 s point is written when it used at least this much CPU in the step (an idle
+replica costs one row a minute, as an idle deployment does)."""
 
 
 @dataclass
@@ -183,11 +198,17 @@ class MetricsSampler:
     _minute_started: datetime | None = None
     _last_at: datetime | None = None
     _reloaded: float | None = None
+    resources: ReplicaResources | None = None
+    """Each running replica's CPU and memory (None: not measured)."""
+    _usage: dict[str, ReplicaUsage] = field(default_factory=dict)
+    """Each running replica's last read."""
+    _minute_usage: dict[str, _MinuteUsage] = field(default_factory=dict)
 
     def sample(self) -> int:
         """One step; returns the points written."""
         now = self.clock()
         reads = self.scrape()
+        replica_reads = self._read_replicas()
         since = self._last_at or now - timedelta(seconds=FINE_STEP_SECONDS)
         with self.sessions() as session:
             deployments = {
@@ -220,7 +241,11 @@ class MetricsSampler:
             )
             steps = self._steps(reads, deployments)
             queues = self.run_queues()
-            points: list[MetricPoint] = []
+            minute_done = self._minute_started is not None and now - self._minute_started >= (
+                timedelta(seconds=COARSE_STEP_SECONDS) - timedelta(seconds=FINE_STEP_SECONDS / 2)
+            )
+            points: list[MetricPoint | ReplicaMetricPoint] = []
+            points += self._replica_points(replica_reads, now, minute_done)
             for host, deployment_id in deployments.items():
                 step = steps[host]
                 self._minute[deployment_id] = added(
@@ -249,9 +274,7 @@ class MetricsSampler:
                     )
             if self._minute_started is None:
                 self._minute_started = now
-            elif now - self._minute_started >= timedelta(seconds=COARSE_STEP_SECONDS) - timedelta(
-                seconds=FINE_STEP_SECONDS / 2
-            ):
+            elif minute_done:
                 for deployment_id in deployments.values():
                     points.append(
                         _point(
@@ -271,6 +294,69 @@ class MetricsSampler:
         self._last_at = now
         return len(points)
 
+    def _read_replicas(self) -> dict[tuple[str, str], ReplicaUsage]:
+        """Each running replica's read, by (replica, deployment): its own short session, then
+        the runtime (which may take a second, asking the engine) with no transaction open."""
+        if self.resources is None:
+            return {}
+        with self.sessions() as session:
+            running = {
+                container_id: (replica_id, deployment_id)
+                for replica_id, container_id, deployment_id in session.exec(
+                    select(Replica.id, Replica.container_id, Revision.deployment_id)
+                    .join(Revision, col(Replica.revision_id) == col(Revision.id))
+                    .where(
+                        col(Replica.stopped_at).is_(None),
+                        col(Replica.container_id).is_not(None),
+                        col(Replica.state).in_(RUNNING_REPLICA_STATES),
+                    )
+                ).all()
+                if container_id
+            }
+        reads = self.resources.usage(running) if running else {}
+        return {running[ref]: reading for ref, reading in reads.items()}
+
+    def _replica_points(
+        self, reads: dict[tuple[str, str], ReplicaUsage], now: datetime, minute_done: bool
+    ) -> list[ReplicaMetricPoint]:
+        """Each running replica's CPU and memory: a 10 s point when it used CPU in the step,
+        and at the minute's end a 1 min point (CPU over the minute, its largest memory read)."""
+        points: list[ReplicaMetricPoint] = []
+        usage: dict[str, ReplicaUsage] = {}
+        for (replica_id, deployment_id), reading in reads.items():
+            before = self._usage.get(replica_id)
+            usage[replica_id] = reading
+            minute = self._minute_usage.setdefault(
+                replica_id, _MinuteUsage(start=before or reading)
+            )
+            minute.peak = max(minute.peak, reading.memory_bytes)
+            if before is not None and reading.cpu_seconds - before.cpu_seconds >= BUSY_CPU_SECONDS:
+                points.append(
+                    ReplicaMetricPoint(
+                        deployment_id=deployment_id,
+                        replica_id=replica_id,
+                        at=now,
+                        step_seconds=FINE_STEP_SECONDS,
+                        cpu_cores=cores(before, reading),
+                        memory_bytes=reading.memory_bytes,
+                    )
+                )
+            if minute_done:
+                points.append(
+                    ReplicaMetricPoint(
+                        deployment_id=deployment_id,
+                        replica_id=replica_id,
+                        at=now,
+                        step_seconds=COARSE_STEP_SECONDS,
+                        cpu_cores=cores(minute.start, reading),
+                        memory_bytes=minute.peak,
+                    )
+                )
+                self._minute_usage[replica_id] = _MinuteUsage(start=reading)
+        self._usage = usage
+        self._minute_usage = {k: v for k, v in self._minute_usage.items() if k in usage}
+        return points
+
     def _steps(self, reads: list[str], hosts: Iterable[str]) -> dict[str, HostCounters]:
         """What each host counted since the last sample, over the reads in time order (the
         ones taken just before each route load, then now's). Counts begin again at each load
@@ -289,6 +375,26 @@ class MetricsSampler:
                 steps[host] = added(steps[host], step)
                 steps[host].in_flight = current.in_flight
         return steps
+
+
+@dataclass
+class _MinuteUsage:
+    start: ReplicaUsage
+    """The read the minute's CPU is counted from (the previous minute's last)."""
+    peak: int = 0
+    """The largest memory read of the minute."""
+
+
+def cores(before: ReplicaUsage, after: ReplicaUsage) -> float | None:
+    """CPU used between two reads, in cores (None without time between them; a count that
+    went down, a runtime that started counting again, counts from zero)."""
+    seconds = after.read_at - before.read_at
+    if seconds <= 0:
+        return None
+    used = after.cpu_seconds - before.cpu_seconds
+    if used < 0:
+        used = after.cpu_seconds
+    return round(used / seconds, 4)
 
 
 def _point(
@@ -336,6 +442,13 @@ def _prune(session: Session, now: datetime) -> None:
             col(MetricPoint.at) < now - KEEP_COARSE,
         )
     )
+    for step, keep in ((FINE_STEP_SECONDS, KEEP_FINE), (COARSE_STEP_SECONDS, KEEP_COARSE)):
+        session.execute(
+            delete(ReplicaMetricPoint).where(
+                col(ReplicaMetricPoint.step_seconds) == step,
+                col(ReplicaMetricPoint.at) < now - keep,
+            )
+        )
 
 
 def series(
@@ -374,3 +487,21 @@ def request_counts(
     for deployment_id, requests in rows:
         found.setdefault(deployment_id, []).append(requests)
     return found
+
+
+def replica_series(
+    sessions: SessionFactory, deployment_id: str, since: datetime, step_seconds: int
+) -> list[ReplicaMetricPoint]:
+    """The deployment's replicas' points of one step since a time, oldest first."""
+    with sessions() as session:
+        return list(
+            session.exec(
+                select(ReplicaMetricPoint)
+                .where(
+                    ReplicaMetricPoint.deployment_id == deployment_id,
+                    ReplicaMetricPoint.step_seconds == step_seconds,
+                    col(ReplicaMetricPoint.at) >= since,
+                )
+                .order_by(col(ReplicaMetricPoint.at), col(ReplicaMetricPoint.replica_id))
+            ).all()
+        )

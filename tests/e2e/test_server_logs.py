@@ -187,3 +187,16 @@ def test_a_crashed_apps_last_lines_are_read_after_it_is_gone_followed_filtered_a
     assert any(p["replicas"] >= 1 for p in points)
     assert sum(p["restarts"] for p in points) >= 1  # the crash
     assert any(p["p50_ms"] is not None for p in points if p["requests"])
+
+    # Each running replica's CPU and memory, read by the worker (a replica's point comes with
+    # the minute, or in a 10 s step where it used CPU).
+    def measured() -> list[dict[str, Any]] | None:
+        response = platform.call(
+            "GET", f"/api/deployments/{deployment_id}/metrics", params={"since": "15m"}
+        )
+        assert response.status_code == 200, response.text
+        usage = [p for series in response.json()["replicas"] for p in series["points"]]
+        return usage if any(p["memory_bytes"] > 0 for p in usage) else None
+
+    usage = wait_for("the replicas' CPU and memory in the deployment's metrics", measured, 90)
+    assert all(p["cpu_cores"] is None or p["cpu_cores"] >= 0 for p in usage)
