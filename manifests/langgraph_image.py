@@ -48,6 +48,11 @@ ENTRY_MODULE = "slipway_langgraph_server"
 """The module the image's uvicorn serves (`slipway_langgraph_server:app`): this package's
 langgraph_server_entry.py, written into the server's site-packages."""
 ENTRY_SOURCE = Path(__file__).with_name("langgraph_server_entry.py")
+SERVER_LOCK_DIR = Path(__file__).with_name("langgraph_server_lock")
+"""For each pinned server and runtime, the exact version of every package it installs
+(scripts/lock_langgraph_server.py writes them): a build's server install is constrained to it."""
+CONSTRAINTS_TARGET = "/etc/slipway/langgraph-server-constraints.txt"
+"""Where the image keeps the constraints its server was installed with (a record, too)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,14 @@ class ServerRelease:
 
     def requirements(self, runtime: str) -> tuple[str, str]:
         return (f"{SERVER_PACKAGE}=={self.api}", f"{RUNTIMES[runtime]}=={self.runtimes[runtime]}")
+
+    def constraints(self, runtime: str) -> str:
+        """`name==version` lines of everything this server installs on the runtime."""
+        return (SERVER_LOCK_DIR / lock_file_name(self, runtime)).read_text(encoding="utf-8")
+
+
+def lock_file_name(release: ServerRelease, runtime: str) -> str:
+    return f"langgraph-api-{release.api}-{runtime}.txt"
 
 
 SERVER_RELEASES = (
@@ -211,7 +224,8 @@ def langgraph_dockerfile(
         f"FROM {base_image}",
         "ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1",
         *project.dockerfile_lines,
-        f"{pip} {' '.join(release.requirements(runtime))}",
+        _write_file_step(CONSTRAINTS_TARGET, release.constraints(runtime)),
+        f"{pip} -c {CONSTRAINTS_TARGET} {' '.join(release.requirements(runtime))}",
         _entry_module_step(),
     ]
     requirements = [d.requirements for d in project.local_dependencies if d.requirements]
@@ -266,6 +280,16 @@ def _entry_module_step() -> str:
         "import pathlib, sysconfig; "
         f"pathlib.Path(sysconfig.get_paths()['purelib'], {ENTRY_MODULE + '.py'!r})"
         f".write_text({source!r})"
+    )
+    return _json_instruction("RUN", ["python", "-c", code])
+
+
+def _write_file_step(path: str, text: str) -> str:
+    """A RUN writing Slipway's text to an absolute path of the image (exec form, as above)."""
+    code = (
+        f"import pathlib; target = pathlib.Path({path!r}); "
+        "target.parent.mkdir(parents=True, exist_ok=True); "
+        f"target.write_text({text!r})"
     )
     return _json_instruction("RUN", ["python", "-c", code])
 

@@ -29,10 +29,13 @@ from tests.support.images import CACHE_DIR
 BRIDGE_ADDRESS = "172.17.0.1"
 """docker0: where BuildKit's RUN steps reach the host."""
 SERVER_SETS = tuple(
-    release.requirements(runtime) for release in SERVER_RELEASES for runtime in release.runtimes
+    (release.requirements(runtime), release.constraints(runtime))
+    for release in SERVER_RELEASES
+    for runtime in release.runtimes
 )
-"""Every server a build may install (exact versions, langgraph_image.SERVER_RELEASES), each
-resolved on its own: two langgraph-api versions cannot be in one pip resolution."""
+"""Every server a build may install and the constraints it is installed with (exact versions,
+langgraph_image.SERVER_RELEASES and its lock files), each resolved on its own: two
+langgraph-api versions cannot be in one pip resolution."""
 EXTRA_REQUIREMENTS = ("async-timeout",)
 """redis wants it on Python < 3.11.3 (the test base has 3.11.2), a marker pip on the host
 (3.11.7) judges by the host, so it is asked for by name."""
@@ -57,7 +60,7 @@ DOWNLOAD_TIMEOUT_SECONDS = 900
 
 
 def ensure_wheelhouse() -> Path:
-    wanted = [" ".join(server) for server in SERVER_SETS]
+    wanted = [" ".join(server) + constraints for server, constraints in SERVER_SETS]
     key = hashlib.sha256(" ".join([*wanted, *EXTRA_REQUIREMENTS, *SDIST_ONLY]).encode())
     wheelhouse = CACHE_DIR / f"langgraph-wheels-{key.hexdigest()[:12]}"
     done = wheelhouse / ".complete"
@@ -66,7 +69,9 @@ def ensure_wheelhouse() -> Path:
     wheelhouse.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     _run([*pip, "wheel", "--no-deps", "-w", str(wheelhouse), *SDIST_ONLY])
-    for server in SERVER_SETS:
+    for server, constraints in SERVER_SETS:
+        pins = wheelhouse / "constraints.txt"
+        pins.write_text(constraints, encoding="utf-8")
         _run(
             [
                 *pip,
@@ -76,10 +81,13 @@ def ensure_wheelhouse() -> Path:
                 str(wheelhouse),
                 "-d",
                 str(wheelhouse),
+                "-c",
+                str(pins),
                 *server,
                 *EXTRA_REQUIREMENTS,
             ]
         )
+        pins.unlink()
     done.touch()
     return wheelhouse
 

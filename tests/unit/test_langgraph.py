@@ -18,11 +18,13 @@ from manifests.config import load_repository_config
 from manifests.errors import Annotation, ConfigError
 from manifests.langgraph import load_langgraph_project
 from manifests.langgraph_image import (
+    CONSTRAINTS_TARGET,
     PIP_SECRET_ID,
     RUNTIMES,
     SERVER_RELEASES,
     LangGraphBuild,
     PipIndex,
+    ServerRelease,
     UnsupportedApiVersion,
     server_release,
 )
@@ -460,3 +462,37 @@ def test_an_api_version_slipway_does_not_build_is_refused_with_the_choices(
 ) -> None:
     with pytest.raises(UnsupportedApiVersion, match=r"runs langgraph-api 0\.11\.1 or 0\.16\.7"):
         server_release(api_version, "inmem")
+
+
+@pytest.mark.parametrize(
+    ("release", "runtime"),
+    [(release, runtime) for release in SERVER_RELEASES for runtime in release.runtimes],
+    ids=lambda value: value if isinstance(value, str) else value.api,
+)
+def test_every_package_of_each_pinned_server_has_an_exact_version(
+    release: ServerRelease, runtime: str
+) -> None:
+    """The lock files (scripts/lock_langgraph_server.py) agree with SERVER_RELEASES: a pin
+    changed in one place only would install one server and claim another."""
+    lines = release.constraints(runtime).splitlines()
+    pins = dict(line.split("==") for line in lines)
+    assert all(re.fullmatch(r"[a-z0-9-]+==[0-9][0-9A-Za-z.+!-]*", line) for line in lines)
+    assert pins["langgraph-api"] == release.api
+    assert pins[RUNTIMES[runtime]] == release.runtimes[runtime]
+    assert len(pins) > 40  # the whole server, not its two names
+
+
+def test_the_server_is_installed_under_its_lock_file_written_into_the_image(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "production").mkdir()
+    lines = plan_langgraph(tmp_path).dockerfile.read_text().splitlines()
+    install = next(i for i, row in enumerate(lines) if " pip install " in row)
+    assert f"-c {CONSTRAINTS_TARGET} langgraph-api==0.11.1" in lines[install]
+    write = json.loads(lines[install - 1].removeprefix("RUN "))
+    assert write[:2] == ["python", "-c"] and repr(CONSTRAINTS_TARGET) in write[2]
+    target = tmp_path / "etc" / "slipway" / "constraints.txt"
+    # The step a build runs, with the image's path swapped for a temporary one.
+    exec(write[2].replace(repr(CONSTRAINTS_TARGET), repr(str(target))), {})  # noqa: S102
+    [release] = [r for r in SERVER_RELEASES if r.api == "0.11.1"]
+    assert target.read_text() == release.constraints("pg")
