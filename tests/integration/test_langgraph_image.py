@@ -166,7 +166,11 @@ def test_a_langgraph_repository_builds_and_serves_its_graph_to_the_sdk(
     second_log = tmp_path / "build-2.log"
     build(tmp_path, wheel_index, tag, second_log)
     steps = second_log.read_text()
-    assert "pip install --no-cache-dir --disable-pip-version-check langgraph-api" in steps
+    assert (
+        "pip install --no-cache-dir --disable-pip-version-check "
+        "-c /etc/slipway/langgraph-server-constraints.txt langgraph-api==0.11.1 "
+        "langgraph-runtime-inmem==0.31.4"
+    ) in steps
     installs = [
         line.split()[0] for line in steps.splitlines() if " RUN " in line and "pip install" in line
     ]
