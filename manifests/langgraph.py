@@ -89,6 +89,9 @@ class LangGraphProject:
     workdir: str = APP_DIR
     warnings: tuple[str, ...] = ()
     """Said in the build log: unknown keys, ignored settings."""
+    api_version: str | None = None
+    """langgraph.json's `api_version`: which langgraph-api the image runs (the recipe checks it
+    against the runtime, which it alone knows)."""
 
 
 class _Problems:
@@ -194,6 +197,12 @@ def load_langgraph_project(source_dir: Path, config_path: str) -> LangGraphProje
             line=problems.key_line("python_version"),
         )
 
+    api_version = config.get("api_version")
+    if api_version is not None and not isinstance(api_version, str):
+        problems.add(
+            'api_version must be a string such as "0.11"', line=problems.key_line("api_version")
+        )
+
     locals_ = _local_dependencies(root, config_dir, config["dependencies"], problems)
     graphs: dict[str, Any] = {}
     for graph_id, spec in config["graphs"].items():
@@ -243,6 +252,7 @@ def load_langgraph_project(source_dir: Path, config_path: str) -> LangGraphProje
         env=env,
         workdir=_in_image(config_dir),
         warnings=tuple(warnings),
+        api_version=api_version,
     )
 
 

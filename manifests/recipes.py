@@ -19,7 +19,9 @@ from manifests.langgraph_image import (
     PIP_SECRET_ID,
     SERVER_PORT,
     LangGraphBuild,
+    UnsupportedApiVersion,
     langgraph_dockerfile,
+    server_release,
 )
 
 GENERATED_DOCKERFILE = "Dockerfile.slipway"
@@ -114,10 +116,17 @@ class LangGraphRecipe:
         runtime = self._build.runtime_for(production=target.production)
         if runtime == "pg" and "app" in json.loads(project.server_env.get("LANGGRAPH_HTTP", "{}")):
             raise _custom_app_on_pg(source_dir, config_path)
+        try:
+            release = server_release(project.api_version, runtime)
+        except UnsupportedApiVersion as exc:
+            raise _unsupported_api_version(source_dir, config_path, exc) from None
         dockerfile = target.work_dir / GENERATED_DOCKERFILE
         dockerfile.write_text(
             langgraph_dockerfile(
-                project, base_image=self._build.base_for(project), runtime=runtime
+                project,
+                base_image=self._build.base_for(project),
+                runtime=runtime,
+                release=release,
             ),
             encoding="utf-8",
         )
@@ -137,6 +146,11 @@ class LangGraphRecipe:
                 handle.write(pip_config)
             secrets[PIP_SECRET_ID] = path
         notes = [f"langgraph.json: {warning}" for warning in project.warnings]
+        notes.append(
+            "langgraph: the server is "
+            + ", ".join(release.requirements(runtime))
+            + (f" (api_version {project.api_version!r})" if project.api_version else "")
+        )
         if runtime != self._build.runtime:
             notes.append(
                 f"langgraph: the {self._build.runtime} runtime is for development deployments "
@@ -185,6 +199,21 @@ def _custom_app_on_pg(source_dir: Path, config_path: str) -> ConfigError:
     return ConfigError(
         f"{config_path}: {message}",
         annotations=(Annotation(config_path, line, line, message, title="http.app on pg"),),
+    )
+
+
+def _unsupported_api_version(
+    source_dir: Path, config_path: str, exc: UnsupportedApiVersion
+) -> ConfigError:
+    """Said before a build, on the line of `api_version`, with the versions that would do."""
+    text = (source_dir / config_path).read_text(encoding="utf-8", errors="replace")
+    line = next((n for n, row in enumerate(text.splitlines(), 1) if '"api_version"' in row), 1)
+    message = f"{exc}. Change api_version, or remove it for the default"
+    return ConfigError(
+        f"{config_path}: {message}",
+        annotations=(
+            Annotation(config_path, line, line, message, title="api_version not available"),
+        ),
     )
 
 

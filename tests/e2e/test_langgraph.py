@@ -541,3 +541,55 @@ def test_a_run_is_a_trace_in_the_project_named_as_the_deployment_and_a_users_fal
     ]
     assert holding and all("-holder" not in n and "redis" not in n for n in holding), holding
     langsmith.assert_no_errors()
+
+
+CRON_DEADLINE_SECONDS = 120.0
+"""What a user may expect of an every-minute cron: a run within two minutes of making it (the
+schedule's next minute, plus the scheduler's 5 s poll and the run itself)."""
+
+
+async def scheduled_runs(platform: RunningPlatform, slug: str, text: str) -> tuple[Any, ...]:
+    """Make an every-minute cron on a new thread with langgraph-sdk, as a user does, and wait
+    for a run of it to finish: (runs, thread state, seconds waited). The cron is deleted after."""
+    client = sdk(platform, slug)
+    thread = await client.threads.create()
+    thread_id = thread["thread_id"]
+    cron = await client.crons.create_for_thread(
+        thread_id, "agent", schedule="* * * * *", input={"text": text}
+    )
+    started = time.monotonic()
+    try:
+        while True:
+            runs = await client.runs.list(thread_id)
+            if any(run["status"] in ("success", "error", "interrupted") for run in runs):
+                break
+            if time.monotonic() - started > CRON_DEADLINE_SECONDS:
+                return runs, None, time.monotonic() - started
+            await asyncio.sleep(1)
+        state = await client.threads.get_state(thread_id)
+        return runs, state, time.monotonic() - started
+    finally:
+        await client.crons.delete(cron["cron_id"])
+
+
+def test_a_cron_made_with_the_sdk_runs_its_graph_on_schedule(
+    agents: AgentFactory, langgraph_platform: RunningPlatform
+) -> None:
+    """A production deployment (pg runtime): langgraph-api 0.11.1 stored the cron run's user
+    object as JSON and every scheduled run failed in the server; the image's entry fixes it."""
+    platform = langgraph_platform
+    agent = agents("left")
+    runs, state, waited = asyncio.run(scheduled_runs(platform, agent.slug, "tick"))
+
+    def server_log() -> str:
+        return subprocess.run(
+            [DOCKER, "logs", "--tail", "60", replica_of(agent.revision["id"])],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stderr[-4000:]
+
+    assert state is not None, (f"no cron run after {waited:.0f} s", runs, server_log())
+    [run] = runs
+    assert run["status"] == "success", (run, server_log())
+    assert state["values"] == {"text": "left: tick"}

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ from langgraph_sdk import get_client
 from builders.images import BuildKitBuilder
 from builders.index_proxy import IndexPassThrough
 from manifests.config import load_repository_config
-from manifests.langgraph_image import PIP_SECRET_ID, LangGraphBuild, PipIndex
+from manifests.langgraph_image import PIP_SECRET_ID, SERVER_RELEASES, LangGraphBuild, PipIndex
 from manifests.recipes import BuildPlan, BuildTarget, default_recipes, plan_build
 from tests.support.apps import langgraph_app
 from tests.support.images import DOCKER, ensure_python_pip_image
@@ -164,7 +166,11 @@ def test_a_langgraph_repository_builds_and_serves_its_graph_to_the_sdk(
     second_log = tmp_path / "build-2.log"
     build(tmp_path, wheel_index, tag, second_log)
     steps = second_log.read_text()
-    assert "pip install --no-cache-dir --disable-pip-version-check langgraph-api" in steps
+    assert (
+        "pip install --no-cache-dir --disable-pip-version-check "
+        "-c /etc/slipway/langgraph-server-constraints.txt langgraph-api==0.11.1 "
+        "langgraph-runtime-inmem==0.31.4"
+    ) in steps
     installs = [
         line.split()[0] for line in steps.splitlines() if " RUN " in line and "pip install" in line
     ]
@@ -248,3 +254,53 @@ def image_holds(tag: str, needles: list[bytes]) -> bool:
         tail = window[-overlap:]
     assert save.wait(timeout=300) == 0
     return found
+
+
+CRON_DEADLINE_SECONDS = 120.0
+"""An every-minute cron's first run: the next minute, the scheduler's 5 s poll, the run."""
+
+
+async def first_cron_run(url: str, text: str) -> tuple[list[Any], Any]:
+    """An every-minute cron on a new thread, made with langgraph-sdk; its first finished run
+    and the thread's state then (None when no run finished by the deadline)."""
+    client = get_client(url=url)
+    thread = await client.threads.create()
+    await client.crons.create_for_thread(
+        thread["thread_id"], "agent", schedule="* * * * *", input={"text": text}
+    )
+    deadline = time.monotonic() + CRON_DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        runs = list(await client.runs.list(thread["thread_id"]))
+        if any(run["status"] in ("success", "error", "interrupted") for run in runs):
+            return runs, await client.threads.get_state(thread["thread_id"])
+        await asyncio.sleep(1)
+    return list(await client.runs.list(thread["thread_id"])), None
+
+
+@pytest.mark.parametrize(
+    "api_version", [release.api for release in SERVER_RELEASES if "inmem" in release.runtimes]
+)
+def test_a_cron_runs_its_graph_on_the_inmem_runtime_of_each_server_release(
+    tmp_path: Path, wheel_index: WheelIndex, served: list[str], api_version: str
+) -> None:
+    """langgraph.json's api_version chooses the server; on inmem each one fires its crons
+    (production's pg runtime is shown by the e2e test)."""
+    source = write_repository(tmp_path, "cron: ")
+    config = json.loads((source / "langgraph.json").read_text())
+    (source / "langgraph.json").write_text(json.dumps({**config, "api_version": api_version}))
+    tag = f"slipway-test/langgraph-cron:{uuid.uuid4().hex[:8]}"
+    served.append(tag)
+    plan = build(tmp_path, wheel_index, tag, tmp_path / "build.log")
+    assert any(f"langgraph-api=={api_version}," in note for note in plan.notes), plan.notes
+
+    url = run_server(tag, served)
+    runs, state = asyncio.run(first_cron_run(url, "tick"))
+    assert state is not None, (runs, server_logs(served[-1]))
+    assert [run["status"] for run in runs] == ["success"]
+    assert state["values"] == {"text": "cron: tick"}
+
+
+def server_logs(name: str) -> str:
+    return subprocess.run(
+        [DOCKER, "logs", "--tail", "60", name], capture_output=True, text=True, check=False
+    ).stderr[-4000:]

@@ -23,14 +23,22 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from manifests.langgraph_image import SERVER_RELEASES
 from tests.support.images import CACHE_DIR
 
 BRIDGE_ADDRESS = "172.17.0.1"
 """docker0: where BuildKit's RUN steps reach the host."""
-REQUIREMENTS = ("langgraph-runtime-pg==0.11.1.post1", "langgraph-runtime-inmem", "async-timeout")
-"""The pg runtime pins langgraph-api 0.11.1, which brings the inmem runtime too. async-timeout:
-redis wants it on Python < 3.11.3 (the test base has 3.11.2), a marker pip on the host (3.11.7)
-judges by the host, so it is asked for by name."""
+SERVER_SETS = tuple(
+    (release.requirements(runtime), release.constraints(runtime))
+    for release in SERVER_RELEASES
+    for runtime in release.runtimes
+)
+"""Every server a build may install and the constraints it is installed with (exact versions,
+langgraph_image.SERVER_RELEASES and its lock files), each resolved on its own: two
+langgraph-api versions cannot be in one pip resolution."""
+EXTRA_REQUIREMENTS = ("async-timeout",)
+"""redis wants it on Python < 3.11.3 (the test base has 3.11.2), a marker pip on the host
+(3.11.7) judges by the host, so it is asked for by name."""
 SDIST_ONLY = ("forbiddenfruit",)
 """No wheel on PyPI: built here from its sdist (pulled in through blockbuster)."""
 PLATFORM_ARGS = (
@@ -52,26 +60,34 @@ DOWNLOAD_TIMEOUT_SECONDS = 900
 
 
 def ensure_wheelhouse() -> Path:
-    key = hashlib.sha256(" ".join([*REQUIREMENTS, *SDIST_ONLY]).encode()).hexdigest()[:12]
-    wheelhouse = CACHE_DIR / f"langgraph-wheels-{key}"
+    wanted = [" ".join(server) + constraints for server, constraints in SERVER_SETS]
+    key = hashlib.sha256(" ".join([*wanted, *EXTRA_REQUIREMENTS, *SDIST_ONLY]).encode())
+    wheelhouse = CACHE_DIR / f"langgraph-wheels-{key.hexdigest()[:12]}"
     done = wheelhouse / ".complete"
     if done.exists():
         return wheelhouse
     wheelhouse.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     _run([*pip, "wheel", "--no-deps", "-w", str(wheelhouse), *SDIST_ONLY])
-    _run(
-        [
-            *pip,
-            "download",
-            *PLATFORM_ARGS,
-            "--find-links",
-            str(wheelhouse),
-            "-d",
-            str(wheelhouse),
-            *REQUIREMENTS,
-        ]
-    )
+    for server, constraints in SERVER_SETS:
+        pins = wheelhouse / "constraints.txt"
+        pins.write_text(constraints, encoding="utf-8")
+        _run(
+            [
+                *pip,
+                "download",
+                *PLATFORM_ARGS,
+                "--find-links",
+                str(wheelhouse),
+                "-d",
+                str(wheelhouse),
+                "-c",
+                str(pins),
+                *server,
+                *EXTRA_REQUIREMENTS,
+            ]
+        )
+        pins.unlink()
     done.touch()
     return wheelhouse
 

@@ -3,16 +3,32 @@ pointed at on the line of the file it is about; a good one becomes a LangGraph S
 
 from __future__ import annotations
 
+import importlib
 import json
+import re
+import sys
+import sysconfig
+import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from manifests.config import load_repository_config
 from manifests.errors import Annotation, ConfigError
 from manifests.langgraph import load_langgraph_project
-from manifests.langgraph_image import PIP_SECRET_ID, LangGraphBuild, PipIndex
-from manifests.recipes import BuildTarget, default_recipes, plan_build, state_dir_of
+from manifests.langgraph_image import (
+    CONSTRAINTS_TARGET,
+    PIP_SECRET_ID,
+    RUNTIMES,
+    SERVER_RELEASES,
+    LangGraphBuild,
+    PipIndex,
+    ServerRelease,
+    UnsupportedApiVersion,
+    server_release,
+)
+from manifests.recipes import BuildPlan, BuildTarget, default_recipes, plan_build, state_dir_of
 
 AGENT = """from typing import TypedDict
 
@@ -81,7 +97,7 @@ def test_a_langgraph_repository_without_a_dockerfile_builds_a_langgraph_server(
     dockerfile = plan.dockerfile.read_text()
     assert plan.dockerfile.parent == tmp_path  # outside the build context
     assert dockerfile.splitlines()[1] == "FROM python:3.11-slim-bookworm"
-    assert "langgraph-api langgraph-runtime-pg" in dockerfile
+    assert "langgraph-api==0.11.1 langgraph-runtime-pg==0.11.1.post1" in dockerfile
     graphs = {"agent": "/deps/app/agent.py:graph"}
     assert f"ENV LANGSERVE_GRAPHS={json.dumps(json.dumps(graphs))}" in dockerfile
     assert 'ENV LANGGRAPH_RUNTIME_EDITION="pg"' in dockerfile
@@ -299,3 +315,184 @@ def test_a_local_dependency_of_unsafe_characters_is_refused_on_its_line(
     [annotation] = problems(source)
     assert annotation.start_line == 2
     assert "letters, digits and ._-" in annotation.message
+
+
+def plan_langgraph(
+    tmp_path: Path, config: str = CONFIG, *, runtime: str = "pg", production: bool = True
+) -> BuildPlan:
+    source = repository(tmp_path, {"langgraph.json": config, "agent.py": AGENT})
+    return plan_build(
+        source,
+        load_repository_config(source),
+        BuildTarget(tmp_path / ("production" if production else "development"), production),
+        default_recipes(LangGraphBuild(runtime=runtime)),
+    )
+
+
+def server_install(dockerfile: str) -> list[str]:
+    """The packages of the Dockerfile's first pip install: the server's."""
+    line = next(row for row in dockerfile.splitlines() if " pip install " in row)
+    return [word for word in line.split() if word.startswith("langgraph")]
+
+
+def test_a_build_installs_the_server_at_exact_versions_so_two_builds_of_a_commit_match(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "production").mkdir()
+    first = plan_langgraph(tmp_path).dockerfile.read_text()
+    assert server_install(first) == ["langgraph-api==0.11.1", "langgraph-runtime-pg==0.11.1.post1"]
+    assert first == plan_langgraph(tmp_path).dockerfile.read_text()
+    (tmp_path / "development").mkdir()
+    inmem = plan_langgraph(tmp_path, runtime="inmem", production=False)
+    assert server_install(inmem.dockerfile.read_text()) == [
+        "langgraph-api==0.11.1",
+        "langgraph-runtime-inmem==0.31.4",
+    ]
+    for release in SERVER_RELEASES:
+        for runtime, version in release.runtimes.items():
+            assert runtime in RUNTIMES and re.fullmatch(r"\d+\.\d+\.\d+(\.post\d+)?", version)
+        assert re.fullmatch(r"\d+\.\d+\.\d+", release.api)
+
+
+def test_the_image_serves_langgraph_api_through_an_entry_that_makes_cron_runs_storable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs the Dockerfile's own RUN step that writes the entry module, then imports that
+    module over stand-ins of langgraph-api and of the pg runtime's database module: the engine
+    it makes serialises the user object langgraph-api puts in a cron run's config."""
+    (tmp_path / "production").mkdir()
+    dockerfile = plan_langgraph(tmp_path).dockerfile.read_text()
+    assert dockerfile.rstrip().splitlines()[-1] == (
+        'CMD ["python", "-m", "uvicorn", "slipway_langgraph_server:app", "--host", "0.0.0.0", '
+        '"--port", "8000"]'
+    )
+    step = next(row for row in dockerfile.splitlines() if "slipway_langgraph_server.py" in row)
+    argv = json.loads(step.removeprefix("RUN "))
+    assert argv[:2] == ["python", "-c"]
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {"purelib": str(site)})
+    exec(argv[2], {})  # noqa: S102 - the step a build runs, on a temporary directory
+
+    made: list[dict[str, Any]] = []
+    server = types.ModuleType("langgraph_api.server")
+    server.app = "the-asgi-app"  # type: ignore[attr-defined]
+    database = types.ModuleType("langgraph_runtime_pg.database")
+    database.create_async_engine = lambda uri, **options: made.append(options)  # type: ignore[attr-defined]
+    for name, module in {
+        "langgraph_api": types.ModuleType("langgraph_api"),
+        "langgraph_api.server": server,
+        "langgraph_runtime_pg": types.ModuleType("langgraph_runtime_pg"),
+        "langgraph_runtime_pg.database": database,
+    }.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.syspath_prepend(str(site))
+    entry = importlib.import_module("slipway_langgraph_server")
+    try:
+        assert entry.app == "the-asgi-app"
+        database.create_async_engine("postgresql+asyncpg://db")
+        [options] = made
+        serialise = options["json_serializer"]
+
+        class SimpleUser:  # langgraph-api's, as a cron's run carries it
+            identity = ""
+            is_authenticated = True
+            display_name = ""
+
+        config = {"configurable": {"cron_id": "c1", "langgraph_auth_user": SimpleUser()}}
+        assert json.loads(serialise(config)) == {
+            "configurable": {
+                "cron_id": "c1",
+                "langgraph_auth_user": {
+                    "identity": "",
+                    "is_authenticated": True,
+                    "display_name": "",
+                },
+            }
+        }
+        with pytest.raises(TypeError, match="not JSON serializable"):
+            serialise({"x": object()})
+        assert not entry.patch_pg_runtime()  # once only, however often it is imported
+    finally:
+        sys.modules.pop("slipway_langgraph_server", None)
+
+
+def test_api_version_chooses_the_server_where_the_runtime_runs_it(tmp_path: Path) -> None:
+    config = CONFIG.replace('"env": ".env"', '"api_version": "0.16"')
+    (tmp_path / "development").mkdir()
+    development = plan_langgraph(tmp_path, config, runtime="inmem", production=False)
+    assert server_install(development.dockerfile.read_text()) == [
+        "langgraph-api==0.16.7",
+        "langgraph-runtime-inmem==0.36.7",
+    ]
+    assert any("langgraph-api==0.16.7" in note for note in development.notes)
+
+    # Production runs pg, which runs 0.11.1 only: refused before a build, on the key's line,
+    # with the versions a user can choose.
+    with pytest.raises(ConfigError) as refused:
+        plan_langgraph(tmp_path, config)
+    [annotation] = refused.value.annotations
+    assert (annotation.path, annotation.start_line) == ("langgraph.json", 6)
+    assert "langgraph-runtime-pg requires langgraph-api==0.11.1" in annotation.message
+    assert "0.11.1 (inmem and pg), 0.16.7 (inmem)" in annotation.message
+
+
+@pytest.mark.parametrize(
+    ("api_version", "runtime", "expected"),
+    [
+        (None, "pg", "0.11.1"),
+        (None, "inmem", "0.11.1"),
+        ("0.11", "pg", "0.11.1"),
+        ("0.11.1", "inmem", "0.11.1"),
+        ("0", "inmem", "0.16.7"),
+        ("0", "pg", "0.11.1"),
+        ("~=0.11", "inmem", "0.16.7"),
+        ("~=0.11.0", "inmem", "0.11.1"),
+    ],
+)
+def test_api_version_is_read_as_langgraph_cli_reads_it(
+    api_version: str | None, runtime: str, expected: str
+) -> None:
+    assert server_release(api_version, runtime).api == expected
+
+
+@pytest.mark.parametrize("api_version", ["0.14", "1", "0.11.9", "latest", "~=0"])
+def test_an_api_version_slipway_does_not_build_is_refused_with_the_choices(
+    api_version: str,
+) -> None:
+    with pytest.raises(UnsupportedApiVersion, match=r"runs langgraph-api 0\.11\.1 or 0\.16\.7"):
+        server_release(api_version, "inmem")
+
+
+@pytest.mark.parametrize(
+    ("release", "runtime"),
+    [(release, runtime) for release in SERVER_RELEASES for runtime in release.runtimes],
+    ids=lambda value: value if isinstance(value, str) else value.api,
+)
+def test_every_package_of_each_pinned_server_has_an_exact_version(
+    release: ServerRelease, runtime: str
+) -> None:
+    """The lock files (scripts/lock_langgraph_server.py) agree with SERVER_RELEASES: a pin
+    changed in one place only would install one server and claim another."""
+    lines = release.constraints(runtime).splitlines()
+    pins = dict(line.split("==") for line in lines)
+    assert all(re.fullmatch(r"[a-z0-9-]+==[0-9][0-9A-Za-z.+!-]*", line) for line in lines)
+    assert pins["langgraph-api"] == release.api
+    assert pins[RUNTIMES[runtime]] == release.runtimes[runtime]
+    assert len(pins) > 40  # the whole server, not its two names
+
+
+def test_the_server_is_installed_under_its_lock_file_written_into_the_image(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "production").mkdir()
+    lines = plan_langgraph(tmp_path).dockerfile.read_text().splitlines()
+    install = next(i for i, row in enumerate(lines) if " pip install " in row)
+    assert f"-c {CONSTRAINTS_TARGET} langgraph-api==0.11.1" in lines[install]
+    write = json.loads(lines[install - 1].removeprefix("RUN "))
+    assert write[:2] == ["python", "-c"] and repr(CONSTRAINTS_TARGET) in write[2]
+    target = tmp_path / "etc" / "slipway" / "constraints.txt"
+    # The step a build runs, with the image's path swapped for a temporary one.
+    exec(write[2].replace(repr(CONSTRAINTS_TARGET), repr(str(target))), {})  # noqa: S102
+    [release] = [r for r in SERVER_RELEASES if r.api == "0.11.1"]
+    assert target.read_text() == release.constraints("pg")
