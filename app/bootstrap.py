@@ -69,6 +69,7 @@ from app.kernel.ports import (
 )
 from app.kernel.settings import Settings, require
 from app.kernel.timestamps import utcnow
+from app.kernel.tls import shared_tls_context
 from app.replicas.autoscaler import autoscale_defaults
 from app.replicas.health import HttpHealthProbe
 from app.replicas.metrics import MetricsSampler
@@ -363,7 +364,7 @@ def github_client(
     plane at the first call to GitHub, so nothing needs a restart once it is created."""
     # retries=1: a connection that fails to open (a pooled one GitHub closed) is tried once
     # more before the request fails and githubkit's own retry (bounded_retry) decides.
-    transport = httpx.HTTPTransport(retries=1)
+    transport = httpx.HTTPTransport(retries=1, verify=shared_tls_context())
     return GitHubRest(
         LazyGitHubApp(credentials, str(settings.github_api_url), transport=transport, clock=clock)
     )

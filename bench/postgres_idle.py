@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from app.adapters.postgres import PostgresProvisioner
 from app.server.embedded import EmbeddedPostgres
@@ -88,11 +89,26 @@ def report(label: str, cluster: EmbeddedPostgres) -> None:
     print(f"{label}: {total / MIB:.1f} MiB PSS ({biggest})", flush=True)
 
 
+def connect_once(admin_url: str, database: str) -> None:
+    """One statement in the database, as an app's first connection: Postgres keeps statistics
+    of a database from then on, and its autovacuum launcher visits only such databases."""
+    import psycopg
+
+    url = urlsplit(admin_url)._replace(path=f"/{database}").geturl()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT 1")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.postgres_idle", description=__doc__)
     parser.add_argument("--databases", type=int, default=100)
     parser.add_argument("--rest-seconds", type=float, default=60.0)
     parser.add_argument("--setting", action="append", default=[], help="e.g. 'work_mem = 1MB'")
+    parser.add_argument(
+        "--connect-each",
+        action="store_true",
+        help="connect once to every new database, as its app would (autovacuum then visits it)",
+    )
     args = parser.parse_args(argv)
     TunedPostgres.extra = tuple(args.setting)
     with tempfile.TemporaryDirectory(prefix="pg-idle-") as tmp:
@@ -106,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for number in range(args.databases):
                 name = f"bench_{number}"
                 provisioner.ensure(name, name, "bench-password", connection_limit=10)
+                if args.connect_each:
+                    connect_once(admin_url, name)
             report(f"{args.databases} databases, just created", cluster)
             started = time.monotonic()
             ticks = cluster_ticks(cluster)

@@ -19,11 +19,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
-
-from python_on_whales import DockerClient
+from typing import TYPE_CHECKING
 
 from builders.engine_errors import EngineUnreachable, cli_error
 from builders.errors import BuildError, EngineError
+
+if TYPE_CHECKING:
+    from python_on_whales import DockerClient
 
 PROBE_TIMEOUT_SECONDS = 10
 FALLBACK_CLIENTS = ("docker", "/usr/bin/docker", "/usr/local/bin/docker")
@@ -44,6 +46,11 @@ class DockerCLI:
     version: str
 
     def client(self) -> DockerClient:
+        """python-on-whales' client of this CLI; imported here, not with the platform (its
+        pydantic models are megabytes, and the platform's own calls go through `run_docker`
+        and the Engine API)."""
+        from python_on_whales import DockerClient
+
         return DockerClient(client_call=[self.binary])
 
     def describe(self) -> str:

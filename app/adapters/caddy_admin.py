@@ -3,23 +3,15 @@
 
 from __future__ import annotations
 
-import functools
 import socket
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import ssl
+from app.kernel.tls import shared_tls_context
 
+if TYPE_CHECKING:
     import httpx
 
 UNIX_SCHEME = "unix://"
-
-
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    import ssl
-
-    return ssl.create_default_context()
 
 
 def admin_client(admin_url: str, timeout: float) -> httpx.Client:
@@ -29,21 +21,23 @@ def admin_client(admin_url: str, timeout: float) -> httpx.Client:
     Caddy replaces its admin server on every config load, so a kept-alive connection from
     before a ``/load`` is reset by the next request on it. Requests go to :func:`admin_base`.
 
-    Every client shares one TLS context: httpx would build one with the CA bundle per client
-    (~14 ms of CPU per call: every route change, and every reconciler tick's read of the
-    in-flight requests), for an API that speaks plain HTTP.
+    Every client shares the process's TLS context (app/kernel/tls.py): httpx would build one
+    with the CA bundle per client (~14 ms of CPU per call: every route change, and every
+    reconciler tick's read of the in-flight requests), for an API that speaks plain HTTP.
     """
     import httpx  # here: `slipway up`'s supervisor names the socket but never sends a request
 
     headers = {"Connection": "close"}
     if admin_url.startswith(UNIX_SCHEME):
         transport = httpx.HTTPTransport(
-            uds=admin_url.removeprefix(UNIX_SCHEME), verify=_tls_context()
+            uds=admin_url.removeprefix(UNIX_SCHEME), verify=shared_tls_context()
         )
         return httpx.Client(transport=transport, timeout=timeout, headers=headers)
     # Over TCP Caddy checks the Origin of state-changing requests against its own address.
     headers["Origin"] = admin_url.rstrip("/")
-    return httpx.Client(trust_env=False, timeout=timeout, headers=headers, verify=_tls_context())
+    return httpx.Client(
+        trust_env=False, timeout=timeout, headers=headers, verify=shared_tls_context()
+    )
 
 
 def admin_base(admin_url: str) -> str:

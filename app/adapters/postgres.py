@@ -10,6 +10,9 @@ runaway query (a role may still SET its own for a session: a default, not a boun
 Statements are composed with psycopg.sql, never by formatting. The password never reaches the
 server: Slipway computes the SCRAM-SHA-256 verifier itself, so not even a failed, logged
 `CREATE ROLE` statement holds it.
+
+psycopg (with its bundled libpq, ~6 MiB) is imported at the first statement, not with the
+platform: a host whose deployments have no database never loads it (issue 22).
 """
 
 from __future__ import annotations
@@ -20,10 +23,9 @@ import hmac
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
-import psycopg
-from psycopg import sql
 from sqlmodel import col, select
 
 from app.kernel.db import SessionFactory
@@ -31,6 +33,9 @@ from app.kernel.errors import DatabaseError
 from app.kernel.models import Database, Deployment
 from app.kernel.ports import DatabaseProvisioner
 from manifests.containers import DeploymentType
+
+if TYPE_CHECKING:
+    import psycopg
 
 CONNECT_TIMEOUT_SECONDS = 10
 
@@ -76,6 +81,8 @@ class PostgresProvisioner:
         self._port = parts.port or 5432
 
     def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        import psycopg
+
         try:
             return psycopg.connect(
                 self._admin_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
@@ -90,6 +97,9 @@ class PostgresProvisioner:
 
     def ensure(self, name: str, role: str, password: str, *, connection_limit: int) -> None:
         """Create role and database when missing; reset the password to the stored one."""
+        import psycopg
+        from psycopg import sql
+
         try:
             with self._connect() as conn:
                 exists = conn.execute(
@@ -132,6 +142,8 @@ class PostgresProvisioner:
     def limit(self, roles: Iterable[tuple[str, int]]) -> int:
         """Apply today's limits to existing roles, (role, connection limit) each, over one
         connection; a role that is gone is skipped. Returns how many were changed."""
+        import psycopg
+
         done = 0
         try:
             with self._connect() as conn:
@@ -152,6 +164,8 @@ class PostgresProvisioner:
         self, conn: psycopg.Connection[tuple[object, ...]], role: str, connection_limit: int
     ) -> None:
         """Idempotent: the same ALTERs on every run."""
+        from psycopg import sql
+
         identifier = sql.Identifier(role)
         conn.execute(
             sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(
@@ -170,6 +184,9 @@ class PostgresProvisioner:
         )
 
     def drop(self, name: str, role: str) -> None:
+        import psycopg
+        from psycopg import sql
+
         try:
             with self._connect() as conn:
                 conn.execute(

@@ -56,6 +56,14 @@ class Schedule:
         today = datetime.combine(now.astimezone(UTC).date(), self.daily_at)
         return today if today <= now else today - timedelta(days=1)
 
+    def next_moment(self, now: datetime) -> datetime:
+        """Nothing backed up by `now` is due before this: the next daily moment, or an
+        interval from now (a backup's own age may bring it sooner: `DatabaseBackups`)."""
+        if self.every is not None:
+            return now + self.every
+        moment = self.last_moment(now)
+        return now + timedelta(days=1) if moment is None else moment + timedelta(days=1)
+
     def due(self, since: datetime, now: datetime) -> bool:
         """Whether a scheduled moment passed after `since` (the last backup's start)."""
         if self.every is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from app.kernel.ports import Endpoint
+from app.kernel.tls import shared_tls_context
 
 PROBE_TIMEOUT_SECONDS = 2.0
 """One probe's patience; the overall deadline is SLIPWAY_HEALTH_TIMEOUT_SECONDS."""
@@ -22,6 +23,7 @@ class HttpHealthProbe:
             headers={"User-Agent": "Slipway-HealthCheck"},
             limits=httpx.Limits(max_keepalive_connections=0),
             trust_env=False,  # a probe of a replica must never go through a proxy
+            verify=shared_tls_context(),  # plain HTTP: not a CA bundle of its own
         )
 
     def answers(self, endpoint: Endpoint, path: str) -> bool:

@@ -62,6 +62,7 @@ RELOADED = "caddy_config_last_reload_success_timestamp_seconds"
 QUANTILES = (0.5, 0.95, 0.99)
 _COUNT = f"{DURATION}_count"
 _WANTED = frozenset({REQUESTS, IN_FLIGHT, _COUNT, f"{DURATION}_bucket"})
+_KEPT_PREFIXES = (*sorted(_WANTED), RELOADED + " ")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 BUSY_CPU_SECONDS = 0.001
 """A replica's 10 s point is written when it used at least this much CPU in the step (an idle
@@ -203,6 +204,7 @@ class MetricsSampler:
     _usage: dict[str, ReplicaUsage] = field(default_factory=dict)
     """Each running replica's last read."""
     _minute_usage: dict[str, _MinuteUsage] = field(default_factory=dict)
+    _last_read: tuple[str, dict[str, HostCounters], float | None] | None = None
 
     def sample(self) -> int:
         """One step; returns the points written."""
@@ -363,8 +365,7 @@ class MetricsSampler:
         (Caddy's reload stamp tells): across one, a read holds everything since the load."""
         steps = {host: HostCounters() for host in hosts}
         for text in reads:
-            read = parse_router_metrics(text)
-            stamp = reload_stamp(text)
+            read, stamp = self._parsed(text)
             reloaded = self._reloaded is not None and stamp != self._reloaded
             self._reloaded = stamp
             for host in steps:
@@ -375,6 +376,18 @@ class MetricsSampler:
                 steps[host] = added(steps[host], step)
                 steps[host].in_flight = current.in_flight
         return steps
+
+    def _parsed(self, text: str) -> tuple[dict[str, HostCounters], float | None]:
+        """The counts and reload stamp of a read. Only the lines used are kept (Caddy also
+        writes sizes and Go's own metrics); when they are the same as the last read's (no
+        request anywhere since: the router at rest), that read's counts are used again instead
+        of parsed anew (~17 ms for 100 hosts, against ~2 ms to compare; issue 22)."""
+        kept = "\n".join(line for line in text.splitlines() if line.startswith(_KEPT_PREFIXES))
+        if self._last_read is not None and self._last_read[0] == kept:
+            return self._last_read[1], self._last_read[2]
+        read, stamp = parse_router_metrics(kept), reload_stamp(kept)
+        self._last_read = (kept, read, stamp)
+        return read, stamp
 
 
 @dataclass

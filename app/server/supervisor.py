@@ -45,6 +45,18 @@ CHILDREN = ("combined",)
 """The children until the plan names them (app/server/prepare.py `children`)."""
 ENV_PREFIX = "SLIPWAY_"
 """app.kernel.settings.ENV_PREFIX, repeated: importing the settings costs ~35 MiB."""
+MALLOC_ARENAS = "2"
+"""glibc's MALLOC_ARENA_MAX for the API and the worker. glibc gives each thread that allocates
+an arena of its own (up to 8 per core), and an arena keeps the peak of what its thread once
+held; the combined process runs its blocking work (jobs, ticks, requests) on a pool of threads,
+so at rest it held ~10 MiB of such peaks: 116 against 125-127 MiB PSS with one deployment
+(docs/benchmarks/scale.md, issue 22). An operator's own MALLOC_ARENA_MAX wins."""
+
+
+def child_env(environ: dict[str, str], platform_env: dict[str, str]) -> dict[str, str]:
+    """The environment of the API and the worker: the supervisor's, the plan's, and a malloc
+    bounded to MALLOC_ARENAS arenas unless the environment says otherwise."""
+    return {"MALLOC_ARENA_MAX": MALLOC_ARENAS, **environ, **platform_env}
 
 
 class PrepareFailed(Exception):
@@ -257,7 +269,7 @@ class Supervisor:
     def _spawn(self, child: Child) -> None:
         child.process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", child.name],
-            env={**os.environ, **self._env},
+            env=child_env(dict(os.environ), self._env),
         )
         log.info("started", extra={"component": child.name, "pid": child.process.pid})
 

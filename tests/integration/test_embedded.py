@@ -142,6 +142,8 @@ def test_postgres_killed_with_sigkill_is_seen_dead_and_comes_back_on_its_url(
     with psycopg.connect(url, connect_timeout=5) as conn:
         assert conn.execute("SHOW max_connections").fetchone() == ("420",)
         assert conn.execute("SHOW superuser_reserved_connections").fetchone() == ("20",)
+        # Idle deployments' databases are not visited every minute (issue 22).
+        assert conn.execute("SHOW autovacuum_naptime").fetchone() == ("5min",)
 
 
 def _until(what: str, check: Callable[[], bool], seconds: float = 20.0) -> None:

@@ -6,11 +6,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from app.backups.schedule import Schedule
+from app.backups.service import BackupPolicy, DatabaseBackups, PassReport
+from app.kernel.crypto import SecretBox
+from app.kernel.db import SessionFactory, make_engine, migrate
+from app.kernel.errors import DatabaseError
+from app.kernel.models import Database, Deployment, Installation, Repository
 from app.kernel.settings import Settings, SettingsError, load_settings
 from app.server.service import ServicePlan, render_unit
 from jobs.worker import backup_seconds
+from manifests.containers import DeploymentType
 
 T = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -66,3 +73,77 @@ def test_a_path_with_systemd_specials_is_escaped_in_the_unit(tmp_path: Path) -> 
     assert f'ExecStart="{tmp_path}/a \\"b\\" $$HOME 100%%/python" -m app.cli up' in unit
     assert f'EnvironmentFile={tmp_path}/a "b" $HOME 100%%/env' in unit
     assert "User=" not in unit
+
+
+def test_the_next_moment_nothing_backed_up_now_can_be_due() -> None:
+    assert Schedule.parse("03:00").next_moment(T) == datetime(2026, 12, 8, 3, 0, tzinfo=UTC)
+    early = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)
+    assert Schedule.parse("03:00").next_moment(early) == datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
+    assert Schedule.parse("15m").next_moment(T) == T + timedelta(minutes=15)
+
+
+class _FailingDumps:
+    def dump(self, login: object, destination: Path, *, timeout: float) -> int:
+        raise DatabaseError("no cluster in the unit tier")
+
+
+def test_the_minutely_look_for_due_backups_runs_no_query_until_one_can_be_due(
+    tmp_path: Path,
+) -> None:
+    """Issue 22: with a daily schedule the worker's look every minute read every production
+    deployment's newest backup (100 queries a minute at 100 deployments) to find nothing."""
+    url = f"sqlite:///{tmp_path / 'slipway.db'}"
+    migrate(url, tmp_path)
+    engine = make_engine(url)
+    sessions = SessionFactory(engine)
+    secrets = SecretBox("k" * 32)
+    now = [datetime(2026, 12, 7, 2, 58, tzinfo=UTC)]
+    with sessions() as session:
+        session.add(Installation(id=1, account_login="octo"))
+        session.add(Repository(id=1, installation_id=1, full_name="octo/web"))
+        session.commit()
+        deployment = Deployment(
+            repository_id=1,
+            slug="web",
+            environment="web",
+            branch="main",
+            type=DeploymentType.production,
+            created_at=now[0],
+            updated_at=now[0],
+        )
+        session.add(deployment)
+        session.flush()
+        session.add(
+            Database(
+                deployment_id=deployment.id,
+                name="db_web",
+                role="db_web",
+                password_encrypted=secrets.encrypt("pw"),
+                provisioned_at=now[0] - timedelta(days=2),
+            )
+        )
+        session.commit()
+    backups = DatabaseBackups(
+        sessions=sessions,
+        secrets=secrets,
+        dumps=_FailingDumps(),  # type: ignore[arg-type]
+        backups_dir=tmp_path / "backups",
+        policy=BackupPolicy(schedule=Schedule.parse("03:00")),
+        clock=lambda: now[0],
+    )
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+
+    first = backups.run_schedule()  # yesterday's 03:00 came after the database: due
+    assert len(first.failed) == 1
+    now[0] += timedelta(minutes=1)
+    backups.run_schedule()  # a failed backup waits for the next moment: nothing due
+    statements.clear()
+    for _ in range(2):
+        now[0] += timedelta(seconds=25)
+        assert backups.run_schedule() == PassReport()
+    assert statements == []  # 02:59:25 and 02:59:50: before 03:00, not a query
+
+    now[0] = datetime(2026, 12, 7, 3, 0, 1, tzinfo=UTC)
+    assert len(backups.run_schedule().failed) == 1  # at the moment, looked at and tried again
+    assert statements

