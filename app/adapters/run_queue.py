@@ -23,12 +23,14 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import psycopg
 
 from app.kernel.errors import DatabaseError
 from app.kernel.ports import DatabaseLogin
+
+if TYPE_CHECKING:
+    import psycopg
 
 CONNECT_TIMEOUT_SECONDS = 2
 STATEMENT_TIMEOUT_MS = 800
@@ -52,6 +54,10 @@ class PostgresRunQueues:
         self._open: dict[str, tuple[DatabaseLogin, psycopg.Connection[tuple[object, ...]]]] = {}
 
     def run_counts(self, deployment_id: str, login: DatabaseLogin) -> tuple[int, int]:
+        # Imported at the first LangGraph deployment's first read: a platform without one
+        # never holds the driver (issue 22: the combined process at rest).
+        import psycopg
+
         with self._lock:
             conn = self._connection(deployment_id, login)
             try:
@@ -75,6 +81,8 @@ class PostgresRunQueues:
     def _connection(
         self, deployment_id: str, login: DatabaseLogin
     ) -> psycopg.Connection[tuple[object, ...]]:
+        import psycopg
+
         held = self._open.get(deployment_id)
         if held is not None:
             held_login, conn = held
@@ -107,6 +115,8 @@ class PostgresRunQueues:
     def _close(self, deployment_id: str) -> None:
         held = self._open.pop(deployment_id, None)
         if held is not None:
+            import psycopg
+
             with contextlib.suppress(psycopg.Error):
                 held[1].close()
 
