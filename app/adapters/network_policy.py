@@ -18,7 +18,10 @@ its own, refilled in one `iptables-restore` transaction at every `slipway up`:
 
 Several platforms may share a machine (and its docker0, and a pool): each tags its rules with
 its own id (a comment), and applying keeps the other platforms' rules, so the machine allows the
-union of what its platforms allow, all allowances before all refusals.
+union of what its platforms allow, all allowances before all refusals. Applying reads the chains
+and writes them back, so it holds a lock of the machine's (`POLICY_LOCK`) from the reading to
+the writing: two platforms starting or leaving at once would otherwise each write back what
+they read before the other wrote, and one platform's allowances (its apps' database) would go.
 
 The rules are data, rendered by a pure function (`render`); `Iptables` only applies them, with
 argument lists. IPv4 only: the engine runs without IPv6 here, and a container on an IPv4-only
@@ -28,13 +31,16 @@ network has no IPv6 address at all (not even link-local), so it cannot send any.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import ipaddress
 import logging
+import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,6 +87,19 @@ TAGGED = re.compile(r'--comment "?(slipway:[^"\s]*)"?')
 IPTABLES_TIMEOUT_SECONDS = 30.0
 XTABLES_WAIT_SECONDS = "10"
 """How long iptables waits for the lock another firewall user (dockerd) holds."""
+LOCK_NAME = "slipway-network-policy.lock"
+
+
+def default_policy_lock() -> Path:
+    """Where every platform of the machine takes the policy's lock: /run beside iptables' own
+    xtables.lock (writable by root, who applies the policy), else the temporary directory (a
+    firewall changed with CAP_NET_ADMIN alone)."""
+    run = Path("/run")
+    if os.access(run, os.W_OK):
+        return run / LOCK_NAME
+    return Path(tempfile.gettempdir()) / LOCK_NAME
+
+
 OFF_HINT = (
     "set SLIPWAY_NETWORK_POLICY=false to run without it (apps and builds then reach every port "
     "of this host, 169.254.169.254 and the LAN)"
@@ -272,10 +291,31 @@ def run_command(argv: Sequence[str], stdin: str | None = None) -> str:
 class Iptables:
     """The host's firewall through the `iptables` command of the backend Docker uses."""
 
-    def __init__(self, binary: str = "iptables", run: Run = run_command) -> None:
+    def __init__(
+        self, binary: str = "iptables", run: Run = run_command, lock: Path | None = None
+    ) -> None:
         self.binary = binary
         self.restore_binary = f"{binary}-restore"
         self._run = run
+        self._lock_path = lock
+
+    @contextlib.contextmanager
+    def _machine_lock(self) -> Iterator[None]:
+        """Held while the chains are read and written back (`apply`, `remove`): one platform
+        of the machine at a time, so none writes back a listing another has since changed."""
+        path = self._lock_path or default_policy_lock()
+        try:
+            handle = path.open("a")
+        except OSError as exc:
+            raise NetworkPolicyError(
+                f"the network policy's lock {path} could not be opened ({exc}); {OFF_HINT}"
+            ) from exc
+        with handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def apply(
         self, rules: dict[str, list[Rule]], chains: Chains = Chains(), tag: str = TAG_PREFIX
@@ -303,16 +343,20 @@ class Iptables:
             ) from exc
         except (OSError, subprocess.SubprocessError) as exc:
             raise self._error([self.binary, "-S", FORWARD_HOOK], exc) from exc
-        lines = rule_lines(rules)
-        for chain in (chains.forward, chains.input):
-            listed = self.listing(chain) if self._succeeds("-S", chain) else []
-            lines[chain] = merged(lines.get(chain, []), listed, tag)
-        self._call(
-            [self.restore_binary, "-w", XTABLES_WAIT_SECONDS, "--noflush"], restore_input(lines)
-        )
-        for hook, chain in chains.hooks:
-            if not self._succeeds("-C", hook, "-j", chain):
-                self._call([self.binary, "-w", XTABLES_WAIT_SECONDS, "-I", hook, "1", "-j", chain])
+        with self._machine_lock():
+            lines = rule_lines(rules)
+            for chain in (chains.forward, chains.input):
+                listed = self.listing(chain) if self._succeeds("-S", chain) else []
+                lines[chain] = merged(lines.get(chain, []), listed, tag)
+            self._call(
+                [self.restore_binary, "-w", XTABLES_WAIT_SECONDS, "--noflush"],
+                restore_input(lines),
+            )
+            for hook, chain in chains.hooks:
+                if not self._succeeds("-C", hook, "-j", chain):
+                    self._call(
+                        [self.binary, "-w", XTABLES_WAIT_SECONDS, "-I", hook, "1", "-j", chain]
+                    )
 
     def forget(self, tag: str, chains: Chains = Chains()) -> None:
         """Take one platform's rules away, keeping the others' (a test's platform, at its end:
@@ -322,12 +366,13 @@ class Iptables:
 
     def remove(self, chains: Chains = Chains()) -> None:
         """Take the policy away: the jumps, then the chains. Missing pieces are skipped."""
-        for hook, chain in chains.hooks:
-            while self._succeeds("-C", hook, "-j", chain):
-                self._call([self.binary, "-w", XTABLES_WAIT_SECONDS, "-D", hook, "-j", chain])
-        for chain in (chains.forward, chains.input, chains.refuse):
-            if self._succeeds("-F", chain):
-                self._call([self.binary, "-w", XTABLES_WAIT_SECONDS, "-X", chain])
+        with self._machine_lock():
+            for hook, chain in chains.hooks:
+                while self._succeeds("-C", hook, "-j", chain):
+                    self._call([self.binary, "-w", XTABLES_WAIT_SECONDS, "-D", hook, "-j", chain])
+            for chain in (chains.forward, chains.input, chains.refuse):
+                if self._succeeds("-F", chain):
+                    self._call([self.binary, "-w", XTABLES_WAIT_SECONDS, "-X", chain])
 
     def listing(self, chain: str) -> list[str]:
         """`iptables -S chain`: the chain's rules as the firewall holds them."""

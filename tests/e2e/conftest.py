@@ -6,6 +6,12 @@ test_restarts' short recovery and the processes it kills, test_first_run_setup's
 test_backups' schedule of seconds, test_https's ACME CA and router ports) starts its own,
 once per module; those modules run first, so the shared platform is not yet running beside
 them on the machine's two cores.
+
+`make e2e` runs the modules on two workers (tests/support/scheduling.py), longest first: each
+worker starts the shared platform when it first needs it. Platforms on one machine keep apart:
+each has its own DATA_DIR (a worker's own tmp_path), ports the kernel picks, containers and
+networks named after its own ids, spare holders named after its DATA_DIR, and rules of its own
+in the network policy's chains (applied under the machine's lock, app.adapters.network_policy).
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from xdist.remote import Producer
 
+from tests.support import scheduling
 from tests.support.fake_github import FakeGitHub
 from tests.support.git_repos import GitRepo
 from tests.support.images import ensure_busybox_image, ensure_python_image
@@ -35,6 +43,35 @@ HEALTH_TIMEOUT_SECONDS = "8"
 """Short, so the never-healthy test fails in seconds; real apps here answer in under one."""
 
 _repo_ids = itertools.count(1)
+
+SECONDS = {
+    "test_langgraph.py": 164,
+    "test_replicas.py": 112,
+    "test_idle_deployments.py": 96,
+    "test_restarts.py": 79,
+    "test_backups.py": 75,
+    "test_https.py": 54,
+    "test_cli.py": 42,
+    "test_notifications.py": 34,
+    "test_operations.py": 33,
+    "test_first_run_setup.py": 29,
+    "test_bad_input.py": 23,
+    "test_push_to_deploy.py": 21,
+    "test_previews.py": 20,
+    "test_preview_lifecycle.py": 15,
+    "test_tenant_isolation.py": 11,
+    "test_server_logs.py": 10,
+}
+"""Each module's seconds (setup, tests and teardown) on one of two workers, from the junit
+report of a passing run on this machine under a load of 7-16 (428 s wall for 819 s of work):
+relative weights, the longest go first."""
+scheduling.register(Path(__file__).parent, {}, SECONDS)
+
+
+def pytest_xdist_make_scheduler(
+    config: pytest.Config, log: Producer
+) -> scheduling.TierScheduling | None:
+    return scheduling.make_scheduler(config, log)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

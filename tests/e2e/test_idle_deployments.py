@@ -92,7 +92,12 @@ def test_unused_is_noticed_a_request_closes_the_notice_then_deleted_and_keep_exe
         60,
     )
     assert idle["slug"] in notice["title"] and "deleted on" in notice["body"]
-    assert view(platform, idle["id"])["idle"]["notice_issue"] == notice["number"]
+    # The platform stores the issue's number once GitHub has answered: the issue shows first.
+    wait_for(
+        "the notice issue's number on the deployment",
+        lambda: view(platform, idle["id"])["idle"]["notice_issue"] == notice["number"] or None,
+        30,
+    )
 
     assert platform.request(idle["slug"]).status_code == 200  # a use
     wait_for(  # seen at the metrics sampler's next step (10 s), then the next usage tick

@@ -48,7 +48,8 @@ from tests.support.platform import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
-APP_IMAGE = "slipway-test/confined-httpd:1"
+APP_IMAGE = f"slipway-test/confined-httpd:{uuid.uuid4().hex[:8]}"
+"""A tag of this run's own: another run of the module on the machine removes its own at its end."""
 CHATTY_LINES = 2000
 """Lines the app prints before serving: ~100 KB, far more than a tiny rotation keeps."""
 PAGE = "served from inside a confined replica"

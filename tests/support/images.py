@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -122,16 +123,24 @@ def ensure_python_pip_image() -> str:
 def _imported(tag: str, rootfs_tar: Path, packages: str) -> str:
     if image_exists(tag):
         return tag
-    if not rootfs_tar.exists():
-        _debootstrap(rootfs_tar, packages)
-    with rootfs_tar.open("rb") as tar:
-        subprocess.run(
-            [DOCKER, "import", "--change", 'CMD ["python3"]', "-", tag],
-            stdin=tar,
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
+    # One maker at a time (two pytest-xdist workers on a new machine need the same base):
+    # the other waits, then finds the tar or the image, instead of a second debootstrap
+    # writing the same .partial file.
+    rootfs_tar.parent.mkdir(parents=True, exist_ok=True)
+    with rootfs_tar.with_suffix(".lock").open("a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        if image_exists(tag):
+            return tag
+        if not rootfs_tar.exists():
+            _debootstrap(rootfs_tar, packages)
+        with rootfs_tar.open("rb") as tar:
+            subprocess.run(
+                [DOCKER, "import", "--change", 'CMD ["python3"]', "-", tag],
+                stdin=tar,
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
     return tag
 
 

@@ -453,6 +453,17 @@ def remove_docker_objects(deployment_ids: list[str]) -> None:
             docker("rmi", "-f", *images)
     networks = owned(docker("network", "ls", *labelled, "--format", listed))
     if networks:
+        # A replica's holder taken from the spare reserve carries the reserve's label, not its
+        # deployment's: still attached, it kept the network (28-56 left by every e2e run). The
+        # runtime's own teardown (`remove_labelled`) removes what is attached the same way.
+        attached = "{{range $id, $c := .Containers}}{{$id}} {{end}}"
+        holders = [
+            container
+            for line in docker("network", "inspect", "--format", attached, *networks)
+            for container in line.split()
+        ]
+        if holders:
+            docker("rm", "-f", *holders)
         docker("network", "rm", *networks)
 
 

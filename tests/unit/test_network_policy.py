@@ -3,10 +3,12 @@ to half-do. The firewall itself is tried in tests/integration/test_network_polic
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
 import subprocess
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -244,3 +246,77 @@ def test_without_root_the_error_says_so_not_that_dockers_chain_is_missing(
 
     assert "you must be root" in str(caught.value) and "needs root" in str(caught.value)
     assert "DOCKER-USER chain" not in str(caught.value)
+
+
+class SharedFirewall:
+    """The machine's filter table as two platforms' `iptables` see it, with the moment between
+    a platform's reading a chain and its writing it back widened: the first to read waits
+    (briefly) for the other to read too."""
+
+    def __init__(self) -> None:
+        self.chains: dict[str, list[str]] = {}
+        self.hooks: set[tuple[str, str]] = set()
+        self._both_read = threading.Barrier(2, timeout=0.5)
+        self._lock = threading.Lock()
+
+    def run(self, argv: Sequence[str], stdin: str | None) -> str:
+        if argv[0].endswith("-restore"):
+            with self._lock:
+                for line in (stdin or "").splitlines():
+                    if line.startswith(":"):
+                        self.chains[line[1:].split()[0]] = []
+                    elif line.startswith("-A "):
+                        self.chains[line.split()[1]].append(line)
+            return ""
+        command, chain, *rest = argv[3:]  # after `iptables -w 10`
+        if command == "-S" and chain == "DOCKER-USER":
+            return ""
+        if command == "-S" and chain in self.chains:
+            listed = "\n".join([f"-N {chain}", *self.chains[chain]])
+            if chain == "SLIPWAY-INPUT":  # the last read before the write
+                # Alone past the timeout: the other platform waits for this one to write.
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    self._both_read.wait()
+            return listed
+        if command == "-C" and (chain, rest[-1]) in self.hooks:
+            return ""
+        if command == "-I":
+            self.hooks.add((chain, rest[-1]))
+            return ""
+        raise subprocess.CalledProcessError(1, argv, "", "No chain/target/match by that name.")
+
+
+def test_two_platforms_starting_at_once_both_keep_their_rules(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Each reads the chains and writes them back with its own rules: the one that writes last
+    must have read what the other wrote (the e2e tier starts platforms on two workers at once;
+    the lost one's apps would be refused their database)."""
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/sbin/{name}")
+    firewall = SharedFirewall()
+    firewall.chains = {"SLIPWAY-FORWARD": [], "SLIPWAY-INPUT": [], "SLIPWAY-REFUSE": []}
+    tags = [platform_tag(Path("/srv/a")), platform_tag(Path("/srv/b"))]
+    ports = {tags[0]: 5001, tags[1]: 5002}
+    failures: list[BaseException] = []
+
+    def start(tag: str) -> None:
+        policy = platform_policy(pool=POOL, bridge=None, gateway=GATEWAY, database_port=ports[tag])
+        try:
+            Iptables(run=firewall.run, lock=tmp_path / "policy.lock").apply(
+                render(policy, tag=tag), tag=tag
+            )
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    starts = [threading.Thread(target=start, args=(tag,)) for tag in tags]
+    for thread in starts:
+        thread.start()
+    for thread in starts:
+        thread.join(timeout=10)
+
+    assert not failures
+    for chain in ("SLIPWAY-FORWARD", "SLIPWAY-INPUT"):
+        rules = "\n".join(firewall.chains[chain])
+        for tag, port in ports.items():
+            assert f"--dport {port} -m comment --comment {tag} -j RETURN" in rules, rules
+    assert firewall.hooks == {("DOCKER-USER", "SLIPWAY-FORWARD"), ("INPUT", "SLIPWAY-INPUT")}
