@@ -45,7 +45,8 @@ HEALTH_TIMEOUT_SECONDS = "8"
 _repo_ids = itertools.count(1)
 
 SECONDS = {
-    "test_langgraph.py": 164,
+    "test_langgraph.py": 330,
+    "test_langgraph_queue.py": 160,
     "test_replicas.py": 112,
     "test_idle_deployments.py": 96,
     "test_restarts.py": 79,
@@ -58,13 +59,14 @@ SECONDS = {
     "test_bad_input.py": 23,
     "test_push_to_deploy.py": 21,
     "test_previews.py": 20,
-    "test_preview_lifecycle.py": 15,
+    "test_preview_lifecycle.py": 120,
     "test_tenant_isolation.py": 11,
     "test_server_logs.py": 10,
 }
 """Each module's seconds (setup, tests and teardown) on one of two workers, from the junit
 report of a passing run on this machine under a load of 7-16 (428 s wall for 819 s of work):
-relative weights, the longest go first."""
+relative weights, the longest go first. test_langgraph.py's cron, test_langgraph_queue.py and
+test_preview_lifecycle.py's idle preview are their own runs' figures, alone."""
 scheduling.register(Path(__file__).parent, {}, SECONDS)
 
 
