@@ -36,8 +36,11 @@ from tests.support.platform import (
 
 LABEL_TOML = '[previews]\ntrigger = "label"\n'
 DAY_SECONDS = 10.0
-"""A "day" of the idle rules on the idle-TTL platform: `idle_ttl = "3d"` is 30 s."""
-TTL_TOML = '[previews]\nidle_ttl = "3d"\n'
+"""A "day" of the idle rules on the idle-TTL platform: `idle_ttl = "4d"` is 40 s."""
+TTL_DAYS = 4
+"""Long enough beside the metrics sampler's 10 s step for a request made a day after the first
+look to be counted well before the first removal time."""
+TTL_TOML = f'[previews]\nidle_ttl = "{TTL_DAYS}d"\n'
 SECRET = "sk-preview-4f1c9e7a2b"
 """A preview-only secret: in the preview's container, and nowhere else."""
 
@@ -277,11 +280,20 @@ def test_an_unused_preview_goes_after_its_idle_ttl_a_request_keeps_it_a_commit_b
         lambda: (i := idle_of(platform, preview["id"]))["last_used_at"] and i,
         30,
     )
-    assert shown["idle_ttl"] == "3d" and shown["delete_at"] is None
+    assert shown["idle_ttl"] == f"{TTL_DAYS}d" and shown["delete_at"] is None
     unused_until = moment(shown["remove_at"])
-    assert (unused_until - moment(shown["last_used_at"])).total_seconds() == 3 * DAY_SECONDS
+    first_look = moment(shown["last_used_at"])
+    assert (unused_until - first_look).total_seconds() == TTL_DAYS * DAY_SECONDS
 
     # A request through the router before the TTL keeps it: counted again from the request.
+    # Made a day after the first look, so the removal moves at least a day later and the check
+    # below falls between the two times, not on the edge of the second.
+    wait_for(
+        "a day since the first look",
+        lambda: datetime.now(UTC) > first_look + timedelta(seconds=DAY_SECONDS),
+        DAY_SECONDS + 10,
+        every=0.5,
+    )
     assert platform.request(slug).text == "one\n"
     used = wait_for(  # the metrics sampler's next step (10 s), then the next usage tick
         "the request to be seen as a use",
@@ -293,10 +305,12 @@ def test_an_unused_preview_goes_after_its_idle_ttl_a_request_keeps_it_a_commit_b
         45,
     )
     kept_until = moment(used["remove_at"])
-    wait_for(  # and a few of the usage tick's runs (every second) after it
+    assert kept_until - unused_until >= timedelta(seconds=DAY_SECONDS)
+    between = unused_until + (kept_until - unused_until) / 2
+    wait_for(  # the usage tick has run (every second) several times since the first time
         "the first removal time to pass",
-        lambda: datetime.now(UTC) > unused_until + timedelta(seconds=3),
-        3 * DAY_SECONDS + 10,
+        lambda: datetime.now(UTC) > between,
+        TTL_DAYS * DAY_SECONDS + 10,
         every=0.5,
     )
     assert platform.api(status_path)["status"] == "active"
@@ -309,14 +323,17 @@ def test_an_unused_preview_goes_after_its_idle_ttl_a_request_keeps_it_a_commit_b
         return datetime.now(UTC) if gone else None
 
     removed = wait_for(
-        "the unused preview to be removed", removed_at, 3 * DAY_SECONDS + 30, every=0.5
+        "the unused preview to be removed", removed_at, TTL_DAYS * DAY_SECONDS + 30, every=0.5
     )
     assert removed >= kept_until
     assert platform.request(slug).status_code == 404
     wait_for("the preview's database to be gone", lambda: not connects(uri), 60)
     wait_for("no container of the preview", lambda: not containers_of(preview["id"]), 60)
     body = prs.comment_saying(
-        1, "🗑️ **Removed**", "after 3 days without a request or a trace", '`idle_ttl = "3d"`'
+        1,
+        "🗑️ **Removed**",
+        f"after {TTL_DAYS} days without a request or a trace",
+        f'`idle_ttl = "{TTL_DAYS}d"`',
     )
     assert "a new commit on the pull request" in body and url not in body
     assert github.pull_request(prs.full_name, 1)["state"] == "open"
