@@ -91,6 +91,7 @@ def dashboard(
     public_url: str = PUBLIC,
     run_revisions: bool = False,
     outputs: HeldOutputs | None = None,
+    **more_settings: Any,
 ) -> tuple[Litestar, RecordingQueue]:
     fake = platform.github
     fake.register_oauth_client(
@@ -102,6 +103,7 @@ def dashboard(
         public_url=public_url,
         github_url=fake.url,
         github_api_url=fake.url,
+        **more_settings,
     )
     doorman = Doorman(
         browser_sessions=BrowserSessions(b"s" * 32, timedelta(hours=12), platform.clock),

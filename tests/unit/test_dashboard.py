@@ -382,3 +382,28 @@ def test_the_oauth_client_comes_from_the_environment_else_from_setup(
     assert oauth_client(bare, sessions, box) is None
     with pytest.raises(ValidationError, match="go together"):
         Settings(_env_file=None, data_dir=tmp_path, github_client_id="Iv1.env")
+
+
+def test_a_deployments_page_links_its_tracing_project_and_says_when_it_was_last_used(
+    platform: Platform, tmp_path: Path, live: str
+) -> None:
+    deployment = platform.deployment()
+    with platform.sessions() as session:
+        row = session.get(Deployment, deployment.id)
+        assert row is not None
+        row.tracing_project_url = "https://smith.example.test/o/1/projects/p/abc"
+        row.last_used_at = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+        session.add(row)
+        session.commit()
+    app, _ = dashboard(platform, tmp_path, langsmith_api_key="lsv2-secret-key")
+    with TestClient(app=app, base_url=PUBLIC) as client:
+        sign_in_with_github(client, platform, "octo")
+        page = client.get(f"/dashboard/deployments/{deployment.id}")
+
+    assert page.status_code == 200
+    assert (
+        f'<a href="https://smith.example.test/o/1/projects/p/abc">{deployment.slug}</a>'
+        in page.text
+    )
+    assert "Last used" in page.text and "2026-12-01 09:30:00 UTC" in page.text
+    assert "lsv2-secret-key" not in page.text

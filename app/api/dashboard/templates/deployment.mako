@@ -10,6 +10,32 @@
   % if view.last_exit_reason:
   <dt>Last exit</dt><dd>${view.last_exit_reason}</dd>
   % endif
+  % if view.tracing:
+  <dt>Tracing</dt>
+  <dd>
+    % if view.tracing.project_url:
+    <a href="${view.tracing.project_url}">${view.tracing.project}</a> on LangSmith
+    % else:
+    ${view.tracing.project} <span class="note">(the project is not made yet${": " + view.tracing.error if view.tracing.error else ""})</span>
+    % endif
+    % if view.tracing.studio_url:
+    · <a href="${view.tracing.studio_url}">Open in Studio</a>
+    % endif
+  </dd>
+  % endif
+  % if view.idle:
+  <dt>Last used</dt>
+  <dd>
+    ${stamp(view.idle.last_used_at) if view.idle.last_used_at else "not counted yet"}
+    % if view.idle.keep:
+    (kept: never removed for going unused)
+    % elif view.idle.remove_at:
+    (removed if unused until ${stamp(view.idle.remove_at)}: idle_ttl ${view.idle.idle_ttl})
+    % elif view.idle.delete_at:
+    (deleted if unused until ${stamp(view.idle.delete_at)})
+    % endif
+  </dd>
+  % endif
 </dl>
 
 % if writable:
