@@ -120,11 +120,11 @@ def test_a_person_signs_in_reads_a_build_log_follows_logs_changes_env_and_rolls_
     expect(page.get_by_role("heading", name="Deployments")).to_be_visible()
     expect(page.get_by_text("Signed in as")).to_contain_text(LOGIN)
 
-    # The list: this repository's deployment, live at revision 1; nobody else's.
+    # The list: this repository's deployment, active, live at revision 1; nobody else's.
     rows = page.get_by_role("row").filter(has=page.get_by_role("link", name=slug, exact=True))
     expect(rows).to_have_count(1)
     expect(rows).to_contain_text(full_name)
-    expect(rows).to_contain_text("live")
+    expect(rows).to_contain_text("active")
     expect(rows).to_contain_text("#1")
     expect(page.get_by_role("table").get_by_role("row")).to_have_count(2)  # header + this one
 
