@@ -66,7 +66,7 @@ SECONDS = {
     "test_preview_lifecycle.py": 120,
     "test_tenant_isolation.py": 11,
     "test_server_logs.py": 10,
-    "test_dashboard.py": 30,
+    "test_dashboard.py": 25,
 }
 """Each module's seconds (setup, tests and teardown) on one of two workers, from the junit
 report of a passing run on this machine under a load of 7-16 (428 s wall for 819 s of work):

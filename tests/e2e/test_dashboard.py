@@ -175,8 +175,8 @@ def test_a_person_signs_in_reads_a_build_log_follows_logs_changes_env_and_rolls_
     expect(third).to_contain_text("(rollback)")
     expect(page.get_by_role("cell", name=NEW_GREETING)).to_have_count(0)
 
-    # Still live after those reloads (each page's follow was given back as it went): a line
-    # printed by revision 3's replica.
+    # Still live on the page reloaded after the rollback (each reload opened a new follow of
+    # the viewer's few): a line printed by revision 3's replica.
     again = f"/after-rollback-{uuid.uuid4().hex[:8]}"
     assert platform.request(slug, again).status_code == 200
     expect(server_log).to_contain_text(f"served {again}")
