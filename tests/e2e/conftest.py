@@ -1,6 +1,7 @@
 """The e2e tier: `slipway up` as a subprocess, a fake GitHub, real Docker, BuildKit and Caddy.
 
-One platform (`platform`) serves every module that needs nothing special of it. A module that
+One platform (`platform`) serves every module that needs nothing special of it (with the
+App's OAuth client, for test_dashboard's sign-in). A module that
 needs settings of its own (test_replicas' fast autoscaling, test_langgraph's wheel index,
 test_restarts' short recovery and the processes it kills, test_first_run_setup's missing App,
 test_backups' schedule of seconds, test_https's ACME CA and router ports) starts its own,
@@ -32,9 +33,12 @@ from tests.support.images import ensure_busybox_image, ensure_python_image
 from tests.support.platform import (
     ACCOUNT,
     INSTALLATION_ID,
+    OAUTH_CLIENT_ID,
+    OAUTH_CLIENT_SECRET,
     RepoFactory,
     RunningPlatform,
     connect_repository,
+    register_dashboard_client,
     start_platform,
 )
 from tests.support.receivers import SmtpReceiver, WebhookReceiver
@@ -62,6 +66,7 @@ SECONDS = {
     "test_preview_lifecycle.py": 120,
     "test_tenant_isolation.py": 11,
     "test_server_logs.py": 10,
+    "test_dashboard.py": 25,
 }
 """Each module's seconds (setup, tests and teardown) on one of two workers, from the junit
 report of a passing run on this machine under a load of 7-16 (428 s wall for 819 s of work):
@@ -131,7 +136,10 @@ def platform(
         github,
         health_timeout_seconds=HEALTH_TIMEOUT_SECONDS,
         notify=f"{receivers.webhook.url} {receivers.smtp.url}",
+        github_client_id=OAUTH_CLIENT_ID,
+        github_client_secret=OAUTH_CLIENT_SECRET,
     )
+    register_dashboard_client(running, github)
     yield running
     running.stop_and_clean()
 

@@ -32,6 +32,7 @@ from app.adapters.network_policy import Iptables, platform_tag
 from app.kernel.crypto import SecretBox
 from app.server.embedded import EmbeddedPostgres, free_port
 from app.server.embedded._caddy import default_admin_socket
+from app.setup.flow import OAUTH_CALLBACK_PATH
 from tests.support.fake_github import FakeGitHub
 from tests.support.fake_github.payloads import ZERO_SHA, installation_payload, push_payload
 from tests.support.fake_github.payloads import headers as webhook_headers
@@ -43,6 +44,10 @@ INSTALLATION_ID = 4242
 """The installation the e2e tier's and the benches' repositories belong to."""
 ACCOUNT = "octo-org"
 WEBHOOK_SECRET = "test-webhook-secret-3f9c"
+OAUTH_CLIENT_ID = "Iv1.slipwaye2e0001"
+OAUTH_CLIENT_SECRET = "test-oauth-client-secret-8d2e"
+"""The App's OAuth client (SLIPWAY_GITHUB_CLIENT_ID/SECRET) on the shared platform: the
+dashboard's "Sign in with GitHub" (`register_dashboard_client` tells the fake of it)."""
 SETTLED = frozenset({"live", "failed"})
 """Where a revision's pipeline stops when nothing supersedes it."""
 STARTUP_TIMEOUT_SECONDS = 90.0
@@ -465,6 +470,14 @@ def remove_docker_objects(deployment_ids: list[str]) -> None:
         if holders:
             docker("rm", "-f", *holders)
         docker("network", "rm", *networks)
+
+
+def register_dashboard_client(platform: RunningPlatform, github: FakeGitHub) -> None:
+    """The fake GitHub knows the platform's OAuth client and its dashboard callback URL, as
+    the App's settings page on GitHub would (PUBLIC_URL unset: the API's own address)."""
+    github.register_oauth_client(
+        OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, [platform.api_url + OAUTH_CALLBACK_PATH]
+    )
 
 
 RepoFactory = Callable[[str, dict[str, str | bytes]], tuple[GitRepo, dict[str, Any]]]
