@@ -20,6 +20,7 @@ from app.access.browser_sessions import COOKIE, BrowserSession, BrowserSessions
 from app.access.tokens import create_token
 from app.api.dashboard.render import TEMPLATES, Pages
 from app.api.deployments import deployment_summaries, deployment_view
+from app.bootstrap import browser_sessions
 from app.github.oauth import GitHubOAuth, OAuthClient
 from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory
@@ -407,3 +408,18 @@ def test_a_deployments_page_links_its_tracing_project_and_says_when_it_was_last_
     )
     assert "Last used" in page.text and "2026-12-01 09:30:00 UTC" in page.text
     assert "lsv2-secret-key" not in page.text
+
+
+def test_the_dashboard_session_lasts_as_long_as_the_setting_says(
+    platform: Platform, tmp_path: Path
+) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path, dashboard_session_hours=2)
+    sessions = browser_sessions(settings, SecretBox("k" * 32), platform.clock)
+    sealed = sessions.seal(BrowserSession(github_login="octo", github_token="ghu_x"))
+
+    assert sessions.lifetime == timedelta(hours=2)
+    assert sessions.open(sealed) is not None
+    platform.clock.now += timedelta(hours=2, minutes=1)
+    assert sessions.open(sealed) is None
+    with pytest.raises(ValidationError, match="dashboard_session_hours"):
+        Settings(_env_file=None, data_dir=tmp_path, dashboard_session_hours=0)
