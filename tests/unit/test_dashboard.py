@@ -21,6 +21,7 @@ from app.access.tokens import create_token
 from app.api.dashboard.render import TEMPLATES, Pages
 from app.api.deployments import deployment_summaries, deployment_view
 from app.bootstrap import browser_sessions
+from app.deployments.environment import EnvScope
 from app.github.oauth import GitHubOAuth, OAuthClient
 from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory
@@ -423,3 +424,33 @@ def test_the_dashboard_session_lasts_as_long_as_the_setting_says(
     assert sessions.open(sealed) is None
     with pytest.raises(ValidationError, match="dashboard_session_hours"):
         Settings(_env_file=None, data_dir=tmp_path, dashboard_session_hours=0)
+
+
+def test_a_writer_sets_a_previews_only_value_and_sees_it_listed_apart(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform
+) -> None:
+    client, queue = site
+    sign_in_with_github(client, platform, "octo")
+    deployment = platform.deployment()
+    page = client.get(f"/dashboard/deployments/{deployment.id}")
+    assert '<option value="previews">its previews only</option>' in page.text
+
+    changed = client.post(
+        f"/dashboard/deployments/{deployment.id}/env",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "name": "SANDBOX_KEY",
+            "value": "sk-test-1",
+            "secret": "1",
+            "scope": "previews",
+        },
+    )
+
+    assert changed.status_code == 200
+    previews = changed.text.split('id="previews-env"', 1)[1]
+    assert "<code>SANDBOX_KEY</code>" in previews and "secret (not shown)" in previews
+    assert "<code>SANDBOX_KEY</code>" not in changed.text.split('id="previews-env"', 1)[0]
+    assert "sk-test-1" not in changed.text
+    assert platform.operations.env(deployment.id, EnvScope.previews).secrets == ["SANDBOX_KEY"]
+    assert platform.operations.env(deployment.id).values == {}
+    assert all(not job[1]["start_revisions"] for job in queue.jobs)  # production unchanged

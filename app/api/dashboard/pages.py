@@ -37,7 +37,7 @@ from app.api.deployments import carry_out, deployment_summaries, deployment_view
 from app.api.logs import server_logs as api_server_logs
 from app.api.schemas import DeploymentView
 from app.deployments import revisions as revision_store
-from app.deployments.environment import EnvChange
+from app.deployments.environment import EnvChange, EnvScope
 from app.deployments.operations import DeploymentOperations
 from app.deployments.registry import get_deployment, list_deployments
 from app.kernel.db import SessionFactory
@@ -381,7 +381,7 @@ async def deployment_page(
             view = deployment_view(session, deployment, settings)
             rows = revision_store.list_revisions(session, deployment.id)
             scaling = scaling_report(session, deployment, autoscale_defaults(settings))
-        env, _ = operations.env_with_overrides(deployment.id)
+        env, previews_env = operations.env_with_overrides(deployment.id)
         points = series(sessions, deployment.id, utcnow() - CHART_WINDOW, COARSE_STEP_SECONDS)
         return {
             "charts": _charts(points),
@@ -392,6 +392,7 @@ async def deployment_page(
             "revisions": rows[:REVISIONS_SHOWN],
             "more_revisions": max(len(rows) - REVISIONS_SHOWN, 0),
             "env": env,
+            "previews_env": previews_env,
             "writable": viewer.may_write(deployment.repository_id),
             "repository_url": f"{str(settings.github_url).rstrip('/')}/{view.repository}",
             "commit_url": _commit_link(settings, view.repository),
@@ -611,13 +612,20 @@ async def change_env(
     viewer = await _writer_of(request, doorman, sessions, deployment_id, data)
     name = str(data.get("name") or "").strip()
     value = str(data.get("value") or "")
+    scope_text = str(data.get("scope") or EnvScope.deployment.value)
+    try:
+        scope = EnvScope(scope_text)
+    except ValueError:
+        raise InvalidRequest("scope: give deployment or previews") from None
     if data.get("unset"):
         change = EnvChange(unset=[name])
     elif data.get("secret"):
         change = EnvChange(secrets={name: value})
     else:
         change = EnvChange(set={name: value})
-    done = await asyncio.to_thread(operations.change_env, deployment_id, change, viewer.caller)
+    done = await asyncio.to_thread(
+        operations.change_env, deployment_id, change, viewer.caller, scope
+    )
     await carry_out(queue, done.outcome)
     return _back(_page_of(deployment_id), done.outcome.summary)
 

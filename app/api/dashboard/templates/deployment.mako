@@ -149,6 +149,24 @@
 % endif
 </tbody>
 </table>
+% if previews_env is not None:
+<h3 id="previews-env">Previews only</h3>
+<p class="hint">What this deployment's previews get over the values above; each preview picks a change up at its next revision.</p>
+<table class="grid" aria-labelledby="previews-env">
+<thead><tr><th scope="col">Name</th><th scope="col">Value</th></tr></thead>
+<tbody>
+% for name, value in previews_env.variables.items():
+<tr><th scope="row"><code>${name}</code></th><td><code>${value}</code></td></tr>
+% endfor
+% for name in previews_env.secrets:
+<tr><th scope="row"><code>${name}</code></th><td><em>secret (not shown)</em></td></tr>
+% endfor
+% if not previews_env.variables and not previews_env.secrets:
+<tr><td colspan="2">No previews-only variables.</td></tr>
+% endif
+</tbody>
+</table>
+% endif
 % if writable:
 <form method="post" action="/dashboard/deployments/${view.id}/env" class="row">
   <input type="hidden" name="csrf_token" value="${csrf}">
@@ -158,6 +176,13 @@
   <input id="env-value" name="value">
   <label><input type="checkbox" name="secret" value="1"> secret</label>
   <label><input type="checkbox" name="unset" value="1"> remove</label>
+  % if previews_env is not None:
+  <label for="env-scope">For</label>
+  <select id="env-scope" name="scope">
+    <option value="deployment" selected>this deployment</option>
+    <option value="previews">its previews only</option>
+  </select>
+  % endif
   <button type="submit">Save and redeploy</button>
 </form>
 % endif
