@@ -26,6 +26,7 @@ from app.github.oauth import GitHubOAuth, OAuthClient
 from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory
 from app.kernel.models import Deployment, MetricPoint, Revision, RevisionState
+from app.kernel.orders import WorkOrder
 from app.kernel.settings import Settings
 from app.replicas.autoscaler import Decision, Reason, ScalerState
 from app.setup.credentials import oauth_client
@@ -454,3 +455,43 @@ def test_a_writer_sets_a_previews_only_value_and_sees_it_listed_apart(
     assert platform.operations.env(deployment.id, EnvScope.previews).secrets == ["SANDBOX_KEY"]
     assert platform.operations.env(deployment.id).values == {}
     assert all(not job[1]["start_revisions"] for job in queue.jobs)  # production unchanged
+
+
+def test_a_writer_approves_a_forks_commit_and_it_is_built_as_the_check_runs_button_does(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform
+) -> None:
+    client, queue = site
+    outcome = platform.pull_request_event("opened", 7, platform.commit(), fork="stranger/web")
+    [revision_id] = outcome.announce_revisions
+    preview = platform.preview_deployment(7)
+    platform.github.set_permission("octo/web", "reader", "read")
+    sign_in_with_github(client, platform, "reader")
+    read_only = client.get(f"/dashboard/deployments/{preview.id}")
+    assert "waiting for approval" in read_only.text and "Approve and build" not in read_only.text
+    refused = client.post(
+        f"/dashboard/deployments/{preview.id}/revisions/{revision_id}/approve",
+        data={"csrf_token": csrf_of(read_only.text)},
+    )
+    assert refused.status_code == 403 and platform.revision(revision_id).approved_by is None
+
+    sign_in_with_github(client, platform, "octo")
+    page = client.get(f"/dashboard/deployments/{preview.id}")
+    assert 'aria-label="Approve and build revision 1"' in page.text
+    approved = client.post(
+        f"/dashboard/deployments/{preview.id}/revisions/{revision_id}/approve",
+        data={"csrf_token": csrf_of(page.text)},
+    )
+
+    assert approved.status_code == 200 and "approved" in approved.text
+    assert "Approve and build revision" not in approved.text
+    assert "(approved by octo)" in approved.text
+    assert platform.revision(revision_id).approved_by == "octo"
+    [(_, order)] = [job for job in queue.jobs if job[1].get("approved_revisions")]
+    assert order["approved_revisions"] == [revision_id]
+    platform.orders.carry_out(WorkOrder.from_dict(order))
+    assert platform.pipeline.run(revision_id) is RevisionState.live
+    again = client.post(
+        f"/dashboard/deployments/{preview.id}/revisions/{revision_id}/approve",
+        data={"csrf_token": csrf_of(page.text)},
+    )
+    assert "already approved by @octo" in again.text

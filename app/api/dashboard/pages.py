@@ -36,6 +36,7 @@ from app.api.dashboard.viewer import Doorman, Viewer
 from app.api.deployments import carry_out, deployment_summaries, deployment_view
 from app.api.logs import server_logs as api_server_logs
 from app.api.schemas import DeploymentView
+from app.deliveries.approvals import approve_revision
 from app.deployments import revisions as revision_store
 from app.deployments.environment import EnvChange, EnvScope
 from app.deployments.operations import DeploymentOperations
@@ -49,6 +50,7 @@ from app.kernel.errors import (
     PermissionDenied,
 )
 from app.kernel.models import Deployment, MetricPoint, Repository, Revision
+from app.kernel.orders import WorkOrder
 from app.kernel.ports import Clock
 from app.kernel.settings import Settings
 from app.kernel.timestamps import utcnow
@@ -630,6 +632,46 @@ async def change_env(
     return _back(_page_of(deployment_id), done.outcome.summary)
 
 
+@post(
+    "/deployments/{deployment_id:str}/revisions/{revision_id:str}/approve",
+    include_in_schema=False,
+)
+async def approve(
+    request: Request[Any, Any, Any],
+    deployment_id: FromPath[str],
+    revision_id: FromPath[str],
+    doorman: NamedDependency[Doorman],
+    sessions: NamedDependency[SessionFactory],
+    queue: NamedDependency[ArqRedis],
+    clock: NamedDependency[Clock],
+    data: URLEncodedBody[dict[str, Any]],
+) -> Redirect:
+    """A fork's commit approved for building: the same rule and work as the check run's
+    "Deploy preview" button (app/deliveries/approvals.py), the approver being the viewer."""
+    viewer = await _writer_of(request, doorman, sessions, deployment_id, data)
+
+    def approved() -> WorkOrder:
+        with sessions() as session:
+            revision = revision_store.get_revision(session, revision_id)
+            if revision.deployment_id != deployment_id:
+                raise NotFoundError(f"revision {revision_id} is not one of this deployment's")
+            order = approve_revision(
+                session,
+                revision,
+                viewer.caller.name,
+                lambda repository: viewer.role(repository.id),
+                clock(),
+                f"Approve and build of #{revision.number} ({revision.commit_sha[:7]}) "
+                f"by {viewer.caller.name}",
+            )
+            session.commit()
+            return order
+
+    order = await asyncio.to_thread(approved)
+    await carry_out(queue, order)
+    return _back(_page_of(deployment_id), order.summary)
+
+
 @post("/deployments/{deployment_id:str}/delete", include_in_schema=False)
 async def delete(
     request: Request[Any, Any, Any],
@@ -661,6 +703,7 @@ ROUTES = [
     deploy,
     rollback,
     change_env,
+    approve,
     delete,
 ]
 

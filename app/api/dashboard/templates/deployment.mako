@@ -59,13 +59,19 @@
 <tr>
   <th scope="row"><a href="/dashboard/revisions/${rev.id}">#${rev.number}</a></th>
   <td><a href="${commit_url(rev.commit_sha)}"><code>${rev.commit_sha[:7]}</code></a> ${rev.commit_message.splitlines()[0][:80] if rev.commit_message else ''}</td>
-  <td><span class="state state-${rev.state.value}">${rev.state.value}</span>${' (rollback)' if rev.rollback_of else ''}</td>
+  <td><span class="state state-${rev.state.value}">${rev.state.value}</span>${' (rollback)' if rev.rollback_of else ''}${' (a fork\'s commit: waiting for approval)' if rev.approval_required and not rev.approved_by and rev.state.value == 'queued' else ''}${' (approved by ' + rev.approved_by + ')' if rev.approved_by else ''}</td>
   <td>${seconds(rev.build_started_at, rev.build_finished_at)}</td>
   <td>${seconds(rev.deploy_started_at, rev.live_at)}</td>
   <td>${rev.requested_by or 'push'}</td>
   <td>${stamp(rev.created_at)}</td>
   % if writable:
   <td>
+    % if rev.approval_required and not rev.approved_by and rev.state.value == 'queued':
+    <form method="post" action="/dashboard/deployments/${view.id}/revisions/${rev.id}/approve" class="inline">
+      <input type="hidden" name="csrf_token" value="${csrf}">
+      <button type="submit" aria-label="Approve and build revision ${rev.number}">Approve and build</button>
+    </form>
+    % endif
     % if rev.state.value == 'superseded' and rev.image:
     <form method="post" action="/dashboard/deployments/${view.id}/rollback" class="inline">
       <input type="hidden" name="csrf_token" value="${csrf}">
