@@ -495,3 +495,33 @@ def test_a_writer_approves_a_forks_commit_and_it_is_built_as_the_check_runs_butt
         data={"csrf_token": csrf_of(page.text)},
     )
     assert "already approved by @octo" in again.text
+
+
+def test_a_building_revisions_page_follows_its_build_log_over_the_apis_handler(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform, live: str
+) -> None:
+    client, _ = site
+    outcome = platform.pull_request_event("opened", 7, platform.commit(), fork="stranger/web")
+    [waiting] = outcome.announce_revisions
+    assert client.get(f"/dashboard/revisions/{live}/log", follow_redirects=False).status_code == 303
+    sign_in_with_github(client, platform, "octo")
+
+    pending = client.get(f"/dashboard/revisions/{waiting}")
+    done = client.get(f"/dashboard/revisions/{live}")
+    followed = client.get(f"/dashboard/revisions/{live}/log?follow=true")
+
+    assert f'data-follow="/dashboard/revisions/{waiting}/log?follow=true"' in pending.text
+    assert "(no build log yet)" in pending.text  # the snapshot, for a page without JavaScript
+    assert "data-follow" not in done.text.split('id="build-log"', 1)[1]
+    assert followed.status_code == 200 and followed.headers["content-type"].startswith("text/plain")
+    snapshot = client.get(f"/dashboard/revisions/{live}/log").text
+    assert followed.text == snapshot != "" and snapshot.splitlines()[0] in done.text
+
+    signed = urlsplit(platform.links.signer.sign(PUBLIC, f"/dashboard/revisions/{live}"))
+    client.cookies.clear()
+    by_link = client.get(f"{signed.path}/log?follow=true&{signed.query}")
+    forged = client.get(
+        f"/dashboard/revisions/{waiting}/log?follow=true&{signed.query}", follow_redirects=False
+    )
+    assert by_link.status_code == 200 and by_link.text == snapshot
+    assert forged.status_code == 303

@@ -30,10 +30,11 @@ from sqlmodel import Session, col, select
 from app.access.browser_sessions import COOKIE, CSRF_FIELD, STATE_COOKIE, BrowserSession
 from app.access.follows import LogFollows
 from app.access.links import EXPIRES, SIGNATURE, LinkSigner
+from app.api.auth import SIGNED_LINK
 from app.api.dashboard.charts import Chart, chart, sparkline
 from app.api.dashboard.render import STATIC, Pages
 from app.api.dashboard.viewer import Doorman, Viewer
-from app.api.deployments import carry_out, deployment_summaries, deployment_view
+from app.api.deployments import build_log, carry_out, deployment_summaries, deployment_view
 from app.api.logs import server_logs as api_server_logs
 from app.api.schemas import DeploymentView
 from app.deliveries.approvals import approve_revision
@@ -49,7 +50,7 @@ from app.kernel.errors import (
     NotFoundError,
     PermissionDenied,
 )
-from app.kernel.models import Deployment, MetricPoint, Repository, Revision
+from app.kernel.models import PENDING_STATES, Deployment, MetricPoint, Repository, Revision
 from app.kernel.orders import WorkOrder
 from app.kernel.ports import Clock
 from app.kernel.settings import Settings
@@ -434,6 +435,7 @@ async def revision_page(
     viewer = None if signed else await _viewer(request, doorman)
     if viewer is None and not signed:
         return Redirect(path=f"{BASE}/sign-in", status_code=HTTP_303_SEE_OTHER)
+    follow_query = urlencode({"follow": "true", EXPIRES: expires, SIGNATURE: signature})
 
     def gather() -> dict[str, Any]:
         with sessions() as session:
@@ -451,6 +453,12 @@ async def revision_page(
             "commit_url": _commit_link(settings, full_name)(revision.commit_sha),
             "log_text": text,
             "clipped": clipped,
+            "follow_url": (
+                f"{BASE}/revisions/{quote(revision.id, safe='')}/log?"
+                + (follow_query if signed else "follow=true")
+                if revision.state in PENDING_STATES
+                else None
+            ),
         }
 
     context = await asyncio.to_thread(gather)
@@ -489,6 +497,47 @@ def _log_tail(config: PipelineConfig, revision: Revision) -> tuple[str, int]:
             return handle.read().decode("utf-8", "replace"), start
     except FileNotFoundError:
         return "", 0
+
+
+@get("/revisions/{revision_id:str}/log", include_in_schema=False)
+async def revision_log(
+    request: Request[Any, Any, Any],
+    revision_id: FromPath[str],
+    doorman: NamedDependency[Doorman],
+    sessions: NamedDependency[SessionFactory],
+    settings: NamedDependency[Settings],
+    pipeline_config: NamedDependency[PipelineConfig],
+    link_signer: NamedDependency[LinkSigner],
+    follows: NamedDependency[LogFollows],
+    clock: NamedDependency[Clock],
+    follow: FromQuery[bool] = False,
+) -> Response[Any]:
+    """A revision's build log as the API gives it (GET /api/revisions/<id>/logs, the same
+    handler and per-caller bound on follows), for whoever may open the revision's page: a
+    viewer who may read its repository, or the page's signed link."""
+    params = request.query_params
+    expires, signature = params.get(EXPIRES), params.get(SIGNATURE)
+    page = f"{BASE}/revisions/{revision_id}"
+    signed = bool(expires and signature) and link_signer.verify(
+        page, str(expires), str(signature), clock()
+    )
+    if signed:
+        request.scope["user"] = SIGNED_LINK
+    else:
+        viewer = await _signed_in(request, doorman)
+
+        def repository_id() -> int:
+            with sessions() as session:
+                revision = revision_store.get_revision(session, revision_id)
+                deployment = session.get(Deployment, revision.deployment_id)
+                assert deployment is not None
+                return deployment.repository_id
+
+        viewer.require_read(await asyncio.to_thread(repository_id))
+        request.scope["user"] = viewer.caller
+    return await build_log(
+        request, revision_id, sessions, pipeline_config, settings, follows, follow=follow
+    )
 
 
 @get("/deployments/{deployment_id:str}/logs", include_in_schema=False)
@@ -699,6 +748,7 @@ ROUTES = [
     deployments_page,
     deployment_page,
     revision_page,
+    revision_log,
     deployment_logs,
     deploy,
     rollback,
