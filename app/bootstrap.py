@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from app.access.browser_sessions import BrowserSessions
 from app.access.links import LinkSigner, RevisionLinks
 from app.adapters.apprise_channels import AppriseChannels
 from app.adapters.caddy import AutomaticHttps, CaddyRouter, WildcardCertificate
@@ -167,6 +168,17 @@ def link_signer(settings: Settings, secrets: SecretBox, clock: Clock = utcnow) -
     return LinkSigner(
         secrets.derive_key("signed-links"),
         timedelta(days=settings.link_lifetime_days),
+        clock,
+    )
+
+
+def browser_sessions(
+    settings: Settings, secrets: SecretBox, clock: Clock = utcnow
+) -> BrowserSessions:
+    """The dashboard's sign-ins: sealed with their own key, lasting `DASHBOARD_SESSION_HOURS`."""
+    return BrowserSessions(
+        secrets.derive_key("dashboard-session"),
+        timedelta(hours=settings.dashboard_session_hours),
         clock,
     )
 

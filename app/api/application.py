@@ -23,7 +23,6 @@ from litestar.status_codes import (
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 
-from app.access.browser_sessions import BrowserSessions
 from app.access.follows import LogFollows
 from app.access.tokens import admin_token_path, ensure_admin_token
 from app.adapters.caddy import CaddyRouter
@@ -46,6 +45,7 @@ from app.api.webhooks import DeliveryQueue, Receiver, WebhookController
 from app.bootstrap import (
     app_setup,
     automatic_https,
+    browser_sessions,
     commit_resolver,
     custom_domains,
     database_backups,
@@ -78,9 +78,6 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "1"
 """The API's version in its OpenAPI description: raised when a route changes incompatibly."""
-
-DASHBOARD_SESSION_LIFETIME = timedelta(hours=12)
-"""How long a dashboard sign-in lasts before the person signs in again."""
 
 STATUS_OF: dict[type[SlipwayError], int] = {
     NotFoundError: HTTP_404_NOT_FOUND,
@@ -137,9 +134,7 @@ def create_app(
     signer = link_signer(settings, secrets, clock)
     dashboard = dashboard_router(
         doorman=Doorman(
-            browser_sessions=BrowserSessions(
-                secrets.derive_key("dashboard-session"), DASHBOARD_SESSION_LIFETIME, clock
-            ),
+            browser_sessions=browser_sessions(settings, secrets, clock),
             sessions=sessions,
             github=GitHubOAuth(str(settings.github_url), str(settings.github_api_url)),
             oauth_client=lambda: oauth_client(settings, sessions, secrets),

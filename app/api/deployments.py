@@ -462,33 +462,52 @@ class RevisionController(Controller):
         follow: FromQuery[bool] = False,
     ) -> Stream:
         """The build log: a snapshot, or with follow=true everything until the revision ends
-        (or SLIPWAY_LOG_FOLLOW_MAX_SECONDS pass); a caller follows a few logs at once at most.
-        The file and the database are read in threads: the event loop serves everyone."""
-
-        def revision_of() -> Revision:
-            with sessions() as session:
-                return revisions.get_revision(session, revision_id)
-
-        revision = await asyncio.to_thread(revision_of)
-        path: Path = pipeline_config.log_path(revision)
-        if not follow:
-            text = await asyncio.to_thread(_snapshot, path)
-            if text is None and revision.state is not RevisionState.queued:
-                raise NotFoundException(detail=f"revision {revision_id} has no build log")
-            return Stream(iter([text or b""]), media_type="text/plain; charset=utf-8")
-        follower = _follower(request)
-        if not follows.take(follower):
-            raise HTTPException(
-                status_code=HTTP_429_TOO_MANY_REQUESTS,
-                detail=f"this caller already follows {settings.log_follows_per_caller} build "
-                "logs; close one, or read the log without follow=true",
-                headers={"Retry-After": str(FOLLOW_RETRY_AFTER_SECONDS)},
-            )
-        lines = _follow(path, revision_id, sessions, settings.log_follow_max_seconds)
-        return Stream(
-            _given_back(lines, lambda: follows.give_back(follower)),
-            media_type="text/plain; charset=utf-8",
+        (or SLIPWAY_LOG_FOLLOW_MAX_SECONDS pass); a caller follows a few logs at once at most."""
+        return await build_log(
+            request, revision_id, sessions, pipeline_config, settings, follows, follow=follow
         )
+
+
+async def build_log(
+    request: Request[Any, Any, Any],
+    revision_id: str,
+    sessions: SessionFactory,
+    pipeline_config: PipelineConfig,
+    settings: Settings,
+    follows: LogFollows,
+    *,
+    follow: bool,
+) -> Stream:
+    """A revision's build log, for the API and the dashboard alike (the caller is checked
+    already, and is the request's user): a snapshot, or with `follow` everything until the
+    revision ends (or SLIPWAY_LOG_FOLLOW_MAX_SECONDS pass), counted against the caller's
+    share of follows. The file and the database are read in threads: the event loop serves
+    everyone."""
+
+    def revision_of() -> Revision:
+        with sessions() as session:
+            return revisions.get_revision(session, revision_id)
+
+    revision = await asyncio.to_thread(revision_of)
+    path: Path = pipeline_config.log_path(revision)
+    if not follow:
+        text = await asyncio.to_thread(_snapshot, path)
+        if text is None and revision.state is not RevisionState.queued:
+            raise NotFoundException(detail=f"revision {revision_id} has no build log")
+        return Stream(iter([text or b""]), media_type="text/plain; charset=utf-8")
+    follower = _follower(request)
+    if not follows.take(follower):
+        raise HTTPException(
+            status_code=HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"this caller already follows {settings.log_follows_per_caller} build "
+            "logs; close one, or read the log without follow=true",
+            headers={"Retry-After": str(FOLLOW_RETRY_AFTER_SECONDS)},
+        )
+    lines = _follow(path, revision_id, sessions, settings.log_follow_max_seconds)
+    return Stream(
+        _given_back(lines, lambda: follows.give_back(follower)),
+        media_type="text/plain; charset=utf-8",
+    )
 
 
 def _follower(request: Request[Any, Any, Any]) -> str:

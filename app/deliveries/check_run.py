@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import update
-from sqlmodel import col
-
+from app.deliveries.approvals import approve_revision
 from app.deliveries.context import EventContext
-from app.deliveries.reruns import APPROVERS, refused_rerun, rerun, role_of
-from app.deployments import previews
-from app.feedback import comments
+from app.deliveries.reruns import refused_rerun, rerun, role_of
 from app.feedback.reports import DEPLOY_PREVIEW
 from app.github.webhooks import CheckRunEvent, CheckRunRef
-from app.kernel.models import Deployment, Repository, Revision, RevisionState
-from app.kernel.orders import RefusedApproval, WorkOrder
+from app.kernel.models import Deployment, Revision
+from app.kernel.orders import WorkOrder
 
 log = logging.getLogger(__name__)
 
@@ -51,37 +47,11 @@ def _revision_of_check_run(ctx: EventContext, check_run: CheckRunRef) -> Revisio
 
 
 def _approve(ctx: EventContext, revision: Revision, login: str) -> WorkOrder:
-    label = f"Deploy preview of {revision.commit_sha[:7]} pressed by @{login}"
-    if not revision.approval_required:
-        return WorkOrder(f"{label}: the revision needs no approval")
-    if revision.approved_by is not None:
-        return WorkOrder(f"{label}: already approved by @{revision.approved_by}")
-    if revision.state is not RevisionState.queued:
-        return WorkOrder(f"{label}: the revision is {revision.state.value}")
-    deployment = ctx.session.get(Deployment, revision.deployment_id)
-    assert deployment is not None
-    repository = ctx.session.get(Repository, deployment.repository_id)
-    assert repository is not None
-    role = role_of(ctx, repository, login)
-    if role not in APPROVERS:
-        log.info(
-            "approval refused",
-            extra={"revision_id": revision.id, "login": login, "role": role},
-        )
-        return WorkOrder(
-            f"{label}: refused, @{login} has {role} permission",
-            refused_approvals=[RefusedApproval(revision.id, login, role)],
-        )
-    approved = ctx.session.execute(
-        update(Revision)
-        .where(col(Revision.id) == revision.id, col(Revision.approved_by).is_(None))
-        .values(approved_by=login)
+    return approve_revision(
+        ctx.session,
+        revision,
+        login,
+        lambda repository: role_of(ctx, repository, login),
+        ctx.now,
+        f"Deploy preview of {revision.commit_sha[:7]} pressed by @{login}",
     )
-    if not approved.rowcount:  # type: ignore[attr-defined]
-        return WorkOrder(f"{label}: already approved")
-    outcome = WorkOrder(f"{label}: approved", approved_revisions=[revision.id])
-    pull_request = previews.pull_request_of(ctx.session, deployment)
-    if pull_request is not None:
-        comments.bump(pull_request, ctx.now)
-        outcome.comments.append(pull_request.id)
-    return outcome

@@ -9,6 +9,7 @@ import logging
 
 from sqlmodel import col, select
 
+from app.deliveries.approvals import APPROVERS
 from app.deliveries.context import EventContext
 from app.deployments import previews
 from app.deployments.revisions import create_revision
@@ -18,10 +19,6 @@ from app.kernel.models import Deployment, PullRequestState, Repository, Revision
 from app.kernel.orders import WorkOrder
 
 log = logging.getLogger(__name__)
-
-APPROVERS = frozenset({"admin", "maintain", "write"})
-"""Roles whose press of "Deploy preview" lets a fork's commit run, or of "Re-run" builds a
-commit again (a build runs the repository's code on the platform: it is a deploy)."""
 
 
 def role_of(ctx: EventContext, repository: Repository, login: str) -> str:

@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     """Encrypts stored secrets. Default: generated once into DATA_DIR/secret.key."""
     link_lifetime_days: Annotated[float, Field(gt=0)] = 30.0
     """How long the build-log and revision links Slipway posts to GitHub open without a token."""
+    dashboard_session_hours: Annotated[float, Field(gt=0)] = 12.0
+    """How long a dashboard sign-in lasts before the person signs in again (a session cookie
+    cannot be revoked one by one: shorter is safer on shared machines, longer asks less often)."""
 
     # -- names (issue 20) --
     slug_hold_days: Annotated[float, Field(ge=0)] = 7.0

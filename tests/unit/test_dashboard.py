@@ -20,10 +20,13 @@ from app.access.browser_sessions import COOKIE, BrowserSession, BrowserSessions
 from app.access.tokens import create_token
 from app.api.dashboard.render import TEMPLATES, Pages
 from app.api.deployments import deployment_summaries, deployment_view
+from app.bootstrap import browser_sessions
+from app.deployments.environment import EnvScope
 from app.github.oauth import GitHubOAuth, OAuthClient
 from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory
 from app.kernel.models import Deployment, MetricPoint, Revision, RevisionState
+from app.kernel.orders import WorkOrder
 from app.kernel.settings import Settings
 from app.replicas.autoscaler import Decision, Reason, ScalerState
 from app.setup.credentials import oauth_client
@@ -407,3 +410,118 @@ def test_a_deployments_page_links_its_tracing_project_and_says_when_it_was_last_
     )
     assert "Last used" in page.text and "2026-12-01 09:30:00 UTC" in page.text
     assert "lsv2-secret-key" not in page.text
+
+
+def test_the_dashboard_session_lasts_as_long_as_the_setting_says(
+    platform: Platform, tmp_path: Path
+) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path, dashboard_session_hours=2)
+    sessions = browser_sessions(settings, SecretBox("k" * 32), platform.clock)
+    sealed = sessions.seal(BrowserSession(github_login="octo", github_token="ghu_x"))
+
+    assert sessions.lifetime == timedelta(hours=2)
+    assert sessions.open(sealed) is not None
+    platform.clock.now += timedelta(hours=2, minutes=1)
+    assert sessions.open(sealed) is None
+    with pytest.raises(ValidationError, match="dashboard_session_hours"):
+        Settings(_env_file=None, data_dir=tmp_path, dashboard_session_hours=0)
+
+
+def test_a_writer_sets_a_previews_only_value_and_sees_it_listed_apart(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform
+) -> None:
+    client, queue = site
+    sign_in_with_github(client, platform, "octo")
+    deployment = platform.deployment()
+    page = client.get(f"/dashboard/deployments/{deployment.id}")
+    assert '<option value="previews">its previews only</option>' in page.text
+
+    changed = client.post(
+        f"/dashboard/deployments/{deployment.id}/env",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "name": "SANDBOX_KEY",
+            "value": "sk-test-1",
+            "secret": "1",
+            "scope": "previews",
+        },
+    )
+
+    assert changed.status_code == 200
+    previews = changed.text.split('id="previews-env"', 1)[1]
+    assert "<code>SANDBOX_KEY</code>" in previews and "secret (not shown)" in previews
+    assert "<code>SANDBOX_KEY</code>" not in changed.text.split('id="previews-env"', 1)[0]
+    assert "sk-test-1" not in changed.text
+    assert platform.operations.env(deployment.id, EnvScope.previews).secrets == ["SANDBOX_KEY"]
+    assert platform.operations.env(deployment.id).values == {}
+    assert all(not job[1]["start_revisions"] for job in queue.jobs)  # production unchanged
+
+
+def test_a_writer_approves_a_forks_commit_and_it_is_built_as_the_check_runs_button_does(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform
+) -> None:
+    client, queue = site
+    outcome = platform.pull_request_event("opened", 7, platform.commit(), fork="stranger/web")
+    [revision_id] = outcome.announce_revisions
+    preview = platform.preview_deployment(7)
+    platform.github.set_permission("octo/web", "reader", "read")
+    sign_in_with_github(client, platform, "reader")
+    read_only = client.get(f"/dashboard/deployments/{preview.id}")
+    assert "waiting for approval" in read_only.text and "Approve and build" not in read_only.text
+    refused = client.post(
+        f"/dashboard/deployments/{preview.id}/revisions/{revision_id}/approve",
+        data={"csrf_token": csrf_of(read_only.text)},
+    )
+    assert refused.status_code == 403 and platform.revision(revision_id).approved_by is None
+
+    sign_in_with_github(client, platform, "octo")
+    page = client.get(f"/dashboard/deployments/{preview.id}")
+    assert 'aria-label="Approve and build revision 1"' in page.text
+    approved = client.post(
+        f"/dashboard/deployments/{preview.id}/revisions/{revision_id}/approve",
+        data={"csrf_token": csrf_of(page.text)},
+    )
+
+    assert approved.status_code == 200 and "approved" in approved.text
+    assert "Approve and build revision" not in approved.text
+    assert "(approved by octo)" in approved.text
+    assert platform.revision(revision_id).approved_by == "octo"
+    [(_, order)] = [job for job in queue.jobs if job[1].get("approved_revisions")]
+    assert order["approved_revisions"] == [revision_id]
+    platform.orders.carry_out(WorkOrder.from_dict(order))
+    assert platform.pipeline.run(revision_id) is RevisionState.live
+    again = client.post(
+        f"/dashboard/deployments/{preview.id}/revisions/{revision_id}/approve",
+        data={"csrf_token": csrf_of(page.text)},
+    )
+    assert "already approved by @octo" in again.text
+
+
+def test_a_building_revisions_page_follows_its_build_log_over_the_apis_handler(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform, live: str
+) -> None:
+    client, _ = site
+    outcome = platform.pull_request_event("opened", 7, platform.commit(), fork="stranger/web")
+    [waiting] = outcome.announce_revisions
+    assert client.get(f"/dashboard/revisions/{live}/log", follow_redirects=False).status_code == 303
+    sign_in_with_github(client, platform, "octo")
+
+    pending = client.get(f"/dashboard/revisions/{waiting}")
+    done = client.get(f"/dashboard/revisions/{live}")
+    followed = client.get(f"/dashboard/revisions/{live}/log?follow=true")
+
+    assert f'data-follow="/dashboard/revisions/{waiting}/log?follow=true"' in pending.text
+    assert "(no build log yet)" in pending.text  # the snapshot, for a page without JavaScript
+    assert "data-follow" not in done.text.split('id="build-log"', 1)[1]
+    assert followed.status_code == 200 and followed.headers["content-type"].startswith("text/plain")
+    snapshot = client.get(f"/dashboard/revisions/{live}/log").text
+    assert followed.text == snapshot != "" and snapshot.splitlines()[0] in done.text
+
+    signed = urlsplit(platform.links.signer.sign(PUBLIC, f"/dashboard/revisions/{live}"))
+    client.cookies.clear()
+    by_link = client.get(f"{signed.path}/log?follow=true&{signed.query}")
+    forged = client.get(
+        f"/dashboard/revisions/{waiting}/log?follow=true&{signed.query}", follow_redirects=False
+    )
+    assert by_link.status_code == 200 and by_link.text == snapshot
+    assert forged.status_code == 303

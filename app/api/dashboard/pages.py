@@ -30,14 +30,16 @@ from sqlmodel import Session, col, select
 from app.access.browser_sessions import COOKIE, CSRF_FIELD, STATE_COOKIE, BrowserSession
 from app.access.follows import LogFollows
 from app.access.links import EXPIRES, SIGNATURE, LinkSigner
+from app.api.auth import SIGNED_LINK
 from app.api.dashboard.charts import Chart, chart, sparkline
 from app.api.dashboard.render import STATIC, Pages
 from app.api.dashboard.viewer import Doorman, Viewer
-from app.api.deployments import carry_out, deployment_summaries, deployment_view
+from app.api.deployments import build_log, carry_out, deployment_summaries, deployment_view
 from app.api.logs import server_logs as api_server_logs
 from app.api.schemas import DeploymentView
+from app.deliveries.approvals import approve_revision
 from app.deployments import revisions as revision_store
-from app.deployments.environment import EnvChange
+from app.deployments.environment import EnvChange, EnvScope
 from app.deployments.operations import DeploymentOperations
 from app.deployments.registry import get_deployment, list_deployments
 from app.kernel.db import SessionFactory
@@ -48,7 +50,8 @@ from app.kernel.errors import (
     NotFoundError,
     PermissionDenied,
 )
-from app.kernel.models import Deployment, MetricPoint, Repository, Revision
+from app.kernel.models import PENDING_STATES, Deployment, MetricPoint, Repository, Revision
+from app.kernel.orders import WorkOrder
 from app.kernel.ports import Clock
 from app.kernel.settings import Settings
 from app.kernel.timestamps import utcnow
@@ -381,7 +384,7 @@ async def deployment_page(
             view = deployment_view(session, deployment, settings)
             rows = revision_store.list_revisions(session, deployment.id)
             scaling = scaling_report(session, deployment, autoscale_defaults(settings))
-        env, _ = operations.env_with_overrides(deployment.id)
+        env, previews_env = operations.env_with_overrides(deployment.id)
         points = series(sessions, deployment.id, utcnow() - CHART_WINDOW, COARSE_STEP_SECONDS)
         return {
             "charts": _charts(points),
@@ -392,6 +395,7 @@ async def deployment_page(
             "revisions": rows[:REVISIONS_SHOWN],
             "more_revisions": max(len(rows) - REVISIONS_SHOWN, 0),
             "env": env,
+            "previews_env": previews_env,
             "writable": viewer.may_write(deployment.repository_id),
             "repository_url": f"{str(settings.github_url).rstrip('/')}/{view.repository}",
             "commit_url": _commit_link(settings, view.repository),
@@ -431,6 +435,7 @@ async def revision_page(
     viewer = None if signed else await _viewer(request, doorman)
     if viewer is None and not signed:
         return Redirect(path=f"{BASE}/sign-in", status_code=HTTP_303_SEE_OTHER)
+    follow_query = urlencode({"follow": "true", EXPIRES: expires, SIGNATURE: signature})
 
     def gather() -> dict[str, Any]:
         with sessions() as session:
@@ -448,6 +453,12 @@ async def revision_page(
             "commit_url": _commit_link(settings, full_name)(revision.commit_sha),
             "log_text": text,
             "clipped": clipped,
+            "follow_url": (
+                f"{BASE}/revisions/{quote(revision.id, safe='')}/log?"
+                + (follow_query if signed else "follow=true")
+                if revision.state in PENDING_STATES
+                else None
+            ),
         }
 
     context = await asyncio.to_thread(gather)
@@ -486,6 +497,47 @@ def _log_tail(config: PipelineConfig, revision: Revision) -> tuple[str, int]:
             return handle.read().decode("utf-8", "replace"), start
     except FileNotFoundError:
         return "", 0
+
+
+@get("/revisions/{revision_id:str}/log", include_in_schema=False)
+async def revision_log(
+    request: Request[Any, Any, Any],
+    revision_id: FromPath[str],
+    doorman: NamedDependency[Doorman],
+    sessions: NamedDependency[SessionFactory],
+    settings: NamedDependency[Settings],
+    pipeline_config: NamedDependency[PipelineConfig],
+    link_signer: NamedDependency[LinkSigner],
+    follows: NamedDependency[LogFollows],
+    clock: NamedDependency[Clock],
+    follow: FromQuery[bool] = False,
+) -> Response[Any]:
+    """A revision's build log as the API gives it (GET /api/revisions/<id>/logs, the same
+    handler and per-caller bound on follows), for whoever may open the revision's page: a
+    viewer who may read its repository, or the page's signed link."""
+    params = request.query_params
+    expires, signature = params.get(EXPIRES), params.get(SIGNATURE)
+    page = f"{BASE}/revisions/{revision_id}"
+    signed = bool(expires and signature) and link_signer.verify(
+        page, str(expires), str(signature), clock()
+    )
+    if signed:
+        request.scope["user"] = SIGNED_LINK
+    else:
+        viewer = await _signed_in(request, doorman)
+
+        def repository_id() -> int:
+            with sessions() as session:
+                revision = revision_store.get_revision(session, revision_id)
+                deployment = session.get(Deployment, revision.deployment_id)
+                assert deployment is not None
+                return deployment.repository_id
+
+        viewer.require_read(await asyncio.to_thread(repository_id))
+        request.scope["user"] = viewer.caller
+    return await build_log(
+        request, revision_id, sessions, pipeline_config, settings, follows, follow=follow
+    )
 
 
 @get("/deployments/{deployment_id:str}/logs", include_in_schema=False)
@@ -611,15 +663,62 @@ async def change_env(
     viewer = await _writer_of(request, doorman, sessions, deployment_id, data)
     name = str(data.get("name") or "").strip()
     value = str(data.get("value") or "")
+    scope_text = str(data.get("scope") or EnvScope.deployment.value)
+    try:
+        scope = EnvScope(scope_text)
+    except ValueError:
+        raise InvalidRequest("scope: give deployment or previews") from None
     if data.get("unset"):
         change = EnvChange(unset=[name])
     elif data.get("secret"):
         change = EnvChange(secrets={name: value})
     else:
         change = EnvChange(set={name: value})
-    done = await asyncio.to_thread(operations.change_env, deployment_id, change, viewer.caller)
+    done = await asyncio.to_thread(
+        operations.change_env, deployment_id, change, viewer.caller, scope
+    )
     await carry_out(queue, done.outcome)
     return _back(_page_of(deployment_id), done.outcome.summary)
+
+
+@post(
+    "/deployments/{deployment_id:str}/revisions/{revision_id:str}/approve",
+    include_in_schema=False,
+)
+async def approve(
+    request: Request[Any, Any, Any],
+    deployment_id: FromPath[str],
+    revision_id: FromPath[str],
+    doorman: NamedDependency[Doorman],
+    sessions: NamedDependency[SessionFactory],
+    queue: NamedDependency[ArqRedis],
+    clock: NamedDependency[Clock],
+    data: URLEncodedBody[dict[str, Any]],
+) -> Redirect:
+    """A fork's commit approved for building: the same rule and work as the check run's
+    "Deploy preview" button (app/deliveries/approvals.py), the approver being the viewer."""
+    viewer = await _writer_of(request, doorman, sessions, deployment_id, data)
+
+    def approved() -> WorkOrder:
+        with sessions() as session:
+            revision = revision_store.get_revision(session, revision_id)
+            if revision.deployment_id != deployment_id:
+                raise NotFoundError(f"revision {revision_id} is not one of this deployment's")
+            order = approve_revision(
+                session,
+                revision,
+                viewer.caller.name,
+                lambda repository: viewer.role(repository.id),
+                clock(),
+                f"Approve and build of #{revision.number} ({revision.commit_sha[:7]}) "
+                f"by {viewer.caller.name}",
+            )
+            session.commit()
+            return order
+
+    order = await asyncio.to_thread(approved)
+    await carry_out(queue, order)
+    return _back(_page_of(deployment_id), order.summary)
 
 
 @post("/deployments/{deployment_id:str}/delete", include_in_schema=False)
@@ -649,10 +748,12 @@ ROUTES = [
     deployments_page,
     deployment_page,
     revision_page,
+    revision_log,
     deployment_logs,
     deploy,
     rollback,
     change_env,
+    approve,
     delete,
 ]
 

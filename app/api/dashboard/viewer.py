@@ -53,6 +53,12 @@ class Viewer:
             return not self.caller.read_only
         return self.access.get(repository_id, Access.none) >= Access.write
 
+    def role(self, repository_id: int) -> str:
+        """Their permission on the repository in GitHub's words ("read", "write", "admin")."""
+        if self.everything:
+            return "read" if self.caller.read_only else "write"
+        return self.access.get(repository_id, Access.none).name
+
     def require_read(self, repository_id: int) -> None:
         if not self.may_read(repository_id):
             raise PermissionDenied("you have no access to this deployment's repository")

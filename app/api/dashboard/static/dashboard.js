@@ -16,3 +16,25 @@
     if (atBottom) log.scrollTop = log.scrollHeight;
   };
 })();
+
+// Live build log: while the revision is queued or building, its log is followed over the
+// API's handler (a plain text stream that ends with the build) and replaces the snapshot.
+(function () {
+  var log = document.getElementById("build-log-text");
+  if (!log || !window.fetch || !window.TextDecoder) return;
+  fetch(log.getAttribute("data-follow"), { credentials: "same-origin" }).then(function (answer) {
+    if (!answer.ok || !answer.body) return;
+    var reader = answer.body.getReader(), decoder = new TextDecoder(), first = true;
+    function more() {
+      return reader.read().then(function (part) {
+        if (part.done) return;
+        var atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+        if (first) { log.textContent = ""; first = false; }
+        log.appendChild(document.createTextNode(decoder.decode(part.value, { stream: true })));
+        if (atBottom) log.scrollTop = log.scrollHeight;
+        return more();
+      });
+    }
+    return more();
+  });
+})();

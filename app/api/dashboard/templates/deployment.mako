@@ -59,13 +59,19 @@
 <tr>
   <th scope="row"><a href="/dashboard/revisions/${rev.id}">#${rev.number}</a></th>
   <td><a href="${commit_url(rev.commit_sha)}"><code>${rev.commit_sha[:7]}</code></a> ${rev.commit_message.splitlines()[0][:80] if rev.commit_message else ''}</td>
-  <td><span class="state state-${rev.state.value}">${rev.state.value}</span>${' (rollback)' if rev.rollback_of else ''}</td>
+  <td><span class="state state-${rev.state.value}">${rev.state.value}</span>${' (rollback)' if rev.rollback_of else ''}${' (a fork\'s commit: waiting for approval)' if rev.approval_required and not rev.approved_by and rev.state.value == 'queued' else ''}${' (approved by ' + rev.approved_by + ')' if rev.approved_by else ''}</td>
   <td>${seconds(rev.build_started_at, rev.build_finished_at)}</td>
   <td>${seconds(rev.deploy_started_at, rev.live_at)}</td>
   <td>${rev.requested_by or 'push'}</td>
   <td>${stamp(rev.created_at)}</td>
   % if writable:
   <td>
+    % if rev.approval_required and not rev.approved_by and rev.state.value == 'queued':
+    <form method="post" action="/dashboard/deployments/${view.id}/revisions/${rev.id}/approve" class="inline">
+      <input type="hidden" name="csrf_token" value="${csrf}">
+      <button type="submit" aria-label="Approve and build revision ${rev.number}">Approve and build</button>
+    </form>
+    % endif
     % if rev.state.value == 'superseded' and rev.image:
     <form method="post" action="/dashboard/deployments/${view.id}/rollback" class="inline">
       <input type="hidden" name="csrf_token" value="${csrf}">
@@ -149,6 +155,24 @@
 % endif
 </tbody>
 </table>
+% if previews_env is not None:
+<h3 id="previews-env">Previews only</h3>
+<p class="hint">What this deployment's previews get over the values above; each preview picks a change up at its next revision.</p>
+<table class="grid" aria-labelledby="previews-env">
+<thead><tr><th scope="col">Name</th><th scope="col">Value</th></tr></thead>
+<tbody>
+% for name, value in previews_env.variables.items():
+<tr><th scope="row"><code>${name}</code></th><td><code>${value}</code></td></tr>
+% endfor
+% for name in previews_env.secrets:
+<tr><th scope="row"><code>${name}</code></th><td><em>secret (not shown)</em></td></tr>
+% endfor
+% if not previews_env.variables and not previews_env.secrets:
+<tr><td colspan="2">No previews-only variables.</td></tr>
+% endif
+</tbody>
+</table>
+% endif
 % if writable:
 <form method="post" action="/dashboard/deployments/${view.id}/env" class="row">
   <input type="hidden" name="csrf_token" value="${csrf}">
@@ -158,6 +182,13 @@
   <input id="env-value" name="value">
   <label><input type="checkbox" name="secret" value="1"> secret</label>
   <label><input type="checkbox" name="unset" value="1"> remove</label>
+  % if previews_env is not None:
+  <label for="env-scope">For</label>
+  <select id="env-scope" name="scope">
+    <option value="deployment" selected>this deployment</option>
+    <option value="previews">its previews only</option>
+  </select>
+  % endif
   <button type="submit">Save and redeploy</button>
 </form>
 % endif

@@ -22,4 +22,9 @@ revision #${revision.number}</nav>
 % if clipped:
 <p class="hint">The first ${clipped} bytes are not shown.</p>
 % endif
+% if follow_url:
+<p class="hint">The revision is still ${revision.state.value}: the log grows here as it builds (reload the page without JavaScript).</p>
+<pre class="log" id="build-log-text" aria-labelledby="build-log" aria-live="polite" data-follow="${follow_url}">${log_text or '(no build log yet)'}</pre>
+% else:
 <pre class="log" aria-labelledby="build-log">${log_text or '(no build log yet)'}</pre>
+% endif
