@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,3 +142,35 @@ def test_a_reader_sees_no_write_buttons_and_a_forged_post_is_refused_in_a_browse
         )
         assert forged.status == 403
     assert queue.jobs == []
+
+
+def test_a_building_revisions_log_arrives_live_in_a_browser(
+    platform: Platform, tmp_path: Path, browser: Any
+) -> None:
+    first = platform.push()
+    assert platform.pipeline.run(first) is RevisionState.live
+    second = platform.push()  # queued: its page follows the build log
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    app, _ = dashboard(platform, tmp_path, public_url=public)
+    platform.github.sign_in_browser("octo")
+    expect = sync_api.expect
+
+    with serve_api(app, port):
+        page = browser.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(f"{public}/dashboard/sign-in/github")
+        page.goto(f"{public}/dashboard/revisions/{second}")
+        log = page.locator("#build-log-text")
+        expect(log).to_contain_text("(no build log yet)")
+
+        built = threading.Thread(target=platform.pipeline.run, args=(second,))
+        built.start()
+        built.join(timeout=60)
+        assert not built.is_alive()
+        whole = page.request.get(f"{public}/dashboard/revisions/{second}/log").text()
+        first_line = whole.splitlines()[0]
+
+        # The page was not reloaded: the lines came over the followed stream.
+        expect(log).to_contain_text(first_line)
+        expect(log).not_to_contain_text("(no build log yet)")
