@@ -9,6 +9,7 @@ bridge for as long as a test session needs it.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import html
 import re
@@ -60,12 +61,27 @@ DOWNLOAD_TIMEOUT_SECONDS = 900
 
 
 def ensure_wheelhouse() -> Path:
+    """The wheelhouse, filled once per machine.
+
+    Two test workers (or a test run and a bench) may ask at once on a machine whose cache is
+    empty, as CI's is: the first fills it under a lock while the others wait for it, then find
+    it complete. Without the lock they wrote and removed each other's constraints file."""
     wanted = [" ".join(server) + constraints for server, constraints in SERVER_SETS]
     key = hashlib.sha256(" ".join([*wanted, *EXTRA_REQUIREMENTS, *SDIST_ONLY]).encode())
     wheelhouse = CACHE_DIR / f"langgraph-wheels-{key.hexdigest()[:12]}"
     done = wheelhouse / ".complete"
     if done.exists():
         return wheelhouse
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with (CACHE_DIR / f"{wheelhouse.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            _fill(wheelhouse)
+            done.touch()
+    return wheelhouse
+
+
+def _fill(wheelhouse: Path) -> None:
     wheelhouse.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     _run([*pip, "wheel", "--no-deps", "-w", str(wheelhouse), *SDIST_ONLY])
@@ -88,8 +104,6 @@ def ensure_wheelhouse() -> Path:
             ]
         )
         pins.unlink()
-    done.touch()
-    return wheelhouse
 
 
 def _run(argv: list[str]) -> None:
