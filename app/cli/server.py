@@ -90,6 +90,7 @@ def _api(settings: Settings) -> int:
     import uvicorn
 
     from app.api import create_app
+    from app.api.application import SHUTDOWN_GRACE_SECONDS
 
     if settings.api_workers > 1:
         # The receiver is CPU-bound (signature, JSON, a write): a burst of deliveries is
@@ -103,6 +104,7 @@ def _api(settings: Settings) -> int:
             log_level="warning",
             access_log=False,
             ws="none",  # no WebSocket route: the websockets package stays unloaded
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
         )
     else:
         uvicorn.run(
@@ -112,6 +114,7 @@ def _api(settings: Settings) -> int:
             log_level="warning",
             access_log=False,
             ws="none",  # no WebSocket route: the websockets package stays unloaded
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
         )
     return 0
 

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import uvicorn
 
 from app.api import create_app
+from app.api.application import SHUTDOWN_GRACE_SECONDS
 from app.kernel.settings import Settings
 from jobs.worker import make_worker
 
@@ -113,20 +114,27 @@ async def run_together(
     return code
 
 
+def api_server(app: Any, settings: Settings) -> QuietServer:
+    """The API's uvicorn server: on stop, requests in flight get SHUTDOWN_GRACE_SECONDS, then
+    what still runs (log follows) is cancelled."""
+    return QuietServer(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+            ws="none",  # no WebSocket route: the websockets package stays unloaded
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        )
+    )
+
+
 def serve(settings: Settings) -> int:
     """`slipway combined`: the API and a worker until SIGTERM/SIGINT."""
 
     async def main() -> int:
-        server = QuietServer(
-            uvicorn.Config(
-                create_app(settings),
-                host=settings.host,
-                port=settings.port,
-                log_level="warning",
-                access_log=False,
-                ws="none",  # no WebSocket route: the websockets package stays unloaded
-            )
-        )
+        server = api_server(create_app(settings), settings)
 
         def on_signals(stop: Callable[[], None]) -> None:
             loop = asyncio.get_running_loop()

@@ -14,6 +14,9 @@ import uvicorn
 from app.server.embedded import free_port
 
 START_SECONDS = 30.0
+GRACE_SECONDS = 1
+"""What requests in flight get once a test's block ends: a page a test left open on a log
+follow would otherwise hold the end of the block for the whole grace."""
 
 
 @contextmanager
@@ -21,7 +24,14 @@ def serve_api(app: Any, port: int | None = None) -> Iterator[str]:
     """The app on `port` (default: a free one) of 127.0.0.1 while the block runs; yields its
     base URL."""
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=GRACE_SECONDS,
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + START_SECONDS
@@ -32,4 +42,4 @@ def serve_api(app: Any, port: int | None = None) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=15)
+        thread.join(timeout=GRACE_SECONDS + 10)

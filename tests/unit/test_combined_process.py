@@ -7,13 +7,19 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+from litestar import Litestar, get
+from litestar.response import Stream
 
+from app.api.application import SHUTDOWN_GRACE_SECONDS
 from app.kernel.settings import Settings
-from app.server.combined import EXIT_PART_ENDED, run_together
+from app.server.combined import EXIT_PART_ENDED, api_server, run_together
+from app.server.embedded import free_port
 from app.server.prepare import children
 from app.server.supervisor import Supervised, Supervisor
 
@@ -166,3 +172,37 @@ def test_one_tls_context_serves_every_client_of_the_process() -> None:
             for pool in (probe._client._transport._pool, admin._transport._pool)  # type: ignore[attr-defined]
         }
     assert contexts == {id(shared_tls_context())}
+
+
+def test_a_stop_ends_a_follow_still_open_after_the_grace(tmp_path: Path) -> None:
+    """A log follow never ends by itself: the platform's stop must not wait for its reader."""
+
+    async def forever() -> AsyncIterator[bytes]:
+        while True:
+            yield b": still here\n\n"
+            await asyncio.sleep(0.2)
+
+    @get("/follow")
+    async def follow() -> Stream:
+        return Stream(forever(), media_type="text/event-stream")
+
+    port = free_port()
+    settings = Settings(data_dir=tmp_path, host="127.0.0.1", port=port)
+    server = api_server(Litestar([follow]), settings)
+
+    async def scenario() -> float:
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.05)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /follow HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        server.should_exit = True
+        await asyncio.wait_for(serving, SHUTDOWN_GRACE_SECONDS + 10)
+        writer.close()
+        return time.monotonic() - started
+
+    took = asyncio.run(scenario())
+    assert took < SHUTDOWN_GRACE_SECONDS + 2, took
