@@ -35,11 +35,11 @@ from tests.support.platform import (
 )
 
 LABEL_TOML = '[previews]\ntrigger = "label"\n'
-DAY_SECONDS = 10.0
-"""A "day" of the idle rules on the idle-TTL platform: `idle_ttl = "4d"` is 40 s."""
+DAY_SECONDS = 7.0
+"""A "day" of the idle rules on the idle-TTL platform: `idle_ttl = "4d"` is 28 s."""
 TTL_DAYS = 4
 """Long enough beside the metrics sampler's 10 s step for a request made a day after the first
-look to be counted well before the first removal time."""
+look to be counted well before the first removal time (by ~18 s of the 28)."""
 TTL_TOML = f'[previews]\nidle_ttl = "{TTL_DAYS}d"\n'
 SECRET = "sk-preview-4f1c9e7a2b"
 """A preview-only secret: in the preview's container, and nowhere else."""
