@@ -15,7 +15,14 @@ up: deps docker
 ## The tiers run one after the other, e2e last: its platforms apply the network policy to
 ## the whole machine while they run, which the integration tier's bare containers must not meet.
 ## (.NOTPARALLEL keeps that order under `make -j` too.)
-test: deps docker test-tools lint unit integration e2e
+## What the Docker tiers fetch (base images, LangGraph wheels) is made in the background
+## meanwhile by lint and the unit tier, which need none of it (tests/support/prefetch.py).
+test: deps docker test-tools
+	@$(BIN)/python -m tests.support.prefetch > .prefetch.log 2>&1 & prefetch=$$!; \
+	trap 'kill $$prefetch 2>/dev/null' EXIT; \
+	$(MAKE) --no-print-directory lint unit || exit $$?; \
+	wait $$prefetch; cat .prefetch.log; \
+	$(MAKE) --no-print-directory integration e2e
 
 .NOTPARALLEL:
 

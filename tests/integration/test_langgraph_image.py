@@ -277,27 +277,39 @@ async def first_cron_run(url: str, text: str) -> tuple[list[Any], Any]:
     return list(await client.runs.list(thread["thread_id"])), None
 
 
-@pytest.mark.parametrize(
-    "api_version", [release.api for release in SERVER_RELEASES if "inmem" in release.runtimes]
-)
+INMEM_RELEASES = [release.api for release in SERVER_RELEASES if "inmem" in release.runtimes]
+
+
 def test_a_cron_runs_its_graph_on_the_inmem_runtime_of_each_server_release(
-    tmp_path: Path, wheel_index: WheelIndex, served: list[str], api_version: str
+    tmp_path: Path, wheel_index: WheelIndex, served: list[str]
 ) -> None:
     """langgraph.json's api_version chooses the server; on inmem each one fires its crons
-    (production's pg runtime is shown by the e2e test)."""
-    source = write_repository(tmp_path, "cron: ")
-    config = json.loads((source / "langgraph.json").read_text())
-    (source / "langgraph.json").write_text(json.dumps({**config, "api_version": api_version}))
-    tag = f"slipway-test/langgraph-cron:{uuid.uuid4().hex[:8]}"
-    served.append(tag)
-    plan = build(tmp_path, wheel_index, tag, tmp_path / "build.log")
-    assert any(f"langgraph-api=={api_version}," in note for note in plan.notes), plan.notes
+    (production's pg runtime is shown by the e2e test). The servers wait for their crons
+    together: a minute's schedule takes up to a minute to fire, and once per release made
+    this the longest test of the tier."""
+    servers: dict[str, tuple[str, str]] = {}
+    for api_version in INMEM_RELEASES:
+        source = write_repository(tmp_path / api_version, "cron: ")
+        config = json.loads((source / "langgraph.json").read_text())
+        (source / "langgraph.json").write_text(json.dumps({**config, "api_version": api_version}))
+        tag = f"slipway-test/langgraph-cron:{uuid.uuid4().hex[:8]}"
+        served.append(tag)
+        plan = build(tmp_path / api_version, wheel_index, tag, tmp_path / f"{api_version}.log")
+        assert any(f"langgraph-api=={api_version}," in note for note in plan.notes), plan.notes
+        url = run_server(tag, served)
+        servers[api_version] = (url, served[-1])
 
-    url = run_server(tag, served)
-    runs, state = asyncio.run(first_cron_run(url, "tick"))
-    assert state is not None, (runs, server_logs(served[-1]))
-    assert [run["status"] for run in runs] == ["success"]
-    assert state["values"] == {"text": "cron: tick"}
+    async def every_first_run() -> list[tuple[list[Any], Any]]:
+        return list(
+            await asyncio.gather(*(first_cron_run(url, "tick") for url, _ in servers.values()))
+        )
+
+    for (api_version, (_, container)), (runs, state) in zip(
+        servers.items(), asyncio.run(every_first_run()), strict=True
+    ):
+        assert state is not None, (api_version, runs, server_logs(container))
+        assert [run["status"] for run in runs] == ["success"], api_version
+        assert state["values"] == {"text": "cron: tick"}, api_version
 
 
 def server_logs(name: str) -> str:
