@@ -38,19 +38,31 @@ PLATFORM_ARGS = (
     "--platform",
     "manylinux_2_28_x86_64",
 )
+"""What a LangGraph build's image runs (CPython 3.11 on manylinux x86_64), not this machine:
+pip picks the wheels that image would install. Wheels only, as the build installs them."""
+PIP = (sys.executable, "-m", "pip", "--disable-pip-version-check")
+
+
+def pip_for_builds(command: str, *args: str) -> list[str]:
+    """`pip <command>` (install --dry-run, download) choosing what a LangGraph build's image
+    would get. The lock here and the tests' wheelhouse (tests/support/wheelhouse.py) both use
+    it, so the wheels the tests serve are the ones the lock was resolved for."""
+    return [*PIP, command, *PLATFORM_ARGS, *args]
+
+
+def wheels_of_sdists(into: Path, *options: str) -> list[str]:
+    """`pip wheel` building SDIST_ONLY's wheels into a directory that pip_for_builds then finds
+    them in (`--find-links`)."""
+    return [*PIP, "wheel", *options, "--no-deps", "-w", str(into), *SDIST_ONLY]
 
 
 def resolve(requirements: tuple[str, ...]) -> list[str]:
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     with tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch) / "report.json"
         wheels = Path(scratch) / "wheels"
+        subprocess.run(wheels_of_sdists(wheels, "--quiet"), check=True)
         subprocess.run(
-            [*pip, "wheel", "--quiet", "--no-deps", "-w", str(wheels), *SDIST_ONLY], check=True
-        )
-        subprocess.run(
-            [
-                *pip,
+            pip_for_builds(
                 "install",
                 "--find-links",
                 str(wheels),
@@ -61,9 +73,8 @@ def resolve(requirements: tuple[str, ...]) -> list[str]:
                 str(report),
                 "--target",
                 str(Path(scratch) / "target"),
-                *PLATFORM_ARGS,
                 *requirements,
-            ],
+            ),
             check=True,
             timeout=900,
         )

@@ -146,9 +146,6 @@ class Deployment(SQLModel, table=True):
     last_used_at: datetime | None = _ts()
     """The newest moment it was seen used (a request, a trace); until it is, when the idle
     rules first looked at it: its unused days are counted from here."""
-    requests_seen: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    """No longer written: the usage tick reads the metrics sampler's points instead of the
-    router's counters (the column stays, so nothing stored is dropped)."""
     idle_issue_number: int | None = None
     """The GitHub issue telling its owners it is unused (open or closed), if one was made."""
     idle_noticed_at: datetime | None = _ts()

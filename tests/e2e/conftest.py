@@ -27,6 +27,7 @@ import pytest
 from xdist.remote import Producer
 
 from tests.support import scheduling
+from tests.support.browser import browser as browser  # a fixture: test_dashboard's
 from tests.support.fake_github import FakeGitHub
 from tests.support.git_repos import GitRepo
 from tests.support.images import ensure_busybox_image, ensure_python_image

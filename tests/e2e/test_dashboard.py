@@ -13,22 +13,20 @@ skipped, saying which is missing, where they are not installed.
 
 from __future__ import annotations
 
-import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from tests.support.browser import TIMEOUT_MS, needs_chromium
 from tests.support.fake_github import FakeGitHub
 from tests.support.fake_github.payloads import ZERO_SHA
 from tests.support.images import PYTHON_IMAGE
 from tests.support.platform import INSTALLATION_ID, RepoFactory, RunningPlatform, wait_for
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright's client is missing")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
-TIMEOUT_MS = 15_000
+pytestmark = needs_chromium
 DEPLOY_SECONDS = 180.0
 """A new revision of the live commit (its image reused or rebuilt from cache) goes live in
 seconds here; the deadline allows for a loaded 2-core host."""
@@ -65,18 +63,6 @@ GREETER_DOCKERFILE = f"""FROM {PYTHON_IMAGE}
 COPY app.py /app/app.py
 CMD ["python3", "-u", "/app/app.py"]
 """
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def served(platform: RunningPlatform, slug: str) -> str | None:

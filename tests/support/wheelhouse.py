@@ -14,7 +14,6 @@ import hashlib
 import html
 import re
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from manifests.langgraph_image import SERVER_RELEASES
+from scripts.lock_langgraph_server import SDIST_ONLY, pip_for_builds, wheels_of_sdists
 from tests.support.images import CACHE_DIR
 
 BRIDGE_ADDRESS = "172.17.0.1"
@@ -40,23 +40,6 @@ langgraph-api versions cannot be in one pip resolution."""
 EXTRA_REQUIREMENTS = ("async-timeout",)
 """redis wants it on Python < 3.11.3 (the test base has 3.11.2), a marker pip on the host
 (3.11.7) judges by the host, so it is asked for by name."""
-SDIST_ONLY = ("forbiddenfruit",)
-"""No wheel on PyPI: built here from its sdist (pulled in through blockbuster)."""
-PLATFORM_ARGS = (
-    "--only-binary=:all:",
-    "--python-version",
-    "3.11",
-    "--implementation",
-    "cp",
-    "--abi",
-    "cp311",
-    "--platform",
-    "manylinux2014_x86_64",
-    "--platform",
-    "manylinux_2_17_x86_64",
-    "--platform",
-    "manylinux_2_28_x86_64",
-)
 DOWNLOAD_TIMEOUT_SECONDS = 900
 
 
@@ -83,16 +66,13 @@ def ensure_wheelhouse() -> Path:
 
 def _fill(wheelhouse: Path) -> None:
     wheelhouse.mkdir(parents=True, exist_ok=True)
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    _run([*pip, "wheel", "--no-deps", "-w", str(wheelhouse), *SDIST_ONLY])
+    _run(wheels_of_sdists(wheelhouse))
     for server, constraints in SERVER_SETS:
         pins = wheelhouse / "constraints.txt"
         pins.write_text(constraints, encoding="utf-8")
         _run(
-            [
-                *pip,
+            pip_for_builds(
                 "download",
-                *PLATFORM_ARGS,
                 "--find-links",
                 str(wheelhouse),
                 "-d",
@@ -101,7 +81,7 @@ def _fill(wheelhouse: Path) -> None:
                 str(pins),
                 *server,
                 *EXTRA_REQUIREMENTS,
-            ]
+            )
         )
         pins.unlink()
 

@@ -14,6 +14,7 @@ import pytest
 
 from app.github import rest
 from app.kernel.db import SessionFactory, make_engine, migrate
+from tests.support.browser import browser as browser  # a fixture: test_dashboard_browser's
 from tests.support.fake_github import FakeGitHub
 from tests.support.keys import new_private_key_pem
 from tests.unit.cli_harness import Cli, isolated_cli

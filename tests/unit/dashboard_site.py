@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +12,11 @@ from arq.connections import ArqRedis
 from litestar import Litestar
 from litestar.di import Provide
 
-from app.access.browser_sessions import BrowserSessions
 from app.access.follows import LogFollows
 from app.api.dashboard.pages import dashboard_router
 from app.api.dashboard.render import Pages
 from app.api.dashboard.viewer import Doorman
+from app.bootstrap import browser_sessions
 from app.github.oauth import GitHubOAuth, OAuthClient
 from app.kernel.orders import RUN_REVISION
 from app.kernel.ports import OutputLine
@@ -106,7 +105,7 @@ def dashboard(
         **more_settings,
     )
     doorman = Doorman(
-        browser_sessions=BrowserSessions(b"s" * 32, timedelta(hours=12), platform.clock),
+        browser_sessions=browser_sessions(settings, SECRETS, platform.clock),
         sessions=platform.sessions,
         github=GitHubOAuth(fake.url, fake.url),
         oauth_client=lambda: CLIENT,

@@ -128,6 +128,28 @@ def test_a_reader_sees_no_write_buttons_and_a_forged_post_is_refused(
     assert queue.jobs == []
 
 
+def test_a_forms_fields_are_judged_only_after_the_viewer_may_change_the_deployment(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform
+) -> None:
+    client, queue = site
+    platform.github.set_permission("octo/web", "reader", "read")
+    sign_in_with_github(client, platform, "reader")
+    deployment = platform.deployment()
+    token = csrf_of(client.get(f"/dashboard/deployments/{deployment.id}").text)
+    bad = {"csrf_token": token, "revision": "latest"}
+
+    as_reader = client.post(f"/dashboard/deployments/{deployment.id}/rollback", data=bad)
+    sign_in_with_github(client, platform, "octo")
+    token = csrf_of(client.get(f"/dashboard/deployments/{deployment.id}").text)
+    as_writer = client.post(
+        f"/dashboard/deployments/{deployment.id}/rollback", data={**bad, "csrf_token": token}
+    )
+
+    assert as_reader.status_code == 403
+    assert as_writer.status_code == 422 and "revision: give the number" in as_writer.text
+    assert queue.jobs == []
+
+
 def test_a_post_without_the_csrf_token_is_refused(
     site: tuple[TestClient[Any], RecordingQueue], platform: Platform
 ) -> None:

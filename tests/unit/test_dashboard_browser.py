@@ -14,9 +14,7 @@ skipped, saying which is missing, where they are not installed.
 from __future__ import annotations
 
 import os
-import shutil
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +23,12 @@ import pytest
 from app.kernel.models import RevisionState
 from app.server.embedded import free_port
 from tests.support.api_server import serve_api
+from tests.support.browser import TIMEOUT_MS, needs_chromium
 from tests.unit.dashboard_site import HeldOutputs, dashboard
 from tests.unit.world import Platform
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright's client is missing")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
-TIMEOUT_MS = 15_000
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
+pytestmark = needs_chromium
 
 
 @pytest.fixture

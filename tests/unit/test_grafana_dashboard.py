@@ -13,16 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.api.metrics import PrometheusExposition
 from app.kernel.db import SessionFactory
-from app.kernel.models import (
-    Deployment,
-    Installation,
-    MetricPoint,
-    Replica,
-    ReplicaMetricPoint,
-    ReplicaState,
-    Repository,
-    Revision,
-)
+from app.kernel.models import MetricPoint, Replica, ReplicaMetricPoint, ReplicaState
+from tests.support.rows import add_web_revision
 
 DASHBOARD = Path(__file__).parents[2] / "docs" / "grafana-dashboard.json"
 PROMQL_WORDS = frozenset(
@@ -69,18 +61,7 @@ def exported(sessions: SessionFactory) -> dict[str, set[str]]:
     """Each metric /metrics serves, with its labels, on a control plane that has one of each."""
     at = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
     with sessions() as session:
-        session.add(Installation(id=1, account_login="octo"))
-        session.commit()
-        session.add(Repository(id=2, installation_id=1, full_name="octo/web"))
-        session.commit()
-        session.add(Deployment(id="dep_web", repository_id=2, slug="web", branch="main"))
-        session.commit()
-        session.add(
-            Revision(
-                id="rev_1", deployment_id="dep_web", number=1, commit_sha="0" * 40, env_hash="e"
-            )
-        )
-        session.commit()
+        add_web_revision(session)
         session.add(
             Replica(
                 id="rep_1",

@@ -10,21 +10,14 @@ import pytest
 from sqlmodel import col, select
 
 from app.kernel.db import SessionFactory
-from app.kernel.models import (
-    Deployment,
-    Installation,
-    MetricPoint,
-    Replica,
-    ReplicaState,
-    Repository,
-    Revision,
-)
+from app.kernel.models import MetricPoint, Replica, ReplicaState
 from app.replicas.metrics import (
     MetricsSampler,
     difference,
     parse_router_metrics,
     quantile,
 )
+from tests.support.rows import add_deployment, add_web_revision
 
 HOST = "web.localhost"
 BOUNDS = ("0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "+Inf")
@@ -109,19 +102,8 @@ class Router:
 @pytest.fixture
 def deployment(sessions: SessionFactory) -> str:
     with sessions() as session:
-        session.add(Installation(id=1, account_login="octo"))
-        session.commit()
-        session.add(Repository(id=2, installation_id=1, full_name="octo/web"))
-        session.commit()
-        session.add(Deployment(id="dep_web", repository_id=2, slug="web", branch="main"))
-        session.add(Deployment(id="dep_idle", repository_id=2, slug="idle", branch="idle"))
-        session.commit()
-        session.add(
-            Revision(
-                id="rev_1", deployment_id="dep_web", number=1, commit_sha="0" * 40, env_hash="e"
-            )
-        )
-        session.commit()
+        add_web_revision(session)
+        add_deployment(session, "dep_idle", slug="idle", branch="idle")
         session.add(
             Replica(id="rep_1", revision_id="rev_1", container_name="web-1-a", container_port=8000)
         )

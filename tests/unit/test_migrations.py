@@ -105,3 +105,41 @@ def test_a_schema_at_head_is_left_without_loading_alembic(tmp_path: Path) -> Non
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_dropping_requests_seen_keeps_the_deployments_and_what_points_at_them(
+    tmp_path: Path,
+) -> None:
+    """0016 copies deployments on SQLite (a batch): its rows, and the revisions pointing at
+    them, come through; a downgrade gives the column back, empty."""
+    url = f"sqlite:///{tmp_path / 'control-plane.db'}"
+    config = alembic_config(url)
+    command.upgrade(config, "0015")
+    rows = [
+        "INSERT INTO installations (id, account_login, account_type, created_at, updated_at) "
+        "VALUES (41, 'octo', 'User', :t, :t)",
+        "INSERT INTO repositories (id, installation_id, full_name, default_branch, connected, "
+        "created_at, updated_at) VALUES (7, 41, 'octo/web', 'main', 1, :t, :t)",
+        "INSERT INTO deployments (id, repository_id, slug, environment, branch, type, "
+        "requests_seen, created_at, updated_at) VALUES ('dep_1', 7, 'web', 'production', "
+        "'main', 'production', 1234, :t, :t)",
+        "INSERT INTO revisions (id, deployment_id, number, commit_sha, commit_message, env_hash, "
+        "state, created_at) VALUES ('rev_1', 'dep_1', 1, :sha, 'first', 'h', 'live', :t)",
+    ]
+    engine = create_engine(url)
+    with engine.begin() as db:
+        for row in rows:
+            db.execute(text(row), {"t": T, "sha": "a" * 40})
+
+    command.upgrade(config, "0016")
+    with engine.connect() as db:
+        columns = {row[1] for row in db.execute(text("PRAGMA table_info(deployments)"))}
+        kept = db.execute(text("SELECT slug FROM deployments WHERE id = 'dep_1'")).scalar()
+        revisions = db.execute(text("SELECT count(*) FROM revisions")).scalar()
+    assert "requests_seen" not in columns and kept == "web" and revisions == 1
+
+    command.downgrade(config, "0015")
+    with engine.connect() as db:
+        back = db.execute(text("SELECT requests_seen FROM deployments WHERE id = 'dep_1'"))
+        assert back.scalar() is None
+    engine.dispose()

@@ -16,18 +16,11 @@ from sqlmodel import col, select
 from app.adapters.container_usage import ContainerUsage, find_cgroup_files, read_cgroup
 from app.api.metrics import PrometheusExposition, _replica_views
 from app.kernel.db import SessionFactory
-from app.kernel.models import (
-    Deployment,
-    Installation,
-    Replica,
-    ReplicaMetricPoint,
-    ReplicaState,
-    Repository,
-    Revision,
-)
+from app.kernel.models import Replica, ReplicaMetricPoint, ReplicaState
 from app.kernel.ports import ReplicaUsage
 from app.replicas.metrics import MetricsSampler, replica_series
 from builders.engine_errors import NoSuchContainer
+from tests.support.rows import add_web_revision
 
 ID_A = "a" * 64
 ID_B = "b" * 64
@@ -120,18 +113,7 @@ class Resources:
 @pytest.fixture
 def deployment(sessions: SessionFactory) -> str:
     with sessions() as session:
-        session.add(Installation(id=1, account_login="octo"))
-        session.commit()
-        session.add(Repository(id=2, installation_id=1, full_name="octo/web"))
-        session.commit()
-        session.add(Deployment(id="dep_web", repository_id=2, slug="web", branch="main"))
-        session.commit()
-        session.add(
-            Revision(
-                id="rev_1", deployment_id="dep_web", number=1, commit_sha="0" * 40, env_hash="e"
-            )
-        )
-        session.commit()
+        add_web_revision(session)
         for replica_id, container_id in (("rep_busy", ID_A), ("rep_idle", ID_B)):
             session.add(
                 Replica(

@@ -19,14 +19,7 @@ from sqlmodel import select
 from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory
 from app.kernel.errors import DatabaseError
-from app.kernel.models import (
-    Database,
-    Deployment,
-    Installation,
-    MetricPoint,
-    Repository,
-    Revision,
-)
+from app.kernel.models import Database, MetricPoint
 from app.kernel.ports import DatabaseLogin
 from app.replicas.autoscaler import (
     DEFAULT_JOBS_PER_WORKER,
@@ -47,6 +40,7 @@ from app.replicas.run_queue import RunQueues
 from manifests.config import ScaleConfig
 from manifests.containers import DeploymentType
 from manifests.run import RunConfig
+from tests.support.rows import add_deployment, add_repository, add_revision
 
 TICK = 2.0
 START = 1_700_000_000.0
@@ -326,30 +320,20 @@ def live(sessions: SessionFactory) -> dict[str, str]:
     """Three production deployments: two LangGraph Servers on pg (one with
     N_JOBS_PER_WORKER = 20 among secrets), one Dockerfile app; live revision by deployment."""
     with sessions() as session:
-        session.add(Installation(id=1, account_login="octo"))
-        session.commit()
-        session.add(Repository(id=2, installation_id=1, full_name="octo/web"))
-        session.commit()
+        add_repository(session)
         runtimes = {"dep_a": "pg", "dep_b": "pg", "dep_c": None}
         for deployment_id in runtimes:
-            session.add(
-                Deployment(id=deployment_id, repository_id=2, slug=deployment_id[4:], branch="main")
-            )
-        session.commit()
+            add_deployment(session, deployment_id, slug=deployment_id[4:])
         for deployment_id, runtime in runtimes.items():
             env = {"N_JOBS_PER_WORKER": "20", "OPENAI_API_KEY": "sk-hidden"}
-            session.add(
-                Revision(
-                    id=f"rev_{deployment_id}",
-                    deployment_id=deployment_id,
-                    number=1,
-                    commit_sha="0" * 40,
-                    env_hash="e",
-                    run_config=RunConfig(port=8000, langgraph_runtime=runtime).to_json(),
-                    env_encrypted=SECRETS.encrypt(json.dumps(env))
-                    if deployment_id == "dep_b"
-                    else None,
-                )
+            add_revision(
+                session,
+                f"rev_{deployment_id}",
+                deployment_id=deployment_id,
+                run_config=RunConfig(port=8000, langgraph_runtime=runtime).to_json(),
+                env_encrypted=SECRETS.encrypt(json.dumps(env))
+                if deployment_id == "dep_b"
+                else None,
             )
             session.add(
                 Database(

@@ -13,7 +13,7 @@ import pytest
 from app.adapters.docker_output import FRAME_HEADER, parse_frames
 from app.kernel.db import SessionFactory
 from app.kernel.errors import InvalidRequest
-from app.kernel.models import Database, Deployment, Installation, Repository, Revision
+from app.kernel.models import Database
 from app.kernel.ports import OutputLine
 from app.replicas.replica_set import redis_password
 from app.replicas.server_logs import (
@@ -23,6 +23,7 @@ from app.replicas.server_logs import (
     moment_ns,
     stamp_of,
 )
+from tests.support.rows import add_deployment, add_repository, add_revision
 from tests.unit.world import SECRETS
 
 S = 1_000_000_000
@@ -75,22 +76,16 @@ class HeldOutputs:
 @pytest.fixture
 def deployment(sessions: SessionFactory) -> str:
     with sessions() as session:
-        session.add(Installation(id=1, account_login="octo"))
-        session.commit()
-        session.add(Repository(id=2, installation_id=1, full_name="octo/web"))
-        session.commit()
-        session.add(Deployment(id="dep_web", repository_id=2, slug="web", branch="main"))
-        session.commit()
+        add_repository(session)
+        add_deployment(session)
         for number, env in ((1, {"MODE": "demo"}), (2, {"API_KEY": SECRET})):
-            session.add(
-                Revision(
-                    id=f"rev_{number}",
-                    deployment_id="dep_web",
-                    number=number,
-                    commit_sha=f"{number:040d}",
-                    env_hash=str(number),
-                    env_encrypted=SECRETS.encrypt_env(env),
-                )
+            add_revision(
+                session,
+                f"rev_{number}",
+                number=number,
+                commit_sha=f"{number:040d}",
+                env_hash=str(number),
+                env_encrypted=SECRETS.encrypt_env(env),
             )
         session.add(
             Database(

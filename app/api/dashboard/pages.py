@@ -613,6 +613,30 @@ def _page_of(deployment_id: str) -> str:
     return f"{BASE}/deployments/{quote(deployment_id, safe='')}"
 
 
+async def _change(
+    request: Request[Any, Any, Any],
+    doorman: Doorman,
+    sessions: SessionFactory,
+    queue: ArqRedis,
+    deployment_id: str,
+    data: dict[str, Any],
+    change: Callable[[Viewer], WorkOrder],
+    *,
+    back_to: str | None = None,
+) -> Redirect:
+    """What every form that changes a deployment does around its own `change`.
+
+    The viewer is checked first (signed in, the form's CSRF token, write access); the form's
+    fields are read inside `change`, so one who may not write is refused as such whatever they
+    sent. `change` runs in a thread (the services are synchronous), the work it ordered goes to
+    the workers, and the browser goes back to `back_to` (the deployment's page) with the
+    order's summary as the notice: a redirect, so a reload does not repeat the change."""
+    viewer = await _writer_of(request, doorman, sessions, deployment_id, data)
+    order = await asyncio.to_thread(change, viewer)
+    await carry_out(queue, order)
+    return _back(back_to or _page_of(deployment_id), order.summary)
+
+
 @post("/deployments/{deployment_id:str}/deploy", include_in_schema=False)
 async def deploy(
     request: Request[Any, Any, Any],
@@ -623,11 +647,11 @@ async def deploy(
     queue: NamedDependency[ArqRedis],
     data: URLEncodedBody[dict[str, Any]],
 ) -> Redirect:
-    viewer = await _writer_of(request, doorman, sessions, deployment_id, data)
-    ref = str(data.get("ref") or "").strip() or None
-    done = await asyncio.to_thread(operations.deploy, deployment_id, ref, viewer.caller)
-    await carry_out(queue, done.outcome)
-    return _back(_page_of(deployment_id), done.outcome.summary)
+    def deployed(viewer: Viewer) -> WorkOrder:
+        ref = str(data.get("ref") or "").strip() or None
+        return operations.deploy(deployment_id, ref, viewer.caller).outcome
+
+    return await _change(request, doorman, sessions, queue, deployment_id, data, deployed)
 
 
 @post("/deployments/{deployment_id:str}/rollback", include_in_schema=False)
@@ -640,14 +664,16 @@ async def rollback(
     queue: NamedDependency[ArqRedis],
     data: URLEncodedBody[dict[str, Any]],
 ) -> Redirect:
-    viewer = await _writer_of(request, doorman, sessions, deployment_id, data)
-    try:
-        number = int(str(data.get("revision") or ""))
-    except ValueError:
-        raise InvalidRequest("revision: give the number of the revision to roll back to") from None
-    done = await asyncio.to_thread(operations.rollback, deployment_id, number, viewer.caller)
-    await carry_out(queue, done.outcome)
-    return _back(_page_of(deployment_id), done.outcome.summary)
+    def rolled_back(viewer: Viewer) -> WorkOrder:
+        try:
+            number = int(str(data.get("revision") or ""))
+        except ValueError:
+            raise InvalidRequest(
+                "revision: give the number of the revision to roll back to"
+            ) from None
+        return operations.rollback(deployment_id, number, viewer.caller).outcome
+
+    return await _change(request, doorman, sessions, queue, deployment_id, data, rolled_back)
 
 
 @post("/deployments/{deployment_id:str}/env", include_in_schema=False)
@@ -660,25 +686,23 @@ async def change_env(
     queue: NamedDependency[ArqRedis],
     data: URLEncodedBody[dict[str, Any]],
 ) -> Redirect:
-    viewer = await _writer_of(request, doorman, sessions, deployment_id, data)
-    name = str(data.get("name") or "").strip()
-    value = str(data.get("value") or "")
-    scope_text = str(data.get("scope") or EnvScope.deployment.value)
-    try:
-        scope = EnvScope(scope_text)
-    except ValueError:
-        raise InvalidRequest("scope: give deployment or previews") from None
-    if data.get("unset"):
-        change = EnvChange(unset=[name])
-    elif data.get("secret"):
-        change = EnvChange(secrets={name: value})
-    else:
-        change = EnvChange(set={name: value})
-    done = await asyncio.to_thread(
-        operations.change_env, deployment_id, change, viewer.caller, scope
-    )
-    await carry_out(queue, done.outcome)
-    return _back(_page_of(deployment_id), done.outcome.summary)
+    def changed(viewer: Viewer) -> WorkOrder:
+        name = str(data.get("name") or "").strip()
+        value = str(data.get("value") or "")
+        scope_text = str(data.get("scope") or EnvScope.deployment.value)
+        try:
+            scope = EnvScope(scope_text)
+        except ValueError:
+            raise InvalidRequest("scope: give deployment or previews") from None
+        if data.get("unset"):
+            change = EnvChange(unset=[name])
+        elif data.get("secret"):
+            change = EnvChange(secrets={name: value})
+        else:
+            change = EnvChange(set={name: value})
+        return operations.change_env(deployment_id, change, viewer.caller, scope).outcome
+
+    return await _change(request, doorman, sessions, queue, deployment_id, data, changed)
 
 
 @post(
@@ -697,9 +721,8 @@ async def approve(
 ) -> Redirect:
     """A fork's commit approved for building: the same rule and work as the check run's
     "Deploy preview" button (app/deliveries/approvals.py), the approver being the viewer."""
-    viewer = await _writer_of(request, doorman, sessions, deployment_id, data)
 
-    def approved() -> WorkOrder:
+    def approved(viewer: Viewer) -> WorkOrder:
         with sessions() as session:
             revision = revision_store.get_revision(session, revision_id)
             if revision.deployment_id != deployment_id:
@@ -716,9 +739,7 @@ async def approve(
             session.commit()
             return order
 
-    order = await asyncio.to_thread(approved)
-    await carry_out(queue, order)
-    return _back(_page_of(deployment_id), order.summary)
+    return await _change(request, doorman, sessions, queue, deployment_id, data, approved)
 
 
 @post("/deployments/{deployment_id:str}/delete", include_in_schema=False)
@@ -731,11 +752,13 @@ async def delete(
     queue: NamedDependency[ArqRedis],
     data: URLEncodedBody[dict[str, Any]],
 ) -> Redirect:
-    viewer = await _writer_of(request, doorman, sessions, deployment_id, data)
-    confirm = str(data.get("confirm") or "")
-    done = await asyncio.to_thread(operations.delete, deployment_id, confirm, viewer.caller)
-    await carry_out(queue, done.outcome)
-    return _back(f"{BASE}/", done.outcome.summary)
+    def deleted(viewer: Viewer) -> WorkOrder:
+        confirm = str(data.get("confirm") or "")
+        return operations.delete(deployment_id, confirm, viewer.caller).outcome
+
+    return await _change(
+        request, doorman, sessions, queue, deployment_id, data, deleted, back_to=f"{BASE}/"
+    )
 
 
 ROUTES = [
