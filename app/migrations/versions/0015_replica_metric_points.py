@@ -1,7 +1,7 @@
 """replica metric points: each replica's CPU and memory per 10 s (an hour) and per minute (a week)
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0014
 Create Date: 2026-12-07 04:00:00
 """
 
