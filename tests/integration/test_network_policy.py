@@ -283,6 +283,62 @@ def test_an_app_reaches_neither_another_deployment_nor_the_metadata_address_nor_
     assert own.reached, own.output
 
 
+ATTEMPT_SECONDS = 8
+"""How long the app keeps dialling while networks come and go (each made in ~0.3 s)."""
+
+
+def test_another_deployment_stays_unreachable_while_docker_makes_networks(
+    lab: Lab, listeners: list[Listener]
+) -> None:
+    """Docker 20.10 deletes and re-inserts FORWARD's jumps to DOCKER-USER and to its isolation
+    chain each time it makes a network (anyone's: another deployment's, another platform's, an
+    operator's). Without the policy, a container reached another network's through that gap
+    (3 of 20 connections in a reproduction, tests/integration/conftest.py's TOGETHER); the
+    policy's own refusal of the pool must hold through it. An app dials another deployment's
+    Redis without pause while networks are made and removed beside it: no connection may get
+    through (0 of 582 during 49 networks made, 12 s, when this test was written)."""
+    cluster = listen(listeners, lab.gateway)
+    app = lab.deployment()
+    other = lab.deployment()
+    other_network = json.loads(docker("inspect", other))[0]["HostConfig"]["NetworkMode"]
+    lab.container(other_network, "nc", "-ll", "-p", "7000", "-e", "echo", "hello")
+    redis_ip = container_ip(lab.containers[-1])
+    lab.apply(lab.policy(database_port=cluster.port))
+    assert_refused(connect(app, redis_ip, 7000), "another deployment's container")
+
+    churning = threading.Event()
+    made = 0
+
+    def churn() -> None:
+        nonlocal made
+        while not churning.is_set():
+            name = f"slipway-test-np-churn-{uuid.uuid4().hex[:8]}"
+            docker("network", "create", name)
+            docker("network", "rm", name)
+            made += 1
+
+    churner = threading.Thread(target=churn, daemon=True)
+    churner.start()
+    try:
+        dialled = subprocess.run(
+            [
+                DOCKER, "exec", app, "sh", "-c",
+                f"end=$(($(date +%s) + {ATTEMPT_SECONDS})); n=0;"
+                f" while [ $(date +%s) -lt $end ]; do"
+                f" nc -w 1 {redis_ip} 7000 </dev/null; n=$((n + 1)); done; echo tries=$n",
+            ],
+            capture_output=True, text=True, timeout=ATTEMPT_SECONDS + 60, check=False,
+        )  # fmt: skip
+    finally:
+        churning.set()
+        churner.join(timeout=30)
+    tries = int(dialled.stdout.rsplit("tries=", 1)[1])
+    reached = dialled.stdout.count("hello")
+    print(f"{tries} connections tried while {made} networks were made: {reached} reached")
+    assert made >= 5 and tries >= 50, (made, tries)
+    assert reached == 0, f"{reached} of {tries} connections reached another deployment"
+
+
 def test_builds_reach_the_host_ports_given_and_nothing_else_of_the_host(
     lab: Lab, listeners: list[Listener]
 ) -> None:
