@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+TEST_WORKERS ?= 3
 
 .PHONY: up test lint unit integration e2e docs deps lock docker test-tools bench bench-previews bench-rollback bench-replicas bench-langgraph bench-burst bench-scale clean
 
@@ -37,7 +38,9 @@ lint: deps
 ## Postgres, Valkey and Caddy, no platform; e2e: `slipway up` as a user starts it).
 ## The unit tier runs on every core (pytest-xdist): its tests share no file, port or database
 ## (each has its own tmp_path, 127.0.0.1 ports the kernel picks, a SQLite copy of its own).
-## Integration and e2e run on two workers, a module per worker at a time, longest first; the
+## Integration and e2e run on TEST_WORKERS workers (3: more than this 2-core machine's cores,
+## as their tests mostly wait on the engine, builds and timers; the cores were 25-80 % busy
+## over 30 s windows of e2e on three), a module per worker at a time, longest first; the
 ## modules that must not meet (Docker networks made while another tests what a container cannot
 ## reach; BuildKit's cache pruned while another needs it) share one worker, one after the other
 ## (tests/support/scheduling.py and each tier's conftest.py).
@@ -45,10 +48,10 @@ unit: deps
 	$(BIN)/pytest tests/unit -n auto
 
 integration: deps docker test-tools
-	$(BIN)/pytest tests/integration -n 2 --dist loadfile
+	$(BIN)/pytest tests/integration -n $(TEST_WORKERS) --dist loadfile
 
 e2e: deps docker test-tools
-	$(BIN)/pytest tests/e2e -n 2 --dist loadfile
+	$(BIN)/pytest tests/e2e -n $(TEST_WORKERS) --dist loadfile
 
 ## make docs: write the reference pages generated from code (docs/configuration.md from
 ## app/kernel/settings.py, docs/slipway.schema.json from manifests/config.py); tests/unit/test_docs.py

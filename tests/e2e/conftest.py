@@ -8,7 +8,7 @@ test_backups' schedule of seconds, test_https's ACME CA and router ports) starts
 once per module; those modules run first, so the shared platform is not yet running beside
 them on the machine's two cores.
 
-`make e2e` runs the modules on two workers (tests/support/scheduling.py), longest first: each
+`make e2e` runs the modules on three workers (tests/support/scheduling.py), longest first: each
 worker starts the shared platform when it first needs it. Platforms on one machine keep apart:
 each has its own DATA_DIR (a worker's own tmp_path), ports the kernel picks, containers and
 networks named after its own ids, spare holders named after its DATA_DIR, and rules of its own
@@ -50,29 +50,28 @@ HEALTH_TIMEOUT_SECONDS = "8"
 _repo_ids = itertools.count(1)
 
 SECONDS = {
-    "test_langgraph.py": 330,
-    "test_langgraph_queue.py": 160,
-    "test_replicas.py": 112,
-    "test_idle_deployments.py": 96,
-    "test_restarts.py": 79,
+    "test_langgraph.py": 99,
+    "test_replicas.py": 93,
+    "test_langgraph_queue.py": 85,
     "test_backups.py": 75,
-    "test_https.py": 54,
-    "test_cli.py": 42,
-    "test_notifications.py": 34,
-    "test_operations.py": 33,
-    "test_first_run_setup.py": 29,
-    "test_bad_input.py": 23,
-    "test_push_to_deploy.py": 21,
-    "test_previews.py": 20,
-    "test_preview_lifecycle.py": 120,
-    "test_tenant_isolation.py": 11,
-    "test_server_logs.py": 10,
-    "test_dashboard.py": 25,
+    "test_preview_lifecycle.py": 60,
+    "test_idle_deployments.py": 59,
+    "test_restarts.py": 49,
+    "test_https.py": 30,
+    "test_notifications.py": 29,
+    "test_server_logs.py": 21,
+    "test_cli.py": 14,
+    "test_bad_input.py": 13,
+    "test_dashboard.py": 11,
+    "test_previews.py": 10,
+    "test_first_run_setup.py": 7,
+    "test_operations.py": 5,
+    "test_push_to_deploy.py": 4,
+    "test_tenant_isolation.py": 1,
 }
-"""Each module's seconds (setup, tests and teardown) on one of two workers, from the junit
-report of a passing run on this machine under a load of 7-16 (428 s wall for 819 s of work):
-relative weights, the longest go first. test_langgraph.py's cron, test_langgraph_queue.py and
-test_preview_lifecycle.py's idle preview are their own runs' figures, alone."""
+"""Each module's seconds (setup, tests and teardown) on one of three workers, from the junit
+report of a passing run on this machine (252 s wall for 664 s of work): relative weights, the
+longest go first."""
 scheduling.register(Path(__file__).parent, {}, SECONDS)
 
 

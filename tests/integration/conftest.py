@@ -1,4 +1,4 @@
-"""Fixtures the integration tier's build tests share, and how its modules share two workers."""
+"""Fixtures the integration tier's build tests share, and how its modules share the workers."""
 
 from __future__ import annotations
 
@@ -35,34 +35,35 @@ TOGETHER = {
 (tests/support/scheduling.py)."""
 
 SECONDS = {
-    "test_confinement.py": 145,
-    "test_langgraph_image.py": 48,
-    "test_service.py": 43,
-    "test_disk_bounds.py": 34,
-    "test_network_policy.py": 28,
+    "test_langgraph_image.py": 62,
+    "test_confinement.py": 54,
     "test_worker_wake.py": 27,
-    "test_build_limits.py": 26,
-    "test_databases.py": 24,
-    "test_backups.py": 24,
-    "test_embedded.py": 22,
-    "test_deployment_redis.py": 12,
-    "test_webhook_receiver.py": 10,
-    "test_log_follows.py": 9,
-    "test_control_plane_postgres.py": 8,
-    "test_readiness.py": 8,
-    "test_notifications.py": 7,
-    "test_locks_on_postgres.py": 7,
-    "test_metrics.py": 37,
-    "test_run_queue.py": 15,
-    "test_wildcard_policy.py": 10,
+    "test_network_policy.py": 22,
+    "test_build_limits.py": 20,
+    "test_metrics.py": 14,
+    "test_disk_bounds.py": 13,
+    "test_service.py": 12,
+    "test_embedded.py": 6,
     "test_queue_outage.py": 6,
-    "test_build_cache_scope.py": 6,
-    "test_engine_events.py": 6,
+    "test_deployment_redis.py": 5,
+    "test_databases.py": 5,
+    "test_readiness.py": 3,
+    "test_build_cache_scope.py": 3,
+    "test_backups.py": 3,
+    "test_notifications.py": 3,
     "test_index_pass_through.py": 3,
+    "test_run_queue.py": 3,
+    "test_log_follows.py": 2,
+    "test_webhook_receiver.py": 2,
+    "test_engine_events.py": 1,
+    "test_control_plane_postgres.py": 1,
+    "test_locks_on_postgres.py": 1,
+    "test_wildcard_policy.py": 1,
+    "test_worker_queue.py": 1,
 }
-"""Each module's seconds (setup, tests and teardown) on one of two workers, from the junit
-report of a run on this machine under a load of 9-12 (291 s wall for 511 s of work): relative
-weights, the longest units go first."""
+"""Each module's seconds (setup, tests and teardown) on one of three workers, from the junit
+report of a run on this machine (106 s wall for 271 s of work): relative weights, the longest
+units go first."""
 
 
 scheduling.register(Path(__file__).parent, TOGETHER, SECONDS)

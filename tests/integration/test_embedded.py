@@ -144,6 +144,9 @@ def test_postgres_killed_with_sigkill_is_seen_dead_and_comes_back_on_its_url(
         assert conn.execute("SHOW superuser_reserved_connections").fetchone() == ("20",)
         # Idle deployments' databases are not visited every minute (issue 22).
         assert conn.execute("SHOW autovacuum_naptime").fetchone() == ("5min",)
+        # No I/O workers nor a logical replication launcher at rest (issue 22).
+        assert conn.execute("SHOW io_method").fetchone() == ("sync",)
+        assert conn.execute("SHOW max_logical_replication_workers").fetchone() == ("0",)
 
 
 def _until(what: str, check: Callable[[], bool], seconds: float = 20.0) -> None:

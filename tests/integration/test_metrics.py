@@ -300,8 +300,11 @@ def test_under_hey_load_the_api_shows_what_hey_measured_and_each_replicas_cpu_an
             assert point["error_rate"] == pytest.approx(load.failed / load.requests, rel=0.1)
             for quantile in (50, 95, 99):
                 # The router's quantile falls in the bucket of Caddy's histogram where hey's
-                # does (within 10 % of its bounds): it is read off those buckets.
+                # does (within 10 % of its bounds), or the one below: it is read off those
+                # buckets, and the router times a request from inside, without the client's
+                # share (hey's p50 of 10.1 ms against the router's 8.7 ms on a busy machine).
                 lower, upper = bucket_around(load.latency[quantile])
+                lower = bucket_around(lower)[0]
                 routers = point[f"p{quantile}_ms"] / 1000
                 assert lower * 0.9 <= routers <= upper * 1.1, (quantile, routers, load.latency)
 

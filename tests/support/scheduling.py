@@ -1,5 +1,5 @@
-"""How a tier's modules share two pytest-xdist workers (`make integration` and `make e2e` run
-`pytest -n 2 --dist loadfile`).
+"""How a tier's modules share pytest-xdist workers (`make integration` and `make e2e` run
+`pytest -n $(TEST_WORKERS) --dist loadfile`, three by default).
 
 As with xdist's own `loadfile`, a module is one unit of work, run by one worker (its
 module-scoped fixtures, an embedded Postgres or a platform, are made once). Two things are added,
@@ -9,7 +9,7 @@ by a scheduler of our own (xdist's `pytest_xdist_make_scheduler` hook, from each
   after the other by one worker. (xdist's `loadgroup` would say this with marks, but with
   pytest 9 its renaming of the tests' ids has no effect, and every test became a unit of its own.)
 - units are handed out longest first, by each module's measured seconds (a tier's `seconds`), so
-  the two workers finish at about the same time; a module not in the table is counted as short
+  the workers finish at about the same time; a module not in the table is counted as short
   and goes last.
 """
 

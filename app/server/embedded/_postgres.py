@@ -173,6 +173,18 @@ at rest (`python -m bench.postgres_idle --connect-each`), 1.7 % within the whole
 five minutes of needing it (its thresholds are unchanged)."""
 
 
+IO_METHOD = "sync"
+"""``io_method`` (PostgreSQL 18 and later): reads done by the backend that needs them. The
+default, ``worker``, keeps three I/O worker processes for asynchronous read-ahead, which
+deployment databases of a few MiB never benefit from; with them and the logical replication
+launcher (no subscription is ever made here: ``max_logical_replication_workers = 0``) gone, the
+cluster runs 5 processes at rest instead of 9: ~1.5 MiB less memory of their own, and the
+shared buffers the I/O workers had read into are no longer counted to a process that stays
+(PSS 8 MiB lower at one deployment; the buffers' memory itself is unchanged)."""
+IO_METHOD_SINCE = 18
+"""The major version that has ``io_method``: an older cluster would refuse the setting."""
+
+
 def _conf_quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
@@ -444,10 +456,19 @@ class EmbeddedPostgres:
                 f"superuser_reserved_connections = {self.platform_connections}",
                 f"shared_buffers = {self.shared_buffers_bytes // 1024}kB",
                 f"autovacuum_naptime = {AUTOVACUUM_NAPTIME_SECONDS}s",
+                "max_logical_replication_workers = 0",
+                *([f"io_method = {IO_METHOD}"] if self._major_version() >= IO_METHOD_SINCE else []),
                 "",
             ]
         )
         return self._write_if_changed(self.pgdata / "slipway.conf", text)
+
+    def _major_version(self) -> int:
+        """The cluster's major version, from its data directory (written by initdb)."""
+        try:
+            return int((self.pgdata / "PG_VERSION").read_text(encoding="utf-8").strip())
+        except (OSError, ValueError):
+            return 0
 
     def _write_hba(self) -> bool:
         lines = [
