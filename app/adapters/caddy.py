@@ -41,7 +41,14 @@ back-to-back loads). A load repeated after Caddy applied it changes nothing."""
 TRY_DURATION = "5s"
 """A request whose replica refuses the connection (it just died) is tried on another one for
 this long, so a dead replica costs no request while another is up."""
-TRY_INTERVAL = "100ms"
+TRY_INTERVAL = "10ms"
+"""The pause before a failed request is tried again. The dead replica is out of the selection
+after its first refused dial (the passive check below), so the next try goes to another one:
+the pause only delays it. And a request pausing when the route is loaded again (the
+reconciler takes the dead replica out within ~50 ms of its death) is answered 502 with the
+refused dial, as Caddy stops the old handler's tries: at 100 ms five requests of a killed
+replica's load met that (tests/e2e/test_replicas.py). With no replica left, a waiting request
+looks again a hundred times a second, a few microseconds each."""
 FAIL_DURATION = "5s"
 """After a failed dial a replica gets no requests for this long (Caddy's passive health
 check): the reconciler takes a dead one out of the route within a tick anyway."""
