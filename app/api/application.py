@@ -77,13 +77,13 @@ from manifests.errors import SlipwayError
 log = logging.getLogger(__name__)
 
 API_VERSION = "1"
+"""The API's version in its OpenAPI description: raised when a route changes incompatibly."""
 SHUTDOWN_GRACE_SECONDS = 5
 """How long a stopping API lets requests in flight finish before cancelling them. A log
 follow (server or build logs, the dashboard's live panes) never finishes by itself within
 SLIPWAY_LOG_FOLLOW_MAX_SECONDS, and uvicorn's default is to wait for every connection: one
 open dashboard tab held a restart of the platform for up to an hour. A follower's client
 reconnects to the new process (Server-Sent Events retry)."""
-"""The API's version in its OpenAPI description: raised when a route changes incompatibly."""
 
 STATUS_OF: dict[type[SlipwayError], int] = {
     NotFoundError: HTTP_404_NOT_FOUND,

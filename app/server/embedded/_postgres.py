@@ -180,7 +180,7 @@ deployment databases of a few MiB never benefit from; with them and the logical 
 launcher (no subscription is ever made here: ``max_logical_replication_workers = 0``) gone, the
 cluster runs 5 processes at rest instead of 9: ~1.5 MiB less memory of their own, and the
 shared buffers the I/O workers had read into are no longer counted to a process that stays
-(PSS 8 MiB lower at one deployment; the buffers' memory itself is unchanged)."""
+(the cluster's PSS 6-8 MiB lower at one deployment; the buffers' memory itself is unchanged)."""
 IO_METHOD_SINCE = 18
 """The major version that has ``io_method``: an older cluster would refuse the setting."""
 
