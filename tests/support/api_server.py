@@ -15,8 +15,8 @@ from app.server.embedded import free_port
 
 START_SECONDS = 30.0
 GRACE_SECONDS = 1
-"""What requests in flight get once a test's block ends: a page a test left open on a log
-follow would otherwise hold the end of the block for the whole grace."""
+"""What requests in flight get once a test's block ends, then they are cancelled: a browser
+page left open on a log follow held the end of each block until the join gave up (15 s)."""
 
 
 @contextmanager
