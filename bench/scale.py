@@ -39,7 +39,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -96,6 +96,19 @@ FAILURE_CHECK_SECONDS = 15.0
 PUSH_DEADLINE_SECONDS = 180.0
 DEFAULT_PUSHES = 3
 DEFAULT_ROUTER_ROUNDS = 3
+PUSH_PHASES = (
+    ("webhook to revision", "sent", "created_at"),
+    ("queued", "created_at", "build_started_at"),
+    ("build", "build_started_at", "build_finished_at"),
+    ("to deploy", "build_finished_at", "deploy_started_at"),
+    ("database", "deploy_started_at", "database_ready_at"),
+    ("replica start", "database_ready_at", "replica_started_at"),
+    ("health check", "replica_started_at", "healthy_at"),
+    ("route switch", "healthy_at", "live_at"),
+    ("first 200 after live", "live_at", "seen"),
+)
+"""A push cut at its revision's timestamps (and the bench's own send and first 200), so a
+level's extra time shows where it went."""
 LOAD_SECONDS = 10.0
 LOAD_CONCURRENCY = 10
 LOAD_RATE_PER_WORKER = 20.0
@@ -293,6 +306,8 @@ class Level:
     processes: int = 0
     pushes: list[float] = field(default_factory=list)
     """Seconds from the webhook to the first 200 of the new page."""
+    push_phases: list[dict[str, float]] = field(default_factory=list)
+    """Each push's phases in seconds (PUSH_PHASES), from its revision's timestamps."""
     router_p50_ms: float = 0.0
     router_p99_ms: float = 0.0
     router_rounds: list[tuple[float, float]] = field(default_factory=list)
@@ -547,8 +562,11 @@ def wait_live(
         time.sleep(min(POLL_LIVE_SECONDS, deadline.remaining()))
 
 
-def push_to_live(platform: RunningPlatform, site: Site, client: httpx.Client) -> float:
-    """A one-line change of the first site, from the webhook to its first 200 via the router."""
+def push_to_live(
+    platform: RunningPlatform, site: Site, client: httpx.Client, level: Level | None = None
+) -> float:
+    """A one-line change of the first site, from the webhook to its first 200 via the router;
+    its phases go to `level.push_phases`."""
     site.version += 1
     name = site.repository["name"]
     before = site.head
@@ -561,6 +579,7 @@ def push_to_live(platform: RunningPlatform, site: Site, client: httpx.Client) ->
                 raise BenchError(f"push of {name} ended {revision['state']}: {revision['error']}")
 
     sent = time.perf_counter()
+    sent_wall = time.time()
     response = platform.push(site.repository, INSTALLATION_ID, before, site.head)
     if response.status_code != 202:
         raise BenchError(f"push webhook answered {response.status_code}: {response.text}")
@@ -574,7 +593,10 @@ def push_to_live(platform: RunningPlatform, site: Site, client: httpx.Client) ->
     )
     # The worker goes on after live (retiring the old replica, reporting): let its job end
     # before anything else is measured.
+    seen_wall = sent_wall + (seen - sent)
     revision = platform.revision_for(site.deployment_id, site.head, timeout=deadline.remaining())
+    if level is not None:
+        level.push_phases.append(phases_of(revision, sent_wall, seen_wall))
     with redis.Redis.from_url(redis_url(platform)) as queue:
         wait_for(
             f"the job of revision {revision['id']} to finish",
@@ -583,6 +605,28 @@ def push_to_live(platform: RunningPlatform, site: Site, client: httpx.Client) ->
             every=0.1,
         )
     return seen - sent
+
+
+def utc_seconds(text: str) -> float:
+    """An API timestamp as seconds since the epoch (one without a zone is UTC, as stored)."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def phases_of(revision: dict[str, Any], sent: float, seen: float) -> dict[str, float]:
+    """PUSH_PHASES of one push in seconds; a phase whose timestamp is missing is left out."""
+    moments: dict[str, float | None] = {"sent": sent, "seen": seen}
+    for _, start, end in PUSH_PHASES:
+        for name in (start, end):
+            if name not in moments:
+                text = revision.get(name)
+                moments[name] = utc_seconds(text) if text else None
+    phases: dict[str, float] = {}
+    for phase, start, end in PUSH_PHASES:
+        began, ended = moments[start], moments[end]
+        if began is not None and ended is not None:
+            phases[phase] = ended - began
+    return phases
 
 
 def router_latency(platform: RunningPlatform, site: Site, level: Level, rounds: int) -> None:
@@ -631,7 +675,7 @@ def measure(
         f"{level.apps} apps + {level.holders} holders, load {level.load_average}"
     )
     for number in range(1, pushes + 1):
-        level.pushes.append(push_to_live(platform, sites[0], client))
+        level.pushes.append(push_to_live(platform, sites[0], client, level))
         log(f"  push {number}/{pushes}: {level.pushes[-1]:.2f} s")
     router_latency(platform, sites[0], level, router_rounds)
     rounds = ", ".join(f"{a:.1f}/{b:.1f}" for a, b in level.router_rounds)
@@ -744,6 +788,21 @@ def render(levels: Sequence[Level], machine: Sequence[str], command: str) -> str
             ]
         for goal, value, ok in goals:
             lines.append(f"- {lv.deployments:>3}: {goal}: {value} -> {verdict(ok)}")
+    if any(lv.push_phases for lv in levels):
+        lines += ["", "The one-line push, by phase: median ms (from the revision's timestamps)", ""]
+        phase_rows = [
+            [
+                phase,
+                *(
+                    f"{1000 * statistics.median(values):.0f}"
+                    if (values := [p[phase] for p in lv.push_phases if phase in p])
+                    else "-"
+                    for lv in levels
+                ),
+            ]
+            for phase, _, _ in PUSH_PHASES
+        ]
+        lines += markdown(["phase", *(str(lv.deployments) for lv in levels)], phase_rows)
     lines += ["", "At rest, per part: PSS MiB (RSS) / CPU % of one core", ""]
     header = ["part", *(str(lv.deployments) for lv in levels)]
     rows = [
@@ -839,13 +898,15 @@ def run(
         finally:
             log("cleaning up")
             ids = {site.deployment_id for site in sites if site.deployment_id}
-            if platform is not None:
-                with suppress(httpx.HTTPError, OSError):
-                    ids |= {d["id"] for d in platform.api("/api/deployments")}
-                platform.stop()
-            github.stop()
-            remove_docker_objects(sorted(ids))
-            remove_volumes(sorted(ids))
+            try:
+                if platform is not None:
+                    with suppress(httpx.HTTPError, OSError):
+                        ids |= {d["id"] for d in platform.api("/api/deployments")}
+                    platform.stop()
+            finally:  # the deployments' objects go even when the platform's stop failed
+                github.stop()
+                remove_docker_objects(sorted(ids))
+                remove_volumes(sorted(ids))
     return render(measured, machine, command)
 
 

@@ -18,6 +18,7 @@ from bench.scale import (
     parse_levels,
     parse_smaps_rollup,
     parse_stat,
+    phases_of,
     render,
 )
 
@@ -207,3 +208,27 @@ def test_a_push_that_newcomers_jump_is_overtaken_by_each_of_them() -> None:
 def test_a_build_that_never_started_counts_for_nothing() -> None:
     assert most_overtaken([None, 1.0, 2.0]) == 0
     assert most_overtaken([2.0, None, 1.0]) == 1
+
+
+def test_a_push_is_cut_at_its_revisions_timestamps_and_a_missing_one_is_left_out() -> None:
+    base = 1_796_630_000.0  # 2026-12-07T07:53:20Z
+    revision = {
+        "created_at": "2026-12-07T07:53:20.050000Z",
+        "build_started_at": "2026-12-07T07:53:20.100000",  # stored without a zone: UTC
+        "build_finished_at": "2026-12-07T07:53:20.250000+00:00",
+        "deploy_started_at": "2026-12-07T07:53:20.260000Z",
+        "database_ready_at": None,
+        "replica_started_at": "2026-12-07T07:53:20.300000Z",
+        "healthy_at": "2026-12-07T07:53:20.340000Z",
+        "live_at": "2026-12-07T07:53:20.350000Z",
+    }
+    phases = phases_of(revision, sent=base, seen=base + 0.4)
+    assert {k: round(v * 1000) for k, v in phases.items()} == {
+        "webhook to revision": 50,
+        "queued": 50,
+        "build": 150,
+        "to deploy": 10,
+        "health check": 40,
+        "route switch": 10,
+        "first 200 after live": 50,
+    }

@@ -17,6 +17,7 @@ import docker
 import pytest
 import requests
 
+import app.adapters.docker as docker_adapter
 from app.adapters.docker import DockerRuntime
 from app.kernel.ports import Endpoint
 from builders.engine_errors import EngineUnreachable
@@ -28,6 +29,7 @@ from manifests.containers import (
     ContainerSpec,
     DeploymentType,
     holder_name,
+    reserve_network,
 )
 from manifests.errors import RuntimeStartError
 from tests.unit.test_engine_errors import refusal
@@ -95,13 +97,17 @@ class Engine:
         return []
 
     def networks(self, **options: Any) -> list[dict[str, Any]]:
-        return [{"IPAM": {"Config": [{"Subnet": s}]}} for s in self.made.values()]
+        return [{"Id": n, "IPAM": {"Config": [{"Subnet": s}]}} for n, s in self.made.items()]
 
     def inspect_network(self, name: str) -> dict[str, Any]:
         self._answer("inspect_network", name)
         if name not in self.made:
             raise refusal(404, f"network {name} not found")
-        return {"IPAM": {"Config": [{"Subnet": self.made[name]}]}}
+        return {"IPAM": {"Config": [{"Subnet": self.made[name]}]}, "Containers": {}}
+
+    def remove_network(self, name: str) -> None:
+        self._answer("remove_network", name)
+        self.made.pop(name, None)
 
     def create_network(self, name: str, ipam: dict[str, Any], **options: Any) -> None:
         subnet = ipam["Config"][0]["Subnet"]
@@ -223,3 +229,40 @@ def test_an_engine_that_does_not_answer_is_said_so(engine: Engine, tmp_path: Pat
     engine.fail("containers", "", requests.exceptions.ConnectionError("Connection refused"))
     with pytest.raises(EngineUnreachable, match="did not list replicas: the Docker engine did"):
         runtime(engine, tmp_path).statuses()
+
+
+ACTIVE_ENDPOINTS = "error while removing network: network {} has active endpoints"
+
+
+def test_the_reserves_network_still_held_by_a_spare_being_made_goes_at_the_next_try(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A platform stopped while a spare's creation was in flight: the engine completes it
+    after the spares were listed and removed, and the network refuses to go once."""
+    monkeypatch.setattr(docker_adapter, "RESERVE_REMOVE_PAUSE_SECONDS", 0)
+    made = runtime(engine, tmp_path)
+    network = reserve_network(made._reserve).name
+    engine.made[network] = "10.89.0.0/24"
+    engine.refuse("remove_network", network, 403, ACTIVE_ENDPOINTS.format(network))
+    made.remove_reserve()
+    assert network not in engine.made
+    assert engine.calls.count(("remove_network", network)) == 2
+
+
+def test_a_reserve_network_the_engine_holds_for_a_gone_container_is_left_with_a_warning(
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Docker 20.10 can keep an endpoint of a container that no longer exists: the network
+    shows no container and refuses every removal. The platform's stop does not fail on it."""
+    monkeypatch.setattr(docker_adapter, "RESERVE_REMOVE_PAUSE_SECONDS", 0)
+    made = runtime(engine, tmp_path)
+    network = reserve_network(made._reserve).name
+    engine.made[network] = "10.89.0.0/24"
+    for _ in range(docker_adapter.RESERVE_REMOVE_ATTEMPTS):
+        engine.refuse("remove_network", network, 403, ACTIVE_ENDPOINTS.format(network))
+    made.remove_reserve()
+    assert network in engine.made
+    assert "the reserve's network is left" in caplog.text
