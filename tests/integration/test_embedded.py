@@ -370,3 +370,29 @@ def test_caddy_bad_boot_config_reports_log(tmp_path: Path) -> None:
         assert _get(port, "x.localhost").text == "hi"
     finally:
         caddy.stop()
+
+
+def test_valkey_whose_port_was_taken_between_the_look_and_its_bind_starts_on_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two platforms (or test workers) starting at once look for the same first free port;
+    the one whose Valkey binds second must not fail its start."""
+    from app.server.embedded import _redis
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # the other one's, bound first
+        busy = taken.getsockname()[1]
+        looks: list[frozenset[int]] = []
+        real = _redis._first_free_port
+
+        def first_free(excluding: set[int] | frozenset[int] = frozenset()) -> int:
+            looks.append(frozenset(excluding))
+            return busy if not excluding else real(excluding)
+
+        monkeypatch.setattr(_redis, "_first_free_port", first_free)
+        redis = EmbeddedRedis(tmp_path / "valkey")
+        try:
+            redis.start()
+            assert redis.port != busy and redis.is_running()
+            assert looks == [frozenset(), frozenset({busy})]
+        finally:
+            redis.stop()

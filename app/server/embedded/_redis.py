@@ -106,7 +106,27 @@ class EmbeddedRedis:
         # Valkey binds with SO_REUSEADDR, so the port of a server that died a moment ago (its
         # connections in TIME_WAIT) is free for it: the platform's processes hold the URL, so
         # a restarted queue must come back on the same port.
-        port = stored if stored and _port_is_free(stored, [_LOCALHOST]) else _first_free_port()
+        taken: set[int] = set()
+        while True:
+            keep = bool(stored and stored not in taken and _port_is_free(stored, [_LOCALHOST]))
+            port = stored if keep and stored else _first_free_port(excluding=taken)
+            try:
+                process = self._launch(binary, password, port)
+            except EmbeddedServiceError as err:
+                # Another server (a second platform, a test worker starting its own) bound the
+                # port between our look and Valkey's bind: a new port, unless ours was stored.
+                if keep or "Address already in use" not in str(err) or len(taken) >= 5:
+                    raise
+                taken.add(port)
+                continue
+            break
+        self._process = process
+        self._port = port
+        _write_file(self.port_path, f"{port}\n", 0o600)
+        return self.url
+
+    def _launch(self, binary: Path, password: str, port: int) -> subprocess.Popen[bytes]:
+        """Valkey on `port`, once it answers; the error carries its log's last lines."""
         config = self.data_dir / "valkey.conf"
         settings = {
             "bind": _LOCALHOST,
@@ -138,10 +158,7 @@ class EmbeddedRedis:
         except EmbeddedServiceError:
             _stop_popen(process, timeout=1.0)
             raise
-        self._process = process
-        self._port = port
-        _write_file(self.port_path, f"{port}\n", 0o600)
-        return self.url
+        return process
 
     def _wait_ready(self, process: subprocess.Popen[bytes], port: int, password: str) -> None:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
@@ -214,9 +231,9 @@ def _valkey_binary() -> Path:
     return binary
 
 
-def _first_free_port() -> int:
+def _first_free_port(excluding: set[int] | frozenset[int] = frozenset()) -> int:
     for port in range(FIRST_PORT, FIRST_PORT + 100):
-        if _port_is_free(port, [_LOCALHOST], reuse_addr=False):
+        if port not in excluding and _port_is_free(port, [_LOCALHOST], reuse_addr=False):
             return port
     raise EmbeddedServiceError(f"no free port for valkey in {FIRST_PORT}-{FIRST_PORT + 99}")
 
