@@ -4,8 +4,9 @@ On a new machine (CI's clean clone) the first integration and e2e tests would ot
 debootstrap, image builds and a `pip download` of the LangGraph server's wheels, a minute or two
 of mostly network, on the longest module's critical path. `make test` runs this in the
 background while lint and the unit tier, which need none of it, keep the cores busy. Each part
-is the same `ensure_*` the tests call, idempotent and locked against a second maker, so a test
-that gets there first simply waits for it or makes it itself.
+is the same idempotent `ensure_*` the tests call: the debootstrap and the wheelhouse are made
+under a lock, so a test that gets there first waits for them; the two small images built by
+`docker build` may be built twice at once, to the same tag.
 """
 
 from __future__ import annotations
