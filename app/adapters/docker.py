@@ -181,6 +181,7 @@ class DockerRuntime:
         self._lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="holder-address")
         self._spares_lock = threading.Lock()
         self._reserve_coming = False
+        self._reserve_again = False
         self._reserve = reserve_id(str(lock_dir.resolve()))
         self._reserve_names = reserve_holder_names(self._reserve, holder_reserve)
         self._writable_layer_check_seconds = writable_layer_check_seconds
@@ -310,16 +311,33 @@ class DockerRuntime:
         )
 
     def _replenish(self) -> None:
-        """The host's reserve made up again, unless this process is at it already."""
+        """The host's reserve made up again. One refill at a time per process: asked while one
+        runs, that one looks again once it is done, since it may have looked before the
+        spares this start found stopped (or took) were gone."""
         if not self._reserve_names:
             return
         with self._spares_lock:
             if self._reserve_coming:
+                self._reserve_again = True
                 return
             self._reserve_coming = True
         self._spares.submit(self._make_reserve)
 
     def _make_reserve(self) -> None:
+        try:
+            while True:
+                self._make_reserve_once()
+                with self._spares_lock:
+                    if not self._reserve_again:
+                        self._reserve_coming = False
+                        return
+                    self._reserve_again = False
+        except BaseException:
+            with self._spares_lock:
+                self._reserve_coming = False
+            raise
+
+    def _make_reserve_once(self) -> None:
         """The reserve's missing or stopped spares made, on the reserve's own network."""
         network = reserve_network(self._reserve)
         try:
@@ -341,9 +359,6 @@ class DockerRuntime:
             log.info("spare holder not made", extra={"why": str(exc)})
         except Exception:
             log.exception("spare holder not made")
-        finally:
-            with self._spares_lock:
-                self._reserve_coming = False
 
     def _publish_spare(self, name: str) -> None:
         """Made and started under a name of its own, then renamed into place: a start takes a

@@ -266,3 +266,33 @@ def test_a_reserve_network_the_engine_holds_for_a_gone_container_is_left_with_a_
     made.remove_reserve()
     assert network in engine.made
     assert "the reserve's network is left" in caplog.text
+
+
+def test_a_refill_asked_while_one_runs_makes_that_one_look_again(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start that found the spares stopped asks for a refill while the previous one is
+    finishing; that one may have looked before they stopped, so it must look once more
+    (a CI run waited 30 s for spares nobody remade)."""
+    made = DockerRuntime(
+        "docker",
+        tmp_path / "locks",
+        network_pool=POOL,
+        quick_acks=lambda _subnet: True,
+        holder_image=lambda: "slipway/holder:test",
+        engine=cast(docker.DockerClient, SimpleNamespace(api=engine)),
+        holder_reserve=3,
+    )
+    looks: list[int] = []
+
+    def look() -> None:
+        looks.append(len(looks))
+        if len(looks) == 1:
+            made._replenish()  # asked while this refill runs: not a second one at once
+
+    monkeypatch.setattr(made, "_make_reserve_once", look)
+    monkeypatch.setattr(made._spares, "submit", lambda work: work())
+    made._replenish()
+    assert looks == [0, 1]
+    made._replenish()  # and the next ask, after, runs again
+    assert looks == [0, 1, 2]

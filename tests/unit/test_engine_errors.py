@@ -90,6 +90,11 @@ ENGINE_API_ANSWERS: list[tuple[int, str, type[EngineError]]] = [
         "OCI runtime start failed: can't get final child's PID from pipe: EOF: unknown",
         StartInterrupted,
     ),
+    (
+        500,
+        "OCI runtime start failed: cannot start an already running container: unknown",
+        StartInterrupted,
+    ),
 ]
 
 
