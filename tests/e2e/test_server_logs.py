@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,18 @@ CMD ["python3", "-u", "/app/app.py"]
 """
 
 
+ENGINE_BUSY_SECONDS = 20.0
+"""How long a 503 (the engine did not answer in time: "try again once it is back") is asked
+again, as a client of the API would; a busy CI machine's engine once missed one read."""
+
+
 def lines(platform: RunningPlatform, deployment_id: str, **params: str) -> list[dict[str, Any]]:
-    response = platform.call("GET", f"/api/deployments/{deployment_id}/logs", params=params)
+    deadline = time.monotonic() + ENGINE_BUSY_SECONDS
+    while True:
+        response = platform.call("GET", f"/api/deployments/{deployment_id}/logs", params=params)
+        if response.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert response.status_code == 200, response.text
     assert SECRET not in response.text
     return list(response.json())
