@@ -85,6 +85,20 @@ SLIPWAY_LOG_FOLLOW_MAX_SECONDS, and uvicorn's default is to wait for every conne
 open dashboard tab held a restart of the platform for up to an hour. A follower's client
 reconnects to the new process (Server-Sent Events retry)."""
 
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """How uvicorn serves the API, whichever process runs it (combined, `slipway api`, or
+    its worker processes)."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "warning",
+        "access_log": False,
+        "ws": "none",  # no WebSocket route: the websockets package stays unloaded
+        "timeout_graceful_shutdown": SHUTDOWN_GRACE_SECONDS,
+    }
+
+
 STATUS_OF: dict[type[SlipwayError], int] = {
     NotFoundError: HTTP_404_NOT_FOUND,
     InvalidRequest: HTTP_422_UNPROCESSABLE_ENTITY,

@@ -90,7 +90,7 @@ def _api(settings: Settings) -> int:
     import uvicorn
 
     from app.api import create_app
-    from app.api.application import SHUTDOWN_GRACE_SECONDS
+    from app.api.application import server_options
 
     if settings.api_workers > 1:
         # The receiver is CPU-bound (signature, JSON, a write): a burst of deliveries is
@@ -99,22 +99,12 @@ def _api(settings: Settings) -> int:
             "app.api.factory:make_app",
             factory=True,
             workers=settings.api_workers,
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            access_log=False,
-            ws="none",  # no WebSocket route: the websockets package stays unloaded
-            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+            **server_options(settings),
         )
     else:
         uvicorn.run(
             create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            access_log=False,
-            ws="none",  # no WebSocket route: the websockets package stays unloaded
-            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+            **server_options(settings),
         )
     return 0
 

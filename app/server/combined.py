@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import uvicorn
 
 from app.api import create_app
-from app.api.application import SHUTDOWN_GRACE_SECONDS
+from app.api.application import server_options
 from app.kernel.settings import Settings
 from jobs.worker import make_worker
 
@@ -117,17 +117,7 @@ async def run_together(
 def api_server(app: Any, settings: Settings) -> QuietServer:
     """The API's uvicorn server: on stop, requests in flight get SHUTDOWN_GRACE_SECONDS, then
     what still runs (log follows) is cancelled."""
-    return QuietServer(
-        uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            access_log=False,
-            ws="none",  # no WebSocket route: the websockets package stays unloaded
-            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
-        )
-    )
+    return QuietServer(uvicorn.Config(app, **server_options(settings)))
 
 
 def serve(settings: Settings) -> int:
