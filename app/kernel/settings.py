@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     router_threads: Annotated[int, Field(ge=0, le=256)] = 1
     """Threads the embedded router (Caddy) runs Go code on (GOMAXPROCS); 0: one per core. One
     answers sooner on a small machine whose cores the apps use too (docs/benchmarks/)."""
+    router_reclaim_after_seconds: Annotated[float, Field(ge=0)] = 30.0
+    """Once the embedded router has run this long, the kernel is asked to reclaim the pages of
+    its binary that only its start used (~23 MiB of ~48; app/server/cold_pages.py); what is
+    still in use comes back at its next touch. 0 keeps them. Needs root or CAP_SYS_NICE."""
     base_domain: str = "localhost"
     """Deployments answer at http://<slug>.<BASE_DOMAIN>:<ROUTER_PORT>/: point a wildcard DNS
     record (*.BASE_DOMAIN) at this machine. The default, localhost, serves this machine only."""

@@ -67,8 +67,8 @@ class Plan(TypedDict):
     redis: dict[str, Any] | None
     """{"data_dir"} of the queue to start, or None if configured."""
     router: dict[str, Any] | None
-    """{"data_dir", "executable", "threads", "port", "config"}: Caddy to start with its config,
-    or None."""
+    """{"data_dir", "executable", "threads", "reclaim_after_seconds", "port", "config"}: Caddy
+    to start with its config, or None."""
     info: dict[str, str]
     """The platform's addresses, written to DATA_DIR/platform.json and logged once up."""
     setup_link: str | None
@@ -105,6 +105,7 @@ def prepare(settings: Settings) -> Plan:
             "data_dir": str(data_dir / "caddy"),
             "executable": str(router_executable(settings)),
             "threads": settings.router_threads or None,
+            "reclaim_after_seconds": settings.router_reclaim_after_seconds,
             "port": settings.router_public_port,
             "config": router_config(settings, sessions),
         }

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from app.server.cold_pages import ColdPages
 from app.server.embedded import Caddy, EmbeddedPostgres, EmbeddedRedis, EmbeddedServiceError
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ class Supervisor:
         self._postgres: EmbeddedPostgres | None = None
         self._redis: EmbeddedRedis | None = None
         self._caddy: Caddy | None = None
+        self._cold_pages: ColdPages | None = None
         self._children = [Child(name) for name in CHILDREN]
         self._env: dict[str, str] = {}
         self._stopping = False
@@ -210,6 +212,9 @@ class Supervisor:
             )
             self._env[f"{ENV_PREFIX}CADDY_ADMIN_URL"] = self._caddy.start(router["config"])
             log.info("router started", extra={"port": router["port"]})
+            self._cold_pages = ColdPages(
+                "router", self._caddy.pid, after_seconds=router["reclaim_after_seconds"]
+            )
 
     def _restart_caddy(self) -> None:
         """Serving again at once, with the routes of its boot config (the platform's start:
@@ -281,6 +286,8 @@ class Supervisor:
                 if self._stopping:
                     break
                 part.tend()
+            if self._cold_pages is not None:
+                self._cold_pages.tend()
             time.sleep(POLL_SECONDS)
         return 0
 

@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from app.adapters.caddy_admin import admin_base, admin_client
+from app.server.cold_pages import reclaim_file_pages
 from app.server.embedded import (
     PG_ADMIN_USER,
     Caddy,
@@ -28,6 +29,7 @@ from app.server.embedded import (
     EmbeddedRedis,
     EmbeddedServiceError,
     docker_bridge_gateway,
+    find_caddy,
     free_port,
 )
 
@@ -396,3 +398,37 @@ def test_valkey_whose_port_was_taken_between_the_look_and_its_bind_starts_on_ano
             assert looks == [frozenset(), frozenset({busy})]
         finally:
             redis.stop()
+
+
+def _rss_file_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no RssFile for {pid}")
+
+
+def test_caddys_cold_start_pages_are_reclaimed_and_it_still_serves(tmp_path: Path) -> None:
+    """The router's binary pages that only its start touched are given back (issue 22), and
+    what it needs comes back: it still serves, and loads a new config.
+
+    Caddy runs from a copy of its binary of its own: the kernel reclaims no page another
+    process maps, and other tests' routers run the shipped one beside this test."""
+    executable = tmp_path / "caddy-bin"
+    executable.write_bytes(find_caddy().read_bytes())
+    executable.chmod(0o700)
+    caddy = Caddy(tmp_path / "caddy", executable=executable)
+    port = free_port()
+    try:
+        caddy.start(initial_config=_hello_config(port))
+        pid = caddy.pid()
+        assert pid is not None
+        assert _get(port, "x.localhost").text == "hi"
+        before = _rss_file_kib(pid)
+        assert reclaim_file_pages(pid) > 0
+        after = _rss_file_kib(pid)
+        assert before - after > 10 * 1024, f"file pages resident: {before} -> {after} KiB"
+        assert _get(port, "x.localhost").text == "hi"
+        caddy.load(_hello_config(port))
+        assert _get(port, "x.localhost").text == "hi"
+    finally:
+        caddy.stop()

@@ -269,6 +269,10 @@ class Caddy:
         """True while the Caddy process started by this object is alive."""
         return self._proc is not None and self._proc.poll() is None
 
+    def pid(self) -> int | None:
+        """The running Caddy's process id, None when it is not running."""
+        return self._proc.pid if self._proc is not None and self.is_running() else None
+
     # -- internals ------------------------------------------------------------------------
 
     def _xdg_dirs(self) -> dict[str, Path]:
