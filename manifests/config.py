@@ -134,13 +134,14 @@ class PreviewsConfig(BaseModel):
     `label`, for as long as it carries it (taking the label off removes the preview as closing
     the pull request does; labelling it again brings a new one)."""
     label: str = "preview"
-    """The label that asks for a preview when `trigger = "label"` (matched as GitHub matches
-    label names: case aside)."""
+    """The label that asks for a preview when `trigger = "label"`, and that brings back a
+    preview removed by `idle_ttl` under either trigger (matched as GitHub matches label names:
+    case aside)."""
     idle_ttl: str | None = None
     """Remove a preview nobody used for this long (no request through the router, no trace),
     as closing the pull request removes it: "3d" (days), "12h", "30m" or "30s". A new commit
-    pushed to the pull request (or, with `trigger = "label"`, labelling it again) brings it
-    back. Left out: a preview stays as long as its pull request is open."""
+    pushed to the pull request, or `label` put on it (taken off and put on again if it carries
+    it), brings it back. Left out: a preview stays as long as its pull request is open."""
 
     @field_validator("idle_ttl", mode="before")
     @classmethod

@@ -2,8 +2,10 @@
 
 Previews follow pull requests into the default branch only; `slipway.toml`'s `[previews]` at
 the head commit can turn them off, leave drafts out, or keep them to pull requests that carry a
-label (then `labeled` builds one and `unlabeled` removes it as closing does). A fork's commit
-waits for a maintainer's approval (check_run.py) before it is built.
+label (then `labeled` builds one and `unlabeled` removes it as closing does). Under either
+trigger that label put on brings back a preview removed for going unused (`idle_ttl`), as a
+new commit does. A fork's commit waits for a maintainer's approval (check_run.py) before it is
+built, however it was asked for.
 """
 
 from __future__ import annotations
@@ -108,12 +110,18 @@ def _open_or_update_preview(
     settings, message = ctx.facts.pull_request_facts(
         repository.installation_id, repository.full_name, head
     )
+    had = (
+        ctx.session.get(Deployment, known.deployment_id)
+        if known is not None and known.deployment_id
+        else None
+    )
     decision = previews.decide(
         settings,
         action=event.action,
         labels=[found.name for found in event.pull_request.labels],
         changed_label=event.label.name if event.label else None,
         draft=event.pull_request.draft,
+        idle_removed=previews.removed_for_idleness(had),
     )
     if decision.verdict is Verdict.ignore:
         return WorkOrder(f"{label}: {decision.why}")
@@ -146,6 +154,7 @@ def _open_or_update_preview(
     )
     revision = result.revision
     deployment.preview_idle_ttl = settings.idle_ttl
+    deployment.preview_label = settings.label
     if result.created or revived:
         # A new commit is a use: its unused time counts again from when it is next live.
         deployment.last_used_at = None
@@ -158,6 +167,8 @@ def _open_or_update_preview(
     summary = (
         f"revision #{revision.number} ({revision.id}) of preview {deployment.slug} for {head[:7]}"
     )
+    if decision.why:
+        summary += f" ({decision.why})"
     if revision.approval_required:
         # Code from a fork runs only once a maintainer says so on its check run.
         return WorkOrder(

@@ -41,7 +41,9 @@ SKIP_DEPLOY = re.compile(r"\[(skip deploy|deploy skip|skip ci|ci skip)\]", re.IG
 OPENING_ACTIONS = frozenset({"opened", "reopened", "ready_for_review"})
 UPDATING_ACTIONS = frozenset({"synchronize"})
 LABEL_ACTIONS = frozenset({"labeled", "unlabeled"})
-"""A label put on or taken off: the preview follows it when `[previews] trigger = "label"`."""
+"""A label put on or taken off: the preview follows it when `[previews] trigger = "label"`, and
+the label put on brings back a preview removed for going unused under either trigger."""
+DEFAULT_LABEL = "preview"
 
 
 def skips_deploy(message: str) -> bool:
@@ -67,7 +69,7 @@ class PreviewSettings:
     drafts: bool = True
     by_label: bool = False
     """`trigger = "label"`: a preview only while the pull request carries `label`."""
-    label: str = "preview"
+    label: str = DEFAULT_LABEL
     idle_ttl: str | None = None
     """`idle_ttl`: unused this long, the preview is removed as on close ("3d", "30s")."""
 
@@ -96,6 +98,22 @@ class Decision:
     """For the comment, completing "The preview was removed ..." (remove only)."""
 
 
+def shown_label(label: str) -> str:
+    """The label as the comment shows it, inside a code span it cannot break out of."""
+    return label.replace("`", "'")
+
+
+def removed_for_idleness(deployment: Deployment | None) -> bool:
+    """The preview is out of service because it went unused for its `idle_ttl` (and since then
+    neither deleted nor removed for another reason): its label put on brings it back."""
+    return (
+        deployment is not None
+        and deployment.idle_removed_at is not None
+        and deployment.removed_at is not None
+        and deployment.deleted_at is None
+    )
+
+
 def decide(
     settings: PreviewSettings,
     *,
@@ -103,13 +121,21 @@ def decide(
     labels: Iterable[str],
     changed_label: str | None = None,
     draft: bool = False,
+    idle_removed: bool = False,
 ) -> Decision:
     """Whether an open pull request's delivery builds, removes or leaves its preview; pure.
 
     `labels` are the ones it carries after the delivery's change; `changed_label` is the one
-    a `labeled` or `unlabeled` delivery put on or took off.
+    a `labeled` or `unlabeled` delivery put on or took off. `idle_removed`: its preview was
+    removed for going unused (`removed_for_idleness`), so the label put on (under either
+    trigger, as `/deploy` would) builds its head again; on a live preview it changes nothing.
     """
-    if action in LABEL_ACTIONS and not (settings.by_label and settings.is_label(changed_label)):
+    brings_back = action == "labeled" and idle_removed and settings.is_label(changed_label)
+    if (
+        action in LABEL_ACTIONS
+        and not brings_back
+        and not (settings.by_label and settings.is_label(changed_label))
+    ):
         trigger = f'the "{settings.label}" label' if settings.by_label else "every pull request"
         return Decision(
             Verdict.ignore, f"label {changed_label!r} {action}: previews follow {trigger}"
@@ -121,7 +147,7 @@ def decide(
             "because slipway.toml turned previews off",
         )
     if settings.by_label and not any(settings.is_label(name) for name in labels):
-        shown = settings.label.replace("`", "'")  # inside a code span in the comment
+        shown = shown_label(settings.label)
         if action == "unlabeled":
             return Decision(
                 Verdict.remove,
@@ -136,6 +162,11 @@ def decide(
         )
     if draft and not settings.drafts:
         return Decision(Verdict.wait, "a draft, and slipway.toml says [previews] drafts = false")
+    if brings_back:
+        return Decision(
+            Verdict.build,
+            f'the "{settings.label}" label brings back the preview removed for going unused',
+        )
     return Decision(Verdict.build)
 
 
@@ -194,6 +225,7 @@ def preview_deployment(
     if deployment is not None:
         revived = deployment.removed_at is not None
         deployment.removed_at = None
+        deployment.idle_removed_at = None
         deployment.branch = pull_request.head_ref
         deployment.updated_at = now
         session.add(deployment)

@@ -23,7 +23,7 @@ from sqlmodel import Session, col, select
 
 from app.deployments.idle import IdleAction, IdleRules, IdleVerdict, judge, preview_removal_at
 from app.deployments.operations import delete_deployment
-from app.deployments.previews import mark_removed, pull_request_of
+from app.deployments.previews import DEFAULT_LABEL, mark_removed, pull_request_of, shown_label
 from app.deployments.registry import DEFAULT_SLUG_HOLD
 from app.feedback.comments import bump
 from app.kernel.db import SessionFactory
@@ -362,17 +362,21 @@ class UsageTracker:
 
     def _remove_preview(self, session: Session, deployment: Deployment, now: datetime) -> WorkOrder:
         """As closing its pull request removes it (container, route, database), the pull
-        request left open: a new commit (or the label put on again) deploys a new one."""
+        request left open: a new commit, or its preview label put on, deploys a new one (the
+        mark set here is what lets the label do so under `trigger = "every-pr"`)."""
         ttl = deployment.preview_idle_ttl or ""
         unused = describe_idle_ttl(ttl)
         removed = mark_removed(session, deployment, f"unused for {unused} (idle_ttl)", now)
+        deployment.idle_removed_at = now
         pull_request = pull_request_of(session, deployment)
         if pull_request is not None:
             # The key passed slipway.toml's check (digits and a unit): safe in a code span.
+            label = shown_label(deployment.preview_label or DEFAULT_LABEL)
             pull_request.note = (
                 f"after {unused} without a request or a trace "
-                f'(`idle_ttl = "{ttl}"` in slipway.toml; a new commit on the pull request, or '
-                'labelling it again with `trigger = "label"`, deploys a new one)'
+                f'(`idle_ttl = "{ttl}"` in slipway.toml; a new commit on the pull request deploys '
+                f"a new one, and so does adding the `{label}` label to it, or taking it off and "
+                "adding it again)"
             )
             bump(pull_request, now)
             session.add(pull_request)

@@ -153,6 +153,14 @@ class Deployment(SQLModel, table=True):
     preview_idle_ttl: str | None = None
     """A preview's `[previews] idle_ttl` at its newest commit ("3d", "30s"): unused that long,
     it is removed as on close. None: it stays while its pull request is open."""
+    preview_label: str | None = None
+    """A preview's `[previews] label` at its newest commit: the label that brings it back once
+    removed for going unused (the comment names it). None: the default, "preview"."""
+    idle_removed_at: datetime | None = _ts()
+    """When the usage tick removed this preview for going unused (`idle_ttl`); None once it is
+    brought back, and for one removed for another reason (its pull request closed, its label
+    taken off). Only such a preview is brought back by its label under `trigger = "every-pr"`
+    (a closed pull request's never: closing is checked first)."""
     created_at: datetime = _created()
     updated_at: datetime = _created()
 

@@ -1,6 +1,7 @@
 """A repository's choices about its previews, end to end: a preview only while its pull request
 carries a label, env that only previews get (on the shared platform), and a preview removed
-once unused for its `idle_ttl` (on a platform of its own, whose idle-rule days last seconds).
+once unused for its `idle_ttl` and brought back by a commit or its label (on a platform of its
+own, whose idle-rule days last seconds).
 
 Real Docker, BuildKit, Postgres and Caddy; GitHub is the fake, labelled the way GitHub labels
 (the pull request changes first, then the `labeled`/`unlabeled` delivery).
@@ -41,6 +42,8 @@ TTL_DAYS = 4
 """Long enough beside the metrics sampler's 10 s step for a request made a day after the first
 look to be counted well before the first removal time (by ~18 s of the 28)."""
 TTL_TOML = f'[previews]\nidle_ttl = "{TTL_DAYS}d"\n'
+SHORT_TTL_TOML = '[previews]\nidle_ttl = "2d"\n'
+"""The second commit's: 14 s, so the preview goes a second time soon after it is back."""
 SECRET = "sk-preview-4f1c9e7a2b"
 """A preview-only secret: in the preview's container, and nowhere else."""
 
@@ -258,9 +261,12 @@ def moment(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def test_an_unused_preview_goes_after_its_idle_ttl_a_request_keeps_it_a_commit_brings_it_back(
+def test_an_unused_preview_goes_after_its_idle_ttl_a_commit_or_the_label_brings_it_back(
     ttl_platform: RunningPlatform, github: FakeGitHub, tmp_path: Path
 ) -> None:
+    """A request keeps it; unused for its TTL it goes; a commit brings it back; unused again
+    it goes again, and the `preview` label put on the pull request brings it back (the
+    repository has the default trigger, every pull request)."""
     platform = ttl_platform
     repo, repository = connect_repository(platform, github, tmp_path / "ttl", static_site("main"))
     prs = PullRequests(platform, github, repo, repository)
@@ -335,11 +341,13 @@ def test_an_unused_preview_goes_after_its_idle_ttl_a_request_keeps_it_a_commit_b
         f"after {TTL_DAYS} days without a request or a trace",
         f'`idle_ttl = "{TTL_DAYS}d"`',
     )
-    assert "a new commit on the pull request" in body and url not in body
+    assert "a new commit on the pull request deploys a new one" in body and url not in body
+    assert "adding the `preview` label to it" in body
     assert github.pull_request(prs.full_name, 1)["state"] == "open"
 
-    # A new commit brings it back at the same address, with a new database, counted afresh.
-    before, after = prs.push(1, {**static_site("two"), "slipway.toml": TTL_TOML})
+    # A new commit brings it back at the same address, with a new database, counted afresh
+    # (its slipway.toml has a shorter idle_ttl).
+    before, after = prs.push(1, {**static_site("two"), "slipway.toml": SHORT_TTL_TOML})
     prs.send("synchronize", 1, before=before)
     again = prs.settled(1, after)
     assert again["state"] == "live", again["error"]
@@ -350,8 +358,39 @@ def test_an_unused_preview_goes_after_its_idle_ttl_a_request_keeps_it_a_commit_b
         lambda: (i := idle_of(platform, preview["id"]))["last_used_at"] and i,
         30,
     )
-    assert moment(back["remove_at"]) > removed
+    assert moment(back["remove_at"]) > removed and back["idle_ttl"] == "2d"
     assert connects(platform.database_uri(preview["id"]))
+
+    # Unused for its 2 days: removed again. The label brings it back, the head commit built
+    # again at the same address, and the comment shows it live.
+    wait_for(
+        "the preview to be removed a second time",
+        lambda: platform.api(status_path)["status"] in {"removing", "removed"},
+        2 * DAY_SECONDS + 30,
+        every=0.5,
+    )
+    prs.comment_saying(1, "🗑️ **Removed**", "adding the `preview` label to it")
+    started = time.monotonic()
+    label(prs, "labeled", 1)
+    third = wait_for(
+        "a revision the label asked for",
+        lambda: [
+            r
+            for r in platform.api(f"/api/deployments/{preview['id']}/revisions")
+            if r["id"] not in {first["id"], again["id"]}
+        ],
+        60,
+    )[0]
+    assert third["commit_sha"] == after
+    settled = platform.wait_state(third["id"], {"live", "failed"})
+    assert settled["state"] == "live", settled["error"]
+    wait_for("the preview to serve again", lambda: serves(platform, slug, "two\n"), 60)
+    labelled_seconds = time.monotonic() - started
+    prs.comment_saying(1, "✅ Live", url)
+    assert [p["slug"] for p in previews_of(platform, prs.full_name, 1)] == [slug]
     assert len(prs.comments(1)) == 1
     assert github.errors == [], github.errors
-    print(f"removed {(removed - kept_until).total_seconds():.1f} s after its idle_ttl ran out")
+    print(
+        f"removed {(removed - kept_until).total_seconds():.1f} s after its idle_ttl ran out; "
+        f"labelled → serves again: {labelled_seconds:.1f} s"
+    )

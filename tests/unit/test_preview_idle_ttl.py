@@ -1,7 +1,8 @@
 """A preview's `[previews] idle_ttl`: unused that long (no request through the router, no trace),
 it is removed as closing its pull request removes it, the comment says so and how to bring it
-back, and a new commit does. The rule is pure (`preview_removal_at`), tested alone first; then
-the whole path over the fakes, the router's requests counted by the metrics sampler."""
+back, and a new commit or the preview label put on the pull request does. The rules are pure
+(`preview_removal_at`, `decide`), tested alone first; then the whole path over the fakes, the
+router's requests counted by the metrics sampler."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from app.access.tokens import Caller
 from app.deployments.idle import IdleRules, preview_removal_at
+from app.deployments.previews import PreviewSettings, Verdict, decide, removed_for_idleness
 from app.deployments.usage import preview_removal
 from app.kernel.models import Database, Deployment, RevisionState
 from manifests.config import describe_idle_ttl, idle_ttl_seconds, parse_repository_config
@@ -172,3 +174,229 @@ def test_the_ttl_follows_the_newest_commits_slipway_toml(idle: Platform) -> None
     assert idle.preview_deployment(7).preview_idle_ttl is None
     days_later(idle, 10)
     assert idle.usage.tick().removed == []
+
+
+# -- a label brings back a preview removed for going unused -------------------------------------
+LABELLED = ["bug", "preview"]
+
+
+def test_the_label_brings_back_an_idle_removed_every_pr_preview() -> None:
+    decision = decide(
+        PreviewSettings(),
+        action="labeled",
+        labels=LABELLED,
+        changed_label="preview",
+        idle_removed=True,
+    )
+
+    assert decision.verdict is Verdict.build
+    assert "unused" in decision.why and '"preview" label' in decision.why
+
+
+def test_on_a_live_every_pr_preview_the_label_changes_nothing() -> None:
+    decision = decide(PreviewSettings(), action="labeled", labels=LABELLED, changed_label="preview")
+
+    assert decision.verdict is Verdict.ignore
+
+
+@pytest.mark.parametrize(
+    ("action", "changed"), [("unlabeled", "preview"), ("labeled", "bug")], ids=["off", "other"]
+)
+def test_only_the_configured_label_put_on_brings_it_back(action: str, changed: str) -> None:
+    decision = decide(
+        PreviewSettings(), action=action, labels=LABELLED, changed_label=changed, idle_removed=True
+    )
+
+    assert decision.verdict is Verdict.ignore
+
+
+def test_the_configured_label_brings_it_back_in_any_case() -> None:
+    settings = PreviewSettings(label="Deploy Me")
+
+    decision = decide(
+        settings,
+        action="labeled",
+        labels=["deploy me"],
+        changed_label="DEPLOY ME",
+        idle_removed=True,
+    )
+
+    assert decision.verdict is Verdict.build
+
+
+def test_with_the_label_trigger_the_label_brings_it_back_too() -> None:
+    settings = PreviewSettings(by_label=True)
+
+    decision = decide(
+        settings, action="labeled", labels=LABELLED, changed_label="preview", idle_removed=True
+    )
+
+    assert decision.verdict is Verdict.build
+
+
+def test_previews_turned_off_win_over_the_label_that_would_bring_one_back() -> None:
+    settings = PreviewSettings(enabled=False)
+
+    decision = decide(
+        settings, action="labeled", labels=LABELLED, changed_label="preview", idle_removed=True
+    )
+
+    assert decision.verdict is Verdict.remove
+
+
+def removed_preview(
+    removed_at: datetime | None = None,
+    idle_removed_at: datetime | None = None,
+    deleted_at: datetime | None = None,
+) -> Deployment:
+    return Deployment(
+        repository_id=1,
+        slug="pr-7--web",
+        environment="pr-7",
+        branch="feature-7",
+        pull_request_number=7,
+        removed_at=removed_at,
+        idle_removed_at=idle_removed_at,
+        deleted_at=deleted_at,
+    )
+
+
+def test_only_a_preview_the_usage_tick_removed_and_nobody_deleted_counts_as_idle_removed() -> None:
+    assert removed_for_idleness(removed_preview(removed_at=NOON, idle_removed_at=NOON))
+    assert not removed_for_idleness(None)
+    assert not removed_for_idleness(removed_preview())  # live
+    assert not removed_for_idleness(removed_preview(removed_at=NOON))  # closed, unlabelled
+    assert not removed_for_idleness(
+        removed_preview(removed_at=NOON, idle_removed_at=NOON, deleted_at=NOON)
+    )
+
+
+def removed_for_being_idle(platform: Platform, files: dict[str, str]) -> Deployment:
+    """A live preview of pull request #7, then unused for its whole TTL: removed."""
+    live_preview(platform, files)
+    days_later(platform, 3.1)
+    report = platform.usage.tick()
+    assert len(report.removed) == 1
+    for order in report.orders:
+        platform.carry_out(order)
+    assert platform.router.upstreams(PREVIEW_HOST) is None
+    return platform.preview_deployment(7)
+
+
+def test_putting_the_label_on_brings_back_an_idle_removed_preview(idle: Platform) -> None:
+    preview = removed_for_being_idle(idle, {"Dockerfile": DOCKERFILE, "slipway.toml": TTL_TOML})
+    [body] = idle.comments_on(7)
+    assert "🗑️ **Removed**" in body
+    assert "a new commit on the pull request deploys a new one" in body
+    assert "adding the `preview` label to it" in body
+
+    [again] = idle.label_event("labeled", 7).start_revisions
+
+    assert (
+        idle.revision(again).commit_sha
+        == idle.github.pull_request(idle.full_name, 7)["head"]["sha"]
+    )
+    assert idle.pipeline.run(again) is RevisionState.live
+    assert idle.preview_deployment(7).slug == preview.slug
+    assert idle.router.upstreams(PREVIEW_HOST) is not None
+    [body] = idle.comments_on(7)
+    assert "✅ Live" in body and "Removed" not in body
+    # Counted afresh, and the label on it changes nothing while it is live.
+    assert idle.usage.tick().removed == []
+    assert idle.label_event("unlabeled", 7).teardowns == []
+    assert idle.label_event("labeled", 7).start_revisions == []
+    # Unused for its TTL again: removed again, and the label (taken off and put on) again
+    # brings it back.
+    days_later(idle, 3.1)
+    for order in idle.usage.tick().orders:
+        idle.carry_out(order)
+    assert idle.router.upstreams(PREVIEW_HOST) is None
+    idle.label_event("unlabeled", 7)
+    [third] = idle.label_event("labeled", 7).start_revisions
+    assert third != again
+    assert idle.pipeline.run(third) is RevisionState.live
+
+
+def test_on_a_live_preview_the_label_makes_nothing_new(idle: Platform) -> None:
+    live_preview(idle, {"Dockerfile": DOCKERFILE, "slipway.toml": TTL_TOML})
+    [before] = idle.comments_on(7)
+
+    outcome = idle.label_event("labeled", 7)
+
+    assert outcome.start_revisions == outcome.announce_revisions == outcome.comments == []
+    assert outcome.teardowns == []
+    assert idle.comments_on(7) == [before]
+
+
+def test_on_a_closed_pull_request_the_label_brings_nothing_back(idle: Platform) -> None:
+    removed_for_being_idle(idle, {"Dockerfile": DOCKERFILE, "slipway.toml": TTL_TOML})
+    head = idle.github.pull_request(idle.full_name, 7)["head"]["sha"]
+    idle.pull_request_event("closed", 7, head)
+
+    outcome = idle.label_event("labeled", 7)
+
+    assert outcome.start_revisions == outcome.announce_revisions == []
+    assert idle.router.upstreams(PREVIEW_HOST) is None
+    assert idle.preview_deployment(7).removed_at is not None
+    [body] = idle.comments_on(7)
+    assert "Reopening the pull request deploys a new one" in body
+
+
+def test_only_the_configured_label_brings_it_back_and_the_comment_names_it(
+    idle: Platform,
+) -> None:
+    toml = '[previews]\nidle_ttl = "3d"\nlabel = "deploy-me"\n'
+    removed_for_being_idle(idle, {"Dockerfile": DOCKERFILE, "slipway.toml": toml})
+    [body] = idle.comments_on(7)
+    assert "adding the `deploy-me` label to it" in body
+
+    assert idle.label_event("labeled", 7).start_revisions == []  # "preview"
+    [again] = idle.label_event("labeled", 7, "Deploy-Me").start_revisions
+    assert idle.pipeline.run(again) is RevisionState.live
+
+
+def test_with_the_label_trigger_taking_the_label_off_and_on_brings_it_back(
+    idle: Platform,
+) -> None:
+    toml = '[previews]\nidle_ttl = "3d"\ntrigger = "label"\n'
+    head = idle.commit({"Dockerfile": DOCKERFILE, "slipway.toml": toml})
+    assert idle.pull_request_event("opened", 7, head).start_revisions == []
+    [first] = idle.label_event("labeled", 7).start_revisions
+    assert idle.pipeline.run(first) is RevisionState.live
+    idle.metrics.sample()
+    idle.usage.tick()
+    days_later(idle, 3.1)
+    for order in idle.usage.tick().orders:
+        idle.carry_out(order)
+    assert idle.router.upstreams(PREVIEW_HOST) is None
+
+    assert idle.label_event("unlabeled", 7).start_revisions == []
+    [again] = idle.label_event("labeled", 7).start_revisions
+
+    assert idle.pipeline.run(again) is RevisionState.live
+    assert idle.router.upstreams(PREVIEW_HOST) is not None
+
+
+def test_a_forks_preview_brought_back_by_the_label_waits_for_approval_again(
+    idle: Platform,
+) -> None:
+    head = idle.commit({"Dockerfile": DOCKERFILE, "slipway.toml": TTL_TOML})
+    [waiting] = idle.pull_request_event("opened", 7, head, fork="stranger/web").announce_revisions
+    idle.set_permission("maintainer", "maintain")
+    idle.press(waiting, "requested_action", "maintainer", "deploy-preview")
+    assert idle.pipeline.run(waiting) is RevisionState.live
+    idle.metrics.sample()
+    idle.usage.tick()
+    days_later(idle, 3.1)
+    for order in idle.usage.tick().orders:
+        idle.carry_out(order)
+    assert idle.router.upstreams(PREVIEW_HOST) is None
+
+    outcome = idle.label_event("labeled", 7)
+
+    assert outcome.start_revisions == []
+    [again] = outcome.announce_revisions
+    assert again != waiting
+    assert idle.pipeline.run(again) is RevisionState.queued
+    assert idle.router.upstreams(PREVIEW_HOST) is None
+    assert "✋ Waiting for approval" in idle.comments_on(7)[0]
