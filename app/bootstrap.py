@@ -743,6 +743,7 @@ def wire(
         url=config.url,
         clock=clock,
         slug_hold=setup.slug_hold,
+        notifications=notices,
     )
     tracing_projects = TracingProjects(
         sessions=sessions, service=adapters.tracing, notifier=notifier, clock=clock

@@ -56,7 +56,12 @@ from app.deployments import revisions
 from app.deployments.environment import EnvChange
 from app.deployments.operations import DeploymentOperations, Done, NewDeployment
 from app.deployments.registry import get_deployment, is_langgraph, list_deployments
-from app.deployments.usage import idle_verdict, preview_removal
+from app.deployments.usage import (
+    channel_notices,
+    idle_verdict,
+    notice_held_because,
+    preview_removal,
+)
 from app.feedback.notify_outbox import NotificationOutbox, NotificationView
 from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory
@@ -169,7 +174,19 @@ def _idle_view(
         unused_days=verdict.unused_days,
         notice_at=verdict.notice_at,
         delete_at=verdict.delete_at,
-        notice_issue=deployment.idle_issue_number if deployment.idle_noticed_at else None,
+        notice_issue=(
+            deployment.idle_issue_number
+            if (deployment.idle_noticed_at or deployment.idle_notice_tried_at)
+            and deployment.idle_notice_error is None
+            else None
+        ),
+        notice_error=deployment.idle_notice_error,
+        notice_retry_at=deployment.idle_notice_retry_at,
+        delete_held=(
+            notice_held_because(deployment, channel_notices(session, deployment))
+            if verdict.held
+            else None
+        ),
         idle_ttl=deployment.preview_idle_ttl if deployment.is_preview else None,
         remove_at=preview_removal(deployment, rules, now),
     )

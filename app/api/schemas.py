@@ -89,6 +89,15 @@ class IdleView(BaseModel):
     """When it would be deleted if still unused; None: never."""
     notice_issue: int | None
     """The GitHub issue of the notice, while it is open."""
+    notice_error: str | None = None
+    """Why the notice's GitHub issue could not be opened (GitHub's answer: issues turned off
+    on the repository, the App not allowed to write them); the notification channels still
+    carry the notice."""
+    notice_retry_at: datetime | None = None
+    """When the refused issue is tried again (a day of the idle rules after the refusal)."""
+    delete_held: str | None = None
+    """Why it is not deleted although unused long enough: the notice has reached no one (no
+    issue, no notification delivered). None: nothing holds it."""
     idle_ttl: str | None = None
     """A preview's `[previews] idle_ttl` (from slipway.toml at its newest commit), if any."""
     remove_at: datetime | None = None

@@ -54,6 +54,10 @@ class IdleVerdict:
     notice_at: datetime | None
     """When the owners are (or were) told, if the rules tell them and it is not kept."""
     delete_at: datetime | None
+    held: bool = False
+    """A notice went out and no channel carried it yet (the GitHub issue refused, no
+    notification delivered): it is not deleted until one does, `delete_at` moving on with now
+    so the owners still get the full warning once told."""
 
 
 def judge(
@@ -64,14 +68,22 @@ def judge(
     now: datetime,
     keep: bool = False,
     noticed_at: datetime | None = None,
+    notice_tried_at: datetime | None = None,
+    notice_retry_at: datetime | None = None,
 ) -> IdleVerdict:
     """What to do with one deployment now.
 
     `used_days`: the days it served a request or emitted a trace. `counted_from`: when the
-    rules first looked at it (a day before that is not held against it). `noticed_at`: when its
-    owners were told, if they were and it has not been used since. With notices on, a deletion
-    always follows the notice by the days between the two rules, even when the platform was
-    off while they passed: owners are never surprised.
+    rules first looked at it (a day before that is not held against it). `noticed_at`: when a
+    channel first carried the notice to its owners (the GitHub issue opened, or a notification
+    delivered), if one did and it has not been used since. `notice_tried_at`: when that notice
+    was first sent out, carried or not; `notice_retry_at`: when what did not carry it (a refused
+    issue) is tried again, so a refusal costs one call a day, not one a tick.
+
+    With notices on, a deletion always follows the notice by the days between the two rules,
+    counted from when a channel carried it, even when the platform was off while they passed:
+    owners are never surprised. A notice that reached no channel holds the deletion (`held`):
+    a deployment is never deleted without its owners having been told.
     """
     today = rules.day_of(now)
     last_active = max([rules.day_of(counted_from), *used_days])
@@ -83,20 +95,26 @@ def judge(
 
     notice_at, delete_at = after(rules.notice_days), after(rules.delete_days)
     warned = rules.notice_days <= 0 or rules.notice_days >= rules.delete_days
+    out = noticed_at is not None or notice_tried_at is not None
+    held = False
     if delete_at is not None and not warned:
         grace = timedelta(seconds=rules.day_seconds * (rules.delete_days - rules.notice_days))
         told = noticed_at if noticed_at is not None else max(now, notice_at or now)
         delete_at = max(delete_at, told + grace)
+        held = out and noticed_at is None
     noticed = noticed_at is not None
+    retry_due = notice_retry_at is not None and now >= notice_retry_at
     if keep:
-        action = IdleAction.withdraw if noticed else IdleAction.none
+        action = IdleAction.withdraw if out else IdleAction.none
     elif delete_at is not None and now >= delete_at and (noticed or warned):
         action = IdleAction.delete
     elif rules.notice_days > 0 and unused >= rules.notice_days:
-        action = IdleAction.none if noticed else IdleAction.notice
+        action = IdleAction.notice if not out or retry_due else IdleAction.none
     else:
-        action = IdleAction.withdraw if noticed else IdleAction.none
-    return IdleVerdict(unused_days=unused, action=action, notice_at=notice_at, delete_at=delete_at)
+        action = IdleAction.withdraw if out else IdleAction.none
+    return IdleVerdict(
+        unused_days=unused, action=action, notice_at=notice_at, delete_at=delete_at, held=held
+    )
 
 
 def preview_removal_at(

@@ -8,7 +8,10 @@ start them again (each route change), so a request between a read and a load is 
 was when this tick read the counters itself. A point newer than the deployment's last use is a
 use on the point's day. The verdict is `app.deployments.idle.judge`'s; this module records the
 day, tells the owners with one GitHub issue (opened, closed when the deployment is used again
-or deleted, reopened for a later idle spell) and deletes.
+or deleted, reopened for a later idle spell) and the notification channels (the operator's
+SLIPWAY_NOTIFY, the repository's `[notify] urls`), and deletes. The notice is given once one of
+them carried it; a refused issue (issues turned off, no permission) is recorded, shown by the
+API and tried again a day later, and a notice no channel carried holds the deletion.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_
+from sqlalchemy import delete, func, or_
 from sqlmodel import Session, col, select
 
 from app.deployments.idle import IdleAction, IdleRules, IdleVerdict, judge, preview_removal_at
@@ -26,9 +29,10 @@ from app.deployments.operations import delete_deployment
 from app.deployments.previews import DEFAULT_LABEL, mark_removed, pull_request_of, shown_label
 from app.deployments.registry import DEFAULT_SLUG_HOLD
 from app.feedback.comments import bump
+from app.feedback.notify_outbox import NotificationOutbox, NotifyEvent
 from app.kernel.db import SessionFactory
 from app.kernel.errors import GitHubError, TracingError
-from app.kernel.models import Deployment, MetricPoint, Repository, UsageDay
+from app.kernel.models import Deployment, MetricPoint, Notification, Repository, UsageDay
 from app.kernel.orders import TeardownOrder, WorkOrder
 from app.kernel.ports import Clock, GitHubPort, TracingService
 from app.replicas.metrics import FINE_STEP_SECONDS
@@ -47,13 +51,71 @@ def idle_verdict(
     """What the rules say of it now (the API shows when it would be noticed and deleted).
     Previews are not theirs: a preview goes with its pull request."""
     days = session.exec(select(UsageDay.day).where(UsageDay.deployment_id == deployment.id)).all()
+    noticed_at = deployment.idle_noticed_at
+    if noticed_at is None and deployment.idle_notice_tried_at is not None:
+        # Delivered since the tick last looked (the worker's drain sends): told already.
+        noticed_at = channel_notices(session, deployment).delivered_at
     return judge(
         rules=rules,
         used_days=days,
         counted_from=deployment.last_used_at or now,
         now=now,
         keep=deployment.keep or deployment.is_preview,
-        noticed_at=deployment.idle_noticed_at,
+        noticed_at=noticed_at,
+        notice_tried_at=deployment.idle_notice_tried_at,
+        notice_retry_at=deployment.idle_notice_retry_at,
+    )
+
+
+@dataclass(frozen=True)
+class ChannelNotices:
+    """What became of the notice of a deployment's current unused spell on the notification
+    channels (rows of `notifications` recorded since it was first sent out)."""
+
+    delivered_at: datetime | None = None
+    """The first delivery to a channel; None: none yet."""
+    pending: int = 0
+    """Rows still being tried."""
+    given_up: int = 0
+
+
+def channel_notices(session: Session, deployment: Deployment) -> ChannelNotices:
+    if deployment.idle_notice_tried_at is None:
+        return ChannelNotices()
+    rows = session.exec(
+        select(Notification.sent_at, Notification.gave_up_at).where(
+            Notification.deployment_id == deployment.id,
+            Notification.event == str(NotifyEvent.idle_notice),
+            col(Notification.created_at) >= deployment.idle_notice_tried_at,
+        )
+    ).all()
+    sent = [at for at, _ in rows if at is not None]
+    return ChannelNotices(
+        delivered_at=min(sent, default=None),
+        pending=sum(1 for at, gave_up in rows if at is None and gave_up is None),
+        given_up=sum(1 for _, gave_up in rows if gave_up is not None),
+    )
+
+
+def notice_held_because(deployment: Deployment, channels: ChannelNotices) -> str:
+    """Why a deployment whose notice reached no channel is not deleted (the API shows it)."""
+    issue = (
+        f"its GitHub issue could not be opened ({deployment.idle_notice_error})"
+        if deployment.idle_notice_error
+        else "its GitHub issue is not open yet"
+    )
+    if channels.pending:
+        others = f"{channels.pending} notification channel(s) are still being tried"
+    elif channels.given_up:
+        others = f"the {channels.given_up} notification channel(s) could not deliver it"
+    else:
+        others = "no notification channel is configured (SLIPWAY_NOTIFY, [notify] urls)"
+    retry = deployment.idle_notice_retry_at
+    again = f"; the issue is tried again at {retry:%Y-%m-%d %H:%M:%S} UTC" if retry else ""
+    return (
+        f"not deleted while the notice that it is unused has reached no one: {issue}, and "
+        f"{others}{again}. Once a channel carries the notice, the deletion follows it by the "
+        "days between SLIPWAY_IDLE_NOTICE_DAYS and SLIPWAY_IDLE_DELETE_DAYS."
     )
 
 
@@ -120,10 +182,12 @@ class UsageTracker:
         url: Callable[[str], str],
         clock: Clock,
         slug_hold: timedelta = DEFAULT_SLUG_HOLD,
+        notifications: NotificationOutbox | None = None,
     ) -> None:
         self._sessions = sessions
         self._github = github
         self._tracing = tracing
+        self._notifications = notifications
         self.rules = rules
         self._hostname = hostname
         self._url = url
@@ -149,6 +213,7 @@ class UsageTracker:
             for deployment in deployments:
                 if self._record(session, deployment, served, runs, now):
                     report.used += 1
+            self._carried_by_channels(session)
             session.commit()
             for deployment in deployments:
                 self._apply(session, deployment, now, report)
@@ -215,6 +280,28 @@ class UsageTracker:
         return record
 
     # -- the rules carried out -------------------------------------------------------------
+    def _carried_by_channels(self, session: Session) -> None:
+        """A notice not yet carried is given once a notification channel delivered it (the
+        worker's drain sends them, off this tick): the deletion is counted from that moment."""
+        rows = session.exec(
+            select(Deployment.id, func.min(Notification.sent_at))
+            .join(Notification, col(Notification.deployment_id) == col(Deployment.id))
+            .where(
+                col(Deployment.removed_at).is_(None),
+                col(Deployment.idle_noticed_at).is_(None),
+                col(Deployment.idle_notice_tried_at).is_not(None),
+                Notification.event == str(NotifyEvent.idle_notice),
+                col(Notification.sent_at).is_not(None),
+                col(Notification.created_at) >= col(Deployment.idle_notice_tried_at),
+            )
+            .group_by(col(Deployment.id))
+        ).all()
+        for deployment_id, delivered_at in rows:
+            deployment = session.get(Deployment, deployment_id)
+            if deployment is not None and delivered_at is not None:
+                deployment.idle_noticed_at = delivered_at
+                session.add(deployment)
+
     def _apply(
         self, session: Session, deployment: Deployment, now: datetime, report: UsageReport
     ) -> None:
@@ -232,7 +319,7 @@ class UsageTracker:
             return
         try:
             if verdict.action is IdleAction.notice:
-                self._notice(session, deployment, repository, verdict)
+                self._notice(session, deployment, repository, verdict, now)
                 report.noticed.append(deployment.id)
             elif verdict.action is IdleAction.withdraw:
                 self._close(session, deployment, repository, used_again=True)
@@ -241,9 +328,9 @@ class UsageTracker:
                 report.orders.append(self._delete(session, deployment, repository, verdict, now))
                 report.deleted.append(deployment.id)
         except GitHubError as exc:
-            # The issue is tried again next tick; a deletion never waits on GitHub.
+            # Closing the issue is tried again next tick; a deletion never waits on GitHub.
             log.warning(
-                "idle notice not written",
+                "idle notice not closed",
                 extra={"deployment_id": deployment.id, "error": str(exc)},
             )
 
@@ -253,27 +340,81 @@ class UsageTracker:
         deployment: Deployment,
         repository: Repository,
         verdict: IdleVerdict,
+        now: datetime,
     ) -> None:
+        """Tell the owners: the GitHub issue and, the first time in this unused spell (or again
+        when none carried it), the notification channels. A refused issue is recorded and
+        tried again a day later, not every tick; the notice is given once one channel carried
+        it (`judge` holds the deletion until then)."""
+        first = deployment.idle_notice_tried_at is None
+        if first:
+            deployment.idle_notice_tried_at = now
         title = f"Slipway: deployment {deployment.slug} is unused"
         when = verdict.delete_at.strftime("%Y-%m-%d %H:%M UTC") if verdict.delete_at else None
-        body = "\n".join(
-            [
-                NOTICE_MARK,
-                f"The deployment **{deployment.slug}** ({self._url(deployment.slug)}) has "
-                f"served no request and emitted no trace for {verdict.unused_days} days.",
-                "",
-                (
-                    f"It will be **deleted on {when}**, its database with it, unless it is "
-                    "used before then."
-                    if when
-                    else "Slipway does not delete unused deployments on this platform."
-                ),
-                "",
-                "Any request to it (or a trace) keeps it and closes this issue. To keep it "
-                "however long it is unused: `PATCH /api/deployments/"
-                f'{deployment.id}` with `{{"keep": true}}`.',
-            ]
+        unused = (
+            f"The deployment **{deployment.slug}** ({self._url(deployment.slug)}) has "
+            f"served no request and emitted no trace for {verdict.unused_days} days."
         )
+        fate = (
+            f"It will be **deleted on {when}**, its database with it, unless it is used before "
+            "then."
+            if when
+            else "Slipway does not delete unused deployments on this platform."
+        )
+        keep = (
+            "Any request to it (or a trace) keeps it and closes this issue. To keep it "
+            "however long it is unused: `PATCH /api/deployments/"
+            f'{deployment.id}` with `{{"keep": true}}`.'
+        )
+        body = "\n".join([NOTICE_MARK, unused, "", fate, "", keep])
+        try:
+            self._open_issue(deployment, repository, title, body)
+        except GitHubError as exc:
+            deployment.idle_notice_error = str(exc)
+            deployment.idle_notice_retry_at = now + timedelta(seconds=self.rules.day_seconds)
+            log.warning(
+                "idle notice issue not opened; tried again in a day",
+                extra={
+                    "deployment_id": deployment.id,
+                    "error": str(exc),
+                    "retry_at": deployment.idle_notice_retry_at.isoformat(),
+                },
+            )
+        else:
+            deployment.idle_noticed_at = deployment.idle_noticed_at or now
+            deployment.idle_notice_error = None
+            deployment.idle_notice_retry_at = None
+        session.add(deployment)
+        session.commit()
+        if self._notifications is not None and (
+            first or self._untold_anywhere(session, deployment)
+        ):
+            # Plain text (no Markdown), the same words; the channels only hear of the notice.
+            self._notifications.add(
+                deployment.id,
+                NotifyEvent.idle_notice,
+                f"{deployment.slug}: unused for {verdict.unused_days} days",
+                "\n".join(
+                    [
+                        unused.replace("**", ""),
+                        fate.replace("**", ""),
+                        "Any request to it (or a trace) keeps it. To keep it however long it "
+                        f'is unused: PATCH /api/deployments/{deployment.id} with {{"keep": '
+                        "true}.",
+                        f"Deployment {deployment.id}.",
+                    ]
+                ),
+            )
+
+    def _untold_anywhere(self, session: Session, deployment: Deployment) -> bool:
+        """Nothing carried the notice and no channel is still trying: worth sending again."""
+        return (
+            deployment.idle_noticed_at is None and channel_notices(session, deployment).pending == 0
+        )
+
+    def _open_issue(
+        self, deployment: Deployment, repository: Repository, title: str, body: str
+    ) -> None:
         installation, full_name = repository.installation_id, repository.full_name
         opened = False
         if deployment.idle_issue_number is not None:
@@ -289,9 +430,6 @@ class UsageTracker:
             deployment.idle_issue_number = self._github.create_issue(
                 installation, full_name, title, body
             )
-        deployment.idle_noticed_at = self._clock()
-        session.add(deployment)
-        session.commit()
 
     def _close(
         self,
@@ -302,7 +440,7 @@ class UsageTracker:
         used_again: bool,
         note: str | None = None,
     ) -> None:
-        if deployment.idle_issue_number is not None:
+        if deployment.idle_issue_number is not None and deployment.idle_notice_error is None:
             why = note or (
                 "It was used again (or exempted with keep): it stays."
                 if used_again
@@ -316,7 +454,7 @@ class UsageTracker:
                 body=f"{NOTICE_MARK}\n{why}",
                 state="closed",
             )
-        deployment.idle_noticed_at = None
+        forget_notice(deployment)
         session.add(deployment)
         session.commit()
 
@@ -329,10 +467,11 @@ class UsageTracker:
         now: datetime,
     ) -> WorkOrder:
         slug = deployment.slug
+        unused = f"unused for {verdict.unused_days} days"
         order = delete_deployment(
             session,
             deployment,
-            f"deployment deleted by {DELETED_BY}: unused for {verdict.unused_days} days",
+            f"deployment deleted by {DELETED_BY}: {unused}",
             now,
             self._slug_hold,
         )
@@ -340,8 +479,17 @@ class UsageTracker:
             "unused deployment deleted",
             extra={"deployment_id": deployment.id, "unused_days": verdict.unused_days},
         )
+        if self._notifications is not None:
+            # As a DELETE of the API tells them, the reason in place of the caller.
+            self._notifications.add(
+                deployment.id,
+                NotifyEvent.deleted,
+                f"{slug}: deleted",
+                f"{DELETED_BY} deleted {slug} and its database: {unused}.\n"
+                f"Deployment {deployment.id}.",
+            )
         try:
-            if deployment.idle_issue_number is not None:
+            if deployment.idle_issue_number is not None and deployment.idle_notice_error is None:
                 self._github.update_issue(
                     repository.installation_id,
                     repository.full_name,
@@ -351,9 +499,9 @@ class UsageTracker:
                     f"{verdict.unused_days} days and was deleted, its database with it.",
                     state="closed",
                 )
-                deployment.idle_noticed_at = None
-                session.add(deployment)
-                session.commit()
+            forget_notice(deployment)
+            session.add(deployment)
+            session.commit()
         except GitHubError as exc:
             log.warning(
                 "idle notice not closed", extra={"deployment_id": deployment.id, "error": str(exc)}
@@ -397,7 +545,10 @@ class UsageTracker:
         gone = session.exec(
             select(Deployment).where(
                 col(Deployment.removed_at).is_not(None),
-                col(Deployment.idle_noticed_at).is_not(None),
+                or_(
+                    col(Deployment.idle_noticed_at).is_not(None),
+                    col(Deployment.idle_notice_tried_at).is_not(None),
+                ),
             )
         ).all()
         for deployment in gone:
@@ -419,3 +570,11 @@ class UsageTracker:
         horizon = self.rules.day_of(now) - max(self.rules.notice_days, self.rules.delete_days) - 2
         session.exec(delete(UsageDay).where(col(UsageDay.day) < horizon))
         session.commit()
+
+
+def forget_notice(deployment: Deployment) -> None:
+    """The unused spell is over (used again, kept, deleted): a later one starts afresh."""
+    deployment.idle_noticed_at = None
+    deployment.idle_notice_tried_at = None
+    deployment.idle_notice_error = None
+    deployment.idle_notice_retry_at = None

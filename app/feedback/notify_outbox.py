@@ -1,8 +1,9 @@
 """Notifications to the operator's and the repository's channels, sent off the revision's path.
 
 An event (a revision failed, a crash loop began, a deployment went unhealthy or recovered, a
-rollback or a delete was asked for) becomes one row of `notifications` per channel, in the
-same process that saw it, and nothing more: the worker's job sends due rows (`drain`), each
+rollback or a delete was asked for, a deployment unused long enough to be told, or deleted for
+it) becomes one row of `notifications` per channel, in the same process that saw it, and
+nothing more: the worker's job sends due rows (`drain`), each
 under a claim so two workers never send one row twice, retried with a doubling wait and given
 up after SLIPWAY_NOTIFY_MAX_ATTEMPTS, every attempt's error kept on the row
 (`GET /api/deployments/{id}/notifications`) and logged with the deployment's id. A channel that
@@ -59,6 +60,9 @@ class NotifyEvent(enum.StrEnum):
     recovered = "recovered"
     rollback = "rollback"
     deleted = "deleted"
+    """Deleted through the API, or by the idle rules (the reason says which)."""
+    idle_notice = "idle_notice"
+    """Unused for SLIPWAY_IDLE_NOTICE_DAYS: when it will be deleted (app/deployments/usage.py)."""
 
 
 @dataclass(frozen=True)

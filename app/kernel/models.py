@@ -149,7 +149,16 @@ class Deployment(SQLModel, table=True):
     idle_issue_number: int | None = None
     """The GitHub issue telling its owners it is unused (open or closed), if one was made."""
     idle_noticed_at: datetime | None = _ts()
-    """When its owners were told it is unused; None once it is used again."""
+    """When a channel first carried the notice that it is unused (its GitHub issue opened, or a
+    notification delivered); None until one did, and once it is used again."""
+    idle_notice_tried_at: datetime | None = _ts()
+    """When the notice of its current unused spell was first sent out, carried or not; None
+    once it is used again (or kept, or deleted)."""
+    idle_notice_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    """Why the notice's GitHub issue could not be opened (GitHub's answer: issues turned off,
+    no permission); None once it opened."""
+    idle_notice_retry_at: datetime | None = _ts()
+    """When the refused issue is tried again: a day (of the idle rules) after the refusal."""
     preview_idle_ttl: str | None = None
     """A preview's `[previews] idle_ttl` at its newest commit ("3d", "30s"): unused that long,
     it is removed as on close. None: it stays while its pull request is open."""

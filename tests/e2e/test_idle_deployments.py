@@ -1,8 +1,7 @@
 """The idle rules end to end, with days as seconds: an unused deployment's owners get a GitHub
-issue after NOTICE_DAYS, a request through the router closes it, DELETE_DAYS unused delete it
-as DELETE /api/deployments/{id} does (database dropped, route 404), and `keep` exempts one.
-(The defaults are 7 and 28 days; the deletion here comes sooner so the test waits less, the
-rules being the same.)"""
+issue after "7 days", a request through the router closes it, "28 days" unused delete it as
+DELETE /api/deployments/{id} does (database dropped, route 404), and `keep` exempts one. The
+defaults themselves, on days of DAY_SECONDS."""
 
 from __future__ import annotations
 
@@ -25,12 +24,15 @@ from tests.support.platform import (
     wait_for,
 )
 
-DAY_SECONDS = 2.0
-"""A "day" of the idle rules: the notice ~16 s after the last use, the deletion 14 s later.
-Not shorter: the metrics sampler sees a request within its 10 s step, and the notice the
-request closed must not be due again before that."""
+DAY_SECONDS = 1.25
+"""A "day" of the idle rules: the notice ~10 s after the last use, the deletion ~35 s after it.
+Longer than the usage tick, which runs every second here (a day / 8, but the worker's cron
+counts whole seconds: jobs/worker.py `usage_tick_seconds`), so every day is looked at. The 21
+days from notice to deletion (26 s) leave the metrics sampler's 10 s step ample time to see the
+request that closes the notice, and the notice stays closed ~9 s after it is seen (7 days), for
+the test to see it closed."""
 NOTICE_DAYS = 7
-DELETE_DAYS = 14
+DELETE_DAYS = 28
 
 
 @pytest.fixture(scope="module")

@@ -94,6 +94,11 @@ class FakeLangSmith:
             def do_PATCH(self) -> None:
                 fake._serve(self, "PATCH")
 
+            def do_DELETE(self) -> None:
+                # Recorded like any request (none is answered: Slipway never deletes on
+                # LangSmith, which a test checks in `requests`).
+                fake._serve(self, "DELETE")
+
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self.url = f"http://{host}:{self._server.server_address[1]}"

@@ -5,17 +5,27 @@ exempts a deployment."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
+from litestar import Litestar, Router
+from litestar.testing import TestClient
 from sqlmodel import select
 
 from app.access.tokens import Caller
 from app.adapters.langsmith import LangSmithProjects
+from app.api.deployments import DeploymentController
 from app.deployments.idle import IdleRules
 from app.kernel.models import Deployment, RevisionState, UsageDay
+from app.kernel.settings import Settings
 from manifests.tracing import LangSmith, Tracing
 from tests.support.fake_langsmith import FakeLangSmith
+from tests.support.platform import wait_for
+from tests.unit.dashboard_site import constant
 from tests.unit.world import Platform
 
 DAY = 1000.0
@@ -55,6 +65,74 @@ def days_later(platform: Platform, days: float) -> None:
 
 def hostname(platform: Platform, deployment: Deployment) -> str:
     return platform.config.hostname(deployment.slug)
+
+
+OPERATOR = "json://ops.example.com/hook/OPERATOR-TOKEN"
+
+
+@dataclass
+class Channels:
+    """The notification channels' sender: what it was given, (title, body) each."""
+
+    sent: list[tuple[str, str]] = field(default_factory=list)
+
+    def send(self, url: str, *, title: str, body: str, tenant: bool) -> None:
+        self.sent.append((title, body))
+
+
+@pytest.fixture
+def channels(idle: Platform) -> Channels:
+    """The operator's channel (SLIPWAY_NOTIFY) on the idle platform."""
+    recorder = Channels()
+    idle.channels = recorder
+    idle.notify = (OPERATOR,)
+    idle.__post_init__()
+    return recorder
+
+
+def issue_creations(platform: Platform) -> int:
+    path = f"/repos/{platform.full_name}/issues"
+    return sum(1 for call in platform.github.requests if call == ("POST", path))
+
+
+def delivered(platform: Platform) -> bool:
+    """The idle notice was recorded sent on a channel (as the worker's drain records it)."""
+    return any(
+        row.event == "idle_notice" and row.state == "sent"
+        for row in platform.notifications.history(platform.deployment().id)
+    )
+
+
+def api(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **settings: Any
+) -> TestClient[Litestar]:
+    """The deployments API over the platform, at its clock, with these idle rules."""
+    monkeypatch.setattr("app.api.deployments.utcnow", lambda: platform.clock.now)
+    values = {
+        "sessions": platform.sessions,
+        "settings": Settings(
+            _env_file=None,
+            data_dir=tmp_path / "data",
+            idle_day_seconds=RULES.day_seconds,
+            idle_notice_days=RULES.notice_days,
+            idle_delete_days=RULES.delete_days,
+            **settings,
+        ),
+        "operations": platform.operations,
+        # What the controller's other routes take: none of these tests calls them.
+        **dict.fromkeys(("follows", "notices", "pipeline_config", "queue", "secrets")),
+    }
+    app = Litestar(
+        route_handlers=[Router(path="/api", route_handlers=[DeploymentController])],
+        dependencies={name: constant(value) for name, value in values.items()},
+    )
+    return TestClient(app=app)
+
+
+def idle_view(client: TestClient[Litestar], deployment: Deployment) -> dict[str, Any]:
+    answer = client.get(f"/api/deployments/{deployment.id}")
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json()["idle"])
 
 
 def test_seven_unused_days_open_one_issue_a_request_closes_it(idle: Platform) -> None:
@@ -170,3 +248,130 @@ def test_a_trace_is_a_use(idle: Platform) -> None:
         report = idle.usage.tick()
         assert report.used == 1 and report.withdrawn == [deployment.id]
         fake.assert_no_errors()
+
+
+def test_deleting_a_deployment_leaves_its_tracing_project(idle: Platform) -> None:
+    with FakeLangSmith(KEY) as fake:
+        settings = LangSmith(endpoint=fake.url, api_key=KEY)
+        idle.tracing_service = LangSmithProjects(settings)
+        idle.reconfigure(tracing=Tracing(langsmith=settings))
+        deployment = live(idle)
+        idle.tracing_projects.ensure_missing()
+        fake.runs["r1"] = {"id": "r1", "session_name": deployment.slug, "start_time": "x"}
+        [project] = fake.projects.values()
+        done = idle.operations.delete(deployment.id, deployment.slug, ALICE)
+        idle.carry_out(done.outcome)
+        assert idle.deployment_by_id(deployment.id).torn_down_at is not None
+        assert list(fake.projects.values()) == [project]  # the project and its traces stay
+        assert fake.runs_in(deployment.slug)
+        assert [call for call in fake.requests if call[0] == "DELETE"] == []
+        fake.assert_no_errors()
+
+
+def test_without_issues_the_channels_carry_the_notice_and_the_deletion_keeps_its_date(
+    idle: Platform, channels: Channels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment = live(idle)
+    idle.github.turn_issues(idle.full_name, on=False)  # GitHub answers 410 to every issue call
+    idle.usage.tick()
+    days_later(idle, 8)
+    assert idle.usage.tick().noticed == [deployment.id]
+    wait_for("the notice delivered to the operator's channel", lambda: delivered(idle), 10)
+    [(title, body)] = channels.sent
+    assert title == f"{deployment.slug}: unused for 7 days" and "deleted on" in body
+    with api(idle, tmp_path, monkeypatch) as client:
+        shown = idle_view(client, deployment)
+        error = shown["notice_error"]
+        assert "HTTP 410" in error and "Issues are disabled" in error  # GitHub's own words
+        assert shown["notice_issue"] is None and shown["delete_held"] is None
+        assert shown["notice_retry_at"] is not None
+
+    # Not retried every tick: once a day.
+    for _ in range(3):
+        days_later(idle, 0.3)
+        assert idle.usage.tick().noticed == []
+    assert issue_creations(idle) == 1
+    days_later(idle, 0.2)
+    assert idle.usage.tick().noticed == [deployment.id]
+    assert issue_creations(idle) == 2
+    assert len(channels.sent) == 1  # the channels carried it: told once
+
+    # Deleted 21 days after the channel carried the notice, and the channels are told.
+    days_later(idle, 19.5)
+    assert idle.usage.tick().deleted == []
+    days_later(idle, 0.5)
+    report = idle.usage.tick()
+    assert report.deleted == [deployment.id]
+    wait_for("the deletion on the operator's channel", lambda: len(channels.sent) == 2, 10)
+    title, body = channels.sent[1]
+    assert title == f"{deployment.slug}: deleted"
+    assert "Slipway's idle rules deleted" in body
+    assert re.search(r"its database: unused for 2[89] days", body)  # 28, and the day begun
+    assert idle.github.issues(idle.full_name) == []
+
+
+def test_a_notice_no_channel_carried_holds_the_deletion_and_the_api_says_why(
+    idle: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment = live(idle)
+    idle.github.turn_issues(idle.full_name, on=False)
+    idle.usage.tick()
+    days_later(idle, 8)
+    assert idle.usage.tick().noticed == [deployment.id]
+    for _ in range(40):  # ten days past the deletion date, a tick every quarter day
+        days_later(idle, 0.25)
+        assert idle.usage.tick().deleted == []
+    assert issue_creations(idle) == 11  # the first try and one a day since, not 41
+    assert idle.deployment_by_id(deployment.id).deleted_at is None
+    with api(idle, tmp_path, monkeypatch) as client:
+        shown = idle_view(client, deployment)
+    held = shown["delete_held"]
+    assert held is not None and "reached no one" in held and "HTTP 410" in held
+    assert "no notification channel is configured" in held
+
+    # Issues on again: the next daily try opens the issue, and the deletion is 21 days later.
+    idle.github.turn_issues(idle.full_name, on=True)
+    while idle.usage.tick().noticed == []:
+        days_later(idle, 0.25)
+    [issue] = idle.github.issues(idle.full_name)
+    assert issue["state"] == "open" and "deleted on" in issue["body"]
+    with api(idle, tmp_path, monkeypatch) as client:
+        shown = idle_view(client, deployment)
+    assert shown["notice_issue"] == issue["number"] and shown["delete_held"] is None
+    assert shown["notice_error"] is None
+    days_later(idle, 20.9)
+    assert idle.usage.tick().deleted == []
+    days_later(idle, 0.1)
+    assert idle.usage.tick().deleted == [deployment.id]
+    [issue] = idle.github.issues(idle.full_name)
+    assert issue["state"] == "closed" and "deleted" in issue["title"]
+
+
+def test_deleting_through_the_api_closes_an_open_notice(idle: Platform) -> None:
+    deployment = live(idle)
+    idle.usage.tick()
+    days_later(idle, 8)
+    assert idle.usage.tick().noticed == [deployment.id]
+    idle.operations.delete(deployment.id, deployment.slug, ALICE)
+    assert idle.usage.tick().withdrawn == [deployment.id]
+    [issue] = idle.github.issues(idle.full_name)
+    assert issue["state"] == "closed" and "It was deleted." in issue["body"]
+    assert idle.usage.tick().withdrawn == []  # closed once
+
+
+def test_the_list_shows_each_deployment_as_its_own_page_does(
+    idle: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeLangSmith(KEY) as fake:
+        deployment = live(idle)
+        idle.usage.tick()
+        days_later(idle, 8)
+        idle.usage.tick()
+        with api(
+            idle, tmp_path, monkeypatch, langsmith_api_key=KEY, langsmith_endpoint=fake.url
+        ) as client:
+            [listed] = client.get("/api/deployments").json()
+            own = client.get(f"/api/deployments/{deployment.id}").json()
+    assert listed["idle"] == own["idle"] and listed["idle"]["notice_issue"] is not None
+    assert listed["tracing"] == own["tracing"]
+    assert listed["tracing"]["project"] == deployment.slug

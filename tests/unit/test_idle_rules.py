@@ -15,9 +15,16 @@ def at(day: float) -> datetime:
 
 
 def verdict(
-    now: float, used: tuple[int, ...] = (), *, noticed: float | None = None, keep: bool = False
+    now: float,
+    used: tuple[int, ...] = (),
+    *,
+    noticed: float | None = None,
+    keep: bool = False,
+    tried: float | None = None,
+    retry: float | None = None,
 ) -> IdleVerdict:
-    """`noticed`: the day (of RULES) the owners were told, if they were."""
+    """`noticed`: the day (of RULES) a channel carried the notice to the owners, if one did;
+    `tried`: the day it was sent out (carried or not); `retry`: when a refused issue is due."""
     return judge(
         rules=RULES,
         used_days=used,
@@ -25,6 +32,8 @@ def verdict(
         now=at(now),
         keep=keep,
         noticed_at=None if noticed is None else at(noticed),
+        notice_tried_at=None if tried is None else at(tried),
+        notice_retry_at=None if retry is None else at(retry),
     )
 
 
@@ -85,3 +94,43 @@ def test_zero_turns_either_rule_off() -> None:
     assert (
         judge(rules=no_delete, used_days=(), counted_from=at(100), now=at(9000)).delete_at is None
     )
+
+
+def test_a_notice_carried_by_a_notification_channel_alone_is_a_notice_given() -> None:
+    # The issue was refused on day 108 (retried on 109); a channel delivered it that day.
+    carried = verdict(128.9, tried=108.0, noticed=108.0, retry=200.0)
+    assert carried.action is IdleAction.none and not carried.held
+    assert verdict(129.0, tried=108.0, noticed=108.0, retry=200.0).action is IdleAction.delete
+    # Delivered late (the channel was down for two days): the full warning from then.
+    assert verdict(130.9, tried=108.0, noticed=110.0, retry=200.0).action is IdleAction.none
+    assert verdict(131.0, tried=108.0, noticed=110.0, retry=200.0).action is IdleAction.delete
+
+
+def test_a_refused_issue_is_tried_again_once_a_day_not_every_tick() -> None:
+    assert verdict(108.0).action is IdleAction.notice
+    for now in (108.1, 108.5, 108.99):  # ticks of the same day: nothing more
+        assert verdict(now, tried=108.0, retry=109.0).action is IdleAction.none
+    assert verdict(109.0, tried=108.0, retry=109.0).action is IdleAction.notice
+    # Also once a channel carried the notice: the issue is the one place it is kept.
+    assert verdict(109.0, tried=108.0, noticed=108.0, retry=109.0).action is IdleAction.notice
+
+
+def test_a_notice_no_channel_carried_holds_the_deletion_however_long_it_is_unused() -> None:
+    for now in (129.0, 160.0, 500.0):
+        untold = verdict(now, tried=108.0, retry=now + 0.5)
+        assert untold.action is IdleAction.none and untold.held
+        assert untold.delete_at == at(now + 21)  # never before the full warning
+    # Told at last on day 300 (issues turned on again): deleted 21 days after that.
+    assert verdict(320.9, tried=108.0, noticed=300.0).action is IdleAction.none
+    assert verdict(321.0, tried=108.0, noticed=300.0).action is IdleAction.delete
+    assert not verdict(321.0, tried=108.0, noticed=300.0).held
+    # Used again, or kept: the untold notice is withdrawn like a told one.
+    assert verdict(310.0, used=(305,), tried=108.0).action is IdleAction.withdraw
+    assert verdict(310.0, keep=True, tried=108.0).action is IdleAction.withdraw
+    assert not verdict(310.0, keep=True, tried=108.0).held
+
+
+def test_without_notices_nothing_is_held() -> None:
+    no_notice = IdleRules(day_seconds=10.0, notice_days=0, delete_days=28)
+    quiet = judge(rules=no_notice, used_days=(), counted_from=at(100.5), now=at(129))
+    assert quiet.action is IdleAction.delete and not quiet.held

@@ -26,9 +26,11 @@ class _Issue:
 
 class IssuesMixin(AuthMixin):
     _issues: dict[tuple[str, int], _Issue]
+    _issues_off: set[str]
 
     def _init_issues(self) -> None:
         self._issues = {}
+        self._issues_off = set()
 
     # ------------------------------------------------------------------ test helpers
 
@@ -41,6 +43,14 @@ class IssuesMixin(AuthMixin):
                 for (repo_key, _), issue in sorted(self._issues.items())
                 if repo_key == key
             ]
+
+    def turn_issues(self, full_name: str, *, on: bool) -> None:
+        """The repository's owner turning Issues off (or on again) in its settings: GitHub then
+        answers 410 to every issue read, edit and creation (its issues are kept)."""
+        repo = self._repo(full_name)
+        with self._lock:
+            repo.json["has_issues"] = on
+            (self._issues_off.discard if on else self._issues_off.add)(repo.key)
 
     def delete_issue(self, full_name: str, number: int) -> None:
         """A person deleting the issue on github.com (later reads and edits are 404)."""
@@ -82,6 +92,7 @@ class IssuesMixin(AuthMixin):
 
     def _create_issue(self, request: Request, params: dict[str, str]) -> Response:
         repo, _ = self._repo_access(request, params, "issues", "write")
+        self._check_issues_on(repo.key)
         fields = self._issue_fields(request, creating=True)
         with self._lock:
             taken = [n for (key, n) in self._issues if key == repo.key]
@@ -115,6 +126,13 @@ class IssuesMixin(AuthMixin):
             self._issues[(repo.key, number)] = _Issue(repo.key, issue)
             return json_response(201, copy.deepcopy(issue))
 
+    def _check_issues_on(self, repo_key: str) -> None:
+        with self._lock:
+            off = repo_key in self._issues_off
+        if off:
+            # What GitHub answers, in the normal course of things: not a fault of the client.
+            raise HttpError(410, "Issues are disabled for this repo", record=False)
+
     def _find_issue(self, repo_key: str, full_name: str, number: int) -> _Issue:
         issue = self._issues.get((repo_key, number))
         if issue is None:
@@ -123,12 +141,14 @@ class IssuesMixin(AuthMixin):
 
     def _get_issue(self, request: Request, params: dict[str, str]) -> Response:
         repo, _ = self._repo_access(request, params, "issues", "read")
+        self._check_issues_on(repo.key)
         with self._lock:
             issue = self._find_issue(repo.key, repo.full_name, int(params["issue_number"]))
             return json_response(200, copy.deepcopy(issue.json))
 
     def _update_issue(self, request: Request, params: dict[str, str]) -> Response:
         repo, _ = self._repo_access(request, params, "issues", "write")
+        self._check_issues_on(repo.key)
         fields = self._issue_fields(request, creating=False)
         with self._lock:
             issue = self._find_issue(repo.key, repo.full_name, int(params["issue_number"]))

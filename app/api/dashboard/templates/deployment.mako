@@ -31,6 +31,8 @@
     (kept: never removed for going unused)
     % elif view.idle.remove_at:
     (removed if unused until ${stamp(view.idle.remove_at)}: idle_ttl ${view.idle.idle_ttl})
+    % elif view.idle.delete_held:
+    (${view.idle.delete_held})
     % elif view.idle.delete_at:
     (deleted if unused until ${stamp(view.idle.delete_at)})
     % endif
