@@ -13,6 +13,13 @@ at all. The price is paid at a read (10,000 lines of one replica: ~0.25-0.4 s, m
 engine decoding its file; the newest `limit` lines only, via the engine's `tail`, when nothing
 needs the whole file) and at a removal (the same read, then a file written).
 
+A read of what is new (a follow's poll: `since` the last line it read, exactly, and no `tail`)
+asks the engine for a few of each replica's newest lines first, and for more only when they
+were all newer: the engine reads a `tail` from the end of its file, then drops what is older
+than `since`; for `since` alone it decodes the file from its start. A poll that asked for each
+replica's newest 10,000 lines (with `q`, for all) cost ~70-85 ms of dockerd's CPU with one
+replica of 10,000 lines, every second of every follow.
+
 What the engine drops with a replica is copied out just before it is removed
 (`DockerRuntime.remove`), so a crashed app's last lines outlive its container.
 
@@ -40,6 +47,9 @@ ENGINE_TIMEOUT_SECONDS = 30
 """Per read: a log of the default bound (30 MB) is read in well under that."""
 _STAMP = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)")
 FRAME_HEADER = struct.Struct(">BxxxL")
+NEWER_STEPS = (256, 8192)
+"""How many of a replica's newest lines a read of what is new asks for, in turn, before it asks
+for all: most polls find fewer than the first."""
 STREAMS = {1: "stdout", 2: "stderr"}
 
 
@@ -171,30 +181,33 @@ class DockerOutputs:
         if not deployment_id or not revision_id:
             return []
         replica = str((container.get("Names") or [""])[0]).lstrip("/")
-        window: dict[str, int] = {}
+        window: dict[str, int | str] = {}
         if since_ns is not None and since_ns > 0:
-            window["since"] = max(1, since_ns // 1_000_000_000)  # whole seconds, then exact
+            seconds, nanoseconds = divmod(since_ns, 1_000_000_000)
+            window["since"] = f"{seconds}.{nanoseconds:09d}"  # the engine reads it exactly
         if until_ns is not None:
             window["until"] = until_ns // 1_000_000_000 + 1
-        # The SDK's `logs` drops which stream a frame is: its own request, read whole.
-        response = api._get(
-            api._url("/containers/{0}/logs", container["Id"]),
-            params={
-                "stdout": 1,
-                "stderr": 1,
-                "timestamps": 1,
-                "tail": "all" if tail is None else tail,
-                **window,
-            },
-            stream=False,
-        )
-        api._raise_for_status(response)
-        lines = parse_frames(
-            response.content,
-            deployment_id=str(deployment_id),
-            revision_id=str(revision_id),
-            replica=replica,
-        )
+        # Only what is new: a few of the newest lines first, more while they were all new (the
+        # engine cuts its tail at `since`: fewer than asked means nothing older is missing).
+        steps: list[int | str] = [tail if tail is not None else "all"]
+        if tail is None and "since" in window and until_ns is None:
+            steps = [*NEWER_STEPS, "all"]
+        for step in steps:
+            # The SDK's `logs` drops which stream a frame is: its own request, read whole.
+            response = api._get(
+                api._url("/containers/{0}/logs", container["Id"]),
+                params={"stdout": 1, "stderr": 1, "timestamps": 1, "tail": step, **window},
+                stream=False,
+            )
+            api._raise_for_status(response)
+            lines = parse_frames(
+                response.content,
+                deployment_id=str(deployment_id),
+                revision_id=str(revision_id),
+                replica=replica,
+            )
+            if step == "all" or len(lines) < int(step):
+                break
         return [
             line
             for line in lines

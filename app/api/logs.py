@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Annotated, Any
 
 from litestar import Request, get
@@ -33,6 +34,7 @@ from app.kernel.settings import Settings
 from app.replicas.server_logs import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
+    LogCursor,
     LogQuery,
     ServerLogs,
     moment_ns,
@@ -118,13 +120,21 @@ async def server_logs(
             "close one, or read the log without follow=true",
             headers={"Retry-After": str(FOLLOW_RETRY_AFTER_SECONDS)},
         )
+    cursor = LogCursor()
     try:
-        first = await _read(logs, deployment_id, query)
+        first = await _read(logs, deployment_id, query, cursor)
     except BaseException:
         follows.give_back(follower)
         raise
     events = _follow(
-        logs, deployment_id, query, first, numbers, sessions, settings.log_follow_max_seconds
+        logs,
+        deployment_id,
+        query,
+        first,
+        cursor,
+        numbers,
+        sessions,
+        settings.log_follow_max_seconds,
     )
     return Stream(
         _given_back(events, lambda: follows.give_back(follower)),
@@ -133,9 +143,11 @@ async def server_logs(
     )
 
 
-async def _read(logs: ServerLogs, deployment_id: str, query: LogQuery) -> list[OutputLine]:
+async def _read(
+    logs: ServerLogs, deployment_id: str, query: LogQuery, cursor: LogCursor | None = None
+) -> list[OutputLine]:
     try:
-        return await asyncio.to_thread(logs.read, deployment_id, query)
+        return await asyncio.to_thread(logs.read, deployment_id, query, cursor)
     except EngineError:
         raise HTTPException(status_code=HTTP_503_SERVICE_UNAVAILABLE, detail=ENGINE_DOWN) from None
 
@@ -145,49 +157,27 @@ async def _follow(
     deployment_id: str,
     query: LogQuery,
     first: list[OutputLine],
+    cursor: LogCursor,
     numbers: dict[str, int],
     sessions: SessionFactory,
     max_seconds: float,
 ) -> AsyncIterator[bytes]:
     """The lines read already, then every newer one, until `max_seconds` pass or the
-    deployment goes. Lines stamped at the cursor's very nanosecond are told apart by content,
-    so a line is sent once however the reads overlap."""
+    deployment goes. `cursor` (moved by the first read) keeps where the reads got to, so each
+    poll reads only what is new and a line is sent once however the reads overlap."""
     deadline = time.monotonic() + max_seconds
     last_sent = time.monotonic()
-    cursor = query.since_ns or 0
-    at_cursor: set[tuple[str, str, str]] = set()
-
-    def fresh(lines: list[OutputLine]) -> list[OutputLine]:
-        nonlocal cursor, at_cursor
-        out = []
-        for line in lines:
-            key = (line.replica, line.stream, line.text)
-            if line.at_ns < cursor or (line.at_ns == cursor and key in at_cursor):
-                continue
-            if line.at_ns > cursor:
-                cursor, at_cursor = line.at_ns, set()
-            at_cursor.add(key)
-            out.append(line)
-        return out
-
-    for line in fresh(first):
+    for line in first:
         yield _event(line, numbers)
-    newer = LogQuery(
-        revision_id=query.revision_id,
-        replica=query.replica,
-        text=query.text,
-        until_ns=query.until_ns,
-        limit=MAX_LIMIT,
-    )
+    newer = replace(query, limit=MAX_LIMIT)
     while time.monotonic() < deadline:
         await asyncio.sleep(FOLLOW_POLL_SECONDS)
-        if query.until_ns is not None and cursor > query.until_ns:
+        if query.until_ns is not None and cursor.at_ns > query.until_ns:
             return
         try:
-            lines = await asyncio.to_thread(logs.read, deployment_id, _since(newer, cursor or None))
+            new = await asyncio.to_thread(logs.read, deployment_id, newer, cursor)
         except EngineError:
             continue  # the engine is back in a moment, or the follow ends at its deadline
-        new = fresh(lines)
         if any(line.revision_id not in numbers for line in new):
             numbers = await asyncio.to_thread(_numbers, sessions, deployment_id)
         for line in new:
@@ -196,17 +186,6 @@ async def _follow(
         if time.monotonic() - last_sent >= FOLLOW_KEEPALIVE_SECONDS:
             yield b": keepalive\n\n"
             last_sent = time.monotonic()
-
-
-def _since(query: LogQuery, cursor: int | None) -> LogQuery:
-    return LogQuery(
-        since_ns=cursor,
-        until_ns=query.until_ns,
-        revision_id=query.revision_id,
-        replica=query.replica,
-        text=query.text,
-        limit=query.limit,
-    )
 
 
 def _numbers(sessions: SessionFactory, deployment_id: str) -> dict[str, int]:

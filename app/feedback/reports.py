@@ -57,6 +57,11 @@ class Redactor:
     def including(self, secret: str) -> Redactor:
         return Redactor([*self._secrets, secret])
 
+    @property
+    def hidden(self) -> tuple[str, ...]:
+        """The values it replaces: text holding none of them is shown as it is."""
+        return tuple(self._secrets)
+
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)

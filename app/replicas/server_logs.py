@@ -9,21 +9,31 @@ runtime hands its output here, and it goes to the **archive**: one file per repl
 `SERVER_LOG_MAX_BYTES`, the oldest dropped first. So a crashed app's last lines are read after
 its container is gone, and nothing is written while apps run.
 
+A read costs what it returns, not what is kept (a full 20 MiB archive decoded whole took ~1.2 s
+of CPU, on every read and on every 1 s poll of a follow: docs/benchmarks/server-logs.md). Each
+archive file's name carries the stamps of its first and last lines, so a file wholly outside
+`since`/`until` is not opened; files are read newest first and each from its end, stopping
+where nothing older can be among the newest `limit`; and a follow keeps a `LogCursor`, so each
+poll reads only the files written since and asks the runtime only for lines after the last one
+it read.
+
 Every line shown, and every line archived, is redacted first with the deployment's secrets
 (every revision's env values, its database and Redis passwords), as build logs are.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
 import re
 import shutil
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 from sqlmodel import col, select
 
@@ -44,6 +54,11 @@ MAX_LIMIT = 10_000
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 """Deployment ids and replica names as they may appear in a path: the platform makes both, but
 a path is built from nothing that has not been checked."""
+_FILE_NAME = re.compile(r"(\d{20})-(?:(\d{20})-)?(.+)\.jsonl")
+"""`<first line's ns>-<last line's ns>-<replica>.jsonl`; a file written before the last stamp
+was recorded (`<first>-<replica>.jsonl`) has no known end and is always opened."""
+_BLOCK = 64 * 1024
+"""How much of a file is read at a time, from its end."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,42 @@ class LogQuery:
             and (self.revision_id is None or line.revision_id == self.revision_id)
             and (self.replica is None or line.replica == self.replica)
         )
+
+
+Key = tuple[str, str, int, str]
+
+
+def _key(line: OutputLine) -> Key:
+    return (line.replica, line.stream, line.at_ns, line.text)
+
+
+@dataclass
+class LogCursor:
+    """How far a follow has read, so that each poll reads only what is new: every line stamped
+    before `at_ns` was read, and of those stamped exactly `at_ns` the ones in `read_at` (the
+    engine stamps to the nanosecond, yet two replicas may share one); the archive files named in
+    `archived` were read whole (a file is written once, whole, under a name that says what it
+    holds, and never changes)."""
+
+    at_ns: int = 0
+    read_at: set[Key] = field(default_factory=set)
+    archived: set[str] = field(default_factory=set)
+    started: bool = False
+    """A first read was made: later reads ask only for what is newer."""
+
+    def take(self, lines: list[OutputLine]) -> list[OutputLine]:
+        """The lines not read before (each once), oldest first; the cursor moves past them."""
+        fresh = []
+        for line in sorted(lines, key=lambda line: (line.at_ns, line.replica, line.stream)):
+            key = _key(line)
+            if line.at_ns < self.at_ns or (line.at_ns == self.at_ns and key in self.read_at):
+                continue
+            if line.at_ns > self.at_ns:
+                self.at_ns, self.read_at = line.at_ns, set()
+            self.read_at.add(key)
+            fresh.append(line)
+        self.started = True
+        return fresh
 
 
 def newest(lines: Iterable[OutputLine], limit: int) -> list[OutputLine]:
@@ -108,7 +159,9 @@ class ServerLogArchive:
             size += len(encoded[start])
         if start == len(encoded):
             return
-        path = folder / f"{lines[start].at_ns:020d}-{name}.jsonl"
+        # The name says which stamps the file holds (a read skips it whole outside them), and is
+        # written with the file by one rename: a crash leaves the whole file or none of it.
+        path = folder / f"{lines[start].at_ns:020d}-{lines[-1].at_ns:020d}-{name}.jsonl"
         temporary = path.with_suffix(".tmp")
         temporary.write_bytes(b"".join(encoded[start:]))
         os.replace(temporary, path)
@@ -123,25 +176,104 @@ class ServerLogArchive:
             total -= path.stat().st_size
             path.unlink(missing_ok=True)
 
-    def read(self, deployment_id: str, query: LogQuery) -> list[OutputLine]:
+    def read(
+        self,
+        deployment_id: str,
+        query: LogQuery,
+        *,
+        shown: Callable[[OutputLine], OutputLine | None] | None = None,
+        cursor: LogCursor | None = None,
+        needles: list[bytes] | None = None,
+    ) -> list[OutputLine]:
+        """The lines `query` admits, as `shown` makes them (None: not shown), oldest first: at
+        least the newest `query.limit` of them, each once; older ones may be left out. Files
+        wholly outside since/until, and with a cursor those it read already, are not opened;
+        the others are read newest first, each from its end, until nothing older can be among
+        the newest `limit` (or is older than `since`). Each file read is added to `cursor`.
+        With `needles`, a stored line holding none of them (as stored: JSON) is not decoded."""
         folder = self.folder(deployment_id)
-        lines: list[OutputLine] = []
-        for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
-            first_ns = int(path.name.split("-", 1)[0])
-            if query.until_ns is not None and first_ns > query.until_ns:
+        if query.limit <= 0 or not folder.is_dir():
+            return []
+        stored = [file for file in map(_stored, folder.glob("*.jsonl")) if file is not None]
+        stored.sort(key=lambda file: (file.last_ns, file.first_ns), reverse=True)
+        kept: dict[Key, OutputLine] = {}
+        stamps: list[int] = []  # the stamps of the newest `limit` kept, the oldest on top
+        for file in stored:
+            full = len(stamps) >= query.limit
+            if full and file.last_ns < stamps[0]:
+                break  # this file and every one after it end before the newest `limit`
+            if cursor is not None and file.path.name in cursor.archived:
+                continue
+            if (query.until_ns is not None and file.first_ns > query.until_ns) or (
+                query.since_ns is not None and file.last_ns < query.since_ns
+            ):
                 continue
             try:
-                raw = path.read_bytes()
+                handle = file.path.open("rb")
             except FileNotFoundError:
                 continue  # dropped by a bound meanwhile
-            for row in raw.splitlines():
-                line = _decode(row, deployment_id)
-                if line is not None and query.admits(line):
-                    lines.append(line)
-        return lines
+            with handle:
+                for row in _rows_from_end(handle):
+                    if needles is not None and not any(needle in row for needle in needles):
+                        continue
+                    line = _decode(row, deployment_id)
+                    if line is None:
+                        continue
+                    if (query.since_ns is not None and line.at_ns < query.since_ns) or (
+                        len(stamps) >= query.limit and line.at_ns < stamps[0]
+                    ):
+                        break  # a file is in order: the rest of it is older still
+                    if not query.admits(line):
+                        continue
+                    found = shown(line) if shown is not None else line
+                    if found is None or _key(found) in kept:
+                        continue
+                    kept[_key(found)] = found
+                    heapq.heappush(stamps, found.at_ns)
+                    if len(stamps) > query.limit:
+                        heapq.heappop(stamps)
+            if cursor is not None:
+                cursor.archived.add(file.path.name)
+        return sorted(kept.values(), key=lambda line: (line.at_ns, line.replica, line.stream))
 
     def forget(self, deployment_id: str) -> None:
         shutil.rmtree(self.folder(deployment_id), ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class _Stored:
+    path: Path
+    first_ns: int
+    last_ns: int
+    """The last line's stamp; for a file named without it, later than any stamp."""
+
+
+_UNKNOWN_END = 10**20
+
+
+def _stored(path: Path) -> _Stored | None:
+    named = _FILE_NAME.fullmatch(path.name)
+    if named is None:
+        return None  # not one of the archive's files
+    last = named.group(2)
+    return _Stored(path, int(named.group(1)), int(last) if last else _UNKNOWN_END)
+
+
+def _rows_from_end(handle: BinaryIO) -> Iterator[bytes]:
+    """A file's lines, the last first, read a block at a time from its end."""
+    end = handle.seek(0, os.SEEK_END)
+    rest = b""
+    while end > 0:
+        start = max(0, end - _BLOCK)
+        handle.seek(start)
+        rows = (handle.read(end - start) + rest).split(b"\n")
+        end = start
+        rest = rows[0]  # perhaps the end of a line begun in the block before
+        for row in reversed(rows[1:]):
+            if row:
+                yield row
+    if rest:
+        yield rest
 
 
 def _encode(line: OutputLine) -> bytes:
@@ -153,6 +285,12 @@ def _encode(line: OutputLine) -> bytes:
         "text": line.text,
     }
     return (json.dumps(record, ensure_ascii=False) + "\n").encode()
+
+
+def _stored_as(text: str) -> bytes:
+    """Text as `_encode` writes it inside a JSON string (escaped character by character, so a
+    text that holds `text` holds this when stored)."""
+    return json.dumps(text, ensure_ascii=False)[1:-1].encode()
 
 
 def _decode(row: bytes, deployment_id: str) -> OutputLine | None:
@@ -196,21 +334,52 @@ class ServerLogs:
             redact = self.redactor(deployment_id)
             self._archive.keep([_redacted(line, redact) for line in own])
 
-    def read(self, deployment_id: str, query: LogQuery) -> list[OutputLine]:
+    def read(
+        self, deployment_id: str, query: LogQuery, cursor: LogCursor | None = None
+    ) -> list[OutputLine]:
         """The newest `query.limit` lines that match, oldest first (EngineError when the
-        runtime cannot be reached: the archive alone would silently miss running replicas)."""
-        # Each replica's newest `limit` hold the newest `limit` of all, unless lines are
-        # dropped after the engine's tail (by text, or by an end before the newest).
-        tail = query.limit if query.text is None and query.until_ns is None else None
-        held = self._outputs.of_deployment(deployment_id, query.since_ns, query.until_ns, tail)
-        found = self._archive.read(deployment_id, query) + [
-            line for line in held if query.admits(line)
-        ]
+        runtime cannot be reached: the archive alone would silently miss running replicas).
+
+        With a `cursor` (a follow's), only lines it has not read: its first read is as any
+        other, and moves it past every line read; later ones ask the archive only for files
+        not read yet and the runtime only for lines from the cursor on."""
         redact = self.redactor(deployment_id)
-        shown = (_redacted(line, redact) for line in found)
-        if query.text:
-            shown = (line for line in shown if query.text in line.text)
-        return newest(shown, query.limit)
+
+        def shown(line: OutputLine) -> OutputLine | None:
+            line = _redacted(line, redact)
+            return line if not query.text or query.text in line.text else None
+
+        if cursor is not None and cursor.started:
+            since = max(query.since_ns or 0, cursor.at_ns) or None
+            asked = replace(query, since_ns=since)
+            tail = None  # all that is newer (the runtime asks for little first)
+        else:
+            asked = query
+            # Each replica's newest `limit` hold the newest `limit` of all, unless lines are
+            # dropped after the engine's tail (by text, or by an end before the newest).
+            tail = query.limit if query.text is None and query.until_ns is None else None
+        # A text is looked for in every stored line, but decoded only where it, or a value
+        # that redaction would replace (and so perhaps make it match), is found as stored.
+        needles = [_stored_as(query.text), *map(_stored_as, redact.hidden)] if query.text else None
+        archived = self._archive.read(
+            deployment_id, asked, shown=shown, cursor=cursor, needles=needles
+        )
+        held = [
+            _redacted(line, redact)
+            for line in self._outputs.of_deployment(
+                deployment_id, asked.since_ns, asked.until_ns, tail
+            )
+        ]
+        # A cursor moves past every line the runtime gave, shown or not, so none is read again.
+        found = archived + held if cursor is None else cursor.take(archived + held)
+        return newest(
+            (
+                line
+                for line in found
+                if query.admits(line) and (not query.text or query.text in line.text)
+            ),
+            query.limit,
+        )
 
     def forget(self, deployment_id: str) -> None:
         self._archive.forget(deployment_id)

@@ -220,12 +220,13 @@ class FakeApi:
                 self._deployment(did)
                 asked = {k: v[0] for k, v in parse_qs(query).items()}
                 self.server_log_queries.append(asked)
-                return [
+                matching = [
                     line
                     for line in self.server_logs.get(did, [])
                     if asked.get("q", "") in line["text"]
                     and asked.get("revision", line["revision_id"]) == line["revision_id"]
                 ]
+                return Events(matching) if asked.get("follow") == "true" else matching
             case ("GET", ["revisions", rid, "logs"]):
                 self._revision(rid)
                 return LogText(self.logs.get(rid, ""))
@@ -316,6 +317,12 @@ class LogText(str):
     """A route's answer that is text/plain, not JSON."""
 
 
+class Events(list[dict[str, Any]]):
+    """A followed server log's answer: Server-Sent Events, one per line, with a keepalive
+    comment between them as the API sends; the stream ends after the last (as a follow ends
+    at SLIPWAY_LOG_FOLLOW_MAX_SECONDS)."""
+
+
 def handler_for(api: FakeApi) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def _serve(self, method: str) -> None:
@@ -334,6 +341,14 @@ def handler_for(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             if isinstance(answer, LogText):
                 follow = parse_qs(parts.query).get("follow") == ["true"]
                 self._send(200, str(answer) + ("slipway: live\n" if follow else ""), text=True)
+                return
+            if isinstance(answer, Events):
+                stream = "".join(f": keepalive\n\ndata: {json.dumps(line)}\n\n" for line in answer)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Content-Length", str(len(stream.encode())))
+                self.end_headers()
+                self.wfile.write(stream.encode())
                 return
             self._send(200, answer)
 

@@ -257,3 +257,38 @@ def test_logs_prints_the_server_logs_and_passes_the_filters_on(
     assert fake_api.server_log_queries[-1] == {"revision": "rev_web03"}
     misplaced = slipway("logs", "web", "3")
     assert misplaced.code == 2 and "--build" in misplaced.err
+
+
+def test_logs_follow_prints_each_line_as_the_platform_streams_it(
+    slipway: Cli, fake_api: FakeApi
+) -> None:
+    slipway.use(fake_api)
+    line = {
+        "at": "2026-12-07T10:00:00.123456789Z",
+        "revision_id": "rev_web03",
+        "revision": 3,
+        "replica": "web-3-a1",
+        "stream": "stdout",
+        "text": "GET / 200",
+    }
+    fake_api.server_logs["dep_web"] = [
+        line,
+        {**line, "at": "2026-12-07T10:00:01.5Z", "text": "GET /x 500"},
+        {**line, "text": "Traceback (most recent call)", "stream": "stderr"},
+    ]
+
+    followed = slipway("logs", "web", "-f", "--grep", "GET", "--since", "10m")
+
+    assert followed.code == 0
+    assert followed.out == (
+        "2026-12-07T10:00:00.123Z #3 web-3-a1 GET / 200\n"
+        "2026-12-07T10:00:01.5Z #3 web-3-a1 GET /x 500\n"
+    )
+    assert fake_api.server_log_queries[-1] == {"follow": "true", "q": "GET", "since": "10m"}
+    as_json = slipway("logs", "web#3", "--follow", "--json").out.splitlines()
+    assert [json.loads(row)["text"] for row in as_json] == [
+        "GET / 200",
+        "GET /x 500",
+        "Traceback (most recent call)",
+    ]
+    assert fake_api.server_log_queries[-1] == {"follow": "true", "revision": "rev_web03"}
