@@ -25,7 +25,13 @@ from app.deployments.environment import EnvScope
 from app.github.oauth import GitHubOAuth, OAuthClient
 from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory
-from app.kernel.models import Deployment, MetricPoint, Revision, RevisionState
+from app.kernel.models import (
+    Deployment,
+    MetricPoint,
+    ReplicaMetricPoint,
+    Revision,
+    RevisionState,
+)
 from app.kernel.orders import WorkOrder
 from app.kernel.settings import Settings
 from app.replicas.autoscaler import Decision, Reason, ScalerState
@@ -357,6 +363,68 @@ def test_the_pages_chart_the_deployments_metrics_of_the_last_hour(
     assert "<polyline" in listing.text
     assert "Requests per second" in page.text and "now 10/s, max 10/s" in page.text
     assert "now 1 %, max 1 %" in page.text and "now 42 ms" in page.text
+    assert "Runs pending" not in page.text  # not a LangGraph deployment
+
+
+def test_the_charts_show_every_series_of_the_metrics_api_with_their_values_in_words(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform
+) -> None:
+    client, _ = site
+    deployment = platform.deployment()
+    now = datetime.now(UTC)
+    with platform.sessions() as session:
+        for minute in range(3):
+            at = now - timedelta(minutes=3 - minute)
+            session.add(
+                MetricPoint(
+                    deployment_id=deployment.id,
+                    at=at,
+                    step_seconds=60,
+                    requests=60,
+                    p50_ms=8.0 + minute,
+                    p95_ms=40.0,
+                    p99_ms=120.0 + minute,
+                    in_flight=1.5 * minute,
+                    replicas=2,
+                    pending_runs=4 - minute,
+                    running_runs=minute,
+                )
+            )
+            for replica, cores in (("web-1", 0.25), ("web-2", 0.5)):
+                session.add(
+                    ReplicaMetricPoint(
+                        deployment_id=deployment.id,
+                        replica_id=replica,
+                        at=at,
+                        step_seconds=60,
+                        cpu_cores=None if minute == 0 else cores * minute,
+                        memory_bytes=(64 + minute) * 1024 * 1024,
+                    )
+                )
+        session.commit()
+    sign_in_with_github(client, platform, "octo")
+
+    page = client.get(f"/dashboard/deployments/{deployment.id}").text
+    metrics = page.split('id="metrics"', 1)[1].split("</section>", 1)[0]
+
+    def shown(label: str) -> str:
+        """The chart's item: its label, its SVG and its values in words."""
+        after = metrics.split(f'<span class="chart-label">{label}</span>', 1)[1]
+        return after.split('<span class="chart-label">', 1)[0]
+
+    assert "now 10 ms, max 10 ms" in shown("Latency p50")
+    assert "now 122 ms, max 122 ms" in shown("Latency p99")
+    assert "now 3, max 3" in shown("Requests in flight")
+    cpu = shown("CPU per replica")
+    assert cpu.count("<polyline") == 2  # a line per replica (the first read has no CPU)
+    assert "web-1: now 0.5 cores, max 0.5 cores" in cpu
+    assert "web-2: now 1 cores, max 1 cores" in cpu
+    assert 'aria-label="CPU per replica: web-1 now 0.5 cores' in cpu
+    memory = shown("Memory per replica")
+    assert "web-1: now 66 MiB, max 66 MiB" in memory and "web-2: now 66 MiB" in memory
+    assert "now 2, max 4" in shown("Runs pending")
+    assert "now 2, max 2" in shown("Runs active")
+    assert "https://" not in metrics and "<script" not in metrics  # drawn here, from no CDN
 
 
 def test_a_deployments_page_shows_the_autoscalers_decisions(

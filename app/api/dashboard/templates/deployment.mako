@@ -94,7 +94,15 @@
 <h2 id="metrics">Metrics, last hour</h2>
 <ul class="charts">
 % for item in charts:
-<li><span class="chart-label">${item.label}</span>${item.svg | n}<span class="hint">${item.summary}</span></li>
+<li><span class="chart-label">${item.label}</span>${item.svg | n}<span class="hint">${item.summary}</span>
+  % if item.keys:
+  <ul class="legend">
+    % for key in item.keys:
+    <li><svg width="18" height="8" aria-hidden="true" focusable="false"><line x1="0" y1="4" x2="18" y2="4" stroke="${key.colour}" stroke-width="2"${(' stroke-dasharray="' + key.dash + '"') if key.dash else '' | n}/></svg> ${key.name}: ${key.summary}</li>
+    % endfor
+  </ul>
+  % endif
+</li>
 % endfor
 </ul>
 </section>
