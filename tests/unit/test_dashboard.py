@@ -3,6 +3,7 @@ OAuth flow (or an API token), what a person sees and may change, CSRF, and signe
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -33,12 +34,14 @@ from app.kernel.models import (
     RevisionState,
 )
 from app.kernel.orders import WorkOrder
+from app.kernel.ports import OutputLine
 from app.kernel.settings import Settings
 from app.replicas.autoscaler import Decision, Reason, ScalerState
 from app.setup.credentials import oauth_client
 from app.setup.flow import OAUTH_CALLBACK_PATH
+from builders.errors import EngineError
 from tests.unit.dashboard_site import CLIENT, PUBLIC, HeldOutputs, RecordingQueue, dashboard
-from tests.unit.world import Platform
+from tests.unit.world import SECRETS, Platform
 
 
 @pytest.fixture
@@ -317,6 +320,66 @@ def test_the_server_logs_read_as_text_without_javascript(
 
     assert text.headers["content-type"].startswith("text/plain")
     assert "web-1 listening on :8080" in text.text
+
+
+def test_the_deployments_page_shows_the_last_server_log_lines_without_javascript(
+    platform: Platform, tmp_path: Path, live: str
+) -> None:
+    secret = "sk-live-0123456789abcdef"
+    with platform.sessions() as session:
+        revision = session.get(Revision, live)
+        assert revision is not None
+        revision.env_encrypted = SECRETS.encrypt_env({"API_KEY": secret})
+        session.add(revision)
+        session.commit()
+    outputs = HeldOutputs()
+    app, _ = dashboard(platform, tmp_path, outputs=outputs)
+    deployment = platform.deployment()
+    outputs.print(deployment.id, live, "listening on :8080")
+    outputs.print(deployment.id, live, f"using key {secret} <b>now</b>")
+    with TestClient(app=app, base_url=PUBLIC) as client:
+        sign_in_with_github(client, platform, "octo")
+        page = client.get(f"/dashboard/deployments/{deployment.id}").text
+        pane = page.split('id="server-log"', 1)[1].split("</pre>", 1)[0]
+        found = re.search(r'data-follow="([^"]+)"', pane)
+        assert found is not None
+        follow = html.unescape(found.group(1))
+        # What the page's script follows from: the lines after those shown, not them again.
+        after = client.get(follow.replace("follow=true", "follow=false")).text
+        outputs.print(deployment.id, live, "GET / 200")
+        later = client.get(follow.replace("follow=true", "follow=false")).text
+
+    assert "web-1 listening on :8080\n" in pane
+    assert "web-1 using key [redacted] &lt;b&gt;now&lt;/b&gt;\n" in pane
+    assert secret not in page and "No output yet" not in page
+    assert follow.startswith(f"/dashboard/deployments/{deployment.id}/logs?follow=true&since=")
+    assert after == "(no output yet)\n"
+    assert later.endswith("web-1 GET / 200\n") and "listening" not in later
+
+
+class SilentEngine(HeldOutputs):
+    """A runtime whose engine does not answer."""
+
+    def of_deployment(self, *args: Any, **kwargs: Any) -> list[OutputLine]:
+        raise EngineError("the Docker engine did not answer")
+
+
+def test_the_deployments_page_says_so_when_it_has_no_server_log_to_show(
+    platform: Platform, tmp_path: Path, live: str
+) -> None:
+    deployment = platform.deployment()
+    pages = []
+    for outputs in (HeldOutputs(), SilentEngine()):
+        app, _ = dashboard(platform, tmp_path, outputs=outputs)
+        with TestClient(app=app, base_url=PUBLIC) as client:
+            sign_in_with_github(client, platform, "octo")
+            pages.append(client.get(f"/dashboard/deployments/{deployment.id}"))
+    quiet, silent = pages
+
+    follow = f'data-follow="/dashboard/deployments/{deployment.id}/logs?follow=true"'
+    assert quiet.status_code == 200 and "No output yet." in quiet.text and follow in quiet.text
+    assert silent.status_code == 200 and "The Docker engine did not answer" in silent.text
+    assert follow in silent.text
 
 
 def test_the_lists_summary_of_a_deployment_says_what_its_own_view_says(

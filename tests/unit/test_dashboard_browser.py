@@ -73,6 +73,8 @@ def test_a_person_signs_in_reads_a_build_log_changes_env_and_rolls_back_in_a_bro
         expect(server_log).to_contain_text("listening on :8080")
         outputs.print(deployment.id, first, "GET / 200 (printed after the page opened)")
         expect(server_log).to_contain_text("printed after the page opened")
+        # The line rendered with the page is not sent again by the follow.
+        assert server_log.inner_text().count("listening on :8080") == 1
         page.get_by_role("link", name="#1", exact=True).click()
         expect(page.get_by_role("heading", name="Build log")).to_be_visible()
         expect(page.locator("pre.log")).not_to_be_empty()

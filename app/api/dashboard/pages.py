@@ -65,9 +65,10 @@ from app.kernel.timestamps import utcnow
 from app.replicas.autoscaler import autoscale_defaults
 from app.replicas.metrics import COARSE_STEP_SECONDS, replica_series, request_counts, series
 from app.replicas.scaling import moment, scaling_report
-from app.replicas.server_logs import ServerLogs
+from app.replicas.server_logs import LogQuery, ServerLogs, stamp_of
 from app.rollout.pipeline import PipelineConfig
 from app.setup.flow import OAUTH_CALLBACK_PATH
+from builders.errors import EngineError
 from manifests.errors import SlipwayError
 
 BASE = "/dashboard"
@@ -80,7 +81,8 @@ DECISIONS_SHOWN = 10
 CHART_WINDOW = timedelta(hours=1)
 """What the charts and sparklines cover, at the 1-minute step."""
 LOG_LINES_SHOWN = 200
-"""Server-log lines a deployment's page starts with (the API's `limit` goes further)."""
+"""Server-log lines a deployment's page starts with, rendered on the server so they read
+without JavaScript (the API's `limit` goes further)."""
 MIB = 1024 * 1024
 STATIC_FILES = frozenset({"dashboard.css", "dashboard.js"})
 HTML = "text/html; charset=utf-8"
@@ -379,6 +381,7 @@ async def deployment_page(
     sessions: NamedDependency[SessionFactory],
     settings: NamedDependency[Settings],
     operations: NamedDependency[DeploymentOperations],
+    logs: NamedDependency[ServerLogs],
     notice: FromQuery[str | None] = None,
 ) -> Response[Any]:
     viewer = await _viewer(request, doorman)
@@ -396,7 +399,10 @@ async def deployment_page(
         since = utcnow() - CHART_WINDOW
         points = series(sessions, deployment.id, since, COARSE_STEP_SECONDS)
         usage = replica_series(sessions, deployment.id, since, COARSE_STEP_SECONDS)
+        log_lines, follow_url = _server_log_tail(logs, deployment.id)
         return {
+            "log_lines": log_lines,
+            "log_follow_url": follow_url,
             "charts": _charts(points, usage, since),
             "scaling": scaling,
             "decisions": list(reversed(scaling.state.decisions[-DECISIONS_SHOWN:])),
@@ -540,6 +546,23 @@ def _per_replica(
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _server_log_tail(logs: ServerLogs, deployment_id: str) -> tuple[list[str] | None, str]:
+    """The deployment's last LOG_LINES_SHOWN server-log lines for the page itself (read as the
+    API reads them: archive and runtime, redacted), as the page's script shows each line; and
+    the URL its script follows, from just after the newest line shown, so no line comes twice.
+    None for the lines when the engine did not answer: the script then follows from the last
+    lines it can read."""
+    follow = f"{BASE}/deployments/{quote(deployment_id, safe='')}/logs?follow=true"
+    try:
+        lines = logs.read(deployment_id, LogQuery(limit=LOG_LINES_SHOWN))
+    except EngineError:
+        return None, follow
+    shown = [f"{stamp_of(line.at_ns)[11:19]} {line.replica} {line.text}" for line in lines]
+    if lines:
+        follow += "&" + urlencode({"since": stamp_of(lines[-1].at_ns + 1)})
+    return shown, follow
 
 
 def _log_tail(config: PipelineConfig, revision: Revision) -> tuple[str, int]:

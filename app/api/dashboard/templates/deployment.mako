@@ -109,9 +109,18 @@
 
 <section aria-labelledby="logs">
 <h2 id="logs">Server logs</h2>
-<p class="hint">What the replicas print, newest at the bottom; new lines arrive while this page is open.
+<p class="hint">What the replicas print, newest at the bottom (the last ${len(log_lines) if log_lines else 0} lines when the page was made); with JavaScript, new lines arrive while this page is open.
 <a href="/dashboard/deployments/${view.id}/logs">The last lines as text</a>.</p>
-<pre class="log" id="server-log" data-follow="/dashboard/deployments/${view.id}/logs?follow=true" aria-live="polite"></pre>
+% if log_lines is None:
+<p class="hint" id="server-log-empty">The Docker engine did not answer, so the running replicas' output could not be read; reload the page once it is back.</p>
+% elif not log_lines:
+<p class="hint" id="server-log-empty">No output yet.</p>
+% endif
+<pre class="log" id="server-log" aria-labelledby="logs" data-follow="${log_follow_url}" aria-live="polite">
+% for line in log_lines or []:
+${line}
+% endfor
+</pre>
 </section>
 
 <section aria-labelledby="replicas">
