@@ -18,11 +18,12 @@ from pydantic import ValidationError
 from sqlmodel import select
 
 from app.access.browser_sessions import COOKIE, BrowserSession, BrowserSessions
-from app.access.tokens import create_token
+from app.access.tokens import Caller, create_token
 from app.api.dashboard.render import TEMPLATES, Pages
 from app.api.deployments import deployment_summaries, deployment_view
 from app.bootstrap import browser_sessions
 from app.deployments.environment import EnvScope
+from app.deployments.operations import NewDeployment
 from app.github.oauth import GitHubOAuth, OAuthClient
 from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory
@@ -33,7 +34,7 @@ from app.kernel.models import (
     Revision,
     RevisionState,
 )
-from app.kernel.orders import WorkOrder
+from app.kernel.orders import RUN_REVISION, WorkOrder
 from app.kernel.ports import OutputLine
 from app.kernel.settings import Settings
 from app.replicas.autoscaler import Decision, Reason, ScalerState
@@ -41,7 +42,7 @@ from app.setup.credentials import oauth_client
 from app.setup.flow import OAUTH_CALLBACK_PATH
 from builders.errors import EngineError
 from tests.unit.dashboard_site import CLIENT, PUBLIC, HeldOutputs, RecordingQueue, dashboard
-from tests.unit.world import SECRETS, Platform
+from tests.unit.world import DOCKERFILE, SECRETS, Platform
 
 
 @pytest.fixture
@@ -213,6 +214,133 @@ def test_a_writer_changes_env_and_rolls_back_through_the_forms(
     )
     assert rolled.status_code == 200 and "rollback of web to revision #1 by octo" in rolled.text
     assert len(queue.jobs) >= 2
+
+
+def newest_revision(platform: Platform, deployment_id: str) -> Revision:
+    with platform.sessions() as session:
+        found = session.exec(
+            select(Revision)
+            .where(Revision.deployment_id == deployment_id)
+            .order_by(Revision.number.desc())  # type: ignore[attr-defined]
+        ).first()
+    assert found is not None
+    return found
+
+
+def test_a_writer_deploys_a_branch_or_the_deployments_own_through_the_form(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform, live: str
+) -> None:
+    client, queue = site
+    release = platform.commit({"Dockerfile": DOCKERFILE, "VERSION": "2"}, "Release 2")
+    platform.set_branch("release", release)
+    sign_in_with_github(client, platform, "octo")
+    deployment = platform.deployment()
+    page = client.get(f"/dashboard/deployments/{deployment.id}").text
+    assert '<label for="ref">Branch, tag or commit</label>' in page
+    assert '<input id="ref" name="ref" placeholder="main">' in page
+
+    deployed = client.post(
+        f"/dashboard/deployments/{deployment.id}/deploy",
+        data={"csrf_token": csrf_of(page), "ref": "release"},
+    )
+
+    assert deployed.status_code == 200 and deployed.url.path.endswith(deployment.id)
+    assert f"deploy release ({release[:7]}) requested by octo" in deployed.text
+    second = newest_revision(platform, deployment.id)
+    assert (second.number, second.commit_sha, second.requested_by) == (2, release, "octo")
+    assert f'<a href="/dashboard/revisions/{second.id}">#2</a>' in deployed.text
+    assert [job for job in queue.jobs if job[0] == RUN_REVISION] == [(RUN_REVISION, second.id)]
+
+    head = platform.revision(live).commit_sha
+    platform.set_branch("main", head)  # the push's branch, as GitHub has it
+    again = client.post(
+        f"/dashboard/deployments/{deployment.id}/deploy",
+        data={"csrf_token": csrf_of(page), "ref": " "},
+    )
+    assert f"deploy main ({head[:7]}) requested by octo" in again.text
+    assert newest_revision(platform, deployment.id).commit_sha == head
+
+    unknown = client.post(
+        f"/dashboard/deployments/{deployment.id}/deploy",
+        data={"csrf_token": csrf_of(page), "ref": "nope"},
+    )
+    assert unknown.status_code == 422 and "no branch, tag or commit" in unknown.text
+    assert newest_revision(platform, deployment.id).number == 3
+    assert len([job for job in queue.jobs if job[0] == RUN_REVISION]) == 2
+    platform.expect_refusals("commits/nope")
+
+
+def test_deleting_takes_the_deployments_name_typed_and_a_wrong_one_changes_nothing(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform
+) -> None:
+    client, queue = site
+    sign_in_with_github(client, platform, "octo")
+    deployment = platform.deployment()
+    page = client.get(f"/dashboard/deployments/{deployment.id}").text
+    assert '<label for="confirm">Type <strong>web</strong> to confirm</label>' in page
+
+    wrong = client.post(
+        f"/dashboard/deployments/{deployment.id}/delete",
+        data={"csrf_token": csrf_of(page), "confirm": "Web"},
+    )
+    empty = client.post(
+        f"/dashboard/deployments/{deployment.id}/delete", data={"csrf_token": csrf_of(page)}
+    )
+
+    for refused in (wrong, empty):
+        assert refused.status_code == 422 and "confirm: give the deployment" in refused.text
+    assert queue.jobs == [] and platform.deployment_by_id(deployment.id).deleted_at is None
+    assert ">web</a>" in client.get("/dashboard/").text
+    assert client.get(f"/dashboard/deployments/{deployment.id}").status_code == 200
+
+    deleted = client.post(
+        f"/dashboard/deployments/{deployment.id}/delete",
+        data={"csrf_token": csrf_of(page), "confirm": "web"},
+    )
+
+    assert deleted.status_code == 200 and deleted.url.path == "/dashboard/"
+    assert "deployment deleted by octo" in deleted.text
+    assert "No deployment you can see" in deleted.text
+    assert platform.deployment_by_id(deployment.id).deleted_at is not None
+    [(_, order)] = queue.jobs
+    assert [t["deployment_id"] for t in order["teardowns"]] == [deployment.id]
+
+
+def test_the_list_shows_previews_under_their_production_deployment(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform
+) -> None:
+    client, _ = site
+    production = platform.deployment()
+    platform.set_branch("staging", platform.commit())
+    staging = platform.operations.create(
+        NewDeployment(repository="octo/web", branch="staging", name="web-staging"),
+        Caller(name="octo", read_only=False),
+    ).deployment
+    platform.pull_request_event("opened", 7, platform.commit())
+    preview = platform.preview_deployment(7)
+    start = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    with platform.sessions() as session:  # made in this order: the preview last
+        for minutes, made in enumerate((production, staging, preview)):
+            row = session.get(Deployment, made.id)
+            assert row is not None
+            row.created_at = start + timedelta(minutes=minutes)
+            session.add(row)
+        session.commit()
+    sign_in_with_github(client, platform, "octo")
+
+    listing = client.get("/dashboard/").text
+
+    rows = re.findall(
+        r'<tr class="(production|preview)">\s*<th scope="row">(↳ )?'
+        r'<a href="/dashboard/deployments/([^"]+)">',
+        listing,
+    )
+    assert rows == [
+        ("production", "", production.id),
+        ("preview", "↳ ", preview.id),
+        ("production", "", staging.id),
+    ]
+    assert f">{preview.slug}</a>" in listing and "#7" in listing
 
 
 def test_an_api_token_signs_in_and_a_read_only_one_may_not_act(
