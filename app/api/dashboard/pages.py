@@ -402,6 +402,7 @@ async def deployment_page(
         log_lines, follow_url = _server_log_tail(logs, deployment.id)
         return {
             "log_lines": log_lines,
+            "log_limit": LOG_LINES_SHOWN,
             "log_follow_url": follow_url,
             "charts": _charts(points, usage, since),
             "scaling": scaling,

@@ -109,7 +109,7 @@
 
 <section aria-labelledby="logs">
 <h2 id="logs">Server logs</h2>
-<p class="hint">What the replicas print, newest at the bottom (the last ${len(log_lines) if log_lines else 0} lines when the page was made); with JavaScript, new lines arrive while this page is open.
+<p class="hint">What the replicas print, newest at the bottom: the last ${log_limit} lines when the page was made, and with JavaScript each new line as it arrives.
 <a href="/dashboard/deployments/${view.id}/logs">The last lines as text</a>.</p>
 % if log_lines is None:
 <p class="hint" id="server-log-empty">The Docker engine did not answer, so the running replicas' output could not be read; reload the page once it is back.</p>
