@@ -545,8 +545,9 @@ def _per_replica(
     return list(lines.items())
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+def _aware(at: datetime) -> datetime:
+    """A time read back from SQLite comes without its zone: it was written in UTC."""
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def _server_log_tail(logs: ServerLogs, deployment_id: str) -> tuple[list[str] | None, str]:
