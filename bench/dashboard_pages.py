@@ -7,8 +7,9 @@ Run with `.venv/bin/python -m bench.dashboard_pages [--requests 50] [--deploymen
 A control plane (SQLite, migrated, in a temporary directory) is seeded with 50 repositories,
 each with a production deployment and a preview (100 deployments), each deployment with 10
 revisions (1,000), a live one and a ready replica each, an env of five variables and a secret,
-and an hour of 1-minute metric points. The dashboard (the same router the API mounts) is served
-by Litestar's test client, signed in with an API token, which sees every deployment; a GitHub
+an hour of 1-minute metric points (the deployment's and its replica's), and 5,000 archived
+server-log lines for the deployment opened. The dashboard (the same router the API mounts) is
+served by Litestar's test client, signed in with an API token, which sees every deployment; a GitHub
 sign-in adds GitHub's answer, cached for a minute, on the first page only. Each page is asked
 `--requests` times after one warm-up request (which compiles the templates): the deployments
 list, one deployment's page, one revision's page with a 200 KB build log. Prints the median, p99
@@ -36,7 +37,14 @@ from app.access.tokens import create_token
 from app.api.dashboard.pages import dashboard_router
 from app.api.dashboard.render import Pages
 from app.api.dashboard.viewer import Doorman
-from app.bootstrap import link_signer, notifications, open_database, pipeline_config, secret_box
+from app.bootstrap import (
+    link_signer,
+    notifications,
+    open_database,
+    pipeline_config,
+    secret_box,
+    server_logs,
+)
 from app.deployments.operations import DeploymentOperations
 from app.github.oauth import GitHubOAuth
 from app.kernel.models import (
@@ -44,11 +52,13 @@ from app.kernel.models import (
     Installation,
     MetricPoint,
     Replica,
+    ReplicaMetricPoint,
     ReplicaState,
     Repository,
     Revision,
     RevisionState,
 )
+from app.kernel.ports import OutputLine
 from app.kernel.settings import Settings
 from app.kernel.timestamps import utcnow
 from manifests.containers import DeploymentType
@@ -56,7 +66,10 @@ from manifests.containers import DeploymentType
 GOAL_MS = 200.0
 LOG_BYTES = 200 * 1024
 METRIC_POINTS = 60
-"""A full hour of 1-minute points per deployment: the sparklines' and charts' window."""
+"""A full hour of 1-minute points per deployment (and per replica): the sparklines' and
+charts' window."""
+SERVER_LOG_LINES = 5000
+"""Archived server-log lines of the deployment opened (its page shows the last 200)."""
 
 
 def seed(settings: Settings, deployments: int, revisions_each: int) -> tuple[str, str]:
@@ -130,7 +143,18 @@ def seed(settings: Settings, deployments: int, revisions_each: int) -> tuple[str
                         p50_ms=5.0,
                         p95_ms=20.0 + m % 10,
                         p99_ms=40.0,
+                        in_flight=1.0,
                         replicas=1,
+                    )
+                )
+                session.add(
+                    ReplicaMetricPoint(
+                        deployment_id=deployment.id,
+                        replica_id=f"app-{d}-1",
+                        at=now - timedelta(minutes=METRIC_POINTS - m),
+                        step_seconds=60,
+                        cpu_cores=0.05 + (m % 5) / 100,
+                        memory_bytes=(60 + m % 7) * 1024 * 1024,
                     )
                 )
             if d == 0:
@@ -170,8 +194,9 @@ def site(settings: Settings) -> Litestar:
         "pipeline_config": pipeline_config(settings),
         "follows": LogFollows(4),
         "clock": utcnow,
-        # Neither is used by the pages timed here (the log stream and the forms).
-        "logs": None,
+        # The deployment's page reads its server logs: the archive seeded below, no engine.
+        "logs": server_logs(settings, sessions, secrets, NoRunningReplicas()),
+        # Not used by the pages timed here (the forms).
         "queue": None,
     }
     return Litestar(
@@ -184,6 +209,42 @@ def site(settings: Settings) -> Litestar:
             name: Provide(_constant(value), use_cache=True, sync_to_thread=False)
             for name, value in values.items()
         },
+    )
+
+
+class NoRunningReplicas:
+    """The runtime's side of server logs with nothing running: only the archive is read."""
+
+    def of_deployment(
+        self,
+        deployment_id: str,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        tail: int | None = None,
+    ) -> list[OutputLine]:
+        return []
+
+    def of_replica(self, name: str) -> list[OutputLine]:
+        return []
+
+
+def seed_server_logs(settings: Settings, deployment_id: str, revision_id: str) -> None:
+    """SERVER_LOG_LINES archived lines of two replicas for the deployment the bench opens."""
+    sessions = open_database(settings)
+    logs = server_logs(settings, sessions, secret_box(settings), NoRunningReplicas())
+    start = time.time_ns() - SERVER_LOG_LINES * 1_000_000
+    logs.keep(
+        [
+            OutputLine(
+                at_ns=start + i * 1_000_000,
+                deployment_id=deployment_id,
+                revision_id=revision_id,
+                replica=f"app-0-{1 + i % 2}",
+                stream="stdout",
+                text=f'127.0.0.1 - - "GET /items/{i} HTTP/1.1" 200 {i % 9000} "-" "hey/0.0.1"',
+            )
+            for i in range(SERVER_LOG_LINES)
+        ]
     )
 
 
@@ -220,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="slipway-bench-dashboard-") as tmp:
         settings = Settings(_env_file=None, data_dir=Path(tmp), public_url="http://bench.local")
         deployment_id, revision_id = seed(settings, args.deployments, args.revisions_each)
+        seed_server_logs(settings, deployment_id, revision_id)
         with open_database(settings)() as session:
             _, token = create_token(session, "bench", utcnow(), read_only=False)
         with TestClient(app=site(settings), base_url="http://bench.local") as client:
@@ -231,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             assert "Signed in as" in signed.text
             pages = {
                 f"deployments list ({args.deployments})": "/dashboard/",
-                f"a deployment ({args.revisions_each} revisions)": (
+                f"a deployment ({args.revisions_each} revisions, "
+                f"{SERVER_LOG_LINES} server-log lines)": (
                     f"/dashboard/deployments/{deployment_id}"
                 ),
                 "a revision (200 KB build log)": f"/dashboard/revisions/{revision_id}",

@@ -258,7 +258,6 @@ class GitHubReporter:
                 "success",
                 f"Revision #{revision.number} is live",
                 environment_url=url,
-                log_url=self.log_url(revision),
             ),
         )
 
@@ -300,7 +299,6 @@ class GitHubReporter:
                 ref,
                 "failure",
                 f"Revision #{revision.number} failed: {reason}",
-                log_url=self.log_url(revision),
             ),
         )
 
@@ -393,11 +391,13 @@ class GitHubReporter:
         state: str,
         description: str,
         environment_url: str | None = None,
-        log_url: str | None = None,
     ) -> None:
+        """Every status's "Details" (its log_url) opens the revision's dashboard page, signed:
+        the build log and the revision's state in HTML, for people without an account too."""
         deployment_id = ref.revision.github_deployment_id
         if deployment_id is None:
             return
+        log_url = self.revision_url(ref.revision)
         self._safely(
             ref,
             f"deployment status {state}",

@@ -132,8 +132,8 @@ def test_push_deploys_and_next_push_replaces_it_keeping_the_data(
         assert "in_progress" in states and "success" in states
         success = next(s for s in deployments[0].statuses if s["state"] == "success")
         assert success["environment_url"] == url
-        # Signed: a person coming from GitHub opens the build log without a token.
-        assert "/logs?expires=" in success["log_url"]
+        # "Details": the revision's dashboard page, signed, opens without a token.
+        assert "/dashboard/revisions/" in success["log_url"] and "?expires=" in success["log_url"]
         opened = platform.client.get(success["log_url"], timeout=10)
         assert opened.status_code == 200 and "slipway: built" in opened.text
     assert github.errors == [], github.errors

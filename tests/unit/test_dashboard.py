@@ -3,6 +3,7 @@ OAuth flow (or an API token), what a person sees and may change, CSRF, and signe
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,22 +18,31 @@ from pydantic import ValidationError
 from sqlmodel import select
 
 from app.access.browser_sessions import COOKIE, BrowserSession, BrowserSessions
-from app.access.tokens import create_token
+from app.access.tokens import Caller, create_token
 from app.api.dashboard.render import TEMPLATES, Pages
 from app.api.deployments import deployment_summaries, deployment_view
 from app.bootstrap import browser_sessions
 from app.deployments.environment import EnvScope
+from app.deployments.operations import NewDeployment
 from app.github.oauth import GitHubOAuth, OAuthClient
 from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory
-from app.kernel.models import Deployment, MetricPoint, Revision, RevisionState
-from app.kernel.orders import WorkOrder
+from app.kernel.models import (
+    Deployment,
+    MetricPoint,
+    ReplicaMetricPoint,
+    Revision,
+    RevisionState,
+)
+from app.kernel.orders import RUN_REVISION, WorkOrder
+from app.kernel.ports import OutputLine
 from app.kernel.settings import Settings
 from app.replicas.autoscaler import Decision, Reason, ScalerState
 from app.setup.credentials import oauth_client
 from app.setup.flow import OAUTH_CALLBACK_PATH
+from builders.errors import EngineError
 from tests.unit.dashboard_site import CLIENT, PUBLIC, HeldOutputs, RecordingQueue, dashboard
-from tests.unit.world import Platform
+from tests.unit.world import DOCKERFILE, SECRETS, Platform
 
 
 @pytest.fixture
@@ -206,6 +216,133 @@ def test_a_writer_changes_env_and_rolls_back_through_the_forms(
     assert len(queue.jobs) >= 2
 
 
+def newest_revision(platform: Platform, deployment_id: str) -> Revision:
+    with platform.sessions() as session:
+        found = session.exec(
+            select(Revision)
+            .where(Revision.deployment_id == deployment_id)
+            .order_by(Revision.number.desc())  # type: ignore[attr-defined]
+        ).first()
+    assert found is not None
+    return found
+
+
+def test_a_writer_deploys_a_branch_or_the_deployments_own_through_the_form(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform, live: str
+) -> None:
+    client, queue = site
+    release = platform.commit({"Dockerfile": DOCKERFILE, "VERSION": "2"}, "Release 2")
+    platform.set_branch("release", release)
+    sign_in_with_github(client, platform, "octo")
+    deployment = platform.deployment()
+    page = client.get(f"/dashboard/deployments/{deployment.id}").text
+    assert '<label for="ref">Branch, tag or commit</label>' in page
+    assert '<input id="ref" name="ref" placeholder="main">' in page
+
+    deployed = client.post(
+        f"/dashboard/deployments/{deployment.id}/deploy",
+        data={"csrf_token": csrf_of(page), "ref": "release"},
+    )
+
+    assert deployed.status_code == 200 and deployed.url.path.endswith(deployment.id)
+    assert f"deploy release ({release[:7]}) requested by octo" in deployed.text
+    second = newest_revision(platform, deployment.id)
+    assert (second.number, second.commit_sha, second.requested_by) == (2, release, "octo")
+    assert f'<a href="/dashboard/revisions/{second.id}">#2</a>' in deployed.text
+    assert [job for job in queue.jobs if job[0] == RUN_REVISION] == [(RUN_REVISION, second.id)]
+
+    head = platform.revision(live).commit_sha
+    platform.set_branch("main", head)  # the push's branch, as GitHub has it
+    again = client.post(
+        f"/dashboard/deployments/{deployment.id}/deploy",
+        data={"csrf_token": csrf_of(page), "ref": " "},
+    )
+    assert f"deploy main ({head[:7]}) requested by octo" in again.text
+    assert newest_revision(platform, deployment.id).commit_sha == head
+
+    unknown = client.post(
+        f"/dashboard/deployments/{deployment.id}/deploy",
+        data={"csrf_token": csrf_of(page), "ref": "nope"},
+    )
+    assert unknown.status_code == 422 and "no branch, tag or commit" in unknown.text
+    assert newest_revision(platform, deployment.id).number == 3
+    assert len([job for job in queue.jobs if job[0] == RUN_REVISION]) == 2
+    platform.expect_refusals("commits/nope")
+
+
+def test_deleting_takes_the_deployments_name_typed_and_a_wrong_one_changes_nothing(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform
+) -> None:
+    client, queue = site
+    sign_in_with_github(client, platform, "octo")
+    deployment = platform.deployment()
+    page = client.get(f"/dashboard/deployments/{deployment.id}").text
+    assert '<label for="confirm">Type <strong>web</strong> to confirm</label>' in page
+
+    wrong = client.post(
+        f"/dashboard/deployments/{deployment.id}/delete",
+        data={"csrf_token": csrf_of(page), "confirm": "Web"},
+    )
+    empty = client.post(
+        f"/dashboard/deployments/{deployment.id}/delete", data={"csrf_token": csrf_of(page)}
+    )
+
+    for refused in (wrong, empty):
+        assert refused.status_code == 422 and "confirm: give the deployment" in refused.text
+    assert queue.jobs == [] and platform.deployment_by_id(deployment.id).deleted_at is None
+    assert ">web</a>" in client.get("/dashboard/").text
+    assert client.get(f"/dashboard/deployments/{deployment.id}").status_code == 200
+
+    deleted = client.post(
+        f"/dashboard/deployments/{deployment.id}/delete",
+        data={"csrf_token": csrf_of(page), "confirm": "web"},
+    )
+
+    assert deleted.status_code == 200 and deleted.url.path == "/dashboard/"
+    assert "deployment deleted by octo" in deleted.text
+    assert "No deployment you can see" in deleted.text
+    assert platform.deployment_by_id(deployment.id).deleted_at is not None
+    [(_, order)] = queue.jobs
+    assert [t["deployment_id"] for t in order["teardowns"]] == [deployment.id]
+
+
+def test_the_list_shows_previews_under_their_production_deployment(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform
+) -> None:
+    client, _ = site
+    production = platform.deployment()
+    platform.set_branch("staging", platform.commit())
+    staging = platform.operations.create(
+        NewDeployment(repository="octo/web", branch="staging", name="web-staging"),
+        Caller(name="octo", read_only=False),
+    ).deployment
+    platform.pull_request_event("opened", 7, platform.commit())
+    preview = platform.preview_deployment(7)
+    start = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    with platform.sessions() as session:  # made in this order: the preview last
+        for minutes, made in enumerate((production, staging, preview)):
+            row = session.get(Deployment, made.id)
+            assert row is not None
+            row.created_at = start + timedelta(minutes=minutes)
+            session.add(row)
+        session.commit()
+    sign_in_with_github(client, platform, "octo")
+
+    listing = client.get("/dashboard/").text
+
+    rows = re.findall(
+        r'<tr class="(production|preview)">\s*<th scope="row">(↳ )?'
+        r'<a href="/dashboard/deployments/([^"]+)">',
+        listing,
+    )
+    assert rows == [
+        ("production", "", production.id),
+        ("preview", "↳ ", preview.id),
+        ("production", "", staging.id),
+    ]
+    assert f">{preview.slug}</a>" in listing and "#7" in listing
+
+
 def test_an_api_token_signs_in_and_a_read_only_one_may_not_act(
     site: tuple[TestClient[Any], RecordingQueue], platform: Platform
 ) -> None:
@@ -313,6 +450,66 @@ def test_the_server_logs_read_as_text_without_javascript(
     assert "web-1 listening on :8080" in text.text
 
 
+def test_the_deployments_page_shows_the_last_server_log_lines_without_javascript(
+    platform: Platform, tmp_path: Path, live: str
+) -> None:
+    secret = "sk-live-0123456789abcdef"
+    with platform.sessions() as session:
+        revision = session.get(Revision, live)
+        assert revision is not None
+        revision.env_encrypted = SECRETS.encrypt_env({"API_KEY": secret})
+        session.add(revision)
+        session.commit()
+    outputs = HeldOutputs()
+    app, _ = dashboard(platform, tmp_path, outputs=outputs)
+    deployment = platform.deployment()
+    outputs.print(deployment.id, live, "listening on :8080")
+    outputs.print(deployment.id, live, f"using key {secret} <b>now</b>")
+    with TestClient(app=app, base_url=PUBLIC) as client:
+        sign_in_with_github(client, platform, "octo")
+        page = client.get(f"/dashboard/deployments/{deployment.id}").text
+        pane = page.split('id="server-log"', 1)[1].split("</pre>", 1)[0]
+        found = re.search(r'data-follow="([^"]+)"', pane)
+        assert found is not None
+        follow = html.unescape(found.group(1))
+        # What the page's script follows from: the lines after those shown, not them again.
+        after = client.get(follow.replace("follow=true", "follow=false")).text
+        outputs.print(deployment.id, live, "GET / 200")
+        later = client.get(follow.replace("follow=true", "follow=false")).text
+
+    assert "web-1 listening on :8080\n" in pane
+    assert "web-1 using key [redacted] &lt;b&gt;now&lt;/b&gt;\n" in pane
+    assert secret not in page and "No output yet" not in page
+    assert follow.startswith(f"/dashboard/deployments/{deployment.id}/logs?follow=true&since=")
+    assert after == "(no output yet)\n"
+    assert later.endswith("web-1 GET / 200\n") and "listening" not in later
+
+
+class SilentEngine(HeldOutputs):
+    """A runtime whose engine does not answer."""
+
+    def of_deployment(self, *args: Any, **kwargs: Any) -> list[OutputLine]:
+        raise EngineError("the Docker engine did not answer")
+
+
+def test_the_deployments_page_says_so_when_it_has_no_server_log_to_show(
+    platform: Platform, tmp_path: Path, live: str
+) -> None:
+    deployment = platform.deployment()
+    pages = []
+    for outputs in (HeldOutputs(), SilentEngine()):
+        app, _ = dashboard(platform, tmp_path, outputs=outputs)
+        with TestClient(app=app, base_url=PUBLIC) as client:
+            sign_in_with_github(client, platform, "octo")
+            pages.append(client.get(f"/dashboard/deployments/{deployment.id}"))
+    quiet, silent = pages
+
+    follow = f'data-follow="/dashboard/deployments/{deployment.id}/logs?follow=true"'
+    assert quiet.status_code == 200 and "No output yet." in quiet.text and follow in quiet.text
+    assert silent.status_code == 200 and "The Docker engine did not answer" in silent.text
+    assert follow in silent.text
+
+
 def test_the_lists_summary_of_a_deployment_says_what_its_own_view_says(
     platform: Platform, tmp_path: Path, live: str
 ) -> None:
@@ -357,6 +554,68 @@ def test_the_pages_chart_the_deployments_metrics_of_the_last_hour(
     assert "<polyline" in listing.text
     assert "Requests per second" in page.text and "now 10/s, max 10/s" in page.text
     assert "now 1 %, max 1 %" in page.text and "now 42 ms" in page.text
+    assert "Runs pending" not in page.text  # not a LangGraph deployment
+
+
+def test_the_charts_show_every_series_of_the_metrics_api_with_their_values_in_words(
+    site: tuple[TestClient[Any], RecordingQueue], platform: Platform
+) -> None:
+    client, _ = site
+    deployment = platform.deployment()
+    now = datetime.now(UTC)
+    with platform.sessions() as session:
+        for minute in range(3):
+            at = now - timedelta(minutes=3 - minute)
+            session.add(
+                MetricPoint(
+                    deployment_id=deployment.id,
+                    at=at,
+                    step_seconds=60,
+                    requests=60,
+                    p50_ms=8.0 + minute,
+                    p95_ms=40.0,
+                    p99_ms=120.0 + minute,
+                    in_flight=1.5 * minute,
+                    replicas=2,
+                    pending_runs=4 - minute,
+                    running_runs=minute,
+                )
+            )
+            for replica, cores in (("web-1", 0.25), ("web-2", 0.5)):
+                session.add(
+                    ReplicaMetricPoint(
+                        deployment_id=deployment.id,
+                        replica_id=replica,
+                        at=at,
+                        step_seconds=60,
+                        cpu_cores=None if minute == 0 else cores * minute,
+                        memory_bytes=(64 + minute) * 1024 * 1024,
+                    )
+                )
+        session.commit()
+    sign_in_with_github(client, platform, "octo")
+
+    page = client.get(f"/dashboard/deployments/{deployment.id}").text
+    metrics = page.split('id="metrics"', 1)[1].split("</section>", 1)[0]
+
+    def shown(label: str) -> str:
+        """The chart's item: its label, its SVG and its values in words."""
+        after = metrics.split(f'<span class="chart-label">{label}</span>', 1)[1]
+        return after.split('<span class="chart-label">', 1)[0]
+
+    assert "now 10 ms, max 10 ms" in shown("Latency p50")
+    assert "now 122 ms, max 122 ms" in shown("Latency p99")
+    assert "now 3, max 3" in shown("Requests in flight")
+    cpu = shown("CPU per replica")
+    assert cpu.count("<polyline") == 2  # a line per replica (the first read has no CPU)
+    assert "web-1: now 0.5 cores, max 0.5 cores" in cpu
+    assert "web-2: now 1 cores, max 1 cores" in cpu
+    assert 'aria-label="CPU per replica: web-1 now 0.5 cores' in cpu
+    memory = shown("Memory per replica")
+    assert "web-1: now 66 MiB, max 66 MiB" in memory and "web-2: now 66 MiB" in memory
+    assert "now 2, max 4" in shown("Runs pending")
+    assert "now 2, max 2" in shown("Runs active")
+    assert "https://" not in metrics and "<script" not in metrics  # drawn here, from no CDN
 
 
 def test_a_deployments_page_shows_the_autoscalers_decisions(

@@ -168,7 +168,9 @@ def test_a_failure_says_why_what_keeps_serving_and_shows_the_log_tail(
     assert LINKS.log(ref.revision.id) in summary
     [status] = deployment(github).statuses
     assert status["state"] == "failure"
-    assert status["log_url"] == LINKS.log(ref.revision.id)
+    # "Details" on GitHub: the revision's dashboard page (signed), not the raw log.
+    assert status["log_url"] == LINKS.revision(ref.revision.id)
+    assert "/dashboard/revisions/" in status["log_url"] and "signature=" in status["log_url"]
     github.assert_no_errors()
 
 
@@ -218,6 +220,22 @@ def test_success_reports_the_url_on_the_check_run_and_the_deployment(
     assert "**Build:** 42.0 s" in str(run.output["summary"])
     [status] = deployment(github).statuses
     assert (status["state"], status["environment_url"]) == ("success", URL)
+    assert status["log_url"] == LINKS.revision(ref.revision.id)
+
+
+def test_every_deployment_status_links_the_revisions_dashboard_page(
+    github: FakeGitHub, reporter: GitHubReporter, ref_of: RefOf
+) -> None:
+    ref = announced(reporter, ref_of(2))
+
+    reporter.building(ref)
+    reporter.succeeded(ref, URL, "slipway/dep_abc:rev_2")
+    reporter.superseded(ref, by=ref_of(3).revision)
+
+    statuses = deployment(github).statuses
+    assert [s["state"] for s in statuses] == ["in_progress", "success", "inactive"]
+    assert {s["log_url"] for s in statuses} == {LINKS.revision(ref.revision.id)}
+    github.assert_no_errors()
 
 
 def test_a_cancelled_revision_says_why(

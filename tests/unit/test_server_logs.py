@@ -27,11 +27,13 @@ from app.kernel.settings import Settings
 from app.replicas import server_logs
 from app.replicas.replica_set import redis_password
 from app.replicas.server_logs import (
+    _BLOCK,
     LogQuery,
     ServerLogArchive,
     ServerLogs,
     _encode,
     moment_ns,
+    newest,
     stamp_of,
 )
 from manifests.containers import DEPLOYMENT_LABEL, REVISION_LABEL
@@ -196,6 +198,37 @@ def test_every_filter_narrows_the_lines_read(
         "stdout",
         "stderr",
     ]
+
+
+def test_the_newest_lines_are_read_from_the_files_end_and_match_a_whole_read(
+    tmp_path: Path,
+) -> None:
+    archive = ServerLogArchive(tmp_path, 16 << 20)
+    kept = [  # two replicas, each file many read blocks long, a row across every block's edge
+        line(i + 0.5 * (i % 2), f"GET /{i} " + "x" * (i % 700), replica=f"web-{i % 2}")
+        for i in range(3000)
+    ]
+    kept.append(line(4000, "stopped", replica="web-9", revision="rev_2"))
+    archive.keep(kept)
+    sizes = [path.stat().st_size for path in tmp_path.glob("dep_web/*-web-[01].jsonl")]
+    assert len(sizes) == 2 and min(sizes) > 4 * _BLOCK
+
+    def whole(query: LogQuery) -> list[OutputLine]:
+        """What decoding every row gives (a text filter reads them all)."""
+        return newest([x for x in kept if query.admits(x)], query.limit)
+
+    for asked in (
+        LogQuery(limit=200),
+        LogQuery(limit=1),
+        LogQuery(limit=0),
+        LogQuery(limit=10_000),
+        LogQuery(limit=50, replica="web-1"),
+        LogQuery(limit=50, revision_id="rev_1"),
+        LogQuery(limit=100, since_ns=2990 * S),
+        LogQuery(limit=100, until_ns=1500 * S),
+    ):
+        assert newest(archive.read("dep_web", asked), asked.limit) == whole(asked), asked
+    assert len(archive.read("dep_web", LogQuery(limit=10_000, text="GET"))) == 3001
 
 
 def test_a_line_seen_in_the_archive_and_the_runtime_at_once_is_shown_once(

@@ -12,7 +12,7 @@ import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
@@ -31,7 +31,7 @@ from app.access.browser_sessions import COOKIE, CSRF_FIELD, STATE_COOKIE, Browse
 from app.access.follows import LogFollows
 from app.access.links import EXPIRES, SIGNATURE, LinkSigner
 from app.api.auth import SIGNED_LINK
-from app.api.dashboard.charts import Chart, chart, sparkline
+from app.api.dashboard.charts import Chart, chart, lines_chart, sparkline
 from app.api.dashboard.render import STATIC, Pages
 from app.api.dashboard.viewer import Doorman, Viewer
 from app.api.deployments import build_log, carry_out, deployment_summaries, deployment_view
@@ -50,17 +50,25 @@ from app.kernel.errors import (
     NotFoundError,
     PermissionDenied,
 )
-from app.kernel.models import PENDING_STATES, Deployment, MetricPoint, Repository, Revision
+from app.kernel.models import (
+    PENDING_STATES,
+    Deployment,
+    MetricPoint,
+    ReplicaMetricPoint,
+    Repository,
+    Revision,
+)
 from app.kernel.orders import WorkOrder
 from app.kernel.ports import Clock
 from app.kernel.settings import Settings
 from app.kernel.timestamps import utcnow
 from app.replicas.autoscaler import autoscale_defaults
-from app.replicas.metrics import COARSE_STEP_SECONDS, request_counts, series
+from app.replicas.metrics import COARSE_STEP_SECONDS, replica_series, request_counts, series
 from app.replicas.scaling import moment, scaling_report
-from app.replicas.server_logs import ServerLogs
+from app.replicas.server_logs import LogQuery, ServerLogs, stamp_of
 from app.rollout.pipeline import PipelineConfig
 from app.setup.flow import OAUTH_CALLBACK_PATH
+from builders.errors import EngineError
 from manifests.errors import SlipwayError
 
 BASE = "/dashboard"
@@ -73,7 +81,9 @@ DECISIONS_SHOWN = 10
 CHART_WINDOW = timedelta(hours=1)
 """What the charts and sparklines cover, at the 1-minute step."""
 LOG_LINES_SHOWN = 200
-"""Server-log lines a deployment's page starts with (the API's `limit` goes further)."""
+"""Server-log lines a deployment's page starts with, rendered on the server so they read
+without JavaScript (the API's `limit` goes further)."""
+MIB = 1024 * 1024
 STATIC_FILES = frozenset({"dashboard.css", "dashboard.js"})
 HTML = "text/html; charset=utf-8"
 
@@ -371,6 +381,7 @@ async def deployment_page(
     sessions: NamedDependency[SessionFactory],
     settings: NamedDependency[Settings],
     operations: NamedDependency[DeploymentOperations],
+    logs: NamedDependency[ServerLogs],
     notice: FromQuery[str | None] = None,
 ) -> Response[Any]:
     viewer = await _viewer(request, doorman)
@@ -385,9 +396,15 @@ async def deployment_page(
             rows = revision_store.list_revisions(session, deployment.id)
             scaling = scaling_report(session, deployment, autoscale_defaults(settings))
         env, previews_env = operations.env_with_overrides(deployment.id)
-        points = series(sessions, deployment.id, utcnow() - CHART_WINDOW, COARSE_STEP_SECONDS)
+        since = utcnow() - CHART_WINDOW
+        points = series(sessions, deployment.id, since, COARSE_STEP_SECONDS)
+        usage = replica_series(sessions, deployment.id, since, COARSE_STEP_SECONDS)
+        log_lines, follow_url = _server_log_tail(logs, deployment.id)
         return {
-            "charts": _charts(points),
+            "log_lines": log_lines,
+            "log_limit": LOG_LINES_SHOWN,
+            "log_follow_url": follow_url,
+            "charts": _charts(points, usage, since),
             "scaling": scaling,
             "decisions": list(reversed(scaling.state.decisions[-DECISIONS_SHOWN:])),
             "moment": moment,
@@ -471,20 +488,83 @@ async def revision_page(
     )
 
 
-def _charts(points: list[MetricPoint]) -> list[Chart]:
-    """The deployment's last hour: the series of GET /api/deployments/<id>/metrics."""
+def _charts(
+    points: list[MetricPoint], usage: list[ReplicaMetricPoint], since: datetime
+) -> list[Chart]:
+    """The deployment's last hour: the series of GET /api/deployments/<id>/metrics, CPU and
+    memory with a line per replica, and a LangGraph deployment's run queue."""
     step = COARSE_STEP_SECONDS
-    return [
+    charts = [
         chart([round(p.requests / step, 3) for p in points], "Requests per second", "/s"),
         chart(
             [round(100 * p.errors / p.requests, 2) if p.requests else 0.0 for p in points],
             "Errors (5xx)",
             " %",
         ),
+        chart([p.p50_ms or 0.0 for p in points], "Latency p50", " ms"),
         chart([p.p95_ms or 0.0 for p in points], "Latency p95", " ms"),
+        chart([p.p99_ms or 0.0 for p in points], "Latency p99", " ms"),
+        chart([round(p.in_flight, 2) for p in points], "Requests in flight"),
         chart([float(p.replicas) for p in points], "Replicas"),
         chart([float(p.restarts) for p in points], "Restarts"),
+        lines_chart(
+            _per_replica(usage, since, lambda u: u.cpu_cores, 3), "CPU per replica", " cores"
+        ),
+        lines_chart(
+            _per_replica(usage, since, lambda u: u.memory_bytes / MIB, 1),
+            "Memory per replica",
+            " MiB",
+        ),
     ]
+    if any(p.pending_runs is not None or p.running_runs is not None for p in points):
+        # A LangGraph deployment on the pg runtime (the queue is read from its server).
+        charts += [
+            chart([float(p.pending_runs or 0) for p in points], "Runs pending"),
+            chart([float(p.running_runs or 0) for p in points], "Runs active"),
+        ]
+    return charts
+
+
+def _per_replica(
+    usage: list[ReplicaMetricPoint],
+    since: datetime,
+    value: Callable[[ReplicaMetricPoint], float | None],
+    digits: int,
+) -> list[tuple[str, list[tuple[float, float]]]]:
+    """Each replica's points as (place in the window from 0 to 1, value), oldest first; a
+    point without a value (a replica's first CPU read) left out."""
+    window = CHART_WINDOW.total_seconds()
+    start = _aware(since)
+    lines: dict[str, list[tuple[float, float]]] = {}
+    for point in usage:
+        found = value(point)
+        if found is None:
+            continue
+        x = (_aware(point.at) - start).total_seconds() / window
+        lines.setdefault(point.replica_id, []).append((x, round(found, digits)))
+    return list(lines.items())
+
+
+def _aware(at: datetime) -> datetime:
+    """A time read back from SQLite comes without its zone: it was written in UTC."""
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _server_log_tail(logs: ServerLogs, deployment_id: str) -> tuple[list[str] | None, str]:
+    """The deployment's last LOG_LINES_SHOWN server-log lines for the page itself (read as the
+    API reads them: archive and runtime, redacted), as the page's script shows each line; and
+    the URL its script follows, from just after the newest line shown, so no line comes twice.
+    None for the lines when the engine did not answer: the script then follows from the last
+    lines it can read."""
+    follow = f"{BASE}/deployments/{quote(deployment_id, safe='')}/logs?follow=true"
+    try:
+        lines = logs.read(deployment_id, LogQuery(limit=LOG_LINES_SHOWN))
+    except EngineError:
+        return None, follow
+    shown = [f"{stamp_of(line.at_ns)[11:19]} {line.replica} {line.text}" for line in lines]
+    if lines:
+        follow += "&" + urlencode({"since": stamp_of(lines[-1].at_ns + 1)})
+    return shown, follow
 
 
 def _log_tail(config: PipelineConfig, revision: Revision) -> tuple[str, int]:

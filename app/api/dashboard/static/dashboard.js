@@ -1,5 +1,7 @@
-// Live server logs: the page already shows the last lines; new ones are appended as they come.
-// Without JavaScript the page still reads; this only adds what arrives later.
+// Live server logs: the server rendered the last lines into the page (they read without
+// JavaScript); data-follow asks for the lines after the newest of those (its `since`), and each
+// is appended as it comes, in the same form. A reconnecting EventSource asks from that `since`
+// again: the lines it already showed are skipped by their stamp, replica and text.
 (function () {
   var log = document.getElementById("server-log");
   if (!log || !window.EventSource) return;
@@ -10,6 +12,8 @@
     var key = line.at + line.replica + line.text;
     if (seen[key]) return;
     seen[key] = true;
+    var empty = document.getElementById("server-log-empty");
+    if (empty) empty.parentNode.removeChild(empty);
     var atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
     log.appendChild(document.createTextNode(
       line.at.slice(11, 19) + " " + line.replica + " " + line.text + "\n"));

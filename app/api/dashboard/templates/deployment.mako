@@ -96,16 +96,33 @@
 <h2 id="metrics">Metrics, last hour</h2>
 <ul class="charts">
 % for item in charts:
-<li><span class="chart-label">${item.label}</span>${item.svg | n}<span class="hint">${item.summary}</span></li>
+<li><span class="chart-label">${item.label}</span>${item.svg | n}<span class="hint">${item.summary}</span>
+  % if item.keys:
+  <ul class="legend">
+    % for key in item.keys:
+    <li><svg width="18" height="8" aria-hidden="true" focusable="false"><line x1="0" y1="4" x2="18" y2="4" stroke="${key.colour}" stroke-width="2"${(' stroke-dasharray="' + key.dash + '"') if key.dash else '' | n}/></svg> ${key.name}: ${key.summary}</li>
+    % endfor
+  </ul>
+  % endif
+</li>
 % endfor
 </ul>
 </section>
 
 <section aria-labelledby="logs">
 <h2 id="logs">Server logs</h2>
-<p class="hint">What the replicas print, newest at the bottom; new lines arrive while this page is open.
+<p class="hint">What the replicas print, newest at the bottom: the last ${log_limit} lines when the page was made, and with JavaScript each new line as it arrives.
 <a href="/dashboard/deployments/${view.id}/logs">The last lines as text</a>.</p>
-<pre class="log" id="server-log" data-follow="/dashboard/deployments/${view.id}/logs?follow=true" aria-live="polite"></pre>
+% if log_lines is None:
+<p class="hint" id="server-log-empty">The Docker engine did not answer, so the running replicas' output could not be read; reload the page once it is back.</p>
+% elif not log_lines:
+<p class="hint" id="server-log-empty">No output yet.</p>
+% endif
+<pre class="log" id="server-log" aria-labelledby="logs" data-follow="${log_follow_url}" aria-live="polite">
+% for line in log_lines or []:
+${line}
+% endfor
+</pre>
 </section>
 
 <section aria-labelledby="replicas">
