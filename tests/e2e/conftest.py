@@ -50,7 +50,7 @@ HEALTH_TIMEOUT_SECONDS = "8"
 _repo_ids = itertools.count(1)
 
 SECONDS = {
-    "test_langgraph.py": 99,
+    "test_langgraph.py": 103,
     "test_replicas.py": 93,
     "test_langgraph_queue.py": 85,
     "test_backups.py": 75,

@@ -433,6 +433,106 @@ def test_a_langgraph_preview_has_its_own_database_and_redis(
     assert production_redis_after["State"]["Running"]
 
 
+# -- the rest of the API a langgraph-sdk user relies on ------------------------------------------
+STREAM_SECONDS = 3.0
+"""The streamed run's node sleeps this long between its first event and its last."""
+BIG_INPUT = "x" * (1024 * 1024)
+"""1 MiB of text: the router and the server take it and give it back whole."""
+
+
+async def stream_events(
+    platform: RunningPlatform, slug: str, text: str
+) -> list[tuple[str, Any, float]]:
+    """A run streamed over SSE in the values and updates modes: (event, data, seconds since
+    the stream was asked for) in the order the client received them."""
+    client = sdk(platform, slug)
+    thread = await client.threads.create()
+    started = time.monotonic()
+    return [
+        (part.event, part.data, time.monotonic() - started)
+        async for part in client.runs.stream(
+            thread["thread_id"],
+            "agent",
+            input={"text": text, "seconds": STREAM_SECONDS},
+            stream_mode=["values", "updates"],
+        )
+    ]
+
+
+async def store_round_trip(platform: RunningPlatform, slug: str) -> tuple[Any, Any]:
+    client = sdk(platform, slug)
+    await client.store.put_item(["notes", "e2e"], key="first", value={"text": "kept"})
+    await client.store.put_item(["notes", "e2e"], key="second", value={"text": "also kept"})
+    item = await client.store.get_item(["notes", "e2e"], key="first")
+    found = await client.store.search_items(["notes"])
+    return item, found
+
+
+async def cancel_a_running_run(platform: RunningPlatform, slug: str) -> tuple[Any, ...]:
+    """A background run whose node sleeps a minute, cancelled once running: (its status before
+    and after, seconds the cancel took, the answer of a run on the same thread after)."""
+    client = sdk(platform, slug)
+    thread_id = (await client.threads.create())["thread_id"]
+    run = await client.runs.create(thread_id, "agent", input={"text": "long", "seconds": 60})
+    deadline = time.monotonic() + 60
+    while (before := (await client.runs.get(thread_id, run["run_id"]))["status"]) == "pending":
+        assert time.monotonic() < deadline, "the background run never started"
+        await asyncio.sleep(0.2)
+    asked = time.monotonic()
+    await client.runs.cancel(thread_id, run["run_id"], wait=True)
+    took = time.monotonic() - asked
+    after = (await client.runs.get(thread_id, run["run_id"]))["status"]
+    # The thread keeps the cancelled run's input (its `seconds` too): the next run sets both.
+    again = await client.runs.wait(thread_id, "agent", input={"text": "after", "seconds": 0})
+    return before, after, took, again
+
+
+def test_a_langgraph_deployment_streams_stores_cancels_and_takes_a_large_input(
+    agents: AgentFactory, langgraph_platform: RunningPlatform
+) -> None:
+    """Through the router, with the official client, on the production (pg) runtime."""
+    platform = langgraph_platform
+    agent = agents("left")
+
+    # SSE: the events in order, the last with the final value, each as it happened: the first
+    # arrives while the node still sleeps (the router does not hold the stream back).
+    events = asyncio.run(stream_events(platform, agent.slug, "streamed"))
+    assert [(event, data) for event, data, _ in events[1:]] == [
+        ("values", {"text": "streamed", "seconds": STREAM_SECONDS}),
+        ("updates", {"answer": {"text": "left: streamed"}}),
+        ("values", {"text": "left: streamed", "seconds": STREAM_SECONDS}),
+    ], events
+    assert events[0][0] == "metadata" and events[0][1]["run_id"], events
+    first_value, last_value = events[1][2], events[-1][2]
+    assert last_value - first_value > STREAM_SECONDS / 2, events
+
+    # The store: an item put is read back, and found by its namespace's prefix.
+    item, found = asyncio.run(store_round_trip(platform, agent.slug))
+    assert (item["namespace"], item["key"], item["value"]) == (
+        ["notes", "e2e"],
+        "first",
+        {"text": "kept"},
+    )
+    assert sorted((i["key"], i["value"]["text"]) for i in found["items"]) == [
+        ("first", "kept"),
+        ("second", "also kept"),
+    ]
+
+    # Cancel: the running run ends interrupted, long before its minute, and the thread goes on.
+    before, after, took, again = asyncio.run(cancel_a_running_run(platform, agent.slug))
+    assert (before, after) == ("running", "interrupted")
+    assert took < 30, took
+    assert again == {"text": "left: after", "seconds": 0}
+
+    # 1 MiB in, the same 1 MiB (after the prefix) out.
+    asked = time.monotonic()
+    assert asyncio.run(answer(platform, agent.slug, BIG_INPUT)) == {"text": "left: " + BIG_INPUT}
+    print(
+        f"\nstream: first value at {first_value:.2f} s, last at {last_value:.2f} s; "
+        f"cancel took {took:.2f} s; 1 MiB round trip {time.monotonic() - asked:.2f} s"
+    )
+
+
 # -- a platform restart (last: the module's platform is restarted in place) ------------------
 async def talk_on(platform: RunningPlatform, slug: str, thread_id: str, text: str) -> Any:
     return await sdk(platform, slug).runs.wait(thread_id, "agent", input={"text": text})

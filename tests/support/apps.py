@@ -88,16 +88,19 @@ def static_site(
 
 
 LANGGRAPH_JSON = '{\n  "dependencies": ["."],\n  "graphs": {"agent": "./agent.py:graph"}\n}\n'
-LANGGRAPH_AGENT = """from typing import TypedDict
+LANGGRAPH_AGENT = """import asyncio
 
 from langgraph.graph import StateGraph
+from typing_extensions import NotRequired, TypedDict
 
 
 class State(TypedDict):
     text: str
+    seconds: NotRequired[float]
 
 
-def answer(state: State) -> State:
+async def answer(state: State) -> dict:
+    await asyncio.sleep(state.get("seconds", 0))
     return {"text": PREFIX + state["text"]}
 
 
@@ -110,7 +113,8 @@ graph = builder.compile()
 
 
 def langgraph_app(prefix: str, *, dockerfile_lines: tuple[str, ...] = ()) -> dict[str, str | bytes]:
-    """A LangGraph repository without a Dockerfile: its graph answers PREFIX + the input.
+    """A LangGraph repository without a Dockerfile: its graph answers PREFIX + the input, after
+    the input's `seconds` if it has any (a run that streams over time, or is cancelled running).
 
     dockerfile_lines: langgraph.json's own, placed before the pip installs of the image.
     """
