@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
@@ -21,6 +22,7 @@ from app.adapters.pg_tools import PostgresTools, find_bin_dir
 from app.adapters.postgres import PostgresProvisioner
 from app.backups.schedule import Schedule
 from app.backups.service import BackupPolicy, DatabaseBackups
+from app.cli.client import TOKEN_VARIABLE, URL_VARIABLE
 from app.deployments.teardown import Teardown
 from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory, make_engine, migrate
@@ -33,10 +35,14 @@ from app.kernel.models import (
     Repository,
 )
 from app.kernel.names import database_identifier
+from app.kernel.settings import Settings
 from app.server.embedded import EmbeddedPostgres
 from manifests.containers import DeploymentType
+from tests.support.api_server import serve_api
+from tests.support.database_api import database_api
 from tests.support.load import start_load
 from tests.support.platform import wait_for
+from tests.unit.cli_harness import isolated_cli
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -501,3 +507,54 @@ def test_a_restore_that_waits_for_a_table_the_app_holds_gives_up_and_changes_not
     # Once the app let go, the same restore goes through.
     impatient.restore_backup(web, backup.id, "holding")
     assert _notes(world, web) == ["kept"]
+
+
+def test_a_stored_backup_is_restored_by_id_through_the_api_and_the_cli(
+    world: World,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`slipway db backups` lists what the schedule stored; `POST .../backups/{id}/restore`
+    restores one only when `confirm` names the deployment (a wrong name changes nothing);
+    `slipway db restore --backup ID` does the same from the command line."""
+    web = world.deployment("byid")
+    world.sql(web, "CREATE TABLE notes (id serial PRIMARY KEY, text text NOT NULL)")
+    world.sql(web, "INSERT INTO notes (text) VALUES ('one')")
+    world.clock.now += timedelta(seconds=1)
+    [backup_id] = world.backups.run_schedule().done
+    world.sql(web, "INSERT INTO notes (text) VALUES ('two')")
+
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data")
+    app, token = database_api(settings, world.sessions, world.backups, world.clock)
+    cli = isolated_cli(tmp_path, monkeypatch, capsys)
+    with serve_api(app) as base:
+        monkeypatch.setenv(URL_VARIABLE, base)
+        monkeypatch.setenv(TOKEN_VARIABLE, token)
+        listed = cli("db", "backups", "byid")
+        assert listed.code == 0, listed
+        [row] = [line for line in listed.out.splitlines() if backup_id in line]
+        assert "scheduled" in row and "done" in row
+
+        client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"})
+        path = f"/api/deployments/{web}/backups/{backup_id}/restore"
+        wrong = client.post(path, json={"confirm": "not-byid"})
+        assert wrong.status_code == 422 and "'byid'" in wrong.json()["detail"]
+        assert _notes(world, web) == ["one", "two"]
+        missing = client.post(
+            f"/api/deployments/{web}/backups/bak_nothing/restore", json={"confirm": "byid"}
+        )
+        assert missing.status_code == 404
+        done = client.post(path, json={"confirm": "byid"})
+        assert done.status_code == 200, done.text
+        assert done.json()["restored_from"] == backup_id
+        assert _notes(world, web) == ["one"]
+
+        world.sql(web, "INSERT INTO notes (text) VALUES ('three')")
+        mistyped = cli("db", "restore", "byid", "--backup", backup_id, stdin="byi\n")
+        assert mistyped.code == 1 and "did not match" in mistyped.err
+        assert _notes(world, web) == ["one", "three"]
+        restored = cli("db", "restore", "byid", "--backup", backup_id, "--confirm", "byid")
+        assert restored.code == 0, restored
+        assert restored.out.strip() == f"byid: the database now holds what backup {backup_id} held"
+        assert _notes(world, web) == ["one"]
