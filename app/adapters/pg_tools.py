@@ -182,24 +182,16 @@ class PostgresTools:
 
         A watch from outside: the archive itself sets `lock_timeout = 0` (pg_dump writes it
         first), so no setting of the connection holds. The watcher signs in as the
-        deployment's role, which sees and may cancel its own sessions only. If it cannot sign
-        in, the restore runs unwatched, as it would have anyway."""
+        deployment's role, which sees and may cancel its own sessions only, and only once the
+        restore has run a first look's time (pg_restore is connected by then: the watcher never
+        takes the last connection the role's limit leaves it; most restores end before). If it
+        cannot sign in, the restore runs unwatched, as it would have anyway."""
         import psycopg
 
         deadline = time.monotonic() + RESTORE_TIMEOUT_SECONDS
         watcher: psycopg.Connection[tuple[object, ...]] | None = None
+        tried = False
         try:
-            with contextlib.suppress(psycopg.Error):
-                watcher = psycopg.connect(
-                    host=self._host,
-                    port=self._port,
-                    user=login.role,
-                    password=login.password,
-                    dbname=login.name,
-                    connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                    application_name="slipway-backups",
-                    autocommit=True,
-                )
             while True:
                 try:
                     process.wait(timeout=min(LOCK_WATCH_SECONDS, self._lock_wait / 4))
@@ -207,6 +199,19 @@ class PostgresTools:
                 except subprocess.TimeoutExpired:
                     if time.monotonic() > deadline:
                         raise
+                if not tried:
+                    tried = True
+                    with contextlib.suppress(psycopg.Error):
+                        watcher = psycopg.connect(
+                            host=self._host,
+                            port=self._port,
+                            user=login.role,
+                            password=login.password,
+                            dbname=login.name,
+                            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                            application_name="slipway-backups",
+                            autocommit=True,
+                        )
                 if watcher is None:
                     continue
                 try:
