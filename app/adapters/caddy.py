@@ -262,10 +262,16 @@ def _not_found() -> dict[str, Any]:
     return {"handle": [{"handler": "static_response", "status_code": 404, "body": NOT_FOUND_BODY}]}
 
 
+ACME_CHALLENGE_PATHS = "/.well-known/acme-challenge/*"
+"""HTTP-01 challenges: never redirected. Caddy answers the ones it is solving before any route;
+any other (one of another instance, or one that came late) gets the 404, not a redirect to a
+name that may have no certificate yet."""
+
+
 def _redirect(hosts: list[str], https_port: int) -> dict[str, Any]:
     port = "" if https_port == 443 else f":{https_port}"
     return {
-        "match": [{"host": hosts}],
+        "match": [{"host": hosts, "not": [{"path": [ACME_CHALLENGE_PATHS]}]}],
         "handle": [
             {
                 "handler": "static_response",

@@ -17,15 +17,17 @@ import contextlib
 import importlib.util
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
-from app.kernel.errors import DatabaseError, InvalidRequest
+from app.kernel.errors import ConflictError, DatabaseError, InvalidRequest
 from app.kernel.ports import DatabaseLogin
 
 CHUNK_BYTES = 64 * 1024
@@ -33,6 +35,12 @@ CONNECT_TIMEOUT_SECONDS = 10
 CHECK_TIMEOUT_SECONDS = 120
 RESTORE_TIMEOUT_SECONDS = 6 * 3600
 """A restore is one transaction; a very large one may take hours, and is then not cut off."""
+RESTORE_LOCK_WAIT_SECONDS = 5.0
+"""How long the restore waits for any one table the app holds (a transaction left open): the
+app's own queries on that table queue behind the waiting restore, so past this it gives up,
+changes nothing, and the app goes on (docs/operations.md, "Backups")."""
+LOCK_WATCH_SECONDS = 0.5
+"""How often the restore's lock waits are looked at."""
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 """The platform's own database names (app/kernel/names.py): the one value passed as an
 argument (pg_restore takes its database only so), checked to be nothing else."""
@@ -64,8 +72,15 @@ def find_bin_dir(configured: Path | None = None) -> Path:
 
 
 class PostgresTools:
-    def __init__(self, admin_url: str | None, bin_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        admin_url: str | None,
+        bin_dir: Path | None = None,
+        *,
+        restore_lock_wait_seconds: float = RESTORE_LOCK_WAIT_SECONDS,
+    ) -> None:
         self._configured_cluster = admin_url is not None
+        self._lock_wait = restore_lock_wait_seconds
         parts = urlsplit(admin_url or "")
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 5432
@@ -125,6 +140,7 @@ class PostgresTools:
     def restore(self, login: DatabaseLogin, archive: Path) -> None:
         if not _IDENTIFIER.match(login.name):
             raise DatabaseError(f"{login.name!r} is not a database name of this platform")
+        name = f"slipway-restore-{secrets.token_hex(6)}"
         with archive.open("rb") as source, _stderr() as err:
             process = self._start(
                 "pg_restore",
@@ -135,19 +151,84 @@ class PostgresTools:
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 stdin=source,
+                application_name=name,
             )
             try:
-                code = process.wait(timeout=RESTORE_TIMEOUT_SECONDS)
+                gave_up = self._watch_lock_waits(process, login, name)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
                 raise DatabaseError("pg_restore took too long; nothing was changed") from None
-            if code != 0:
-                reason = _first_error(err)
-                if "connection to server" in reason:
-                    raise DatabaseError(f"the restore could not reach the database: {reason}")
-                # The archive's own statements failed (as the deployment's role): the caller's.
-                raise InvalidRequest(f"the restore failed and changed nothing: {reason}")
+            if process.returncode == 0:
+                return
+            if gave_up:
+                raise ConflictError(
+                    "the restore changed nothing: the app held a table it replaces for more "
+                    f"than {self._lock_wait:g} s (a transaction left open); try again once "
+                    "it is done"
+                )
+            reason = _first_error(err)
+            if "connection to server" in reason:
+                raise DatabaseError(f"the restore could not reach the database: {reason}")
+            # The archive's own statements failed (as the deployment's role): the caller's.
+            raise InvalidRequest(f"the restore failed and changed nothing: {reason}")
+
+    def _watch_lock_waits(
+        self, process: subprocess.Popen[bytes], login: DatabaseLogin, name: str
+    ) -> bool:
+        """Wait for pg_restore; cancel its statement if it waited for a lock longer than the
+        lock wait (True then). Its transaction rolls back, and the app's queries queued behind
+        it go on.
+
+        A watch from outside: the archive itself sets `lock_timeout = 0` (pg_dump writes it
+        first), so no setting of the connection holds. The watcher signs in as the
+        deployment's role, which sees and may cancel its own sessions only, and only once the
+        restore has run a first look's time (pg_restore is connected by then: the watcher never
+        takes the last connection the role's limit leaves it; most restores end before). If it
+        cannot sign in, the restore runs unwatched, as it would have anyway."""
+        import psycopg
+
+        deadline = time.monotonic() + RESTORE_TIMEOUT_SECONDS
+        watcher: psycopg.Connection[tuple[object, ...]] | None = None
+        tried = False
+        try:
+            while True:
+                try:
+                    process.wait(timeout=min(LOCK_WATCH_SECONDS, self._lock_wait / 4))
+                    return False
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() > deadline:
+                        raise
+                if not tried:
+                    tried = True
+                    with contextlib.suppress(psycopg.Error):
+                        watcher = psycopg.connect(
+                            host=self._host,
+                            port=self._port,
+                            user=login.role,
+                            password=login.password,
+                            dbname=login.name,
+                            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                            application_name="slipway-backups",
+                            autocommit=True,
+                        )
+                if watcher is None:
+                    continue
+                try:
+                    cancelled = watcher.execute(
+                        "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = %s AND wait_event_type = 'Lock' "
+                        "AND now() - query_start > make_interval(secs => %s)",
+                        (name, self._lock_wait),
+                    ).fetchall()
+                except psycopg.Error:
+                    continue
+                if any(row[0] for row in cancelled):
+                    process.wait()
+                    return True
+        finally:
+            if watcher is not None:
+                watcher.close()
 
     # -- running them ----------------------------------------------------------------------
     def _tool(self, name: str) -> Path:
@@ -163,6 +244,7 @@ class PostgresTools:
         stdout: IO[bytes] | int,
         stderr: IO[bytes],
         stdin: IO[bytes] | None = None,
+        application_name: str = "slipway-backups",
     ) -> subprocess.Popen[bytes]:
         if not self._configured_cluster:
             raise DatabaseError(
@@ -175,6 +257,7 @@ class PostgresTools:
             PGUSER=login.role,
             PGPASSWORD=login.password,
             PGDATABASE=login.name,
+            PGAPPNAME=application_name,
         )
         try:
             return subprocess.Popen(

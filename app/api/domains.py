@@ -13,7 +13,7 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from redis.exceptions import RedisError
 
 from app.api.schemas import DnsRecordView, DomainView, NewDomainBody
-from app.deployments.domains import Domains
+from app.deployments.domains import Domains, other_name_note
 from app.kernel.addresses import site_url
 from app.kernel.db import SessionFactory
 from app.kernel.models import Deployment, Domain, DomainState
@@ -23,7 +23,10 @@ from app.kernel.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def _view(domain: Domain, slug: str, domains: Domains, settings: Settings) -> DomainView:
+def _view(
+    domain: Domain, slug: str, domains: Domains, settings: Settings, held: set[str]
+) -> DomainView:
+    """`held`: the names the deployment has, to say when the apex or its www is missing."""
     pending = domain.state == DomainState.pending_dns
     records = domains.records(domain, slug) if pending else []
     return DomainView(
@@ -36,6 +39,7 @@ def _view(domain: Domain, slug: str, domains: Domains, settings: Settings) -> Do
         created_at=domain.created_at,
         checked_at=domain.checked_at,
         active_at=domain.active_at,
+        note=other_name_note(domain.name, held, slug),
     )
 
 
@@ -68,7 +72,8 @@ class DomainController(Controller):
     ) -> list[DomainView]:
         found = domains.of(deployment_id)
         slug = _slug(sessions, deployment_id)
-        return [_view(domain, slug, domains, settings) for domain in found]
+        held = {domain.name for domain in found}
+        return [_view(domain, slug, domains, settings, held) for domain in found]
 
     @post("/", status_code=HTTP_201_CREATED)
     async def add_domain(
@@ -83,7 +88,8 @@ class DomainController(Controller):
         domain = await asyncio.to_thread(domains.add, deployment_id, data.domain)
         await _soon(queue, CHECK_DOMAINS)
         slug = await asyncio.to_thread(_slug, sessions, deployment_id)
-        return await asyncio.to_thread(_view, domain, slug, domains, settings)
+        held = {d.name for d in await asyncio.to_thread(domains.of, deployment_id)}
+        return await asyncio.to_thread(_view, domain, slug, domains, settings, held)
 
     @delete("/{domain:str}", status_code=HTTP_204_NO_CONTENT)
     async def remove_domain(

@@ -441,6 +441,9 @@ class DomainView(BaseModel):
     created_at: datetime
     checked_at: datetime | None
     active_at: datetime | None
+    note: str | None = None
+    """For an apex without its www. name (or the reverse): that the other is a name of its own,
+    not served unless added too."""
 
 
 class NewDomainBody(Body):

@@ -4,7 +4,8 @@ Files live in DATA_DIR/backups/<deployment id>/<backup id>.dump (directories 070
 0600), written as `.partial` and renamed once whole, so a listed backup is always complete.
 A dump is pg_dump's snapshot: it takes no lock that stops the app's reads or writes, and the
 router never waits on it. A restore is one transaction: the app's queries on the tables it
-replaces wait for it, and if it fails nothing changed.
+replaces wait for it (its length, measured in docs/operations.md), it waits for the app's own
+open transactions a few seconds at most (pg_tools), and if it fails nothing changed.
 """
 
 from __future__ import annotations

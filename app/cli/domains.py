@@ -53,6 +53,8 @@ def add(deployment: Deployment, name: Name, /, *, json: Json = False, url: Url =
         return 0
     output.say(f"{added['domain']}: {added['state']}")
     _records(output, added)
+    if added.get("note"):
+        output.note(added["note"])
     return 0
 
 
@@ -69,6 +71,9 @@ def list_(deployment: Deployment, /, *, json: Json = False, url: Url = None) -> 
     if not json:
         for domain in found:
             _records(output, domain)
+        for domain in found:
+            if domain.get("note"):
+                output.note(domain["note"])
     return 0
 
 

@@ -82,6 +82,27 @@ def is_apex(name: str) -> bool:
     return name.count(".") == 1
 
 
+def other_name(name: str) -> str | None:
+    """The name people also type for the same site: an apex's `www.`, a `www.` name's apex."""
+    if is_apex(name):
+        return f"www.{name}"
+    if name.startswith("www.") and is_apex(name.removeprefix("www.")):
+        return name.removeprefix("www.")
+    return None
+
+
+def other_name_note(name: str, held: set[str], slug: str) -> str | None:
+    """What the owner is told when the apex or its `www.` is added alone: DNS and the router
+    know them as two names, and only a name added is served (docs/domains.md)."""
+    other = other_name(name)
+    if other is None or other in held:
+        return None
+    return (
+        f"{other} is a name of its own and is not served: add it too if it should serve this "
+        f"app (slipway domains add {slug} {other})"
+    )
+
+
 @dataclass
 class Domains:
     sessions: SessionFactory

@@ -74,7 +74,7 @@ def run_checks(settings: Settings, *, resolver: Resolver = resolve) -> list[Find
     findings.append(check_public_url(settings))
     findings += check_dns(settings, resolver)
     findings += check_disk(settings)
-    findings.append(check_app(settings))
+    findings += check_app(settings)
     return findings
 
 
@@ -360,23 +360,149 @@ def check_disk(settings: Settings) -> list[Finding]:
 
 
 # -- the GitHub App ------------------------------------------------------------------------
-def check_app(settings: Settings) -> Finding:
-    if settings.github_app_in_env:
-        # load_settings checked that the key signs; the three settings go together.
-        return Finding("GitHub App", OK, f"App {settings.github_app_id} from the environment")
-    stored = _stored_app(settings)
-    if stored:
-        return Finding("GitHub App", OK, f"App {stored} made at /setup")
-    return Finding(
-        "GitHub App",
-        FAIL,
-        "none in the environment and none made at /setup",
-        f"start the platform and open the setup link it prints ({settings.api_url}/setup"
-        "?token=...; the token is in DATA_DIR/setup-token)",
+LEVELS = {"read": 1, "write": 2, "admin": 3}
+"""A permission granted at a level covers the ones below it."""
+
+
+@dataclass(frozen=True)
+class AppOnGitHub:
+    """The App's settings as GitHub has them: where it delivers, what it was granted."""
+
+    webhook_url: str
+    permissions: dict[str, str]
+    events: list[str]
+
+
+AppReader = Callable[[Settings, int, str], AppOnGitHub]
+
+
+def read_app_on_github(settings: Settings, app_id: int, private_key_pem: str) -> AppOnGitHub:
+    """GET /app and /app/hook/config, signed as the App (its JWT): read only."""
+    from githubkit import AppAuthStrategy, GitHub
+
+    client: GitHub[Any] = GitHub(
+        AppAuthStrategy(str(app_id), private_key_pem),
+        base_url=str(settings.github_api_url).rstrip("/") + "/",
+        user_agent="Slipway doctor",
+        timeout=PROBE_TIMEOUT_SECONDS,
+        http_cache=False,
+        auto_retry=False,
+    )
+    with client:
+        app = client.request("GET", "/app").json()
+        hook = client.request("GET", "/app/hook/config").json()
+    return AppOnGitHub(
+        webhook_url=str(hook.get("url") or ""),
+        permissions={str(k): str(v) for k, v in (app.get("permissions") or {}).items()},
+        events=[str(e) for e in app.get("events") or []],
     )
 
 
-def _stored_app(settings: Settings) -> str | None:
+def check_app(settings: Settings, *, read: AppReader = read_app_on_github) -> list[Finding]:
+    """The App exists (environment or /setup), and GitHub has the settings the platform needs:
+    its webhook URL is PUBLIC_URL's, and the permissions and events of app.yml are granted."""
+    stored: _StoredApp | None = None
+    if settings.github_app_in_env:
+        # load_settings checked that the key signs; the three settings go together.
+        assert settings.github_app_id is not None and settings.private_key_pem is not None
+        found = Finding("GitHub App", OK, f"App {settings.github_app_id} from the environment")
+        app_id, key = settings.github_app_id, settings.private_key_pem
+    else:
+        stored = _stored_app(settings)
+        if stored is None:
+            return [
+                Finding(
+                    "GitHub App",
+                    FAIL,
+                    "none in the environment and none made at /setup",
+                    f"start the platform and open the setup link it prints ({settings.api_url}"
+                    "/setup?token=...; the token is in DATA_DIR/setup-token)",
+                )
+            ]
+        found = Finding("GitHub App", OK, f"App {stored.slug} made at /setup")
+        app_id, key_or_none = stored.id, _stored_key(settings, stored)
+        if key_or_none is None:
+            return [
+                found,
+                Finding(
+                    "GitHub App settings",
+                    WARN,
+                    "not checked: the stored App's key does not open with this SECRET_KEY",
+                    "run doctor with the platform's SLIPWAY_SECRET_KEY (or its DATA_DIR/"
+                    "secret.key)",
+                ),
+            ]
+        key = key_or_none
+    try:
+        on_github = read(settings, app_id, key)
+    except Exception as exc:  # any failure to read is the one finding
+        reason = _first_line(str(exc)) or type(exc).__name__
+        return [
+            found,
+            Finding(
+                "GitHub App settings",
+                WARN,
+                f"not checked: GitHub at {settings.github_api_url} did not answer: {reason}",
+                f"check {ENV_PREFIX}GITHUB_API_URL and this machine's way out to it",
+            ),
+        ]
+    return [found, *_app_settings(settings, on_github)]
+
+
+def _app_settings(settings: Settings, on_github: AppOnGitHub) -> list[Finding]:
+    from app.setup.flow import WEBHOOK_PATH, load_manifest_template
+
+    page = "on the App's page (GitHub: Settings, Developer settings, GitHub Apps, Edit)"
+    expected = settings.api_url.rstrip("/") + WEBHOOK_PATH
+    if on_github.webhook_url.rstrip("/") == expected:
+        webhook = Finding("GitHub App webhook", OK, expected)
+    else:
+        webhook = Finding(
+            "GitHub App webhook",
+            FAIL,
+            f"GitHub delivers to {on_github.webhook_url or 'nowhere'}, not {expected}",
+            f"set the Webhook URL to {expected} {page}",
+        )
+    manifest = load_manifest_template()
+    needed = {str(k): str(v) for k, v in (manifest.get("default_permissions") or {}).items()}
+    short = sorted(
+        f"{name}: {level}"
+        for name, level in needed.items()
+        if LEVELS.get(on_github.permissions.get(name, ""), 0) < LEVELS.get(level, 1)
+    )
+    permissions = (
+        Finding("GitHub App permissions", OK, f"the {len(needed)} of app.yml granted")
+        if not short
+        else Finding(
+            "GitHub App permissions",
+            FAIL,
+            "not granted: " + ", ".join(short),
+            f"grant {', '.join(short)} {page} under Permissions, then accept them in each "
+            "installation",
+        )
+    )
+    missing = sorted(set(manifest.get("default_events") or []) - set(on_github.events))
+    events = (
+        Finding("GitHub App events", OK, ", ".join(sorted(on_github.events)))
+        if not missing
+        else Finding(
+            "GitHub App events",
+            FAIL,
+            "not subscribed: " + ", ".join(missing),
+            f"subscribe to {', '.join(missing)} {page} under Subscribe to events",
+        )
+    )
+    return [webhook, permissions, events]
+
+
+@dataclass(frozen=True)
+class _StoredApp:
+    id: int
+    slug: str
+    private_key_encrypted: str
+
+
+def _stored_app(settings: Settings) -> _StoredApp | None:
     """The App /setup stored, read without migrating or creating anything."""
     url = settings.control_plane_url
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
@@ -387,12 +513,31 @@ def _stored_app(settings: Settings) -> str | None:
         engine = create_engine(url)
         try:
             with engine.connect() as conn:
-                row = conn.execute(text("SELECT slug FROM github_apps LIMIT 1")).first()
+                row = conn.execute(
+                    text("SELECT id, slug, private_key_encrypted FROM github_apps LIMIT 1")
+                ).first()
         finally:
             engine.dispose()
     except Exception:
         return None
-    return str(row[0]) if row else None
+    return _StoredApp(int(row[0]), str(row[1]), str(row[2])) if row else None
+
+
+def _stored_key(settings: Settings, stored: _StoredApp) -> str | None:
+    """The stored App's private key, with the platform's SECRET_KEY (read, never made)."""
+    from app.kernel.crypto import SecretBox
+
+    if settings.secret_key is not None:
+        secret = settings.secret_key.get_secret_value()
+    else:
+        try:
+            secret = (settings.data_dir / "secret.key").read_text().strip()
+        except OSError:
+            return None
+    try:
+        return SecretBox(secret).decrypt(stored.private_key_encrypted)
+    except Exception:  # another key, or a damaged value: not readable
+        return None
 
 
 def _first_line(text: str) -> str:

@@ -49,7 +49,7 @@ SECONDS = {
     "test_databases.py": 5,
     "test_readiness.py": 3,
     "test_build_cache_scope.py": 3,
-    "test_backups.py": 3,
+    "test_backups.py": 16,
     "test_notifications.py": 3,
     "test_index_pass_through.py": 3,
     "test_run_queue.py": 3,

@@ -6,11 +6,15 @@ from __future__ import annotations
 import logging
 import stat
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
@@ -18,10 +22,11 @@ from app.adapters.pg_tools import PostgresTools, find_bin_dir
 from app.adapters.postgres import PostgresProvisioner
 from app.backups.schedule import Schedule
 from app.backups.service import BackupPolicy, DatabaseBackups
+from app.cli.client import TOKEN_VARIABLE, URL_VARIABLE
 from app.deployments.teardown import Teardown
 from app.kernel.crypto import SecretBox
 from app.kernel.db import SessionFactory, make_engine, migrate
-from app.kernel.errors import InvalidRequest
+from app.kernel.errors import ConflictError, InvalidRequest
 from app.kernel.models import (
     BackupState,
     Database,
@@ -30,8 +35,14 @@ from app.kernel.models import (
     Repository,
 )
 from app.kernel.names import database_identifier
+from app.kernel.settings import Settings
 from app.server.embedded import EmbeddedPostgres
 from manifests.containers import DeploymentType
+from tests.support.api_server import serve_api
+from tests.support.database_api import database_api
+from tests.support.load import start_load
+from tests.support.platform import wait_for
+from tests.unit.cli_harness import isolated_cli
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -311,3 +322,239 @@ class _NoRuntime:
 
 class _NoRoutes:
     pass
+
+
+# -- the app's traffic while its database is dumped and restored ----------------------------
+TRAFFIC_ROWS = 200_000
+"""Enough rows (some 15 MB) that a restore lasts long enough for requests to meet it."""
+
+
+class _NotesApp(ThreadingHTTPServer):
+    """The deployment's app as tests/support/apps.py's notes app is: one connection per
+    request, as its own role, one query on the table a restore replaces. It notes when each
+    request began and ended, and how it ended."""
+
+    daemon_threads = True
+
+    def __init__(self, url: str) -> None:
+        super().__init__(("127.0.0.1", 0), _NoteHandler)
+        self.url = url
+        self.lock = threading.Lock()
+        self.answers: list[tuple[float, float, int]] = []
+
+
+class _NoteHandler(BaseHTTPRequestHandler):
+    server: _NotesApp
+
+    def do_GET(self) -> None:
+        began = time.monotonic()
+        try:
+            with psycopg.connect(self.server.url, autocommit=True, connect_timeout=5) as conn:
+                row = conn.execute("SELECT text FROM notes WHERE id = 500").fetchone()
+            status, body = (200, str(row[0]).encode()) if row else (404, b"gone")
+        except psycopg.Error as exc:
+            status, body = 500, str(exc).encode()
+        with self.server.lock:
+            self.server.answers.append((began, time.monotonic(), status))
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@dataclass
+class _Window:
+    """The requests that were being answered while one operation ran."""
+
+    seconds: float
+    statuses: dict[int, int]
+    p99: float
+    slowest: float
+
+    @classmethod
+    def of(cls, app: _NotesApp, start: float, end: float) -> _Window:
+        with app.lock:
+            met = [(b, e, s) for b, e, s in app.answers if b < end and e > start]
+        latencies = sorted(e - b for b, e, _ in met)
+        statuses: dict[int, int] = {}
+        for _, _, status in met:
+            statuses[status] = statuses.get(status, 0) + 1
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if met else 0.0
+        return cls(end - start, statuses, p99, latencies[-1] if met else 0.0)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.seconds:.2f} s, answers {self.statuses}, p99 {self.p99 * 1000:.0f} ms, "
+            f"slowest {self.slowest * 1000:.0f} ms"
+        )
+
+
+def test_the_apps_requests_are_all_answered_while_its_database_is_dumped_and_restored(
+    world: World,
+) -> None:
+    """Issue 23: a backup or restore never blocks the deployment's traffic. A dump takes only
+    ACCESS SHARE locks (the app reads and writes on); a restore is one transaction that drops
+    and recreates each table, so the app's queries on them wait until it commits, then see
+    the restored rows. Measured under load: every request answered 200, those that met the
+    restore answered late by at most its length (docs/operations.md has the numbers)."""
+    web = world.deployment("busy")
+    world.sql(web, "CREATE TABLE notes (id serial PRIMARY KEY, text text NOT NULL)")
+    world.sql(
+        web,
+        "INSERT INTO notes (text) SELECT 'note number ' || n || repeat('.', 40) "
+        "FROM generate_series(1, %s::int) AS n",
+        str(TRAFFIC_ROWS),
+    )
+    with world.sessions() as session:
+        database = session.get(Database, web)
+        assert database is not None
+        password = SECRETS.decrypt(database.password_encrypted)
+    url = f"postgresql://{database.role}:{password}@127.0.0.1:{world.cluster.port}/{database.name}"
+    app = _NotesApp(url)
+    threading.Thread(target=app.serve_forever, daemon=True).start()
+    try:
+        # Bounded (hey stops by itself after 60 s) and stopped as soon as the restore is done.
+        load = start_load(app.server_address[1], "busy.example", seconds=60, concurrency=8)
+        wait_for("the app to answer under load", lambda: len(app.answers) >= 50)
+        steady = time.monotonic()
+        wait_for("a second of steady load", lambda: time.monotonic() - steady >= 1.0)
+        before = _Window.of(app, steady, time.monotonic())
+
+        start = time.monotonic()
+        backup = world.backups.back_up(web, "scheduled")
+        dumped = _Window.of(app, start, time.monotonic())
+        assert backup.state is BackupState.done, backup.error
+
+        world.sql(web, "DELETE FROM notes WHERE id > 1000")
+        start = time.monotonic()
+        world.backups.restore_backup(web, backup.id, "busy")
+        restored = _Window.of(app, start, time.monotonic())
+        load.stop()
+        assert world.sql(web, "SELECT count(*) FROM notes") == [(TRAFFIC_ROWS,)]
+    finally:
+        app.shutdown()
+        app.server_close()
+
+    print(f"\nbefore:  {before}\ndump:    {dumped}\nrestore: {restored}\nhey: {load.summary()}")
+    print(f"hey latency: {load.latency}")
+    assert load.failed == 0 and load.requests > 0, load.summary()
+    for window in (dumped, restored):
+        assert window.statuses and set(window.statuses) == {200}, window
+    # What the restore makes wait is its own length, no more (and the dump makes nothing wait).
+    assert restored.slowest <= restored.seconds + 1.0, restored
+
+
+def test_a_restore_that_waits_for_a_table_the_app_holds_gives_up_and_changes_nothing(
+    world: World,
+) -> None:
+    """While the restore waits for a table's lock, the app's queries on that table queue
+    behind it: an app transaction left open would stop the app's traffic for as long as it
+    stays open. The restore waits for any one table at most its lock wait, then changes
+    nothing, and the app's queued queries go on."""
+    web = world.deployment("holding")
+    world.sql(web, "CREATE TABLE notes (id serial PRIMARY KEY, text text NOT NULL)")
+    world.sql(web, "INSERT INTO notes (text) VALUES ('kept')")
+    backup = world.backups.back_up(web, "scheduled")
+    world.sql(web, "INSERT INTO notes (text) VALUES ('written since')")
+    impatient = DatabaseBackups(
+        sessions=world.sessions,
+        secrets=SECRETS,
+        dumps=PostgresTools(world.cluster.admin_url, restore_lock_wait_seconds=1.0),
+        backups_dir=world.data_dir / "backups",
+        policy=world.backups.policy,
+        clock=world.clock,
+    )
+    with world.sessions() as session:
+        database = session.get(Database, web)
+        assert database is not None
+    url = (
+        f"postgresql://{database.role}:{SECRETS.decrypt(database.password_encrypted)}"
+        f"@127.0.0.1:{world.cluster.port}/{database.name}"
+    )
+    queued: list[tuple[float, object]] = []
+
+    def another_request() -> None:
+        """One more of the app's requests, sent once the restore waits: it queues behind."""
+        with psycopg.connect(url, autocommit=True) as conn:
+            wait_for(
+                "the restore to wait for the app's lock",
+                lambda: conn.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE application_name LIKE "
+                    "'slipway-restore-%' AND wait_event_type = 'Lock'"
+                ).fetchone(),
+                timeout=30,
+            )
+            began = time.monotonic()
+            count = conn.execute("SELECT count(*) FROM notes").fetchone()
+            queued.append((time.monotonic() - began, count))
+
+    with psycopg.connect(url) as holder:  # a transaction the app left open on notes
+        holder.execute("SELECT count(*) FROM notes")
+        request = threading.Thread(target=another_request)
+        request.start()
+        start = time.monotonic()
+        with pytest.raises(ConflictError, match=r"held a table it replaces for more than 1 s"):
+            impatient.restore_backup(web, backup.id, "holding")
+        assert time.monotonic() - start < 15
+        request.join(timeout=30)
+        holder.rollback()
+    [(waited, count)] = queued
+    assert count == (2,) and waited < 10  # answered once the restore gave up
+    assert _notes(world, web) == ["kept", "written since"]
+    # Once the app let go, the same restore goes through.
+    impatient.restore_backup(web, backup.id, "holding")
+    assert _notes(world, web) == ["kept"]
+
+
+def test_a_stored_backup_is_restored_by_id_through_the_api_and_the_cli(
+    world: World,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`slipway db backups` lists what the schedule stored; `POST .../backups/{id}/restore`
+    restores one only when `confirm` names the deployment (a wrong name changes nothing);
+    `slipway db restore --backup ID` does the same from the command line."""
+    web = world.deployment("byid")
+    world.sql(web, "CREATE TABLE notes (id serial PRIMARY KEY, text text NOT NULL)")
+    world.sql(web, "INSERT INTO notes (text) VALUES ('one')")
+    world.clock.now += timedelta(seconds=1)
+    [backup_id] = world.backups.run_schedule().done
+    world.sql(web, "INSERT INTO notes (text) VALUES ('two')")
+
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data")
+    app, token = database_api(settings, world.sessions, world.backups, world.clock)
+    cli = isolated_cli(tmp_path, monkeypatch, capsys)
+    with serve_api(app) as base:
+        monkeypatch.setenv(URL_VARIABLE, base)
+        monkeypatch.setenv(TOKEN_VARIABLE, token)
+        listed = cli("db", "backups", "byid")
+        assert listed.code == 0, listed
+        [row] = [line for line in listed.out.splitlines() if backup_id in line]
+        assert "scheduled" in row and "done" in row
+
+        client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"})
+        path = f"/api/deployments/{web}/backups/{backup_id}/restore"
+        wrong = client.post(path, json={"confirm": "not-byid"})
+        assert wrong.status_code == 422 and "'byid'" in wrong.json()["detail"]
+        assert _notes(world, web) == ["one", "two"]
+        missing = client.post(
+            f"/api/deployments/{web}/backups/bak_nothing/restore", json={"confirm": "byid"}
+        )
+        assert missing.status_code == 404
+        done = client.post(path, json={"confirm": "byid"})
+        assert done.status_code == 200, done.text
+        assert done.json()["restored_from"] == backup_id
+        assert _notes(world, web) == ["one"]
+
+        world.sql(web, "INSERT INTO notes (text) VALUES ('three')")
+        mistyped = cli("db", "restore", "byid", "--backup", backup_id, stdin="byi\n")
+        assert mistyped.code == 1 and "did not match" in mistyped.err
+        assert _notes(world, web) == ["one", "three"]
+        restored = cli("db", "restore", "byid", "--backup", backup_id, "--confirm", "byid")
+        assert restored.code == 0, restored
+        assert restored.out.strip() == f"byid: the database now holds what backup {backup_id} held"
+        assert _notes(world, web) == ["one"]

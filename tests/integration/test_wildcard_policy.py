@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from cryptography import x509
 
@@ -131,5 +132,15 @@ def test_deployment_hosts_share_the_wildcard_and_custom_domains_are_asked(
 
         assert served_names(https_port, "app.example.net") == {"app.example.net"}
         assert ask.asked == ["app.example.net"]
+
+        # Plain HTTP: a served name goes to HTTPS, but never an ACME HTTP-01 challenge.
+        with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", trust_env=False) as plain:
+            page = plain.get("/page?x=1", headers={"Host": f"shop.{BASE}"})
+            challenge = plain.get(
+                "/.well-known/acme-challenge/some-token", headers={"Host": f"shop.{BASE}"}
+            )
+        assert page.status_code == 308
+        assert page.headers["location"] == f"https://shop.{BASE}:{https_port}/page?x=1"
+        assert challenge.status_code == 404 and "location" not in challenge.headers
     finally:
         caddy.stop()

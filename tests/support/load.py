@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass, field
 
@@ -36,6 +37,12 @@ class Load:
             tail = self.output.split("Error distribution:", 1)[1]
             self.errors = {message.strip(): int(n) for n, message in ERROR_LINE.findall(tail)}
         return self
+
+    def stop(self) -> Load:
+        """End the load now (before its duration is over) and collect what it saw: hey
+        answers an interrupt by sending no more and reporting what it sent."""
+        self.process.send_signal(signal.SIGINT)
+        return self.wait()
 
     @property
     def requests(self) -> int:

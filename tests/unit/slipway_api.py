@@ -205,7 +205,14 @@ class FakeApi:
                     "created_at": T0,
                     "checked_at": None,
                     "active_at": None,
+                    "note": None,
                 }
+                names = {d["domain"] for d in self.domains.get(did, [])}
+                if name.count(".") == 1 and f"www.{name}" not in names:
+                    added["note"] = (
+                        f"www.{name} is a name of its own and is not served: add it too if it "
+                        f"should serve this app (slipway domains add {found['slug']} www.{name})"
+                    )
                 self.domains.setdefault(did, []).append(added)
                 return added
             case ("DELETE", ["deployments", did, "domains", name]):

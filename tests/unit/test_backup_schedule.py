@@ -6,8 +6,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from litestar.testing import TestClient
 from sqlalchemy import event
 
+from app.adapters.pg_tools import PostgresTools
 from app.backups.schedule import Schedule
 from app.backups.service import BackupPolicy, DatabaseBackups, PassReport
 from app.kernel.crypto import SecretBox
@@ -15,9 +17,11 @@ from app.kernel.db import SessionFactory, make_engine, migrate
 from app.kernel.errors import DatabaseError
 from app.kernel.models import Database, Deployment, Installation, Repository
 from app.kernel.settings import Settings, SettingsError, load_settings
+from app.server.embedded import free_port
 from app.server.service import ServicePlan, render_unit
 from jobs.worker import backup_seconds
 from manifests.containers import DeploymentType
+from tests.support.database_api import database_api
 
 T = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -147,3 +151,60 @@ def test_the_minutely_look_for_due_backups_runs_no_query_until_one_can_be_due(
     now[0] = datetime(2026, 12, 7, 3, 0, 1, tzinfo=UTC)
     assert len(backups.run_schedule().failed) == 1  # at the moment, looked at and tried again
     assert statements
+
+
+def test_a_failed_scheduled_backup_shows_in_the_deployments_api_object_with_its_reason(
+    sessions: SessionFactory, tmp_path: Path
+) -> None:
+    """Issue 23: a failed backup is reported in the deployment's API object. pg_dump itself
+    runs (the cluster it is pointed at is not there): its reason is what the user reads, and
+    neither the database's password nor the cluster's is in it."""
+    secrets = SecretBox("k" * 32)
+    with sessions() as session:
+        session.add(Installation(id=1, account_login="octo"))
+        session.add(Repository(id=1, installation_id=1, full_name="octo/web"))
+        session.commit()
+        deployment = Deployment(
+            repository_id=1,
+            slug="web",
+            environment="web",
+            branch="main",
+            type=DeploymentType.production,
+            created_at=T - timedelta(days=2),
+            updated_at=T - timedelta(days=2),
+        )
+        session.add(deployment)
+        session.flush()
+        deployment_id = deployment.id
+        session.add(
+            Database(
+                deployment_id=deployment_id,
+                name="db_web",
+                role="db_web",
+                password_encrypted=secrets.encrypt("db-password-" + "s" * 16),
+                provisioned_at=T - timedelta(days=2),
+            )
+        )
+        session.commit()
+    backups = DatabaseBackups(
+        sessions=sessions,
+        secrets=secrets,
+        dumps=PostgresTools(f"postgresql://slipway_admin:admin-{'p' * 16}@127.0.0.1:{free_port()}"),
+        backups_dir=tmp_path / "backups",
+        policy=BackupPolicy(schedule=Schedule.parse("03:00")),
+        clock=lambda: T,
+    )
+    assert len(backups.run_schedule().failed) == 1
+
+    app, token = database_api(
+        Settings(_env_file=None, data_dir=tmp_path / "data"), sessions, backups, lambda: T
+    )
+    with TestClient(app=app) as client:
+        answer = client.get(
+            f"/api/deployments/{deployment_id}", headers={"Authorization": f"Bearer {token}"}
+        )
+    assert answer.status_code == 200, answer.text
+    shown = answer.json()["last_backup"]
+    assert shown["state"] == "failed" and shown["reason"] == "scheduled"
+    assert shown["error"].startswith("pg_dump failed: ") and "Connection refused" in shown["error"]
+    assert "s" * 16 not in answer.text and "p" * 16 not in answer.text

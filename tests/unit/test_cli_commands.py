@@ -163,6 +163,15 @@ def test_domains_are_added_listed_with_the_record_to_create_and_removed(
     listed = json.loads(slipway("domains", "list", "web", "--json").out)
     assert [d["domain"] for d in listed] == ["app.example.com"]
 
+    apex = slipway("domains", "add", "web", "example.com")
+    assert apex.code == 0 and apex.out == "example.com: pending-dns\n"
+    assert apex.err.endswith(
+        "www.example.com is a name of its own and is not served: add it too if it should serve "
+        "this app (slipway domains add web www.example.com)\n"
+    )
+    assert "www.example.com is a name of its own" in slipway("domains", "list", "web").err
+    assert slipway("domains", "remove", "web", "example.com").code == 0
+
     taken = slipway("domains", "add", "shop", "app.example.com")
     assert taken.code != 0 and "another deployment" in taken.err
 

@@ -8,12 +8,18 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from arq.connections import ArqRedis
+from litestar import Litestar, Router
+from litestar.di import Provide
+from litestar.testing import TestClient
 
-from app.deployments.domains import Domains, normalize_domain
+from app.api.domains import DomainController
+from app.deployments.domains import Domains, normalize_domain, other_name
 from app.deployments.registry import production_deployment
 from app.kernel.errors import ConflictError, InvalidRequest, NotFoundError
 from app.kernel.models import DomainState, Installation, Repository, RevisionState
 from app.kernel.ports import DnsAnswer
+from app.kernel.settings import Settings
 from app.replicas.routes import CertificatePermission, RouteTable
 from tests.unit.world import INSTALLATION, Platform
 
@@ -286,3 +292,67 @@ def _another_deployment(platform: Platform) -> str:
         deployment = production_deployment(session, repository, platform.clock())
         session.commit()
         return deployment.id
+
+
+class _Queue(ArqRedis):
+    """The API's queue, as far as adding a domain uses it (a check enqueued); no Valkey."""
+
+    def __init__(self) -> None:  # no connection pool: nothing here connects
+        self.jobs: list[str] = []
+
+    def __del__(self, *_: object) -> None:
+        pass
+
+    async def enqueue_job(self, function: str, *args: object, **kwargs: object) -> None:
+        self.jobs.append(function)
+
+
+def test_an_apex_added_alone_is_answered_with_a_note_that_its_www_is_a_name_of_its_own(
+    platform: Platform, domains: Domains, web: str, tmp_path: Path
+) -> None:
+    """Issue 23: apex and www handled. They are two names to DNS and the router, and only a
+    name added is served: the API's answer (and so the CLI) says so until both are there."""
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data")
+    queue = _Queue()
+    api = Litestar(
+        route_handlers=[Router(path="/api", route_handlers=[DomainController])],
+        dependencies={
+            "domains": Provide(lambda: domains, sync_to_thread=False),
+            "sessions": Provide(lambda: platform.sessions, sync_to_thread=False),
+            "settings": Provide(lambda: settings, sync_to_thread=False),
+            "queue": Provide(lambda: queue, sync_to_thread=False),
+        },
+    )
+    path = f"/api/deployments/{web}/domains"
+    with TestClient(app=api) as client:
+        apex = client.post(path, json={"domain": "example.com"})
+        assert apex.status_code == 201, apex.text
+        assert apex.json()["note"] == (
+            "www.example.com is a name of its own and is not served: add it too if it should "
+            "serve this app (slipway domains add web www.example.com)"
+        )
+        sub = client.post(path, json={"domain": "app.example.org"}).json()
+        assert sub["note"] is None  # not an apex: nothing else is implied
+        www = client.post(path, json={"domain": "www.example.com"}).json()
+        assert www["note"] is None  # both there now
+        listed = {d["domain"]: d["note"] for d in client.get(path).json()}
+        assert listed == {"example.com": None, "app.example.org": None, "www.example.com": None}
+
+        assert client.delete(f"{path}/example.com").status_code == 204
+        [lone] = [d for d in client.get(path).json() if d["domain"] == "www.example.com"]
+        assert lone["note"].startswith("example.com is a name of its own and is not served")
+    assert queue.jobs  # each change asked the worker to look now
+
+
+@pytest.mark.parametrize(
+    ("name", "other"),
+    [
+        ("example.com", "www.example.com"),
+        ("www.example.com", "example.com"),
+        ("app.example.com", None),
+        ("www.app.example.com", None),
+        ("example.co.uk", None),  # judged by its labels: example.co.uk is not taken as an apex
+    ],
+)
+def test_the_other_name_of_an_apex_is_its_www_and_the_reverse(name: str, other: str | None) -> None:
+    assert other_name(name) == other

@@ -166,6 +166,9 @@ class AppsMixin(AuthMixin):
                 "pem": pem,
             }
             self.app_id, self.app_slug, self.app_name = app_id, slug, name
+            self.app_permissions = dict(app["permissions"])
+            self.app_events = list(app["events"])
+            self.hook_url = str((parsed.get("hook_attributes") or {}).get("url", ""))
             self.app_owner = owner_login
             self._private_key_pem, self._public_key = pem, key.public_key()
             self._last_manifest = parsed
@@ -254,6 +257,7 @@ class AppsMixin(AuthMixin):
     def _apps_routes(self) -> list[RouteSpec]:
         return [
             ("GET", r"/app", self._get_app),
+            ("GET", r"/app/hook/config", self._get_hook_config),
             ("GET", r"/app/installations", self._list_installations),
             ("GET", r"/app/installations/(?P<installation_id>\d+)", self._get_installation),
             (
@@ -325,6 +329,12 @@ class AppsMixin(AuthMixin):
     def _get_app(self, request: Request, params: dict[str, str]) -> Response:
         self._require_app_jwt(request)
         return json_response(200, self._app_json())
+
+    def _get_hook_config(self, request: Request, params: dict[str, str]) -> Response:
+        self._require_app_jwt(request)
+        return json_response(
+            200, {"url": self.hook_url, "content_type": "json", "insecure_ssl": "0"}
+        )
 
     def _list_installations(self, request: Request, params: dict[str, str]) -> Response:
         self._require_app_jwt(request)

@@ -147,6 +147,11 @@ class FakeCore:
         self.latency_seconds = latency_seconds
         self.unreachable = False
         """True: every request goes unanswered (the connection drops), as in an outage."""
+        self.app_permissions: dict[str, str] = dict(DEFAULT_PERMISSIONS)
+        self.app_events: list[str] = list(APP_EVENTS)
+        self.hook_url = "https://slipway.example.com/webhooks/github"
+        """The App's settings as GET /app and /app/hook/config show them (a test changes them
+        as the App's owner would on its GitHub page)."""
         if private_key_pem is None:
             private_key_pem = new_private_key_pem()
         loaded = serialization.load_pem_private_key(
@@ -410,8 +415,8 @@ class FakeCore:
             "html_url": f"{GITHUB_WEB}/apps/{self.app_slug}",
             "created_at": self._created_at,
             "updated_at": self._created_at,
-            "permissions": dict(DEFAULT_PERMISSIONS),
-            "events": list(APP_EVENTS),
+            "permissions": dict(self.app_permissions),
+            "events": list(self.app_events),
             "installations_count": count,
         }
 
