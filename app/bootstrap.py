@@ -265,6 +265,7 @@ def caddy_router(settings: Settings, admin_url: str) -> CaddyRouter:
         listen=router_listen(settings),
         storage_dir=settings.data_dir.resolve() / "caddy" / "storage",
         https=automatic_https(settings),
+        metrics=settings.metrics,
     )
 
 
@@ -434,6 +435,8 @@ class Wiring:
     idle: IdleRules = field(default_factory=IdleRules)
     slug_hold: timedelta = timedelta(days=7)
     server_log_max_bytes: int = 20 * 1024**2
+    requests_counted: bool = True
+    """The metrics sampler runs (SLIPWAY_METRICS): without it the idle rules see no request."""
 
 
 def wiring(settings: Settings, secrets: SecretBox, clock: Clock = utcnow) -> Wiring:
@@ -459,6 +462,7 @@ def wiring(settings: Settings, secrets: SecretBox, clock: Clock = utcnow) -> Wir
         idle=idle_rules(settings),
         slug_hold=timedelta(days=settings.slug_hold_days),
         server_log_max_bytes=settings.server_log_max_bytes,
+        requests_counted=settings.metrics,
     )
 
 
@@ -744,6 +748,7 @@ def wire(
         clock=clock,
         slug_hold=setup.slug_hold,
         notifications=notices,
+        requests_counted=setup.requests_counted,
     )
     tracing_projects = TracingProjects(
         sessions=sessions, service=adapters.tracing, notifier=notifier, clock=clock

@@ -869,6 +869,7 @@ def run(
     pushes: int,
     command: str,
     router_rounds: int = 1,
+    settings: Mapping[str, str] | None = None,
 ) -> str:
     log("making sure the base image exists")
     ensure_busybox_image()
@@ -886,7 +887,8 @@ def run(
         sites: list[Site] = []
         try:
             log("starting slipway up")
-            platform = start_platform(work / "platform", github)
+            extra: dict[str, Any] = dict(settings or {})  # SLIPWAY_<NAME> in its environment
+            platform = start_platform(work / "platform", github, **extra)
             with httpx.Client(trust_env=False) as client:
                 for deployments in levels:
                     level = Level(deployments, burst=deployments - len(sites))
@@ -919,6 +921,16 @@ def parse_levels(text: str) -> tuple[int, ...]:
     return levels
 
 
+def parse_setting(text: str) -> tuple[str, str]:
+    """`--setting metrics=false`: a platform setting (SLIPWAY_METRICS) for this run, to compare
+    runs with and without what it turns on."""
+    name, equals, value = text.partition("=")
+    name = name.strip().lower().removeprefix("slipway_")
+    if not equals or name not in Settings.model_fields:
+        raise ValueError(f"{text!r}: give NAME=VALUE with a setting's name, e.g. metrics=false")
+    return name, value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.scale", description=__doc__.splitlines()[0]
@@ -947,11 +959,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"router loads per level, median of each's p50 and p99 "
         f"(default {DEFAULT_ROUTER_ROUNDS})",
     )
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a platform setting for this run (repeatable), e.g. metrics=false",
+    )
     args = parser.parse_args(argv)
     try:
         levels = parse_levels(args.levels)
     except ValueError as exc:
         parser.error(f"--levels: {exc}")
+    try:
+        settings = dict(parse_setting(text) for text in args.setting)
+    except ValueError as exc:
+        parser.error(f"--setting: {exc}")
     if not 5 <= args.rest_seconds <= 600:
         parser.error("--rest-seconds must be between 5 and 600")
     if not 1 <= args.pushes <= 20:
@@ -966,9 +989,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.router_rounds != DEFAULT_ROUTER_ROUNDS
             else []
         )
+        + [f"--setting {name}={value}" for name, value in settings.items()]
     )
     try:
-        print(run(levels, args.rest_seconds, args.pushes, command, args.router_rounds), flush=True)
+        print(
+            run(levels, args.rest_seconds, args.pushes, command, args.router_rounds, settings),
+            flush=True,
+        )
     except (BenchError, AssertionError) as exc:  # AssertionError: the harness's waits
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1

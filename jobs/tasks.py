@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from arq import Retry
+from redis.exceptions import RedisError
 
 from app.bootstrap import Platform
 from app.deliveries.bus import OrderBus
@@ -19,6 +20,7 @@ from app.kernel.orders import (
     DISPATCH_REVISIONS,
     DRAIN_REPORTS,
     HANDLE_DELIVERY,
+    LAST_FINISHED_KEY,
     RUN_REVISION,
     TEARDOWN_DEPLOYMENT,
     WorkOrder,
@@ -191,12 +193,26 @@ async def sync_routes(ctx: dict[str, Any]) -> None:
 
 async def sample_metrics(ctx: dict[str, Any]) -> int:
     """One step of every deployment's metrics (one read of the router for all of them)."""
-    return await asyncio.to_thread(_platform(ctx).metrics.sample)
+    written = await asyncio.to_thread(_platform(ctx).metrics.sample)
+    await _passed(ctx, "sample_metrics")
+    return written
 
 
 async def reconcile(ctx: dict[str, Any]) -> None:
     """One reconciler pass: dead replicas replaced, scaling applied, drained ones stopped."""
     await asyncio.to_thread(_platform(ctx).reconciler.reconcile)
+    await _passed(ctx, "reconcile")
+
+
+async def _passed(ctx: dict[str, Any], job: str) -> None:
+    """When the periodic job last finished, for `/metrics` (one SET, best effort: the pass is
+    done whether or not it is recorded)."""
+    try:
+        await ctx["redis"].set(
+            LAST_FINISHED_KEY.format(job), f"{_platform(ctx).clock().timestamp():.3f}"
+        )
+    except (RedisError, OSError) as exc:
+        log.warning("last pass not recorded", extra={"job": job, "error": str(exc)})
 
 
 async def back_up_databases(ctx: dict[str, Any]) -> str:

@@ -381,14 +381,21 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
                 second=ROUTE_RECONCILE_SECOND,
                 run_at_startup=False,
             ),
-            cron(
-                tasks.sample_metrics,
-                name="sample_metrics",
-                second=METRICS_SECONDS,
-                # The first read is the baseline: taken at once, requests from then on count.
-                run_at_startup=True,
-                max_tries=1,  # a missed step is a gap, not worth a retry
-                timeout=METRICS_TIMEOUT_SECONDS,
+            *(
+                [
+                    cron(
+                        tasks.sample_metrics,
+                        name="sample_metrics",
+                        second=METRICS_SECONDS,
+                        # The first read is the baseline: taken at once, requests from then on
+                        # count.
+                        run_at_startup=True,
+                        max_tries=1,  # a missed step is a gap, not worth a retry
+                        timeout=METRICS_TIMEOUT_SECONDS,
+                    )
+                ]
+                if settings.metrics  # SLIPWAY_METRICS=false: no sampling at all
+                else []
             ),
         ],
         "on_startup": on_startup,

@@ -122,7 +122,11 @@ def render_caddy_config(
     admin_listen: str,
     storage_dir: Path,
     https: AutomaticHttps | None = None,
+    count_per_host: bool = True,
 ) -> dict[str, Any]:
+    """`count_per_host`: Caddy's request counts and latency histogram per host, which the
+    metrics sampler reads (off with SLIPWAY_METRICS=false: nothing reads them)."""
+    metrics = {"metrics": {"per_host": True}} if count_per_host else {}
     caddy_routes: list[dict[str, Any]] = [
         {
             "@id": f"route-{route.deployment_id}",
@@ -173,7 +177,7 @@ def render_caddy_config(
             "http": {
                 # Requests, 5xx answers and latency counted per host: read by the metrics
                 # sampler and by the idle rules; hosts no route names count as "_other".
-                "metrics": {"per_host": True},
+                **metrics,
                 "servers": {
                     SERVER_NAME: {
                         "listen": [listen],
@@ -193,7 +197,7 @@ def render_caddy_config(
     )
     config["apps"] = {
         "http": {
-            "metrics": {"per_host": True},
+            **metrics,
             "http_port": https.http_port,
             "https_port": https.https_port,
             "servers": {
@@ -315,8 +319,12 @@ class CaddyRouter:
         listen: str,
         storage_dir: Path,
         https: AutomaticHttps | None = None,
+        metrics: bool = True,
     ) -> None:
+        """`metrics`: Caddy counts per host, and its counts are read just before each load
+        (the sampler's); False with SLIPWAY_METRICS=false."""
         self.admin_url = admin_url.rstrip("/")
+        self._metrics = metrics
         self._before_loads: list[str] = []
         self._reads_lock = threading.Lock()
         self._listen = listen
@@ -334,6 +342,7 @@ class CaddyRouter:
             admin_listen=self.admin_listen,
             storage_dir=self._storage_dir,
             https=self._https,
+            count_per_host=self._metrics,
         )
 
     def in_flight(self) -> dict[str, int]:
@@ -396,7 +405,8 @@ class CaddyRouter:
         and measured: Caddy rebuilds its whole config on any admin change, so one route costs
         it the same CPU as a full load (13 against 12 ms at 100 routes) and more at a few
         routes (an extra read); `bench/router_changes.py` shows it."""
-        self._keep_counts()
+        if self._metrics:
+            self._keep_counts()
         for attempt in range(1, ADMIN_ATTEMPTS + 1):
             try:
                 # Caddy replaces its admin server on every load: a kept-alive connection would

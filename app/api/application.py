@@ -164,8 +164,8 @@ def create_app(
         link_signer=signer,
     )
 
-    registry = PrometheusExposition(sessions)
     opened: list[ArqRedis] = []
+    registry = PrometheusExposition(sessions, lambda: opened[-1] if opened else None)
     ready = readiness(sessions, lambda: opened[-1] if opened else None, router, engine)
 
     @asynccontextmanager

@@ -6,6 +6,7 @@ Thin over app/replicas/metrics.py: the worker's sampler writes the points, these
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,11 +14,15 @@ from litestar import MediaType, Response, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from pydantic import BaseModel
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from app.api.health import READY_TIMEOUT_SECONDS, Readiness
 from app.deployments.registry import get_deployment
 from app.kernel.db import SessionFactory
 from app.kernel.errors import InvalidRequest
 from app.kernel.models import MetricPoint, ReplicaMetricPoint
+from app.kernel.orders import LAST_FINISHED_KEY, TIMED_JOBS
 from app.kernel.ports import Clock
 from app.replicas.metrics import (
     COARSE_STEP_SECONDS,
@@ -140,10 +145,13 @@ def _view(point: MetricPoint) -> MetricPointView:
 
 
 @get("/metrics", media_type=MediaType.TEXT)
-async def prometheus_metrics(registry: NamedDependency[PrometheusExposition]) -> Response[Any]:
+async def prometheus_metrics(
+    registry: NamedDependency[PrometheusExposition], ready: NamedDependency[Readiness]
+) -> Response[Any]:
     """The platform's and the deployments' metrics in Prometheus' text format (a token is
     needed unless SLIPWAY_METRICS_PUBLIC is true)."""
-    body = await asyncio.to_thread(registry.render)
+    down, passes = await asyncio.gather(ready.down(), registry.last_passes())
+    body = await asyncio.to_thread(registry.render, tuple(ready.checks), frozenset(down), passes)
     return Response(body, media_type=PROMETHEUS_TEXT)
 
 
@@ -151,15 +159,42 @@ class PrometheusExposition:
     """The scrape's text, with prometheus_client loaded at the first scrape rather than with
     the API: an install nobody scrapes does not carry it at rest (app/api/prometheus.py)."""
 
-    def __init__(self, sessions: SessionFactory) -> None:
+    def __init__(
+        self, sessions: SessionFactory, queue: Callable[[], Redis | None] = lambda: None
+    ) -> None:
         self._sessions = sessions
-        self._registry: Any = None
+        self._queue = queue
 
-    def render(self) -> bytes:
+    async def last_passes(self) -> dict[str, float]:
+        """When a worker last finished each periodic job (the worker records it in Redis);
+        nothing when Redis does not answer (`slipway_part_up{part="redis"}` says why)."""
+        pool = self._queue()
+        if pool is None:
+            return {}
+        try:
+            values = await asyncio.wait_for(
+                pool.mget([LAST_FINISHED_KEY.format(job) for job in TIMED_JOBS]),
+                READY_TIMEOUT_SECONDS,
+            )
+        except (RedisError, OSError, TimeoutError):
+            return {}
+        found: dict[str, float] = {}
+        for job, value in zip(TIMED_JOBS, values, strict=True):
+            try:
+                found[job] = float(value)
+            except (TypeError, ValueError):
+                continue
+        return found
+
+    def render(
+        self,
+        parts: tuple[str, ...] = (),
+        down: frozenset[str] = frozenset(),
+        last_passes: dict[str, float] | None = None,
+    ) -> bytes:
         from prometheus_client import generate_latest
 
-        from app.api.prometheus import platform_registry
+        from app.api.prometheus import ScrapeState, platform_registry
 
-        if self._registry is None:
-            self._registry = platform_registry(self._sessions)
-        return generate_latest(self._registry)
+        state = ScrapeState(parts=parts, down=down, last_passes=last_passes or {})
+        return generate_latest(platform_registry(self._sessions, state))

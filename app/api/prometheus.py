@@ -1,22 +1,30 @@
 """The Prometheus collector behind GET /metrics (loaded at the first scrape: app/api/metrics.py).
 
 The platform's own counts and each deployment's newest minute, read from the control plane
-when scraped; nothing is kept between scrapes.
+when scraped; nothing is kept between scrapes. Beside them, what an operator alerts on that
+the platform knows already: revisions by state (failed ones among them), builds waiting and
+running, the notification outbox's backlog, when the worker last finished a reconciler pass
+and a metrics sample (from Redis, where the worker records them), and whether each part
+`/readyz` asks answers (asked at the scrape, as `/readyz` asks them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy import case
 from sqlmodel import Session, col, func, select
 
 from app.kernel.db import SessionFactory
 from app.kernel.models import (
     Deployment,
     MetricPoint,
+    Notification,
     Replica,
     ReplicaMetricPoint,
     Revision,
@@ -25,13 +33,84 @@ from app.kernel.models import (
 from app.replicas.metrics import COARSE_STEP_SECONDS
 
 
+@dataclass(frozen=True)
+class ScrapeState:
+    """What the scrape asked outside the control plane's database, before collecting."""
+
+    parts: tuple[str, ...] = ()
+    """The parts `/readyz` asks, by its names."""
+    down: frozenset[str] = frozenset()
+    """Those that did not answer."""
+    last_passes: Mapping[str, float] = field(default_factory=dict)
+    """Periodic job → when a worker last finished one (Unix seconds); absent: never, or Redis
+    did not answer."""
+
+
+PASS_METRICS = {
+    "reconcile": (
+        "slipway_reconcile_last_pass_timestamp_seconds",
+        "When a worker last finished a reconciler pass (every few seconds when it runs).",
+    ),
+    "sample_metrics": (
+        "slipway_metrics_last_sample_timestamp_seconds",
+        "When a worker last finished a metrics sample (every 10 s unless METRICS is false).",
+    ),
+}
+
+
 class PlatformCollector(Collector):
     """The platform's own counts and each deployment's newest minute, read when scraped."""
 
-    def __init__(self, sessions: SessionFactory) -> None:
+    def __init__(self, sessions: SessionFactory, state: ScrapeState | None = None) -> None:
         self._sessions = sessions
+        self._state = state or ScrapeState()
 
     def collect(self) -> Iterator[Metric]:
+        yield from self._platform()
+        yield from self._deployments()
+
+    def _platform(self) -> Iterator[Metric]:
+        """The control plane's health and backlogs."""
+        waiting = col(Notification.sent_at).is_(None) & col(Notification.gave_up_at).is_(None)
+        with self._sessions() as session:
+            pending, given_up, oldest = session.exec(
+                select(
+                    func.count(case((waiting, 1))),
+                    func.count(col(Notification.gave_up_at)),
+                    func.min(case((waiting, col(Notification.created_at)))),
+                )
+            ).one()
+        parts = GaugeMetricFamily(
+            "slipway_part_up",
+            "1 when the part answers as /readyz asks it (control-plane database, redis, "
+            "router, docker engine), else 0.",
+            labels=["part"],
+        )
+        for part in self._state.parts:
+            parts.add_metric([part], 0 if part in self._state.down else 1)
+        yield parts
+        for job, (name, text) in PASS_METRICS.items():
+            at = self._state.last_passes.get(job)
+            if at is not None:
+                yield GaugeMetricFamily(name, text, value=at)
+        yield GaugeMetricFamily(
+            "slipway_notifications_pending",
+            "Notifications recorded and not yet sent (being retried, or waiting their turn).",
+            value=pending,
+        )
+        yield GaugeMetricFamily(
+            "slipway_notifications_given_up",
+            "Notifications given up after NOTIFY_MAX_ATTEMPTS sends (kept a while, then pruned).",
+            value=given_up,
+        )
+        if oldest is not None:
+            yield GaugeMetricFamily(
+                "slipway_notifications_oldest_pending_timestamp_seconds",
+                "When the oldest notification still to send was recorded.",
+                value=_moment(oldest).timestamp(),
+            )
+
+    def _deployments(self) -> Iterator[Metric]:
         with self._sessions() as session:
             slugs = dict(
                 session.exec(
@@ -67,10 +146,25 @@ class PlatformCollector(Collector):
             "slipway_deployments", "Deployments that are not removed.", value=len(slugs)
         )
         yield GaugeMetricFamily("slipway_replicas", "Replicas running now.", value=replicas)
-        revisions = GaugeMetricFamily("slipway_revisions", "Revisions by state.", labels=["state"])
-        for state, count in states:
-            revisions.add_metric([RevisionState(state).value], count)
+        revisions = GaugeMetricFamily(
+            "slipway_revisions",
+            "Revisions by state (every state, 0 included: failed ones only grow).",
+            labels=["state"],
+        )
+        by_state = {RevisionState(state): int(count) for state, count in states}
+        for state in RevisionState:
+            revisions.add_metric([state.value], by_state.get(state, 0))
         yield revisions
+        yield GaugeMetricFamily(
+            "slipway_builds_queued",
+            "Revisions waiting for a build slot (MAX_CONCURRENT_BUILDS) or a worker.",
+            value=by_state.get(RevisionState.queued, 0),
+        )
+        yield GaugeMetricFamily(
+            "slipway_builds_running",
+            "Revisions being built now.",
+            value=by_state.get(RevisionState.building, 0),
+        )
         gauges = {
             "requests_per_second": "Requests per second over the last minute.",
             "errors_per_second": "5xx answers per second over the last minute.",
@@ -154,7 +248,15 @@ def _replica_usage(session: Session) -> dict[str, ReplicaMetricPoint]:
     return {point.replica_id: point for point in rows}
 
 
-def platform_registry(sessions: SessionFactory) -> CollectorRegistry:
+def _moment(value: datetime | str) -> datetime:
+    """A MIN over a CASE comes back as the database keeps it (SQLite: text, no zone)."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def platform_registry(
+    sessions: SessionFactory, state: ScrapeState | None = None
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PlatformCollector(sessions))
+    registry.register(PlatformCollector(sessions, state))
     return registry

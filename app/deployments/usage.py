@@ -183,7 +183,11 @@ class UsageTracker:
         clock: Clock,
         slug_hold: timedelta = DEFAULT_SLUG_HOLD,
         notifications: NotificationOutbox | None = None,
+        requests_counted: bool = True,
     ) -> None:
+        """`requests_counted`: the metrics sampler runs. Without it (SLIPWAY_METRICS=false)
+        nothing tells whether a deployment serves requests, so each look counts as a use: no
+        deployment is judged unused for lack of a signal."""
         self._sessions = sessions
         self._github = github
         self._tracing = tracing
@@ -193,6 +197,7 @@ class UsageTracker:
         self._url = url
         self._clock = clock
         self._slug_hold = slug_hold
+        self._requests_counted = requests_counted
 
     def verdict(self, deployment: Deployment, session: Session, now: datetime) -> IdleVerdict:
         return idle_verdict(session, deployment, self.rules, now)
@@ -265,8 +270,8 @@ class UsageTracker:
             self._day(session, deployment.id, moment).traces = True
         if used_at:
             deployment.last_used_at = max([*used_at, deployment.last_used_at or now])
-        elif deployment.last_used_at is None:
-            deployment.last_used_at = now  # first looked at: counted from now
+        elif deployment.last_used_at is None or not self._requests_counted:
+            deployment.last_used_at = now  # first looked at (or unknown): counted from now
         session.add(deployment)
         return bool(used_at)
 

@@ -27,6 +27,10 @@ TEARDOWN_DEPLOYMENT = "teardown_deployment"
 CARRY_OUT = "carry_out"
 CHECK_DOMAINS = "check_domains"
 """One job id too: a check asked for while one waits is the same check."""
+LAST_FINISHED_KEY = "slipway:last-finished:{}"
+"""Redis key, per periodic job (`reconcile`, `sample_metrics`), of when a worker last finished
+one (Unix seconds): `/metrics` shows it, so a worker that stopped passing can be alerted on."""
+TIMED_JOBS = ("reconcile", "sample_metrics")
 
 
 @dataclass(frozen=True)

@@ -262,6 +262,12 @@ class Settings(BaseSettings):
     """Size at which a replica's log file is rotated (a Docker size: 500k, 10m, 1g)."""
     container_log_max_files: Annotated[int, Field(ge=1)] = 3
     """Rotated log files kept per replica; older output is dropped."""
+    metrics: bool = True
+    """Sample every deployment's metrics every 10 s (the router's per-host counts, replicas'
+    CPU and memory). False: no sampling, Caddy counts nothing per host, a deployment's metrics
+    are empty, and the idle rules, which read requests from those samples, judge no deployment
+    unused (none is noticed, deleted or, a preview, removed for going unused). Its cost at rest
+    and on a push: docs/benchmarks/metrics.md."""
     metrics_public: bool = False
     """Serve `/metrics` (Prometheus) without a token; by default it needs one, as the API does
     (it names every deployment and its traffic)."""

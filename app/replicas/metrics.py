@@ -4,7 +4,9 @@ points (10 s for the last hour, 1 min for a week).
 
 The traffic comes from the router: Caddy counts requests per host (its `per_host` metrics),
 and one read of its `/metrics` every FINE_STEP_SECONDS serves every deployment at once, so the
-cost does not grow with a poll per deployment (issue 22). Latency quantiles are read off
+cost does not grow with a poll per deployment (issue 22). A deployment's hosts are its own
+and its routed custom domains (app/deployments/domains.py), whose counts add up to its series
+(and so to the idle rules' use, which reads these points). Latency quantiles are read off
 Caddy's request-duration histogram, summed over codes and methods, the way Prometheus'
 `histogram_quantile` does (linear within a bucket), so they are as fine as its buckets.
 Replicas and restarts come from the control plane, which the reconciler keeps; each running
@@ -40,6 +42,7 @@ from app.kernel.db import SessionFactory
 from app.kernel.models import (
     RUNNING_REPLICA_STATES,
     Deployment,
+    Domain,
     MetricPoint,
     Replica,
     ReplicaMetricPoint,
@@ -48,6 +51,7 @@ from app.kernel.models import (
 )
 from app.kernel.ports import Clock, ReplicaResources, ReplicaUsage
 from app.replicas.autoscaler import RunQueue
+from app.replicas.routes import ROUTED_DOMAIN_STATES
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +209,8 @@ class MetricsSampler:
     """Each running replica's last read."""
     _minute_usage: dict[str, _MinuteUsage] = field(default_factory=dict)
     _last_read: tuple[str, dict[str, HostCounters], float | None] | None = None
+    _baseline_read: bool = True
+    """The next read is the worker's first: what it holds came before the sampler looked."""
 
     def sample(self) -> int:
         """One step; returns the points written."""
@@ -213,14 +219,12 @@ class MetricsSampler:
         replica_reads = self._read_replicas()
         since = self._last_at or now - timedelta(seconds=FINE_STEP_SECONDS)
         with self.sessions() as session:
-            deployments = {
-                self.hostname(slug): deployment_id
-                for deployment_id, slug in session.exec(
-                    select(Deployment.id, Deployment.slug).where(
-                        col(Deployment.removed_at).is_(None)
-                    )
-                ).all()
-            }
+            live = session.exec(
+                select(Deployment.id, Deployment.slug).where(col(Deployment.removed_at).is_(None))
+            ).all()
+            deployment_ids = [deployment_id for deployment_id, _ in live]
+            hosts = {self.hostname(slug): deployment_id for deployment_id, slug in live}
+            hosts |= _routed_domains(session)
             replicas = _count_by_deployment(
                 session.exec(
                     select(Revision.deployment_id, func.count())
@@ -241,15 +245,15 @@ class MetricsSampler:
                     .group_by(col(Revision.deployment_id))
                 ).all()
             )
-            steps = self._steps(reads, deployments)
+            steps = _by_deployment(self._steps(reads, hosts), hosts)
             queues = self.run_queues()
             minute_done = self._minute_started is not None and now - self._minute_started >= (
                 timedelta(seconds=COARSE_STEP_SECONDS) - timedelta(seconds=FINE_STEP_SECONDS / 2)
             )
             points: list[MetricPoint | ReplicaMetricPoint] = []
             points += self._replica_points(replica_reads, now, minute_done)
-            for host, deployment_id in deployments.items():
-                step = steps[host]
+            for deployment_id in deployment_ids:
+                step = steps.get(deployment_id, HostCounters())
                 self._minute[deployment_id] = added(
                     self._minute.get(deployment_id, HostCounters()), step
                 )
@@ -277,7 +281,7 @@ class MetricsSampler:
             if self._minute_started is None:
                 self._minute_started = now
             elif minute_done:
-                for deployment_id in deployments.values():
+                for deployment_id in deployment_ids:
                     points.append(
                         _point(
                             deployment_id,
@@ -362,15 +366,19 @@ class MetricsSampler:
     def _steps(self, reads: list[str], hosts: Iterable[str]) -> dict[str, HostCounters]:
         """What each host counted since the last sample, over the reads in time order (the
         ones taken just before each route load, then now's). Counts begin again at each load
-        (Caddy's reload stamp tells): across one, a read holds everything since the load."""
+        (Caddy's reload stamp tells): across one, a read holds everything since the load. The
+        worker's first read is the baseline; a host first seen later (a custom domain routed
+        from now, by the load that started its count) counts from zero."""
         steps = {host: HostCounters() for host in hosts}
         for text in reads:
             read, stamp = self._parsed(text)
             reloaded = self._reloaded is not None and stamp != self._reloaded
             self._reloaded = stamp
+            unseen = None if self._baseline_read else HostCounters()
+            self._baseline_read = False
             for host in steps:
                 current = read.get(host, HostCounters())
-                before = self._last.get(host)
+                before = self._last.get(host, unseen)
                 step = current if reloaded and before is not None else difference(current, before)
                 self._last[host] = current
                 steps[host] = added(steps[host], step)
@@ -436,6 +444,39 @@ def _point(
         pending_runs=queue.pending if queue is not None else None,
         running_runs=queue.running if queue is not None else None,
     )
+
+
+def _routed_domains(session: Session) -> dict[str, str]:
+    """The custom domains the router serves (app/replicas/routes.py routes the same states),
+    each → its deployment: Caddy counts them under their own names."""
+    return {
+        name: deployment_id
+        for name, deployment_id in session.exec(
+            select(Domain.name, Domain.deployment_id)
+            .join(Deployment, col(Deployment.id) == col(Domain.deployment_id))
+            .where(
+                col(Domain.state).in_(ROUTED_DOMAIN_STATES),
+                col(Deployment.removed_at).is_(None),
+            )
+        ).all()
+    }
+
+
+def _by_deployment(
+    steps: Mapping[str, HostCounters], hosts: Mapping[str, str]
+) -> dict[str, HostCounters]:
+    """Each deployment's step over all its hosts (its own and its custom domains): requests,
+    errors and the histogram add up, and so do the requests in flight at once on each."""
+    found: dict[str, HostCounters] = {}
+    for host, step in steps.items():
+        deployment_id = hosts[host]
+        before = found.get(deployment_id)
+        if before is None:
+            found[deployment_id] = step
+        else:
+            found[deployment_id] = added(before, step)
+            found[deployment_id].in_flight = before.in_flight + step.in_flight
+    return found
 
 
 def _count_by_deployment(rows: Iterable[tuple[str, int]]) -> dict[str, int]:

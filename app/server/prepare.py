@@ -174,6 +174,7 @@ def router_config(settings: Settings, sessions: SessionFactory) -> dict[str, Any
         admin_listen=admin_listen(UNIX_SCHEME + str(default_admin_socket(data_dir / "caddy"))),
         storage_dir=data_dir / "caddy" / "storage",
         https=automatic_https(settings),
+        count_per_host=settings.metrics,
     )
 
 

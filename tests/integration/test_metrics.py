@@ -1,7 +1,8 @@
 """Deployment metrics end to end on a real Caddy: requests sent through the router are counted
-per host (and 5xx apart), sampled into points, served by the API as a series and at /metrics
-in Prometheus' format (which prometheus_client's parser reads), behind a token; under `hey`'s
-load the API shows what hey itself measured, and each replica container's CPU and memory."""
+per host (and 5xx apart; a custom domain's in its deployment's), sampled into points, served by
+the API as a series and at /metrics in Prometheus' format (which prometheus_client's parser
+reads), behind a token; under `hey`'s load the API shows what hey itself measured, and each
+replica container's CPU and memory."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from app.bootstrap import open_database
 from app.kernel.addresses import Route
 from app.kernel.models import (
     Deployment,
+    Domain,
     Installation,
     Replica,
     ReplicaState,
@@ -45,6 +47,7 @@ from tests.support.load import start_load
 
 pytestmark = pytest.mark.timeout(120)
 HOST = "web.localhost"
+DOMAIN = "www.example.com"
 
 
 class App(BaseHTTPRequestHandler):
@@ -80,7 +83,10 @@ def test_requests_through_the_router_become_points_a_series_and_prometheus_metri
             caddy.admin_url, listen=f"127.0.0.1:{router_port}", storage_dir=tmp_path / "storage"
         )
         route = Route(
-            deployment_id="dep_web", hostname=HOST, upstreams=(f"127.0.0.1:{app_server}",)
+            deployment_id="dep_web",
+            hostname=HOST,
+            upstreams=(f"127.0.0.1:{app_server}",),
+            aliases=(DOMAIN,),
         )
         router.apply([route])
         settings = Settings(
@@ -100,6 +106,8 @@ def test_requests_through_the_router_become_points_a_series_and_prometheus_metri
             session.commit()
             session.add(Deployment(id="dep_web", repository_id=2, slug="web", branch="main"))
             session.commit()
+            session.add(Domain(name=DOMAIN, deployment_id="dep_web", state="active"))
+            session.commit()
         now = [utcnow() - timedelta(minutes=2)]
         sampler = MetricsSampler(
             sessions=sessions,
@@ -110,14 +118,15 @@ def test_requests_through_the_router_become_points_a_series_and_prometheus_metri
         sampler.sample()  # the baseline
 
         with httpx.Client(base_url=f"http://127.0.0.1:{router_port}") as c:
-            # Half as a browser sends them to a router on a port other than 80.
-            hosts = (HOST, f"{HOST}:{router_port}")
+            # As a browser sends them to a router on a port other than 80, and a third to
+            # the deployment's custom domain (counted by Caddy under its own name).
+            hosts = (HOST, f"{HOST}:{router_port}", f"{DOMAIN}:{router_port}")
             answers = []
             for i in range(30):
                 if i % 10 == 5:  # a route change: Caddy starts its counts again
                     router.apply([route])
                 path = "/fail" if i % 6 == 0 else "/"
-                answers.append(c.get(path, headers={"Host": hosts[i % 2]}).status_code)
+                answers.append(c.get(path, headers={"Host": hosts[i % 3]}).status_code)
         assert answers.count(500) == 5
         for _ in range(6):
             now[0] += timedelta(seconds=10)

@@ -16,6 +16,7 @@ from bench.scale import (
     memory,
     most_overtaken,
     parse_levels,
+    parse_setting,
     parse_smaps_rollup,
     parse_stat,
     phases_of,
@@ -232,3 +233,12 @@ def test_a_push_is_cut_at_its_revisions_timestamps_and_a_missing_one_is_left_out
         "route switch": 10,
         "first 200 after live": 50,
     }
+
+
+def test_a_setting_for_the_run_is_a_known_one() -> None:
+    """`--setting metrics=false` compares a run without the sampler with one with it."""
+    assert parse_setting("metrics=false") == ("metrics", "false")
+    assert parse_setting("SLIPWAY_METRICS=false") == ("metrics", "false")
+    for bad in ("metrics", "no_such_setting=1"):
+        with pytest.raises(ValueError, match="NAME=VALUE"):
+            parse_setting(bad)

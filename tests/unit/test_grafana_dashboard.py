@@ -58,7 +58,8 @@ def dashboard_queries() -> list[str]:
 
 
 def exported(sessions: SessionFactory) -> dict[str, set[str]]:
-    """Each metric /metrics serves, with its labels, on a control plane that has one of each."""
+    """Each metric /metrics serves, with its labels, on a control plane that has one of each
+    (and a worker that finished its passes, every part up)."""
     at = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
     with sessions() as session:
         add_web_revision(session)
@@ -96,7 +97,9 @@ def exported(sessions: SessionFactory) -> dict[str, set[str]]:
             )
         )
         session.commit()
-    text = PrometheusExposition(sessions).render().decode()
+    parts = ("control-plane database", "redis", "router", "docker engine")
+    passes = {"reconcile": at.timestamp(), "sample_metrics": at.timestamp()}
+    text = PrometheusExposition(sessions).render(parts, frozenset(), passes).decode()
     found: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -125,6 +128,12 @@ def test_every_expression_of_the_dashboard_names_a_metric_slipway_exports(
         "slipway_deployment_replicas",
         "slipway_replica_cpu_cores",
         "slipway_replica_memory_bytes",
+        # The platform's own health.
+        "slipway_part_up",
+        "slipway_builds_queued",
+        "slipway_notifications_pending",
+        "slipway_reconcile_last_pass_timestamp_seconds",
+        "slipway_metrics_last_sample_timestamp_seconds",
     } <= read
 
 

@@ -20,7 +20,7 @@ from app.access.tokens import Caller
 from app.adapters.langsmith import LangSmithProjects
 from app.api.deployments import DeploymentController
 from app.deployments.idle import IdleRules
-from app.kernel.models import Deployment, RevisionState, UsageDay
+from app.kernel.models import Deployment, Domain, RevisionState, UsageDay
 from app.kernel.settings import Settings
 from manifests.tracing import LangSmith, Tracing
 from tests.support.fake_langsmith import FakeLangSmith
@@ -222,6 +222,23 @@ def test_requests_on_either_side_of_a_load_all_count_on_their_day(idle: Platform
     requests(idle, deployment, 1)
     assert idle.usage.tick().used == 1
     assert sorted(day_requests(idle, deployment).values()) == [1, 12]
+
+
+def test_requests_only_through_a_custom_domain_are_a_use(idle: Platform) -> None:
+    """A deployment reached only at its own domain serves its users: not idle."""
+    deployment = live(idle)
+    with idle.sessions() as session:
+        session.add(Domain(name="www.example.com", deployment_id=deployment.id, state="active"))
+        session.commit()
+    idle.usage.tick()
+    days_later(idle, 8)
+    assert idle.usage.tick().noticed == [deployment.id]
+    idle.router.serve("www.example.com", 2)
+    idle.metrics.sample()
+
+    report = idle.usage.tick()
+    assert report.used == 1 and report.withdrawn == [deployment.id]
+    assert list(day_requests(idle, deployment).values()) == [2]
 
 
 def test_requests_before_the_first_look_are_not_counted_after_it(idle: Platform) -> None:

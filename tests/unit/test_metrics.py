@@ -10,7 +10,7 @@ import pytest
 from sqlmodel import col, select
 
 from app.kernel.db import SessionFactory
-from app.kernel.models import MetricPoint, Replica, ReplicaState
+from app.kernel.models import Domain, MetricPoint, Replica, ReplicaState
 from app.replicas.metrics import (
     MetricsSampler,
     difference,
@@ -254,3 +254,37 @@ def test_a_router_at_rest_is_not_parsed_again_each_step(
     with sessions() as session:
         points = session.exec(select(MetricPoint).where(MetricPoint.step_seconds == 10)).all()
     assert [p.requests for p in points] == [30]
+
+
+def test_a_deployments_custom_domains_count_in_its_series(
+    sessions: SessionFactory, deployment: str
+) -> None:
+    """The router serves a deployment's routed custom domains beside its own host and counts
+    them under their own names: they are the deployment's traffic too. A domain whose DNS does
+    not point here yet is not routed (Caddy counts its requests, if any, under `_other`)."""
+    with sessions() as session:
+        session.add(Domain(name="www.example.com", deployment_id=deployment, state="active"))
+        session.add(Domain(name="shop.example.com", deployment_id=deployment, state="issuing"))
+        session.add(Domain(name="later.example.com", deployment_id=deployment))  # pending-dns
+        session.commit()
+    now = [datetime(2026, 12, 7, 10, 0, 5, tzinfo=UTC)]
+    router = Router()
+    sampler = MetricsSampler(
+        sessions=sessions, scrape=router, hostname=lambda s: f"{s}.localhost", clock=lambda: now[0]
+    )
+    sampler.sample()  # the baseline
+    now[0] += timedelta(seconds=10)
+    router.text = caddy_text(
+        {
+            HOST: (10, 1, [10] * 9),
+            "www.example.com:8000": (20, 2, [0, 20, *[20] * 7]),
+            "shop.example.com": (5, 0, [5] * 9),
+            "later.example.com": (1000, 0, [1000] * 9),
+        }
+    )
+    sampler.sample()
+
+    with sessions() as session:
+        [point] = session.exec(select(MetricPoint).where(MetricPoint.step_seconds == 10)).all()
+    assert (point.deployment_id, point.requests, point.errors) == (deployment, 35, 3)
+    assert point.p50_ms is not None and 5 <= point.p50_ms <= 10  # most went to the domain

@@ -123,6 +123,8 @@ class AdminAPI(ThreadingHTTPServer):
         self.status = status
         self.answer = answer
         self.loaded: list[dict[str, Any]] = []
+        self.read: list[str] = []
+        """Paths asked with GET (the counts read before a load: `/metrics`)."""
         self.drops = 0
         """Connections to close unanswered, like Caddy replacing its admin server."""
 
@@ -147,6 +149,12 @@ class AdminHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(self.server.answer)))
         self.end_headers()
         self.wfile.write(self.server.answer)
+
+    def do_GET(self) -> None:
+        self.server.read.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -184,6 +192,19 @@ def test_applying_routes_loads_the_rendered_config_keeping_the_admin_address(
     [loaded] = caddy.loaded
     assert loaded["admin"]["listen"] == caddy.url.removeprefix("http://")
     assert loaded == router.render([SHOP])
+
+
+def test_without_metrics_caddy_counts_nothing_per_host_and_no_load_reads_counts(
+    caddy: AdminAPI, tmp_path: Path
+) -> None:
+    """SLIPWAY_METRICS=false: nothing samples the counts, so none are kept or read."""
+    CaddyRouter(caddy.url, listen=LISTEN, storage_dir=tmp_path).apply([SHOP])
+    assert caddy.read == ["/metrics"]  # the counts a load would start again, kept
+    CaddyRouter(caddy.url, listen=LISTEN, storage_dir=tmp_path, metrics=False).apply([SHOP])
+
+    assert caddy.read == ["/metrics"]  # none more
+    counted, quiet = (loaded["apps"]["http"] for loaded in caddy.loaded)
+    assert counted["metrics"] == {"per_host": True} and "metrics" not in quiet
 
 
 def test_a_refused_config_is_a_router_error_with_caddys_reason(

@@ -175,6 +175,8 @@ class Platform:
     run_queues: RunQueueReader | None = None
     """LangGraph deployments' run queues (a test's stand-in), when a test scales on them."""
     idle: IdleRules = field(default_factory=IdleRules)
+    requests_counted: bool = True
+    """The metrics sampler runs (SLIPWAY_METRICS)."""
     usage: UsageTracker = field(init=False)
     metrics: MetricsSampler = field(init=False)
     tracing_projects: TracingProjects = field(init=False)
@@ -212,6 +214,7 @@ class Platform:
                 resync_seconds=RESYNC_SECONDS,
                 notify=self.notify,
                 idle=self.idle,
+                requests_counted=self.requests_counted,
             ),
             clock=self.clock,
             wall=lambda: self.wall[0],
