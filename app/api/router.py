@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from litestar import MediaType, Response, get
 from litestar.di import NamedDependency
+from litestar.params import FromQuery
 from litestar.status_codes import HTTP_200_OK, HTTP_404_NOT_FOUND
 
 from app.bootstrap import ASK_PATH
@@ -16,7 +17,9 @@ from app.replicas.routes import CertificatePermission
 
 
 @get(ASK_PATH, media_type=MediaType.TEXT, sync_to_thread=True)
-def ask(domain: str, certificates: NamedDependency[CertificatePermission]) -> Response[str]:
+def ask(
+    domain: FromQuery[str], certificates: NamedDependency[CertificatePermission]
+) -> Response[str]:
     if certificates.allows(domain):
         return Response("routed\n", status_code=HTTP_200_OK)
     return Response("not routed by this platform\n", status_code=HTTP_404_NOT_FOUND)
