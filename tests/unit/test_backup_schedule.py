@@ -91,6 +91,44 @@ class _FailingDumps:
         raise DatabaseError("no cluster in the unit tier")
 
 
+def _production_deployment(
+    sessions: SessionFactory,
+    secrets: SecretBox,
+    password: str,
+    *,
+    created_at: datetime,
+    provisioned_at: datetime,
+) -> str:
+    """A production deployment of octo/web with its database provisioned; returns its id."""
+    with sessions() as session:
+        session.add(Installation(id=1, account_login="octo"))
+        session.add(Repository(id=1, installation_id=1, full_name="octo/web"))
+        session.commit()
+        deployment = Deployment(
+            repository_id=1,
+            slug="web",
+            environment="web",
+            branch="main",
+            type=DeploymentType.production,
+            created_at=created_at,
+            updated_at=created_at,
+        )
+        session.add(deployment)
+        session.flush()
+        deployment_id = deployment.id
+        session.add(
+            Database(
+                deployment_id=deployment_id,
+                name="db_web",
+                role="db_web",
+                password_encrypted=secrets.encrypt(password),
+                provisioned_at=provisioned_at,
+            )
+        )
+        session.commit()
+    return deployment_id
+
+
 def test_the_minutely_look_for_due_backups_runs_no_query_until_one_can_be_due(
     tmp_path: Path,
 ) -> None:
@@ -102,31 +140,9 @@ def test_the_minutely_look_for_due_backups_runs_no_query_until_one_can_be_due(
     sessions = SessionFactory(engine)
     secrets = SecretBox("k" * 32)
     now = [datetime(2026, 12, 7, 2, 58, tzinfo=UTC)]
-    with sessions() as session:
-        session.add(Installation(id=1, account_login="octo"))
-        session.add(Repository(id=1, installation_id=1, full_name="octo/web"))
-        session.commit()
-        deployment = Deployment(
-            repository_id=1,
-            slug="web",
-            environment="web",
-            branch="main",
-            type=DeploymentType.production,
-            created_at=now[0],
-            updated_at=now[0],
-        )
-        session.add(deployment)
-        session.flush()
-        session.add(
-            Database(
-                deployment_id=deployment.id,
-                name="db_web",
-                role="db_web",
-                password_encrypted=secrets.encrypt("pw"),
-                provisioned_at=now[0] - timedelta(days=2),
-            )
-        )
-        session.commit()
+    _production_deployment(
+        sessions, secrets, "pw", created_at=now[0], provisioned_at=now[0] - timedelta(days=2)
+    )
     backups = DatabaseBackups(
         sessions=sessions,
         secrets=secrets,
@@ -160,32 +176,13 @@ def test_a_failed_scheduled_backup_shows_in_the_deployments_api_object_with_its_
     runs (the cluster it is pointed at is not there): its reason is what the user reads, and
     neither the database's password nor the cluster's is in it."""
     secrets = SecretBox("k" * 32)
-    with sessions() as session:
-        session.add(Installation(id=1, account_login="octo"))
-        session.add(Repository(id=1, installation_id=1, full_name="octo/web"))
-        session.commit()
-        deployment = Deployment(
-            repository_id=1,
-            slug="web",
-            environment="web",
-            branch="main",
-            type=DeploymentType.production,
-            created_at=T - timedelta(days=2),
-            updated_at=T - timedelta(days=2),
-        )
-        session.add(deployment)
-        session.flush()
-        deployment_id = deployment.id
-        session.add(
-            Database(
-                deployment_id=deployment_id,
-                name="db_web",
-                role="db_web",
-                password_encrypted=secrets.encrypt("db-password-" + "s" * 16),
-                provisioned_at=T - timedelta(days=2),
-            )
-        )
-        session.commit()
+    deployment_id = _production_deployment(
+        sessions,
+        secrets,
+        "db-password-" + "s" * 16,
+        created_at=T - timedelta(days=2),
+        provisioned_at=T - timedelta(days=2),
+    )
     backups = DatabaseBackups(
         sessions=sessions,
         secrets=secrets,

@@ -239,18 +239,22 @@ def test_the_old_name_of_the_token_variable_still_works(
     assert slipway("whoami").out == "admin\n"
 
 
+SERVER_LOG_LINE = {
+    "at": "2026-12-07T10:00:00.123456789Z",
+    "revision_id": "rev_web03",
+    "revision": 3,
+    "replica": "web-3-a1",
+    "stream": "stdout",
+    "text": "GET / 200",
+}
+"""One server-log line as the API answers it (the logs tests vary its text, time, stream)."""
+
+
 def test_logs_prints_the_server_logs_and_passes_the_filters_on(
     slipway: Cli, fake_api: FakeApi
 ) -> None:
     slipway.use(fake_api)
-    line = {
-        "at": "2026-12-07T10:00:00.123456789Z",
-        "revision_id": "rev_web03",
-        "revision": 3,
-        "replica": "web-3-a1",
-        "stream": "stdout",
-        "text": "GET / 200",
-    }
+    line = SERVER_LOG_LINE
     fake_api.server_logs["dep_web"] = [line, {**line, "text": "Traceback (most recent call)"}]
 
     shown = slipway("logs", "web", "--grep", "Traceback", "--since", "10m")
@@ -272,14 +276,7 @@ def test_logs_follow_prints_each_line_as_the_platform_streams_it(
     slipway: Cli, fake_api: FakeApi
 ) -> None:
     slipway.use(fake_api)
-    line = {
-        "at": "2026-12-07T10:00:00.123456789Z",
-        "revision_id": "rev_web03",
-        "revision": 3,
-        "replica": "web-3-a1",
-        "stream": "stdout",
-        "text": "GET / 200",
-    }
+    line = SERVER_LOG_LINE
     fake_api.server_logs["dep_web"] = [
         line,
         {**line, "at": "2026-12-07T10:00:01.5Z", "text": "GET /x 500"},

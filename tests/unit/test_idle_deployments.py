@@ -47,6 +47,15 @@ def live(platform: Platform) -> Deployment:
     return platform.deployment()
 
 
+def noticed(platform: Platform) -> Deployment:
+    """A live deployment, first looked at, then unused past the notice (8 days): noticed."""
+    deployment = live(platform)
+    platform.usage.tick()
+    days_later(platform, 8)
+    assert platform.usage.tick().noticed == [deployment.id]
+    return deployment
+
+
 def requests(platform: Platform, deployment: Deployment, count: int = 1) -> None:
     """Requests through the router, then the sampler's next step (every 10 s in the worker)."""
     platform.router.serve(hostname(platform, deployment), count)
@@ -161,10 +170,7 @@ def test_seven_unused_days_open_one_issue_a_request_closes_it(idle: Platform) ->
 
 
 def test_twenty_eight_unused_days_delete_it_as_the_api_does(idle: Platform) -> None:
-    deployment = live(idle)
-    idle.usage.tick()
-    days_later(idle, 8)
-    assert idle.usage.tick().noticed == [deployment.id]
+    deployment = noticed(idle)
     days_later(idle, 20.9)
     assert idle.usage.tick().deleted == []
     days_later(idle, 0.1)
@@ -181,10 +187,7 @@ def test_twenty_eight_unused_days_delete_it_as_the_api_does(idle: Platform) -> N
 
 
 def test_keep_exempts_a_deployment_and_closes_its_notice(idle: Platform) -> None:
-    deployment = live(idle)
-    idle.usage.tick()
-    days_later(idle, 8)
-    assert idle.usage.tick().noticed == [deployment.id]
+    deployment = noticed(idle)
     idle.operations.keep(deployment.id, True, ALICE)
     assert idle.usage.tick().withdrawn == [deployment.id]
     days_later(idle, 100)
@@ -195,10 +198,7 @@ def test_keep_exempts_a_deployment_and_closes_its_notice(idle: Platform) -> None
 
 
 def test_a_route_load_between_two_samples_loses_no_request(idle: Platform) -> None:
-    deployment = live(idle)
-    idle.usage.tick()
-    days_later(idle, 8)
-    assert idle.usage.tick().noticed == [deployment.id]
+    deployment = noticed(idle)
     idle.router.serve(hostname(idle, deployment), 2)
     idle.router.apply(idle.router.routes or [])  # a route change: Caddy's counts start again
     assert idle.router.served == {}
@@ -365,10 +365,7 @@ def test_a_notice_no_channel_carried_holds_the_deletion_and_the_api_says_why(
 
 
 def test_deleting_through_the_api_closes_an_open_notice(idle: Platform) -> None:
-    deployment = live(idle)
-    idle.usage.tick()
-    days_later(idle, 8)
-    assert idle.usage.tick().noticed == [deployment.id]
+    deployment = noticed(idle)
     idle.operations.delete(deployment.id, deployment.slug, ALICE)
     assert idle.usage.tick().withdrawn == [deployment.id]
     [issue] = idle.github.issues(idle.full_name)
