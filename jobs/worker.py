@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from arq import cron
+from arq.constants import job_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -46,6 +46,7 @@ from jobs.constants import (
     TEARDOWN_TIMEOUT_SECONDS,
 )
 from jobs.queue import WorkerQueue
+from jobs.ticks import Lease, Periodic, Ticker
 from jobs.wake import WakeUps
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,8 @@ BACKUPS_TIMEOUT_SECONDS = 6 * 3600
 NOTIFY_TIMEOUT_SECONDS = 10 * 60
 """A drain sends every due row; each channel is bounded by its own connect and read timeouts."""
 
+PASS_TIMEOUT = 5 * 60
+"""A periodic pass without a bound of its own (arq's default job timeout)."""
 RECONCILE_TIMEOUT_SECONDS = 10 * 60
 """A pass waits for the replicas it starts to answer (the health timeout) and no longer."""
 
@@ -236,6 +239,112 @@ class ReconnectingWorker(Worker):
         return max(0.0, seconds)
 
 
+def periodic_passes(settings: Settings) -> tuple[Periodic, ...]:
+    """What the worker holding the periodic lease runs, and when (jobs/ticks.py)."""
+    passes = [
+        Periodic(
+            "clean_up",
+            tasks.clean_up,
+            frozenset({0}),
+            minute=JANITOR_MINUTE,
+            at_start=False,  # disk fills over hours: not worth delaying a start
+            timeout=JANITOR_TIMEOUT_SECONDS,
+        ),
+        Periodic("recover", tasks.recover, frozenset(RECOVERY_SECONDS_OF_MINUTE), PASS_TIMEOUT),
+        Periodic(
+            "drain_pending_reports",
+            tasks.drain_pending_reports,
+            frozenset(DISPATCH_SECONDS),
+            PASS_TIMEOUT,
+        ),
+        Periodic(
+            "send_notifications",
+            tasks.send_notifications,
+            frozenset(DISPATCH_SECONDS),
+            NOTIFY_TIMEOUT_SECONDS,
+        ),
+        Periodic(
+            "dispatch_revisions",
+            tasks.dispatch_revisions,
+            frozenset(DISPATCH_SECONDS),
+            PASS_TIMEOUT,
+        ),
+        Periodic(
+            "reconcile",
+            tasks.reconcile,
+            frozenset(tick_seconds(settings.autoscale_tick_seconds)),
+            RECONCILE_TIMEOUT_SECONDS,
+        ),
+        Periodic(
+            "back_up_databases",
+            tasks.back_up_databases,
+            frozenset(backup_seconds(settings)),
+            BACKUPS_TIMEOUT_SECONDS,  # a backup missed while no worker ran is made at start
+        ),
+        Periodic(
+            "check_domains", tasks.check_domains, frozenset(DOMAIN_CHECK_SECONDS), PASS_TIMEOUT
+        ),
+        Periodic(
+            "track_usage",
+            tasks.track_usage,
+            frozenset(usage_tick_seconds(settings.idle_day_seconds)),
+            USAGE_TIMEOUT_SECONDS,
+        ),
+        # At start the worker gives the router its routes itself (on_startup).
+        Periodic(
+            "sync_routes",
+            tasks.sync_routes,
+            frozenset({ROUTE_RECONCILE_SECOND}),
+            PASS_TIMEOUT,
+            at_start=False,
+        ),
+    ]
+    if settings.metrics:  # SLIPWAY_METRICS=false: no sampling at all
+        # The first read is the baseline: taken at once, requests from then on count.
+        passes.append(
+            Periodic(
+                "sample_metrics",
+                tasks.sample_metrics,
+                frozenset(METRICS_SECONDS),
+                METRICS_TIMEOUT_SECONDS,
+            )
+        )
+    return tuple(passes)
+
+
+RETIRED_CRONS = frozenset(
+    {
+        "clean_up",
+        "recover",
+        "drain_pending_reports",
+        "send_notifications_cron",
+        "dispatch_revisions_cron",
+        "reconcile",
+        "back_up_databases",
+        "check_domains_cron",
+        "track_usage",
+        "sync_routes_cron",
+        "sample_metrics",
+    }
+)
+"""The periodic passes' names when they were arq crons (`<name>:<ms>` job ids)."""
+
+
+async def forget_retired_crons(redis: Any, queue_name: str) -> int:
+    """arq queued each cron ahead of its time: after an upgrade, the ones a worker of the
+    earlier version left would each be logged as an unknown function. Removed at start."""
+    retired = [
+        job_id
+        for job_id in await redis.zrange(queue_name, 0, -1)
+        if (text := job_id.decode()).partition(":")[0] in RETIRED_CRONS
+        and text.partition(":")[2].isdigit()
+    ]
+    if retired:
+        await redis.zrem(queue_name, *retired)
+        await redis.delete(*(job_key_prefix.encode() + job_id for job_id in retired))
+    return len(retired)
+
+
 def make_worker(settings: Settings, **overrides: Any) -> Worker:
     async def on_startup(ctx: dict[str, Any]) -> None:
         platform = bootstrap(settings)
@@ -270,9 +379,16 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
         follower = platform.reconciler.follower()
         follower.start()
         ctx["engine_events"] = follower
+        await forget_retired_crons(ctx["redis"], QUEUE_NAME)
+        ticker = Ticker(periodic_passes(settings), Lease(ctx["redis"]), ctx)
+        ctx["periodic"] = asyncio.create_task(ticker.run(), name="periodic passes")
         freeze_startup_objects("worker")
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        periodic = ctx.get("periodic")
+        if isinstance(periodic, asyncio.Task):
+            periodic.cancel()
+            await asyncio.gather(periodic, return_exceptions=True)
         follower = ctx.get("engine_events")
         if isinstance(follower, EngineEventFollower):
             await asyncio.to_thread(follower.stop)
@@ -309,93 +425,6 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
                 name="run_revision",
                 max_tries=MAX_TRIES,
                 timeout=JOB_TIMEOUT_SECONDS,
-            ),
-        ],
-        "cron_jobs": [
-            cron(
-                tasks.clean_up,
-                name="clean_up",
-                minute=JANITOR_MINUTE,
-                second=0,
-                run_at_startup=False,  # disk fills over hours: not worth delaying a start
-                timeout=JANITOR_TIMEOUT_SECONDS,
-            ),
-            cron(
-                tasks.recover,
-                name="recover",
-                second=RECOVERY_SECONDS_OF_MINUTE,
-                run_at_startup=True,
-            ),
-            cron(
-                tasks.drain_pending_reports,
-                name="drain_pending_reports",
-                second=DISPATCH_SECONDS,
-                run_at_startup=True,
-            ),
-            cron(
-                tasks.send_notifications,
-                name="send_notifications_cron",
-                second=DISPATCH_SECONDS,
-                run_at_startup=True,
-                timeout=NOTIFY_TIMEOUT_SECONDS,
-            ),
-            cron(
-                tasks.dispatch_revisions,
-                name="dispatch_revisions_cron",
-                second=DISPATCH_SECONDS,
-                run_at_startup=True,
-            ),
-            cron(
-                tasks.reconcile,
-                name="reconcile",
-                second=tick_seconds(settings.autoscale_tick_seconds),
-                run_at_startup=True,
-                timeout=RECONCILE_TIMEOUT_SECONDS,
-                max_tries=1,
-            ),
-            cron(
-                tasks.back_up_databases,
-                name="back_up_databases",
-                second=backup_seconds(settings),
-                run_at_startup=True,  # a backup missed while the worker was down, made now
-                timeout=BACKUPS_TIMEOUT_SECONDS,
-                max_tries=1,  # a failed backup waits for the schedule's next moment
-            ),
-            cron(
-                tasks.check_domains,
-                name="check_domains_cron",
-                second=DOMAIN_CHECK_SECONDS,
-                run_at_startup=True,
-            ),
-            cron(
-                tasks.track_usage,
-                name="track_usage",
-                second=usage_tick_seconds(settings.idle_day_seconds),
-                run_at_startup=True,
-                timeout=USAGE_TIMEOUT_SECONDS,
-                max_tries=1,
-            ),
-            cron(
-                tasks.sync_routes,
-                name="sync_routes_cron",
-                second=ROUTE_RECONCILE_SECOND,
-                run_at_startup=False,
-            ),
-            *(
-                [
-                    cron(
-                        tasks.sample_metrics,
-                        name="sample_metrics",
-                        second=METRICS_SECONDS,
-                        # The first read is the baseline: taken at once, requests from then on
-                        # count.
-                        run_at_startup=True,
-                        max_tries=1,  # a missed step is a gap, not worth a retry
-                        timeout=METRICS_TIMEOUT_SECONDS,
-                    )
-                ]
-                if settings.metrics  # SLIPWAY_METRICS=false: no sampling at all
-                else []
             ),
         ],
         "on_startup": on_startup,

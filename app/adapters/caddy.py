@@ -131,18 +131,7 @@ def render_caddy_config(
         {
             "@id": f"route-{route.deployment_id}",
             "match": [{"host": [h for name in route.hostnames for h in route_hosts(name, listen)]}],
-            "handle": [
-                {
-                    "handler": "reverse_proxy",
-                    "upstreams": [{"dial": upstream} for upstream in route.upstreams],
-                    "load_balancing": {
-                        "selection_policy": {"policy": "least_conn"},
-                        "try_duration": TRY_DURATION,
-                        "try_interval": TRY_INTERVAL,
-                    },
-                    "health_checks": {"passive": {"fail_duration": FAIL_DURATION, "max_fails": 1}},
-                }
-            ],
+            "handle": [_proxy(route.upstreams)],
             "terminal": True,
         }
         for route in sorted(routes, key=lambda r: r.hostname)
@@ -228,6 +217,24 @@ def render_caddy_config(
         "tls": _tls_app(https),
     }
     return config
+
+
+def _proxy(upstreams: tuple[str, ...]) -> dict[str, Any]:
+    """To a deployment's replicas. With one replica there is nothing to choose and nowhere
+    else to go: no selection policy and no passive health check (a replica restarting at its
+    held address is dialled again until it answers, not marked down for FAIL_DURATION).
+    Caddy provisions both anew for every route at every load: ~30 % of a load's CPU at 100
+    single-replica routes (docs/benchmarks/scale.md)."""
+    load_balancing: dict[str, Any] = {"try_duration": TRY_DURATION, "try_interval": TRY_INTERVAL}
+    proxy: dict[str, Any] = {
+        "handler": "reverse_proxy",
+        "upstreams": [{"dial": upstream} for upstream in upstreams],
+        "load_balancing": load_balancing,
+    }
+    if len(upstreams) > 1:
+        load_balancing["selection_policy"] = {"policy": "least_conn"}
+        proxy["health_checks"] = {"passive": {"fail_duration": FAIL_DURATION, "max_fails": 1}}
+    return proxy
 
 
 def _tls_app(https: AutomaticHttps) -> dict[str, Any]:

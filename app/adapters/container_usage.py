@@ -40,6 +40,11 @@ from builders.errors import EngineError
 log = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+MEMORY_REREAD_SECONDS = 60.0
+"""A replica whose CPU counter did not move since its last read keeps that read's memory for up
+to this long: a process that ran nothing allocated nothing, and `memory.stat` is the dear file
+of the three (the kernel sums it over the cgroup's pages; ~40 lines). With 100 idle replicas
+that is 200 of the 300 file reads every 10 s saved; the minute's point still has a fresh read."""
 ENGINE_CALLS_AT_ONCE = 16
 """Engine stats asked at once where the cgroup files are not seen: each call waits for the
 engine's next once-a-second collection, and calls made together wait for the same one."""
@@ -95,19 +100,25 @@ def find_cgroup_files(root: Path, container_id: str) -> CgroupFiles | None:
 
 def read_cgroup(files: CgroupFiles, read_at: float) -> ReplicaUsage:
     """One read of the counters (OSError when the container went away meanwhile)."""
+    return ReplicaUsage(
+        cpu_seconds=read_cpu_seconds(files), memory_bytes=read_memory_bytes(files), read_at=read_at
+    )
+
+
+def read_cpu_seconds(files: CgroupFiles) -> float:
     if files.cpu_v2:
-        cpu_seconds = _stat_field(files.cpu.read_text(), "usage_usec") / 1e6
-    else:
-        cpu_seconds = int(files.cpu.read_text()) / 1e9
+        return _stat_field(files.cpu.read_text(), "usage_usec") / 1e6
+    return int(files.cpu.read_text()) / 1e9
+
+
+def read_memory_bytes(files: CgroupFiles) -> int:
     if files.memory_v2:
         used = int((files.memory / "memory.current").read_text())
         inactive = _stat_field((files.memory / "memory.stat").read_text(), "inactive_file")
     else:
         used = int((files.memory / "memory.usage_in_bytes").read_text())
         inactive = _stat_field((files.memory / "memory.stat").read_text(), "total_inactive_file")
-    return ReplicaUsage(
-        cpu_seconds=cpu_seconds, memory_bytes=max(0, used - int(inactive)), read_at=read_at
-    )
+    return max(0, used - int(inactive))
 
 
 def _stat_field(text: str, name: str) -> float:
@@ -150,11 +161,14 @@ class ContainerUsage:
         self._monotonic = monotonic
         self._files: dict[str, CgroupFiles | None] = {}
         """Each container's files, looked for once (None: not seen here, the engine answers)."""
+        self._read: dict[str, tuple[ReplicaUsage, float]] = {}
+        """Each container's last read from its files, and when its memory was last read."""
         self._calls: ThreadPoolExecutor | None = None
 
     def usage(self, refs: Iterable[str]) -> dict[str, ReplicaUsage]:
         wanted = list(dict.fromkeys(refs))
         self._files = {ref: self._files[ref] for ref in wanted if ref in self._files}
+        self._read = {ref: self._read[ref] for ref in wanted if ref in self._read}
         found: dict[str, ReplicaUsage] = {}
         ask_engine: list[str] = []
         for ref in wanted:
@@ -163,11 +177,12 @@ class ContainerUsage:
             files = self._files[ref]
             if files is not None:
                 try:
-                    found[ref] = read_cgroup(files, self._monotonic())
+                    found[ref] = self._from_files(ref, files)
                     continue
                 except (OSError, ValueError):
                     # Gone (a stopped container's cgroup is removed), or moved: ask the engine.
                     self._files[ref] = None
+                    self._read.pop(ref, None)
             ask_engine.append(ref)
         if len(ask_engine) == 1:
             readings = [self._from_engine(ask_engine[0])]
@@ -183,6 +198,24 @@ class ContainerUsage:
             if reading is not None:
                 found[ref] = reading
         return found
+
+    def _from_files(self, ref: str, files: CgroupFiles) -> ReplicaUsage:
+        now = self._monotonic()
+        cpu_seconds = read_cpu_seconds(files)
+        last = self._read.get(ref)
+        if last is not None:
+            reading, memory_read_at = last
+            if reading.cpu_seconds == cpu_seconds and now - memory_read_at < MEMORY_REREAD_SECONDS:
+                kept = ReplicaUsage(
+                    cpu_seconds=cpu_seconds, memory_bytes=reading.memory_bytes, read_at=now
+                )
+                self._read[ref] = (kept, memory_read_at)
+                return kept
+        fresh = ReplicaUsage(
+            cpu_seconds=cpu_seconds, memory_bytes=read_memory_bytes(files), read_at=now
+        )
+        self._read[ref] = (fresh, now)
+        return fresh
 
     def _from_engine(self, ref: str) -> ReplicaUsage | None:
         try:

@@ -41,24 +41,50 @@ class Part(Protocol):
     def stop(self) -> Awaitable[None] | None: ...
 
 
+DATE_STEP_SECONDS = 1.0
+"""The Date header's resolution: the server wakes this often at rest."""
+
+
 class QuietServer(uvicorn.Server):
     """uvicorn's server without its own signal handlers: the process's are `run_together`'s
-    (uvicorn's would replace them, then raise the signal again once it stopped)."""
+    (uvicorn's would replace them, then raise the signal again once it stopped).
+
+    Nor its 0.1 s tick: uvicorn's main loop wakes ten times a second to see whether it should
+    stop, and dates its answers anew every tenth wake. This one wakes once a second for the
+    date, and at once when asked to stop (`request_stop`)."""
+
+    _stop_requested: asyncio.Event | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
 
+    def request_stop(self) -> None:
+        self.should_exit = True
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    async def main_loop(self) -> None:
+        self._stop_requested = asyncio.Event()
+        if self.should_exit:  # asked before the loop began
+            self._stop_requested.set()
+        ticks = 0
+        # uvicorn's on_tick dates the answers when its counter is a multiple of ten.
+        while not await self.on_tick(ticks):
+            ticks += 10
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_requested.wait(), DATE_STEP_SECONDS)
+
 
 class ApiPart:
-    def __init__(self, server: uvicorn.Server) -> None:
+    def __init__(self, server: QuietServer) -> None:
         self.server = server
 
     async def run(self) -> None:
         await self.server.serve()
 
     def stop(self) -> None:
-        self.server.should_exit = True
+        self.server.request_stop()
 
 
 class WorkerPart:

@@ -12,7 +12,7 @@ import pytest
 from app.deployments.idle import IdleRules
 from app.kernel.models import RevisionState
 from app.kernel.settings import Settings
-from jobs.worker import make_worker
+from jobs.worker import periodic_passes
 from tests.support.keys import new_private_key_pem
 from tests.unit.world import Platform
 
@@ -31,10 +31,10 @@ def test_the_worker_samples_metrics_only_when_they_are_on(tmp_path: Path, metric
         metrics=metrics,
     )
 
-    crons = {job.name for job in make_worker(settings, handle_signals=False).cron_jobs}
+    passes = {periodic.name for periodic in periodic_passes(settings)}
 
-    assert ("sample_metrics" in crons) is metrics
-    assert "reconcile" in crons
+    assert ("sample_metrics" in passes) is metrics
+    assert "reconcile" in passes
 
 
 def test_without_metrics_no_deployment_is_judged_unused(platform: Platform) -> None:

@@ -100,6 +100,40 @@ def test_the_engine_answers_for_containers_whose_files_are_not_seen(tmp_path: Pa
     assert asked == [ID_A]
 
 
+def test_an_idle_replica_keeps_its_memory_read_until_its_cpu_moves_or_a_minute_passed(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "docker" / ID_A
+    write(
+        folder,
+        {
+            "cpu.stat": "usage_usec 1000000\n",
+            "memory.current": f"{30 * MiB}\n",
+            "memory.stat": "inactive_file 0\n",
+        },
+    )
+    now = [0.0]
+    reader = ContainerUsage(lambda ref: {}, cgroup_root=tmp_path, monotonic=lambda: now[0])
+    assert reader.usage([ID_A])[ID_A].memory_bytes == 30 * MiB
+
+    # Nothing ran: the memory files are not read again (a changed one is not seen yet).
+    (folder / "memory.current").write_text(f"{31 * MiB}\n")
+    now[0] = 10.0
+    assert reader.usage([ID_A])[ID_A] == ReplicaUsage(
+        cpu_seconds=1.0, memory_bytes=30 * MiB, read_at=10.0
+    )
+    # The app ran: read again at once.
+    (folder / "cpu.stat").write_text("usage_usec 1200000\n")
+    now[0] = 20.0
+    assert reader.usage([ID_A])[ID_A].memory_bytes == 31 * MiB
+    # Idle again, but a minute after the last memory read: read again.
+    (folder / "memory.current").write_text(f"{29 * MiB}\n")
+    now[0] = 79.0
+    assert reader.usage([ID_A])[ID_A].memory_bytes == 31 * MiB
+    now[0] = 80.0
+    assert reader.usage([ID_A])[ID_A].memory_bytes == 29 * MiB
+
+
 class Resources:
     """A runtime whose replicas use what the test says."""
 

@@ -66,6 +66,15 @@ def test_requests_go_to_the_least_busy_replica_and_skip_a_dead_one() -> None:
     assert proxy["health_checks"]["passive"]["max_fails"] == 1
 
 
+def test_a_single_replica_is_dialled_again_until_it_answers_and_never_marked_down() -> None:
+    # Its holder keeps its address: a restarted replica answers there, and marking it down
+    # would only turn away the requests waiting for it.
+    [route] = [r for r in server(render([API]))["routes"] if r.get("@id") == "route-dep_api"]
+    [proxy] = route["handle"]
+    assert proxy["load_balancing"] == {"try_duration": "5s", "try_interval": "10ms"}
+    assert "health_checks" not in proxy
+
+
 def test_a_live_deployment_without_a_ready_replica_says_it_is_restarting() -> None:
     routes = server(render([SHOP, DOWN]))["routes"]
 

@@ -140,6 +140,10 @@ class EmbeddedRedis:
             "requirepass": password,
             "port": str(port),
             "dir": str(self.data_dir),
+            # Its housekeeping (expiring keys nobody reads, client timeouts) once a second
+            # instead of ten times: ~0.3 % of a core at rest here, 0.1 % after. Keys still
+            # expire when read; the append-only file is still synced every second.
+            "hz": "1",
         }
         _write_file(config, "".join(f"{key} {value}\n" for key, value in settings.items()))
         try:
