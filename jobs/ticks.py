@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
-LEASE_KEY = "slipway:periodic:lease"
+LEASE_KEY_SUFFIX = ":periodic-lease"
+"""After the queue's name: platforms sharing one Redis with queues of their own hold their own."""
 LEASE_SECONDS = 15.0
 """A dead holder's passes stop for at most this long before another worker runs them."""
 LEASE_RENEW_SECONDS = 5.0
@@ -85,6 +88,37 @@ def next_due(periodic: Periodic, after: datetime) -> datetime:
     raise AssertionError("unreachable: every hour has each minute's seconds")
 
 
+def holder_name(path: Path, pid: int | None = None) -> str:
+    """This worker's name in the lease, kept in `path` (in DATA_DIR): the name the last worker
+    of this DATA_DIR held when that worker is dead, so the supervisor's restart of a killed
+    worker renews the lease at once instead of waiting LEASE_SECONDS for it; a new name while
+    that worker still runs (two workers on one DATA_DIR are two holders)."""
+    pid = os.getpid() if pid is None else pid
+    name = uuid.uuid4().hex
+    try:
+        last_pid, _, last_name = path.read_text().strip().partition(":")
+        if last_name.isalnum() and not _alive(int(last_pid)):
+            name = last_name
+    except (OSError, ValueError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{pid}:{name}\n")
+    path.chmod(0o600)
+    return name
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class _Redis(Protocol):
     async def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any: ...
 
@@ -96,7 +130,7 @@ class Lease:
         self,
         redis: _Redis,
         *,
-        key: str = LEASE_KEY,
+        key: str,
         seconds: float = LEASE_SECONDS,
         holder: str | None = None,
         monotonic: Callable[[], float] = time.monotonic,

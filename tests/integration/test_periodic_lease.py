@@ -34,8 +34,8 @@ def test_one_worker_holds_the_lease_and_another_takes_it_when_the_first_goes_qui
     async def scenario() -> None:
         redis = Redis.from_url(valkey.url)
         try:
-            first = Lease(redis, seconds=1.0, holder="first")
-            second = Lease(redis, seconds=1.0, holder="second")
+            first = Lease(redis, key="q:periodic-lease", seconds=1.0, holder="first")
+            second = Lease(redis, key="q:periodic-lease", seconds=1.0, holder="second")
             assert await first.hold()
             assert not await second.hold()
             # Renewed before it runs out: still the first's, past its first second.

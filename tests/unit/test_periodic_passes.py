@@ -5,14 +5,17 @@ a slow pass is not started again beside itself, and that a failing one does not 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from app.kernel.settings import Settings
-from jobs.ticks import Lease, Periodic, Ticker, next_due
+from jobs.ticks import Lease, Periodic, Ticker, holder_name, next_due
 from jobs.worker import periodic_passes
 
 AT = datetime(2026, 12, 7, 13, 16, 59, 400_000, tzinfo=UTC)
@@ -98,7 +101,11 @@ def test_the_holder_runs_its_passes_at_start_and_when_due_and_frees_the_lease_on
     async def count(ctx: dict[str, Any]) -> None:
         runs.append(time.monotonic())
 
-    ticker = Ticker((Periodic("count", count, EVERY_SECOND, timeout=5),), Lease(redis), {})
+    ticker = Ticker(
+        (Periodic("count", count, EVERY_SECOND, timeout=5),),
+        Lease(redis, key="q:periodic-lease"),
+        {},
+    )
     run_for(ticker, lambda: len(runs) >= 3, 10)
     assert len(runs) >= 3
     assert 0.5 < runs[2] - runs[1] < 1.5  # once a second, not back to back
@@ -113,7 +120,11 @@ def test_a_worker_without_the_lease_runs_nothing() -> None:
     async def count(ctx: dict[str, Any]) -> None:
         runs.append("ran")
 
-    ticker = Ticker((Periodic("count", count, EVERY_SECOND, timeout=5),), Lease(redis), {})
+    ticker = Ticker(
+        (Periodic("count", count, EVERY_SECOND, timeout=5),),
+        Lease(redis, key="q:periodic-lease"),
+        {},
+    )
     run_for(ticker, lambda: False, 2.5)
     assert runs == []
     assert redis.holder == "another worker"
@@ -137,7 +148,7 @@ def test_a_slow_pass_is_not_started_beside_itself_and_a_failing_one_stops_nothin
             Periodic("slow", slow, EVERY_SECOND, timeout=60),
             Periodic("failing", failing, EVERY_SECOND, timeout=5),
         ),
-        Lease(redis),
+        Lease(redis, key="q:periodic-lease"),
         {},
     )
     run_for(ticker, lambda: len(other) >= 3, 10)
@@ -153,7 +164,11 @@ def test_a_pass_past_its_timeout_is_cancelled_and_runs_again_when_due() -> None:
         started.append(time.monotonic())
         await asyncio.sleep(30)
 
-    ticker = Ticker((Periodic("hangs", hangs, EVERY_SECOND, timeout=0.3),), Lease(redis), {})
+    ticker = Ticker(
+        (Periodic("hangs", hangs, EVERY_SECOND, timeout=0.3),),
+        Lease(redis, key="q:periodic-lease"),
+        {},
+    )
     run_for(ticker, lambda: len(started) >= 2, 10)
     assert len(started) >= 2
 
@@ -162,7 +177,7 @@ def test_with_redis_gone_the_holder_keeps_the_lease_only_until_it_would_have_exp
     async def scenario() -> None:
         redis = MemoryRedis()
         clock = [100.0]
-        lease = Lease(redis, seconds=15, monotonic=lambda: clock[0])
+        lease = Lease(redis, key="q:periodic-lease", seconds=15, monotonic=lambda: clock[0])
         assert await lease.hold()
         redis.down = True
         clock[0] = 110.0
@@ -171,3 +186,23 @@ def test_with_redis_gone_the_holder_keeps_the_lease_only_until_it_would_have_exp
         assert not await lease.hold()
 
     asyncio.run(scenario())
+
+
+def test_a_restarted_worker_holds_the_name_of_the_dead_one_and_a_second_live_one_another(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "run" / "periodic-holder"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    first = holder_name(path, pid=int(dead.stdout))
+    assert path.stat().st_mode & 0o777 == 0o600
+    # Its process is gone: the next worker renews its lease at once.
+    assert holder_name(path) == first
+    # That one (this process) still runs: a second worker is a holder of its own.
+    assert holder_name(path) != first
+    path.write_text("not a pid\n")
+    assert holder_name(path).isalnum()
