@@ -145,6 +145,12 @@ milliseconds."""
 
 RESERVE_REMOVE_ATTEMPTS = 3
 RESERVE_REMOVE_PAUSE_SECONDS = 0.5
+RESERVE_ATTEMPTS = 3
+RESERVE_RETRY_SECONDS = 1.0
+"""A refill the engine refused is tried again this long after, a few times: else the reserve
+stayed short until the next replica's start, which then ran a holder of its own (~250 ms
+more). A likely cause of one wait for the spares that ran out in the integration tier (three
+test workers making networks at once; its log did not say)."""
 
 
 class DockerRuntime:
@@ -326,7 +332,10 @@ class DockerRuntime:
     def _make_reserve(self) -> None:
         try:
             while True:
-                self._make_reserve_once()
+                for attempt in range(1, RESERVE_ATTEMPTS + 1):
+                    if self._make_reserve_once() or attempt == RESERVE_ATTEMPTS:
+                        break
+                    time.sleep(RESERVE_RETRY_SECONDS)  # in the reserve's own thread
                 with self._spares_lock:
                     if not self._reserve_again:
                         self._reserve_coming = False
@@ -337,8 +346,9 @@ class DockerRuntime:
                 self._reserve_coming = False
             raise
 
-    def _make_reserve_once(self) -> None:
-        """The reserve's missing or stopped spares made, on the reserve's own network."""
+    def _make_reserve_once(self) -> bool:
+        """The reserve's missing or stopped spares made, on the reserve's own network; False
+        when the engine refused something (the next attempt looks again)."""
         network = reserve_network(self._reserve)
         try:
             with self._lock("reserve-making"):
@@ -355,10 +365,14 @@ class DockerRuntime:
                         self._force_remove(name)
                     self._publish_spare(name)
         except EngineError as exc:
-            # Another worker made one (the name is taken), or the engine refused: next time.
+            # Another worker made one (the name is taken), or the engine refused (a subnet
+            # taken meanwhile by another network's creation): looked at again.
             log.info("spare holder not made", extra={"why": str(exc)})
+            return False
         except Exception:
             log.exception("spare holder not made")
+            return False
+        return True
 
     def _publish_spare(self, name: str) -> None:
         """Made and started under a name of its own, then renamed into place: a start takes a
