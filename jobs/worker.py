@@ -379,7 +379,7 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
         follower = platform.reconciler.follower()
         follower.start()
         ctx["engine_events"] = follower
-        await forget_retired_crons(ctx["redis"], QUEUE_NAME)
+        await forget_retired_crons(ctx["redis"], options["queue_name"])
         lease = Lease(
             ctx["redis"],
             key=options["queue_name"] + LEASE_KEY_SUFFIX,
