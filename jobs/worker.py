@@ -65,7 +65,7 @@ when one is added): seconds the worker wakes at anyway for the dispatch, so no w
 own at rest, and one query when no domain waits."""
 ROUTE_RECONCILE_SECOND = 0
 METRICS_SECONDS = set(range(5, 60, FINE_STEP_SECONDS))
-"""Every 10 s, off the minute's first seconds (where the other crons start)."""
+"""Every 10 s, off the minute's first seconds (where the other passes start)."""
 METRICS_TIMEOUT_SECONDS = 9
 """Once a minute the router is given the database's routes again, in case Caddy restarted."""
 USAGE_TICKS_PER_DAY = 8

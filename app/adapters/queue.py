@@ -53,8 +53,8 @@ def redis_settings(settings: Settings) -> RedisSettings:
 WAKE_SUFFIX = ":wake"
 
 announcing: ContextVar[bool] = ContextVar("announcing", default=True)
-"""False where the enqueuer is the worker that will run the job and knows when it is due (arq's
-crons): announcing it would only wake that worker for nothing."""
+"""False where the enqueuer is the worker that will run the job and knows when it is due (a cron
+arq enqueues ahead): announcing it would only wake that worker for nothing."""
 
 
 def wake_channel(queue_name: str) -> str:
