@@ -285,10 +285,11 @@ def test_a_refill_asked_while_one_runs_makes_that_one_look_again(
     )
     looks: list[int] = []
 
-    def look() -> None:
+    def look() -> bool:
         looks.append(len(looks))
         if len(looks) == 1:
             made._replenish()  # asked while this refill runs: not a second one at once
+        return True
 
     monkeypatch.setattr(made, "_make_reserve_once", look)
     monkeypatch.setattr(made._spares, "submit", lambda work: work())
@@ -296,3 +297,34 @@ def test_a_refill_asked_while_one_runs_makes_that_one_look_again(
     assert looks == [0, 1]
     made._replenish()  # and the next ask, after, runs again
     assert looks == [0, 1, 2]
+
+
+def test_a_refill_the_engine_refused_is_tried_again_a_few_times(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = DockerRuntime(
+        "docker",
+        tmp_path / "locks",
+        network_pool=POOL,
+        quick_acks=lambda _subnet: True,
+        holder_image=lambda: "slipway/holder:test",
+        engine=cast(docker.DockerClient, SimpleNamespace(api=engine)),
+        holder_reserve=3,
+    )
+    answers = [False, True]
+    looks: list[bool] = []
+
+    def look() -> bool:
+        looks.append(answers[min(len(looks), len(answers) - 1)])
+        return looks[-1]
+
+    monkeypatch.setattr(made, "_make_reserve_once", look)
+    monkeypatch.setattr(made._spares, "submit", lambda work: work())
+    monkeypatch.setattr(docker_adapter, "RESERVE_RETRY_SECONDS", 0.0)
+    made._replenish()
+    assert looks == [False, True]  # refused, then made
+
+    answers[:] = [False]
+    looks.clear()
+    made._replenish()
+    assert looks == [False] * docker_adapter.RESERVE_ATTEMPTS  # then left to the next start
