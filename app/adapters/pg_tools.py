@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
+from app.adapters.postgres import connect_as
 from app.kernel.errors import ConflictError, DatabaseError, InvalidRequest
 from app.kernel.ports import DatabaseLogin
 
@@ -202,15 +203,12 @@ class PostgresTools:
                 if not tried:
                     tried = True
                     with contextlib.suppress(psycopg.Error):
-                        watcher = psycopg.connect(
-                            host=self._host,
-                            port=self._port,
-                            user=login.role,
-                            password=login.password,
-                            dbname=login.name,
-                            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                        watcher = connect_as(
+                            login,
+                            self._host,
+                            self._port,
                             application_name="slipway-backups",
-                            autocommit=True,
+                            connect_timeout=CONNECT_TIMEOUT_SECONDS,
                         )
                 if watcher is None:
                     continue

@@ -31,13 +31,40 @@ from sqlmodel import col, select
 from app.kernel.db import SessionFactory
 from app.kernel.errors import DatabaseError
 from app.kernel.models import Database, Deployment
-from app.kernel.ports import DatabaseProvisioner
+from app.kernel.ports import DatabaseLogin, DatabaseProvisioner
 from manifests.containers import DeploymentType
 
 if TYPE_CHECKING:
     import psycopg
 
 CONNECT_TIMEOUT_SECONDS = 10
+
+
+def connect_as(
+    login: DatabaseLogin,
+    host: str,
+    port: int,
+    *,
+    application_name: str,
+    connect_timeout: int,
+    options: str | None = None,
+) -> psycopg.Connection[tuple[object, ...]]:
+    """A session of a deployment's own role on its own database, in autocommit: what Slipway
+    does inside a tenant's database (count its runs, watch its restore) it does with that
+    tenant's rights, never the cluster admin's. Raises psycopg.Error."""
+    import psycopg
+
+    return psycopg.connect(
+        host=host,
+        port=port,
+        user=login.role,
+        password=login.password,
+        dbname=login.name,
+        connect_timeout=connect_timeout,
+        application_name=application_name,
+        autocommit=True,
+        options=options,  # None: left out of the connection string
+    )
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from app.adapters.postgres import connect_as
 from app.kernel.errors import DatabaseError
 from app.kernel.ports import DatabaseLogin
 
@@ -90,20 +91,17 @@ class PostgresRunQueues:
                 return conn
             self._close(deployment_id)
         try:
-            conn = psycopg.connect(
-                host=self._host,
-                port=self._port,
-                user=login.role,
-                password=login.password,
-                dbname=login.name,
-                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            conn = connect_as(
+                login,
+                self._host,
+                self._port,
                 application_name="slipway-autoscaler",
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
                 options=(
                     f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
                     f" -c lock_timeout={LOCK_TIMEOUT_MS}"
                     " -c default_transaction_read_only=on"
                 ),
-                autocommit=True,
             )
         except psycopg.Error as exc:
             raise DatabaseError(
