@@ -29,6 +29,8 @@ from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
+from app.kernel.processes import pid_alive
+
 log = logging.getLogger(__name__)
 
 LEASE_KEY_SUFFIX = ":periodic-lease"
@@ -97,7 +99,7 @@ def holder_name(path: Path, pid: int | None = None) -> str:
     name = uuid.uuid4().hex
     try:
         last_pid, _, last_name = path.read_text().strip().partition(":")
-        if last_name.isalnum() and not _alive(int(last_pid)):
+        if last_name.isalnum() and not pid_alive(int(last_pid)):
             name = last_name
     except (OSError, ValueError):
         pass
@@ -105,18 +107,6 @@ def holder_name(path: Path, pid: int | None = None) -> str:
     path.write_text(f"{pid}:{name}\n")
     path.chmod(0o600)
     return name
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _Redis(Protocol):

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from app.adapters.caddy_admin import UNIX_SCHEME, admin_base, admin_client, admin_listen
+from app.kernel.processes import pid_alive
 from app.server.embedded._common import (
     EmbeddedServiceError,
     _log_tail,
-    _pid_alive,
     _proc_cmdline,
     _read_int,
     _stop_popen,
@@ -332,7 +332,7 @@ class Caddy:
         It would hold the listeners (and an admin port) the new one needs.
         """
         pid = _read_int(self.pid_path)
-        if pid is None or pid == os.getpid() or not _pid_alive(pid):
+        if pid is None or pid == os.getpid() or not pid_alive(pid):
             return
         if str(self.boot_path) in _proc_cmdline(pid):
             _terminate_pid(pid)

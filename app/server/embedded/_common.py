@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from app.kernel.processes import pid_alive
+
 #: Superuser role created in the embedded cluster; the platform uses it to create per-app roles.
 PG_ADMIN_USER = "slipway_admin"
 #: System user that runs postgres when Slipway runs as root (postgres refuses to run as root).
@@ -121,21 +123,6 @@ def _log_tail(path: Path, lines: int = 30) -> str:
     return f"--- last lines of {path} ---\n" + "\n".join(tail)
 
 
-def _pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie (killed, not yet reaped) counts as dead."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no procfs: the signal test is all there is
-    return stat_line.rsplit(")", 1)[-1].split()[:1] != ["Z"]
-
-
 def _proc_cmdline(pid: int) -> list[str]:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -157,7 +144,7 @@ def _terminate_pid(pid: int, timeout: float = 5.0) -> None:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):

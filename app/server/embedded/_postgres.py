@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.kernel.processes import pid_alive
 from app.server.embedded._common import (
     _LOCALHOST,
     _MAX_SOCKET_PATH,
@@ -30,7 +31,6 @@ from app.server.embedded._common import (
     _dir_lock,
     _log_tail,
     _pick_port,
-    _pid_alive,
     _read_int,
     _write_file,
 )
@@ -326,7 +326,7 @@ class EmbeddedPostgres:
             pid = int((self.pgdata / "postmaster.pid").read_text().splitlines()[0])
         except (OSError, IndexError, ValueError):
             return False
-        return _pid_alive(pid)
+        return pid_alive(pid)
 
     def is_running(self) -> bool:
         """True when a server is running on this data directory."""

@@ -18,11 +18,11 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from app.kernel.processes import pid_alive
 from app.server.embedded._common import (
     _LOCALHOST,
     EmbeddedServiceError,
     _log_tail,
-    _pid_alive,
     _port_is_free,
     _proc_cmdline,
     _proc_cwd,
@@ -206,7 +206,7 @@ class EmbeddedRedis:
     def _stop_orphan(self) -> None:
         """Stop a valkey left running on these files by an earlier, crashed process."""
         pid = _read_int(self.pid_path)
-        if pid is None or pid == os.getpid() or not _pid_alive(pid):
+        if pid is None or pid == os.getpid() or not pid_alive(pid):
             return
         cmdline = " ".join(_proc_cmdline(pid))
         cwd = _proc_cwd(pid)
