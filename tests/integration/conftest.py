@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from xdist.remote import Producer
 
+from app.server.embedded import EmbeddedRedis
 from tests.support import scheduling
 from tests.support.images import DOCKER
 
@@ -82,3 +83,12 @@ def tags() -> Iterator[list[str]]:
     yield made
     for tag in made:
         subprocess.run([DOCKER, "rmi", "-f", tag], capture_output=True, check=False)
+
+
+@pytest.fixture
+def valkey(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Valkey of the test's own, as `slipway up` runs it."""
+    server = EmbeddedRedis(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()

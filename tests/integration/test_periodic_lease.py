@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from arq.constants import job_key_prefix
@@ -18,14 +16,6 @@ from jobs.ticks import Lease
 from jobs.worker import forget_retired_crons
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def valkey(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_one_worker_holds_the_lease_and_another_takes_it_when_the_first_goes_quiet(

@@ -21,15 +21,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    queue = EmbeddedRedis(tmp_path / "redis")
-    queue.start()
-    yield queue
-    queue.stop()
-
-
-@pytest.fixture
-def api(tmp_path: Path, redis: EmbeddedRedis) -> Iterator[str]:
+def api(tmp_path: Path, valkey: EmbeddedRedis) -> Iterator[str]:
     caddy = Caddy(tmp_path / "caddy")
     caddy.start()
     settings = Settings(
@@ -38,7 +30,7 @@ def api(tmp_path: Path, redis: EmbeddedRedis) -> Iterator[str]:
         github_private_key=new_private_key_pem(),
         github_webhook_secret="s",
         data_dir=tmp_path / "data",
-        redis_url=redis.url,
+        redis_url=valkey.url,
         caddy_admin_url=caddy.admin_url,
     )
     try:
@@ -59,7 +51,7 @@ def wait_for_status(client: httpx.Client, path: str, status: int) -> httpx.Respo
 
 
 def test_readyz_names_redis_while_it_is_down_and_is_ready_again_after(
-    api: str, redis: EmbeddedRedis
+    api: str, valkey: EmbeddedRedis
 ) -> None:
     with httpx.Client(base_url=api, timeout=30) as client:
         ready = client.get("/readyz")
@@ -71,12 +63,12 @@ def test_readyz_names_redis_while_it_is_down_and_is_ready_again_after(
             "docker engine",
         }
 
-        redis.stop()
+        valkey.stop()
         down: dict[str, Any] = wait_for_status(client, "/readyz", 503).json()
         assert list(down["down"]) == ["redis"], down  # only what is down is named
         assert client.get("/healthz").status_code == 200  # liveness: the process is fine
 
-        redis.start()
+        valkey.start()
         wait_for_status(client, "/readyz", 200)
 
 

@@ -6,7 +6,6 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +30,7 @@ SECRET = "receiver-secret"
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def settings(tmp_path: Path, redis_server: EmbeddedRedis) -> Settings:
+def settings(tmp_path: Path, valkey: EmbeddedRedis) -> Settings:
     pem = new_private_key_pem()
     return Settings(
         _env_file=None,
@@ -47,7 +38,7 @@ def settings(tmp_path: Path, redis_server: EmbeddedRedis) -> Settings:
         github_private_key=pem,
         github_webhook_secret=SECRET,
         data_dir=tmp_path / "data",
-        redis_url=redis_server.url,
+        redis_url=valkey.url,
     )
 
 
@@ -67,21 +58,21 @@ def _stored(settings: Settings) -> list[tuple[str, str | None]]:
         return list(db.execute("SELECT id, processed_at FROM deliveries ORDER BY id"))
 
 
-def _queued(redis_server: EmbeddedRedis) -> int:
-    count = Redis.from_url(redis_server.url).zcard(QUEUE_NAME)
+def _queued(valkey: EmbeddedRedis) -> int:
+    count = Redis.from_url(valkey.url).zcard(QUEUE_NAME)
     assert isinstance(count, int)
     return count
 
 
 def test_a_delivery_made_while_the_queue_is_down_is_kept_and_a_redelivery_enqueues_it(
-    settings: Settings, redis_server: EmbeddedRedis
+    settings: Settings, valkey: EmbeddedRedis
 ) -> None:
     with TestClient(app=create_app(settings)) as client:
         assert _post(client, "d-1", {"zen": "up"}) == 202
-        assert _queued(redis_server) == 1
+        assert _queued(valkey) == 1
 
         # The queue refuses work (out of memory): the delivery is kept, GitHub is told to retry.
-        admin = Redis.from_url(redis_server.url)
+        admin = Redis.from_url(valkey.url)
         admin.config_set("maxmemory-policy", "noeviction")
         admin.config_set("maxmemory", "1")
         response_code = _post(client, "d-2", {"zen": "queue is down"})
@@ -90,13 +81,13 @@ def test_a_delivery_made_while_the_queue_is_down_is_kept_and_a_redelivery_enqueu
 
         admin.config_set("maxmemory", "0")
         assert _post(client, "d-2", {"zen": "queue is down"}) == 202  # GitHub's redelivery
-        assert _queued(redis_server) == 2
+        assert _queued(valkey) == 2
         assert _post(client, "d-2", {"zen": "queue is down"}) == 202  # and once more
-        assert _queued(redis_server) == 2  # the same job id: no second piece of work
+        assert _queued(valkey) == 2  # the same job id: no second piece of work
 
 
 def test_a_redelivery_is_answered_as_a_duplicate_and_queued_once(
-    settings: Settings, redis_server: EmbeddedRedis
+    settings: Settings, valkey: EmbeddedRedis
 ) -> None:
     with TestClient(app=create_app(settings)) as client:
         first = _send(client, "d-1", {"zen": "once"})
@@ -105,12 +96,12 @@ def test_a_redelivery_is_answered_as_a_duplicate_and_queued_once(
 
     assert [r.status_code for r in (first, again, other)] == [202, 202, 202]
     assert [r.json()["duplicate"] for r in (first, again, other)] == [False, True, False]
-    assert _queued(redis_server) == 2
+    assert _queued(valkey) == 2
 
 
-async def _job(redis_server: EmbeddedRedis, delivery_id: str) -> tuple[JobDef, JobStatus, int]:
+async def _job(valkey: EmbeddedRedis, delivery_id: str) -> tuple[JobDef, JobStatus, int]:
     """The delivery's job as arq's worker reads it, its status and its time to live in ms."""
-    pool = await create_pool(RedisSettings.from_dsn(redis_server.url))
+    pool = await create_pool(RedisSettings.from_dsn(valkey.url))
     try:
         job = Job(delivery_job_id(delivery_id), pool, _queue_name=QUEUE_NAME)
         info = await job.info()
@@ -122,14 +113,14 @@ async def _job(redis_server: EmbeddedRedis, delivery_id: str) -> tuple[JobDef, J
 
 
 def test_a_delivery_is_queued_as_the_job_arq_enqueue_job_would_make(
-    settings: Settings, redis_server: EmbeddedRedis
+    settings: Settings, valkey: EmbeddedRedis
 ) -> None:
     with TestClient(app=create_app(settings)) as client:
         before_ms = time.time() * 1000
         assert _post(client, "d-1", {"zen": "queued"}) == 202
         after_ms = time.time() * 1000
 
-    info, status, ttl_ms = asyncio.run(_job(redis_server, "d-1"))
+    info, status, ttl_ms = asyncio.run(_job(valkey, "d-1"))
 
     assert (info.function, info.args, info.kwargs) == (HANDLE_DELIVERY, ("d-1",), {})
     assert not info.job_try  # a first try, as arq's enqueue_job leaves it
@@ -139,9 +130,9 @@ def test_a_delivery_is_queued_as_the_job_arq_enqueue_job_would_make(
     assert 86_000_000 < ttl_ms <= 86_400_000  # arq's default: a day after it was due
 
 
-def test_deliveries_queued_together_each_get_their_job_once(redis_server: EmbeddedRedis) -> None:
+def test_deliveries_queued_together_each_get_their_job_once(valkey: EmbeddedRedis) -> None:
     async def put_burst() -> list[bool]:
-        pool = await create_pool(RedisSettings.from_dsn(redis_server.url))
+        pool = await create_pool(RedisSettings.from_dsn(valkey.url))
         try:
             queue = DeliveryQueue(pool)
             ids = [f"d-{i}" for i in range(12)] + ["d-0", "d-5"]
@@ -152,9 +143,9 @@ def test_deliveries_queued_together_each_get_their_job_once(redis_server: Embedd
     added = asyncio.run(put_burst())
 
     assert added == [True] * 12 + [False, False]
-    assert _queued(redis_server) == 12
+    assert _queued(valkey) == 12
     for i in (0, 7, 11):
-        info, status, _ = asyncio.run(_job(redis_server, f"d-{i}"))
+        info, status, _ = asyncio.run(_job(valkey, f"d-{i}"))
         assert (info.function, info.args, status) == (
             HANDLE_DELIVERY,
             (f"d-{i}",),

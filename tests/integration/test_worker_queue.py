@@ -4,10 +4,7 @@ workers run, and an order carried out twice leaves one build job per revision.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from arq import create_pool
 from arq.connections import RedisSettings
 from arq.jobs import JobDef
@@ -24,14 +21,6 @@ from app.kernel.orders import (
 )
 from app.server.embedded import EmbeddedRedis
 from jobs.queue import WorkerQueue
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 class CheckRuns:
@@ -63,7 +52,7 @@ async def carry_out_twice(url: str, order: WorkOrder) -> tuple[list[JobDef], lis
 
 
 def test_an_order_carried_out_twice_queues_one_build_per_revision(
-    redis_server: EmbeddedRedis,
+    valkey: EmbeddedRedis,
 ) -> None:
     order = WorkOrder(
         "pull request #7 closed",
@@ -72,7 +61,7 @@ def test_an_order_carried_out_twice_queues_one_build_per_revision(
         comments=["pr_7"],
     )
 
-    jobs, announced = asyncio.run(carry_out_twice(redis_server.url, order))
+    jobs, announced = asyncio.run(carry_out_twice(valkey.url, order))
 
     builds = [job for job in jobs if job.function == RUN_REVISION]
     assert [(job.args, job.job_id) for job in builds] == [(("rev_a",), revision_job_id("rev_a"))]

@@ -11,7 +11,7 @@ import itertools
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -33,14 +33,6 @@ QUEUE = "wake-test"
 SAFETY_POLL_SECONDS = 30.0
 AT_ONCE_SECONDS = 1.0
 """Far below the safety poll, far above the few milliseconds a wake-up takes."""
-
-
-@pytest.fixture
-def valkey(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 def settings_of(valkey: EmbeddedRedis, tmp_path: Path) -> Settings:

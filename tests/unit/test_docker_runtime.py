@@ -121,9 +121,11 @@ def engine() -> Engine:
     return Engine()
 
 
-def runtime(engine: Engine, tmp_path: Path, acked: list[object] | None = None) -> DockerRuntime:
-    """The runtime on the stand-in engine, without a reserve of spare holders; the subnets the
-    host is asked to acknowledge at once go to `acked`."""
+def runtime(
+    engine: Engine, tmp_path: Path, acked: list[object] | None = None, *, holder_reserve: int = 0
+) -> DockerRuntime:
+    """The runtime on the stand-in engine, without a reserve of spare holders unless asked;
+    the subnets the host is asked to acknowledge at once go to `acked`."""
     acks = acked if acked is not None else []
 
     def quick_acks(subnet: ipaddress.IPv4Network) -> bool:
@@ -137,7 +139,7 @@ def runtime(engine: Engine, tmp_path: Path, acked: list[object] | None = None) -
         quick_acks=quick_acks,
         holder_image=lambda: "slipway/holder:test",
         engine=cast(docker.DockerClient, SimpleNamespace(api=engine)),
-        holder_reserve=0,
+        holder_reserve=holder_reserve,
     )
 
 
@@ -274,15 +276,7 @@ def test_a_refill_asked_while_one_runs_makes_that_one_look_again(
     """A start that found the spares stopped asks for a refill while the previous one is
     finishing; that one may have looked before they stopped, so it must look once more
     (a CI run waited 30 s for spares nobody remade)."""
-    made = DockerRuntime(
-        "docker",
-        tmp_path / "locks",
-        network_pool=POOL,
-        quick_acks=lambda _subnet: True,
-        holder_image=lambda: "slipway/holder:test",
-        engine=cast(docker.DockerClient, SimpleNamespace(api=engine)),
-        holder_reserve=3,
-    )
+    made = runtime(engine, tmp_path, holder_reserve=3)
     looks: list[int] = []
 
     def look() -> bool:
@@ -302,15 +296,7 @@ def test_a_refill_asked_while_one_runs_makes_that_one_look_again(
 def test_a_refill_the_engine_refused_is_tried_again_a_few_times(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    made = DockerRuntime(
-        "docker",
-        tmp_path / "locks",
-        network_pool=POOL,
-        quick_acks=lambda _subnet: True,
-        holder_image=lambda: "slipway/holder:test",
-        engine=cast(docker.DockerClient, SimpleNamespace(api=engine)),
-        holder_reserve=3,
-    )
+    made = runtime(engine, tmp_path, holder_reserve=3)
     answers = [False, True]
     looks: list[bool] = []
 
