@@ -113,8 +113,10 @@ class _Redis(Protocol):
     async def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any: ...
 
 
-class Lease:
-    """The platform's periodic lease in Redis, as seen by one worker."""
+class PeriodicLease:
+    """The platform's periodic lease in Redis, as seen by one worker. Not a row lease of
+    app/kernel/leases.py (held around one piece of work, in the control plane): this one is
+    held for as long as the worker runs, and only matters while the queue's Redis is up."""
 
     def __init__(
         self,
@@ -158,7 +160,7 @@ class Ticker:
     """Runs `passes` when due while `lease` is held; `run()` until cancelled."""
 
     passes: tuple[Periodic, ...]
-    lease: Lease
+    lease: PeriodicLease
     ctx: dict[str, Any]
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(tz=UTC))
     renew_seconds: float = LEASE_RENEW_SECONDS

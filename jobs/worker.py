@@ -46,7 +46,7 @@ from jobs.constants import (
     TEARDOWN_TIMEOUT_SECONDS,
 )
 from jobs.queue import WorkerQueue
-from jobs.ticks import LEASE_KEY_SUFFIX, Lease, Periodic, Ticker, holder_name
+from jobs.ticks import LEASE_KEY_SUFFIX, Periodic, PeriodicLease, Ticker, holder_name
 from jobs.wake import WakeUps
 
 log = logging.getLogger(__name__)
@@ -380,7 +380,7 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
         follower.start()
         ctx["engine_events"] = follower
         await forget_retired_crons(ctx["redis"], options["queue_name"])
-        lease = Lease(
+        lease = PeriodicLease(
             ctx["redis"],
             key=options["queue_name"] + LEASE_KEY_SUFFIX,
             holder=holder_name(settings.data_dir / "run" / "periodic-holder"),

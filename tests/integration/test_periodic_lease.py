@@ -12,7 +12,7 @@ from arq.constants import job_key_prefix
 from redis.asyncio import Redis
 
 from app.server.embedded import EmbeddedRedis
-from jobs.ticks import Lease
+from jobs.ticks import PeriodicLease
 from jobs.worker import forget_retired_crons
 
 pytestmark = pytest.mark.timeout(60)
@@ -24,8 +24,8 @@ def test_one_worker_holds_the_lease_and_another_takes_it_when_the_first_goes_qui
     async def scenario() -> None:
         redis = Redis.from_url(valkey.url)
         try:
-            first = Lease(redis, key="q:periodic-lease", seconds=1.0, holder="first")
-            second = Lease(redis, key="q:periodic-lease", seconds=1.0, holder="second")
+            first = PeriodicLease(redis, key="q:periodic-lease", seconds=1.0, holder="first")
+            second = PeriodicLease(redis, key="q:periodic-lease", seconds=1.0, holder="second")
             assert await first.hold()
             assert not await second.hold()
             # Renewed before it runs out: still the first's, past its first second.

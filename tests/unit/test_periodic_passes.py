@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from app.kernel.settings import Settings
-from jobs.ticks import Lease, Periodic, Ticker, holder_name, next_due
+from jobs.ticks import Periodic, PeriodicLease, Ticker, holder_name, next_due
 from jobs.worker import periodic_passes
 
 AT = datetime(2026, 12, 7, 13, 16, 59, 400_000, tzinfo=UTC)
@@ -103,7 +103,7 @@ def test_the_holder_runs_its_passes_at_start_and_when_due_and_frees_the_lease_on
 
     ticker = Ticker(
         (Periodic("count", count, EVERY_SECOND, timeout=5),),
-        Lease(redis, key="q:periodic-lease"),
+        PeriodicLease(redis, key="q:periodic-lease"),
         {},
     )
     run_for(ticker, lambda: len(runs) >= 3, 10)
@@ -122,7 +122,7 @@ def test_a_worker_without_the_lease_runs_nothing() -> None:
 
     ticker = Ticker(
         (Periodic("count", count, EVERY_SECOND, timeout=5),),
-        Lease(redis, key="q:periodic-lease"),
+        PeriodicLease(redis, key="q:periodic-lease"),
         {},
     )
     run_for(ticker, lambda: False, 2.5)
@@ -148,7 +148,7 @@ def test_a_slow_pass_is_not_started_beside_itself_and_a_failing_one_stops_nothin
             Periodic("slow", slow, EVERY_SECOND, timeout=60),
             Periodic("failing", failing, EVERY_SECOND, timeout=5),
         ),
-        Lease(redis, key="q:periodic-lease"),
+        PeriodicLease(redis, key="q:periodic-lease"),
         {},
     )
     run_for(ticker, lambda: len(other) >= 3, 10)
@@ -166,7 +166,7 @@ def test_a_pass_past_its_timeout_is_cancelled_and_runs_again_when_due() -> None:
 
     ticker = Ticker(
         (Periodic("hangs", hangs, EVERY_SECOND, timeout=0.3),),
-        Lease(redis, key="q:periodic-lease"),
+        PeriodicLease(redis, key="q:periodic-lease"),
         {},
     )
     run_for(ticker, lambda: len(started) >= 2, 10)
@@ -177,7 +177,7 @@ def test_with_redis_gone_the_holder_keeps_the_lease_only_until_it_would_have_exp
     async def scenario() -> None:
         redis = MemoryRedis()
         clock = [100.0]
-        lease = Lease(redis, key="q:periodic-lease", seconds=15, monotonic=lambda: clock[0])
+        lease = PeriodicLease(redis, key="q:periodic-lease", seconds=15, monotonic=lambda: clock[0])
         assert await lease.hold()
         redis.down = True
         clock[0] = 110.0
